@@ -1,0 +1,317 @@
+"""Reading user tables (txt, csv, tsv, jsonl, parquet, saved HF datasets) and writing files atomically.
+
+One reader for every input the project takes (training corpora, NLI triplets, STS and labeled-pair files,
+mining corpora), so every bad file gets the same kind of error: one line naming the file, the line (or row)
+and the column, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from simcse.errors import InputError
+
+TEXT_SUFFIXES = {".txt"}
+DELIMITED = {".csv": ",", ".tsv": "\t"}
+SUPPORTED = ".txt, .csv, .tsv, .jsonl, .parquet or a saved Hugging Face dataset folder"
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def data_dir() -> Path:
+    """The shared data folder: $SIMCSE_DATA_DIR, else `../shared/data` beside the repository."""
+    env = os.environ.get("SIMCSE_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@dataclass
+class Table:
+    """Columns read from one file, with each row's source location kept for later error messages."""
+
+    path: Path
+    columns: dict[str, list[Any]]
+    locations: list[int]  # 1-based line (text formats) or row (parquet / HF datasets) of each row
+    location_kind: str = "line"
+    renamed: dict[str, str] = field(default_factory=dict)  # canonical name -> name found in the file
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def error(self, index: int, column: str | None, message: str) -> InputError:
+        """An InputError pointing at row `index` (0-based) of this table."""
+        loc = self.locations[index]
+        col = self.renamed.get(column, column) if column else None
+        if self.location_kind == "line":
+            return InputError(message, path=self.path, line=loc, column=col)
+        return InputError(message, path=self.path, row=loc, column=col)
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"bytes that are not UTF-8 (byte 0x{data[exc.start]:02x}); re-save the file as UTF-8",
+                         path=path, line=line) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise InputError("no such file or folder; check the path", path=path)
+
+
+def _is_hf_dataset(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()
+                              or (path / "dataset_dict.json").exists())
+
+
+def _resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str], optional: Sequence[str],
+                     aliases: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
+    """Map each canonical column to the name it has in the file (exact name first, then aliases)."""
+    aliases = aliases or {}
+    found: dict[str, str] = {}
+    for name in list(wanted) + list(optional):
+        for candidate in [name, *aliases.get(name, ())]:
+            if candidate in available:
+                found[name] = candidate
+                break
+        else:
+            if name in wanted:
+                accepted = " or ".join(repr(c) for c in [name, *aliases.get(name, ())])
+                raise InputError(f"missing column {accepted}; the file has {list(available)}. Rename the column "
+                                 f"or pass the column name option", path=path, column=name)
+    return found
+
+
+def read_table(path: str | os.PathLike, columns: Sequence[str], optional: Sequence[str] = (),
+               aliases: Mapping[str, Sequence[str]] | None = None) -> Table:
+    """Read the named columns of a table file; values stay as read (str for text formats).
+
+    `.txt` files are one value per line for the first requested column (blank lines kept as "", so callers
+    can count what they drop). `aliases` maps a canonical name to alternative names, e.g.
+    `{"anchor": ["sent0"]}`; the returned columns use the canonical names.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if _is_hf_dataset(path):
+        return _read_hf(path, columns, optional, aliases)
+    if path.is_dir():
+        raise InputError(f"a folder that is not a saved Hugging Face dataset; expected {SUPPORTED}", path=path)
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        if len(columns) != 1:
+            raise InputError(f"a .txt file holds one column, but {list(columns)} are needed; use .csv, .tsv, "
+                             f".jsonl or .parquet with those columns", path=path)
+        lines = _decode(path).splitlines()
+        if not lines:
+            raise InputError("the file is empty", path=path)
+        return Table(path, {columns[0]: [ln.strip() for ln in lines]}, list(range(1, len(lines) + 1)))
+    if suffix in DELIMITED:
+        return _read_delimited(path, DELIMITED[suffix], columns, optional, aliases)
+    if suffix == ".jsonl":
+        return _read_jsonl(path, columns, optional, aliases)
+    if suffix == ".parquet":
+        return _read_parquet(path, columns, optional, aliases)
+    raise InputError(f"unsupported file type '{suffix}'; expected {SUPPORTED}", path=path)
+
+
+def _read_delimited(path: Path, delimiter: str, columns: Sequence[str], optional: Sequence[str],
+                    aliases: Mapping[str, Sequence[str]] | None) -> Table:
+    text = _decode(path)
+    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError("the file is empty; expected a header line", path=path, line=1) from None
+    header = [h.strip() for h in header]
+    found = _resolve_columns(path, header, columns, optional, aliases)
+    index = {name: header.index(src) for name, src in found.items()}
+    out: dict[str, list[Any]] = {name: [] for name in found}
+    locations: list[int] = []
+    start = reader.line_num + 1
+    try:
+        for row in reader:
+            if not row or all(not cell.strip() for cell in row):
+                start = reader.line_num + 1
+                continue
+            if len(row) < len(header):
+                missing = header[len(row)] if len(row) < len(header) else None
+                raise InputError(f"{len(row)} fields where the header has {len(header)}; check the quoting and "
+                                 f"the delimiter ({'tab' if delimiter == chr(9) else repr(delimiter)})",
+                                 path=path, line=start, column=missing)
+            for name, i in index.items():
+                out[name].append(row[i])
+            locations.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}", path=path,
+                         line=reader.line_num) from None
+    return Table(path, out, locations, "line", {k: v for k, v in found.items() if k != v})
+
+
+def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str],
+                aliases: Mapping[str, Sequence[str]] | None) -> Table:
+    rows: list[dict] = []
+    locations: list[int] = []
+    for n, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc.msg}); each line must be one JSON object", path=path,
+                             line=n) from None
+        if not isinstance(obj, dict):
+            raise InputError("each line must be one JSON object", path=path, line=n)
+        rows.append(obj)
+        locations.append(n)
+    if not rows:
+        raise InputError("the file has no JSON records", path=path)
+    keys: list[str] = list(dict.fromkeys(k for r in rows[:1000] for k in r))
+    found = _resolve_columns(path, keys, columns, optional, aliases)
+    out: dict[str, list[Any]] = {name: [] for name in found}
+    for obj, n in zip(rows, locations):
+        for name, src in found.items():
+            if src not in obj:
+                if name in columns:
+                    raise InputError("missing field", path=path, line=n, column=src)
+                out[name].append(None)
+            else:
+                out[name].append(obj[src])
+    return Table(path, out, locations, "line", {k: v for k, v in found.items() if k != v})
+
+
+def _read_parquet(path: Path, columns: Sequence[str], optional: Sequence[str],
+                  aliases: Mapping[str, Sequence[str]] | None) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
+    found = _resolve_columns(path, schema.names, columns, optional, aliases)
+    table = pq.read_table(path, columns=list(dict.fromkeys(found.values())))
+    out = {name: table.column(src).to_pylist() for name, src in found.items()}
+    return Table(path, out, list(range(1, table.num_rows + 1)), "row",
+                 {k: v for k, v in found.items() if k != v})
+
+
+def _read_hf(path: Path, columns: Sequence[str], optional: Sequence[str],
+             aliases: Mapping[str, Sequence[str]] | None) -> Table:
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        split = "train" if "train" in ds else next(iter(ds))
+        ds = ds[split]
+    found = _resolve_columns(path, ds.column_names, columns, optional, aliases)
+    out = {name: list(ds[src]) for name, src in found.items()}
+    return Table(path, out, list(range(1, len(ds) + 1)), "row", {k: v for k, v in found.items() if k != v})
+
+
+def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """Non-empty stripped lines of a `.txt` file with their 1-based line numbers."""
+    table = read_table(path, ["text"])
+    return [(loc, t) for loc, t in zip(table.locations, table.columns["text"]) if t and str(t).strip()]
+
+
+@dataclass
+class StsData:
+    """Sentence pairs with a graded similarity score (STS-B layout)."""
+
+    path: Path
+    sentence1: list[str]
+    sentence2: list[str]
+    scores: list[float]
+
+
+def _floats(table: Table, column: str) -> list[float]:
+    values: list[float] = []
+    for i, raw in enumerate(table.columns[column]):
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise table.error(i, column, f"{raw!r} is not a number") from None
+        if value != value:  # NaN
+            raise table.error(i, column, "NaN is not a usable score")
+        values.append(value)
+    return values
+
+
+def _texts(table: Table, column: str) -> list[str]:
+    values = table.columns[column]
+    for i, v in enumerate(values):
+        if v is None or not str(v).strip():
+            raise table.error(i, column, "empty text; remove the row or fill it in")
+    return [str(v) for v in values]
+
+
+def read_sts(path: str | os.PathLike) -> StsData:
+    """An STS file: `sentence1, sentence2, score` (score any numeric scale)."""
+    table = read_table(path, ["sentence1", "sentence2", "score"])
+    if len(table) < 2:
+        raise InputError("an STS file needs at least 2 scored pairs", path=table.path)
+    return StsData(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), _floats(table, "score"))
+
+
+@dataclass
+class LabeledPairs:
+    """Sentence pairs labeled 1 (same meaning / relevant) or 0."""
+
+    path: Path
+    sentence1: list[str]
+    sentence2: list[str]
+    labels: list[int]
+
+
+def read_labeled_pairs(path: str | os.PathLike) -> LabeledPairs:
+    """A labeled-pair file: `sentence1, sentence2, label` with labels 0/1."""
+    table = read_table(path, ["sentence1", "sentence2", "label"])
+    labels = []
+    for i, v in enumerate(_floats(table, "label")):
+        if v not in (0.0, 1.0):
+            raise table.error(i, "label", f"label {v:g} is not 0 or 1")
+        labels.append(int(v))
+    if len(set(labels)) < 2:
+        raise InputError("labeled pairs need both labels (0 and 1) for average precision", path=table.path)
+    return LabeledPairs(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), labels)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed over `path`, on error removed.
+
+    Readers therefore see either the old file or the complete new one, never a partial write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
