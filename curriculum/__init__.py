@@ -1,1 +1,47 @@
+"""Curriculum over hard-negative bands for SimCSE: pacing, band mixture, alpha, adaptive scheduler,
+a batch sampler over mined Parquet rounds, and resumable JSON state. No torch, no Prefect.
 
+Per round:  manifest = read_manifest(triplets, r)
+            plan = scheduler.start_round(r, manifest.difficulties())
+            sampler = TripletSampler(triplets, r, batch_size=64, seed=cfg.seed, state=scheduler.sampler_state)
+            batch = sampler.draw(plan); ...train...; plan = scheduler.after_batch(sampler.state_dict())
+            scheduler.end_round(dev_metric, train_accuracy)
+See docs/curriculum.md.
+"""
+
+from curriculum.alpha import AlphaSchedule
+from curriculum.config import (
+    BAND_NAMES,
+    AdaptiveConfig,
+    AlphaConfig,
+    AlphaRange,
+    CurriculumConfig,
+    MixtureConfig,
+    StaticConfig,
+    format_validation_error,
+    parse_config,
+)
+from curriculum.dataset import BandStats, ManifestFile, RoundManifest, complete_rounds, read_manifest, round_dir
+from curriculum.errors import ConfigError, CurriculumError, StateError, TripletDataError
+from curriculum.mixture import curriculum_mixture, expected_difficulty, order_bands, static_mixture
+from curriculum.pacing import PACING_KINDS, Pacing
+from curriculum.sampler import TripletSampler
+from curriculum.scheduler import CurriculumScheduler, Decision
+from curriculum.state import CurriculumState, HistoryEntry, Plan
+
+
+def plot_schedule(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper, see curriculum.plot
+    """Lazy import so `import curriculum` never loads matplotlib."""
+    from curriculum.plot import plot_schedule as _plot
+
+    return _plot(*args, **kwargs)
+
+
+__all__ = [
+    "AdaptiveConfig", "AlphaConfig", "AlphaRange", "AlphaSchedule", "BAND_NAMES", "BandStats", "ConfigError",
+    "CurriculumConfig", "CurriculumError", "CurriculumScheduler", "CurriculumState", "Decision", "HistoryEntry",
+    "ManifestFile", "MixtureConfig", "PACING_KINDS", "Pacing", "Plan", "RoundManifest", "StateError",
+    "StaticConfig", "TripletDataError", "TripletSampler", "complete_rounds", "curriculum_mixture",
+    "expected_difficulty", "format_validation_error", "order_bands", "parse_config", "plot_schedule",
+    "read_manifest", "round_dir", "static_mixture",
+]

@@ -1,0 +1,187 @@
+"""Curriculum settings (pydantic), with errors that name the key.
+
+`parse_config({...})` validates the `curriculum:` section of a run's config.yaml and raises
+`ConfigError("curriculum.pacing: unknown 'sqroot'; expected one of linear, root, geometric, step")`.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from curriculum.alpha import AlphaSchedule
+from curriculum.errors import ConfigError
+from curriculum.pacing import Pacing
+
+BandName = Literal["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
+BAND_NAMES: tuple[str, ...] = typing.get_args(BandName)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class MixtureConfig(_Strict):
+    floor: float = Field(0.1, ge=0.0, lt=1.0, description="probability kept on the random band")
+    floor_band: BandName = "random"
+    tilt: float = Field(1.0, ge=0.0, le=20.0, description="how strongly harder bands are weighted up as c grows")
+    bands: list[BandName] | None = Field(None, description="schedule only these bands (default: all with rows)")
+
+
+class AlphaRange(_Strict):
+    start: float
+    end: float
+
+
+class AlphaConfig(_Strict):
+    start: float = 1.0
+    end: float = 1.0
+    per_band: dict[BandName, AlphaRange] = Field(default_factory=dict)
+
+
+class AdaptiveConfig(_Strict):
+    accuracy_threshold: float = Field(0.8, ge=0.0, le=1.0, description="train accuracy needed to advance")
+    tolerance: float = Field(0.0, ge=0.0, description="how far the dev metric may fall and still count as not fallen")
+    compare_to: Literal["previous", "best"] = "previous"
+    max_holds: int | None = Field(None, ge=1, description="advance anyway after this many holds in a row")
+
+
+class StaticConfig(_Strict):
+    weights: dict[BandName, float] = Field(description="fixed band weights, renormalised over bands with rows")
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in weights.values()):
+            raise ValueError("weights must be >= 0")
+        if sum(weights.values()) <= 0:
+            raise ValueError("at least one weight must be > 0")
+        return weights
+
+
+class CurriculumConfig(_Strict):
+    mode: Literal["paced", "adaptive", "static"] = "paced"
+    pacing: Literal["linear", "root", "geometric", "step"] = "root"
+    unit: Literal["step", "round"] = "round"
+    total: int = Field(4, ge=1, description="units (steps or rounds) until competence reaches 1")
+    c0: float = Field(0.1, gt=0.0, le=1.0, description="initial competence")
+    root_power: float = Field(2.0, gt=0.0)
+    step_count: int = Field(4, ge=1)
+    mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    alpha: AlphaConfig = Field(default_factory=AlphaConfig)
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+    static: StaticConfig | None = Field(None, validate_default=True)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("unit")
+    @classmethod
+    def _adaptive_per_round(cls, unit: str, info: ValidationInfo) -> str:
+        if info.data.get("mode") == "adaptive" and unit != "round":
+            raise ValueError("adaptive mode decides once per round from the dev metric; set unit: round")
+        return unit
+
+    @field_validator("static")
+    @classmethod
+    def _static_needs_weights(cls, static: StaticConfig | None, info: ValidationInfo) -> StaticConfig | None:
+        if info.data.get("mode") == "static" and static is None:
+            raise ValueError("static mode needs static.weights, e.g. {nearest_neighbour: 1.0}")
+        return static
+
+    def make_pacing(self) -> Pacing:
+        return Pacing(kind=self.pacing, total=self.total, c0=self.c0, power=self.root_power, steps=self.step_count)
+
+    def make_alpha(self) -> AlphaSchedule:
+        per_band = {b: (r.start, r.end) for b, r in self.alpha.per_band.items()}
+        return AlphaSchedule(start=self.alpha.start, end=self.alpha.end, c0=self.c0, per_band=per_band)
+
+
+def parse_config(data: Mapping[str, Any] | None, prefix: str = "curriculum") -> CurriculumConfig:
+    """Validate a `curriculum:` mapping; raise `ConfigError` with a one-line message naming the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return CurriculumConfig.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, prefix, CurriculumConfig)) from None
+
+
+def format_validation_error(err: ValidationError, prefix: str = "curriculum",
+                            model: type[BaseModel] | None = None) -> str:
+    """One line for a pydantic error: `prefix.key.sub: what is wrong` (+ how many more errors)."""
+    errors = err.errors(include_url=False)
+    first = _describe(errors[0], prefix, model)
+    if len(errors) > 1:
+        others = ", ".join(_key(e["loc"], prefix) for e in errors[1:4])
+        more = "" if len(errors) <= 4 else ", ..."
+        first += f" (and {len(errors) - 1} more: {others}{more})"
+    return first
+
+
+def _key(loc: tuple, prefix: str) -> str:
+    key = prefix
+    for part in loc:
+        if part == "[key]":
+            continue
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error: Mapping[str, Any], prefix: str, model: type[BaseModel] | None) -> str:
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
+    key = _key(loc, prefix)
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"{key}: unknown {_short(error['input'])}; expected one of {', '.join(choices)}"
+    if kind == "extra_forbidden":
+        fields = _fields_at(model, loc[:-1]) if model is not None else None
+        hint = f"; expected one of {', '.join(fields)}" if fields else ""
+        return f"{key}: unknown key{hint}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "value_error" and "error" in ctx:
+        return f"{key}: {ctx['error']}"
+    message = str(error["msg"])
+    message = message[:1].lower() + message[1:]
+    return f"{key}: {message} (got {_short(error['input'])})"
+
+
+def _fields_at(model: Any, loc: tuple) -> list[str] | None:
+    """Field names of the model reached by following `loc` from `model` (None if it leads elsewhere)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap_optional(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (dict, Mapping):
+            current = typing.get_args(current)[1]
+        elif typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+        else:
+            return None
+    current = _unwrap_optional(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation

@@ -1,0 +1,24 @@
+"""Errors raised by the curriculum package.
+
+`curriculum` imports nothing from `simcse`, so it has its own error types; both are `ValueError`
+subclasses with one-line messages, so a CLI can turn them into exit code 2 the same way it treats
+`simcse.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+
+class CurriculumError(ValueError):
+    """Base class: a one-line message that says what is wrong and where."""
+
+
+class ConfigError(CurriculumError):
+    """A curriculum setting is invalid; the message names the key (`curriculum.pacing: ...`)."""
+
+
+class TripletDataError(CurriculumError):
+    """A mined round cannot be read as the triplet contract says; the message names the file."""
+
+
+class StateError(CurriculumError):
+    """A saved curriculum state does not fit the run it is restored into."""

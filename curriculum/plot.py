@@ -1,0 +1,62 @@
+"""Mixture and alpha over training, as one PNG for the run report (matplotlib, imported only here)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from curriculum.state import CurriculumState, HistoryEntry
+
+
+def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], path: str | Path,
+                  *, title: str = "Curriculum schedule") -> Path:
+    """Stacked band mixture (top) and alpha per band (bottom) against training step; written atomically."""
+    # A bare Figure (no pyplot): no global backend state, safe inside worker threads.
+    from matplotlib.figure import Figure
+
+    entries = history.history if isinstance(history, CurriculumState) else list(history)
+    entries = [e if isinstance(e, HistoryEntry) else HistoryEntry.model_validate(e) for e in entries]
+    entries = [e for e in entries if e.mixture]
+    if not entries:
+        raise ValueError("no schedule to plot: the history has no entry with a mixture (start a round first)")
+    bands: list[str] = []
+    for e in entries:  # first-seen order, which is easiest first
+        bands.extend(b for b in e.mixture if b not in bands)
+    steps = [e.step for e in entries]
+    # Several entries may share a step (end of one round, start of the next): offset them slightly so
+    # the step plot shows the jump instead of hiding it.
+    xs = [x + 1e-3 * i if i and x <= steps[i - 1] else x for i, x in enumerate(steps)]
+
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    shares = [[e.mixture.get(b, 0.0) for e in entries] for b in bands]
+    top.stackplot(xs, shares, labels=bands, step="post", alpha=0.85)
+    top.set_ylim(0, 1)
+    top.set_ylabel("band probability")
+    top.set_title(title)
+    top.legend(loc="upper left", fontsize="small", ncol=2)
+    for b in bands:
+        values = [e.alpha.get(b, float("nan")) for e in entries]
+        bottom.step(xs, values, where="post", label=b)
+    bottom.set_ylabel("alpha")
+    bottom.set_xlabel("training step")
+    ax2 = bottom.twinx()
+    ax2.step(xs, [e.competence for e in entries], where="post", color="black", linestyle="--", label="competence")
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("competence")
+    bottom.legend(loc="upper left", fontsize="small", ncol=2)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
