@@ -45,6 +45,8 @@ class Pacing:
         if t < 0 or math.isnan(t):
             raise ValueError(f"t must be >= 0, got {t}")
         x = min(t / self.total, 1.0)
+        if x >= 1.0:
+            return 1.0  # exactly, whatever the rounding of the formula
         c0 = self.c0
         if self.kind == "linear":
             c = c0 + (1.0 - c0) * x
