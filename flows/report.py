@@ -1,0 +1,237 @@
+"""The run report: `report.md` and its PNG plots, rebuilt from the run directory's files.
+
+Everything here reads only completed files (metrics.json, manifests, state.json), so the report can be
+rebuilt at any time, by the flow after each round or by hand (`build_report(run_dir)`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows.rundir import RunDir
+from simcse.io import atomic_path, atomic_write_text
+
+BAND_ORDER = ("random", "in_domain", "nli_contradiction", "nearest_neighbour")
+
+
+def _metric_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(kind, stem) of every STS and pair file seen in any evaluation, in first-seen order."""
+    cols: list[tuple[str, str]] = []
+    for row in rows:
+        ev = row.get("evaluation") or {}
+        for kind in ("sts", "pairs"):
+            for stem in ev.get(kind) or {}:
+                if (kind, stem) not in cols:
+                    cols.append((kind, stem))
+    return cols
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _read_manifest(run: RunDir, r: int) -> dict[str, Any] | None:
+    path = run.manifest_path(r)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path: Path) -> Path | None:
+    """STS / pair AP (top) and alignment / uniformity (bottom) against round; base model at x = 'base'."""
+    from matplotlib.figure import Figure
+
+    rows = ([base] if base else []) + rounds
+    if not rows:
+        return None
+    labels = ["base" if (base and i == 0) else str(row["round"]) for i, row in enumerate(rows)]
+    xs = list(range(len(rows)))
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for kind, stem in _metric_columns(rows):
+        ys = [((row.get("evaluation") or {}).get(kind) or {}).get(stem, float("nan")) for row in rows]
+        top.plot(xs, ys, marker="o", label=f"{'STS' if kind == 'sts' else 'AP'} {stem}")
+    top.set_ylabel("score x100")
+    top.set_title("Evaluation per round")
+    if top.get_legend_handles_labels()[0]:
+        top.legend(fontsize="small")
+    for name in ("alignment", "uniformity"):
+        ys = [(row.get("evaluation") or {}).get(name, float("nan")) for row in rows]
+        bottom.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)
+    bottom.set_ylabel("alignment / uniformity (lower is better)")
+    bottom.set_xlabel("round")
+    bottom.set_xticks(xs, labels)
+    bottom.legend(fontsize="small")
+    return _save_figure(fig, path)
+
+
+def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
+    """Anchor-negative similarity per band (and anchor-positive over all rows) for one mined round."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from matplotlib.figure import Figure
+
+    manifest = _read_manifest(run, r)
+    if manifest is None:
+        return None
+    base = run.triplets / f"round={r}"
+    negatives: dict[str, list[Any]] = {}
+    positives: list[Any] = []
+    for entry in manifest.get("files", []):
+        table = pq.read_table(base / entry["path"], columns=["band", "anchor_negative_sim", "anchor_positive_sim"])
+        band = entry.get("band") or table.column("band")[0].as_py()
+        negatives.setdefault(band, []).append(table.column("anchor_negative_sim").to_numpy(zero_copy_only=False))
+        positives.append(table.column("anchor_positive_sim").to_numpy(zero_copy_only=False))
+    if not negatives:
+        return None
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    bins = np.linspace(-0.2, 1.0, 49)
+    order = [b for b in BAND_ORDER if b in negatives] + [b for b in negatives if b not in BAND_ORDER]
+    for band in order:
+        values = np.concatenate(negatives[band]).astype(float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            ax.hist(values, bins=bins, histtype="step", linewidth=1.5, density=True,
+                    label=f"{band} (n={values.size}, mean {values.mean():.2f})")
+    pos = np.concatenate(positives).astype(float) if positives else np.array([])
+    pos = pos[np.isfinite(pos)]
+    if pos.size:
+        ax.hist(pos, bins=bins, histtype="stepfilled", alpha=0.2, color="grey", density=True,
+                label=f"anchor-positive (n={pos.size})")
+    ax.set_xlabel("cosine similarity to the anchor")
+    ax.set_ylabel("density")
+    ax.set_title(f"Round {r}: similarity of mined negatives by band")
+    ax.legend(fontsize="small")
+    return _save_figure(fig, path)
+
+
+def plot_schedule(run: RunDir, path: Path) -> Path | None:
+    from curriculum import CurriculumState, plot_schedule as curriculum_plot
+
+    if not run.state_path.is_file():
+        return None
+    state = CurriculumState.load(run.state_path)
+    if not any(e.mixture for e in state.history):
+        return None
+    curriculum_plot(state, path, title="Band mixture and alpha")
+    return path
+
+
+def write_plots(run: RunDir) -> dict[str, Path]:
+    """All plots of the run so far; returns name -> path of those written."""
+    run.plots.mkdir(parents=True, exist_ok=True)
+    rounds = [run.read_metrics(r) for r in run.completed_rounds()]
+    out: dict[str, Path] = {}
+    written = plot_metrics(run.read_base_metrics(), rounds, run.plots / "metrics.png")
+    if written:
+        out["metrics"] = written
+    written = plot_schedule(run, run.plots / "schedule.png")
+    if written:
+        out["schedule"] = written
+    for row in rounds:
+        r = row["round"]
+        written = plot_similarity_histograms(run, r, run.plots / f"similarity_round{r}.png")
+        if written:
+            out[f"similarity_round{r}"] = written
+    return out
+
+
+def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
+    """The markdown report of everything completed in the run directory."""
+    plots = plots or {}
+    config = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) if run.config_path.is_file() else {}
+    base = run.read_base_metrics()
+    done = run.completed_rounds()
+    rounds = [run.read_metrics(r) for r in done]
+    total = config.get("rounds", "?")
+    lines = ["# Curriculum run report", "",
+             f"Run folder: `{run.root}`  ",
+             f"Rounds completed: {len(done)} of {total}; seed {config.get('seed', '?')}; "
+             f"{config.get('steps_per_round', '?')} training steps per round at batch {config.get('batch_size', '?')}.",
+             ""]
+
+    rows = ([base] if base else []) + rounds
+    lines += ["## Evaluation per round", ""]
+    if rows:
+        cols = _metric_columns(rows)
+        head = ["round"] + [f"{'STS' if k == 'sts' else 'AP'} {s}" for k, s in cols] + \
+               ["alignment", "uniformity", "train acc", "competence"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for i, row in enumerate(rows):
+            ev = row.get("evaluation") or {}
+            cells = ["base" if (base and i == 0) else str(row["round"])]
+            cells += [_fmt((ev.get(k) or {}).get(s)) for k, s in cols]
+            cells += [_fmt(ev.get("alignment"), 4), _fmt(ev.get("uniformity"), 4),
+                      _fmt((row.get("train") or {}).get("mean_train_accuracy"), 3),
+                      _fmt((row.get("curriculum") or {}).get("competence"), 3)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "STS: Spearman x100 of cosine similarity; AP: average precision x100 on labeled pairs; "
+                      "alignment and uniformity as in Wang & Isola (2020), lower is better.", ""]
+        dev = next((row.get("dev_metric") for row in rows if row.get("dev_metric")), None)
+        if dev:
+            lines += [f"Dev metric (curriculum decisions): `{dev.get('name')}`.", ""]
+    else:
+        lines += ["No evaluation yet.", ""]
+    if "metrics" in plots:
+        lines += ["![metrics per round](plots/metrics.png)", ""]
+
+    lines += ["## Curriculum", ""]
+    if rounds:
+        lines += ["| round | stage | competence | mixture | alpha | decision |", "|---|---|---|---|---|---|"]
+        for row in rounds:
+            cur = row.get("curriculum") or {}
+            mix = ", ".join(f"{b} {p:.2f}" for b, p in (cur.get("mixture") or {}).items())
+            alpha = ", ".join(f"{b} {a:.2f}" for b, a in (cur.get("alpha") or {}).items())
+            lines.append(f"| {row['round']} | {cur.get('stage', '–')} | {_fmt(cur.get('competence'), 3)} | {mix} | "
+                         f"{alpha} | {cur.get('decision', '–')} |")
+        lines.append("")
+    if "schedule" in plots:
+        lines += ["![mixture and alpha](plots/schedule.png)", ""]
+
+    lines += ["## Mined bands", ""]
+    for r in done:
+        manifest = _read_manifest(run, r)
+        if manifest is None:
+            continue
+        lines += [f"### Round {r}", "", "| band | rows | difficulty (mean anchor-negative sim) | skipped |",
+                  "|---|---|---|---|"]
+        bands = manifest.get("bands") or {}
+        order = [b for b in BAND_ORDER if b in bands] + [b for b in bands if b not in BAND_ORDER]
+        for band in order:
+            stats = bands[band]
+            skipped = ", ".join(f"{k}: {v}" for k, v in (stats.get("skipped") or {}).items()) or "–"
+            lines.append(f"| {band} | {stats.get('rows', 0)} | {_fmt(stats.get('mean_anchor_negative_sim'), 4)} | "
+                         f"{skipped} |")
+        lines += ["", "Triplet files: " + ", ".join(
+            f"[{f['path']}](triplets/round={r}/{f['path']}) ({f['rows']} rows)" for f in manifest.get("files", [])), ""]
+        if f"similarity_round{r}" in plots:
+            lines += [f"![similarity by band, round {r}](plots/similarity_round{r}.png)", ""]
+
+    lines += ["## Models", ""]
+    for r in done:
+        lines.append(f"- round {r}: [`rounds/{r}/model/`](rounds/{r}/model/) — loads with "
+                     f"`SentenceTransformer(\"{run.model_dir(r)}\")`")
+    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Rewrite the plots and `report.md` of a run directory; returns the report's path."""
+    run = RunDir(Path(run_dir))
+    plots = write_plots(run)
+    atomic_write_text(run.report_path, render_report(run, plots))
+    return run.report_path

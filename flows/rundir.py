@@ -1,0 +1,193 @@
+"""The run directory: where every file of a run lives, and what marks each step done.
+
+Layout (DESIGN.md section 3):
+    <run>/config.yaml              the resolved settings the run started with
+    <run>/state.json               the curriculum state (curriculum.CurriculumState)
+    <run>/base_metrics.json        the base model's evaluation
+    <run>/triplets/round=<r>/...   mined Parquet; `manifest.json` marks a round mined
+    <run>/rounds/<r>/train/        the trainer's checkpoint while round r trains
+    <run>/rounds/<r>/model/        the model after round r (SentenceTransformer folder, safetensors)
+    <run>/rounds/<r>/metrics.json  round r's results; written last, it marks the round complete
+    <run>/plots/*.png, report.md   regenerated from the files above after every round
+    <run>/cache/                   embeddings cache (mining)
+    <run>/data/                    the built-in corpus, when the config asks for it
+    <run>/.prefect/                Prefect's database and persisted task results (unless PREFECT_HOME is set)
+
+Every file is written under a temporary name and renamed, so a killed run leaves either the old file or
+the complete new one; a step counts as done only when its marker exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from flows.config import RunConfig
+from simcse.errors import InputError
+from simcse.io import atomic_write_json, atomic_write_text
+
+# Keys that may change when a run is continued: more rounds extend a finished run.
+RESUMABLE_CHANGES = ("rounds",)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def base_metrics_path(self) -> Path:
+        return self.root / "base_metrics.json"
+
+    @property
+    def triplets(self) -> Path:
+        return self.root / "triplets"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def prefect_results(self) -> Path:
+        return self.root / ".prefect" / "results"
+
+    def round_dir(self, r: int) -> Path:
+        return self.root / "rounds" / str(r)
+
+    def model_dir(self, r: int) -> Path:
+        return self.round_dir(r) / "model"
+
+    def train_dir(self, r: int) -> Path:
+        return self.round_dir(r) / "train"
+
+    def metrics_path(self, r: int) -> Path:
+        return self.round_dir(r) / "metrics.json"
+
+    def manifest_path(self, r: int) -> Path:
+        return self.triplets / f"round={r}" / "manifest.json"
+
+    # ---------------------------------------------------------------------------------- progress
+    def round_complete(self, r: int) -> bool:
+        return self.metrics_path(r).is_file()
+
+    def model_complete(self, r: int) -> bool:
+        """A model folder exists only once fully written (see `write_dir_atomically`)."""
+        return (self.model_dir(r) / "config.json").is_file() or (self.model_dir(r) / "modules.json").is_file()
+
+    def completed_rounds(self) -> list[int]:
+        rounds_root = self.root / "rounds"
+        if not rounds_root.is_dir():
+            return []
+        return sorted(int(p.name) for p in rounds_root.iterdir() if p.name.isdigit() and self.round_complete(int(p.name)))
+
+    def read_metrics(self, r: int) -> dict[str, Any]:
+        return json.loads(self.metrics_path(r).read_text(encoding="utf-8"))
+
+    def read_base_metrics(self) -> dict[str, Any] | None:
+        if not self.base_metrics_path.is_file():
+            return None
+        return json.loads(self.base_metrics_path.read_text(encoding="utf-8"))
+
+    # ---------------------------------------------------------------------------------- claiming
+    def claim(self, config: RunConfig) -> None:
+        """Record the config, or check that a run already here used the same settings.
+
+        A different config in the same folder would mix two runs' rounds; that is refused with the keys
+        that differ, so the user picks a new output_dir (or deletes the old run) knowingly.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        current = config.model_dump(mode="json")
+        if self.config_path.is_file():
+            try:
+                previous = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError:
+                previous = None
+            if not isinstance(previous, dict):
+                raise InputError("the saved config of this run is unreadable; delete the run folder or pick "
+                                 "another output_dir", path=self.config_path)
+            changed = _changed_keys(previous, current, ignore=RESUMABLE_CHANGES + ("output_dir",))
+            if changed:
+                raise InputError(f"this run folder holds a run with different settings ({', '.join(changed[:6])}); "
+                                 f"use another output_dir or delete {self.root} to start over", path=self.config_path)
+        atomic_write_text(self.config_path, config.to_yaml())
+
+
+def _changed_keys(old: Any, new: Any, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if dotted in ignore:
+                continue
+            out.extend(_changed_keys(old.get(key), new.get(key), ignore, dotted))
+        return out
+    return [] if old == new else [prefix or "(top level)"]
+
+
+def write_dir_atomically(target: Path, write: Callable[[Path], Any]) -> Any:
+    """Call `write(tmp_dir)` on a fresh folder beside `target`, then rename it to `target`.
+
+    A folder cannot be replaced in one step when it exists, so an existing target (a complete earlier
+    write) is moved aside first and removed after the rename.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        result = write(tmp)
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return result
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete `.name.*.tmp` leftovers of a killed write under `folder`; returns how many were removed."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for path in folder.rglob(".*.tmp"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_json(path, obj)
