@@ -38,9 +38,10 @@ def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, A
     top.set_ylabel("band probability")
     top.set_title(title)
     top.legend(loc="upper left", fontsize="small", ncol=2)
-    for b in bands:
+    for i, b in enumerate(bands):
         values = [e.alpha.get(b, float("nan")) for e in entries]
-        bottom.step(xs, values, where="post", label=b)
+        # Thinner each band, so bands sharing one alpha curve stay visible under each other.
+        bottom.step(xs, values, where="post", label=b, linewidth=max(0.8, 3.0 - 0.7 * i))
     bottom.set_ylabel("alpha")
     bottom.set_xlabel("training step")
     ax2 = bottom.twinx()

@@ -1,0 +1,62 @@
+"""Config errors are one line and name the key."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from curriculum import ConfigError, CurriculumConfig, format_validation_error, parse_config
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"pacing": "sqroot"}, "curriculum.pacing: unknown 'sqroot'; expected one of linear, root, geometric, step"),
+    ({"mode": "curriculum"}, "curriculum.mode: unknown 'curriculum'; expected one of paced, adaptive, static"),
+    ({"mixture": {"flor": 0.1}}, "curriculum.mixture.flor: unknown key; expected one of floor, floor_band, tilt, bands"),
+    ({"pace": "root"}, "curriculum.pace: unknown key; expected one of mode, pacing, unit, total, c0, root_power, "
+                       "step_count, mixture, alpha, adaptive, static, seed"),
+    ({"mixture": {"bands": ["random", "nn"]}},
+     "curriculum.mixture.bands[1]: unknown 'nn'; expected one of random, in_domain, nli_contradiction, nearest_neighbour"),
+    ({"alpha": {"per_band": {"nearest_neighbour": {"start": 1.0}}}},
+     "curriculum.alpha.per_band.nearest_neighbour.end: required key is missing"),
+    ({"c0": 0}, "curriculum.c0: input should be greater than 0 (got 0)"),
+    ({"mixture": {"floor": 1.0}}, "curriculum.mixture.floor: input should be less than 1 (got 1.0)"),
+    ({"alpha": {"end": float("inf")}}, "curriculum.alpha.end: input should be a finite number (got inf)"),
+    ({"mode": "adaptive", "unit": "step"},
+     "curriculum.unit: adaptive mode decides once per round from the dev metric; set unit: round"),
+    ({"mode": "static"}, "curriculum.static: static mode needs static.weights, e.g. {nearest_neighbour: 1.0}"),
+    ({"mode": "static", "static": {"weights": {"random": 0.0}}},
+     "curriculum.static.weights: at least one weight must be > 0"),
+    ({"total": 0, "c0": 2}, "curriculum.total: input should be greater than or equal to 1 (got 0) "
+                            "(and 1 more: curriculum.c0)"),
+])
+def test_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert str(caught.value) == message
+    assert "\n" not in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_prefix_is_the_callers_section():
+    with pytest.raises(ConfigError, match=r"^run\.curriculum\.pacing: unknown 'x'"):
+        parse_config({"pacing": "x"}, prefix="run.curriculum")
+    with pytest.raises(ConfigError, match="curriculum: expected a mapping of settings, got list"):
+        parse_config([1, 2])
+
+
+def test_formatter_works_for_other_models():
+    class Other(BaseModel):
+        size: int
+
+    with pytest.raises(ValidationError) as caught:
+        Other.model_validate({"size": "big"})
+    assert format_validation_error(caught.value, "train", Other).startswith("train.size: input should be a valid integer")
+
+
+def test_defaults_and_yaml_like_input_are_valid():
+    config = parse_config(None)
+    assert config == CurriculumConfig()
+    config = parse_config({"mode": "static", "static": {"weights": {"nearest_neighbour": 1}},
+                           "alpha": {"per_band": {"nearest_neighbour": {"start": 0.5, "end": 2}}}})
+    assert config.make_alpha().constant("nearest_neighbour") == 2.0
+    assert config.make_pacing()(config.total) == 1.0
