@@ -47,6 +47,7 @@ class TableFile(_Strict):
 
     path: Path
     columns: dict[str, str] = Field(default_factory=dict)
+    domain: str | None = Field(None, description="a domain label for every row (corpus files without one)")
     optional: bool = Field(False, description="skip (with a warning) when the file does not exist")
 
 

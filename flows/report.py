@@ -87,11 +87,12 @@ def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
     manifest = _read_manifest(run, r)
     if manifest is None:
         return None
-    base = run.triplets / f"round={r}"
+    from curriculum.dataset import resolve_file
+
     negatives: dict[str, list[Any]] = {}
     positives: list[Any] = []
     for entry in manifest.get("files", []):
-        table = pq.read_table(base / entry["path"], columns=["band", "anchor_negative_sim", "anchor_positive_sim"])
+        table = pq.read_table(resolve_file(run.triplets, r, entry["path"]), columns=["band", "anchor_negative_sim", "anchor_positive_sim"])
         band = entry.get("band") or table.column("band")[0].as_py()
         negatives.setdefault(band, []).append(table.column("anchor_negative_sim").to_numpy(zero_copy_only=False))
         positives.append(table.column("anchor_positive_sim").to_numpy(zero_copy_only=False))
@@ -152,6 +153,8 @@ def write_plots(run: RunDir) -> dict[str, Path]:
 
 def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
     """The markdown report of everything completed in the run directory."""
+    from curriculum.dataset import resolve_file
+
     plots = plots or {}
     config = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) if run.config_path.is_file() else {}
     base = run.read_base_metrics()
@@ -216,8 +219,11 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
             skipped = ", ".join(f"{k}: {v}" for k, v in (stats.get("skipped") or {}).items()) or "–"
             lines.append(f"| {band} | {stats.get('rows', 0)} | {_fmt(stats.get('mean_anchor_negative_sim'), 4)} | "
                          f"{skipped} |")
-        lines += ["", "Triplet files: " + ", ".join(
-            f"[{f['path']}](triplets/round={r}/{f['path']}) ({f['rows']} rows)" for f in manifest.get("files", [])), ""]
+        links = []
+        for f in manifest.get("files", []):
+            rel = resolve_file(run.triplets, r, f["path"]).relative_to(run.root).as_posix()
+            links.append(f"[{rel}]({rel}) ({f['rows']} rows)")
+        lines += ["", "Triplet files: " + ", ".join(links), ""]
         if f"similarity_round{r}" in plots:
             lines += [f"![similarity by band, round {r}](plots/similarity_round{r}.png)", ""]
 

@@ -1,0 +1,186 @@
+"""The flows: the curriculum loop, and standalone mine / train / evaluate built from the same tasks.
+
+`curriculum_flow(config)`: evaluate the base model; then for each round r not yet complete:
+mine (every band, with the current model; cached) -> schedule (mixture and alpha from the round's
+measured band difficulties) -> train a fixed number of steps on batches the sampler draws -> evaluate ->
+close the round (state.json, rounds/<r>/metrics.json) -> plots and report. A run killed at any point
+resumes with the same call: finished rounds are skipped, a half-mined round is re-mined (only manifests
+count), a half-trained round continues from the trainer's checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Union
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows import steps
+from flows.config import RunConfig, load_config
+from flows.rundir import RunDir
+from flows.tasks import bind_tasks
+
+ConfigArg = Union[RunConfig, str, Path]
+
+
+def _as_config(config: ConfigArg) -> RunConfig:
+    return config if isinstance(config, RunConfig) else load_config(config)
+
+
+def _artifact_key(run: RunDir, what: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    name = "".join(ch if ch.isalnum() else "-" for ch in run.root.name.lower()).strip("-") or "run"
+    return f"{name}-{what}"[:100]
+
+
+def _metrics_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    table = []
+    for row in rows:
+        ev = row.get("evaluation") or {}
+        entry: dict[str, Any] = {"round": row.get("round")}
+        for kind in ("sts", "pairs"):
+            for stem, value in (ev.get(kind) or {}).items():
+                entry[f"{'sts' if kind == 'sts' else 'ap'}:{stem}"] = round(float(value), 2)
+        for name in ("alignment", "uniformity"):
+            if ev.get(name) is not None:
+                entry[name] = round(float(ev[name]), 4)
+        train = row.get("train") or {}
+        if train.get("mean_train_accuracy") is not None:
+            entry["train_accuracy"] = round(float(train["mean_train_accuracy"]), 4)
+        cur = row.get("curriculum") or {}
+        if cur.get("competence") is not None:
+            entry["competence"] = round(float(cur["competence"]), 3)
+        table.append(entry)
+    return table
+
+
+@flow(name="simcse-curriculum", log_prints=True, validate_parameters=False)
+def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
+    """Train -> re-mine -> advance the curriculum, round after round; returns a summary of the run."""
+    config = _as_config(config)
+    logger = get_run_logger()
+    run = RunDir(Path(config.output_dir))
+    run.claim(config)
+    steps.clean_partial_writes(run)
+    tasks = bind_tasks(run)
+    flow_start = time.perf_counter()
+    timings: list[dict[str, Any]] = []
+
+    inputs = tasks.prepare(config, run.root)
+    base_model = steps.base_model_path(config)
+    base = tasks.evaluate(base_model, inputs, config)
+    steps.write_base_metrics(run, base)
+    logger.info("base model: %s", steps.describe_evaluation(base))
+
+    done = run.completed_rounds()
+    for r in range(config.rounds):
+        if r in done:
+            logger.info("round %d: complete, skipped", r)
+            continue
+        round_start = time.perf_counter()
+        model_in = base_model if r == 0 else str(run.model_dir(r - 1))
+        if r > 0 and not run.model_complete(r - 1):
+            raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
+        mined = tasks.mine.with_options(refresh_cache=not run.manifest_path(r).is_file())(
+            model_in, inputs, config, run.root, r)
+        plan = tasks.schedule(config, run.root, r)
+        trained = tasks.train.with_options(refresh_cache=not run.model_complete(r))(
+            model_in, plan, config, run.root, r)
+        evaluated = tasks.evaluate(str(run.model_dir(r)), inputs, config)
+        metrics = tasks.finish(config, run.root, r, mined, trained, evaluated)
+        report = tasks.report(run.root)
+        wall = time.perf_counter() - round_start
+        in_tasks = sum(x.get("task_seconds", 0.0) for x in (mined, plan, trained, evaluated, metrics, report))
+        timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks,
+                        "prefect_seconds": wall - in_tasks,
+                        "tasks": {name: x.get("task_seconds", 0.0) for name, x in
+                                  (("mine", mined), ("schedule", plan), ("train", trained), ("evaluate", evaluated),
+                                   ("finish", metrics), ("report", report))}})
+        logger.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, steps.describe_evaluation(evaluated),
+                    wall, in_tasks)
+        rows = ([run.read_base_metrics()] if run.read_base_metrics() else []) + \
+            [run.read_metrics(k) for k in run.completed_rounds()]
+        create_table_artifact(_metrics_table(rows), key=_artifact_key(run, "metrics"),
+                              description=f"Evaluation after round {r} of {run.root}")
+
+    report = tasks.report(run.root)
+    create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
+                             description=f"Run report of {run.root}")
+    summary = steps.summarize(run, config)
+    summary["report"] = report["report"]
+    summary["timings"] = timings
+    summary["flow_seconds"] = time.perf_counter() - flow_start
+    steps.write_timings(run, timings)
+    logger.info("report: %s", report["report"])
+    return summary
+
+
+@flow(name="simcse-mine", log_prints=True, validate_parameters=False)
+def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> dict[str, Any]:
+    """Mine every configured band of the corpus once (a domain team's triplets), without training."""
+    config = _as_config(config)
+    run = RunDir(Path(config.output_dir))
+    run.claim(config)
+    tasks = bind_tasks(run)
+    inputs = tasks.prepare(config, run.root)
+    model_path = model or steps.base_model_path(config)
+    mined = tasks.mine.with_options(refresh_cache=not run.manifest_path(round_).is_file())(
+        model_path, inputs, config, run.root, round_)
+    get_run_logger().info("mined round %d into %s: %s", round_, run.triplets,
+                          {b: s.get("rows") for b, s in mined["bands"].items()})
+    return mined
+
+
+@flow(name="simcse-train", log_prints=True, validate_parameters=False)
+def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> dict[str, Any]:
+    """Train one curriculum round on an already mined round (see `mine_flow`), then evaluate it."""
+    config = _as_config(config)
+    run = RunDir(Path(config.output_dir))
+    run.claim(config)
+    tasks = bind_tasks(run)
+    inputs = tasks.prepare(config, run.root)
+    if not run.manifest_path(round_).is_file():
+        from simcse.errors import InputError
+
+        raise InputError(f"round {round_} has not been mined; run the mine flow first", path=run.triplets)
+    model_path = model or (steps.base_model_path(config) if round_ == 0 else str(run.model_dir(round_ - 1)))
+    mined = steps.read_mined(run, round_)
+    plan = tasks.schedule(config, run.root, round_)
+    trained = tasks.train.with_options(refresh_cache=not run.model_complete(round_))(
+        model_path, plan, config, run.root, round_)
+    evaluated = tasks.evaluate(str(run.model_dir(round_)), inputs, config)
+    metrics = tasks.finish(config, run.root, round_, mined, trained, evaluated)
+    tasks.report(run.root)
+    return metrics
+
+
+@flow(name="simcse-evaluate", log_prints=True, validate_parameters=False)
+def evaluate_flow(config: ConfigArg, model: str | None = None) -> dict[str, Any]:
+    """Evaluate a model (default: the config's base model) on the config's evaluation files."""
+    config = _as_config(config)
+    run = RunDir(Path(config.output_dir))
+    tasks = bind_tasks(run)
+    inputs = tasks.prepare(config, run.root)
+    result = tasks.evaluate(model or steps.base_model_path(config), inputs, config)
+    get_run_logger().info("%s", steps.describe_evaluation(result))
+    create_table_artifact(_metrics_table([{"round": model or "base", **result}]),
+                          key=_artifact_key(run, "evaluation"), description="Evaluation")
+    return result
+
+
+@flow(name="simcse-curriculum-scheduled", log_prints=True)
+def scheduled_flow(config: str) -> dict[str, Any]:
+    """What `serve` deploys: one curriculum run per scheduled time, in `<output_dir>/<start time>/`.
+
+    A scheduled run that was killed resumes like any run:
+    `simcse-curriculum run CONFIG --output-dir <output_dir>/<start time>`.
+    """
+    from prefect.runtime import flow_run
+
+    cfg = load_config(config)
+    when = flow_run.scheduled_start_time
+    stamp = when.strftime("%Y%m%dT%H%M%SZ") if when is not None else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    cfg = cfg.model_copy(update={"output_dir": Path(cfg.output_dir) / stamp})
+    return curriculum_flow(cfg)

@@ -1,0 +1,63 @@
+"""Content fingerprints of files and folders: the keys of Prefect's task caches.
+
+A cache keyed by content (not by path, time or flow-run id) is reused exactly when the inputs are the
+same bytes, so a resumed or repeated run skips finished work and a changed corpus or model never hits a
+stale entry. Hashes are memoised per (path, size, mtime) within a process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex, first 32 characters)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _MEMO:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _MEMO[key] = digest.hexdigest()[:32]
+    return _MEMO[key]
+
+
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """A file's fingerprint, or a folder's: names and bytes of every file in it (hidden files skipped)."""
+    path = Path(path)
+    if path.is_file():
+        return file_fingerprint(path)
+    if not path.is_dir():
+        return f"missing:{path}"
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = child.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        digest.update(rel.as_posix().encode())
+        digest.update(file_fingerprint(child).encode())
+    return digest.hexdigest()[:32]
+
+
+def model_fingerprint(name_or_path: str | os.PathLike) -> str:
+    """A model folder's content fingerprint; a hub name stands for itself (it cannot be read offline)."""
+    path = Path(name_or_path)
+    return path_fingerprint(path) if path.exists() else f"name:{name_or_path}"
+
+
+def combine(*parts: Any) -> str:
+    """One hash of several JSON-able parts (dicts are key-sorted)."""
+    payload = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike | None]) -> str:
+    return combine(*[path_fingerprint(p) if p is not None else None for p in paths])

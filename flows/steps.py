@@ -1,0 +1,372 @@
+"""The plain functions behind each Prefect task (no Prefect here, so each is testable on its own).
+
+Each step reads and writes only inside the run directory, writes atomically, and is idempotent: called
+again after a kill it finds its finished output (a manifest, a model folder, a metrics file) and returns
+it, or continues from the checkpoint it left.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from flows.config import DEFAULT_MODEL, RunConfig, TableFile
+from flows.fingerprint import combine, file_fingerprint, path_fingerprint
+from flows.rundir import RunDir, remove_stale_temporaries, write_json
+from simcse.errors import InputError
+
+_log = logging.getLogger("flows")
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def base_model_path(config: RunConfig) -> str:
+    """The base model as a folder path when it is the offline default, else as given."""
+    if config.model.name_or_path in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        from simcse.model import default_model_path
+
+        return str(default_model_path())
+    return config.model.name_or_path
+
+
+def _present(entry: TableFile | None, what: str, log: Any) -> TableFile | None:
+    if entry is None:
+        return None
+    if not entry.path.exists():
+        if entry.optional:
+            log.warning("%s %s not found; skipped (optional)", what, entry.path)
+            return None
+        raise InputError(f"{what} file not found; check the path in the config", path=entry.path)
+    return entry
+
+
+def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str, Any]:
+    """The input files of the run as plain JSON (paths, column names) with their content fingerprints.
+
+    For `data.builtin` the demo corpus is built into `<run>/data` first (offline, a few seconds).
+    """
+    corpus: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
+    nli: list[dict[str, Any]] = []
+    sts = [str(e.path) for e in config.eval.sts if _present(e, "eval.sts", log)]
+    pair_files = [str(e.path) for e in config.eval.pairs if _present(e, "eval.pairs", log)]
+    if config.data.builtin == "python_docstrings":
+        from flows.demo_data import build_demo_data
+
+        demo = build_demo_data(run.data, max_sentences=config.data.builtin_max_sentences, seed=config.seed)
+        log.info("built-in corpus: %d docstring sentences, %d pairs, %d evaluation pairs in %s",
+                 demo.sentences, demo.train_pairs, demo.eval_rows, demo.folder)
+        corpus.append({"path": str(demo.corpus), "columns": {"text": "text", "id": "id", "domain": "domain"}})
+        pairs.append({"path": str(demo.pairs), "columns": {}})
+        pair_files.append(str(demo.eval_pairs))
+    for entry, out, what in ((config.data.corpus, corpus, "data.corpus"), (config.data.pairs, pairs, "data.pairs"),
+                             (config.data.nli, nli, "data.nli")):
+        present = _present(entry, what, log)
+        if present is not None:
+            out.append({"path": str(present.path), "columns": dict(present.columns), "domain": present.domain})
+    if not corpus and not nli and not pairs:
+        raise InputError("no training input is present (all inputs were optional and missing)")
+    fingerprint = combine([(e["path"], file_fingerprint(e["path"]) if Path(e["path"]).is_file()
+                            else path_fingerprint(e["path"]), e["columns"], e.get("domain"))
+                           for e in corpus + pairs + nli])
+    eval_fingerprint = combine([path_fingerprint(p) for p in sts], [path_fingerprint(p) for p in pair_files])
+    return {"corpus": corpus, "pairs": pairs, "nli": nli, "sts": sts, "eval_pairs": pair_files,
+            "fingerprint": fingerprint, "eval_fingerprint": eval_fingerprint}
+
+
+def load_mining_corpus(inputs: dict[str, Any]) -> Any:
+    from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
+
+    def cols(entry: dict[str, Any], name: str) -> str | None:
+        return entry["columns"].get(name)
+
+    corpus = [CorpusSource(Path(e["path"]), text_column=cols(e, "text"), id_column=cols(e, "id"),
+                           domain_column=cols(e, "domain"), domain=e.get("domain")) for e in inputs["corpus"]]
+    pairs = [PairSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
+                        domain=e.get("domain")) for e in inputs["pairs"]]
+    nli = [NliSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
+                     negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs["nli"]]
+    return load_corpus(corpus, pairs, nli)
+
+
+def load_encoder(model_path: str, config: RunConfig) -> Any:
+    from simcse.model import SimCSEEncoder
+
+    m = config.model
+    return SimCSEEncoder.from_pretrained(model_path, pooling=m.pooling, mlp_only_train=m.mlp_only_train,
+                                         max_length=m.max_length, trust_remote_code=m.trust_remote_code)
+
+
+# --------------------------------------------------------------------------------------- evaluation
+def _dev_metric(result: dict[str, Any], config: RunConfig) -> dict[str, Any] | None:
+    """The metric the curriculum decides on: the configured one, else the first STS file, else pairs AP."""
+    choice = config.eval.dev_metric
+    if choice:
+        kind, stem = choice.split("/", 1)
+        value = (result.get(kind) or {}).get(stem)
+        if value is None:
+            raise InputError(f"eval.dev_metric {choice!r} names no evaluated file; evaluated: "
+                             f"{sorted(f'{k}/{s}' for k in ('sts', 'pairs') for s in (result.get(k) or {}))}")
+        return {"name": choice, "value": float(value)}
+    for kind in ("sts", "pairs"):
+        for stem, value in (result.get(kind) or {}).items():
+            return {"name": f"{kind}/{stem}", "value": float(value)}
+    return None
+
+
+def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> dict[str, Any]:
+    """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files."""
+    from simcse.evaluation import evaluate
+
+    start = time.perf_counter()
+    encoder = load_encoder(model_path, config)
+    result = evaluate(encoder, sts_files=inputs["sts"], pair_files=inputs["eval_pairs"])
+    result = _jsonable(result)
+    return {"model": model_path, "evaluation": result, "dev_metric": _dev_metric(result, config),
+            "seconds": time.perf_counter() - start}
+
+
+def describe_evaluation(evaluated: dict[str, Any]) -> str:
+    ev = evaluated.get("evaluation") or {}
+    parts = [f"STS {k} {v:.2f}" for k, v in (ev.get("sts") or {}).items()]
+    parts += [f"AP {k} {v:.2f}" for k, v in (ev.get("pairs") or {}).items()]
+    for name in ("alignment", "uniformity"):
+        if ev.get(name) is not None:
+            parts.append(f"{name} {ev[name]:.3f}")
+    return ", ".join(parts) or "no evaluation files"
+
+
+def write_base_metrics(run: RunDir, evaluated: dict[str, Any]) -> None:
+    write_json(run.base_metrics_path, {"round": "base", **{k: v for k, v in evaluated.items()
+                                                            if k != "task_seconds"}})
+
+
+# ------------------------------------------------------------------------------------------- mining
+def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: RunDir, round_: int,
+               log: Any = _log) -> dict[str, Any]:
+    """Mine every band of round `round_` with `model_path`; mining returns an existing complete round."""
+    from mining.pipeline import mine
+
+    start = time.perf_counter()
+    corpus = load_mining_corpus(inputs)
+    encoder = load_encoder(model_path, config)
+    kwargs: dict[str, Any] = {"round": round_, "bands": config.mining.bands, "seed": config.seed,
+                              "cache_dir": run.cache}
+    if config.mining.params:
+        kwargs["params"] = config.mining.params
+    mine(corpus, encoder, run.triplets, **kwargs)
+    summary = read_mined(run, round_)
+    summary["seconds"] = time.perf_counter() - start
+    log.info("round %d mined: %s", round_, ", ".join(
+        f"{b} {s['rows']} rows (difficulty {_fmt(s.get('mean_anchor_negative_sim'))})"
+        for b, s in summary["bands"].items()))
+    return summary
+
+
+def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
+    """The band statistics and files of a complete round, from its manifest (never from partial files)."""
+    from curriculum.dataset import read_manifest
+
+    manifest = read_manifest(run.triplets, round_)
+    return {"round": round_, "bands": {b: s.model_dump(mode="json") for b, s in manifest.bands.items()},
+            "files": [f.model_dump(mode="json") for f in manifest.files],
+            "rows": sum(f.rows for f in manifest.files), "difficulties": manifest.difficulties(),
+            "manifest_sha256": file_fingerprint(run.manifest_path(round_))}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+
+# ------------------------------------------------------------------------------------- curriculum
+def _scheduler(config: RunConfig, run: RunDir, state: Any = None, persist: bool = True) -> Any:
+    from curriculum import CurriculumScheduler
+
+    if state is not None:
+        return CurriculumScheduler(config.curriculum, state, state_path=run.state_path if persist else None)
+    return CurriculumScheduler.resume(config.curriculum, run.state_path)
+
+
+def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log) -> dict[str, Any]:
+    """Open round `round_` (idempotent for a round already open) and return its plan and start state."""
+    from curriculum.dataset import read_manifest
+
+    manifest = read_manifest(run.triplets, round_)
+    scheduler = _scheduler(config, run)
+    state = scheduler.state
+    if state.round is not None and state.round >= round_ and not state.round_open:
+        # Closed already (a kill after state.json but before metrics.json): report the round's start.
+        start = next((e for e in state.history if e.event == "start_round" and e.round == round_), None)
+        if start is None:
+            raise RuntimeError(f"{run.state_path}: round {round_} closed without a start entry")
+        plan = {"round": round_, "stage": start.stage, "competence": start.competence,
+                "mixture": dict(start.mixture), "alpha": dict(start.alpha)}
+        return {"plan": plan, "state": None, "manifest_sha256": file_fingerprint(run.manifest_path(round_)),
+                "closed": True}
+    plan = scheduler.start_round(round_, manifest.difficulties())
+    log.info("round %d plan: competence %.3f, mixture %s, alpha %s", round_, plan.competence,
+             {b: round(p, 3) for b, p in plan.mixture.items()}, {b: round(a, 3) for b, a in plan.alpha.items()})
+    return {"plan": {"round": round_, "stage": plan.stage, "competence": plan.competence,
+                     "mixture": dict(plan.mixture), "alpha": dict(plan.alpha)},
+            "state": json.loads(scheduler.state.to_json()),
+            "manifest_sha256": file_fingerprint(run.manifest_path(round_)), "closed": False}
+
+
+def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict[str, Any]) -> tuple[list[dict], Any]:
+    """The round's training batches, drawn from its triplets with the plan as the curriculum moves.
+
+    Drawn on a scratch copy of the scheduler from the round's start state, so the sequence is the same
+    every time it is asked for (the trainer skips what it already trained after a resume) and state.json
+    is written once, when the round closes. Returns the batches and the scheduler state after them.
+    """
+    from curriculum import CurriculumState, TripletSampler
+
+    state = CurriculumState.model_validate(copy.deepcopy(start_state))
+    scratch = _scheduler(config, run, state=state, persist=False)
+    sampler = TripletSampler(run.triplets, round_, batch_size=config.batch_size, seed=config.seed)
+    batches: list[dict] = []
+    plan = scratch.plan
+    for _ in range(config.steps_per_round):
+        batches.append(sampler.draw(plan))
+        plan = scratch.after_batch(sampler.state_dict())
+    return batches, scratch.state
+
+
+# ------------------------------------------------------------------------------------------ training
+def train_config(config: RunConfig, round_: int) -> Any:
+    """simcse's TrainConfig from the run's `training:` section; steps and seed come from the run."""
+    from simcse.train import TrainConfig
+
+    settings = dict(config.training)
+    fields = TrainConfig.model_fields
+    settings.setdefault("seed", config.seed + round_)  # a different dropout stream per round, reproducible
+    for name in ("max_steps", "steps"):
+        if name in fields:
+            settings[name] = config.steps_per_round
+            break
+    if "batch_size" in fields:
+        settings["batch_size"] = config.batch_size
+    if "max_length" in fields:
+        settings.setdefault("max_length", config.model.max_length)
+    try:
+        return TrainConfig(**settings)
+    except Exception as exc:  # pydantic ValidationError: name the key under `training.`
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            first = exc.errors(include_url=False)[0]
+            key = ".".join(str(p) for p in first["loc"])
+            raise InputError(f"training.{key}: {first['msg']}", path=config.source) from None
+        raise
+
+
+def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: RunDir, round_: int,
+                log: Any = _log) -> dict[str, Any]:
+    """Train `steps_per_round` steps from `model_path`; the model lands in `rounds/<r>/model/`."""
+    from simcse.train import train
+
+    start = time.perf_counter()
+    result_path = run.round_dir(round_) / "train_result.json"
+    if run.model_complete(round_) and result_path.is_file():
+        shutil.rmtree(run.train_dir(round_), ignore_errors=True)
+        return json.loads(result_path.read_text(encoding="utf-8"))
+    if plan.get("state") is None:
+        raise RuntimeError(f"round {round_} is closed but its model is missing: {run.model_dir(round_)}")
+    batches, _ = round_batches(config, run, round_, plan["state"])
+    encoder = load_encoder(model_path, config)
+    result = train(encoder, batches, train_config(config, round_), run.train_dir(round_))
+    encoder.save(run.model_dir(round_))
+    summary = _jsonable({"round": round_, "steps": getattr(result, "steps", len(batches)),
+                         "mean_train_accuracy": getattr(result, "mean_train_accuracy", None),
+                         "history": getattr(result, "history", None),
+                         "model": str(run.model_dir(round_)), "seconds": time.perf_counter() - start})
+    write_json(result_path, summary)
+    shutil.rmtree(run.train_dir(round_), ignore_errors=True)  # the checkpoint is only needed mid-round
+    log.info("round %d trained: %d steps, train accuracy %s, %.1f s", round_, summary["steps"],
+             _fmt(summary["mean_train_accuracy"]), summary["seconds"])
+    return summary
+
+
+# ------------------------------------------------------------------------------------- closing
+def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, Any], trained: dict[str, Any],
+                 evaluated: dict[str, Any], log: Any = _log) -> dict[str, Any]:
+    """Close the round in the curriculum (once), then write `rounds/<r>/metrics.json` (marks it done)."""
+    from curriculum import CurriculumState
+
+    state = CurriculumState.load(run.state_path)
+    dev = evaluated.get("dev_metric") or {}
+    if state.round == round_ and state.round_open:
+        start = next(e for e in reversed(state.history) if e.event == "start_round" and e.round == round_)
+        plan = {"stage": start.stage, "competence": start.competence, "mixture": dict(start.mixture),
+                "alpha": dict(start.alpha)}
+        _, after = round_batches(config, run, round_, json.loads(state.to_json()))
+        scheduler = _scheduler(config, run, state=after, persist=False)
+        decision = scheduler.end_round(dev.get("value"), trained.get("mean_train_accuracy"))
+        scheduler.save(run.state_path)  # one atomic write closes the round
+        verdict = {"advanced": decision.advanced, "reason": decision.reason, "stage_after": decision.stage,
+                   "competence_after": decision.competence}
+    else:
+        start = next(e for e in reversed(state.history) if e.event == "start_round" and e.round == round_)
+        end = next(e for e in reversed(state.history) if e.round == round_ and e.event in ("advance", "hold", "end_round"))
+        plan = {"stage": start.stage, "competence": start.competence, "mixture": dict(start.mixture),
+                "alpha": dict(start.alpha)}
+        verdict = {"advanced": end.event == "advance", "reason": end.reason, "stage_after": end.stage,
+                   "competence_after": end.competence}
+    metrics = _jsonable({
+        "round": round_, "model": str(run.model_dir(round_)),
+        "evaluation": evaluated.get("evaluation"), "dev_metric": evaluated.get("dev_metric"),
+        "train": {k: trained.get(k) for k in ("steps", "mean_train_accuracy", "seconds")},
+        "mining": {"bands": mined.get("bands"), "rows": mined.get("rows"), "seconds": mined.get("seconds")},
+        "curriculum": {**plan, "decision": verdict["reason"], **verdict},
+        "seconds": {"mine": mined.get("seconds"), "train": trained.get("seconds"),
+                    "evaluate": evaluated.get("seconds")},
+    })
+    write_json(run.metrics_path(round_), metrics)
+    log.info("round %d closed: %s", round_, verdict["reason"])
+    return metrics
+
+
+def clean_partial_writes(run: RunDir) -> None:
+    """Drop leftovers of a killed write in the folders this package writes (rounds/, plots/)."""
+    removed = remove_stale_temporaries(run.root / "rounds") + remove_stale_temporaries(run.plots)
+    if removed:
+        _log.info("removed %d temporary files left by an interrupted run", removed)
+
+
+def summarize(run: RunDir, config: RunConfig) -> dict[str, Any]:
+    done = run.completed_rounds()
+    return {"run_dir": str(run.root), "rounds_completed": done, "rounds": config.rounds,
+            "base": run.read_base_metrics(), "last": run.read_metrics(done[-1]) if done else None}
+
+
+def write_timings(run: RunDir, timings: list[dict[str, Any]]) -> None:
+    """Per-round wall time vs time in task bodies (Prefect's overhead), merged over resumed invocations."""
+    if not timings:
+        return
+    path = run.root / "timings.json"
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    by_round = {t["round"]: t for t in previous}
+    by_round.update({t["round"]: t for t in timings})
+    write_json(path, [by_round[r] for r in sorted(by_round)])
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types (numpy scalars and arrays become floats and lists; NaN becomes None)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    if hasattr(obj, "model_dump"):
+        return _jsonable(obj.model_dump(mode="json"))
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
