@@ -19,6 +19,7 @@ Average precision of cosine similarity over these pairs measures what training o
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -86,7 +87,12 @@ def _usable(sentence: str) -> bool:
 
 def collect_docstrings(root: Path | None = None) -> list[tuple[str, list[str]]]:
     """(module, usable sentences in order) for every docstring with at least one usable sentence."""
-    root = Path(root or sysconfig.get_paths()["stdlib"])
+    return list(_collect(Path(root or sysconfig.get_paths()["stdlib"])))
+
+
+@functools.lru_cache(maxsize=2)
+def _collect(root: Path) -> tuple[tuple[str, list[str]], ...]:
+    """Parsing ~400 files takes seconds; one parse per process is enough."""
     out: list[tuple[str, list[str]]] = []
     for module, path in _stdlib_sources(root):
         try:
@@ -103,7 +109,7 @@ def collect_docstrings(root: Path | None = None) -> list[tuple[str, list[str]]]:
                 usable = [s for s in sentences if _usable(s)]
                 if usable:
                     out.append((module, sentences if all(map(_usable, sentences[:2])) else usable))
-    return out
+    return tuple(out)
 
 
 def _sid(module: str, text: str) -> str:

@@ -1,0 +1,200 @@
+"""flows without Prefect or training: config validation, the demo corpus, the run directory, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import load_config
+from simcse.errors import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD = """\
+output_dir: out
+rounds: 2
+data:
+  corpus: corpus.txt
+eval:
+  sts: [dev.tsv]
+curriculum:
+  pacing: root
+"""
+
+
+def test_paths_resolve_relative_to_the_yaml_file(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, GOOD))
+    assert cfg.output_dir == tmp_path / "out"
+    assert cfg.data.corpus is not None and cfg.data.corpus.path == tmp_path / "corpus.txt"
+    assert cfg.eval.sts[0].path == tmp_path / "dev.tsv"
+    assert cfg.rounds == 2 and cfg.curriculum.pacing == "root"
+
+
+def test_data_dir_placeholder_uses_the_shared_data_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMCSE_DATA_DIR", str(tmp_path / "shared"))
+    cfg = load_config(_write(tmp_path, GOOD.replace("corpus.txt", '"{data_dir}/wiki/sentences.txt"')))
+    assert cfg.data.corpus is not None and cfg.data.corpus.path == tmp_path / "shared" / "wiki" / "sentences.txt"
+
+
+@pytest.mark.parametrize("edit, key, line", [
+    (("pacing: root", "pacing: sqroot"), "curriculum.pacing: unknown 'sqroot'; expected one of linear, root", 8),
+    (("rounds: 2", "rounds: 0"), "rounds: input should be greater than or equal to 1", 2),
+    (("rounds: 2", "rounds: 2\nbogus: 1"), "bogus: unknown key; expected one of output_dir", 3),
+    (("  sts: [dev.tsv]", "  sts: [dev.tsv]\n  dev_metric: spearman"), "eval.dev_metric: expected 'sts/<file stem>'", 7),
+    (("  corpus: corpus.txt", "  corpus: {path: corpus.txt, colums: {}}"), "data.corpus.colums: unknown key", 4),
+])
+def test_errors_name_the_key_and_its_line(tmp_path: Path, edit: tuple[str, str], key: str, line: int) -> None:
+    path = _write(tmp_path, GOOD.replace(*edit))
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: line {line}: "), message
+    assert key in message
+    assert "\n" not in message
+
+
+def test_missing_data_and_bad_yaml_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="give a corpus"):
+        load_config(_write(tmp_path, "output_dir: out\ndata: {}\n"))
+    with pytest.raises(InputError, match=r": line \d+: not valid YAML"):
+        load_config(_write(tmp_path, "output_dir: out\ndata: [\n"))
+    with pytest.raises(InputError, match="top level"):
+        load_config(_write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(InputError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    path = _write(tmp_path, GOOD.replace("pacing: root", "pacing: sqroot"))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "curriculum.pacing" in err and "line 8" in err
+    assert not (tmp_path / "out").exists(), "nothing is written for a bad config"
+
+
+def test_shipped_configs_validate_and_demo_yaml_matches_the_packaged_demo() -> None:
+    from flows.demo import demo_config
+
+    for name in ("demo", "domain_unlabeled", "nli_supervised"):
+        load_config(REPO / "configs" / f"{name}.yaml")
+    packaged = demo_config("/tmp/anywhere").model_dump(mode="json", exclude={"output_dir"})
+    shipped = load_config(REPO / "configs" / "demo.yaml").model_dump(mode="json", exclude={"output_dir"})
+    assert packaged == shipped
+
+
+def test_demo_corpus_is_deterministic_and_holds_out_its_eval_sentences(tmp_path: Path) -> None:
+    from flows.demo_data import build_demo_data
+    from simcse.io import read_labeled_pairs
+
+    a = build_demo_data(tmp_path / "a", max_sentences=300, eval_docstrings=40)
+    b = build_demo_data(tmp_path / "b", max_sentences=300, eval_docstrings=40)
+    for x, y in ((a.corpus, b.corpus), (a.pairs, b.pairs), (a.eval_pairs, b.eval_pairs)):
+        assert x.read_bytes() == y.read_bytes()
+    rows = [json.loads(line) for line in a.corpus.read_text().splitlines()]
+    assert len(rows) == a.sentences == 300
+    assert len({r["text"] for r in rows}) == len(rows), "exact duplicates collapsed"
+    assert len({r["domain"] for r in rows}) > 5
+    pairs = [json.loads(line) for line in a.pairs.read_text().splitlines()]
+    texts = {r["text"] for r in rows}
+    assert pairs and all(p["anchor"] in texts and p["positive"] in texts for p in pairs)
+    labeled = read_labeled_pairs(a.eval_pairs)
+    assert sum(labeled.labels) == 40 and len(labeled.labels) > 60
+    assert not (set(labeled.sentence1) | set(labeled.sentence2)) & texts, "eval sentences never in the corpus"
+
+
+def test_run_dir_refuses_a_different_config_but_allows_more_rounds(tmp_path: Path) -> None:
+    from flows.rundir import RunDir
+
+    cfg = load_config(_write(tmp_path, GOOD))
+    run = RunDir(cfg.output_dir)
+    run.claim(cfg)
+    run.claim(load_config(_write(tmp_path, GOOD.replace("rounds: 2", "rounds: 5"), "more.yaml")))
+    with pytest.raises(InputError, match=r"different settings \(curriculum.pacing\)"):
+        run.claim(load_config(_write(tmp_path, GOOD.replace("pacing: root", "pacing: linear"), "other.yaml")))
+
+
+def test_write_dir_atomically_never_shows_a_partial_folder(tmp_path: Path) -> None:
+    from flows.rundir import write_dir_atomically
+
+    target = tmp_path / "model"
+
+    def fail(folder: Path) -> None:
+        (folder / "half.bin").write_bytes(b"x")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_dir_atomically(target, fail)
+    assert not target.exists() and not list(tmp_path.iterdir())
+    write_dir_atomically(target, lambda folder: (folder / "a.txt").write_text("1"))
+    write_dir_atomically(target, lambda folder: (folder / "b.txt").write_text("2"))
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+
+
+def test_only_transient_faults_are_retried() -> None:
+    from flows.tasks import is_transient
+
+    assert is_transient(OSError("stale NFS handle")) and is_transient(ConnectionResetError())
+    assert is_transient(TimeoutError())
+    for exc in (InputError("bad column"), ValueError("x"), FileNotFoundError("gone"), PermissionError("no"),
+                RuntimeError("bug"), None):
+        assert not is_transient(exc)
+
+
+def _fake_run(tmp_path: Path) -> Path:
+    """A run folder with two complete rounds, written through the same contracts the flow uses."""
+    import pyarrow as pa  # noqa: F401 - the synthetic writer needs it
+
+    from curriculum import CurriculumScheduler, parse_config
+    from curriculum.synthetic import band_table, write_round
+    from flows.rundir import RunDir, write_json
+
+    cfg = load_config(_write(tmp_path, GOOD))
+    run = RunDir(cfg.output_dir)
+    run.claim(cfg)
+    scheduler = CurriculumScheduler(parse_config({"total": 2}), state_path=run.state_path)
+    evaluation = {"sts": {"dev": 70.0}, "pairs": {"eval_pairs": 55.0}, "alignment": 0.3, "uniformity": -2.0}
+    write_json(run.base_metrics_path, {"round": "base", "evaluation": evaluation})
+    for r in range(2):
+        texts = [f"sentence {i} of round {r}" for i in range(40)]
+        tables = {"random": band_table(r, "random", texts[:20], [None] * 20, texts[20:], [0.1] * 20),
+                  "nearest_neighbour": band_table(r, "nearest_neighbour", texts[20:], texts[:20], texts[:20], [0.6] * 20)}
+        manifest = json.loads(write_round(run.triplets, r, tables).read_text())
+        plan = scheduler.start_round(r, {b: s["mean_anchor_negative_sim"] for b, s in manifest["bands"].items()})
+        decision = scheduler.end_round(70.0 + r, 0.9)
+        (run.model_dir(r)).mkdir(parents=True)
+        write_json(run.metrics_path(r), {
+            "round": r, "evaluation": {**evaluation, "sts": {"dev": 71.0 + r}},
+            "dev_metric": {"name": "sts/dev", "value": 71.0 + r},
+            "train": {"steps": 5, "mean_train_accuracy": 0.9}, "mining": {"bands": manifest["bands"]},
+            "curriculum": {"stage": plan.stage, "competence": plan.competence, "mixture": plan.mixture,
+                           "alpha": plan.alpha, "decision": decision.reason}})
+    return run.root
+
+
+def test_report_has_metrics_bands_links_and_plots(tmp_path: Path) -> None:
+    from flows.report import build_report
+
+    root = _fake_run(tmp_path)
+    report = build_report(root).read_text()
+    for png in ("metrics.png", "schedule.png", "similarity_round0.png", "similarity_round1.png"):
+        path = root / "plots" / png
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"(plots/{png})" in report
+    assert "| base | 70.00 | 55.00 |" in report and "| 1 | 72.00 | 55.00 |" in report
+    assert "| nearest_neighbour | 20 | 0.6000 |" in report
+    assert "[triplets/round=1/band=random/part-0.parquet](triplets/round=1/band=random/part-0.parquet)" in report
+    assert "Rounds completed: 2 of 2" in report
+    config_block = report.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(config_block)["rounds"] == 2
