@@ -141,25 +141,32 @@ class TripletSampler:
             self._perm[band] = cached
         return cached[1]
 
-    def _take_row(self, band: str, used: set[int]) -> int | None:
-        """Next row of `band` sharing no text with `used`, deferring rows that do; None if none found."""
+    def _take_row(self, band: str, used: set[int]) -> list[int] | None:
+        """Codes of the next row of `band` sharing no text with `used`, deferring rows that do; None if none."""
         codes = self._codes[band]
         pending = self._pending[band]
         for i, row in enumerate(pending):
-            if used.isdisjoint(codes[row].tolist()):
+            row_codes = codes[row].tolist()
+            if used.isdisjoint(row_codes):
                 del pending[i]
-                return row
+                return row_codes
         rows = self.bands[band]
+        epoch, cursor = self._epoch[band], self._cursor[band]
+        perm = self._permutation(band, epoch)
+        found = None
         for _ in range(min(self.max_scan, rows)):
-            if self._cursor[band] >= rows:
-                self._epoch[band] += 1
-                self._cursor[band] = 0
-            row = int(self._permutation(band, self._epoch[band])[self._cursor[band]])
-            self._cursor[band] += 1
-            if used.isdisjoint(codes[row].tolist()):
-                return row
+            if cursor >= rows:
+                epoch, cursor = epoch + 1, 0
+                perm = self._permutation(band, epoch)
+            row = int(perm[cursor])
+            cursor += 1
+            row_codes = codes[row].tolist()
+            if used.isdisjoint(row_codes):
+                found = row_codes
+                break
             pending.append(row)
-        return None
+        self._epoch[band], self._cursor[band] = epoch, cursor
+        return found
 
     def draw(self, plan: PlanLike) -> dict[str, list]:
         """The next batch under `plan.mixture` (band -> probability) and `plan.alpha` (band -> weight)."""
@@ -177,12 +184,13 @@ class TripletSampler:
         slots = rng.choice(len(names), size=self.batch_size, p=probs)
 
         used: set[int] = set()
-        chosen: list[tuple[str, int]] = []
+        flat: list[int] = []  # anchor, positive, negative codes of each chosen row, in order
+        bands: list[str] = []
         exhausted: set[int] = set()
         for slot in slots.tolist():
             while True:
-                row = None if slot in exhausted else self._take_row(names[slot], used)
-                if row is not None:
+                row_codes = None if slot in exhausted else self._take_row(names[slot], used)
+                if row_codes is not None:
                     break
                 exhausted.add(slot)
                 left = [i for i in range(len(names)) if i not in exhausted]
@@ -192,14 +200,12 @@ class TripletSampler:
                         f"({self.distinct_texts} distinct texts in bands {', '.join(names)}); use a smaller batch")
                 weights = probs[left] / probs[left].sum()
                 slot = left[int(rng.choice(len(left), p=weights))]
-            band = names[slot]
-            used.update(self._codes[band][row].tolist())
-            chosen.append((band, row))
+            used.update(row_codes)
+            flat.extend(row_codes)
+            bands.append(names[slot])
         self._batches += 1
 
-        codes = np.array([self._codes[b][r] for b, r in chosen], dtype=np.int64)  # batch x 3
-        texts = self._dictionary.take(pa.array(codes.reshape(-1))).to_pylist()
-        bands = [b for b, _ in chosen]
+        texts = self._dictionary.take(pa.array(flat, type=pa.int64())).to_pylist()
         alpha = plan.alpha
         return {
             "anchor": texts[0::3],
