@@ -76,7 +76,6 @@ class CurriculumConfig(_Strict):
     alpha: AlphaConfig = Field(default_factory=AlphaConfig)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     static: StaticConfig | None = Field(None, validate_default=True)
-    seed: int = Field(0, ge=0)
 
     @field_validator("unit")
     @classmethod

@@ -122,6 +122,9 @@ class CurriculumScheduler:
         for name, value in (("dev_metric", dev_metric), ("train_accuracy", train_accuracy)):
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
+        # Plain floats (a numpy or torch scalar must not reach the JSON state).
+        dev_metric = None if dev_metric is None else float(dev_metric)
+        train_accuracy = None if train_accuracy is None else float(train_accuracy)
 
         if cfg.mode == "adaptive":
             advanced, reason = self._adaptive_decision(dev_metric, train_accuracy)

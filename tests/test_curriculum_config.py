@@ -13,7 +13,7 @@ from curriculum import ConfigError, CurriculumConfig, format_validation_error, p
     ({"mode": "curriculum"}, "curriculum.mode: unknown 'curriculum'; expected one of paced, adaptive, static"),
     ({"mixture": {"flor": 0.1}}, "curriculum.mixture.flor: unknown key; expected one of floor, floor_band, tilt, bands"),
     ({"pace": "root"}, "curriculum.pace: unknown key; expected one of mode, pacing, unit, total, c0, root_power, "
-                       "step_count, mixture, alpha, adaptive, static, seed"),
+                       "step_count, mixture, alpha, adaptive, static"),
     ({"mixture": {"bands": ["random", "nn"]}},
      "curriculum.mixture.bands[1]: unknown 'nn'; expected one of random, in_domain, nli_contradiction, nearest_neighbour"),
     ({"alpha": {"per_band": {"nearest_neighbour": {"start": 1.0}}}},
