@@ -1,0 +1,107 @@
+"""SimCSE's contrastive losses (Gao et al. 2021), with cosine similarity and temperature τ.
+
+Both return `(loss, accuracy)`, accuracy being the share of anchors whose positive gets the highest logit
+(the signal the adaptive curriculum reads).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All-pairs cosine similarity [len(a), len(b)]."""
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(0, 1)
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half precision to float32; float32/float64 kept as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _accuracy(logits: torch.Tensor) -> torch.Tensor:
+    target = torch.arange(logits.size(0), device=logits.device)
+    return (logits.argmax(dim=-1) == target).float().mean().detach()
+
+
+def unsup_simcse_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unsupervised SimCSE: row i of z1 and z2 are two dropout views of sentence i.
+
+    loss_i = -log( exp(cos(z1_i, z2_i)/τ) / Σ_j exp(cos(z1_i, z2_j)/τ) ), averaged over the batch
+    (float32, autocast off).
+    """
+    if z1.shape != z2.shape or z1.dim() != 2:
+        raise ValueError(f"z1 and z2 must both be [batch, dim], got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    with torch.autocast(z1.device.type, enabled=False):
+        logits = _cosine(_upcast(z1), _upcast(z2)) / temperature
+        target = torch.arange(logits.size(0), device=logits.device)
+        return F.cross_entropy(logits, target), _accuracy(logits)
+
+
+def _alpha_tensor(alpha: float | Sequence | torch.Tensor, batch: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    if not isinstance(alpha, torch.Tensor):  # checked on the host: no device sync in the training loop
+        import numpy as np
+
+        values = np.asarray(alpha, dtype=np.float64)
+        if np.any(values < 0) or not np.all(np.isfinite(values)):
+            raise ValueError("alpha must be finite and >= 0")
+    a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
+    if a.dim() == 1:
+        a = a.unsqueeze(-1)  # the batch contract: a flat list is one α per row
+    try:
+        a = torch.broadcast_to(a, (batch, k))
+    except RuntimeError:
+        raise ValueError(f"alpha of shape {tuple(a.shape)} does not broadcast to [batch={batch}, k={k}]") from None
+    return a
+
+
+def sup_simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
+                    alpha: float | Sequence | torch.Tensor = 1.0, temperature: float = 0.05
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Supervised SimCSE with k hard negatives per anchor and SimCSE's α weighting.
+
+    For anchor i the candidates are every positive h_j^+ and every hard negative h_jm^- in the batch:
+    loss_i = -log( e^{s(i,i+)} / (Σ_j e^{s(i,j+)} + Σ_j Σ_m w_ijm e^{s(i,jm-)}) ), s = cos/τ,
+    with w_iim = α_im for the anchor's own negatives and 1 for the other anchors' negatives (plain
+    in-batch negatives). As in the reference code, log α is added to the own-negative logits; α = 0
+    masks them to -inf, which removes the term exactly (zero gradient, no NaN).
+
+    negatives: [B, k, d] or [B, d] (k = 1); alpha: scalar, [B] (one per row), [1, k] or [B, k].
+    Computed in float32 with autocast off, whatever the encoder's precision.
+    """
+    with torch.autocast(anchor.device.type, enabled=False):
+        return _sup_simcse_loss(anchor, positive, negatives, alpha, temperature)
+
+
+def _sup_simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None,
+                     alpha: float | Sequence | torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    if anchor.shape != positive.shape or anchor.dim() != 2:
+        raise ValueError(f"anchor and positive must both be [batch, dim], got {tuple(anchor.shape)} and "
+                         f"{tuple(positive.shape)}")
+    anchor, positive = _upcast(anchor), _upcast(positive)
+    pos_logits = _cosine(anchor, positive) / temperature  # [B, B]
+    if negatives is None:
+        logits = pos_logits
+    else:
+        negatives = _upcast(negatives)
+        if negatives.dim() == 2:
+            negatives = negatives.unsqueeze(1)
+        batch, k, dim = negatives.shape
+        if batch != anchor.size(0) or dim != anchor.size(1):
+            raise ValueError(f"negatives must be [batch={anchor.size(0)}, k, dim={anchor.size(1)}], "
+                             f"got {tuple(negatives.shape)}")
+        neg_logits = (_cosine(anchor, negatives.reshape(batch * k, dim)) / temperature).view(batch, batch, k)
+        a = _alpha_tensor(alpha, batch, k, neg_logits)
+        own = torch.eye(batch, dtype=torch.bool, device=anchor.device).unsqueeze(-1).expand(batch, batch, k)
+        log_w = torch.zeros_like(neg_logits)
+        own_alpha = a.unsqueeze(1).expand(batch, batch, k)  # own_alpha[i, j, m] = α_im
+        log_w = torch.where(own, torch.log(own_alpha.clamp(min=torch.finfo(a.dtype).tiny)), log_w)
+        neg_logits = neg_logits + log_w
+        neg_logits = neg_logits.masked_fill(own & (own_alpha == 0), float("-inf"))
+        logits = torch.cat([pos_logits, neg_logits.reshape(batch, batch * k)], dim=1)
+    target = torch.arange(logits.size(0), device=logits.device)
+    return F.cross_entropy(logits, target), _accuracy(logits)
