@@ -1,9 +1,145 @@
-"""Commands this package adds to `simcse-curriculum` (placeholder until its issue lands)."""
+"""`simcse-curriculum mine` and `simcse-curriculum inspect`.
+
+Inputs, options and the model are validated before the output folder is created; if mining then fails,
+a folder this command created is removed again, so bad input leaves nothing behind.
+"""
 
 from __future__ import annotations
 
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from simcse.errors import InputError
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    return out or None
+
+
+def _log_to_stderr() -> None:
+    """Mining's own log lines (backend choice, band statistics) on stderr, once per process."""
+    logger = logging.getLogger("mining")
+    if not any(getattr(h, "_mining_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._mining_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+Opt = typer.Option
+
+
+def mine_command(
+    out: Annotated[Path, Opt("--out", help="Triplets folder; writes round=<r>/band=<b>/part-<n>.parquet.")],
+    corpus: Annotated[list[Path] | None, Opt("--corpus", help="Corpus file (text[, id, domain]); repeatable.")] = None,
+    domain: Annotated[list[str] | None, Opt("--domain", help="Domain label of each --corpus file, in order (when "
+                                            "the file has no domain column).")] = None,
+    pairs: Annotated[list[Path] | None, Opt("--pairs", help="Pairs file (anchor, positive); repeatable.")] = None,
+    nli: Annotated[list[Path] | None, Opt("--nli", help="NLI triplets (anchor/sent0, positive/sent1, "
+                                          "negative/hard_neg); repeatable.")] = None,
+    model: Annotated[str | None, Opt("--model", help="Model folder or name (default: offline MiniLM).")] = None,
+    bands: Annotated[list[str] | None, Opt("--bands", help="Bands, comma-separated or repeated (default: every "
+                                           "band the inputs allow).")] = None,
+    round_: Annotated[int, Opt("--round", min=0, help="Round number.")] = 0,
+    seed: Annotated[int, Opt("--seed", help="Seed of every random choice.")] = 0,
+    num_negatives: Annotated[int, Opt("--num-negatives", help="Negatives per anchor and band.")] = 1,
+    range_min: Annotated[int, Opt("--range-min", help="nearest_neighbour: first kNN rank used.")] = 0,
+    range_max: Annotated[int, Opt("--range-max", help="nearest_neighbour: ranks below this are used.")] = 50,
+    relative_margin: Annotated[float, Opt("--relative-margin", help="Drop candidates above (1 - margin) x "
+                                          "sim(anchor, positive); negative disables.")] = 0.05,
+    max_score: Annotated[float, Opt("--max-score", help="Unsupervised anchors: drop candidates above this "
+                                    "similarity; above 1 disables.")] = 0.95,
+    sampling: Annotated[str, Opt("--sampling", help="top or random within the kNN window.")] = "top",
+    backend: Annotated[str, Opt("--backend", help="auto, torch, faiss-flat or faiss-ivf.")] = "auto",
+    batch_size: Annotated[int, Opt("--batch-size", help="Encoding batch size.")] = 256,
+    max_length: Annotated[int | None, Opt("--max-length", help="Token limit when encoding.")] = None,
+    cache_dir: Annotated[Path | None, Opt("--cache-dir", help="Embeddings cache (default <out>/.cache).")] = None,
+    text_column: Annotated[str | None, Opt("--text-column", help="Corpus text column.")] = None,
+    id_column: Annotated[str | None, Opt("--id-column", help="Corpus id column.")] = None,
+    domain_column: Annotated[str | None, Opt("--domain-column", help="Corpus domain column.")] = None,
+    anchor_column: Annotated[str | None, Opt("--anchor-column", help="Pairs/NLI anchor column.")] = None,
+    positive_column: Annotated[str | None, Opt("--positive-column", help="Pairs/NLI positive column.")] = None,
+    negative_column: Annotated[str | None, Opt("--negative-column", help="NLI negative column.")] = None,
+    no_unsupervised: Annotated[bool, Opt("--no-unsupervised", help="Corpus sentences are search candidates only, "
+                                         "not anchors.")] = False,
+    quiet: Annotated[bool, Opt("--quiet", help="No progress bars or log lines.")] = False,
+) -> None:
+    """Mine negatives in difficulty bands from a corpus into Parquet triplets."""
+    from mining.corpus import (
+        CorpusSource,
+        NliSource,
+        PairSource,
+        check_size,
+        load_corpus,
+    )
+    from mining.params import MiningParams, check_bands
+
+    if not quiet:
+        _log_to_stderr()
+    domains = domain or []
+    corpus = corpus or []
+    if domains and len(domains) != len(corpus):
+        raise InputError(f"--domain given {len(domains)} times for {len(corpus)} --corpus files; give one label per "
+                         f"corpus file, in order")
+    params = MiningParams(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
+                          relative_margin=None if relative_margin < 0 else relative_margin,
+                          max_score=None if max_score > 1 else max_score, sampling=sampling,
+                          backend=backend, batch_size=batch_size, unsupervised_anchors=not no_unsupervised)
+    chosen = check_bands(_split(bands))
+    sources = [CorpusSource(p, text_column=text_column, id_column=id_column, domain_column=domain_column,
+                            domain=domains[i] if domains else None) for i, p in enumerate(corpus)]
+    pair_sources = [PairSource(p, anchor_column=anchor_column, positive_column=positive_column) for p in pairs or []]
+    nli_sources = [NliSource(p, anchor_column=anchor_column, positive_column=positive_column,
+                             negative_column=negative_column) for p in nli or []]
+    loaded = load_corpus(sources, pair_sources, nli_sources, unsupervised_anchors=not no_unsupervised)
+    check_size(loaded, params.num_negatives)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder; choose another --out", path=out)
+
+    from mining.encoders import load_encoder
+    from mining.pipeline import mine
+
+    encoder = load_encoder(model, max_length=max_length)
+    created = not out.exists()
+    try:
+        result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
+                      cache_dir=cache_dir, show_progress=not quiet)
+    except BaseException:
+        if created and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    state = "reused (same model, corpus and parameters)" if result.cached else "written"
+    typer.echo(f"round {result.round} {state}: {result.manifest_path}")
+    for band, stats in result.bands.items():
+        mean = stats["mean_anchor_negative_sim"]
+        typer.echo(f"  {band:<18} {stats['rows']:>9} rows  mean sim {'n/a' if mean is None else f'{mean:.3f}'}")
+
+
+def inspect_command(
+    triplets: Annotated[Path, typer.Argument(help="Triplets folder (the --out of mine).")],
+    as_json: Annotated[bool, Opt("--json", help="Print the summary as JSON.")] = False,
+    plots: Annotated[Path | None, Opt("--plots", help="Write similarity histograms (PNG) here.")] = None,
+    samples: Annotated[int, Opt("--samples", min=0, help="Sample triplets per band.")] = 2,
+    false_negatives: Annotated[int, Opt("--false-negatives", min=0, help="Highest-similarity negatives shown.")] = 10,
+    seed: Annotated[int, Opt("--seed", help="Seed of the sample choice.")] = 0,
+) -> None:
+    """Rows per round and band, similarity histograms, suspected false negatives and sample triplets."""
+    from mining.inspect import format_report, inspect_triplets, to_json
+
+    report = inspect_triplets(triplets, plots_dir=plots, false_negatives=false_negatives, samples=samples, seed=seed)
+    typer.echo(to_json(report) if as_json else format_report(report))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the app."""
+    """Add `mine` and `inspect` to the app."""
+    app.command("mine")(mine_command)
+    app.command("inspect")(inspect_command)

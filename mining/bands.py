@@ -1,0 +1,382 @@
+"""Negatives in four bands of difficulty, each with its guards and its skipped-candidate counts.
+
+Everything is vectorised over anchor rows (numpy), so a million anchors take seconds, and every random
+choice comes from a counter-based hash of (seed, round, band, draw, anchor id, positive id): the same
+inputs and seed give the same triplets whatever the process, chunking or sharding of the anchors.
+Hand-written because no library mines graded bands with these guards; the kNN itself is `mining.index`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mining.corpus import UNSUPERVISED, MiningCorpus, domain_labels, normalized_keys
+from mining.embeddings import Embeddings
+from mining.index import KnnResult
+from mining.params import MiningParams
+
+log = logging.getLogger(__name__)
+
+_M1, _M2, _G = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+ROW_CHUNK = 65536
+MAX_PADDED_POSITIVES = 64
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser, vectorised (uint64 arithmetic wraps): a well-mixed hash of each key."""
+    with np.errstate(over="ignore"):
+        z = (np.asarray(x, dtype=np.uint64) + _G)
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
+
+def uniform(keys: np.ndarray, salt: int) -> np.ndarray:
+    """Uniform floats in [0, 1) from keys and a salt; a counter-based generator."""
+    mixed = splitmix64(np.asarray(keys, dtype=np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF))
+    return (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def salt_of(*parts: object) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
+
+def _hash_strings(values: list[str]) -> np.ndarray:
+    out = np.empty(len(values), dtype=np.uint64)
+    for i, v in enumerate(values):
+        out[i] = int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little")
+    return out
+
+
+@dataclass
+class BandResult:
+    """Triplets of one band as pool indices, plus why candidates were skipped."""
+
+    band: str
+    anchor: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+    rank: np.ndarray
+    skipped: Counter = field(default_factory=Counter)
+    anchor_negative_sim: np.ndarray | None = None
+    anchor_positive_sim: np.ndarray | None = None
+    note: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.anchor)
+
+    def mean_sim(self) -> float | None:
+        if self.anchor_negative_sim is None or not len(self.anchor_negative_sim):
+            return None
+        return float(np.mean(self.anchor_negative_sim, dtype=np.float64))
+
+    def stats(self) -> dict:
+        out = {"rows": self.rows, "mean_anchor_negative_sim": self.mean_sim(),
+               "skipped": {k: int(v) for k, v in sorted(self.skipped.items()) if v}}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+class BandContext:
+    """What every band needs, computed once per round: row keys, text keys, positives per anchor, kNN."""
+
+    def __init__(self, corpus: MiningCorpus, embeddings: Embeddings, params: MiningParams, seed: int,
+                 round_: int, knn: KnnResult | None = None, knn_queries: np.ndarray | None = None) -> None:
+        self.corpus, self.emb, self.params, self.seed, self.round = corpus, embeddings, params, seed, round_
+        self.n_pool = len(corpus)
+        self.a, self.p, self.neg, self.kind = corpus.anchor, corpus.positive, corpus.negative, corpus.kind
+        self.text_key = normalized_keys(corpus.texts)
+        self.id_key = _hash_strings(corpus.ids)
+        # Row key from the ids only: draws do not depend on row order, file order or sharding.
+        self.row_key = splitmix64(self.id_key[self.a] ^ splitmix64(self.id_key[self.p]))
+        self.uq, self.inv = np.unique(self.a, return_inverse=True)
+        self.inv = self.inv.reshape(-1)
+        self._positives()
+        self.knn: KnnResult | None = None
+        if knn is not None:
+            self.set_knn(knn, knn_queries)
+
+    def set_knn(self, knn: KnnResult, queries: np.ndarray | None) -> None:
+        if queries is None or not np.array_equal(queries, self.uq):
+            raise ValueError("the kNN result must be computed for the unique anchors (BandContext.uq)")
+        self.knn = knn
+
+    def knn_depth(self, bands: list[str]) -> int:
+        """Neighbours to retrieve: the window plus room for the anchor, its positives and duplicate texts."""
+        k = 0
+        if "nearest_neighbour" in bands:
+            k = self.params.range_max
+        if "in_domain" in bands:
+            k = max(k, self.params.exclude_top + 1)
+        return min(self.n_pool, k + 1 + self.pos_pad.shape[1] + 4) if k else 0
+
+    def _positives(self) -> None:
+        """Padded (unique anchor x P) matrix of every positive an anchor has in any row (-1 pads)."""
+        order = np.argsort(self.inv, kind="stable")
+        counts = np.bincount(self.inv, minlength=len(self.uq))
+        width = int(min(max(1, counts.max(initial=1)), MAX_PADDED_POSITIVES))
+        pad = np.full((len(self.uq), width), -1, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot = np.arange(len(order)) - np.repeat(starts, counts)
+        rows_sorted = self.inv[order]
+        keep = slot < width
+        pad[rows_sorted[keep], slot[keep]] = self.p[order][keep]
+        self.pos_pad = pad
+        self.many_pos: dict[int, np.ndarray] = {}
+        for u in np.nonzero(counts > width)[0]:
+            self.many_pos[int(u)] = np.unique(self.p[self.inv == u])
+
+    def is_positive(self, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """cand (rows x c) is a positive of the row's anchor (in any of its rows)."""
+        cand2 = cand if cand.ndim == 2 else cand[:, None]
+        pos = self.pos_pad[self.inv[rows]]
+        hit = np.zeros(cand2.shape, dtype=bool)
+        for j in range(pos.shape[1]):
+            hit |= (cand2 == pos[:, j:j + 1]) & (pos[:, j:j + 1] >= 0)
+        if self.many_pos:
+            for r_local, r in enumerate(rows):
+                extra = self.many_pos.get(int(self.inv[r]))
+                if extra is not None:
+                    hit[r_local] |= np.isin(cand2[r_local], extra)
+        return hit if cand.ndim == 2 else hit[:, 0]
+
+    def guard(self, rows: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:
+        """Masks of candidates that must never be negatives: the anchor, a positive, the same text."""
+        c2 = cand if cand.ndim == 2 else cand[:, None]
+        a = self.a[rows][:, None]
+        is_anchor = c2 == a
+        is_pos = self.is_positive(rows, c2) & ~is_anchor
+        ck = self.text_key[np.where(c2 >= 0, c2, 0)]
+        same = ((ck == self.text_key[self.a[rows]][:, None]) | (ck == self.text_key[self.p[rows]][:, None]))
+        same &= ~is_anchor & ~is_pos & (c2 >= 0)
+        out = {"anchor": is_anchor, "positive": is_pos, "same_text": same}
+        if cand.ndim == 1:
+            out = {k: v[:, 0] for k, v in out.items()}
+        return out
+
+
+def _collect(band: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], skipped: Counter,
+             ctx: BandContext) -> BandResult:
+    """Concatenate (row, slot, negative, rank) parts, ordered by anchor row then slot."""
+    if parts:
+        rows, slots, negs, ranks = (np.concatenate(x) for x in zip(*parts))
+    else:
+        rows = slots = negs = ranks = np.empty(0, dtype=np.int64)
+    order = np.lexsort((slots, rows))
+    rows, negs, ranks = rows[order], negs[order], ranks[order]
+    return BandResult(band, ctx.a[rows], ctx.p[rows], negs.astype(np.int64), ranks.astype(np.int32), skipped)
+
+
+def _rejection_band(ctx: BandContext, band: str, rows: np.ndarray,
+                    draw: Callable[[np.ndarray, np.ndarray], np.ndarray], extra_guard: Callable | None) -> BandResult:
+    """Draw `num_negatives` candidates per row; rejected draws are retried up to `max_tries` times."""
+    params = ctx.params
+    skipped: Counter = Counter()
+    parts = []
+    chosen = np.full((len(rows), params.num_negatives), -1, dtype=np.int64)
+    for slot in range(params.num_negatives):
+        pending = np.arange(len(rows))
+        for attempt in range(params.max_tries):
+            if not len(pending):
+                break
+            u = uniform(ctx.row_key[rows[pending]], salt_of(ctx.seed, ctx.round, band, slot, attempt))
+            cand = draw(rows[pending], u)
+            hopeless = cand < 0  # the anchor's group has no other member: no retry can help
+            skipped["no_candidate_in_group"] += int(hopeless.sum())
+            pending, cand, u = pending[~hopeless], cand[~hopeless], u[~hopeless]
+            reject = np.zeros(len(pending), dtype=bool)
+            masks = ctx.guard(rows[pending], cand)
+            for reason, mask in masks.items():
+                mask = mask & ~reject
+                skipped[reason] += int(mask.sum())
+                reject |= mask
+            if extra_guard is not None:
+                for reason, mask in extra_guard(rows[pending], cand).items():
+                    mask = mask & ~reject
+                    skipped[reason] += int(mask.sum())
+                    reject |= mask
+            dup = (chosen[pending] == cand[:, None]).any(axis=1) & ~reject
+            skipped["duplicate"] += int(dup.sum())
+            reject |= dup
+            ok = pending[~reject]
+            chosen[ok, slot] = cand[~reject]
+            parts.append((rows[ok], np.full(len(ok), slot), cand[~reject], np.full(len(ok), -1)))
+            pending = pending[reject]
+        skipped["no_negative_found"] += len(pending)
+    return _collect(band, parts, skipped, ctx)
+
+
+def random_band(ctx: BandContext) -> BandResult:
+    """Uniform over the pool: the easiest negatives."""
+    rows = np.arange(len(ctx.a))
+    n = ctx.n_pool
+
+    def draw(_rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        return np.minimum((u * n).astype(np.int64), n - 1)
+
+    return _rejection_band(ctx, "random", rows, draw, None)
+
+
+def cluster_labels(emb: Embeddings, n_clusters: int | None, seed: int) -> np.ndarray:
+    """FAISS k-means cluster of every pool row (spherical, seeded; trained on a sample)."""
+    import faiss
+
+    n = emb.matrix.shape[0]
+    k = n_clusters or int(np.clip(round(np.sqrt(n) / 2), 2, 1024))
+    k = max(1, min(k, n))
+    rng = np.random.default_rng(seed)
+    n_train = min(n, 256 * k)
+    sample = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
+    km = faiss.Kmeans(emb.dim, k, niter=20, seed=int(seed), spherical=True, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=256)
+    km.train(np.ascontiguousarray(emb.rows(sample)))
+    labels = np.empty(n, dtype=np.int64)
+    for s in range(0, n, 65536):
+        _, i = km.index.search(np.ascontiguousarray(emb.rows(np.arange(s, min(n, s + 65536)))), 1)
+        labels[s:s + len(i)] = i[:, 0]
+    return labels
+
+
+def domain_groups(ctx: BandContext) -> tuple[np.ndarray, str]:
+    """Group id of every pool row: its domain label when at least two labels exist, else its k-means cluster."""
+    labels = domain_labels(ctx.corpus)
+    need_clusters = len(labels) < 2 or any(d is None for d in ctx.corpus.domains)
+    clusters = cluster_labels(ctx.emb, ctx.params.n_clusters, ctx.seed) if need_clusters else None
+    if len(labels) < 2:
+        return clusters, f"k-means clusters ({int(clusters.max()) + 1}); fewer than two domain labels"
+    code = {d: i for i, d in enumerate(labels)}
+    groups = np.array([code[d] if d else -1 for d in ctx.corpus.domains], dtype=np.int64)
+    if clusters is not None:
+        unlabeled = groups < 0
+        groups[unlabeled] = len(labels) + clusters[unlabeled]
+        return groups, f"domain labels {labels}; k-means clusters for {int(unlabeled.sum())} unlabeled sentences"
+    return groups, f"domain labels {labels}"
+
+
+def in_domain_band(ctx: BandContext) -> BandResult:
+    """Same domain (or cluster), outside the anchor's top-m neighbours: harder than random, easier than kNN."""
+    groups, how = domain_groups(ctx)
+    order = np.argsort(groups, kind="stable")
+    sizes = np.bincount(groups)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rows = np.arange(len(ctx.a))
+    m = ctx.params.exclude_top
+
+    def draw(r: np.ndarray, u: np.ndarray) -> np.ndarray:
+        g = groups[ctx.a[r]]
+        size = sizes[g]
+        cand = order[np.minimum(starts[g] + (u * size).astype(np.int64), len(order) - 1)]
+        return np.where(size > 1, cand, -1)
+
+    def near(r: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:
+        if ctx.knn is None:
+            return {}
+        top = ctx.knn.indices[ctx.inv[r], : m + 1]
+        return {"top_neighbour": (top == cand[:, None]).any(axis=1)}
+
+    res = _rejection_band(ctx, "in_domain", rows, draw, near)
+    res.note = how
+    return res
+
+
+def nli_contradiction_band(ctx: BandContext) -> BandResult:
+    """The labeled contradiction of each NLI row: no false negatives by construction."""
+    rows = np.nonzero(ctx.neg >= 0)[0]
+    skipped: Counter = Counter()
+    cand = ctx.neg[rows]
+    reject = np.zeros(len(rows), dtype=bool)
+    for reason, mask in ctx.guard(rows, cand).items():
+        skipped[reason] += int(mask.sum())
+        reject |= mask
+    keep = rows[~reject]
+    part = (keep, np.zeros(len(keep), dtype=np.int64), ctx.neg[keep], np.full(len(keep), -1))
+    res = _collect("nli_contradiction", [part], skipped, ctx)
+    if not len(rows):
+        res.note = "no NLI triplets in the inputs"
+    return res
+
+
+def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> BandResult:
+    """Ranks [range_min, range_max) of the kNN list with the positive-aware filter (TopK-PercPos)."""
+    if ctx.knn is None:
+        raise ValueError("nearest_neighbour needs the kNN of the anchors")
+    params = ctx.params
+    skipped: Counter = Counter()
+    parts = []
+    salt = salt_of(ctx.seed, ctx.round, "nearest_neighbour", "sample")
+    for s in range(0, len(ctx.a), ROW_CHUNK):
+        rows = np.arange(s, min(len(ctx.a), s + ROW_CHUNK))
+        cand = ctx.knn.indices[ctx.inv[rows]]
+        valid = cand >= 0
+        excluded = ~valid
+        for reason, mask in ctx.guard(rows, cand).items():
+            skipped[reason] += int((mask & valid).sum())
+            excluded |= mask
+        ok = ~excluded
+        rank = np.cumsum(ok, axis=1) - 1
+        window = ok & (rank >= params.range_min) & (rank < params.range_max)
+        if filter_enabled:
+            sims = ctx.knn.scores[ctx.inv[rows]]  # the index's scores (exact for torch / faiss-flat / IVF-flat)
+            unsup = ctx.p[rows] == ctx.a[rows]
+            ap = ctx.emb.pair_sims(ctx.a[rows], ctx.p[rows])
+            threshold = np.full(len(rows), np.inf, dtype=np.float64)
+            if params.relative_margin is not None:
+                threshold = np.where(unsup, threshold, ap - np.abs(ap) * params.relative_margin)
+            if params.max_score is not None:
+                threshold = np.where(unsup, params.max_score, threshold)
+            drop = window & (sims > threshold[:, None])
+            skipped["relative_margin"] += int((drop & ~unsup[:, None]).sum())
+            skipped["max_score"] += int((drop & unsup[:, None]).sum())
+            window &= ~drop
+        if params.sampling == "top":
+            pick = window & (np.cumsum(window, axis=1) <= params.num_negatives)
+        else:
+            keys = splitmix64(ctx.row_key[rows][:, None] ^ splitmix64(ctx.id_key[np.where(valid, cand, 0)] ^
+                                                                       np.uint64(salt)))
+            keys = np.where(window, keys, np.iinfo(np.uint64).max)
+            n = min(params.num_negatives, cand.shape[1])
+            order = np.argsort(keys, axis=1, kind="stable")[:, :n]
+            pick = np.zeros_like(window)
+            np.put_along_axis(pick, order, True, axis=1)
+            pick &= window
+        got = pick.sum(axis=1)
+        skipped["no_negative_found"] += int(np.maximum(params.num_negatives - got, 0).sum())
+        r_local, col = np.nonzero(pick)
+        parts.append((rows[r_local], col, cand[r_local, col], rank[r_local, col]))
+    return _collect("nearest_neighbour", parts, skipped, ctx)
+
+
+BAND_FUNCTIONS: dict[str, Callable[[BandContext], BandResult]] = {
+    "random": random_band,
+    "in_domain": in_domain_band,
+    "nli_contradiction": nli_contradiction_band,
+    "nearest_neighbour": nearest_neighbour_band,
+}
+
+
+def add_similarities(result: BandResult, emb: Embeddings) -> BandResult:
+    """Cosine similarities (from the cached embeddings) of each triplet's anchor-negative and anchor-positive."""
+    result.anchor_negative_sim = emb.pair_sims(result.anchor, result.negative)
+    result.anchor_positive_sim = emb.pair_sims(result.anchor, result.positive)
+    return result
+
+
+def available_bands(corpus: MiningCorpus) -> list[str]:
+    """Bands the inputs allow: nli_contradiction needs NLI triplets with a contradiction."""
+    out = ["random", "in_domain"]
+    if corpus.has_nli():
+        out.append("nli_contradiction")
+    out.append("nearest_neighbour")
+    return out
+
+
+def unsupervised_mask(corpus: MiningCorpus) -> np.ndarray:
+    return corpus.kind == UNSUPERVISED

@@ -1,0 +1,388 @@
+"""Loading what a domain team hands over (corpus, pairs, NLI triplets) into one validated mining corpus.
+
+The result is a pool of unique sentences (every text of every input, each once, with a stable id and an
+optional domain label) plus anchor rows that point into the pool: corpus sentences without a pair are
+unsupervised anchors whose positive is the sentence itself, pair rows have their positive, NLI rows also
+carry their labeled contradiction. Everything is validated here, before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simcse.errors import InputError
+from simcse.io import Table, read_table
+
+log = logging.getLogger(__name__)
+
+UNSUPERVISED, PAIR, NLI = 0, 1, 2
+KIND_NAMES = {UNSUPERVISED: "unsupervised", PAIR: "pair", NLI: "nli"}
+
+# Alternative column names accepted when the canonical one is absent (SimCSE's and NLI's conventions).
+NLI_ALIASES = {"anchor": ["sent0", "premise"], "positive": ["sent1", "entailment"],
+               "negative": ["hard_neg", "contradiction"]}
+PAIR_ALIASES = {"anchor": ["sent0", "sentence1", "query"], "positive": ["sent1", "sentence2"]}
+CORPUS_ALIASES = {"text": ["sentence", "sent0"]}
+
+
+def text_id(text: str) -> str:
+    """Stable id of a sentence: the first 16 hex digits of its SHA-1, so ids never depend on file order."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """One corpus file; `domain` labels every row when the file has no domain column."""
+
+    path: Path
+    text_column: str | None = None
+    id_column: str | None = None
+    domain_column: str | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """One file of (anchor, positive) pairs."""
+
+    path: Path
+    anchor_column: str | None = None
+    positive_column: str | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class NliSource:
+    """One file of NLI triplets (anchor, entailment positive, contradiction negative)."""
+
+    path: Path
+    anchor_column: str | None = None
+    positive_column: str | None = None
+    negative_column: str | None = None
+    domain: str | None = None
+
+
+@dataclass
+class SourceStats:
+    """What loading one file did: rows read, empty rows dropped, duplicates collapsed."""
+
+    path: str
+    kind: str
+    rows: int = 0
+    kept: int = 0
+    empty: int = 0
+    duplicates: int = 0
+    missing_negative: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class MiningCorpus:
+    """The validated inputs of one mining run.
+
+    `texts[i]`, `ids[i]`, `domains[i]` describe pool sentence i. Anchor rows are parallel arrays of pool
+    indices: `anchor`, `positive` (== `anchor` for unsupervised rows), `negative` (labeled contradiction or
+    -1) and `kind` (UNSUPERVISED, PAIR, NLI).
+    """
+
+    texts: list[str]
+    ids: list[str]
+    domains: list[str | None]
+    anchor: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+    kind: np.ndarray
+    sources: list[SourceStats] = field(default_factory=list)
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def n_anchor_rows(self) -> int:
+        return int(self.anchor.shape[0])
+
+    @property
+    def source_paths(self) -> list[str]:
+        return [s.path for s in self.sources]
+
+    def has_nli(self) -> bool:
+        return bool((self.negative >= 0).any())
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the pool (texts, ids, domains) and anchor rows: equal inputs give equal fingerprints."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(b"mining-corpus-v1\0")
+            for t, i, d in zip(self.texts, self.ids, self.domains):
+                h.update(t.encode("utf-8"))
+                h.update(b"\0")
+                h.update(i.encode("utf-8"))
+                h.update(b"\0")
+                h.update((d or "").encode("utf-8"))
+                h.update(b"\1")
+            for arr in (self.anchor, self.positive, self.negative, self.kind):
+                h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def pool_fingerprint(self) -> str:
+        """SHA-256 of the pool texts alone (in order): what the embeddings depend on."""
+        h = hashlib.sha256(b"mining-pool-v1\0")
+        for t in self.texts:
+            h.update(t.encode("utf-8"))
+            h.update(b"\0")
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        kinds = {KIND_NAMES[k]: int((self.kind == k).sum()) for k in KIND_NAMES}
+        labels = sorted({d for d in self.domains if d})
+        return {"pool": len(self.texts), "anchor_rows": kinds, "domains": labels,
+                "sources": [s.as_dict() for s in self.sources]}
+
+
+PathLike = str | os.PathLike
+
+
+def _as_source(item: Any, cls: type, kind: str) -> Any:
+    if isinstance(item, cls):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        return cls(Path(item))
+    raise TypeError(f"{kind} inputs must be paths or {cls.__name__}, got {type(item).__name__}")
+
+
+def _read(path: Path, wanted: dict[str, str | None], optional: dict[str, str | None],
+          aliases: dict[str, list[str]]) -> tuple[Table, dict[str, str]]:
+    """read_table with user-chosen column names: a name given by the user is required exactly (no aliases)."""
+    names: dict[str, str] = {}
+    use_aliases: dict[str, list[str]] = {}
+    for canonical, given in {**wanted, **optional}.items():
+        names[canonical] = given or canonical
+        if not given:
+            use_aliases[names[canonical]] = aliases.get(canonical, [])
+    required = [names[c] for c in wanted]
+    opt = [names[c] for c in optional]
+    table = read_table(path, required, optional=opt, aliases=use_aliases)
+    return table, names
+
+
+def _cell_text(table: Table, index: int, column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        if isinstance(value, (float, np.floating)) and np.isnan(value):  # NaN from pandas-written files
+            return ""
+        return str(value).strip()
+    raise table.error(index, column, f"expected text, found {type(value).__name__}; store this column as strings")
+
+
+class _PoolBuilder:
+    """Assigns each distinct text one pool index and id; collects domains."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.texts: list[str] = []
+        self.ids: list[str] = []
+        self.domains: list[str | None] = []
+        self.id_owner: dict[str, tuple[int, str]] = {}  # id -> (pool index, where it was first seen)
+
+    def add(self, text: str, given_id: str | None, domain: str | None, where: str,
+            table: Table | None = None, index: int = 0, id_column: str | None = None) -> tuple[int, bool]:
+        """(pool index, newly added)."""
+        existing = self.index.get(text)
+        if existing is not None:
+            if domain and not self.domains[existing]:
+                self.domains[existing] = domain
+            return existing, False
+        ident = given_id if given_id else text_id(text)
+        owner = self.id_owner.get(ident)
+        if owner is not None:
+            message = (f"id {ident!r} is already used for a different text ({owner[1]}); ids must be unique per "
+                       f"text: fix the id or drop the id column to use content-hash ids")
+            if table is not None:
+                raise table.error(index, id_column, message)
+            raise InputError(message)
+        pos = len(self.texts)
+        self.index[text] = pos
+        self.texts.append(text)
+        self.ids.append(ident)
+        self.domains.append(domain or None)
+        self.id_owner[ident] = (pos, where)
+        return pos, True
+
+
+def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[PathLike | PairSource] = (),
+                nli: Iterable[PathLike | NliSource] = (), *, unsupervised_anchors: bool = True) -> MiningCorpus:
+    """Read and validate every input into one MiningCorpus; InputError (file, line, column) on bad input.
+
+    Empty rows are dropped and counted; repeated texts (corpus) and repeated rows (pairs, NLI) are collapsed
+    and counted. Corpus `id` values are kept; other texts get content-hash ids (`text_id`).
+    """
+    corpus_src = [_as_source(c, CorpusSource, "corpus") for c in _listify(corpus)]
+    pair_src = [_as_source(p, PairSource, "pairs") for p in _listify(pairs)]
+    nli_src = [_as_source(n, NliSource, "nli") for n in _listify(nli)]
+    if not corpus_src and not pair_src and not nli_src:
+        raise InputError("no input: give a corpus (--corpus), pairs (--pairs) or NLI triplets (--nli)")
+
+    pool = _PoolBuilder()
+    stats: list[SourceStats] = []
+    corpus_members: list[int] = []  # pool indices of corpus sentences, first-seen order
+    in_corpus: set[int] = set()
+
+    for src in corpus_src:
+        table, names = _read(src.path, {"text": src.text_column},
+                             {"id": src.id_column, "domain": src.domain_column}, CORPUS_ALIASES)
+        if src.id_column and names["id"] not in table.columns:
+            raise InputError(f"missing id column {src.id_column!r}", path=src.path, column=src.id_column)
+        if src.domain_column and names["domain"] not in table.columns:
+            raise InputError(f"missing domain column {src.domain_column!r}", path=src.path, column=src.domain_column)
+        st = SourceStats(str(src.path), "corpus")
+        texts = table.columns[names["text"]]
+        ids = table.columns.get(names["id"])
+        doms = table.columns.get(names["domain"])
+        for i, raw in enumerate(texts):
+            st.rows += 1
+            text = _cell_text(table, i, names["text"], raw)
+            if not text:
+                st.empty += 1
+                continue
+            given = _cell_text(table, i, names["id"], ids[i]) if ids is not None else None
+            if given is not None and "\n" in given:
+                raise table.error(i, names["id"], "an id must not contain a line break")
+            dom = (_cell_text(table, i, names["domain"], doms[i]) if doms is not None else None) or src.domain
+            where = _where(table, i)
+            idx, new = pool.add(text, given or None, dom, where, table, i, names["id"])
+            if not new and idx in in_corpus:
+                st.duplicates += 1
+                continue
+            if given and pool.ids[idx] != given:
+                # The text came first from an earlier file without this id; the first id stays.
+                log.info("%s: text already has id %s; keeping it over %s", where, pool.ids[idx], given)
+            in_corpus.add(idx)
+            corpus_members.append(idx)
+            st.kept += 1
+        stats.append(st)
+
+    rows: list[tuple[int, int, int, int]] = []  # anchor, positive, negative, kind
+    seen_rows: set[tuple[int, int, int]] = set()
+    for src in pair_src:
+        table, names = _read(src.path, {"anchor": src.anchor_column, "positive": src.positive_column}, {},
+                             PAIR_ALIASES)
+        st = SourceStats(str(src.path), "pairs")
+        cols = [table.columns[names[c]] for c in ("anchor", "positive")]
+        for i, (a_raw, p_raw) in enumerate(zip(*cols)):
+            st.rows += 1
+            a = _cell_text(table, i, names["anchor"], a_raw)
+            p = _cell_text(table, i, names["positive"], p_raw)
+            if not a or not p:
+                st.empty += 1
+                continue
+            where = _where(table, i)
+            ai, _ = pool.add(a, None, src.domain, where)
+            pi, _ = pool.add(p, None, src.domain, where)
+            key = (ai, pi, -1)
+            if key in seen_rows:
+                st.duplicates += 1
+                continue
+            seen_rows.add(key)
+            rows.append((ai, pi, -1, PAIR))
+            st.kept += 1
+        stats.append(st)
+
+    for src in nli_src:
+        table, names = _read(src.path, {"anchor": src.anchor_column, "positive": src.positive_column,
+                                        "negative": src.negative_column}, {}, NLI_ALIASES)
+        st = SourceStats(str(src.path), "nli")
+        cols = [table.columns[names[c]] for c in ("anchor", "positive", "negative")]
+        for i, (a_raw, p_raw, n_raw) in enumerate(zip(*cols)):
+            st.rows += 1
+            a = _cell_text(table, i, names["anchor"], a_raw)
+            p = _cell_text(table, i, names["positive"], p_raw)
+            n = _cell_text(table, i, names["negative"], n_raw)
+            if not a or not p:
+                st.empty += 1
+                continue
+            where = _where(table, i)
+            ai, _ = pool.add(a, None, src.domain, where)
+            pi, _ = pool.add(p, None, src.domain, where)
+            ni = -1
+            if n:
+                ni, _ = pool.add(n, None, src.domain, where)
+            else:
+                st.missing_negative += 1
+            key = (ai, pi, ni)
+            if key in seen_rows:
+                st.duplicates += 1
+                continue
+            seen_rows.add(key)
+            rows.append((ai, pi, ni, NLI))
+            st.kept += 1
+        stats.append(st)
+
+    if not pool.texts:
+        names = ", ".join(s.path for s in stats)
+        raise InputError(f"no usable text: every row is empty ({names}); check the file and the column names")
+
+    anchored = {r[0] for r in rows}
+    unsup = [i for i in corpus_members if i not in anchored] if unsupervised_anchors else []
+    all_rows = [(i, i, -1, UNSUPERVISED) for i in unsup] + rows
+    if not all_rows:
+        raise InputError("no anchors: the corpus sentences are all paired or unsupervised anchors are off; "
+                         "give a corpus, pairs or NLI triplets")
+    arr = np.asarray(all_rows, dtype=np.int64).reshape(-1, 4)
+    out = MiningCorpus(texts=pool.texts, ids=pool.ids, domains=pool.domains, anchor=arr[:, 0].copy(),
+                       positive=arr[:, 1].copy(), negative=arr[:, 2].copy(), kind=arr[:, 3].astype(np.int8),
+                       sources=stats)
+    for st in stats:
+        if st.empty or st.duplicates or st.missing_negative:
+            log.info("%s: %d rows, %d kept, %d empty dropped, %d duplicates collapsed%s", st.path, st.rows, st.kept,
+                     st.empty, st.duplicates,
+                     f", {st.missing_negative} without a negative" if st.missing_negative else "")
+    return out
+
+
+def _where(table: Table, i: int) -> str:
+    return f"{table.path}:{table.location_kind} {table.locations[i]}"
+
+
+def _listify(x: Any) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (str, os.PathLike, CorpusSource, PairSource, NliSource)):
+        return [x]
+    return list(x)
+
+
+def check_size(corpus: MiningCorpus, num_negatives: int) -> None:
+    """A pool too small for the requested negatives is an input error, raised before anything is written."""
+    need = num_negatives + 2
+    if len(corpus) < need:
+        where = ", ".join(corpus.source_paths) or "the inputs"
+        raise InputError(f"{where}: only {len(corpus)} distinct sentences, fewer than the {need} needed for "
+                         f"{num_negatives} negative(s) per anchor (anchor + positive + negatives); add sentences or "
+                         f"lower --num-negatives")
+
+
+def domain_labels(corpus: MiningCorpus) -> list[str]:
+    return sorted({d for d in corpus.domains if d})
+
+
+def normalized_keys(texts: Sequence[str]) -> np.ndarray:
+    """64-bit keys of case- and whitespace-normalised texts: the 'same text' guard compares these."""
+    out = np.empty(len(texts), dtype=np.uint64)
+    for i, t in enumerate(texts):
+        norm = " ".join(t.casefold().split())
+        out[i] = int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "little")
+    return out

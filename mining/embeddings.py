@@ -1,0 +1,227 @@
+"""Corpus embeddings: encoded chunk by chunk into a memory-mapped float16 `.npy`, cached by fingerprints.
+
+The cache key is (pool fingerprint, model fingerprint), so every band of a round, a re-run of the round and
+evaluation share one encoding; a different model or corpus never reuses a stale one. An interrupted encoding
+resumes from the last finished chunk (`progress.json` beside the partial matrix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mining.corpus import MiningCorpus
+from simcse.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
+
+
+def model_fingerprint(encoder: Any, given: str | None = None) -> str:
+    """A string that changes whenever the encoder's output can change.
+
+    Order: a caller-given string; the encoder's own `fingerprint()`; for a torch module (a SentenceTransformer),
+    a SHA-256 of its state dict and max_seq_length (works for models changed in memory by training); for an
+    object naming a model folder (`model_path`/`path`), a hash of its weight and config files.
+    """
+    if given:
+        return str(given)
+    own = getattr(encoder, "fingerprint", None)
+    if callable(own):
+        return str(own())
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(encoder, torch.nn.Module):
+        h = hashlib.sha256(b"torch-state-v1\0")
+        for name, tensor in sorted(encoder.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous().reshape(-1)
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        h.update(repr(getattr(encoder, "max_seq_length", None)).encode())
+        return h.hexdigest()
+    for attr in ("model_path", "path", "name_or_path"):
+        folder = getattr(encoder, attr, None)
+        if folder and Path(folder).is_dir():
+            return folder_fingerprint(Path(folder))
+    raise TypeError(f"cannot fingerprint a {type(encoder).__name__}: give it a fingerprint() method or pass "
+                    f"model_fingerprint='...' (any string that changes when the model changes)")
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """SHA-256 over the weight and config files of a model folder (names and bytes)."""
+    h = hashlib.sha256(b"model-folder-v1\0")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and
+                   (p.suffix in WEIGHT_SUFFIXES or p.suffix == ".json" or p.name.endswith(".txt")))
+    for p in files:
+        h.update(str(p.relative_to(folder)).encode())
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _encode_kwargs(encoder: Any, batch_size: int) -> dict[str, Any]:
+    """Keyword arguments `encoder.encode` accepts, among the ones both APIs use for the same thing."""
+    try:
+        params = inspect.signature(encoder.encode).parameters
+    except (TypeError, ValueError):
+        return {}
+    names = set(params)
+    kwargs: dict[str, Any] = {}
+    if "batch_size" in names:
+        kwargs["batch_size"] = batch_size
+    if "normalize" in names:
+        kwargs["normalize"] = True
+    elif "normalize_embeddings" in names:
+        kwargs["normalize_embeddings"] = True
+    if "show_progress_bar" in names:
+        kwargs["show_progress_bar"] = False
+    elif "show_progress" in names:
+        kwargs["show_progress"] = False
+    if "convert_to_numpy" in names:
+        kwargs["convert_to_numpy"] = True
+    return kwargs
+
+
+def encode_texts(encoder: Any, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """L2-normalised float32 embeddings (n, d) from any encoder with `encode(texts) -> array`."""
+    out = encoder.encode(list(texts), **_encode_kwargs(encoder, batch_size))
+    if hasattr(out, "detach"):  # a torch tensor
+        out = out.detach().float().cpu().numpy()
+    arr = np.asarray(out, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] != len(texts):
+        raise ValueError(f"encoder returned shape {arr.shape} for {len(texts)} texts; expected (n, dim)")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    np.divide(arr, norms, out=arr, where=norms > 0)
+    return arr
+
+
+@dataclass
+class Embeddings:
+    """Unit-norm float16 vectors of the pool, row i for pool sentence i (memory-mapped when cached)."""
+
+    matrix: np.ndarray
+    ids: list[str]
+    model_fingerprint: str
+    pool_fingerprint: str
+    path: Path | None = None
+    cached: bool = False
+    seconds: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """float32 copy of the given rows."""
+        return np.asarray(self.matrix[np.asarray(index)], dtype=np.float32)
+
+    def pair_sims(self, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Cosine similarity of rows a[i] and b[i], float32, computed in chunks to bound memory."""
+        out = np.empty(len(a), dtype=np.float32)
+        for s in range(0, len(a), chunk):
+            ea = self.rows(a[s:s + chunk])
+            eb = self.rows(b[s:s + chunk])
+            out[s:s + chunk] = np.einsum("ij,ij->i", ea, eb)
+        return out
+
+
+def cache_folder(cache_dir: Path, pool_fp: str, model_fp: str) -> Path:
+    return Path(cache_dir) / f"emb-{pool_fp[:16]}-{hashlib.sha256(model_fp.encode()).hexdigest()[:16]}"
+
+
+def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLike | None = None, *,
+                 model_fp: str | None = None, batch_size: int = 256, chunk_size: int = 16384,
+                 show_progress: bool = True) -> Embeddings:
+    """Embeddings of `corpus.texts` by `encoder`, from the cache when the fingerprints match.
+
+    Without `cache_dir` the matrix lives in memory. With it, chunks are written into a memory-mapped
+    `.npy.partial` as they finish and renamed when complete; `meta.json`, written last, marks a usable cache.
+    """
+    model_fp = model_fp or model_fingerprint(encoder)
+    pool_fp = corpus.pool_fingerprint()
+    texts = corpus.texts
+    n = len(texts)
+    if cache_dir is None:
+        return _embed_in_memory(texts, corpus.ids, encoder, model_fp, pool_fp, batch_size, chunk_size, show_progress)
+
+    folder = cache_folder(Path(cache_dir), pool_fp, model_fp)
+    meta_path, final = folder / "meta.json", folder / "embeddings.npy"
+    key = {"version": CACHE_VERSION, "pool_fingerprint": pool_fp, "model_fingerprint": model_fp, "rows": n}
+    if meta_path.exists() and final.exists():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if {k: meta.get(k) for k in key} == key:
+            matrix = np.load(final, mmap_mode="r")
+            if matrix.shape[0] == n:
+                log.info("embeddings: cache hit %s (%d x %d)", folder, *matrix.shape)
+                return Embeddings(matrix, list(corpus.ids), model_fp, pool_fp, final, cached=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial, progress_path = folder / "embeddings.npy.partial", folder / "progress.json"
+    done, matrix = 0, None
+    if partial.exists() and progress_path.exists():
+        progress = json.loads(progress_path.read_text(encoding="utf-8"))
+        if {k: progress.get(k) for k in key} == key:
+            done = int(progress["done"])
+            matrix = np.load(partial, mmap_mode="r+")
+            log.info("embeddings: resuming at %d of %d", done, n)
+    t0 = time.perf_counter()
+    bar = _progress(n, done, show_progress)
+    try:
+        for start in range(done, n, chunk_size):
+            end = min(n, start + chunk_size)
+            vec = encode_texts(encoder, texts[start:end], batch_size)
+            if matrix is None:
+                matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(n, vec.shape[1]))
+            matrix[start:end] = vec
+            matrix.flush()
+            atomic_write_json(progress_path, {**key, "done": end, "dim": int(vec.shape[1])})
+            bar.update(end - start)
+    finally:
+        bar.close()
+    if matrix is None:  # n == 0 cannot happen after validation; kept for safety
+        raise ValueError("nothing to encode")
+    dim = int(matrix.shape[1])
+    del matrix
+    os.replace(partial, final)
+    atomic_write_json(folder / "ids.json", list(corpus.ids))
+    seconds = time.perf_counter() - t0
+    atomic_write_json(meta_path, {**key, "dim": dim, "dtype": "float16", "encode_seconds": seconds})
+    progress_path.unlink(missing_ok=True)
+    log.info("embeddings: encoded %d texts in %.1fs into %s", n - done, seconds, folder)
+    return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), model_fp, pool_fp, final, False, seconds)
+
+
+def _embed_in_memory(texts: list[str], ids: list[str], encoder: Any, model_fp: str, pool_fp: str,
+                     batch_size: int, chunk_size: int, show_progress: bool) -> Embeddings:
+    t0 = time.perf_counter()
+    parts = []
+    bar = _progress(len(texts), 0, show_progress)
+    try:
+        for start in range(0, len(texts), chunk_size):
+            chunk = texts[start:start + chunk_size]
+            parts.append(encode_texts(encoder, chunk, batch_size).astype(np.float16))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return Embeddings(np.concatenate(parts), list(ids), model_fp, pool_fp, None, False, time.perf_counter() - t0)
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="sent", desc="encode", disable=not enabled, leave=False)

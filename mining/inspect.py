@@ -1,0 +1,190 @@
+"""Looking at mined triplets: rows per round and band, similarity histograms, suspected false negatives, samples.
+
+Reads only complete rounds (those with a manifest) and only the files their manifests list. Text columns
+are read for the few rows shown, so a round of millions of rows inspects in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mining.params import BANDS
+from mining.parquet import complete_rounds, read_manifest, round_dir
+from simcse.errors import InputError
+
+SHOW_COLUMNS = ["band", "anchor", "positive", "negative", "anchor_positive_sim", "anchor_negative_sim",
+                "negative_rank"]
+BINS = np.linspace(-0.2, 1.0, 49)
+
+
+def _band_order(bands: list[str]) -> list[str]:
+    return sorted(bands, key=lambda b: (BANDS.index(b) if b in BANDS else len(BANDS), b))
+
+
+def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | None = None,
+                     false_negatives: int = 10, samples: int = 2, seed: int = 0) -> dict[str, Any]:
+    """A JSON-able summary of every complete round under `root`; PNG histograms into `plots_dir` if given."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("no such folder; pass the triplets folder given to `mine --out`", path=root)
+    rounds = complete_rounds(root)
+    if not rounds:
+        raise InputError("no complete round here (no round=<r>/manifest.json); mine first or check the path",
+                         path=root)
+    rng = np.random.default_rng(seed)
+    report: dict[str, Any] = {"root": str(root), "rounds": []}
+    for r in rounds:
+        manifest = read_manifest(root, r)
+        if manifest is None:
+            raise InputError("unreadable manifest; re-mine this round", path=round_dir(root, r) / "manifest.json")
+        base = round_dir(root, r)
+        by_band: dict[str, list[Path]] = {}
+        for f in manifest["files"]:
+            by_band.setdefault(f["band"], []).append(base / f["path"])
+        bands_out: dict[str, Any] = {}
+        hists: dict[str, np.ndarray] = {}
+        candidates: list[pa.Table] = []
+        for band in _band_order(list(manifest["bands"])):
+            stats = manifest["bands"][band]
+            files = by_band.get(band, [])
+            sims = np.concatenate([pq.read_table(p, columns=["anchor_negative_sim"]).column(0).to_numpy()
+                                   for p in files]) if files else np.empty(0, dtype=np.float32)
+            entry: dict[str, Any] = {"rows": int(stats["rows"]), "mean_anchor_negative_sim":
+                                     stats.get("mean_anchor_negative_sim"), "skipped": stats.get("skipped", {})}
+            if len(sims):
+                entry["quantiles"] = {q: float(np.quantile(sims, float(q))) for q in ("0.1", "0.5", "0.9")}
+                hists[band] = sims
+            if stats.get("note"):
+                entry["note"] = stats["note"]
+            entry["samples"] = _samples(files, samples, rng)
+            bands_out[band] = entry
+            if band != "nli_contradiction":  # labeled negatives cannot be false negatives
+                candidates.extend(_top_rows(p, false_negatives) for p in files)
+        suspects = _merge_top(candidates, false_negatives)
+        plot = None
+        if plots_dir is not None and hists:
+            plot = str(_plot(hists, Path(plots_dir) / f"similarity_round{r}.png", r))
+        report["rounds"].append({"round": r, "bands": bands_out, "suspected_false_negatives": suspects,
+                                 "model_fingerprint": manifest.get("model_fingerprint"),
+                                 "corpus_fingerprint": manifest.get("corpus_fingerprint"),
+                                 "index": manifest.get("index"), "created": manifest.get("created"),
+                                 "histogram": plot})
+    return report
+
+
+def _top_rows(path: Path, n: int) -> pa.Table:
+    """The n highest-similarity rows of one file (only those rows' texts are materialised)."""
+    sims = pq.read_table(path, columns=["anchor_negative_sim"]).column(0)
+    if n <= 0 or len(sims) == 0:
+        return pa.table({c: [] for c in SHOW_COLUMNS})
+    idx = pc.select_k_unstable(pa.table({"s": sims}), n, [("s", "descending")])
+    return pq.read_table(path, columns=SHOW_COLUMNS).take(idx)
+
+
+def _merge_top(tables: list[pa.Table], n: int) -> list[dict[str, Any]]:
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return []
+    table = pa.concat_tables(tables, promote_options="permissive")
+    order = np.argsort(-table.column("anchor_negative_sim").to_numpy(zero_copy_only=False), kind="stable")[:n]
+    return _rows(table.take(pa.array(order)))
+
+
+def _samples(files: list[Path], n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    if not files or n <= 0:
+        return []
+    rows = [pq.ParquetFile(p).metadata.num_rows for p in files]
+    total = sum(rows)
+    if not total:
+        return []
+    picks = np.sort(rng.choice(total, size=min(n, total), replace=False))
+    out = []
+    offsets = np.cumsum([0] + rows)
+    for i, p in enumerate(files):
+        local = picks[(picks >= offsets[i]) & (picks < offsets[i + 1])] - offsets[i]
+        if len(local):
+            out.extend(_rows(pq.read_table(p, columns=SHOW_COLUMNS).take(pa.array(local))))
+    return out
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    out = []
+    for row in table.to_pylist():
+        out.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    return out
+
+
+def _plot(hists: dict[str, np.ndarray], path: Path, round_: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simcse.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for band, sims in hists.items():
+        ax.hist(np.clip(sims, BINS[0], BINS[-1]), bins=BINS, density=True, histtype="step", linewidth=1.6,
+                label=f"{band} (n={len(sims)}, mean {float(np.mean(sims)):.3f})")
+    ax.set_xlabel("cosine similarity (anchor, negative)")
+    ax.set_ylabel("density")
+    ax.set_title(f"Negatives by band, round {round_}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Plain-text rendering of `inspect_triplets`' summary."""
+    lines = [f"triplets: {report['root']}"]
+    for rnd in report["rounds"]:
+        idx = rnd.get("index") or {}
+        recall = idx.get("recall_at_k")
+        recall_text = "" if recall is None else f", recall@k {recall:.3f}"
+        lines.append(f"\nround {rnd['round']}  (model {str(rnd['model_fingerprint'])[:12]}, corpus "
+                     f"{str(rnd['corpus_fingerprint'])[:12]}, index {idx.get('backend', 'n/a')}{recall_text})")
+        lines.append(f"  {'band':<18} {'rows':>9} {'mean sim':>9} {'p10':>7} {'p50':>7} {'p90':>7}  skipped")
+        for band, b in rnd["bands"].items():
+            q = b.get("quantiles") or {}
+            mean = b["mean_anchor_negative_sim"]
+            skipped = ", ".join(f"{k} {v}" for k, v in b["skipped"].items()) or "-"
+            lines.append(f"  {band:<18} {b['rows']:>9} {_f(mean):>9} {_f(q.get('0.1')):>7} {_f(q.get('0.5')):>7} "
+                         f"{_f(q.get('0.9')):>7}  {skipped}")
+            if b.get("note"):
+                lines.append(f"  {'':<18} note: {b['note']}")
+        if rnd["suspected_false_negatives"]:
+            lines.append("  suspected false negatives (highest anchor-negative similarity):")
+            for row in rnd["suspected_false_negatives"]:
+                lines.append(f"    {row['anchor_negative_sim']:.3f} [{row['band']}] {_cut(row['anchor'])!r} vs "
+                             f"{_cut(row['negative'])!r}")
+        lines.append("  samples:")
+        for band, b in rnd["bands"].items():
+            for row in b["samples"]:
+                lines.append(f"    [{band}] anchor {_cut(row['anchor'])!r} | positive {_cut(row['positive'])!r} | "
+                             f"negative {_cut(row['negative'])!r} ({row['anchor_negative_sim']:.3f})")
+        if rnd.get("histogram"):
+            lines.append(f"  histogram: {rnd['histogram']}")
+    return "\n".join(lines)
+
+
+def _f(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _cut(text: str, n: int = 70) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, ensure_ascii=False)

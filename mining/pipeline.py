@@ -1,0 +1,158 @@
+"""One mining round: corpus -> embeddings (cached) -> kNN index -> bands -> Parquet + manifest.
+
+`mine()` is what the flows call each round with the current model. A round whose manifest already records
+the same model fingerprint, corpus fingerprint and parameters is returned as is (nothing recomputed), so
+a re-run after a crash or a repeated flow task costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mining.bands import (
+    BAND_FUNCTIONS,
+    BandContext,
+    BandResult,
+    add_similarities,
+    available_bands,
+)
+from mining.corpus import MiningCorpus, check_size
+from mining.embeddings import Embeddings, embed_corpus, model_fingerprint
+from mining.index import knn
+from mining.params import MiningParams, check_bands
+from mining.parquet import RoundWriter, manifest_files_intact, read_manifest, round_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MiningResult:
+    """What a round produced: the manifest (band statistics, files) and where it lies."""
+
+    root: Path
+    round: int
+    manifest_path: Path
+    manifest: dict[str, Any]
+    cached: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    results: dict[str, BandResult] = field(default_factory=dict, repr=False)
+
+    @property
+    def bands(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["bands"]
+
+    @property
+    def files(self) -> list[Path]:
+        base = round_dir(self.root, self.round)
+        return [base / f["path"] for f in self.manifest["files"]]
+
+    def difficulties(self) -> dict[str, float]:
+        return {b: s["mean_anchor_negative_sim"] for b, s in self.bands.items()
+                if s["rows"] and s["mean_anchor_negative_sim"] is not None}
+
+
+def resolve_params(params: MiningParams | Mapping[str, Any] | None) -> MiningParams:
+    if params is None:
+        return MiningParams()
+    if isinstance(params, MiningParams):
+        return params
+    return MiningParams.from_dict(dict(params))
+
+
+def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: int = 0,
+         bands: Sequence[str] | None = None, params: MiningParams | Mapping[str, Any] | None = None, seed: int = 0,
+         cache_dir: str | os.PathLike | None = None, *, model_fp: str | None = None,
+         embeddings: Embeddings | None = None, show_progress: bool = True, keep_results: bool = False) -> MiningResult:
+    """Mine round `round` of `corpus` with `encoder` into `out_dir` (the triplets root).
+
+    `bands`: default every band the inputs allow. `cache_dir`: embeddings cache (default
+    `<out_dir>/.cache`). `embeddings`: precomputed pool embeddings (skips encoding; their fingerprints are
+    used). `keep_results`: keep the in-memory band results on the returned object (for analysis).
+    """
+    t_start = time.perf_counter()
+    p = resolve_params(params)
+    chosen = check_bands(bands) or available_bands(corpus)
+    check_size(corpus, p.num_negatives)
+    if round < 0:
+        raise ValueError(f"round must be >= 0, got {round}")
+    out = Path(out_dir)
+    mfp = embeddings.model_fingerprint if embeddings is not None else model_fingerprint(encoder, model_fp)
+    cfp = corpus.fingerprint()
+    run_params = {**p.as_dict(), "seed": int(seed), "bands": list(chosen)}
+
+    existing = read_manifest(out, round)
+    if existing is not None and existing.get("model_fingerprint") == mfp and existing.get("corpus_fingerprint") == cfp \
+            and existing.get("params") == run_params and manifest_files_intact(out, existing):
+        log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round)
+        return MiningResult(out, round, round_dir(out, round) / "manifest.json", existing, cached=True)
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    if embeddings is None:
+        cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
+        embeddings = embed_corpus(corpus, encoder, cache, model_fp=mfp, batch_size=p.batch_size,
+                                  show_progress=show_progress)
+    elif embeddings.matrix.shape[0] != len(corpus):
+        raise ValueError(f"embeddings have {embeddings.matrix.shape[0]} rows for a pool of {len(corpus)}")
+    timings["encode"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ctx = BandContext(corpus, embeddings, p, seed, round)
+    index_info: dict[str, Any] = {}
+    depth = ctx.knn_depth(chosen)
+    if depth:
+        result = knn(embeddings.matrix, ctx.uq, depth, p.backend, nlist=p.nlist, nprobe=p.nprobe,
+                     ivf_codec=p.ivf_codec, recall_sample=p.recall_sample, seed=seed, show_progress=show_progress)
+        ctx.set_knn(result, ctx.uq)
+        index_info = {"backend": result.backend, "device": result.device, "recall_at_k": result.recall,
+                      "seconds": round_(result.seconds), **result.details}
+    timings["index"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    results: dict[str, BandResult] = {}
+    for band in chosen:
+        res = add_similarities(BAND_FUNCTIONS[band](ctx), embeddings)
+        _assert_guards(res, ctx)
+        results[band] = res
+        log.info("band %s: %d rows, mean anchor-negative sim %s, skipped %s", band, res.rows,
+                 f"{res.mean_sim():.4f}" if res.mean_sim() is not None else "n/a", dict(res.skipped))
+    timings["bands"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    writer = RoundWriter(out, round, corpus, model_fingerprint=mfp, corpus_fingerprint=cfp, params=run_params,
+                         rows_per_file=p.rows_per_file)
+    writer.begin()
+    for res in results.values():
+        writer.write_band(res)
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    extra = {"index": index_info, "corpus": corpus.describe(),
+             "embeddings": {"cached": embeddings.cached, "path": str(embeddings.path) if embeddings.path else None},
+             "timings": {k: round_(v) for k, v in timings.items()}}
+    path = writer.finish({b: r.stats() for b, r in results.items()}, extra)
+    manifest = read_manifest(out, round)
+    return MiningResult(out, round, path, manifest, cached=False, timings=timings,
+                        results=results if keep_results else {})
+
+
+def _assert_guards(res: BandResult, ctx: BandContext) -> None:
+    """Last line of defence: a negative equal to its anchor or positive (index or text) is a bug, not data."""
+    if not res.rows:
+        return
+    bad = (res.negative == res.anchor) | (res.negative == res.positive)
+    keys = ctx.text_key
+    bad |= (keys[res.negative] == keys[res.anchor]) | (keys[res.negative] == keys[res.positive])
+    if bad.any():
+        raise AssertionError(f"band {res.band}: {int(bad.sum())} negatives equal their anchor or positive")
+
+
+def round_(x: float) -> float:
+    return float(np.round(x, 4))
