@@ -1,0 +1,96 @@
+"""Training data: sentences for unsupervised SimCSE and (anchor, positive, negative) triplets for supervised.
+
+Rows with an empty text are dropped and counted, exact repeats collapsed and counted, as the design's
+validation rules say; undecodable bytes and missing columns are InputErrors from `simcse.io`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simcse.errors import InputError
+from simcse.io import read_table
+
+TEXT_ALIASES = {"text": ["sentence", "sent0", "anchor", "sentence1"]}
+TRIPLET_ALIASES = {
+    "anchor": ["sent0", "premise", "sentence1"],
+    "positive": ["sent1", "entailment", "sentence2"],
+    "negative": ["hard_neg", "contradiction"],
+}
+
+
+@dataclass
+class Sentences:
+    """Unique non-empty sentences of a corpus file, in file order."""
+
+    path: Path
+    texts: list[str]
+    dropped_empty: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class Triplets:
+    """Unique (anchor, positive[, negative]) rows of a file, in file order."""
+
+    path: Path
+    anchor: list[str]
+    positive: list[str]
+    negative: list[str] | None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.anchor)
+
+
+def load_sentences(path: str | os.PathLike, *, keep_duplicates: bool = False) -> Sentences:
+    """Sentences from `.txt` (one a line) or a table with a `text` column (aliases: sentence, sent0, ...)."""
+    table = read_table(path, ["text"], aliases=TEXT_ALIASES)
+    texts: list[str] = []
+    seen: set[str] = set()
+    empty = duplicates = 0
+    for value in table.columns["text"]:
+        text = "" if value is None else str(value).strip()
+        if not text:
+            empty += 1
+            continue
+        if text in seen and not keep_duplicates:
+            duplicates += 1
+            continue
+        seen.add(text)
+        texts.append(text)
+    if not texts:
+        raise InputError("no sentences (every row is empty); give a corpus with text in it", path=table.path)
+    return Sentences(table.path, texts, empty, duplicates)
+
+
+def load_triplets(path: str | os.PathLike, *, require_negative: bool = True) -> Triplets:
+    """NLI-style rows: columns anchor/positive/negative, or SimCSE's sent0/sent1/hard_neg, or
+    premise/entailment/contradiction. With `require_negative=False` the negative column is optional."""
+    wanted = ["anchor", "positive"] + (["negative"] if require_negative else [])
+    optional = [] if require_negative else ["negative"]
+    table = read_table(path, wanted, optional=optional, aliases=TRIPLET_ALIASES)
+    has_negative = "negative" in table.columns
+    names = ["anchor", "positive"] + (["negative"] if has_negative else [])
+    out: dict[str, list[str]] = {name: [] for name in names}
+    dropped = {"empty": 0, "duplicate": 0, "negative_repeats_anchor_or_positive": 0}
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(table)):
+        row = tuple("" if table.columns[n][i] is None else str(table.columns[n][i]).strip() for n in names)
+        if not all(row):
+            dropped["empty"] += 1
+            continue
+        if has_negative and row[2] in (row[0], row[1]):
+            dropped["negative_repeats_anchor_or_positive"] += 1
+            continue
+        if row in seen:
+            dropped["duplicate"] += 1
+            continue
+        seen.add(row)
+        for name, text in zip(names, row):
+            out[name].append(text)
+    if not out["anchor"]:
+        raise InputError("no usable rows (every row has an empty text); fill in the texts", path=table.path)
+    return Triplets(table.path, out["anchor"], out["positive"], out.get("negative"), dropped)
