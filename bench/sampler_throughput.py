@@ -89,16 +89,21 @@ def time_sampler(root: Path, batch_size: int, seconds: float, plan: Plan) -> tup
     return n / elapsed, n, load_s
 
 
-def time_anchor(root: Path, batch_size: int, seconds: float) -> tuple[float, int]:
-    """sentence-transformers' NoDuplicatesBatchSampler over the same rows, plus fetching the texts."""
+def anchor_dataset(root: Path):  # noqa: ANN201 - datasets.Dataset, imported lazily
+    """The same rows as one `datasets.Dataset` (what sentence-transformers trains from)."""
     import datasets
     import pyarrow.parquet as pq
-    import torch
-    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
     table = pa.concat_tables(pq.read_table(p, columns=["anchor", "positive", "negative"])
                              for p in sorted(Path(root, "round=0").glob("band=*/part-*.parquet")))
-    dataset = datasets.Dataset(table)
+    return datasets.Dataset(table)
+
+
+def time_anchor(dataset, batch_size: int, seconds: float) -> tuple[float, int]:  # noqa: ANN001
+    """sentence-transformers' NoDuplicatesBatchSampler over the same rows, plus fetching the texts."""
+    import torch
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
     sampler = NoDuplicatesBatchSampler(dataset, batch_size=batch_size, drop_last=True,
                                        generator=torch.Generator(), seed=0)
     iterator = iter(sampler)
@@ -117,7 +122,7 @@ def time_anchor(root: Path, batch_size: int, seconds: float) -> tuple[float, int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=float, default=8.0, help="timing window per batch size")
+    parser.add_argument("--seconds", type=float, default=6.0, help="timing window per batch size and sampler")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--train-triplets-per-s", type=float, default=None,
                         help="CPU training throughput (from the SimCSE training benchmark) to compare with")
@@ -136,12 +141,13 @@ def main() -> None:
         mixture = curriculum_mixture(difficulties, 1.0)
         plan = Plan(round=0, stage=0, competence=1.0, mixture=mixture, alpha={b: 1.0 for b in mixture})
         print("mixture at c=1: " + ", ".join(f"{b} {p:.2f}" for b, p in mixture.items()))
+        dataset = None if args.no_anchor else anchor_dataset(root)
         for batch_size in args.batch_sizes:
             rate, n, load_s = time_sampler(root, batch_size, args.seconds, plan)
             line = (f"batch {batch_size:4d}: TripletSampler {rate:8.1f} batches/s {rate * batch_size:10.0f} triplets/s "
                     f"({n} batches; load {load_s:.1f}s)")
-            if not args.no_anchor:
-                anchor_rate, anchor_n = time_anchor(root, batch_size, args.seconds)
+            if dataset is not None:
+                anchor_rate, anchor_n = time_anchor(dataset, batch_size, args.seconds)
                 line += (f" | sentence-transformers NoDuplicatesBatchSampler {anchor_rate:7.1f} batches/s "
                          f"({anchor_n} batches) | ratio {rate / anchor_rate:.1f}x")
             if args.train_triplets_per_s:
