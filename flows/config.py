@@ -154,8 +154,39 @@ def config_from_mapping(data: dict[str, Any], *, base_dir: str | os.PathLike = "
         key, message = _first_error(err)
         line = _line_for(lines or {}, key)
         raise InputError(f"{key}: {message}", path=source, line=line) from None
+    _check_library_settings(config, source, lines or {})
     config.source = source
     return config
+
+
+# Trainer settings the run decides itself (from steps_per_round and batch_size).
+RUN_OWNED_TRAINING = {"max_steps": "steps_per_round", "epochs": "steps_per_round", "batch_size": "batch_size"}
+
+
+def _check_library_settings(config: RunConfig, source: Path | None, lines: dict[str, int]) -> None:
+    """Validate `training:` with simcse's TrainConfig and `mining.params` with mining's MiningParams now,
+    so a typo fails before anything runs, naming the key."""
+    for key, owner in RUN_OWNED_TRAINING.items():
+        if key in config.training:
+            raise InputError(f"training.{key}: set by the run; use the top-level '{owner}' instead",
+                             path=source, line=_line_for(lines, f"training.{key}"))
+    from simcse.train import TrainConfig
+
+    try:
+        TrainConfig(**config.training)
+    except ValidationError as err:
+        key, message = _first_error(err)
+        raise InputError(f"training.{key}: {message}", path=source, line=_line_for(lines, f"training.{key}")) from None
+    from mining.params import MiningParams
+
+    try:
+        MiningParams.from_dict(dict(config.mining.params))
+    except InputError as err:
+        bad = next((k for k in config.mining.params if repr(k) in str(err) or f"{k}=" in str(err)), None)
+        key = f"mining.params.{bad}" if bad else "mining.params"
+        raise InputError(f"{key}: {err}", path=source, line=_line_for(lines, key)) from None
+    except TypeError as err:
+        raise InputError(f"mining.params: {err}", path=source, line=_line_for(lines, "mining.params")) from None
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -239,36 +240,30 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
 
 # ------------------------------------------------------------------------------------------ training
 def train_config(config: RunConfig, round_: int) -> Any:
-    """simcse's TrainConfig from the run's `training:` section; steps and seed come from the run."""
+    """simcse's TrainConfig for round `round_`: the run's `training:` section plus what the run decides.
+
+    Steps, batch size and seed come from the run (a different dropout stream per round, reproducible);
+    a mid-round checkpoint every half round lets a killed round continue instead of starting over.
+    """
     from simcse.train import TrainConfig
 
     settings = dict(config.training)
-    fields = TrainConfig.model_fields
-    settings.setdefault("seed", config.seed + round_)  # a different dropout stream per round, reproducible
-    for name in ("max_steps", "steps"):
-        if name in fields:
-            settings[name] = config.steps_per_round
-            break
-    if "batch_size" in fields:
-        settings["batch_size"] = config.batch_size
-    if "max_length" in fields:
-        settings.setdefault("max_length", config.model.max_length)
-    try:
-        return TrainConfig(**settings)
-    except Exception as exc:  # pydantic ValidationError: name the key under `training.`
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError):
-            first = exc.errors(include_url=False)[0]
-            key = ".".join(str(p) for p in first["loc"])
-            raise InputError(f"training.{key}: {first['msg']}", path=config.source) from None
-        raise
+    settings.setdefault("seed", config.seed + round_)
+    settings.setdefault("save_every", max(1, config.steps_per_round // 2))
+    settings.setdefault("eval_every", 0)
+    settings.update(max_steps=config.steps_per_round, batch_size=config.batch_size)
+    return TrainConfig(**settings)
 
 
 def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: RunDir, round_: int,
                 log: Any = _log) -> dict[str, Any]:
-    """Train `steps_per_round` steps from `model_path`; the model lands in `rounds/<r>/model/`."""
-    from simcse.train import train
+    """Train `steps_per_round` steps from `model_path`; the model lands in `rounds/<r>/model/`.
+
+    The trainer works in `rounds/<r>/train/` (its checkpoint makes a killed round continue where it
+    stopped, with the same weights as an uninterrupted run); its final model folder is then moved into
+    place in one rename, and the checkpoint is dropped.
+    """
+    from simcse.train import MODEL, train
 
     start = time.perf_counter()
     result_path = run.round_dir(round_) / "train_result.json"
@@ -280,11 +275,14 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     batches, _ = round_batches(config, run, round_, plan["state"])
     encoder = load_encoder(model_path, config)
     result = train(encoder, batches, train_config(config, round_), run.train_dir(round_))
-    encoder.save(run.model_dir(round_))
-    summary = _jsonable({"round": round_, "steps": getattr(result, "steps", len(batches)),
-                         "mean_train_accuracy": getattr(result, "mean_train_accuracy", None),
-                         "history": getattr(result, "history", None),
-                         "model": str(run.model_dir(round_)), "seconds": time.perf_counter() - start})
+    trained = run.train_dir(round_) / MODEL
+    if run.model_dir(round_).exists():  # a model left by a kill between the rename and the result file
+        shutil.rmtree(run.model_dir(round_))
+    os.replace(trained, run.model_dir(round_))
+    summary = _jsonable({"round": round_, "steps": result.steps, "mean_train_accuracy": result.train_accuracy,
+                         "history": result.history, "triplets_per_s": result.triplets_per_s,
+                         "resumed_from": result.resumed_from, "model": str(run.model_dir(round_)),
+                         "seconds": time.perf_counter() - start})
     write_json(result_path, summary)
     shutil.rmtree(run.train_dir(round_), ignore_errors=True)  # the checkpoint is only needed mid-round
     log.info("round %d trained: %d steps, train accuracy %s, %.1f s", round_, summary["steps"],

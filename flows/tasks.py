@@ -19,7 +19,6 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
-from prefect.filesystems import LocalFileSystem
 
 from flows import steps
 from flows.config import RunConfig
@@ -159,7 +158,7 @@ class BoundTasks:
 
 
 def bind_tasks(run: RunDir) -> BoundTasks:
-    storage = LocalFileSystem(basepath=str(run.prefect_results))
+    storage = Path(run.prefect_results)  # a Path: Prefect uses a local file system there, no block to save
 
     def bind(t: Any) -> Any:
         return t.with_options(result_storage=storage)
