@@ -19,7 +19,6 @@ import argparse
 import os
 import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from curriculum import TripletSampler, curriculum_mixture, read_manifest  # noqa: E402
-from curriculum.state import Plan  # noqa: E402
-from curriculum.synthetic import band_table, write_round  # noqa: E402
+from curriculum import TripletSampler, curriculum_mixture, read_manifest
+from curriculum.state import Plan
+from curriculum.synthetic import band_table, write_round
 
 BANDS = ["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
 
@@ -89,7 +86,7 @@ def time_sampler(root: Path, batch_size: int, seconds: float, plan: Plan) -> tup
     return n / elapsed, n, load_s
 
 
-def anchor_dataset(root: Path):  # noqa: ANN201 - datasets.Dataset, imported lazily
+def anchor_dataset(root: Path):
     """The same rows as one `datasets.Dataset` (what sentence-transformers trains from)."""
     import datasets
     import pyarrow.parquet as pq
@@ -99,7 +96,7 @@ def anchor_dataset(root: Path):  # noqa: ANN201 - datasets.Dataset, imported laz
     return datasets.Dataset(table)
 
 
-def time_anchor(dataset, batch_size: int, seconds: float) -> tuple[float, int]:  # noqa: ANN001
+def time_anchor(dataset, batch_size: int, seconds: float) -> tuple[float, int]:
     """sentence-transformers' NoDuplicatesBatchSampler over the same rows, plus fetching the texts."""
     import torch
     from sentence_transformers.base.sampler import NoDuplicatesBatchSampler

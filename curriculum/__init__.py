@@ -9,6 +9,10 @@ Per round:  manifest = read_manifest(triplets, r)
 See docs/curriculum.md.
 """
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 from curriculum.alpha import AlphaSchedule
 from curriculum.config import (
     BAND_NAMES,
@@ -21,27 +25,68 @@ from curriculum.config import (
     format_validation_error,
     parse_config,
 )
-from curriculum.dataset import BandStats, ManifestFile, RoundManifest, complete_rounds, read_manifest, round_dir
+from curriculum.dataset import (
+    BandStats,
+    ManifestFile,
+    RoundManifest,
+    complete_rounds,
+    read_manifest,
+    round_dir,
+)
 from curriculum.errors import ConfigError, CurriculumError, StateError, TripletDataError
-from curriculum.mixture import curriculum_mixture, expected_difficulty, order_bands, static_mixture
+from curriculum.mixture import (
+    curriculum_mixture,
+    expected_difficulty,
+    order_bands,
+    static_mixture,
+)
 from curriculum.pacing import PACING_KINDS, Pacing
 from curriculum.sampler import TripletSampler
 from curriculum.scheduler import CurriculumScheduler, Decision
 from curriculum.state import CurriculumState, HistoryEntry, Plan
 
 
-def plot_schedule(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper, see curriculum.plot
-    """Lazy import so `import curriculum` never loads matplotlib."""
+def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], path: str | Path, *,
+                  title: str = "Curriculum schedule") -> Path:
+    """Mixture and alpha over training as a PNG (see `curriculum.plot`); imported lazily so that
+    `import curriculum` never loads matplotlib."""
     from curriculum.plot import plot_schedule as _plot
 
-    return _plot(*args, **kwargs)
+    return _plot(history, path, title=title)
 
 
 __all__ = [
-    "AdaptiveConfig", "AlphaConfig", "AlphaRange", "AlphaSchedule", "BAND_NAMES", "BandStats", "ConfigError",
-    "CurriculumConfig", "CurriculumError", "CurriculumScheduler", "CurriculumState", "Decision", "HistoryEntry",
-    "ManifestFile", "MixtureConfig", "PACING_KINDS", "Pacing", "Plan", "RoundManifest", "StateError",
-    "StaticConfig", "TripletDataError", "TripletSampler", "complete_rounds", "curriculum_mixture",
-    "expected_difficulty", "format_validation_error", "order_bands", "parse_config", "plot_schedule",
-    "read_manifest", "round_dir", "static_mixture",
+    "BAND_NAMES",
+    "PACING_KINDS",
+    "AdaptiveConfig",
+    "AlphaConfig",
+    "AlphaRange",
+    "AlphaSchedule",
+    "BandStats",
+    "ConfigError",
+    "CurriculumConfig",
+    "CurriculumError",
+    "CurriculumScheduler",
+    "CurriculumState",
+    "Decision",
+    "HistoryEntry",
+    "ManifestFile",
+    "MixtureConfig",
+    "Pacing",
+    "Plan",
+    "RoundManifest",
+    "StateError",
+    "StaticConfig",
+    "TripletDataError",
+    "TripletSampler",
+    "complete_rounds",
+    "curriculum_mixture",
+    "expected_difficulty",
+    "format_validation_error",
+    "order_bands",
+    "parse_config",
+    "plot_schedule",
+    "read_manifest",
+    "round_dir",
+    "static_mixture",
 ]

@@ -25,7 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curriculum.dataset import MANIFEST_NAME, RoundManifest, read_manifest, resolve_file, round_dir, sha256_file
+from curriculum.dataset import (
+    MANIFEST_NAME,
+    RoundManifest,
+    read_manifest,
+    resolve_file,
+    round_dir,
+    sha256_file,
+)
 from curriculum.errors import StateError, TripletDataError
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")

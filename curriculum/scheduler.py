@@ -56,7 +56,7 @@ class CurriculumScheduler:
             self.state = state
 
     @classmethod
-    def resume(cls, config: CurriculumConfig, state_path: str | Path) -> "CurriculumScheduler":
+    def resume(cls, config: CurriculumConfig, state_path: str | Path) -> CurriculumScheduler:
         """Continue from `state_path` if it exists, else start fresh; every change is saved there."""
         path = Path(state_path)
         state = CurriculumState.load(path) if path.exists() else None

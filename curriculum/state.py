@@ -86,7 +86,7 @@ class CurriculumState(BaseModel):
             raise
 
     @classmethod
-    def load(cls, path: str | Path) -> "CurriculumState":
+    def load(cls, path: str | Path) -> CurriculumState:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

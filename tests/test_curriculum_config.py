@@ -5,15 +5,20 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from curriculum import ConfigError, CurriculumConfig, format_validation_error, parse_config
+from curriculum import (
+    ConfigError,
+    CurriculumConfig,
+    format_validation_error,
+    parse_config,
+)
 
 
 @pytest.mark.parametrize("data, message", [
     ({"pacing": "sqroot"}, "curriculum.pacing: unknown 'sqroot'; expected one of linear, root, geometric, step"),
     ({"mode": "curriculum"}, "curriculum.mode: unknown 'curriculum'; expected one of paced, adaptive, static"),
     ({"mixture": {"flor": 0.1}}, "curriculum.mixture.flor: unknown key; expected one of floor, floor_band, tilt, bands"),
-    ({"pace": "root"}, "curriculum.pace: unknown key; expected one of mode, pacing, unit, total, c0, root_power, "
-                       "step_count, mixture, alpha, adaptive, static"),
+    ({"pace": "root"}, ("curriculum.pace: unknown key; expected one of mode, pacing, unit, total, c0, root_power, "
+                        "step_count, mixture, alpha, adaptive, static")),
     ({"mixture": {"bands": ["random", "nn"]}},
      "curriculum.mixture.bands[1]: unknown 'nn'; expected one of random, in_domain, nli_contradiction, nearest_neighbour"),
     ({"alpha": {"per_band": {"nearest_neighbour": {"start": 1.0}}}},
@@ -26,8 +31,8 @@ from curriculum import ConfigError, CurriculumConfig, format_validation_error, p
     ({"mode": "static"}, "curriculum.static: static mode needs static.weights, e.g. {nearest_neighbour: 1.0}"),
     ({"mode": "static", "static": {"weights": {"random": 0.0}}},
      "curriculum.static.weights: at least one weight must be > 0"),
-    ({"total": 0, "c0": 2}, "curriculum.total: input should be greater than or equal to 1 (got 0) "
-                            "(and 1 more: curriculum.c0)"),
+    ({"total": 0, "c0": 2}, ("curriculum.total: input should be greater than or equal to 1 (got 0) "
+                             "(and 1 more: curriculum.c0)")),
 ])
 def test_errors_name_the_key(data, message):
     with pytest.raises(ConfigError) as caught:
