@@ -1,0 +1,164 @@
+"""Loading corpora, pairs and NLI triplets: formats, aliases, stable ids, counting, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mining.corpus import NLI, PAIR, UNSUPERVISED, CorpusSource, NliSource, check_size, load_corpus, text_id
+from simcse.errors import InputError
+
+
+def write(path, text: str | bytes):
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_txt_corpus_drops_empty_and_collapses_duplicates(tmp_path):
+    f = write(tmp_path / "c.txt", "a cat sat\n\n  \nthe dog ran\na cat sat\n a cat sat \nbirds fly\n")
+    c = load_corpus([f])
+    assert c.texts == ["a cat sat", "the dog ran", "birds fly"]
+    src = c.sources[0]
+    assert (src.rows, src.kept, src.empty, src.duplicates) == (7, 3, 2, 2)
+    assert list(c.kind) == [UNSUPERVISED] * 3
+    assert list(c.anchor) == list(c.positive) == [0, 1, 2]
+    assert list(c.negative) == [-1, -1, -1]
+
+
+def test_ids_are_content_hashes_independent_of_file_order(tmp_path):
+    a = load_corpus([write(tmp_path / "a.txt", "one\ntwo\nthree\n")])
+    b = load_corpus([write(tmp_path / "b.txt", "three\none\ntwo\n")])
+    assert dict(zip(a.texts, a.ids)) == dict(zip(b.texts, b.ids))
+    assert a.ids[0] == text_id("one") and len(a.ids[0]) == 16
+
+
+def test_id_and_domain_columns_are_kept(tmp_path):
+    f = write(tmp_path / "c.csv", "id,text,domain\nx1,first text,news\nx2,second text,\nx3,first text,blog\n")
+    c = load_corpus([f])
+    assert c.texts == ["first text", "second text"]
+    assert c.ids == ["x1", "x2"]
+    assert c.domains == ["news", None]
+    assert c.sources[0].duplicates == 1
+
+
+def test_source_domain_labels_a_file_without_domain_column(tmp_path):
+    c = load_corpus([CorpusSource(write(tmp_path / "t.txt", "x y\nz w\n"), domain="twitter")])
+    assert c.domains == ["twitter", "twitter"]
+
+
+def test_same_id_for_two_texts_is_an_error(tmp_path):
+    f = write(tmp_path / "c.csv", "id,text\nk,one\nk,two\n")
+    with pytest.raises(InputError, match=r"c\.csv: line 3, column 'id': id 'k' is already used"):
+        load_corpus([f])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet", "hf"])
+def test_nli_formats_and_simcse_aliases(tmp_path, fmt):
+    rows = [("A man eats .", "A person eats .", "Nobody eats ."),
+            ("A dog runs .", "An animal moves .", "The dog sleeps ."),
+            ("A man eats .", "A person eats .", "Nobody eats .")]  # duplicate row
+    cols = ["sent0", "sent1", "hard_neg"]
+    if fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        f = write(tmp_path / f"n.{fmt}", sep.join(cols) + "\n" + "".join(sep.join(r) + "\n" for r in rows))
+    elif fmt == "jsonl":
+        f = write(tmp_path / "n.jsonl", "".join(json.dumps(dict(zip(cols, r))) + "\n" for r in rows))
+    else:
+        table = pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)})
+        if fmt == "parquet":
+            f = tmp_path / "n.parquet"
+            pq.write_table(table, f)
+        else:
+            import datasets
+
+            f = tmp_path / "hf"
+            datasets.Dataset(table).save_to_disk(str(f))
+    c = load_corpus(nli=[f])
+    assert c.n_anchor_rows == 2
+    assert list(c.kind) == [NLI, NLI]
+    assert [c.texts[i] for i in c.anchor] == ["A man eats .", "A dog runs ."]
+    assert [c.texts[i] for i in c.positive] == ["A person eats .", "An animal moves ."]
+    assert [c.texts[i] for i in c.negative] == ["Nobody eats .", "The dog sleeps ."]
+    assert c.sources[0].duplicates == 1
+
+
+def test_premise_entailment_contradiction_aliases(tmp_path):
+    f = write(tmp_path / "n.csv", "premise,entailment,contradiction\np one,e one,c one\n")
+    c = load_corpus(nli=[f])
+    assert c.texts == ["p one", "e one", "c one"]
+
+
+def test_configurable_column_names_take_precedence(tmp_path):
+    f = write(tmp_path / "n.csv", "anchor,q,pos,neg\nignored,the query,the answer,wrong one\n")
+    c = load_corpus(nli=[NliSource(f, anchor_column="q", positive_column="pos", negative_column="neg")])
+    assert [c.texts[i] for i in (c.anchor[0], c.positive[0], c.negative[0])] == ["the query", "the answer", "wrong one"]
+
+
+def test_corpus_sentences_with_a_pair_are_not_unsupervised_anchors(tmp_path):
+    corpus = write(tmp_path / "c.txt", "q one\nfree sentence\n")
+    pairs = write(tmp_path / "p.csv", "anchor,positive\nq one,answer one\n")
+    c = load_corpus([corpus], pairs=[pairs])
+    rows = {(c.texts[a], c.texts[p], int(k)) for a, p, k in zip(c.anchor, c.positive, c.kind)}
+    assert rows == {("free sentence", "free sentence", UNSUPERVISED), ("q one", "answer one", PAIR)}
+    assert set(c.texts) == {"q one", "free sentence", "answer one"}  # the pool holds every side
+    assert load_corpus([corpus], pairs=[pairs], unsupervised_anchors=False).n_anchor_rows == 1
+
+
+def test_nli_row_without_negative_is_kept_and_counted(tmp_path):
+    f = write(tmp_path / "n.csv", "sent0,sent1,hard_neg\na,b,\nc,,e\n")
+    c = load_corpus(nli=[f])
+    assert c.n_anchor_rows == 1 and c.negative[0] == -1
+    assert c.sources[0].missing_negative == 1 and c.sources[0].empty == 1
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    f = write(tmp_path / "n.csv", "sent0,sent1\na,b\n")
+    with pytest.raises(InputError) as err:
+        load_corpus(nli=[f])
+    msg = str(err.value)
+    assert "n.csv" in msg and "'hard_neg'" in msg and "\n" not in msg
+
+
+def test_undecodable_bytes_name_the_line(tmp_path):
+    f = write(tmp_path / "c.txt", b"fine line\nalso fine\nbad \xff\xfe byte\n")
+    with pytest.raises(InputError, match=r"c\.txt: line 3: bytes that are not UTF-8"):
+        load_corpus([f])
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    f = write(tmp_path / "c.txt", "\n  \n\n")
+    with pytest.raises(InputError, match="no usable text"):
+        load_corpus([f])
+
+
+def test_non_text_cell_is_an_error(tmp_path):
+    f = write(tmp_path / "c.jsonl", '{"text": "ok"}\n{"text": ["a", "list"]}\n')
+    with pytest.raises(InputError, match=r"c\.jsonl: line 2, column 'text': expected text"):
+        load_corpus([f])
+
+
+def test_corpus_smaller_than_requested_negatives(tmp_path):
+    c = load_corpus([write(tmp_path / "c.txt", "one\ntwo\nthree\n")])
+    check_size(c, 1)
+    with pytest.raises(InputError, match=r"c\.txt: only 3 distinct sentences, fewer than the 5 needed"):
+        check_size(c, 3)
+
+
+def test_no_input_is_an_error():
+    with pytest.raises(InputError, match="no input"):
+        load_corpus()
+
+
+def test_fingerprint_is_stable_and_content_sensitive(tmp_path):
+    f = write(tmp_path / "c.txt", "one\ntwo\n")
+    assert load_corpus([f]).fingerprint() == load_corpus([f]).fingerprint()
+    g = write(tmp_path / "d.txt", "one\ntwo!\n")
+    assert load_corpus([f]).fingerprint() != load_corpus([g]).fingerprint()
+    assert np.array_equal(load_corpus([f]).anchor, [0, 1])
