@@ -33,12 +33,9 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
     from simcse.errors import InputError
 
     types: list[type[BaseException]] = [InputError, ValidationError]
-    try:
-        from curriculum.errors import ConfigError
+    from curriculum.errors import CurriculumError
 
-        types.append(ConfigError)
-    except ImportError:  # the curriculum package may not define it
-        pass
+    types.append(CurriculumError)  # config, triplet data and state errors are all user-fixable
     return tuple(types)
 
 
