@@ -1,0 +1,143 @@
+"""`simcse-curriculum mine` and `inspect` through flows.cli.main: outputs, exit code 2 on bad input with one
+line and nothing left behind, and (e2e) the offline MiniLM on a slice of the shared data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mining.encoders
+from flows.cli import main
+from mining.testing import HashEncoder
+
+WORDS = "cat dog bird fish sat ran flew swam red blue green big small old young the a on in".split()
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(5)
+    sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(120)))
+    (tmp_path / "a.txt").write_text("\n".join(sents[:60]) + "\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("\n".join(sents[60:]) + "\n", encoding="utf-8")
+    rows = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(20)]
+    (tmp_path / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in rows),
+                                      encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def fake_encoder(monkeypatch):
+    monkeypatch.setattr(mining.encoders, "load_encoder", lambda model=None, **kw: HashEncoder(16))
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ")
+    return err[0]
+
+
+def test_mine_then_inspect(files, fake_encoder, capsys, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["mine", "--corpus", str(files / "a.txt"), "--corpus", str(files / "b.txt"), "--domain", "A",
+               "--domain", "B", "--nli", str(files / "nli.csv"), "--out", str(out), "--bands",
+               "random,in_domain", "--bands", "nli_contradiction,nearest_neighbour", "--quiet", "--seed", "2"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "round 0 written" in stdout and "nearest_neighbour" in stdout
+    manifest = json.loads((out / "round=0" / "manifest.json").read_text())
+    assert set(manifest["bands"]) == {"random", "in_domain", "nli_contradiction", "nearest_neighbour"}
+    assert manifest["params"]["seed"] == 2
+    assert "domain labels ['A', 'B']" in manifest["bands"]["in_domain"]["note"]
+
+    assert main(["mine", "--corpus", str(files / "a.txt"), "--corpus", str(files / "b.txt"), "--domain", "A",
+                 "--domain", "B", "--nli", str(files / "nli.csv"), "--out", str(out), "--quiet", "--seed", "2"]) == 0
+    assert "reused" in capsys.readouterr().out
+
+    plots = tmp_path / "plots"
+    assert main(["inspect", str(out), "--json", "--plots", str(plots), "--false-negatives", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (rnd,) = report["rounds"]
+    assert rnd["bands"]["random"]["rows"] == manifest["bands"]["random"]["rows"]
+    assert len(rnd["suspected_false_negatives"]) == 3
+    sims = [r["anchor_negative_sim"] for r in rnd["suspected_false_negatives"]]
+    assert sims == sorted(sims, reverse=True) and all(r["band"] != "nli_contradiction"
+                                                      for r in rnd["suspected_false_negatives"])
+    assert all(len(b["samples"]) == 2 for b in rnd["bands"].values())
+    png = Path(rnd["histogram"])
+    assert png.parent == plots and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "suspected false negatives" in text and "nearest_neighbour" in text
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing_column", "column"),
+    ("missing_file", "no such file"),
+    ("too_small", "fewer than the"),
+    ("bad_band", "unknown band 'hardest'"),
+    ("domain_count", "--domain given 1 times for 2 --corpus files"),
+    ("bad_option", "range_min"),
+    ("bad_model", "no such model folder"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, case, expected, monkeypatch):
+    if case != "bad_model":
+        monkeypatch.setattr(mining.encoders, "load_encoder", lambda model=None, **kw: HashEncoder(16))
+    out = tmp_path / "never"
+    args = {"missing_column": ["--nli", str(files / "a.txt"), "--corpus", str(files / "a.txt")],
+            "missing_file": ["--corpus", str(files / "nope.txt")],
+            "too_small": ["--corpus", str(files / "a.txt"), "--num-negatives", "70", "--range-max", "80"],
+            "bad_band": ["--corpus", str(files / "a.txt"), "--bands", "random,hardest"],
+            "domain_count": ["--corpus", str(files / "a.txt"), "--corpus", str(files / "b.txt"), "--domain", "x"],
+            "bad_option": ["--corpus", str(files / "a.txt"), "--range-min", "9", "--range-max", "3"],
+            "bad_model": ["--corpus", str(files / "a.txt"), "--model", str(tmp_path / "no-model")]}[case]
+    assert main(["mine", "--out", str(out), "--quiet", *args]) == 2
+    line = one_error_line(capsys)
+    assert expected in line
+    assert not out.exists()
+
+
+def test_failure_while_mining_removes_the_folder_it_created(files, capsys, tmp_path, monkeypatch):
+    class Broken(HashEncoder):
+        def encode(self, texts, batch_size=32):
+            raise RuntimeError("GPU fell off")
+
+    monkeypatch.setattr(mining.encoders, "load_encoder", lambda model=None, **kw: Broken(16))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        main(["mine", "--corpus", str(files / "a.txt"), "--out", str(out), "--quiet"])
+    assert not out.exists()
+
+
+def test_inspect_without_rounds_is_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["inspect", str(tmp_path / "empty")]) == 2
+    assert "no complete round" in one_error_line(capsys)
+
+
+@pytest.mark.e2e
+def test_e2e_offline_minilm_on_shared_data(shared_data, minilm_path, tmp_path, capsys):
+    wiki = (shared_data / "wiki" / "sentences.txt").read_text(encoding="utf-8").splitlines()[:150]
+    tweets = (shared_data / "twitter" / "unlabeled.txt").read_text(encoding="utf-8").splitlines()[:150]
+    nli = (shared_data / "nli" / "triplets.csv").read_text(encoding="utf-8").splitlines()[:101]
+    (tmp_path / "wiki.txt").write_text("\n".join(wiki) + "\n", encoding="utf-8")
+    (tmp_path / "tw.txt").write_text("\n".join(tweets) + "\n", encoding="utf-8")
+    (tmp_path / "nli.csv").write_text("\n".join(nli) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc = main(["mine", "--corpus", str(tmp_path / "wiki.txt"), "--corpus", str(tmp_path / "tw.txt"),
+               "--domain", "wiki", "--domain", "twitter", "--nli", str(tmp_path / "nli.csv"), "--model", minilm_path,
+               "--out", str(out), "--max-length", "32", "--quiet"])
+    assert rc == 0
+    manifest = json.loads((out / "round=0" / "manifest.json").read_text())
+    d = {b: s["mean_anchor_negative_sim"] for b, s in manifest["bands"].items()}
+    assert d["random"] < d["in_domain"] < d["nearest_neighbour"]
+    assert d["random"] < d["nli_contradiction"] < d["nearest_neighbour"]
+    assert manifest["bands"]["nli_contradiction"]["rows"] == 100
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rounds"][0]["suspected_false_negatives"]

@@ -1,0 +1,249 @@
+"""The Parquet round: schema, file metadata, manifest, readers, atomic writes under kill/exception, and reuse."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mining.parquet as mparquet
+from mining.corpus import load_corpus
+from mining.params import MiningParams
+from mining.parquet import SCHEMA, read_triplets
+from mining.pipeline import mine
+from mining.testing import HashEncoder
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = "cat dog bird fish sat ran flew swam red blue green big small old young the a on in".split()
+
+
+def make_inputs(folder: Path, n: int = 80) -> dict:
+    rng = np.random.default_rng(1)
+    sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(n)))
+    (folder / "corpus.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
+    nli = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(0, 20)]
+    (folder / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in nli),
+                                    encoding="utf-8")
+    return {"corpus": [folder / "corpus.txt"], "nli": [folder / "nli.csv"]}
+
+
+@pytest.fixture
+def mined(tmp_path):
+    corpus = load_corpus(**make_inputs(tmp_path))
+    out = tmp_path / "triplets"
+    res = mine(corpus, HashEncoder(16), out, params=MiningParams(range_max=8, num_negatives=2, rows_per_file=50),
+               show_progress=False)
+    return out, res
+
+
+def visible_parts(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("part-*.parquet"))
+
+
+def test_schema_metadata_and_manifest(mined):
+    out, res = mined
+    manifest = json.loads((out / "round=0" / "manifest.json").read_text())
+    assert set(manifest) >= {"round", "files", "bands", "model_fingerprint", "corpus_fingerprint", "params", "created"}
+    assert manifest["round"] == 0 and manifest["params"]["range_max"] == 8 and manifest["params"]["seed"] == 0
+    total = 0
+    for f in manifest["files"]:
+        path = out / "round=0" / f["path"]
+        assert f["path"].startswith(f"band={f['band']}/part-")
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == f["sha256"]
+        pf = pq.ParquetFile(path)
+        assert pf.metadata.num_rows == f["rows"]
+        assert pf.schema_arrow.remove_metadata().equals(SCHEMA)
+        assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
+        meta = {k.decode(): v.decode() for k, v in pf.schema_arrow.metadata.items()}
+        assert meta["simcse_curriculum.schema_version"] == "1"
+        assert meta["simcse_curriculum.model_fingerprint"] == manifest["model_fingerprint"]
+        assert meta["simcse_curriculum.corpus_fingerprint"] == manifest["corpus_fingerprint"]
+        assert json.loads(meta["simcse_curriculum.params"]) == manifest["params"]
+        assert meta["simcse_curriculum.band"] == f["band"]
+        assert "simcse_curriculum.package_version" in meta and "simcse_curriculum.created" in meta
+        total += f["rows"]
+    assert total == sum(b["rows"] for b in manifest["bands"].values())
+    assert sum(1 for f in manifest["files"] if f["band"] == "random") > 1  # split by rows_per_file
+    for band, stats in manifest["bands"].items():
+        table = read_triplets(out, bands=[band])
+        assert stats["mean_anchor_negative_sim"] == pytest.approx(
+            float(np.mean(table.column("anchor_negative_sim").to_numpy(), dtype=np.float64)), abs=1e-5)
+        assert table.column("round").to_pylist() == [0] * table.num_rows
+        if band != "nearest_neighbour":
+            assert set(table.column("negative_rank").to_pylist()) == {-1}
+    assert (out / "round=0" / "manifest.json").stat().st_mode & 0o044  # readable by others, like any file
+
+
+def test_manifest_passes_the_curriculum_reader(mined):
+    from curriculum.dataset import read_manifest
+
+    out, res = mined
+    manifest = read_manifest(out, 0)
+    assert manifest.difficulties() == pytest.approx(res.difficulties())
+
+
+def test_readers_pandas_polars_duckdb_datasets(mined, tmp_path):
+    out, res = mined
+    rows = sum(b["rows"] for b in res.bands.values())
+    band_dir = out / "round=0" / "band=nearest_neighbour"
+    nn_rows = res.bands["nearest_neighbour"]["rows"]
+
+    import pandas as pd
+
+    assert len(pd.read_parquet(band_dir)) == nn_rows
+    assert sum(len(pd.read_parquet(p)) for p in visible_parts(out)) == rows
+
+    polars = pytest.importorskip("polars")
+    df = polars.read_parquet(str(out / "**" / "*.parquet"))
+    assert df.height == rows and set(df["band"].unique()) == set(res.bands)
+
+    duckdb = pytest.importorskip("duckdb")
+    got = dict(duckdb.sql(f"select band, count(*) from read_parquet('{out}/**/*.parquet') group by band").fetchall())
+    assert got == {b: s["rows"] for b, s in res.bands.items() if s["rows"]}
+
+    import datasets
+
+    cache = str(tmp_path / "hf-cache")
+    ds = datasets.load_dataset("parquet", data_dir=str(out), data_files="**/*.parquet", cache_dir=cache)["train"]
+    assert ds.num_rows == rows and {"anchor", "positive", "negative"} <= set(ds.column_names)
+    ds_band = datasets.load_dataset("parquet", data_dir=str(band_dir), cache_dir=cache)["train"]
+    assert ds_band.num_rows == nn_rows
+
+
+def test_exception_mid_write_leaves_complete_files_and_no_manifest(tmp_path, monkeypatch):
+    corpus = load_corpus(**make_inputs(tmp_path))
+    out = tmp_path / "triplets"
+    calls = {"n": 0}
+    original = mparquet.RoundWriter.table
+
+    def failing(self, result, start, stop):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("disk full")
+        return original(self, result, start, stop)
+
+    monkeypatch.setattr(mparquet.RoundWriter, "table", failing)
+    params = MiningParams(range_max=8, rows_per_file=30)
+    with pytest.raises(RuntimeError, match="disk full"):
+        mine(corpus, HashEncoder(16), out, params=params, show_progress=False)
+    assert not (out / "round=0" / "manifest.json").exists()
+    parts = visible_parts(out)
+    assert len(parts) == 3
+    for p in parts:
+        pq.read_table(p)  # every visible file is complete
+    assert not [p for p in (out / "round=0").rglob("*") if p.name.endswith(".tmp")]
+    monkeypatch.setattr(mparquet.RoundWriter, "table", original)
+    res = mine(corpus, HashEncoder(16), out, params=params, show_progress=False)
+    assert not res.cached and (out / "round=0" / "manifest.json").exists()
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time, pathlib
+    import pyarrow.parquet as pq
+    import mining.parquet as mp
+    from mining.corpus import load_corpus
+    from mining.params import MiningParams
+    from mining.pipeline import mine
+    from mining.testing import HashEncoder
+
+    folder, signal_file = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    original = pq.ParquetWriter.write_table
+    state = {"groups": 0}
+
+    def slow(self, table, *args, **kwargs):
+        original(self, table, *args, **kwargs)
+        state["groups"] += 1
+        if state["groups"] == 3:  # third file: bytes are on disk but the file is not finished
+            signal_file.write_text("writing")
+            time.sleep(120)
+
+    pq.ParquetWriter.write_table = slow
+    corpus = load_corpus([folder / "corpus.txt"], nli=[folder / "nli.csv"])
+    mine(corpus, HashEncoder(16), folder / "triplets", params=MiningParams(range_max=8, rows_per_file=30),
+         show_progress=False)
+""")
+
+
+def test_killed_write_leaves_no_partial_file_visible(tmp_path):
+    make_inputs(tmp_path)
+    script = tmp_path / "kill_me.py"
+    script.write_text(KILL_SCRIPT, encoding="utf-8")
+    flag = tmp_path / "writing.flag"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(flag)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        while not flag.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"writer exited early: {proc.stderr.read().decode()[-2000:]}")
+            if time.time() > deadline:
+                pytest.fail("writer never reached the third file")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    root = tmp_path / "triplets"
+    assert not (root / "round=0" / "manifest.json").exists()
+    parts = visible_parts(root)
+    assert len(parts) == 2
+    for p in parts:
+        assert pq.read_table(p).num_rows > 0
+    hidden = [p for p in (root / "round=0").rglob(".*.tmp")]
+    assert len(hidden) == 1 and hidden[0].stat().st_size > 0  # the interrupted file, under a hidden name
+    with pytest.raises(pa.ArrowInvalid):
+        pq.read_table(hidden[0])
+    # a re-run completes the round and clears the leftover
+    corpus = load_corpus([tmp_path / "corpus.txt"], nli=[tmp_path / "nli.csv"])
+    res = mine(corpus, HashEncoder(16), root, params=MiningParams(range_max=8, rows_per_file=30), show_progress=False)
+    assert (root / "round=0" / "manifest.json").exists() and not list((root / "round=0").rglob(".*.tmp"))
+    assert sum(b["rows"] for b in res.bands.values()) == read_triplets(root).num_rows
+
+
+def test_same_inputs_reuse_the_round_without_encoding(tmp_path):
+    corpus = load_corpus(**make_inputs(tmp_path))
+    out = tmp_path / "t"
+    enc = HashEncoder(16)
+    first = mine(corpus, enc, out, show_progress=False)
+    calls = enc.calls
+    again = mine(corpus, enc, out, show_progress=False)
+    assert again.cached and enc.calls == calls and again.manifest == first.manifest
+    # other parameters: recomputed (embeddings come from the cache, not the encoder)
+    other = mine(corpus, enc, out, params={"range_max": 9}, show_progress=False)
+    assert not other.cached and enc.calls == calls
+    # another model: re-encoded
+    mine(corpus, HashEncoder(16, salt="v2"), out, show_progress=False)
+    assert json.loads((out / "round=0" / "manifest.json").read_text())["model_fingerprint"] == "hash-encoder-16-v2"
+
+
+def test_rewrite_removes_parts_of_the_previous_run(tmp_path):
+    corpus = load_corpus(**make_inputs(tmp_path))
+    out = tmp_path / "t"
+    mine(corpus, HashEncoder(16), out, params={"rows_per_file": 20}, show_progress=False)
+    many = visible_parts(out)
+    res = mine(corpus, HashEncoder(16), out, params={"rows_per_file": 1000}, show_progress=False)
+    assert len(visible_parts(out)) == len(res.files) < len(many)
+    assert read_triplets(out).num_rows == sum(b["rows"] for b in res.bands.values())
+
+
+def test_rounds_are_independent(tmp_path):
+    corpus = load_corpus(**make_inputs(tmp_path))
+    out = tmp_path / "t"
+    mine(corpus, HashEncoder(16), out, round=0, show_progress=False)
+    mine(corpus, HashEncoder(16, salt="r1"), out, round=1, show_progress=False)
+    assert mparquet.complete_rounds(out) == [0, 1]
+    assert set(read_triplets(out, rounds=[1]).column("round").to_pylist()) == {1}
