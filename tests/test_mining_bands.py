@@ -15,7 +15,7 @@ from mining.pipeline import mine
 from mining.testing import HashEncoder, TableEncoder
 from simcse.errors import InputError
 
-WORDS = "cat dog bird fish sat ran flew swam red blue green big small old young the a on in".split()
+WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old", "young", "the", "a", "on", "in"]
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -55,7 +55,7 @@ def test_no_negative_is_its_anchor_or_positive_by_id_or_text(inputs, tmp_path):
     result = run(corpus, tmp_path / "out")
     table = read_triplets(tmp_path / "out").to_pydict()
     assert set(table["band"]) == set(BANDS)
-    norm = lambda t: " ".join(t.casefold().split())  # noqa: E731
+    norm = lambda t: " ".join(t.casefold().split())
     for i in range(len(table["band"])):
         assert table["negative_id"][i] not in (table["anchor_id"][i], table["positive_id"][i])
         neg = norm(table["negative"][i])
@@ -113,7 +113,7 @@ def test_positive_aware_filter_hand_built(tmp_path):
     params_off = MiningParams(range_max=6, num_negatives=1, relative_margin=None, max_score=None)
     r2 = run(corpus, tmp_path / "o2", bands=["nearest_neighbour"], encoder=enc,
              params=params_off).results["nearest_neighbour"]
-    j = [k for k in range(r2.rows) if corpus.texts[r2.anchor[k]] == "A"][0]
+    j = next(k for k in range(r2.rows) if corpus.texts[r2.anchor[k]] == "A")
     assert corpus.texts[r2.negative[j]] == "C1" and r2.rank[j] == 0
 
 
@@ -124,7 +124,7 @@ def test_max_score_for_unsupervised_anchors(tmp_path):
     enc = TableEncoder(vectors)
     r = run(corpus, tmp_path / "o", bands=["nearest_neighbour"], encoder=enc,
             params=MiningParams(range_max=3, max_score=0.95)).results["nearest_neighbour"]
-    u = [i for i in range(r.rows) if corpus.texts[r.anchor[i]] == "U"][0]
+    u = next(i for i in range(r.rows) if corpus.texts[r.anchor[i]] == "U")
     assert corpus.texts[r.negative[u]] == "N2" and corpus.texts[r.positive[u]] == "U"
     assert r.skipped["max_score"] >= 1
 

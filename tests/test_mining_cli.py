@@ -13,7 +13,7 @@ import mining.encoders
 from flows.cli import main
 from mining.testing import HashEncoder
 
-WORDS = "cat dog bird fish sat ran flew swam red blue green big small old young the a on in".split()
+WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old", "young", "the", "a", "on", "in"]
 
 
 @pytest.fixture

@@ -9,7 +9,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mining.corpus import NLI, PAIR, UNSUPERVISED, CorpusSource, NliSource, check_size, load_corpus, text_id
+from mining.corpus import (
+    NLI,
+    PAIR,
+    UNSUPERVISED,
+    CorpusSource,
+    NliSource,
+    check_size,
+    load_corpus,
+    text_id,
+)
 from simcse.errors import InputError
 
 

@@ -12,7 +12,7 @@ from mining.embeddings import embed_corpus, encode_texts, model_fingerprint
 from mining.index import choose_backend, exact_torch, knn
 from mining.testing import HashEncoder
 
-WORDS = "cat dog bird fish sat ran flew swam red blue green big small old young the a on in".split()
+WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old", "young", "the", "a", "on", "in"]
 
 
 @pytest.fixture
@@ -97,8 +97,8 @@ def test_exact_backends_agree_with_brute_force():
             assert np.allclose(np.sort(sc[row])[::-1], np.sort(sc[exp])[::-1], atol=1e-4)
         assert (res.indices[:, 0] == q).all()  # each query finds itself first
     # blocked search over the pool gives the same answer as one block
-    s1, i1 = exact_torch(emb, q, 10, block_bytes=1 << 30)
-    s2, i2 = exact_torch(emb, q, 10, block_bytes=4 * 64 * 16)
+    s1, _i1 = exact_torch(emb, q, 10, block_bytes=1 << 30)
+    s2, _i2 = exact_torch(emb, q, 10, block_bytes=4 * 64 * 16)
     assert np.allclose(s1, s2, atol=1e-5)
 
 

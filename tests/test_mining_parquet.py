@@ -25,14 +25,14 @@ from mining.pipeline import mine
 from mining.testing import HashEncoder
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = "cat dog bird fish sat ran flew swam red blue green big small old young the a on in".split()
+WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old", "young", "the", "a", "on", "in"]
 
 
 def make_inputs(folder: Path, n: int = 80) -> dict:
     rng = np.random.default_rng(1)
     sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(n)))
     (folder / "corpus.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
-    nli = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(0, 20)]
+    nli = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(20)]
     (folder / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in nli),
                                     encoding="utf-8")
     return {"corpus": [folder / "corpus.txt"], "nli": [folder / "nli.csv"]}
@@ -52,7 +52,7 @@ def visible_parts(root: Path) -> list[Path]:
 
 
 def test_schema_metadata_and_manifest(mined):
-    out, res = mined
+    out, _res = mined
     manifest = json.loads((out / "round=0" / "manifest.json").read_text())
     assert set(manifest) >= {"round", "files", "bands", "model_fingerprint", "corpus_fingerprint", "params", "created"}
     assert manifest["round"] == 0 and manifest["params"]["range_max"] == 8 and manifest["params"]["seed"] == 0
