@@ -1,0 +1,269 @@
+"""The flows end to end on tiny data (a 2-layer random BERT, 200 docstring sentences) through Prefect.
+
+One Prefect test harness serves the whole module (Prefect takes ~10 s to start); the resume test's
+subprocesses talk to the same harness server instead of starting their own ephemeral API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BANDS_EXPECTED = {"random", "in_domain", "nearest_neighbour"}  # no NLI input in the built-in corpus
+
+
+def tiny_settings(output_dir: Path, model: Path, sts: Path) -> dict[str, Any]:
+    return {
+        "output_dir": str(output_dir), "seed": 3, "rounds": 2, "steps_per_round": 6, "batch_size": 8,
+        "model": {"name_or_path": str(model), "pooling": "mean", "max_length": 24},
+        "data": {"builtin": "python_docstrings", "builtin_max_sentences": 200},
+        "eval": {"sts": [str(sts)]},
+        "mining": {"params": {"range_max": 20}},
+        "curriculum": {"total": 2, "c0": 0.2, "alpha": {"start": 0.5, "end": 1.0}},
+        "training": {"progress": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from simcse.testing import build_tiny_model
+
+    root = tmp_path_factory.mktemp("flows-inputs")
+    model = build_tiny_model(root / "tiny-bert", seed=0)
+    # A small STS-format file: only the plumbing of STS scoring is under test here, not the score.
+    rows = ["sentence1\tsentence2\tscore"]
+    for i in range(12):
+        rows.append(f"Return the value number {i}.\tGive back value {i}.\t{(i * 7) % 6}")
+    sts = root / "sts_dev.tsv"
+    sts.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return {"model": model, "sts": sts, "root": root}
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[str]:
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="module")
+def reference_run(harness: str, tiny_inputs: dict[str, Path]) -> dict[str, Any]:
+    """One uninterrupted run of the curriculum flow (in process, through the harness)."""
+    from flows.config import config_from_mapping
+    from flows.curriculum_flow import curriculum_flow
+
+    out = tiny_inputs["root"] / "reference"
+    cfg = config_from_mapping(tiny_settings(out, tiny_inputs["model"], tiny_inputs["sts"]))
+    summary = curriculum_flow(cfg)
+    return {"dir": out, "summary": summary}
+
+
+def _triplets(run_dir: Path) -> dict[tuple[int, str], list[dict[str, Any]]]:
+    """Every round's rows per band, read through the manifests (the only files that count)."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for manifest_path in sorted((run_dir / "triplets").glob("round=*/manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        for entry in manifest["files"]:
+            table = pq.read_table(manifest_path.parent / entry["path"])
+            out[(manifest["round"], entry["band"])] = table.to_pylist()
+    return out
+
+
+def test_curriculum_flow_leaves_a_complete_run_directory(reference_run: dict[str, Any]) -> None:
+    import pyarrow.dataset as ds
+    from sentence_transformers import SentenceTransformer
+
+    run: Path = reference_run["dir"]
+    summary = reference_run["summary"]
+    assert summary["rounds_completed"] == [0, 1]
+
+    # Curriculum state: both rounds closed, competence moved from c0 as the pacing says.
+    state = json.loads((run / "state.json").read_text())
+    assert state["round"] == 1 and not state["round_open"] and state["stage"] == 2
+    starts = [e for e in state["history"] if e["event"] == "start_round"]
+    assert [e["round"] for e in starts] == [0, 1]
+    assert starts[0]["competence"] == pytest.approx(0.2) and starts[1]["competence"] > starts[0]["competence"]
+    assert state["step"] == 12, "6 steps per round were reported to the scheduler"
+
+    # Triplets: Hive-partitioned Parquet, complete rounds only, every contract column, one round per folder.
+    table = ds.dataset(run / "triplets", format="parquet", partitioning="hive",
+                       exclude_invalid_files=True).to_table()
+    for column in ("anchor_id", "anchor", "positive", "negative", "band", "anchor_negative_sim", "round"):
+        assert column in table.column_names
+    rows = _triplets(run)
+    assert {band for (_, band) in rows} == BANDS_EXPECTED
+    assert {r for (r, _) in rows} == {0, 1}
+    for (r, band), items in rows.items():
+        assert items and all(x["round"] == r and x["band"] == band for x in items)
+        assert all(x["negative"] not in (x["anchor"], x["positive"]) for x in items)
+
+    # Models: one SentenceTransformer folder per round, loadable without project code, and trained
+    # (weights differ from the base model and between rounds).
+    vectors = []
+    for r in (0, 1):
+        model = SentenceTransformer(str(run / "rounds" / str(r) / "model"), device="cpu")
+        vectors.append(model.encode(["Return the value.", "Open a file."]))
+        assert vectors[-1].shape == (2, 32)
+    base = SentenceTransformer(str(reference_run["dir"].parent / "tiny-bert"), device="cpu")
+    base_vectors = base.encode(["Return the value.", "Open a file."])
+    assert abs(vectors[0] - base_vectors).max() > 1e-4 and abs(vectors[1] - vectors[0]).max() > 1e-4
+
+    # Metrics: base and per round, with STS, pair AP, alignment and uniformity; train accuracy recorded.
+    base_metrics = json.loads((run / "base_metrics.json").read_text())
+    assert set(base_metrics["evaluation"]["sts"]) == {"sts_dev"}
+    assert set(base_metrics["evaluation"]["pairs"]) == {"eval_pairs"}
+    for r in (0, 1):
+        metrics = json.loads((run / "rounds" / str(r) / "metrics.json").read_text())
+        ev = metrics["evaluation"]
+        assert -100 <= ev["sts"]["sts_dev"] <= 100 and 0 <= ev["pairs"]["eval_pairs"] <= 100
+        assert ev["alignment"] >= 0 and ev["uniformity"] <= 0
+        assert metrics["dev_metric"]["name"] == "sts/sts_dev"
+        assert metrics["train"]["steps"] == 6 and metrics["train"]["mean_train_accuracy"] is not None
+        assert set(metrics["mining"]["bands"]) >= BANDS_EXPECTED
+        assert abs(sum(metrics["curriculum"]["mixture"].values()) - 1) < 1e-6
+
+    # Report and plots.
+    report = (run / "report.md").read_text()
+    assert "Rounds completed: 2 of 2" in report
+    for png in ("metrics.png", "schedule.png", "similarity_round0.png", "similarity_round1.png"):
+        assert (run / "plots" / png).read_bytes()[:4] == b"\x89PNG" and f"plots/{png}" in report
+    assert "triplets/round=1/band=nearest_neighbour/part-0.parquet" in report
+    assert yaml.safe_load((run / "config.yaml").read_text())["rounds"] == 2
+    timings = json.loads((run / "timings.json").read_text())
+    assert [t["round"] for t in timings] == [0, 1] and all(t["task_seconds"] > 0 for t in timings)
+    assert not list(run.rglob(".*.tmp")), "no temporary files left behind"
+    assert not (run / "rounds" / "0" / "train").exists(), "the trainer checkpoint is dropped after the round"
+
+
+def test_prefect_records_artifacts_and_reuses_cached_tasks(reference_run: dict[str, Any]) -> None:
+    """A second call finds every round complete; the base evaluation comes from Prefect's cache."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    from flows.config import load_config
+    from flows.curriculum_flow import curriculum_flow
+
+    run: Path = reference_run["dir"]
+    state = curriculum_flow(load_config(run / "config.yaml"), return_state=True)
+    summary = state.result()
+    assert summary["rounds_completed"] == [0, 1] and summary["timings"] == []
+
+    async def query() -> tuple[list[Any], list[Any]]:
+        async with get_client() as client:
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["reference-metrics", "reference-report"])))
+            return task_runs, artifacts
+
+    task_runs, artifacts = asyncio.run(query())
+    by_name = {t.name.rsplit("-", 1)[0]: t for t in task_runs}
+    assert by_name["evaluate"].state.name == "Cached"
+    assert {"mine", "train"}.isdisjoint(by_name), "no round was redone"
+    kinds = {a.key: a.type for a in artifacts}
+    assert kinds == {"reference-metrics": "table", "reference-report": "markdown"}
+
+
+DRIVER = textwrap.dedent("""
+    # Runs `simcse-curriculum run CONFIG`, SIGKILLing itself at a chosen point (no hooks in the product):
+    #   replace|<text>|<n>: just before the n-th os.replace whose target contains <text> (a write in flight)
+    #   step|<n>: right after the n-th optimizer step of this process (training in flight)
+    import os, signal, sys
+    kind, _, rest = os.environ.get("FLOWS_TEST_KILL", "||").partition("|")
+    count = [0]
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "replace":
+        pattern, n = rest.rsplit("|", 1)
+        real_replace = os.replace
+        def replace(src, dst, *args, **kwargs):
+            if pattern in str(dst):
+                count[0] += 1
+                if count[0] == int(n):
+                    die()
+            return real_replace(src, dst, *args, **kwargs)
+        os.replace = replace
+    elif kind == "step":
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+        def hook(optimizer, args, kwargs):
+            count[0] += 1
+            if count[0] == int(rest):
+                die()
+        register_optimizer_step_post_hook(hook)
+    from flows.cli import main
+    sys.exit(main(["run", sys.argv[1]]))
+""")
+
+
+def _run_cli(config: Path, driver: Path, api_url: str, kill: str | None) -> int:
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONUNBUFFERED": "1"}
+    env.pop("FLOWS_TEST_KILL", None)
+    if kill:
+        env["FLOWS_TEST_KILL"] = kill
+    proc = subprocess.run([sys.executable, str(driver), str(config)], env=env, cwd=str(REPO),
+                          capture_output=True, text=True, timeout=300)
+    if kill is None and proc.returncode != 0:
+        raise AssertionError(f"resumed run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.returncode
+
+
+def test_killed_run_resumes_to_the_same_triplets_and_model(reference_run: dict[str, Any], harness: str,
+                                                           tiny_inputs: dict[str, Path], tmp_path: Path) -> None:
+    """SIGKILL during training, closing, mining and the model rename; each rerun resumes; same result."""
+    from safetensors.numpy import load_file
+
+    out = tmp_path / "killed"
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_settings(out, tiny_inputs["model"], tiny_inputs["sts"])))
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+
+    # 1. Mid-training in round 0 (step 5 of 6; the trainer checkpointed at step 3).
+    assert _run_cli(config, driver, harness, "step|5") == -signal.SIGKILL
+    assert (out / "rounds/0/train/checkpoint").is_dir() and not (out / "rounds/0/model").exists()
+    assert json.loads((out / "state.json").read_text())["round_open"]
+
+    # 2. Closing round 0: state.json closed, metrics.json (the round's completion mark) not yet written.
+    assert _run_cli(config, driver, harness, "replace|rounds/0/metrics.json|1") == -signal.SIGKILL
+    state = json.loads((out / "state.json").read_text())
+    assert state["round"] == 0 and not state["round_open"] and not (out / "rounds/0/metrics.json").exists()
+
+    # 3. Mining round 1: one band's Parquet file is in place, the second is in flight, no manifest.
+    assert _run_cli(config, driver, harness, "replace|round=1/band=|2") == -signal.SIGKILL
+    assert (out / "rounds/0/metrics.json").is_file()
+    assert list((out / "triplets/round=1").glob("band=*/part-*.parquet"))
+    assert not (out / "triplets/round=1/manifest.json").exists()
+
+    # 4. Moving round 1's trained model into place.
+    assert _run_cli(config, driver, harness, "replace|rounds/1/model|1") == -signal.SIGKILL
+    assert not (out / "rounds/1/model").exists() and (out / "triplets/round=1/manifest.json").is_file()
+
+    # 5. Uninterrupted to the end.
+    assert _run_cli(config, driver, harness, None) == 0
+
+    assert _triplets(out) == _triplets(reference_run["dir"]), "triplets equal an uninterrupted run's"
+    for r in (0, 1):
+        ours = load_file(str(out / f"rounds/{r}/model/model.safetensors"))
+        ref = load_file(str(reference_run["dir"] / f"rounds/{r}/model/model.safetensors"))
+        assert ours.keys() == ref.keys() and all((ours[k] == ref[k]).all() for k in ours), f"round {r} weights"
+    ref_state = json.loads((reference_run["dir"] / "state.json").read_text())
+    our_state = json.loads((out / "state.json").read_text())
+    assert our_state["history"] == ref_state["history"] and our_state["stage"] == ref_state["stage"]
+    assert not list(out.rglob(".*.tmp")), "no temporary files left behind"
