@@ -1,0 +1,458 @@
+"""The SimCSE training loop: one forward per batch, tokenising ahead on a background thread, resumable.
+
+Batches are the plain dicts of the training contract: `{"anchor"}` (unsupervised: the positive is the same
+sentence under a second dropout mask) or `{"anchor", "positive"[, "negative"[, "alpha"]]}` (supervised).
+Each step encodes the whole batch (anchors + positives + negatives, or the anchors twice) in ONE forward
+pass, so one padded matrix keeps the accelerator busy. Tokenising is the hidden bottleneck on a GPU, so a
+thread tokenises and pads the next batches while the current one trains (the Rust tokenizer releases the
+GIL). A checkpoint (weights in safetensors, optimizer/scheduler/RNG state) is written atomically every
+`save_every` steps; calling `train` again on the same output folder resumes from it and reaches the same
+weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from simcse.errors import InputError
+from simcse.io import atomic_write_json
+from simcse.losses import sup_simcse_loss, unsup_simcse_loss
+from simcse.model import SimCSEEncoder, pad_batch
+from simcse.storage import atomic_dir, recover_dir
+
+CHECKPOINT = "checkpoint"
+BEST = "best"
+MODEL = "model"
+RESULT = "train_result.json"
+# Settings that change the trajectory: a checkpoint made with other values cannot be resumed.
+TRAJECTORY_FIELDS = ("lr", "warmup_ratio", "weight_decay", "max_grad_norm", "max_steps", "epochs",
+                     "temperature", "alpha", "seed", "precision")
+
+
+class TrainConfig(BaseModel):
+    """Training settings (SimCSE's defaults where the paper gives them: τ = 0.05, α = 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(3e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
+    batch_size: int = Field(64, ge=2, description="rows per batch, for whoever builds the batches")
+    max_steps: int | None = Field(None, ge=1, description="None: `epochs` passes over the batches")
+    epochs: int = Field(1, ge=1)
+    temperature: float = Field(0.05, gt=0)
+    alpha: float = Field(1.0, ge=0, description="hard-negative weight when a batch carries none")
+    eval_every: int = Field(250, ge=0, description="steps between dev evaluations; 0: only at the end")
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    log_every: int = Field(10, ge=1)
+    save_every: int = Field(500, ge=0, description="steps between checkpoints; 0: only at the end")
+    prefetch: int = Field(8, ge=1, description="batches tokenised ahead")
+    accuracy_window: int = Field(50, ge=1, description="steps averaged for `TrainResult.train_accuracy`")
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What a training run did; also written to `output_dir/train_result.json`."""
+
+    steps: int
+    history: list[dict[str, Any]]
+    evaluations: list[dict[str, Any]]
+    best_metric: float | None
+    best_step: int | None
+    train_accuracy: float | None
+    model_path: str
+    best_path: str | None
+    triplets_per_s: float | None
+    resumed_from: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_model_path(self) -> str:
+        """The best dev checkpoint when there was an evaluator, else the final model."""
+        return self.best_path or self.model_path
+
+
+Evaluator = Callable[[SimCSEEncoder], "float | Mapping[str, Any]"]
+
+
+@dataclass
+class _Prepared:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    rows: int
+    k: int  # hard negatives per row (0: none); -1: unsupervised
+    alpha: Any
+    epoch: int
+    index: int
+
+
+def _metric_of(value: float | Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
+    if isinstance(value, Mapping):
+        if "score" in value:
+            return float(value["score"]), dict(value)
+        sts = value.get("sts") or {}
+        if sts:
+            return float(sum(sts.values()) / len(sts)), dict(value)
+        raise ValueError("an evaluator mapping needs a 'score' or a non-empty 'sts' entry")
+    return float(value), {"score": float(value)}
+
+
+def _negatives_of(batch: Mapping[str, Any], rows: int) -> list[list[str]] | None:
+    negs = batch.get("negative")
+    if negs is None:
+        return None
+    if len(negs) != rows:
+        raise ValueError(f"batch has {rows} anchors but {len(negs)} negatives")
+    cols = [list(n) if isinstance(n, (list, tuple)) else [n] for n in negs]
+    k = len(cols[0])
+    if k == 0 or any(len(c) != k for c in cols):
+        raise ValueError("every row of a batch needs the same number (>= 1) of negatives")
+    return cols
+
+
+def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list[int]]], pad_id: int,
+             default_alpha: float, pin: bool, epoch: int, index: int) -> _Prepared:
+    anchors = [str(t) for t in batch["anchor"]]
+    rows = len(anchors)
+    if rows < 2:
+        raise ValueError("a batch needs at least 2 rows (in-batch negatives)")
+    positives = batch.get("positive")
+    if positives is None and batch.get("negative") is not None:
+        positives = anchors  # unsupervised with hard negatives: the positive is a second dropout view
+    if positives is None:
+        ids = tokenize(anchors)
+        ids = ids + ids  # two dropout views of each sentence, in the same forward
+        k, alpha = -1, None
+    else:
+        if len(positives) != rows:
+            raise ValueError(f"batch has {rows} anchors but {len(positives)} positives")
+        negs = _negatives_of(batch, rows)
+        texts = anchors + [str(t) for t in positives]
+        k = 0
+        if negs is not None:
+            k = len(negs[0])
+            texts += [str(t) for row in negs for t in row]
+        ids = tokenize(texts)
+        alpha = batch.get("alpha", default_alpha)
+        alpha = torch.as_tensor(alpha, dtype=torch.float32) if not isinstance(alpha, float) else alpha
+    input_ids, mask = pad_batch(ids, pad_id)
+    if pin:
+        input_ids, mask = input_ids.pin_memory(), mask.pin_memory()
+    return _Prepared(input_ids, mask, rows, k, alpha, epoch, index)
+
+
+class _Prefetcher:
+    """Tokenises and pads the next batches on a thread while the current batch trains."""
+
+    _DONE = object()
+
+    def __init__(self, source: Iterator[tuple[int, int, Mapping[str, Any]]], prepare: Callable[..., _Prepared],
+                 depth: int) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._source, self._prepare = source, prepare
+        self._thread = threading.Thread(target=self._run, name="simcse-tokenise", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for epoch, index, batch in self._source:
+                if self._stop.is_set():
+                    return
+                item = self._prepare(batch, epoch=epoch, index=index)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+            self._queue.put(self._DONE)
+        except BaseException as exc:  # handed to the training thread, which re-raises it
+            self._queue.put(exc)
+
+    def __iter__(self) -> Iterator[_Prepared]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+
+def _batch_stream(batches: Iterable[Mapping[str, Any]], epoch: int, index: int, needed: int
+                  ) -> Iterator[tuple[int, int, Mapping[str, Any]]]:
+    """(epoch, index-in-epoch, batch) from a position on, across epochs, `needed` batches in all."""
+    produced = 0
+    while produced < needed:
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(epoch)
+        got = 0
+        for i, batch in enumerate(itertools.islice(iter(batches), index, None), start=index):
+            yield epoch, i, batch
+            got += 1
+            produced += 1
+            if produced >= needed:
+                return
+        if got == 0 and index == 0:
+            raise InputError("the training data gave no batches; check the corpus and the batch size")
+        epoch, index = epoch + 1, 0
+
+
+def _total_steps(batches: Iterable[Mapping[str, Any]], config: TrainConfig) -> int:
+    if config.max_steps:
+        return config.max_steps
+    if not hasattr(batches, "__len__"):
+        raise ValueError("batches without a length need config.max_steps")
+    total = 0
+    for epoch in range(config.epochs):
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(epoch)
+        total += len(batches)  # type: ignore[arg-type]
+    if hasattr(batches, "set_epoch"):
+        batches.set_epoch(0)
+    if total == 0:
+        raise InputError("the training data gave no batches; check the corpus and the batch size")
+    return total
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _optimizer(encoder: SimCSEEncoder, config: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in encoder.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases and LayerNorm weights
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = encoder.device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=config.lr, fused=fused) if fused else torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _trajectory(config: TrainConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in TRAJECTORY_FIELDS}
+
+
+@dataclass
+class _State:
+    step: int = 0
+    epoch: int = 0
+    index: int = 0  # next batch to take within `epoch`
+    history: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+    best_metric: float | None = None
+    best_step: int | None = None
+    rows: int = 0
+
+
+def _save_checkpoint(path: Path, encoder: SimCSEEncoder, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     state: _State, config: TrainConfig, total: int) -> None:
+    from safetensors.torch import save_model
+
+    with atomic_dir(path) as tmp:
+        save_model(encoder, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({
+            **asdict(state), "total_steps": total, "trajectory": _trajectory(config)}, indent=1) + "\n")
+
+
+def _load_checkpoint(path: Path, encoder: SimCSEEncoder, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     config: TrainConfig, total: int) -> _State:
+    from safetensors.torch import load_model
+
+    saved = json.loads((path / "trainer_state.json").read_text())
+    for name, value in saved["trajectory"].items():
+        now = getattr(config, name)
+        if now != value:
+            raise InputError(f"the checkpoint here was trained with {name}={value!r}, now {name}={now!r}; "
+                             f"resume with the same settings or use a new output folder", path=path)
+    if saved["total_steps"] != total:
+        raise InputError(f"the checkpoint here plans {saved['total_steps']} steps, this run {total}; the data "
+                         f"or the batch size changed: use a new output folder", path=path)
+    device = encoder.device
+    load_model(encoder, str(path / "model.safetensors"), device=str(device))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng = torch.load(path / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    fields = {k: v for k, v in saved.items() if k in _State.__dataclass_fields__}
+    return _State(**fields)
+
+
+def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: TrainConfig | None = None,
+          output_dir: str | Path = "runs/simcse", evaluator: Evaluator | None = None,
+          on_step: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train `encoder` in place on `batches` and save it as `output_dir/model` (sentence-transformers).
+
+    `batches` must be re-iterable and deterministic (a `BucketedBatches`, a list, a curriculum sampler);
+    an object with `set_epoch(e)` is told each epoch. `evaluator(encoder)` returns a dev metric (higher is
+    better) or a mapping with "score" (or "sts"); the best model so far is kept in `output_dir/best`.
+    `on_step(step, record)` is called after every optimizer step (record: loss tensor, rows, epoch).
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    config = config or TrainConfig()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    total = _total_steps(batches, config)
+    device = encoder.device
+    bf16 = _use_bf16(config.precision, device)
+    torch.manual_seed(config.seed)
+    optimizer = _optimizer(encoder, config)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
+    state = _State()
+    checkpoint = recover_dir(output_dir / CHECKPOINT)
+    if checkpoint is not None:
+        state = _load_checkpoint(checkpoint, encoder, optimizer, scheduler, config, total)
+    resumed_from = state.step
+
+    tokenize = encoder.make_tokenizer(encoder.max_length)
+
+    def prepare(batch: Mapping[str, Any], epoch: int, index: int) -> _Prepared:
+        return _prepare(batch, tokenize, encoder.pad_id, config.alpha, device.type == "cuda", epoch, index)
+
+    evaluated_at: int | None = state.evaluations[-1]["step"] if state.evaluations else None
+
+    def evaluate() -> None:
+        nonlocal evaluated_at
+        if evaluator is None or evaluated_at == state.step:
+            return
+        metric, details = _metric_of(evaluator(encoder))
+        encoder.train()
+        state.evaluations.append({"step": state.step, "metric": metric, **details})
+        evaluated_at = state.step
+        if state.best_metric is None or metric > state.best_metric:
+            state.best_metric, state.best_step = metric, state.step
+            encoder.save(output_dir / BEST)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=state.step, desc="train", unit="step", disable=not config.progress,
+               dynamic_ncols=True)
+    encoder.train()
+    timed_rows, timed_seconds, clock = 0, 0.0, None
+    window_loss: list[torch.Tensor] = []
+    window_acc: list[torch.Tensor] = []
+    prefetcher = None
+    if state.step < total:
+        prefetcher = _Prefetcher(_batch_stream(batches, state.epoch, state.index, total - state.step), prepare,
+                                 config.prefetch)
+    try:
+        for item in (prefetcher or ()):
+            input_ids = item.input_ids.to(device, non_blocking=True)
+            mask = item.attention_mask.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                emb = encoder(input_ids, mask)
+            rows = item.rows
+            if item.k < 0:
+                loss, acc = unsup_simcse_loss(emb[:rows], emb[rows:], config.temperature)
+            else:
+                negatives = emb[2 * rows:].view(rows, item.k, -1) if item.k else None
+                alpha = item.alpha.to(device, non_blocking=True) if isinstance(item.alpha, torch.Tensor) \
+                    else item.alpha
+                loss, acc = sup_simcse_loss(emb[:rows], emb[rows:2 * rows], negatives, alpha, config.temperature)
+            loss.backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.epoch, state.index = item.epoch, item.index + 1
+            state.rows += rows
+            window_loss.append(loss.detach())
+            window_acc.append(acc)
+            # Throughput excludes the first step of this call (warm-up), evaluation and checkpoints.
+            if clock is None:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                clock = time.perf_counter()
+            else:
+                timed_rows += rows
+            if on_step is not None:
+                on_step(state.step, {"loss": loss.detach(), "accuracy": acc, "rows": rows, "epoch": item.epoch})
+            if state.step % config.log_every == 0 or state.step == total:
+                losses = torch.stack(window_loss).tolist()
+                accs = torch.stack(window_acc).tolist()
+                state.accuracies.extend(accs)
+                now = time.perf_counter()
+                speed = timed_rows / (timed_seconds + now - clock) if timed_rows else None
+                record = {"step": state.step, "loss": sum(losses) / len(losses), "accuracy": sum(accs) / len(accs),
+                          "lr": scheduler.get_last_lr()[0], "triplets_per_s": speed}
+                state.history.append(record)
+                window_loss, window_acc = [], []
+                bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
+                                rows_s=f"{speed:.0f}" if speed else "-")
+            bar.update(1)
+            pause_start = time.perf_counter()
+            due_eval = config.eval_every and state.step % config.eval_every == 0
+            due_save = config.save_every and state.step % config.save_every == 0
+            if due_eval and state.step < total:
+                evaluate()
+            if due_save and state.step < total:
+                if window_acc:
+                    state.accuracies.extend(torch.stack(window_acc).tolist())
+                    window_acc, window_loss = [], []
+                _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total)
+            if due_eval or due_save:
+                timed_seconds += pause_start - clock
+                clock = time.perf_counter()
+    finally:
+        if prefetcher is not None:
+            prefetcher.close()
+        bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    triplets_per_s = timed_rows / (timed_seconds + time.perf_counter() - clock) if timed_rows and clock else None
+    if state.step < total:
+        raise RuntimeError(f"training stopped at step {state.step} of {total}: the batches ran out")
+    evaluate()
+    if resumed_from < total or recover_dir(output_dir / MODEL) is None:
+        _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total)
+        encoder.save(output_dir / MODEL)
+    encoder.eval()
+    recent = state.accuracies[-config.accuracy_window:]
+    result = TrainResult(
+        steps=state.step, history=state.history, evaluations=state.evaluations, best_metric=state.best_metric,
+        best_step=state.best_step, train_accuracy=sum(recent) / len(recent) if recent else None,
+        model_path=str(output_dir / MODEL), best_path=str(output_dir / BEST) if state.best_step is not None else None,
+        triplets_per_s=triplets_per_s, resumed_from=resumed_from,
+        extra={"rows": state.rows, "total_steps": total, "bf16": bf16, "device": str(device)})
+    if resumed_from < total:
+        atomic_write_json(output_dir / RESULT, asdict(result))
+    return result

@@ -1,0 +1,186 @@
+"""The training loop: learns, keeps the best model, checkpoints atomically, resumes to identical weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simcse.batching import BucketedBatches, triplet_batches, unsupervised_batches
+from simcse.errors import InputError
+from simcse.model import SimCSEEncoder
+from simcse.testing import build_tiny_model
+from simcse.train import TrainConfig, train
+
+WORDS = ("cat dog bird fish horse cow sheep goat mouse lion tiger bear wolf fox deer frog snake eagle owl "
+         "shark whale seal crab ant bee").split()
+
+
+def _sentences(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 12)))) + f" {i}" for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert"))
+
+
+def _encoder(path: str, pooling: str = "cls") -> SimCSEEncoder:
+    torch.manual_seed(0)
+    return SimCSEEncoder.from_pretrained(path, device="cpu", max_length=16, pooling=pooling)
+
+
+def _triplets(n: int = 48) -> BucketedBatches:
+    s = _sentences(3 * n, seed=1)
+    return triplet_batches(s[:n], s[n:2 * n], s[2 * n:], 8, seed=0)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(lr=5e-4, max_steps=12, save_every=4, eval_every=0, log_every=2, progress=False, warmup_ratio=0.25)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class _Crashing:
+    """The same batches, but the data source dies after `after` batches (a simulated crash)."""
+
+    def __init__(self, inner, after: int) -> None:
+        self.inner, self.after = inner, after
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.inner):
+            if i == self.after:
+                raise KeyboardInterrupt("simulated crash")
+            yield batch
+
+
+def test_resume_after_a_crash_reaches_the_same_weights(tiny, tmp_path):
+    batches = _triplets()  # 6 batches an epoch, 12 steps = 2 epochs (reshuffled)
+    full = _encoder(tiny)
+    r_full = train(full, batches, _cfg(), tmp_path / "full")
+    crashed = _encoder(tiny)
+    with pytest.raises(KeyboardInterrupt):
+        train(crashed, _Crashing(batches, after=3), _cfg(), tmp_path / "run")  # dies in epoch 0, after step 3
+    assert not (tmp_path / "run" / "checkpoint").exists()  # no checkpoint before step 4 ...
+    with pytest.raises(KeyboardInterrupt):
+        train(_encoder(tiny), _Crashing(batches, after=5), _cfg(), tmp_path / "run")  # ... now one at step 4
+    assert json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())["step"] == 4
+    resumed = _encoder(tiny)
+    r = train(resumed, batches, _cfg(), tmp_path / "run")
+    assert r.resumed_from == 4 and r.steps == r_full.steps == 12
+    for name, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert resumed.fingerprint() == full.fingerprint()
+    # the finished run is not trained again
+    again = train(_encoder(tiny), batches, _cfg(), tmp_path / "run")
+    assert again.resumed_from == 12 and again.steps == 12
+
+
+def test_crash_before_the_first_checkpoint_restarts_from_scratch(tiny, tmp_path):
+    batches = _triplets()
+    with pytest.raises(KeyboardInterrupt):
+        train(_encoder(tiny), _Crashing(batches, after=2), _cfg(), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    r = train(_encoder(tiny), batches, _cfg(max_steps=4), tmp_path / "run")
+    assert r.resumed_from == 0 and r.steps == 4
+
+
+def test_checkpoint_is_safetensors_plus_weights_only_state(tiny, tmp_path):
+    train(_encoder(tiny), _triplets(), _cfg(max_steps=4), tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoint"
+    assert (ckpt / "model.safetensors").exists()
+    for name in ("optimizer.pt", "scheduler.pt", "rng.pt"):
+        torch.load(ckpt / name, weights_only=True)
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")], "temporary folders left"
+
+
+def test_resume_with_other_settings_is_refused(tiny, tmp_path):
+    batches = _triplets()
+    with pytest.raises(KeyboardInterrupt):
+        train(_encoder(tiny), _Crashing(batches, after=5), _cfg(), tmp_path / "run")
+    with pytest.raises(InputError, match="lr=0.0005.*lr=0.001"):
+        train(_encoder(tiny), batches, _cfg(lr=1e-3), tmp_path / "run")
+
+
+def test_supervised_training_learns_and_saves_a_sentence_transformer(tiny, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    s = _sentences(16, seed=2)
+    # positives share the anchor's words, negatives do not: a learnable task
+    batch = {"anchor": s, "positive": [x.rsplit(" ", 1)[0] + " again" for x in s],
+             "negative": [_sentences(1, seed=100 + i)[0] for i in range(16)]}
+    enc = _encoder(tiny, pooling="mean")  # a random tiny BERT's [CLS] is near-constant: mean pooling learns
+    r = train(enc, [batch] * 30, _cfg(lr=1e-3, max_steps=30, save_every=0, log_every=5), tmp_path / "run")
+    assert r.history[-1]["loss"] < 0.6 * r.history[0]["loss"]
+    assert r.train_accuracy is not None and r.train_accuracy > r.history[0]["accuracy"]
+    assert r.triplets_per_s and r.triplets_per_s > 0
+    model = SentenceTransformer(r.model_path, device="cpu")
+    np.testing.assert_allclose(model.encode(s[:4], normalize_embeddings=True), enc.encode(s[:4]), atol=1e-5)
+    saved = json.loads((tmp_path / "run" / "train_result.json").read_text())
+    assert saved["steps"] == 30 and saved["model_path"] == r.model_path
+
+
+def test_unsupervised_batches_train_with_two_dropout_views(tiny, tmp_path):
+    batches = unsupervised_batches(_sentences(40), 8, seed=0)
+    enc = _encoder(tiny)
+    before = enc.fingerprint()
+    r = train(enc, batches, _cfg(max_steps=5, save_every=0, log_every=1), tmp_path / "run")
+    assert r.steps == 5 and enc.fingerprint() != before
+    assert all(np.isfinite(h["loss"]) and h["loss"] > 0 for h in r.history)
+
+
+def test_k_negatives_alpha_and_negatives_without_positives(tiny, tmp_path):
+    s = _sentences(24, seed=3)
+    batch = {"anchor": s[:8], "positive": s[8:16], "negative": [[s[16 + i], s[(17 + i) % 8 + 16]] for i in range(8)],
+             "alpha": [[1.0, 0.0]] * 8}
+    r = train(_encoder(tiny), [batch] * 2, _cfg(max_steps=2, save_every=0, log_every=1), tmp_path / "a")
+    assert r.steps == 2 and np.isfinite(r.history[-1]["loss"])
+    unsup_hard = {"anchor": s[:8], "negative": s[8:16]}  # positive = a second dropout view of the anchor
+    r = train(_encoder(tiny), [unsup_hard] * 2, _cfg(max_steps=2, save_every=0, log_every=1), tmp_path / "b")
+    assert r.steps == 2
+    ragged = {"anchor": s[:2], "positive": s[2:4], "negative": [[s[4]], [s[5], s[6]]]}
+    with pytest.raises(ValueError, match="same number"):
+        train(_encoder(tiny), [ragged], _cfg(max_steps=1, save_every=0), tmp_path / "c")
+
+
+def test_evaluation_keeps_the_best_model(tiny, tmp_path):
+    scores = iter([1.0, 3.0, 2.0, 0.5])
+    seen: dict[int, str] = {}
+
+    def evaluator(encoder: SimCSEEncoder) -> dict:
+        value = next(scores)
+        seen[int(value * 10)] = encoder.fingerprint()
+        return {"score": value, "sts": {"dev": value}}
+
+    enc = _encoder(tiny)
+    r = train(enc, _triplets(), _cfg(max_steps=8, eval_every=2, save_every=0), tmp_path / "run", evaluator=evaluator)
+    assert [e["step"] for e in r.evaluations] == [2, 4, 6, 8]
+    assert r.best_step == 4 and r.best_metric == 3.0 and r.best_model_path.endswith("best")
+    best = SimCSEEncoder.from_pretrained(r.best_path, device="cpu", max_length=16)
+    assert best.fingerprint() == seen[30] != enc.fingerprint()
+
+
+def test_epochs_without_max_steps_and_empty_data(tiny, tmp_path):
+    batches = _triplets()
+    r = train(_encoder(tiny), batches, _cfg(max_steps=None, epochs=2, save_every=0), tmp_path / "run")
+    assert r.steps == 2 * len(batches)
+    with pytest.raises(InputError, match="no batches"):
+        train(_encoder(tiny), [], _cfg(max_steps=None, save_every=0), tmp_path / "empty")
+
+
+def test_config_rejects_unknown_and_bad_values():
+    with pytest.raises(Exception, match="extra"):
+        TrainConfig(learning_rate=1e-5)
+    with pytest.raises(Exception):
+        TrainConfig(precision="fp16")
+    with pytest.raises(Exception):
+        TrainConfig(lr=0)
