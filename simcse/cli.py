@@ -1,9 +1,123 @@
-"""Commands this package adds to `simcse-curriculum` (placeholder until its issue lands)."""
+"""The `evaluate` and `train` commands of `simcse-curriculum`.
+
+Every input is read and validated before anything is written, so bad input (InputError: one line naming
+the file, line and column; exit code 2) leaves no output folder behind.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from simcse.errors import InputError
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = ["metric                         value", "-----------------------------  --------"]
+    for stem, value in result["sts"].items():
+        lines.append(f"{'STS Spearman x100 ' + stem:<29}  {value:8.2f}")
+    for stem, value in result["pairs"].items():
+        lines.append(f"{'pair AP x100 ' + stem:<29}  {value:8.2f}")
+    for key in ("alignment", "uniformity"):
+        value = result.get(key)
+        lines.append(f"{key:<29}  {value:8.4f}" if value is not None else f"{key:<29}  {'-':>8}")
+    return "\n".join(lines)
+
+
+def evaluate_command(
+    model: str = typer.Argument(..., help="Model folder (sentence-transformers or Hugging Face) or name."),
+    sts: list[Path] = typer.Option([], "--sts", help="STS file (sentence1, sentence2, score); repeatable."),
+    pairs: list[Path] = typer.Option([], "--pairs", help="Labeled pairs (sentence1, sentence2, label 0/1); "
+                                                         "repeatable."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Sentences per encoding batch."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
+                                                                  "(default: the model's own)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+) -> None:
+    """STS Spearman, pair average precision, alignment and uniformity of MODEL."""
+    from simcse.evaluation import evaluate_data
+    from simcse.io import read_labeled_pairs, read_sts
+    from simcse.model import SimCSEEncoder
+
+    if not sts and not pairs:
+        raise InputError("give at least one --sts or --pairs file to evaluate on")
+    sts_data = [read_sts(f) for f in sts]
+    pair_data = [read_labeled_pairs(f) for f in pairs]
+    encoder = SimCSEEncoder.from_pretrained(model, pooling=pooling, device=device)
+    result = evaluate_data(encoder, sts_data, pair_data, batch_size=batch_size, show_progress=not as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        typer.echo(_table(result))
+
+
+def train_command(
+    out: Path = typer.Option(..., "--out", help="Output folder (checkpoint, best/, model/); reused => resume."),
+    model: Optional[str] = typer.Option(None, "--model", help="Start model (default: offline all-MiniLM-L6-v2)."),
+    unsup: Optional[Path] = typer.Option(None, "--unsup", help="Corpus for unsupervised SimCSE (.txt, one "
+                                                               "sentence a line, or a table with `text`)."),
+    nli: Optional[Path] = typer.Option(None, "--nli", help="Triplets for supervised SimCSE (anchor, positive, "
+                                                           "negative or sent0, sent1, hard_neg)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: one epoch)."),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the data when --steps is not given."),
+    batch_size: int = typer.Option(64, "--batch-size", min=2, help="Rows per batch."),
+    lr: float = typer.Option(3e-5, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
+    max_length: int = typer.Option(32, "--max-length", min=2, help="Tokens per training sentence."),
+    temperature: float = typer.Option(0.05, "--temperature", min=1e-6, help="Softmax temperature."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
+                                                                  "(default: the model's own, else cls)."),
+    eval_sts: list[Path] = typer.Option([], "--eval-sts", help="Dev STS file for model selection; repeatable."),
+    eval_every: int = typer.Option(250, "--eval-every", min=0, help="Steps between dev evaluations."),
+    save_every: int = typer.Option(500, "--save-every", min=0, help="Steps between checkpoints."),
+    seed: int = typer.Option(0, "--seed", help="Seed for batches and dropout."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+) -> None:
+    """Train SimCSE (unsupervised on --unsup, or supervised on --nli) and save a sentence-transformers model."""
+    from simcse.batching import triplet_batches, unsupervised_batches
+    from simcse.data import load_sentences, load_triplets
+    from simcse.evaluation import DevEvaluator
+    from simcse.model import SimCSEEncoder
+    from simcse.train import TrainConfig, train
+
+    if (unsup is None) == (nli is None):
+        raise InputError("give exactly one of --unsup FILE (unsupervised) or --nli FILE (supervised)")
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder; choose another --out", path=out)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise InputError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+    config = TrainConfig(lr=lr, batch_size=batch_size, max_steps=steps, epochs=epochs, temperature=temperature,
+                         eval_every=eval_every, save_every=save_every, seed=seed, precision=precision)
+    # Validate everything before the output folder is created.
+    if unsup is not None:
+        corpus = load_sentences(unsup)
+        if len(corpus.texts) < 2:
+            raise InputError("needs at least 2 distinct sentences", path=unsup)
+        batches = unsupervised_batches(corpus.texts, batch_size, seed=seed)
+        summary = f"{len(corpus.texts)} sentences ({corpus.dropped_empty} empty, {corpus.duplicates} repeats dropped)"
+    else:
+        triplets = load_triplets(nli)
+        if len(triplets) < 2:
+            raise InputError("needs at least 2 usable rows", path=nli)
+        batches = triplet_batches(triplets.anchor, triplets.positive, triplets.negative, batch_size, seed=seed)
+        dropped = ", ".join(f"{v} {k}" for k, v in triplets.dropped.items() if v) or "none"
+        summary = f"{len(triplets)} triplets (dropped: {dropped})"
+    evaluator = DevEvaluator(eval_sts) if eval_sts else None
+    encoder = SimCSEEncoder.from_pretrained(model, pooling=pooling, max_length=max_length, device=device)
+    typer.echo(f"train: {summary}, {len(batches)} batches/epoch, model {encoder.source}, pooling {encoder.pooling}",
+               err=True)
+    result = train(encoder, batches, config, out, evaluator=evaluator)
+    typer.echo(json.dumps({"steps": result.steps, "model": result.model_path, "best": result.best_path,
+                           "best_metric": result.best_metric, "best_step": result.best_step,
+                           "train_accuracy": result.train_accuracy, "triplets_per_s": result.triplets_per_s}))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the app."""
+    """Add `evaluate` and `train` to the app."""
+    app.command("evaluate")(evaluate_command)
+    app.command("train")(train_command)

@@ -1,0 +1,163 @@
+"""Evaluation: STS Spearman, alignment and uniformity, average precision on labeled pairs.
+
+- STS: Spearman correlation (x100) between the cosine similarity of each pair and its gold score.
+- Alignment and uniformity (Wang & Isola 2020, as in SimCSE's Figure 2), on L2-normalised embeddings:
+  alignment = E_(x,y)~pos ||f(x) - f(y)||^2 over positive pairs; uniformity = log E_(x,y) e^{-2 ||f(x) - f(y)||^2}
+  over all pairs of distinct sentences (t = 2). Lower is better for both. As in SimCSE, the positive pairs
+  are the STS pairs scored in the top 20% of their scale (score >= 4.0 on STS-B's 0-5), the sentences are
+  all sentences of the STS files (of the labeled-pair files, with label-1 pairs as positives, when no STS
+  file is given).
+- Labeled pairs: average precision (x100, scikit-learn) of the cosine similarity against 0/1 labels.
+Every unique sentence is encoded once, whatever the number of files it appears in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from simcse.io import LabeledPairs, StsData, read_labeled_pairs, read_sts
+
+POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale (>= 4.0 of 0-5)
+
+
+class Encoder(Protocol):
+    def encode(self, texts: list[str], batch_size: int = ..., **kwargs: Any) -> np.ndarray: ...
+
+
+def _normalise(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    x = np.asarray(x, dtype=dtype)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def spearman_x100(cosines: np.ndarray, scores: Sequence[float]) -> float:
+    """Spearman correlation x100 between predicted similarities and gold scores."""
+    from scipy.stats import spearmanr
+
+    value = spearmanr(cosines, scores).statistic
+    return float(value) * 100 if np.isfinite(value) else float("nan")
+
+
+def alignment(x: np.ndarray, y: np.ndarray, power: float = 2.0) -> float:
+    """Mean ||x_i - y_i||^power over positive pairs (rows L2-normalised first)."""
+    x, y = _normalise(x, np.float64), _normalise(y, np.float64)
+    if len(x) == 0:
+        return float("nan")
+    return float(np.mean(np.linalg.norm(x - y, axis=1) ** power))
+
+
+def uniformity(x: np.ndarray, t: float = 2.0, chunk: int = 512) -> float:
+    """log of the mean of exp(-t ||x_i - x_j||^2) over all pairs i < j (rows L2-normalised first).
+
+    Computed in chunks with a log-sum-exp, so memory stays O(chunk x n) and nothing underflows.
+    """
+    import torch
+
+    z = torch.from_numpy(_normalise(x, np.float64))
+    n = z.shape[0]
+    if n < 2:
+        return float("nan")
+    parts = []
+    for start in range(0, n, chunk):
+        block = z[start:start + chunk]
+        sq = (2 - 2 * block @ z.T).clamp(min=0)  # ||a - b||^2 for unit vectors
+        rows = torch.arange(start, start + block.shape[0]).unsqueeze(1)
+        upper = torch.arange(n).unsqueeze(0) > rows
+        parts.append(torch.logsumexp((-t * sq)[upper], dim=0))
+    pairs = n * (n - 1) / 2
+    return float(torch.logsumexp(torch.stack(parts), dim=0) - np.log(pairs))
+
+
+def average_precision_x100(cosines: np.ndarray, labels: Sequence[int]) -> float:
+    """Average precision x100 of similarity-ranked pairs against 0/1 labels (scikit-learn)."""
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(np.asarray(labels), cosines)) * 100
+
+
+def _unique_stems(paths: Sequence[Path]) -> list[str]:
+    stems = [p.stem for p in paths]
+    out = []
+    for p, stem in zip(paths, stems):
+        out.append(stem if stems.count(stem) == 1 else f"{p.parent.name}/{stem}")
+    return out
+
+
+def evaluate(encoder: Encoder, sts_files: Sequence[str | os.PathLike] = (),
+             pair_files: Sequence[str | os.PathLike] = (), *, batch_size: int = 256,
+             show_progress: bool = False) -> dict[str, Any]:
+    """`{"sts": {stem: spearman_x100}, "pairs": {stem: ap_x100}, "alignment": float, "uniformity": float}`.
+
+    All files are read and validated before anything is encoded (bad input raises InputError).
+    """
+    sts = [read_sts(f) for f in sts_files]
+    pairs = [read_labeled_pairs(f) for f in pair_files]
+    return evaluate_data(encoder, sts, pairs, batch_size=batch_size, show_progress=show_progress)
+
+
+def evaluate_data(encoder: Encoder, sts: Sequence[StsData], pairs: Sequence[LabeledPairs] = (), *,
+                  batch_size: int = 256, show_progress: bool = False) -> dict[str, Any]:
+    """`evaluate` on already-read files (so a training loop reads its dev set once)."""
+    sentences: dict[str, int] = {}
+    for data in [*sts, *pairs]:
+        for s in [*data.sentence1, *data.sentence2]:
+            sentences.setdefault(s, len(sentences))
+    texts = list(sentences)
+    kwargs: dict[str, Any] = {"batch_size": batch_size}
+    if show_progress:  # our encoder's name for it, or sentence-transformers'
+        import inspect
+
+        params = inspect.signature(encoder.encode).parameters
+        kwargs["show_progress" if "show_progress" in params else "show_progress_bar"] = True
+    emb = _normalise(encoder.encode(texts, **kwargs)) if texts else np.zeros((0, 1), np.float32)
+
+    def rows(data: StsData | LabeledPairs) -> tuple[np.ndarray, np.ndarray]:
+        return (emb[[sentences[s] for s in data.sentence1]], emb[[sentences[s] for s in data.sentence2]])
+
+    result: dict[str, Any] = {"sts": {}, "pairs": {}, "alignment": None, "uniformity": None}
+    pos_a, pos_b, pool = [], [], set()
+    for name, data in zip(_unique_stems([d.path for d in sts]), sts):
+        a, b = rows(data)
+        result["sts"][name] = spearman_x100(np.sum(a * b, axis=1), data.scores)
+        scores = np.asarray(data.scores)
+        low, high = float(scores.min()), float(scores.max())
+        positive = scores >= high - POSITIVE_SHARE_OF_SCALE * (high - low)
+        if high - low > 0:
+            pos_a.append(a[positive])
+            pos_b.append(b[positive])
+        pool.update(sentences[s] for s in [*data.sentence1, *data.sentence2])
+    for name, data in zip(_unique_stems([d.path for d in pairs]), pairs):
+        a, b = rows(data)
+        result["pairs"][name] = average_precision_x100(np.sum(a * b, axis=1), data.labels)
+        if not sts:
+            positive = np.asarray(data.labels) == 1
+            pos_a.append(a[positive])
+            pos_b.append(b[positive])
+            pool.update(sentences[s] for s in [*data.sentence1, *data.sentence2])
+    if pos_a:
+        result["alignment"] = alignment(np.concatenate(pos_a), np.concatenate(pos_b))
+    if len(pool) >= 2:
+        result["uniformity"] = uniformity(emb[sorted(pool)])
+    return result
+
+
+class DevEvaluator:
+    """A training-loop evaluator: reads its files once; returns the full result with `score` = mean STS
+    Spearman (or mean pair AP when there is no STS file), the metric the best model is chosen by."""
+
+    def __init__(self, sts_files: Sequence[str | os.PathLike] = (), pair_files: Sequence[str | os.PathLike] = (),
+                 *, batch_size: int = 256) -> None:
+        if not sts_files and not pair_files:
+            raise ValueError("DevEvaluator needs at least one STS or labeled-pair file")
+        self.sts = [read_sts(f) for f in sts_files]
+        self.pairs = [read_labeled_pairs(f) for f in pair_files]
+        self.batch_size = batch_size
+
+    def __call__(self, encoder: Encoder) -> dict[str, Any]:
+        result = evaluate_data(encoder, self.sts, self.pairs, batch_size=self.batch_size)
+        values = list(result["sts"].values()) or list(result["pairs"].values())
+        result["score"] = float(np.mean(values))
+        return result
