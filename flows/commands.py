@@ -80,6 +80,7 @@ def register(app: typer.Typer) -> None:
         interval: Optional[float] = typer.Option(None, help="or: run every this many seconds"),
         name: str = typer.Option("scheduled", help="the deployment's name"),
         timezone: Optional[str] = typer.Option(None, help="time zone of the cron schedule (default UTC)"),
+        limit: int = typer.Option(1, help="most runs at once (1: a late run waits for the one before)"),
     ) -> None:
         """Serve the curriculum flow as a Prefect deployment on a schedule (needs a Prefect server).
 
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
                        "  export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
                        f"  simcse-curriculum serve {config} {'--cron ' + repr(cron) if cron else f'--interval {interval:g}'}",
                        err=True)
-            raise typer.Exit(2)
+            raise SystemExit(2)  # flows.cli.main drops typer.Exit codes (standalone_mode=False)
         from flows.curriculum_flow import scheduled_flow
 
         schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
@@ -114,7 +115,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"serving deployment '{scheduled_flow.name}/{name}' ({'cron ' + cron if cron else f'every {interval:g} s'}); "
                    f"runs write into {cfg.output_dir}/<start time>/. Ctrl-C stops.")
         scheduled_flow.serve(name=name, parameters={"config": str(Path(config).resolve())},
-                             entrypoint_type=EntrypointType.MODULE_PATH, print_starting_message=False,
+                             entrypoint_type=EntrypointType.MODULE_PATH, print_starting_message=False, limit=limit,
                              **schedule)
 
     @app.command("demo")

@@ -1,0 +1,131 @@
+"""`simcse-curriculum serve` against a real Prefect server: a scheduled run happens and completes.
+
+Starts `prefect server start` on a free loopback port with its own PREFECT_HOME, serves the curriculum
+flow on a short interval, waits for a scheduled run to complete, and stops what it started (process
+groups, by PID).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.server
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM the process group we started, then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def test_served_deployment_runs_on_its_schedule(tmp_path: Path) -> None:
+    from simcse.testing import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny-bert")
+    out = tmp_path / "scheduled-runs"
+    config = tmp_path / "nightly.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(out), "rounds": 1, "steps_per_round": 2, "batch_size": 8,
+        "model": {"name_or_path": str(model), "pooling": "mean", "max_length": 16},
+        "data": {"builtin": "python_docstrings", "builtin_max_sentences": 100},
+        "mining": {"bands": ["random", "nearest_neighbour"], "params": {"range_max": 10}},
+        "training": {"progress": False},
+    }))
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_UI_ENABLED": "false",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
+    env.pop("PREFECT_API_URL", None)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, start_new_session=True,
+                              stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    serve = None
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None, (logs / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the Prefect server did not start"
+                time.sleep(0.5)
+
+        serve_env = {**env, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+        serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "10",
+                                  "--name", "test-nightly"], env=serve_env, cwd=str(REPO), start_new_session=True,
+                                 stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT)
+        completed: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 240
+        while not completed:
+            assert serve.poll() is None, (logs / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (logs / "serve.log").read_text()[-3000:]
+            time.sleep(2)
+            try:
+                runs = _post(f"{api}/flow_runs/filter", {"deployments": {"name": {"any_": ["test-nightly"]}}})
+            except OSError:
+                continue
+            failed = [r for r in runs if r["state_type"] in ("FAILED", "CRASHED")]
+            assert not failed, (logs / "serve.log").read_text()[-3000:]
+            completed = [r for r in runs if r["state_type"] == "COMPLETED"]
+
+        run = completed[0]
+        assert run["auto_scheduled"], "the run came from the deployment's schedule"
+        deployments = _post(f"{api}/deployments/filter", {"deployments": {"name": {"any_": ["test-nightly"]}}})
+        assert deployments and deployments[0]["schedules"][0]["schedule"]["interval"] == 10
+        # Each scheduled run writes into its own folder, named by its scheduled start time.
+        when = datetime.fromisoformat(run["expected_start_time"].replace("Z", "+00:00")).astimezone(timezone.utc)
+        run_dir = out / when.strftime("%Y%m%dT%H%M%SZ")
+        assert (run_dir / "report.md").is_file(), sorted(p.name for p in out.iterdir())
+        assert (run_dir / "rounds/0/model/model.safetensors").is_file()
+        assert (run_dir / "triplets/round=0/manifest.json").is_file()
+    finally:
+        if serve is not None:
+            _stop(serve)
+        _stop(server)
+    assert server.poll() is not None and (serve is None or serve.poll() is not None)
+
+
+def test_serve_refuses_the_ephemeral_api(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "data": {"builtin": "python_docstrings"}}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve", str(config), "--cron", "0 2 * * *"],
+                          env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Cannot schedule flows on an ephemeral server" in proc.stderr
+    assert "prefect server start --host 127.0.0.1" in proc.stderr and "PREFECT_API_URL" in proc.stderr
