@@ -1,0 +1,390 @@
+"""Mining throughput against sentence-transformers, same machine, same data, same run.
+
+(a) encoding: sentences/s of `SimCSEEncoder.encode` (what mining uses) vs `SentenceTransformer.encode`,
+    same model (all-MiniLM-L6-v2, offline), same batch size, max length set on both.
+(b) end to end: `mining.pipeline.mine` (encode + index + every band + Parquet) vs
+    `sentence_transformers.util.mine_hard_negatives` doing the same job (every anchor row of the inputs,
+    the same search pool, range_min/range_max/num_negatives/relative_margin alike; unsupervised anchors
+    are given to sentence-transformers as (s, s) pairs, whose relative margin on a positive score of 1.0 is
+    our absolute max_score 0.95).
+Prints a table, then `encode_ratio: X` and `mine_ratio: Y` (ours over sentence-transformers' throughput).
+
+`--growth`: time and peak RSS of mining 10k / 100k / 1M sentences, each in a fresh process. Sizes up to
+`--growth-full-max` run end to end (encode included); larger ones mine on precomputed embeddings (index +
+bands + Parquet), and their encode time is extrapolated from the measured encode throughput.
+
+    .venv/bin/python bench/mine_throughput.py                      # CPU comparison, a few minutes
+    .venv/bin/python bench/mine_throughput.py --n-nli 7358 --n-corpus 48000 --batch-size 1024   # GPU sizes
+    .venv/bin/python bench/mine_throughput.py --growth             # 10k, 100k (end to end), 1M (precomputed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def default_data_dir() -> Path:
+    from simcse.io import data_dir
+
+    return data_dir()
+
+
+def machine() -> str:
+    import torch
+
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{platform.node()} | {dev} | torch {torch.__version__} threads {torch.get_num_threads()} | "
+            f"load average {load} | {datetime.datetime.now().isoformat(timespec='seconds')}")
+
+
+# ------------------------------------------------------------------------------------------------ data
+def shared_sentences(data: Path) -> dict[str, list]:
+    wiki = [s.strip() for s in (data / "wiki" / "sentences.txt").read_text(encoding="utf-8").splitlines()]
+    tweets = [s.strip() for s in (data / "twitter" / "unlabeled.txt").read_text(encoding="utf-8").splitlines()]
+    with open(data / "nli" / "triplets.csv", encoding="utf-8", newline="") as fh:
+        nli = [tuple(r) for r in csv.reader(fh)][1:]
+    return {"wiki": [s for s in wiki if s], "twitter": [s for s in tweets if s], "nli": nli}
+
+
+def write_inputs(folder: Path, data: dict[str, list], n_nli: int, n_corpus: int) -> dict[str, Path]:
+    """NLI rows + a corpus of wiki and Twitter sentences (half each), as a team would hand them over."""
+    half = n_corpus // 2
+    paths = {"wiki": folder / "wiki.txt", "twitter": folder / "twitter.txt", "nli": folder / "nli.csv"}
+    paths["wiki"].write_text("\n".join(data["wiki"][:half]) + "\n", encoding="utf-8")
+    paths["twitter"].write_text("\n".join(data["twitter"][:n_corpus - half]) + "\n", encoding="utf-8")
+    with open(paths["nli"], "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sent0", "sent1", "hard_neg"])
+        w.writerows(data["nli"][:n_nli])
+    return paths
+
+
+def load_inputs(paths: dict[str, Path]):
+    from mining.corpus import CorpusSource, NliSource, load_corpus
+
+    return load_corpus([CorpusSource(paths["wiki"], domain="wiki"), CorpusSource(paths["twitter"], domain="twitter")],
+                       nli=[NliSource(paths["nli"], domain="nli")])
+
+
+def load_models(max_length: int, device: str | None):
+    from sentence_transformers import SentenceTransformer
+
+    from mining.encoders import load_encoder, offline_minilm_path
+
+    path = offline_minilm_path()
+    st = SentenceTransformer(path, device=device)
+    st.max_seq_length = max_length
+    ours = load_encoder(path, max_length=max_length, device=device)
+    return st, ours
+
+
+# ------------------------------------------------------------------------------------------- compare
+def time_encode(st, ours, texts: list[str], batch_size: int, repeats: int) -> tuple[float, float, float]:
+    """Best-of-`repeats` sentences/s, interleaving the two so load changes hit both alike."""
+    from mining.embeddings import encode_texts
+
+    warm = texts[: min(len(texts), 2 * batch_size)]
+    st.encode(warm, batch_size=batch_size)
+    encode_texts(ours, warm, batch_size)
+    best_st = best_ours = float("inf")
+    diff = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a = st.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+        best_st = min(best_st, time.perf_counter() - t)
+        t = time.perf_counter()
+        b = encode_texts(ours, texts, batch_size)
+        best_ours = min(best_ours, time.perf_counter() - t)
+        diff = max(diff, float(np.abs(np.asarray(a, dtype=np.float32) - b).max()))
+    return len(texts) / best_ours, len(texts) / best_st, diff
+
+
+def time_index(cache: Path, corpus, k: int) -> dict[str, float]:
+    """Exact kNN of every anchor over the pool: our blocked torch search vs faiss-cpu IndexFlatIP."""
+    from mining.index import knn
+
+    folder = next(cache.glob("emb-*"))
+    matrix = np.load(folder / "embeddings.npy", mmap_mode="r")
+    queries = np.unique(corpus.anchor)
+    out = {}
+    for backend in ("torch", "faiss-flat", "torch", "faiss-flat"):  # twice each, interleaved; best kept
+        t = time.perf_counter()
+        knn(matrix, queries, k, backend)
+        out[backend] = min(out.get(backend, float("inf")), time.perf_counter() - t)
+    return out
+
+
+def time_mine(st, ours, corpus, args, work: Path) -> dict:
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    from mining.params import MiningParams
+    from mining.pipeline import mine
+
+    params = MiningParams(range_min=args.range_min, range_max=args.range_max, num_negatives=args.num_negatives,
+                          relative_margin=args.relative_margin, max_score=1 - args.relative_margin,
+                          batch_size=args.batch_size, backend=args.backend)
+    t = time.perf_counter()
+    res = mine(corpus, ours, work / "ours", params=params, cache_dir=work / "cache", show_progress=False)
+    ours_s = time.perf_counter() - t
+
+    texts = corpus.texts
+    ds = Dataset.from_dict({"anchor": [texts[i] for i in corpus.anchor],
+                            "positive": [texts[i] for i in corpus.positive]})
+    t = time.perf_counter()
+    st_out = mine_hard_negatives(ds, st, corpus=list(texts), range_min=args.range_min, range_max=args.range_max,
+                                 num_negatives=args.num_negatives, relative_margin=args.relative_margin,
+                                 sampling_strategy="top", batch_size=args.batch_size, verbose=False,
+                                 output_format="triplet")
+    st_s = time.perf_counter() - t
+    index_cmp = time_index(work / "cache", corpus, args.range_max + 8)
+    return {"index_compare": index_cmp, "ours_s": ours_s, "st_s": st_s, "ours_timings": res.timings, "ours_rows": res.bands,
+            "st_rows": len(st_out), "index": res.manifest.get("index", {}), "pool": len(corpus),
+            "anchor_rows": corpus.n_anchor_rows}
+
+
+def compare(args) -> None:
+    data = shared_sentences(args.data_dir)
+    st, ours = load_models(args.max_length, args.device)
+    print(f"machine: {machine()}")
+    enc_texts = (data["wiki"] + data["twitter"])[: args.n_encode]
+    ours_sps, st_sps, diff = time_encode(st, ours, enc_texts, args.batch_size, args.repeats)
+    with tempfile.TemporaryDirectory(prefix="mine-bench-") as tmp:
+        work = Path(tmp)
+        corpus = load_inputs(write_inputs(work, data, args.n_nli, args.n_corpus))
+        m = time_mine(st, ours, corpus, args, work)
+    t = m["ours_timings"]
+    rows = {b: s["rows"] for b, s in m["ours_rows"].items()}
+    print(f"\nencode: {len(enc_texts)} sentences, batch {args.batch_size}, max length {args.max_length} "
+          f"(max |difference| of the embeddings {diff:.1e})")
+    print(f"mine: pool {m['pool']} sentences, {m['anchor_rows']} anchor rows; range [{args.range_min}, "
+          f"{args.range_max}), {args.num_negatives} negative(s), relative_margin {args.relative_margin}; "
+          f"index {m['index'].get('backend')}"
+          + (f" (recall@k {m['index']['recall_at_k']:.3f})" if m["index"].get("recall_at_k") is not None else ""))
+    print("\n| measure | ours | sentence-transformers | ratio |\n|---|---:|---:|---:|")
+    print(f"| encode, sentences/s | {ours_sps:,.0f} | {st_sps:,.0f} | {ours_sps / st_sps:.2f} |")
+    print(f"| mine end to end, s | {m['ours_s']:.1f} | {m['st_s']:.1f} | {m['st_s'] / m['ours_s']:.2f} |")
+    print(f"| - encode / index / bands / Parquet, s | {t['encode']:.1f} / {t['index']:.1f} / {t['bands']:.1f} / "
+          f"{t['write']:.1f} | - | |")
+    ic = m["index_compare"]
+    print(f"| exact kNN of the anchors, s: torch (ours) vs faiss-cpu IndexFlatIP | {ic['torch']:.2f} | "
+          f"{ic['faiss-flat']:.2f} (faiss) | {ic['faiss-flat'] / ic['torch']:.2f} |")
+    print(f"| triplet rows | {sum(rows.values())} ({', '.join(f'{b} {n}' for b, n in rows.items())}) | "
+          f"{m['st_rows']} (nearest neighbours only) | |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "encode": {"ours": ours_sps, "st": st_sps},
+                                               "mine": m}, indent=2, default=str))
+    print(f"encode_ratio: {ours_sps / st_sps:.2f}")
+    print(f"mine_ratio: {m['st_s'] / m['ours_s']:.2f}")
+
+
+# ---------------------------------------------------------------------------------------------- growth
+def base_sentences(data: dict[str, list], limit: int | None = None) -> tuple[list[str], list[str]]:
+    """Distinct shared sentences (wiki, Twitter, NLI sides) in a fixed order, with their source as domain."""
+    base, domains, seen = [], [], set()
+    for dom, items in (("wiki", data["wiki"]), ("twitter", data["twitter"]),
+                       ("nli", [s for row in data["nli"] for s in row])):
+        for s in items:
+            if s not in seen:
+                seen.add(s)
+                base.append(s)
+                domains.append(dom)
+    return base[:limit], domains[:limit]
+
+
+def growth_corpus(data: dict[str, list], size: int,
+                  base_limit: int | None = None) -> tuple[list[str], list[str], list[tuple[int, int]]]:
+    """`size` distinct sentences: the first `base_limit` shared ones, then recombinations "a b" of two of them.
+
+    Returns texts, domains, and for each recombined sentence the indices of its two parts in the base.
+    """
+    base, domains = base_sentences(data, base_limit)
+    seen = set(base)
+    texts, doms = base[:size], domains[:size]
+    parts: list[tuple[int, int]] = []
+    b = len(base)
+    i = 0
+    while len(texts) < size:
+        x, y = i % b, (i * 7919 + 104729) % b
+        i += 1
+        t = base[x] + " " + base[y]
+        if x == y or t in seen:
+            continue
+        seen.add(t)
+        texts.append(t)
+        doms.append("mixed")
+        parts.append((x, y))
+    return texts, doms, parts
+
+
+def growth_child(args) -> None:
+    """One growth measurement in this (fresh) process; prints one JSON line."""
+    from mining.corpus import CorpusSource, load_corpus
+    from mining.embeddings import Embeddings
+    from mining.params import MiningParams
+    from mining.pipeline import mine
+
+    work = Path(args.work)
+    size, mode = args.child_size, args.child_mode
+    t0 = time.perf_counter()
+    corpus = load_corpus([CorpusSource(work / f"corpus-{size}.tsv")])
+    load_s = time.perf_counter() - t0
+    params = MiningParams(range_max=args.range_max, num_negatives=args.num_negatives,
+                          relative_margin=args.relative_margin, max_score=1 - args.relative_margin,
+                          batch_size=args.batch_size, backend=args.backend)
+    out = work / f"out-{size}"
+    if mode == "full":
+        _, ours = load_models(args.max_length, args.device)
+        res = mine(corpus, ours, out, params=params, cache_dir=work / f"cache-{size}", show_progress=False)
+    else:
+        matrix = np.load(work / f"emb-{size}.npy", mmap_mode="r")
+        emb = Embeddings(matrix, list(corpus.ids), "precomputed-" + str(size), corpus.pool_fingerprint())
+        res = mine(corpus, None, out, params=params, embeddings=emb, show_progress=False)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"size": size, "mode": mode, "load_s": load_s, "timings": res.timings, "peak_rss_mb": peak_mb,
+                      "index": res.manifest.get("index", {}), "rows": {b: s["rows"] for b, s in res.bands.items()},
+                      "difficulty": res.difficulties()}))
+
+
+def growth(args) -> None:
+    from mining.corpus import CorpusSource, load_corpus
+    from mining.embeddings import embed_corpus
+
+    data = shared_sentences(args.data_dir)
+    sizes = [int(s) for s in args.growth_sizes.split(",")]
+    print(f"machine: {machine()}")
+    work = Path(args.work or tempfile.mkdtemp(prefix="mine-growth-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    base_emb = None
+    enc_sps = None
+    for size in sizes:
+        mode = "full" if size <= args.growth_full_max else "precomputed"
+        texts, doms, parts = growth_corpus(data, size, None if mode == "full" else args.growth_base)
+        with open(work / f"corpus-{size}.tsv", "w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh, delimiter="\t")
+            w.writerow(["text", "domain"])
+            w.writerows(zip(texts, doms))
+        if mode == "precomputed":
+            if base_emb is None:
+                _, ours = load_models(args.max_length, args.device)
+                base_texts, base_doms = base_sentences(data, args.growth_base)
+                base_file = work / "base.tsv"
+                with open(base_file, "w", encoding="utf-8", newline="") as fh:
+                    w = csv.writer(fh, delimiter="\t")
+                    w.writerow(["text", "domain"])
+                    w.writerows(zip(base_texts, base_doms))
+                base_corpus = load_corpus([CorpusSource(base_file)])
+                t = time.perf_counter()
+                base = embed_corpus(base_corpus, ours, work / "base-cache", batch_size=args.batch_size,
+                                    show_progress=False)
+                if not base.cached:
+                    enc_sps = len(base_corpus) / (time.perf_counter() - t)
+                base_emb = np.asarray(base.matrix, dtype=np.float32)
+                del ours
+            # the first rows are the base sentences themselves (real embeddings); the rest recombine two of
+            # them, embedded as the normalised sum of their parts' real embeddings (a proxy, stated in the docs)
+            emb = np.lib.format.open_memmap(work / f"emb-{size}.npy", mode="w+", dtype=np.float16,
+                                            shape=(size, base_emb.shape[1]))
+            direct = len(texts) - len(parts)
+            emb[:direct] = base_emb[:direct]
+            for s in range(0, len(parts), 200_000):
+                chunk = np.asarray(parts[s:s + 200_000])
+                v = base_emb[chunk[:, 0]] + base_emb[chunk[:, 1]]
+                v /= np.linalg.norm(v, axis=1, keepdims=True)
+                emb[direct + s:direct + s + len(chunk)] = v
+            emb.flush()
+            del emb
+        cmd = [sys.executable, __file__, "--child-size", str(size), "--child-mode", mode, "--work", str(work),
+               "--range-max", str(args.range_max), "--num-negatives", str(args.num_negatives),
+               "--relative-margin", str(args.relative_margin), "--batch-size", str(args.batch_size),
+               "--max-length", str(args.max_length), "--backend", args.backend]
+        if args.device:
+            cmd += ["--device", args.device]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"growth run for {size} failed")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        if mode == "full":
+            enc_sps = enc_sps or size / max(r["timings"]["encode"], 1e-9)
+        results.append(r)
+        print(json.dumps(r), flush=True)
+    print("\n| sentences | measured | encode s | index s | bands s | Parquet s | total s | peak RSS MB | index "
+          "(recall@k) |\n|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        t = r["timings"]
+        idx = r["index"]
+        rec = f" ({idx['recall_at_k']:.3f})" if idx.get("recall_at_k") is not None else ""
+        if r["mode"] == "full":
+            enc, total, what = f"{t['encode']:.1f}", f"{t['total']:.1f}", "end to end"
+        else:
+            est = r["size"] / enc_sps if enc_sps else float("nan")
+            enc = f"~{est:.0f} (extrapolated)"
+            total = f"{t['total']:.1f} + ~{est:.0f}"
+            what = "index+bands+Parquet on precomputed embeddings"
+        print(f"| {r['size']:,} | {what} | {enc} | {t['index']:.1f} | {t['bands']:.1f} | {t['write']:.1f} | {total} | "
+              f"{r['peak_rss_mb']:.0f} | {idx.get('backend')}{rec} |")
+    if enc_sps:
+        print(f"\nencode throughput used for extrapolation: {enc_sps:,.0f} sentences/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results, "encode_sps": enc_sps},
+                                              indent=2))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--n-encode", type=int, default=2000, help="sentences in the encode comparison")
+    p.add_argument("--n-nli", type=int, default=1000, help="NLI rows in the mining comparison")
+    p.add_argument("--n-corpus", type=int, default=2000, help="corpus sentences (half wiki, half Twitter)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=32)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--range-min", type=int, default=0)
+    p.add_argument("--range-max", type=int, default=50)
+    p.add_argument("--num-negatives", type=int, default=1)
+    p.add_argument("--relative-margin", type=float, default=0.05)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--growth", action="store_true", help="time and peak RSS by corpus size")
+    p.add_argument("--growth-sizes", default="10000,100000,1000000")
+    p.add_argument("--growth-full-max", type=int, default=100_000, help="largest size encoded end to end")
+    p.add_argument("--growth-base", type=int, default=10**9, help="real sentences encoded for precomputed sizes")
+    p.add_argument("--work", default=None, help="working folder for --growth (default: a temporary one)")
+    p.add_argument("--child-size", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child-mode", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.data_dir = args.data_dir or default_data_dir()
+    if args.child_size:
+        growth_child(args)
+    elif args.growth:
+        growth(args)
+    else:
+        compare(args)
+
+
+if __name__ == "__main__":
+    main()
