@@ -12,13 +12,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from simcse.errors import InputError
+
+if TYPE_CHECKING:
+    from simcse.packing import PackedBatch
 
 POOLINGS = ("cls", "mean", "cls_before_pooler")
 # Extra files in a saved folder, ignored by sentence-transformers: our settings and the training-only head.
@@ -171,6 +174,33 @@ class SimCSEEncoder(nn.Module):
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         else:
             pooled = hidden[:, 0]
+        if self.uses_mlp():
+            pooled = self.mlp(pooled)
+        return pooled
+
+    def packing_position_offset(self) -> int | None:
+        """Where position ids start if this backbone can take packed rows (see simcse.packing), else None."""
+        from simcse.packing import PACKABLE_ATTENTION, PACKABLE_MODEL_TYPES
+
+        config = self.backbone.config
+        model_type = getattr(config, "model_type", "")
+        if model_type not in PACKABLE_MODEL_TYPES or getattr(config, "_attn_implementation", None) not in \
+                PACKABLE_ATTENTION:
+            return None
+        offset = PACKABLE_MODEL_TYPES[model_type]
+        if offset is None:  # RoBERTa family: positions start after the padding index
+            offset = int(config.pad_token_id) + 1
+        return offset
+
+    def forward_packed(self, packed: "PackedBatch") -> torch.Tensor:
+        """Pooled embeddings [n, dim] (float32) of packed sequences: one forward, no padding between them."""
+        from simcse.packing import block_diagonal_mask, pool_packed
+
+        sdpa = self.backbone.config._attn_implementation == "sdpa"
+        mask = block_diagonal_mask(packed.segments, None if sdpa else next(self.parameters()).dtype)
+        out = self.backbone(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        pooled = pool_packed(hidden, packed, "mean" if self.pooling == "mean" else "cls")
         if self.uses_mlp():
             pooled = self.mlp(pooled)
         return pooled

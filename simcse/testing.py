@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 
 def build_tiny_model(folder: str | os.PathLike, *, seed: int = 0, hidden_size: int = 32, layers: int = 2,
@@ -25,3 +27,17 @@ def build_tiny_model(folder: str | os.PathLike, *, seed: int = 0, hidden_size: i
         BertModel(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run with `n` torch threads, then restore: tiny test models gain nothing from more, and on a shared
+    machine extra threads spin against other processes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

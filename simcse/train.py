@@ -29,6 +29,7 @@ from simcse.errors import InputError
 from simcse.io import atomic_write_json
 from simcse.losses import sup_simcse_loss, unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
+from simcse.packing import PackedBatch, pack_sequences
 from simcse.storage import atomic_dir, recover_dir
 
 CHECKPOINT = "checkpoint"
@@ -60,6 +61,8 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     save_every: int = Field(500, ge=0, description="steps between checkpoints; 0: only at the end")
     prefetch: int = Field(8, ge=1, description="batches tokenised ahead")
+    pack: bool = Field(True, description="pack sequences into rows without padding (simcse.packing) where "
+                                         "the backbone allows; else pad each batch to one matrix")
     accuracy_window: int = Field(50, ge=1, description="steps averaged for `TrainResult.train_accuracy`")
     progress: bool = True
 
@@ -91,8 +94,7 @@ Evaluator = Callable[[SimCSEEncoder], "float | Mapping[str, Any]"]
 
 @dataclass
 class _Prepared:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    inputs: PackedBatch | tuple[torch.Tensor, torch.Tensor]  # packed rows, or padded (input_ids, mask)
     rows: int
     k: int  # hard negatives per row (0: none); -1: unsupervised
     alpha: Any
@@ -125,7 +127,7 @@ def _negatives_of(batch: Mapping[str, Any], rows: int) -> list[list[str]] | None
 
 
 def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list[int]]], pad_id: int,
-             default_alpha: float, pin: bool, epoch: int, index: int) -> _Prepared:
+             default_alpha: float, pin: bool, epoch: int, index: int, pack_offset: int | None = None) -> _Prepared:
     anchors = [str(t) for t in batch["anchor"]]
     rows = len(anchors)
     if rows < 2:
@@ -149,10 +151,15 @@ def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list
         ids = tokenize(texts)
         alpha = batch.get("alpha", default_alpha)
         alpha = torch.as_tensor(alpha, dtype=torch.float32) if not isinstance(alpha, float) else alpha
-    input_ids, mask = pad_batch(ids, pad_id)
-    if pin:
-        input_ids, mask = input_ids.pin_memory(), mask.pin_memory()
-    return _Prepared(input_ids, mask, rows, k, alpha, epoch, index)
+    inputs: PackedBatch | tuple[torch.Tensor, torch.Tensor]
+    if pack_offset is not None:
+        inputs = pack_sequences(ids, pad_id, position_offset=pack_offset)
+        if pin:
+            inputs = inputs.pin_memory()
+    else:
+        input_ids, mask = pad_batch(ids, pad_id)
+        inputs = (input_ids.pin_memory(), mask.pin_memory()) if pin else (input_ids, mask)
+    return _Prepared(inputs, rows, k, alpha, epoch, index)
 
 
 class _Prefetcher:
@@ -342,9 +349,11 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     resumed_from = state.step
 
     tokenize = encoder.make_tokenizer(encoder.max_length)
+    pack_offset = encoder.packing_position_offset() if config.pack else None
 
     def prepare(batch: Mapping[str, Any], epoch: int, index: int) -> _Prepared:
-        return _prepare(batch, tokenize, encoder.pad_id, config.alpha, device.type == "cuda", epoch, index)
+        return _prepare(batch, tokenize, encoder.pad_id, config.alpha, device.type == "cuda", epoch, index,
+                        pack_offset)
 
     evaluated_at: int | None = state.evaluations[-1]["step"] if state.evaluations else None
 
@@ -374,10 +383,12 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
                                  config.prefetch)
     try:
         for item in (prefetcher or ()):
-            input_ids = item.input_ids.to(device, non_blocking=True)
-            mask = item.attention_mask.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                emb = encoder(input_ids, mask)
+                if isinstance(item.inputs, PackedBatch):
+                    emb = encoder.forward_packed(item.inputs.to(device, non_blocking=True))
+                else:
+                    input_ids, mask = (t.to(device, non_blocking=True) for t in item.inputs)
+                    emb = encoder(input_ids, mask)
             rows = item.rows
             if item.k < 0:
                 loss, acc = unsup_simcse_loss(emb[:rows], emb[rows:], config.temperature)

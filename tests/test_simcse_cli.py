@@ -7,12 +7,18 @@ import json
 import pytest
 
 from flows.cli import main
-from simcse.testing import build_tiny_model
+from simcse.testing import build_tiny_model, torch_threads
 
 STS_ROWS = [("A man plays a guitar.", "A man is playing the guitar.", 4.8),
             ("A dog runs.", "A cat sleeps.", 0.4),
             ("Kids play in the park.", "Children are playing outside.", 3.9),
             ("The market fell.", "Stocks dropped sharply.", 3.2)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,17 @@ import torch
 from simcse.errors import InputError
 from simcse.losses import unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
-from simcse.testing import build_tiny_model
+from simcse.testing import build_tiny_model, torch_threads
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run across a snowy field while children watch them.",
              "A woman slices an onion.", "x", "The stock market fell sharply on Monday after the report.",
              "A man plays the guitar."]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

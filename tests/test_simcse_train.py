@@ -11,7 +11,7 @@ import torch
 from simcse.batching import BucketedBatches, triplet_batches, unsupervised_batches
 from simcse.errors import InputError
 from simcse.model import SimCSEEncoder
-from simcse.testing import build_tiny_model
+from simcse.testing import build_tiny_model, torch_threads
 from simcse.train import TrainConfig, train
 
 WORDS = ("cat dog bird fish horse cow sheep goat mouse lion tiger bear wolf fox deer frog snake eagle owl "
@@ -21,6 +21,12 @@ WORDS = ("cat dog bird fish horse cow sheep goat mouse lion tiger bear wolf fox 
 def _sentences(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 12)))) + f" {i}" for i in range(n)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +135,12 @@ def test_supervised_training_learns_and_saves_a_sentence_transformer(tiny, tmp_p
     assert saved["steps"] == 30 and saved["model_path"] == r.model_path
 
 
-def test_unsupervised_batches_train_with_two_dropout_views(tiny, tmp_path):
+@pytest.mark.parametrize("pack", [True, False])
+def test_unsupervised_batches_train_with_two_dropout_views(tiny, tmp_path, pack):
     batches = unsupervised_batches(_sentences(40), 8, seed=0)
     enc = _encoder(tiny)
     before = enc.fingerprint()
-    r = train(enc, batches, _cfg(max_steps=5, save_every=0, log_every=1), tmp_path / "run")
+    r = train(enc, batches, _cfg(max_steps=5, save_every=0, log_every=1, pack=pack), tmp_path / "run")
     assert r.steps == 5 and enc.fingerprint() != before
     assert all(np.isfinite(h["loss"]) and h["loss"] > 0 for h in r.history)
 

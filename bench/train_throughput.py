@@ -1,0 +1,203 @@
+"""Training throughput: triplets/s of simcse.train vs sentence-transformers' trainer, same model and data.
+
+The anchor: `SentenceTransformerTrainer` + `MultipleNegativesRankingLoss` (scale 20 = 1/τ with τ = 0.05, the
+same loss as supervised SimCSE with α = 1) on the same model, batch size, max length, precision and NLI
+triplets, in the same process, one run each. Both skip `--warmup-steps` steps and time the next `--steps`
+(wall clock between optimizer steps, CUDA synchronised), so the model load and the final save are outside.
+
+Rows printed: sentence-transformers; ours as `simcse-curriculum train` runs it (length-bucketed batches,
+tokenised ahead on a thread, one forward per batch over packed rows); ours padding each batch to one matrix
+instead of packing (`TrainConfig(pack=False)`), to show what packing alone is worth. Padding is reported
+as tokens computed per real token. Last line: `ratio: <ours / sentence-transformers>`.
+
+    .venv/bin/python bench/train_throughput.py                      # CPU, < 5 min on 2 cores
+    .venv/bin/python bench/train_throughput.py --batch-size 128 --steps 100 --precision bf16   # a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from simcse.batching import triplet_batches  # noqa: E402
+from simcse.data import load_triplets  # noqa: E402
+from simcse.io import data_dir  # noqa: E402
+from simcse.model import SimCSEEncoder, auto_device, default_model_path  # noqa: E402
+from simcse.train import TrainConfig, train  # noqa: E402
+
+
+class StepClock:
+    """Timestamps of optimizer steps `warmup` and `warmup + steps` (the timed window)."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
+        self.first, self.last, self.device = warmup, warmup + steps, device
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def tick(self, step: int) -> None:
+        if step in (self.first, self.last):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            if step == self.first:
+                self.start = time.perf_counter()
+            else:
+                self.end = time.perf_counter()
+
+    def rate(self, rows_per_step: float) -> float:
+        assert self.start is not None and self.end is not None, "the timed window was not reached"
+        return rows_per_step * (self.last - self.first) / (self.end - self.start)
+
+
+def padding_ratio(tokenizer_fn, batches: list[dict], columns: tuple[str, ...], mode: str) -> float:
+    """Tokens computed / real tokens: one matrix per column (sentence-transformers), one per batch
+    (ours, padded) or packed rows (ours, default)."""
+    from simcse.packing import pack_sequences
+
+    computed = real = 0
+    for b in batches:
+        groups = [list(b[c]) for c in columns] if mode == "columns" else [[t for c in columns for t in b[c]]]
+        for texts in groups:
+            ids = tokenizer_fn(texts)
+            lens = [len(x) for x in ids]
+            real += sum(lens)
+            computed += pack_sequences(ids, 0).input_ids.numel() if mode == "packed" else max(lens) * len(lens)
+    return computed / real
+
+
+def run_sentence_transformers(model_path: str, rows: dict, args, device: torch.device, bf16: bool,
+                              workdir: Path) -> tuple[float, float]:
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import (SentenceTransformerTrainer,
+                                                            SentenceTransformerTrainingArguments)
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from transformers import TrainerCallback
+
+    torch.manual_seed(args.seed)
+    model = SentenceTransformer(model_path, device=str(device))
+    model.max_seq_length = args.max_length
+    clock = StepClock(args.warmup_steps, args.steps, device)
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, _args, state, control, **kwargs):
+            clock.tick(state.global_step)
+
+    dataset = Dataset.from_dict(rows)
+    training_args = SentenceTransformerTrainingArguments(
+        output_dir=str(workdir / "st"), per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup_steps + args.steps, learning_rate=args.lr, warmup_ratio=0.1, bf16=bf16,
+        report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=args.seed,
+        dataloader_drop_last=True, use_cpu=device.type == "cpu")
+    loss = MultipleNegativesRankingLoss(model, scale=1.0 / args.temperature)
+    trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=loss,
+                                         callbacks=[Timer()])
+    trainer.train()
+    tok = model.tokenizer
+
+    def tokenize(texts):
+        return tok(texts, truncation=True, max_length=args.max_length)["input_ids"]
+
+    n = args.batch_size
+    batches = [{c: rows[c][i:i + n] for c in rows} for i in range(0, (args.warmup_steps + args.steps) * n, n)]
+    return clock.rate(args.batch_size), padding_ratio(tokenize, batches, ("anchor", "positive", "negative"), "columns")
+
+
+def run_ours(model_path: str, rows: dict, args, device: torch.device, workdir: Path, pack: bool
+             ) -> tuple[float, float]:
+    torch.manual_seed(args.seed)
+    encoder = SimCSEEncoder.from_pretrained(model_path, max_length=args.max_length, device=str(device))
+    batches = triplet_batches(rows["anchor"], rows["positive"], rows["negative"], args.batch_size, seed=args.seed,
+                              drop_last=True)
+    clock = StepClock(args.warmup_steps, args.steps, device)
+    config = TrainConfig(lr=args.lr, warmup_ratio=0.1, max_steps=args.warmup_steps + args.steps,
+                         temperature=args.temperature, precision=args.precision, save_every=0, eval_every=0,
+                         log_every=10**9, progress=False, seed=args.seed, pack=pack)
+    out = workdir / ("ours" if pack else "ours-padded")
+    train(encoder, batches, config, out, on_step=lambda step, record: clock.tick(step))
+    shutil.rmtree(out, ignore_errors=True)
+    tokenize = encoder.make_tokenizer(args.max_length)
+    used = [batches[i] for i in range(min(len(batches), args.warmup_steps + args.steps))]
+    packed = pack and encoder.packing_position_offset() is not None
+    return clock.rate(args.batch_size), padding_ratio(tokenize, used, ("anchor", "positive", "negative"),
+                                                      "packed" if packed else "batch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(data_dir() / "nli" / "triplets.csv"), help="NLI triplets file")
+    parser.add_argument("--model", default=None, help="model folder (default: offline all-MiniLM-L6-v2)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per trainer")
+    parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 on CUDA, fp32 on CPU (both trainers)")
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 is steadier on a busy shared machine")
+    parser.add_argument("--skip-padded", action="store_true", help="leave out the padded (unpacked) row")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = auto_device(args.device)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda"
+                                        and torch.cuda.is_bf16_supported())
+    args.precision = "bf16" if bf16 else "fp32"
+    model_path = args.model or default_model_path()
+    triplets = load_triplets(args.data)
+    need = (args.warmup_steps + args.steps) * args.batch_size
+    if len(triplets) < need:
+        raise SystemExit(f"{args.data} has {len(triplets)} triplets; {need} are needed for these settings")
+    # The same rows for both: a seeded sample of the file (our loop then orders them into its own batches).
+    pick = np.random.default_rng(args.seed).permutation(len(triplets))[: need + args.batch_size * 4].tolist()
+    rows = {"anchor": [triplets.anchor[i] for i in pick], "positive": [triplets.positive[i] for i in pick],
+            "negative": [triplets.negative[i] for i in pick]}
+
+    workdir = Path(tempfile.mkdtemp(prefix="train-throughput-"))
+    results = []
+    try:
+        st_rate, st_pad = run_sentence_transformers(model_path, rows, args, device, bf16, workdir)
+        results.append(("sentence-transformers trainer + MNRL", st_rate, st_pad))
+        ours_rate, ours_pad = run_ours(model_path, rows, args, device, workdir, pack=True)
+        results.append(("simcse.train (default: packed rows)", ours_rate, ours_pad))
+        if not args.skip_padded:
+            padded_rate, padded_pad = run_ours(model_path, rows, args, device, workdir, pack=False)
+            results.append(("simcse.train (pack=False: one padded matrix)", padded_rate, padded_pad))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
+    load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    print(f"# train throughput, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {where}{load}")
+    print(f"# model {model_path}; data {args.data}; batch {args.batch_size}, max length {args.max_length}, "
+          f"{args.precision}; {args.warmup_steps} warm-up + {args.steps} timed steps")
+    print()
+    print("| trainer | triplets/s | padded/real tokens | vs sentence-transformers |")
+    print("|---|---:|---:|---:|")
+    for name, rate, pad in results:
+        print(f"| {name} | {rate:,.1f} | {pad:.2f} | {rate / st_rate:.2f}x |")
+    print()
+    if len(results) > 2:
+        print(f"ratio_padded: {results[2][1] / st_rate:.2f}")
+    print(f"ratio: {ours_rate / st_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
