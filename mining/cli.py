@@ -59,7 +59,7 @@ def mine_command(
     max_score: Annotated[float, Opt("--max-score", help="Unsupervised anchors: drop candidates above this "
                                     "similarity; above 1 disables.")] = 0.95,
     sampling: Annotated[str, Opt("--sampling", help="top or random within the kNN window.")] = "top",
-    backend: Annotated[str, Opt("--backend", help="auto, torch, faiss-flat or faiss-ivf.")] = "auto",
+    backend: Annotated[str, Opt("--backend", help="auto, torch, torch-ivf, faiss-flat or faiss-ivf.")] = "auto",
     batch_size: Annotated[int, Opt("--batch-size", help="Encoding batch size.")] = 256,
     max_length: Annotated[int | None, Opt("--max-length", help="Token limit when encoding.")] = None,
     cache_dir: Annotated[Path | None, Opt("--cache-dir", help="Embeddings cache (default <out>/.cache).")] = None,

@@ -141,12 +141,23 @@ class Embeddings:
         return out
 
 
+def default_chunk_size() -> int:
+    """Texts per encode call: large on a GPU (big length-sorted batches), smaller on CPU so the progress bar
+    and the resume points come every minute or so."""
+    try:
+        import torch
+
+        return 32768 if torch.cuda.is_available() else 4096
+    except ImportError:  # pragma: no cover
+        return 4096
+
+
 def cache_folder(cache_dir: Path, pool_fp: str, model_fp: str) -> Path:
     return Path(cache_dir) / f"emb-{pool_fp[:16]}-{hashlib.sha256(model_fp.encode()).hexdigest()[:16]}"
 
 
 def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLike | None = None, *,
-                 model_fp: str | None = None, batch_size: int = 256, chunk_size: int = 16384,
+                 model_fp: str | None = None, batch_size: int = 256, chunk_size: int | None = None,
                  show_progress: bool = True) -> Embeddings:
     """Embeddings of `corpus.texts` by `encoder`, from the cache when the fingerprints match.
 
@@ -155,6 +166,7 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     """
     model_fp = model_fp or model_fingerprint(encoder)
     pool_fp = corpus.pool_fingerprint()
+    chunk_size = chunk_size or default_chunk_size()
     texts = corpus.texts
     n = len(texts)
     if cache_dir is None:

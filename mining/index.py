@@ -5,8 +5,13 @@ Backends:
   exact search cheap: on CPU it beats faiss-cpu's flat index (see docs/mining.md, "Measured") and on a GPU
   it runs in fp16 on tensor cores without faiss-gpu.
 - `faiss-flat`: exact `IndexFlatIP` (on the GPUs faiss sees, if any).
-- `faiss-ivf`: approximate IVF (flat, SQ8 or PQ codes) for large pools; its recall@k against exact search
-  is measured on a sample of queries and returned, so the approximation is never silent.
+- `torch-ivf`: approximate, for large pools on CPU: k-means lists, queries grouped by their home list and
+  searched exactly (one matmul per list) against the `nprobe` lists nearest that list's centroid.
+  Hand-written because grouping turns IVF's per-query scans into BLAS matrix products: several times
+  faster than faiss-cpu IVF at the same scanned fraction on this CPU (docs/mining.md, "Measured").
+- `faiss-ivf`: approximate IVF (flat, SQ8 or PQ codes) for large pools.
+Approximate backends measure their recall@k against exact search on a sample of queries and return it,
+so the approximation is never silent.
 `auto` picks by size and hardware and logs why.
 """
 
@@ -22,7 +27,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "faiss-flat", "faiss-ivf")
+BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")
 IVF_CODECS = ("auto", "flat", "sq8", "pq")
 # Largest query x pool product searched exactly on CPU by `auto` (about 20-40 s on 2 cores at d=384).
 CPU_EXACT_MAX_PAIRS = 3e9
@@ -81,7 +86,7 @@ def choose_backend(n_pool: int, n_queries: int, dim: int, *, cuda: bool | None =
         return "faiss-flat", "faiss sees a GPU"
     if pairs <= cpu_exact_max_pairs:
         return "torch", f"CPU, {pairs:.2g} query-pool pairs <= {cpu_exact_max_pairs:.2g}: exact search is affordable"
-    return "faiss-ivf", f"CPU, {pairs:.2g} query-pool pairs > {cpu_exact_max_pairs:.2g}: approximate IVF"
+    return "torch-ivf", f"CPU, {pairs:.2g} query-pool pairs > {cpu_exact_max_pairs:.2g}: approximate clustered search"
 
 
 def knn(embeddings: np.ndarray, queries: np.ndarray, k: int, backend: str = "auto", *, nlist: int | None = None,
@@ -104,6 +109,15 @@ def knn(embeddings: np.ndarray, queries: np.ndarray, k: int, backend: str = "aut
         scores, indices = exact_torch(embeddings, queries, k, device=dev, show_progress=show_progress)
     elif backend == "faiss-flat":
         scores, indices, dev = _faiss_search(embeddings, queries, k, _flat_index(dim), show_progress)
+    elif backend == "torch-ivf":
+        dev = device or ("cuda" if _cuda_available() else "cpu")
+        scores, indices, info = clustered_torch(embeddings, queries, k, nlist=nlist, nprobe=nprobe, seed=seed,
+                                                device=dev, show_progress=show_progress)
+        details.update(info)
+        recall = measure_recall(embeddings, queries, indices, k, recall_sample, seed)
+        details["recall_sample"] = int(min(recall_sample, len(queries)))
+        log.info("index: clustered recall@%d = %.4f on %d sampled queries (nlist %d, nprobe %d)", k, recall,
+                 details["recall_sample"], info["nlist"], info["nprobe"])
     else:
         index, info = _ivf_index(embeddings, nlist=nlist, codec=ivf_codec, seed=seed)
         index.nprobe = min(info["nlist"], nprobe or 32)
@@ -156,6 +170,73 @@ def exact_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, device: 
             bar.update(len(qi))
     bar.close()
     return out_s, out_i
+
+
+def kmeans_centroids(embeddings: np.ndarray, k: int, seed: int, niter: int = 10,
+                     max_points_per_centroid: int = 64) -> np.ndarray:
+    """Unit-norm k-means centroids (FAISS, spherical, seeded) trained on a sample of the rows."""
+    import faiss
+
+    n = embeddings.shape[0]
+    rng = np.random.default_rng(seed)
+    n_train = min(n, max(k * max_points_per_centroid, 1))
+    sample = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
+    km = faiss.Kmeans(embeddings.shape[1], k, niter=niter, seed=int(seed), spherical=True, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=max_points_per_centroid)
+    km.train(np.ascontiguousarray(embeddings[sample], dtype=np.float32))
+    return km.centroids
+
+
+def clustered_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, nlist: int | None = None,
+                    nprobe: int | None = None, seed: int = 0, device: str = "cpu",
+                    show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Approximate top-k: queries grouped by nearest centroid, each group searched exactly by one matmul
+    against the members of the `nprobe` lists nearest its centroid."""
+    import torch
+
+    n = embeddings.shape[0]
+    nlist = max(1, min(n, nlist or round(math.sqrt(n))))
+    nprobe = max(1, min(nlist, nprobe or 8))
+    on_gpu = str(device).startswith("cuda")
+    dtype = torch.float16 if on_gpu else torch.float32
+    cent = torch.from_numpy(kmeans_centroids(embeddings, nlist, seed)).to(device, dtype)
+    assign = np.empty(n, dtype=np.int64)
+    with torch.inference_mode():
+        for s in range(0, n, 65536):
+            block = torch.from_numpy(np.array(embeddings[s:s + 65536])).to(device, dtype)
+            assign[s:s + len(block)] = (block @ cent.T).argmax(dim=1).cpu().numpy()
+        probes = torch.topk(cent @ cent.T, nprobe, dim=1).indices.cpu().numpy()
+    order = np.argsort(assign, kind="stable")
+    counts = np.bincount(assign, minlength=nlist)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    home = assign[queries]
+    q_order = np.argsort(home, kind="stable")
+    q_counts = np.bincount(home, minlength=nlist)
+    q_starts = np.concatenate([[0], np.cumsum(q_counts)[:-1]])
+    nq = len(queries)
+    out_s = np.full((nq, k), -np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=_index_dtype(n))
+    bar = _bar(nq, "search", show_progress)
+    scanned = 0
+    with torch.inference_mode():
+        for c in np.nonzero(q_counts)[0]:
+            cand = np.concatenate([order[starts[p]:starts[p] + counts[p]] for p in probes[c]])
+            cand.sort()  # sequential reads from a memory-mapped matrix
+            pool = torch.from_numpy(np.array(embeddings[cand])).to(device, dtype)
+            kk = min(k, len(cand))
+            pos = q_order[q_starts[c]:q_starts[c] + q_counts[c]]
+            for b in range(0, len(pos), 1024):
+                rows = pos[b:b + 1024]
+                q = torch.from_numpy(np.array(embeddings[queries[rows]])).to(device, dtype)
+                s, i = torch.topk(q @ pool.T, kk, dim=1)
+                out_s[rows, :kk] = s.float().cpu().numpy()
+                out_i[rows, :kk] = cand[i.cpu().numpy()]
+            scanned += int(q_counts[c]) * len(cand)
+            bar.update(int(q_counts[c]))
+    bar.close()
+    info = {"nlist": nlist, "nprobe": nprobe, "scanned_fraction": scanned / max(1, nq * n),
+            "largest_list": int(counts.max())}
+    return out_s, out_i, info
 
 
 def _to_torch(embeddings: np.ndarray, device: str, dtype: Any) -> Any:

@@ -124,9 +124,15 @@ def test_ivf_recall_is_measured_and_returned():
     assert abs(true - res.recall) < 0.05
     wide = knn(emb, q, 10, "faiss-ivf", nprobe=64, recall_sample=200)
     assert wide.recall >= res.recall
+    # the clustered torch search: same contract, its own measured recall
+    clustered = knn(emb, q, 10, "torch-ivf", nprobe=2, recall_sample=200)
+    true = np.mean([len(np.intersect1d(a, e)) / 10 for a, e in zip(clustered.indices, exact)])
+    assert clustered.backend == "torch-ivf" and abs(true - clustered.recall) < 0.05
+    assert 0 < clustered.details["scanned_fraction"] < 1
+    assert knn(emb, q, 10, "torch-ivf", nprobe=clustered.details["nlist"]).recall == pytest.approx(1.0, abs=1e-3)
 
 
 def test_auto_choice_by_size_and_hardware():
     assert choose_backend(10_000, 10_000, 384, cuda=False, faiss_gpus=0)[0] == "torch"
-    assert choose_backend(1_000_000, 1_000_000, 384, cuda=False, faiss_gpus=0)[0] == "faiss-ivf"
+    assert choose_backend(1_000_000, 1_000_000, 384, cuda=False, faiss_gpus=0)[0] == "torch-ivf"
     assert choose_backend(1_000_000, 1_000_000, 384, cuda=False, faiss_gpus=1)[0] == "faiss-flat"
