@@ -7,10 +7,12 @@ results in `<output_dir>/.prefect` and talks to the ephemeral API (no server to 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 
@@ -28,11 +30,50 @@ def _overrides(output_dir: Optional[Path], rounds: Optional[int], steps: Optiona
     return out
 
 
+@contextlib.contextmanager
+def _exit_cleanly_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so exit handlers run and Prefect's ephemeral server stops with us.
+
+    During a flow Prefect handles SIGTERM itself (the run is marked crashed), then restores the previous
+    handler and re-sends the signal; with Python's default handler the process would die at once and
+    leave the ephemeral API's server process behind.
+    """
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _report_line(summary: dict[str, Any]) -> None:
     done = summary.get("rounds_completed") or []
     typer.echo(f"rounds completed: {len(done)} of {summary.get('rounds')}")
     typer.echo(f"run folder: {summary.get('run_dir')}")
     typer.echo(f"report: {summary.get('report')}")
+
+
+def _run_flow(flows_module: Any, flow: str, cfg: Any, round_: int, model: Optional[str]) -> None:
+    if flow == "curriculum":
+        _report_line(flows_module.curriculum_flow(cfg))
+    elif flow == "mine":
+        result = flows_module.mine_flow(cfg, round_=round_, model=model)
+        typer.echo(f"mined round {round_}: {sum(b.get('rows', 0) for b in result['bands'].values())} triplets "
+                   f"in {Path(cfg.output_dir) / 'triplets'}")
+    elif flow == "train":
+        result = flows_module.train_flow(cfg, round_=round_, model=model)
+        typer.echo(f"trained round {round_}: model in {result['model']}")
+    else:
+        import json
+
+        result = flows_module.evaluate_flow(cfg, model=model)
+        typer.echo(json.dumps(result["evaluation"]))
 
 
 def register(app: typer.Typer) -> None:
@@ -58,20 +99,8 @@ def register(app: typer.Typer) -> None:
         configure_prefect_home(cfg.output_dir)
         from flows import curriculum_flow as flows_module
 
-        if flow == "curriculum":
-            _report_line(flows_module.curriculum_flow(cfg))
-        elif flow == "mine":
-            result = flows_module.mine_flow(cfg, round_=round_, model=model)
-            typer.echo(f"mined round {round_}: {sum(b.get('rows', 0) for b in result['bands'].values())} triplets "
-                       f"in {Path(cfg.output_dir) / 'triplets'}")
-        elif flow == "train":
-            result = flows_module.train_flow(cfg, round_=round_, model=model)
-            typer.echo(f"trained round {round_}: model in {result['model']}")
-        else:
-            import json
-
-            result = flows_module.evaluate_flow(cfg, model=model)
-            typer.echo(json.dumps(result["evaluation"]))
+        with _exit_cleanly_on_sigterm():
+            _run_flow(flows_module, flow, cfg, round_, model)
 
     @app.command("serve")
     def serve_command(
@@ -135,6 +164,7 @@ def register(app: typer.Typer) -> None:
                    f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
         from flows.curriculum_flow import curriculum_flow
 
-        summary = curriculum_flow(cfg)
+        with _exit_cleanly_on_sigterm():
+            summary = curriculum_flow(cfg)
         _report_line(summary)
         sys.stdout.flush()

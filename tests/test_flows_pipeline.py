@@ -267,3 +267,25 @@ def test_killed_run_resumes_to_the_same_triplets_and_model(reference_run: dict[s
     our_state = json.loads((out / "state.json").read_text())
     assert our_state["history"] == ref_state["history"] and our_state["stage"] == ref_state["stage"]
     assert not list(out.rglob(".*.tmp")), "no temporary files left behind"
+
+
+def test_standalone_mine_train_evaluate_flows_share_the_tasks(harness: str, tiny_inputs: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    """A domain team's path: mine only, then train one round on those triplets, then evaluate a model."""
+    from flows.config import config_from_mapping
+    from flows.curriculum_flow import evaluate_flow, mine_flow, train_flow
+    from simcse.errors import InputError
+
+    out = tmp_path / "standalone"
+    cfg = config_from_mapping({**tiny_settings(out, tiny_inputs["model"], tiny_inputs["sts"]), "rounds": 1})
+    with pytest.raises(InputError, match="has not been mined"):
+        train_flow(cfg)
+    mined = mine_flow(cfg)
+    assert (out / "triplets/round=0/manifest.json").is_file()
+    assert set(mined["bands"]) >= BANDS_EXPECTED and mined["rows"] == sum(f["rows"] for f in mined["files"])
+    assert not (out / "rounds").exists(), "mining alone trains nothing"
+
+    metrics = train_flow(cfg)
+    assert (out / "rounds/0/model/model.safetensors").is_file() and metrics["train"]["steps"] == 6
+    result = evaluate_flow(cfg, model=str(out / "rounds/0/model"))
+    assert result["evaluation"] == metrics["evaluation"], "the same model scores the same"
