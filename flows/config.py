@@ -109,6 +109,12 @@ class RunConfig(_Strict):
     training: dict[str, Any] = Field(default_factory=dict, description="simcse.train.TrainConfig fields")
     source: Path | None = Field(None, exclude=True)
 
+    @model_validator(mode="after")
+    def _adaptive_needs_a_dev_metric(self) -> "RunConfig":
+        if self.curriculum.mode == "adaptive" and not (self.eval.sts or self.eval.pairs or self.data.builtin):
+            raise ValueError("curriculum.mode adaptive decides on a dev metric: give eval.sts or eval.pairs")
+        return self
+
     def fingerprint(self) -> str:
         """A hash of the settings that decide the run's results (not where the YAML lives)."""
         payload = json.dumps(self.model_dump(mode="json", exclude={"output_dir"}), sort_keys=True)

@@ -67,6 +67,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
     tasks = bind_tasks(run)
     flow_start = time.perf_counter()
     timings: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
 
     inputs = tasks.prepare(config, run.root)
     base_model = steps.base_model_path(config)
@@ -91,6 +92,10 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         evaluated = tasks.evaluate(str(run.model_dir(r)), inputs, config)
         metrics = tasks.finish(config, run.root, r, mined, trained, evaluated)
         report = tasks.report(run.root)
+        rows = ([base_row] if (base_row := run.read_base_metrics()) else []) + \
+            [run.read_metrics(k) for k in run.completed_rounds()]
+        create_table_artifact(_metrics_table(rows), key=_artifact_key(run, "metrics"),
+                              description=f"Evaluation after round {r} of {run.root}")
         wall = time.perf_counter() - round_start
         in_tasks = sum(x.get("task_seconds", 0.0) for x in (mined, plan, trained, evaluated, metrics, report))
         timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks,
@@ -98,21 +103,18 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
                         "tasks": {name: x.get("task_seconds", 0.0) for name, x in
                                   (("mine", mined), ("schedule", plan), ("train", trained), ("evaluate", evaluated),
                                    ("finish", metrics), ("report", report))}})
+        steps.write_timings(run, timings[-1:])
         logger.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, steps.describe_evaluation(evaluated),
                     wall, in_tasks)
-        rows = ([run.read_base_metrics()] if run.read_base_metrics() else []) + \
-            [run.read_metrics(k) for k in run.completed_rounds()]
-        create_table_artifact(_metrics_table(rows), key=_artifact_key(run, "metrics"),
-                              description=f"Evaluation after round {r} of {run.root}")
 
-    report = tasks.report(run.root)
+    if not timings:  # nothing ran in this call: the report may predate a change (e.g. rounds extended)
+        report = tasks.report(run.root)
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
                              description=f"Run report of {run.root}")
     summary = steps.summarize(run, config)
     summary["report"] = report["report"]
     summary["timings"] = timings
     summary["flow_seconds"] = time.perf_counter() - flow_start
-    steps.write_timings(run, timings)
     logger.info("report: %s", report["report"])
     return summary
 

@@ -66,6 +66,8 @@ def test_errors_name_the_key_and_its_line(tmp_path: Path, edit: tuple[str, str],
 def test_missing_data_and_bad_yaml_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="give a corpus"):
         load_config(_write(tmp_path, "output_dir: out\ndata: {}\n"))
+    with pytest.raises(InputError, match="adaptive decides on a dev metric"):
+        load_config(_write(tmp_path, "output_dir: out\ndata: {corpus: c.txt}\ncurriculum: {mode: adaptive}\n"))
     with pytest.raises(InputError, match=r": line \d+: not valid YAML"):
         load_config(_write(tmp_path, "output_dir: out\ndata: [\n"))
     with pytest.raises(InputError, match="top level"):
