@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from simcse.packing import PackedBatch
 
 POOLINGS = ("cls", "mean", "cls_before_pooler")
+ENCODE_CHUNK = 65536  # texts tokenised per chunk in `encode` (the next chunk while this one encodes)
+TOKENIZE_THREADS = 8
+TOKENIZE_MIN_PER_THREAD = 2048
 # Extra files in a saved folder, ignored by sentence-transformers: our settings and the training-only head.
 SIMCSE_CONFIG = "simcse_config.json"
 SIMCSE_HEAD = "simcse_head.safetensors"
@@ -237,41 +241,63 @@ class SimCSEEncoder(nn.Module):
                show_progress: bool = False, max_length: int | None = None) -> np.ndarray:
         """Embeddings [len(texts), dim] as float32, in input order.
 
-        Fast path: tokenise the whole list in one call, sort by token length so batches carry almost no
-        padding, run under inference_mode (bf16/fp16 autocast on CUDA).
+        Fast path: tokenise ahead (chunks of `ENCODE_CHUNK` texts, split over threads, the next chunk while
+        the current one encodes), sort each chunk by token length so batches carry almost no padding, run
+        under inference_mode (bf16/fp16 autocast on CUDA).
         """
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        ids = self.tokenize(texts, max_length or self.encode_max_length)
-        order = np.argsort([-len(x) for x in ids], kind="stable")
+        limit = int(max_length or self.encode_max_length)
+        starts = list(range(0, len(texts), ENCODE_CHUNK))
         device = self.device
         dtype = autocast_dtype(device)
         out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=device)
-        was_training = self.training
-        self.eval()
-        batches = range(0, len(order), batch_size)
+        bar = None
         if show_progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="encode", unit="batch")
+            bar = tqdm(total=len(texts), desc="encode", unit="sent")
+        was_training = self.training
+        self.eval()
         try:
-            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16,
-                                                         enabled=dtype is not None):
-                for start in batches:
-                    idx = order[start:start + batch_size]
-                    input_ids, mask = pad_batch([ids[i] for i in idx], self.pad_id)
-                    input_ids = input_ids.to(device, non_blocking=True)
-                    mask = mask.to(device, non_blocking=True)
-                    emb = self(input_ids, mask).float()
-                    if normalize:
-                        emb = torch.nn.functional.normalize(emb, dim=-1)
-                    out[torch.from_numpy(idx).to(device)] = emb
+            with ThreadPoolExecutor(1) as ahead, torch.inference_mode(), \
+                    torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                future = ahead.submit(self._tokenize_parallel, texts[:ENCODE_CHUNK], limit)
+                for k, first in enumerate(starts):
+                    ids = future.result()
+                    if k + 1 < len(starts):
+                        nxt = starts[k + 1]
+                        future = ahead.submit(self._tokenize_parallel, texts[nxt:nxt + ENCODE_CHUNK], limit)
+                    order = np.argsort([-len(x) for x in ids], kind="stable")
+                    for start in range(0, len(order), batch_size):
+                        idx = order[start:start + batch_size]
+                        input_ids, mask = pad_batch([ids[i] for i in idx], self.pad_id)
+                        emb = self(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+                        emb = emb.float()
+                        if normalize:
+                            emb = torch.nn.functional.normalize(emb, dim=-1)
+                        out[torch.from_numpy(idx + first).to(device)] = emb
+                        if bar is not None:
+                            bar.update(len(idx))
         finally:
             self.train(was_training)
+            if bar is not None:
+                bar.close()
         return out.cpu().numpy()
+
+    def _tokenize_parallel(self, texts: list[str], limit: int) -> list[list[int]]:
+        """`tokenize` split over threads: the Rust tokenizer releases the GIL, so this scales with cores
+        even where TOKENIZERS_PARALLELISM=false (set by the CLI, for fork safety) turns its own pool off."""
+        workers = min(TOKENIZE_THREADS, os.cpu_count() or 1)
+        if self._backend is None or workers < 2 or len(texts) < 4 * TOKENIZE_MIN_PER_THREAD:
+            return self.tokenize(texts, limit)
+        size = max(TOKENIZE_MIN_PER_THREAD, -(-len(texts) // (workers * 4)))
+        parts = [texts[i:i + size] for i in range(0, len(texts), size)]
+        with ThreadPoolExecutor(workers) as pool:
+            return [ids for part in pool.map(lambda p: self.tokenize(p, limit), parts) for ids in part]
 
     # --------------------------------------------------------------------------------------- identity
     def fingerprint(self) -> str:

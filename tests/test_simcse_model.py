@@ -180,3 +180,16 @@ def test_offline_minilm_reads_mean_pooling_and_matches_sentence_transformers(min
     assert enc.encode_max_length == 256 and enc.max_length == 32
     st = SentenceTransformer(minilm_path, device="cpu")
     np.testing.assert_allclose(enc.encode(SENTENCES), st.encode(SENTENCES), atol=1e-5)
+
+
+def test_chunked_and_threaded_tokenising_give_the_same_embeddings(tiny, monkeypatch):
+    import simcse.model as model_module
+
+    enc = _load(tiny, pooling="mean")
+    texts = [f"{s} number {i}" for i, s in enumerate(SENTENCES * 40)]
+    whole = enc.encode(texts, batch_size=16)
+    monkeypatch.setattr(model_module, "ENCODE_CHUNK", 37)
+    monkeypatch.setattr(model_module, "TOKENIZE_MIN_PER_THREAD", 5)
+    monkeypatch.setattr(model_module.os, "cpu_count", lambda: 4)
+    assert enc._tokenize_parallel(texts, 64) == enc.tokenize(texts, 64)
+    np.testing.assert_allclose(enc.encode(texts, batch_size=16), whole, atol=1e-6)
