@@ -59,8 +59,8 @@ def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path
         return None
     labels = ["base" if (base and i == 0) else str(row["round"]) for i, row in enumerate(rows)]
     xs = list(range(len(rows)))
-    fig = Figure(figsize=(8, 6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    fig = Figure(figsize=(8, 7.5), layout="constrained")
+    top, middle, bottom = fig.subplots(3, 1, sharex=True, height_ratios=[2, 1, 1])
     for kind, stem in _metric_columns(rows):
         ys = [((row.get("evaluation") or {}).get(kind) or {}).get(stem, float("nan")) for row in rows]
         top.plot(xs, ys, marker="o", label=f"{'STS' if kind == 'sts' else 'AP'} {stem}")
@@ -68,13 +68,13 @@ def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path
     top.set_title("Evaluation per round")
     if top.get_legend_handles_labels()[0]:
         top.legend(fontsize="small")
-    for name in ("alignment", "uniformity"):
-        ys = [(row.get("evaluation") or {}).get(name, float("nan")) for row in rows]
-        bottom.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)
-    bottom.set_ylabel("alignment / uniformity (lower is better)")
+    # Separate axes: the two live on different scales and would look flat on one.
+    for ax, name in ((middle, "alignment"), (bottom, "uniformity")):
+        ys = [(row.get("evaluation") or {}).get(name) for row in rows]
+        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", color="tab:green")
+        ax.set_ylabel(f"{name}\n(lower is better)", fontsize="small")
     bottom.set_xlabel("round")
     bottom.set_xticks(xs, labels)
-    bottom.legend(fontsize="small")
     return _save_figure(fig, path)
 
 
@@ -92,10 +92,14 @@ def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
     negatives: dict[str, list[Any]] = {}
     positives: list[Any] = []
     for entry in manifest.get("files", []):
-        table = pq.read_table(resolve_file(run.triplets, r, entry["path"]), columns=["band", "anchor_negative_sim", "anchor_positive_sim"])
+        table = pq.read_table(resolve_file(run.triplets, r, entry["path"]),
+                              columns=["band", "anchor_id", "positive_id", "anchor_negative_sim", "anchor_positive_sim"])
         band = entry.get("band") or table.column("band")[0].as_py()
         negatives.setdefault(band, []).append(table.column("anchor_negative_sim").to_numpy(zero_copy_only=False))
-        positives.append(table.column("anchor_positive_sim").to_numpy(zero_copy_only=False))
+        # Unsupervised rows (positive = the anchor itself, sim 1) would swamp the positives' histogram.
+        paired = np.asarray(table.column("anchor_id").to_pylist(), dtype=object) != \
+            np.asarray(table.column("positive_id").to_pylist(), dtype=object)
+        positives.append(table.column("anchor_positive_sim").to_numpy(zero_copy_only=False)[paired])
     if not negatives:
         return None
     fig = Figure(figsize=(8, 4.5), layout="constrained")
@@ -112,7 +116,7 @@ def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
     pos = pos[np.isfinite(pos)]
     if pos.size:
         ax.hist(pos, bins=bins, histtype="stepfilled", alpha=0.2, color="grey", density=True,
-                label=f"anchor-positive (n={pos.size})")
+                label=f"anchor-positive, labeled pairs (n={pos.size})")
     ax.set_xlabel("cosine similarity to the anchor")
     ax.set_ylabel("density")
     ax.set_title(f"Round {r}: similarity of mined negatives by band")
