@@ -84,7 +84,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         model_in = base_model if r == 0 else str(run.model_dir(r - 1))
         if r > 0 and not run.model_complete(r - 1):
             raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
-        mined = tasks.mine.with_options(refresh_cache=not run.manifest_path(r).is_file())(
+        mined = tasks.mine.with_options(refresh_cache=not steps.mined_round_intact(run, r))(
             model_in, inputs, config, run.root, r)
         plan = tasks.schedule(config, run.root, r)
         trained = tasks.train.with_options(refresh_cache=not run.model_complete(r))(
@@ -128,7 +128,7 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
     model_path = model or steps.base_model_path(config)
-    mined = tasks.mine.with_options(refresh_cache=not run.manifest_path(round_).is_file())(
+    mined = tasks.mine.with_options(refresh_cache=not steps.mined_round_intact(run, round_))(
         model_path, inputs, config, run.root, round_)
     get_run_logger().info("mined round %d into %s: %s", round_, run.triplets,
                           {b: s.get("rows") for b, s in mined["bands"].items()})

@@ -180,6 +180,19 @@ def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
             "manifest_sha256": file_fingerprint(run.manifest_path(round_))}
 
 
+def mined_round_intact(run: RunDir, round_: int) -> bool:
+    """The round's manifest exists and every file it lists is in place (else the round is mined again)."""
+    from curriculum.dataset import resolve_file
+
+    if not run.manifest_path(round_).is_file():
+        return False
+    try:
+        manifest = json.loads(run.manifest_path(round_).read_text(encoding="utf-8"))
+        return all(resolve_file(run.triplets, round_, f["path"]).is_file() for f in manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
 
