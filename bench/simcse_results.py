@@ -22,18 +22,20 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
-from simcse.batching import triplet_batches, unsupervised_batches  # noqa: E402
-from simcse.data import load_sentences, load_triplets  # noqa: E402
-from simcse.evaluation import DevEvaluator, evaluate_data  # noqa: E402
-from simcse.io import data_dir, read_sts  # noqa: E402
-from simcse.model import SimCSEEncoder, default_model_path  # noqa: E402
-from simcse.train import TrainConfig, train  # noqa: E402
+from simcse.batching import triplet_batches, unsupervised_batches
+from simcse.data import load_sentences, load_triplets
+from simcse.evaluation import DevEvaluator, evaluate_data
+from simcse.io import data_dir, read_sts
+from simcse.model import SimCSEEncoder, default_model_path
+from simcse.train import TrainConfig, train
 
 
-def scores(encoder: SimCSEEncoder, dev, test) -> dict:
-    on_dev = evaluate_data(encoder, [dev])
+def scores(encoder: SimCSEEncoder, dev, test, on_dev: dict | None = None) -> dict:
+    """STS-B dev and test Spearman, alignment and uniformity on dev (`on_dev`: an evaluation of dev
+    already made during training for this very model, which saves encoding dev again)."""
+    on_dev = on_dev or evaluate_data(encoder, [dev])
     on_test = evaluate_data(encoder, [test])
     return {"dev": on_dev["sts"]["dev"], "test": on_test["sts"]["test"], "alignment": on_dev["alignment"],
             "uniformity": on_dev["uniformity"]}
@@ -43,8 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(data_dir()))
     parser.add_argument("--model", default=None, help="start model (default: offline all-MiniLM-L6-v2)")
-    parser.add_argument("--unsup-steps", type=int, default=150)
-    parser.add_argument("--sup-steps", type=int, default=150)
+    parser.add_argument("--unsup-steps", type=int, default=100)
+    parser.add_argument("--sup-steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--unsup-lr", type=float, default=1e-5)
     parser.add_argument("--sup-lr", type=float, default=2e-5)
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default=None, help="keep the trained models here (default: a temporary folder)")
+    parser.add_argument("--progress", action="store_true", help="training progress bars on stderr")
     parser.add_argument("--only", choices=["unsup", "sup"], default=None, help="run one of the two trainings")
     args = parser.parse_args()
     if args.threads:
@@ -81,14 +84,15 @@ def main() -> None:
             torch.manual_seed(args.seed)
             encoder = SimCSEEncoder.from_pretrained(model_path, max_length=args.max_length)
             config = TrainConfig(lr=lr, max_steps=steps, batch_size=args.batch_size, eval_every=args.eval_every,
-                                 save_every=0, seed=args.seed, progress=False)
+                                 save_every=0, seed=args.seed, progress=args.progress)
             t0 = time.perf_counter()
             result = train(encoder, batches, config, out / key, evaluator=evaluator)
             seconds = time.perf_counter() - t0
             best = SimCSEEncoder.from_pretrained(result.best_model_path, max_length=args.max_length)
+            best_eval = next(e for e in result.evaluations if e["step"] == result.best_step)
             curve = ", ".join(f"{e['step']}: {e['metric']:.2f}" for e in result.evaluations)
             rows.append((name, f"lr {lr:g}, {steps} steps, best step {result.best_step}",
-                         scores(best, dev, test), {"seconds": seconds, "curve": curve,
+                         scores(best, dev, test, best_eval), {"seconds": seconds, "curve": curve,
                                                    "rows_s": result.triplets_per_s}))
     finally:
         if not args.out:

@@ -28,14 +28,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from simcse.batching import triplet_batches  # noqa: E402
-from simcse.data import load_triplets  # noqa: E402
-from simcse.io import data_dir  # noqa: E402
-from simcse.model import SimCSEEncoder, auto_device, default_model_path  # noqa: E402
-from simcse.train import TrainConfig, train  # noqa: E402
+from simcse.batching import triplet_batches
+from simcse.data import load_triplets
+from simcse.io import data_dir
+from simcse.model import SimCSEEncoder, auto_device, default_model_path
+from simcse.train import TrainConfig, train
 
 
 class StepClock:
@@ -80,8 +80,10 @@ def run_sentence_transformers(model_path: str, rows: dict, args, device: torch.d
                               workdir: Path) -> tuple[float, float]:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer import (SentenceTransformerTrainer,
-                                                            SentenceTransformerTrainingArguments)
+    from sentence_transformers.sentence_transformer import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -35,9 +35,9 @@ def evaluate_command(
                                                          "repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Sentences per encoding batch."),
-    pooling: Optional[str] = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
+    pooling: str | None = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
                                                                   "(default: the model's own)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
 ) -> None:
     """STS Spearman, pair average precision, alignment and uniformity of MODEL."""
     from simcse.evaluation import evaluate_data
@@ -58,25 +58,25 @@ def evaluate_command(
 
 def train_command(
     out: Path = typer.Option(..., "--out", help="Output folder (checkpoint, best/, model/); reused => resume."),
-    model: Optional[str] = typer.Option(None, "--model", help="Start model (default: offline all-MiniLM-L6-v2)."),
-    unsup: Optional[Path] = typer.Option(None, "--unsup", help="Corpus for unsupervised SimCSE (.txt, one "
+    model: str | None = typer.Option(None, "--model", help="Start model (default: offline all-MiniLM-L6-v2)."),
+    unsup: Path | None = typer.Option(None, "--unsup", help="Corpus for unsupervised SimCSE (.txt, one "
                                                                "sentence a line, or a table with `text`)."),
-    nli: Optional[Path] = typer.Option(None, "--nli", help="Triplets for supervised SimCSE (anchor, positive, "
+    nli: Path | None = typer.Option(None, "--nli", help="Triplets for supervised SimCSE (anchor, positive, "
                                                            "negative or sent0, sent1, hard_neg)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: one epoch)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: one epoch)."),
     epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the data when --steps is not given."),
     batch_size: int = typer.Option(64, "--batch-size", min=2, help="Rows per batch."),
     lr: float = typer.Option(3e-5, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
     max_length: int = typer.Option(32, "--max-length", min=2, help="Tokens per training sentence."),
     temperature: float = typer.Option(0.05, "--temperature", min=1e-6, help="Softmax temperature."),
-    pooling: Optional[str] = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
+    pooling: str | None = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
                                                                   "(default: the model's own, else cls)."),
     eval_sts: list[Path] = typer.Option([], "--eval-sts", help="Dev STS file for model selection; repeatable."),
     eval_every: int = typer.Option(250, "--eval-every", min=0, help="Steps between dev evaluations."),
     save_every: int = typer.Option(500, "--save-every", min=0, help="Steps between checkpoints."),
     seed: int = typer.Option(0, "--seed", help="Seed for batches and dropout."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
 ) -> None:
     """Train SimCSE (unsupervised on --unsup, or supervised on --nli) and save a sentence-transformers model."""
     from simcse.batching import triplet_batches, unsupervised_batches

@@ -14,8 +14,9 @@ Every unique sentence is encoded once, whatever the number of files it appears i
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -6,7 +6,7 @@ Both return `(loss, accuracy)`, accuracy being the share of anchors whose positi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -11,9 +11,10 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -111,7 +112,7 @@ class SimCSEEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, pooling: str | None = None,
                         mlp_only_train: bool = True, max_length: int = 32, trust_remote_code: bool = False,
-                        device: str | None = None, encode_max_length: int | None = None) -> "SimCSEEncoder":
+                        device: str | None = None, encode_max_length: int | None = None) -> SimCSEEncoder:
         """Load a Hugging Face model folder/name or a sentence-transformers folder (None: the offline MiniLM).
 
         With `pooling=None` the pooling comes from the folder (sentence-transformers pooling config or our
@@ -196,7 +197,7 @@ class SimCSEEncoder(nn.Module):
             offset = int(config.pad_token_id) + 1
         return offset
 
-    def forward_packed(self, packed: "PackedBatch") -> torch.Tensor:
+    def forward_packed(self, packed: PackedBatch) -> torch.Tensor:
         """Pooled embeddings [n, dim] (float32) of packed sequences: one forward, no padding between them."""
         from simcse.packing import block_diagonal_mask, pool_packed
 

@@ -10,8 +10,8 @@ Written by hand because transformers offers this only through flash-attention va
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,10 +31,10 @@ class PackedBatch:
     starts: torch.Tensor  # [n] flat index (row * width + column) of each sequence's first token
     lengths: torch.Tensor  # [n]
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> "PackedBatch":
+    def to(self, device: torch.device, non_blocking: bool = False) -> PackedBatch:
         return PackedBatch(*(t.to(device, non_blocking=non_blocking) for t in self._tensors()))
 
-    def pin_memory(self) -> "PackedBatch":
+    def pin_memory(self) -> PackedBatch:
         return PackedBatch(*(t.pin_memory() for t in self._tensors()))
 
     def _tensors(self) -> tuple[torch.Tensor, ...]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def build_tiny_model(folder: str | os.PathLike, *, seed: int = 0, hidden_size: int = 32, layers: int = 2,

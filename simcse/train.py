@@ -18,9 +18,10 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -188,7 +189,7 @@ class _Prefetcher:
                     except queue.Full:
                         continue
             self._queue.put(self._DONE)
-        except BaseException as exc:  # handed to the training thread, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which re-raises it
             self._queue.put(exc)
 
     def __iter__(self) -> Iterator[_Prepared]:

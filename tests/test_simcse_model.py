@@ -74,7 +74,7 @@ def test_without_dropout_the_views_are_identical_and_the_positive_is_trivially_f
     z = enc(ids, mask)
     n = len(SENTENCES)
     torch.testing.assert_close(z[:n], z[n:])
-    loss, acc = unsup_simcse_loss(z[:n], z[n:], 0.05)
+    _, acc = unsup_simcse_loss(z[:n], z[n:], 0.05)
     assert acc.item() == 1.0  # cos(h, h) = 1 is the largest possible logit: nothing to learn (paper, sec. 3)
     cos = torch.nn.functional.normalize(z[:n], dim=-1) @ torch.nn.functional.normalize(z[n:], dim=-1).T
     assert torch.allclose(cos.diagonal(), torch.ones(n), atol=1e-5)

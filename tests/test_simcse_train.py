@@ -14,8 +14,7 @@ from simcse.model import SimCSEEncoder
 from simcse.testing import build_tiny_model, torch_threads
 from simcse.train import TrainConfig, train
 
-WORDS = ("cat dog bird fish horse cow sheep goat mouse lion tiger bear wolf fox deer frog snake eagle owl "
-         "shark whale seal crab ant bee").split()
+WORDS = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat", "mouse", "lion", "tiger", "bear", "wolf", "fox", "deer", "frog", "snake", "eagle", "owl", "shark", "whale", "seal", "crab", "ant", "bee"]
 
 
 def _sentences(n: int, seed: int = 0) -> list[str]:
@@ -185,9 +184,11 @@ def test_epochs_without_max_steps_and_empty_data(tiny, tmp_path):
 
 
 def test_config_rejects_unknown_and_bad_values():
-    with pytest.raises(Exception, match="extra"):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="extra"):
         TrainConfig(learning_rate=1e-5)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="precision"):
         TrainConfig(precision="fp16")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="lr"):
         TrainConfig(lr=0)
