@@ -212,7 +212,7 @@ def base_sentences(data: dict[str, list], limit: int | None = None) -> tuple[lis
     """Distinct shared sentences (wiki, Twitter, NLI sides) in a fixed order, with their source as domain."""
     base, domains, seen = [], [], set()
     for dom, items in (("wiki", data["wiki"]), ("twitter", data["twitter"]),
-                       ("nli", [s for row in data["nli"] for s in row])):
+                       ("nli", [s.strip() for row in data["nli"] for s in row])):
         for s in items:
             if s not in seen:
                 seen.add(s)
@@ -234,7 +234,10 @@ def growth_corpus(data: dict[str, list], size: int,
     b = len(base)
     i = 0
     while len(texts) < size:
-        x, y = i % b, (i * 7919 + 104729) % b
+        if i >= b * b:
+            raise SystemExit(f"cannot make {size} distinct sentences from {b} base sentences")
+        x, r = i % b, i // b  # round r pairs x with a scrambled partner; pairs never repeat across rounds
+        y = (x * 7919 + 1 + r) % b
         i += 1
         t = base[x] + " " + base[y]
         if x == y or t in seen:
@@ -275,6 +278,20 @@ def growth_child(args) -> None:
                       "difficulty": res.difficulties()}))
 
 
+def load_base_embeddings(folder: Path, data: dict[str, list]) -> np.ndarray:
+    """Real embeddings of the base sentences from an embeddings cache folder (e.g. bench/mine_quality.py's),
+    checked row by row against the base sentences' ids."""
+    from mining.corpus import text_id
+
+    ids = json.loads((folder / "ids.json").read_text())
+    base, _ = base_sentences(data)
+    n = min(len(ids), len(base))
+    mismatch = next((i for i in range(n) if ids[i] != text_id(base[i])), None)
+    if mismatch is not None:
+        raise SystemExit(f"{folder}: row {mismatch} is not base sentence {mismatch}; use a cache of the same pool")
+    return np.asarray(np.load(folder / "embeddings.npy", mmap_mode="r")[:n], dtype=np.float32)
+
+
 def growth(args) -> None:
     from mining.corpus import CorpusSource, load_corpus
     from mining.embeddings import embed_corpus
@@ -287,6 +304,9 @@ def growth(args) -> None:
     results = []
     base_emb = None
     enc_sps = None
+    if args.base_embeddings:
+        base_emb = load_base_embeddings(Path(args.base_embeddings), data)
+        args.growth_base = len(base_emb)
     for size in sizes:
         mode = "full" if size <= args.growth_full_max else "precomputed"
         texts, doms, parts = growth_corpus(data, size, None if mode == "full" else args.growth_base)
@@ -382,6 +402,8 @@ def main() -> None:
     p.add_argument("--growth-full-max", type=int, default=100_000, help="largest size encoded end to end")
     p.add_argument("--growth-base", type=int, default=10**9, help="real sentences encoded for precomputed sizes")
     p.add_argument("--work", default=None, help="working folder for --growth (default: a temporary one)")
+    p.add_argument("--base-embeddings", default=None, help="embeddings cache folder of the base sentences "
+                   "(e.g. from bench/mine_quality.py) for the precomputed sizes, instead of encoding them")
     p.add_argument("--child-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-mode", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()

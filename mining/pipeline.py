@@ -106,6 +106,8 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
 
     t = time.perf_counter()
     ctx = BandContext(corpus, embeddings, p, seed, round)
+    timings["bands"] = time.perf_counter() - t
+    t = time.perf_counter()
     index_info: dict[str, Any] = {}
     depth = ctx.knn_depth(chosen)
     if depth:
@@ -124,7 +126,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         results[band] = res
         log.info("band %s: %d rows, mean anchor-negative sim %s, skipped %s", band, res.rows,
                  f"{res.mean_sim():.4f}" if res.mean_sim() is not None else "n/a", dict(res.skipped))
-    timings["bands"] = time.perf_counter() - t
+    timings["bands"] += time.perf_counter() - t
 
     t = time.perf_counter()
     writer = RoundWriter(out, round, corpus, model_fingerprint=mfp, corpus_fingerprint=cfp, params=run_params,
