@@ -196,9 +196,12 @@ class _PoolBuilder:
         self.texts: list[str] = []
         self.ids: list[str] = []
         self.domains: list[str | None] = []
-        self.id_owner: dict[str, tuple[int, str]] = {}  # id -> (pool index, where it was first seen)
+        # Only ids given in an id column can clash (content-hash ids are unique per text), so only they are
+        # tracked, with where they were first seen for the error message: a 1M-line corpus without ids
+        # pays nothing for this check.
+        self.given: dict[str, tuple[int, str]] = {}
 
-    def add(self, text: str, given_id: str | None, domain: str | None, where: str,
+    def add(self, text: str, given_id: str | None, domain: str | None, where: str | None = None,
             table: Table | None = None, index: int = 0, id_column: str | None = None) -> tuple[int, bool]:
         """(pool index, newly added)."""
         existing = self.index.get(text)
@@ -206,21 +209,29 @@ class _PoolBuilder:
             if domain and not self.domains[existing]:
                 self.domains[existing] = domain
             return existing, False
-        ident = given_id if given_id else text_id(text)
-        owner = self.id_owner.get(ident)
-        if owner is not None:
-            message = (f"id {ident!r} is already used for a different text ({owner[1]}); ids must be unique per "
-                       f"text: fix the id or drop the id column to use content-hash ids")
-            if table is not None:
-                raise table.error(index, id_column, message)
-            raise InputError(message)
         pos = len(self.texts)
+        if given_id:
+            owner = self.given.get(given_id)
+            if owner is not None:
+                message = (f"id {given_id!r} is already used for a different text ({owner[1]}); ids must be unique "
+                           f"per text: fix the id or drop the id column to use content-hash ids")
+                raise table.error(index, id_column, message) if table is not None else InputError(message)
+            self.given[given_id] = (pos, where or "")
         self.index[text] = pos
         self.texts.append(text)
-        self.ids.append(ident)
+        self.ids.append(given_id or text_id(text))
         self.domains.append(domain or None)
-        self.id_owner[ident] = (pos, where)
         return pos, True
+
+    def check_ids(self) -> None:
+        """A given id equal to another text's content-hash id would make two texts share an id."""
+        if not self.given:
+            return
+        hashed = {i for i in self.ids if i not in self.given}
+        clash = next((i for i, (_pos, _w) in self.given.items() if i in hashed), None)
+        if clash is not None:
+            raise InputError(f"id {clash!r} ({self.given[clash][1]}) equals the content-hash id of another text; "
+                             f"choose ids that do not look like 16-hex-digit hashes")
 
 
 def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[PathLike | PairSource] = (),
@@ -262,14 +273,13 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
             if given is not None and "\n" in given:
                 raise table.error(i, names["id"], "an id must not contain a line break")
             dom = (_cell_text(table, i, names["domain"], doms[i]) if doms is not None else None) or src.domain
-            where = _where(table, i)
-            idx, new = pool.add(text, given or None, dom, where, table, i, names["id"])
+            idx, new = pool.add(text, given or None, dom, _where(table, i) if given else None, table, i, names["id"])
             if not new and idx in in_corpus:
                 st.duplicates += 1
                 continue
             if given and pool.ids[idx] != given:
                 # The text came first from an earlier file without this id; the first id stays.
-                log.info("%s: text already has id %s; keeping it over %s", where, pool.ids[idx], given)
+                log.info("%s: text already has id %s; keeping it over %s", _where(table, i), pool.ids[idx], given)
             in_corpus.add(idx)
             corpus_members.append(idx)
             st.kept += 1
@@ -289,9 +299,8 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
             if not a or not p:
                 st.empty += 1
                 continue
-            where = _where(table, i)
-            ai, _ = pool.add(a, None, src.domain, where)
-            pi, _ = pool.add(p, None, src.domain, where)
+            ai, _ = pool.add(a, None, src.domain)
+            pi, _ = pool.add(p, None, src.domain)
             key = (ai, pi, -1)
             if key in seen_rows:
                 st.duplicates += 1
@@ -314,12 +323,11 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
             if not a or not p:
                 st.empty += 1
                 continue
-            where = _where(table, i)
-            ai, _ = pool.add(a, None, src.domain, where)
-            pi, _ = pool.add(p, None, src.domain, where)
+            ai, _ = pool.add(a, None, src.domain)
+            pi, _ = pool.add(p, None, src.domain)
             ni = -1
             if n:
-                ni, _ = pool.add(n, None, src.domain, where)
+                ni, _ = pool.add(n, None, src.domain)
             else:
                 st.missing_negative += 1
             key = (ai, pi, ni)
@@ -331,6 +339,7 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
             st.kept += 1
         stats.append(st)
 
+    pool.check_ids()
     if not pool.texts:
         names = ", ".join(s.path for s in stats)
         raise InputError(f"no usable text: every row is empty ({names}); check the file and the column names")

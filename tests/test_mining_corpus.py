@@ -171,3 +171,10 @@ def test_fingerprint_is_stable_and_content_sensitive(tmp_path):
     g = write(tmp_path / "d.txt", "one\ntwo!\n")
     assert load_corpus([f]).fingerprint() != load_corpus([g]).fingerprint()
     assert np.array_equal(load_corpus([f]).anchor, [0, 1])
+
+
+def test_given_id_equal_to_another_texts_hash_id_is_an_error(tmp_path):
+    f = write(tmp_path / "c.csv", f"id,text\n{text_id('other text')},one text\n")
+    p = write(tmp_path / "p.csv", "anchor,positive\nother text,one text\n")
+    with pytest.raises(InputError, match="equals the content-hash id of another text"):
+        load_corpus([f], pairs=[p])
