@@ -227,7 +227,8 @@ class _PoolBuilder:
         """A given id equal to another text's content-hash id would make two texts share an id."""
         if not self.given:
             return
-        hashed = {i for i in self.ids if i not in self.given}
+        given_pos = {pos for pos, _ in self.given.values()}
+        hashed = {ident for pos, ident in enumerate(self.ids) if pos not in given_pos}
         clash = next((i for i, (_pos, _w) in self.given.items() if i in hashed), None)
         if clash is not None:
             raise InputError(f"id {clash!r} ({self.given[clash][1]}) equals the content-hash id of another text; "
