@@ -32,7 +32,7 @@ def main() -> int:
     out = (args.output_dir or Path(tempfile.mkdtemp(prefix="prefect-overhead-"))).resolve()
     process_start = time.perf_counter()
     from flows.demo import demo_config
-    from flows.prefect_env import configure_prefect_home
+    from flows.prefect_env import configure_prefect_home, exit_cleanly_on_sigterm
 
     overrides = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
     config = demo_config(out, **overrides)
@@ -40,7 +40,8 @@ def main() -> int:
     from flows.curriculum_flow import curriculum_flow
 
     call = time.perf_counter()
-    summary = curriculum_flow(config)
+    with exit_cleanly_on_sigterm():  # a stopped benchmark also stops Prefect's ephemeral server
+        summary = curriculum_flow(config)
     total = time.perf_counter() - call
     timings = json.loads((out / "timings.json").read_text())
     startup = total - summary["flow_seconds"]

@@ -7,19 +7,19 @@ results in `<output_dir>/.prefect` and talks to the ephemeral API (no server to 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Annotated, Any
 
 import typer
+
+from flows.prefect_env import exit_cleanly_on_sigterm
 
 FLOWS = ("curriculum", "mine", "train", "evaluate")
 
 
-def _overrides(output_dir: Optional[Path], rounds: Optional[int], steps: Optional[int]) -> dict[str, Any]:
+def _overrides(output_dir: Path | None, rounds: int | None, steps: int | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if output_dir is not None:
         out["output_dir"] = str(output_dir.resolve())
@@ -30,28 +30,6 @@ def _overrides(output_dir: Optional[Path], rounds: Optional[int], steps: Optiona
     return out
 
 
-@contextlib.contextmanager
-def _exit_cleanly_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit so exit handlers run and Prefect's ephemeral server stops with us.
-
-    During a flow Prefect handles SIGTERM itself (the run is marked crashed), then restores the previous
-    handler and re-sends the signal; with Python's default handler the process would die at once and
-    leave the ephemeral API's server process behind.
-    """
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _report_line(summary: dict[str, Any]) -> None:
     done = summary.get("rounds_completed") or []
     typer.echo(f"rounds completed: {len(done)} of {summary.get('rounds')}")
@@ -59,7 +37,7 @@ def _report_line(summary: dict[str, Any]) -> None:
     typer.echo(f"report: {summary.get('report')}")
 
 
-def _run_flow(flows_module: Any, flow: str, cfg: Any, round_: int, model: Optional[str]) -> None:
+def _run_flow(flows_module: Any, flow: str, cfg: Any, round_: int, model: str | None) -> None:
     if flow == "curriculum":
         _report_line(flows_module.curriculum_flow(cfg))
     elif flow == "mine":
@@ -81,13 +59,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run")
     def run_command(
-        config: Path = typer.Argument(..., help="the run's YAML config (see configs/)"),
-        flow: str = typer.Option("curriculum", help=f"which flow: {', '.join(FLOWS)}"),
-        output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="override output_dir"),
-        rounds: Optional[int] = typer.Option(None, help="override rounds"),
-        steps: Optional[int] = typer.Option(None, "--steps", help="override steps_per_round"),
-        round_: int = typer.Option(0, "--round", help="mine/train flows: which round"),
-        model: Optional[str] = typer.Option(None, help="mine/train/evaluate flows: model folder to use"),
+        config: Annotated[Path, typer.Argument(help="the run's YAML config (see configs/)")],
+        flow: Annotated[str, typer.Option(help=f"which flow: {', '.join(FLOWS)}")] = "curriculum",
+        output_dir: Annotated[Path | None, typer.Option("--output-dir", help="override output_dir")] = None,
+        rounds: Annotated[int | None, typer.Option(help="override rounds")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", help="override steps_per_round")] = None,
+        round_: Annotated[int, typer.Option("--round", help="mine/train flows: which round")] = 0,
+        model: Annotated[str | None, typer.Option(help="mine/train/evaluate flows: model folder to use")] = None,
     ) -> None:
         """Run (or resume) a curriculum run: re-running the same command continues where it stopped."""
         from flows.config import load_config
@@ -99,17 +77,17 @@ def register(app: typer.Typer) -> None:
         configure_prefect_home(cfg.output_dir)
         from flows import curriculum_flow as flows_module
 
-        with _exit_cleanly_on_sigterm():
+        with exit_cleanly_on_sigterm():
             _run_flow(flows_module, flow, cfg, round_, model)
 
     @app.command("serve")
     def serve_command(
-        config: Path = typer.Argument(..., help="the run's YAML config"),
-        cron: Optional[str] = typer.Option(None, help='a cron schedule, e.g. "0 2 * * *" (02:00 every day)'),
-        interval: Optional[float] = typer.Option(None, help="or: run every this many seconds"),
-        name: str = typer.Option("scheduled", help="the deployment's name"),
-        timezone: Optional[str] = typer.Option(None, help="time zone of the cron schedule (default UTC)"),
-        limit: int = typer.Option(1, help="most runs at once (1: a late run waits for the one before)"),
+        config: Annotated[Path, typer.Argument(help="the run's YAML config")],
+        cron: Annotated[str | None, typer.Option(help='a cron schedule, e.g. "0 2 * * *" (02:00 every day)')] = None,
+        interval: Annotated[float | None, typer.Option(help="or: run every this many seconds")] = None,
+        name: Annotated[str, typer.Option(help="the deployment's name")] = "scheduled",
+        timezone: Annotated[str | None, typer.Option(help="time zone of the cron schedule (default UTC)")] = None,
+        limit: Annotated[int, typer.Option(help="most runs at once (1: a late run waits for the one before)")] = 1,
     ) -> None:
         """Serve the curriculum flow as a Prefect deployment on a schedule (needs a Prefect server).
 
@@ -149,9 +127,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo_command(
-        output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="where the run goes"),
-        rounds: Optional[int] = typer.Option(None, help="override the demo's 3 rounds"),
-        steps: Optional[int] = typer.Option(None, "--steps", help="override the demo's 40 steps per round"),
+        output_dir: Annotated[Path, typer.Option("--output-dir", help="where the run goes")] = Path("runs/demo"),
+        rounds: Annotated[int | None, typer.Option(help="override the demo's 3 rounds")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", help="override the demo's 40 steps per round")] = None,
     ) -> None:
         """The full curriculum flow on a built-in corpus (Python docstrings), offline; prints the report path."""
         from flows.demo import demo_config
@@ -164,7 +142,7 @@ def register(app: typer.Typer) -> None:
                    f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
         from flows.curriculum_flow import curriculum_flow
 
-        with _exit_cleanly_on_sigterm():
+        with exit_cleanly_on_sigterm():
             summary = curriculum_flow(cfg)
         _report_line(summary)
         sys.stdout.flush()

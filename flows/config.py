@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from curriculum.config import BandName, CurriculumConfig
 from simcse.errors import InputError
@@ -62,7 +69,7 @@ class DataSettings(_Strict):
     nli: TableFile | None = Field(None, description="anchor, positive, negative (or sent0, sent1, hard_neg)")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataSettings":
+    def _one_source(self) -> DataSettings:
         if self.builtin is None and self.corpus is None and self.nli is None:
             raise ValueError("give a corpus (data.corpus), NLI triplets (data.nli) or builtin: python_docstrings")
         if self.builtin is not None and (self.corpus or self.pairs or self.nli):
@@ -110,7 +117,7 @@ class RunConfig(_Strict):
     source: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
-    def _adaptive_needs_a_dev_metric(self) -> "RunConfig":
+    def _adaptive_needs_a_dev_metric(self) -> RunConfig:
         if self.curriculum.mode == "adaptive" and not (self.eval.sts or self.eval.pairs or self.data.builtin):
             raise ValueError("curriculum.mode adaptive decides on a dev metric: give eval.sts or eval.pairs")
         return self

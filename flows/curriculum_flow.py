@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -22,7 +22,7 @@ from flows.config import RunConfig, load_config
 from flows.rundir import RunDir
 from flows.tasks import bind_tasks
 
-ConfigArg = Union[RunConfig, str, Path]
+ConfigArg = RunConfig | str | Path
 
 
 def _as_config(config: ConfigArg) -> RunConfig:

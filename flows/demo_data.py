@@ -160,7 +160,7 @@ def build_demo_data(folder: str | os.PathLike, *, max_sentences: int = 3000, eva
                 corpus[text] = (_sid(module, text), module)
     train_pairs = [(s[0], s[1]) for m, s in paired[eval_docstrings:] if s[0] != s[1]
                    and s[0] in corpus and s[1] in corpus][: max_sentences // 4]  # pairs take <= half the corpus
-    keep = set(t for pair in train_pairs for t in pair)
+    keep = {t for pair in train_pairs for t in pair}
     rest = [t for t in corpus if t not in keep]
     rng.shuffle(rest)
     chosen = keep | set(rest[: max(0, max_sentences - len(keep))])

@@ -8,9 +8,13 @@ file the run writes stays inside the output directory the user named.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # Prefect's ephemeral server starts in a subprocess; on a busy 2-core machine the first start (database
 # creation and migrations) measured ~22 s, close to the default limit, so the default here is generous.
@@ -35,8 +39,23 @@ def configure_prefect_home(run_dir: str | os.PathLike) -> Path | None:
     return home
 
 
-def using_ephemeral_api() -> bool:
-    """True when flows run against Prefect's in-process ephemeral API (no PREFECT_API_URL set)."""
-    from prefect.settings import get_current_settings
+@contextlib.contextmanager
+def exit_cleanly_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so exit handlers run and Prefect's ephemeral server stops with us.
 
-    return not get_current_settings().api.url
+    During a flow Prefect handles SIGTERM itself (the run is marked crashed), then restores the previous
+    handler and re-sends the signal; with Python's default handler the process would die at once and
+    leave the ephemeral API's server process behind.
+    """
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

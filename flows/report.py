@@ -125,7 +125,8 @@ def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
 
 
 def plot_schedule(run: RunDir, path: Path) -> Path | None:
-    from curriculum import CurriculumState, plot_schedule as curriculum_plot
+    from curriculum import CurriculumState
+    from curriculum import plot_schedule as curriculum_plot
 
     if not run.state_path.is_file():
         return None
@@ -167,8 +168,9 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
     total = config.get("rounds", "?")
     lines = ["# Curriculum run report", "",
              f"Run folder: `{run.root}`  ",
-             f"Rounds completed: {len(done)} of {total}; seed {config.get('seed', '?')}; "
-             f"{config.get('steps_per_round', '?')} training steps per round at batch {config.get('batch_size', '?')}.",
+             (f"Rounds completed: {len(done)} of {total}; seed {config.get('seed', '?')}; "
+              f"{config.get('steps_per_round', '?')} training steps per round at batch "
+              f"{config.get('batch_size', '?')}."),
              ""]
 
     rows = ([base] if base else []) + rounds
@@ -186,8 +188,8 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
                       _fmt((row.get("train") or {}).get("mean_train_accuracy"), 3),
                       _fmt((row.get("curriculum") or {}).get("competence"), 3)]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "STS: Spearman x100 of cosine similarity; AP: average precision x100 on labeled pairs; "
-                      "alignment and uniformity as in Wang & Isola (2020), lower is better.", ""]
+        lines += ["", ("STS: Spearman x100 of cosine similarity; AP: average precision x100 on labeled pairs; "
+                       "alignment and uniformity as in Wang & Isola (2020), lower is better."), ""]
         dev = next((row.get("dev_metric") for row in rows if row.get("dev_metric")), None)
         if dev:
             lines += [f"Dev metric (curriculum decisions): `{dev.get('name')}`.", ""]

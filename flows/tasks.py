@@ -74,7 +74,7 @@ class _Timed:
     start: float
 
     @classmethod
-    def begin(cls) -> "_Timed":
+    def begin(cls) -> _Timed:
         return cls(time.perf_counter())
 
     def done(self, result: dict[str, Any]) -> dict[str, Any]:

@@ -70,9 +70,10 @@ def test_served_deployment_runs_on_its_schedule(tmp_path: Path) -> None:
     env.pop("PREFECT_API_URL", None)
     logs = tmp_path / "logs"
     logs.mkdir()
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, start_new_session=True,
-                              stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    with open(logs / "server.log", "w") as server_log:
+        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, start_new_session=True,
+                                  stdout=server_log, stderr=subprocess.STDOUT)
     serve = None
     try:
         deadline = time.monotonic() + 180
@@ -86,9 +87,10 @@ def test_served_deployment_runs_on_its_schedule(tmp_path: Path) -> None:
                 time.sleep(0.5)
 
         serve_env = {**env, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-        serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "10",
-                                  "--name", "test-nightly"], env=serve_env, cwd=str(REPO), start_new_session=True,
-                                 stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT)
+        with open(logs / "serve.log", "w") as serve_log:
+            serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "10",
+                                      "--name", "test-nightly"], env=serve_env, cwd=str(REPO),
+                                     start_new_session=True, stdout=serve_log, stderr=subprocess.STDOUT)
         completed: list[dict[str, Any]] = []
         deadline = time.monotonic() + 240
         while not completed:
@@ -125,7 +127,7 @@ def test_serve_refuses_the_ephemeral_api(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "data": {"builtin": "python_docstrings"}}))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve", str(config), "--cron", "0 2 * * *"],
-                          env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+                          env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert "Cannot schedule flows on an ephemeral server" in proc.stderr
     assert "prefect server start --host 127.0.0.1" in proc.stderr and "PREFECT_API_URL" in proc.stderr
