@@ -133,6 +133,6 @@ def test_ivf_recall_is_measured_and_returned():
 
 
 def test_auto_choice_by_size_and_hardware():
-    assert choose_backend(10_000, 10_000, 384, cuda=False, faiss_gpus=0)[0] == "torch"
+    assert choose_backend(10_000, 10_000, 384, cuda=False, faiss_gpus=0)[0] == "faiss-flat"
     assert choose_backend(1_000_000, 1_000_000, 384, cuda=False, faiss_gpus=0)[0] == "torch-ivf"
     assert choose_backend(1_000_000, 1_000_000, 384, cuda=False, faiss_gpus=1)[0] == "faiss-flat"
