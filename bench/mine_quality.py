@@ -21,6 +21,7 @@ import csv
 import datetime
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,9 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mining.bands import BandContext, add_similarities, nearest_neighbour_band
 from mining.corpus import CorpusSource, NliSource, load_corpus
 from mining.embeddings import embed_corpus
 from mining.encoders import load_encoder
+from mining.index import knn
 from mining.params import BANDS, MiningParams
 from mining.pipeline import mine
 from simcse.io import data_dir
@@ -77,7 +80,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--range-max", type=int, default=50)
-    ap.add_argument("--backend", default="torch", help="exact by default; quality figures need exact kNN")
+    ap.add_argument("--backend", default="faiss-flat", help="exact by default; quality figures need exact kNN")
     ap.add_argument("--work", type=Path, default=Path("/tmp/mine-quality"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -103,6 +106,7 @@ def main() -> None:
           f"encoded in {time.perf_counter() - t:.0f}s{' (cache)' if emb.cached else ''}")
 
     params = MiningParams(range_max=args.range_max, backend=args.backend, batch_size=args.batch_size)
+    shutil.rmtree(args.work / "supervised", ignore_errors=True)  # fresh round: the band arrays are needed
     res = mine(supervised, encoder, args.work / "supervised", params=params, embeddings=emb, keep_results=True,
                show_progress=False)
     print("\n1. Difficulty by band (supervised NLI rows + unsupervised wiki/Twitter anchors, every band)\n")
@@ -128,22 +132,29 @@ def main() -> None:
 
     print("\n2. False negatives among nearest-neighbour negatives, labels withheld (every sentence an unsupervised "
           "anchor)\n")
-    print("| filter | NN rows of NLI sentences | labeled entailment partner mined as negative | share |"
-          "\n|---|---:|---:|---:|")
     shares = {}
+    # one kNN of every sentence, then the band under each filter setting (no Parquet needed here)
     variants = (("none", None, 0), ("max_score 0.95", 0.95, 0), ("max_score 0.90", 0.90, 0),
                 ("max_score 0.95, range_min 3", 0.95, 3), ("max_score 0.95, range_min 10", 0.95, 10))
+    base = MiningParams(range_max=args.range_max, backend=args.backend, batch_size=args.batch_size)
+    ctx = BandContext(unsupervised, emb, base, seed=0, round_=0)
+    t = time.perf_counter()
+    result = knn(emb.matrix, ctx.uq, ctx.knn_depth(["nearest_neighbour"]), args.backend)
+    ctx.set_knn(result, ctx.uq)
+    print(f"(kNN of {len(ctx.uq)} anchors: {time.perf_counter() - t:.0f}s, {result.backend})\n")
+    print("| filter | NN rows of NLI sentences | labeled entailment partner mined as negative | share | mean sim |"
+          "\n|---|---:|---:|---:|---:|")
+    shares = {}
     for name, max_score, range_min in variants:
-        p = MiningParams(range_min=range_min, range_max=args.range_max, backend=args.backend, max_score=max_score,
-                         batch_size=args.batch_size)
-        r = mine(unsupervised, encoder, args.work / f"unsupervised-{len(shares)}", params=p,
-                 bands=["nearest_neighbour"], embeddings=emb, keep_results=True, show_progress=False)
-        b = r.results["nearest_neighbour"]
+        ctx.params = MiningParams(range_min=range_min, range_max=args.range_max, backend=args.backend,
+                                  max_score=max_score, batch_size=args.batch_size)
+        b = add_similarities(nearest_neighbour_band(ctx), emb)
         considered = [(a, n) for a, n in zip(b.anchor, b.negative) if texts[a] in labeled]
         hits = sum(texts[n] in labeled[texts[a]] for a, n in considered)
         shares[name] = {"rows": len(considered), "false_negatives": hits, "share": hits / max(1, len(considered)),
-                        "mean_sim": r.bands["nearest_neighbour"]["mean_anchor_negative_sim"]}
-        print(f"| {name} | {len(considered)} | {hits} | {100 * hits / max(1, len(considered)):.2f}% |")
+                        "mean_sim": b.mean_sim(), "skipped": dict(b.skipped)}
+        print(f"| {name} | {len(considered)} | {hits} | {100 * hits / max(1, len(considered)):.2f}% | "
+              f"{b.mean_sim():.4f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"bands": res.bands, "order": order, "false_negatives": shares,
                                                "pool": len(supervised), "index": res.manifest.get("index")},
