@@ -125,10 +125,14 @@ def main() -> None:
     nn = res.results["nearest_neighbour"]
     texts = supervised.texts
     labeled = partners(inputs["rows"])
-    sup_hits = sum(texts[n] in labeled.get(texts[a], ()) for a, n in zip(nn.anchor, nn.negative)
-                   if texts[a] in labeled)
-    print(f"supervised NLI anchors: nearest-neighbour negatives that are a labeled entailment partner: {sup_hits} "
-          f"(0 by construction: the guard excludes every labeled positive) over {int(nli_rows.sum())} NLI rows")
+    entailments: dict[str, set[str]] = {}
+    for a, p, _n in inputs["rows"]:
+        entailments.setdefault(a.strip(), set()).add(p.strip())
+    own = sum(texts[n] in entailments.get(texts[a], ()) for a, n in zip(nn.anchor, nn.negative))
+    reverse = sum(texts[n] in labeled.get(texts[a], ()) for a, n in zip(nn.anchor, nn.negative)) - own
+    print(f"supervised: nearest-neighbour negatives that are the anchor's own labeled entailment: {own} (0 by "
+          f"construction: the guard excludes every labeled positive of the anchor); that are a premise the anchor "
+          f"is itself the entailment of: {reverse}; over {int(nli_rows.sum())} NLI rows")
 
     print("\n2. False negatives among nearest-neighbour negatives, labels withheld (every sentence an unsupervised "
           "anchor)\n")
