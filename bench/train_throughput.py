@@ -2,21 +2,24 @@
 
 The anchor: `SentenceTransformerTrainer` + `MultipleNegativesRankingLoss` (scale 20 = 1/τ with τ = 0.05, the
 same loss as supervised SimCSE with α = 1) on the same model, batch size, max length, precision and NLI
-triplets, in the same process, one run each. Both skip `--warmup-steps` steps and time the next `--steps`
-(wall clock between optimizer steps, CUDA synchronised), so the model load and the final save are outside.
+triplets, in the same process. Each run skips `--warmup-steps` steps and times the next `--steps` (wall
+clock between optimizer steps, CUDA synchronised), so the model load and the final save are outside; the
+trainers run `--repeats` times each in ABBA order (a drifting machine load favours neither), and the
+table reports the mean.
 
 Rows printed: sentence-transformers; ours as `simcse-curriculum train` runs it (length-bucketed batches,
-tokenised ahead on a thread, one forward per batch over packed rows); ours padding each batch to one matrix
-instead of packing (`TrainConfig(pack=False)`), to show what packing alone is worth. Padding is reported
-as tokens computed per real token. Last line: `ratio: <ours / sentence-transformers>`.
+tokenised ahead on a thread, one forward per batch over packed rows); with `--with-padded`, ours padding
+each batch to one matrix instead (`TrainConfig(pack=False)`), to show what packing alone is worth. Padding
+is reported as tokens computed per real token. Last line: `ratio: <ours / sentence-transformers>`.
 
     .venv/bin/python bench/train_throughput.py                      # CPU, < 5 min on 2 cores
-    .venv/bin/python bench/train_throughput.py --batch-size 128 --steps 100 --precision bf16   # a GPU
+    .venv/bin/python bench/train_throughput.py --batch-size 128 --steps 100 --warmup-steps 10 --precision bf16  # GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -99,7 +102,8 @@ def run_sentence_transformers(model_path: str, rows: dict, args, device: torch.d
     dataset = Dataset.from_dict(rows)
     training_args = SentenceTransformerTrainingArguments(
         output_dir=str(workdir / "st"), per_device_train_batch_size=args.batch_size,
-        max_steps=args.warmup_steps + args.steps, learning_rate=args.lr, warmup_ratio=0.1, bf16=bf16,
+        max_steps=args.warmup_steps + args.steps, learning_rate=args.lr,
+        warmup_steps=math.ceil(0.1 * (args.warmup_steps + args.steps)), bf16=bf16,  # = our warmup_ratio 0.1
         report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=args.seed,
         dataloader_drop_last=True, use_cpu=device.type == "cpu")
     loss = MultipleNegativesRankingLoss(model, scale=1.0 / args.temperature)
@@ -142,8 +146,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: offline all-MiniLM-L6-v2)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per trainer")
-    parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per run")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first, per run")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per trainer, in ABBA order")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="auto: bf16 on CUDA, fp32 on CPU (both trainers)")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
@@ -152,7 +157,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 is steadier on a busy shared machine")
-    parser.add_argument("--skip-padded", action="store_true", help="leave out the padded (unpacked) row")
+    parser.add_argument("--with-padded", action="store_true",
+                        help="also time our loop with pack=False (one padded matrix per batch)")
     args = parser.parse_args()
 
     if args.threads:
@@ -171,16 +177,24 @@ def main() -> None:
     rows = {"anchor": [triplets.anchor[i] for i in pick], "positive": [triplets.positive[i] for i in pick],
             "negative": [triplets.negative[i] for i in pick]}
 
+    names = {"st": "sentence-transformers trainer + MNRL", "ours": "simcse.train (default: packed rows)",
+             "padded": "simcse.train (pack=False: one padded matrix)"}
+    # ABBA order (st, ours, ours, st, ...): a machine whose load drifts during the run biases neither side.
+    order: list[str] = []
+    for r in range(args.repeats):
+        pair = ["st", "ours"] if r % 2 == 0 else ["ours", "st"]
+        order += pair + (["padded"] if args.with_padded else [])
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    padding: dict[str, float] = {}
     workdir = Path(tempfile.mkdtemp(prefix="train-throughput-"))
-    results = []
     try:
-        st_rate, st_pad = run_sentence_transformers(model_path, rows, args, device, bf16, workdir)
-        results.append(("sentence-transformers trainer + MNRL", st_rate, st_pad))
-        ours_rate, ours_pad = run_ours(model_path, rows, args, device, workdir, pack=True)
-        results.append(("simcse.train (default: packed rows)", ours_rate, ours_pad))
-        if not args.skip_padded:
-            padded_rate, padded_pad = run_ours(model_path, rows, args, device, workdir, pack=False)
-            results.append(("simcse.train (pack=False: one padded matrix)", padded_rate, padded_pad))
+        for kind in order:
+            if kind == "st":
+                rate, pad = run_sentence_transformers(model_path, rows, args, device, bf16, workdir)
+            else:
+                rate, pad = run_ours(model_path, rows, args, device, workdir, pack=kind == "ours")
+            rates[kind].append(rate)
+            padding[kind] = pad
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -189,16 +203,19 @@ def main() -> None:
     load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"# train throughput, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {where}{load}")
     print(f"# model {model_path}; data {args.data}; batch {args.batch_size}, max length {args.max_length}, "
-          f"{args.precision}; {args.warmup_steps} warm-up + {args.steps} timed steps")
+          f"{args.precision}; {args.warmup_steps} warm-up + {args.steps} timed steps per run; "
+          f"runs in order {' '.join(order)}")
     print()
-    print("| trainer | triplets/s | padded/real tokens | vs sentence-transformers |")
-    print("|---|---:|---:|---:|")
-    for name, rate, pad in results:
-        print(f"| {name} | {rate:,.1f} | {pad:.2f} | {rate / st_rate:.2f}x |")
+    print("| trainer | triplets/s (mean) | runs | tokens computed / real | vs sentence-transformers |")
+    print("|---|---:|---|---:|---:|")
+    mean = {k: sum(v) / len(v) for k, v in rates.items() if v}
+    for kind, value in mean.items():
+        runs = ", ".join(f"{x:,.1f}" for x in rates[kind])
+        print(f"| {names[kind]} | {value:,.1f} | {runs} | {padding[kind]:.2f} | {value / mean['st']:.2f}x |")
     print()
-    if len(results) > 2:
-        print(f"ratio_padded: {results[2][1] / st_rate:.2f}")
-    print(f"ratio: {ours_rate / st_rate:.2f}")
+    if "padded" in mean:
+        print(f"ratio_padded: {mean['padded'] / mean['st']:.2f}")
+    print(f"ratio: {mean['ours'] / mean['st']:.2f}")
 
 
 if __name__ == "__main__":
