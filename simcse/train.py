@@ -150,7 +150,9 @@ def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list
             k = len(negs[0])
             texts += [str(t) for row in negs for t in row]
         ids = tokenize(texts)
-        alpha = batch.get("alpha", default_alpha)
+        alpha = batch.get("alpha")
+        if alpha is None:
+            alpha = default_alpha
         alpha = torch.as_tensor(alpha, dtype=torch.float32) if not isinstance(alpha, float) else alpha
     inputs: PackedBatch | tuple[torch.Tensor, torch.Tensor]
     if pack_offset is not None:
