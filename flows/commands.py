@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
     def demo_command(
         output_dir: Annotated[Path, typer.Option("--output-dir", help="where the run goes")] = Path("runs/demo"),
         rounds: Annotated[int | None, typer.Option(help="override the demo's 3 rounds")] = None,
-        steps: Annotated[int | None, typer.Option("--steps", help="override the demo's 40 steps per round")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", help="override the demo's 20 steps per round")] = None,
     ) -> None:
         """The full curriculum flow on a built-in corpus (Python docstrings), offline; prints the report path."""
         from flows.demo import demo_config
