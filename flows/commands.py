@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
                        "  export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
                        f"  simcse-curriculum serve {config} {'--cron ' + repr(cron) if cron else f'--interval {interval:g}'}",
                        err=True)
-            raise SystemExit(2)  # flows.cli.main drops typer.Exit codes (standalone_mode=False)
+            raise typer.Exit(2)
         from flows.curriculum_flow import scheduled_flow
 
         schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
