@@ -91,7 +91,8 @@ def _resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str]
             if name in wanted:
                 accepted = " or ".join(repr(c) for c in [name, *aliases.get(name, ())])
                 raise InputError(f"missing column {accepted}; the file has {list(available)}. Rename the column "
-                                 f"or pass the column name option", path=path, column=name)
+                                 f"in the file (mine and configs also take column-name options)", path=path,
+                                 column=name)
     return found
 
 
