@@ -223,7 +223,8 @@ def clustered_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, nlis
     p_counts = np.bincount(flat, minlength=nlist)
     p_starts = np.concatenate([[0], np.cumsum(p_counts)[:-1]])
     best_s = torch.full((nq, k), -float("inf"), dtype=torch.float32)
-    best_i = torch.full((nq, k), -1, dtype=torch.int64)
+    id_dtype = torch.int32 if _index_dtype(n) is np.int32 else torch.int64  # halves the largest array at 1M
+    best_i = torch.full((nq, k), -1, dtype=id_dtype)
     bar = _bar(nlist, "lists", show_progress)
     scanned = 0
     with torch.inference_mode():
@@ -233,7 +234,7 @@ def clustered_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, nlis
                 continue
             members = np.sort(order[starts[c]:starts[c] + counts[c]])
             pool = torch.from_numpy(np.array(embeddings[members])).to(device, dtype)
-            member_ids = torch.from_numpy(members)
+            member_ids = torch.from_numpy(members).to(id_dtype)
             qrows = by_list[p_starts[c]:p_starts[c] + p_counts[c]] // nprobe
             kk = min(k, len(members))
             for b in range(0, len(qrows), 2048):
@@ -247,7 +248,7 @@ def clustered_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, nlis
                 best_i[rows] = torch.gather(cat_i, 1, pos)
             scanned += int(p_counts[c]) * len(members)
     bar.close()
-    out_i = best_i.numpy().astype(_index_dtype(n))
+    out_i = best_i.numpy()
     out_s = best_s.numpy()
     out_i[~np.isfinite(out_s)] = -1
     info = {"nlist": nlist, "nprobe": nprobe, "scanned_fraction": scanned / max(1, nq * n),
