@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -265,6 +266,7 @@ def growth_child(args) -> None:
                           relative_margin=args.relative_margin, max_score=1 - args.relative_margin,
                           batch_size=args.batch_size, backend=args.backend)
     out = work / f"out-{size}"
+    shutil.rmtree(out, ignore_errors=True)  # a complete round there would be reused, and nothing measured
     if mode == "full":
         _, ours = load_models(args.max_length, args.device)
         res = mine(corpus, ours, out, params=params, cache_dir=work / f"cache-{size}", show_progress=False)
