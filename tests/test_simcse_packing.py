@@ -10,21 +10,14 @@ from hypothesis import strategies as st
 
 from simcse.model import SimCSEEncoder, pad_batch
 from simcse.packing import block_diagonal_mask, pack_sequences
-from simcse.testing import build_tiny_model, torch_threads
 
 TEXTS = ["a b c d e f g h i j k l", "x", "hello world", "one two three four", "z y",
          "the quick brown fox jumps over the lazy dog", "ok"] * 2
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert"))
+def _one_torch_thread(one_torch_thread_module):
+    """Tiny models run on one thread: two threads fighting other load were ~3x slower per step."""
 
 
 @settings(max_examples=60, deadline=None)

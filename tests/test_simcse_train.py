@@ -11,7 +11,6 @@ import torch
 from simcse.batching import BucketedBatches, triplet_batches, unsupervised_batches
 from simcse.errors import InputError
 from simcse.model import SimCSEEncoder
-from simcse.testing import build_tiny_model, torch_threads
 from simcse.train import TrainConfig, train
 
 WORDS = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat", "mouse", "lion", "tiger", "bear", "wolf", "fox", "deer", "frog", "snake", "eagle", "owl", "shark", "whale", "seal", "crab", "ant", "bee"]
@@ -23,14 +22,8 @@ def _sentences(n: int, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "bert"))
+def _one_torch_thread(one_torch_thread_module):
+    """Tiny models run on one thread: two threads fighting other load were ~3x slower per step."""
 
 
 def _encoder(path: str, pooling: str = "cls") -> SimCSEEncoder:
