@@ -135,42 +135,55 @@ def knn(embeddings: np.ndarray, queries: np.ndarray, k: int, backend: str = "aut
 
 
 def exact_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, device: str = "cpu",
-                block_bytes: int | None = None, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by blocked matmul: queries in blocks, pool in blocks, running top-k merged per block."""
+                block_bytes: int | None = None, show_progress: bool = False,
+                resident_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by blocked matmul with a running top-k per query.
+
+    The pool is converted to the compute dtype in slabs of at most `resident_bytes` (default: all of it on a
+    GPU, 256 MB on CPU), so searching a 1M-row float16 memmap never holds a float32 copy of it.
+    """
     import torch
 
-    n = embeddings.shape[0]
+    n, dim = embeddings.shape
     nq = len(queries)
     kk = min(k, n)
     on_gpu = str(device).startswith("cuda")
     dtype = torch.float16 if on_gpu else torch.float32
     # CPU: small blocks keep the score block in cache-friendly sizes (measured fastest at 512 x 32k).
     block_bytes = block_bytes or (2 << 30 if on_gpu else 64 << 20)
-    pool = _to_torch(embeddings, device, dtype)
+    resident_bytes = resident_bytes or (n * dim * 2 + 1 if on_gpu else 256 << 20)
+    slab = max(kk, min(n, resident_bytes // (dim * (2 if on_gpu else 4))))
     q_block = min(max(1, nq), 4096 if on_gpu else 512)
-    c_block = max(kk, min(n, block_bytes // (4 * q_block)))
+    c_block = max(kk, min(slab, block_bytes // (4 * q_block)))
+    q_super = 65536 if slab < n else nq  # queries kept resident while the pool streams past them
     out_s = np.full((nq, k), -np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=_index_dtype(n))
     bar = _bar(nq, "search", show_progress)
     with torch.inference_mode():
-        for qs in range(0, nq, q_block):
-            qi = torch.from_numpy(queries[qs:qs + q_block]).to(pool.device)
-            q = pool.index_select(0, qi)
-            best_s = best_i = None
-            for cs in range(0, n, c_block):
-                sims = q @ pool[cs:cs + c_block].T
-                s, i = torch.topk(sims, min(kk, sims.shape[1]), dim=1)
-                i = i + cs
-                if best_s is None:
-                    best_s, best_i = s, i
-                else:
-                    cat_s, cat_i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
-                    best_s, pos = torch.topk(cat_s, kk, dim=1)
-                    best_i = torch.gather(cat_i, 1, pos)
-            out_s[qs:qs + len(qi), :kk] = best_s.float().cpu().numpy()
-            out_i[qs:qs + len(qi), :kk] = best_i.cpu().numpy()
-            bar.update(len(qi))
+        for ss in range(0, nq, max(1, q_super)):
+            sq = queries[ss:ss + q_super]
+            q_all = torch.from_numpy(np.array(embeddings[sq])).to(device, dtype)
+            best_s = torch.full((len(sq), kk), -float("inf"), dtype=torch.float32, device=device)
+            best_i = torch.full((len(sq), kk), -1, dtype=torch.int64, device=device)
+            for ps in range(0, n, slab):
+                pool = _to_torch(embeddings[ps:ps + slab], device, dtype)
+                for qs in range(0, len(sq), q_block):
+                    q = q_all[qs:qs + q_block]
+                    bs, bi = best_s[qs:qs + q_block], best_i[qs:qs + q_block]
+                    for cs in range(0, len(pool), c_block):
+                        s_new, i_new = torch.topk(q @ pool[cs:cs + c_block].T, min(kk, min(c_block, len(pool) - cs)),
+                                                  dim=1)
+                        cat_s = torch.cat([bs, s_new.float()], 1)
+                        cat_i = torch.cat([bi, i_new + (ps + cs)], 1)
+                        bs, pos = torch.topk(cat_s, kk, dim=1)
+                        bi = torch.gather(cat_i, 1, pos)
+                    best_s[qs:qs + q_block], best_i[qs:qs + q_block] = bs, bi
+                del pool
+            out_s[ss:ss + len(sq), :kk] = best_s.cpu().numpy()
+            out_i[ss:ss + len(sq), :kk] = best_i.cpu().numpy()
+            bar.update(len(sq))
     bar.close()
+    out_i[~np.isfinite(out_s)] = -1
     return out_s, out_i
 
 
