@@ -7,15 +7,14 @@ Layout (the mining contract): `<root>/round=<r>/band=<b>/part-<n>.parquet` plus
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from curriculum.errors import TripletDataError
+from curriculum.errors import TripletDataError, load_json_model
 
 MANIFEST_NAME = "manifest.json"
 _ROUND_DIR = re.compile(r"^round=(\d+)$")
@@ -81,16 +80,7 @@ def read_manifest(root: str | Path, round_: int) -> RoundManifest:
     path = round_dir(root, round_) / MANIFEST_NAME
     if not path.is_file():
         raise TripletDataError(f"{path}: no manifest, so round {round_} is not complete; mine it (again) first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TripletDataError(f"{path}: not valid JSON ({err}); re-mine round {round_}") from None
-    try:
-        manifest = RoundManifest.model_validate(data)
-    except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise TripletDataError(f"{path}: key '{key}': {first['msg']}; re-mine round {round_}") from None
+    manifest = load_json_model(path, RoundManifest, TripletDataError, f"re-mine round {round_}")
     if manifest.round != round_:
         raise TripletDataError(f"{path}: says round {manifest.round} but sits in round={round_}; re-mine round {round_}")
     return manifest

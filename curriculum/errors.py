@@ -22,3 +22,21 @@ class TripletDataError(CurriculumError):
 
 class StateError(CurriculumError):
     """A saved curriculum state does not fit the run it is restored into."""
+
+
+def load_json_model(path, model, error: type[CurriculumError], hint: str):
+    """Read `path` as JSON and validate it with pydantic `model`; one-line `error` naming the file and key."""
+    import json
+
+    from pydantic import ValidationError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not valid JSON ({err}); {hint}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise error(f"{path}: key '{key}': {first['msg']}; {hint}") from None

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from curriculum.errors import StateError
+from curriculum.errors import StateError, load_json_model
 
 STATE_VERSION = 1
 
@@ -88,18 +88,9 @@ class CurriculumState(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> CurriculumState:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StateError(f"{path}: no curriculum state to resume from") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise StateError(f"{path}: not valid JSON ({err}); delete it to start the curriculum over") from None
-        try:
-            state = cls.model_validate(data)
-        except ValidationError as err:
-            first = err.errors(include_url=False)[0]
-            key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise StateError(f"{path}: key '{key}': {first['msg']}; delete it to start the curriculum over") from None
+        if not path.is_file():
+            raise StateError(f"{path}: no curriculum state to resume from")
+        state = load_json_model(path, cls, StateError, "delete it to start the curriculum over")
         if state.version != STATE_VERSION:
             raise StateError(f"{path}: state version {state.version}, this code reads {STATE_VERSION}")
         return state
