@@ -271,23 +271,12 @@ class SettingContext:
         return self._inputs
 
     def corpus(self) -> Any:
-        """The mining corpus, loaded once. Built here rather than with `steps.load_mining_corpus` because
-        that ignores `mining.params.unsupervised_anchors` (General must anchor on the NLI rows only)."""
+        """The mining corpus, loaded once (every arm and round of a seed mines the same pool)."""
         if self._corpus is None:
-            from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
-            from mining.params import MiningParams
+            from flows import steps
 
-            inputs = self.inputs()
-            cols = lambda e, n: e["columns"].get(n)
             start = time.perf_counter()
-            self._corpus = load_corpus(
-                [CorpusSource(Path(e["path"]), text_column=cols(e, "text"), id_column=cols(e, "id"),
-                              domain_column=cols(e, "domain"), domain=e.get("domain")) for e in inputs["corpus"]],
-                [PairSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
-                            domain=e.get("domain")) for e in inputs["pairs"]],
-                [NliSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
-                           negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs["nli"]],
-                unsupervised_anchors=MiningParams.from_dict(self.params).unsupervised_anchors)
+            self._corpus = steps.load_mining_corpus(self.inputs(), self.params)
             self.timings["load_corpus_s"] = time.perf_counter() - start
             self.timings["pool"] = len(self._corpus)
             self.timings["anchor_rows"] = self._corpus.n_anchor_rows

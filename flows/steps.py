@@ -80,8 +80,11 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
             "fingerprint": fingerprint, "eval_fingerprint": eval_fingerprint}
 
 
-def load_mining_corpus(inputs: dict[str, Any]) -> Any:
+def load_mining_corpus(inputs: dict[str, Any], params: dict[str, Any] | None = None) -> Any:
+    """The mining corpus of the prepared inputs; `params` (the config's mining.params) may turn off
+    `unsupervised_anchors` so that corpus sentences join the pool as candidates only."""
     from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
+    from mining.params import MiningParams
 
     def cols(entry: dict[str, Any], name: str) -> str | None:
         return entry["columns"].get(name)
@@ -92,7 +95,8 @@ def load_mining_corpus(inputs: dict[str, Any]) -> Any:
                         domain=e.get("domain")) for e in inputs["pairs"]]
     nli = [NliSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
                      negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs["nli"]]
-    return load_corpus(corpus, pairs, nli)
+    unsupervised = MiningParams.from_dict(dict(params or {})).unsupervised_anchors
+    return load_corpus(corpus, pairs, nli, unsupervised_anchors=unsupervised)
 
 
 def load_encoder(model_path: str, config: RunConfig) -> Any:
@@ -154,7 +158,7 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
     from mining.pipeline import mine
 
     start = time.perf_counter()
-    corpus = load_mining_corpus(inputs)
+    corpus = load_mining_corpus(inputs, config.mining.params)
     encoder = load_encoder(model_path, config)
     kwargs: dict[str, Any] = {"round": round_, "bands": config.mining.bands, "seed": config.seed,
                               "cache_dir": run.cache}

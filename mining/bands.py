@@ -226,23 +226,68 @@ def random_band(ctx: BandContext) -> BandResult:
 
 
 def cluster_labels(emb: Embeddings, n_clusters: int | None, seed: int) -> np.ndarray:
-    """FAISS k-means cluster of every pool row (spherical, seeded; trained on a sample)."""
-    import faiss
+    """k-means cluster of every pool row (spherical, seeded; trained on a sample).
 
+    FAISS when it is installed; torch otherwise (the GPU host has torch but no FAISS).
+    """
     n = emb.matrix.shape[0]
     k = n_clusters or int(np.clip(round(np.sqrt(n) / 2), 2, 1024))
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
     n_train = min(n, 256 * k)
     sample = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
-    km = faiss.Kmeans(emb.dim, k, niter=20, seed=int(seed), spherical=True, verbose=False,
-                      min_points_per_centroid=1, max_points_per_centroid=256)
-    km.train(np.ascontiguousarray(emb.rows(sample)))
+    train = np.ascontiguousarray(emb.rows(sample), dtype=np.float32)
+    try:
+        import faiss
+    except ImportError:
+        centroids = spherical_kmeans_torch(train, k, seed=int(seed))
+        assign = _nearest_centroid_torch
+    else:
+        km = faiss.Kmeans(emb.dim, k, niter=20, seed=int(seed), spherical=True, verbose=False,
+                          min_points_per_centroid=1, max_points_per_centroid=256)
+        km.train(train)
+        centroids = km.centroids
+
+        def assign(x: np.ndarray, _c: np.ndarray) -> np.ndarray:
+            return km.index.search(x, 1)[1][:, 0]
     labels = np.empty(n, dtype=np.int64)
     for s in range(0, n, 65536):
-        _, i = km.index.search(np.ascontiguousarray(emb.rows(np.arange(s, min(n, s + 65536)))), 1)
-        labels[s:s + len(i)] = i[:, 0]
+        rows = np.ascontiguousarray(emb.rows(np.arange(s, min(n, s + 65536))), dtype=np.float32)
+        labels[s:s + len(rows)] = assign(rows, centroids)
     return labels
+
+
+def spherical_kmeans_torch(x: np.ndarray, k: int, *, seed: int, niter: int = 20) -> np.ndarray:
+    """Lloyd's k-means on the unit sphere (cosine), seeded: the fallback where FAISS is absent.
+
+    Written here because torch has no k-means; runs on the GPU when there is one. An emptied cluster is
+    re-seeded with the point farthest from its centroid, as FAISS splits large clusters.
+    """
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    g = torch.Generator().manual_seed(seed)
+    data = torch.nn.functional.normalize(torch.from_numpy(x).float(), dim=1).to(device)
+    cent = data[torch.randperm(len(data), generator=g)[:k].to(device)].clone()
+    for _ in range(niter):
+        sims = data @ cent.T
+        best, assign = sims.max(dim=1)
+        new = torch.zeros_like(cent).index_add_(0, assign, data)
+        counts = torch.bincount(assign, minlength=k)
+        empty = torch.nonzero(counts == 0).flatten()
+        if len(empty):
+            far = torch.argsort(best)[:len(empty)]
+            new[empty] = data[far]
+        cent = torch.nn.functional.normalize(new, dim=1)
+    return cent.cpu().numpy()
+
+
+def _nearest_centroid_torch(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    import torch
+
+    c = torch.from_numpy(centroids)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return (torch.from_numpy(x).to(device) @ c.to(device).T).argmax(dim=1).cpu().numpy()
 
 
 def domain_groups(ctx: BandContext) -> tuple[np.ndarray, str]:

@@ -175,6 +175,41 @@ def test_in_domain_falls_back_to_kmeans_clusters(inputs, tmp_path):
     assert res.bands["in_domain"]["rows"] > 0
 
 
+def planted_clusters(n_per: int = 50, k: int = 4, dim: int = 16, seed: int = 0):
+    """k well-separated directions plus small noise: any sound k-means recovers the plant exactly."""
+    from mining.embeddings import Embeddings
+
+    rng = np.random.default_rng(seed)
+    centres = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:k]
+    x = np.repeat(centres, n_per, axis=0) + 0.05 * rng.normal(size=(k * n_per, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.repeat(np.arange(k), n_per)
+    perm = rng.permutation(len(x))
+    return Embeddings(x[perm].astype(np.float16), [str(i) for i in range(len(x))], "m", "p"), truth[perm]
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(set(zip(a.tolist(), b.tolist()))) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize("faiss_present", [True, False])
+def test_cluster_labels_recover_planted_clusters_with_and_without_faiss(faiss_present, monkeypatch):
+    """The GPU host has no FAISS: the torch k-means fallback must find the same clusters."""
+    if not faiss_present:
+        monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # import faiss -> ImportError
+    emb, truth = planted_clusters()
+    labels = bands_mod.cluster_labels(emb, 4, seed=0)
+    assert same_partition(labels, truth)
+    assert (bands_mod.cluster_labels(emb, 4, seed=0) == labels).all()
+
+
+def test_torch_kmeans_reseeds_empty_clusters():
+    emb, _ = planted_clusters(n_per=10, k=2)
+    cent = bands_mod.spherical_kmeans_torch(emb.matrix.astype(np.float32), 6, seed=1)
+    assert cent.shape == (6, 16) and np.isfinite(cent).all()
+    np.testing.assert_allclose(np.linalg.norm(cent, axis=1), 1, atol=1e-5)
+
+
 def test_same_seed_same_triplets_other_seed_other_random_band(inputs, tmp_path):
     corpus = load(inputs)
     run(corpus, tmp_path / "a", seed=3)
