@@ -87,7 +87,9 @@ def run_sentence_transformers(model_path: str, rows: dict, args, device: torch.d
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesRankingLoss,
+    )
     from transformers import TrainerCallback
 
     torch.manual_seed(args.seed)

@@ -13,9 +13,10 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from simcse.errors import InputError
 
@@ -64,7 +65,7 @@ def _decode(path: Path) -> str:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(f"bytes that are not UTF-8 (byte 0x{data[exc.start]:02x}); re-save the file as UTF-8",
                          path=path, line=line) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
 
 
 def _check_exists(path: Path) -> None:

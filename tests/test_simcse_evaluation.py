@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from simcse.evaluation import DevEvaluator, alignment, average_precision_x100, evaluate, spearman_x100, uniformity
+from simcse.evaluation import (
+    DevEvaluator,
+    alignment,
+    average_precision_x100,
+    evaluate,
+    spearman_x100,
+    uniformity,
+)
 
 
 class TableEncoder:
