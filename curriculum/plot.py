@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curriculum.state import CurriculumState, HistoryEntry
+from curriculum.state import CurriculumState, HistoryEntry, default_file_mode
 
 
 def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], path: str | Path,
@@ -53,6 +53,7 @@ def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, A
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.fchmod(fd, default_file_mode())
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=100)

@@ -73,6 +73,7 @@ class CurriculumState(BaseModel):
         text = self.to_json()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, default_file_mode())
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
@@ -94,3 +95,11 @@ class CurriculumState(BaseModel):
         if state.version != STATE_VERSION:
             raise StateError(f"{path}: state version {state.version}, this code reads {STATE_VERSION}")
         return state
+
+
+def default_file_mode() -> int:
+    """0o666 less the umask (mkstemp's 0600 would hide the state from the team's other users). curriculum
+    imports neither simcse nor mining (DESIGN.md), hence this twin of `simcse.io.default_file_mode`."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask

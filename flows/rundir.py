@@ -20,9 +20,7 @@ the complete new one; a step counts as done only when its marker exists.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,23 +155,10 @@ def write_dir_atomically(target: Path, write: Callable[[Path], Any]) -> Any:
     A folder cannot be replaced in one step when it exists, so an existing target (a complete earlier
     write) is moved aside first and removed after the rename.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        result = write(tmp)
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return result
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    from simcse.storage import atomic_dir
+
+    with atomic_dir(target) as tmp:
+        return write(tmp)
 
 
 def remove_stale_temporaries(folder: Path) -> int:

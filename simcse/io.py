@@ -291,6 +291,17 @@ def read_labeled_pairs(path: str | os.PathLike) -> LabeledPairs:
     return LabeledPairs(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), labels)
 
 
+def process_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """0o666 less the process umask: the mode a plain `open(path, "w")` would create."""
+    return 0o666 & ~process_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed over `path`, on error removed.
@@ -300,6 +311,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, default_file_mode())  # mkstemp creates 0600; the final file gets what open() would give
     os.close(fd)
     tmp_path = Path(tmp)
     try:
