@@ -268,6 +268,7 @@ def train_config(config: RunConfig, round_: int) -> Any:
     settings.setdefault("seed", config.seed + round_)
     settings.setdefault("save_every", max(1, config.steps_per_round // 2))
     settings.setdefault("eval_every", 0)
+    settings.setdefault("final_checkpoint", False)  # the round keeps its model and drops the train folder
     settings.update(max_steps=config.steps_per_round, batch_size=config.batch_size)
     return TrainConfig(**settings)
 

@@ -61,6 +61,9 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     log_every: int = Field(10, ge=1)
     save_every: int = Field(500, ge=0, description="steps between checkpoints; 0: only at the end")
+    final_checkpoint: bool = Field(True, description="also checkpoint at the end (optimizer state: ~3x the "
+                                                     "weights), so a rerun knows the run is done; off for "
+                                                     "callers that keep only the model")
     prefetch: int = Field(8, ge=1, description="batches tokenised ahead")
     pack: bool = Field(True, description="pack sequences into rows without padding (simcse.packing) where "
                                          "the backbone allows; else pad each batch to one matrix")
@@ -459,7 +462,8 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
         raise RuntimeError(f"training stopped at step {state.step} of {total}: the batches ran out")
     evaluate()
     if resumed_from < total or recover_dir(output_dir / MODEL) is None:
-        _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total)
+        if config.final_checkpoint:
+            _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total)
         encoder.save(output_dir / MODEL)
     encoder.eval()
     recent = state.accuracies[-config.accuracy_window:]

@@ -101,6 +101,17 @@ def test_checkpoint_is_safetensors_plus_weights_only_state(tiny, tmp_path):
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")], "temporary folders left"
 
 
+def test_final_checkpoint_off_keeps_the_model_only(tiny, tmp_path):
+    """Callers that keep only the model (the flows' rounds) skip the end checkpoint and its optimizer state."""
+    on = train(_encoder(tiny), _triplets(), _cfg(max_steps=4, save_every=0), tmp_path / "on")
+    off = train(_encoder(tiny), _triplets(), _cfg(max_steps=4, save_every=0, final_checkpoint=False),
+                tmp_path / "off")
+    assert (tmp_path / "on" / "checkpoint").is_dir()
+    assert not (tmp_path / "off" / "checkpoint").exists()
+    assert SimCSEEncoder.from_pretrained(off.model_path).fingerprint() == \
+        SimCSEEncoder.from_pretrained(on.model_path).fingerprint()
+
+
 def test_resume_with_other_settings_is_refused(tiny, tmp_path):
     batches = _triplets()
     with pytest.raises(KeyboardInterrupt):
