@@ -17,8 +17,8 @@ Prefect is not installed (the GPU host). What the harness adds:
   bands that do not depend on the encoder (random, nli_contradiction) are mined once per setting, seed and
   round with the base model and linked into the arms that use only them (in-batch, static random, static
   nli_contradiction); only their recorded similarities would differ with the trained encoder.
-- The in-batch arm: the flows have no "no hard negatives" setting, so `train_round_in_batch` is
-  `steps.train_round` with the negatives dropped from each batch (same anchors as static_random).
+- The in-batch arm runs the flows with `negatives: in_batch`: the hard negatives are dropped from each
+  batch (same anchors as static_random).
 - Resume: each finished arm x seed writes `results/<setting>/<arm>/seed<s>.json` and is skipped on a
   rerun; an unfinished one resumes inside its flows run dir (finished rounds, trainer checkpoints).
 - Timings per arm and phase (mine / train / eval / other) and of the shared work, and `estimate`, which
@@ -220,6 +220,7 @@ def build_config(setting: dict[str, Any], arm: dict[str, Any], size: dict[str, A
         curriculum["total"] = (int(size["rounds"]) * int(size["steps_per_round"]) if per_step
                                else max(1, int(size["rounds"]) - 1))
     data["curriculum"] = curriculum
+    data["negatives"] = "in_batch" if arm["negatives"] == "none" else "hard"
     return config_from_mapping(data, base_dir=setting_path.parent, source=setting_path)
 
 
@@ -424,42 +425,6 @@ def link_round(src_root: Path, dst_root: Path, round_: int) -> None:
     os.replace(tmp, dst)
 
 
-def without_hard_negatives(batch: dict[str, Any]) -> dict[str, Any]:
-    """The in-batch arm's batch: anchors and positives only; unsupervised rows (positive == anchor) become
-    plain unsupervised SimCSE (the trainer encodes the anchors twice under two dropout masks)."""
-    anchors, positives = batch["anchor"], batch.get("positive")
-    if positives is None or all(p == a for a, p in zip(anchors, positives)):
-        return {"anchor": list(anchors)}
-    return {"anchor": list(anchors), "positive": list(positives)}
-
-
-def train_round_in_batch(model_path: str, plan: dict[str, Any], config: Any, run: Any, round_: int) -> dict[str, Any]:
-    """`flows.steps.train_round` with the hard negatives dropped from every batch (the flows have no setting
-    for it); the same bookkeeping: resumable trainer folder, model renamed into place, result file."""
-    from flows import steps
-    from simcse.io import atomic_write_json
-    from simcse.train import MODEL, train
-
-    start = time.perf_counter()
-    result_path = run.round_dir(round_) / "train_result.json"
-    if run.model_complete(round_) and result_path.is_file():
-        return json.loads(result_path.read_text(encoding="utf-8"))
-    batches, _ = steps.round_batches(config, run, round_, plan["state"])
-    batches = [without_hard_negatives(b) for b in batches]
-    encoder = steps.load_encoder(model_path, config)
-    result = train(encoder, batches, steps.train_config(config, round_), run.train_dir(round_))
-    if run.model_dir(round_).exists():
-        shutil.rmtree(run.model_dir(round_))
-    os.replace(run.train_dir(round_) / MODEL, run.model_dir(round_))
-    summary = {"round": round_, "steps": result.steps, "mean_train_accuracy": result.train_accuracy,
-               "history": result.history, "triplets_per_s": result.triplets_per_s,
-               "resumed_from": result.resumed_from, "model": str(run.model_dir(round_)),
-               "seconds": time.perf_counter() - start}
-    atomic_write_json(result_path, summary)
-    shutil.rmtree(run.train_dir(round_), ignore_errors=True)
-    return summary
-
-
 def mine_own_round(ctx: SettingContext, model_path: str, config: Any, run: Any, round_: int,
                    bands: list[str]) -> dict[str, float]:
     """Re-mine the arm's bands with its current encoder (`mine` reuses a finished round); its timings."""
@@ -552,10 +517,7 @@ def run_arm(ctx: SettingContext, arm: dict[str, Any], seed: int, keep_models: bo
         with clock.phase("other"):
             plan = steps.schedule_round(config, run, r, log)
         with clock.phase("train"):
-            if arm["negatives"] == "none":
-                trained = train_round_in_batch(model_in, plan, config, run, r)
-            else:
-                trained = steps.train_round(model_in, plan, config, run, r, log)
+            trained = steps.train_round(model_in, plan, config, run, r, log)
         train_detail.append({"round": r, "seconds": trained.get("seconds"), "steps": trained.get("steps"),
                              "triplets_per_s": trained.get("triplets_per_s")})
         with clock.phase("eval"):

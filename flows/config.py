@@ -113,6 +113,9 @@ class RunConfig(_Strict):
     eval: EvalSettings = Field(default_factory=EvalSettings)
     mining: MiningSettings = Field(default_factory=MiningSettings)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    negatives: Literal["hard", "in_batch"] = Field(
+        "hard", description="in_batch: train on the sampled anchors and positives only, hard negatives dropped "
+                            "(plain SimCSE; the baseline a curriculum run is compared with)")
     training: dict[str, Any] = Field(default_factory=dict, description="simcse.train.TrainConfig fields")
     source: Path | None = Field(None, exclude=True)
 

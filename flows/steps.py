@@ -273,6 +273,15 @@ def train_config(config: RunConfig, round_: int) -> Any:
     return TrainConfig(**settings)
 
 
+def without_hard_negatives(batch: dict[str, Any]) -> dict[str, Any]:
+    """A batch for `negatives: in_batch`: anchors and positives only; unsupervised rows (positive == anchor)
+    become plain unsupervised SimCSE (the trainer encodes the anchors twice under two dropout masks)."""
+    anchors, positives = batch["anchor"], batch.get("positive")
+    if positives is None or all(p == a for a, p in zip(anchors, positives)):
+        return {"anchor": list(anchors)}
+    return {"anchor": list(anchors), "positive": list(positives)}
+
+
 def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: RunDir, round_: int,
                 log: Any = _log) -> dict[str, Any]:
     """Train `steps_per_round` steps from `model_path`; the model lands in `rounds/<r>/model/`.
@@ -291,6 +300,8 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     if plan.get("state") is None:
         raise RuntimeError(f"round {round_} is closed but its model is missing: {run.model_dir(round_)}")
     batches, _ = round_batches(config, run, round_, plan["state"])
+    if config.negatives == "in_batch":
+        batches = [without_hard_negatives(b) for b in batches]
     encoder = load_encoder(model_path, config)
     result = train(encoder, batches, train_config(config, round_), run.train_dir(round_))
     trained = run.train_dir(round_) / MODEL

@@ -155,6 +155,7 @@ def test_every_arm_builds_a_valid_flows_config_for_its_settings(tmp_path: Path):
             config = experiment.build_config(raw, arm, size, 1, tmp_path / name, path)
             assert config.steps_per_round == size["steps_per_round"] and config.seed == 1
             assert config.mining.params["range_max"] == 30  # the size's override on top of the setting's
+            assert config.negatives == ("in_batch" if name == "in_batch" else "hard")
             if config.curriculum.mode != "static":
                 expected = (size["rounds"] * size["steps_per_round"] if config.curriculum.unit == "step"
                             else size["rounds"] - 1)
@@ -165,11 +166,12 @@ def test_every_arm_builds_a_valid_flows_config_for_its_settings(tmp_path: Path):
 
 
 def test_in_batch_batches_drop_negatives_and_unsupervised_positives():
-    experiment = _load("experiment")
+    from flows import steps
+
     sup = {"anchor": ["a", "b"], "positive": ["c", "d"], "negative": ["e", "f"], "alpha": [1.0, 1.0], "band": ["random"] * 2}
-    assert experiment.without_hard_negatives(sup) == {"anchor": ["a", "b"], "positive": ["c", "d"]}
+    assert steps.without_hard_negatives(sup) == {"anchor": ["a", "b"], "positive": ["c", "d"]}
     unsup = {"anchor": ["a", "b"], "positive": ["a", "b"], "negative": ["e", "f"]}
-    assert experiment.without_hard_negatives(unsup) == {"anchor": ["a", "b"]}
+    assert steps.without_hard_negatives(unsup) == {"anchor": ["a", "b"]}
 
 
 def test_subsample_lines_keeps_header_and_order(tmp_path: Path):
