@@ -121,22 +121,32 @@ def parse_config(data: Mapping[str, Any] | None, prefix: str = "curriculum") -> 
 def format_validation_error(err: ValidationError, prefix: str = "curriculum",
                             model: type[BaseModel] | None = None) -> str:
     """One line for a pydantic error: `prefix.key.sub: what is wrong` (+ how many more errors)."""
+    key, message = describe_validation_error(err, prefix, model)
+    return f"{key}: {message}"
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "",
+                              model: type[BaseModel] | None = None) -> tuple[str, str]:
+    """(dotted key, what is wrong) of a pydantic error's first problem, naming how many more there are.
+
+    Shared with flows' YAML config, which looks the key up to name the file's line.
+    """
     errors = err.errors(include_url=False)
-    first = _describe(errors[0], prefix, model)
+    key, message = _key(errors[0]["loc"], prefix), _describe(errors[0], model)
     if len(errors) > 1:
         others = ", ".join(_key(e["loc"], prefix) for e in errors[1:4])
         more = "" if len(errors) <= 4 else ", ..."
-        first += f" (and {len(errors) - 1} more: {others}{more})"
-    return first
+        message += f" (and {len(errors) - 1} more: {others}{more})"
+    return key, " ".join(message.split())
 
 
 def _key(loc: tuple, prefix: str) -> str:
     key = prefix
     for part in loc:
-        if part == "[key]":
-            continue
-        key += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return key
+        if part == "[key]" or (isinstance(part, str) and part.startswith(("function-", "tagged-union"))):
+            continue  # pydantic's names for validators and unions, not keys a user wrote
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
 
 
 def _short(value: Any) -> str:
@@ -144,23 +154,20 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(error: Mapping[str, Any], prefix: str, model: type[BaseModel] | None) -> str:
+def _describe(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
     kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
-    key = _key(loc, prefix)
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        return f"{key}: unknown {_short(error['input'])}; expected one of {', '.join(choices)}"
+        return f"unknown {_short(error['input'])}; expected one of {', '.join(choices)}"
     if kind == "extra_forbidden":
         fields = _fields_at(model, loc[:-1]) if model is not None else None
-        hint = f"; expected one of {', '.join(fields)}" if fields else ""
-        return f"{key}: unknown key{hint}"
+        return "unknown key" + (f"; expected one of {', '.join(fields)}" if fields else "")
     if kind == "missing":
-        return f"{key}: required key is missing"
+        return "required key is missing"
     if kind == "value_error" and "error" in ctx:
-        return f"{key}: {ctx['error']}"
+        return str(ctx["error"])
     message = str(error["msg"])
-    message = message[:1].lower() + message[1:]
-    return f"{key}: {message} (got {_short(error['input'])})"
+    return f"{message[:1].lower() + message[1:]} (got {_short(error['input'])})"
 
 
 def _fields_at(model: Any, loc: tuple) -> list[str] | None:
@@ -181,7 +188,7 @@ def _fields_at(model: Any, loc: tuple) -> list[str] | None:
             return None
     current = _unwrap_optional(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        return [name for name, f in current.model_fields.items() if not f.exclude]
     return None
 
 

@@ -12,10 +12,8 @@ import hashlib
 import json
 import os
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -261,66 +259,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- error messages
-def _dotted(loc: tuple[Any, ...]) -> str:
-    key = ""
-    for part in loc:
-        if isinstance(part, int):
-            key += f"[{part}]"
-        elif part in ("[key]",) or (isinstance(part, str) and part.startswith(("function-", "tagged-union"))):
-            continue
-        else:
-            key += f".{part}" if key else str(part)
-    return key or "(top level)"
-
-
 def _first_error(err: ValidationError) -> tuple[str, str]:
-    errors = err.errors(include_url=False)
-    first = errors[0]
-    kind, loc, ctx = first["type"], tuple(first["loc"]), first.get("ctx") or {}
-    key = _dotted(loc)
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        message = f"unknown {first['input']!r}; expected one of {', '.join(choices)}"
-    elif kind == "extra_forbidden":
-        fields = _fields_at(RunConfig, loc[:-1])
-        message = "unknown key" + (f"; expected one of {', '.join(fields)}" if fields else "")
-    elif kind == "missing":
-        message = "required key is missing"
-    elif kind == "value_error" and "error" in ctx:
-        message = str(ctx["error"])
-    else:
-        message = str(first["msg"])
-        message = message[:1].lower() + message[1:] + f" (got {first.get('input')!r})"[:80]
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more: {', '.join(_dotted(tuple(e['loc'])) for e in errors[1:4])})"
-    return key, " ".join(message.split())
+    from curriculum.config import describe_validation_error
 
-
-def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
-    current: Any = model
-    for part in loc:
-        current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = field.annotation
-        elif typing.get_origin(current) in (list, dict):
-            current = typing.get_args(current)[-1]
-        else:
-            return None
-    current = _unwrap(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [name for name, f in current.model_fields.items() if not f.exclude]
-    return None
-
-
-def _unwrap(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
+    return describe_validation_error(err, "", RunConfig)
 
 
 def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
