@@ -639,22 +639,12 @@ def run_experiment(args: argparse.Namespace) -> int:
 
 
 def preflight(size: dict[str, Any], plan: list[tuple[str, str, int]], settings: list[str]) -> None:
-    """Fail before any work on what would fail later: unknown settings, in_domain without faiss."""
+    """Fail before any work on what would fail later: unknown settings."""
     from simcse.errors import InputError
 
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise InputError(f"unknown setting {unknown[0]!r}; choose from {', '.join(SETTINGS)}")
-    needs_kmeans = any("in_domain" in arm_bands(load_arm(a), list(_read_yaml(
-        CONFIG_DIR / "settings" / f"{s}.yaml")["mining"]["bands"])) for s, a, _ in plan)
-    if needs_kmeans:
-        try:
-            import faiss  # noqa: F401  (mining's in_domain band clusters with faiss k-means)
-        except ImportError:
-            raise InputError("the in_domain band needs faiss (mining.bands.cluster_labels uses faiss k-means) "
-                             "and it is not installed here; pip install faiss-cpu, or run only arms without "
-                             "in_domain (--arms in_batch,static_random,static_nli_contradiction,"
-                             "static_nearest_neighbour)") from None
 
 
 def write_run_meta(out: Path, size: dict[str, Any], args: argparse.Namespace, wall: float,
