@@ -150,8 +150,8 @@ def main() -> None:
           "\n|---|---:|---:|---:|---:|")
     shares = {}
     for name, max_score, range_min in variants:
-        ctx.params = MiningParams(range_min=range_min, range_max=args.range_max, backend=args.backend,
-                                  max_score=max_score, batch_size=args.batch_size)
+        ctx.params = MiningParams(range_min=range_min, unsupervised_range_min=None, range_max=args.range_max,
+                                  backend=args.backend, max_score=max_score, batch_size=args.batch_size)
         b = add_similarities(nearest_neighbour_band(ctx), emb)
         considered = [(a, n) for a, n in zip(b.anchor, b.negative) if texts[a] in labeled]
         hits = sum(texts[n] in labeled[texts[a]] for a, n in considered)

@@ -143,7 +143,9 @@ def time_mine(st, ours, corpus, args, work: Path) -> dict:
     from mining.params import MiningParams
     from mining.pipeline import mine
 
-    params = MiningParams(range_min=args.range_min, range_max=args.range_max, num_negatives=args.num_negatives,
+    # unsupervised_range_min off: sentence-transformers has no such window, and the triplets are compared
+    params = MiningParams(range_min=args.range_min, unsupervised_range_min=None, range_max=args.range_max,
+                          num_negatives=args.num_negatives,
                           relative_margin=args.relative_margin, max_score=1 - args.relative_margin,
                           batch_size=args.batch_size, backend=args.backend)
     t = time.perf_counter()

@@ -367,10 +367,11 @@ def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> 
             excluded |= mask
         ok = ~excluded
         rank = np.cumsum(ok, axis=1) - 1
-        window = ok & (rank >= params.range_min) & (rank < params.range_max)
+        unsup = ctx.p[rows] == ctx.a[rows]
+        first = np.where(unsup, params.first_unsupervised_rank, params.range_min)
+        window = ok & (rank >= first[:, None]) & (rank < params.range_max)
         if filter_enabled:
             sims = ctx.knn.scores[ctx.inv[rows]]  # the index's scores (exact for torch / faiss-flat / IVF-flat)
-            unsup = ctx.p[rows] == ctx.a[rows]
             ap = ctx.emb.pair_sims(ctx.a[rows], ctx.p[rows])
             threshold = np.full(len(rows), np.inf, dtype=np.float64)
             if params.relative_margin is not None:

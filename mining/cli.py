@@ -53,6 +53,9 @@ def mine_command(
     seed: Annotated[int, Opt("--seed", help="Seed of every random choice.")] = 0,
     num_negatives: Annotated[int, Opt("--num-negatives", help="Negatives per anchor and band.")] = 1,
     range_min: Annotated[int, Opt("--range-min", help="nearest_neighbour: first kNN rank used.")] = 0,
+    unsupervised_range_min: Annotated[int, Opt("--unsupervised-range-min", help="nearest_neighbour: first kNN rank "
+                                               "for anchors without a positive (their paraphrases sit in the top "
+                                               "ranks); 0 turns it off.")] = 3,
     range_max: Annotated[int, Opt("--range-max", help="nearest_neighbour: ranks below this are used.")] = 50,
     relative_margin: Annotated[float, Opt("--relative-margin", help="Drop candidates above (1 - margin) x "
                                           "sim(anchor, positive); negative disables.")] = 0.05,
@@ -91,6 +94,7 @@ def mine_command(
         raise InputError(f"--domain given {len(domains)} times for {len(corpus)} --corpus files; give one label per "
                          f"corpus file, in order")
     params = MiningParams(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
+                          unsupervised_range_min=unsupervised_range_min or None,
                           relative_margin=None if relative_margin < 0 else relative_margin,
                           max_score=None if max_score > 1 else max_score, sampling=sampling,
                           backend=backend, batch_size=batch_size, unsupervised_anchors=not no_unsupervised)

@@ -18,7 +18,10 @@ class MiningParams:
     nearest_neighbour: ranks [range_min, range_max) of the anchor's kNN list (the anchor, its positives and
     same-text sentences are not ranked); a candidate scoring above `sim(anchor, positive) - |sim| *
     relative_margin` is dropped (NV-Retriever's TopK-PercPos, 0.05 their best), or above `max_score` for
-    unsupervised anchors (whose positive is the anchor itself). `sampling` picks the `top` candidates or a
+    unsupervised anchors (whose positive is the anchor itself), which also start at rank
+    `max(range_min, unsupervised_range_min)` (kept below range_max - num_negatives): with no positive to compare against, a paraphrase in the top
+    ranks cannot be told from a hard negative (docs/mining.md: 40.8% of such negatives were the anchor's
+    labeled entailment with max_score alone, 3.2% from rank 3). `sampling` picks the `top` candidates or a
     seeded `random` choice in the window.
     in_domain: a sentence of the anchor's domain label (or FAISS k-means cluster when fewer than two labels
     exist) outside its `in_domain_exclude_top` nearest neighbours (default range_max).
@@ -26,6 +29,7 @@ class MiningParams:
 
     num_negatives: int = 1
     range_min: int = 0
+    unsupervised_range_min: int | None = 3
     range_max: int = 50
     relative_margin: float | None = 0.05
     max_score: float | None = 0.95
@@ -58,6 +62,9 @@ class MiningParams:
             raise bad("range_min", "must be an integer >= 0")
         if self.range_min >= self.range_max:
             raise bad("range_min", f"must be smaller than range_max={self.range_max}")
+        if self.unsupervised_range_min is not None and (
+                not isinstance(self.unsupervised_range_min, int) or self.unsupervised_range_min < 0):
+            raise bad("unsupervised_range_min", "must be an integer >= 0 or None")
         if self.num_negatives > self.range_max - self.range_min:
             raise bad("num_negatives", f"exceeds the {self.range_max - self.range_min} ranks in [range_min, "
                                        f"range_max); widen the window or lower num_negatives")
@@ -75,6 +82,12 @@ class MiningParams:
             raise bad("backend", f"choose one of {', '.join(BACKENDS)}")
         if self.ivf_codec not in IVF_CODECS:
             raise bad("ivf_codec", f"choose one of {', '.join(IVF_CODECS)}")
+
+    @property
+    def first_unsupervised_rank(self) -> int:
+        """The first kNN rank an unsupervised anchor's nearest_neighbour negatives come from (a small window
+        keeps at least `num_negatives` ranks rather than failing)."""
+        return max(self.range_min, min(self.unsupervised_range_min or 0, self.range_max - self.num_negatives))
 
     @property
     def exclude_top(self) -> int:

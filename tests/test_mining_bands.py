@@ -123,10 +123,37 @@ def test_max_score_for_unsupervised_anchors(tmp_path):
     corpus = load_corpus([tmp_path / "c.txt"])
     enc = TableEncoder(vectors)
     r = run(corpus, tmp_path / "o", bands=["nearest_neighbour"], encoder=enc,
-            params=MiningParams(range_max=3, max_score=0.95)).results["nearest_neighbour"]
+            params=MiningParams(range_max=3, max_score=0.95, unsupervised_range_min=None)).results["nearest_neighbour"]
     u = next(i for i in range(r.rows) if corpus.texts[r.anchor[i]] == "U")
     assert corpus.texts[r.negative[u]] == "N2" and corpus.texts[r.positive[u]] == "U"
     assert r.skipped["max_score"] >= 1
+
+
+def test_unsupervised_anchors_start_at_unsupervised_range_min_supervised_ones_do_not(tmp_path):
+    """U has no positive: its top ranks may be paraphrases, so by default it skips ranks 0-2. A has one."""
+    vectors = {"U": unit(1.0, 1), "A": unit(1.0, 1, dim=8)[::-1], "P": unit(0.99, 1, dim=8)[::-1],
+               **{f"N{k}": unit(0.9 - 0.1 * k, 2 + k) for k in range(5)},
+               **{f"M{k}": unit(0.9 - 0.1 * k, 2 + k, dim=8)[::-1] for k in range(3)}}
+    (tmp_path / "c.txt").write_text("U\n" + "".join(f"N{k}\n" for k in range(5)) + "".join(f"M{k}\n" for k in range(3)),
+                                    encoding="utf-8")
+    (tmp_path / "p.csv").write_text("anchor,positive\nA,P\n", encoding="utf-8")
+    corpus = load_corpus([tmp_path / "c.txt"], pairs=[tmp_path / "p.csv"])
+    enc = TableEncoder(vectors)
+
+    def negatives(**kw):
+        params = MiningParams(range_max=6, num_negatives=1, max_score=None, relative_margin=None, **kw)
+        r = run(corpus, tmp_path / str(kw), bands=["nearest_neighbour"], encoder=enc,
+                params=params).results["nearest_neighbour"]
+        return {corpus.texts[a]: (corpus.texts[n], int(k)) for a, n, k in zip(r.anchor, r.negative, r.rank)}
+
+    default = negatives()
+    assert default["U"] == ("N3", 3)
+    assert default["A"] == ("M0", 0)
+    assert negatives(unsupervised_range_min=None)["U"] == ("N0", 0)
+    assert negatives(range_min=1, unsupervised_range_min=0)["U"] == ("N1", 1)
+    assert MiningParams(range_max=3, num_negatives=2).first_unsupervised_rank == 1  # a small window shrinks it
+    with pytest.raises(InputError, match="unsupervised_range_min"):
+        MiningParams(unsupervised_range_min=-1)
 
 
 def test_window_and_random_sampling_stay_in_ranks(inputs, tmp_path):
