@@ -220,7 +220,7 @@ def build_config(setting: dict[str, Any], arm: dict[str, Any], size: dict[str, A
         curriculum["total"] = (int(size["rounds"]) * int(size["steps_per_round"]) if per_step
                                else max(1, int(size["rounds"]) - 1))
     data["curriculum"] = curriculum
-    data["negatives"] = "in_batch" if arm["negatives"] == "none" else "hard"
+    data["negatives"] = "in_batch" if arm.get("negatives") == "none" else "hard"
     return config_from_mapping(data, base_dir=setting_path.parent, source=setting_path)
 
 

@@ -184,3 +184,22 @@ def test_subsample_lines_keeps_header_and_order(tmp_path: Path):
     numbers = [int(line.split("\t")[0][1:]) for line in lines[1:]]
     assert numbers == sorted(numbers) and len(set(numbers)) == 10
     assert experiment.subsample_lines(src, tmp_path / "again" / "in.tsv", 10).read_text() == dst.read_text()
+
+
+@pytest.mark.e2e
+def test_smoke_run_of_one_arm_end_to_end(shared_data: Path, minilm_path: str, tmp_path: Path):
+    """The harness for real (offline MiniLM, shared data, the smoke size): the in-batch arm of General runs
+    both rounds through the flows' steps and lands in results and the markdown section."""
+    import subprocess
+
+    out = tmp_path / "exp"
+    proc = subprocess.run([sys.executable, str(BENCH / "experiment.py"), "run", "--size", "smoke", "--out", str(out),
+                           "--results", str(out / "results.md"), "--settings", "general", "--arms", "in_batch",
+                           "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "results" / "general" / "in_batch" / "seed0.json").read_text())
+    assert result["total_steps"] == 6 and [c["round"] for c in result["curve"]] == [0, 1]
+    assert all(c["steps"] == 3 and c["dev"] is not None for c in result["curve"])
+    assert result["report"]["name"] == "sts/test" and 0 < result["report"]["value"] <= 100
+    section = (out / "results.md").read_text()
+    assert "<!-- experiment:start -->" in section and "in_batch" in section
