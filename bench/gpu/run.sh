@@ -3,7 +3,7 @@
 # a session's GPU checks, inside one 10-minute call. Each step has its own time limit; its log lands in $OUT.
 #   1. mining throughput at GPU sizes (encode + mine vs sentence-transformers)       issue 3
 #   2. training throughput, bf16, batch 128 (vs SentenceTransformerTrainer)          issue 2
-#   3. the experiment at --size gpu until the call's deadline (results tar in $OUT)  issue 6
+#   3. the experiment at --size gpu until the call's deadline (results, results.md and plot: one tar in $OUT)
 # Locally (a dry run of the plumbing): OUT=/tmp/gpu-out PY=.venv/bin/python bash bench/gpu/run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,6 +41,7 @@ TRAIN_ARGS=${TRAIN_ARGS:-"--device cuda --precision bf16 --batch-size 128 --step
 step train_throughput 120 "$PY" bench/train_throughput.py $TRAIN_ARGS
 EXP=${EXP_SIZE:-gpu}
 step experiment "$(left)" "$PY" bench/experiment.py run --size "$EXP" --out /tmp/experiment \
-  --results "$OUT/results.md" --deadline-min "$(( ($(left) - 30) / 60 ))" ${EXP_ARGS:-}
-tar czf "$OUT/experiment_results.tgz" -C /tmp/experiment results run_meta.json 2>/dev/null
+  --results /tmp/experiment/results.md --deadline-min "$(( ($(left) - 30) / 60 ))" ${EXP_ARGS:-}
+# one archive: $OUT brings back at most 8 files (results.md and its plot travel inside it)
+tar czf "$OUT/experiment_results.tgz" -C /tmp/experiment results run_meta.json results.md figures 2>/dev/null
 ls -la "$OUT"
