@@ -302,3 +302,27 @@ def test_standalone_mine_train_evaluate_flows_share_the_tasks(harness: str, tiny
     with torch_threads(1):
         result = evaluate_flow(cfg, model=str(out / "rounds/0/model"))
     assert result["evaluation"] == metrics["evaluation"], "the same model scores the same"
+
+
+def test_accelerator_tasks_carry_the_gpu_tag_only_when_a_limit_exists(harness: str, tmp_path: Path) -> None:
+    """Tagging costs an API round trip per task run, so `gpu` is set only where a concurrency limit on it
+    makes it do something (`prefect concurrency-limit create gpu 1`)."""
+    from prefect.client.orchestration import get_client
+
+    from flows.rundir import RunDir
+    from flows.tasks import GPU_TAG, bind_tasks, gpu_limit_exists
+
+    run = RunDir(tmp_path / "run")
+    assert not gpu_limit_exists()
+    untagged = bind_tasks(run)
+    assert all(not t.tags for t in (untagged.mine, untagged.train, untagged.evaluate))
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=1)
+        try:
+            assert gpu_limit_exists()
+            tagged = bind_tasks(run)
+            assert all(t.tags == {GPU_TAG} for t in (tagged.mine, tagged.train, tagged.evaluate))
+            assert not tagged.schedule.tags and not tagged.report.tags
+        finally:
+            client.delete_concurrency_limit_by_tag(tag=GPU_TAG)
+    assert not gpu_limit_exists()
