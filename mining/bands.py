@@ -13,6 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -241,19 +242,20 @@ def cluster_labels(emb: Embeddings, n_clusters: int | None, seed: int) -> np.nda
         import faiss
     except ImportError:
         centroids = spherical_kmeans_torch(train, k, seed=int(seed))
-        assign = _nearest_centroid_torch
+
+        def assign(x: np.ndarray) -> np.ndarray:
+            return _nearest_centroid_torch(x, centroids)
     else:
         km = faiss.Kmeans(emb.dim, k, niter=20, seed=int(seed), spherical=True, verbose=False,
                           min_points_per_centroid=1, max_points_per_centroid=256)
         km.train(train)
-        centroids = km.centroids
 
-        def assign(x: np.ndarray, _c: np.ndarray) -> np.ndarray:
+        def assign(x: np.ndarray) -> np.ndarray:
             return km.index.search(x, 1)[1][:, 0]
     labels = np.empty(n, dtype=np.int64)
     for s in range(0, n, 65536):
         rows = np.ascontiguousarray(emb.rows(np.arange(s, min(n, s + 65536))), dtype=np.float32)
-        labels[s:s + len(rows)] = assign(rows, centroids)
+        labels[s:s + len(rows)] = assign(rows)
     return labels
 
 
@@ -265,7 +267,7 @@ def spherical_kmeans_torch(x: np.ndarray, k: int, *, seed: int, niter: int = 20)
     """
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _torch_device()
     g = torch.Generator().manual_seed(seed)
     data = torch.nn.functional.normalize(torch.from_numpy(x).float(), dim=1).to(device)
     cent = data[torch.randperm(len(data), generator=g)[:k].to(device)].clone()
@@ -285,9 +287,14 @@ def spherical_kmeans_torch(x: np.ndarray, k: int, *, seed: int, niter: int = 20)
 def _nearest_centroid_torch(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     import torch
 
-    c = torch.from_numpy(centroids)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return (torch.from_numpy(x).to(device) @ c.to(device).T).argmax(dim=1).cpu().numpy()
+    device = _torch_device()
+    return (torch.from_numpy(x).to(device) @ torch.from_numpy(centroids).to(device).T).argmax(dim=1).cpu().numpy()
+
+
+def _torch_device() -> Any:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def domain_groups(ctx: BandContext) -> tuple[np.ndarray, str]:
