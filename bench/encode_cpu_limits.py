@@ -60,7 +60,11 @@ def operator_shares(encoder, texts: list[str], batch_size: int) -> list[tuple[st
 
 
 def quantized(encoder, per_channel: bool):
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
 
     q = copy.deepcopy(encoder)
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
