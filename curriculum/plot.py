@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curriculum.state import CurriculumState, HistoryEntry, default_file_mode
+from curriculum.state import CurriculumState, HistoryEntry, atomic_file
 
 
 def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], path: str | Path,
@@ -51,14 +49,6 @@ def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, A
     bottom.legend(loc="upper left", fontsize="small", ncol=2)
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.fchmod(fd, default_file_mode())
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -68,23 +70,11 @@ class CurriculumState(BaseModel):
 
     def save(self, path: str | Path) -> None:
         """Atomic: a reader (or a resumed run) sees the old or the new document, never half of one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = self.to_json()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, default_file_mode())
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     @classmethod
     def load(cls, path: str | Path) -> CurriculumState:
@@ -97,9 +87,22 @@ class CurriculumState(BaseModel):
         return state
 
 
-def default_file_mode() -> int:
-    """0o666 less the umask (mkstemp's 0600 would hide the state from the team's other users). curriculum
-    imports neither simcse nor mining (DESIGN.md), hence this twin of `simcse.io.default_file_mode`."""
-    mask = os.umask(0o022)
+@contextlib.contextmanager
+def atomic_file(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over it on success and removed on error; it gets the mode
+    a plain write would (mkstemp's 0600 would hide the state from the team's other users). curriculum
+    imports neither simcse nor mining (DESIGN.md), hence this twin of `simcse.io.atomic_path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    mask = os.umask(0o022)  # the only way to read the umask is to set it; put it straight back
     os.umask(mask)
-    return 0o666 & ~mask
+    os.fchmod(fd, 0o666 & ~mask)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

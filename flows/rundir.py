@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +95,8 @@ class RunDir:
         return self.metrics_path(r).is_file()
 
     def model_complete(self, r: int) -> bool:
-        """A model folder exists only once fully written (see `write_dir_atomically`)."""
+        """A model folder exists only once fully written (`SimCSEEncoder.save` swaps it in whole, via
+        `simcse.storage.atomic_dir`)."""
         return (self.model_dir(r) / "config.json").is_file() or (self.model_dir(r) / "modules.json").is_file()
 
     def completed_rounds(self) -> list[int]:
@@ -147,18 +147,6 @@ def _changed_keys(old: Any, new: Any, ignore: tuple[str, ...] = (), prefix: str 
             out.extend(_changed_keys(old.get(key), new.get(key), ignore, dotted))
         return out
     return [] if old == new else [prefix or "(top level)"]
-
-
-def write_dir_atomically(target: Path, write: Callable[[Path], Any]) -> Any:
-    """Call `write(tmp_dir)` on a fresh folder beside `target`, then rename it to `target`.
-
-    A folder cannot be replaced in one step when it exists, so an existing target (a complete earlier
-    write) is moved aside first and removed after the rename.
-    """
-    from simcse.storage import atomic_dir
-
-    with atomic_dir(target) as tmp:
-        return write(tmp)
 
 
 def remove_stale_temporaries(folder: Path) -> int:

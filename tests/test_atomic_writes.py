@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from curriculum import CurriculumScheduler, parse_config, plot_schedule
-from flows.rundir import write_dir_atomically
 from simcse.io import atomic_write_text
 from simcse.storage import atomic_dir
 
@@ -31,7 +30,6 @@ def test_files_and_folders_get_the_modes_a_plain_write_would(tmp_path: Path, uma
     atomic_write_text(tmp_path / "atomic.txt", "x")
     with atomic_dir(tmp_path / "atomic_dir") as d:
         (d / "f").write_text("x")
-    write_dir_atomically(tmp_path / "flows_dir", lambda d: (d / "f").write_text("x"))
     scheduler = CurriculumScheduler(parse_config({"total": 2}), state_path=tmp_path / "state.json")
     scheduler.start_round(0, {"random": 0.1, "nearest_neighbour": 0.7})
     scheduler.after_batch()
@@ -41,4 +39,3 @@ def test_files_and_folders_get_the_modes_a_plain_write_would(tmp_path: Path, uma
         assert mode(tmp_path / written) == 0o666 & ~umask, written
     assert mode(tmp_path / "atomic.txt") == mode(tmp_path / "plain.txt") == 0o666 & ~umask
     assert mode(tmp_path / "atomic_dir") == mode(tmp_path / "plain_dir") == 0o777 & ~umask
-    assert mode(tmp_path / "flows_dir") == 0o777 & ~umask

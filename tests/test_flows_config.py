@@ -127,20 +127,19 @@ def test_run_dir_refuses_a_different_config_but_allows_more_rounds(tmp_path: Pat
         run.claim(load_config(_write(tmp_path, GOOD.replace("pacing: root", "pacing: linear"), "other.yaml")))
 
 
-def test_write_dir_atomically_never_shows_a_partial_folder(tmp_path: Path) -> None:
-    from flows.rundir import write_dir_atomically
+def test_atomic_dir_never_shows_a_partial_folder(tmp_path: Path) -> None:
+    """How a round's model folder is written (SimCSEEncoder.save): all of it or none of it."""
+    from simcse.storage import atomic_dir
 
     target = tmp_path / "model"
-
-    def fail(folder: Path) -> None:
+    with pytest.raises(OSError), atomic_dir(target) as folder:
         (folder / "half.bin").write_bytes(b"x")
         raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        write_dir_atomically(target, fail)
     assert not target.exists() and not list(tmp_path.iterdir())
-    write_dir_atomically(target, lambda folder: (folder / "a.txt").write_text("1"))
-    write_dir_atomically(target, lambda folder: (folder / "b.txt").write_text("2"))
+    with atomic_dir(target) as folder:
+        (folder / "a.txt").write_text("1")
+    with atomic_dir(target) as folder:
+        (folder / "b.txt").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
 
 
