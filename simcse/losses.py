@@ -60,8 +60,8 @@ def _alpha_tensor(alpha: float | Sequence | torch.Tensor, batch: int, k: int, li
 
 
 def sup_simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
-                    alpha: float | Sequence | torch.Tensor = 1.0, temperature: float = 0.05
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    alpha: float | Sequence | torch.Tensor = 1.0, temperature: float = 0.05,
+                    exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Supervised SimCSE with k hard negatives per anchor and SimCSE's α weighting.
 
     For anchor i the candidates are every positive h_j^+ and every hard negative h_jm^- in the batch:
@@ -71,14 +71,18 @@ def sup_simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: tor
     masks them to -inf, which removes the term exactly (zero gradient, no NaN).
 
     negatives: [B, k, d] or [B, d] (k = 1); alpha: scalar, [B] (one per row), [1, k] or [B, k].
+    exclude: optional bool [B, B + B*k] (columns: the B positives, then negative m of row j at B + j*k + m):
+    candidates that are not negatives of that row (the same text as its positive, e.g. another row's mined
+    negative that repeats this row's sentence) are left out of its softmax. Its own positive cannot be.
     Computed in float32 with autocast off, whatever the encoder's precision.
     """
     with torch.autocast(anchor.device.type, enabled=False):
-        return _sup_simcse_loss(anchor, positive, negatives, alpha, temperature)
+        return _sup_simcse_loss(anchor, positive, negatives, alpha, temperature, exclude)
 
 
 def _sup_simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None,
-                     alpha: float | Sequence | torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     alpha: float | Sequence | torch.Tensor, temperature: float,
+                     exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     if anchor.shape != positive.shape or anchor.dim() != 2:
         raise ValueError(f"anchor and positive must both be [batch, dim], got {tuple(anchor.shape)} and "
                          f"{tuple(positive.shape)}")
@@ -103,5 +107,11 @@ def _sup_simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: to
         neg_logits = neg_logits + log_w
         neg_logits = neg_logits.masked_fill(own & (own_alpha == 0), float("-inf"))
         logits = torch.cat([pos_logits, neg_logits.reshape(batch, batch * k)], dim=1)
+    if exclude is not None:
+        if tuple(exclude.shape) != tuple(logits.shape):
+            raise ValueError(f"exclude must be {tuple(logits.shape)}, got {tuple(exclude.shape)}")
+        if exclude.device.type == "cpu" and bool(exclude.diagonal().any()):  # checked where it costs no sync
+            raise ValueError("exclude cannot remove a row's own positive")
+        logits = logits.masked_fill(exclude.to(device=logits.device, dtype=torch.bool), float("-inf"))
     target = torch.arange(logits.size(0), device=logits.device)
     return F.cross_entropy(logits, target), _accuracy(logits)

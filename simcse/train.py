@@ -36,10 +36,12 @@ from simcse.storage import atomic_dir, recover_dir
 CHECKPOINT = "checkpoint"
 BEST = "best"
 MODEL = "model"
+OPTIMIZER = "optimizer"  # the optimizer's state after the last step, for a run that continues in a later call
+OPTIMIZER_FILE = "optimizer.pt"
 RESULT = "train_result.json"
 # Settings that change the trajectory: a checkpoint made with other values cannot be resumed.
 TRAJECTORY_FIELDS = ("lr", "warmup_ratio", "weight_decay", "max_grad_norm", "max_steps", "epochs",
-                     "temperature", "alpha", "seed", "precision")
+                     "temperature", "alpha", "seed", "precision", "schedule_steps", "schedule_offset")
 
 
 class TrainConfig(BaseModel):
@@ -48,7 +50,12 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lr: float = Field(3e-5, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="share of the schedule's steps spent warming up")
+    schedule_steps: int | None = Field(None, ge=1, description="length of the learning-rate schedule this call is "
+                                       "part of (warm-up, then linear decay to 0 at its end); None: this call's "
+                                       "steps. A run trained in several calls (rounds) gives each call the "
+                                       "run's total and its `schedule_offset`, so the rate is one curve")
+    schedule_offset: int = Field(0, ge=0, description="the schedule's step at which this call starts")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
     batch_size: int = Field(64, ge=2, description="rows per batch, for whoever builds the batches")
@@ -64,6 +71,8 @@ class TrainConfig(BaseModel):
     final_checkpoint: bool = Field(True, description="also checkpoint at the end (optimizer state: ~3x the "
                                                      "weights), so a rerun knows the run is done; off for "
                                                      "callers that keep only the model")
+    save_optimizer: bool = Field(False, description="write the optimizer's final state to `output_dir/optimizer/` "
+                                 "so a later call (the next round) continues with it (`train(optimizer_state=...)`)")
     prefetch: int = Field(8, ge=1, description="batches tokenised ahead")
     pack: bool = Field(True, description="pack sequences into rows without padding (simcse.packing) where "
                                          "the backbone allows; else pad each batch to one matrix")
@@ -104,6 +113,7 @@ class _Prepared:
     alpha: Any
     epoch: int
     index: int
+    exclude: torch.Tensor | None = None  # candidates that repeat a row's own sentence (see `_false_negatives`)
 
 
 def _metric_of(value: float | Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -130,6 +140,29 @@ def _negatives_of(batch: Mapping[str, Any], rows: int) -> list[list[str]] | None
     return cols
 
 
+def _false_negatives(anchors: list[str], positives: list[str], negatives: list[list[str]] | None
+                     ) -> torch.Tensor | None:
+    """[rows, rows + rows*k] mask of in-batch candidates whose text is the row's own positive or anchor.
+
+    A batch keeps anchors and positives distinct, but a mined negative of one row may be another row's
+    sentence (a tweet that is both an anchor and someone's nearest neighbour); for that other row it is the
+    same sentence as its positive, not a negative. None when there is no such candidate (the usual case).
+    """
+    rows = len(anchors)
+    candidates = list(positives) + [t for row in (negatives or []) for t in row]
+    own = [{a, p} for a, p in zip(anchors, positives)]
+    where = {}
+    for column, text in enumerate(candidates):
+        where.setdefault(text, []).append(column)
+    hits = [(i, c) for i in range(rows) for text in own[i] for c in where.get(text, ()) if c != i]
+    if not hits:
+        return None
+    mask = torch.zeros((rows, len(candidates)), dtype=torch.bool)
+    index = torch.tensor(hits, dtype=torch.long)
+    mask[index[:, 0], index[:, 1]] = True
+    return mask
+
+
 def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list[int]]], pad_id: int,
              default_alpha: float, pin: bool, epoch: int, index: int, pack_offset: int | None = None) -> _Prepared:
     anchors = [str(t) for t in batch["anchor"]]
@@ -139,6 +172,7 @@ def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list
     positives = batch.get("positive")
     if positives is None and batch.get("negative") is not None:
         positives = anchors  # unsupervised with hard negatives: the positive is a second dropout view
+    exclude = None
     if positives is None:
         ids = tokenize(anchors)
         ids = ids + ids  # two dropout views of each sentence, in the same forward
@@ -146,12 +180,15 @@ def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list
     else:
         if len(positives) != rows:
             raise ValueError(f"batch has {rows} anchors but {len(positives)} positives")
+        positives = [str(t) for t in positives]
         negs = _negatives_of(batch, rows)
-        texts = anchors + [str(t) for t in positives]
+        texts = anchors + positives
         k = 0
         if negs is not None:
             k = len(negs[0])
-            texts += [str(t) for row in negs for t in row]
+            negs = [[str(t) for t in row] for row in negs]
+            texts += [t for row in negs for t in row]
+        exclude = _false_negatives(anchors, positives, negs)
         ids = tokenize(texts)
         alpha = batch.get("alpha")
         if alpha is None:
@@ -165,7 +202,7 @@ def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list
     else:
         input_ids, mask = pad_batch(ids, pad_id)
         inputs = (input_ids.pin_memory(), mask.pin_memory()) if pin else (input_ids, mask)
-    return _Prepared(inputs, rows, k, alpha, epoch, index)
+    return _Prepared(inputs, rows, k, alpha, epoch, index, exclude)
 
 
 class _Prefetcher:
@@ -329,18 +366,50 @@ def _load_checkpoint(path: Path, encoder: SimCSEEncoder, optimizer: torch.optim.
     return _State(**fields)
 
 
+def linear_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up then linear decay to 0 (as transformers' `get_linear_schedule_with_warmup`), over the run's
+    `schedule_steps` with this call starting at `schedule_offset`; one call alone is the whole schedule."""
+    total = config.schedule_steps or steps
+    offset = config.schedule_offset
+    if offset + steps > total:
+        raise ValueError(f"schedule_offset {offset} + {steps} steps exceeds schedule_steps {total}")
+    warmup = math.ceil(config.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        g = offset + step
+        if g < warmup:
+            return g / max(1, warmup)
+        return max(0.0, (total - g) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: str | Path, device: torch.device) -> None:
+    """Continue with the optimizer state a previous call saved (`save_optimizer`); one line if it does not fit."""
+    path = Path(folder) / OPTIMIZER_FILE
+    if not path.is_file():
+        raise InputError("no optimizer state here; the previous round did not finish (rerun it)", path=path)
+    try:
+        optimizer.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise InputError(f"this optimizer state does not fit the model ({str(exc).splitlines()[0]}); it belongs to "
+                         f"another model", path=path) from None
+
+
 def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: TrainConfig | None = None,
           output_dir: str | Path = "runs/simcse", evaluator: Evaluator | None = None,
-          on_step: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, dict[str, Any]], None] | None = None,
+          optimizer_state: str | Path | None = None) -> TrainResult:
     """Train `encoder` in place on `batches` and save it as `output_dir/model` (sentence-transformers).
 
     `batches` must be re-iterable and deterministic (a `BucketedBatches`, a list, a curriculum sampler);
     an object with `set_epoch(e)` is told each epoch. `evaluator(encoder)` returns a dev metric (higher is
     better) or a mapping with "score" (or "sts"); the best model so far is kept in `output_dir/best`.
     `on_step(step, record)` is called after every optimizer step (record: loss tensor, rows, epoch).
+    `optimizer_state`: the `optimizer/` folder a previous call wrote (`config.save_optimizer`): this call
+    continues with its moments and step counts (a run trained round by round keeps one optimizer).
     """
-    from transformers import get_linear_schedule_with_warmup
-
     config = config or TrainConfig()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -349,9 +418,13 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     bf16 = _use_bf16(config.precision, device)
     torch.manual_seed(config.seed)
     optimizer = _optimizer(encoder, config)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
-    state = _State()
     checkpoint = recover_dir(output_dir / CHECKPOINT)
+    if checkpoint is None and optimizer_state is not None:
+        load_optimizer_state(optimizer, optimizer_state, device)
+        for group in optimizer.param_groups:  # this call's rate, not the one the state was saved with
+            group["lr"] = group["initial_lr"] = config.lr
+    scheduler = linear_schedule(optimizer, config, total)
+    state = _State()
     if checkpoint is not None:
         state = _load_checkpoint(checkpoint, encoder, optimizer, scheduler, config, total)
     resumed_from = state.step
@@ -404,7 +477,8 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
                 negatives = emb[2 * rows:].view(rows, item.k, -1) if item.k else None
                 alpha = item.alpha.to(device, non_blocking=True) if isinstance(item.alpha, torch.Tensor) \
                     else item.alpha
-                loss, acc = sup_simcse_loss(emb[:rows], emb[rows:2 * rows], negatives, alpha, config.temperature)
+                loss, acc = sup_simcse_loss(emb[:rows], emb[rows:2 * rows], negatives, alpha, config.temperature,
+                                            item.exclude)
             loss.backward()
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.max_grad_norm)
@@ -464,6 +538,9 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     if resumed_from < total or recover_dir(output_dir / MODEL) is None:
         if config.final_checkpoint:
             _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total)
+        if config.save_optimizer:
+            with atomic_dir(output_dir / OPTIMIZER) as tmp:
+                torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         encoder.save(output_dir / MODEL)
     encoder.eval()
     recent = state.accuracies[-config.accuracy_window:]

@@ -169,3 +169,25 @@ def test_half_precision_inputs_give_a_float32_loss():
     loss, _ = unsup_simcse_loss(z1, z2)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(reference_unsup(z1.double(), z2.double())[0], rel=1e-4)
+
+
+def test_excluded_candidates_leave_only_that_rows_softmax():
+    """A mined negative that repeats another row's sentence is not a negative of that row: excluding it for
+    that row equals the reference loss without that term, and leaves every other row's loss as it was."""
+    a, p, n = _rand(3, 8, seed=30), _rand(3, 8, seed=31), _rand(3, 2, 8, seed=32)
+    exclude = torch.zeros(3, 3 + 3 * 2, dtype=torch.bool)
+    exclude[0, 3 + 1 * 2 + 1] = True  # row 0: negative 1 of row 1
+    exclude[2, 0] = True  # row 2: the positive of row 0
+    got = sup_simcse_loss(a, p, n, alpha=1.0, exclude=exclude)[0].item()
+    rows = []
+    for i in range(3):
+        logits = [_cos(a[i], p[j]) / TAU for j in range(3)]
+        logits += [_cos(a[i], n[j, m]) / TAU for j in range(3) for m in range(2)]
+        kept = [x for c, x in enumerate(logits) if not exclude[i, c]]
+        rows.append(-(logits[i] - math.log(sum(math.exp(x) for x in kept))))
+    assert got == pytest.approx(sum(rows) / 3, rel=1e-10)
+    assert abs(got - sup_simcse_loss(a, p, n, alpha=1.0)[0].item()) > 1e-9
+    with pytest.raises(ValueError, match="own positive"):
+        sup_simcse_loss(a, p, n, exclude=torch.eye(3, 9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="exclude must be"):
+        sup_simcse_loss(a, p, n, exclude=torch.zeros(3, 3, dtype=torch.bool))

@@ -196,3 +196,47 @@ def test_config_rejects_unknown_and_bad_values():
         TrainConfig(precision="fp16")
     with pytest.raises(ValidationError, match="lr"):
         TrainConfig(lr=0)
+
+
+def test_false_negative_mask_marks_repeats_of_a_rows_own_sentence():
+    from simcse.train import _false_negatives
+
+    assert _false_negatives(["a", "b"], ["p", "q"], [["x"], ["y"]]) is None
+    mask = _false_negatives(["a", "b", "c"], ["p", "q", "c"], [["q"], ["x"], ["a"]])
+    # columns: positives p q c, then negatives q (row 0), x (row 1), a (row 2)
+    assert mask.shape == (3, 6)
+    assert mask.nonzero().tolist() == [[0, 5], [1, 3]]  # row 0's anchor a; row 1's positive q
+    assert not mask.diagonal().any()
+
+
+def test_a_run_trained_in_two_calls_follows_one_schedule_and_keeps_its_optimizer(tmp_path):
+    """Rounds share one learning-rate curve and one optimizer: two calls of 6 steps (the second continuing
+    the first's optimizer at offset 6) give the rates and, without dropout, the weights of one 12-step call."""
+    from simcse.testing import build_tiny_model
+    from simcse.train import OPTIMIZER
+
+    model = build_tiny_model(tmp_path / "nodrop", dropout=0.0)
+    batches = _triplets()
+    one = _encoder(str(model))
+    whole = train(one, batches, _cfg(log_every=1, save_every=0), tmp_path / "whole")
+    first_half = _encoder(str(model))
+    part = dict(log_every=1, save_every=0, max_steps=6, schedule_steps=12, save_optimizer=True)
+    batches.set_epoch(0)
+    r1 = train(first_half, [batches[i] for i in range(6)], _cfg(**part), tmp_path / "r0")
+    assert (tmp_path / "r0" / OPTIMIZER / "optimizer.pt").is_file()
+    second = SimCSEEncoder.from_pretrained(r1.model_path, device="cpu", max_length=16, pooling="cls")
+    batches.set_epoch(1)
+    rest = [batches[i] for i in range(len(batches))]
+    r2 = train(second, rest, _cfg(**{**part, "schedule_offset": 6}), tmp_path / "r1",
+               optimizer_state=tmp_path / "r0" / OPTIMIZER)
+    lrs = [h["lr"] for h in r1.history + r2.history]
+    assert lrs == pytest.approx([h["lr"] for h in whole.history], rel=1e-12)
+    assert max(lrs) == pytest.approx(5e-4) and lrs[-1] == 0.0 and lrs[5] > 0
+    for name, value in one.state_dict().items():
+        assert torch.allclose(value, second.state_dict()[name], atol=1e-6), name
+    restarted = SimCSEEncoder.from_pretrained(r1.model_path, device="cpu", max_length=16, pooling="cls")
+    r3 = train(restarted, rest, _cfg(**{**part, "schedule_offset": 6}), tmp_path / "fresh")  # a new optimizer
+    assert any(not torch.allclose(v, restarted.state_dict()[k], atol=1e-6) for k, v in one.state_dict().items())
+    assert r3.history[0]["lr"] == r2.history[0]["lr"]
+    with pytest.raises(ValueError, match="exceeds schedule_steps"):
+        train(_encoder(str(model)), rest, _cfg(**{**part, "schedule_offset": 8}), tmp_path / "over")
