@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 _M1, _M2, _G = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 ROW_CHUNK = 65536
 MAX_PADDED_POSITIVES = 64
+FILTER_SLACK = 16  # extra neighbours retrieved so filtered candidates can be replaced (bounded memory)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -111,10 +112,11 @@ class BandContext:
         self.knn = knn
 
     def knn_depth(self, bands: list[str]) -> int:
-        """Neighbours to retrieve: the window plus room for the anchor, its positives and duplicate texts."""
+        """Neighbours to retrieve: the window plus room for the anchor, its positives and duplicate texts,
+        and for candidates the false-negative filter removes (the next ones move into the window)."""
         k = 0
         if "nearest_neighbour" in bands:
-            k = self.params.range_max
+            k = self.params.range_max + min(FILTER_SLACK, self.params.range_max)
         if "in_domain" in bands:
             k = max(k, self.params.exclude_top + 1)
         return min(self.n_pool, k + 1 + self.pos_pad.shape[1] + 4) if k else 0
@@ -357,7 +359,12 @@ def nli_contradiction_band(ctx: BandContext) -> BandResult:
 
 
 def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> BandResult:
-    """Ranks [range_min, range_max) of the kNN list with the positive-aware filter (TopK-PercPos)."""
+    """Ranks [range_min, range_max) of the kNN list after the positive-aware filter (TopK-PercPos).
+
+    As NV-Retriever does, false negatives are filtered first and the window is taken from what is left: a
+    filtered candidate is replaced by the next one instead of costing the anchor its negative. The window
+    counts the candidates that passed the guards and the filter; `negative_rank` records the place in the
+    kNN list (the anchor, its positives and same-text sentences not counted), filtered candidates included."""
     if ctx.knn is None:
         raise ValueError("nearest_neighbour needs the kNN of the anchors")
     params = ctx.params
@@ -373,10 +380,8 @@ def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> 
             skipped[reason] += int((mask & valid).sum())
             excluded |= mask
         ok = ~excluded
-        rank = np.cumsum(ok, axis=1) - 1
+        knn_rank = np.cumsum(ok, axis=1) - 1  # what `negative_rank` records: the place in the kNN list
         unsup = ctx.p[rows] == ctx.a[rows]
-        first = np.where(unsup, params.first_unsupervised_rank, params.range_min)
-        window = ok & (rank >= first[:, None]) & (rank < params.range_max)
         if filter_enabled:
             sims = ctx.knn.scores[ctx.inv[rows]]  # the index's scores (exact for torch / faiss-flat / IVF-flat)
             ap = ctx.emb.pair_sims(ctx.a[rows], ctx.p[rows])
@@ -385,10 +390,15 @@ def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> 
                 threshold = np.where(unsup, threshold, ap - np.abs(ap) * params.relative_margin)
             if params.max_score is not None:
                 threshold = np.where(unsup, params.max_score, threshold)
-            drop = window & (sims > threshold[:, None])
-            skipped["relative_margin"] += int((drop & ~unsup[:, None]).sum())
-            skipped["max_score"] += int((drop & unsup[:, None]).sum())
-            window &= ~drop
+            drop = ok & (sims > threshold[:, None])
+            # Counted among the candidates the window would have reached without the filter.
+            reached = drop & (knn_rank < params.range_max)
+            skipped["relative_margin"] += int((reached & ~unsup[:, None]).sum())
+            skipped["max_score"] += int((reached & unsup[:, None]).sum())
+            ok &= ~drop
+        rank = np.cumsum(ok, axis=1) - 1
+        first = np.where(unsup, params.first_unsupervised_rank, params.range_min)
+        window = ok & (rank >= first[:, None]) & (rank < params.range_max)
         if params.sampling == "top":
             pick = window & (np.cumsum(window, axis=1) <= params.num_negatives)
         else:
@@ -403,7 +413,7 @@ def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> 
         got = pick.sum(axis=1)
         skipped["no_negative_found"] += int(np.maximum(params.num_negatives - got, 0).sum())
         r_local, col = np.nonzero(pick)
-        parts.append((rows[r_local], col, cand[r_local, col], rank[r_local, col]))
+        parts.append((rows[r_local], col, cand[r_local, col], knn_rank[r_local, col]))
     return _collect("nearest_neighbour", parts, skipped, ctx)
 
 

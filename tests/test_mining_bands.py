@@ -117,6 +117,22 @@ def test_positive_aware_filter_hand_built(tmp_path):
     assert corpus.texts[r2.negative[j]] == "C1" and r2.rank[j] == 0
 
 
+def test_the_window_fills_after_filtering(tmp_path):
+    """Filter first, then take the window (NV-Retriever): with range [0, 2) and 2 negatives, the filtered C1 and
+    C2 are replaced by C3 and C4. Cutting the window first (the old order) left the anchor with no negative."""
+    vectors = {"A": unit(1.0, 1), "P": unit(0.80, 1), "C1": unit(0.90, 2), "C2": unit(0.78, 3),
+               "C3": unit(0.70, 4), "C4": unit(0.50, 5), "Z": [0, 0, 0, 0, 0, 0, 0, 1]}
+    (tmp_path / "c.txt").write_text("C1\nC2\nC3\nC4\nZ\n", encoding="utf-8")
+    (tmp_path / "p.csv").write_text("anchor,positive\nA,P\n", encoding="utf-8")
+    corpus = load_corpus([tmp_path / "c.txt"], pairs=[tmp_path / "p.csv"], unsupervised_anchors=False)
+    params = MiningParams(range_max=2, num_negatives=2, relative_margin=0.05, max_score=None)
+    r = run(corpus, tmp_path / "o", bands=["nearest_neighbour"], encoder=TableEncoder(vectors),
+            params=params).results["nearest_neighbour"]
+    assert sorted(corpus.texts[n] for n in r.negative) == ["C3", "C4"]
+    assert sorted(r.rank.tolist()) == [2, 3]  # their places in A's neighbour list, C1 and C2 before them
+    assert r.skipped["relative_margin"] == 2 and r.skipped.get("no_negative_found", 0) == 0
+
+
 def test_max_score_for_unsupervised_anchors(tmp_path):
     vectors = {"U": unit(1.0, 1), "N1": unit(0.97, 2), "N2": unit(0.90, 3), "N3": unit(0.10, 4)}
     (tmp_path / "c.txt").write_text("U\nN1\nN2\nN3\n", encoding="utf-8")
