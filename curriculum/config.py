@@ -75,7 +75,14 @@ class CurriculumConfig(_Strict):
     mode: Literal["paced", "adaptive", "static"] = "paced"
     pacing: Literal["linear", "root", "geometric", "step"] = "root"
     unit: Literal["step", "round"] = "round"
-    total: int = Field(4, ge=1, description="units (steps or rounds) until competence reaches 1")
+    total: int | Literal["auto"] = Field(
+        "auto", description="the unit (step or round, counted from 0) at which competence reaches 1; auto: the "
+                            "run's last step or round (`resolved`), so the hardest stage is always trained on")
+    order: Literal["easy_to_hard", "hard_to_easy", "shuffled"] = Field(
+        "easy_to_hard", description="the order the stages are visited in: the curriculum, its reverse (an "
+                                    "anti-curriculum), or a seeded shuffle (the same stages, so the same band "
+                                    "mix and alpha on average, in no order: the control for order)")
+    shuffle_seed: int | None = Field(None, ge=0, description="seed of the shuffled order (default: the run's seed)")
     c0: float = Field(0.1, gt=0.0, le=1.0, description="initial competence")
     root_power: float = Field(2.0, gt=0.0)
     step_count: int = Field(4, ge=1)
@@ -91,6 +98,20 @@ class CurriculumConfig(_Strict):
             raise ValueError("adaptive mode decides once per round from the dev metric; set unit: round")
         return unit
 
+    @field_validator("total")
+    @classmethod
+    def _positive_total(cls, total: int | str) -> int | str:
+        if isinstance(total, int) and total < 1:
+            raise ValueError("total must be >= 1 or 'auto'")
+        return total
+
+    @field_validator("order")
+    @classmethod
+    def _adaptive_in_order(cls, order: str, info: ValidationInfo) -> str:
+        if info.data.get("mode") == "adaptive" and order != "easy_to_hard":
+            raise ValueError("adaptive mode advances through the stages in order; use order: easy_to_hard")
+        return order
+
     @field_validator("static")
     @classmethod
     def _static_needs_weights(cls, static: StaticConfig | None, info: ValidationInfo) -> StaticConfig | None:
@@ -98,8 +119,41 @@ class CurriculumConfig(_Strict):
             raise ValueError("static mode needs static.weights, e.g. {nearest_neighbour: 1.0}")
         return static
 
+    def resolved(self, rounds: int, steps_per_round: int, seed: int = 0) -> CurriculumConfig:
+        """This config for a run of `rounds` x `steps_per_round`: `total: auto` becomes the index of the run's
+        last unit (competence 1 on the last step or round) and an unset shuffle seed the run's seed."""
+        update: dict[str, Any] = {}
+        if self.total == "auto":
+            units = rounds * steps_per_round if self.unit == "step" else rounds
+            update["total"] = max(1, units - 1)
+        if self.order == "shuffled" and self.shuffle_seed is None:
+            update["shuffle_seed"] = int(seed)
+        return self.model_copy(update=update) if update else self
+
+    @property
+    def total_units(self) -> int:
+        if self.total == "auto" and self.mode == "static":
+            return 1  # a static schedule has no stages to pace
+        if self.total == "auto":
+            raise ConfigError("curriculum.total is 'auto': resolve it for the run first "
+                              "(CurriculumConfig.resolved(rounds, steps_per_round); the flows do)")
+        return int(self.total)
+
     def make_pacing(self) -> Pacing:
-        return Pacing(kind=self.pacing, total=self.total, c0=self.c0, power=self.root_power, steps=self.step_count)
+        return Pacing(kind=self.pacing, total=self.total_units, c0=self.c0, power=self.root_power,
+                      steps=self.step_count)
+
+    def stage_order(self) -> list[int]:
+        """The stage visited at each unit 0..total: identity, reversed or a seeded permutation."""
+        stages = list(range(self.total_units + 1))
+        if self.order == "hard_to_easy":
+            return stages[::-1]
+        if self.order == "shuffled":
+            import numpy as np
+
+            rng = np.random.default_rng([int(self.shuffle_seed or 0), self.total_units])
+            return [int(x) for x in rng.permutation(len(stages))]
+        return stages
 
     def make_alpha(self) -> AlphaSchedule:
         per_band = {b: (r.start, r.end) for b, r in self.alpha.per_band.items()}

@@ -1,21 +1,29 @@
-"""TripletSampler: training batches drawn from one mined round with the scheduler's band mixture.
+"""TripletSampler: paired training batches from one mined round, negatives drawn by the scheduler's mixture.
 
-Why hand-written: no library sampler draws per-batch band mixtures that change during training while
-keeping every text unique within a batch and resuming exactly from a small JSON position.
+Paired sampling, so that two arms of an experiment (or two curricula) with one seed differ only in their
+negatives:
+- The *anchors* of every batch depend on (seed, round, epoch) alone. Each anchor (an anchor text with its
+  positive; unsupervised rows are their own positive) gets a counter-based hash key; an epoch visits the
+  round's anchors in the order of their keys salted by (seed, round, epoch), packed greedily into batches
+  whose anchors and positives never repeat a text (a row that would is deferred to the next batch).
+  Anchors are the union over the round's bands, so any mixture sees the same anchor sequence.
+- The *negative* of each slot comes from a band drawn from the plan's mixture, restricted to the bands that
+  have a row for that anchor (exponential races keyed by (seed, round, epoch, anchor, band), so arms with
+  different mixtures share their random numbers), and then that anchor's row in the band. An anchor with no
+  row in any band of the mixture takes its row from the band whose measured difficulty is closest to the
+  mixture's (counted as `fallbacks`).
+- `negatives_per_anchor = k > 1` draws k distinct bands per anchor (one negative each, α per band); an anchor
+  with fewer than k bands gets padding columns of weight α = 0, which the loss removes exactly.
+A negative may equal another row's anchor or positive text; the trainer masks such candidates for that row
+(`simcse.train`), so the batch itself stays a function of the anchors.
 
-How it stays exact and fast:
-- All texts of the round are dictionary-encoded once (pyarrow), so each row is three integer codes and
-  "the same text twice in a batch" is an integer-set test; texts are looked up only for chosen rows.
-- Each band is walked in a shuffled order per epoch, permutation seeded by (seed, round, band, epoch), so
-  only (epoch, cursor) needs saving. A row that would repeat a text already in the batch is deferred to
-  the band's `pending` list and tried first next time, so no row is lost from the epoch.
-- The band of each batch slot comes from a generator seeded by (seed, round, batch index): the position
-  is a handful of integers, and the same position + the same mixture gives the same batch.
+Why hand-written: no library sampler pairs anchors across band mixtures that change during training and
+resumes exactly from a small JSON position (epoch and batch index).
 """
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +44,27 @@ from curriculum.dataset import (
 from curriculum.errors import StateError, TripletDataError
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")
+PADDING_BAND = "none"  # the band name of an α = 0 padding column (k > 1, too few bands for an anchor)
+
+_M1, _M2, _G = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser, vectorised: a well-mixed 64-bit hash of each key (the counter-based RNG)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(x, dtype=np.uint64) + _G
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
+
+def _salt(*parts: object) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little"))
+
+
+def _uniform(keys: np.ndarray, salt: np.uint64) -> np.ndarray:
+    """Uniform floats in (0, 1) from 64-bit keys and a salt."""
+    return ((_mix(keys ^ salt) >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))
 
 
 class PlanLike(Protocol):
@@ -44,29 +73,27 @@ class PlanLike(Protocol):
 
 
 class TripletSampler:
-    """Batches `{"anchor", "positive", "negative", "alpha", "band"}` (lists, one item a row) from one round.
+    """Batches `{"anchor", "positive", "negative", "alpha", "band"}` (one item a row) from one mined round.
 
-    A row whose `positive` is null is unsupervised: its positive is the anchor text (SimCSE's dropout
-    positive). Rows are never split: a batch holds no text twice, whichever column it appears in.
+    With `negatives_per_anchor` k > 1, "negative", "alpha" and "band" hold k items per row. A row whose
+    `positive` is null is unsupervised: its positive is the anchor text (SimCSE's dropout positive).
     """
 
     def __init__(self, root: str | Path, round_: int, *, batch_size: int, seed: int = 0,
                  state: Mapping[str, Any] | None = None, verify_checksums: bool = False,
-                 max_scan: int | None = None) -> None:
+                 negatives_per_anchor: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if negatives_per_anchor < 1:
+            raise ValueError(f"negatives_per_anchor must be >= 1, got {negatives_per_anchor}")
         self.root, self.round, self.batch_size, self.seed = Path(root), int(round_), int(batch_size), int(seed)
+        self.k = int(negatives_per_anchor)
         self.manifest: RoundManifest = read_manifest(self.root, self.round)
         self._load(verify_checksums)
-        # How many fresh rows one slot may examine before the band counts as exhausted for this batch.
-        self.max_scan = max_scan if max_scan is not None else 8 * self.batch_size + 64
-        self._batches = 0
-        self._epoch = {b: 0 for b in self.bands}
-        self._cursor = {b: 0 for b in self.bands}
-        self._pending: dict[str, list[int]] = {b: [] for b in self.bands}
-        self._perm: dict[str, tuple[int, np.ndarray]] = {}
+        self._epoch, self._index, self._batches, self.fallbacks = 0, 0, 0, 0
+        self._plan: tuple[int, list[np.ndarray]] | None = None
         if state is not None:
             self.load_state_dict(state)
 
@@ -109,9 +136,9 @@ class TripletSampler:
         if unknown:
             raise TripletDataError(f"{manifest_path}: files of band '{unknown[0]}' have no entry under 'bands'")
 
-        # Bands in a fixed order (by name) so codes and states do not depend on manifest order.
-        self.bands: dict[str, int] = {b: sum(t.num_rows for t in by_band[b]) for b in sorted(by_band)
-                                      if sum(t.num_rows for t in by_band[b]) > 0}
+        # Bands in a fixed order (by name), so nothing depends on the manifest's order.
+        self.bands: dict[str, int] = {b: n for b in sorted(by_band) if (n := sum(t.num_rows for t in by_band[b])) > 0}
+        self.difficulties = self.manifest.difficulties()
         chunks: list[pa.Array] = []
         spans: list[tuple[str, int, int]] = []  # (band, first chunk, end chunk) per column, columns in order
         for band in self.bands:
@@ -122,61 +149,108 @@ class TripletSampler:
             for column in (anchor, positive, negative):
                 spans.append((band, len(chunks), len(chunks) + column.num_chunks))
                 chunks.extend(column.chunks)
-        self._codes: dict[str, np.ndarray] = {}
         if not chunks:
             self._dictionary = pa.array([], type=pa.large_string())
+            self._set_universe({}, np.empty(0, np.uint64))
             return
         encoded = pa.chunked_array(chunks, type=pa.large_string()).dictionary_encode().unify_dictionaries()
         self._dictionary = encoded.chunks[0].dictionary
+        text_hash = np.fromiter(
+            (int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
+             for t in self._dictionary.to_pylist()), dtype=np.uint64, count=len(self._dictionary))
+        codes: dict[str, np.ndarray] = {}
         per_band: dict[str, list[np.ndarray]] = {b: [] for b in self.bands}
         for band, start, end in spans:
             parts = [encoded.chunks[i].indices.to_numpy(zero_copy_only=False) for i in range(start, end)]
             per_band[band].append(np.concatenate(parts) if parts else np.empty(0, dtype=np.int32))
         for band, columns in per_band.items():
-            self._codes[band] = np.stack(columns, axis=1).astype(np.int64)  # rows x (anchor, positive, negative)
+            codes[band] = np.stack(columns, axis=1).astype(np.int64)  # rows x (anchor, positive, negative)
+        self._set_universe(codes, text_hash)
+
+    def _set_universe(self, codes: dict[str, np.ndarray], text_hash: np.ndarray) -> None:
+        """The anchors (anchor text, positive text) of every band, and each band's rows grouped by anchor."""
+        self._codes = codes
+        if not codes:
+            self._u_key = np.empty(0, dtype=np.uint64)
+            self._u_text = np.empty((0, 2), dtype=np.int64)
+            self._band_rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+            return
+        keys_by_band = {b: _mix(text_hash[c[:, 0]] ^ _mix(text_hash[c[:, 1]])) for b, c in codes.items()}
+        all_keys = np.concatenate(list(keys_by_band.values()))
+        all_pairs = np.concatenate([c[:, :2] for c in codes.values()])
+        self._u_key, first, inverse = np.unique(all_keys, return_index=True, return_inverse=True)
+        self._u_text = all_pairs[first]  # (anchor code, positive code) of each anchor
+        inverse = inverse.reshape(-1)
+        offset = 0
+        self._band_rows = {}
+        n_u = len(self._u_key)
+        for band, c in codes.items():
+            u = inverse[offset:offset + len(c)]
+            offset += len(c)
+            order = np.argsort(u, kind="stable")  # the band's rows grouped by anchor, file order inside
+            count = np.bincount(u, minlength=n_u)
+            start = np.concatenate([[0], np.cumsum(count)[:-1]])
+            self._band_rows[band] = (order, start, count)
+
+    @property
+    def anchors(self) -> int:
+        """Distinct anchors (anchor text, positive text) in the round's bands."""
+        return int(len(self._u_key))
 
     @property
     def distinct_texts(self) -> int:
         return len(self._dictionary)
 
+    def _fingerprint(self) -> str:
+        return hashlib.sha256(np.sort(self._u_key).tobytes()).hexdigest()[:16]
+
+    # --------------------------------------------------------------- the anchor plan
+    def _epoch_plan(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's batches (anchor indices): the anchors in salted-key order, packed without repeats.
+
+        Rows left over at the end (a partial batch, rows that never fit) wait for another epoch, where the
+        order is new."""
+        if self._plan is not None and self._plan[0] == epoch:
+            return self._plan[1]
+        order = np.argsort(_mix(self._u_key ^ _salt("anchors", self.seed, self.round, epoch)), kind="stable")
+        texts = self._u_text
+        batches: list[np.ndarray] = []
+        batch: list[int] = []
+        used: set[int] = set()
+        deferred: list[int] = []
+        for u in order.tolist():
+            a, p = int(texts[u, 0]), int(texts[u, 1])
+            if a in used or p in used:
+                deferred.append(u)
+                continue
+            batch.append(u)
+            used.add(a)
+            used.add(p)
+            if len(batch) == self.batch_size:
+                batches.append(np.asarray(batch, dtype=np.int64))
+                batch, used, waiting, deferred = [], set(), deferred, []
+                for w in waiting:  # deferred rows first in the next batch, so they stay near their turn
+                    a, p = int(texts[w, 0]), int(texts[w, 1])
+                    if (a in used or p in used) or len(batch) == self.batch_size:
+                        deferred.append(w)
+                        continue
+                    batch.append(w)
+                    used.add(a)
+                    used.add(p)
+                if len(batch) == self.batch_size:
+                    batches.append(np.asarray(batch, dtype=np.int64))
+                    batch, used = [], set()
+        if not batches:
+            raise TripletDataError(
+                f"round {self.round}: cannot fill a batch of {self.batch_size} rows without repeating a text "
+                f"({self.anchors} anchors, {self.distinct_texts} distinct texts in bands "
+                f"{', '.join(self.bands)}); use a smaller batch")
+        self._plan = (epoch, batches)
+        return batches
+
     # --------------------------------------------------------------- drawing
-    def _permutation(self, band: str, epoch: int) -> np.ndarray:
-        cached = self._perm.get(band)
-        if cached is None or cached[0] != epoch:
-            rng = np.random.default_rng([self.seed, self.round, zlib.crc32(band.encode()), epoch])
-            cached = (epoch, rng.permutation(self.bands[band]))
-            self._perm[band] = cached
-        return cached[1]
-
-    def _take_row(self, band: str, used: set[int]) -> list[int] | None:
-        """Codes of the next row of `band` sharing no text with `used`, deferring rows that do; None if none."""
-        codes = self._codes[band]
-        pending = self._pending[band]
-        for i, row in enumerate(pending):
-            row_codes = codes[row].tolist()
-            if used.isdisjoint(row_codes):
-                del pending[i]
-                return row_codes
-        rows = self.bands[band]
-        epoch, cursor = self._epoch[band], self._cursor[band]
-        perm = self._permutation(band, epoch)
-        found = None
-        for _ in range(min(self.max_scan, rows)):
-            if cursor >= rows:
-                epoch, cursor = epoch + 1, 0
-                perm = self._permutation(band, epoch)
-            row = int(perm[cursor])
-            cursor += 1
-            row_codes = codes[row].tolist()
-            if used.isdisjoint(row_codes):
-                found = row_codes
-                break
-            pending.append(row)
-        self._epoch[band], self._cursor[band] = epoch, cursor
-        return found
-
     def draw(self, plan: PlanLike) -> dict[str, list]:
-        """The next batch under `plan.mixture` (band -> probability) and `plan.alpha` (band -> weight)."""
+        """The next batch: the next anchors of the plan, each with a negative from a band of `plan.mixture`."""
         mixture = {b: float(p) for b, p in plan.mixture.items() if p > 0}
         missing = [b for b in mixture if b not in self.bands]
         if missing:
@@ -184,43 +258,81 @@ class TripletSampler:
                                    f"the mixture but has no rows in round {self.round}")
         if not mixture:
             raise ValueError("the mixture gives no band a positive probability")
-        names = list(mixture)
-        probs = np.array([mixture[b] for b in names], dtype=np.float64)
-        probs /= probs.sum()
-        rng = np.random.default_rng([self.seed, self.round, self._batches])
-        slots = rng.choice(len(names), size=self.batch_size, p=probs)
-
-        used: set[int] = set()
-        flat: list[int] = []  # anchor, positive, negative codes of each chosen row, in order
-        bands: list[str] = []
-        exhausted: set[int] = set()
-        for slot in slots.tolist():
-            while True:
-                row_codes = None if slot in exhausted else self._take_row(names[slot], used)
-                if row_codes is not None:
-                    break
-                exhausted.add(slot)
-                left = [i for i in range(len(names)) if i not in exhausted]
-                if not left:
-                    raise TripletDataError(
-                        f"round {self.round}: cannot fill a batch of {self.batch_size} rows without repeating a text "
-                        f"({self.distinct_texts} distinct texts in bands {', '.join(names)}); use a smaller batch")
-                weights = probs[left] / probs[left].sum()
-                slot = left[int(rng.choice(len(left), p=weights))]
-            used.update(row_codes)
-            flat.extend(row_codes)
-            bands.append(names[slot])
+        batches = self._epoch_plan(self._epoch)
+        if self._index >= len(batches):
+            self._epoch, self._index = self._epoch + 1, 0
+            batches = self._epoch_plan(self._epoch)
+        anchors = batches[self._index]
+        chosen_band, chosen_row = self._choose(anchors, mixture)
+        self._index += 1
         self._batches += 1
 
-        texts = self._dictionary.take(pa.array(flat, type=pa.int64())).to_pylist()
-        alpha = plan.alpha
-        return {
-            "anchor": texts[0::3],
-            "positive": texts[1::3],
-            "negative": texts[2::3],
-            "alpha": [float(alpha[b]) if b in alpha else 1.0 for b in bands],
-            "band": bands,
-        }
+        names = list(self.bands)
+        rows_n = len(anchors)
+        codes = np.empty((rows_n, 2 + self.k), dtype=np.int64)
+        codes[:, 0:2] = self._u_text[anchors]
+        alpha = np.zeros((rows_n, self.k), dtype=np.float64)
+        band_names: list[list[str]] = [[PADDING_BAND] * self.k for _ in range(rows_n)]
+        for j in range(self.k):
+            for b_index, band in enumerate(names):
+                pick = chosen_band[:, j] == b_index
+                if pick.any():
+                    codes[pick, 2 + j] = self._codes[band][chosen_row[pick, j], 2]
+                    alpha[pick, j] = float(plan.alpha.get(band, 1.0))
+                    for i in np.nonzero(pick)[0].tolist():
+                        band_names[i][j] = band
+            pad = chosen_band[:, j] < 0
+            codes[pad, 2 + j] = codes[pad, 0]  # α = 0 below: the loss removes this column exactly
+        texts = self._dictionary.take(pa.array(codes.reshape(-1), type=pa.int64())).to_pylist()
+        width = 2 + self.k
+        anchor = texts[0::width]
+        positive = texts[1::width]
+        if self.k == 1:
+            negative: list[Any] = texts[2::width]
+            return {"anchor": anchor, "positive": positive, "negative": negative,
+                    "alpha": alpha[:, 0].tolist(), "band": [b[0] for b in band_names]}
+        negative = [texts[i * width + 2:(i + 1) * width] for i in range(rows_n)]
+        return {"anchor": anchor, "positive": positive, "negative": negative, "alpha": alpha.tolist(),
+                "band": band_names}
+
+    def _choose(self, anchors: np.ndarray, mixture: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """(band index, row in band) per anchor and negative column; band -1 marks α = 0 padding."""
+        names = list(self.bands)
+        rows_n, n_b = len(anchors), len(names)
+        keys = self._u_key[anchors]
+        race = np.full((rows_n, n_b), np.inf)
+        available = np.zeros((rows_n, n_b), dtype=bool)
+        for b, band in enumerate(names):
+            count = self._band_rows[band][2][anchors]
+            available[:, b] = count > 0
+            p = mixture.get(band, 0.0)
+            if p > 0:
+                u = _uniform(keys, _salt("band", self.seed, self.round, self._epoch, band))
+                race[:, b] = np.where(available[:, b], -np.log(u) / p, np.inf)
+        order = np.argsort(race, axis=1, kind="stable")[:, :self.k]
+        chosen = np.where(np.take_along_axis(race, order, axis=1) < np.inf, order, -1)
+        none = chosen[:, 0] < 0
+        if none.any():  # no band of the mixture has a row for these anchors: the closest band by difficulty
+            self.fallbacks += int(none.sum())
+            chosen[none, 0] = self._closest_band(available[none], mixture)
+        rows = np.full(chosen.shape, -1, dtype=np.int64)
+        for b, band in enumerate(names):
+            order_b, start, count = self._band_rows[band]
+            for j in range(self.k):
+                pick = chosen[:, j] == b
+                if not pick.any():
+                    continue
+                u = _uniform(keys[pick], _salt("row", self.seed, self.round, self._epoch, band))
+                offset = np.minimum((u * count[anchors[pick]]).astype(np.int64), count[anchors[pick]] - 1)
+                rows[pick, j] = order_b[start[anchors[pick]] + offset]
+        return chosen, rows
+
+    def _closest_band(self, available: np.ndarray, mixture: Mapping[str, float]) -> np.ndarray:
+        names = list(self.bands)
+        target = sum(p * self.difficulties.get(b, 0.0) for b, p in mixture.items()) / max(sum(mixture.values()), 1e-12)
+        distance = np.array([abs(self.difficulties.get(b, np.inf) - target) for b in names])
+        scores = np.where(available, distance[None, :], np.inf)
+        return np.argmin(scores, axis=1)  # every anchor has a row in at least one band of the round
 
     def batches(self, plan: PlanLike, n: int) -> Iterator[dict[str, list]]:
         """`n` batches under a fixed plan (for per-step pacing, call `draw` with each new plan instead)."""
@@ -233,29 +345,20 @@ class TripletSampler:
         return self._batches
 
     def state_dict(self) -> dict[str, Any]:
-        """The position, as JSON-ready integers: restoring it makes the next batches identical."""
-        return {
-            "round": self.round,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "batches": self._batches,
-            "bands": {b: {"rows": self.bands[b], "epoch": self._epoch[b], "cursor": self._cursor[b],
-                          "pending": list(self._pending[b])} for b in self.bands},
-        }
+        """The position, as JSON-ready values: restoring it makes the next batches identical."""
+        return {"round": self.round, "seed": self.seed, "batch_size": self.batch_size,
+                "negatives_per_anchor": self.k, "anchors": self._fingerprint(), "epoch": self._epoch,
+                "index": self._index, "batches": self._batches, "fallbacks": self.fallbacks}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        expected = {"round": self.round, "seed": self.seed, "batch_size": self.batch_size}
+        expected = {"round": self.round, "seed": self.seed, "batch_size": self.batch_size,
+                    "negatives_per_anchor": self.k}
         for key, value in expected.items():
-            if state.get(key) != value:
+            if state.get(key, 1 if key == "negatives_per_anchor" else None) != value:
                 raise StateError(f"sampler position: {key} is {state.get(key)!r} but this sampler has {value!r}; "
                                  f"it belongs to another round or run")
-        bands = state.get("bands", {})
-        rows = {b: s.get("rows") for b, s in bands.items()}
-        if rows != self.bands:
-            raise StateError(f"sampler position: band rows {rows} differ from round {self.round}'s {self.bands}; "
-                             f"the round was re-mined after the position was saved")
-        self._batches = int(state["batches"])
-        for band, position in bands.items():
-            self._epoch[band] = int(position["epoch"])
-            self._cursor[band] = int(position["cursor"])
-            self._pending[band] = [int(r) for r in position["pending"]]
+        if state.get("anchors") != self._fingerprint():
+            raise StateError(f"sampler position: the anchors of round {self.round} differ from those the position "
+                             f"was saved with; the round was re-mined after the position was saved")
+        self._epoch, self._index = int(state["epoch"]), int(state["index"])
+        self._batches, self.fallbacks = int(state["batches"]), int(state.get("fallbacks", 0))

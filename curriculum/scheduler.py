@@ -41,11 +41,12 @@ class CurriculumScheduler:
                  state_path: str | Path | None = None) -> None:
         self.config = config
         self.pacing = config.make_pacing()
+        self.stages = config.stage_order()
         self.alpha_schedule = config.make_alpha()
         self.state_path = Path(state_path) if state_path is not None else None
         snapshot = config.model_dump(mode="json")
         if state is None:
-            state = CurriculumState(config=snapshot, competence=self.pacing(0))
+            state = CurriculumState(config=snapshot, competence=self.pacing(self.stages[0]))
             self.state = state
             self._refresh()
         else:
@@ -61,6 +62,16 @@ class CurriculumScheduler:
         path = Path(state_path)
         state = CurriculumState.load(path) if path.exists() else None
         return cls(config, state, state_path=path)
+
+    def set_baseline(self, dev_metric: float | None) -> None:
+        """The starting model's dev metric: adaptive mode compares round 0 with it (idempotent)."""
+        if dev_metric is None:
+            return
+        if not math.isfinite(dev_metric):
+            raise ValueError(f"baseline dev metric must be a finite number, got {dev_metric}")
+        if self.state.baseline_dev_metric != float(dev_metric):
+            self.state.baseline_dev_metric = float(dev_metric)
+            self.save()
 
     # ---------------------------------------------------------------- queries
     @property
@@ -104,12 +115,13 @@ class CurriculumScheduler:
         s.step += 1
         s.round_steps += 1
         s.sampler = dict(sampler_state) if sampler_state is not None else None
-        if self.config.unit == "step" and self.config.mode != "adaptive" and s.stage < self.config.total:
+        total = self.config.total_units
+        if self.config.unit == "step" and self.config.mode != "adaptive" and s.stage < total:
             before = s.competence
             s.stage += 1
             self._refresh()
             last = s.history[-1].competence if s.history else before
-            if abs(s.competence - last) >= HISTORY_RESOLUTION or (s.stage == self.config.total):
+            if abs(s.competence - last) >= HISTORY_RESOLUTION or s.stage == total or self.config.order != "easy_to_hard":
                 self._record("step")
         self.save()
         return self.plan
@@ -132,7 +144,7 @@ class CurriculumScheduler:
             advanced, reason = True, "paced: one stage per round"
         else:
             advanced, reason = False, "paced per step: the round does not move the stage"
-        if advanced and s.stage >= cfg.total:
+        if advanced and s.stage >= cfg.total_units:
             advanced, reason = False, "competence is already 1"
         if advanced:
             s.stage += 1
@@ -156,7 +168,10 @@ class CurriculumScheduler:
         s, a = self.state, self.config.adaptive
         if dev_metric is None or train_accuracy is None:
             raise ValueError("adaptive mode needs both dev_metric and train_accuracy at end_round")
-        reference = s.last_dev_metric if a.compare_to == "previous" else s.best_dev_metric
+        # Round 0 is compared with the starting model (`set_baseline`): training must not make it worse.
+        previous = s.last_dev_metric if s.last_dev_metric is not None else s.baseline_dev_metric
+        known = [x for x in (s.best_dev_metric, s.baseline_dev_metric) if x is not None]
+        reference = previous if a.compare_to == "previous" else (max(known) if known else None)
         fell = reference is not None and dev_metric < reference - a.tolerance
         low = train_accuracy < a.accuracy_threshold
         if not fell and not low:
@@ -174,7 +189,7 @@ class CurriculumScheduler:
     def _refresh(self) -> None:
         """Recompute competence, mixture and alpha from the stage and the round's difficulties."""
         s, cfg = self.state, self.config
-        s.competence = self.pacing(s.stage)
+        s.competence = self.pacing(self.stages[min(s.stage, len(self.stages) - 1)])
         difficulties = usable_difficulties(s.difficulties, cfg.mixture.bands)
         if not difficulties:
             s.mixture, s.alpha = {}, {}

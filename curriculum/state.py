@@ -61,6 +61,8 @@ class CurriculumState(BaseModel):
     holds: int = Field(0, ge=0, description="adaptive holds in a row")
     last_dev_metric: float | None = None
     best_dev_metric: float | None = None
+    baseline_dev_metric: float | None = Field(None, description="the starting model's dev metric (round 0's "
+                                                                "reference in adaptive mode)")
     history: list[HistoryEntry] = Field(default_factory=list)
     sampler: dict[str, Any] | None = Field(None, description="TripletSampler.state_dict() of the open round")
 

@@ -31,7 +31,7 @@ def test_plot_writes_a_valid_png(tmp_path):
 
 
 def test_plot_needs_a_history(tmp_path):
-    scheduler = CurriculumScheduler(parse_config({}))
+    scheduler = CurriculumScheduler(parse_config({"total": 4}))
     with pytest.raises(ValueError, match="no schedule to plot"):
         plot_schedule(scheduler.state, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()

@@ -1,5 +1,5 @@
-"""TripletSampler on small Parquet rounds written in the mining contract: uniqueness, determinism,
-mixture, exact resume, and clear errors for incomplete or damaged rounds."""
+"""TripletSampler on small Parquet rounds written in the mining contract: paired anchors, uniqueness,
+determinism, mixture, k negatives, exact resume, and clear errors for incomplete or damaged rounds."""
 
 from __future__ import annotations
 
@@ -50,6 +50,29 @@ def make_round(root, round_, *, rows=120, pool=150, bands=BANDS, empty=(), rows_
             for band, t in tables.items()}
 
 
+def make_mined_round(root, round_=0, *, anchors=200, pool=2000, seed=0, nli_share=0.5, bands=BANDS):
+    """As mining writes a round: every anchor has a row in random, in_domain and nearest_neighbour, NLI rows
+    (a share of the anchors) also in nli_contradiction; anchors are distinct, negatives from a larger pool."""
+    rng = random.Random(seed)
+    texts = [f"sentence {i} of the pool" for i in range(pool)]
+    rows = [(texts[i], None if i % 3 == 0 else texts[anchors + i]) for i in range(anchors)]
+    tables = {}
+    for band in bands:
+        a, p, n = [], [], []
+        for i, (anchor, positive) in enumerate(rows):
+            if band == "nli_contradiction" and i >= anchors * nli_share:
+                continue
+            a.append(anchor)
+            p.append(positive)
+            n.append(texts[2 * anchors + rng.randrange(pool - 2 * anchors)])
+        tables[band] = band_table(round_, band, a, p, n, [MINED_DIFFICULTY[band]] * len(a))
+    write_round(root, round_, tables)
+    return rows
+
+
+MINED_DIFFICULTY = {"random": 0.05, "in_domain": 0.35, "nli_contradiction": 0.5, "nearest_neighbour": 0.7}
+
+
 def plan(mixture, alpha=None):
     return Plan(round=0, stage=0, competence=1.0, mixture=mixture, alpha=alpha or {b: 1.0 for b in mixture})
 
@@ -65,10 +88,15 @@ def round0(tmp_path_factory):
     return root, rows
 
 
-def test_batches_never_repeat_a_text_and_rows_stay_whole(round0):
+@pytest.fixture(scope="module")
+def mined(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mined")
+    return root, make_mined_round(root)
+
+
+def test_rows_stay_whole_and_anchors_and_positives_never_repeat(round0):
     root, rows = round0
     sampler = TripletSampler(root, 0, batch_size=16, seed=7)
-    deferred = 0
     for _ in range(60):
         batch = sampler.draw(UNIFORM)
         assert set(batch) == {"anchor", "positive", "negative", "alpha", "band"}
@@ -78,21 +106,36 @@ def test_batches_never_repeat_a_text_and_rows_stay_whole(round0):
                                         batch["alpha"]):
             assert (a, p, n) in rows[band]  # a real row of that band, columns not mixed up
             assert alpha == UNIFORM.alpha[band]
-            owners.update({a, p, n})  # a row's own anchor may be its positive (unsupervised)
+            owners.update({a, p})  # a row's own anchor may be its positive (unsupervised)
         assert max(owners.values()) == 1, owners.most_common(3)
-        deferred += sum(len(s["pending"]) for s in sampler.state_dict()["bands"].values())
-    assert deferred > 0  # the fixture is dense enough that collisions (and deferrals) really happened
 
 
-def test_every_row_is_used_about_once_per_epoch(round0):
-    root, rows = round0
-    sampler = TripletSampler(root, 0, batch_size=10, seed=1)
-    counts = Counter()
-    for _ in range(36):  # 360 rows = 3 epochs of the 120-row band
-        batch = sampler.draw(plan({"in_domain": 1.0}))
-        counts.update(zip(batch["anchor"], batch["positive"], batch["negative"]))
-    assert set(counts) == rows["in_domain"]
-    assert 2 <= min(counts.values()) and max(counts.values()) <= 4
+def test_two_mixtures_with_one_seed_see_the_same_anchors_and_positives(mined):
+    """Paired sampling: arms differ only in their negatives (and in-batch drops the column)."""
+    root, _ = mined
+    hard = TripletSampler(root, 0, batch_size=16, seed=3)
+    easy = TripletSampler(root, 0, batch_size=16, seed=3)
+    other_seed = TripletSampler(root, 0, batch_size=16, seed=4)
+    curriculum = [plan({"random": 1 - t / 40, "nearest_neighbour": t / 40}) for t in range(40)]
+    a = [hard.draw(plan({"nli_contradiction": 0.5, "nearest_neighbour": 0.5})) for _ in range(40)]
+    b = [easy.draw(p) for p in curriculum]
+    c = [other_seed.draw(plan({"random": 1.0})) for _ in range(40)]
+    assert [(x["anchor"], x["positive"]) for x in a] == [(x["anchor"], x["positive"]) for x in b]
+    assert [x["negative"] for x in a] != [x["negative"] for x in b]
+    assert [x["anchor"] for x in a] != [x["anchor"] for x in c]
+
+
+def test_every_anchor_is_used_once_per_epoch(mined):
+    root, rows = mined
+    sampler = TripletSampler(root, 0, batch_size=16, seed=1)
+    assert sampler.anchors == len(rows)
+    per_epoch = len(rows) // 16
+    for epoch in range(3):
+        seen = Counter()
+        for _ in range(per_epoch):
+            batch = sampler.draw(plan({"in_domain": 1.0}))
+            seen.update(zip(batch["anchor"], batch["positive"]))
+        assert max(seen.values()) == 1 and len(seen) == per_epoch * 16, epoch
 
 
 def test_same_seed_same_batches_other_seed_other_batches(round0):
@@ -105,14 +148,49 @@ def test_same_seed_same_batches_other_seed_other_batches(round0):
     assert first[0] == run_a[0]
 
 
-def test_draws_follow_the_mixture(round0):
-    root, _ = round0
+def test_draws_follow_the_mixture(mined):
+    root, _ = mined
     sampler = TripletSampler(root, 0, batch_size=16, seed=11)
     counts = Counter()
     for _ in range(200):
         counts.update(sampler.draw(plan({"random": 0.75, "nearest_neighbour": 0.25, "in_domain": 0.0}))["band"])
     assert set(counts) == {"random", "nearest_neighbour"}
     assert counts["random"] / 3200 == pytest.approx(0.75, abs=0.03)
+    assert sampler.fallbacks == 0
+
+
+def test_an_anchor_without_the_mixtures_band_takes_the_closest_band(mined):
+    """Half the anchors have no NLI contradiction: under a pure-NLI mixture they take the band of closest
+    measured difficulty (in_domain, 0.15 from NLI's 0.5; nearest_neighbour is 0.2 from it)."""
+    root, rows = mined
+    sampler = TripletSampler(root, 0, batch_size=20, seed=2)
+    bands = Counter()
+    for _ in range(10):
+        bands.update(sampler.draw(plan({"nli_contradiction": 1.0}))["band"])
+    assert set(bands) == {"nli_contradiction", "in_domain"}
+    assert sampler.fallbacks == bands["in_domain"] > 0
+    assert sampler.state_dict()["fallbacks"] == sampler.fallbacks
+
+
+def test_k_negatives_per_anchor_come_from_distinct_bands_with_their_alpha(mined):
+    root, rows = mined
+    alpha = {"random": 0.5, "in_domain": 1.0, "nli_contradiction": 1.5, "nearest_neighbour": 2.0}
+    sampler = TripletSampler(root, 0, batch_size=12, seed=5, negatives_per_anchor=3)
+    nli_anchors = {a for a, _ in rows[:len(rows) // 2]}
+    padded = 0
+    for _ in range(20):
+        batch = sampler.draw(plan({"in_domain": 0.2, "nli_contradiction": 0.4, "nearest_neighbour": 0.4}, alpha))
+        for a, negs, weights, bands in zip(batch["anchor"], batch["negative"], batch["alpha"], batch["band"]):
+            assert len(negs) == len(weights) == len(bands) == 3
+            real = [b for b in bands if b != "none"]
+            assert len(set(real)) == len(real), "one negative per band"
+            assert [w for w, b in zip(weights, bands) if b != "none"] == [alpha[b] for b in real]
+            if a in nli_anchors:
+                assert sorted(real) == ["in_domain", "nearest_neighbour", "nli_contradiction"]
+            else:  # two bands only: the third column is padding the loss removes (alpha 0)
+                assert bands[2] == "none" and weights[2] == 0.0 and negs[2] == a
+                padded += 1
+    assert padded > 0
 
 
 def test_an_impossible_batch_is_an_error_not_a_duplicate(tmp_path):
@@ -174,12 +252,15 @@ def test_a_resumed_run_draws_the_same_batches(two_rounds, tmp_path_factory, name
     assert head + tail == full
 
 
-def test_sampler_position_of_another_round_is_refused(two_rounds):
+def test_sampler_position_of_another_round_is_refused(two_rounds, tmp_path):
     state = TripletSampler(two_rounds, 0, batch_size=8, seed=5).state_dict()
     with pytest.raises(StateError, match="round is 0 but this sampler has 1"):
         TripletSampler(two_rounds, 1, batch_size=8, seed=5, state=state)
     with pytest.raises(StateError, match="seed is 5 but this sampler has 6"):
         TripletSampler(two_rounds, 0, batch_size=8, seed=6, state=state)
+    make_round(tmp_path, 0, rows=100)  # the same round number, other anchors: re-mined
+    with pytest.raises(StateError, match="re-mined after the position was saved"):
+        TripletSampler(tmp_path, 0, batch_size=8, seed=5, state=state)
 
 
 # ---------------------------------------------------------------- bad input

@@ -59,6 +59,57 @@ def test_adaptive_advances_only_when_dev_holds_and_accuracy_passes():
     assert [e.event for e in s.state.history if e.event != "start_round"] == ["advance", "hold", "hold", "advance"]
 
 
+def test_adaptive_round_zero_is_compared_with_the_starting_model():
+    """Without a baseline round 0 always advanced, even when training made the model worse."""
+    s = CurriculumScheduler(adaptive(tolerance=0.2))
+    s.set_baseline(77.62)
+    s.start_round(0, D)
+    d = s.end_round(dev_metric=76.24, train_accuracy=1.0)
+    assert not d.advanced and "fell below previous 77.6200" in d.reason and s.state.stage == 0
+    best = CurriculumScheduler(adaptive(compare_to="best"))
+    best.set_baseline(0.8)
+    best.start_round(0, D)
+    assert not best.end_round(dev_metric=0.79, train_accuracy=0.9).advanced
+    assert best.state.baseline_dev_metric == 0.8
+
+
+def test_per_step_pacing_reaches_competence_one_on_the_last_step():
+    rounds, steps = 2, 5
+    s = CurriculumScheduler(parse_config({"pacing": "root", "unit": "step", "c0": 0.2}).resolved(rounds, steps))
+    seen = []
+    for r in range(rounds):
+        plan = s.start_round(r, D)
+        for _ in range(steps):
+            seen.append(plan.competence)  # the competence the batch is drawn with
+            plan = s.after_batch()
+        s.end_round(0.5, 0.9)
+    assert seen[0] == 0.2 and seen[-1] == 1.0 and seen == sorted(seen) and seen[-2] < 1.0
+
+
+@pytest.mark.parametrize("order", ["hard_to_easy", "shuffled"])
+def test_reversed_and_shuffled_orders_visit_the_same_stages(order):
+    """The anti-curriculum and the shuffled control train on the same multiset of (mixture, alpha) plans as
+    the curriculum: only their order differs."""
+    def plans(o):
+        cfg = parse_config({"pacing": "linear", "unit": "step", "c0": 0.2, "order": o,
+                            "alpha": {"start": 0.5, "end": 1.0}}).resolved(rounds=2, steps_per_round=6, seed=3)
+        s = CurriculumScheduler(cfg)
+        out = []
+        for r in range(2):
+            plan = s.start_round(r, D)
+            for _ in range(6):
+                out.append((round(plan.competence, 9), tuple(sorted(plan.mixture.items())),
+                            tuple(sorted(plan.alpha.items()))))
+                plan = s.after_batch()
+            s.end_round(0.5, 0.9)
+        return out
+
+    forward, other = plans("easy_to_hard"), plans(order)
+    assert sorted(forward) == sorted(other) and forward != other
+    if order == "hard_to_easy":
+        assert other == forward[::-1]
+
+
 def test_adaptive_tolerance_compare_to_best_and_max_holds():
     s = CurriculumScheduler(adaptive(tolerance=0.02, compare_to="best", max_holds=1))
     s.start_round(0, D)
@@ -82,7 +133,7 @@ def test_adaptive_needs_both_metrics():
 
 
 def test_rounds_must_be_started_ended_and_move_forward():
-    s = CurriculumScheduler(parse_config({}))
+    s = CurriculumScheduler(parse_config({"total": 4}))
     with pytest.raises(StateError, match="outside a round"):
         s.after_batch()
     s.start_round(2, D)
@@ -135,7 +186,7 @@ def test_corrupt_state_file_names_the_file(tmp_path):
     path = tmp_path / "state.json"
     path.write_text("{not json")
     with pytest.raises(StateError, match=r"state\.json: not valid JSON"):
-        CurriculumScheduler.resume(parse_config({}), path)
+        CurriculumScheduler.resume(parse_config({"total": 4}), path)
     path.write_text(json.dumps({"stage": -1}))
     with pytest.raises(StateError, match=r"state\.json: key 'stage'"):
         CurriculumState.load(path)
