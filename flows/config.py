@@ -114,6 +114,8 @@ class RunConfig(_Strict):
     negatives: Literal["hard", "in_batch"] = Field(
         "hard", description="in_batch: train on the sampled anchors and positives only, hard negatives dropped "
                             "(plain SimCSE; the baseline a curriculum run is compared with)")
+    negatives_per_anchor: int = Field(1, ge=1, le=16, description="hard negatives per anchor, each from a band "
+                                      "drawn from the mixture (distinct bands), with that band's alpha")
     training: dict[str, Any] = Field(default_factory=dict, description="simcse.train.TrainConfig fields")
     source: Path | None = Field(None, exclude=True)
 
@@ -121,6 +123,15 @@ class RunConfig(_Strict):
     def _adaptive_needs_a_dev_metric(self) -> RunConfig:
         if self.curriculum.mode == "adaptive" and not (self.eval.sts or self.eval.pairs or self.data.builtin):
             raise ValueError("curriculum.mode adaptive decides on a dev metric: give eval.sts or eval.pairs")
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_for_this_run(self) -> RunConfig:
+        """`curriculum.total: auto` (the default) becomes the run's last step or round, so the hardest stage
+        is trained on whatever `rounds` is; a shuffled order takes the run's seed."""
+        resolved = self.curriculum.resolved(self.rounds, self.steps_per_round, self.seed)
+        if resolved is not self.curriculum:
+            self.curriculum = resolved
         return self
 
     def fingerprint(self) -> str:

@@ -1,9 +1,10 @@
 """The flows: the curriculum loop, and standalone mine / train / evaluate built from the same tasks.
 
-`curriculum_flow(config)`: evaluate the base model; then for each round r not yet complete:
-mine (every band, with the current model; cached) -> schedule (mixture and alpha from the round's
-measured band difficulties) -> train a fixed number of steps on batches the sampler draws -> evaluate ->
-close the round (state.json, rounds/<r>/metrics.json) -> plots and report. A run killed at any point
+`curriculum_flow(config)`: the round loop of `flows.loop` (the one the experiment harness runs too) with
+each step a Prefect task: evaluate the base model; then for each round r not yet complete: mine (every
+band, with the current model; cached) -> schedule (mixture and alpha from the round's measured band
+difficulties) -> train a fixed number of steps on batches the sampler draws -> evaluate -> close the round
+(state.json, rounds/<r>/metrics.json) -> the model to use -> plots and report. A run killed at any point
 resumes with the same call: finished rounds are skipped, a half-mined round is re-mined (only manifests
 count), a half-trained round continues from the trainer's checkpoint.
 """
@@ -59,63 +60,36 @@ def _metrics_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @flow(name="simcse-curriculum", log_prints=True, validate_parameters=False)
 def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
     """Train -> re-mine -> advance the curriculum, round after round; returns a summary of the run."""
+    from flows.loop import RoundSteps, run_rounds
+
     config = _as_config(config)
     logger = get_run_logger()
     run = RunDir(Path(config.output_dir))
-    run.claim(config)
-    steps.clean_partial_writes(run)
     tasks = bind_tasks(run)
-    flow_start = time.perf_counter()
-    timings: list[dict[str, Any]] = []
-    report: dict[str, Any] = {}
 
-    inputs = tasks.prepare(config, run.root)
-    base_model = steps.base_model_path(config)
-    base = tasks.evaluate(base_model, inputs, config)
-    steps.write_base_metrics(run, base)
-    logger.info("base model: %s", steps.describe_evaluation(base))
-
-    done = run.completed_rounds()
-    for r in range(config.rounds):
-        if r in done:
-            logger.info("round %d: complete, skipped", r)
-            continue
-        round_start = time.perf_counter()
-        model_in = base_model if r == 0 else str(run.model_dir(r - 1))
-        if r > 0 and not run.model_complete(r - 1):
-            raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
-        mined = tasks.mine.with_options(refresh_cache=not steps.mined_round_intact(run, r))(
-            model_in, inputs, config, run.root, r)
-        plan = tasks.schedule(config, run.root, r)
-        trained = tasks.train.with_options(refresh_cache=not run.model_complete(r))(
-            model_in, plan, config, run.root, r)
-        evaluated = tasks.evaluate(str(run.model_dir(r)), inputs, config)
-        metrics = tasks.finish(config, run.root, r, mined, trained, evaluated)
-        report = tasks.report(run.root)
+    def after_round(r: int, _metrics: dict[str, Any]) -> None:
         rows = ([base_row] if (base_row := run.read_base_metrics()) else []) + \
             [run.read_metrics(k) for k in run.completed_rounds()]
         create_table_artifact(_metrics_table(rows), key=_artifact_key(run, "metrics"),
                               description=f"Evaluation after round {r} of {run.root}")
-        wall = time.perf_counter() - round_start
-        in_tasks = sum(x.get("task_seconds", 0.0) for x in (mined, plan, trained, evaluated, metrics, report))
-        timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks,
-                        "prefect_seconds": wall - in_tasks,
-                        "tasks": {name: x.get("task_seconds", 0.0) for name, x in
-                                  (("mine", mined), ("schedule", plan), ("train", trained), ("evaluate", evaluated),
-                                   ("finish", metrics), ("report", report))}})
-        steps.write_timings(run, timings[-1:])
-        logger.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, steps.describe_evaluation(evaluated),
-                    wall, in_tasks)
 
-    if not timings:  # nothing ran in this call: the report may predate a change (e.g. rounds extended)
-        report = tasks.report(run.root)
+    how = RoundSteps(
+        prepare=lambda: tasks.prepare(config, run.root),
+        evaluate=lambda model, inputs: tasks.evaluate(model, inputs, config),
+        # A cached task result never stands in for an output that is gone: such a task runs again.
+        mine=lambda model, inputs, r: tasks.mine.with_options(refresh_cache=not steps.mined_round_intact(run, r))(
+            model, inputs, config, run.root, r),
+        schedule=lambda r: tasks.schedule(config, run.root, r),
+        train=lambda model, plan, r: tasks.train.with_options(refresh_cache=not run.model_complete(r))(
+            model, plan, config, run.root, r),
+        finish=lambda r, mined, trained, evaluated: tasks.finish(config, run.root, r, mined, trained, evaluated),
+        report=lambda: tasks.report(run.root),
+        on_round=after_round,
+    )
+    summary = run_rounds(config, run, how, logger)
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
                              description=f"Run report of {run.root}")
-    summary = steps.summarize(run, config)
-    summary["report"] = report["report"]
-    summary["timings"] = timings
-    summary["flow_seconds"] = time.perf_counter() - flow_start
-    logger.info("report: %s", report["report"])
+    logger.info("report: %s", summary["report"])
     return summary
 
 

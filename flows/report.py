@@ -172,6 +172,7 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
               f"{config.get('steps_per_round', '?')} training steps per round at batch "
               f"{config.get('batch_size', '?')}."),
              ""]
+    lines += _selection_lines(run)
 
     rows = ([base] if base else []) + rounds
     lines += ["## Evaluation per round", ""]
@@ -239,6 +240,17 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
                      f"`SentenceTransformer(\"{run.model_dir(r)}\")`")
     lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def _selection_lines(run: RunDir) -> list[str]:
+    """The run's answer first: which model to use (selection.json, written after every round)."""
+    path = run.root / "selection.json"
+    if not path.is_file():
+        return []
+    selection = json.loads(path.read_text(encoding="utf-8"))
+    return ["## Model to use", "", f"**{selection['note']}**", "",
+            f"Selected by `{selection['dev_metric']}` among the starting model and every completed round "
+            f"(`selection.json`); report your final figures on a set that did not select.", ""]
 
 
 def build_report(run_dir: str | Path) -> Path:

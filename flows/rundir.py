@@ -7,8 +7,10 @@ Layout (DESIGN.md section 3):
     <run>/triplets/round=<r>/...   mined Parquet; `manifest.json` marks a round mined
     <run>/rounds/<r>/train/        the trainer's checkpoint while round r trains
     <run>/rounds/<r>/model/        the model after round r (SentenceTransformer folder, safetensors)
+    <run>/rounds/<r>/optimizer/    the optimizer state the next round continues from (the latest round only)
     <run>/rounds/<r>/metrics.json  round r's results; written last, it marks the round complete
     <run>/plots/*.png, report.md   regenerated from the files above after every round
+    <run>/selection.json           the model to use: the best by the dev metric, the starting model included
     <run>/cache/                   embeddings cache (mining)
     <run>/data/                    the built-in corpus, when the config asks for it
     <run>/.prefect/                Prefect's database and persisted task results (unless PREFECT_HOME is set)
@@ -31,8 +33,9 @@ from flows.config import RunConfig
 from simcse.errors import InputError
 from simcse.io import atomic_write_json, atomic_write_text
 
-# Keys that may change when a run is continued: more rounds extend a finished run.
-RESUMABLE_CHANGES = ("rounds",)
+# Keys that may change when a run is continued (none: `rounds` sets the length of the learning-rate and
+# curriculum schedules, so a longer run is a new run, which may start from this one's model).
+RESUMABLE_CHANGES: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ class RunDir:
     def train_dir(self, r: int) -> Path:
         return self.round_dir(r) / "train"
 
+    def optimizer_dir(self, r: int) -> Path:
+        """The optimizer's state after round r, which round r + 1 continues from (kept for the last round only)."""
+        return self.round_dir(r) / "optimizer"
+
     def metrics_path(self, r: int) -> Path:
         return self.round_dir(r) / "metrics.json"
 
@@ -132,8 +139,14 @@ class RunDir:
                                  "another output_dir", path=self.config_path)
             changed = _changed_keys(previous, current, ignore=RESUMABLE_CHANGES + ("output_dir",))
             if changed:
+                hint = ""
+                if "rounds" in changed or "steps_per_round" in changed:
+                    hint = (" (rounds and steps_per_round set the length of the learning-rate and curriculum "
+                            "schedules; to train further, start a new run whose model.name_or_path is this run's "
+                            "last model)")
                 raise InputError(f"this run folder holds a run with different settings ({', '.join(changed[:6])}); "
-                                 f"use another output_dir or delete {self.root} to start over", path=self.config_path)
+                                 f"use another output_dir or delete {self.root} to start over{hint}",
+                                 path=self.config_path)
         atomic_write_text(self.config_path, config.to_yaml())
 
 

@@ -216,6 +216,8 @@ def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log)
 
     manifest = read_manifest(run.triplets, round_)
     scheduler = _scheduler(config, run)
+    if scheduler.state.round is None and not scheduler.state.round_open:
+        scheduler.set_baseline(base_dev_metric(run))  # adaptive mode compares round 0 with the starting model
     state = scheduler.state
     if state.round is not None and state.round >= round_ and not state.round_open:
         # Closed already (a kill after state.json but before metrics.json): report the round's start.
@@ -235,6 +237,13 @@ def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log)
             "manifest_sha256": file_fingerprint(run.manifest_path(round_)), "closed": False}
 
 
+def base_dev_metric(run: RunDir) -> float | None:
+    """The starting model's dev metric (base_metrics.json), if it was evaluated on a dev set."""
+    base = run.read_base_metrics() or {}
+    value = (base.get("dev_metric") or {}).get("value")
+    return float(value) if value is not None else None
+
+
 def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict[str, Any]) -> tuple[list[dict], Any]:
     """The round's training batches, drawn from its triplets with the plan as the curriculum moves.
 
@@ -246,7 +255,8 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
 
     state = CurriculumState.model_validate(copy.deepcopy(start_state))
     scratch = _scheduler(config, run, state=state, persist=False)
-    sampler = TripletSampler(run.triplets, round_, batch_size=config.batch_size, seed=config.seed)
+    sampler = TripletSampler(run.triplets, round_, batch_size=config.batch_size, seed=config.seed,
+                             negatives_per_anchor=config.negatives_per_anchor)
     batches: list[dict] = []
     plan = scratch.plan
     for _ in range(config.steps_per_round):
@@ -260,7 +270,9 @@ def train_config(config: RunConfig, round_: int) -> Any:
     """simcse's TrainConfig for round `round_`: the run's `training:` section plus what the run decides.
 
     Steps, batch size and seed come from the run (a different dropout stream per round, reproducible);
-    a mid-round checkpoint every half round lets a killed round continue instead of starting over.
+    the learning rate follows one schedule over all the run's steps (warm-up once, then decay to 0 at the
+    end of the last round), and the optimizer's state passes from round to round; a mid-round checkpoint
+    every half round lets a killed round continue instead of starting over.
     """
     from simcse.train import TrainConfig
 
@@ -269,7 +281,9 @@ def train_config(config: RunConfig, round_: int) -> Any:
     settings.setdefault("save_every", max(1, config.steps_per_round // 2))
     settings.setdefault("eval_every", 0)
     settings.setdefault("final_checkpoint", False)  # the round keeps its model and drops the train folder
-    settings.update(max_steps=config.steps_per_round, batch_size=config.batch_size)
+    settings.update(max_steps=config.steps_per_round, batch_size=config.batch_size,
+                    schedule_steps=config.rounds * config.steps_per_round,
+                    schedule_offset=round_ * config.steps_per_round, save_optimizer=True)
     return TrainConfig(**settings)
 
 
@@ -290,7 +304,7 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     stopped, with the same weights as an uninterrupted run); its final model folder is then moved into
     place in one rename, and the checkpoint is dropped.
     """
-    from simcse.train import MODEL, train
+    from simcse.train import MODEL, OPTIMIZER, train
 
     start = time.perf_counter()
     result_path = run.round_dir(round_) / "train_result.json"
@@ -299,21 +313,32 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
         return json.loads(result_path.read_text(encoding="utf-8"))
     if plan.get("state") is None:
         raise RuntimeError(f"round {round_} is closed but its model is missing: {run.model_dir(round_)}")
+    optimizer_state = None
+    if round_ > 0 and model_path == str(run.model_dir(round_ - 1)):  # the run continues: so does its optimizer
+        optimizer_state = run.optimizer_dir(round_ - 1)
+        if not optimizer_state.is_dir():
+            raise InputError(f"the optimizer state of round {round_ - 1} is missing, so round {round_} cannot "
+                             f"continue the run's schedule; delete rounds/{round_ - 1} to retrain that round",
+                             path=optimizer_state)
     batches, _ = round_batches(config, run, round_, plan["state"])
     if config.negatives == "in_batch":
         batches = [without_hard_negatives(b) for b in batches]
     encoder = load_encoder(model_path, config)
-    result = train(encoder, batches, train_config(config, round_), run.train_dir(round_))
+    result = train(encoder, batches, train_config(config, round_), run.train_dir(round_),
+                   optimizer_state=optimizer_state)
     trained = run.train_dir(round_) / MODEL
-    if run.model_dir(round_).exists():  # a model left by a kill between the rename and the result file
-        shutil.rmtree(run.model_dir(round_))
-    os.replace(trained, run.model_dir(round_))
+    for src, dst in ((run.train_dir(round_) / OPTIMIZER, run.optimizer_dir(round_)), (trained, run.model_dir(round_))):
+        if dst.exists():  # left by a kill between these renames and the result file
+            shutil.rmtree(dst)
+        os.replace(src, dst)  # the model last: its folder marks the round trained
     summary = _jsonable({"round": round_, "steps": result.steps, "mean_train_accuracy": result.train_accuracy,
                          "history": result.history, "triplets_per_s": result.triplets_per_s,
                          "resumed_from": result.resumed_from, "model": str(run.model_dir(round_)),
                          "seconds": time.perf_counter() - start})
     write_json(result_path, summary)
     shutil.rmtree(run.train_dir(round_), ignore_errors=True)  # the checkpoint is only needed mid-round
+    if round_ > 0:  # round r's optimizer state now carries the run on; r-1's is no longer needed
+        shutil.rmtree(run.optimizer_dir(round_ - 1), ignore_errors=True)
     log.info("round %d trained: %d steps, train accuracy %s, %.1f s", round_, summary["steps"],
              _fmt(summary["mean_train_accuracy"]), summary["seconds"])
     return summary
@@ -365,10 +390,42 @@ def clean_partial_writes(run: RunDir) -> None:
         _log.info("removed %d temporary files left by an interrupted run", removed)
 
 
+def select_model(run: RunDir, config: RunConfig) -> dict[str, Any] | None:
+    """The run's result: its best model by the dev metric, the starting model included; `selection.json`.
+
+    A run whose rounds all scored below the model it started from says so and names the starting model:
+    the team's data did not improve it, and the model to keep is the one they had."""
+    base = run.read_base_metrics()
+    if not base or not base.get("dev_metric"):
+        return None
+    name = base["dev_metric"]["name"]
+    candidates = [{"round": "base", "model": base.get("model"), "dev": base["dev_metric"]["value"]}]
+    for r in run.completed_rounds():
+        metrics = run.read_metrics(r)
+        value = (metrics.get("dev_metric") or {}).get("value")
+        if value is not None:
+            candidates.append({"round": r, "model": metrics.get("model"), "dev": value})
+    best = max(candidates, key=lambda c: (c["dev"], -1 if c["round"] == "base" else c["round"]))
+    improved = best["round"] != "base"
+    if improved:
+        note = (f"round {best['round']} has the best {name} ({best['dev']:.2f}, starting model "
+                f"{candidates[0]['dev']:.2f}): use {best['model']}")
+    else:
+        note = (f"no round beat the starting model on {name} (best round "
+                f"{max((c['dev'] for c in candidates[1:]), default=float('nan')):.2f}, starting model "
+                f"{candidates[0]['dev']:.2f}): this data did not improve it; keep the starting model {best['model']}")
+    selection = {"dev_metric": name, "selected_round": best["round"], "model_to_use": best["model"],
+                 "dev": best["dev"], "improved": improved, "note": note, "candidates": candidates}
+    write_json(run.root / "selection.json", _jsonable(selection))
+    return selection
+
+
 def summarize(run: RunDir, config: RunConfig) -> dict[str, Any]:
     done = run.completed_rounds()
+    selection = select_model(run, config)
     return {"run_dir": str(run.root), "rounds_completed": done, "rounds": config.rounds,
-            "base": run.read_base_metrics(), "last": run.read_metrics(done[-1]) if done else None}
+            "base": run.read_base_metrics(), "last": run.read_metrics(done[-1]) if done else None,
+            "model_to_use": (selection or {}).get("model_to_use"), "selection": selection}
 
 
 def write_timings(run: RunDir, timings: list[dict[str, Any]]) -> None:

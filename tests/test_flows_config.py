@@ -116,15 +116,18 @@ def test_demo_corpus_is_deterministic_and_holds_out_its_eval_sentences(tmp_path:
     assert not (set(labeled.sentence1) | set(labeled.sentence2)) & texts, "eval sentences never in the corpus"
 
 
-def test_run_dir_refuses_a_different_config_but_allows_more_rounds(tmp_path: Path) -> None:
+def test_run_dir_refuses_a_different_config_and_says_why_for_more_rounds(tmp_path: Path) -> None:
+    """`rounds` sets the length of the learning-rate and curriculum schedules, so more rounds is a new run."""
     from flows.rundir import RunDir
 
     cfg = load_config(_write(tmp_path, GOOD))
     run = RunDir(cfg.output_dir)
     run.claim(cfg)
-    run.claim(load_config(_write(tmp_path, GOOD.replace("rounds: 2", "rounds: 5"), "more.yaml")))
+    run.claim(load_config(_write(tmp_path, GOOD, "same.yaml")))
     with pytest.raises(InputError, match=r"different settings \(curriculum.pacing\)"):
         run.claim(load_config(_write(tmp_path, GOOD.replace("pacing: root", "pacing: linear"), "other.yaml")))
+    with pytest.raises(InputError, match=r"rounds\).*start a new run whose model.name_or_path is this run's last"):
+        run.claim(load_config(_write(tmp_path, GOOD.replace("rounds: 2", "rounds: 5"), "more.yaml")))
 
 
 def test_atomic_dir_never_shows_a_partial_folder(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def tiny_settings(output_dir: Path, model: Path, sts: Path) -> dict[str, Any]:
         "eval": {"sts": [str(sts)]},
         "mining": {"params": {"range_max": 20}},
         "curriculum": {"total": 2, "c0": 0.2, "alpha": {"start": 0.5, "end": 1.0}},
-        "training": {"progress": False},
+        "training": {"progress": False, "log_every": 1},
     }
 
 
@@ -150,6 +150,20 @@ def test_curriculum_flow_leaves_a_complete_run_directory(reference_run: dict[str
     assert [t["round"] for t in timings] == [0, 1] and all(t["task_seconds"] > 0 for t in timings)
     assert not list(run.rglob(".*.tmp")), "no temporary files left behind"
     assert not (run / "rounds" / "0" / "train").exists(), "the trainer checkpoint is dropped after the round"
+
+    # One learning-rate schedule over the run: warm-up once, then decay to 0 at the end of the last round;
+    # round 1 continues round 0's optimizer (only the last round's optimizer state is kept).
+    lrs = [h["lr"] for r in (0, 1) for h in json.loads((run / f"rounds/{r}/train_result.json").read_text())["history"]]
+    total, warmup = 12, 2  # ceil(0.1 * 12)
+    expected = [3e-5 * (g / warmup if g < warmup else (total - g) / (total - warmup)) for g in range(1, total + 1)]
+    assert lrs == pytest.approx(expected, rel=1e-9) and lrs[-1] == 0.0
+    assert not (run / "rounds/0/optimizer").exists() and (run / "rounds/1/optimizer/optimizer.pt").is_file()
+
+    # The run names the model to use: the best by the dev metric, the starting model included.
+    selection = json.loads((run / "selection.json").read_text())
+    devs = {c["round"]: c["dev"] for c in selection["candidates"]}
+    assert set(devs) == {"base", 0, 1} and selection["dev"] == max(devs.values())
+    assert summary["model_to_use"] == selection["model_to_use"] and "model to use" in report.lower()
 
 
 def test_prefect_records_artifacts_and_reuses_cached_tasks(reference_run: dict[str, Any]) -> None:
@@ -272,6 +286,10 @@ def test_killed_run_resumes_to_the_same_triplets_and_model(reference_run: dict[s
         ours = load_file(str(out / f"rounds/{r}/model/model.safetensors"))
         ref = load_file(str(reference_run["dir"] / f"rounds/{r}/model/model.safetensors"))
         assert ours.keys() == ref.keys() and all((ours[k] == ref[k]).all() for k in ours), f"round {r} weights"
+    for r in (0, 1):  # the learning rate across the kills is the uninterrupted run's
+        ours = json.loads((out / f"rounds/{r}/train_result.json").read_text())["history"]
+        ref = json.loads((reference_run["dir"] / f"rounds/{r}/train_result.json").read_text())["history"]
+        assert [h["lr"] for h in ours] == [h["lr"] for h in ref]
     ref_state = json.loads((reference_run["dir"] / "state.json").read_text())
     our_state = json.loads((out / "state.json").read_text())
     assert our_state["history"] == ref_state["history"] and our_state["stage"] == ref_state["stage"]

@@ -36,7 +36,7 @@ def test_in_batch_runs_train_on_anchors_and_positives_only(tmp_path: Path, monke
     monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: object())
     seen: dict[str, list] = {}
 
-    def fake_train(encoder, batches, config, output_dir):
+    def fake_train(encoder, batches, config, output_dir, optimizer_state=None):
         seen["batches"] = list(batches)
         raise _Stop
 
@@ -49,3 +49,26 @@ def test_in_batch_runs_train_on_anchors_and_positives_only(tmp_path: Path, monke
         except _Stop:
             pass
         assert set(seen["batches"][0]) == keys, negatives
+
+
+def test_round_zero_of_an_adaptive_run_is_compared_with_the_starting_model(tmp_path: Path) -> None:
+    """The base model's dev score reaches the scheduler, so a round 0 that makes the model worse holds."""
+    import json
+
+    from curriculum.synthetic import band_table, write_round
+    from flows.config import config_from_mapping
+    from flows.rundir import RunDir
+
+    config = config_from_mapping({"output_dir": str(tmp_path / "run"), "rounds": 3,
+                                  "data": {"corpus": str(tmp_path / "c.txt")}, "eval": {"pairs": ["p.tsv"]},
+                                  "curriculum": {"mode": "adaptive", "adaptive": {"tolerance": 0.2}}},
+                                 base_dir=tmp_path)
+    run = RunDir(config.output_dir)
+    texts = [f"sentence {i}" for i in range(12)]
+    write_round(run.triplets, 0, {"random": band_table(0, "random", texts[:6], texts[6:], texts[::-1][:6],
+                                                       [0.1] * 6)})
+    steps.write_base_metrics(run, {"dev_metric": {"name": "pairs/p", "value": 77.62}})
+    opened = steps.schedule_round(config, run, 0)
+    assert opened["state"]["baseline_dev_metric"] == 77.62
+    state = json.loads(run.state_path.read_text())
+    assert state["baseline_dev_metric"] == 77.62 and config.curriculum.total == 2  # auto: rounds - 1

@@ -1,0 +1,104 @@
+"""The round loop, once, for every caller: the Prefect flow runs each step as a task, the experiment
+harness (bench/experiment.py) calls the plain step functions. No Prefect here.
+
+    evaluate the starting model
+    for each round r not yet complete:
+        mine (current model) -> schedule (mixture, alpha) -> train -> evaluate -> close the round
+        -> select the model to use (the best by dev, the starting model included) -> report
+A killed run resumes with the same call: finished rounds are skipped, each step finds its own finished
+output (see `flows.steps`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flows import steps
+from flows.config import RunConfig
+from flows.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class RoundSteps:
+    """How each step runs. Results are the step functions' dicts; a `task_seconds` key (the time inside a
+    Prefect task body) lets the loop measure orchestration overhead."""
+
+    prepare: Callable[[], dict[str, Any]]
+    evaluate: Callable[[str, dict[str, Any]], dict[str, Any]]  # (model, inputs)
+    mine: Callable[[str, dict[str, Any], int], dict[str, Any]]  # (model in, inputs, round)
+    schedule: Callable[[int], dict[str, Any]]
+    train: Callable[[str, dict[str, Any], int], dict[str, Any]]  # (model in, plan, round)
+    finish: Callable[[int, dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]
+    report: Callable[[], dict[str, Any]] | None = None
+    on_round: Callable[[int, dict[str, Any]], None] | None = None  # after a round closed (e.g. artifacts)
+
+
+def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
+    """The step functions called directly (no orchestration): what the experiment harness builds on."""
+    from flows.report import build_report
+
+    log = log or steps._log
+    return RoundSteps(
+        prepare=lambda: steps.prepare_inputs(config, run, log),
+        evaluate=lambda model, inputs: steps.evaluate_model(model, inputs, config, log),
+        mine=lambda model, inputs, r: steps.mine_round(model, inputs, config, run, r, log),
+        schedule=lambda r: steps.schedule_round(config, run, r, log),
+        train=lambda model, plan, r: steps.train_round(model, plan, config, run, r, log),
+        finish=lambda r, mined, trained, evaluated: steps.finish_round(config, run, r, mined, trained, evaluated, log),
+        report=lambda: {"report": str(build_report(run.root))},
+    )
+
+
+def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None) -> dict[str, Any]:
+    """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings)."""
+    log = log or steps._log
+    run.claim(config)
+    steps.clean_partial_writes(run)
+    start = time.perf_counter()
+    inputs = how.prepare()
+    base_model = steps.base_model_path(config)
+    base = how.evaluate(base_model, inputs)
+    steps.write_base_metrics(run, base)
+    log.info("base model: %s", steps.describe_evaluation(base))
+
+    timings: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    done = run.completed_rounds()
+    for r in range(config.rounds):
+        if r in done:
+            log.info("round %d: complete, skipped", r)
+            continue
+        round_start = time.perf_counter()
+        model_in = base_model if r == 0 else str(run.model_dir(r - 1))
+        if r > 0 and not run.model_complete(r - 1):
+            raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
+        mined = how.mine(model_in, inputs, r)
+        plan = how.schedule(r)
+        trained = how.train(model_in, plan, r)
+        evaluated = how.evaluate(str(run.model_dir(r)), inputs)
+        metrics = how.finish(r, mined, trained, evaluated)
+        selection = steps.select_model(run, config)
+        report = how.report() if how.report else {}
+        parts = {"mine": mined, "schedule": plan, "train": trained, "evaluate": evaluated, "finish": metrics,
+                 "report": report}
+        wall = time.perf_counter() - round_start
+        in_tasks = sum(x.get("task_seconds", 0.0) for x in parts.values())
+        timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks, "prefect_seconds": wall - in_tasks,
+                        "tasks": {name: x.get("task_seconds", 0.0) for name, x in parts.items()}})
+        steps.write_timings(run, timings[-1:])
+        log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, steps.describe_evaluation(evaluated), wall, in_tasks)
+        if selection:
+            log.info("model to use: %s", selection["note"])
+        if how.on_round is not None:
+            how.on_round(r, metrics)
+
+    if not timings and how.report:  # nothing ran in this call: the report may predate a code change
+        report = how.report()
+    summary = steps.summarize(run, config)
+    summary["report"] = report.get("report", str(run.report_path) if run.report_path.is_file() else None)
+    summary["timings"] = timings
+    summary["flow_seconds"] = time.perf_counter() - start
+    return summary
