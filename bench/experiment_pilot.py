@@ -11,7 +11,9 @@ STS-B dev as a guard). The report sets (STS-B test, the Twitter report half) are
 Arms: `in_batch` (anchors and positives only; Domain: unsupervised SimCSE, two dropout views) and
 `static_nli` (General: the labeled contradiction as hard negative, SimCSE's supervised recipe).
 `--view word_deletion:P` (Domain) makes the positive a copy of the tweet with each word deleted with
-probability P (seeded per sentence), a harder view than dropout alone.
+probability P (seeded per sentence), a harder view than dropout alone; `--view mined_pairs:T` trains on
+in-domain pairs mined from the unlabeled corpus: each tweet and its nearest neighbour by the start model
+when their cosine is at least T (in-batch negatives, no dropout-view positives).
 """
 
 from __future__ import annotations
@@ -61,6 +63,28 @@ class ViewBatches:
             yield {"anchor": anchors, "positive": [word_deletion(a, self.p, f"e{self.epoch}") for a in anchors]}
 
 
+def mined_pairs(texts: list[str], model: str, threshold: float) -> tuple[list[str], list[str]]:
+    """In-domain pairs mined from an unlabeled corpus: each text with its nearest neighbour (by the start
+    model) when their cosine is at least `threshold` (near-paraphrases, e.g. tweets about one headline)."""
+    import faiss
+    import numpy as np
+
+    from simcse.model import SimCSEEncoder
+
+    emb = SimCSEEncoder.from_pretrained(model, pooling=None).encode(texts, batch_size=128).astype(np.float32)
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(emb)
+    scores, ids = index.search(emb, 2)
+    anchors, positives = [], []
+    for i in range(len(texts)):
+        j = int(ids[i, 1]) if int(ids[i, 0]) == i else int(ids[i, 0])
+        s = float(scores[i, 1] if int(ids[i, 0]) == i else scores[i, 0])
+        if s >= threshold and texts[j] != texts[i]:
+            anchors.append(texts[i])
+            positives.append(texts[j])
+    return anchors, positives
+
+
 def start_model(name: str) -> str:
     from experiment_data import make_weak_start
 
@@ -102,6 +126,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batches = unsupervised_batches(tweets, args.batch_size, seed=args.seed)
         if args.view.startswith("word_deletion:"):
             batches = ViewBatches(batches, float(args.view.split(":")[1]))
+        elif args.view.startswith("mined_pairs:"):
+            anchors, positives = mined_pairs(tweets, start_model(args.start), float(args.view.split(":")[1]))
+            print(f"mined pairs: {len(anchors)} of {len(tweets)} tweets have a neighbour above the threshold")
+            batches = triplet_batches(anchors, positives, None, args.batch_size, seed=args.seed)
         halves = split_twitter_dev(data / "twitter" / "dev_pairs.tsv", REPO / "runs" / "experiment" / "data" / "twitter")
         evaluator = DevEvaluator([data / "stsb" / "dev.tsv"], [halves["select"]])
     encoder = SimCSEEncoder.from_pretrained(start_model(args.start), pooling=None, max_length=32)
@@ -156,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--temperature", type=float, default=0.05)
-    p.add_argument("--view", default="dropout", help="dropout or word_deletion:P (domain)")
+    p.add_argument("--view", default="dropout", help="dropout, word_deletion:P or mined_pairs:T (domain)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default=str(REPO / "runs" / "pilot"))

@@ -1,16 +1,18 @@
-"""Issue 6's results: aggregate the per-arm, per-seed result files of `bench/experiment.py` into tables
-(mean ± std over seeds), a plot of the dev metric per round, the measured difficulty per band, and a
-plain conclusion; write them as one section of a markdown file between markers, leaving the rest alone.
+"""The experiment's results: paired contrasts with confidence intervals, tables and figures, written as one
+section of docs/results.md between markers (the rest of the file is left alone).
 
-No training here and no torch: it reads JSON files only, so the results can be rebuilt at any time
-(`bench/experiment.py report --out DIR`), and it is unit-tested on hand-made results.
+The analysis is the pre-registered one (docs/experiment.md): per start and setting, the primary endpoint is
+the report-set score of the *final* model (no selection); for each contrast the per-seed differences of
+paired arms give a mean, a t-based 95 % confidence interval and a two-sided p value; the two primary
+contrasts (order: curriculum - static_matched; recipe: curriculum - the setting's recipe) are Holm-corrected
+within each start and setting; a difference whose CI lies inside +-0.5 reads as equivalent. Everything here
+reads JSON files only (no torch), so the section can be rebuilt at any time and is unit-tested.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,275 +21,461 @@ from typing import Any
 
 START_MARKER = "<!-- experiment:start -->"
 END_MARKER = "<!-- experiment:end -->"
-BAND_ORDER = ("random", "in_domain", "nli_contradiction", "nearest_neighbour")  # the design's easy -> hard
-KIND_ORDER = ("in_batch", "static", "curriculum")
-TARGET_OVER_STATIC = 0.5   # issue 6: curriculum beats the best static arm by >= 0.5 points ...
-TARGET_OVER_ZERO_SHOT = 2.0  # ... and improves Twitter dev AP over zero-shot by >= 2 points
+BAND_ORDER = ("random", "in_domain", "nli_contradiction", "nearest_neighbour")
+ARM_ORDER = ("in_batch", "static_nli", "static_nn", "static_matched", "curriculum", "anti_curriculum")
+GOAL = 0.5          # issue 10: curriculum >= static_matched + 0.5 and >= the recipe + 0.5 in at least one start
+EQUIVALENCE = 0.5   # a CI inside +-0.5 reads as "no difference that matters"
+CONFIDENCE = 0.95
 
 
 # ------------------------------------------------------------------------------------------- reading
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
-    """Every finished arm x seed result (`<results>/<setting>/<arm>/seed<s>.json`), in a stable order."""
-    out = []
-    for path in sorted(Path(results_dir).glob("*/*/seed*.json")):
-        out.append(json.loads(path.read_text(encoding="utf-8")))
-    return out
+    """Every finished result (`<results>/<start>/<setting>/<arm>/seed<s>.json`), in a stable order."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(results_dir).glob("*/*/*/seed*.json"))]
+
+
+def metric(evaluation: Mapping[str, Any] | None, name: str) -> float | None:
+    """`sts/<stem>` or `pairs/<stem>` out of an evaluation dict."""
+    if not evaluation or not name:
+        return None
+    kind, stem = name.split("/", 1)
+    value = (evaluation.get(kind) or {}).get(stem)
+    return float(value) if value is not None else None
+
+
+def endpoint(result: Mapping[str, Any], name: str, which: str = "final") -> float | None:
+    """The report metric `name` of the final model (primary) or the dev-selected one (secondary)."""
+    return metric(result[which]["report"], name)
 
 
 # --------------------------------------------------------------------------------------- statistics
-def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1); std is None for fewer than two values."""
+def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
         return None, None
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
-def aggregate(results: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """setting -> arm -> {kind, description, n, seeds, report/dev mean and std, curve mean and std per round}.
+def paired(a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Seed-paired differences a - b: mean, sd, n, a t-based CI and a two-sided one-sample t-test p value."""
+    from scipy import stats
 
-    The curve is the dev metric after each round (index 0 = after round 0); seeds with fewer rounds (an
-    unfinished run never gets here) would be averaged over the rounds they have.
-    """
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds if a[s] is not None and b[s] is not None]
+    n = len(diffs)
+    out: dict[str, Any] = {"n": n, "seeds": seeds, "diffs": diffs, "mean": None, "sd": None, "low": None,
+                           "high": None, "half_width": None, "p": None}
+    if n == 0:
+        return out
+    mean = statistics.fmean(diffs)
+    out["mean"] = mean
+    if n < 2:
+        return out
+    sd = statistics.stdev(diffs)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    out.update(sd=sd, low=mean - half, high=mean + half, half_width=half)
+    if sd > 0:
+        out["p"] = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    else:
+        out["p"] = 0.0 if mean != 0 else 1.0
+    return out
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p values (None stays None), in the input order."""
+    indexed = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    m = len(indexed)
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def reading(contrast: Mapping[str, Any], goal: float = GOAL, margin: float = EQUIVALENCE) -> str:
+    """What a contrast says, in words (docs/experiment.md, "Analysis"): the goal is met when the mean
+    difference is at least `goal` and the difference is significant (Holm-adjusted p < 0.05 for a primary
+    contrast); equivalent when the 95 % CI lies inside +-`margin`; else better, worse or not separated."""
+    if contrast["low"] is None:
+        return "too few seeds"
+    low, high, mean = contrast["low"], contrast["high"], contrast["mean"]
+    p = contrast.get("p_holm", contrast.get("p"))
+    if mean >= goal and p is not None and p < 0.05:
+        return f"better by ≥ {goal} (goal met)"
+    if low > 0:
+        return f"better, by less than {goal}" if high < goal else "better; the goal neither met nor excluded"
+    if high < 0:
+        return f"worse, by less than {margin}" if low > -margin else "worse"
+    if -margin < low and high < margin:
+        return f"equivalent within ±{margin}"
+    return "not separated"
+
+
+# ------------------------------------------------------------------------------------------- analysis
+def contrasts_for(setting: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(label, kind, arm a, arm b) of a setting: the two primary contrasts, the control, the secondary ones."""
+    recipe = setting["recipe"]
+    out = [("order: curriculum − static_matched", "primary", "curriculum", "static_matched"),
+           (f"recipe: curriculum − {recipe}", "primary", "curriculum", recipe)]
+    if recipe != "in_batch":
+        out.append((f"control: {recipe} − in_batch", "control", recipe, "in_batch"))
+    else:
+        out.append(("control: static_nn − in_batch", "control", "static_nn", "in_batch"))
+    out += [("curriculum − anti_curriculum", "secondary", "curriculum", "anti_curriculum"),
+            ("curriculum − static_nn", "secondary", "curriculum", "static_nn")]
+    return out
+
+
+def analyse(results: Iterable[Mapping[str, Any]], settings: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One block per (start, setting) with results: arms (per-seed values and summaries) and contrasts."""
+    groups: dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for res in results:
-        groups[(res["setting"], res["arm"])].append(res)
-    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for (setting, arm), runs in groups.items():
-        runs = sorted(runs, key=lambda r: r["seed"])
-        report_mean, report_std = mean_std([r["report"]["value"] for r in runs])
-        dev_mean, dev_std = mean_std([r["dev_selected"] for r in runs])
-        rounds = max(len(r["curve"]) for r in runs)
-        curve_mean, curve_std = [], []
-        for i in range(rounds):
-            m, s = mean_std([r["curve"][i]["dev"] for r in runs if i < len(r["curve"])])
-            curve_mean.append(m)
-            curve_std.append(s)
-        out[setting][arm] = {
-            "kind": runs[0]["kind"], "description": runs[0].get("description", arm), "n": len(runs),
-            "seeds": [r["seed"] for r in runs], "report_name": runs[0]["report"]["name"],
-            "report_mean": report_mean, "report_std": report_std, "dev_mean": dev_mean, "dev_std": dev_std,
-            "selected_rounds": [r["selected_round"] for r in runs], "curve_mean": curve_mean,
-            "curve_std": curve_std, "steps": sorted({r["total_steps"] for r in runs}),
-        }
-    return dict(out)
+        groups[(res["start"], res["setting"])][res["arm"]].append(res)
+    blocks = []
+    for (start, name), arms in sorted(groups.items(), key=lambda kv: (kv[0][0] != "tuned", kv[0][1] != "general")):
+        setting = settings[name]
+        report = setting["report_metric"]
+        guard = setting.get("guard_metric")
+        any_result = next(iter(arms.values()))[0]
+        base = any_result["base"]
+        per_arm = {}
+        for arm in sorted(arms, key=lambda a: ARM_ORDER.index(a) if a in ARM_ORDER else len(ARM_ORDER)):
+            runs = sorted(arms[arm], key=lambda r: r["seed"])
+            final = {r["seed"]: endpoint(r, report) for r in runs}
+            selected = {r["seed"]: endpoint(r, report, "selected") for r in runs}
+            devs = {r["seed"]: r["final"]["dev"] for r in runs}
+            guards = {r["seed"]: endpoint(r, guard) for r in runs} if guard else {}
+            per_arm[arm] = {
+                "n": len(runs), "seeds": [r["seed"] for r in runs], "final": final, "selected": selected,
+                "dev": devs, "guard": guards, "final_summary": mean_sd(list(final.values())),
+                "selected_summary": mean_sd(list(selected.values())), "dev_summary": mean_sd(list(devs.values())),
+                "guard_summary": mean_sd(list(guards.values())) if guard else (None, None),
+                "selected_rounds": [r["selected"]["round"] for r in runs], "description": runs[0].get("description"),
+                "curves": {r["seed"]: r["curve"] for r in runs}}
+        contrasts = []
+        for label, kind, a, b in contrasts_for(setting):
+            if a in per_arm and b in per_arm:
+                c = paired(per_arm[a]["final"], per_arm[b]["final"])
+                c.update(label=label, kind=kind, a=a, b=b,
+                         selected=paired(per_arm[a]["selected"], per_arm[b]["selected"]))
+                contrasts.append(c)
+        primary = [c for c in contrasts if c["kind"] == "primary"]
+        for c, adj in zip(primary, holm([c["p"] for c in primary])):
+            c["p_holm"] = adj
+        for c in contrasts:
+            c["reading"] = reading(c)
+        blocks.append({"start": start, "setting": name, "label": setting["label"], "dev_name": setting["dev_name"],
+                       "report_name": setting["report_name"], "report_metric": report, "guard_metric": guard,
+                       "base_report": metric(base["report"], report), "base_guard": metric(base["report"], guard),
+                       "base_dev": base["dev"], "arms": per_arm, "contrasts": contrasts,
+                       "pairing": pairing_check(arms), "difficulty": difficulty(arms)})
+    return blocks
 
 
-def arm_order(arms: Iterable[str], info: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """In-batch first, then static bands easy to hard, the static mix, then curriculum arms by name."""
-    def key(arm: str) -> tuple:
-        kind = info[arm]["kind"]
-        band = next((i for i, b in enumerate(BAND_ORDER) if arm.endswith(b)), len(BAND_ORDER))
-        return (KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER), band, arm)
-    return sorted(arms, key=key)
+def pairing_check(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+    """How many (seed, round) groups had the same anchor sequence in every arm (paired sampling)."""
+    digests: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for runs in arms.values():
+        for r in runs:
+            for c in r["curve"]:
+                if c.get("anchors_sha256"):
+                    digests[(r["seed"], c["round"])].add(c["anchors_sha256"])
+    return {"groups": len(digests), "identical": sum(1 for d in digests.values() if len(d) == 1)}
 
 
-def best_arm(arms: Mapping[str, Mapping[str, Any]], kinds: Sequence[str]) -> str | None:
-    """The arm of the given kinds with the highest mean dev metric (chosen on dev, never on the report set)."""
-    pool = [(a["dev_mean"], name) for name, a in arms.items() if a["kind"] in kinds and a["dev_mean"] is not None]
-    return max(pool)[1] if pool else None
+def difficulty(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Mean anchor-negative similarity per band: round 0 (the start model) and the curriculum's last round."""
+    first: dict[str, list[float]] = defaultdict(list)
+    rows: dict[str, list[float]] = defaultdict(list)
+    last: dict[str, list[float]] = defaultdict(list)
+    for arm, runs in arms.items():
+        for r in runs:
+            if arm == "curriculum":
+                for band, s in (r["curve"][0].get("bands") or {}).items():
+                    if s.get("difficulty") is not None:
+                        first[band].append(s["difficulty"])
+                        rows[band].append(s["rows"])
+                if len(r["curve"]) > 1:
+                    for band, s in (r["curve"][-1].get("bands") or {}).items():
+                        if s.get("difficulty") is not None:
+                            last[band].append(s["difficulty"])
+    bands = [b for b in BAND_ORDER if b in first] + sorted(set(first) - set(BAND_ORDER))
+    return {b: {"rows": mean_sd(rows[b])[0], "round0": mean_sd(first[b]), "last": mean_sd(last[b])} for b in bands}
 
 
-def difficulty_table(results: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """setting -> band -> rows and mean anchor-negative similarity at round 0 (the base model, shared by
-    every arm) and in the last round of the curriculum arms (mined with the trained encoder)."""
-    first: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
-    last: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for res in results:
-        curve = res["curve"]
-        for band, stats in (curve[0].get("bands") or {}).items():
-            first[(res["setting"], band)][res["seed"]] = stats  # identical for every arm of a seed
-        if res["kind"] == "curriculum" and len(curve) > 1:
-            for band, stats in (curve[-1].get("bands") or {}).items():
-                if stats.get("difficulty") is not None:
-                    last[(res["setting"], band)].append(stats["difficulty"])
-    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for (setting, band), per_seed in first.items():
-        rows, _ = mean_std([s.get("rows") for s in per_seed.values()])
-        d0, d0_std = mean_std([s.get("difficulty") for s in per_seed.values()])
-        dl, dl_std = mean_std(last.get((setting, band), []))
-        out[setting][band] = {"rows": rows, "round0": d0, "round0_std": d0_std, "last": dl, "last_std": dl_std,
-                              "last_n": len(last.get((setting, band), []))}
-    return dict(out)
-
-
-# ------------------------------------------------------------------------------------------ writing
-def fmt(value: float | None, std: float | None = None, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    text = f"{value:.{digits}f}"
-    return text + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
-def _signed(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.2f}"
-
-
-def conclusion(setting: str, arms: Mapping[str, Mapping[str, Any]], zero_shot: float | None,
-               report_name: str, need_zero_shot_gain: bool) -> tuple[list[str], dict[str, Any]]:
-    """Plain sentences about this setting's figures, whichever way they fall, and the target checks."""
-    cur = best_arm(arms, ["curriculum"])
-    static = best_arm(arms, ["in_batch", "static"])
-    lines: list[str] = []
-    checks: dict[str, Any] = {"over_static": None, "over_zero_shot": None}
-    if cur is None or static is None:
-        lines.append(f"Not enough finished arms to compare the curriculum with the static arms in {setting}.")
-        return lines, checks
-    c, s = arms[cur], arms[static]
-    diff = c["report_mean"] - s["report_mean"]
-    checks["over_static"] = diff >= TARGET_OVER_STATIC
-    lines.append(
-        f"Best curriculum arm (by mean dev): `{cur}`, {report_name} {fmt(c['report_mean'], c['report_std'])}; "
-        f"best non-curriculum arm (by mean dev): `{static}`, {fmt(s['report_mean'], s['report_std'])}. "
-        f"Difference {_signed(diff)} points: the ≥ {TARGET_OVER_STATIC} target is "
-        f"**{'met' if checks['over_static'] else 'not met'}**.")
-    spread = max((a["report_std"] or 0.0) for a in (c, s))
-    if abs(diff) < spread:
-        lines.append(f"The difference is smaller than the seed-to-seed spread (std up to {spread:.2f}), so "
-                     f"these seeds do not separate the two arms.")
-    if zero_shot is not None:
-        gain = c["report_mean"] - zero_shot
-        best_any = max(arms, key=lambda a: arms[a]["report_mean"] if arms[a]["report_mean"] is not None else -1e9)
-        lines.append(f"Against zero-shot ({zero_shot:.2f}): the curriculum arm {_signed(gain)}, the best arm "
-                     f"overall (`{best_any}`) {_signed(arms[best_any]['report_mean'] - zero_shot)}.")
-        if need_zero_shot_gain:
-            checks["over_zero_shot"] = gain >= TARGET_OVER_ZERO_SHOT
-            lines.append(f"The ≥ {TARGET_OVER_ZERO_SHOT} points over zero-shot target is "
-                         f"**{'met' if checks['over_zero_shot'] else 'not met'}**.")
-    ib = next((a for a in arms.values() if a["kind"] == "in_batch"), None)
-    if ib is not None and ib["report_mean"] is not None:
-        harder = [n for n, a in arms.items() if a["kind"] != "in_batch" and a["report_mean"] is not None
-                  and a["report_mean"] > ib["report_mean"]]
-        lines.append(f"{len(harder)} of {len(arms) - 1} arms with mined negatives beat in-batch negatives only "
-                     f"({fmt(ib['report_mean'], ib['report_std'])}).")
-    return lines, checks
-
-
-def plot_dev_curves(summary: Mapping[str, Any], path: Path) -> Path | None:
-    """Mean dev metric (± std band) per round for every arm, one panel per setting; x = base, then rounds."""
+# ------------------------------------------------------------------------------------------ figures
+def plot_forest(blocks: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """Every contrast of every start and setting: mean paired difference with its 95 % CI."""
     from matplotlib.figure import Figure
 
-    settings = [s for s in summary["settings"] if s["arms"]]
-    if not settings:
+    rows = [(f"{b['start']} / {b['setting']}: {c['label']}", c) for b in blocks for c in b["contrasts"]
+            if c["low"] is not None]
+    if not rows:
         return None
-    fig = Figure(figsize=(7 * len(settings), 5), layout="constrained")
-    axes = fig.subplots(1, len(settings), squeeze=False)[0]
-    styles = {"in_batch": ":", "static": "--", "curriculum": "-"}
-    for ax, setting in zip(axes, settings):
-        arms = setting["arms"]
-        base = setting.get("zero_shot_dev")
-        for arm in arm_order(arms, arms):
-            info = arms[arm]
-            ys = [base] + info["curve_mean"]
-            xs = list(range(len(ys)))
-            line, = ax.plot(xs, [float("nan") if y is None else y for y in ys], styles.get(info["kind"], "-"),
-                            marker="o", markersize=3, label=arm)
-            std = [None] + info["curve_std"]
-            lo = [y - s if (y is not None and s is not None) else float("nan") for y, s in zip(ys, std)]
-            hi = [y + s if (y is not None and s is not None) else float("nan") for y, s in zip(ys, std)]
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
-        rounds = max(len(a["curve_mean"]) for a in arms.values())
-        ax.set_xticks(range(rounds + 1), ["base"] + [str(r) for r in range(rounds)])
-        ax.set_xlabel("after round")
-        ax.set_ylabel(setting["dev_name"])
-        ax.set_title(setting["label"])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
+    fig = Figure(figsize=(9, 0.32 * len(rows) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    colours = {"primary": "tab:blue", "control": "tab:green", "secondary": "tab:grey"}
+    for y, (_, c) in enumerate(reversed(rows)):
+        ax.plot([c["low"], c["high"]], [y, y], color=colours[c["kind"]], linewidth=2)
+        ax.plot([c["mean"]], [y], "o", color=colours[c["kind"]])
+    ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=7)
+    ax.axvline(0, color="black", linewidth=0.8)
+    for x in (-EQUIVALENCE, EQUIVALENCE):
+        ax.axvline(x, color="black", linewidth=0.6, linestyle=":")
+    ax.set_xlabel("paired difference on the report set (points), mean and 95 % CI over seeds")
+    ax.set_title("Contrasts (blue: primary, green: positive control, grey: secondary); dotted: ±0.5")
+    return _save(fig, path)
+
+
+def plot_dev_by_step(blocks: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """The dev metric after every round (step 0: the start model), mean over seeds, one panel per block."""
+    from matplotlib.figure import Figure
+
+    if not blocks:
+        return None
+    fig = Figure(figsize=(5 * min(2, len(blocks)), 3.6 * math.ceil(len(blocks) / 2)), layout="constrained")
+    axes = fig.subplots(math.ceil(len(blocks) / 2), min(2, len(blocks)), squeeze=False).reshape(-1)
+    for ax, block in zip(axes, blocks):
+        for arm, info in block["arms"].items():
+            curves = list(info["curves"].values())
+            steps = [0] + [c["step"] for c in curves[0]]
+            means = [block["base_dev"]] + [mean_sd([cur[i]["dev"] for cur in curves])[0] for i in range(len(curves[0]))]
+            ax.plot(steps, means, marker="o", label=arm)
+        ax.set_title(f"{block['start']} / {block['setting']}", fontsize=9)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(block["dev_name"], fontsize=8)
+        ax.legend(fontsize=6)
+    for ax in axes[len(blocks):]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def plot_band_shares(blocks: Sequence[Mapping[str, Any]], path: Path, bin_steps: int = 10) -> Path | None:
+    """Share of each band among the trained negatives over the run (mean over seeds) for the scheduled arms."""
+    from matplotlib.figure import Figure
+
+    arms = ("curriculum", "static_matched", "anti_curriculum")
+    panels = [(b, a) for b in blocks for a in arms if a in b["arms"]]
+    if not panels:
+        return None
+    fig = Figure(figsize=(12, 2.4 * math.ceil(len(panels) / 3)), layout="constrained")
+    axes = fig.subplots(math.ceil(len(panels) / 3), 3, squeeze=False).reshape(-1)
+    for ax, (block, arm) in zip(axes, panels):
+        shares = band_shares(block["arms"][arm]["curves"], bin_steps)
+        if shares:
+            xs = [i * bin_steps for i in range(len(next(iter(shares.values()))))]
+            ax.stackplot(xs, list(shares.values()), labels=list(shares), step="post")
+            ax.set_ylim(0, 1)
+        ax.set_title(f"{block['start']} / {block['setting']}: {arm}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=6, loc="upper left")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def band_shares(curves: Mapping[int, Sequence[Mapping[str, Any]]], bin_steps: int) -> dict[str, list[float]]:
+    """band -> share per bin of `bin_steps` steps, over all seeds' trained negatives."""
+    totals: dict[str, list[float]] = defaultdict(list)
+    counts: list[float] = []
+    for curve in curves.values():
+        step = 0
+        for c in curve:
+            per = c.get("bands_per_step") or {}
+            names = per.get("bands") or []
+            for row in per.get("counts") or []:
+                b = step // bin_steps
+                while len(counts) <= b:
+                    counts.append(0.0)
+                    for name in totals:
+                        totals[name].append(0.0)
+                for name, n in zip(names, row):
+                    if name not in totals:
+                        totals[name] = [0.0] * len(counts)
+                    totals[name][b] += n
+                counts[b] += sum(row)
+                step += 1
+    order = [b for b in BAND_ORDER if b in totals] + sorted(set(totals) - set(BAND_ORDER))
+    return {b: [t / c if c else 0.0 for t, c in zip(totals[b], counts)] for b in order}
+
+
+def _save(fig: Any, path: Path) -> Path:
     from simcse.io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=110)
     return path
 
 
-def render_section(summary: Mapping[str, Any], plot_rel: str | None) -> str:
-    """The markdown of the experiment section (markers included)."""
-    run = summary["run"]
-    lines = [START_MARKER, "## Experiment (issue 6)", ""]
-    if run.get("smoke"):
-        lines += [("> **SMOKE RUN** — a handful of steps on a tiny subsample to prove the harness end to end. "
-                   "These numbers mean nothing about the question."), ""]
-    if run.get("incomplete"):
-        lines += [f"> **Incomplete**: {run['incomplete']}", ""]
-    lines += [
-        ("Does moving from easy to hard negatives (curriculum) beat a fixed mix? Every arm trains the same "
-         "number of optimiser steps on the same data with the same seeds, starting from the offline "
-         "all-MiniLM-L6-v2; each round re-mines with the current encoder, trains, and scores the dev set; the "
-         "round with the best dev score is the arm's model."), "",
-        (f"- Size `{run['size']}`: {run['rounds']} rounds × {run['steps_per_round']} steps, batch "
-         f"{run['batch_size']} ({run['total_steps']} optimiser steps per arm), seeds {run['seeds']}."),
-        f"- Data: {run['data']}.",
-        f"- Machine: {run['machine']}; wall time {run['wall']}.",
-        f"- Command: `{run['command']}`.", "",
+# ------------------------------------------------------------------------------------------ writing
+def fmt(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def fmt_ms(summary: tuple[float | None, float | None]) -> str:
+    mean, sd = summary
+    return "–" if mean is None else (f"{mean:.2f} ± {sd:.2f}" if sd is not None else f"{mean:.2f}")
+
+
+def fmt_p(p: float | None) -> str:
+    return "–" if p is None else (f"{p:.3f}" if p >= 0.001 else "< 0.001")
+
+
+def render_block(block: Mapping[str, Any]) -> list[str]:
+    guard = block["guard_metric"]
+    lines = [f"### {block['label']} — start: {block['start']}", ""]
+    head = ["arm", "seeds", f"{block['dev_name']} (final)", f"{block['report_name']}: final model (primary)",
+            "Δ vs start", "dev-selected model (secondary)", "selected rounds"]
+    if guard:
+        head.insert(5, f"guard {guard}: final")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    start_row = ["start model", "–", fmt(block["base_dev"]), fmt(block["base_report"]), "–", fmt(block["base_report"]),
+                 "–"]
+    if guard:
+        start_row.insert(5, fmt(block["base_guard"]))
+    lines.append("| " + " | ".join(start_row) + " |")
+    for arm, info in block["arms"].items():
+        mean = info["final_summary"][0]
+        delta = None if mean is None or block["base_report"] is None else mean - block["base_report"]
+        row = [f"`{arm}`", str(info["n"]), fmt_ms(info["dev_summary"]), fmt_ms(info["final_summary"]),
+               fmt(delta, sign=True), fmt_ms(info["selected_summary"]),
+               ", ".join(str(r) for r in info["selected_rounds"])]
+        if guard:
+            row.insert(5, fmt_ms(info["guard_summary"]))
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Paired contrasts on the primary endpoint (the final model on the report set; differences per "
+              "seed, t-based 95 % CI; Holm over the two primary contrasts):", "",
+              "| contrast | kind | seeds | mean Δ | 95 % CI | p | p (Holm) | reading | dev-selected Δ [95 % CI] |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for c in block["contrasts"]:
+        sel = c["selected"]
+        ci = f"[{fmt(c['low'], sign=True)}, {fmt(c['high'], sign=True)}]" if c["low"] is not None else "–"
+        sel_ci = (f"{fmt(sel['mean'], sign=True)} [{fmt(sel['low'], sign=True)}, {fmt(sel['high'], sign=True)}]"
+                  if sel["low"] is not None else fmt(sel["mean"], sign=True))
+        lines.append(f"| {c['label']} | {c['kind']} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci} | "
+                     f"{fmt_p(c['p'])} | {fmt_p(c.get('p_holm'))} | {c['reading']} | {sel_ci} |")
+    pairing = block["pairing"]
+    lines += ["", f"Pairing: in {pairing['identical']} of {pairing['groups']} (seed, round) groups every arm trained on "
+              f"the same anchors and positives in the same order (digest of the batches).", ""]
+    diff = block["difficulty"]
+    if diff:
+        lines += ["Measured difficulty (mean anchor-negative cosine; curriculum arm, mean over seeds):", "",
+                  "| band | rows | round 0 (start model) | last round (trained encoder) |", "|---|---|---|---|"]
+        for band, d in diff.items():
+            lines.append(f"| {band} | {fmt(d['rows'], 0)} | {fmt_ms(d['round0'])} | {fmt_ms(d['last'])} |")
+        order = sorted(diff, key=lambda b: diff[b]["round0"][0])
+        lines += ["", f"Measured order at round 0, easy to hard: {' < '.join(order)}.", ""]
+    return lines
+
+
+def answer(blocks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Three plain sentences, generated from the contrasts (order, recipe, which negatives to use)."""
+    def find(block: Mapping[str, Any], prefix: str) -> Mapping[str, Any] | None:
+        return next((c for c in block["contrasts"] if c["label"].startswith(prefix)), None)
+
+    def describe(prefix: str) -> str:
+        parts = []
+        for b in blocks:
+            c = find(b, prefix)
+            if c is not None and c["low"] is not None:
+                parts.append(f"{b['start']}/{b['setting']} {fmt(c['mean'], sign=True)} "
+                             f"[{fmt(c['low'], sign=True)}, {fmt(c['high'], sign=True)}] ({c['reading']})")
+        return "; ".join(parts) or "not measured"
+
+    order_met = any((find(b, "order") or {}).get("reading", "").endswith("(goal met)") for b in blocks)
+    recipe_met = any((find(b, "recipe") or {}).get("reading", "").endswith("(goal met)") for b in blocks)
+    best = []
+    for b in blocks:
+        devs = {arm: info["dev_summary"][0] for arm, info in b["arms"].items() if info["dev_summary"][0] is not None}
+        if devs:
+            arm = max(devs, key=devs.get)
+            best.append(f"{b['start']}/{b['setting']}: `{arm}` ({b['report_name']} "
+                        f"{fmt(b['arms'][arm]['final_summary'][0])} vs start model {fmt(b['base_report'])})")
+    order_text, recipe_text = describe("order"), describe("recipe")
+    return [
+        f"1. **Does the order matter?** Curriculum minus the same stages shuffled in time: {order_text}. "
+        + ("" if order_text == "not measured" else "The goal (≥ +0.5) is met in at least one start." if order_met
+           else "Ordering the same negatives from easy to hard did not beat visiting them in random order by the "
+                "goal of 0.5 points anywhere."),
+        f"2. **Does the curriculum beat the recipe?** Curriculum minus the setting's recipe: {recipe_text}. "
+        + ("" if recipe_text == "not measured" else "The goal (≥ +0.5) is met in at least one start." if recipe_met
+           else "It did not beat the recipe a team would pick by default by 0.5 points anywhere."),
+        "3. **Which negatives to use?** The arm with the best mean dev score (selected on dev, reported on the "
+        "report set): " + "; ".join(best) + ".",
     ]
-    all_checks = []
-    for setting in summary["settings"]:
-        arms = setting["arms"]
-        lines += [f"### {setting['label']}", ""]
-        if not arms:
-            lines += ["No finished arms.", ""]
-            continue
-        zs = setting.get("zero_shot_report")
-        lines += [(f"| arm | kind | seeds | {setting['dev_name']} (selected round) | {setting['report_name']} "
-                   f"| Δ vs zero-shot | selected rounds |"), "|---|---|---|---|---|---|---|",
-                  f"| zero-shot (all-MiniLM-L6-v2) | – | – | {fmt(setting.get('zero_shot_dev'))} | {fmt(zs)} | – | – |"]
-        for arm in arm_order(arms, arms):
-            a = arms[arm]
-            delta = None if zs is None or a["report_mean"] is None else a["report_mean"] - zs
-            lines.append(f"| `{arm}` | {a['kind']} | {a['n']} | {fmt(a['dev_mean'], a['dev_std'])} | "
-                         f"{fmt(a['report_mean'], a['report_std'])} | {_signed(delta)} | "
-                         f"{', '.join(str(r) for r in a['selected_rounds'])} |")
-        lines.append("")
-        check = setting.get("zero_shot_check")
-        if check:
-            lines += [f"Zero-shot check: {check}", ""]
-        diff = setting.get("difficulty") or {}
-        if diff:
-            lines += ["Measured difficulty per band (mean anchor-negative cosine similarity; mean over seeds):", "",
-                      "| band | rows (round 0) | round 0, base encoder | last round, trained encoder (curriculum arms) |",
-                      "|---|---|---|---|"]
-            ordered = [b for b in BAND_ORDER if b in diff] + sorted(b for b in diff if b not in BAND_ORDER)
-            for band in ordered:
-                d = diff[band]
-                lines.append(f"| {band} | {fmt(d['rows'], digits=0)} | {fmt(d['round0'], d['round0_std'], 3)} | "
-                             f"{fmt(d['last'], d['last_std'], 3)} |")
-            measured = sorted((b for b in ordered if diff[b]["round0"] is not None), key=lambda b: diff[b]["round0"])
-            designed = [b for b in BAND_ORDER if b in measured]
-            verdict = "as designed" if measured == designed else "differs from the design order " + " < ".join(designed)
-            lines += ["", f"Measured order at round 0, easy to hard: {' < '.join(measured)} ({verdict}).", ""]
-        text, checks = conclusion(setting["label"], arms, zs, setting["report_name"], setting.get("need_zero_shot_gain", False))
-        all_checks.append(checks)
-        lines += ["**Reading.** " + " ".join(text), ""]
-    if plot_rel:
-        lines += [f"![dev metric per round, mean ± std over seeds]({plot_rel})", ""]
-    lines += ["### Conclusion", "", overall_conclusion(all_checks, run), "", END_MARKER]
+
+
+def render_section(blocks: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], figures: Mapping[str, str | None]
+                   ) -> str:
+    size = meta.get("size") or {}
+    lines = [START_MARKER, "## Curriculum experiment (issue 10, pre-registered in docs/experiment.md)", ""]
+    if size.get("name") == "smoke":
+        lines += ["**SMOKE RUN: a few steps on tiny subsamples; it proves the harness, its numbers mean nothing.**", ""]
+    lines += [f"- Size `{size.get('name', '?')}`: {size.get('rounds', '?')} rounds × {size.get('steps_per_round', '?')} "
+              f"steps at batch {size.get('batch_size', '?')} per arm and seed; seeds planned {size.get('seeds', '?')}.",
+              f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; finished {meta.get('finished', '–')}.",
+              f"- Command: `{meta.get('command', '–')}`; rebuild this section: "
+              f"`python bench/experiment.py report --size {size.get('name', '?')}`.", ""]
+    if meta.get("incomplete"):
+        lines += [f"**Incomplete:** {meta['incomplete']}", ""]
+    lines += ["### The answer", ""] + answer(blocks) + [""]
+    if figures.get("forest"):
+        lines += [f"![paired contrasts]({figures['forest']})", ""]
+    for block in blocks:
+        lines += render_block(block)
+    if figures.get("dev"):
+        lines += [f"![dev metric by step per arm]({figures['dev']})", ""]
+    if figures.get("bands"):
+        lines += [f"![band shares over the run]({figures['bands']})", ""]
+    lines.append(END_MARKER)
     return "\n".join(lines) + "\n"
 
 
-def overall_conclusion(checks: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> str:
-    if run.get("smoke"):
-        return "None: this was a smoke run. Run `--size cpu` or `--size gpu` for figures that answer the question."
-    values = [v for c in checks for v in c.values() if v is not None]
-    if not values:
-        return "The finished arms are not enough to test the targets."
-    if all(values):
-        return "The curriculum met every target set in issue 6 in these runs."
-    return ("The curriculum did not meet every target set in issue 6 in these runs (see each setting's reading "
-            "above); the closing note says what the figures suggest to try next.")
-
-
 def write_section(path: Path, section: str) -> None:
-    """Put `section` between the markers of `path` (replacing what was there), or append it; create the file
-    when missing. Everything outside the markers is kept byte for byte."""
+    """Replace the text between the markers (or append the section) and leave the rest of the file alone."""
     from simcse.io import atomic_write_text
 
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n"
-    pattern = re.compile(re.escape(START_MARKER) + r".*?" + re.escape(END_MARKER) + r"\n?", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text, count=1)
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n\n"
+    if START_MARKER in text and END_MARKER in text:
+        head, rest = text.split(START_MARKER, 1)
+        tail = rest.split(END_MARKER, 1)[1]
+        text = head + section.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
+
+
+def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
+    """Analyse the results under `out`, draw the figures next to `results_md` and write its section."""
+    import os
+
+    import experiment_design as design
+
+    results = load_results(out / "results")
+    settings = {name: design.load_setting(name)["experiment"] for name in design.SETTINGS}
+    blocks = analyse(results, settings)
+    meta_path = out / "run_meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    meta["size"] = dict(size)
+    if meta.get("wall_seconds") is not None:
+        meta["wall"] = f"{meta['wall_seconds'] / 3600:.1f} h wall over {meta.get('invocations', 1)} invocation(s)"
+    planned = design.planned_runs(dict(size))
+    done = {(r["start"], r["setting"], r["arm"], r["seed"]) for r in results}
+    missing = [p for p in planned if p not in done]
+    if missing:
+        meta["incomplete"] = (f"{len(missing)} of {len(planned)} planned runs have no result "
+                              f"(e.g. {', '.join('/'.join(map(str, m)) for m in missing[:3])}).")
+    suffix = "" if size.get("name") == "main" else f"_{size.get('name')}"
+    folder = results_md.parent / "figures"
+    figures = {}
+    for key, fn in (("forest", plot_forest), ("dev", plot_dev_by_step), ("bands", plot_band_shares)):
+        written = fn(blocks, folder / f"experiment_{key}{suffix}.png")
+        figures[key] = os.path.relpath(written, results_md.parent) if written else None
+    write_section(results_md, render_section(blocks, meta, figures))
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "blocks": blocks}, indent=1, default=str) + "\n",
+                                      encoding="utf-8")
+    return results_md

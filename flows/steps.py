@@ -8,6 +8,7 @@ it, or continues from the checkpoint it left.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -287,6 +288,25 @@ def train_config(config: RunConfig, round_: int) -> Any:
     return TrainConfig(**settings)
 
 
+def describe_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a round trained on: the bands its negatives came from, step by step, and a digest of its anchors
+    and positives (equal for every arm with the same seed: paired sampling, checked by the experiment)."""
+    names: list[str] = []
+    per_step = []
+    digest = hashlib.sha256()
+    for batch in batches:
+        counts: dict[str, int] = {}
+        for band in batch.get("band") or []:
+            for b in band if isinstance(band, list) else [band]:
+                counts[b] = counts.get(b, 0) + 1
+                if b not in names:
+                    names.append(b)
+        per_step.append(counts)
+        digest.update(json.dumps([batch["anchor"], batch.get("positive")]).encode("utf-8"))
+    return {"bands_per_step": {"bands": names, "counts": [[c.get(b, 0) for b in names] for c in per_step]},
+            "anchors_sha256": digest.hexdigest()}
+
+
 def without_hard_negatives(batch: dict[str, Any]) -> dict[str, Any]:
     """A batch for `negatives: in_batch`: anchors and positives only; unsupervised rows (positive == anchor)
     become plain unsupervised SimCSE (the trainer encodes the anchors twice under two dropout masks)."""
@@ -321,6 +341,7 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
                              f"continue the run's schedule; delete rounds/{round_ - 1} to retrain that round",
                              path=optimizer_state)
     batches, _ = round_batches(config, run, round_, plan["state"])
+    drawn = describe_batches(batches)
     if config.negatives == "in_batch":
         batches = [without_hard_negatives(b) for b in batches]
     encoder = load_encoder(model_path, config)
@@ -334,7 +355,7 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     summary = _jsonable({"round": round_, "steps": result.steps, "mean_train_accuracy": result.train_accuracy,
                          "history": result.history, "triplets_per_s": result.triplets_per_s,
                          "resumed_from": result.resumed_from, "model": str(run.model_dir(round_)),
-                         "seconds": time.perf_counter() - start})
+                         "seconds": time.perf_counter() - start, **drawn})
     write_json(result_path, summary)
     shutil.rmtree(run.train_dir(round_), ignore_errors=True)  # the checkpoint is only needed mid-round
     if round_ > 0:  # round r's optimizer state now carries the run on; r-1's is no longer needed

@@ -40,8 +40,8 @@ step mine_throughput 120 "$PY" bench/mine_throughput.py $SIZES --json "$OUT/mine
 TRAIN_ARGS=${TRAIN_ARGS:-"--device cuda --precision bf16 --batch-size 128 --steps 200"}
 step train_throughput 120 "$PY" bench/train_throughput.py $TRAIN_ARGS
 EXP=${EXP_SIZE:-gpu}
-step experiment "$(left)" "$PY" bench/experiment.py run --size "$EXP" --out /tmp/experiment \
-  --results /tmp/experiment/results.md --deadline-min "$(( ($(left) - 30) / 60 ))" ${EXP_ARGS:-}
+step experiment "$(left)" "$PY" bench/experiment.py run --size "$EXP" --out /tmp/experiment --workers 1 \
+  --threads 8 --results /tmp/experiment/results.md --deadline-min "$(( ($(left) - 30) / 60 ))" ${EXP_ARGS:-}
 # one archive: $OUT brings back at most 8 files (results.md and its plot travel inside it)
 tar czf "$OUT/experiment_results.tgz" -C /tmp/experiment results run_meta.json results.md figures 2>/dev/null
 ls -la "$OUT"

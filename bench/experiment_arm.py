@@ -1,0 +1,310 @@
+"""One arm x seed of the experiment: the flows' round loop (`flows.loop.run_rounds`) with plain steps, then
+the final and the dev-selected model scored on the report set, written as one result file.
+
+What the harness adds to the flows, all of it identical by construction across arms:
+- Shared work per start and setting, done once under a file lock (two workers may ask at once): the base
+  model's evaluation, and the rounds mined with the base model (round 0 with every band, later rounds with
+  the bands whose rows do not depend on the encoder), hard-linked into each arm's run folder.
+- Every other round is mined by the arm with its current encoder, like a flows run.
+No Prefect: the GPU host has none, and the plain steps are what the flow's tasks wrap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from experiment_design import (
+    MODEL_INDEPENDENT_BANDS,
+    build_config,
+    load_size,
+    prepare_setting,
+    start_model,
+)
+
+log = logging.getLogger("experiment")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if needed), held until the block ends; other workers wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class PhaseClock:
+    """Wall and process CPU seconds per phase (CPU time: the work done, less sensitive to a busy machine)."""
+
+    def __init__(self) -> None:
+        self.wall: Counter = Counter()
+        self.cpu: Counter = Counter()
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall[name] += time.perf_counter() - wall
+            self.cpu[name] += time.process_time() - cpu
+
+    def as_dict(self) -> dict[str, float]:
+        out = {k: round(v, 3) for k, v in self.wall.items()}
+        out.update({f"{k}_cpu": round(v, 3) for k, v in self.cpu.items()})
+        return out
+
+
+@dataclass
+class SettingContext:
+    """What every arm of one start x setting shares: inputs, mining corpus, base model and its evaluation."""
+
+    start: str
+    name: str
+    size: dict[str, Any]
+    out: Path
+    raw: dict[str, Any] = field(init=False)
+    model: str = field(init=False)
+    _corpus: Any = None
+    _inputs: dict[str, Any] | None = None
+    _base_config: Any = None
+
+    def __post_init__(self) -> None:
+        self.raw = prepare_setting(self.name, self.size, self.out)
+        self.model = start_model(self.start, self.out)
+
+    @property
+    def exp(self) -> dict[str, Any]:
+        return self.raw["experiment"]
+
+    @property
+    def dir(self) -> Path:
+        return self.out / "shared" / self.start / self.name
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.raw["mining"]["bands"])
+
+    def config(self, arm: dict[str, Any], seed: int, run_dir: Path) -> Any:
+        return build_config(self.raw, arm, self.size, self.start, seed, run_dir, self.model)
+
+    def base_config(self) -> Any:
+        if self._base_config is None:
+            arm = {"curriculum": {"mode": "static", "static": {"weights": {"random": 1.0}}}, "negatives": "hard",
+                   "bands": "all"}
+            self._base_config = self.config(arm, 0, self.dir)
+        return self._base_config
+
+    def inputs(self) -> dict[str, Any]:
+        from flows import steps
+        from flows.rundir import RunDir
+
+        if self._inputs is None:
+            self._inputs = steps.prepare_inputs(self.base_config(), RunDir(self.dir), log)
+        return self._inputs
+
+    def corpus(self) -> Any:
+        """The mining corpus, loaded once per process (every arm and round mines the same pool)."""
+        if self._corpus is None:
+            from flows import steps
+
+            self._corpus = steps.load_mining_corpus(self.inputs(), dict(self.base_config().mining.params))
+        return self._corpus
+
+    def evaluate_report(self, model: str, config: Any) -> dict[str, Any]:
+        """The report set's scores of `model` (the dev files are not among them)."""
+        from flows import steps
+
+        report = self.exp["report"]
+        no_dev = config.model_copy(update={"eval": config.eval.model_copy(update={"dev_metric": None})})
+        inputs = {**self.inputs(), "sts": list(report.get("sts") or []), "eval_pairs": list(report.get("pairs") or [])}
+        return steps.evaluate_model(model, inputs, no_dev, log)["evaluation"]
+
+    def base_evaluation(self) -> dict[str, Any]:
+        """The start model on the dev files and the report set: once per start and setting (file, lock)."""
+        from flows import steps
+        from simcse.io import atomic_write_json
+
+        path = self.dir / "base_eval.json"
+        with file_lock(self.dir / ".lock"):
+            if path.is_file():
+                return json.loads(path.read_text(encoding="utf-8"))
+            start = time.perf_counter()
+            config = self.base_config()
+            dev = steps.evaluate_model(self.model, self.inputs(), config, log)
+            result = {"dev": dev, "report": self.evaluate_report(self.model, config),
+                      "seconds": time.perf_counter() - start}
+            atomic_write_json(path, result)
+        log.info("%s/%s base model: %s", self.start, self.name, steps.describe_evaluation(dev))
+        return result
+
+    def shared_round(self, seed: int, round_: int) -> Path:
+        """The triplets root holding round `round_` mined with the start model: every band at round 0, the
+        encoder-independent bands after. Mined on first use, under the lock; `mine` reuses a finished round."""
+        from flows import steps
+        from mining.pipeline import mine
+
+        root = self.dir / f"seed{seed}" / "triplets"
+        with file_lock(self.dir / ".lock"):
+            if not (root / f"round={round_}" / "manifest.json").is_file():
+                bands = self.bands if round_ == 0 else [b for b in self.bands if b in MODEL_INDEPENDENT_BANDS]
+                encoder = steps.load_encoder(self.model, self.base_config())
+                mine(self.corpus(), encoder, root, round=round_, bands=bands, params=dict(self.base_config().mining.params),
+                     seed=seed, cache_dir=self.dir / "cache", show_progress=False)
+        return root
+
+
+def link_round(src_root: Path, dst_root: Path, round_: int) -> None:
+    """Put a finished round into another triplets root: hard links (a copy across file systems), renamed
+    into place in one step, so the arm sees either no round or a complete one."""
+    dst = dst_root / f"round={round_}"
+    if (dst / "manifest.json").is_file():
+        return
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp = dst_root / f".round={round_}.linking"
+    shutil.rmtree(tmp, ignore_errors=True)
+    dst_root.mkdir(parents=True, exist_ok=True)
+
+    def link(src: str, target: str) -> None:
+        try:
+            os.link(src, target)
+        except OSError:
+            shutil.copy2(src, target)
+
+    shutil.copytree(src_root / f"round={round_}", tmp, copy_function=link)
+    os.replace(tmp, dst)
+
+
+def result_path(out: Path, start: str, setting: str, arm: str, seed: int) -> Path:
+    return out / "results" / start / setting / arm / f"seed{seed}.json"
+
+
+def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, seed: int,
+            keep_models: bool = False) -> dict[str, Any]:
+    """Every round of one start x setting x arm x seed, then the report set on its final and selected models."""
+    from experiment_design import load_arm
+
+    from flows import steps
+    from flows.loop import RoundSteps, run_rounds
+    from flows.rundir import RunDir
+    from mining.pipeline import mine
+    from simcse.io import atomic_write_json
+
+    path = result_path(out, start, setting, arm_name, seed)
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    wall = time.perf_counter()
+    size = load_size(size_name)
+    ctx = SettingContext(start, setting, size, out)
+    arm = load_arm(arm_name)
+    run = RunDir(out / "runs" / start / setting / arm_name / f"seed{seed}")
+    config = ctx.config(arm, seed, run.root)
+    base = ctx.base_evaluation()
+    clock = PhaseClock()
+    shared_only = set(config.mining.bands) <= set(MODEL_INDEPENDENT_BANDS)
+
+    def evaluate(model: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if model == ctx.model:
+            return base["dev"]
+        with clock.phase("eval"):
+            return steps.evaluate_model(model, inputs, config, log)
+
+    def mine_round(model: str, inputs: dict[str, Any], r: int) -> dict[str, Any]:
+        start_time = time.perf_counter()
+        if not run.manifest_path(r).is_file():
+            if r == 0 or shared_only:
+                link_round(ctx.shared_round(seed, r), run.triplets, r)
+            else:
+                with clock.phase("mine"):
+                    encoder = steps.load_encoder(model, config)
+                    mine(ctx.corpus(), encoder, run.triplets, round=r, bands=config.mining.bands,
+                         params=dict(config.mining.params), seed=seed, cache_dir=run.cache, show_progress=False)
+        mined = steps.read_mined(run, r)
+        mined["seconds"] = time.perf_counter() - start_time
+        return mined
+
+    def timed(phase: str, fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            with clock.phase(phase):
+                return fn(*args)
+        return call
+
+    how = RoundSteps(
+        prepare=ctx.inputs,
+        evaluate=evaluate,
+        mine=mine_round,
+        schedule=timed("other", lambda r: steps.schedule_round(config, run, r, log)),
+        train=timed("train", lambda model, plan, r: steps.train_round(model, plan, config, run, r, log)),
+        finish=timed("other", lambda r, m, t, e: steps.finish_round(config, run, r, m, t, e, log)),
+    )
+    summary = run_rounds(config, run, how, log)
+
+    curve = []
+    step = 0
+    for r in range(config.rounds):
+        metrics = run.read_metrics(r)
+        trained = json.loads((run.round_dir(r) / "train_result.json").read_text(encoding="utf-8"))
+        step += trained["steps"]
+        cur = metrics.get("curriculum") or {}
+        curve.append({"round": r, "step": step, "dev": (metrics.get("dev_metric") or {}).get("value"),
+                      "evaluation": metrics.get("evaluation"),
+                      "train_accuracy": (metrics.get("train") or {}).get("mean_train_accuracy"),
+                      "competence": cur.get("competence"), "mixture": cur.get("mixture"), "alpha": cur.get("alpha"),
+                      "bands_per_step": trained.get("bands_per_step"), "anchors_sha256": trained.get("anchors_sha256"),
+                      "bands": {b: {"rows": s.get("rows"), "difficulty": s.get("mean_anchor_negative_sim")}
+                                for b, s in ((metrics.get("mining") or {}).get("bands") or {}).items()}})
+    final_round = config.rounds - 1
+    with clock.phase("eval"):
+        final_report = ctx.evaluate_report(str(run.model_dir(final_round)), config)
+    selection = summary.get("selection") or {}
+    chosen = selection.get("selected_round", final_round)
+    if chosen == final_round:
+        selected_report = final_report
+    elif chosen == "base":
+        selected_report = base["report"]
+    else:
+        with clock.phase("eval"):
+            selected_report = ctx.evaluate_report(str(run.model_dir(chosen)), config)
+    result = {
+        "start": start, "setting": setting, "arm": arm_name, "description": arm.get("description"), "seed": seed,
+        "size": size_name, "rounds": config.rounds, "steps_per_round": config.steps_per_round,
+        "batch_size": config.batch_size, "training": dict(config.training), "config_fingerprint": config.fingerprint(),
+        "dev_metric": (base["dev"].get("dev_metric") or {}).get("name"),
+        "base": {"dev": (base["dev"].get("dev_metric") or {}).get("value"), "report": base["report"]},
+        "curve": curve,
+        "final": {"round": final_round, "dev": curve[-1]["dev"], "report": final_report},
+        "selected": {"round": chosen, "dev": selection.get("dev"), "report": selected_report},
+        "timings": {**clock.as_dict(), "wall": round(time.perf_counter() - wall, 3)},
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(path, result)
+    if not keep_models:  # the result file holds the figures; a round's model is 90 MB, its optimizer 180 MB
+        for r in range(config.rounds):
+            shutil.rmtree(run.model_dir(r), ignore_errors=True)
+            shutil.rmtree(run.optimizer_dir(r), ignore_errors=True)
+        shutil.rmtree(run.cache, ignore_errors=True)
+    log.info("%s/%s/%s seed %d done in %.0f s: final %s, selected round %s", start, setting, arm_name, seed,
+             result["timings"]["wall"], _short(final_report), chosen)
+    return result
+
+
+def _short(evaluation: dict[str, Any]) -> str:
+    parts = [f"STS {k} {v:.2f}" for k, v in (evaluation.get("sts") or {}).items()]
+    parts += [f"AP {k} {v:.2f}" for k, v in (evaluation.get("pairs") or {}).items()]
+    return ", ".join(parts)
