@@ -20,6 +20,7 @@ SETTINGS = ("general", "domain")
 STARTS = ("tuned", "weak")
 SUBSAMPLE_SEED = 20240601  # data subsamples are fixed per size, whatever the run seed
 MODEL_INDEPENDENT_BANDS = ("random", "nli_contradiction")  # their rows never depend on the encoder
+RUN_SETTINGS = ("positive_view", "word_deletion")  # in a size's `training`, but flows run settings
 START_LABELS = {"tuned": "all-MiniLM-L6-v2 (tuned)",
                 "weak": "weak start (all-MiniLM-L6-v2, top 2 of 6 layers re-initialised)"}
 
@@ -210,7 +211,11 @@ def build_config(setting: dict[str, Any], arm: dict[str, Any], size: dict[str, A
     mining = data.setdefault("mining", {})
     mining["params"] = {**(mining.get("params") or {}), **(size.get("mining_params") or {})}
     mining["bands"] = arm_bands(arm, list(mining["bands"]))
-    data["training"] = {**(data.get("training") or {}), **training_for(size, start, setting["_name"])}
+    training = training_for(size, start, setting["_name"])
+    for key in RUN_SETTINGS:  # run-level settings a size may fix per start and setting, beside the trainer's
+        if key in training:
+            data[key] = training.pop(key)
+    data["training"] = {**(data.get("training") or {}), **training}
     data["curriculum"] = copy.deepcopy(arm["curriculum"])
     data["negatives"] = arm["negatives"]
     return config_from_mapping(data, base_dir=CONFIG_DIR / "settings")

@@ -116,6 +116,11 @@ class RunConfig(_Strict):
                             "(plain SimCSE; the baseline a curriculum run is compared with)")
     negatives_per_anchor: int = Field(1, ge=1, le=16, description="hard negatives per anchor, each from a band "
                                       "drawn from the mixture (distinct bands), with that band's alpha")
+    positive_view: Literal["dropout", "word_deletion"] = Field(
+        "dropout", description="the positive of an unsupervised anchor: the sentence under a second dropout mask "
+                               "(SimCSE), or a copy with words deleted (a harder view; docs/experiment.md)")
+    word_deletion: float = Field(0.2, ge=0.0, lt=1.0, description="positive_view word_deletion: the probability "
+                                                                   "of deleting each word")
     training: dict[str, Any] = Field(default_factory=dict, description="simcse.train.TrainConfig fields")
     source: Path | None = Field(None, exclude=True)
 

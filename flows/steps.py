@@ -307,6 +307,14 @@ def describe_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
             "anchors_sha256": digest.hexdigest()}
 
 
+def with_word_deletion(batch: dict[str, Any], p: float, salt: str) -> dict[str, Any]:
+    """Unsupervised rows (positive == anchor) get a word-deleted copy of the anchor as their positive."""
+    from simcse.views import word_deletion
+
+    positives = [word_deletion(a, p, salt) if pos == a else pos for a, pos in zip(batch["anchor"], batch["positive"])]
+    return {**batch, "positive": positives}
+
+
 def without_hard_negatives(batch: dict[str, Any]) -> dict[str, Any]:
     """A batch for `negatives: in_batch`: anchors and positives only; unsupervised rows (positive == anchor)
     become plain unsupervised SimCSE (the trainer encodes the anchors twice under two dropout masks)."""
@@ -341,6 +349,9 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
                              f"continue the run's schedule; delete rounds/{round_ - 1} to retrain that round",
                              path=optimizer_state)
     batches, _ = round_batches(config, run, round_, plan["state"])
+    if config.positive_view == "word_deletion":
+        batches = [with_word_deletion(b, config.word_deletion, f"{config.seed}/{round_}/{i}")
+                   for i, b in enumerate(batches)]
     drawn = describe_batches(batches)
     if config.negatives == "in_batch":
         batches = [without_hard_negatives(b) for b in batches]

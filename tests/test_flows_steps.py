@@ -72,3 +72,16 @@ def test_round_zero_of_an_adaptive_run_is_compared_with_the_starting_model(tmp_p
     assert opened["state"]["baseline_dev_metric"] == 77.62
     state = json.loads(run.state_path.read_text())
     assert state["baseline_dev_metric"] == 77.62 and config.curriculum.total == 2  # auto: rounds - 1
+
+
+def test_word_deletion_view_changes_only_unsupervised_positives_and_is_reproducible() -> None:
+    from simcse.views import word_deletion
+
+    batch = {"anchor": ["a b c d e f g h", "x y z"], "positive": ["a b c d e f g h", "paired text"],
+             "negative": ["n1", "n2"]}
+    out = steps.with_word_deletion(batch, 0.4, "0/1/7")
+    assert out["positive"][1] == "paired text" and out["negative"] == batch["negative"]
+    view = out["positive"][0].split()
+    assert 1 <= len(view) < 8 and all(w in batch["anchor"][0].split() for w in view)
+    assert steps.with_word_deletion(batch, 0.4, "0/1/7") == out  # the same salt, the same view
+    assert word_deletion("one", 0.99, "s") == "one" and word_deletion("a b", 0.0, "s") == "a b"
