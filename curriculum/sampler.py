@@ -195,7 +195,7 @@ class TripletSampler:
     @property
     def anchors(self) -> int:
         """Distinct anchors (anchor text, positive text) in the round's bands."""
-        return int(len(self._u_key))
+        return len(self._u_key)
 
     @property
     def distinct_texts(self) -> int:
