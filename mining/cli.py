@@ -74,6 +74,9 @@ def mine_command(
     negative_column: Annotated[str | None, Opt("--negative-column", help="NLI negative column.")] = None,
     no_unsupervised: Annotated[bool, Opt("--no-unsupervised", help="Corpus sentences are search candidates only, "
                                          "not anchors.")] = False,
+    exclude_pairs: Annotated[Path | None, Opt("--exclude-pairs", help="Pairs never to mine again (anchor_id, "
+                                              "negative_id; csv/tsv/jsonl/parquet), e.g. the false negatives "
+                                              "marked in `inspect --html`.")] = None,
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars or log lines.")] = False,
 ) -> None:
     """Mine negatives in difficulty bands from a corpus into Parquet triplets."""
@@ -84,6 +87,7 @@ def mine_command(
         check_size,
         load_corpus,
     )
+    from mining.exclusions import read_excluded_pairs
     from mining.params import MiningParams, check_bands
 
     if not quiet:
@@ -106,6 +110,7 @@ def mine_command(
                              negative_column=negative_column) for p in nli or []]
     loaded = load_corpus(sources, pair_sources, nli_sources, unsupervised_anchors=not no_unsupervised)
     check_size(loaded, params.num_negatives)
+    excluded = read_excluded_pairs(exclude_pairs) if exclude_pairs is not None else None
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder; choose another --out", path=out)
 
@@ -116,7 +121,7 @@ def mine_command(
     created = not out.exists()
     try:
         result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
-                      cache_dir=cache_dir, show_progress=not quiet)
+                      cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded)
     except BaseException:
         if created and out.is_dir():
             shutil.rmtree(out, ignore_errors=True)
@@ -125,7 +130,10 @@ def mine_command(
     typer.echo(f"round {result.round} {state}: {result.manifest_path}")
     for band, stats in result.bands.items():
         mean = stats["mean_anchor_negative_sim"]
-        typer.echo(f"  {band:<18} {stats['rows']:>9} rows  mean sim {'n/a' if mean is None else f'{mean:.3f}'}")
+        excluded_text = f"  ({stats['skipped']['excluded_pair']} excluded pairs skipped)" \
+            if stats.get("skipped", {}).get("excluded_pair") else ""
+        typer.echo(f"  {band:<18} {stats['rows']:>9} rows  mean sim {'n/a' if mean is None else f'{mean:.3f}'}"
+                   f"{excluded_text}")
 
 
 def inspect_command(
