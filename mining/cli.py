@@ -143,12 +143,24 @@ def inspect_command(
     samples: Annotated[int, Opt("--samples", min=0, help="Sample triplets per band.")] = 2,
     false_negatives: Annotated[int, Opt("--false-negatives", min=0, help="Highest-similarity negatives shown.")] = 10,
     seed: Annotated[int, Opt("--seed", help="Seed of the sample choice.")] = 0,
+    html_path: Annotated[Path | None, Opt("--html", help="Write one self-contained HTML page here: rows per band, "
+                                          "histograms, suspected false negatives, a filter, and marking of false "
+                                          "negatives to download for `mine --exclude-pairs`.")] = None,
+    rows: Annotated[int, Opt("--rows", min=1, help="With --html: rows shown per band (highest similarities, "
+                                                   "then a random sample).")] = 200,
 ) -> None:
     """Rows per round and band, similarity histograms, suspected false negatives and sample triplets."""
     from mining.inspect import format_report, inspect_triplets, to_json
 
-    report = inspect_triplets(triplets, plots_dir=plots, false_negatives=false_negatives, samples=samples, seed=seed)
-    typer.echo(to_json(report) if as_json else format_report(report))
+    if html_path is not None and html_path.is_dir():
+        raise InputError("is a folder; --html takes the path of the page to write, e.g. triplets.html", path=html_path)
+    report = inspect_triplets(triplets, plots_dir=plots, false_negatives=false_negatives,
+                              samples=max(samples, rows) if html_path is not None else samples, seed=seed)
+    typer.echo(to_json(report, max_samples=samples) if as_json else format_report(report, max_samples=samples))
+    if html_path is not None:
+        from mining.inspect_html import write_html
+
+        typer.echo(f"page: {write_html(report, html_path, rows_per_band=rows)}", err=as_json)
 
 
 def register(app: typer.Typer) -> None:
