@@ -249,7 +249,8 @@ def test_page_in_headless_chromium(mined: Path, tmp_path: Path) -> None:
 def test_ci_installs_chromium_before_the_tests() -> None:
     """The browser test must run in CI, not skip: .ci/run installs chromium and its driver before `make test`."""
     script = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text(encoding="utf-8")
-    install = script.find("chromium-driver")
-    assert install != -1 and "apt-get" in script and install < script.find("make test")
+    install = re.search(r"^[^#\n]*apt-get install[^\n]*chromium[^\n]*\n?[^\n]*chromium-driver", script, re.MULTILINE)
+    run_tests = re.search(r"^make test", script, re.MULTILINE)
+    assert install and run_tests and install.start() < run_tests.start()
     assert subprocess.run(["bash", "-n", str(Path(__file__).resolve().parent.parent / ".ci" / "run")],
                           check=False).returncode == 0
