@@ -96,6 +96,8 @@ class MiningSettings(_Strict):
 
     bands: list[BandName] | None = Field(None, description="default: every band the inputs allow")
     params: dict[str, Any] = Field(default_factory=dict, description="passed to mining (see docs/mining.md)")
+    exclude_pairs: Path | None = Field(None, description="(anchor_id, negative_id) pairs no round may mine, e.g. the "
+                                                         "false negatives marked in `inspect --html`")
 
 
 class RunConfig(_Strict):
@@ -262,6 +264,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             if isinstance(value, list):
                 section[key] = [_resolve_file_entry(v, base) for v in value]
         data["eval"] = section
+    if isinstance(data.get("mining"), dict) and isinstance(data["mining"].get("exclude_pairs"), (str, Path)):
+        data["mining"] = {**data["mining"], "exclude_pairs": _expand(str(data["mining"]["exclude_pairs"]), base)}
     model = data.get("model")
     if isinstance(model, str):
         model = {"name_or_path": model}

@@ -73,11 +73,21 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
             out.append({"path": str(present.path), "columns": dict(present.columns), "domain": present.domain})
     if not corpus and not nli and not pairs:
         raise InputError("no training input is present (all inputs were optional and missing)")
-    fingerprint = combine([(e["path"], file_fingerprint(e["path"]) if Path(e["path"]).is_file()
-                            else path_fingerprint(e["path"]), e["columns"], e.get("domain"))
-                           for e in corpus + pairs + nli])
+    fingerprinted: list[Any] = [(e["path"], file_fingerprint(e["path"]) if Path(e["path"]).is_file()
+                                 else path_fingerprint(e["path"]), e["columns"], e.get("domain"))
+                                for e in corpus + pairs + nli]
+    exclude = config.mining.exclude_pairs
+    if exclude is not None:  # its content, not just its path, decides what a round mines
+        if not exclude.is_file():
+            raise InputError("mining.exclude_pairs: no such file; check the path in the config", path=exclude)
+        from mining.exclusions import read_excluded_pairs
+
+        read_excluded_pairs(exclude)  # a bad row stops the run here, before anything is mined
+        fingerprinted.append(("exclude_pairs", file_fingerprint(exclude)))
+    fingerprint = combine(fingerprinted)
     eval_fingerprint = combine([path_fingerprint(p) for p in sts], [path_fingerprint(p) for p in pair_files])
     return {"corpus": corpus, "pairs": pairs, "nli": nli, "sts": sts, "eval_pairs": pair_files,
+            "exclude_pairs": str(exclude) if exclude is not None else None,
             "fingerprint": fingerprint, "eval_fingerprint": eval_fingerprint}
 
 
@@ -165,6 +175,8 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
                               "cache_dir": run.cache}
     if config.mining.params:
         kwargs["params"] = config.mining.params
+    if inputs.get("exclude_pairs"):
+        kwargs["exclude_pairs"] = inputs["exclude_pairs"]
     mine(corpus, encoder, run.triplets, **kwargs)
     summary = read_mined(run, round_)
     summary["seconds"] = time.perf_counter() - start

@@ -91,9 +91,16 @@ class BandContext:
     """What every band needs, computed once per round: row keys, text keys, positives per anchor, kNN."""
 
     def __init__(self, corpus: MiningCorpus, embeddings: Embeddings, params: MiningParams, seed: int,
-                 round_: int, knn: KnnResult | None = None, knn_queries: np.ndarray | None = None) -> None:
+                 round_: int, knn: KnnResult | None = None, knn_queries: np.ndarray | None = None,
+                 excluded_pairs: np.ndarray | None = None) -> None:
         self.corpus, self.emb, self.params, self.seed, self.round = corpus, embeddings, params, seed, round_
         self.n_pool = len(corpus)
+        # (anchor, negative) pool-index pairs a team marked as false negatives, as sorted anchor * n_pool + negative
+        # keys: one searchsorted per guard call (mining.exclusions reads them).
+        pairs = np.empty((0, 2), dtype=np.int64) if excluded_pairs is None else np.asarray(excluded_pairs, np.int64)
+        self.excluded_keys = np.unique(pairs[:, 0] * self.n_pool + pairs[:, 1])
+        self.most_excluded = int(np.unique(self.excluded_keys // max(1, self.n_pool), return_counts=True)[1].max(
+            initial=0))
         self.a, self.p, self.neg, self.kind = corpus.anchor, corpus.positive, corpus.negative, corpus.kind
         self.text_key = normalized_keys(corpus.texts)
         self.id_key = _hash_strings(corpus.ids)
@@ -112,14 +119,15 @@ class BandContext:
         self.knn = knn
 
     def knn_depth(self, bands: list[str]) -> int:
-        """Neighbours to retrieve: the window plus room for the anchor, its positives and duplicate texts,
-        and for candidates the false-negative filter removes (the next ones move into the window)."""
+        """Neighbours to retrieve: the window plus room for the anchor, its positives, duplicate texts, the
+        most pairs any anchor has excluded, and for candidates the false-negative filter removes (the next
+        ones move into the window)."""
         k = 0
         if "nearest_neighbour" in bands:
             k = self.params.range_max + min(FILTER_SLACK, self.params.range_max)
         if "in_domain" in bands:
             k = max(k, self.params.exclude_top + 1)
-        return min(self.n_pool, k + 1 + self.pos_pad.shape[1] + 4) if k else 0
+        return min(self.n_pool, k + 1 + self.pos_pad.shape[1] + 4 + self.most_excluded) if k else 0
 
     def _positives(self) -> None:
         """Padded (unique anchor x P) matrix of every positive an anchor has in any row (-1 pads)."""
@@ -152,7 +160,8 @@ class BandContext:
         return hit if cand.ndim == 2 else hit[:, 0]
 
     def guard(self, rows: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:
-        """Masks of candidates that must never be negatives: the anchor, a positive, the same text."""
+        """Masks of candidates that must never be negatives: the anchor, a positive, the same text, a pair marked
+        as a false negative (`excluded_pair`, only when exclusions were given)."""
         c2 = cand if cand.ndim == 2 else cand[:, None]
         a = self.a[rows][:, None]
         is_anchor = c2 == a
@@ -161,6 +170,10 @@ class BandContext:
         same = ((ck == self.text_key[self.a[rows]][:, None]) | (ck == self.text_key[self.p[rows]][:, None]))
         same &= ~is_anchor & ~is_pos & (c2 >= 0)
         out = {"anchor": is_anchor, "positive": is_pos, "same_text": same}
+        if len(self.excluded_keys):
+            keys = a * self.n_pool + c2
+            at = np.minimum(np.searchsorted(self.excluded_keys, keys), len(self.excluded_keys) - 1)
+            out["excluded_pair"] = (self.excluded_keys[at] == keys) & (c2 >= 0) & ~is_anchor & ~is_pos & ~same
         if cand.ndim == 1:
             out = {k: v[:, 0] for k, v in out.items()}
         return out

@@ -74,6 +74,9 @@ def mine_command(
     negative_column: Annotated[str | None, Opt("--negative-column", help="NLI negative column.")] = None,
     no_unsupervised: Annotated[bool, Opt("--no-unsupervised", help="Corpus sentences are search candidates only, "
                                          "not anchors.")] = False,
+    exclude_pairs: Annotated[Path | None, Opt("--exclude-pairs", help="Pairs never to mine again (anchor_id, "
+                                              "negative_id; csv/tsv/jsonl/parquet), e.g. the false negatives "
+                                              "marked in `inspect --html`.")] = None,
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars or log lines.")] = False,
 ) -> None:
     """Mine negatives in difficulty bands from a corpus into Parquet triplets."""
@@ -84,6 +87,7 @@ def mine_command(
         check_size,
         load_corpus,
     )
+    from mining.exclusions import read_excluded_pairs
     from mining.params import MiningParams, check_bands
 
     if not quiet:
@@ -106,6 +110,7 @@ def mine_command(
                              negative_column=negative_column) for p in nli or []]
     loaded = load_corpus(sources, pair_sources, nli_sources, unsupervised_anchors=not no_unsupervised)
     check_size(loaded, params.num_negatives)
+    excluded = read_excluded_pairs(exclude_pairs) if exclude_pairs is not None else None
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder; choose another --out", path=out)
 
@@ -116,7 +121,7 @@ def mine_command(
     created = not out.exists()
     try:
         result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
-                      cache_dir=cache_dir, show_progress=not quiet)
+                      cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded)
     except BaseException:
         if created and out.is_dir():
             shutil.rmtree(out, ignore_errors=True)
@@ -125,7 +130,10 @@ def mine_command(
     typer.echo(f"round {result.round} {state}: {result.manifest_path}")
     for band, stats in result.bands.items():
         mean = stats["mean_anchor_negative_sim"]
-        typer.echo(f"  {band:<18} {stats['rows']:>9} rows  mean sim {'n/a' if mean is None else f'{mean:.3f}'}")
+        excluded_text = f"  ({stats['skipped']['excluded_pair']} excluded pairs skipped)" \
+            if stats.get("skipped", {}).get("excluded_pair") else ""
+        typer.echo(f"  {band:<18} {stats['rows']:>9} rows  mean sim {'n/a' if mean is None else f'{mean:.3f}'}"
+                   f"{excluded_text}")
 
 
 def inspect_command(
@@ -135,12 +143,24 @@ def inspect_command(
     samples: Annotated[int, Opt("--samples", min=0, help="Sample triplets per band.")] = 2,
     false_negatives: Annotated[int, Opt("--false-negatives", min=0, help="Highest-similarity negatives shown.")] = 10,
     seed: Annotated[int, Opt("--seed", help="Seed of the sample choice.")] = 0,
+    html_path: Annotated[Path | None, Opt("--html", help="Write one self-contained HTML page here: rows per band, "
+                                          "histograms, suspected false negatives, a filter, and marking of false "
+                                          "negatives to download for `mine --exclude-pairs`.")] = None,
+    rows: Annotated[int, Opt("--rows", min=1, help="With --html: rows shown per band (highest similarities, "
+                                                   "then a random sample).")] = 200,
 ) -> None:
     """Rows per round and band, similarity histograms, suspected false negatives and sample triplets."""
     from mining.inspect import format_report, inspect_triplets, to_json
 
-    report = inspect_triplets(triplets, plots_dir=plots, false_negatives=false_negatives, samples=samples, seed=seed)
-    typer.echo(to_json(report) if as_json else format_report(report))
+    if html_path is not None and html_path.is_dir():
+        raise InputError("is a folder; --html takes the path of the page to write, e.g. triplets.html", path=html_path)
+    report = inspect_triplets(triplets, plots_dir=plots, false_negatives=false_negatives,
+                              samples=max(samples, rows) if html_path is not None else samples, seed=seed)
+    typer.echo(to_json(report, max_samples=samples) if as_json else format_report(report, max_samples=samples))
+    if html_path is not None:
+        from mining.inspect_html import write_html
+
+        typer.echo(f"page: {write_html(report, html_path, rows_per_band=rows)}", err=as_json)
 
 
 def register(app: typer.Typer) -> None:

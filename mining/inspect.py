@@ -1,7 +1,8 @@
 """Looking at mined triplets: rows per round and band, similarity histograms, suspected false negatives, samples.
 
 Reads only complete rounds (those with a manifest) and only the files their manifests list. Text columns
-are read for the few rows shown, so a round of millions of rows inspects in seconds.
+are read for the few rows shown, so a round of millions of rows inspects in seconds. `inspect_triplets` is
+the one summary that the text report, `--json` and the HTML page (`mining.inspect_html`) render.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from mining.params import BANDS
 from mining.parquet import complete_rounds, read_manifest, round_dir
 from simcse.errors import InputError
 
-SHOW_COLUMNS = ["band", "anchor", "positive", "negative", "anchor_positive_sim", "anchor_negative_sim",
-                "negative_rank"]
+SHOW_COLUMNS = ["band", "anchor_id", "anchor", "positive_id", "positive", "negative_id", "negative",
+                "anchor_positive_sim", "anchor_negative_sim", "negative_rank"]
 BINS = np.linspace(-0.2, 1.0, 49)
 
 
@@ -31,7 +32,13 @@ def _band_order(bands: list[str]) -> list[str]:
 
 def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | None = None,
                      false_negatives: int = 10, samples: int = 2, seed: int = 0) -> dict[str, Any]:
-    """A JSON-able summary of every complete round under `root`; PNG histograms into `plots_dir` if given."""
+    """A JSON-able summary of every complete round under `root`; PNG histograms into `plots_dir` if given.
+
+    Per band: rows, skipped counts, similarity quantiles and histogram counts (over `histogram_bins`), how many
+    rows have an anchor-negative similarity at or above their anchor-positive one, `samples` random rows and,
+    for bands whose negatives are not labeled, the `false_negatives` highest-similarity rows (`highest`); per
+    round, the `false_negatives` highest of those over all such bands (`suspected_false_negatives`).
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError("no such folder; pass the triplets folder given to `mine --out`", path=root)
@@ -40,7 +47,7 @@ def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | 
         raise InputError("no complete round here (no round=<r>/manifest.json); mine first or check the path",
                          path=root)
     rng = np.random.default_rng(seed)
-    report: dict[str, Any] = {"root": str(root), "rounds": []}
+    report: dict[str, Any] = {"root": str(root), "histogram_bins": [round(float(b), 4) for b in BINS], "rounds": []}
     for r in rounds:
         manifest = read_manifest(root, r)
         if manifest is None:
@@ -55,19 +62,24 @@ def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | 
         for band in _band_order(list(manifest["bands"])):
             stats = manifest["bands"][band]
             files = by_band.get(band, [])
-            sims = np.concatenate([pq.read_table(p, columns=["anchor_negative_sim"]).column(0).to_numpy()
-                                   for p in files]) if files else np.empty(0, dtype=np.float32)
+            sim_cols = [pq.read_table(p, columns=["anchor_negative_sim", "anchor_positive_sim"]) for p in files]
+            sims = np.concatenate([t.column(0).to_numpy() for t in sim_cols]) if files else np.empty(0, np.float32)
+            pos_sims = np.concatenate([t.column(1).to_numpy() for t in sim_cols]) if files else np.empty(0, np.float32)
             entry: dict[str, Any] = {"rows": int(stats["rows"]), "mean_anchor_negative_sim":
                                      stats.get("mean_anchor_negative_sim"), "skipped": stats.get("skipped", {})}
+            entry["negative_above_positive"] = int((sims >= pos_sims).sum())
+            entry["histogram_counts"] = np.histogram(np.clip(sims, BINS[0], BINS[-1]), bins=BINS)[0].tolist()
             if len(sims):
                 entry["quantiles"] = {q: float(np.quantile(sims, float(q))) for q in ("0.1", "0.5", "0.9")}
                 hists[band] = sims
             if stats.get("note"):
                 entry["note"] = stats["note"]
             entry["samples"] = _samples(files, samples, rng)
-            bands_out[band] = entry
             if band != "nli_contradiction":  # labeled negatives cannot be false negatives
-                candidates.extend(_top_rows(p, false_negatives) for p in files)
+                top = [_top_rows(p, false_negatives) for p in files]
+                entry["highest"] = _merge_top(top, false_negatives)
+                candidates.extend(top)
+            bands_out[band] = entry
         suspects = _merge_top(candidates, false_negatives)
         plot = None
         if plots_dir is not None and hists:
@@ -105,14 +117,16 @@ def _samples(files: list[Path], n: int, rng: np.random.Generator) -> list[dict[s
     total = sum(rows)
     if not total:
         return []
-    picks = np.sort(rng.choice(total, size=min(n, total), replace=False))
+    chosen = rng.choice(total, size=min(n, total), replace=False)
+    picks = np.sort(chosen)
     out = []
     offsets = np.cumsum([0] + rows)
     for i, p in enumerate(files):
         local = picks[(picks >= offsets[i]) & (picks < offsets[i + 1])] - offsets[i]
         if len(local):
             out.extend(_rows(pq.read_table(p, columns=SHOW_COLUMNS).take(pa.array(local))))
-    return out
+    # Back in the order drawn, so any prefix of the list is itself a uniform sample (the text report shows a few).
+    return [out[i] for i in np.searchsorted(picks, chosen)]
 
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -145,8 +159,8 @@ def _plot(hists: dict[str, np.ndarray], path: Path, round_: int) -> Path:
     return path
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """Plain-text rendering of `inspect_triplets`' summary."""
+def format_report(report: dict[str, Any], max_samples: int | None = None) -> str:
+    """Plain-text rendering of `inspect_triplets`' summary (at most `max_samples` samples per band)."""
     lines = [f"triplets: {report['root']}"]
     for rnd in report["rounds"]:
         idx = rnd.get("index") or {}
@@ -170,7 +184,7 @@ def format_report(report: dict[str, Any]) -> str:
                              f"{_cut(row['negative'])!r}")
         lines.append("  samples:")
         for band, b in rnd["bands"].items():
-            for row in b["samples"]:
+            for row in b["samples"][:max_samples]:
                 lines.append(f"    [{band}] anchor {_cut(row['anchor'])!r} | positive {_cut(row['positive'])!r} | "
                              f"negative {_cut(row['negative'])!r} ({row['anchor_negative_sim']:.3f})")
         if rnd.get("histogram"):
@@ -186,5 +200,10 @@ def _cut(text: str, n: int = 70) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def to_json(report: dict[str, Any]) -> str:
+def to_json(report: dict[str, Any], max_samples: int | None = None) -> str:
+    """JSON of `inspect_triplets`' summary (at most `max_samples` samples per band)."""
+    if max_samples is not None:
+        report = {**report, "rounds": [{**rnd, "bands": {band: {**b, "samples": b["samples"][:max_samples]}
+                                                        for band, b in rnd["bands"].items()}}
+                                       for rnd in report["rounds"]]}
     return json.dumps(report, indent=2, ensure_ascii=False)

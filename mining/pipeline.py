@@ -1,8 +1,9 @@
 """One mining round: corpus -> embeddings (cached) -> kNN index -> bands -> Parquet + manifest.
 
 `mine()` is what the flows call each round with the current model. A round whose manifest already records
-the same model fingerprint, corpus fingerprint and parameters is returned as is (nothing recomputed), so
-a re-run after a crash or a repeated flow task costs nothing.
+the same model fingerprint, corpus fingerprint and parameters (with the sha256 of the excluded-pairs file, when
+one is given) is returned as is (nothing recomputed), so a re-run after a crash or a repeated flow task costs
+nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mining.bands import (
 )
 from mining.corpus import MiningCorpus, check_size
 from mining.embeddings import Embeddings, embed_corpus, model_fingerprint
+from mining.exclusions import ExcludedPairs, as_excluded_pairs
 from mining.index import knn
 from mining.params import MiningParams, check_bands
 from mining.parquet import RoundWriter, manifest_files_intact, read_manifest, round_dir
@@ -70,12 +72,15 @@ def resolve_params(params: MiningParams | Mapping[str, Any] | None) -> MiningPar
 def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: int = 0,
          bands: Sequence[str] | None = None, params: MiningParams | Mapping[str, Any] | None = None, seed: int = 0,
          cache_dir: str | os.PathLike | None = None, *, model_fp: str | None = None,
-         embeddings: Embeddings | None = None, show_progress: bool = True, keep_results: bool = False) -> MiningResult:
+         embeddings: Embeddings | None = None, show_progress: bool = True, keep_results: bool = False,
+         exclude_pairs: str | os.PathLike | ExcludedPairs | None = None) -> MiningResult:
     """Mine round `round` of `corpus` with `encoder` into `out_dir` (the triplets root).
 
     `bands`: default every band the inputs allow. `cache_dir`: embeddings cache (default
     `<out_dir>/.cache`). `embeddings`: precomputed pool embeddings (skips encoding; their fingerprints are
     used). `keep_results`: keep the in-memory band results on the returned object (for analysis).
+    `exclude_pairs`: a file (or `mining.exclusions.ExcludedPairs`) of (anchor_id, negative_id) pairs marked as
+    false negatives; no band picks them.
     """
     t_start = time.perf_counter()
     p = resolve_params(params)
@@ -86,7 +91,10 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     out = Path(out_dir)
     mfp = embeddings.model_fingerprint if embeddings is not None else model_fingerprint(encoder, model_fp)
     cfp = corpus.fingerprint()
+    excluded = as_excluded_pairs(exclude_pairs)
     run_params = {**p.as_dict(), "seed": int(seed), "bands": list(chosen)}
+    if excluded is not None:  # absent otherwise, so rounds mined without a file keep their fingerprint
+        run_params["exclude_pairs_sha256"] = excluded.sha256
 
     existing = read_manifest(out, round)
     if existing is not None and existing.get("model_fingerprint") == mfp and existing.get("corpus_fingerprint") == cfp \
@@ -105,7 +113,13 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     timings["encode"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ctx = BandContext(corpus, embeddings, p, seed, round)
+    excluded_pairs, exclusion_info = None, {}
+    if excluded is not None:
+        excluded_pairs, unknown = excluded.pool_pairs(corpus)
+        exclusion_info = {**excluded.describe(), "in_pool": len(excluded_pairs), "not_in_pool": unknown}
+        log.info("%s: %d excluded pairs, %d naming ids not in the pool (ignored)", excluded.path,
+                 len(excluded_pairs), unknown)
+    ctx = BandContext(corpus, embeddings, p, seed, round, excluded_pairs=excluded_pairs)
     timings["bands"] = time.perf_counter() - t
     t = time.perf_counter()
     index_info: dict[str, Any] = {}
@@ -139,6 +153,8 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     extra = {"index": index_info, "corpus": corpus.describe(),
              "embeddings": {"cached": embeddings.cached, "path": str(embeddings.path) if embeddings.path else None},
              "timings": {k: round_(v) for k, v in timings.items()}}
+    if exclusion_info:
+        extra["exclude_pairs"] = exclusion_info
     path = writer.finish({b: r.stats() for b, r in results.items()}, extra)
     manifest = read_manifest(out, round)
     return MiningResult(out, round, path, manifest, cached=False, timings=timings,
@@ -146,7 +162,8 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
 
 
 def _assert_guards(res: BandResult, ctx: BandContext) -> None:
-    """Last line of defence: a negative equal to its anchor or positive (index or text) is a bug, not data."""
+    """Last line of defence: a negative equal to its anchor or positive (index or text), or an excluded pair,
+    is a bug, not data."""
     if not res.rows:
         return
     bad = (res.negative == res.anchor) | (res.negative == res.positive)
@@ -154,6 +171,9 @@ def _assert_guards(res: BandResult, ctx: BandContext) -> None:
     bad |= (keys[res.negative] == keys[res.anchor]) | (keys[res.negative] == keys[res.positive])
     if bad.any():
         raise AssertionError(f"band {res.band}: {int(bad.sum())} negatives equal their anchor or positive")
+    excluded = np.isin(res.anchor * ctx.n_pool + res.negative, ctx.excluded_keys)
+    if excluded.any():
+        raise AssertionError(f"band {res.band}: {int(excluded.sum())} negatives are excluded pairs")
 
 
 def round_(x: float) -> float:

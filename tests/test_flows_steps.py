@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from flows import steps
 
@@ -85,3 +88,55 @@ def test_word_deletion_view_changes_only_unsupervised_positives_and_is_reproduci
     assert 1 <= len(view) < 8 and all(w in batch["anchor"][0].split() for w in view)
     assert steps.with_word_deletion(batch, 0.4, "0/1/7") == out  # the same salt, the same view
     assert word_deletion("one", 0.99, "s") == "one" and word_deletion("a b", 0.0, "s") == "a b"
+
+
+def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprinted(tmp_path: Path, monkeypatch) -> None:
+    """`mining.exclude_pairs` (relative to the YAML) is read before anything runs, its content changes the mine
+    step's fingerprint, and the round mined from it never holds an excluded pair."""
+    import hashlib
+
+    from flows.config import load_config
+    from flows.rundir import RunDir
+    from mining.parquet import read_triplets
+    from mining.testing import HashEncoder
+    from simcse.errors import InputError
+
+    words = ["cat", "dog", "bird", "fish", "sat", "ran", "red", "blue", "big", "small", "the", "on"]
+    sentences = list(dict.fromkeys(" ".join(words[(i * k) % len(words)] for k in (1, 3, 5, 7)) + f" {i}"
+                                   for i in range(40)))
+    (tmp_path / "corpus.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    config_text = "output_dir: run\ndata:\n  corpus: corpus.txt\nmining:\n  bands: [random, nearest_neighbour]\n"
+    (tmp_path / "plain.yaml").write_text(config_text, encoding="utf-8")
+    (tmp_path / "run.yaml").write_text(config_text + "  exclude_pairs: marks/fn.csv\n", encoding="utf-8")
+    monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: HashEncoder(16))
+
+    plain = load_config(tmp_path / "plain.yaml")
+    first = steps.prepare_inputs(plain, RunDir(tmp_path / "plain"))
+    steps.mine_round("m", first, plain, RunDir(tmp_path / "plain"), 0)
+    mined = read_triplets(RunDir(tmp_path / "plain").triplets)
+    marked = list(zip(mined.column("anchor_id").to_pylist(), mined.column("negative_id").to_pylist()))[::2]
+
+    config = load_config(tmp_path / "run.yaml")
+    assert config.mining.exclude_pairs == tmp_path / "marks" / "fn.csv"
+    with pytest.raises(InputError, match="mining.exclude_pairs: no such file"):
+        steps.prepare_inputs(config, RunDir(tmp_path / "run"))
+    (tmp_path / "marks").mkdir()
+    (tmp_path / "marks" / "fn.csv").write_text("anchor_id,negative_id\nx,\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 2, column 'negative_id': empty id"):
+        steps.prepare_inputs(config, RunDir(tmp_path / "run"))
+    (tmp_path / "marks" / "fn.csv").write_text("anchor_id,negative_id\n" + "".join(f"{a},{n}\n" for a, n in marked),
+                                                encoding="utf-8")
+    inputs = steps.prepare_inputs(config, RunDir(tmp_path / "run"))
+    assert inputs["exclude_pairs"] == str(tmp_path / "marks" / "fn.csv")
+    assert inputs["fingerprint"] != first["fingerprint"]
+    (tmp_path / "marks" / "fn.csv").write_text("anchor_id,negative_id\n" + "".join(f"{a},{n}\n" for a, n in marked[1:]),
+                                                encoding="utf-8")
+    changed = steps.prepare_inputs(config, RunDir(tmp_path / "run"))
+    assert changed["fingerprint"] not in (inputs["fingerprint"], first["fingerprint"])
+
+    steps.mine_round("m", changed, config, RunDir(tmp_path / "run"), 0)
+    again = read_triplets(RunDir(tmp_path / "run").triplets)
+    assert not set(zip(again.column("anchor_id").to_pylist(), again.column("negative_id").to_pylist())) & set(marked[1:])
+    manifest = json.loads((RunDir(tmp_path / "run").triplets / "round=0" / "manifest.json").read_text(encoding="utf-8"))
+    digest = hashlib.sha256((tmp_path / "marks" / "fn.csv").read_bytes()).hexdigest()
+    assert manifest["params"]["exclude_pairs_sha256"] == digest
