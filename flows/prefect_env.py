@@ -24,7 +24,6 @@ from typing import Any
 # creation and migrations) measured ~22 s, close to the default limit, so the default here is generous.
 EPHEMERAL_STARTUP_TIMEOUT_S = "180"
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Prefect's default logging config plus a console filter for Prefect's own INFO lines (see the file's header).
 LOGGING_CONFIG = Path(__file__).with_name("prefect_logging.yml")
 
@@ -50,7 +49,7 @@ def configure_prefect_home(run_dir: str | os.PathLike) -> Path | None:
 def configure_prefect_logging(level: str | None = None) -> bool:
     """Set Prefect's console logging for this process and the flow-run processes it starts.
 
-    `level` (one of LOG_LEVELS) becomes PREFECT_LOGGING_LEVEL; None keeps the user's (Prefect's default:
+    `level` (a logging level name: DEBUG, INFO, WARNING, ...) becomes PREFECT_LOGGING_LEVEL; None keeps the user's (Prefect's default:
     INFO). Unless the user has a logging config of their own (PREFECT_LOGGING_SETTINGS_PATH, or
     `logging.yml` in their PREFECT_HOME), Prefect loads `prefect_logging.yml`, whose console filter hides
     Prefect's own INFO lines below DEBUG. Returns False, changing nothing, once `prefect` is imported
