@@ -1,8 +1,9 @@
 """The `simcse-curriculum` command line.
 
 Each package contributes its commands through a `register(app)` function, so the libraries stay free of
-Prefect and this module only wires them together. Bad input (`InputError`, an invalid config) becomes one
-line on stderr and exit code 2.
+Prefect and this module only wires them together. Exit codes: 0 done, 1 an internal error (a traceback),
+2 bad input or usage. Bad input (`InputError`, an invalid config) and usage errors (an unknown command or
+option, a missing argument, a bad option value) are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 
+PROG = "simcse-curriculum"
 COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.commands")
 
 app = typer.Typer(
-    name="simcse-curriculum",
+    name=PROG,
     help="Curriculum hard-negative mining for SimCSE sentence encoders.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -27,47 +31,104 @@ for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 
 
+def package_version() -> str:
+    try:
+        return version(PROG)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {package_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                               help="Print the version and exit.")] = False,
+) -> None:
+    """Curriculum hard-negative mining for SimCSE sentence encoders."""
+
+
 def _input_error_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
+    from curriculum.errors import CurriculumError
     from simcse.errors import InputError
 
-    types: list[type[BaseException]] = [InputError, ValidationError]
-    from curriculum.errors import CurriculumError
+    return InputError, ValidationError, CurriculumError  # config, data and state errors are all user-fixable
 
-    types.append(CurriculumError)  # config, triplet data and state errors are all user-fixable
-    return tuple(types)
+
+def _command_line_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(errors with a message and an exit code, aborts) of typer's own click and of click itself.
+
+    Typer >= 0.29 raises a vendored copy of click's exceptions; older typers raise click's.
+    """
+    errors: list[type[BaseException]] = []
+    aborts: list[type[BaseException]] = [typer.Abort]
+    try:
+        from typer._click import exceptions as vendored
+
+        errors.append(vendored.ClickException)  # its Exit and Abort are typer.Exit and typer.Abort
+    except ImportError:
+        pass
+    try:
+        import click
+
+        errors.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(errors), tuple(aborts)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_command_line_error(exc: BaseException) -> int:
+    """One line on stderr (`error: ...; see 'simcse-curriculum run --help'`); the exception's exit code."""
+    code = int(getattr(exc, "exit_code", 1))
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help was printed, as click does; exit 2
+        message = exc.format_message()  # type: ignore[attr-defined]
+        if message.strip():  # plain click puts the help in the message; rich typer has printed it already
+            print(message, file=sys.stderr)
+        return code
+    message = _one_line(exc.format_message()).rstrip(".")  # type: ignore[attr-defined]
+    if message and message[0].isupper() and not message[:2].isupper():
+        message = message[0].lower() + message[1:]
+    hint = f"; see '{ctx.command_path} --help'" if code == 2 and ctx is not None else ""
+    print(f"error: {message}{hint}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app, turning bad input into exit code 2 with a one-line message."""
+    """Console entry point: run the app; bad input and usage errors exit 2 with a one-line message."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    errors = _input_error_types()
+    input_errors = _input_error_types()
+    command_line_errors, aborts = _command_line_error_types()
     try:
-        rc = app(args=argv, standalone_mode=False)  # a typer.Exit(code) is returned, not raised, here
-    except errors as exc:
-        message = " ".join(str(exc).split())
-        print(f"error: {message}", file=sys.stderr)
+        rc = app(args=argv, prog_name=PROG, standalone_mode=False)  # typer.Exit(code) is returned, not raised
+    except input_errors as exc:
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"error: {exc.filename}: no such file or folder; check the path", file=sys.stderr)
         return 2
+    except command_line_errors as exc:
+        return _show_command_line_error(exc)
+    except aborts:
+        print("aborted", file=sys.stderr)
+        return 130
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:
-        return int(exc.code or 0)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("aborted", file=sys.stderr)
-            return 130
-        raise
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return rc if isinstance(rc, int) else 0
 
 

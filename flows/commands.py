@@ -1,22 +1,53 @@
 """`simcse-curriculum run | serve | demo`: the flows from the command line.
 
-Prefect is imported only after the config is read, because Prefect fixes its settings (PREFECT_HOME)
-on import: a run with no PREFECT_HOME or PREFECT_API_URL of the user's keeps Prefect's database and
-results in `<output_dir>/.prefect` and talks to the ephemeral API (no server to start).
+Prefect is imported only after the config is read, because Prefect fixes its settings (PREFECT_HOME,
+logging) on import: a run with no PREFECT_HOME or PREFECT_API_URL of the user's keeps Prefect's database
+and results in `<output_dir>/.prefect` and talks to the ephemeral API (no server to start).
+
+Output: the result (a few lines, or with `--json` one JSON object) is the only thing on stdout; logs and
+progress go to stderr. `--log-level` sets what the logs show (INFO: the run's own lines; DEBUG: Prefect's
+too); `--quiet` is `--log-level WARNING`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from flows.prefect_env import exit_cleanly_on_sigterm
+from flows.prefect_env import configure_prefect_logging, exit_cleanly_on_sigterm
 
 FLOWS = ("curriculum", "mine", "train", "evaluate")
+
+
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (the run's summary) on stdout and "
+                                                         "nothing else; logs stay on stderr.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr (and the "
+                                                                 "result on stdout); = --log-level WARNING.")]
+LogLevelOption = Annotated[LogLevel | None, typer.Option(
+    "--log-level", case_sensitive=False, show_default=False,
+    help="Log lines shown on stderr (default INFO: the run's own progress; DEBUG adds Prefect's own lines).")]
+
+
+def _configure_logging(quiet: bool, log_level: LogLevel | None) -> None:
+    """Before Prefect is imported: the level its console shows (see flows.prefect_env)."""
+    if quiet and log_level is not None:
+        raise typer.BadParameter("give --quiet or --log-level, not both (--quiet is --log-level WARNING)")
+    configure_prefect_logging("WARNING" if quiet else log_level.value if log_level is not None else None)
 
 
 def _overrides(output_dir: Path | None, rounds: int | None, steps: int | None) -> dict[str, Any]:
@@ -30,6 +61,32 @@ def _overrides(output_dir: Path | None, rounds: int | None, steps: int | None) -
     return out
 
 
+def _plain(value: Any) -> Any:
+    """`value` as plain JSON types (paths become strings, NaN and infinities null); TypeError if it has none."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def result_json(result: dict[str, Any]) -> str:
+    """One line of JSON: every key of a flow's result whose value is JSON-able (the others are left out)."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        try:
+            out[str(key)] = _plain(value)
+        except TypeError:
+            continue
+    return json.dumps(out)
+
+
 def _report_line(summary: dict[str, Any]) -> None:
     done = summary.get("rounds_completed") or []
     typer.echo(f"rounds completed: {len(done)} of {summary.get('rounds')}")
@@ -37,21 +94,29 @@ def _report_line(summary: dict[str, Any]) -> None:
     typer.echo(f"report: {summary.get('report')}")
 
 
-def _run_flow(flows_module: Any, flow: str, cfg: Any, round_: int, model: str | None) -> None:
+def _run_flow(flows_module: Any, flow: str, cfg: Any, round_: int, model: str | None) -> dict[str, Any]:
     if flow == "curriculum":
-        _report_line(flows_module.curriculum_flow(cfg))
+        return flows_module.curriculum_flow(cfg)
+    if flow == "mine":
+        return flows_module.mine_flow(cfg, round_=round_, model=model)
+    if flow == "train":
+        return flows_module.train_flow(cfg, round_=round_, model=model)
+    return flows_module.evaluate_flow(cfg, model=model)
+
+
+def _print_result(flow: str, result: dict[str, Any], cfg: Any, round_: int, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(result_json(result) + "\n")
+    elif flow == "curriculum":
+        _report_line(result)
     elif flow == "mine":
-        result = flows_module.mine_flow(cfg, round_=round_, model=model)
         typer.echo(f"mined round {round_}: {sum(b.get('rows', 0) for b in result['bands'].values())} triplets "
                    f"in {Path(cfg.output_dir) / 'triplets'}")
     elif flow == "train":
-        result = flows_module.train_flow(cfg, round_=round_, model=model)
         typer.echo(f"trained round {round_}: model in {result['model']}")
     else:
-        import json
-
-        result = flows_module.evaluate_flow(cfg, model=model)
         typer.echo(json.dumps(result["evaluation"]))
+    sys.stdout.flush()
 
 
 def register(app: typer.Typer) -> None:
@@ -66,19 +131,24 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option("--steps", help="override steps_per_round")] = None,
         round_: Annotated[int, typer.Option("--round", help="mine/train flows: which round")] = 0,
         model: Annotated[str | None, typer.Option(help="mine/train/evaluate flows: model folder to use")] = None,
+        as_json: JsonOption = False,
+        quiet: QuietOption = False,
+        log_level: LogLevelOption = None,
     ) -> None:
         """Run (or resume) a curriculum run: re-running the same command continues where it stopped."""
         from flows.config import load_config
         from flows.prefect_env import configure_prefect_home
 
         if flow not in FLOWS:
-            raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}")
+            raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
+        _configure_logging(quiet, log_level)
         cfg = load_config(config, _overrides(output_dir, rounds, steps))
         configure_prefect_home(cfg.output_dir)
         from flows import curriculum_flow as flows_module
 
         with exit_cleanly_on_sigterm():
-            _run_flow(flows_module, flow, cfg, round_, model)
+            result = _run_flow(flows_module, flow, cfg, round_, model)
+        _print_result(flow, result, cfg, round_, as_json)
 
     @app.command("serve")
     def serve_command(
@@ -88,6 +158,8 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Option(help="the deployment's name")] = "scheduled",
         timezone: Annotated[str | None, typer.Option(help="time zone of the cron schedule (default UTC)")] = None,
         limit: Annotated[int, typer.Option(help="most runs at once (1: a late run waits for the one before)")] = 1,
+        quiet: QuietOption = False,
+        log_level: LogLevelOption = None,
     ) -> None:
         """Serve the curriculum flow as a Prefect deployment on a schedule (needs a Prefect server).
 
@@ -99,6 +171,7 @@ def register(app: typer.Typer) -> None:
 
         if (cron is None) == (interval is None):
             raise typer.BadParameter("give exactly one of --cron or --interval")
+        _configure_logging(quiet, log_level)
         cfg = load_config(config)
         if not os.environ.get("PREFECT_API_URL"):
             configure_prefect_home(cfg.output_dir)
@@ -119,8 +192,10 @@ def register(app: typer.Typer) -> None:
             from prefect.schedules import Cron
 
             schedule = {"schedule": Cron(cron, timezone=timezone)}
-        typer.echo(f"serving deployment '{scheduled_flow.name}/{name}' ({'cron ' + cron if cron else f'every {interval:g} s'}); "
-                   f"runs write into {cfg.output_dir}/<start time>/. Ctrl-C stops.")
+        if not quiet:
+            when = f"cron {cron}" if cron else f"every {interval:g} s"
+            typer.echo(f"serving deployment '{scheduled_flow.name}/{name}' ({when}); "
+                       f"runs write into {cfg.output_dir}/<start time>/. Ctrl-C stops.", err=True)
         scheduled_flow.serve(name=name, parameters={"config": str(Path(config).resolve())},
                              entrypoint_type=EntrypointType.MODULE_PATH, print_starting_message=False, limit=limit,
                              **schedule)
@@ -130,19 +205,23 @@ def register(app: typer.Typer) -> None:
         output_dir: Annotated[Path, typer.Option("--output-dir", help="where the run goes")] = Path("runs/demo"),
         rounds: Annotated[int | None, typer.Option(help="override the demo's 3 rounds")] = None,
         steps: Annotated[int | None, typer.Option("--steps", help="override the demo's 20 steps per round")] = None,
+        as_json: JsonOption = False,
+        quiet: QuietOption = False,
+        log_level: LogLevelOption = None,
     ) -> None:
         """The full curriculum flow on a built-in corpus (Python docstrings), offline; prints the report path."""
         from flows.demo import demo_config
         from flows.prefect_env import configure_prefect_home
 
+        _configure_logging(quiet, log_level)
         overrides = {k: v for k, v in (("rounds", rounds), ("steps_per_round", steps)) if v is not None}
         cfg = demo_config(output_dir.resolve(), **overrides)
         configure_prefect_home(cfg.output_dir)
-        typer.echo(f"demo: {cfg.rounds} rounds x {cfg.steps_per_round} steps on Python docstrings, "
-                   f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
+        if not quiet:
+            typer.echo(f"demo: {cfg.rounds} rounds x {cfg.steps_per_round} steps on Python docstrings, "
+                       f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
         from flows.curriculum_flow import curriculum_flow
 
         with exit_cleanly_on_sigterm():
             summary = curriculum_flow(cfg)
-        _report_line(summary)
-        sys.stdout.flush()
+        _print_result("curriculum", summary, cfg, 0, as_json)

@@ -1,14 +1,18 @@
-"""Where Prefect keeps its state when the user has not said: under the run directory, ephemeral API.
+"""Prefect's settings for a command-line run: where it keeps its state, and what it prints.
 
-Prefect reads its settings when it is first imported, so `configure_prefect_home` must run before
-anything imports `prefect` (the CLI loads the config, calls this, then imports the flows). A run then
-needs no server: Prefect starts its ephemeral API on a SQLite file in `<run_dir>/.prefect`, and every
-file the run writes stays inside the output directory the user named.
+Prefect reads its settings when it is first imported, so `configure_prefect_home` and
+`configure_prefect_logging` must run before anything imports `prefect` (the CLI loads the config, calls
+them, then imports the flows). A run then needs no server: Prefect starts its ephemeral API on a SQLite
+file in `<run_dir>/.prefect`, and every file the run writes stays inside the output directory the user
+named. On the terminal the run's own lines show at INFO; Prefect's own INFO lines (banners, one
+"Finished in state Completed()" per task) only at DEBUG, through Prefect's own logging config mechanism.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import logging
 import os
 import signal
 import sys
@@ -19,6 +23,9 @@ from typing import Any
 # Prefect's ephemeral server starts in a subprocess; on a busy 2-core machine the first start (database
 # creation and migrations) measured ~22 s, close to the default limit, so the default here is generous.
 EPHEMERAL_STARTUP_TIMEOUT_S = "180"
+
+# Prefect's default logging config plus a console filter for Prefect's own INFO lines (see the file's header).
+LOGGING_CONFIG = Path(__file__).with_name("prefect_logging.yml")
 
 
 def configure_prefect_home(run_dir: str | os.PathLike) -> Path | None:
@@ -37,6 +44,48 @@ def configure_prefect_home(run_dir: str | os.PathLike) -> Path | None:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(home)
     return home
+
+
+def configure_prefect_logging(level: str | None = None) -> bool:
+    """Set Prefect's console logging for this process and the flow-run processes it starts.
+
+    `level` (a logging level name: DEBUG, INFO, WARNING, ...) becomes PREFECT_LOGGING_LEVEL; None keeps the user's (Prefect's default:
+    INFO). Unless the user has a logging config of their own (PREFECT_LOGGING_SETTINGS_PATH, or
+    `logging.yml` in their PREFECT_HOME), Prefect loads `prefect_logging.yml`, whose console filter hides
+    Prefect's own INFO lines below DEBUG. Returns False, changing nothing, once `prefect` is imported
+    (its logging is configured by then).
+    """
+    if "prefect" in sys.modules:
+        return False
+    if level is not None:
+        os.environ["PREFECT_LOGGING_LEVEL"] = level.upper()
+    user_home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    if not os.environ.get("PREFECT_LOGGING_SETTINGS_PATH") and not (user_home / "logging.yml").is_file():
+        os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(LOGGING_CONFIG)
+    return True
+
+
+class PrefectChatterFilter(logging.Filter):
+    """Console filter: drops records below WARNING that Prefect's own code logs, unless `level` is DEBUG.
+
+    Prefect logs its banners ("Beginning flow run", "View at ...") and each task's "Finished in state ..."
+    on the same loggers as the run's own `get_run_logger()` lines, so levels alone cannot tell them apart;
+    where the record was logged from can. Prints captured by `log_prints` count as the run's own.
+    """
+
+    def __init__(self, level: str | int = "INFO") -> None:
+        super().__init__()
+        name = str(level).strip().upper()
+        number = int(name) if name.isdigit() else logging.getLevelName(name)
+        self.show_all = isinstance(number, int) and number <= logging.DEBUG
+        spec = importlib.util.find_spec("prefect")
+        origin = spec.origin if spec is not None and spec.origin else ""
+        self.prefect_dir = os.path.dirname(origin) + os.sep if origin else None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.show_all or record.levelno >= logging.WARNING or self.prefect_dir is None:
+            return True
+        return not (record.pathname.startswith(self.prefect_dir) and record.funcName != "print_as_log")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,195 @@
+"""The command line's conventions: usage errors, --version, --json, and what a run prints.
+
+Usage errors and --version run in process (no Prefect). The run tests start `simcse-curriculum run` in
+subprocesses, since Prefect's logging is fixed when it is imported; they share one Prefect test harness
+server (no ephemeral API start per process) and one tiny 2-round run, which the later calls resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PREFECT_CHATTER = ("Finished in state", "Beginning flow run", "View at ", "Starting temporary server")
+
+
+# ------------------------------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("argv, says", [
+    (["--bogus"], "no such option: --bogus"),
+    (["nope"], "no such command 'nope'"),
+    (["run"], "missing argument"),
+    (["run", "x.yaml", "--rounds", "two"], "'--rounds'"),
+    (["run", "x.yaml", "--flow", "everything"], "unknown flow 'everything'"),
+    (["run", "x.yaml", "--log-level", "LOUD"], "'--log-level'"),
+    (["run", "x.yaml", "--quiet", "--log-level", "DEBUG"], "not both"),
+    (["mine", "--out", "x", "--round", "-1"], "'--round'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(argv: list[str], says: str, capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert says in err and "--help" in err, err
+    assert not list(tmp_path.iterdir()), "nothing is written for a usage error"
+
+
+def test_no_arguments_prints_the_help_and_exits_2_as_click_does(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert "Usage" in out + err and "run" in out + err and "Traceback" not in out + err
+
+
+def test_a_usage_error_from_the_console_entry_point_has_no_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--bogus"], cwd=str(REPO),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: no such option: --bogus"), proc.stderr
+
+
+def test_version_prints_the_installed_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"simcse-curriculum {version('simcse-curriculum')}\n"
+
+
+def test_result_json_keeps_every_jsonable_key_and_only_those() -> None:
+    from flows.commands import result_json
+
+    summary = {"run_dir": Path("/runs/a"), "rounds_completed": [0, 1], "last": {"sts": float("nan"), "ap": 61.5},
+               "model_to_use": "/runs/a/rounds/1/model", "handle": object()}
+    assert json.loads(result_json(summary)) == {"run_dir": "/runs/a", "rounds_completed": [0, 1],
+                                                "last": {"sts": None, "ap": 61.5},
+                                                "model_to_use": "/runs/a/rounds/1/model"}
+
+
+# ------------------------------------------------------------------------------------------ logging
+
+def test_shipped_logging_config_is_prefects_default_plus_the_console_filter() -> None:
+    """When Prefect changes its default logging config, this says the copy in flows/ needs the same change."""
+    import importlib.util
+
+    from flows.prefect_env import LOGGING_CONFIG
+
+    spec = importlib.util.find_spec("prefect")
+    assert spec is not None and spec.origin
+    default = yaml.safe_load((Path(spec.origin).parent / "logging" / "logging.yml").read_text())
+    ours = yaml.safe_load(LOGGING_CONFIG.read_text())
+    assert ours["filters"] == {"prefect_chatter": {"()": "flows.prefect_env.PrefectChatterFilter",
+                                                   "level": "${PREFECT_LOGGING_LEVEL}"}}
+    assert ours["handlers"]["console"].pop("filters") == ["prefect_chatter"]
+    del ours["filters"]
+    assert ours == default
+
+
+def test_chatter_filter_drops_prefects_own_info_lines_below_debug() -> None:
+    import prefect.flow_engine
+
+    from flows.prefect_env import PrefectChatterFilter
+
+    def record(level: int, pathname: str, func: str = "f") -> logging.LogRecord:
+        return logging.LogRecord("prefect.flow_runs", level, pathname, 1, "msg", None, None, func)
+
+    engine = prefect.flow_engine.__file__
+    ours = str(REPO / "flows" / "curriculum_flow.py")
+    quiet, debug = PrefectChatterFilter("INFO"), PrefectChatterFilter("DEBUG")
+    assert not quiet.filter(record(logging.INFO, engine)), "Prefect's own banner or state line"
+    assert quiet.filter(record(logging.INFO, ours)), "the run's own progress line"
+    assert quiet.filter(record(logging.WARNING, engine)) and quiet.filter(record(logging.ERROR, engine))
+    assert quiet.filter(record(logging.INFO, engine, "print_as_log")), "a print in a task, with log_prints"
+    assert debug.filter(record(logging.INFO, engine)) and debug.filter(record(logging.DEBUG, engine))
+
+
+# -------------------------------------------------------------------------------------- a tiny run
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[str]:
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from simcse.testing import build_tiny_model
+
+    root = tmp_path_factory.mktemp("cli")
+    model = build_tiny_model(root / "tiny-bert", seed=0)
+    sts = root / "sts_dev.tsv"
+    sts.write_text("sentence1\tsentence2\tscore\n" + "".join(
+        f"Return the value number {i}.\tGive back value {i}.\t{(i * 7) % 6}\n" for i in range(12)), encoding="utf-8")
+    config = root / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(root / "run"), "seed": 3, "rounds": 2, "steps_per_round": 2, "batch_size": 8,
+        "model": {"name_or_path": str(model), "pooling": "mean", "max_length": 24},
+        "data": {"builtin": "python_docstrings", "builtin_max_sentences": 200},
+        "eval": {"sts": [str(sts)]},
+        "mining": {"params": {"range_max": 20}},
+        "training": {"progress": False},
+    }))
+    return config
+
+
+def _cli(harness: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`simcse-curriculum ARGS` as a user runs it: Prefect's logging settings left at their defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING_")}
+    env.update({"PREFECT_API_URL": harness, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=str(REPO),
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def first_run(harness: str, tiny_config: Path) -> subprocess.CompletedProcess[str]:
+    return _cli(harness, "run", str(tiny_config))
+
+
+def test_default_output_is_the_runs_own_progress_without_prefects_state_lines(
+        first_run: subprocess.CompletedProcess[str], tiny_config: Path) -> None:
+    run_dir = tiny_config.parent / "run"
+    assert first_run.stdout.splitlines() == ["rounds completed: 2 of 2", f"run folder: {run_dir}",
+                                             f"report: {run_dir / 'report.md'}"]
+    log = first_run.stderr
+    assert "base model: STS" in log and "round 0: STS" in log and "round 1: STS" in log
+    for chatter in PREFECT_CHATTER:
+        assert chatter not in log, f"{chatter!r} in the default output:\n{log}"
+
+
+def test_quiet_prints_only_the_result(first_run: subprocess.CompletedProcess[str], harness: str,
+                                      tiny_config: Path) -> None:
+    proc = _cli(harness, "run", str(tiny_config), "--quiet")  # resumes: both rounds are complete
+    assert proc.stdout == first_run.stdout
+    assert proc.stderr == ""
+
+
+def test_json_is_the_only_thing_on_stdout_and_debug_brings_prefects_lines_back(
+        first_run: subprocess.CompletedProcess[str], harness: str, tiny_config: Path) -> None:
+    run_dir = tiny_config.parent / "run"
+    proc = _cli(harness, "run", str(tiny_config), "--json", "--log-level", "debug")
+    assert proc.stdout.count("\n") == 1
+    result = json.loads(proc.stdout)
+    assert result["run_dir"] == str(run_dir) and result["report"] == str(run_dir / "report.md")
+    assert result["rounds_completed"] == [0, 1] and result["rounds"] == 2
+    assert result["base"]["evaluation"] == json.loads((run_dir / "base_metrics.json").read_text())["evaluation"]
+    assert result["last"] == json.loads((run_dir / "rounds/1/metrics.json").read_text())
+    assert "Finished in state" in proc.stderr and "Beginning flow run" in proc.stderr
