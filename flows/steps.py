@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -171,8 +172,9 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
     start = time.perf_counter()
     corpus = load_mining_corpus(inputs, config.mining.params)
     encoder = load_encoder(model_path, config)
+    # Progress bars only on a terminal: in a log file or a CI capture they are carriage-return noise.
     kwargs: dict[str, Any] = {"round": round_, "bands": config.mining.bands, "seed": config.seed,
-                              "cache_dir": run.cache}
+                              "cache_dir": run.cache, "show_progress": sys.stderr.isatty()}
     if config.mining.params:
         kwargs["params"] = config.mining.params
     if inputs.get("exclude_pairs"):
