@@ -303,7 +303,10 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     if config.negatives == "in_batch":
         batches = [without_hard_negatives(b) for b in batches]
     encoder = load_encoder(model_path, config)
-    result = train(encoder, batches, train_config(config, round_), run.train_dir(round_))
+    from flows.model_cards import round_card
+
+    result = train(encoder, batches, train_config(config, round_), run.train_dir(round_),
+                   card=round_card(config, run, round_, plan.get("plan")))
     trained = run.train_dir(round_) / MODEL
     if run.model_dir(round_).exists():  # a model left by a kill between the rename and the result file
         shutil.rmtree(run.model_dir(round_))
@@ -353,6 +356,9 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
         "seconds": {"mine": mined.get("seconds"), "train": trained.get("seconds"),
                     "evaluate": evaluated.get("seconds")},
     })
+    from flows.model_cards import write_round_card
+
+    write_round_card(config, run, round_, metrics)  # before metrics.json, which marks the round complete
     write_json(run.metrics_path(round_), metrics)
     log.info("round %d closed: %s", round_, verdict["reason"])
     return metrics
