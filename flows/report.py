@@ -107,6 +107,8 @@ def read_similarities(run: RunDir, r: int) -> tuple[dict[str, Any], Any] | None:
     """One mined round's anchor-negative similarities per band, and the anchor-positive similarity of each
     distinct labeled (anchor, positive) pair, as float arrays (None when the round has no manifest)."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from curriculum.dataset import resolve_file
@@ -115,25 +117,26 @@ def read_similarities(run: RunDir, r: int) -> tuple[dict[str, Any], Any] | None:
     if manifest is None:
         return None
     negatives: dict[str, list[Any]] = {}
-    positives: dict[tuple[Any, Any], Any] = {}
+    pairs = []
     for entry in manifest.get("files", []):
         table = pq.read_table(resolve_file(run.triplets, r, entry["path"]),
                               columns=["band", "anchor_id", "positive_id", "anchor_negative_sim", "anchor_positive_sim"])
         band = entry.get("band") or table.column("band")[0].as_py()
         negatives.setdefault(band, []).append(table.column("anchor_negative_sim").to_numpy(zero_copy_only=False))
-        # Each labeled pair once: every band repeats the same (anchor, positive) rows with other negatives.
         # Unsupervised rows (positive = the anchor itself, sim 1) would swamp the positives' histogram.
-        for anchor, positive, sim in zip(table.column("anchor_id").to_pylist(), table.column("positive_id").to_pylist(),
-                                         table.column("anchor_positive_sim").to_pylist()):
-            if anchor != positive:
-                positives.setdefault((anchor, positive), sim)
+        labeled = pc.not_equal(table.column("anchor_id"), table.column("positive_id"))
+        pairs.append(table.select(["anchor_id", "positive_id", "anchor_positive_sim"]).filter(labeled))
+    # Each labeled pair once: every band repeats the same (anchor, positive) rows with other negatives.
+    distinct = pa.concat_tables(pairs).group_by(["anchor_id", "positive_id"], use_threads=False).aggregate(
+        [("anchor_positive_sim", "first")]) if pairs else None
 
     def finite(values: Any) -> Any:
         values = np.asarray(values, dtype=float)
         return values[np.isfinite(values)]
 
     by_band = {band: finite(np.concatenate(parts)) for band, parts in negatives.items()}
-    return by_band, finite([np.nan if v is None else v for v in positives.values()])
+    positives = distinct.column("anchor_positive_sim_first").to_numpy(zero_copy_only=False) if distinct else []
+    return by_band, finite(positives)
 
 
 def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
