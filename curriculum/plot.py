@@ -12,8 +12,19 @@ from curriculum.state import CurriculumState, HistoryEntry, atomic_file
 def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], path: str | Path,
                   *, title: str = "Curriculum schedule") -> Path:
     """Stacked band mixture (top) and alpha per band (bottom) against training step; written atomically."""
+    fig = schedule_figure(history, title=title)
+    path = Path(path)
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def schedule_figure(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], *,
+                    title: str = "Curriculum schedule") -> Any:
+    """The figure `plot_schedule` writes (a matplotlib Figure)."""
     # A bare Figure (no pyplot): no global backend state, safe inside worker threads.
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     entries = history.history if isinstance(history, CurriculumState) else list(history)
     entries = [e if isinstance(e, HistoryEntry) else HistoryEntry.model_validate(e) for e in entries]
@@ -42,13 +53,10 @@ def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, A
         bottom.step(xs, values, where="post", label=b, linewidth=max(0.8, 3.0 - 0.7 * i))
     bottom.set_ylabel("alpha")
     bottom.set_xlabel("training step")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no 0.5 ticks on short runs
     ax2 = bottom.twinx()
     ax2.step(xs, [e.competence for e in entries], where="post", color="black", linestyle="--", label="competence")
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("competence")
     bottom.legend(loc="upper left", fontsize="small", ncol=2)
-
-    path = Path(path)
-    with atomic_file(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return path
+    return fig

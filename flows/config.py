@@ -54,6 +54,7 @@ class TableFile(_Strict):
     columns: dict[str, str] = Field(default_factory=dict)
     domain: str | None = Field(None, description="a domain label for every row (corpus files without one)")
     optional: bool = Field(False, description="skip (with a warning) when the file does not exist")
+    licence: str | None = Field(None, description="the data's licence (e.g. CC-BY-4.0), named in model cards")
 
 
 class DataSettings(_Strict):

@@ -31,17 +31,19 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return _MEMO[key]
 
 
-def path_fingerprint(path: str | os.PathLike) -> str:
-    """A file's fingerprint, or a folder's: names and bytes of every file in it (hidden files skipped)."""
+def path_fingerprint(path: str | os.PathLike, skip: Iterable[str] = ()) -> str:
+    """A file's fingerprint, or a folder's: names and bytes of every file in it (hidden files and the
+    top-level names in `skip` left out)."""
     path = Path(path)
     if path.is_file():
         return file_fingerprint(path)
     if not path.is_dir():
         return f"missing:{path}"
+    skip = set(skip)
     digest = hashlib.sha256()
     for child in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = child.relative_to(path)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in skip:
             continue
         digest.update(rel.as_posix().encode())
         digest.update(file_fingerprint(child).encode())
@@ -49,9 +51,16 @@ def path_fingerprint(path: str | os.PathLike) -> str:
 
 
 def model_fingerprint(name_or_path: str | os.PathLike) -> str:
-    """A model folder's content fingerprint; a hub name stands for itself (it cannot be read offline)."""
+    """A model folder's content fingerprint; a hub name stands for itself (it cannot be read offline).
+
+    The model card (README.md and its data, simcse.model_card.CARD_FILES) is left out: it describes the
+    model and is rewritten when a round's metrics are known, after the folder was first hashed as the
+    evaluation's cache key, which must not make the next round's caches miss.
+    """
+    from simcse.model_card import CARD_FILES
+
     path = Path(name_or_path)
-    return path_fingerprint(path) if path.exists() else f"name:{name_or_path}"
+    return path_fingerprint(path, skip=CARD_FILES) if path.exists() else f"name:{name_or_path}"
 
 
 def combine(*parts: Any) -> str:

@@ -17,6 +17,12 @@ from flows.rundir import RunDir
 from simcse.io import atomic_path, atomic_write_text
 
 BAND_ORDER = ("random", "in_domain", "nli_contradiction", "nearest_neighbour")
+# Smallest y range of the metrics plot: auto-scaling would draw a +0.2 AP change as a cliff.
+MIN_SCORE_SPAN = 5.0  # points of a x100 score
+MIN_GEOMETRY_SPAN = 0.1  # alignment, uniformity
+# A candidate that is the anchor itself is excluded from every band by construction (each sentence is its own
+# nearest neighbour), so it is reported apart from the skips that say something about the data.
+SELF_MATCH = "anchor"
 
 
 def _metric_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -50,6 +56,19 @@ def _save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
+def y_limits(values: list[Any], min_span: float) -> tuple[float, float] | None:
+    """Y limits around the finite `values`, at least `min_span` wide (centred on them), else 5% padded."""
+    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return None
+    low, high = min(finite), max(finite)
+    if high - low >= min_span:
+        pad = 0.05 * (high - low)
+        return low - pad, high + pad
+    middle = (low + high) / 2
+    return middle - min_span / 2, middle + min_span / 2
+
+
 def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path: Path) -> Path | None:
     """STS / pair AP (top) and alignment / uniformity (bottom) against round; base model at x = 'base'."""
     from matplotlib.figure import Figure
@@ -61,10 +80,14 @@ def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path
     xs = list(range(len(rows)))
     fig = Figure(figsize=(8, 7.5), layout="constrained")
     top, middle, bottom = fig.subplots(3, 1, sharex=True, height_ratios=[2, 1, 1])
+    scores: list[Any] = []
     for kind, stem in _metric_columns(rows):
         ys = [((row.get("evaluation") or {}).get(kind) or {}).get(stem, float("nan")) for row in rows]
+        scores += ys
         top.plot(xs, ys, marker="o", label=f"{'STS' if kind == 'sts' else 'AP'} {stem}")
-    top.set_ylabel("score x100")
+    if (limits := y_limits(scores, MIN_SCORE_SPAN)) is not None:
+        top.set_ylim(*limits)
+    top.set_ylabel(f"score x100\n(axis spans >= {MIN_SCORE_SPAN:g} points)", fontsize="small")
     top.set_title("Evaluation per round")
     if top.get_legend_handles_labels()[0]:
         top.legend(fontsize="small")
@@ -72,48 +95,69 @@ def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path
     for ax, name in ((middle, "alignment"), (bottom, "uniformity")):
         ys = [(row.get("evaluation") or {}).get(name) for row in rows]
         ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", color="tab:green")
-        ax.set_ylabel(f"{name}\n(lower is better)", fontsize="small")
+        if (limits := y_limits(ys, MIN_GEOMETRY_SPAN)) is not None:
+            ax.set_ylim(*limits)
+        ax.set_ylabel(f"{name}\n(lower is better;\nspan >= {MIN_GEOMETRY_SPAN:g})", fontsize="small")
     bottom.set_xlabel("round")
     bottom.set_xticks(xs, labels)
     return _save_figure(fig, path)
 
 
-def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
-    """Anchor-negative similarity per band (and anchor-positive over all rows) for one mined round."""
+def read_similarities(run: RunDir, r: int) -> tuple[dict[str, Any], Any] | None:
+    """One mined round's anchor-negative similarities per band, and the anchor-positive similarity of each
+    distinct labeled (anchor, positive) pair, as float arrays (None when the round has no manifest)."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from matplotlib.figure import Figure
+
+    from curriculum.dataset import resolve_file
 
     manifest = _read_manifest(run, r)
     if manifest is None:
         return None
-    from curriculum.dataset import resolve_file
-
     negatives: dict[str, list[Any]] = {}
-    positives: list[Any] = []
+    pairs = []
     for entry in manifest.get("files", []):
         table = pq.read_table(resolve_file(run.triplets, r, entry["path"]),
                               columns=["band", "anchor_id", "positive_id", "anchor_negative_sim", "anchor_positive_sim"])
         band = entry.get("band") or table.column("band")[0].as_py()
         negatives.setdefault(band, []).append(table.column("anchor_negative_sim").to_numpy(zero_copy_only=False))
         # Unsupervised rows (positive = the anchor itself, sim 1) would swamp the positives' histogram.
-        paired = np.asarray(table.column("anchor_id").to_pylist(), dtype=object) != \
-            np.asarray(table.column("positive_id").to_pylist(), dtype=object)
-        positives.append(table.column("anchor_positive_sim").to_numpy(zero_copy_only=False)[paired])
-    if not negatives:
+        labeled = pc.not_equal(table.column("anchor_id"), table.column("positive_id"))
+        pairs.append(table.select(["anchor_id", "positive_id", "anchor_positive_sim"]).filter(labeled))
+    # Each labeled pair once: every band repeats the same (anchor, positive) rows with other negatives.
+    distinct = pa.concat_tables(pairs).group_by(["anchor_id", "positive_id"], use_threads=False).aggregate(
+        [("anchor_positive_sim", "first")]) if pairs else None
+
+    def finite(values: Any) -> Any:
+        values = np.asarray(values, dtype=float)
+        return values[np.isfinite(values)]
+
+    by_band = {band: finite(np.concatenate(parts)) for band, parts in negatives.items()}
+    positives = distinct.column("anchor_positive_sim_first").to_numpy(zero_copy_only=False) if distinct else []
+    return by_band, finite(positives)
+
+
+def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
+    """Anchor-negative similarity per band (and anchor-positive over the distinct labeled pairs) for one
+    mined round."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    read = read_similarities(run, r)
+    if read is None or not read[0]:
         return None
+    negatives, pos = read
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
     bins = np.linspace(-0.2, 1.0, 49)
     order = [b for b in BAND_ORDER if b in negatives] + [b for b in negatives if b not in BAND_ORDER]
     for band in order:
-        values = np.concatenate(negatives[band]).astype(float)
-        values = values[np.isfinite(values)]
+        values = negatives[band]
         if values.size:
             ax.hist(values, bins=bins, histtype="step", linewidth=1.5, density=True,
                     label=f"{band} (n={values.size}, mean {values.mean():.2f})")
-    pos = np.concatenate(positives).astype(float) if positives else np.array([])
-    pos = pos[np.isfinite(pos)]
     if pos.size:
         ax.hist(pos, bins=bins, histtype="stepfilled", alpha=0.2, color="grey", density=True,
                 label=f"anchor-positive, labeled pairs (n={pos.size})")
@@ -170,9 +214,10 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
              f"Run folder: `{run.root}`  ",
              (f"Rounds completed: {len(done)} of {total}; seed {config.get('seed', '?')}; "
               f"{config.get('steps_per_round', '?')} training steps per round at batch "
-              f"{config.get('batch_size', '?')}."),
-             ""]
+              f"{config.get('batch_size', '?')}.  "),
+             _wall_time_line(run, base, rounds), ""]
     lines += _selection_lines(run)
+    lines += _data_read(run, done)
 
     rows = ([base] if base else []) + rounds
     lines += ["## Evaluation per round", ""]
@@ -221,11 +266,19 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
                   "|---|---|---|---|"]
         bands = manifest.get("bands") or {}
         order = [b for b in BAND_ORDER if b in bands] + [b for b in bands if b not in BAND_ORDER]
+        self_matches = []
         for band in order:
             stats = bands[band]
-            skipped = ", ".join(f"{k}: {v}" for k, v in (stats.get("skipped") or {}).items()) or "–"
+            skips = dict(stats.get("skipped") or {})
+            if skips.get(SELF_MATCH):
+                self_matches.append(f"{band} {skips[SELF_MATCH]}")
+            skipped = ", ".join(f"{k}: {v}" for k, v in skips.items() if k != SELF_MATCH) or "–"
             lines.append(f"| {band} | {stats.get('rows', 0)} | {_fmt(stats.get('mean_anchor_negative_sim'), 4)} | "
                          f"{skipped} |")
+        if self_matches:
+            lines += ["", ("Skipped candidates are counted per reason (see docs/mining.md). Not counted there: "
+                           "candidates that were the anchor itself, excluded by construction since every sentence "
+                           f"is its own nearest neighbour ({', '.join(self_matches)}).")]
         links = []
         for f in manifest.get("files", []):
             rel = resolve_file(run.triplets, r, f["path"]).relative_to(run.root).as_posix()
@@ -236,8 +289,11 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
 
     lines += ["## Models", ""]
     for r in done:
+        card = run.model_dir(r) / "README.md"
         lines.append(f"- round {r}: [`rounds/{r}/model/`](rounds/{r}/model/) — loads with "
-                     f"`SentenceTransformer(\"{run.model_dir(r)}\")`")
+                     f"`SentenceTransformer(\"{run.model_dir(r)}\")`"
+                     + (f"; model card [`rounds/{r}/model/README.md`](rounds/{r}/model/README.md)"
+                        if card.is_file() else ""))
     lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
 
@@ -251,6 +307,55 @@ def _selection_lines(run: RunDir) -> list[str]:
     return ["## Model to use", "", f"**{selection['note']}**", "",
             f"Selected by `{selection['dev_metric']}` among the starting model and every completed round "
             f"(`selection.json`); report your final figures on a set that did not select.", ""]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _wall_time_line(run: RunDir, base: dict[str, Any] | None, rounds: list[dict[str, Any]]) -> str:
+    """The run's wall time so far: each round's from timings.json; a round the flow has not timed yet (the
+    one this report closes: its time is recorded after the report) by its mining, training and evaluation."""
+    path = run.root / "timings.json"
+    timed = {t["round"]: t for t in json.loads(path.read_text(encoding="utf-8"))} if path.is_file() else {}
+    total = float((base or {}).get("seconds") or 0.0)
+    untimed = []
+    for row in rounds:
+        r = row["round"]
+        if r in timed:
+            total += float(timed[r].get("wall_seconds") or 0.0)
+        else:
+            total += sum(float(v) for v in (row.get("seconds") or {}).values() if isinstance(v, (int, float)))
+            untimed.append(str(r))
+    line = f"Wall time: {_duration(total)} (base model evaluation and {len(rounds)} round(s)"
+    if untimed:
+        line += (f"; {'rounds' if len(untimed) > 1 else 'round'} {', '.join(untimed)} counted by mining, training "
+                 f"and evaluation time only, not yet timed by the flow")
+    return line + ")."
+
+
+def _data_read(run: RunDir, done: list[int]) -> list[str]:
+    """What the run read: per source file, rows read, kept and dropped; the pool; the anchor rows by kind."""
+    manifest = next((m for r in reversed(done) if (m := _read_manifest(run, r)) is not None), None)
+    corpus = (manifest or {}).get("corpus") or {}
+    if not corpus:
+        return []
+    lines = ["## Data read", "", "| file | kind | rows read | kept | dropped: empty | duplicates | no negative |",
+             "|---|---|---|---|---|---|---|"]
+    for src in corpus.get("sources") or []:
+        path = Path(src.get("path", ""))
+        shown = path.relative_to(run.root).as_posix() if path.is_relative_to(run.root) else str(path)
+        lines.append(f"| `{shown}` | {src.get('kind', '')} | {src.get('rows', 0)} | {src.get('kept', 0)} | "
+                     f"{src.get('empty', 0)} | {src.get('duplicates', 0)} | {src.get('missing_negative', 0)} |")
+    kinds = corpus.get("anchor_rows") or {}
+    lines += ["", (f"Sentence pool: {corpus.get('pool', 0)} distinct sentences. Anchor rows used for mining: "
+                   f"{kinds.get('pair', 0)} labeled pairs, {kinds.get('nli', 0)} NLI triplets, "
+                   f"{kinds.get('unsupervised', 0)} unsupervised sentences (the sentence is its own positive)."), ""]
+    return lines
 
 
 def build_report(run_dir: str | Path) -> Path:

@@ -370,8 +370,10 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     if config.negatives == "in_batch":
         batches = [without_hard_negatives(b) for b in batches]
     encoder = load_encoder(model_path, config)
+    from flows.model_cards import round_card
+
     result = train(encoder, batches, train_config(config, round_), run.train_dir(round_),
-                   optimizer_state=optimizer_state)
+                   optimizer_state=optimizer_state, card=round_card(config, run, round_, plan.get("plan")))
     trained = run.train_dir(round_) / MODEL
     for src, dst in ((run.train_dir(round_) / OPTIMIZER, run.optimizer_dir(round_)), (trained, run.model_dir(round_))):
         if dst.exists():  # left by a kill between these renames and the result file
@@ -424,6 +426,9 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
         "seconds": {"mine": mined.get("seconds"), "train": trained.get("seconds"),
                     "evaluate": evaluated.get("seconds")},
     })
+    from flows.model_cards import write_round_card
+
+    write_round_card(config, run, round_, metrics)  # before metrics.json, which marks the round complete
     write_json(run.metrics_path(round_), metrics)
     log.info("round %d closed: %s", round_, verdict["reason"])
     return metrics

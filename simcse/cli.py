@@ -77,12 +77,15 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Seed for batches and dropout."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    data_licence: str | None = typer.Option(None, "--data-licence", help="The training data's licence (e.g. "
+                                                                          "CC-BY-4.0), named in the model card."),
 ) -> None:
     """Train SimCSE (unsupervised on --unsup, or supervised on --nli) and save a sentence-transformers model."""
     from simcse.batching import triplet_batches, unsupervised_batches
     from simcse.data import load_sentences, load_triplets
     from simcse.evaluation import DevEvaluator
     from simcse.model import SimCSEEncoder
+    from simcse.model_card import ModelCardInfo, file_sha256
     from simcse.train import TrainConfig, train
 
     if (unsup is None) == (nli is None):
@@ -100,6 +103,8 @@ def train_command(
             raise InputError("needs at least 2 distinct sentences", path=unsup)
         batches = unsupervised_batches(corpus.texts, batch_size, seed=seed)
         summary = f"{len(corpus.texts)} sentences ({corpus.dropped_empty} empty, {corpus.duplicates} repeats dropped)"
+        kept, dropped, columns = len(corpus.texts), {"empty": corpus.dropped_empty, "duplicate": corpus.duplicates}, \
+            ["text"]
     else:
         triplets = load_triplets(nli)
         if len(triplets) < 2:
@@ -107,11 +112,18 @@ def train_command(
         batches = triplet_batches(triplets.anchor, triplets.positive, triplets.negative, batch_size, seed=seed)
         dropped = ", ".join(f"{v} {k}" for k, v in triplets.dropped.items() if v) or "none"
         summary = f"{len(triplets)} triplets (dropped: {dropped})"
+        kept, dropped, columns = len(triplets), dict(triplets.dropped), ["anchor", "positive", "negative"]
     evaluator = DevEvaluator(eval_sts) if eval_sts else None
     encoder = SimCSEEncoder.from_pretrained(model, pooling=pooling, max_length=max_length, device=device)
     typer.echo(f"train: {summary}, {len(batches)} batches/epoch, model {encoder.source}, pooling {encoder.pooling}",
                err=True)
-    result = train(encoder, batches, config, out, evaluator=evaluator)
+    source = unsup if unsup is not None else nli
+    card = ModelCardInfo(
+        data=[{"path": str(source), "kind": "corpus" if unsup is not None else "nli", "licence": data_licence,
+               "sha256": file_sha256(source) if source.is_file() else None, "rows": kept + sum(dropped.values()),
+               "kept": kept, "dropped": dropped}],
+        training_rows={"name": source.name, "rows": kept, "columns": columns})
+    result = train(encoder, batches, config, out, evaluator=evaluator, card=card)
     typer.echo(json.dumps({"steps": result.steps, "model": result.model_path, "best": result.best_path,
                            "best_metric": result.best_metric, "best_step": result.best_step,
                            "train_accuracy": result.train_accuracy, "triplets_per_s": result.triplets_per_s}))

@@ -23,6 +23,7 @@ from torch import nn
 from simcse.errors import InputError
 
 if TYPE_CHECKING:
+    from simcse.model_card import ModelCardInfo
     from simcse.packing import PackedBatch
 
 POOLINGS = ("cls", "mean", "cls_before_pooler")
@@ -320,17 +321,23 @@ class SimCSEEncoder(nn.Module):
         return h.hexdigest()[:32]
 
     # -------------------------------------------------------------------------------------------- save
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write a sentence-transformers folder (safetensors) atomically; returns its path.
+    def save(self, path: str | os.PathLike, card: ModelCardInfo | None = None) -> Path:
+        """Write a sentence-transformers folder (safetensors) with its model card, atomically; returns its path.
 
         `SentenceTransformer(path)` loads it with no project code and gives the same embeddings as `encode`.
         The training-only MLP head is kept beside it (ignored by sentence-transformers) so training can go on.
+        `README.md` is the model card (simcse.model_card): the base model and its licence, from where this
+        encoder was loaded, plus whatever `card` says (data, loss, curriculum, metrics).
         """
+        from simcse.model_card import ModelCardInfo, describe_base, write_model_card
         from simcse.storage import atomic_dir
 
         path = Path(path)
+        source = getattr(self, "source", None)  # set by from_pretrained; unknown for an encoder built by hand
+        info = (describe_base(source) if source else ModelCardInfo()).merged(card)
         with atomic_dir(path) as tmp:
             self._write_folder(tmp)
+            write_model_card(tmp, info)
         return path
 
     def _write_folder(self, folder: Path) -> None:

@@ -30,6 +30,7 @@ from simcse.errors import InputError
 from simcse.io import atomic_write_json
 from simcse.losses import sup_simcse_loss, unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
+from simcse.model_card import ModelCardInfo, training_card
 from simcse.packing import PackedBatch, pack_sequences
 from simcse.storage import atomic_dir, recover_dir
 
@@ -400,7 +401,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: str | Path, d
 def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: TrainConfig | None = None,
           output_dir: str | Path = "runs/simcse", evaluator: Evaluator | None = None,
           on_step: Callable[[int, dict[str, Any]], None] | None = None,
-          optimizer_state: str | Path | None = None) -> TrainResult:
+          optimizer_state: str | Path | None = None, card: ModelCardInfo | None = None) -> TrainResult:
     """Train `encoder` in place on `batches` and save it as `output_dir/model` (sentence-transformers).
 
     `batches` must be re-iterable and deterministic (a `BucketedBatches`, a list, a curriculum sampler);
@@ -409,6 +410,8 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     `on_step(step, record)` is called after every optimizer step (record: loss tensor, rows, epoch).
     `optimizer_state`: the `optimizer/` folder a previous call wrote (`config.save_optimizer`): this call
     continues with its moments and step counts (a run trained round by round keeps one optimizer).
+    Both folders carry a model card (simcse.model_card): what the trainer saw (loss, hyperparameters, dev
+    metric, logs) under what `card` says (data, curriculum, round).
     """
     config = config or TrainConfig()
     output_dir = Path(output_dir)
@@ -437,6 +440,11 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
                         pack_offset)
 
     evaluated_at: int | None = state.evaluations[-1]["step"] if state.evaluations else None
+    batch_kinds: set[tuple[int, bool]] = set()  # (hard negatives per row or -1, own α) seen: the card's loss
+
+    def card_now(details: Mapping[str, Any] | None = None, metric: float | None = None) -> ModelCardInfo:
+        return training_card(card, config.model_dump(), TrainConfig().model_dump(), batch_kinds, state.step,
+                             state.rows, state.history, state.evaluations, details, metric)
 
     def evaluate() -> None:
         nonlocal evaluated_at
@@ -448,7 +456,7 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
         evaluated_at = state.step
         if state.best_metric is None or metric > state.best_metric:
             state.best_metric, state.best_step = metric, state.step
-            encoder.save(output_dir / BEST)
+            encoder.save(output_dir / BEST, card=card_now(details, metric))
 
     from tqdm.auto import tqdm
 
@@ -471,6 +479,7 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
                     input_ids, mask = (t.to(device, non_blocking=True) for t in item.inputs)
                     emb = encoder(input_ids, mask)
             rows = item.rows
+            batch_kinds.add((item.k, isinstance(item.alpha, torch.Tensor)))
             if item.k < 0:
                 loss, acc = unsup_simcse_loss(emb[:rows], emb[rows:], config.temperature)
             else:
@@ -541,7 +550,8 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
         if config.save_optimizer:
             with atomic_dir(output_dir / OPTIMIZER) as tmp:
                 torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        encoder.save(output_dir / MODEL)
+        last = state.evaluations[-1] if state.evaluations and state.evaluations[-1]["step"] == state.step else None
+        encoder.save(output_dir / MODEL, card=card_now(last, last["metric"] if last else None))
     encoder.eval()
     recent = state.accuracies[-config.accuracy_window:]
     result = TrainResult(

@@ -35,3 +35,17 @@ def test_plot_needs_a_history(tmp_path):
     with pytest.raises(ValueError, match="no schedule to plot"):
         plot_schedule(scheduler.state, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_step_axis_has_whole_step_ticks_on_a_short_run():
+    """A 3-step run once showed ticks at 0.5, 1.5, ...: steps are whole numbers."""
+    from curriculum.plot import schedule_figure
+
+    scheduler = CurriculumScheduler(parse_config({"pacing": "linear", "unit": "step", "total": 3}))
+    scheduler.start_round(0, D)
+    for _ in range(3):
+        scheduler.after_batch()
+    fig = schedule_figure(scheduler.state)
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks

@@ -41,6 +41,8 @@ def tiny_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("flows-inputs")
     model = build_tiny_model(root / "tiny-bert", seed=0)
+    # A base model's own card, whose licence the round models' cards carry on.
+    (model / "README.md").write_text("---\nlicense: mit\n---\n\n# A tiny random BERT\n", encoding="utf-8")
     # A small STS-format file: only the plumbing of STS scoring is under test here, not the score.
     rows = ["sentence1\tsentence2\tscore"]
     for i in range(12):
@@ -164,6 +166,76 @@ def test_curriculum_flow_leaves_a_complete_run_directory(reference_run: dict[str
     devs = {c["round"]: c["dev"] for c in selection["candidates"]}
     assert set(devs) == {"base", 0, 1} and selection["dev"] == max(devs.values())
     assert summary["model_to_use"] == selection["model_to_use"] and "model to use" in report.lower()
+
+
+def test_round_models_carry_model_cards(reference_run: dict[str, Any], tiny_inputs: dict[str, Path]) -> None:
+    """Each round's model folder has a card: base model and its licence, data, loss, curriculum, metrics."""
+    from simcse.model_card import read_card_info, read_front_matter
+
+    run: Path = reference_run["dir"]
+    for r in (0, 1):
+        folder = run / "rounds" / str(r) / "model"
+        metrics = json.loads((run / "rounds" / str(r) / "metrics.json").read_text())
+        meta = read_front_matter(folder / "README.md")
+        # Round 1 trains from round 0's folder, yet names the run's base model and its licence.
+        assert meta["base_model"] == str(tiny_inputs["model"]) and meta["license"] == "mit"
+        assert meta["library_name"] == "sentence-transformers" and "simcse" in meta["tags"]
+        index = {m["type"]: m["value"] for res in meta["model-index"][0]["results"] for m in res["metrics"]}
+        assert index["spearman_cosine"] == pytest.approx(metrics["evaluation"]["sts"]["sts_dev"] / 100)
+        assert index["cosine_ap"] == pytest.approx(metrics["evaluation"]["pairs"]["eval_pairs"] / 100)
+        text = (folder / "README.md").read_text()
+        cur = metrics["curriculum"]
+        for expected in (f"**Curriculum round:** {r} of 2", "supervised SimCSE", "**Temperature τ:** 0.050",
+                         "#### Curriculum", "mode paced, pacing root", f"**After this round:** {cur['decision']}",
+                         "| nearest_neighbour | ", "#### Training Data Provenance", "corpus.jsonl", "PSF-2.0",
+                         f"STS sts_dev {metrics['evaluation']['sts']['sts_dev']:.2f}", "mined triplets, round"):
+            assert expected in text, (r, expected)
+        info = read_card_info(folder)
+        assert info.curriculum["mixture"] == pytest.approx(cur["mixture"])
+        assert info.loss["alpha"] == pytest.approx(cur["alpha"]) and info.steps == 6
+        assert {d["kind"] for d in info.data} == {"corpus", "pairs"} and all(d["sha256"] for d in info.data)
+        assert info.trained_from == (None if r == 0 else str(run / "rounds" / "0" / "model"))  # None: the base
+
+
+def test_report_counts_distinct_pairs_and_keeps_self_matches_apart(reference_run: dict[str, Any]) -> None:
+    """The positives histogram counts each labeled pair once (not once per band); candidates that were the
+    anchor itself are not shown as skips; the report says what was read and how long the run took."""
+    import pyarrow.parquet as pq
+
+    from flows.report import read_similarities
+    from flows.rundir import RunDir
+
+    run: Path = reference_run["dir"]
+    manifest = json.loads((run / "triplets/round=0/manifest.json").read_text())
+    rows, pairs = 0, set()
+    for entry in manifest["files"]:
+        table = pq.read_table(run / "triplets/round=0" / entry["path"]).to_pylist()
+        labeled = [(x["anchor_id"], x["positive_id"]) for x in table if x["anchor_id"] != x["positive_id"]]
+        rows += len(labeled)
+        pairs.update(labeled)
+    assert len(pairs) < rows, "the bands repeat labeled pairs, which is what is under test"
+    negatives, positives = read_similarities(RunDir(run), 0)
+    assert positives.size == len(pairs)
+    assert {b: v.size for b, v in negatives.items()} == {f["band"]: f["rows"] for f in manifest["files"]}
+
+    report = (run / "report.md").read_text()
+    mined = report.split("## Mined bands", 1)[1].split("## Models", 1)[0]
+    table_rows = [line for line in mined.splitlines() if line.startswith("| ") and not line.startswith("| band")]
+    assert table_rows and not any("anchor:" in line for line in table_rows)
+    for band, stats in manifest["bands"].items():
+        if stats["skipped"].get("anchor"):
+            assert f"{band} {stats['skipped']['anchor']}" in mined.split("### Round 1")[0]
+    nn = manifest["bands"]["nearest_neighbour"]["skipped"]
+    assert f"max_score: {nn['max_score']}" in mined
+
+    assert "Wall time: " in report
+    corpus = json.loads((run / "triplets/round=1/manifest.json").read_text())["corpus"]
+    read = report.split("## Data read", 1)[1].split("## ", 1)[0]
+    for src in corpus["sources"]:
+        name = Path(src["path"]).name
+        assert f"| `data/{name}` | {src['kind']} | {src['rows']} | {src['kept']} |" in read
+    assert f"{corpus['anchor_rows']['pair']} labeled pairs" in read
+    assert "rounds/1/model/README.md" in report
 
 
 def test_prefect_records_artifacts_and_reuses_cached_tasks(reference_run: dict[str, Any]) -> None:

