@@ -1,4 +1,4 @@
-"""The model registry: versions of the encoder, each with its parent, what it saw, its metrics and whether it
+"""The model registry: versions of the encoder, each with its parent, its metrics and whether it
 was promoted; the alias `current` names the model to use. Built on MLflow's model registry (a registered
 model, its versions, tags and aliases) in an `MlflowStore` (a folder with SQLite, or a team's server).
 
