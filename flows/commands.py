@@ -92,6 +92,10 @@ def _report_line(summary: dict[str, Any]) -> None:
     typer.echo(f"rounds completed: {len(done)} of {summary.get('rounds')}")
     typer.echo(f"run folder: {summary.get('run_dir')}")
     typer.echo(f"report: {summary.get('report')}")
+    selection = summary.get("selection")
+    if selection:  # the run's answer: which model to use (the starting model when no round beat it)
+        typer.echo(f"model to use: {selection['model_to_use']}")
+        typer.echo(f"  {selection['note']}")
 
 
 def _run_flow(flows_module: Any, flow: str, cfg: Any, round_: int, model: str | None) -> dict[str, Any]:
