@@ -36,22 +36,6 @@ class RoundSteps:
     on_round: Callable[[int, dict[str, Any]], None] | None = None  # after a round closed (e.g. artifacts)
 
 
-def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
-    """The step functions called directly (no orchestration): what the experiment harness builds on."""
-    from flows.report import build_report
-
-    log = log or steps._log
-    return RoundSteps(
-        prepare=lambda: steps.prepare_inputs(config, run, log),
-        evaluate=lambda model, inputs: steps.evaluate_model(model, inputs, config, log),
-        mine=lambda model, inputs, r: steps.mine_round(model, inputs, config, run, r, log),
-        schedule=lambda r: steps.schedule_round(config, run, r, log),
-        train=lambda model, plan, r: steps.train_round(model, plan, config, run, r, log),
-        finish=lambda r, mined, trained, evaluated: steps.finish_round(config, run, r, mined, trained, evaluated, log),
-        report=lambda: {"report": str(build_report(run.root))},
-    )
-
-
 def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None) -> dict[str, Any]:
     """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings)."""
     log = log or steps._log
