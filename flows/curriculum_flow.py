@@ -112,9 +112,12 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
 @flow(name="simcse-train", log_prints=True, validate_parameters=False)
 def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> dict[str, Any]:
     """Train one curriculum round on an already mined round (see `mine_flow`), then evaluate it."""
+    from flows.recovery import ensure_state
+
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
     run.claim(config)
+    ensure_state(run, config, get_run_logger())
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
     if not run.manifest_path(round_).is_file():

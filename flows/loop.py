@@ -37,10 +37,22 @@ class RoundSteps:
 
 
 def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None) -> dict[str, Any]:
-    """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings)."""
-    log = log or steps._log
+    """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings).
+
+    Holds the run folder's lock throughout (`simcse.folder_lock`; re-entrant, so the CLI's lock covers it)."""
+    from simcse.folder_lock import lock_folder
+
+    run.root.mkdir(parents=True, exist_ok=True)
+    with lock_folder(run.root):
+        return _run_rounds(config, run, how, log or steps._log)
+
+
+def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> dict[str, Any]:
+    from flows.recovery import ensure_state
+
     run.claim(config)
     steps.clean_partial_writes(run)
+    ensure_state(run, config, log)  # a lost or stale state.json is rebuilt from the rounds, never restarted
     start = time.perf_counter()
     inputs = how.prepare()
     base_model = steps.base_model_path(config)
