@@ -70,14 +70,15 @@ class SchedulePreview:
             else:
                 rank = sorted(scheduled, key=BAND_NAMES.index).index(band)
                 cause = "pacing"
-                why = (f"competence reaches only {self.final_competence:.2f} by the run's last step (curriculum.total "
-                       f"{cfg.total} {cfg.unit}s, counted from 0; the run has {len(self.rounds)} rounds of "
-                       f"{self.steps_per_round} steps), and as band {rank + 1} of {len(scheduled)} it is drawn only "
-                       f"above {rank / len(scheduled):.2f}")
+                rounds = f"{len(self.rounds)} round{'s' if len(self.rounds) != 1 else ''}"
+                why = (f"competence reaches {'only ' if expected == 0 else ''}{self.final_competence:.2f} by the "
+                       f"run's last step (curriculum.total {cfg.total} {cfg.unit}s, counted from 0; the run has "
+                       f"{rounds} of {self.steps_per_round} steps), and as band {rank + 1} of {len(scheduled)} it is "
+                       f"drawn only above {rank / len(scheduled):.2f}")
                 if cfg.mode == "adaptive":
                     why += " even if every round advances"
             if expected > 0:
-                why += f" (~{expected:.1f} triplets expected over the run)"
+                why += f": ~{expected:.1f} triplets expected over the run"
             out.append(UnusedBand(band=band, cause=cause, why=why, expected_triplets=expected))
         return out
 
