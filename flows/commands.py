@@ -155,6 +155,8 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option("--steps", help="override steps_per_round")] = None,
         round_: Annotated[int, typer.Option("--round", help="mine/train flows: which round")] = 0,
         model: Annotated[str | None, typer.Option(help="mine/train/evaluate flows: model folder to use")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="check every file and setting, estimate time and "
+                                                                "disk from a short calibration, write nothing")] = False,
         as_json: JsonOption = False,
         quiet: QuietOption = False,
         log_level: LogLevelOption = None,
@@ -162,11 +164,19 @@ def register(app: typer.Typer) -> None:
         """Run (or resume) a curriculum run: re-running the same command continues where it stopped."""
         from flows.config import load_config
         from flows.prefect_env import configure_prefect_home
+        from flows.validate import check_run
 
         if flow not in FLOWS:
             raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
         _configure_logging(quiet, log_level)
         cfg = load_config(config, _overrides(output_dir, rounds, steps))
+        check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched
+        if dry_run:
+            from flows.estimate import estimate_run
+            from flows.setup_commands import print_check
+
+            print_check(check, as_json, estimate_run(check))
+            return
         with OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
             configure_prefect_home(cfg.output_dir)
             with _run_environment(cfg.output_dir):

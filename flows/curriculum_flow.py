@@ -22,6 +22,7 @@ from flows import steps
 from flows.config import RunConfig, load_config
 from flows.rundir import RunDir
 from flows.tasks import bind_tasks
+from flows.validate import check_run
 
 ConfigArg = RunConfig | str | Path
 
@@ -85,6 +86,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         finish=lambda r, mined, trained, evaluated: tasks.finish(config, run.root, r, mined, trained, evaluated),
         report=lambda: tasks.report(run.root),
         on_round=after_round,
+        check=lambda: check_run(config),
     )
     summary = run_rounds(config, run, how, logger)
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
@@ -98,6 +100,7 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     """Mine every configured band of the corpus once (a domain team's triplets), without training."""
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
+    check_run(config)  # before the folder is touched
     run.claim(config)
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
@@ -116,6 +119,7 @@ def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> 
 
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
+    check_run(config)  # before the folder is touched
     run.claim(config)
     ensure_state(run, config, get_run_logger())
     tasks = bind_tasks(run)

@@ -34,17 +34,41 @@ class RoundSteps:
     finish: Callable[[int, dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]
     report: Callable[[], dict[str, Any]] | None = None
     on_round: Callable[[int, dict[str, Any]], None] | None = None  # after a round closed (e.g. artifacts)
+    check: Callable[[], Any] | None = None  # before the run folder is touched: flows.validate.check_run
+
+
+def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
+    """The step functions called directly, without Prefect: the fault-injection tests drive a run this way."""
+    from flows.report import build_report
+    from flows.validate import check_run
+
+    log = log or steps._log
+    return RoundSteps(
+        check=lambda: check_run(config),
+        prepare=lambda: steps.prepare_inputs(config, run, log),
+        evaluate=lambda model, inputs: steps.evaluate_model(model, inputs, config, log),
+        mine=lambda model, inputs, r: steps.mine_round(model, inputs, config, run, r, log),
+        schedule=lambda r: steps.schedule_round(config, run, r, log),
+        train=lambda model, plan, r: steps.train_round(model, plan, config, run, r, log),
+        finish=lambda r, mined, trained, evaluated: steps.finish_round(config, run, r, mined, trained, evaluated, log),
+        report=lambda: {"report": str(build_report(run.root))},
+    )
 
 
 def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None) -> dict[str, Any]:
     """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings).
 
-    Holds the run folder's lock throughout (`simcse.folder_lock`; re-entrant, so the CLI's lock covers it)."""
+    Checks every input first (`how.check`), before the run folder is touched, then holds the folder's lock
+    throughout (`simcse.folder_lock`; re-entrant, so the CLI's lock covers it)."""
     from simcse.folder_lock import lock_folder
 
+    log = log or steps._log
+    if how.check is not None:  # every file, column and label before the folder is touched
+        for warning in how.check().warnings:
+            log.warning("%s", warning)
     run.root.mkdir(parents=True, exist_ok=True)
     with lock_folder(run.root):
-        return _run_rounds(config, run, how, log or steps._log)
+        return _run_rounds(config, run, how, log)
 
 
 def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> dict[str, Any]:
