@@ -161,6 +161,9 @@ class EvalSettings(_Strict):
     pairs: list[LabeledPairsFile] = Field(default_factory=list, description="sentence1, sentence2, label (0/1)")
     dev_metric: str | None = Field(
         None, description="'sts/<file stem>' or 'pairs/<file stem>' picks the dev metric (default: the first)")
+    min_improvement: float = Field(
+        0.0, ge=0.0, description="points of the dev metric a round must gain over the starting model to be the "
+                                 "model to use; a small dev set's noise can make a worse model look better")
 
     @field_validator("dev_metric")
     @classmethod

@@ -479,17 +479,21 @@ def select_model(run: RunDir, config: RunConfig) -> dict[str, Any] | None:
         value = (metrics.get("dev_metric") or {}).get("value")
         if value is not None:
             candidates.append({"round": r, "model": metrics.get("model"), "dev": value})
-    best = max(candidates, key=lambda c: (c["dev"], -1 if c["round"] == "base" else c["round"]))
-    improved = best["round"] != "base"
+    margin = config.eval.min_improvement
+    best_round = max(candidates[1:], key=lambda c: (c["dev"], c["round"]), default=None)
+    improved = best_round is not None and best_round["dev"] > candidates[0]["dev"] + margin
+    best = best_round if improved else candidates[0]
+    by = f" by more than {margin:g} (eval.min_improvement)" if margin else ""
     if improved:
         note = (f"round {best['round']} has the best {name} ({best['dev']:.2f}, starting model "
                 f"{candidates[0]['dev']:.2f}): use {best['model']}")
     else:
-        note = (f"no round beat the starting model on {name} (best round "
-                f"{max((c['dev'] for c in candidates[1:]), default=float('nan')):.2f}, starting model "
+        best_dev = best_round["dev"] if best_round else float("nan")
+        note = (f"no round beat the starting model on {name}{by} (best round {best_dev:.2f}, starting model "
                 f"{candidates[0]['dev']:.2f}): this data did not improve it; keep the starting model {best['model']}")
     selection = {"dev_metric": name, "selected_round": best["round"], "model_to_use": best["model"],
-                 "dev": best["dev"], "improved": improved, "note": note, "candidates": candidates}
+                 "dev": best["dev"], "improved": improved, "min_improvement": margin, "note": note,
+                 "candidates": candidates}
     write_json(run.root / "selection.json", _jsonable(selection))
     return selection
 
