@@ -441,7 +441,7 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
         verdict = {"advanced": end.event == "advance", "reason": end.reason, "stage_after": end.stage,
                    "competence_after": end.competence}
     metrics = _jsonable({
-        "round": round_, "model": str(run.model_dir(round_)),
+        "round": round_, "model": str(run.model_dir(round_)), "model_sha256": run.model_sha256(round_),
         "evaluation": evaluated.get("evaluation"), "dev_metric": evaluated.get("dev_metric"),
         "train": {k: trained.get(k) for k in ("steps", "mean_train_accuracy", "seconds")},
         "mining": {"bands": mined.get("bands"), "rows": mined.get("rows"), "seconds": mined.get("seconds")},

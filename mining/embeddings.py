@@ -28,7 +28,7 @@ from simcse.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: meta.json carries the matrix's sha256, checked on every cache hit
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
 
 
@@ -183,9 +183,14 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if {k: meta.get(k) for k in key} == key:
                 matrix = np.load(final, mmap_mode="r")
-                if matrix.shape[0] == n:
+                if matrix.shape[0] == n and _file_sha256(final) == meta.get("sha256"):
                     log.info("embeddings: cache hit %s (%d x %d)", folder, *matrix.shape)
                     return Embeddings(matrix, list(corpus.ids), model_fp, pool_fp, final, cached=True)
+                # Changed bytes (a bit flip, an edited file) decode fine and would be used silently: re-encode.
+                log.warning("embeddings: the cache in %s changed on disk since it was written (sha256 differs "
+                            "from meta.json); encoding the corpus again", folder)
+                del matrix
+                meta_path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     partial, progress_path = folder / "embeddings.npy.partial", folder / "progress.json"
     done, matrix = 0, None
@@ -218,10 +223,19 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     os.replace(partial, final)
     atomic_write_json(folder / "ids.json", list(corpus.ids))
     seconds = time.perf_counter() - t0
-    atomic_write_json(meta_path, {**key, "dim": dim, "dtype": "float16", "encode_seconds": seconds})
+    atomic_write_json(meta_path, {**key, "dim": dim, "dtype": "float16", "encode_seconds": seconds,
+                                  "sha256": _file_sha256(final)})
     progress_path.unlink(missing_ok=True)
     log.info("embeddings: encoded %d texts in %.1fs into %s", n - done, seconds, folder)
     return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), model_fp, pool_fp, final, False, seconds)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -516,11 +516,33 @@ def test_a_damaged_round_model_in_run_is_one_line_and_the_traceback_is_in_run_lo
     proc = cli(["run", str(config)], cli_env(harness), timeout=600)
     assert proc.returncode == 2, proc.stderr[-4000:]
     lines = proc.stderr.splitlines()
-    assert lines[-1].startswith(f"error: {weights}: damaged or incomplete safetensors file"), proc.stderr[-4000:]
+    # the loop checks the model against the sha256 its round recorded before any task loads it
+    assert lines[-1].startswith(f"error: {weights.parent}: round 0's model changed on disk"), proc.stderr[-4000:]
     assert not any(line.startswith("error: ") for line in lines[:-1])
     assert "Traceback" not in proc.stderr and "Finished in state" not in proc.stderr, proc.stderr
     log = (folder / "run.log").read_text()
-    assert "Traceback (most recent call last)" in log and "damaged or incomplete safetensors file" in log
+    assert "Traceback (most recent call last)" in log and "round 0's model changed on disk" in log
+
+
+def test_a_round_model_with_flipped_bytes_is_not_trained_on(plain_runs: dict[str, Path], inputs: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    """One flipped byte inside round 0's weights still loads (old code: round 1 trained on it, rc 0); the
+    sha256 recorded when round 0 closed stops the resume with the way out, before round 1 writes anything."""
+    from simcse.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    weights = folder / "rounds/0/model/model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"round 0's model changed on disk since the round finished .* restore the "
+                                         r"folder, or delete .*rounds/0 and every later round"):
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1").exists()
+    (folder / "rounds/0/model/README.md").write_text("a card the team edited")  # cards are not the model
+    weights.write_bytes((plain_runs["half"] / "rounds/0/model/model.safetensors").read_bytes())
+    assert _resume_plain(folder, inputs)["rounds_completed"] == [0, 1]
 
 
 def test_mine_on_a_damaged_embeddings_cache_is_one_line_with_a_hint(inputs: dict[str, Path], tmp_path: Path) -> None:
