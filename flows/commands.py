@@ -110,7 +110,9 @@ def _run_environment(run_dir: Path) -> Iterator[None]:
     from flows.server_guard import guard_ephemeral_server
 
     configure_library_caches(run_dir)
-    import prefect  # noqa: F401 - Prefect configures its logging on import; the run log joins it after
+    # Prefect configures its logging when `prefect.main` is imported (a bare `import prefect` is lazy), and skips
+    # the console handler if the root logger already has one of ours: so Prefect first, then the run log.
+    import prefect.main  # noqa: F401
 
     attach_run_log(run_dir)
     guard_ephemeral_server()
