@@ -55,10 +55,11 @@ def _global_options(
 def _input_error_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from curriculum.errors import CurriculumError
-    from simcse.errors import InputError
+    from dataio.errors import UserError
 
-    return InputError, ValidationError, CurriculumError  # config, data and state errors are all user-fixable
+    # Every error of ours a user can fix (input, config, triplet folder, curriculum state) is a UserError;
+    # pydantic's own ValidationError (a model built from user values outside a config file) is one too.
+    return UserError, ValidationError
 
 
 def _command_line_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -163,7 +163,28 @@ def inspect_command(
         typer.echo(f"page: {write_html(report, html_path, rows_per_band=rows)}", err=as_json)
 
 
+def upgrade_command(
+    folder: Annotated[Path, typer.Argument(help="A triplets folder written by an older version (or a run folder "
+                                                 "holding one in triplets/).")],
+) -> None:
+    """Convert a triplets folder of an older version in place (round and band only in the path, the manifest
+    named .manifest.json), so pandas, pyarrow and datasets read it in one line and this version reads it."""
+    from dataio.triplets import legacy_rounds, upgrade_folder
+
+    if not folder.is_dir():
+        raise InputError("no such folder; pass a triplets folder (the --out of mine) or a run folder", path=folder)
+    root = folder / "triplets" if not legacy_rounds(folder) and (folder / "triplets").is_dir() else folder
+    done = upgrade_folder(root)
+    if done:
+        typer.echo(f"upgraded round {', '.join(str(r) for r in done)}: {root}")
+    else:
+        typer.echo(f"nothing to upgrade: {root} holds no round of an older layout")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `mine` and `inspect` to the app."""
+    """Add `mine`, `inspect` and `triplets upgrade` to the app."""
     app.command("mine")(mine_command)
     app.command("inspect")(inspect_command)
+    triplets = typer.Typer(help="Maintain triplet folders.", no_args_is_help=True)
+    triplets.command("upgrade")(upgrade_command)
+    app.add_typer(triplets, name="triplets")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from dataio.errors import InputError
 from simcse.batching import BucketedBatches, triplet_batches, unsupervised_batches
-from simcse.errors import InputError
 from simcse.model import SimCSEEncoder
 from simcse.train import TrainConfig, train
 
