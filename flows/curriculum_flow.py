@@ -24,6 +24,7 @@ from flows import steps
 from flows.config import RunConfig, load_config
 from flows.rundir import RunDir
 from flows.tasks import bind_tasks
+from flows.validate import check_run
 
 ConfigArg = RunConfig | str | Path
 
@@ -87,6 +88,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         finish=lambda r, mined, trained, evaluated: tasks.finish(config, run.root, r, mined, trained, evaluated),
         report=lambda: tasks.report(run.root),
         on_round=after_round,
+        check=lambda: check_run(config),
     )
     summary = run_rounds(config, run, how, logger)
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
@@ -100,6 +102,7 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     """Mine every configured band of the corpus once (a domain team's triplets), without training."""
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
+    check_run(config)  # before the folder is touched
     run.claim(config)
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
@@ -114,9 +117,13 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
 @flow(name="simcse-train", log_prints=True, validate_parameters=False)
 def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> dict[str, Any]:
     """Train one curriculum round on an already mined round (see `mine_flow`), then evaluate it."""
+    from flows.recovery import ensure_state
+
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
+    check_run(config)  # before the folder is touched
     run.claim(config)
+    ensure_state(run, config, get_run_logger())
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
     if not is_complete(run.triplets, round_):

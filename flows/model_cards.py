@@ -48,7 +48,7 @@ def _data_sources(config: RunConfig, manifest: RoundManifest | None) -> list[dic
         path = Path(src["path"])
         licence = BUILTIN_LICENCE if config.data.builtin else licences.get(str(path.resolve()))
         dropped = {"empty": src.get("empty", 0), "duplicate": src.get("duplicates", 0),
-                   "no negative": src.get("missing_negative", 0)}
+                   "no negative": src.get("missing_negative", 0), "label-0 pairs": src.get("label_0", 0)}
         out.append({"path": str(path), "kind": src.get("kind"), "rows": src.get("rows"), "kept": src.get("kept"),
                     "dropped": dropped, "licence": licence,
                     "sha256": file_fingerprint(path) if path.is_file() else None})

@@ -14,7 +14,13 @@ from typing import Any
 import yaml
 
 from dataio.atomic import atomic_path, atomic_write_text
-from dataio.triplets import RoundManifest, band_order, is_complete, read_manifest, resolve_file
+from dataio.triplets import (
+    RoundManifest,
+    band_order,
+    is_complete,
+    read_manifest,
+    resolve_file,
+)
 from flows.rundir import RunDir
 
 # Smallest y range of the metrics plot: auto-scaling would draw a +0.2 AP change as a cliff.
@@ -335,13 +341,14 @@ def _data_read(run: RunDir, done: list[int]) -> list[str]:
     corpus = (manifest.corpus if manifest is not None else None) or {}
     if not corpus:
         return []
-    lines = ["## Data read", "", "| file | kind | rows read | kept | dropped: empty | duplicates | no negative |",
-             "|---|---|---|---|---|---|---|"]
+    header = "| file | kind | rows read | kept | dropped: empty | duplicates | no negative | labeled 0 |"
+    lines = ["## Data read", "", header, "|---|---|---|---|---|---|---|---|"]
     for src in corpus.get("sources") or []:
         path = Path(src.get("path", ""))
         shown = path.relative_to(run.root).as_posix() if path.is_relative_to(run.root) else str(path)
         lines.append(f"| `{shown}` | {src.get('kind', '')} | {src.get('rows', 0)} | {src.get('kept', 0)} | "
-                     f"{src.get('empty', 0)} | {src.get('duplicates', 0)} | {src.get('missing_negative', 0)} |")
+                     f"{src.get('empty', 0)} | {src.get('duplicates', 0)} | {src.get('missing_negative', 0)} | "
+                     f"{src.get('label_0', 0)} |")
     kinds = corpus.get("anchor_rows") or {}
     lines += ["", (f"Sentence pool: {corpus.get('pool', 0)} distinct sentences. Anchor rows used for mining: "
                    f"{kinds.get('pair', 0)} labeled pairs, {kinds.get('nli', 0)} NLI triplets, "

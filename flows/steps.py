@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dataio.errors import InputError, TripletDataError
 from flows.config import DEFAULT_MODEL, RunConfig, TableFile
@@ -37,7 +37,10 @@ def base_model_path(config: RunConfig) -> str:
     return config.model.name_or_path
 
 
-def _present(entry: TableFile | None, what: str, log: Any) -> TableFile | None:
+_File = TypeVar("_File", bound=TableFile)
+
+
+def _present(entry: _File | None, what: str, log: Any) -> _File | None:
     if entry is None:
         return None
     if not entry.path.exists():
@@ -48,6 +51,14 @@ def _present(entry: TableFile | None, what: str, log: Any) -> TableFile | None:
     return entry
 
 
+def eval_inputs(config: RunConfig, log: Any = _log) -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
+    """The evaluation files present (STS, labeled pairs) and, by path, the column maps of those that rename."""
+    sts_entries = [e for e in config.eval.sts if _present(e, "eval.sts", log)]
+    pair_entries = [e for e in config.eval.pairs if _present(e, "eval.pairs", log)]
+    columns = {str(e.path): e.columns.model_dump() for e in [*sts_entries, *pair_entries] if e.columns.model_dump()}
+    return [str(e.path) for e in sts_entries], [str(e.path) for e in pair_entries], columns
+
+
 def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str, Any]:
     """The input files of the run as plain JSON (paths, column names) with their content fingerprints.
 
@@ -56,8 +67,7 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
     corpus: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
     nli: list[dict[str, Any]] = []
-    sts = [str(e.path) for e in config.eval.sts if _present(e, "eval.sts", log)]
-    pair_files = [str(e.path) for e in config.eval.pairs if _present(e, "eval.pairs", log)]
+    sts, pair_files, eval_columns = eval_inputs(config, log)
     if config.data.builtin == "python_docstrings":
         from flows.demo_data import build_demo_data
 
@@ -71,7 +81,8 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
                              (config.data.nli, nli, "data.nli")):
         present = _present(entry, what, log)
         if present is not None:
-            out.append({"path": str(present.path), "columns": dict(present.columns), "domain": present.domain})
+            out.append({"path": str(present.path), "columns": present.columns.model_dump(),
+                        "domain": present.domain_label})
     if not corpus and not nli and not pairs:
         raise InputError("no training input is present (all inputs were optional and missing)")
     fingerprinted: list[Any] = [(e["path"], file_fingerprint(e["path"]) if Path(e["path"]).is_file()
@@ -86,8 +97,10 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
         read_excluded_pairs(exclude)  # a bad row stops the run here, before anything is mined
         fingerprinted.append(("exclude_pairs", file_fingerprint(exclude)))
     fingerprint = combine(fingerprinted)
-    eval_fingerprint = combine([path_fingerprint(p) for p in sts], [path_fingerprint(p) for p in pair_files])
+    eval_fingerprint = combine([path_fingerprint(p) for p in sts], [path_fingerprint(p) for p in pair_files],
+                               *([eval_columns] if eval_columns else []))
     return {"corpus": corpus, "pairs": pairs, "nli": nli, "sts": sts, "eval_pairs": pair_files,
+            **({"eval_columns": eval_columns} if eval_columns else {}),
             "exclude_pairs": str(exclude) if exclude is not None else None,
             "fingerprint": fingerprint, "eval_fingerprint": eval_fingerprint}
 
@@ -104,7 +117,7 @@ def load_mining_corpus(inputs: dict[str, Any], params: dict[str, Any] | None = N
     corpus = [CorpusSource(Path(e["path"]), text_column=cols(e, "text"), id_column=cols(e, "id"),
                            domain_column=cols(e, "domain"), domain=e.get("domain")) for e in inputs["corpus"]]
     pairs = [PairSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
-                        domain=e.get("domain")) for e in inputs["pairs"]]
+                        label_column=cols(e, "label"), domain=e.get("domain")) for e in inputs["pairs"]]
     nli = [NliSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
                      negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs["nli"]]
     unsupervised = MiningParams.from_dict(dict(params or {})).unsupervised_anchors
@@ -136,13 +149,23 @@ def _dev_metric(result: dict[str, Any], config: RunConfig) -> dict[str, Any] | N
     return None
 
 
+def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The prepared inputs' STS and labeled-pair files, read and checked (with their column maps)."""
+    from dataio.tables import read_labeled_pairs, read_sts
+
+    columns = inputs.get("eval_columns") or {}
+    return ([read_sts(p, columns.get(p)) for p in inputs["sts"]],
+            [read_labeled_pairs(p, columns.get(p)) for p in inputs["eval_pairs"]])
+
+
 def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> dict[str, Any]:
     """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files."""
-    from simcse.evaluation import evaluate
+    from simcse.evaluation import evaluate_data
 
     start = time.perf_counter()
+    sts, pairs = read_eval_sets(inputs)  # before the model loads: a bad file stops at once
     encoder = load_encoder(model_path, config)
-    result = evaluate(encoder, sts_files=inputs["sts"], pair_files=inputs["eval_pairs"])
+    result = evaluate_data(encoder, sts, pairs)
     result = _jsonable(result)
     return {"model": model_path, "evaluation": result, "dev_metric": _dev_metric(result, config),
             "seconds": time.perf_counter() - start}

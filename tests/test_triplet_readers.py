@@ -149,7 +149,9 @@ def test_sentence_transformers_trains_a_step_on_the_folder(folder: Path, tiny: s
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesRankingLoss,
+    )
 
     from simcse.testing import torch_threads
 
