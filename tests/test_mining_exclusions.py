@@ -82,8 +82,8 @@ def test_excluded_pairs_are_never_mined_in_any_band(inputs: Path, tmp_path: Path
 
     manifest = second.manifest
     digest = hashlib.sha256(exclusion.read_bytes()).hexdigest()
-    assert manifest["params"]["exclude_pairs_sha256"] == digest
-    assert manifest["exclude_pairs"]["pairs"] == len(marked) == manifest["exclude_pairs"]["in_pool"]
+    assert manifest.params["exclude_pairs_sha256"] == digest
+    assert manifest.exclude_pairs["pairs"] == len(marked) == manifest.exclude_pairs["in_pool"]
     assert "exclude_pairs_sha256" not in first.manifest.params  # rounds without a file keep their fingerprint
 
 
