@@ -21,9 +21,9 @@ bands + Parquet), and their encode time is extrapolated from the measured encode
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import csv
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 
 def default_data_dir() -> Path:
-    from simcse.io import data_dir
+    from dataio.tables import data_dir
 
     return data_dir()
 
@@ -182,7 +182,7 @@ def time_mine(st, ours, corpus, args, work: Path) -> dict:
     ours_s, st_s = min(ours_times), min(st_times)
     last = max(1, args.repeats) - 1
     index_cmp = time_index(work / f"cache{last}", corpus, args.range_max + 8)
-    from mining.parquet import read_triplets
+    from dataio.triplets import read_triplets
 
     ours_nn = read_triplets(work / f"ours{last}", bands=["nearest_neighbour"]).to_pydict()
     ours_pairs = set(zip(ours_nn["anchor"], ours_nn["positive"], ours_nn["negative"]))
@@ -190,7 +190,7 @@ def time_mine(st, ours, corpus, args, work: Path) -> dict:
     agreement = len(ours_pairs & st_pairs) / max(1, len(st_pairs))
     return {"agreement": agreement, "index_compare": index_cmp, "ours_s": ours_s, "st_s": st_s,
             "ours_runs_s": ours_times, "st_runs_s": st_times, "ours_timings": res.timings, "ours_rows": res.bands,
-            "st_rows": len(st_out), "index": res.manifest.get("index", {}), "pool": len(corpus),
+            "st_rows": len(st_out), "index": res.manifest.index or {}, "pool": len(corpus),
             "anchor_rows": corpus.n_anchor_rows}
 
 
@@ -304,7 +304,7 @@ def growth_child(args) -> None:
         res = mine(corpus, None, out, params=params, embeddings=emb, show_progress=False)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"size": size, "mode": mode, "load_s": load_s, "timings": res.timings, "peak_rss_mb": peak_mb,
-                      "index": res.manifest.get("index", {}), "rows": {b: s["rows"] for b, s in res.bands.items()},
+                      "index": res.manifest.index or {}, "rows": {b: s["rows"] for b, s in res.bands.items()},
                       "difficulty": res.difficulties()}))
 
 

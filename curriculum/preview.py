@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from curriculum.config import BAND_NAMES, CurriculumConfig
+from curriculum.config import CurriculumConfig
 from curriculum.scheduler import CurriculumScheduler
+from dataio.triplets import BANDS
 
 # Expected triplets of a band over the whole run below this: "never trained on" in practice.
 NEGLIGIBLE_TRIPLETS = 1.0
@@ -22,7 +23,7 @@ NEGLIGIBLE_TRIPLETS = 1.0
 
 def usual_difficulties(bands: Sequence[str]) -> dict[str, float]:
     """Assumed mean anchor-negative similarities: the bands in their usual order, easiest first."""
-    return {b: 0.1 * (1 + BAND_NAMES.index(b)) for b in bands}
+    return {b: 0.1 * (1 + BANDS.index(b)) for b in bands}
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class SchedulePreview:
             elif cfg.mode == "static":
                 cause, why = "static", "curriculum.static.weights gives it no weight"
             else:
-                rank = sorted(scheduled, key=BAND_NAMES.index).index(band)
+                rank = sorted(scheduled, key=BANDS.index).index(band)
                 cause = "pacing"
                 rounds = f"{len(self.rounds)} round{'s' if len(self.rounds) != 1 else ''}"
                 why = (f"competence reaches {'only ' if expected == 0 else ''}{self.final_competence:.2f} by the "

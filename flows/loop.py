@@ -59,8 +59,8 @@ def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None)
     """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings).
 
     Checks every input first (`how.check`), before the run folder is touched, then holds the folder's lock
-    throughout (`simcse.folder_lock`; re-entrant, so the CLI's lock covers it)."""
-    from simcse.folder_lock import lock_folder
+    throughout (`dataio.folder_lock`; re-entrant, so the CLI's lock covers it)."""
+    from dataio.folder_lock import lock_folder
 
     log = log or steps._log
     if how.check is not None:  # every file, column and label before the folder is touched

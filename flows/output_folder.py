@@ -5,7 +5,7 @@ command that fails before the run has any output leaves nothing behind.
   `config.yaml` a run wrote (a mapping with `output_dir`, `rounds` and `steps_per_round`). Any other non-empty
   folder belongs to someone else and is refused before anything is written, so a mistyped `--output-dir`
   cannot overwrite a user's `report.md` or `plots/`.
-- **One command per folder**: `simcse.folder_lock` (a second `run` on the folder is refused, naming the first).
+- **One command per folder**: `dataio.folder_lock` (a second `run` on the folder is refused, naming the first).
 - **Nothing left by a refusal.** When the command fails (an exception, not a signal: a killed run resumes)
   and the folder holds no run output yet (no `triplets/`, `rounds/`, `base_metrics.json` or embeddings in
   `cache/`), what the command created is removed: the whole folder if it made it, else the entries it added
@@ -22,8 +22,8 @@ from types import TracebackType
 
 import yaml
 
-from simcse.errors import InputError
-from simcse.folder_lock import LOCK_NAME, lock_folder
+from dataio.errors import InputError
+from dataio.folder_lock import LOCK_NAME, lock_folder
 
 RUN_CONFIG = "config.yaml"
 RUN_CONFIG_KEYS = ("output_dir", "rounds", "steps_per_round")

@@ -4,7 +4,7 @@ Layout (DESIGN.md section 3):
     <run>/config.yaml              the resolved settings the run started with
     <run>/state.json               the curriculum state (curriculum.CurriculumState)
     <run>/base_metrics.json        the base model's evaluation
-    <run>/triplets/round=<r>/...   mined Parquet; `manifest.json` marks a round mined
+    <run>/triplets/round=<r>/...   mined Parquet (dataio.triplets); the round's manifest marks it mined
     <run>/rounds/<r>/train/        the trainer's checkpoint while round r trains
     <run>/rounds/<r>/model/        the model after round r (SentenceTransformer folder, safetensors)
     <run>/rounds/<r>/optimizer/    the optimizer state the next round continues from (the latest round only)
@@ -29,9 +29,10 @@ from typing import Any
 
 import yaml
 
+from dataio import triplets as contract
+from dataio.atomic import atomic_write_json, atomic_write_text
+from dataio.errors import InputError
 from flows.config import RunConfig
-from simcse.errors import InputError
-from simcse.io import atomic_write_json, atomic_write_text
 
 MODEL_CARD_FILES = ("README.md", "simcse_card.json")
 
@@ -97,7 +98,7 @@ class RunDir:
         return self.round_dir(r) / "metrics.json"
 
     def manifest_path(self, r: int) -> Path:
-        return self.triplets / f"round={r}" / "manifest.json"
+        return contract.manifest_path(self.triplets, r)
 
     # ---------------------------------------------------------------------------------- progress
     def round_complete(self, r: int) -> bool:
@@ -105,7 +106,7 @@ class RunDir:
 
     def model_complete(self, r: int) -> bool:
         """A model folder exists only once fully written (`SimCSEEncoder.save` swaps it in whole, via
-        `simcse.storage.atomic_dir`)."""
+        `dataio.atomic.atomic_dir`)."""
         return (self.model_dir(r) / "config.json").is_file() or (self.model_dir(r) / "modules.json").is_file()
 
     def model_sha256(self, r: int) -> str:

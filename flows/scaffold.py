@@ -1,7 +1,7 @@
 """`simcse-curriculum init`: a team's files in, a commented run config out that runs as is.
 
 Each file's role (corpus, training pairs, NLI triplets, STS or labeled evaluation pairs) comes from its
-columns, read with the project's table reader (`simcse.io.read_header`, `read_table`), or from a
+columns, read with the project's table reader (`dataio.tables.read_header`, `read_table`), or from a
 `ROLE=PATH` prefix when the columns cannot tell (labeled pairs are evaluation pairs when the file name says
 dev/eval/test/valid, else training pairs whose label-0 rows are dropped). A corpus's text column is the
 one named like text, else the longest text column; an id column has unique values; a domain column is a
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 ROLES = ("corpus", "pairs", "nli", "sts", "eval-pairs")
 TEXT_NAMES = ("text", "sentence", "sent0", "tweet", "content", "body", "message", "title", "question")
@@ -72,7 +72,7 @@ def _pick(header: Sequence[str], names: Sequence[str], exclude: Sequence[str] = 
 
 def _profile(path: Path) -> tuple[list[str], dict[str, list[Any]], int]:
     """The file's columns and values (the table reader's own reading)."""
-    from simcse.io import read_header, read_table
+    from dataio.tables import read_header, read_table
 
     header = read_header(path)
     if not header:  # .txt: one sentence a line
@@ -279,9 +279,9 @@ def scaffold(args: Sequence[str], out: Path, *, output_dir: str | None = None, m
              force: bool = False) -> tuple[Path, list[FileRole], Any]:
     """Write the config for `args` (`PATH` or `ROLE=PATH`) to `out` after checking that it runs; returns the
     path, the files' roles and the check (`flows.validate.RunCheck`)."""
+    from dataio.atomic import atomic_path
     from flows.config import load_config
     from flows.validate import check_run
-    from simcse.io import atomic_path
 
     out = Path(out)
     if out.exists() and not force:

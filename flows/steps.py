@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dataio.errors import InputError, TripletDataError
 from flows.config import DEFAULT_MODEL, RunConfig, TableFile
 from flows.fingerprint import combine, file_fingerprint, path_fingerprint
 from flows.rundir import RunDir, remove_stale_temporaries, write_json
-from simcse.errors import InputError
 
 _log = logging.getLogger("flows")
 
@@ -151,7 +151,7 @@ def _dev_metric(result: dict[str, Any], config: RunConfig) -> dict[str, Any] | N
 
 def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     """The prepared inputs' STS and labeled-pair files, read and checked (with their column maps)."""
-    from simcse.io import read_labeled_pairs, read_sts
+    from dataio.tables import read_labeled_pairs, read_sts
 
     columns = inputs.get("eval_columns") or {}
     return ([read_sts(p, columns.get(p)) for p in inputs["sts"]],
@@ -213,7 +213,7 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
 
 def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
     """The band statistics and files of a complete round, from its manifest (never from partial files)."""
-    from curriculum.dataset import read_manifest
+    from dataio.triplets import read_manifest
 
     manifest = read_manifest(run.triplets, round_)
     return {"round": round_, "bands": {b: s.model_dump(mode="json") for b, s in manifest.bands.items()},
@@ -224,14 +224,14 @@ def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
 
 def mined_round_intact(run: RunDir, round_: int) -> bool:
     """The round's manifest exists and every file it lists is in place (else the round is mined again)."""
-    from curriculum.dataset import resolve_file
+    from dataio.triplets import is_complete, read_manifest, resolve_file
 
-    if not run.manifest_path(round_).is_file():
+    if not is_complete(run.triplets, round_):  # an old-layout round stops the run with the upgrade command
         return False
     try:
-        manifest = json.loads(run.manifest_path(round_).read_text(encoding="utf-8"))
-        return all(resolve_file(run.triplets, round_, f["path"]).is_file() for f in manifest["files"])
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = read_manifest(run.triplets, round_)
+        return all(resolve_file(run.triplets, round_, f.path).is_file() for f in manifest.files)
+    except (OSError, TripletDataError):
         return False
 
 
@@ -250,7 +250,7 @@ def _scheduler(config: RunConfig, run: RunDir, state: Any = None, persist: bool 
 
 def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log) -> dict[str, Any]:
     """Open round `round_` (idempotent for a round already open) and return its plan and start state."""
-    from curriculum.dataset import read_manifest
+    from dataio.triplets import read_manifest
 
     manifest = read_manifest(run.triplets, round_)
     scheduler = _scheduler(config, run)

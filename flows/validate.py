@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
+from dataio.errors import InputError
 from flows import steps
 from flows.config import RunConfig
 from flows.rundir import RunDir
-from simcse.errors import InputError
 
 _log = logging.getLogger("flows")
 
@@ -239,7 +239,7 @@ def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:
     entry = config.data.corpus
     if entry is None or entry.domain_label is None or not entry.path.exists():
         return
-    from simcse.io import read_header
+    from dataio.tables import read_header
 
     if entry.domain_label in read_header(entry.path):
         warnings.append(f"data.corpus.domain_label: every row is labeled {entry.domain_label!r}, which is also a "

@@ -3,7 +3,7 @@
 Inputs, options and the model are validated before the output folder is created; if mining then fails,
 a folder this command created is removed again, so bad input leaves nothing behind. `mine` writes only into
 a new or empty folder or one holding its own output (`round=<r>/` partitions, `.cache/`), and holds the
-folder's lock while it writes (`simcse.folder_lock`): a second `mine` on the same folder is refused.
+folder's lock while it writes (`dataio.folder_lock`): a second `mine` on the same folder is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -153,9 +153,9 @@ def mine_command(
     excluded = read_excluded_pairs(exclude_pairs) if exclude_pairs is not None else None
     check_triplets_folder(out)
 
+    from dataio.folder_lock import lock_folder
     from mining.encoders import load_encoder
     from mining.pipeline import mine
-    from simcse.folder_lock import lock_folder
 
     encoder = load_encoder(model, max_length=max_length)
     created = _make_folder(out)
@@ -212,7 +212,28 @@ def inspect_command(
         typer.echo(f"page: {write_html(report, html_path, rows_per_band=rows)}", err=as_json)
 
 
+def upgrade_command(
+    folder: Annotated[Path, typer.Argument(help="A triplets folder written by an older version (or a run folder "
+                                                 "holding one in triplets/).")],
+) -> None:
+    """Convert a triplets folder of an older version in place (round and band only in the path, the manifest
+    named .manifest.json), so pandas, pyarrow and datasets read it in one line and this version reads it."""
+    from dataio.triplets import legacy_rounds, upgrade_folder
+
+    if not folder.is_dir():
+        raise InputError("no such folder; pass a triplets folder (the --out of mine) or a run folder", path=folder)
+    root = folder / "triplets" if not legacy_rounds(folder) and (folder / "triplets").is_dir() else folder
+    done = upgrade_folder(root)
+    if done:
+        typer.echo(f"upgraded round {', '.join(str(r) for r in done)}: {root}")
+    else:
+        typer.echo(f"nothing to upgrade: {root} holds no round of an older layout")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `mine` and `inspect` to the app."""
+    """Add `mine`, `inspect` and `triplets upgrade` to the app."""
     app.command("mine")(mine_command)
     app.command("inspect")(inspect_command)
+    triplets = typer.Typer(help="Maintain triplet folders.", no_args_is_help=True)
+    triplets.command("upgrade")(upgrade_command)
+    app.add_typer(triplets, name="triplets")

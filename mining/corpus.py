@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from simcse.errors import InputError
-from simcse.io import Table, read_table
+from dataio.errors import InputError
+from dataio.hashing import hash_strings
+from dataio.tables import Table, read_table
 
 log = logging.getLogger(__name__)
 
@@ -420,8 +421,4 @@ def domain_labels(corpus: MiningCorpus) -> list[str]:
 
 def normalized_keys(texts: Sequence[str]) -> np.ndarray:
     """64-bit keys of case- and whitespace-normalised texts: the 'same text' guard compares these."""
-    out = np.empty(len(texts), dtype=np.uint64)
-    for i, t in enumerate(texts):
-        norm = " ".join(t.casefold().split())
-        out[i] = int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "little")
-    return out
+    return hash_strings(" ".join(t.casefold().split()) for t in texts)

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from dataio.atomic import atomic_write_json
+from dataio.errors import InputError
+from dataio.hashing import update_with_file
 from mining.corpus import MiningCorpus
-from simcse.errors import InputError
-from simcse.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,7 @@ def folder_fingerprint(folder: Path) -> str:
                    (p.suffix in WEIGHT_SUFFIXES or p.suffix == ".json" or p.name.endswith(".txt")))
     for p in files:
         h.update(str(p.relative_to(folder)).encode())
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        update_with_file(h, p)
     return h.hexdigest()
 
 

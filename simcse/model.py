@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 if TYPE_CHECKING:
     from simcse.model_card import ModelCardInfo
@@ -334,8 +334,8 @@ class SimCSEEncoder(nn.Module):
         `README.md` is the model card (simcse.model_card): the base model and its licence, from where this
         encoder was loaded, plus whatever `card` says (data, loss, curriculum, metrics).
         """
+        from dataio.atomic import atomic_dir
         from simcse.model_card import ModelCardInfo, describe_base, write_model_card
-        from simcse.storage import atomic_dir
 
         path = Path(path)
         source = getattr(self, "source", None)  # set by from_pretrained; unknown for an encoder built by hand

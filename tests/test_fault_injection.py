@@ -350,12 +350,12 @@ def test_two_runs_on_one_folder_the_second_is_refused_naming_the_first(harness: 
 
 
 def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
-    from simcse.folder_lock import lock_folder, read_holder
+    from dataio.folder_lock import lock_folder, read_holder
 
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
-        from simcse.folder_lock import lock_folder
+        from dataio.folder_lock import lock_folder
         with lock_folder({str(tmp_path)!r}, "holder"):
             os.kill(os.getpid(), signal.SIGKILL)
     """)], cwd=str(REPO))

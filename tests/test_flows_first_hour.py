@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from dataio.errors import InputError
 from flows.config import load_config
-from simcse.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 TOPICS = {"sport": ["The match ended {n} to nil after extra time", "Our striker scored {n} goals this season",
@@ -238,7 +238,7 @@ def test_read_header_reads_only_the_columns(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from simcse.io import read_header
+    from dataio.tables import read_header
 
     (tmp_path / "a.tsv").write_text("x\ty\n1\t2\n", encoding="utf-8")
     (tmp_path / "b.jsonl").write_text('{"t": "a"}\n{"t": "b", "d": "c"}\n', encoding="utf-8")

@@ -68,7 +68,7 @@ def test_round_zero_of_an_adaptive_run_is_compared_with_the_starting_model(tmp_p
                                  base_dir=tmp_path)
     run = RunDir(config.output_dir)
     texts = [f"sentence {i}" for i in range(12)]
-    write_round(run.triplets, 0, {"random": band_table(0, "random", texts[:6], texts[6:], texts[::-1][:6],
+    write_round(run.triplets, 0, {"random": band_table(texts[:6], texts[6:], texts[::-1][:6],
                                                        [0.1] * 6)})
     steps.write_base_metrics(run, {"dev_metric": {"name": "pairs/p", "value": 77.62}})
     opened = steps.schedule_round(config, run, 0)
@@ -95,11 +95,11 @@ def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprint
     step's fingerprint, and the round mined from it never holds an excluded pair."""
     import hashlib
 
+    from dataio.errors import InputError
+    from dataio.triplets import read_triplets
     from flows.config import load_config
     from flows.rundir import RunDir
-    from mining.parquet import read_triplets
     from mining.testing import HashEncoder
-    from simcse.errors import InputError
 
     words = ["cat", "dog", "bird", "fish", "sat", "ran", "red", "blue", "big", "small", "the", "on"]
     sentences = list(dict.fromkeys(" ".join(words[(i * k) % len(words)] for k in (1, 3, 5, 7)) + f" {i}"
@@ -137,7 +137,7 @@ def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprint
     steps.mine_round("m", changed, config, RunDir(tmp_path / "run"), 0)
     again = read_triplets(RunDir(tmp_path / "run").triplets)
     assert not set(zip(again.column("anchor_id").to_pylist(), again.column("negative_id").to_pylist())) & set(marked[1:])
-    manifest = json.loads((RunDir(tmp_path / "run").triplets / "round=0" / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads(RunDir(tmp_path / "run").manifest_path(0).read_text(encoding="utf-8"))
     digest = hashlib.sha256((tmp_path / "marks" / "fn.csv").read_bytes()).hexdigest()
     assert manifest["params"]["exclude_pairs_sha256"] == digest
 

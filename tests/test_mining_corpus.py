@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dataio.errors import InputError
 from mining.corpus import (
     NLI,
     PAIR,
@@ -19,7 +20,6 @@ from mining.corpus import (
     load_corpus,
     text_id,
 )
-from simcse.errors import InputError
 
 
 def write(path, text: str | bytes):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from dataio.errors import InputError
 from simcse.batching import BucketedBatches, triplet_batches, unsupervised_batches
-from simcse.errors import InputError
 from simcse.model import SimCSEEncoder
 from simcse.train import TrainConfig, train
 
@@ -252,7 +252,7 @@ def test_k_negatives_from_the_sampler_reach_the_loss_with_their_alpha(tiny, tmp_
 
     s = _sentences(60, seed=4)
     anchors, negs = s[:12], s[12:]
-    tables = {band: band_table(0, band, anchors[:n], [None] * n, negs[k * 12:k * 12 + n], [0.1 + 0.2 * k] * n)
+    tables = {band: band_table(anchors[:n], [None] * n, negs[k * 12:k * 12 + n], [0.1 + 0.2 * k] * n)
               for k, (band, n) in enumerate((("random", 12), ("in_domain", 12), ("nearest_neighbour", 6)))}
     write_round(tmp_path / "triplets", 0, tables)
     alpha = {"random": 1.0, "in_domain": 0.7, "nearest_neighbour": 0.4}

@@ -1,24 +1,23 @@
-"""Reading user tables (txt, csv, tsv, jsonl, parquet, saved HF datasets) and writing files atomically.
+"""Reading the tables users hand over: txt, csv, tsv, jsonl, parquet and saved Hugging Face datasets.
 
 One reader for every input the project takes (training corpora, NLI triplets, STS and labeled-pair files,
-mining corpora), so every bad file gets the same kind of error: one line naming the file, the line (or row)
-and the column, raised before anything is written.
+mining corpora, excluded pairs), so every bad file gets the same kind of error: one line naming the file, the
+line (or row) and the column, raised before anything is written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
+import math
 import os
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 TEXT_SUFFIXES = {".txt"}
 DELIMITED = {".csv": ",", ".tsv": "\t"}
@@ -197,11 +196,12 @@ def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str],
 
 def _read_parquet(path: Path, columns: Sequence[str], optional: Sequence[str],
                   aliases: Mapping[str, Sequence[str]] | None) -> Table:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+    except (OSError, ValueError, pa.ArrowException) as exc:  # the types pyarrow raises for a file that is not Parquet
         raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
     found = _resolve_columns(path, schema.names, columns, optional, aliases)
     table = pq.read_table(path, columns=list(dict.fromkeys(found.values())))
@@ -294,12 +294,6 @@ def _read_renamed(path: str | os.PathLike, canonical: Sequence[str], columns: Ma
     return table
 
 
-def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
-    """Non-empty stripped lines of a `.txt` file with their 1-based line numbers."""
-    table = read_table(path, ["text"])
-    return [(loc, t) for loc, t in zip(table.locations, table.columns["text"]) if t and str(t).strip()]
-
-
 @dataclass
 class StsData:
     """Sentence pairs with a graded similarity score (STS-B layout)."""
@@ -317,7 +311,7 @@ def _floats(table: Table, column: str) -> list[float]:
             value = float(raw)
         except (TypeError, ValueError):
             raise table.error(i, column, f"{raw!r} is not a number") from None
-        if value != value:  # NaN
+        if math.isnan(value):
             raise table.error(i, column, "NaN is not a usable score")
         values.append(value)
     return values
@@ -362,43 +356,3 @@ def read_labeled_pairs(path: str | os.PathLike, columns: Mapping[str, str | None
     if len(set(labels)) < 2:
         raise InputError("labeled pairs need both labels (0 and 1) for average precision", path=table.path)
     return LabeledPairs(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), labels)
-
-
-def process_umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-def default_file_mode() -> int:
-    """0o666 less the process umask: the mode a plain `open(path, "w")` would create."""
-    return 0o666 & ~process_umask()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed over `path`, on error removed.
-
-    Readers therefore see either the old file or the complete new one, never a partial write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, default_file_mode())  # mkstemp creates 0600; the final file gets what open() would give
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 LOCK_NAME = ".simcse-curriculum.lock"
 
