@@ -114,13 +114,13 @@ class RunDir:
         card left out (`README.md`, `simcse_card.json`: rewriting a card does not change the model)."""
         import hashlib
 
+        from dataio.hashing import update_with_file
+
         folder = self.model_dir(r)
         digest = hashlib.sha256(b"round-model-v1\0")
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES):
             digest.update(str(path.relative_to(folder)).encode() + b"\0")
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(block)
+            update_with_file(digest, path)
         return digest.hexdigest()
 
     def check_model(self, r: int) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from dataio.atomic import atomic_write_json
 from dataio.errors import InputError
-from dataio.hashing import update_with_file
+from dataio.hashing import sha256_file, update_with_file
 from mining.corpus import MiningCorpus
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if {k: meta.get(k) for k in key} == key:
                 matrix = np.load(final, mmap_mode="r")
-                if matrix.shape[0] == n and _file_sha256(final) == meta.get("sha256"):
+                if matrix.shape[0] == n and sha256_file(final) == meta.get("sha256"):
                     log.info("embeddings: cache hit %s (%d x %d)", folder, *matrix.shape)
                     return Embeddings(matrix, list(corpus.ids), model_fp, pool_fp, final, cached=True)
                 # Changed bytes (a bit flip, an edited file) decode fine and would be used silently: re-encode.
@@ -223,18 +223,10 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     atomic_write_json(folder / "ids.json", list(corpus.ids))
     seconds = time.perf_counter() - t0
     atomic_write_json(meta_path, {**key, "dim": dim, "dtype": "float16", "encode_seconds": seconds,
-                                  "sha256": _file_sha256(final)})
+                                  "sha256": sha256_file(final)})
     progress_path.unlink(missing_ok=True)
     log.info("embeddings: encoded %d texts in %.1fs into %s", n - done, seconds, folder)
     return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), model_fp, pool_fp, final, False, seconds)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -528,7 +528,7 @@ def test_a_round_model_with_flipped_bytes_is_not_trained_on(plain_runs: dict[str
                                                            tmp_path: Path) -> None:
     """One flipped byte inside round 0's weights still loads (old code: round 1 trained on it, rc 0); the
     sha256 recorded when round 0 closed stops the resume with the way out, before round 1 writes anything."""
-    from simcse.errors import InputError
+    from dataio.errors import InputError
 
     folder = tmp_path / "run"
     shutil.copytree(plain_runs["half"], folder)
