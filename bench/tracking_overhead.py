@@ -3,9 +3,10 @@
 Each repeat runs the curriculum loop twice in one process (flows.loop.run_rounds with the plain step
 functions and the tracking hooks the curriculum flow installs; no Prefect, whose own cost
 bench/prefect_overhead.py measures), once with `tracking.enabled` and once without, alternating which goes
-first (ABBA), each into a fresh run folder; the tracked runs share one MLflow store (as a team's runs do). Printed per mode: the flow's wall time, the
-rounds' wall time, and for tracked runs the time inside the tracking calls (opening the MLflow run and
-logging params and the base metrics; per round: metrics, the trainer's log windows, report and plots).
+first (ABBA), each into a fresh run folder; the tracked runs share one MLflow store (as a team's runs do).
+Printed per mode: the flow's wall time, the rounds' wall time, and for tracked runs the time inside the
+tracking calls (opening the MLflow run and logging params and the base metrics; per round: metrics, the
+trainer's log windows, report and plots).
 Also printed once: importing MLflow and creating a new store (its SQLite schema), costs a process and a
 store pay once. The last lines are `tracking_seconds_per_round`, `tracking_share_of_round` and
 `tracking_seconds_per_run`.

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dataio.errors import InputError
 from flows.config import is_uri
-from simcse.errors import InputError
 
 DB_NAME = "mlflow.db"
 ARTIFACTS = "artifacts"
@@ -106,11 +106,23 @@ def store_for(config: Any) -> MlflowStore | None:
     return MlflowStore.at(config.tracking.uri or Path(config.output_dir) / "mlflow")
 
 
+MISSING_MLFLOW = ("MLflow is not installed: tracking and the model registry need it; "
+                  "pip install 'simcse-curriculum[tracking]' (or mlflow-skinny)")
+
+
+def require_mlflow() -> None:
+    """One InputError saying how to install MLflow when it is missing; found without importing it (a run's
+    check before anything is written, `flows.validate`, must stay fast)."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        raise InputError(MISSING_MLFLOW)
+
+
 def import_mlflow_client() -> Any:
     """`mlflow.MlflowClient`, or one InputError saying how to install it (MLflow is an optional extra)."""
     try:
         from mlflow import MlflowClient
     except ImportError:
-        raise InputError("MLflow is not installed: tracking and the model registry need it; "
-                         "pip install 'simcse-curriculum[tracking]' (or mlflow-skinny)") from None
+        raise InputError(MISSING_MLFLOW) from None
     return MlflowClient

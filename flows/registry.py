@@ -34,9 +34,9 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
+from dataio.errors import InputError
 from flows.mlflow_store import MlflowStore
 from flows.promotion import GateSettings, best_round, decide, flat_metrics
-from simcse.errors import InputError
 
 CURRENT = "current"
 MODEL_ARTIFACT = "model"
@@ -160,7 +160,7 @@ class ModelRegistry:
             return dest
         import mlflow
 
-        from simcse.storage import atomic_dir
+        from dataio.atomic import atomic_dir
 
         with atomic_dir(dest) as tmp:
             mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp),
@@ -297,8 +297,8 @@ def open_registry(location: str, name: str | None = None) -> ModelRegistry:
     if name is None:
         names = [m.name for m in store.client().search_registered_models()]
         if len(names) != 1:
-            raise InputError(f"registry {store}: {'no registered models' if not names else 'several models: ' + ', '.join(sorted(names))}; "
-                             "give --name")
+            found = "no registered models" if not names else "several models: " + ", ".join(sorted(names))
+            raise InputError(f"registry {store}: {found}; give --name")
         name = names[0]
     registry = ModelRegistry(store, name)
     if not registry.exists():
@@ -341,6 +341,7 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     existing = registry.find("run_key", run_key)
     if existing is not None and existing.promoted != "pending":
         return existing
+    run.check_model(chosen)  # the files registered are the ones the round wrote and evaluated (sha256)
     run_id = existing.run_id if existing is not None else registry.new_run(
         run.root.name, {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)})
     version = registry.register(run_id=run_id, model_dir=run.model_dir(chosen), parent=parent,

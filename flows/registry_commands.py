@@ -66,7 +66,7 @@ def path_command(registry: RegistryArg, version: Annotated[int | None, typer.Arg
                  dest: Annotated[Path | None, typer.Option(help="where to download the files when the registry "
                                                                 "keeps them on a server")] = None) -> None:
     """Print a local folder that `SentenceTransformer(path)` loads: the current version, or VERSION."""
-    from simcse.errors import InputError
+    from dataio.errors import InputError
 
     reg = _open(registry, name)
     target = reg.version(version) if version is not None else reg.current()
@@ -125,9 +125,9 @@ def register_command(
     as_json: Annotated[bool, typer.Option("--json", help="the version as JSON on stdout")] = False,
 ) -> None:
     """Register a finished run's best round as a new version; it becomes current only if the gate passes."""
+    from dataio.errors import InputError
     from flows.promotion import GateSettings
     from flows.registry import register_run
-    from simcse.errors import InputError
 
     reg = _open(registry, name)
     try:

@@ -13,13 +13,12 @@ import pytest
 import yaml
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported: no network
-pytest.importorskip("mlflow", reason="the tracking extra (mlflow-skinny) is not installed")
 
+from dataio.errors import InputError
 from flows.cli import main
 from flows.mlflow_store import MlflowStore
 from flows.promotion import GateSettings
 from flows.registry import ModelRegistry, register_run
-from simcse.errors import InputError
 
 
 def evaluation(select: float | None, guard: float = 80.0) -> dict:
@@ -82,6 +81,22 @@ def test_the_gate_decides_on_the_dev_metric_against_the_version_the_run_started_
     with pytest.raises(InputError, match="no version of 'enc'"):
         register_run(registry, stray, GateSettings())
 
+
+
+def test_a_round_model_changed_on_disk_is_not_registered(tmp_path, tiny, registry):
+    """What is registered is what the round wrote and evaluated: its files' sha256 in metrics.json is checked."""
+    from flows.rundir import RunDir
+
+    start = registry.local_path(registry.current())
+    folder = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    run = RunDir(folder)
+    metrics = run.read_metrics(0)
+    run.metrics_path(0).write_text(json.dumps({**metrics, "model_sha256": run.model_sha256(0)}))
+    weights = next(p for p in run.model_dir(0).rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
+    with pytest.raises(InputError, match="changed on disk"):
+        register_run(registry, folder, GateSettings())
+    assert [v.version for v in registry.versions()] == [1] and registry.current_number() == 1
 
 def test_a_promotion_interrupted_before_the_alias_moves_keeps_the_old_current_and_is_finished_later(
         tmp_path, tiny, registry, monkeypatch):
@@ -187,8 +202,16 @@ def test_a_run_is_tracked_once_per_round_and_a_resumed_run_continues_the_same_ml
 
 def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monkeypatch):
     from flows import mlflow_store
+    from flows.config import config_from_mapping
+    from flows.validate import check_run
 
     monkeypatch.setitem(sys.modules, "mlflow", None)
     monkeypatch.setattr(mlflow_store, "_CLIENTS", {})
     with pytest.raises(InputError, match=r"simcse-curriculum\[tracking\]"):
         MlflowStore.at(tmp_path / "s").client()
+    # A tracked run says so in its check, before anything is written (not after the base model's evaluation).
+    cfg = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"builtin": "python_docstrings"},
+                               "tracking": {"enabled": True}})
+    with pytest.raises(InputError, match=r"simcse-curriculum\[tracking\]"):
+        check_run(cfg)
+    assert not (tmp_path / "run").exists()
