@@ -22,11 +22,11 @@ from dataio.errors import TripletDataError
 from dataio.triplets import (
     RoundManifest,
     check_layout,
-    files_intact,
     is_complete,
     manifest_path,
     read_manifest,
     resolve_file,
+    round_problem,
 )
 from mining.bands import (
     BAND_FUNCTIONS,
@@ -108,9 +108,12 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
 
     existing = _existing_manifest(out, round)
     if existing is not None and existing.model_fingerprint == mfp and existing.corpus_fingerprint == cfp \
-            and existing.params == run_params and files_intact(out, existing):
-        log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round)
-        return MiningResult(out, round, manifest_path(out, round), existing, cached=True)
+            and existing.params == run_params:
+        problem = round_problem(out, existing, check_sha=True)  # reused across processes: bytes, not just sizes
+        if problem is None:
+            log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round)
+            return MiningResult(out, round, manifest_path(out, round), existing, cached=True)
+        log.warning("round %d: %s; mining the round again", round, problem)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
