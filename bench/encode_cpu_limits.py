@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 
 def sentences(n: int) -> list[str]:
-    from simcse.io import data_dir
+    from dataio.tables import data_dir
 
     data = data_dir()
     wiki = [s.strip() for s in (data / "wiki" / "sentences.txt").read_text(encoding="utf-8").splitlines() if s.strip()]

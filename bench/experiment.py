@@ -127,7 +127,7 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[str], failed: list[str]) -> None:
-    from simcse.io import atomic_write_json
+    from dataio.atomic import atomic_write_json
 
     path = out / "run_meta.json"
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     for name in ("flows", "mining", "simcse", "curriculum", "faiss"):
         logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
-    from simcse.errors import InputError
+    from dataio.errors import InputError
 
     try:
         if args.command == "run":

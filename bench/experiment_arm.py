@@ -33,6 +33,8 @@ from experiment_design import (
     start_model,
 )
 
+from dataio.triplets import manifest_path, round_dir
+
 log = logging.getLogger("experiment")
 
 
@@ -137,8 +139,8 @@ class SettingContext:
 
     def base_evaluation(self) -> dict[str, Any]:
         """The start model on the dev files and the report set: once per start and setting (file, lock)."""
+        from dataio.atomic import atomic_write_json
         from flows import steps
-        from simcse.io import atomic_write_json
 
         path = self.dir / "base_eval.json"
         with file_lock(self.dir / ".lock"):
@@ -161,7 +163,7 @@ class SettingContext:
 
         root = self.dir / f"seed{seed}" / "triplets"
         with file_lock(self.dir / ".lock"):
-            if not (root / f"round={round_}" / "manifest.json").is_file():
+            if not manifest_path(root, round_).is_file():
                 bands = self.bands if round_ == 0 else [b for b in self.bands if b in MODEL_INDEPENDENT_BANDS]
                 encoder = steps.load_encoder(self.model, self.base_config())
                 mine(self.corpus(), encoder, root, round=round_, bands=bands, params=dict(self.base_config().mining.params),
@@ -172,8 +174,8 @@ class SettingContext:
 def link_round(src_root: Path, dst_root: Path, round_: int) -> None:
     """Put a finished round into another triplets root: hard links (a copy across file systems), renamed
     into place in one step, so the arm sees either no round or a complete one."""
-    dst = dst_root / f"round={round_}"
-    if (dst / "manifest.json").is_file():
+    dst = round_dir(dst_root, round_)
+    if manifest_path(dst_root, round_).is_file():
         return
     if dst.exists():
         shutil.rmtree(dst)
@@ -187,7 +189,7 @@ def link_round(src_root: Path, dst_root: Path, round_: int) -> None:
         except OSError:
             shutil.copy2(src, target)
 
-    shutil.copytree(src_root / f"round={round_}", tmp, copy_function=link)
+    shutil.copytree(round_dir(src_root, round_), tmp, copy_function=link)
     os.replace(tmp, dst)
 
 
@@ -200,11 +202,11 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     """Every round of one start x setting x arm x seed, then the report set on its final and selected models."""
     from experiment_design import load_arm
 
+    from dataio.atomic import atomic_write_json
     from flows import steps
     from flows.loop import RoundSteps, run_rounds
     from flows.rundir import RunDir
     from mining.pipeline import mine
-    from simcse.io import atomic_write_json
 
     path = result_path(out, start, setting, arm_name, seed)
     if path.is_file():

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "weak-start":
         print(make_weak_start(Path(args.out), reinit_layers=args.reinit_layers, seed=args.seed))
     else:
-        from simcse.io import data_dir
+        from dataio.tables import data_dir
 
         src = Path(args.src) if args.src else data_dir() / "twitter" / "dev_pairs.tsv"
         for half, path in split_twitter_dev(src, Path(args.out)).items():

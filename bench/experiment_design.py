@@ -26,7 +26,7 @@ START_LABELS = {"tuned": "all-MiniLM-L6-v2 (tuned)",
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    from simcse.errors import InputError
+    from dataio.errors import InputError
 
     if not path.is_file():
         raise InputError("no such file", path=path)
@@ -37,7 +37,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_size(name: str) -> dict[str, Any]:
-    from simcse.errors import InputError
+    from dataio.errors import InputError
 
     sizes = read_yaml(CONFIG_DIR / "sizes.yaml")
     if name not in sizes:
@@ -61,7 +61,7 @@ def arm_names() -> list[str]:
 
 
 def load_arm(name: str) -> dict[str, Any]:
-    from simcse.errors import InputError
+    from dataio.errors import InputError
 
     path = CONFIG_DIR / "arms" / f"{name}.yaml"
     if not path.is_file():
@@ -104,7 +104,7 @@ def subsample_lines(src: Path, dst: Path, rows: int, seed: int = SUBSAMPLE_SEED)
 
     Written once (atomically); an existing copy is the same bytes, so it is kept.
     """
-    from simcse.io import atomic_write_text
+    from dataio.atomic import atomic_write_text
 
     if dst.is_file():
         return dst
@@ -144,7 +144,7 @@ def prepare_setting(name: str, size: dict[str, Any], out: Path) -> dict[str, Any
     """The setting's mapping with paths expanded: `{data_dir}`, the Twitter halves, the size's subsamples."""
     from experiment_data import split_twitter_dev
 
-    from simcse.io import data_dir
+    from dataio.tables import data_dir
 
     data = copy.deepcopy(load_setting(name))
     folder = out / "data" / name

@@ -100,10 +100,10 @@ def start_model(name: str) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from experiment_data import split_twitter_dev
 
+    from dataio.tables import data_dir
     from simcse.batching import triplet_batches, unsupervised_batches
     from simcse.data import load_sentences, load_triplets
     from simcse.evaluation import DevEvaluator
-    from simcse.io import data_dir
     from simcse.model import SimCSEEncoder
     from simcse.train import TrainConfig, train
 

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dataio.triplets import band_order
+
 START_MARKER = "<!-- experiment:start -->"
 END_MARKER = "<!-- experiment:end -->"
-BAND_ORDER = ("random", "in_domain", "nli_contradiction", "nearest_neighbour")
 ARM_ORDER = ("in_batch", "static_nli", "static_nn", "static_matched", "curriculum", "anti_curriculum")
 GOAL = 0.5          # issue 10: curriculum >= static_matched + 0.5 and >= the recipe + 0.5 in at least one start
 EQUIVALENCE = 0.5   # a CI inside +-0.5 reads as "no difference that matters"
@@ -200,7 +201,7 @@ def difficulty(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dic
                     for band, s in (r["curve"][-1].get("bands") or {}).items():
                         if s.get("difficulty") is not None:
                             last[band].append(s["difficulty"])
-    bands = [b for b in BAND_ORDER if b in first] + sorted(set(first) - set(BAND_ORDER))
+    bands = band_order(first)
     return {b: {"rows": mean_sd(rows[b])[0], "round0": mean_sd(first[b]), "last": mean_sd(last[b])} for b in bands}
 
 
@@ -296,12 +297,12 @@ def band_shares(curves: Mapping[int, Sequence[Mapping[str, Any]]], bin_steps: in
                     totals[name][b] += n
                 counts[b] += sum(row)
                 step += 1
-    order = [b for b in BAND_ORDER if b in totals] + sorted(set(totals) - set(BAND_ORDER))
+    order = band_order(totals)
     return {b: [t / c if c else 0.0 for t, c in zip(totals[b], counts)] for b in order}
 
 
 def _save(fig: Any, path: Path) -> Path:
-    from simcse.io import atomic_path
+    from dataio.atomic import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -437,7 +438,7 @@ def render_section(blocks: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
 
 def write_section(path: Path, section: str) -> None:
     """Replace the text between the markers (or append the section) and leave the rest of the file alone."""
-    from simcse.io import atomic_write_text
+    from dataio.atomic import atomic_write_text
 
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n\n"
     if START_MARKER in text and END_MARKER in text:

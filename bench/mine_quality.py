@@ -33,14 +33,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dataio.tables import data_dir
+from dataio.triplets import BANDS
 from mining.bands import BandContext, add_similarities, nearest_neighbour_band
 from mining.corpus import CorpusSource, NliSource, load_corpus
 from mining.embeddings import embed_corpus
 from mining.encoders import load_encoder
 from mining.index import knn
-from mining.params import BANDS, MiningParams
+from mining.params import MiningParams
 from mining.pipeline import mine
-from simcse.io import data_dir
 
 
 def write_inputs(data: Path, work: Path, n_wiki: int | None, n_twitter: int | None, n_nli: int | None) -> dict:
@@ -161,7 +162,7 @@ def main() -> None:
               f"{b.mean_sim():.4f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"bands": res.bands, "order": order, "false_negatives": shares,
-                                               "pool": len(supervised), "index": res.manifest.get("index")},
+                                               "pool": len(supervised), "index": res.manifest.index},
                                               indent=2, default=str))
 
 

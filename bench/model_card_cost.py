@@ -34,8 +34,8 @@ def main() -> int:
     start = time.perf_counter()
     import sentence_transformers  # noqa: F401 - timed: the card's one-off import
 
+    from dataio.atomic import atomic_dir
     from simcse.model_card import ModelCardInfo, describe_base, render_model_card
-    from simcse.storage import atomic_dir
 
     out: dict[str, float | str | bool] = {"model": encoder.source, "import_was_done": already,
                                           "import_sentence_transformers_s": time.perf_counter() - start}

@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curriculum import TripletSampler, curriculum_mixture, read_manifest
+from curriculum import TripletSampler, curriculum_mixture
 from curriculum.state import Plan
 from curriculum.synthetic import band_table, write_round
-
-BANDS = ["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
+from dataio.tables import data_dir
+from dataio.triplets import BANDS, read_manifest, read_triplets
 
 
 def source_sentences(limit: int = 60_000) -> tuple[list[str], str]:
-    data = Path(os.environ.get("SIMCSE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = data_dir()
     lines: list[str] = []
     for rel in ("wiki/sentences.txt", "twitter/unlabeled.txt"):
         path = data / rel
@@ -64,7 +64,7 @@ def build_round(root: Path, rows: int, seed: int = 0) -> str:
         positives = (anchors + 1 + rng.integers(0, n_texts - 1, per_band)) % n_texts
         negatives = (anchors + 1 + rng.integers(0, n_texts - 1, per_band)) % n_texts
         sims = rng.normal(0.1 + 0.2 * k, 0.05, per_band)
-        tables[band] = band_table(0, band, corpus.take(pa.array(anchors)), corpus.take(pa.array(positives)),
+        tables[band] = band_table(corpus.take(pa.array(anchors)), corpus.take(pa.array(positives)),
                                   corpus.take(pa.array(negatives)), sims)
     write_round(root, 0, tables, rows_per_file=250_000)
     return source
@@ -89,11 +89,8 @@ def time_sampler(root: Path, batch_size: int, seconds: float, plan: Plan) -> tup
 def anchor_dataset(root: Path):
     """The same rows as one `datasets.Dataset` (what sentence-transformers trains from)."""
     import datasets
-    import pyarrow.parquet as pq
 
-    table = pa.concat_tables(pq.read_table(p, columns=["anchor", "positive", "negative"])
-                             for p in sorted(Path(root, "round=0").glob("band=*/part-*.parquet")))
-    return datasets.Dataset(table)
+    return datasets.Dataset(read_triplets(root, rounds=[0], columns=["anchor", "positive", "negative"]))
 
 
 def time_anchor(dataset, batch_size: int, seconds: float) -> tuple[float, int]:

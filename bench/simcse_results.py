@@ -24,10 +24,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
+from dataio.tables import data_dir, read_sts
 from simcse.batching import triplet_batches, unsupervised_batches
 from simcse.data import load_sentences, load_triplets
 from simcse.evaluation import DevEvaluator, evaluate_data
-from simcse.io import data_dir, read_sts
 from simcse.model import SimCSEEncoder, default_model_path
 from simcse.train import TrainConfig, train
 

@@ -34,9 +34,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
+from dataio.tables import data_dir
 from simcse.batching import triplet_batches
 from simcse.data import load_triplets
-from simcse.io import data_dir
 from simcse.model import SimCSEEncoder, auto_device, default_model_path
 from simcse.train import TrainConfig, train
 

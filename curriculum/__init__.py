@@ -1,7 +1,8 @@
 """Curriculum over hard-negative bands for SimCSE: pacing, band mixture, alpha, adaptive scheduler,
-a batch sampler over mined Parquet rounds, and resumable JSON state. No torch, no Prefect.
+a batch sampler over mined Parquet rounds, and resumable JSON state. No torch, no Prefect. The mined
+rounds are read through the triplet contract (`dataio.triplets`).
 
-Per round:  manifest = read_manifest(triplets, r)
+Per round:  manifest = dataio.triplets.read_manifest(triplets, r)
             plan = scheduler.start_round(r, manifest.difficulties())
             sampler = TripletSampler(triplets, r, batch_size=64, seed=cfg.seed, state=scheduler.sampler_state)
             batch = sampler.draw(plan); ...train...; plan = scheduler.after_batch(sampler.state_dict())
@@ -15,7 +16,6 @@ from typing import Any
 
 from curriculum.alpha import AlphaSchedule
 from curriculum.config import (
-    BAND_NAMES,
     AdaptiveConfig,
     AlphaConfig,
     AlphaRange,
@@ -25,15 +25,7 @@ from curriculum.config import (
     format_validation_error,
     parse_config,
 )
-from curriculum.dataset import (
-    BandStats,
-    ManifestFile,
-    RoundManifest,
-    complete_rounds,
-    read_manifest,
-    round_dir,
-)
-from curriculum.errors import ConfigError, CurriculumError, StateError, TripletDataError
+from curriculum.errors import ConfigError, CurriculumError, StateError
 from curriculum.mixture import (
     curriculum_mixture,
     expected_difficulty,
@@ -56,13 +48,11 @@ def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, A
 
 
 __all__ = [
-    "BAND_NAMES",
     "PACING_KINDS",
     "AdaptiveConfig",
     "AlphaConfig",
     "AlphaRange",
     "AlphaSchedule",
-    "BandStats",
     "ConfigError",
     "CurriculumConfig",
     "CurriculumError",
@@ -70,23 +60,17 @@ __all__ = [
     "CurriculumState",
     "Decision",
     "HistoryEntry",
-    "ManifestFile",
     "MixtureConfig",
     "Pacing",
     "Plan",
-    "RoundManifest",
     "StateError",
     "StaticConfig",
-    "TripletDataError",
     "TripletSampler",
-    "complete_rounds",
     "curriculum_mixture",
     "expected_difficulty",
     "format_validation_error",
     "order_bands",
     "parse_config",
     "plot_schedule",
-    "read_manifest",
-    "round_dir",
     "static_mixture",
 ]

@@ -24,9 +24,7 @@ from pydantic import (
 from curriculum.alpha import AlphaSchedule
 from curriculum.errors import ConfigError
 from curriculum.pacing import Pacing
-
-BandName = Literal["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
-BAND_NAMES: tuple[str, ...] = typing.get_args(BandName)
+from dataio.triplets import BandName
 
 
 class _Strict(BaseModel):

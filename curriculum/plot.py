@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curriculum.state import CurriculumState, HistoryEntry, atomic_file
+from curriculum.state import CurriculumState, HistoryEntry
+from dataio.atomic import atomic_path
 
 
 def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], path: str | Path,
@@ -14,7 +15,7 @@ def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, A
     """Stacked band mixture (top) and alpha per band (bottom) against training step; written atomically."""
     fig = schedule_figure(history, title=title)
     path = Path(path)
-    with atomic_file(path, suffix=".png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path
 

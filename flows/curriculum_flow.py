@@ -18,10 +18,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from dataio.errors import InputError
+from dataio.triplets import is_complete
 from flows import steps
 from flows.config import RunConfig, load_config
 from flows.rundir import RunDir
 from flows.tasks import bind_tasks
+from flows.validate import check_run
 
 ConfigArg = RunConfig | str | Path
 
@@ -85,6 +88,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         finish=lambda r, mined, trained, evaluated: tasks.finish(config, run.root, r, mined, trained, evaluated),
         report=lambda: tasks.report(run.root),
         on_round=after_round,
+        check=lambda: check_run(config),
     )
     summary = run_rounds(config, run, how, logger)
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
@@ -98,6 +102,7 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     """Mine every configured band of the corpus once (a domain team's triplets), without training."""
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
+    check_run(config)  # before the folder is touched
     run.claim(config)
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
@@ -112,14 +117,16 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
 @flow(name="simcse-train", log_prints=True, validate_parameters=False)
 def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> dict[str, Any]:
     """Train one curriculum round on an already mined round (see `mine_flow`), then evaluate it."""
+    from flows.recovery import ensure_state
+
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
+    check_run(config)  # before the folder is touched
     run.claim(config)
+    ensure_state(run, config, get_run_logger())
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
-    if not run.manifest_path(round_).is_file():
-        from simcse.errors import InputError
-
+    if not is_complete(run.triplets, round_):
         raise InputError(f"round {round_} has not been mined; run the mine flow first", path=run.triplets)
     model_path = model or (steps.base_model_path(config) if round_ == 0 else str(run.model_dir(round_ - 1)))
     mined = steps.read_mined(run, round_)

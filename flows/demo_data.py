@@ -30,7 +30,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from simcse.io import atomic_write_json, atomic_write_text
+from dataio.atomic import atomic_write_json, atomic_write_text
 
 DEMO_VERSION = 1
 # Packages skipped: tests and demos (code samples, not prose), GUI and codec tables (repetitive), and the

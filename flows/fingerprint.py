@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dataio.hashing import sha256_file
+
 _MEMO: dict[tuple[str, int, int], str] = {}
 
 
@@ -23,11 +25,7 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _MEMO:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _MEMO[key] = digest.hexdigest()[:32]
+        _MEMO[key] = sha256_file(path)[:32]
     return _MEMO[key]
 
 

@@ -34,14 +34,17 @@ class RoundSteps:
     finish: Callable[[int, dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]
     report: Callable[[], dict[str, Any]] | None = None
     on_round: Callable[[int, dict[str, Any]], None] | None = None  # after a round closed (e.g. artifacts)
+    check: Callable[[], Any] | None = None  # before the run folder is touched: flows.validate.check_run
 
 
 def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
-    """The step functions called directly (no orchestration): what the experiment harness builds on."""
+    """The step functions called directly, without Prefect: the fault-injection tests drive a run this way."""
     from flows.report import build_report
+    from flows.validate import check_run
 
     log = log or steps._log
     return RoundSteps(
+        check=lambda: check_run(config),
         prepare=lambda: steps.prepare_inputs(config, run, log),
         evaluate=lambda model, inputs: steps.evaluate_model(model, inputs, config, log),
         mine=lambda model, inputs, r: steps.mine_round(model, inputs, config, run, r, log),
@@ -53,10 +56,27 @@ def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
 
 
 def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None) -> dict[str, Any]:
-    """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings)."""
+    """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings).
+
+    Checks every input first (`how.check`), before the run folder is touched, then holds the folder's lock
+    throughout (`dataio.folder_lock`; re-entrant, so the CLI's lock covers it)."""
+    from dataio.folder_lock import lock_folder
+
     log = log or steps._log
+    if how.check is not None:  # every file, column and label before the folder is touched
+        for warning in how.check().warnings:
+            log.warning("%s", warning)
+    run.root.mkdir(parents=True, exist_ok=True)
+    with lock_folder(run.root):
+        return _run_rounds(config, run, how, log)
+
+
+def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> dict[str, Any]:
+    from flows.recovery import ensure_state
+
     run.claim(config)
     steps.clean_partial_writes(run)
+    ensure_state(run, config, log)  # a lost or stale state.json is rebuilt from the rounds, never restarted
     start = time.perf_counter()
     inputs = how.prepare()
     base_model = steps.base_model_path(config)
@@ -75,6 +95,8 @@ def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None)
         model_in = base_model if r == 0 else str(run.model_dir(r - 1))
         if r > 0 and not run.model_complete(r - 1):
             raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
+        if r > 0:
+            run.check_model(r - 1)  # a resumed run trains on the model its last round wrote, not on changed bytes
         mined = how.mine(model_in, inputs, r)
         plan = how.schedule(r)
         trained = how.train(model_in, plan, r)

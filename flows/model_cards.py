@@ -11,10 +11,10 @@ rewriting it never invalidates a cache key.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from dataio.triplets import RoundManifest, is_complete, read_manifest
 from flows.config import RunConfig, TableFile
 from flows.fingerprint import file_fingerprint
 from flows.rundir import RunDir
@@ -39,16 +39,16 @@ def _licences(config: RunConfig) -> dict[str, str | None]:
     return out
 
 
-def _data_sources(config: RunConfig, manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _data_sources(config: RunConfig, manifest: RoundManifest | None) -> list[dict[str, Any]]:
     """The round's source files as the mining manifest read them, with fingerprints and licences."""
     licences = _licences(config)
-    sources = ((manifest or {}).get("corpus") or {}).get("sources") or []
+    sources = ((manifest.corpus if manifest is not None else None) or {}).get("sources") or []
     out = []
     for src in sources:
         path = Path(src["path"])
         licence = BUILTIN_LICENCE if config.data.builtin else licences.get(str(path.resolve()))
         dropped = {"empty": src.get("empty", 0), "duplicate": src.get("duplicates", 0),
-                   "no negative": src.get("missing_negative", 0)}
+                   "no negative": src.get("missing_negative", 0), "label-0 pairs": src.get("label_0", 0)}
         out.append({"path": str(path), "kind": src.get("kind"), "rows": src.get("rows"), "kept": src.get("kept"),
                     "dropped": dropped, "licence": licence,
                     "sha256": file_fingerprint(path) if path.is_file() else None})
@@ -59,19 +59,18 @@ def round_card(config: RunConfig, run: RunDir, round_: int, curriculum: dict[str
                metrics: dict[str, Any] | None = None) -> ModelCardInfo:
     """What the run knows of round `round_`'s model: data, curriculum (the round's plan, or its
     metrics.json `curriculum` entry with the decision) and, given `metrics`, the evaluation."""
-    path = run.manifest_path(round_)
-    manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    manifest = read_manifest(run.triplets, round_) if is_complete(run.triplets, round_) else None
     info = ModelCardInfo(round=round_, rounds=config.rounds, data=_data_sources(config, manifest))
-    bands = (manifest or {}).get("bands") or {}
+    bands = manifest.bands if manifest is not None else {}
     if manifest is not None:
         info.training_rows = {"name": f"mined triplets, round {round_}", "columns": TRIPLET_COLUMNS,
-                              "rows": sum(int(f.get("rows", 0)) for f in manifest.get("files", []))}
+                              "rows": manifest.rows}
     cur = dict(curriculum or (metrics or {}).get("curriculum") or {})
     if cur:
         info.curriculum = {"mode": config.curriculum.mode, "pacing": config.curriculum.pacing,
                            "stage": cur.get("stage"), "competence": cur.get("competence"),
                            "mixture": cur.get("mixture") or {}, "alpha": cur.get("alpha") or {},
-                           "difficulties": {b: s.get("mean_anchor_negative_sim") for b, s in bands.items()},
+                           "difficulties": {b: s.mean_anchor_negative_sim for b, s in bands.items()},
                            "decision": cur.get("decision")}
         if config.negatives == "hard" and cur.get("alpha"):
             info.loss = {"alpha": dict(cur["alpha"])}

@@ -65,8 +65,16 @@ def configure_prefect_logging(level: str | None = None) -> bool:
     return True
 
 
+def configure_library_caches(run_dir: str | os.PathLike) -> None:
+    """Caches that libraries write go inside the run folder, not the user's home: matplotlib's font list
+    (MPLCONFIGDIR, rebuilt in well under a second) in `<run_dir>/cache/matplotlib`. A setting of the user's
+    wins. Hugging Face's hub cache is only read (HF_HUB_OFFLINE) and stays where the user keeps models."""
+    os.environ.setdefault("MPLCONFIGDIR", str(Path(run_dir).resolve() / "cache" / "matplotlib"))
+
+
 class PrefectChatterFilter(logging.Filter):
-    """Console filter: drops records below WARNING that Prefect's own code logs, unless `level` is DEBUG.
+    """Console filter: drops records below WARNING that Prefect's own code logs, and its restatements of a
+    failure (tracebacks, "Finished in state Failed"), unless `level` is DEBUG.
 
     Prefect logs its banners ("Beginning flow run", "View at ...") and each task's "Finished in state ..."
     on the same loggers as the run's own `get_run_logger()` lines, so levels alone cannot tell them apart;
@@ -83,9 +91,16 @@ class PrefectChatterFilter(logging.Filter):
         self.prefect_dir = os.path.dirname(origin) + os.sep if origin else None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.show_all or record.levelno >= logging.WARNING or self.prefect_dir is None:
+        if self.show_all or self.prefect_dir is None:
             return True
-        return not (record.pathname.startswith(self.prefect_dir) and record.funcName != "print_as_log")
+        ours = not record.pathname.startswith(self.prefect_dir) or record.funcName == "print_as_log"
+        if ours:
+            return True
+        if record.levelno >= logging.ERROR:
+            # Prefect restating a failure (a traceback, a task's "Finished in state Failed"): the command
+            # prints it itself, one line for an error the user can fix; run.log keeps Prefect's account.
+            return not (record.exc_info or record.getMessage().startswith("Finished in state"))
+        return record.levelno >= logging.WARNING
 
 
 @contextlib.contextmanager

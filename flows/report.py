@@ -13,10 +13,16 @@ from typing import Any
 
 import yaml
 
+from dataio.atomic import atomic_path, atomic_write_text
+from dataio.triplets import (
+    RoundManifest,
+    band_order,
+    is_complete,
+    read_manifest,
+    resolve_file,
+)
 from flows.rundir import RunDir
-from simcse.io import atomic_path, atomic_write_text
 
-BAND_ORDER = ("random", "in_domain", "nli_contradiction", "nearest_neighbour")
 # Smallest y range of the metrics plot: auto-scaling would draw a +0.2 AP change as a cliff.
 MIN_SCORE_SPAN = 5.0  # points of a x100 score
 MIN_GEOMETRY_SPAN = 0.1  # alignment, uniformity
@@ -45,9 +51,9 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def _read_manifest(run: RunDir, r: int) -> dict[str, Any] | None:
-    path = run.manifest_path(r)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def _read_manifest(run: RunDir, r: int) -> RoundManifest | None:
+    """Round r's manifest, or None when the round was not mined (completely) yet."""
+    return read_manifest(run.triplets, r) if is_complete(run.triplets, r) else None
 
 
 def _save_figure(fig: Any, path: Path) -> Path:
@@ -111,18 +117,15 @@ def read_similarities(run: RunDir, r: int) -> tuple[dict[str, Any], Any] | None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from curriculum.dataset import resolve_file
-
     manifest = _read_manifest(run, r)
     if manifest is None:
         return None
     negatives: dict[str, list[Any]] = {}
     pairs = []
-    for entry in manifest.get("files", []):
-        table = pq.read_table(resolve_file(run.triplets, r, entry["path"]),
-                              columns=["band", "anchor_id", "positive_id", "anchor_negative_sim", "anchor_positive_sim"])
-        band = entry.get("band") or table.column("band")[0].as_py()
-        negatives.setdefault(band, []).append(table.column("anchor_negative_sim").to_numpy(zero_copy_only=False))
+    for entry in manifest.files:
+        table = pq.read_table(resolve_file(run.triplets, r, entry.path),
+                              columns=["anchor_id", "positive_id", "anchor_negative_sim", "anchor_positive_sim"])
+        negatives.setdefault(entry.band, []).append(table.column("anchor_negative_sim").to_numpy(zero_copy_only=False))
         # Unsupervised rows (positive = the anchor itself, sim 1) would swamp the positives' histogram.
         labeled = pc.not_equal(table.column("anchor_id"), table.column("positive_id"))
         pairs.append(table.select(["anchor_id", "positive_id", "anchor_positive_sim"]).filter(labeled))
@@ -152,8 +155,7 @@ def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
     bins = np.linspace(-0.2, 1.0, 49)
-    order = [b for b in BAND_ORDER if b in negatives] + [b for b in negatives if b not in BAND_ORDER]
-    for band in order:
+    for band in band_order(negatives):
         values = negatives[band]
         if values.size:
             ax.hist(values, bins=bins, histtype="step", linewidth=1.5, density=True,
@@ -202,8 +204,6 @@ def write_plots(run: RunDir) -> dict[str, Path]:
 
 def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
     """The markdown report of everything completed in the run directory."""
-    from curriculum.dataset import resolve_file
-
     plots = plots or {}
     config = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) if run.config_path.is_file() else {}
     base = run.read_base_metrics()
@@ -264,25 +264,22 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
             continue
         lines += [f"### Round {r}", "", "| band | rows | difficulty (mean anchor-negative sim) | skipped |",
                   "|---|---|---|---|"]
-        bands = manifest.get("bands") or {}
-        order = [b for b in BAND_ORDER if b in bands] + [b for b in bands if b not in BAND_ORDER]
         self_matches = []
-        for band in order:
-            stats = bands[band]
-            skips = dict(stats.get("skipped") or {})
+        for band in band_order(manifest.bands):
+            stats = manifest.bands[band]
+            skips = dict(stats.skipped)
             if skips.get(SELF_MATCH):
                 self_matches.append(f"{band} {skips[SELF_MATCH]}")
             skipped = ", ".join(f"{k}: {v}" for k, v in skips.items() if k != SELF_MATCH) or "–"
-            lines.append(f"| {band} | {stats.get('rows', 0)} | {_fmt(stats.get('mean_anchor_negative_sim'), 4)} | "
-                         f"{skipped} |")
+            lines.append(f"| {band} | {stats.rows} | {_fmt(stats.mean_anchor_negative_sim, 4)} | {skipped} |")
         if self_matches:
             lines += ["", ("Skipped candidates are counted per reason (see docs/mining.md). Not counted there: "
                            "candidates that were the anchor itself, excluded by construction since every sentence "
                            f"is its own nearest neighbour ({', '.join(self_matches)}).")]
         links = []
-        for f in manifest.get("files", []):
-            rel = resolve_file(run.triplets, r, f["path"]).relative_to(run.root).as_posix()
-            links.append(f"[{rel}]({rel}) ({f['rows']} rows)")
+        for f in manifest.files:
+            rel = resolve_file(run.triplets, r, f.path).relative_to(run.root).as_posix()
+            links.append(f"[{rel}]({rel}) ({f.rows} rows)")
         lines += ["", "Triplet files: " + ", ".join(links), ""]
         if f"similarity_round{r}" in plots:
             lines += [f"![similarity by band, round {r}](plots/similarity_round{r}.png)", ""]
@@ -341,16 +338,17 @@ def _wall_time_line(run: RunDir, base: dict[str, Any] | None, rounds: list[dict[
 def _data_read(run: RunDir, done: list[int]) -> list[str]:
     """What the run read: per source file, rows read, kept and dropped; the pool; the anchor rows by kind."""
     manifest = next((m for r in reversed(done) if (m := _read_manifest(run, r)) is not None), None)
-    corpus = (manifest or {}).get("corpus") or {}
+    corpus = (manifest.corpus if manifest is not None else None) or {}
     if not corpus:
         return []
-    lines = ["## Data read", "", "| file | kind | rows read | kept | dropped: empty | duplicates | no negative |",
-             "|---|---|---|---|---|---|---|"]
+    header = "| file | kind | rows read | kept | dropped: empty | duplicates | no negative | labeled 0 |"
+    lines = ["## Data read", "", header, "|---|---|---|---|---|---|---|---|"]
     for src in corpus.get("sources") or []:
         path = Path(src.get("path", ""))
         shown = path.relative_to(run.root).as_posix() if path.is_relative_to(run.root) else str(path)
         lines.append(f"| `{shown}` | {src.get('kind', '')} | {src.get('rows', 0)} | {src.get('kept', 0)} | "
-                     f"{src.get('empty', 0)} | {src.get('duplicates', 0)} | {src.get('missing_negative', 0)} |")
+                     f"{src.get('empty', 0)} | {src.get('duplicates', 0)} | {src.get('missing_negative', 0)} | "
+                     f"{src.get('label_0', 0)} |")
     kinds = corpus.get("anchor_rows") or {}
     lines += ["", (f"Sentence pool: {corpus.get('pool', 0)} distinct sentences. Anchor rows used for mining: "
                    f"{kinds.get('pair', 0)} labeled pairs, {kinds.get('nli', 0)} NLI triplets, "

@@ -4,7 +4,7 @@ Layout (DESIGN.md section 3):
     <run>/config.yaml              the resolved settings the run started with
     <run>/state.json               the curriculum state (curriculum.CurriculumState)
     <run>/base_metrics.json        the base model's evaluation
-    <run>/triplets/round=<r>/...   mined Parquet; `manifest.json` marks a round mined
+    <run>/triplets/round=<r>/...   mined Parquet (dataio.triplets); the round's manifest marks it mined
     <run>/rounds/<r>/train/        the trainer's checkpoint while round r trains
     <run>/rounds/<r>/model/        the model after round r (SentenceTransformer folder, safetensors)
     <run>/rounds/<r>/optimizer/    the optimizer state the next round continues from (the latest round only)
@@ -29,9 +29,12 @@ from typing import Any
 
 import yaml
 
+from dataio import triplets as contract
+from dataio.atomic import atomic_write_json, atomic_write_text
+from dataio.errors import InputError
 from flows.config import RunConfig
-from simcse.errors import InputError
-from simcse.io import atomic_write_json, atomic_write_text
+
+MODEL_CARD_FILES = ("README.md", "simcse_card.json")
 
 # Keys that may change when a run is continued (none: `rounds` sets the length of the learning-rate and
 # curriculum schedules, so a longer run is a new run, which may start from this one's model).
@@ -95,7 +98,7 @@ class RunDir:
         return self.round_dir(r) / "metrics.json"
 
     def manifest_path(self, r: int) -> Path:
-        return self.triplets / f"round={r}" / "manifest.json"
+        return contract.manifest_path(self.triplets, r)
 
     # ---------------------------------------------------------------------------------- progress
     def round_complete(self, r: int) -> bool:
@@ -103,8 +106,30 @@ class RunDir:
 
     def model_complete(self, r: int) -> bool:
         """A model folder exists only once fully written (`SimCSEEncoder.save` swaps it in whole, via
-        `simcse.storage.atomic_dir`)."""
+        `dataio.atomic.atomic_dir`)."""
         return (self.model_dir(r) / "config.json").is_file() or (self.model_dir(r) / "modules.json").is_file()
+
+    def model_sha256(self, r: int) -> str:
+        """SHA-256 over the names and bytes of round r's model files (weights, configs, tokenizer), the model
+        card left out (`README.md`, `simcse_card.json`: rewriting a card does not change the model)."""
+        import hashlib
+
+        from dataio.hashing import update_with_file
+
+        folder = self.model_dir(r)
+        digest = hashlib.sha256(b"round-model-v1\0")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES):
+            digest.update(str(path.relative_to(folder)).encode() + b"\0")
+            update_with_file(digest, path)
+        return digest.hexdigest()
+
+    def check_model(self, r: int) -> None:
+        """Round r's model is the one its round wrote (sha256 in `metrics.json`); a changed file stops the run."""
+        recorded = self.read_metrics(r).get("model_sha256")
+        if recorded is not None and recorded != self.model_sha256(r):
+            raise InputError(f"round {r}'s model changed on disk since the round finished (its files' sha256 "
+                             f"differs from metrics.json): restore the folder, or delete {self.round_dir(r)} and "
+                             f"every later round to train them again", path=self.model_dir(r))
 
     def completed_rounds(self) -> list[int]:
         rounds_root = self.root / "rounds"

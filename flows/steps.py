@@ -17,12 +17,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from dataio.errors import InputError, TripletDataError
 from flows.config import DEFAULT_MODEL, RunConfig, TableFile
 from flows.fingerprint import combine, file_fingerprint, path_fingerprint
 from flows.rundir import RunDir, remove_stale_temporaries, write_json
-from simcse.errors import InputError
 
 _log = logging.getLogger("flows")
 
@@ -37,7 +37,10 @@ def base_model_path(config: RunConfig) -> str:
     return config.model.name_or_path
 
 
-def _present(entry: TableFile | None, what: str, log: Any) -> TableFile | None:
+_File = TypeVar("_File", bound=TableFile)
+
+
+def _present(entry: _File | None, what: str, log: Any) -> _File | None:
     if entry is None:
         return None
     if not entry.path.exists():
@@ -48,6 +51,14 @@ def _present(entry: TableFile | None, what: str, log: Any) -> TableFile | None:
     return entry
 
 
+def eval_inputs(config: RunConfig, log: Any = _log) -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
+    """The evaluation files present (STS, labeled pairs) and, by path, the column maps of those that rename."""
+    sts_entries = [e for e in config.eval.sts if _present(e, "eval.sts", log)]
+    pair_entries = [e for e in config.eval.pairs if _present(e, "eval.pairs", log)]
+    columns = {str(e.path): e.columns.model_dump() for e in [*sts_entries, *pair_entries] if e.columns.model_dump()}
+    return [str(e.path) for e in sts_entries], [str(e.path) for e in pair_entries], columns
+
+
 def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str, Any]:
     """The input files of the run as plain JSON (paths, column names) with their content fingerprints.
 
@@ -56,8 +67,7 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
     corpus: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
     nli: list[dict[str, Any]] = []
-    sts = [str(e.path) for e in config.eval.sts if _present(e, "eval.sts", log)]
-    pair_files = [str(e.path) for e in config.eval.pairs if _present(e, "eval.pairs", log)]
+    sts, pair_files, eval_columns = eval_inputs(config, log)
     if config.data.builtin == "python_docstrings":
         from flows.demo_data import build_demo_data
 
@@ -71,7 +81,8 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
                              (config.data.nli, nli, "data.nli")):
         present = _present(entry, what, log)
         if present is not None:
-            out.append({"path": str(present.path), "columns": dict(present.columns), "domain": present.domain})
+            out.append({"path": str(present.path), "columns": present.columns.model_dump(),
+                        "domain": present.domain_label})
     if not corpus and not nli and not pairs:
         raise InputError("no training input is present (all inputs were optional and missing)")
     fingerprinted: list[Any] = [(e["path"], file_fingerprint(e["path"]) if Path(e["path"]).is_file()
@@ -86,8 +97,10 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
         read_excluded_pairs(exclude)  # a bad row stops the run here, before anything is mined
         fingerprinted.append(("exclude_pairs", file_fingerprint(exclude)))
     fingerprint = combine(fingerprinted)
-    eval_fingerprint = combine([path_fingerprint(p) for p in sts], [path_fingerprint(p) for p in pair_files])
+    eval_fingerprint = combine([path_fingerprint(p) for p in sts], [path_fingerprint(p) for p in pair_files],
+                               *([eval_columns] if eval_columns else []))
     return {"corpus": corpus, "pairs": pairs, "nli": nli, "sts": sts, "eval_pairs": pair_files,
+            **({"eval_columns": eval_columns} if eval_columns else {}),
             "exclude_pairs": str(exclude) if exclude is not None else None,
             "fingerprint": fingerprint, "eval_fingerprint": eval_fingerprint}
 
@@ -104,7 +117,7 @@ def load_mining_corpus(inputs: dict[str, Any], params: dict[str, Any] | None = N
     corpus = [CorpusSource(Path(e["path"]), text_column=cols(e, "text"), id_column=cols(e, "id"),
                            domain_column=cols(e, "domain"), domain=e.get("domain")) for e in inputs["corpus"]]
     pairs = [PairSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
-                        domain=e.get("domain")) for e in inputs["pairs"]]
+                        label_column=cols(e, "label"), domain=e.get("domain")) for e in inputs["pairs"]]
     nli = [NliSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
                      negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs["nli"]]
     unsupervised = MiningParams.from_dict(dict(params or {})).unsupervised_anchors
@@ -136,13 +149,23 @@ def _dev_metric(result: dict[str, Any], config: RunConfig) -> dict[str, Any] | N
     return None
 
 
+def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The prepared inputs' STS and labeled-pair files, read and checked (with their column maps)."""
+    from dataio.tables import read_labeled_pairs, read_sts
+
+    columns = inputs.get("eval_columns") or {}
+    return ([read_sts(p, columns.get(p)) for p in inputs["sts"]],
+            [read_labeled_pairs(p, columns.get(p)) for p in inputs["eval_pairs"]])
+
+
 def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> dict[str, Any]:
     """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files."""
-    from simcse.evaluation import evaluate
+    from simcse.evaluation import evaluate_data
 
     start = time.perf_counter()
+    sts, pairs = read_eval_sets(inputs)  # before the model loads: a bad file stops at once
     encoder = load_encoder(model_path, config)
-    result = evaluate(encoder, sts_files=inputs["sts"], pair_files=inputs["eval_pairs"])
+    result = evaluate_data(encoder, sts, pairs)
     result = _jsonable(result)
     return {"model": model_path, "evaluation": result, "dev_metric": _dev_metric(result, config),
             "seconds": time.perf_counter() - start}
@@ -190,7 +213,7 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
 
 def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
     """The band statistics and files of a complete round, from its manifest (never from partial files)."""
-    from curriculum.dataset import read_manifest
+    from dataio.triplets import read_manifest
 
     manifest = read_manifest(run.triplets, round_)
     return {"round": round_, "bands": {b: s.model_dump(mode="json") for b, s in manifest.bands.items()},
@@ -199,17 +222,20 @@ def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
             "manifest_sha256": file_fingerprint(run.manifest_path(round_))}
 
 
-def mined_round_intact(run: RunDir, round_: int) -> bool:
-    """The round's manifest exists and every file it lists is in place (else the round is mined again)."""
-    from curriculum.dataset import resolve_file
+def mined_round_intact(run: RunDir, round_: int, log: Any = _log) -> bool:
+    """The round's manifest exists and every file it lists is in place with its rows and sha256 (else the
+    round is mined again: a Prefect cache hit never stands in for a missing or changed file)."""
+    from dataio.triplets import is_complete, read_manifest, round_problem
 
-    if not run.manifest_path(round_).is_file():
+    if not is_complete(run.triplets, round_):  # an old-layout round stops the run with the upgrade command
         return False
     try:
-        manifest = json.loads(run.manifest_path(round_).read_text(encoding="utf-8"))
-        return all(resolve_file(run.triplets, round_, f["path"]).is_file() for f in manifest["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        problem = round_problem(run.triplets, read_manifest(run.triplets, round_), check_sha=True)
+    except (OSError, TripletDataError) as err:
+        problem = str(err)
+    if problem is not None:
+        log.warning("round %d: %s; mining it again", round_, problem)
+    return problem is None
 
 
 def _fmt(value: Any) -> str:
@@ -227,7 +253,7 @@ def _scheduler(config: RunConfig, run: RunDir, state: Any = None, persist: bool 
 
 def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log) -> dict[str, Any]:
     """Open round `round_` (idempotent for a round already open) and return its plan and start state."""
-    from curriculum.dataset import read_manifest
+    from dataio.triplets import read_manifest
 
     manifest = read_manifest(run.triplets, round_)
     scheduler = _scheduler(config, run)
@@ -271,7 +297,7 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
     state = CurriculumState.model_validate(copy.deepcopy(start_state))
     scratch = _scheduler(config, run, state=state, persist=False)
     sampler = TripletSampler(run.triplets, round_, batch_size=config.batch_size, seed=config.seed,
-                             negatives_per_anchor=config.negatives_per_anchor)
+                             negatives_per_anchor=config.negatives_per_anchor, verify_checksums=True)
     batches: list[dict] = []
     plan = scratch.plan
     for _ in range(config.steps_per_round):
@@ -418,7 +444,7 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
         verdict = {"advanced": end.event == "advance", "reason": end.reason, "stage_after": end.stage,
                    "competence_after": end.competence}
     metrics = _jsonable({
-        "round": round_, "model": str(run.model_dir(round_)),
+        "round": round_, "model": str(run.model_dir(round_)), "model_sha256": run.model_sha256(round_),
         "evaluation": evaluated.get("evaluation"), "dev_metric": evaluated.get("dev_metric"),
         "train": {k: trained.get(k) for k in ("steps", "mean_train_accuracy", "seconds")},
         "mining": {"bands": mined.get("bands"), "rows": mined.get("rows"), "seconds": mined.get("seconds")},
@@ -456,17 +482,21 @@ def select_model(run: RunDir, config: RunConfig) -> dict[str, Any] | None:
         value = (metrics.get("dev_metric") or {}).get("value")
         if value is not None:
             candidates.append({"round": r, "model": metrics.get("model"), "dev": value})
-    best = max(candidates, key=lambda c: (c["dev"], -1 if c["round"] == "base" else c["round"]))
-    improved = best["round"] != "base"
+    margin = config.eval.min_improvement
+    best_round = max(candidates[1:], key=lambda c: (c["dev"], c["round"]), default=None)
+    improved = best_round is not None and best_round["dev"] > candidates[0]["dev"] + margin
+    best = best_round if improved else candidates[0]
+    by = f" by more than {margin:g} (eval.min_improvement)" if margin else ""
     if improved:
         note = (f"round {best['round']} has the best {name} ({best['dev']:.2f}, starting model "
                 f"{candidates[0]['dev']:.2f}): use {best['model']}")
     else:
-        note = (f"no round beat the starting model on {name} (best round "
-                f"{max((c['dev'] for c in candidates[1:]), default=float('nan')):.2f}, starting model "
+        best_dev = best_round["dev"] if best_round else float("nan")
+        note = (f"no round beat the starting model on {name}{by} (best round {best_dev:.2f}, starting model "
                 f"{candidates[0]['dev']:.2f}): this data did not improve it; keep the starting model {best['model']}")
     selection = {"dev_metric": name, "selected_round": best["round"], "model_to_use": best["model"],
-                 "dev": best["dev"], "improved": improved, "note": note, "candidates": candidates}
+                 "dev": best["dev"], "improved": improved, "min_improvement": margin, "note": note,
+                 "candidates": candidates}
     write_json(run.root / "selection.json", _jsonable(selection))
     return selection
 

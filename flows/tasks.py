@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ def is_transient(exc: BaseException | None) -> bool:
         return False
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False  # a missing or forbidden path will still be missing or forbidden
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        return False  # a full disk or a read-only file system waits for a person, not for 5 s
     return isinstance(exc, (OSError, ConnectionError, TimeoutError))
 
 

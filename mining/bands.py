@@ -8,7 +8,6 @@ Hand-written because no library mines graded bands with these guards; the kNN it
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dataio.hashing import hash_strings, salt_of, splitmix64, uniform
 from mining.corpus import UNSUPERVISED, MiningCorpus, domain_labels, normalized_keys
 from mining.embeddings import Embeddings
 from mining.index import KnnResult
@@ -24,36 +24,9 @@ from mining.params import MiningParams
 
 log = logging.getLogger(__name__)
 
-_M1, _M2, _G = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 ROW_CHUNK = 65536
 MAX_PADDED_POSITIVES = 64
 FILTER_SLACK = 16  # extra neighbours retrieved so filtered candidates can be replaced (bounded memory)
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser, vectorised (uint64 arithmetic wraps): a well-mixed hash of each key."""
-    with np.errstate(over="ignore"):
-        z = (np.asarray(x, dtype=np.uint64) + _G)
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-        return z ^ (z >> np.uint64(31))
-
-
-def uniform(keys: np.ndarray, salt: int) -> np.ndarray:
-    """Uniform floats in [0, 1) from keys and a salt; a counter-based generator."""
-    mixed = splitmix64(np.asarray(keys, dtype=np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF))
-    return (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def salt_of(*parts: object) -> int:
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
-
-
-def _hash_strings(values: list[str]) -> np.ndarray:
-    out = np.empty(len(values), dtype=np.uint64)
-    for i, v in enumerate(values):
-        out[i] = int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little")
-    return out
 
 
 @dataclass
@@ -105,7 +78,7 @@ class BandContext:
             initial=0))
         self.a, self.p, self.neg, self.kind = corpus.anchor, corpus.positive, corpus.negative, corpus.kind
         self.text_key = normalized_keys(corpus.texts)
-        self.id_key = _hash_strings(corpus.ids)
+        self.id_key = hash_strings(corpus.ids)
         # Row key from the ids only: draws do not depend on row order, file order or sharding.
         self.row_key = splitmix64(self.id_key[self.a] ^ splitmix64(self.id_key[self.p]))
         self.uq, self.inv = np.unique(self.a, return_inverse=True)

@@ -1,13 +1,16 @@
 """`simcse-curriculum mine` and `simcse-curriculum inspect`.
 
 Inputs, options and the model are validated before the output folder is created; if mining then fails,
-a folder this command created is removed again, so bad input leaves nothing behind.
+a folder this command created is removed again, so bad input leaves nothing behind. `mine` writes only into
+a new or empty folder or one holding its own output (`round=<r>/` partitions, `.cache/`), and holds the
+folder's lock while it writes (`dataio.folder_lock`): a second `mine` on the same folder is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -37,6 +40,43 @@ def _log_to_stderr() -> None:
 
 
 Opt = typer.Option
+
+# What `mine --out` writes at the top of its folder: Hive partitions, the default embeddings cache, the lock,
+# temporaries of a killed write. Anything else means the folder is someone else's.
+TRIPLETS_TOP = re.compile(r"round=\d+|\.cache|\.simcse-curriculum\.lock|\..+\.tmp|_.*")
+
+
+def check_triplets_folder(out: Path) -> None:
+    """InputError unless `out` is new, empty, or a triplets folder (every entry one `mine` writes)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError("exists and is not a folder; choose another --out", path=out)
+    foreign = sorted(p.name for p in out.iterdir() if not TRIPLETS_TOP.fullmatch(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InputError(f"not empty and not a triplets folder (it holds {shown}); choose a new or empty --out "
+                         f"so nothing of yours is overwritten", path=out)
+
+
+def _make_folder(out: Path) -> Path | None:
+    """Create `out` (and missing parents); the topmost folder this made, None when `out` existed."""
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        return None  # existed, or another command made it a moment ago: not ours to remove
+    return missing[-1] if missing else None
+
+
+def _remove_empty(out: Path, top: Path) -> None:
+    for folder in (out, *out.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
 
 
 def mine_command(
@@ -120,14 +160,21 @@ def mine_command(
     loaded = load_corpus(sources, pair_sources, nli_sources, unsupervised_anchors=not no_unsupervised)
     check_size(loaded, params.num_negatives)
     excluded = read_excluded_pairs(exclude_pairs) if exclude_pairs is not None else None
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder; choose another --out", path=out)
+    check_triplets_folder(out)
 
+    from dataio.folder_lock import lock_folder
     from mining.encoders import load_encoder
     from mining.pipeline import mine
 
     encoder = load_encoder(model, max_length=max_length)
-    created = not out.exists()
+    created = _make_folder(out)
+    try:
+        lock = lock_folder(out, f"simcse-curriculum mine --out {out}")
+        lock.__enter__()
+    except BaseException:
+        if created is not None:  # refused: another mine holds it, and may have made it, so only an empty
+            _remove_empty(out, created)  # folder this command made goes
+        raise
     try:
         with contextlib.ExitStack() as stack:
             sharding: dict = {}
@@ -139,9 +186,11 @@ def mine_command(
             result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
                           cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded, **sharding)
     except BaseException:
-        if created and out.is_dir():
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
+    finally:
+        lock.__exit__(None, None, None)
     state = "reused (same model, corpus and parameters)" if result.cached else "written"
     typer.echo(f"round {result.round} {state}: {result.manifest_path}")
     for band, stats in result.bands.items():
@@ -179,7 +228,28 @@ def inspect_command(
         typer.echo(f"page: {write_html(report, html_path, rows_per_band=rows)}", err=as_json)
 
 
+def upgrade_command(
+    folder: Annotated[Path, typer.Argument(help="A triplets folder written by an older version (or a run folder "
+                                                 "holding one in triplets/).")],
+) -> None:
+    """Convert a triplets folder of an older version in place (round and band only in the path, the manifest
+    named .manifest.json), so pandas, pyarrow and datasets read it in one line and this version reads it."""
+    from dataio.triplets import legacy_rounds, upgrade_folder
+
+    if not folder.is_dir():
+        raise InputError("no such folder; pass a triplets folder (the --out of mine) or a run folder", path=folder)
+    root = folder / "triplets" if not legacy_rounds(folder) and (folder / "triplets").is_dir() else folder
+    done = upgrade_folder(root)
+    if done:
+        typer.echo(f"upgraded round {', '.join(str(r) for r in done)}: {root}")
+    else:
+        typer.echo(f"nothing to upgrade: {root} holds no round of an older layout")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `mine` and `inspect` to the app."""
+    """Add `mine`, `inspect` and `triplets upgrade` to the app."""
     app.command("mine")(mine_command)
     app.command("inspect")(inspect_command)
+    triplets = typer.Typer(help="Maintain triplet folders.", no_args_is_help=True)
+    triplets.command("upgrade")(upgrade_command)
+    app.add_typer(triplets, name="triplets")

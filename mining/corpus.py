@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from simcse.errors import InputError
-from simcse.io import Table, read_table
+from dataio.errors import InputError
+from dataio.hashing import hash_strings
+from dataio.tables import Table, read_table
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,15 @@ class CorpusSource:
 
 @dataclass(frozen=True)
 class PairSource:
-    """One file of (anchor, positive) pairs."""
+    """One file of (anchor, positive) pairs. A `label` column (or the one `label_column` names) marks each
+    row 1 (a paraphrase: kept) or 0 (not one: dropped and counted), since every kept pair is trained on as
+    a positive."""
 
     path: Path
     anchor_column: str | None = None
     positive_column: str | None = None
     domain: str | None = None
+    label_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class SourceStats:
     empty: int = 0
     duplicates: int = 0
     missing_negative: int = 0
+    label_0: int = 0  # pairs labeled 0 (not paraphrases): never positives
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -174,6 +179,20 @@ def _read(path: Path, wanted: dict[str, str | None], optional: dict[str, str | N
     opt = [names[c] for c in optional]
     table = read_table(path, required, optional=opt, aliases=use_aliases)
     return table, names
+
+
+def _pair_label(table: Table, index: int, column: str, value: Any) -> int:
+    """A pair's label as 0 or 1; anything else stops the load naming the line."""
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if number not in (0.0, 1.0):
+        raise table.error(index, column, f"label {value!r} is not 0 or 1; a pairs file's label marks a paraphrase "
+                                         f"(1, trained on as a positive) or not (0, dropped)")
+    return int(number)
 
 
 def _cell_text(table: Table, index: int, column: str, value: Any) -> str:
@@ -289,12 +308,18 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
     rows: list[tuple[int, int, int, int]] = []  # anchor, positive, negative, kind
     seen_rows: set[tuple[int, int, int]] = set()
     for src in pair_src:
-        table, names = _read(src.path, {"anchor": src.anchor_column, "positive": src.positive_column}, {},
-                             PAIR_ALIASES)
+        table, names = _read(src.path, {"anchor": src.anchor_column, "positive": src.positive_column},
+                             {"label": src.label_column}, PAIR_ALIASES)
+        if src.label_column and names["label"] not in table.columns:
+            raise InputError(f"missing label column {src.label_column!r}", path=src.path, column=src.label_column)
         st = SourceStats(str(src.path), "pairs")
         cols = [table.columns[names[c]] for c in ("anchor", "positive")]
+        labels = table.columns.get(names["label"])
         for i, (a_raw, p_raw) in enumerate(zip(*cols)):
             st.rows += 1
+            if labels is not None and _pair_label(table, i, names["label"], labels[i]) == 0:
+                st.label_0 += 1
+                continue
             a = _cell_text(table, i, names["anchor"], a_raw)
             p = _cell_text(table, i, names["positive"], p_raw)
             if not a or not p:
@@ -309,6 +334,10 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
             seen_rows.add(key)
             rows.append((ai, pi, -1, PAIR))
             st.kept += 1
+        if labels is not None and st.label_0 and st.label_0 == st.rows:
+            raise InputError(f"all {st.rows} pairs are labeled 0 (not paraphrases); a pairs file trains on its "
+                             f"positives (label 1): give pairs that mean the same", path=src.path,
+                             column=names["label"])
         stats.append(st)
 
     for src in nli_src:
@@ -356,10 +385,11 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
                        positive=arr[:, 1].copy(), negative=arr[:, 2].copy(), kind=arr[:, 3].astype(np.int8),
                        sources=stats)
     for st in stats:
-        if st.empty or st.duplicates or st.missing_negative:
-            log.info("%s: %d rows, %d kept, %d empty dropped, %d duplicates collapsed%s", st.path, st.rows, st.kept,
+        if st.empty or st.duplicates or st.missing_negative or st.label_0:
+            log.info("%s: %d rows, %d kept, %d empty dropped, %d duplicates collapsed%s%s", st.path, st.rows, st.kept,
                      st.empty, st.duplicates,
-                     f", {st.missing_negative} without a negative" if st.missing_negative else "")
+                     f", {st.missing_negative} without a negative" if st.missing_negative else "",
+                     f", {st.label_0} labeled 0 (not paraphrases) dropped" if st.label_0 else "")
     return out
 
 
@@ -391,8 +421,4 @@ def domain_labels(corpus: MiningCorpus) -> list[str]:
 
 def normalized_keys(texts: Sequence[str]) -> np.ndarray:
     """64-bit keys of case- and whitespace-normalised texts: the 'same text' guard compares these."""
-    out = np.empty(len(texts), dtype=np.uint64)
-    for i, t in enumerate(texts):
-        norm = " ".join(t.casefold().split())
-        out[i] = int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "little")
-    return out
+    return hash_strings(" ".join(t.casefold().split()) for t in texts)

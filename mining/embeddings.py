@@ -7,6 +7,8 @@ resumes from the last finished chunk (`progress.json` beside the partial matrix)
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import inspect
 import json
@@ -20,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from dataio.atomic import atomic_write_json
+from dataio.errors import InputError
+from dataio.hashing import sha256_file, update_with_file
 from mining.corpus import MiningCorpus
-from simcse.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: meta.json carries the matrix's sha256, checked on every cache hit
 ChunkEncoder = Callable[[list[list[str]]], list[np.ndarray]]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
 
@@ -70,9 +74,7 @@ def folder_fingerprint(folder: Path) -> str:
                    (p.suffix in WEIGHT_SUFFIXES or p.suffix == ".json" or p.name.endswith(".txt")))
     for p in files:
         h.update(str(p.relative_to(folder)).encode())
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        update_with_file(h, p)
     return h.hexdigest()
 
 
@@ -195,21 +197,28 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     meta_path, final = folder / "meta.json", folder / "embeddings.npy"
     key = {"version": CACHE_VERSION, "pool_fingerprint": pool_fp, "model_fingerprint": model_fp, "rows": n}
     if meta_path.exists() and final.exists():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if {k: meta.get(k) for k in key} == key:
-            matrix = np.load(final, mmap_mode="r")
-            if matrix.shape[0] == n:
-                log.info("embeddings: cache hit %s (%d x %d)", folder, *matrix.shape)
-                return Embeddings(matrix, list(corpus.ids), model_fp, pool_fp, final, cached=True)
+        with _damaged_cache(folder):
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if {k: meta.get(k) for k in key} == key:
+                matrix = np.load(final, mmap_mode="r")
+                if matrix.shape[0] == n and sha256_file(final) == meta.get("sha256"):
+                    log.info("embeddings: cache hit %s (%d x %d)", folder, *matrix.shape)
+                    return Embeddings(matrix, list(corpus.ids), model_fp, pool_fp, final, cached=True)
+                # Changed bytes (a bit flip, an edited file) decode fine and would be used silently: re-encode.
+                log.warning("embeddings: the cache in %s changed on disk since it was written (sha256 differs "
+                            "from meta.json); encoding the corpus again", folder)
+                del matrix
+                meta_path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     partial, progress_path = folder / "embeddings.npy.partial", folder / "progress.json"
     done, matrix = 0, None
     if partial.exists() and progress_path.exists():
-        progress = json.loads(progress_path.read_text(encoding="utf-8"))
-        if {k: progress.get(k) for k in key} == key:
-            done = int(progress["done"])
-            matrix = np.load(partial, mmap_mode="r+")
-            log.info("embeddings: resuming at %d of %d", done, n)
+        with _damaged_cache(folder):
+            progress = json.loads(progress_path.read_text(encoding="utf-8"))
+            if {k: progress.get(k) for k in key} == key:
+                done = int(progress["done"])
+                matrix = np.load(partial, mmap_mode="r+")
+                log.info("embeddings: resuming at %d of %d", done, n)
     t0 = time.perf_counter()
     bar = _progress(n, done, show_progress)
     try:
@@ -217,6 +226,7 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
             end = start + len(vec)
             if matrix is None:
                 matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(n, vec.shape[1]))
+                _allocate(partial)
             matrix[start:end] = vec
             matrix.flush()
             atomic_write_json(progress_path, {**key, "done": end, "dim": int(vec.shape[1])})
@@ -230,7 +240,8 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     os.replace(partial, final)
     atomic_write_json(folder / "ids.json", list(corpus.ids))
     seconds = time.perf_counter() - t0
-    atomic_write_json(meta_path, {**key, "dim": dim, "dtype": "float16", "encode_seconds": seconds})
+    atomic_write_json(meta_path, {**key, "dim": dim, "dtype": "float16", "encode_seconds": seconds,
+                                  "sha256": sha256_file(final)})
     progress_path.unlink(missing_ok=True)
     log.info("embeddings: encoded %d texts in %.1fs into %s", n - done, seconds, folder)
     return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), model_fp, pool_fp, final, False, seconds)
@@ -250,6 +261,32 @@ def _encoded_chunks(texts: list[str], done: int, chunk_size: int, encoder: Any, 
         else:
             vecs = [encode_texts(encoder, chunks[0], batch_size).astype(np.float16)]
         yield from zip(group, vecs)
+
+
+@contextlib.contextmanager
+def _damaged_cache(folder: Path) -> Iterator[None]:
+    """A cache that cannot be read (truncated matrix, broken JSON) is one line naming the folder to drop."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, EOFError, UnicodeDecodeError) as exc:
+        raise InputError(f"damaged embeddings cache ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                         f"delete this folder to encode the corpus again", path=folder) from None
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the memory-mapped file's blocks now: a sparse file on a full disk is written through the map
+    later, and a page the file system cannot back kills the process with SIGBUS instead of raising ENOSPC."""
+    if not hasattr(os, "posix_fallocate"):  # pragma: no cover - not on Linux
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # a file system without preallocation: nothing more can be done here
+        raise
+    finally:
+        os.close(fd)
 
 
 def _embed_in_memory(texts: list[str], ids: list[str], encoder: Any, model_fp: str, pool_fp: str,

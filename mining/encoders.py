@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 
 def offline_minilm_path() -> str:

@@ -9,15 +9,15 @@ parameters recorded in the manifest, so a round mined before the file changed is
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from dataio.hashing import sha256_file
+from dataio.tables import read_table
 from mining.corpus import MiningCorpus, _cell_text
-from simcse.io import read_table
 
 COLUMNS = ("anchor_id", "negative_id")
 
@@ -59,11 +59,7 @@ def read_excluded_pairs(path: str | os.PathLike) -> ExcludedPairs:
                                            "the triplet files); fill it in or delete the row")
             values.append(text)
         columns[name] = tuple(values)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return ExcludedPairs(path, digest.hexdigest(), columns["anchor_id"], columns["negative_id"])
+    return ExcludedPairs(path, sha256_file(path), columns["anchor_id"], columns["negative_id"])
 
 
 def as_excluded_pairs(value: str | os.PathLike | ExcludedPairs | None) -> ExcludedPairs | None:

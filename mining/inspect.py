@@ -17,17 +17,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mining.params import BANDS
-from mining.parquet import complete_rounds, read_manifest, round_dir
-from simcse.errors import InputError
+from dataio.atomic import atomic_path
+from dataio.errors import InputError
+from dataio.triplets import (
+    MANIFEST_NAME,
+    band_order,
+    complete_rounds,
+    read_manifest,
+    resolve_file,
+    round_problem,
+)
 
 SHOW_COLUMNS = ["band", "anchor_id", "anchor", "positive_id", "positive", "negative_id", "negative",
                 "anchor_positive_sim", "anchor_negative_sim", "negative_rank"]
+FILE_COLUMNS = SHOW_COLUMNS[1:]  # the band lives in the path (dataio.triplets), not in the files
 BINS = np.linspace(-0.2, 1.0, 49)
-
-
-def _band_order(bands: list[str]) -> list[str]:
-    return sorted(bands, key=lambda b: (BANDS.index(b) if b in BANDS else len(BANDS), b))
 
 
 def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | None = None,
@@ -44,39 +48,39 @@ def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | 
         raise InputError("no such folder; pass the triplets folder given to `mine --out`", path=root)
     rounds = complete_rounds(root)
     if not rounds:
-        raise InputError("no complete round here (no round=<r>/manifest.json); mine first or check the path",
+        raise InputError(f"no complete round here (no round=<r>/{MANIFEST_NAME}); mine first or check the path",
                          path=root)
     rng = np.random.default_rng(seed)
     report: dict[str, Any] = {"root": str(root), "histogram_bins": [round(float(b), 4) for b in BINS], "rounds": []}
     for r in rounds:
         manifest = read_manifest(root, r)
-        if manifest is None:
-            raise InputError("unreadable manifest; re-mine this round", path=round_dir(root, r) / "manifest.json")
-        base = round_dir(root, r)
+        problem = round_problem(root, manifest, check_sha=True)  # what a team reads must be what was mined
+        if problem is not None:
+            raise InputError(f"{problem}; mine round {r} again (or restore the file)")
         by_band: dict[str, list[Path]] = {}
-        for f in manifest["files"]:
-            by_band.setdefault(f["band"], []).append(base / f["path"])
+        for f in manifest.files:
+            by_band.setdefault(f.band, []).append(resolve_file(root, r, f.path))
         bands_out: dict[str, Any] = {}
         hists: dict[str, np.ndarray] = {}
         candidates: list[pa.Table] = []
-        for band in _band_order(list(manifest["bands"])):
-            stats = manifest["bands"][band]
+        for band in band_order(manifest.bands):
+            stats = manifest.bands[band]
             files = by_band.get(band, [])
             sim_cols = [pq.read_table(p, columns=["anchor_negative_sim", "anchor_positive_sim"]) for p in files]
             sims = np.concatenate([t.column(0).to_numpy() for t in sim_cols]) if files else np.empty(0, np.float32)
             pos_sims = np.concatenate([t.column(1).to_numpy() for t in sim_cols]) if files else np.empty(0, np.float32)
-            entry: dict[str, Any] = {"rows": int(stats["rows"]), "mean_anchor_negative_sim":
-                                     stats.get("mean_anchor_negative_sim"), "skipped": stats.get("skipped", {})}
+            entry: dict[str, Any] = {"rows": stats.rows, "mean_anchor_negative_sim": stats.mean_anchor_negative_sim,
+                                     "skipped": dict(stats.skipped)}
             entry["negative_above_positive"] = int((sims >= pos_sims).sum())
             entry["histogram_counts"] = np.histogram(np.clip(sims, BINS[0], BINS[-1]), bins=BINS)[0].tolist()
             if len(sims):
                 entry["quantiles"] = {q: float(np.quantile(sims, float(q))) for q in ("0.1", "0.5", "0.9")}
                 hists[band] = sims
-            if stats.get("note"):
-                entry["note"] = stats["note"]
-            entry["samples"] = _samples(files, samples, rng)
+            if stats.note:
+                entry["note"] = stats.note
+            entry["samples"] = _samples(band, files, samples, rng)
             if band != "nli_contradiction":  # labeled negatives cannot be false negatives
-                top = [_top_rows(p, false_negatives) for p in files]
+                top = [_top_rows(band, p, false_negatives) for p in files]
                 entry["highest"] = _merge_top(top, false_negatives)
                 candidates.extend(top)
             bands_out[band] = entry
@@ -85,20 +89,26 @@ def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | 
         if plots_dir is not None and hists:
             plot = str(_plot(hists, Path(plots_dir) / f"similarity_round{r}.png", r))
         report["rounds"].append({"round": r, "bands": bands_out, "suspected_false_negatives": suspects,
-                                 "model_fingerprint": manifest.get("model_fingerprint"),
-                                 "corpus_fingerprint": manifest.get("corpus_fingerprint"),
-                                 "index": manifest.get("index"), "created": manifest.get("created"),
+                                 "model_fingerprint": manifest.model_fingerprint,
+                                 "corpus_fingerprint": manifest.corpus_fingerprint,
+                                 "index": manifest.index, "created": manifest.created,
                                  "histogram": plot})
     return report
 
 
-def _top_rows(path: Path, n: int) -> pa.Table:
+def _read_rows(band: str, path: Path, rows: pa.Array) -> pa.Table:
+    """Rows `rows` of one file with the shown columns, the band (from the manifest) first."""
+    table = pq.read_table(path, columns=FILE_COLUMNS).take(rows)
+    return table.add_column(0, "band", pa.array([band] * table.num_rows, pa.string()))
+
+
+def _top_rows(band: str, path: Path, n: int) -> pa.Table:
     """The n highest-similarity rows of one file (only those rows' texts are materialised)."""
     sims = pq.read_table(path, columns=["anchor_negative_sim"]).column(0)
     if n <= 0 or len(sims) == 0:
         return pa.table({c: [] for c in SHOW_COLUMNS})
     idx = pc.select_k_unstable(pa.table({"s": sims}), n, [("s", "descending")])
-    return pq.read_table(path, columns=SHOW_COLUMNS).take(idx)
+    return _read_rows(band, path, idx)
 
 
 def _merge_top(tables: list[pa.Table], n: int) -> list[dict[str, Any]]:
@@ -110,7 +120,7 @@ def _merge_top(tables: list[pa.Table], n: int) -> list[dict[str, Any]]:
     return _rows(table.take(pa.array(order)))
 
 
-def _samples(files: list[Path], n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+def _samples(band: str, files: list[Path], n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     if not files or n <= 0:
         return []
     rows = [pq.ParquetFile(p).metadata.num_rows for p in files]
@@ -124,7 +134,7 @@ def _samples(files: list[Path], n: int, rng: np.random.Generator) -> list[dict[s
     for i, p in enumerate(files):
         local = picks[(picks >= offsets[i]) & (picks < offsets[i + 1])] - offsets[i]
         if len(local):
-            out.extend(_rows(pq.read_table(p, columns=SHOW_COLUMNS).take(pa.array(local))))
+            out.extend(_rows(_read_rows(band, p, pa.array(local))))
     # Back in the order drawn, so any prefix of the list is itself a uniform sample (the text report shows a few).
     return [out[i] for i in np.searchsorted(picks, chosen)]
 
@@ -142,7 +152,6 @@ def _plot(hists: dict[str, np.ndarray], path: Path, round_: int) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simcse.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for band, sims in hists.items():

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simcse.io import atomic_write_text
+from dataio.atomic import atomic_write_text
 
 ROW_KEY = ("anchor_id", "positive_id", "negative_id")
 CSV_NAME = "false_negatives.csv"

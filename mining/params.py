@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from simcse.errors import InputError
-
-BANDS = ("random", "in_domain", "nli_contradiction", "nearest_neighbour")  # easy to hard
+from dataio.errors import InputError
+from dataio.triplets import BANDS
 
 
 @dataclass(frozen=True)

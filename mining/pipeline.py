@@ -19,6 +19,16 @@ from typing import Any
 
 import numpy as np
 
+from dataio.errors import TripletDataError
+from dataio.triplets import (
+    RoundManifest,
+    check_layout,
+    is_complete,
+    manifest_path,
+    read_manifest,
+    resolve_file,
+    round_problem,
+)
 from mining import index as index_module
 from mining.bands import (
     BAND_FUNCTIONS,
@@ -42,7 +52,7 @@ from mining.index import (
     tune_nprobe,
 )
 from mining.params import MiningParams, check_bands
-from mining.parquet import RoundWriter, manifest_files_intact, read_manifest, round_dir
+from mining.parquet import RoundWriter
 from mining.shards import (
     EncoderRef,
     MapShards,
@@ -66,23 +76,22 @@ class MiningResult:
     root: Path
     round: int
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: RoundManifest
     cached: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     results: dict[str, BandResult] = field(default_factory=dict, repr=False)
 
     @property
     def bands(self) -> dict[str, dict[str, Any]]:
-        return self.manifest["bands"]
+        """Each band's statistics as in the manifest file (rows, mean_anchor_negative_sim, skipped, note)."""
+        return {b: s.model_dump(mode="json", exclude_unset=True) for b, s in self.manifest.bands.items()}
 
     @property
     def files(self) -> list[Path]:
-        base = round_dir(self.root, self.round)
-        return [base / f["path"] for f in self.manifest["files"]]
+        return [resolve_file(self.root, self.round, f.path) for f in self.manifest.files]
 
     def difficulties(self) -> dict[str, float]:
-        return {b: s["mean_anchor_negative_sim"] for b, s in self.bands.items()
-                if s["rows"] and s["mean_anchor_negative_sim"] is not None}
+        return self.manifest.difficulties()
 
 
 def resolve_params(params: MiningParams | Mapping[str, Any] | None) -> MiningParams:
@@ -118,6 +127,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     if round < 0:
         raise ValueError(f"round must be >= 0, got {round}")
     out = Path(out_dir)
+    check_layout(out)  # before anything is computed or written into a folder of an older layout
     mfp = embeddings.model_fingerprint if embeddings is not None else model_fingerprint(encoder, model_fp)
     cfp = corpus.fingerprint()
     excluded = as_excluded_pairs(exclude_pairs)
@@ -125,11 +135,14 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     if excluded is not None:  # absent otherwise, so rounds mined without a file keep their fingerprint
         run_params["exclude_pairs_sha256"] = excluded.sha256
 
-    existing = read_manifest(out, round)
-    if existing is not None and existing.get("model_fingerprint") == mfp and existing.get("corpus_fingerprint") == cfp \
-            and existing.get("params") == run_params and manifest_files_intact(out, existing):
-        log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round)
-        return MiningResult(out, round, round_dir(out, round) / "manifest.json", existing, cached=True)
+    existing = _existing_manifest(out, round)
+    if existing is not None and existing.model_fingerprint == mfp and existing.corpus_fingerprint == cfp \
+            and existing.params == run_params:
+        problem = round_problem(out, existing, check_sha=True)  # reused across processes: bytes, not just sizes
+        if problem is None:
+            log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round)
+            return MiningResult(out, round, manifest_path(out, round), existing, cached=True)
+        log.warning("round %d: %s; mining the round again", round, problem)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -198,6 +211,17 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     manifest = read_manifest(out, round)
     return MiningResult(out, round, path, manifest, cached=False, timings=timings,
                         results=results if keep_results else {})
+
+
+def _existing_manifest(root: Path, round_: int) -> RoundManifest | None:
+    """The round's manifest when it is complete and readable; else None (the round is mined again)."""
+    if not is_complete(root, round_):  # an old-layout round is refused with the upgrade command
+        return None
+    try:
+        return read_manifest(root, round_)
+    except TripletDataError as err:
+        log.warning("round %d: %s; mining it again", round_, err)
+        return None
 
 
 def _mine_sharded(ctx: BandContext, embeddings: Embeddings, chosen: list[str], depth: int, p: MiningParams,

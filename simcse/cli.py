@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 
 def _table(result: dict[str, Any]) -> str:
@@ -40,8 +40,8 @@ def evaluate_command(
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
 ) -> None:
     """STS Spearman, pair average precision, alignment and uniformity of MODEL."""
+    from dataio.tables import read_labeled_pairs, read_sts
     from simcse.evaluation import evaluate_data
-    from simcse.io import read_labeled_pairs, read_sts
     from simcse.model import SimCSEEncoder
 
     if not sts and not pairs:
@@ -81,11 +81,12 @@ def train_command(
                                                                           "CC-BY-4.0), named in the model card."),
 ) -> None:
     """Train SimCSE (unsupervised on --unsup, or supervised on --nli) and save a sentence-transformers model."""
+    from dataio.hashing import sha256_file
     from simcse.batching import triplet_batches, unsupervised_batches
     from simcse.data import load_sentences, load_triplets
     from simcse.evaluation import DevEvaluator
     from simcse.model import SimCSEEncoder
-    from simcse.model_card import ModelCardInfo, file_sha256
+    from simcse.model_card import ModelCardInfo
     from simcse.train import TrainConfig, train
 
     if (unsup is None) == (nli is None):
@@ -120,7 +121,7 @@ def train_command(
     source = unsup if unsup is not None else nli
     card = ModelCardInfo(
         data=[{"path": str(source), "kind": "corpus" if unsup is not None else "nli", "licence": data_licence,
-               "sha256": file_sha256(source) if source.is_file() else None, "rows": kept + sum(dropped.values()),
+               "sha256": sha256_file(source) if source.is_file() else None, "rows": kept + sum(dropped.values()),
                "kept": kept, "dropped": dropped}],
         training_rows={"name": source.name, "rows": kept, "columns": columns})
     result = train(encoder, batches, config, out, evaluator=evaluator, card=card)

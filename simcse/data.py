@@ -1,7 +1,7 @@
 """Training data: sentences for unsupervised SimCSE and (anchor, positive, negative) triplets for supervised.
 
 Rows with an empty text are dropped and counted, exact repeats collapsed and counted, as the design's
-validation rules say; undecodable bytes and missing columns are InputErrors from `simcse.io`.
+validation rules say; undecodable bytes and missing columns are InputErrors from `dataio.tables`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simcse.errors import InputError
-from simcse.io import read_table
+from dataio.errors import InputError
+from dataio.tables import read_table
 
 TEXT_ALIASES = {"text": ["sentence", "sent0", "anchor", "sentence1"]}
 TRIPLET_ALIASES = {

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from simcse.io import LabeledPairs, StsData, read_labeled_pairs, read_sts
+from dataio.tables import LabeledPairs, StsData, read_labeled_pairs, read_sts
 
 POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale (>= 4.0 of 0-5)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 if TYPE_CHECKING:
     from simcse.model_card import ModelCardInfo
@@ -129,6 +129,9 @@ class SimCSEEncoder(nn.Module):
             if not (backbone_dir / "config.json").exists():
                 raise InputError("not a model folder (no config.json); pass a Hugging Face model folder or a "
                                  "sentence-transformers folder", path=path)
+            check_weights(backbone_dir)
+            if backbone_dir != path:
+                check_weights(path)  # the training head (simcse_head.safetensors) sits at the top
             load_from = str(backbone_dir)
         elif path.exists():
             raise InputError("a file, not a model folder; pass a Hugging Face or sentence-transformers folder",
@@ -137,12 +140,14 @@ class SimCSEEncoder(nn.Module):
             raise InputError("no such model folder; check the path", path=source)
         else:
             load_from = source
+        from safetensors import SafetensorError
+
         try:
             with _quiet_transformers():
-                backbone = AutoModel.from_pretrained(load_from, dtype=torch.float32,
+                backbone = AutoModel.from_pretrained(load_from, dtype=torch.float32, use_safetensors=True,
                                                      trust_remote_code=trust_remote_code)
                 tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SafetensorError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"cannot load a model from here ({first}); pass a model folder or, with hub "
                              f"access, a model name", path=source) from None
@@ -329,8 +334,8 @@ class SimCSEEncoder(nn.Module):
         `README.md` is the model card (simcse.model_card): the base model and its licence, from where this
         encoder was loaded, plus whatever `card` says (data, loss, curriculum, metrics).
         """
+        from dataio.atomic import atomic_dir
         from simcse.model_card import ModelCardInfo, describe_base, write_model_card
-        from simcse.storage import atomic_dir
 
         path = Path(path)
         source = getattr(self, "source", None)  # set by from_pretrained; unknown for an encoder built by hand
@@ -516,17 +521,46 @@ def _read_sentence_transformers_folder(path: Path) -> dict[str, Any]:
     return info
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weights(folder: Path) -> None:
+    """A model folder's weights are read from safetensors only, and a damaged file is one line (InputError).
+
+    A folder with pickle weights only is refused: unpickling runs code the file chooses. Each safetensors
+    file's header is checked against the file's size (a truncated copy fails here, not deep in transformers).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES and p.is_file())
+        if pickles:
+            raise InputError(f"only pickle weights ({', '.join(pickles[:3])}), which are not loaded: unpickling can "
+                             f"run code; save the model as safetensors (save_pretrained writes them by default) "
+                             f"and pass that folder", path=folder)
+        return  # no weights at all: transformers names what is missing
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"damaged or incomplete safetensors file ({' '.join(str(exc).split())}); replace the "
+                             f"model folder with a complete copy", path=file) from None
+
+
 def _load_head(mlp: MLPHead, path: Path, st: dict[str, Any]) -> None:
     """Restore the MLP head from a folder's Dense module or our saved head; keep the fresh one otherwise."""
     from safetensors.torch import load_file
 
     dense = st.get("dense")
     if dense is not None:
+        check_weights(Path(dense))
         weights = dense / "model.safetensors"
-        if weights.exists():
-            state = load_file(str(weights))
-        else:
-            state = torch.load(dense / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        if not weights.exists():
+            raise InputError("the Dense module has no model.safetensors; save it again with sentence-transformers "
+                             ">= 3 (safetensors by default)", path=dense)
+        state = load_file(str(weights))
         mlp.dense.load_state_dict({"weight": state["linear.weight"], "bias": state["linear.bias"]})
     elif (path / SIMCSE_HEAD).exists():
         mlp.load_state_dict(load_file(str(path / SIMCSE_HEAD)))

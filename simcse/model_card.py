@@ -148,15 +148,6 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_loss(kinds: Iterable[tuple[int, bool]], temperature: float, alpha: Any) -> dict[str, Any]:
     """The loss a run trained with, from the batch kinds seen: (hard negatives per row, -1 for unsupervised
     batches; whether the batches carried their own α)."""
@@ -223,7 +214,7 @@ def _round(value: Any, digits: int = 4) -> Any:
 # ------------------------------------------------------------------------------------------ writing
 def write_model_card(folder: str | os.PathLike, info: ModelCardInfo) -> Path:
     """Write `README.md` (the card) and `simcse_card.json` (its data) into a model folder; returns the README."""
-    from simcse.io import atomic_write_text
+    from dataio.atomic import atomic_write_text
 
     folder = Path(folder)
     text = render_model_card(folder, info)

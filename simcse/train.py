@@ -26,13 +26,12 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from simcse.errors import InputError
-from simcse.io import atomic_write_json
+from dataio.atomic import atomic_dir, atomic_write_json, recover_dir
+from dataio.errors import InputError
 from simcse.losses import sup_simcse_loss, unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
 from simcse.model_card import ModelCardInfo, training_card
 from simcse.packing import PackedBatch, pack_sequences
-from simcse.storage import atomic_dir, recover_dir
 
 CHECKPOINT = "checkpoint"
 BEST = "best"

@@ -18,7 +18,7 @@ os.environ["PREFECT_HOME"] = str(_PREFECT_TMP / "home")
 os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_PREFECT_TMP / "results")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from simcse.io import data_dir
+from dataio.tables import data_dir
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from curriculum import CurriculumScheduler, parse_config, plot_schedule
-from simcse.io import atomic_write_text
-from simcse.storage import atomic_dir
+from dataio.atomic import atomic_dir, atomic_write_text
 
 
 def mode(path: Path) -> int:

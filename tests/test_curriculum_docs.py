@@ -23,7 +23,7 @@ def test_the_loop_example_runs(tmp_path, monkeypatch):
         tables = {}
         for k, band in enumerate(["random", "in_domain", "nearest_neighbour"]):
             rows = range(k * 100, k * 100 + 100)
-            tables[band] = band_table(r, band, [texts[i] for i in rows], [None] * 100,
+            tables[band] = band_table([texts[i] for i in rows], [None] * 100,
                                       [texts[(i + 150 + r) % 400] for i in rows], [0.1 + 0.3 * k] * 100)
         write_round(tmp_path / "runs" / "example" / "triplets", r, tables)
     monkeypatch.chdir(tmp_path)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dataio.errors import InputError
 from flows.config import load_config
-from simcse.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,8 +97,8 @@ def test_shipped_configs_validate_and_demo_yaml_matches_the_packaged_demo() -> N
 
 
 def test_demo_corpus_is_deterministic_and_holds_out_its_eval_sentences(tmp_path: Path) -> None:
+    from dataio.tables import read_labeled_pairs
     from flows.demo_data import build_demo_data
-    from simcse.io import read_labeled_pairs
 
     a = build_demo_data(tmp_path / "a", max_sentences=300, eval_docstrings=40)
     b = build_demo_data(tmp_path / "b", max_sentences=300, eval_docstrings=40)
@@ -132,7 +132,7 @@ def test_run_dir_refuses_a_different_config_and_says_why_for_more_rounds(tmp_pat
 
 def test_atomic_dir_never_shows_a_partial_folder(tmp_path: Path) -> None:
     """How a round's model folder is written (SimCSEEncoder.save): all of it or none of it."""
-    from simcse.storage import atomic_dir
+    from dataio.atomic import atomic_dir
 
     target = tmp_path / "model"
     with pytest.raises(OSError), atomic_dir(target) as folder:
@@ -172,8 +172,8 @@ def _fake_run(tmp_path: Path) -> Path:
     write_json(run.base_metrics_path, {"round": "base", "evaluation": evaluation})
     for r in range(2):
         texts = [f"sentence {i} of round {r}" for i in range(40)]
-        tables = {"random": band_table(r, "random", texts[:20], [None] * 20, texts[20:], [0.1] * 20),
-                  "nearest_neighbour": band_table(r, "nearest_neighbour", texts[20:], texts[:20], texts[:20], [0.6] * 20)}
+        tables = {"random": band_table(texts[:20], [None] * 20, texts[20:], [0.1] * 20),
+                  "nearest_neighbour": band_table(texts[20:], texts[:20], texts[:20], [0.6] * 20)}
         manifest = json.loads(write_round(run.triplets, r, tables).read_text())
         plan = scheduler.start_round(r, {b: s["mean_anchor_negative_sim"] for b, s in manifest["bands"].items()})
         decision = scheduler.end_round(70.0 + r, 0.9)

@@ -35,7 +35,8 @@ def test_round_card_names_each_source_with_its_fingerprint_licence_and_row_count
     corpus, pairs = info.data
     assert corpus["licence"] == "CC-BY-4.0" and pairs["licence"] is None
     assert corpus["sha256"] == file_fingerprint(tmp_path / "corpus.txt")
-    assert (corpus["rows"], corpus["kept"], corpus["dropped"]) == (4, 2, {"empty": 1, "duplicate": 1, "no negative": 0})
+    assert (corpus["rows"], corpus["kept"], corpus["dropped"]) == (4, 2, {"empty": 1, "duplicate": 1, "no negative": 0,
+                                                                          "label-0 pairs": 0})
     assert info.round == 1 and info.rounds == 3 and info.training_rows["rows"] == 3
     assert info.curriculum["mode"] == "paced" and info.curriculum["difficulties"] == {"random": 0.25}
     assert info.loss == {"alpha": {"random": 0.75}}

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from dataio.triplets import manifest_path
+
 REPO = Path(__file__).resolve().parent.parent
 BANDS_EXPECTED = {"random", "in_domain", "nearest_neighbour"}  # no NLI input in the built-in corpus
 
@@ -77,14 +79,11 @@ def reference_run(harness: str, tiny_inputs: dict[str, Path]) -> dict[str, Any]:
 
 def _triplets(run_dir: Path) -> dict[tuple[int, str], list[dict[str, Any]]]:
     """Every round's rows per band, read through the manifests (the only files that count)."""
-    import pyarrow.parquet as pq
+    from dataio.triplets import read_triplets
 
-    out = {}
-    for manifest_path in sorted((run_dir / "triplets").glob("round=*/manifest.json")):
-        manifest = json.loads(manifest_path.read_text())
-        for entry in manifest["files"]:
-            table = pq.read_table(manifest_path.parent / entry["path"])
-            out[(manifest["round"], entry["band"])] = table.to_pylist()
+    out: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in read_triplets(run_dir / "triplets").to_pylist():
+        out.setdefault((row["round"], row["band"]), []).append(row)
     return out
 
 
@@ -206,7 +205,7 @@ def test_report_counts_distinct_pairs_and_keeps_self_matches_apart(reference_run
     from flows.rundir import RunDir
 
     run: Path = reference_run["dir"]
-    manifest = json.loads((run / "triplets/round=0/manifest.json").read_text())
+    manifest = json.loads(RunDir(run).manifest_path(0).read_text())
     rows, pairs = 0, set()
     for entry in manifest["files"]:
         table = pq.read_table(run / "triplets/round=0" / entry["path"]).to_pylist()
@@ -229,7 +228,7 @@ def test_report_counts_distinct_pairs_and_keeps_self_matches_apart(reference_run
     assert f"max_score: {nn['max_score']}" in mined
 
     assert "Wall time: " in report
-    corpus = json.loads((run / "triplets/round=1/manifest.json").read_text())["corpus"]
+    corpus = json.loads(RunDir(run).manifest_path(1).read_text())["corpus"]
     read = report.split("## Data read", 1)[1].split("## ", 1)[0]
     for src in corpus["sources"]:
         name = Path(src["path"]).name
@@ -344,11 +343,11 @@ def test_killed_run_resumes_to_the_same_triplets_and_model(reference_run: dict[s
     assert _run_cli(config, driver, harness, "replace|round=1/band=|2") == -signal.SIGKILL
     assert (out / "rounds/0/metrics.json").is_file()
     assert list((out / "triplets/round=1").glob("band=*/part-*.parquet"))
-    assert not (out / "triplets/round=1/manifest.json").exists()
+    assert not manifest_path(out / "triplets", 1).exists()
 
     # 4. Moving round 1's trained model into place.
     assert _run_cli(config, driver, harness, "replace|rounds/1/model|1") == -signal.SIGKILL
-    assert not (out / "rounds/1/model").exists() and (out / "triplets/round=1/manifest.json").is_file()
+    assert not (out / "rounds/1/model").exists() and manifest_path(out / "triplets", 1).is_file()
 
     # 5. Uninterrupted to the end.
     assert _run_cli(config, driver, harness, None) == 0
@@ -371,9 +370,9 @@ def test_killed_run_resumes_to_the_same_triplets_and_model(reference_run: dict[s
 def test_standalone_mine_train_evaluate_flows_share_the_tasks(harness: str, tiny_inputs: dict[str, Path],
                                                               tmp_path: Path) -> None:
     """A domain team's path: mine only, then train one round on those triplets, then evaluate a model."""
+    from dataio.errors import InputError
     from flows.config import config_from_mapping
     from flows.curriculum_flow import evaluate_flow, mine_flow, train_flow
-    from simcse.errors import InputError
     from simcse.testing import torch_threads
 
     out = tmp_path / "standalone"
@@ -382,7 +381,7 @@ def test_standalone_mine_train_evaluate_flows_share_the_tasks(harness: str, tiny
         train_flow(cfg)
     with torch_threads(1):
         mined = mine_flow(cfg)
-    assert (out / "triplets/round=0/manifest.json").is_file()
+    assert manifest_path(out / "triplets", 0).is_file()
     assert set(mined["bands"]) >= BANDS_EXPECTED and mined["rows"] == sum(f["rows"] for f in mined["files"])
     assert not (out / "rounds").exists(), "mining alone trains nothing"
 

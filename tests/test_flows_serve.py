@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from dataio.triplets import manifest_path
+
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parent.parent
 
@@ -114,7 +116,7 @@ def test_served_deployment_runs_on_its_schedule(tmp_path: Path) -> None:
         run_dir = out / when.strftime("%Y%m%dT%H%M%SZ")
         assert (run_dir / "report.md").is_file(), sorted(p.name for p in out.iterdir())
         assert (run_dir / "rounds/0/model/model.safetensors").is_file()
-        assert (run_dir / "triplets/round=0/manifest.json").is_file()
+        assert manifest_path(run_dir / "triplets", 0).is_file()
     finally:
         if serve is not None:
             _stop(serve)

@@ -68,7 +68,7 @@ def test_round_zero_of_an_adaptive_run_is_compared_with_the_starting_model(tmp_p
                                  base_dir=tmp_path)
     run = RunDir(config.output_dir)
     texts = [f"sentence {i}" for i in range(12)]
-    write_round(run.triplets, 0, {"random": band_table(0, "random", texts[:6], texts[6:], texts[::-1][:6],
+    write_round(run.triplets, 0, {"random": band_table(texts[:6], texts[6:], texts[::-1][:6],
                                                        [0.1] * 6)})
     steps.write_base_metrics(run, {"dev_metric": {"name": "pairs/p", "value": 77.62}})
     opened = steps.schedule_round(config, run, 0)
@@ -95,11 +95,11 @@ def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprint
     step's fingerprint, and the round mined from it never holds an excluded pair."""
     import hashlib
 
+    from dataio.errors import InputError
+    from dataio.triplets import read_triplets
     from flows.config import load_config
     from flows.rundir import RunDir
-    from mining.parquet import read_triplets
     from mining.testing import HashEncoder
-    from simcse.errors import InputError
 
     words = ["cat", "dog", "bird", "fish", "sat", "ran", "red", "blue", "big", "small", "the", "on"]
     sentences = list(dict.fromkeys(" ".join(words[(i * k) % len(words)] for k in (1, 3, 5, 7)) + f" {i}"
@@ -137,6 +137,65 @@ def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprint
     steps.mine_round("m", changed, config, RunDir(tmp_path / "run"), 0)
     again = read_triplets(RunDir(tmp_path / "run").triplets)
     assert not set(zip(again.column("anchor_id").to_pylist(), again.column("negative_id").to_pylist())) & set(marked[1:])
-    manifest = json.loads((RunDir(tmp_path / "run").triplets / "round=0" / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads(RunDir(tmp_path / "run").manifest_path(0).read_text(encoding="utf-8"))
     digest = hashlib.sha256((tmp_path / "marks" / "fn.csv").read_bytes()).hexdigest()
     assert manifest["params"]["exclude_pairs_sha256"] == digest
+
+
+class _Rounds:
+    """Just what `select_model` reads of a run folder: the base and each complete round's dev metric."""
+
+    def __init__(self, root: Path, base: float, rounds: list[float]) -> None:
+        self.root, self.base, self.rounds = root, base, rounds
+
+    def read_base_metrics(self) -> dict:
+        return {"model": "base-model", "dev_metric": {"name": "pairs/dev", "value": self.base}}
+
+    def completed_rounds(self) -> list[int]:
+        return list(range(len(self.rounds)))
+
+    def read_metrics(self, r: int) -> dict:
+        return {"model": f"rounds/{r}/model", "dev_metric": {"name": "pairs/dev", "value": self.rounds[r]}}
+
+
+@pytest.mark.parametrize(("margin", "rounds", "expected"), [
+    (0.0, [75.2, 75.0], 0),        # any gain counts without a margin
+    (0.3, [75.2, 75.0], "base"),   # +0.1 is within the margin: keep the starting model
+    (0.3, [75.2, 75.5], 1),        # +0.4 clears it
+    (0.0, [75.1, 74.0], "base"),   # a tie keeps what the team had
+])
+def test_the_model_to_use_must_beat_the_start_by_the_configured_margin(tmp_path: Path, margin: float,
+                                                                       rounds: list[float], expected) -> None:
+    from flows.config import config_from_mapping
+
+    config = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"corpus": str(tmp_path / "c.txt")},
+                                  "eval": {"pairs": ["dev.tsv"], "min_improvement": margin}}, base_dir=tmp_path)
+    selection = steps.select_model(_Rounds(tmp_path, 75.1, rounds), config)
+    assert selection["selected_round"] == expected
+    assert selection["improved"] == (expected != "base")
+    assert selection["model_to_use"] == ("base-model" if expected == "base" else f"rounds/{expected}/model")
+    if expected == "base" and margin:
+        assert "by more than 0.3 (eval.min_improvement)" in selection["note"]
+    assert json.loads((tmp_path / "selection.json").read_text())["selected_round"] == expected
+
+
+def test_a_mined_round_with_a_changed_part_is_not_intact(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The flow refreshes Prefect's mine cache when this is False: a cache hit never stands in for changed bytes
+    (the old check only asked whether the files exist)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curriculum.synthetic import band_table, write_round
+    from flows.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    texts = [f"sentence {i}" for i in range(12)]
+    write_round(run.triplets, 0, {"random": band_table(texts[:6], texts[6:], texts[::-1][:6], [0.1] * 6)})
+    assert steps.mined_round_intact(run, 0)
+    part = next(run.triplets.glob("round=0/band=random/*.parquet"))
+    table = pq.read_table(part, partitioning=None)
+    i = table.schema.get_field_index("negative")
+    pq.write_table(table.set_column(i, "negative", pa.array(["swapped"] * 6, pa.string())), part)
+    with caplog.at_level("WARNING", logger="flows"):
+        assert not steps.mined_round_intact(run, 0)
+    assert "changed after mining" in caplog.text

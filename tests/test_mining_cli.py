@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mining.encoders
+from dataio.triplets import manifest_path
 from flows.cli import main
 from mining.testing import HashEncoder
 
@@ -48,7 +49,7 @@ def test_mine_then_inspect(files, fake_encoder, capsys, tmp_path):
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "round 0 written" in stdout and "nearest_neighbour" in stdout
-    manifest = json.loads((out / "round=0" / "manifest.json").read_text())
+    manifest = json.loads(manifest_path(out, 0).read_text())
     assert set(manifest["bands"]) == {"random", "in_domain", "nli_contradiction", "nearest_neighbour"}
     assert manifest["params"]["seed"] == 2
     assert "domain labels ['A', 'B']" in manifest["bands"]["in_domain"]["note"]
@@ -120,7 +121,7 @@ def test_mine_shards_runs_the_shards_through_the_dask_map_and_gives_the_same_tri
     import contextlib
 
     import mining.shards
-    from mining.parquet import read_triplets
+    from dataio.triplets import read_triplets
 
     opened = []
 
@@ -134,7 +135,7 @@ def test_mine_shards_runs_the_shards_through_the_dask_map_and_gives_the_same_tri
               "B", "--nli", str(files / "nli.csv"), "--quiet", "--seed", "4", "--backend", "faiss-flat"]
     assert main([*common, "--out", str(tmp_path / "one")]) == 0 and opened == []
     assert main([*common, "--out", str(tmp_path / "three"), "--shards", "3"]) == 0 and opened == [(3, None)]
-    manifest = json.loads((tmp_path / "three" / "round=0" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "three" / "round=0" / ".manifest.json").read_text())
     assert manifest["index"]["shards"] >= 1
     cols = ["anchor_id", "positive_id", "negative_id", "band", "negative_rank"]
     a, b = (read_triplets(tmp_path / d).select(cols).to_pylist() for d in ("one", "three"))
@@ -161,7 +162,7 @@ def test_e2e_offline_minilm_on_shared_data(shared_data, minilm_path, tmp_path, c
                "--domain", "wiki", "--domain", "twitter", "--nli", str(tmp_path / "nli.csv"), "--model", minilm_path,
                "--out", str(out), "--max-length", "32", "--quiet"])
     assert rc == 0
-    manifest = json.loads((out / "round=0" / "manifest.json").read_text())
+    manifest = json.loads(manifest_path(out, 0).read_text())
     d = {b: s["mean_anchor_negative_sim"] for b, s in manifest["bands"].items()}
     assert d["random"] < d["in_domain"] < d["nearest_neighbour"]
     assert d["random"] < d["nli_contradiction"] < d["nearest_neighbour"]

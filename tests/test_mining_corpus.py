@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dataio.errors import InputError
 from mining.corpus import (
     NLI,
     PAIR,
@@ -19,7 +20,6 @@ from mining.corpus import (
     load_corpus,
     text_id,
 )
-from simcse.errors import InputError
 
 
 def write(path, text: str | bytes):
@@ -178,3 +178,48 @@ def test_given_id_equal_to_another_texts_hash_id_is_an_error(tmp_path):
     p = write(tmp_path / "p.csv", "anchor,positive\nother text,one text\n")
     with pytest.raises(InputError, match="equals the content-hash id of another text"):
         load_corpus([f], pairs=[p])
+
+
+# -------------------------------------------------------------------------- labeled pairs (issue 12)
+LABELED = ("sentence1,sentence2,label\n"
+           "a cat sat on the mat,the cat was sitting on the mat,1\n"
+           "stocks fell sharply,the market dropped,1.0\n"
+           "a cat sat on the mat,rain is expected tomorrow,0\n"
+           "stocks fell sharply,my phone battery died,0\n")
+
+
+def test_pairs_labeled_0_are_dropped_and_counted_never_positives(tmp_path):
+    from mining.corpus import PairSource
+
+    c = load_corpus(pairs=[PairSource(write(tmp_path / "p.csv", LABELED))])
+    pairs = {(c.texts[a], c.texts[p]) for a, p, k in zip(c.anchor, c.positive, c.kind) if k == PAIR}
+    assert pairs == {("a cat sat on the mat", "the cat was sitting on the mat"),
+                     ("stocks fell sharply", "the market dropped")}
+    assert "rain is expected tomorrow" not in c.texts and "my phone battery died" not in c.texts
+    src = c.sources[0]
+    assert (src.rows, src.kept, src.label_0) == (4, 2, 2)
+    assert c.describe()["sources"][0]["label_0"] == 2
+
+
+def test_a_label_column_under_another_name_is_read_when_named(tmp_path):
+    from mining.corpus import PairSource
+
+    f = write(tmp_path / "p.tsv", LABELED.replace("label", "is_para").replace(",", "\t"))
+    c = load_corpus(pairs=[PairSource(f, label_column="is_para")])
+    assert c.sources[0].label_0 == 2 and int((c.kind == PAIR).sum()) == 2
+    with pytest.raises(InputError, match="missing label column 'score'"):
+        load_corpus(pairs=[PairSource(f, label_column="score")])
+
+
+def test_a_label_that_is_not_0_or_1_names_the_line(tmp_path):
+    f = write(tmp_path / "p.csv", LABELED.replace("stocks fell sharply,the market dropped,1.0",
+                                                  "stocks fell sharply,the market dropped,yes"))
+    with pytest.raises(InputError) as err:
+        load_corpus(pairs=[f])
+    assert str(err.value).startswith(f"{f}: line 3, column 'label': label 'yes' is not 0 or 1")
+
+
+def test_a_pairs_file_with_only_label_0_rows_is_refused(tmp_path):
+    f = write(tmp_path / "p.csv", "sentence1,sentence2,label\na b c,d e f,0\ng h i,j k l,0\n")
+    with pytest.raises(InputError, match="all 2 pairs are labeled 0"):
+        load_corpus(corpus=[write(tmp_path / "c.txt", "one\ntwo\nthree\n")], pairs=[f])

@@ -38,6 +38,26 @@ def test_cached_matrix_is_float16_unit_norm_and_reused(corpus, tmp_path):
     assert not e3.cached and e3.path != e1.path
 
 
+def test_a_cache_changed_on_disk_is_encoded_again_not_used(corpus, tmp_path, caplog):
+    """Negated rows decode as a valid matrix: only the sha256 written with the cache can tell."""
+    enc = HashEncoder(16)
+    first = embed_corpus(corpus, enc, tmp_path / "cache", show_progress=False)
+    expected = np.array(first.matrix)
+    path = first.path
+    del first
+    tampered = np.load(path, mmap_mode="r+")
+    tampered[:10] = -tampered[:10]
+    tampered.flush()
+    del tampered
+    calls = enc.calls
+    with caplog.at_level("WARNING", logger="mining.embeddings"):
+        again = embed_corpus(corpus, enc, tmp_path / "cache", show_progress=False)
+    assert not again.cached and enc.calls > calls
+    assert np.array_equal(np.asarray(again.matrix), expected)
+    assert "changed on disk" in caplog.text
+    assert embed_corpus(corpus, enc, tmp_path / "cache", show_progress=False).cached  # the rewritten cache is good
+
+
 def test_interrupted_encoding_resumes_from_last_chunk(corpus, tmp_path):
     class Failing(HashEncoder):
         def encode(self, texts, batch_size=32):

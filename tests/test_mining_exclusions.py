@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import mining.encoders
+from dataio.triplets import BANDS, manifest_path, read_triplets
 from flows.cli import main
 from mining.corpus import load_corpus
-from mining.params import BANDS, MiningParams
-from mining.parquet import read_triplets
+from mining.params import MiningParams
 from mining.pipeline import mine
 from mining.testing import HashEncoder
 
@@ -82,9 +82,9 @@ def test_excluded_pairs_are_never_mined_in_any_band(inputs: Path, tmp_path: Path
 
     manifest = second.manifest
     digest = hashlib.sha256(exclusion.read_bytes()).hexdigest()
-    assert manifest["params"]["exclude_pairs_sha256"] == digest
-    assert manifest["exclude_pairs"]["pairs"] == len(marked) == manifest["exclude_pairs"]["in_pool"]
-    assert "exclude_pairs_sha256" not in first.manifest["params"]  # rounds without a file keep their fingerprint
+    assert manifest.params["exclude_pairs_sha256"] == digest
+    assert manifest.exclude_pairs["pairs"] == len(marked) == manifest.exclude_pairs["in_pool"]
+    assert "exclude_pairs_sha256" not in first.manifest.params  # rounds without a file keep their fingerprint
 
 
 def test_nearest_neighbours_come_from_deeper_when_many_are_excluded(inputs: Path, tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_a_changed_file_is_a_new_round_not_a_reused_one(inputs: Path, tmp_path: 
     pairs = sorted(_pairs(nn))
     exclusion = _write_pairs(tmp_path / "x.csv", pairs[:3])
     with_file = _run(corpus, out, exclude_pairs=exclusion)
-    assert not with_file.cached and plain.manifest["created"] and with_file.manifest["params"] != plain.manifest["params"]
+    assert not with_file.cached and plain.manifest.created and with_file.manifest.params != plain.manifest.params
     assert _run(corpus, out, exclude_pairs=exclusion).cached  # same file: reused
     _write_pairs(exclusion, pairs[:6])
     changed = _run(corpus, out, exclude_pairs=exclusion)
@@ -133,7 +133,7 @@ def test_parquet_of_triplets_and_unknown_ids(inputs: Path, tmp_path: Path) -> No
     pq.write_table(table, tmp_path / "marked.parquet")
     second = _run(corpus, tmp_path / "second", exclude_pairs=tmp_path / "marked.parquet")
     assert not _pairs(read_triplets(tmp_path / "second")) & _pairs(nn)
-    assert second.manifest["exclude_pairs"]["not_in_pool"] == 1
+    assert second.manifest.exclude_pairs["not_in_pool"] == 1
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_cli_mine_exclude_pairs(inputs: Path, tmp_path: Path, fake_encoder: None
     assert main([*base, "--out", str(tmp_path / "second"), "--exclude-pairs", str(exclusion)]) == 0
     assert "excluded pairs skipped" in capsys.readouterr().out
     assert not _pairs(read_triplets(tmp_path / "second")) & set(marked)
-    manifest = json.loads((tmp_path / "second" / "round=0" / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads(manifest_path(tmp_path / "second", 0).read_text(encoding="utf-8"))
     assert manifest["params"]["exclude_pairs_sha256"] == hashlib.sha256(exclusion.read_bytes()).hexdigest()
 
 

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 import mining.encoders
+from dataio.triplets import read_triplets
 from flows.cli import main
 from mining.inspect import inspect_triplets
 from mining.inspect_html import render_html
-from mining.parquet import read_triplets
 from mining.testing import HashEncoder
 
 WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",

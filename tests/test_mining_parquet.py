@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import mining.parquet as mparquet
+from dataio.triplets import SCHEMA, complete_rounds, manifest_path, read_triplets
 from mining.corpus import load_corpus
 from mining.params import MiningParams
-from mining.parquet import SCHEMA, read_triplets
 from mining.pipeline import mine
 from mining.testing import HashEncoder
 
@@ -53,7 +53,7 @@ def visible_parts(root: Path) -> list[Path]:
 
 def test_schema_metadata_and_manifest(mined):
     out, _res = mined
-    manifest = json.loads((out / "round=0" / "manifest.json").read_text())
+    manifest = json.loads(manifest_path(out, 0).read_text())
     assert set(manifest) >= {"round", "files", "bands", "model_fingerprint", "corpus_fingerprint", "params", "created"}
     assert manifest["round"] == 0 and manifest["params"]["range_max"] == 8 and manifest["params"]["seed"] == 0
     total = 0
@@ -66,7 +66,7 @@ def test_schema_metadata_and_manifest(mined):
         assert pf.schema_arrow.remove_metadata().equals(SCHEMA)
         assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
         meta = {k.decode(): v.decode() for k, v in pf.schema_arrow.metadata.items()}
-        assert meta["simcse_curriculum.schema_version"] == "1"
+        assert meta["simcse_curriculum.schema_version"] == "2"
         assert meta["simcse_curriculum.model_fingerprint"] == manifest["model_fingerprint"]
         assert meta["simcse_curriculum.corpus_fingerprint"] == manifest["corpus_fingerprint"]
         assert json.loads(meta["simcse_curriculum.params"]) == manifest["params"]
@@ -82,43 +82,15 @@ def test_schema_metadata_and_manifest(mined):
         assert table.column("round").to_pylist() == [0] * table.num_rows
         if band != "nearest_neighbour":
             assert set(table.column("negative_rank").to_pylist()) == {-1}
-    assert (out / "round=0" / "manifest.json").stat().st_mode & 0o044  # readable by others, like any file
+    assert manifest_path(out, 0).stat().st_mode & 0o044  # readable by others, like any file
 
 
 def test_manifest_passes_the_curriculum_reader(mined):
-    from curriculum.dataset import read_manifest
+    from dataio.triplets import read_manifest
 
     out, res = mined
     manifest = read_manifest(out, 0)
     assert manifest.difficulties() == pytest.approx(res.difficulties())
-
-
-def test_readers_pandas_polars_duckdb_datasets(mined, tmp_path):
-    out, res = mined
-    rows = sum(b["rows"] for b in res.bands.values())
-    band_dir = out / "round=0" / "band=nearest_neighbour"
-    nn_rows = res.bands["nearest_neighbour"]["rows"]
-
-    import pandas as pd
-
-    assert len(pd.read_parquet(band_dir)) == nn_rows
-    assert sum(len(pd.read_parquet(p)) for p in visible_parts(out)) == rows
-
-    polars = pytest.importorskip("polars")
-    df = polars.read_parquet(str(out / "**" / "*.parquet"))
-    assert df.height == rows and set(df["band"].unique()) == set(res.bands)
-
-    duckdb = pytest.importorskip("duckdb")
-    got = dict(duckdb.sql(f"select band, count(*) from read_parquet('{out}/**/*.parquet') group by band").fetchall())
-    assert got == {b: s["rows"] for b, s in res.bands.items() if s["rows"]}
-
-    import datasets
-
-    cache = str(tmp_path / "hf-cache")
-    ds = datasets.load_dataset("parquet", data_dir=str(out), data_files="**/*.parquet", cache_dir=cache)["train"]
-    assert ds.num_rows == rows and {"anchor", "positive", "negative"} <= set(ds.column_names)
-    ds_band = datasets.load_dataset("parquet", data_dir=str(band_dir), cache_dir=cache)["train"]
-    assert ds_band.num_rows == nn_rows
 
 
 def test_exception_mid_write_leaves_complete_files_and_no_manifest(tmp_path, monkeypatch):
@@ -137,7 +109,7 @@ def test_exception_mid_write_leaves_complete_files_and_no_manifest(tmp_path, mon
     params = MiningParams(range_max=8, rows_per_file=30)
     with pytest.raises(RuntimeError, match="disk full"):
         mine(corpus, HashEncoder(16), out, params=params, show_progress=False)
-    assert not (out / "round=0" / "manifest.json").exists()
+    assert not manifest_path(out, 0).exists()
     parts = visible_parts(out)
     assert len(parts) == 3
     for p in parts:
@@ -145,7 +117,7 @@ def test_exception_mid_write_leaves_complete_files_and_no_manifest(tmp_path, mon
     assert not [p for p in (out / "round=0").rglob("*") if p.name.endswith(".tmp")]
     monkeypatch.setattr(mparquet.RoundWriter, "table", original)
     res = mine(corpus, HashEncoder(16), out, params=params, show_progress=False)
-    assert not res.cached and (out / "round=0" / "manifest.json").exists()
+    assert not res.cached and manifest_path(out, 0).exists()
 
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -198,7 +170,7 @@ def test_killed_write_leaves_no_partial_file_visible(tmp_path):
             proc.kill()
             proc.wait()
     root = tmp_path / "triplets"
-    assert not (root / "round=0" / "manifest.json").exists()
+    assert not manifest_path(root, 0).exists()
     parts = visible_parts(root)
     assert len(parts) == 2
     for p in parts:
@@ -210,7 +182,7 @@ def test_killed_write_leaves_no_partial_file_visible(tmp_path):
     # a re-run completes the round and clears the leftover
     corpus = load_corpus([tmp_path / "corpus.txt"], nli=[tmp_path / "nli.csv"])
     res = mine(corpus, HashEncoder(16), root, params=MiningParams(range_max=8, rows_per_file=30), show_progress=False)
-    assert (root / "round=0" / "manifest.json").exists() and not list((root / "round=0").rglob(".*.tmp"))
+    assert manifest_path(root, 0).exists() and not list((root / "round=0").rglob(".*.tmp"))
     assert sum(b["rows"] for b in res.bands.values()) == read_triplets(root).num_rows
 
 
@@ -227,7 +199,7 @@ def test_same_inputs_reuse_the_round_without_encoding(tmp_path):
     assert not other.cached and enc.calls == calls
     # another model: re-encoded
     mine(corpus, HashEncoder(16, salt="v2"), out, show_progress=False)
-    assert json.loads((out / "round=0" / "manifest.json").read_text())["model_fingerprint"] == "hash-encoder-16-v2"
+    assert json.loads(manifest_path(out, 0).read_text())["model_fingerprint"] == "hash-encoder-16-v2"
 
 
 def test_rewrite_removes_parts_of_the_previous_run(tmp_path):
@@ -245,5 +217,45 @@ def test_rounds_are_independent(tmp_path):
     out = tmp_path / "t"
     mine(corpus, HashEncoder(16), out, round=0, show_progress=False)
     mine(corpus, HashEncoder(16, salt="r1"), out, round=1, show_progress=False)
-    assert mparquet.complete_rounds(out) == [0, 1]
+    assert complete_rounds(out) == [0, 1]
     assert set(read_triplets(out, rounds=[1]).column("round").to_pylist()) == {1}
+
+
+def _change_one_text(path: Path) -> None:
+    """A valid part with the same rows and one different negative: what most single-bit flips decode to."""
+    table = pq.read_table(path, partitioning=None)
+    column = table.schema.get_field_index("negative")
+    texts = table.column(column).to_pylist()
+    texts[0] = texts[0] + " (edited)"
+    pq.write_table(table.set_column(column, "negative", pa.array(texts, pa.string())), path)
+
+
+def test_a_part_changed_after_mining_is_mined_again_not_reused(tmp_path, caplog):
+    """Same inputs, one text changed in a part: the old code said "reusing it" (sizes and rows matched)."""
+    corpus = load_corpus(**make_inputs(tmp_path))
+    out = tmp_path / "t"
+    enc = HashEncoder(16)
+    first = mine(corpus, enc, out, show_progress=False)
+    part = sorted(out.glob("round=0/band=*/part-*.parquet"))[0]
+    original = pq.read_table(part, partitioning=None)
+    _change_one_text(part)
+    with caplog.at_level("WARNING", logger="mining.pipeline"):
+        again = mine(corpus, enc, out, show_progress=False)
+    assert not again.cached and "changed after mining" in caplog.text and str(part) in caplog.text
+    assert pq.read_table(part, partitioning=None).equals(original)  # mined again: the same rows
+    assert again.manifest.bands == first.manifest.bands
+
+
+def test_readers_refuse_a_part_changed_after_mining(mined):
+    from dataio.errors import InputError, TripletDataError
+    from curriculum import TripletSampler
+    from mining.inspect import inspect_triplets
+
+    out, _ = mined
+    part = sorted(out.glob("round=0/band=*/part-*.parquet"))[0]
+    _change_one_text(part)
+    with pytest.raises(InputError, match=r"changed after mining .*mine round 0 again"):
+        inspect_triplets(out)
+    with pytest.raises(TripletDataError, match=r"changed after mining"):
+        TripletSampler(out, 0, batch_size=4, seed=0, verify_checksums=True)
+    TripletSampler(out, 0, batch_size=4, seed=0)  # unverified, as before: sizes and rows still match

@@ -5,6 +5,8 @@ cache, and a failed shard leaves no round behind."""
 
 from __future__ import annotations
 
+import functools
+import json
 import pickle
 
 import numpy as np
@@ -13,11 +15,13 @@ import pytest
 
 import mining.embeddings as embeddings_mod
 import mining.index as index_mod
+from dataio.hashing import sha256_file
+from dataio.triplets import read_triplets, round_dir
 from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
+from mining.embeddings import embed_corpus
 from mining.params import MiningParams
-from mining.parquet import read_triplets, round_dir
 from mining.pipeline import mine
-from mining.shards import blocks, dask_map
+from mining.shards import blocks, dask_map, encode_slice, local_map
 from mining.testing import HashEncoder
 
 WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
@@ -90,14 +94,14 @@ def test_sharded_mining_gives_the_unsharded_triplets(corpus, tmp_path, monkeypat
     many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=3, show_progress=False,
                 shards=3, map_shards=counting)
     # the encoding went through the map (3 chunks a call) and the search + bands in 3 blocks of anchors
-    assert ("mine_shard", 3) in counting.calls and many.manifest["index"]["shards"] == 3
+    assert ("mine_shard", 3) in counting.calls and many.manifest.index["shards"] == 3
     assert any(name == "encode_slice" for name, _ in counting.calls)
     a, b = triplets(tmp_path / "one"), triplets(tmp_path / "many")
     assert len(a["band"]) > 500 and set(a["band"]) == {"random", "in_domain", "nli_contradiction",
                                                        "nearest_neighbour"}
     assert a == b
     assert one.bands == many.bands  # row counts, skip counts, difficulties
-    ia, ib = one.manifest["index"], many.manifest["index"]
+    ia, ib = one.manifest.index, many.manifest.index
     assert ia["backend"] == ib["backend"] == backend
     if backend == "faiss-ivf":  # the same sample, the same nprobe, the same measured recall
         assert ia["nprobe"] == ib["nprobe"] and ia["recall_at_k"] == pytest.approx(ib["recall_at_k"])
@@ -127,6 +131,26 @@ def test_interrupted_sharded_encoding_resumes_from_the_cache(corpus, tmp_path, m
     assert triplets(tmp_path / "one") == triplets(tmp_path / "many") and one.bands["nearest_neighbour"]["rows"] > 0
 
 
+def test_a_sharded_encoding_writes_the_cache_an_unsharded_one_writes_and_its_hits_are_verified(corpus, tmp_path,
+                                                                                               monkeypatch):
+    monkeypatch.setattr(embeddings_mod, "default_chunk_size", lambda: 100)
+    encode = functools.partial(local_map, functools.partial(encode_slice, HashEncoder(16)))
+    sharded = embed_corpus(corpus, HashEncoder(16), tmp_path / "many", show_progress=False, map_chunks=encode,
+                           chunks_per_call=2)
+    single = embed_corpus(corpus, HashEncoder(16), tmp_path / "one", show_progress=False)
+    assert sharded.path.relative_to(tmp_path / "many") == single.path.relative_to(tmp_path / "one")
+    meta = [{k: v for k, v in json.loads((e.path.parent / "meta.json").read_text()).items() if k != "encode_seconds"}
+            for e in (sharded, single)]
+    assert meta[0] == meta[1] and meta[0]["sha256"] == sha256_file(sharded.path)  # version 2: the checksum too
+    enc = HashEncoder(16)
+    assert embed_corpus(corpus, enc, tmp_path / "many", show_progress=False).cached and enc.calls == 0
+    tampered = np.load(sharded.path, mmap_mode="r+")
+    tampered[:3] = -tampered[:3]
+    tampered.flush()
+    del tampered
+    assert not embed_corpus(corpus, enc, tmp_path / "many", show_progress=False).cached and enc.calls > 0
+
+
 def test_a_failed_shard_leaves_no_round_and_no_saved_index(corpus, tmp_path):
     params = MiningParams(range_max=8, backend="faiss-ivf", nlist=8, recall_sample=32)
     with pytest.raises(RuntimeError, match="worker lost"):
@@ -143,5 +167,5 @@ def test_sharded_on_a_two_worker_dask_local_cluster(corpus, tmp_path, monkeypatc
     with dask_map(2) as on_cluster:
         many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=5, show_progress=False,
                     shards=2, map_shards=on_cluster)
-    assert many.manifest["index"]["shards"] == 2
+    assert many.manifest.index["shards"] == 2
     assert triplets(tmp_path / "one") == triplets(tmp_path / "many")

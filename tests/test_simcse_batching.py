@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataio.errors import InputError
 from simcse.batching import BucketedBatches, triplet_batches, unsupervised_batches
 from simcse.data import load_sentences, load_triplets
-from simcse.errors import InputError
 
 
 def _texts_of(batch: dict, i: int) -> set[str]:

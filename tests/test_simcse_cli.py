@@ -71,10 +71,11 @@ def test_train_unsup_and_nli_write_sentence_transformers_models(tiny, files, cap
                  "--data-licence", "CC-BY-SA-4.0"]) == 0
     assert (out2 / "model" / "modules.json").exists() and (out2 / "checkpoint").exists()
     # The model card names the data file, its fingerprint and the licence given.
-    from simcse.model_card import file_sha256, read_card_info
+    from dataio.hashing import sha256_file
+    from simcse.model_card import read_card_info
 
     data = read_card_info(out2 / "model").data[0]
-    assert data["licence"] == "CC-BY-SA-4.0" and data["sha256"] == file_sha256(files["nli"])
+    assert data["licence"] == "CC-BY-SA-4.0" and data["sha256"] == sha256_file(files["nli"])
     assert data["kind"] == "nli" and data["kept"] >= 1
     assert "CC-BY-SA-4.0" in (out2 / "model" / "README.md").read_text(encoding="utf-8")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dataio.tables import StsData, read_sts
 from simcse.batching import triplet_batches
 from simcse.data import load_triplets
 from simcse.evaluation import evaluate_data
-from simcse.io import StsData, read_sts
 from simcse.model import SimCSEEncoder
 from simcse.train import TrainConfig, train
 

@@ -108,7 +108,7 @@ def test_dev_evaluator_scores_the_mean_sts(tmp_path):
 
 
 def test_bad_sts_score_names_line_and_column(tmp_path):
-    from simcse.errors import InputError
+    from dataio.errors import InputError
 
     sts = _write(tmp_path / "d.tsv", "sentence1\tsentence2\tscore", [("a", "b", 1.0), ("a", "c", "high")])
     with pytest.raises(InputError, match=r"d\.tsv: line 3, column 'score': 'high' is not a number"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 from simcse.losses import unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
 from simcse.testing import build_tiny_model

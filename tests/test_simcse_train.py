@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from dataio.errors import InputError
 from simcse.batching import BucketedBatches, triplet_batches, unsupervised_batches
-from simcse.errors import InputError
 from simcse.model import SimCSEEncoder
 from simcse.train import TrainConfig, train
 
@@ -240,3 +240,35 @@ def test_a_run_trained_in_two_calls_follows_one_schedule_and_keeps_its_optimizer
     assert r3.history[0]["lr"] == r2.history[0]["lr"]
     with pytest.raises(ValueError, match="exceeds schedule_steps"):
         train(_encoder(str(model)), rest, _cfg(**{**part, "schedule_offset": 8}), tmp_path / "over")
+
+
+def test_k_negatives_from_the_sampler_reach_the_loss_with_their_alpha(tiny, tmp_path, monkeypatch):
+    """The curriculum sampler's k negatives per anchor (each band's alpha, alpha 0 for padding) arrive in the loss
+    as a [batch, k] alpha beside [batch, k, dim] negatives, row for row."""
+    import simcse.train as trainer
+    from curriculum import TripletSampler
+    from curriculum.state import Plan
+    from curriculum.synthetic import band_table, write_round
+
+    s = _sentences(60, seed=4)
+    anchors, negs = s[:12], s[12:]
+    tables = {band: band_table(anchors[:n], [None] * n, negs[k * 12:k * 12 + n], [0.1 + 0.2 * k] * n)
+              for k, (band, n) in enumerate((("random", 12), ("in_domain", 12), ("nearest_neighbour", 6)))}
+    write_round(tmp_path / "triplets", 0, tables)
+    alpha = {"random": 1.0, "in_domain": 0.7, "nearest_neighbour": 0.4}
+    plan = Plan(round=0, stage=0, competence=1.0, mixture={"in_domain": 0.5, "nearest_neighbour": 0.5}, alpha=alpha)
+    batch = TripletSampler(tmp_path / "triplets", 0, batch_size=6, seed=1, negatives_per_anchor=2).draw(plan)
+    seen = {}
+    real = trainer.sup_simcse_loss
+
+    def spy(anchor, positive, negatives, alpha_, temperature, exclude=None):
+        seen.update(k=negatives.shape[1], alpha=alpha_.tolist(), rows=anchor.shape[0])
+        return real(anchor, positive, negatives, alpha_, temperature, exclude)
+
+    monkeypatch.setattr(trainer, "sup_simcse_loss", spy)
+    trainer.train(_encoder(tiny), [batch], _cfg(max_steps=1, save_every=0, log_every=1), tmp_path / "run")
+    assert seen["k"] == 2 and seen["rows"] == 6
+    assert np.allclose(seen["alpha"], batch["alpha"])
+    for weights, bands in zip(batch["alpha"], batch["band"]):  # a band's alpha, or 0 for a padding column
+        assert weights == pytest.approx([alpha.get(b, 0.0) for b in bands])
+    assert any("none" in bands for bands in batch["band"])  # anchors without a nearest neighbour row are padded

@@ -1,24 +1,23 @@
-"""Reading user tables (txt, csv, tsv, jsonl, parquet, saved HF datasets) and writing files atomically.
+"""Reading the tables users hand over: txt, csv, tsv, jsonl, parquet and saved Hugging Face datasets.
 
 One reader for every input the project takes (training corpora, NLI triplets, STS and labeled-pair files,
-mining corpora), so every bad file gets the same kind of error: one line naming the file, the line (or row)
-and the column, raised before anything is written.
+mining corpora, excluded pairs), so every bad file gets the same kind of error: one line naming the file, the
+line (or row) and the column, raised before anything is written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
+import math
 import os
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simcse.errors import InputError
+from dataio.errors import InputError
 
 TEXT_SUFFIXES = {".txt"}
 DELIMITED = {".csv": ",", ".tsv": "\t"}
@@ -197,11 +196,12 @@ def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str],
 
 def _read_parquet(path: Path, columns: Sequence[str], optional: Sequence[str],
                   aliases: Mapping[str, Sequence[str]] | None) -> Table:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+    except (OSError, ValueError, pa.ArrowException) as exc:  # the types pyarrow raises for a file that is not Parquet
         raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
     found = _resolve_columns(path, schema.names, columns, optional, aliases)
     table = pq.read_table(path, columns=list(dict.fromkeys(found.values())))
@@ -223,10 +223,75 @@ def _read_hf(path: Path, columns: Sequence[str], optional: Sequence[str],
     return Table(path, out, list(range(1, len(ds) + 1)), "row", {k: v for k, v in found.items() if k != v})
 
 
-def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
-    """Non-empty stripped lines of a `.txt` file with their 1-based line numbers."""
-    table = read_table(path, ["text"])
-    return [(loc, t) for loc, t in zip(table.locations, table.columns["text"]) if t and str(t).strip()]
+def read_header(path: str | os.PathLike) -> list[str]:
+    """The column names of a table file, without reading its rows (`.txt`: none, it holds one unnamed column).
+
+    For tools that look at a file before deciding how to read it (`simcse-curriculum init`); the rows are
+    then read with `read_table`, so the same file gets the same errors.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if _is_hf_dataset(path):
+        import datasets
+
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train" if "train" in ds else next(iter(ds))]
+        return list(ds.column_names)
+    if path.is_dir():
+        raise InputError(f"a folder that is not a saved Hugging Face dataset; expected {SUPPORTED}", path=path)
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return []
+    if suffix in DELIMITED:
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                header = next(csv.reader(handle, delimiter=DELIMITED[suffix]), None)
+        except UnicodeDecodeError:
+            _decode(path)  # raises with the line of the first bad byte
+            raise
+        if not header:
+            raise InputError("the file is empty; expected a header line", path=path, line=1)
+        return [h.strip() for h in header]
+    if suffix == ".jsonl":
+        keys: dict[str, None] = {}
+        with path.open(encoding="utf-8-sig") as handle:
+            for n, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"not valid JSON ({exc.msg}); each line must be one JSON object", path=path,
+                                     line=n) from None
+                if isinstance(obj, dict):
+                    keys.update(dict.fromkeys(obj))
+                if n >= 1000:
+                    break
+        return list(keys)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
+            raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
+    raise InputError(f"unsupported file type '{suffix}'; expected {SUPPORTED}", path=path)
+
+
+def _read_renamed(path: str | os.PathLike, canonical: Sequence[str], columns: Mapping[str, str | None] | None) -> Table:
+    """`read_table` of the canonical columns, each read from the file column `columns` names for it (if any);
+    the table uses the canonical names and its errors name the file's columns."""
+    given = {k: v for k, v in (columns or {}).items() if v}
+    unknown = sorted(set(given) - set(canonical))
+    if unknown:
+        raise ValueError(f"unknown column keys {unknown}; expected some of {list(canonical)}")
+    names = [given.get(c, c) for c in canonical]
+    table = read_table(path, names)
+    if given:
+        table.columns = {c: table.columns[n] for c, n in zip(canonical, names)}
+        table.renamed.update({c: n for c, n in zip(canonical, names) if c != n})
+    return table
 
 
 @dataclass
@@ -246,7 +311,7 @@ def _floats(table: Table, column: str) -> list[float]:
             value = float(raw)
         except (TypeError, ValueError):
             raise table.error(i, column, f"{raw!r} is not a number") from None
-        if value != value:  # NaN
+        if math.isnan(value):
             raise table.error(i, column, "NaN is not a usable score")
         values.append(value)
     return values
@@ -260,9 +325,10 @@ def _texts(table: Table, column: str) -> list[str]:
     return [str(v) for v in values]
 
 
-def read_sts(path: str | os.PathLike) -> StsData:
-    """An STS file: `sentence1, sentence2, score` (score any numeric scale)."""
-    table = read_table(path, ["sentence1", "sentence2", "score"])
+def read_sts(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> StsData:
+    """An STS file: `sentence1, sentence2, score` (score any numeric scale); `columns` maps those names to the
+    file's own (e.g. `{"score": "similarity"}`)."""
+    table = _read_renamed(path, ["sentence1", "sentence2", "score"], columns)
     if len(table) < 2:
         raise InputError("an STS file needs at least 2 scored pairs", path=table.path)
     return StsData(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), _floats(table, "score"))
@@ -278,9 +344,10 @@ class LabeledPairs:
     labels: list[int]
 
 
-def read_labeled_pairs(path: str | os.PathLike) -> LabeledPairs:
-    """A labeled-pair file: `sentence1, sentence2, label` with labels 0/1."""
-    table = read_table(path, ["sentence1", "sentence2", "label"])
+def read_labeled_pairs(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> LabeledPairs:
+    """A labeled-pair file: `sentence1, sentence2, label` with labels 0/1; `columns` maps those names to the
+    file's own (e.g. `{"label": "is_paraphrase"}`)."""
+    table = _read_renamed(path, ["sentence1", "sentence2", "label"], columns)
     labels = []
     for i, v in enumerate(_floats(table, "label")):
         if v not in (0.0, 1.0):
@@ -289,43 +356,3 @@ def read_labeled_pairs(path: str | os.PathLike) -> LabeledPairs:
     if len(set(labels)) < 2:
         raise InputError("labeled pairs need both labels (0 and 1) for average precision", path=table.path)
     return LabeledPairs(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), labels)
-
-
-def process_umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-def default_file_mode() -> int:
-    """0o666 less the process umask: the mode a plain `open(path, "w")` would create."""
-    return 0o666 & ~process_umask()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed over `path`, on error removed.
-
-    Readers therefore see either the old file or the complete new one, never a partial write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, default_file_mode())  # mkstemp creates 0600; the final file gets what open() would give
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,15 @@
+"""What every package of the project shares, in one small home that needs neither torch nor any package of ours.
+
+- `dataio.errors`: the errors a user can fix (`UserError` and its kinds); the command line turns each into one
+  line and exit code 2.
+- `dataio.atomic`: atomic file and folder writes (readers see the old or the complete new version).
+- `dataio.tables`: reading the tables users hand over (txt, csv, tsv, jsonl, parquet, saved HF datasets).
+- `dataio.hashing`: sha256 of files and the counter-based hashes random choices are drawn from.
+- `dataio.folder_lock`: one writer per output folder (the lock `mine` and `run` take).
+- `dataio.os_faults`: one line for faults of the machine (a full disk, a read-only or forbidden folder).
+- `dataio.triplets`: the triplet contract: Parquet schema, `round=<r>/band=<b>/part-<n>.parquet` layout, band
+  names, the round manifest (one model, one reader, one writer) and the batch type the trainer consumes.
+
+`simcse`, `mining`, `curriculum`, `flows` and `bench` import from here; nothing here imports them (see
+docs/architecture.md).
+"""

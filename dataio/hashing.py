@@ -1,0 +1,65 @@
+"""Hashes shared by every package: sha256 of files, and the counter-based hashes random choices come from.
+
+Counter-based: a random number is a hash of (seed, round, what is being chosen, the row's key), not the next
+draw of a stateful generator, so mining and sampling give the same result however the work is chunked,
+sharded or resumed. The keys are 64-bit hashes of texts or ids (`hash_strings`), mixed by SplitMix64's
+finaliser; salts are 64-bit hashes of a tuple of plain values (`salt_of`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+
+import numpy as np
+
+_BLOCK = 1 << 20
+_M1, _M2, _G = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+_SCALE = 1.0 / (1 << 53)
+
+
+def update_with_file(digest: hashlib._Hash, path: str | os.PathLike) -> None:
+    """Feed a file's bytes into a running hash, a block at a time (flat memory for files of any size)."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_BLOCK), b""):
+            digest.update(block)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    update_with_file(digest, path)
+    return digest.hexdigest()
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser, vectorised (uint64 arithmetic wraps): a well-mixed 64-bit hash of each key."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(x, dtype=np.uint64) + _G
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
+
+def salt_of(*parts: object) -> int:
+    """A 64-bit salt from plain values (their repr), e.g. `salt_of(seed, round, band)`."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
+
+def hash_strings(values: Iterable[str]) -> np.ndarray:
+    """64-bit keys (uint64) of strings: blake2b of their UTF-8 bytes."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little")
+                        for v in values), dtype=np.uint64)
+
+
+def uniform(keys: np.ndarray, salt: int) -> np.ndarray:
+    """Uniform floats in [0, 1), one per key, for a salt."""
+    mixed = splitmix64(np.asarray(keys, dtype=np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF))
+    return (mixed >> np.uint64(11)).astype(np.float64) * _SCALE
+
+
+def uniform_open(keys: np.ndarray, salt: int) -> np.ndarray:
+    """Uniform floats in (0, 1), one per key, for a salt (never 0: safe under a logarithm)."""
+    mixed = splitmix64(np.asarray(keys, dtype=np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF))
+    return ((mixed >> np.uint64(11)).astype(np.float64) + 0.5) * _SCALE

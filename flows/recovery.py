@@ -1,0 +1,129 @@
+"""The run's curriculum state and its rounds on disk must agree: a lost state is rebuilt, never restarted.
+
+`state.json` is where a run continues from. Missing, empty (`{}`), truncated, or behind the rounds on disk
+(an old copy put back), it used to read as a fresh curriculum: round 1 planned at stage 0 on 100 % random
+negatives, and the run went on, exit code 0. `ensure_state` runs before any round and checks the state
+against `rounds/<r>/metrics.json`, the marks of complete rounds. When they disagree it rebuilds the state by
+replaying the scheduler over the complete rounds, with what each recorded: its bands' difficulties (the
+manifest's statistics, copied into metrics.json), the steps trained, the dev metric and the train accuracy
+it closed with (and the base model's dev metric, round 0's reference in adaptive mode). That is the same
+sequence of calls the run made (`start_round`, one `after_batch` per step, `end_round`; none depends on the
+batches' contents), so the replay gives the same state, history included.
+
+It is done automatically, because it is exact and checked: every round's replayed plan (stage, competence,
+mixture, alpha) and decision (advanced, reason, stage and competence after) must equal what that round
+recorded, or nothing is written and the run stops with one line saying what differs and how to recover. The
+damaged file is kept beside as `state.json.damaged`. With no complete round, the replay is the fresh state,
+which is what the run starts from anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Any
+
+from curriculum.errors import StateError
+from flows.config import RunConfig
+from flows.rundir import RunDir
+
+_log = logging.getLogger("flows")
+
+
+def _state_problem(run: RunDir, done: list[int]) -> str | None:
+    """Why state.json cannot be continued from with these rounds complete, or None when it can."""
+    from curriculum import CurriculumState
+
+    path = run.state_path
+    if not path.is_file():
+        return "is missing" if done else None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "is not readable JSON (truncated?)"
+    if not isinstance(raw, dict) or not raw or not raw.get("config"):
+        return "is empty"
+    try:
+        state = CurriculumState.model_validate(raw)
+    except ValueError:
+        return "does not hold a curriculum state"
+    if done and (state.round is None or state.round < done[-1]):
+        return f"is behind the rounds on disk (it ends at round {state.round}, rounds 0-{done[-1]} are complete)"
+    return None
+
+
+def _difficulties(metrics: dict[str, Any]) -> dict[str, float]:
+    bands = (metrics.get("mining") or {}).get("bands") or {}
+    out = {}
+    for band, stats in bands.items():
+        value = (stats or {}).get("mean_anchor_negative_sim")
+        if (stats or {}).get("rows") and value is not None and math.isfinite(float(value)):
+            out[band] = float(value)
+    return out
+
+
+def replay_state(run: RunDir, config: RunConfig, rounds: list[int]) -> tuple[Any, str | None]:
+    """(the state after `rounds` replayed from their records, None) or (None, what differs from a record)."""
+    from curriculum import CurriculumScheduler
+    from flows.steps import base_dev_metric
+
+    scheduler = CurriculumScheduler(config.curriculum)
+    scheduler.set_baseline(base_dev_metric(run))
+    for r in rounds:
+        metrics = run.read_metrics(r)
+        recorded = metrics.get("curriculum") or {}
+        if not recorded:
+            return None, f"round {r}'s metrics.json has no curriculum record"
+        plan = scheduler.start_round(r, _difficulties(metrics))
+        got = {"stage": plan.stage, "competence": plan.competence, "mixture": dict(plan.mixture),
+               "alpha": dict(plan.alpha)}
+        for key, value in got.items():
+            if recorded.get(key) != value:
+                return None, f"round {r} recorded {key} {recorded.get(key)!r}, the replay gives {value!r}"
+        for _ in range(config.steps_per_round):  # as finish_round replays the round's batches
+            scheduler.after_batch(None)
+        train_accuracy = (metrics.get("train") or {}).get("mean_train_accuracy")
+        dev = (metrics.get("dev_metric") or {}).get("value")
+        try:
+            decision = scheduler.end_round(dev, train_accuracy)
+        except ValueError as exc:
+            return None, f"round {r} cannot be closed again from its record ({exc})"
+        got = {"advanced": decision.advanced, "reason": decision.reason, "stage_after": decision.stage,
+               "competence_after": decision.competence}
+        for key, value in got.items():
+            if recorded.get(key) != value:
+                return None, f"round {r} recorded {key} {recorded.get(key)!r}, the replay gives {value!r}"
+    return scheduler.state, None
+
+
+def ensure_state(run: RunDir, config: RunConfig, log: Any = _log) -> bool:
+    """Check state.json against the complete rounds; rebuild it when it is lost or behind (see above).
+
+    Returns True when it was rebuilt. Raises StateError (one line, exit code 2) when the rounds on disk
+    cannot be replayed to what they recorded.
+    """
+    done = run.completed_rounds()
+    problem = _state_problem(run, done)
+    if problem is None:
+        return False
+    path = run.state_path
+    if done != list(range(len(done))):
+        raise StateError(f"{path} {problem}, and the complete rounds {done} have gaps, so it cannot be rebuilt; "
+                         f"restore state.json from a backup or start a new output_dir")
+    state, mismatch = replay_state(run, config, done)
+    if state is None:
+        raise StateError(f"{path} {problem}, and rebuilding it from rounds 0-{done[-1]} does not give what they "
+                         f"recorded ({mismatch}); restore state.json from a backup, or start a new output_dir "
+                         f"(model.name_or_path: {run.model_dir(done[-1])} continues from the last model)")
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".damaged"))
+    state.save(path)
+    if done:
+        log.warning("%s %s; rebuilt from rounds 0-%d (each round's plan and decision replayed exactly; the old "
+                    "file is kept as %s.damaged)", path, problem, done[-1], path.name)
+    else:
+        log.warning("%s %s and no round is complete; starting the curriculum from its first stage (the old file "
+                    "is kept as %s.damaged)", path, problem, path.name)
+    return True

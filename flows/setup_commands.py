@@ -1,0 +1,82 @@
+"""`simcse-curriculum init | validate`: a domain team's first steps, before any run (no Prefect here).
+
+`init FILES... --out CONFIG` writes a commented config from the files' columns (`flows.scaffold`);
+`validate CONFIG` checks every file, column, label and setting of a config without writing anything
+(`flows.validate`), as `run --dry-run` does before it estimates the run's cost (`flows.estimate`).
+The result goes to stdout; warnings to stderr (`warning: ...`); bad input is one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def print_check(check: Any, as_json: bool, estimate: Any = None) -> None:
+    """The check's summary (and the estimate) on stdout, its warnings on stderr."""
+    if as_json:
+        payload: dict[str, Any] = {"ok": True, **check.summary()}
+        if estimate is not None:
+            payload["estimate"] = estimate.as_dict()
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    else:
+        source = check.config.source
+        typer.echo(f"config OK: {source}" if source else "config OK")
+        for line in check.lines():
+            typer.echo(f"  {line}")
+        for note in check.notes:
+            typer.echo(f"  note: {note}")
+        if estimate is not None:
+            for line in estimate.lines():
+                typer.echo(line)
+    sys.stdout.flush()
+    for warning in check.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `init` and `validate` to the app."""
+
+    @app.command("init")
+    def init_command(
+        files: Annotated[list[str], typer.Argument(
+            help="the team's files (.csv, .tsv, .jsonl, .parquet, .txt); a role is read from each file's columns, "
+                 "or given as ROLE=PATH with ROLE corpus, pairs, nli, sts or eval-pairs", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="the config file to write")],
+        output_dir: Annotated[str | None, typer.Option(
+            "--output-dir", help="the run folder the config names (default: runs/<config name>, beside it)")] = None,
+        model: Annotated[str, typer.Option(help="the base model: a folder, or the offline default")] =
+            "all-MiniLM-L6-v2",
+        force: Annotated[bool, typer.Option("--force", help="overwrite an existing config file")] = False,
+    ) -> None:
+        """Write a commented run config from a team's files (corpus, pairs, evaluation sets) that runs as is."""
+        from flows.scaffold import scaffold
+
+        path, roles, check = scaffold(files, out, output_dir=output_dir, model=model, force=force)
+        typer.echo(f"wrote {path}")
+        for role in roles:
+            columns = ", ".join(f"{k}={v}" for k, v in role.columns.items())
+            typer.echo(f"  {role.role} {role.path}: {columns} ({role.why})")
+        typer.echo(f"next: simcse-curriculum run {path} --dry-run   (checks, and estimates time and disk)")
+        for warning in check.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+
+    @app.command("validate")
+    def validate_command(
+        config: Annotated[Path, typer.Argument(help="the run's YAML config")],
+        output_dir: Annotated[Path | None, typer.Option("--output-dir", help="override output_dir")] = None,
+        rounds: Annotated[int | None, typer.Option(help="override rounds")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", help="override steps_per_round")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print the check as one JSON object")] = False,
+    ) -> None:
+        """Check a run config and every file it reads (columns, labels, rows), writing nothing."""
+        from flows.commands import _overrides
+        from flows.config import load_config
+        from flows.validate import check_run
+
+        cfg = load_config(config, _overrides(output_dir, rounds, steps))
+        print_check(check_run(cfg), as_json)

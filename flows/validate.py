@@ -1,0 +1,306 @@
+"""Check everything a run reads before anything is written: `simcse-curriculum validate`, `run --dry-run`,
+and the first thing every run does.
+
+A run used to find a wrong column inside the flow, after Prefect had started and the base model had been
+evaluated, and the folder it left (config.yaml, base_metrics.json, .prefect/) then refused the corrected
+config. Here, before the run folder is touched: the run folder (a different run there is refused), the
+base model (a folder, or a name in the local Hugging Face cache when offline), every input file, column,
+label and row (read with the loaders the run itself uses: `flows.steps.prepare_inputs`,
+`steps.load_mining_corpus`, `steps.read_eval_sets`, so there is one copy of each rule), the dev metric,
+and the bands against the curriculum (`curriculum.preview`: a band that is mined every round but never
+trained on is a warning naming the setting). Bad input raises `InputError` (one line, exit code 2).
+
+The result is kept per process for the same settings and unchanged files, so the check the CLI runs before
+starting Prefect is not repeated by the flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dataio.errors import InputError
+from flows import steps
+from flows.config import RunConfig
+from flows.rundir import RunDir
+
+_log = logging.getLogger("flows")
+
+# Bands the built-in docstring corpus allows: it has domains and pairs but no NLI triplets.
+BUILTIN_BANDS = ["random", "in_domain", "nearest_neighbour"]
+
+
+@dataclass
+class RunCheck:
+    """What a run will read and do, as far as it is known before anything runs."""
+
+    config: RunConfig
+    bands: list[str]  # mined every round
+    schedule: Any  # curriculum.preview.SchedulePreview
+    corpus: Any = None  # mining.corpus.MiningCorpus (None for the built-in corpus, built at run time)
+    eval_rows: dict[str, int] = field(default_factory=dict)  # "sts/<stem>" or "pairs/<stem>" -> rows
+    eval_sentences: int = 0  # distinct sentences in the evaluation files
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    resumes: bool = False  # the run folder holds this run already
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON: what `validate --json` prints."""
+        corpus = self.corpus.describe() if self.corpus is not None else None
+        return {"config": str(self.config.source) if self.config.source else None,
+                "run_dir": str(self.config.output_dir), "resumes": self.resumes, "corpus": corpus,
+                "eval": self.eval_rows, "bands": self.bands,
+                "schedule": [{"round": r.round, "competence": [r.competence_start, r.competence_end],
+                              "share": r.share} for r in self.schedule.rounds],
+                "warnings": self.warnings, "notes": self.notes}
+
+    def lines(self) -> list[str]:
+        """A few lines for a person: what is read, what each round mines, what the curriculum trains on."""
+        cfg = self.config
+        out = [f"run folder: {cfg.output_dir} ({'resumes the run there' if self.resumes else 'new'})"]
+        if self.corpus is None:
+            out.append(f"data: the built-in docstring corpus (up to {cfg.data.builtin_max_sentences} sentences, "
+                       f"built at run time)")
+        else:
+            for src in self.corpus.sources:
+                dropped = [f"{n} {what}" for n, what in ((src.empty, "empty"), (src.duplicates, "duplicate"),
+                                                         (src.missing_negative, "without a negative"),
+                                                         (src.label_0, "labeled 0 (not paraphrases)")) if n]
+                out.append(f"{src.kind} {src.path}: {src.rows} rows, {src.kept} kept"
+                           + (f"; dropped: {', '.join(dropped)}" if dropped else ""))
+            info = self.corpus.describe()
+            kinds = info["anchor_rows"]
+            domains = info["domains"]
+            out.append(f"pool: {info['pool']} distinct sentences; anchors: {kinds['pair']} pairs, {kinds['nli']} NLI, "
+                       f"{kinds['unsupervised']} unsupervised; "
+                       + (f"{len(domains)} domain labels" if domains else "no domain labels"))
+        out.append("evaluation: " + (", ".join(f"{k} ({n} rows)" for k, n in self.eval_rows.items())
+                                     or "none (no dev metric: every round's model counts the same)"))
+        out.append(f"each round mines: {', '.join(self.bands)}")
+        for r in self.schedule.rounds:
+            share = ", ".join(f"{b} {p:.2f}" for b, p in r.share.items())
+            competence = (f"{r.competence_start:.2f}" if abs(r.competence_end - r.competence_start) < 5e-3
+                          else f"{r.competence_start:.2f}-{r.competence_end:.2f}")
+            out.append(f"round {r.round}: competence {competence}, planned share {share}")
+        return out
+
+
+class _Collect:
+    """A logger stand-in for the steps' functions: keeps their warnings (an optional file that is absent)."""
+
+    def __init__(self, warnings: list[str]) -> None:
+        self.warnings = warnings
+
+    def warning(self, message: str, *args: Any) -> None:
+        self.warnings.append(message % args if args else message)
+
+    def info(self, message: str, *args: Any) -> None:
+        _log.debug(message, *args)
+
+
+_CHECKED: dict[str, RunCheck] = {}
+
+
+def _stat(path: Any) -> list[Any]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [str(path), None]
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _memo_key(config: RunConfig) -> str:
+    """The settings plus the size and change time of every file the check read."""
+    files = [e.path for e in (config.data.corpus, config.data.pairs, config.data.nli) if e is not None]
+    files += [e.path for e in (*config.eval.sts, *config.eval.pairs)]
+    files += [config.mining.exclude_pairs] if config.mining.exclude_pairs else []
+    files.append(Path(config.output_dir) / "config.yaml")
+    payload = json.dumps([config.model_dump(mode="json"), [_stat(f) for f in files]], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def check_run(config: RunConfig) -> RunCheck:
+    """Check the run `config` describes without writing anything; InputError on the first problem."""
+    key = _memo_key(config)
+    if key in _CHECKED:
+        return _CHECKED[key]
+    warnings: list[str] = []
+    notes: list[str] = []
+    resumes = _check_run_folder(config)
+    _check_model(config, notes)
+    try:
+        corpus, inputs = _read_inputs(config, warnings)
+    except InputError as exc:
+        raise _naming_the_setting(exc, config) from None
+    eval_rows, eval_sentences = _check_eval_metric(config, inputs)
+    bands, with_rows = _bands(config, corpus, warnings, notes)
+    schedule = _check_schedule(config, with_rows, warnings, notes)
+    check = RunCheck(config=config, bands=bands, schedule=schedule, corpus=corpus, eval_rows=eval_rows,
+                     eval_sentences=eval_sentences, warnings=warnings, notes=notes, resumes=resumes)
+    _CHECKED[key] = check
+    return check
+
+
+def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str, Any]]:
+    """Every input file read with the run's own loaders: (the mining corpus or None, the prepared inputs)."""
+    corpus = None
+    collect = _Collect(warnings)
+    if config.data.builtin:
+        sts, pair_files, columns = steps.eval_inputs(config, collect)
+        inputs: dict[str, Any] = {"sts": sts, "eval_pairs": pair_files, "eval_columns": columns}
+    else:
+        inputs = steps.prepare_inputs(config, RunDir(Path(config.output_dir)), collect)
+        corpus = steps.load_mining_corpus(inputs, config.mining.params)
+        from mining.corpus import check_size
+        from mining.params import MiningParams
+
+        check_size(corpus, MiningParams.from_dict(dict(config.mining.params)).num_negatives)
+        if corpus.n_anchor_rows < config.batch_size:  # the sampler never repeats a sentence within a batch
+            raise InputError(f"batch_size: {config.batch_size} rows is more than the {corpus.n_anchor_rows} anchors "
+                             f"the inputs give (a batch never repeats a sentence); lower batch_size",
+                             path=config.source)
+        _check_domain_label(config, warnings)
+    inputs["eval_sets"] = steps.read_eval_sets(inputs)
+    return corpus, inputs
+
+
+def _naming_the_setting(exc: InputError, config: RunConfig) -> InputError:
+    """A data file's error (which names the file, line and column) plus the config key that reads the file."""
+    entries: list[tuple[str, Any]] = [(f"data.{k}", getattr(config.data, k)) for k in ("corpus", "pairs", "nli")]
+    entries += [(f"eval.sts[{i}]", e) for i, e in enumerate(config.eval.sts)]
+    entries += [(f"eval.pairs[{i}]", e) for i, e in enumerate(config.eval.pairs)]
+    path = str(exc.path) if exc.path is not None else None
+    key = next((k for k, e in entries if e is not None and str(e.path) == path), None)
+    if key is None or config.source is None:
+        return exc
+    setting = f"{key}.columns" if exc.column is not None else key
+    return InputError(f"{exc} (read as {setting} of {config.source})")
+
+
+# ------------------------------------------------------------------------------------------ the checks
+def _check_run_folder(config: RunConfig) -> bool:
+    """True when the folder holds this run (a resume); a different run there is refused now, not after
+    Prefect has started (RunDir.claim refuses it again when the run starts)."""
+    root = Path(config.output_dir)
+    if root.exists() and not root.is_dir():
+        raise InputError("output_dir is a file, not a folder; pick another output_dir", path=root)
+    saved = root / "config.yaml"
+    if not saved.is_file():
+        return False
+    from flows.rundir import RESUMABLE_CHANGES, _changed_keys
+
+    try:
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        previous = None
+    if not isinstance(previous, dict):
+        raise InputError("the saved config of this run is unreadable; delete the run folder or pick another "
+                         "output_dir", path=saved)
+    changed = _changed_keys(previous, config.model_dump(mode="json"), ignore=RESUMABLE_CHANGES + ("output_dir",))
+    if changed:
+        raise InputError(f"this run folder holds a run with different settings ({', '.join(changed[:6])}); use "
+                         f"another output_dir or delete {root} to start over", path=saved)
+    return True
+
+
+def _check_model(config: RunConfig, notes: list[str]) -> None:
+    """The base model is a model folder, or (offline) a name in the local Hugging Face cache."""
+    name = steps.base_model_path(config)
+    path = Path(name)
+    if path.is_absolute() or path.exists():
+        if not path.is_dir():
+            raise InputError("model.name_or_path: no such model folder; check the path in the config", path=path)
+        if not ((path / "config.json").is_file() or (path / "modules.json").is_file()):
+            raise InputError("model.name_or_path: not a model folder (no config.json or modules.json)", path=path)
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - a name that is not a valid repository id
+        cached = None
+    if isinstance(cached, str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise InputError(f"model.name_or_path: {name!r} is not a folder and not in the local Hugging Face cache "
+                         f"(offline); give a model folder", path=config.source)
+    notes.append(f"model {name!r} is not in the local Hugging Face cache; the run will download it")
+
+
+def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:
+    """A constant domain label that is also a column name is most likely meant as the column."""
+    entry = config.data.corpus
+    if entry is None or entry.domain_label is None or not entry.path.exists():
+        return
+    from dataio.tables import read_header
+
+    if entry.domain_label in read_header(entry.path):
+        warnings.append(f"data.corpus.domain_label: every row is labeled {entry.domain_label!r}, which is also a "
+                        f"column of {entry.path}; to read each row's domain from that column write "
+                        f"`columns: {{domain: {entry.domain_label}}}` instead")
+
+
+def _check_eval_metric(config: RunConfig, inputs: dict[str, Any]) -> tuple[dict[str, int], int]:
+    """The evaluation files' rows by metric name; the dev metric must name one of them."""
+    from simcse.evaluation import _unique_stems
+
+    sts, pairs = inputs["eval_sets"]
+    rows: dict[str, int] = {}
+    for kind, sets in (("sts", sts), ("pairs", pairs)):
+        for stem, data in zip(_unique_stems([d.path for d in sets]), sets):
+            rows[f"{kind}/{stem}"] = len(data.sentence1)
+    choice = config.eval.dev_metric
+    builtin = {"pairs/eval_pairs"} if config.data.builtin else set()  # built at run time
+    if choice and choice not in rows and choice not in builtin:
+        raise InputError(f"eval.dev_metric: {choice!r} names no evaluation file; the files give "
+                         f"{', '.join(sorted(rows)) or 'none'}", path=config.source)
+    sentences = {s for data in [*sts, *pairs] for s in (*data.sentence1, *data.sentence2)}
+    return rows, len(sentences)
+
+
+def _bands(config: RunConfig, corpus: Any, warnings: list[str], notes: list[str]) -> tuple[list[str], list[str]]:
+    """The bands each round mines (mining's own default: every band the inputs allow), and those of them that
+    can have rows."""
+    if corpus is None:
+        available = BUILTIN_BANDS
+    else:
+        from mining.bands import available_bands
+
+        available = available_bands(corpus)
+    chosen = list(dict.fromkeys(config.mining.bands)) if config.mining.bands else list(available)
+    if "nli_contradiction" in chosen and "nli_contradiction" not in available:
+        warnings.append("mining.bands: nli_contradiction will have no rows: it needs NLI triplets with a negative "
+                        "(data.nli); leave it out of mining.bands")
+    if corpus is not None and "in_domain" in chosen and len({d for d in corpus.domains if d}) < 2:
+        notes.append("in_domain: fewer than two domain labels, so mining groups the sentences by k-means clusters "
+                     "(a domain column is read with data.corpus.columns.domain)")
+    return chosen, [b for b in chosen if b in available]
+
+
+def _check_schedule(config: RunConfig, bands: list[str], warnings: list[str], notes: list[str]) -> Any:
+    """Run the curriculum over the planned rounds and steps (no data); name each mined band it never trains on."""
+    from curriculum.preview import preview_schedule
+
+    try:
+        schedule = preview_schedule(config.curriculum, bands, config.rounds, config.steps_per_round)
+    except ValueError as exc:
+        raise InputError(f"curriculum: {exc}", path=config.source) from None
+    if config.negatives == "in_batch":
+        notes.append("negatives: in_batch trains on no mined negative (the plain SimCSE baseline); the bands are "
+                     "mined for comparison only")
+        return schedule
+    for unused in schedule.unused_bands(config.batch_size, config.negatives_per_anchor):
+        fix = f"leave {unused.band} out of mining.bands to save mining it"
+        if unused.cause == "pacing":
+            fix = (f"curriculum.total: auto reaches competence 1 on the run's last {config.curriculum.unit}, or "
+                   f"{fix} (assuming the usual difficulty order random < in_domain < nli_contradiction < "
+                   f"nearest_neighbour; the run orders the bands by their measured difficulty)")
+        warnings.append(f"band {unused.band} is mined every round but never trained on: {unused.why}; {fix}")
+    return schedule

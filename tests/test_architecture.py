@@ -1,0 +1,79 @@
+"""The import rules of docs/architecture.md, checked on every import statement of the package sources (lazy
+imports inside functions included) and, for the torch-free packages, by importing them in a fresh interpreter."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LIBRARIES = ("dataio", "simcse", "mining", "curriculum")
+TORCH = ("torch", "transformers", "sentence_transformers")
+# mining uses simcse for the encoder only: loading a SimCSEEncoder.
+MINING_ENCODER_MODULES = {"mining/encoders.py"}
+
+
+def imports(package: str) -> list[tuple[str, int, str]]:
+    """(file relative to the repository, line, top-level module imported) of every import in `package`."""
+    folder = REPO / package
+    assert folder.is_dir(), f"package {package}/ is missing"
+    out = []
+    for path in sorted(folder.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                out += [(path.relative_to(REPO).as_posix(), node.lineno, a.name.split(".")[0]) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                out.append((path.relative_to(REPO).as_posix(), node.lineno, node.module.split(".")[0]))
+    return out
+
+
+def offending(package: str, forbidden: tuple[str, ...], allowed_in: set[str] = frozenset()) -> list[str]:
+    return [f"{f}:{line} imports {module}" for f, line, module in imports(package)
+            if module in forbidden and f not in allowed_in]
+
+
+@pytest.mark.parametrize("package", LIBRARIES)
+def test_libraries_never_import_prefect_or_flows(package: str) -> None:
+    assert offending(package, ("prefect", "flows", "bench")) == []
+
+
+@pytest.mark.parametrize("package", ["curriculum", "dataio"])
+def test_curriculum_and_dataio_need_no_torch(package: str) -> None:
+    assert offending(package, TORCH) == []
+
+
+def test_dataio_imports_no_package_of_ours() -> None:
+    assert offending("dataio", ("simcse", "mining", "curriculum", "flows", "bench")) == []
+
+
+def test_mining_uses_simcse_for_the_encoder_only() -> None:
+    assert offending("mining", ("simcse",), allowed_in=MINING_ENCODER_MODULES) == []
+    assert offending("mining", ("curriculum",)) == []
+
+
+def test_simcse_and_curriculum_stay_apart_from_the_packages_above_them() -> None:
+    assert offending("simcse", ("mining", "curriculum")) == []
+    assert offending("curriculum", ("simcse", "mining")) == []
+
+
+def test_torch_free_packages_import_without_torch_or_prefect() -> None:
+    """Importing every module of curriculum and dataio loads neither torch nor prefect (nothing they import
+    drags them in either)."""
+    modules = [p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+               for package in ("curriculum", "dataio") for p in sorted((REPO / package).rglob("*.py"))]
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "loaded = sorted(m for m in ('torch', 'transformers', 'prefect', 'flows', 'simcse', 'mining') "
+            "if m in sys.modules)\n"
+            "print(','.join(loaded))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ""

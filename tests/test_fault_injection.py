@@ -1,0 +1,567 @@
+"""Fault injection: what happens to a run folder between runs, and the message when it does (issue 11).
+
+One test per probe, each ending in the documented outcome (docs/flows.md, "Faults and recovery"): a lost
+curriculum state is rebuilt exactly from the rounds' records, never restarted; a folder that is not ours is
+refused and left as it was; a second command on a folder in use is refused naming the first; a killed run
+leaves no Prefect server; a full disk, a read-only folder, a damaged or pickled model and a damaged embeddings
+cache are one line on stderr with exit code 2. CLI probes run `simcse-curriculum` in subprocesses against one
+Prefect test harness server (no ephemeral API start per process) except where the ephemeral server is what is
+under test. The full-disk and read-only probes mount a small tmpfs / a read-only bind mount in a private
+mount namespace (`unshare`), and are skipped where that is not permitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+# Runs `simcse-curriculum ARGS` and can stop itself at an os.replace whose target contains $PAUSE_AT until
+# $PAUSE_FLAG.go exists (announcing $PAUSE_FLAG.paused first): a command caught mid-write, on cue.
+DRIVER = textwrap.dedent("""
+    import os, sys, time
+    import torch
+    torch.set_num_threads(1)
+    pattern, flag = os.environ.get("PAUSE_AT"), os.environ.get("PAUSE_FLAG")
+    if pattern:
+        real_replace = os.replace
+        def replace(src, dst, *args, **kwargs):
+            if pattern in str(dst) and not os.path.exists(flag + ".go"):
+                open(flag + ".paused", "w").close()
+                while not os.path.exists(flag + ".go"):
+                    time.sleep(0.05)
+            return real_replace(src, dst, *args, **kwargs)
+        os.replace = replace
+    from flows.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[str]:
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from simcse.testing import build_tiny_model
+
+    root = tmp_path_factory.mktemp("faults")
+    model = build_tiny_model(root / "tiny-bert", seed=0)
+    sts = root / "sts_dev.tsv"
+    sts.write_text("sentence1\tsentence2\tscore\n" + "".join(
+        f"Return the value number {i}.\tGive back value {i}.\t{(i * 7) % 6}\n" for i in range(12)), encoding="utf-8")
+    corpus = root / "corpus.txt"
+    corpus.write_text("".join(f"Sentence number {i} talks about topic {i % 17} and item {i * 7919 % 1000}.\n"
+                              for i in range(3000)), encoding="utf-8")
+    driver = root / "driver.py"
+    driver.write_text(DRIVER, encoding="utf-8")
+    return {"root": root, "model": model, "sts": sts, "corpus": corpus, "driver": driver}
+
+
+def settings(output_dir: Path, inputs: dict[str, Path], **changes: Any) -> dict[str, Any]:
+    out = {
+        "output_dir": str(output_dir), "seed": 3, "rounds": 2, "steps_per_round": 2, "batch_size": 8,
+        "model": {"name_or_path": str(inputs["model"]), "pooling": "mean", "max_length": 24},
+        "data": {"builtin": "python_docstrings", "builtin_max_sentences": 200},
+        "eval": {"sts": [str(inputs["sts"])]},
+        "mining": {"params": {"range_max": 20}},
+        "training": {"progress": False},
+    }
+    out.update(changes)
+    return out
+
+
+def write_config(path: Path, output_dir: Path, inputs: dict[str, Path], **changes: Any) -> Path:
+    path.write_text(yaml.safe_dump(settings(output_dir, inputs, **changes)), encoding="utf-8")
+    return path
+
+
+def cli_env(api_url: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a user's shell: no test-only Prefect settings; the harness API when given."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PREFECT_LOGGING_") and k not in ("PREFECT_HOME", "PREFECT_API_URL",
+                                                                  "PREFECT_RESULTS_LOCAL_STORAGE_PATH")}
+    env.update(ONE_THREAD)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    env.update(extra)
+    return env
+
+
+def cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=str(REPO), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def one_line(proc: subprocess.CompletedProcess[str], *says: str) -> str:
+    """The command failed with exit code 2 and exactly one line on stderr, starting 'error:', saying `says`."""
+    assert proc.returncode == 2, f"rc {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-4000:]
+    for text in says:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>") for p in folder.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def reference_run(harness: str, inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One complete 2-round run through the CLI, with an empty HOME of its own (what libraries write there)."""
+    root = tmp_path_factory.mktemp("reference")
+    home = root / "home"
+    home.mkdir()
+    config = write_config(root / "run.yaml", root / "run", inputs)
+    # PREFECT_HOME of the user's own (with a server of their own, Prefect's home is theirs to place).
+    env = cli_env(harness, HOME=str(home), PREFECT_HOME=str(root / "prefect-home"))
+    for key in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR"):
+        env.pop(key, None)
+    proc = cli(["run", str(config)], env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"dir": root / "run", "config": config, "home": home, "proc": proc}
+
+
+def copy_run(reference: Path, dest: Path, inputs: dict[str, Path]) -> Path:
+    """A copy of a run folder with its own config (output_dir pointing at the copy)."""
+    shutil.copytree(reference, dest, ignore=shutil.ignore_patterns(".simcse-curriculum.lock"))
+    saved = yaml.safe_load((dest / "config.yaml").read_text())
+    saved["output_dir"] = str(dest)
+    (dest / "config.yaml").write_text(yaml.safe_dump(saved))
+    return write_config(dest.parent / f"{dest.name}.yaml", dest, inputs)
+
+
+# ----------------------------------------------------------------------------- state that cannot reset
+
+@pytest.fixture(scope="module")
+def plain_runs(inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The round loop without Prefect (flows.loop with the plain steps, as the experiment harness runs it):
+    an uninterrupted 2-round run, and the same run stopped after round 0 closed."""
+    from flows.config import config_from_mapping
+    from flows.loop import plain_steps, run_rounds
+    from flows.rundir import RunDir
+    from simcse.testing import torch_threads
+
+    root = tmp_path_factory.mktemp("plain")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_round_0(r: int, _metrics: dict[str, Any]) -> None:
+        if r == 0:
+            raise Stop
+
+    with torch_threads(1):
+        full = config_from_mapping(settings(root / "full", inputs))
+        run_rounds(full, RunDir(root / "full"), plain_steps(full, RunDir(root / "full")))
+        half = config_from_mapping(settings(root / "half", inputs))
+        how = plain_steps(half, RunDir(root / "half"))
+        with pytest.raises(Stop):
+            run_rounds(half, RunDir(root / "half"), dataclasses.replace(how, on_round=stop_after_round_0))
+    assert (root / "half/rounds/0/metrics.json").is_file() and not (root / "half/rounds/1").exists()
+    return {"full": root / "full", "half": root / "half"}
+
+
+def _resume_plain(folder: Path, inputs: dict[str, Path]) -> dict[str, Any]:
+    from flows.config import config_from_mapping
+    from flows.loop import plain_steps, run_rounds
+    from flows.rundir import RunDir
+    from simcse.testing import torch_threads
+
+    config = config_from_mapping(settings(folder, inputs))
+    with torch_threads(1):
+        return run_rounds(config, RunDir(folder), plain_steps(config, RunDir(folder)))
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "truncated"])
+def test_lost_state_with_complete_rounds_is_rebuilt_not_restarted(
+        damage: str, plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Round 0 complete, state.json lost: round 1 continues the curriculum exactly (old code: round 1 planned
+    at stage 0, competence c0, rc 0; or, truncated, an error advising to delete the file)."""
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    state_path = folder / "state.json"
+    original = state_path.read_text()
+    if damage == "missing":
+        state_path.unlink()
+    elif damage == "empty":
+        state_path.write_text("{}")
+    else:
+        state_path.write_text(original[: len(original) // 2])
+    caplog.set_level("WARNING", logger="flows")
+    summary = _resume_plain(folder, inputs)
+
+    assert summary["rounds_completed"] == [0, 1]
+    reference = json.loads((plain_runs["full"] / "state.json").read_text())
+    assert json.loads(state_path.read_text()) == reference, "the same curriculum as a run that never lost it"
+    for r in (0, 1):
+        ours = json.loads((folder / f"rounds/{r}/metrics.json").read_text())["curriculum"]
+        ref = json.loads((plain_runs["full"] / f"rounds/{r}/metrics.json").read_text())["curriculum"]
+        assert ours == ref
+    assert "rebuilt from rounds 0-0" in caplog.text and "replayed exactly" in caplog.text
+    damaged = folder / "state.json.damaged"
+    assert damaged.is_file() == (damage != "missing"), "the damaged file is kept beside"
+
+
+def test_state_that_does_not_replay_to_the_records_stops_the_run(plain_runs: dict[str, Path],
+                                                                  inputs: dict[str, Path], tmp_path: Path) -> None:
+    """A lost state whose rounds' records do not replay (a record edited, a different curriculum) is an error
+    naming the round and the way out; nothing is written (old code: a fresh curriculum, rc 0)."""
+    from curriculum.errors import StateError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    (folder / "state.json").unlink()
+    metrics_path = folder / "rounds/0/metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["curriculum"]["competence"] = 0.5
+    metrics_path.write_text(json.dumps(metrics))
+    with pytest.raises(StateError, match=r"state\.json is missing, and rebuilding it from rounds 0-0 does not give "
+                                         r"what they recorded \(round 0 recorded competence 0\.5.*restore state\.json"):
+        _resume_plain(folder, inputs)
+    assert not (folder / "state.json").exists() and not (folder / "rounds/1").exists()
+
+
+# ------------------------------------------------------------------------------- own only what is ours
+
+def test_run_refuses_a_foreign_folder_and_leaves_it_untouched(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: report.md and plots/metrics.png overwritten, then a crash reading the user's timings.json."""
+    theirs = tmp_path / "theirs"
+    (theirs / "plots").mkdir(parents=True)
+    (theirs / "report.md").write_text("# my quarterly report\n")
+    (theirs / "plots/metrics.png").write_bytes(b"\x89PNG my plot")
+    (theirs / "timings.json").write_text("my timings, not JSON")
+    before = snapshot(theirs)
+    config = write_config(tmp_path / "run.yaml", tmp_path / "elsewhere", inputs)
+    proc = cli(["run", str(config), "--output-dir", str(theirs)], cli_env(None), timeout=300)
+    one_line(proc, str(theirs), "not empty and not a simcse-curriculum run folder", "choose a new or empty output_dir")
+    assert snapshot(theirs) == before, "nothing added, changed or removed"
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_mine_refuses_a_foreign_folder_and_leaves_it_untouched(inputs: dict[str, Path], tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("keep me\n")
+    before = snapshot(theirs)
+    proc = cli(["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(theirs),
+                "--quiet"], cli_env(None), timeout=300)
+    one_line(proc, str(theirs), "not a triplets folder (it holds notes.txt)")
+    assert snapshot(theirs) == before
+
+
+def test_a_run_that_fails_inside_the_flow_before_any_output_leaves_nothing(inputs: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    """Bad input found inside the flow (a pickle-only base model, on the ephemeral API): one line, and neither
+    the new folder nor its .prefect/ stay (old code: a traceback, .prefect/ and config.yaml left)."""
+    pickled = tmp_path / "pickled-model"
+    _pickle_copy(inputs["model"], pickled)
+    out = tmp_path / "new" / "run"
+    config = write_config(tmp_path / "run.yaml", out, inputs,
+                          model={"name_or_path": str(pickled), "pooling": "mean", "max_length": 24})
+    proc = cli(["run", str(config), "--quiet"], cli_env(None), timeout=600)
+    one_line(proc, str(pickled), "only pickle weights (pytorch_model.bin)", "safetensors")
+    assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
+
+
+def test_a_refused_serve_leaves_nothing(inputs: dict[str, Path], tmp_path: Path) -> None:
+    config = write_config(tmp_path / "run.yaml", tmp_path / "out", inputs)
+    proc = cli(["serve", str(config), "--cron", "0 2 * * *"], cli_env(None), timeout=300)
+    assert proc.returncode == 2 and "Cannot schedule flows on an ephemeral server" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------- the lock
+
+def _start_paused(args: list[str], env: dict[str, str], inputs: dict[str, Path], pattern: str,
+                  flag: Path) -> subprocess.Popen[str]:
+    env = {**env, "PAUSE_AT": pattern, "PAUSE_FLAG": str(flag)}
+    proc = subprocess.Popen([sys.executable, str(inputs["driver"]), *args], env=env, cwd=str(REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    while not Path(f"{flag}.paused").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out, err = proc.communicate(timeout=60) if proc.poll() is not None else ("", "")
+            proc.kill()
+            raise AssertionError(f"the first command never reached {pattern!r} ({proc.returncode}):\n{err[-4000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def test_two_mines_on_one_new_folder_the_second_is_refused_naming_the_first(inputs: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    """Old code: both mine into the same new folder; they failed and deleted it."""
+    out = tmp_path / "triplets"
+    args = ["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(out),
+            "--quiet", "--bands", "random,nearest_neighbour"]
+    flag = tmp_path / "first"
+    first = _start_paused(args, cli_env(None), inputs, "band=", flag)
+    try:
+        second = cli(args, cli_env(None), timeout=300)
+        line = one_line(second, str(out), "in use by 'simcse-curriculum mine", f"pid {first.pid} on host")
+        assert "wait for it to finish" in line
+        assert out.is_dir(), "the refused command removed nothing"
+    finally:
+        Path(f"{flag}.go").touch()
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-4000:]
+    assert (out / "round=0").is_dir() and not (out / ".simcse-curriculum.lock").exists()
+
+
+def test_two_runs_on_one_folder_the_second_is_refused_naming_the_first(harness: str, inputs: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    """Old code: the second run did all the work again, side by side with the first."""
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "run.yaml", out, inputs)
+    flag = tmp_path / "first"
+    first = _start_paused(["run", str(config), "--quiet"], cli_env(harness), inputs, "base_metrics.json", flag)
+    try:
+        second = cli(["run", str(config), "--quiet"], cli_env(harness), timeout=300)
+        one_line(second, str(out), "in use by 'simcse-curriculum run", f"pid {first.pid} on host")
+    finally:
+        Path(f"{flag}.go").touch()
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-4000:]
+    assert json.loads((out / "rounds/1/metrics.json").read_text())["round"] == 1
+
+
+def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
+    from dataio.folder_lock import lock_folder, read_holder
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dataio.folder_lock import lock_folder
+        with lock_folder({str(tmp_path)!r}, "holder"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)], cwd=str(REPO))
+    assert holder.wait(timeout=120) == -signal.SIGKILL
+    assert read_holder(tmp_path)["pid"] == holder.pid, "the dead holder's lock file is still there"
+    with lock_folder(tmp_path, "next"):
+        assert read_holder(tmp_path)["command"] == "next"
+    assert not (tmp_path / ".simcse-curriculum.lock").exists()
+
+
+# ----------------------------------------------------------------------------------------- no orphans
+
+def _prefect_servers(prefect_home: Path) -> list[int]:
+    """Pids of uvicorn Prefect API servers whose PREFECT_HOME is `prefect_home`."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if "uvicorn" in cmdline and "prefect.server.api.server:create_app" in cmdline and \
+                    process.environ().get("PREFECT_HOME") == str(prefect_home):
+                found.append(process.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def test_sigkill_of_run_leaves_no_prefect_server(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: 6 of 6 SIGKILLs left Prefect's ephemeral uvicorn server (~220 MB) listening."""
+    import psutil
+
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "run.yaml", out, inputs)
+    flag = tmp_path / "first"
+    run = _start_paused(["run", str(config), "--quiet"], cli_env(None), inputs, "base_metrics.json", flag)
+    prefect_home = out.resolve() / ".prefect"
+    servers = _prefect_servers(prefect_home)
+    try:
+        assert servers, "the run started an ephemeral Prefect server"
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(psutil.pid_exists(p) and
+                                                  psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                                                  for p in servers):
+            time.sleep(0.2)
+        left = _prefect_servers(prefect_home)
+        assert not left, f"Prefect server(s) {left} outlived the killed run"
+    finally:
+        for pid in _prefect_servers(prefect_home):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_server_spawn_that_the_guard_watches_exists() -> None:
+    """flows.server_guard wraps Prefect's one place that spawns the ephemeral server; an upgrade that renames
+    it must fail here, not leave servers behind silently."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    assert callable(getattr(SubprocessASGIServer, "_run_uvicorn_command", None))
+
+
+# ------------------------------------------------------------------------------ one line for every failure
+
+def _namespace_prefix() -> list[str] | None:
+    """`unshare` arguments for a private mount namespace in which this user may mount, or None."""
+    if shutil.which("unshare") is None:
+        return None
+    prefix = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--mount"]
+    probe = subprocess.run([*prefix, "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True,
+                           timeout=60, check=False)
+    return prefix if probe.returncode == 0 else None
+
+
+def _in_mount_namespace(mounts: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    prefix = _namespace_prefix()
+    if prefix is None:
+        pytest.skip("cannot mount in a private namespace here (unshare not permitted)")
+    script = f'{mounts} && exec "$@"'
+    return subprocess.run([*prefix, "sh", "-c", script, "sh", sys.executable, "-m", "flows.cli", *args], env=env,
+                          cwd=str(REPO), capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_run_on_a_full_disk_is_one_line(harness: str, inputs: dict[str, Path], tmp_path: Path) -> None:
+    """A 3 MB file system fills while the round's 4 MB model is written (old code: a SafetensorError or a
+    torch writer traceback)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    config = write_config(tmp_path / "run.yaml", disk / "run", inputs)
+    proc = _in_mount_namespace(f"mount -t tmpfs -o size=3m tmpfs {disk}", ["run", str(config), "--quiet"],
+                               cli_env(harness))
+    one_line(proc, str(disk / "run"), "no space left on the device", "rerun the same command")
+
+
+def test_mine_on_a_full_disk_is_one_line_not_a_sigbus(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """The embeddings are written through a memory map: on a full tmpfs the old code died of SIGBUS (rc -7 /
+    135), without a word."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = _in_mount_namespace(f"mount -t tmpfs -o size=96k tmpfs {disk}",
+                               ["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]),
+                                "--out", str(disk / "triplets"), "--quiet"], cli_env(None))
+    one_line(proc, "no space left on the device")
+
+
+def test_run_into_a_read_only_folder_is_one_line(harness: str, inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: a PermissionError / OSError traceback."""
+    out = tmp_path / "run"
+    out.mkdir()
+    config = write_config(tmp_path / "run.yaml", out, inputs)
+    if os.geteuid() != 0:
+        out.chmod(0o555)
+        try:
+            proc = cli(["run", str(config), "--quiet"], cli_env(harness), timeout=300)
+        finally:
+            out.chmod(0o755)
+    else:
+        proc = _in_mount_namespace(f"mount --bind {out} {out} && mount -o remount,bind,ro {out}",
+                                   ["run", str(config), "--quiet"], cli_env(harness))
+    one_line(proc, str(out), "choose a writable output folder" if os.geteuid() == 0 else "permission denied")
+    assert not list(out.iterdir())
+
+
+def _pickle_copy(model: Path, dest: Path) -> None:
+    """The model folder with its weights as a pickle (pytorch_model.bin) instead of safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(model, dest)
+    torch.save(load_file(str(dest / "model.safetensors")), dest / "pytorch_model.bin")
+    (dest / "model.safetensors").unlink()
+
+
+def test_damaged_and_pickled_models_in_evaluate_are_one_line(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: a SafetensorError traceback for a truncated model.safetensors; a pickle loaded as is."""
+    truncated = tmp_path / "truncated"
+    shutil.copytree(inputs["model"], truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    pickled = tmp_path / "pickled"
+    _pickle_copy(inputs["model"], pickled)
+    env = cli_env(None)
+    proc = cli(["evaluate", str(truncated), "--sts", str(inputs["sts"]), "--json"], env, timeout=300)
+    one_line(proc, str(weights), "damaged or incomplete safetensors file", "replace the model folder")
+    proc = cli(["evaluate", str(pickled), "--sts", str(inputs["sts"]), "--json"], env, timeout=300)
+    one_line(proc, str(pickled), "only pickle weights (pytorch_model.bin)", "unpickling can run code")
+
+
+def test_a_damaged_round_model_in_run_is_one_line_and_the_traceback_is_in_run_log(
+        harness: str, reference_run: dict[str, Any], inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Round 0's model truncated, round 1 to redo: the first task of round 1 that loads it fails inside the
+    flow; stderr has the one line (old code: ~65 lines of Prefect traceback, then SafetensorError), run.log keeps the traceback."""
+    folder = tmp_path / "run"
+    config = copy_run(reference_run["dir"], folder, inputs)
+    weights = folder / "rounds/0/model/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    shutil.rmtree(folder / "rounds/1")
+    proc = cli(["run", str(config)], cli_env(harness), timeout=600)
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    lines = proc.stderr.splitlines()
+    # the loop checks the model against the sha256 its round recorded before any task loads it
+    assert lines[-1].startswith(f"error: {weights.parent}: round 0's model changed on disk"), proc.stderr[-4000:]
+    assert not any(line.startswith("error: ") for line in lines[:-1])
+    assert "Traceback" not in proc.stderr and "Finished in state" not in proc.stderr, proc.stderr
+    log = (folder / "run.log").read_text()
+    assert "Traceback (most recent call last)" in log and "round 0's model changed on disk" in log
+
+
+def test_a_round_model_with_flipped_bytes_is_not_trained_on(plain_runs: dict[str, Path], inputs: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    """One flipped byte inside round 0's weights still loads (old code: round 1 trained on it, rc 0); the
+    sha256 recorded when round 0 closed stops the resume with the way out, before round 1 writes anything."""
+    from dataio.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    weights = folder / "rounds/0/model/model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"round 0's model changed on disk since the round finished .* restore the "
+                                         r"folder, or delete .*rounds/0 and every later round"):
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1").exists()
+    (folder / "rounds/0/model/README.md").write_text("a card the team edited")  # cards are not the model
+    weights.write_bytes((plain_runs["half"] / "rounds/0/model/model.safetensors").read_bytes())
+    assert _resume_plain(folder, inputs)["rounds_completed"] == [0, 1]
+
+
+def test_mine_on_a_damaged_embeddings_cache_is_one_line_with_a_hint(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: a numpy traceback on every rerun, no hint that the cache is what is broken."""
+    out = tmp_path / "triplets"
+    args = ["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(out), "--quiet",
+            "--bands", "random"]
+    first = cli(args, cli_env(None), timeout=600)
+    assert first.returncode == 0, first.stderr[-4000:]
+    (matrix,) = (out / ".cache").glob("emb-*/embeddings.npy")
+    matrix.write_bytes(matrix.read_bytes()[: matrix.stat().st_size // 2])
+    shutil.rmtree(out / "round=0")  # so the round is mined again and reads the cache
+    proc = cli(args, cli_env(None), timeout=600)
+    one_line(proc, str(matrix.parent), "damaged embeddings cache", "delete this folder to encode the corpus again")
+
+
+# ------------------------------------------------------------------------------------- library caches
+
+def test_library_caches_stay_in_the_run_folder(reference_run: dict[str, Any]) -> None:
+    """Old code: matplotlib wrote its font cache (and an empty config folder) under $HOME."""
+    assert not list(reference_run["home"].rglob("*")), list(reference_run["home"].rglob("*"))
+    assert list((reference_run["dir"] / "cache" / "matplotlib").glob("fontlist-*.json"))
