@@ -83,6 +83,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     log.info("size %s: %d runs planned, %d to do, %d workers, into %s", size["name"], len(plan), len(todo),
              args.workers, out)
     started = time.perf_counter()
+    write_run_meta(out, size, 0.0, [], [], starting=True)  # a run stopped before its end still says what it is
     deadline = started + args.deadline_min * 60 if args.deadline_min else None
     running: list[tuple[subprocess.Popen, tuple[str, str, str, int], Path]] = []
     failed: list[str] = []
@@ -126,17 +127,20 @@ def run_one(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[str], failed: list[str]) -> None:
+def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[str], failed: list[str], *,
+                   starting: bool = False) -> None:
+    """`run_meta.json`: the command, machine and wall time over every invocation. Written when an invocation
+    starts (counted, `finished: null` while it runs) and again when it ends (its wall time added)."""
     from dataio.atomic import atomic_write_json
 
     path = out / "run_meta.json"
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     atomic_write_json(path, {
         "size": size, "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": machine(), "wall_seconds": wall + previous.get("wall_seconds", 0.0),
-        "invocations": previous.get("invocations", 0) + 1, "skipped": skipped, "failed": failed,
-        "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        "invocations": previous.get("invocations", 0) + (1 if starting else 0), "skipped": skipped,
+        "failed": failed, "started": previous.get("started") or now, "finished": None if starting else now})
 
 
 def write_results(out: Path, size: dict[str, Any], results_md: Path) -> Path:

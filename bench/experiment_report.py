@@ -418,7 +418,7 @@ def render_section(blocks: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
         lines += ["**SMOKE RUN: a few steps on tiny subsamples; it proves the harness, its numbers mean nothing.**", ""]
     lines += [f"- Size `{size.get('name', '?')}`: {size.get('rounds', '?')} rounds × {size.get('steps_per_round', '?')} "
               f"steps at batch {size.get('batch_size', '?')} per arm and seed; seeds planned {size.get('seeds', '?')}.",
-              f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; finished {meta.get('finished', '–')}.",
+              f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; finished {meta.get('finished') or 'not yet (runs continue)'}.",
               f"- Command: `{meta.get('command', '–')}`; rebuild this section: "
               f"`python bench/experiment.py report --size {size.get('name', '?')}`.", ""]
     if meta.get("incomplete"):

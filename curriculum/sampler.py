@@ -35,13 +35,14 @@ import pyarrow.parquet as pq
 
 from curriculum.errors import StateError
 from dataio.errors import TripletDataError
-from dataio.hashing import hash_strings, salt_of, sha256_file, splitmix64, uniform_open
+from dataio.hashing import hash_strings, salt_of, splitmix64, uniform_open
 from dataio.triplets import (
     RoundManifest,
     TripletBatch,
     manifest_path,
     read_manifest,
     resolve_file,
+    sha256_matches,
 )
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")
@@ -93,8 +94,9 @@ class TripletSampler:
             if parquet.metadata.num_rows != entry.rows:
                 raise TripletDataError(f"{path}: has {parquet.metadata.num_rows} rows, manifest says {entry.rows}; "
                                        f"re-mine round {self.round}")
-            if verify_checksums and entry.sha256 and sha256_file(path) != entry.sha256:
-                raise TripletDataError(f"{path}: sha256 differs from {manifest_file}; the file changed after mining")
+            if verify_checksums and not sha256_matches(path, entry.sha256):
+                raise TripletDataError(f"{path}: changed after mining (its sha256 differs from {manifest_file}); "
+                                       f"re-mine round {self.round}")
             schema = parquet.schema_arrow
             for column in TEXT_COLUMNS:
                 if column not in schema.names:

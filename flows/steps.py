@@ -222,17 +222,20 @@ def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
             "manifest_sha256": file_fingerprint(run.manifest_path(round_))}
 
 
-def mined_round_intact(run: RunDir, round_: int) -> bool:
-    """The round's manifest exists and every file it lists is in place (else the round is mined again)."""
-    from dataio.triplets import is_complete, read_manifest, resolve_file
+def mined_round_intact(run: RunDir, round_: int, log: Any = _log) -> bool:
+    """The round's manifest exists and every file it lists is in place with its rows and sha256 (else the
+    round is mined again: a Prefect cache hit never stands in for a missing or changed file)."""
+    from dataio.triplets import is_complete, read_manifest, round_problem
 
     if not is_complete(run.triplets, round_):  # an old-layout round stops the run with the upgrade command
         return False
     try:
-        manifest = read_manifest(run.triplets, round_)
-        return all(resolve_file(run.triplets, round_, f.path).is_file() for f in manifest.files)
-    except (OSError, TripletDataError):
-        return False
+        problem = round_problem(run.triplets, read_manifest(run.triplets, round_), check_sha=True)
+    except (OSError, TripletDataError) as err:
+        problem = str(err)
+    if problem is not None:
+        log.warning("round %d: %s; mining it again", round_, problem)
+    return problem is None
 
 
 def _fmt(value: Any) -> str:
@@ -294,7 +297,7 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
     state = CurriculumState.model_validate(copy.deepcopy(start_state))
     scratch = _scheduler(config, run, state=state, persist=False)
     sampler = TripletSampler(run.triplets, round_, batch_size=config.batch_size, seed=config.seed,
-                             negatives_per_anchor=config.negatives_per_anchor)
+                             negatives_per_anchor=config.negatives_per_anchor, verify_checksums=True)
     batches: list[dict] = []
     plan = scratch.plan
     for _ in range(config.steps_per_round):

@@ -42,6 +42,8 @@ class BandResult:
     anchor_negative_sim: np.ndarray | None = None
     anchor_positive_sim: np.ndarray | None = None
     note: str | None = None
+    row: np.ndarray | None = None  # anchor row and negative slot of each triplet: merging shards restores the order
+    slot: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -83,13 +85,36 @@ class BandContext:
         self.inv = self.inv.reshape(-1)
         self._positives()
         self.knn: KnnResult | None = None
+        self.knn_offset = 0  # the kNN rows held are those of uq[knn_offset:] (a shard holds only its block)
+        self._groups: tuple[np.ndarray, str] | None = None
         if knn is not None:
             self.set_knn(knn, knn_queries)
 
-    def set_knn(self, knn: KnnResult, queries: np.ndarray | None) -> None:
-        if queries is None or not np.array_equal(queries, self.uq):
+    def set_knn(self, knn: KnnResult, queries: np.ndarray | None, offset: int = 0) -> None:
+        """The kNN lists of `uq[offset:offset + len(queries)]` (all of uq unless a shard sets its block)."""
+        if queries is None or not np.array_equal(queries, self.uq[offset:offset + len(queries)]):
             raise ValueError("the kNN result must be computed for the unique anchors (BandContext.uq)")
-        self.knn = knn
+        self.knn, self.knn_offset = knn, offset
+
+    def knn_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Positions in the held kNN result of the anchors of `rows`."""
+        return self.inv[rows] - self.knn_offset
+
+    def groups(self) -> tuple[np.ndarray, str]:
+        """in_domain's group of every pool row and how it was formed; computed once (k-means when needed)."""
+        if self._groups is None:
+            self._groups = domain_groups(self)
+        return self._groups
+
+    def rows_of_block(self, start: int, end: int) -> np.ndarray:
+        """Anchor rows whose anchor is one of uq[start:end] (a shard's rows), ascending."""
+        return np.nonzero((self.inv >= start) & (self.inv < end))[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a shard needs, without the corpus' texts (the keys derived from them travel instead)."""
+        state = dict(self.__dict__)
+        state["corpus"] = None
+        return state
 
     def knn_depth(self, bands: list[str]) -> int:
         """Neighbours to retrieve: the window plus room for the anchor, its positives, duplicate texts, the
@@ -160,8 +185,29 @@ def _collect(band: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np
     else:
         rows = slots = negs = ranks = np.empty(0, dtype=np.int64)
     order = np.lexsort((slots, rows))
-    rows, negs, ranks = rows[order], negs[order], ranks[order]
-    return BandResult(band, ctx.a[rows], ctx.p[rows], negs.astype(np.int64), ranks.astype(np.int32), skipped)
+    rows, slots, negs, ranks = rows[order], slots[order], negs[order], ranks[order]
+    return BandResult(band, ctx.a[rows], ctx.p[rows], negs.astype(np.int64), ranks.astype(np.int32), skipped,
+                      row=rows.astype(np.int64), slot=np.asarray(slots, dtype=np.int32))
+
+
+def merge_results(parts: list[BandResult]) -> BandResult:
+    """One band's results from shards of anchor rows, in the order mining all rows at once gives."""
+    first = parts[0]
+    skipped: Counter = Counter()
+    for part in parts:
+        skipped.update(part.skipped)
+    if len(parts) == 1:
+        return first
+    rows = np.concatenate([p.row for p in parts])
+    slots = np.concatenate([p.slot for p in parts])
+    order = np.lexsort((slots, rows))
+
+    def cat(name: str) -> np.ndarray | None:
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)[order]
+
+    return BandResult(first.band, cat("anchor"), cat("positive"), cat("negative"), cat("rank"), skipped,
+                      cat("anchor_negative_sim"), cat("anchor_positive_sim"), first.note, rows[order], slots[order])
 
 
 def _rejection_band(ctx: BandContext, band: str, rows: np.ndarray,
@@ -203,9 +249,13 @@ def _rejection_band(ctx: BandContext, band: str, rows: np.ndarray,
     return _collect(band, parts, skipped, ctx)
 
 
-def random_band(ctx: BandContext) -> BandResult:
-    """Uniform over the pool: the easiest negatives."""
-    rows = np.arange(len(ctx.a))
+def _rows(ctx: BandContext, rows: np.ndarray | None) -> np.ndarray:
+    return np.arange(len(ctx.a)) if rows is None else np.asarray(rows, dtype=np.int64)
+
+
+def random_band(ctx: BandContext, rows: np.ndarray | None = None) -> BandResult:
+    """Uniform over the pool: the easiest negatives. `rows`: the anchor rows to mine (default all; a shard's)."""
+    rows = _rows(ctx, rows)
     n = ctx.n_pool
 
     def draw(_rows: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -301,13 +351,13 @@ def domain_groups(ctx: BandContext) -> tuple[np.ndarray, str]:
     return groups, f"domain labels {labels}"
 
 
-def in_domain_band(ctx: BandContext) -> BandResult:
+def in_domain_band(ctx: BandContext, rows: np.ndarray | None = None) -> BandResult:
     """Same domain (or cluster), outside the anchor's top-m neighbours: harder than random, easier than kNN."""
-    groups, how = domain_groups(ctx)
+    groups, how = ctx.groups()
     order = np.argsort(groups, kind="stable")
     sizes = np.bincount(groups)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    rows = np.arange(len(ctx.a))
+    rows = _rows(ctx, rows)
     m = ctx.params.exclude_top
 
     def draw(r: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -319,7 +369,7 @@ def in_domain_band(ctx: BandContext) -> BandResult:
     def near(r: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:
         if ctx.knn is None:
             return {}
-        top = ctx.knn.indices[ctx.inv[r], : m + 1]
+        top = ctx.knn.indices[ctx.knn_rows(r), : m + 1]
         return {"top_neighbour": (top == cand[:, None]).any(axis=1)}
 
     res = _rejection_band(ctx, "in_domain", rows, draw, near)
@@ -327,9 +377,10 @@ def in_domain_band(ctx: BandContext) -> BandResult:
     return res
 
 
-def nli_contradiction_band(ctx: BandContext) -> BandResult:
+def nli_contradiction_band(ctx: BandContext, rows: np.ndarray | None = None) -> BandResult:
     """The labeled contradiction of each NLI row: no false negatives by construction."""
-    rows = np.nonzero(ctx.neg >= 0)[0]
+    rows = _rows(ctx, rows)
+    rows = rows[ctx.neg[rows] >= 0]
     skipped: Counter = Counter()
     cand = ctx.neg[rows]
     reject = np.zeros(len(rows), dtype=bool)
@@ -339,12 +390,13 @@ def nli_contradiction_band(ctx: BandContext) -> BandResult:
     keep = rows[~reject]
     part = (keep, np.zeros(len(keep), dtype=np.int64), ctx.neg[keep], np.full(len(keep), -1))
     res = _collect("nli_contradiction", [part], skipped, ctx)
-    if not len(rows):
+    if not (ctx.neg >= 0).any():
         res.note = "no NLI triplets in the inputs"
     return res
 
 
-def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> BandResult:
+def nearest_neighbour_band(ctx: BandContext, rows: np.ndarray | None = None, *,
+                           filter_enabled: bool = True) -> BandResult:
     """Ranks [range_min, range_max) of the kNN list after the positive-aware filter (TopK-PercPos).
 
     As NV-Retriever does, false negatives are filtered first and the window is taken from what is left: a
@@ -357,9 +409,10 @@ def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> 
     skipped: Counter = Counter()
     parts = []
     salt = salt_of(ctx.seed, ctx.round, "nearest_neighbour", "sample")
-    for s in range(0, len(ctx.a), ROW_CHUNK):
-        rows = np.arange(s, min(len(ctx.a), s + ROW_CHUNK))
-        cand = ctx.knn.indices[ctx.inv[rows]]
+    all_rows = _rows(ctx, rows)
+    for s in range(0, len(all_rows), ROW_CHUNK):
+        rows = all_rows[s:s + ROW_CHUNK]
+        cand = ctx.knn.indices[ctx.knn_rows(rows)]
         valid = cand >= 0
         excluded = ~valid
         for reason, mask in ctx.guard(rows, cand).items():
@@ -369,7 +422,7 @@ def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> 
         knn_rank = np.cumsum(ok, axis=1) - 1  # what `negative_rank` records: the place in the kNN list
         unsup = ctx.p[rows] == ctx.a[rows]
         if filter_enabled:
-            sims = ctx.knn.scores[ctx.inv[rows]]  # the index's scores (exact for torch / faiss-flat / IVF-flat)
+            sims = ctx.knn.scores[ctx.knn_rows(rows)]  # the index's scores (exact for torch / faiss-flat / IVF-flat)
             ap = ctx.emb.pair_sims(ctx.a[rows], ctx.p[rows])
             threshold = np.full(len(rows), np.inf, dtype=np.float64)
             if params.relative_margin is not None:
@@ -403,7 +456,7 @@ def nearest_neighbour_band(ctx: BandContext, *, filter_enabled: bool = True) -> 
     return _collect("nearest_neighbour", parts, skipped, ctx)
 
 
-BAND_FUNCTIONS: dict[str, Callable[[BandContext], BandResult]] = {
+BAND_FUNCTIONS: dict[str, Callable[..., BandResult]] = {
     "random": random_band,
     "in_domain": in_domain_band,
     "nli_contradiction": nli_contradiction_band,

@@ -8,6 +8,7 @@ folder's lock while it writes (`dataio.folder_lock`): a second `mine` on the sam
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -117,6 +118,12 @@ def mine_command(
     exclude_pairs: Annotated[Path | None, Opt("--exclude-pairs", help="Pairs never to mine again (anchor_id, "
                                               "negative_id; csv/tsv/jsonl/parquet), e.g. the false negatives "
                                               "marked in `inspect --html`.")] = None,
+    shards: Annotated[int, Opt("--shards", min=1, help="Encode, search and mine in this many shards, each a task "
+                               "on a Dask cluster (a local one of this many worker processes unless --cluster); "
+                               "the triplets are those of --shards 1.")] = 1,
+    cluster: Annotated[str | None, Opt("--cluster", help="Dask scheduler address (e.g. tcp://10.0.0.5:8786) for "
+                                       "--shards; its workers need this package and the cache folder's "
+                                       "file system.")] = None,
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars or log lines.")] = False,
 ) -> None:
     """Mine negatives in difficulty bands from a corpus into Parquet triplets."""
@@ -137,6 +144,8 @@ def mine_command(
     if domains and len(domains) != len(corpus):
         raise InputError(f"--domain given {len(domains)} times for {len(corpus)} --corpus files; give one label per "
                          f"corpus file, in order")
+    if cluster is not None and shards < 2:
+        raise InputError("--cluster needs --shards 2 or more (the number of pieces to spread over its workers)")
     params = MiningParams(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
                           unsupervised_range_min=unsupervised_range_min or None,
                           relative_margin=None if relative_margin < 0 else relative_margin,
@@ -167,8 +176,15 @@ def mine_command(
             _remove_empty(out, created)  # folder this command made goes
         raise
     try:
-        result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
-                      cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded)
+        with contextlib.ExitStack() as stack:
+            sharding: dict = {}
+            if shards > 1:
+                from mining.shards import EncoderRef, dask_map
+
+                sharding = {"shards": shards, "map_shards": stack.enter_context(dask_map(shards, cluster)),
+                            "encoder_ref": EncoderRef.of(load_encoder, model, max_length=max_length)}
+            result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
+                          cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded, **sharding)
     except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from mining.corpus import MiningCorpus
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: meta.json carries the matrix's sha256, checked on every cache hit
+ChunkEncoder = Callable[[list[list[str]]], list[np.ndarray]]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
 
 
@@ -133,6 +134,20 @@ class Embeddings:
         """float32 copy of the given rows."""
         return np.asarray(self.matrix[np.asarray(index)], dtype=np.float32)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a shard: a memory-mapped cache travels as its path (the worker maps the same file; a
+        cluster of several machines needs the cache folder on a shared file system), anything else as data."""
+        state = dict(self.__dict__)
+        if isinstance(self.matrix, np.memmap) and self.path is not None:
+            state["matrix"] = None
+            state["path"] = Path(self.path).resolve()  # a worker's working folder may differ
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.matrix is None:
+            self.matrix = np.load(self.path, mmap_mode="r")
+
     def pair_sims(self, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Cosine similarity of rows a[i] and b[i], float32, computed in chunks to bound memory."""
         out = np.empty(len(a), dtype=np.float32)
@@ -160,11 +175,14 @@ def cache_folder(cache_dir: Path, pool_fp: str, model_fp: str) -> Path:
 
 def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLike | None = None, *,
                  model_fp: str | None = None, batch_size: int = 256, chunk_size: int | None = None,
-                 show_progress: bool = True) -> Embeddings:
+                 show_progress: bool = True, map_chunks: ChunkEncoder | None = None,
+                 chunks_per_call: int = 1) -> Embeddings:
     """Embeddings of `corpus.texts` by `encoder`, from the cache when the fingerprints match.
 
     Without `cache_dir` the matrix lives in memory. With it, chunks are written into a memory-mapped
     `.npy.partial` as they finish and renamed when complete; `meta.json`, written last, marks a usable cache.
+    `map_chunks(list of text chunks) -> list of arrays` encodes `chunks_per_call` chunks at once elsewhere
+    (shards on a cluster, mining.shards); the chunks, the cache and its resume points stay the same.
     """
     model_fp = model_fp or model_fingerprint(encoder)
     pool_fp = corpus.pool_fingerprint()
@@ -172,7 +190,8 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     texts = corpus.texts
     n = len(texts)
     if cache_dir is None:
-        return _embed_in_memory(texts, corpus.ids, encoder, model_fp, pool_fp, batch_size, chunk_size, show_progress)
+        return _embed_in_memory(texts, corpus.ids, encoder, model_fp, pool_fp, batch_size, chunk_size, show_progress,
+                                map_chunks, chunks_per_call)
 
     folder = cache_folder(Path(cache_dir), pool_fp, model_fp)
     meta_path, final = folder / "meta.json", folder / "embeddings.npy"
@@ -203,9 +222,8 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     t0 = time.perf_counter()
     bar = _progress(n, done, show_progress)
     try:
-        for start in range(done, n, chunk_size):
-            end = min(n, start + chunk_size)
-            vec = encode_texts(encoder, texts[start:end], batch_size)
+        for start, vec in _encoded_chunks(texts, done, chunk_size, encoder, batch_size, map_chunks, chunks_per_call):
+            end = start + len(vec)
             if matrix is None:
                 matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(n, vec.shape[1]))
                 _allocate(partial)
@@ -227,6 +245,22 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     progress_path.unlink(missing_ok=True)
     log.info("embeddings: encoded %d texts in %.1fs into %s", n - done, seconds, folder)
     return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), model_fp, pool_fp, final, False, seconds)
+
+
+def _encoded_chunks(texts: list[str], done: int, chunk_size: int, encoder: Any, batch_size: int,
+                    map_chunks: ChunkEncoder | None, per_call: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, float16 vectors) of each chunk from `done` on, in order; `per_call` chunks at a time through
+    `map_chunks` when given."""
+    starts = list(range(done, len(texts), chunk_size))
+    step = max(1, per_call) if map_chunks is not None else 1
+    for g in range(0, len(starts), step):
+        group = starts[g:g + step]
+        chunks = [texts[s:s + chunk_size] for s in group]
+        if map_chunks is not None:
+            vecs = [np.asarray(v, dtype=np.float16) for v in map_chunks(chunks)]
+        else:
+            vecs = [encode_texts(encoder, chunks[0], batch_size).astype(np.float16)]
+        yield from zip(group, vecs)
 
 
 @contextlib.contextmanager
@@ -256,15 +290,15 @@ def _allocate(path: Path) -> None:
 
 
 def _embed_in_memory(texts: list[str], ids: list[str], encoder: Any, model_fp: str, pool_fp: str,
-                     batch_size: int, chunk_size: int, show_progress: bool) -> Embeddings:
+                     batch_size: int, chunk_size: int, show_progress: bool, map_chunks: ChunkEncoder | None = None,
+                     per_call: int = 1) -> Embeddings:
     t0 = time.perf_counter()
     parts = []
     bar = _progress(len(texts), 0, show_progress)
     try:
-        for start in range(0, len(texts), chunk_size):
-            chunk = texts[start:start + chunk_size]
-            parts.append(encode_texts(encoder, chunk, batch_size).astype(np.float16))
-            bar.update(len(chunk))
+        for _start, vec in _encoded_chunks(texts, 0, chunk_size, encoder, batch_size, map_chunks, per_call):
+            parts.append(vec)
+            bar.update(len(vec))
     finally:
         bar.close()
     return Embeddings(np.concatenate(parts), list(ids), model_fp, pool_fp, None, False, time.perf_counter() - t0)

@@ -9,9 +9,11 @@ Backends:
   lists) computed list by list, each list scored against all queries probing it in one matmul.
   Hand-written because regrouping turns IVF's per-query scans into BLAS matrix products: faster than
   faiss-cpu IVF at the same recall on this CPU with few large lists (docs/mining.md, "Measured").
-- `faiss-ivf`: approximate IVF (flat, SQ8 or PQ codes) for large pools.
+- `faiss-ivf`: approximate IVF (flat, SQ8 or PQ codes) for large pools; quantized codes are re-scored
+  exactly from the float16 embeddings (`refine`), so scores and order are exact among the candidates.
 Approximate backends measure their recall@k against exact search on a sample of queries and return it,
-so the approximation is never silent.
+so the approximation is never silent; unless `nprobe` is given they also raise `nprobe` (doubling) until
+the sample's recall reaches `recall_target` (0.95 by default) before searching every query.
 `auto` picks by size and hardware and logs why.
 """
 
@@ -31,6 +33,11 @@ BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")
 IVF_CODECS = ("auto", "flat", "sq8", "pq")
 # Largest query x pool product searched exactly on CPU by `auto` (about 20-40 s on 2 cores at d=384).
 CPU_EXACT_MAX_PAIRS = 3e9
+RECALL_TARGET = 0.95  # recall@k an approximate search must reach on the sample unless nprobe is fixed
+FAISS_NPROBE_START = 16  # first nprobe tried by the recall tuning (faiss-ivf), doubled until the target holds
+TORCH_NPROBE_START = 8
+SEARCH_STEP = 16384  # queries per faiss search call; shard boundaries are multiples, so calls (and results) match
+REFINE_FACTOR = 4  # quantized IVF codes: candidates retrieved per neighbour kept, then re-scored exactly
 
 
 @dataclass
@@ -93,8 +100,12 @@ def choose_backend(n_pool: int, n_queries: int, dim: int, *, cuda: bool | None =
 
 def knn(embeddings: np.ndarray, queries: np.ndarray, k: int, backend: str = "auto", *, nlist: int | None = None,
         nprobe: int | None = None, ivf_codec: str = "auto", recall_sample: int = 256, seed: int = 0,
-        device: str | None = None, show_progress: bool = False) -> KnnResult:
-    """Top-k pool rows by inner product for each pool row in `queries` (the query itself included)."""
+        device: str | None = None, show_progress: bool = False,
+        recall_target: float | None = RECALL_TARGET) -> KnnResult:
+    """Top-k pool rows by inner product for each pool row in `queries` (the query itself included).
+
+    Approximate backends: `nprobe` None tunes it on a sample of the queries until recall@k reaches
+    `recall_target` (None: no tuning, the backend's starting nprobe); the measured recall is returned."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     queries = np.asarray(queries, dtype=np.int64)
@@ -110,28 +121,64 @@ def knn(embeddings: np.ndarray, queries: np.ndarray, k: int, backend: str = "aut
         dev = device or ("cuda" if _cuda_available() else "cpu")
         scores, indices = exact_torch(embeddings, queries, k, device=dev, show_progress=show_progress)
     elif backend == "faiss-flat":
-        scores, indices, dev = _faiss_search(embeddings, queries, k, _flat_index(dim), show_progress)
+        scores, indices, dev = faiss_search(embeddings, queries, k, _flat_index(dim), show_progress)
     elif backend == "torch-ivf":
         dev = device or ("cuda" if _cuda_available() else "cpu")
-        scores, indices, info = clustered_torch(embeddings, queries, k, nlist=nlist, nprobe=nprobe, seed=seed,
-                                                device=dev, show_progress=show_progress)
+        nlist_used = max(1, min(n, nlist or round(math.sqrt(n) / 2)))
+        cent = _centroids_torch(embeddings, nlist_used, seed, dev)
+        tuned = tune_nprobe(lambda q, p: clustered_torch(embeddings, q, k, nprobe=p, device=dev, centroids=cent)[1],
+                            embeddings, queries, k, nlist_used, nprobe, TORCH_NPROBE_START, recall_target,
+                            recall_sample, seed)
+        scores, indices, info = clustered_torch(embeddings, queries, k, nprobe=tuned["nprobe"], device=dev,
+                                                show_progress=show_progress, centroids=cent)
         details.update(info)
+        details.update({k_: v for k_, v in tuned.items() if k_ != "nprobe"})
         recall = measure_recall(embeddings, queries, indices, k, recall_sample, seed)
         details["recall_sample"] = int(min(recall_sample, len(queries)))
         log.info("index: clustered recall@%d = %.4f on %d sampled queries (nlist %d, nprobe %d)", k, recall,
                  details["recall_sample"], info["nlist"], info["nprobe"])
     else:
-        index, info = _ivf_index(embeddings, nlist=nlist, codec=ivf_codec, seed=seed)
-        index.nprobe = min(info["nlist"], nprobe or 32)
-        info["nprobe"] = index.nprobe
+        index, info = ivf_index(embeddings, nlist=nlist, codec=ivf_codec, seed=seed)
         details.update(info)
-        scores, indices, dev = _faiss_search(embeddings, queries, k, index, show_progress, trained=True)
+
+        def search(q: np.ndarray, p: int) -> np.ndarray:
+            index.nprobe = p
+            return faiss_search(embeddings, q, k, index, False, trained=True, refine=info["refined"])[1]
+
+        tuned = tune_nprobe(search, embeddings, queries, k, info["nlist"], nprobe, FAISS_NPROBE_START,
+                            recall_target, recall_sample, seed)
+        index.nprobe = tuned["nprobe"]
+        details.update(tuned)
+        scores, indices, dev = faiss_search(embeddings, queries, k, index, show_progress, trained=True,
+                                            refine=info["refined"])
         recall = measure_recall(embeddings, queries, indices, k, recall_sample, seed)
         details["recall_sample"] = int(min(recall_sample, len(queries)))
         log.info("index: IVF recall@%d = %.4f on %d sampled queries (nlist %d, nprobe %d, codec %s)", k, recall,
                  details["recall_sample"], info["nlist"], index.nprobe, info["codec"])
     seconds = time.perf_counter() - t0
     return KnnResult(scores, indices, backend, dev, recall, seconds, details)
+
+
+def tune_nprobe(search: Any, embeddings: np.ndarray, queries: np.ndarray, k: int, nlist: int,
+                nprobe: int | None, start: int, target: float | None, sample: int, seed: int) -> dict[str, Any]:
+    """The nprobe to search with: the one given, else the smallest of start, 2*start, ... (up to nlist) whose
+    recall@k on the sampled queries reaches `target`. `search(queries, nprobe) -> indices`."""
+    if nprobe is not None or not target or not len(queries):
+        return {"nprobe": int(min(nlist, nprobe or start)), "nprobe_tuned": False}
+    pick = recall_sample_rows(len(queries), sample, seed)
+    _, exact = exact_torch(embeddings, queries[pick], k, device="cuda" if _cuda_available() else "cpu")
+    p = int(min(nlist, start))
+    tried = []
+    while True:
+        hits, total = _hits(search(queries[pick], p), exact)
+        recall = hits / total if total else 1.0
+        tried.append([p, round(recall, 4)])
+        if recall >= target or p >= nlist:
+            break
+        p = int(min(nlist, 2 * p))
+    log.info("index: nprobe %d reaches recall@%d %.4f on the sample (target %.2f; tried %s)", p, k, recall, target,
+             tried)
+    return {"nprobe": p, "nprobe_tuned": True, "recall_target": target, "nprobe_tried": tried}
 
 
 def exact_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, device: str = "cpu",
@@ -202,9 +249,16 @@ def kmeans_centroids(embeddings: np.ndarray, k: int, seed: int, niter: int = 10,
     return km.centroids
 
 
+def _centroids_torch(embeddings: np.ndarray, nlist: int, seed: int, device: str) -> Any:
+    import torch
+
+    dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+    return torch.from_numpy(kmeans_centroids(embeddings, nlist, seed)).to(device, dtype)
+
+
 def clustered_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, nlist: int | None = None,
                     nprobe: int | None = None, seed: int = 0, device: str = "cpu",
-                    show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                    show_progress: bool = False, centroids: Any = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """IVF computed list by list: every query probes its `nprobe` nearest lists (as faiss' IVF does), but the
     work is regrouped per list, so each list is scored against all the queries probing it in one matmul and
     the running top-k of those queries is merged. Same candidates as per-query IVF, BLAS speed."""
@@ -213,11 +267,12 @@ def clustered_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, nlis
     n = embeddings.shape[0]
     # Few, large lists: each list x its probing queries is then a matmul big enough for BLAS to run at
     # full speed (with faiss' usual 4*sqrt(n) lists of ~66 members at 70k it was 3x slower than faiss-ivf).
-    nlist = max(1, min(n, nlist or round(math.sqrt(n) / 2)))
-    nprobe = max(1, min(nlist, nprobe or 8))
     on_gpu = str(device).startswith("cuda")
     dtype = torch.float16 if on_gpu else torch.float32
-    cent = torch.from_numpy(kmeans_centroids(embeddings, nlist, seed)).to(device, dtype)
+    cent = centroids if centroids is not None else \
+        _centroids_torch(embeddings, max(1, min(n, nlist or round(math.sqrt(n) / 2))), seed, device)
+    nlist = int(cent.shape[0])
+    nprobe = max(1, min(nlist, nprobe or TORCH_NPROBE_START))
     assign = np.empty(n, dtype=np.int64)
     with torch.inference_mode():
         for s in range(0, n, 65536):
@@ -297,8 +352,11 @@ def _to_gpu(index: Any) -> tuple[Any, str]:
     return index, "cpu"
 
 
-def _faiss_search(embeddings: np.ndarray, queries: np.ndarray, k: int, index: Any, show_progress: bool,
-                  trained: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+def faiss_search(embeddings: np.ndarray, queries: np.ndarray, k: int, index: Any, show_progress: bool = False,
+                 trained: bool = False, refine: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """Top-k of `queries` (pool rows) in a faiss index (`trained`: already holds the pool; else the pool is
+    added to it first). `refine` (quantized codes, `ivf_index`'s details["refined"]): retrieve
+    REFINE_FACTOR x k candidates and re-score them exactly from the embeddings."""
     n = embeddings.shape[0]
     if not trained:
         index, dev = _to_gpu(index)
@@ -307,16 +365,19 @@ def _faiss_search(embeddings: np.ndarray, queries: np.ndarray, k: int, index: An
     else:
         dev = "cuda" if _faiss_gpus() > 0 else "cpu"
     kk = min(k, n)
-    if dev == "cuda" and kk > 2048:
-        raise ValueError(f"faiss on GPU returns at most 2048 neighbours; k={kk}. Lower range_max")
+    fetch = min(n, kk * REFINE_FACTOR) if refine else kk
+    if dev == "cuda" and fetch > 2048:
+        raise ValueError(f"faiss on GPU returns at most 2048 neighbours; k={fetch}. Lower range_max")
     nq = len(queries)
     out_s = np.full((nq, k), -np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=_index_dtype(n))
     bar = _bar(nq, "search", show_progress)
-    step = 16384
+    step = SEARCH_STEP
     for s in range(0, nq, step):
         q = np.ascontiguousarray(embeddings[queries[s:s + step]], dtype=np.float32)
-        d, i = index.search(q, kk)
+        d, i = index.search(q, fetch)
+        if refine:
+            d, i = rescore(embeddings, q, i, kk)
         out_s[s:s + len(q), :kk] = d
         out_i[s:s + len(q), :kk] = i
         bar.update(len(q))
@@ -325,7 +386,28 @@ def _faiss_search(embeddings: np.ndarray, queries: np.ndarray, k: int, index: An
     return out_s, out_i, dev
 
 
-def _ivf_index(embeddings: np.ndarray, *, nlist: int | None, codec: str, seed: int) -> tuple[Any, dict[str, Any]]:
+def rescore(embeddings: np.ndarray, q: np.ndarray, cand: np.ndarray, k: int, block: int = 1024
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of each query with its candidate rows (from the float16 embeddings), top k kept.
+
+    What faiss' IndexRefineFlat does, without a second float32 copy of the pool in memory."""
+    out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+    out_i = np.full((len(q), k), -1, dtype=np.int64)
+    for s in range(0, len(q), block):
+        c = cand[s:s + block]
+        valid = c >= 0
+        rows = np.asarray(embeddings[np.where(valid, c, 0).reshape(-1)], dtype=np.float32).reshape(*c.shape, -1)
+        sc = np.einsum("qkd,qd->qk", rows, q[s:s + block])
+        sc[~valid] = -np.inf
+        top = np.argsort(-sc, axis=1, kind="stable")[:, :k]
+        out_s[s:s + block, :top.shape[1]] = np.take_along_axis(sc, top, 1)
+        out_i[s:s + block, :top.shape[1]] = np.take_along_axis(c, top, 1)
+    out_i[~np.isfinite(out_s)] = -1
+    return out_s, out_i
+
+
+def ivf_index(embeddings: np.ndarray, *, nlist: int | None, codec: str, seed: int) -> tuple[Any, dict[str, Any]]:
+    """A trained faiss IVF index holding the pool (on the GPUs faiss sees), with what was chosen and why."""
     import faiss
 
     if codec not in IVF_CODECS:
@@ -334,7 +416,7 @@ def _ivf_index(embeddings: np.ndarray, *, nlist: int | None, codec: str, seed: i
     if nlist is None:
         nlist = round(4 * math.sqrt(n))
     nlist = max(1, min(nlist, n // 39, 65536))  # faiss wants >= 39 training points per list
-    if codec == "auto":
+    if codec == "auto":  # float32 codes while they are small; 8-bit, then PQ codes (re-scored exactly) beyond
         gib = n * dim * 4 / 2**30
         codec = "flat" if gib <= 1.0 else ("sq8" if gib <= 16 else "pq")
     quantizer = faiss.IndexFlatIP(dim)
@@ -357,25 +439,40 @@ def _ivf_index(embeddings: np.ndarray, *, nlist: int | None, codec: str, seed: i
     del train
     for s in range(0, n, 65536):
         index.add(np.ascontiguousarray(embeddings[s:s + 65536], dtype=np.float32))
-    return index, {"nlist": nlist, "codec": codec, "trained_on": int(n_train)}
+    # quantized codes: faiss_search re-scores their candidates exactly (refine=details["refined"])
+    return index, {"nlist": nlist, "codec": codec, "trained_on": int(n_train), "refined": codec != "flat"}
+
+
+def recall_sample_rows(nq: int, sample: int, seed: int) -> np.ndarray:
+    """The seeded sample of query positions whose recall is measured (sorted)."""
+    rng = np.random.default_rng(seed + 7919)
+    return np.sort(rng.choice(nq, size=min(sample, nq), replace=False))
+
+
+def _hits(approx: np.ndarray, exact: np.ndarray) -> tuple[int, int]:
+    hits = total = 0
+    for a, e in zip(approx, exact):
+        e = e[e >= 0]
+        hits += len(np.intersect1d(a[a >= 0], e))
+        total += len(e)
+    return hits, total
+
+
+def exact_recall_hits(embeddings: np.ndarray, queries: np.ndarray, approx: np.ndarray, k: int) -> tuple[int, int]:
+    """(neighbours found, neighbours there are) of `approx` against exact top-k search of `queries`."""
+    if not len(queries):
+        return 0, 0
+    _, exact = exact_torch(embeddings, queries, k, device="cuda" if _cuda_available() else "cpu")
+    return _hits(approx, exact)
 
 
 def measure_recall(embeddings: np.ndarray, queries: np.ndarray, approx: np.ndarray, k: int, sample: int,
                    seed: int) -> float:
     """Mean |approx top-k ∩ exact top-k| / k over a seeded sample of the queries."""
-    nq = len(queries)
-    if nq == 0:
+    if len(queries) == 0:
         return 1.0
-    rng = np.random.default_rng(seed + 7919)
-    pick = np.sort(rng.choice(nq, size=min(sample, nq), replace=False))
-    device = "cuda" if _cuda_available() else "cpu"
-    _, exact = exact_torch(embeddings, queries[pick], k, device=device)
-    hits = 0
-    total = 0
-    for a, e in zip(approx[pick], exact):
-        e = e[e >= 0]
-        hits += len(np.intersect1d(a[a >= 0], e))
-        total += len(e)
+    pick = recall_sample_rows(len(queries), sample, seed)
+    hits, total = exact_recall_hits(embeddings, queries[pick], approx[pick], k)
     return hits / total if total else 1.0
 
 

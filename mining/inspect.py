@@ -25,6 +25,7 @@ from dataio.triplets import (
     complete_rounds,
     read_manifest,
     resolve_file,
+    round_problem,
 )
 
 SHOW_COLUMNS = ["band", "anchor_id", "anchor", "positive_id", "positive", "negative_id", "negative",
@@ -53,6 +54,9 @@ def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | 
     report: dict[str, Any] = {"root": str(root), "histogram_bins": [round(float(b), 4) for b in BINS], "rounds": []}
     for r in rounds:
         manifest = read_manifest(root, r)
+        problem = round_problem(root, manifest, check_sha=True)  # what a team reads must be what was mined
+        if problem is not None:
+            raise InputError(f"{problem}; mine round {r} again (or restore the file)")
         by_band: dict[str, list[Path]] = {}
         for f in manifest.files:
             by_band.setdefault(f.band, []).append(resolve_file(root, r, f.path))

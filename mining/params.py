@@ -41,6 +41,7 @@ class MiningParams:
     nlist: int | None = None
     ivf_codec: str = "auto"
     recall_sample: int = 256
+    recall_target: float | None = 0.95
     batch_size: int = 256
     rows_per_file: int = 500_000
     unsupervised_anchors: bool = True
@@ -77,6 +78,8 @@ class MiningParams:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise bad(name, "must be an integer >= 1 or None")
+        if self.recall_target is not None and not 0 < self.recall_target <= 1:
+            raise bad("recall_target", "must be in (0, 1] or None (no nprobe tuning)")
         if self.backend not in BACKENDS:
             raise bad("backend", f"choose one of {', '.join(BACKENDS)}")
         if self.ivf_codec not in IVF_CODECS:

@@ -8,6 +8,7 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -22,12 +23,13 @@ from dataio.errors import TripletDataError
 from dataio.triplets import (
     RoundManifest,
     check_layout,
-    files_intact,
     is_complete,
     manifest_path,
     read_manifest,
     resolve_file,
+    round_problem,
 )
+from mining import index as index_module
 from mining.bands import (
     BAND_FUNCTIONS,
     BandContext,
@@ -38,9 +40,31 @@ from mining.bands import (
 from mining.corpus import MiningCorpus, check_size
 from mining.embeddings import Embeddings, embed_corpus, model_fingerprint
 from mining.exclusions import ExcludedPairs, as_excluded_pairs
-from mining.index import knn
+from mining.index import (
+    FAISS_NPROBE_START,
+    KnnResult,
+    _cuda_available,
+    choose_backend,
+    faiss_search,
+    ivf_index,
+    knn,
+    recall_sample_rows,
+    tune_nprobe,
+)
 from mining.params import MiningParams, check_bands
 from mining.parquet import RoundWriter
+from mining.shards import (
+    EncoderRef,
+    MapShards,
+    SearchSpec,
+    ShardJob,
+    blocks,
+    encode_slice,
+    local_map,
+    merge_shards,
+    mine_shard,
+    save_faiss_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +106,8 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
          bands: Sequence[str] | None = None, params: MiningParams | Mapping[str, Any] | None = None, seed: int = 0,
          cache_dir: str | os.PathLike | None = None, *, model_fp: str | None = None,
          embeddings: Embeddings | None = None, show_progress: bool = True, keep_results: bool = False,
-         exclude_pairs: str | os.PathLike | ExcludedPairs | None = None) -> MiningResult:
+         exclude_pairs: str | os.PathLike | ExcludedPairs | None = None, shards: int = 1,
+         map_shards: MapShards | None = None, encoder_ref: EncoderRef | None = None) -> MiningResult:
     """Mine round `round` of `corpus` with `encoder` into `out_dir` (the triplets root).
 
     `bands`: default every band the inputs allow. `cache_dir`: embeddings cache (default
@@ -90,6 +115,10 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     used). `keep_results`: keep the in-memory band results on the returned object (for analysis).
     `exclude_pairs`: a file (or `mining.exclusions.ExcludedPairs`) of (anchor_id, negative_id) pairs marked as
     false negatives; no band picks them.
+    `shards` > 1: encode `shards` chunks at a time, then search and mine the anchors in `shards` blocks, each
+    through `map_shards(fn, items)` (default: in this process, one after the other; flows passes a Dask
+    cluster's). Workers load the encoder from `encoder_ref` (default: the `encoder` object travels) and read
+    the pool from the embeddings cache. The triplets are those of `shards=1` (counter-based draws).
     """
     t_start = time.perf_counter()
     p = resolve_params(params)
@@ -108,16 +137,25 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
 
     existing = _existing_manifest(out, round)
     if existing is not None and existing.model_fingerprint == mfp and existing.corpus_fingerprint == cfp \
-            and existing.params == run_params and files_intact(out, existing):
-        log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round)
-        return MiningResult(out, round, manifest_path(out, round), existing, cached=True)
+            and existing.params == run_params:
+        problem = round_problem(out, existing, check_sha=True)  # reused across processes: bytes, not just sizes
+        if problem is None:
+            log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round)
+            return MiningResult(out, round, manifest_path(out, round), existing, cached=True)
+        log.warning("round %d: %s; mining the round again", round, problem)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
+    sharded = shards > 1
+    map_shards = map_shards or local_map
     if embeddings is None:
-        cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
+        map_chunks = None
+        if sharded:
+            encode = functools.partial(encode_slice, encoder_ref or encoder, batch_size=p.batch_size)
+            map_chunks = functools.partial(map_shards, encode)
         embeddings = embed_corpus(corpus, encoder, cache, model_fp=mfp, batch_size=p.batch_size,
-                                  show_progress=show_progress)
+                                  show_progress=show_progress, map_chunks=map_chunks, chunks_per_call=shards)
     elif embeddings.matrix.shape[0] != len(corpus):
         raise ValueError(f"embeddings have {embeddings.matrix.shape[0]} rows for a pool of {len(corpus)}")
     timings["encode"] = time.perf_counter() - t
@@ -131,26 +169,30 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
                  len(excluded_pairs), unknown)
     ctx = BandContext(corpus, embeddings, p, seed, round, excluded_pairs=excluded_pairs)
     timings["bands"] = time.perf_counter() - t
-    t = time.perf_counter()
-    index_info: dict[str, Any] = {}
     depth = ctx.knn_depth(chosen)
-    if depth:
-        result = knn(embeddings.matrix, ctx.uq, depth, p.backend, nlist=p.nlist, nprobe=p.nprobe,
-                     ivf_codec=p.ivf_codec, recall_sample=p.recall_sample, seed=seed, show_progress=show_progress)
-        ctx.set_knn(result, ctx.uq)
-        index_info = {"backend": result.backend, "device": result.device, "recall_at_k": result.recall,
-                      "seconds": round_(result.seconds), **result.details}
-    timings["index"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    results: dict[str, BandResult] = {}
-    for band in chosen:
-        res = add_similarities(BAND_FUNCTIONS[band](ctx), embeddings)
+    if sharded:
+        results, index_info, shard_timings = _mine_sharded(ctx, embeddings, chosen, depth, p, seed, shards,
+                                                           map_shards, cache)
+        timings["index"] = shard_timings["index"]
+        timings["bands"] += shard_timings["bands"]
+    else:
+        t = time.perf_counter()
+        index_info: dict[str, Any] = {}
+        if depth:
+            result = knn(embeddings.matrix, ctx.uq, depth, p.backend, nlist=p.nlist, nprobe=p.nprobe,
+                         ivf_codec=p.ivf_codec, recall_sample=p.recall_sample, seed=seed, show_progress=show_progress,
+                         recall_target=p.recall_target)
+            ctx.set_knn(result, ctx.uq)
+            index_info = {"backend": result.backend, "device": result.device, "recall_at_k": result.recall,
+                          "seconds": round_(result.seconds), **result.details}
+        timings["index"] = time.perf_counter() - t
+        t = time.perf_counter()
+        results = {band: add_similarities(BAND_FUNCTIONS[band](ctx), embeddings) for band in chosen}
+        timings["bands"] += time.perf_counter() - t
+    for band, res in results.items():
         _assert_guards(res, ctx)
-        results[band] = res
         log.info("band %s: %d rows, mean anchor-negative sim %s, skipped %s", band, res.rows,
                  f"{res.mean_sim():.4f}" if res.mean_sim() is not None else "n/a", dict(res.skipped))
-    timings["bands"] += time.perf_counter() - t
 
     t = time.perf_counter()
     writer = RoundWriter(out, round, corpus, model_fingerprint=mfp, corpus_fingerprint=cfp, params=run_params,
@@ -180,6 +222,79 @@ def _existing_manifest(root: Path, round_: int) -> RoundManifest | None:
     except TripletDataError as err:
         log.warning("round %d: %s; mining it again", round_, err)
         return None
+
+
+def _mine_sharded(ctx: BandContext, embeddings: Embeddings, chosen: list[str], depth: int, p: MiningParams,
+                  seed: int, shards: int, map_shards: MapShards, work: Path
+                  ) -> tuple[dict[str, BandResult], dict[str, Any], dict[str, float]]:
+    """Search and bands in blocks of unique anchors, each block one `mine_shard` call through `map_shards`.
+
+    Exact backends search inside each shard. faiss-ivf is trained, tuned (nprobe) and saved once here, then
+    each shard searches its block in the saved index; torch-ivf searches here and ships each shard its rows.
+    The recall sample is the unsharded one, its hits counted where each sampled query is searched."""
+    t0 = time.perf_counter()
+    n, dim = embeddings.matrix.shape
+    nq = len(ctx.uq)
+    backend, reason = p.backend, "requested"
+    if backend == "auto":
+        backend, reason = choose_backend(n, nq, dim)
+    if "in_domain" in chosen:
+        ctx.groups()  # once, here: every shard gets the same groups (k-means when needed)
+    spec, full, index_file = None, None, None
+    details: dict[str, Any] = {"reason": reason, "pool": n, "queries": nq, "k": depth}
+    approximate = backend in ("faiss-ivf", "torch-ivf")
+    pick = recall_sample_rows(nq, p.recall_sample, seed) if approximate and depth else None
+    if depth and backend == "faiss-ivf":
+        index, info = ivf_index(embeddings.matrix, nlist=p.nlist, codec=p.ivf_codec, seed=seed)
+
+        def search(q: np.ndarray, nprobe: int) -> np.ndarray:
+            index.nprobe = nprobe
+            return faiss_search(embeddings.matrix, q, depth, index, False, trained=True, refine=info["refined"])[1]
+
+        tuned = tune_nprobe(search, embeddings.matrix, ctx.uq, depth, info["nlist"], p.nprobe, FAISS_NPROBE_START,
+                            p.recall_target, p.recall_sample, seed)
+        details.update(info)
+        details.update(tuned)
+        index_file = save_faiss_index(index, work, f"shard-index-{os.getpid()}-{time.time_ns()}.faiss")
+        del index
+        spec = SearchSpec(backend, depth, index_file, tuned["nprobe"], info)
+    elif depth and backend == "torch-ivf":
+        full = knn(embeddings.matrix, ctx.uq, depth, backend, nlist=p.nlist, nprobe=p.nprobe, seed=seed,
+                   recall_sample=p.recall_sample, recall_target=p.recall_target)
+        details.update(full.details)
+    elif depth:
+        spec = SearchSpec(backend, depth)
+    prepared = time.perf_counter() - t0
+    jobs = []
+    for start, end in blocks(nq, shards, align=index_module.SEARCH_STEP):
+        own = None if pick is None or full is not None else pick[(pick >= start) & (pick < end)]
+        part = None if full is None else KnnResult(full.scores[start:end], full.indices[start:end], full.backend,
+                                                   full.device)
+        jobs.append(ShardJob(ctx, (start, end), chosen, spec, own, part))
+    log.info("mining %d anchors in %d shards (%s)", nq, len(jobs), backend)
+    t = time.perf_counter()
+    try:
+        parts = map_shards(mine_shard, jobs)
+    finally:
+        if index_file is not None:
+            Path(index_file).unlink(missing_ok=True)
+    wall = time.perf_counter() - t
+    results = merge_shards(parts, chosen)
+    recall = None
+    if full is not None:
+        recall = full.recall
+    elif pick is not None:
+        hits, total = sum(x.recall_hits for x in parts), sum(x.recall_total for x in parts)
+        recall = hits / total if total else 1.0
+        details["recall_sample"] = len(pick)
+    # Each shard's search and bands overlap in time with the others': split the wall time by their shares.
+    search_s = sum(x.seconds["index"] for x in parts)
+    bands_s = sum(x.seconds["bands"] for x in parts)
+    share = search_s / max(1e-9, search_s + bands_s)
+    index_info = {"backend": backend, "device": "cuda" if backend == "torch" and _cuda_available() else "cpu",
+                  "recall_at_k": recall, "seconds": round_(prepared + wall * share), "shards": len(jobs),
+                  **details} if depth else {"shards": len(jobs)}
+    return results, index_info, {"index": prepared + wall * share, "bands": wall * (1 - share)}
 
 
 def _assert_guards(res: BandResult, ctx: BandContext) -> None:

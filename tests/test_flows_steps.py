@@ -177,3 +177,25 @@ def test_the_model_to_use_must_beat_the_start_by_the_configured_margin(tmp_path:
     if expected == "base" and margin:
         assert "by more than 0.3 (eval.min_improvement)" in selection["note"]
     assert json.loads((tmp_path / "selection.json").read_text())["selected_round"] == expected
+
+
+def test_a_mined_round_with_a_changed_part_is_not_intact(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The flow refreshes Prefect's mine cache when this is False: a cache hit never stands in for changed bytes
+    (the old check only asked whether the files exist)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curriculum.synthetic import band_table, write_round
+    from flows.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    texts = [f"sentence {i}" for i in range(12)]
+    write_round(run.triplets, 0, {"random": band_table(texts[:6], texts[6:], texts[::-1][:6], [0.1] * 6)})
+    assert steps.mined_round_intact(run, 0)
+    part = next(run.triplets.glob("round=0/band=random/*.parquet"))
+    table = pq.read_table(part, partitioning=None)
+    i = table.schema.get_field_index("negative")
+    pq.write_table(table.set_column(i, "negative", pa.array(["swapped"] * 6, pa.string())), part)
+    with caplog.at_level("WARNING", logger="flows"):
+        assert not steps.mined_round_intact(run, 0)
+    assert "changed after mining" in caplog.text

@@ -84,6 +84,7 @@ def test_mine_then_inspect(files, fake_encoder, capsys, tmp_path):
     ("domain_count", "--domain given 1 times for 2 --corpus files"),
     ("bad_option", "range_min"),
     ("bad_model", "no such model folder"),
+    ("cluster_without_shards", "--cluster needs --shards 2 or more"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, case, expected, monkeypatch):
     if case != "bad_model":
@@ -95,7 +96,8 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
             "bad_band": ["--corpus", str(files / "a.txt"), "--bands", "random,hardest"],
             "domain_count": ["--corpus", str(files / "a.txt"), "--corpus", str(files / "b.txt"), "--domain", "x"],
             "bad_option": ["--corpus", str(files / "a.txt"), "--range-min", "9", "--range-max", "3"],
-            "bad_model": ["--corpus", str(files / "a.txt"), "--model", str(tmp_path / "no-model")]}[case]
+            "bad_model": ["--corpus", str(files / "a.txt"), "--model", str(tmp_path / "no-model")],
+            "cluster_without_shards": ["--corpus", str(files / "a.txt"), "--cluster", "tcp://127.0.0.1:8786"]}[case]
     assert main(["mine", "--out", str(out), "--quiet", *args]) == 2
     line = one_error_line(capsys)
     assert expected in line
@@ -112,6 +114,33 @@ def test_failure_while_mining_removes_the_folder_it_created(files, capsys, tmp_p
     with pytest.raises(RuntimeError):
         main(["mine", "--corpus", str(files / "a.txt"), "--out", str(out), "--quiet"])
     assert not out.exists()
+
+
+def test_mine_shards_runs_the_shards_through_the_dask_map_and_gives_the_same_triplets(files, fake_encoder, capsys,
+                                                                                      tmp_path, monkeypatch):
+    import contextlib
+
+    import mining.shards
+    from dataio.triplets import read_triplets
+
+    opened = []
+
+    @contextlib.contextmanager
+    def in_process(workers, address=None):  # the CLI's wiring; a real LocalCluster is tested in test_mining_shards
+        opened.append((workers, address))
+        yield mining.shards.local_map
+
+    monkeypatch.setattr(mining.shards, "dask_map", in_process)
+    common = ["mine", "--corpus", str(files / "a.txt"), "--corpus", str(files / "b.txt"), "--domain", "A", "--domain",
+              "B", "--nli", str(files / "nli.csv"), "--quiet", "--seed", "4", "--backend", "faiss-flat"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0 and opened == []
+    assert main([*common, "--out", str(tmp_path / "three"), "--shards", "3"]) == 0 and opened == [(3, None)]
+    manifest = json.loads((tmp_path / "three" / "round=0" / ".manifest.json").read_text())
+    assert manifest["index"]["shards"] >= 1
+    cols = ["anchor_id", "positive_id", "negative_id", "band", "negative_rank"]
+    a, b = (read_triplets(tmp_path / d).select(cols).to_pylist() for d in ("one", "three"))
+    key = lambda r: (r["band"], r["anchor_id"], r["negative_id"])
+    assert len(a) > 100 and sorted(a, key=key) == sorted(b, key=key)
 
 
 def test_inspect_without_rounds_is_exit_2(tmp_path, capsys):

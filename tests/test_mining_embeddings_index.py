@@ -156,3 +156,36 @@ def test_auto_choice_by_size_and_hardware():
     assert choose_backend(10_000, 10_000, 384, cuda=False, faiss_gpus=0)[0] == "faiss-flat"
     assert choose_backend(1_000_000, 1_000_000, 384, cuda=False, faiss_gpus=0)[0] == "torch-ivf"
     assert choose_backend(1_000_000, 1_000_000, 384, cuda=False, faiss_gpus=1)[0] == "faiss-flat"
+
+
+def clustered_rows(n: int = 4000, dim: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((40, dim))
+    x = centers[rng.integers(0, 40, n)] + 0.3 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+
+
+@pytest.mark.parametrize("backend", ["faiss-ivf", "torch-ivf"])
+def test_ivf_nprobe_is_raised_until_the_recall_target(backend):
+    emb = clustered_rows()
+    q = np.arange(0, 4000, 7)
+    res = knn(emb, q, 10, backend, recall_sample=200, recall_target=0.95)
+    tried = res.details["nprobe_tried"]
+    assert res.details["nprobe_tuned"] and tried[-1][0] == res.details["nprobe"]
+    assert tried[-1][1] >= 0.95 and all(r < 0.95 for _, r in tried[:-1])  # the smallest nprobe that reaches it
+    exact = knn(emb, q, 10, "torch").indices
+    true = np.mean([len(np.intersect1d(a, e)) / 10 for a, e in zip(res.indices, exact)])
+    assert true >= 0.93 and res.recall >= 0.95  # on every query, not just the sample it was tuned on
+    fixed = knn(emb, q, 10, backend, recall_sample=200, recall_target=None)
+    assert not fixed.details["nprobe_tuned"]
+
+
+def test_quantized_ivf_candidates_are_rescored_exactly():
+    emb = clustered_rows()
+    q = np.arange(0, 4000, 11)
+    res = knn(emb, q, 10, "faiss-ivf", ivf_codec="sq8", nprobe=1000, recall_sample=100)
+    assert res.details["refined"] and res.details["codec"] == "sq8"
+    full = emb.astype(np.float32)
+    exact = np.einsum("qkd,qd->qk", full[res.indices], full[q])
+    np.testing.assert_allclose(res.scores, exact, atol=1e-5)  # 8-bit codes alone are off by ~1e-3
+    assert res.recall == pytest.approx(1.0, abs=1e-3)

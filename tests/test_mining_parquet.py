@@ -219,3 +219,43 @@ def test_rounds_are_independent(tmp_path):
     mine(corpus, HashEncoder(16, salt="r1"), out, round=1, show_progress=False)
     assert complete_rounds(out) == [0, 1]
     assert set(read_triplets(out, rounds=[1]).column("round").to_pylist()) == {1}
+
+
+def _change_one_text(path: Path) -> None:
+    """A valid part with the same rows and one different negative: what most single-bit flips decode to."""
+    table = pq.read_table(path, partitioning=None)
+    column = table.schema.get_field_index("negative")
+    texts = table.column(column).to_pylist()
+    texts[0] = texts[0] + " (edited)"
+    pq.write_table(table.set_column(column, "negative", pa.array(texts, pa.string())), path)
+
+
+def test_a_part_changed_after_mining_is_mined_again_not_reused(tmp_path, caplog):
+    """Same inputs, one text changed in a part: the old code said "reusing it" (sizes and rows matched)."""
+    corpus = load_corpus(**make_inputs(tmp_path))
+    out = tmp_path / "t"
+    enc = HashEncoder(16)
+    first = mine(corpus, enc, out, show_progress=False)
+    part = sorted(out.glob("round=0/band=*/part-*.parquet"))[0]
+    original = pq.read_table(part, partitioning=None)
+    _change_one_text(part)
+    with caplog.at_level("WARNING", logger="mining.pipeline"):
+        again = mine(corpus, enc, out, show_progress=False)
+    assert not again.cached and "changed after mining" in caplog.text and str(part) in caplog.text
+    assert pq.read_table(part, partitioning=None).equals(original)  # mined again: the same rows
+    assert again.manifest.bands == first.manifest.bands
+
+
+def test_readers_refuse_a_part_changed_after_mining(mined):
+    from dataio.errors import InputError, TripletDataError
+    from curriculum import TripletSampler
+    from mining.inspect import inspect_triplets
+
+    out, _ = mined
+    part = sorted(out.glob("round=0/band=*/part-*.parquet"))[0]
+    _change_one_text(part)
+    with pytest.raises(InputError, match=r"changed after mining .*mine round 0 again"):
+        inspect_triplets(out)
+    with pytest.raises(TripletDataError, match=r"changed after mining"):
+        TripletSampler(out, 0, batch_size=4, seed=0, verify_checksums=True)
+    TripletSampler(out, 0, batch_size=4, seed=0)  # unverified, as before: sizes and rows still match

@@ -1,0 +1,198 @@
+"""Mining in shards: the pieces a distributed engine maps over, as plain functions on plain data.
+
+A round is split two ways. Encoding: the pool's chunks are encoded `shards` at a time (`encode_slice`), and
+the driver writes each into the memory-mapped cache, so the cache and its resume points are those of an
+unsharded run. Search and bands: the unique anchors are cut into contiguous blocks, and `mine_shard` takes
+one block, searches its anchors' neighbours (exact, or in an IVF index the driver built once and saved)
+and mines every band for the anchor rows of those anchors. Only the triplets (a few integer arrays per band)
+come back; `merge_shards` puts them in the order mining every row at once gives. Every random draw is a
+counter-based hash of the row's ids (mining.bands), so sharded and unsharded mining give the same triplets
+from the same embeddings.
+
+`MapShards` is any `map(fn, items) -> list`: `local_map` (in this process, the default) or `dask_map` (each
+item a task on a Dask cluster: one at an address, or a local cluster of worker processes). Nothing here
+knows about Prefect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mining.bands import (
+    BAND_FUNCTIONS,
+    BandContext,
+    BandResult,
+    add_similarities,
+    merge_results,
+)
+from mining.embeddings import encode_texts
+from mining.index import KnnResult, exact_recall_hits, faiss_search, knn
+
+MapShards = Callable[[Callable[[Any], Any], Sequence[Any]], list]
+
+
+def local_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
+    """The in-process `MapShards`: one item after the other."""
+    return [fn(item) for item in items]
+
+
+@contextlib.contextmanager
+def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
+    """A `MapShards` running each item as a task on a Dask cluster, gathered in order: the scheduler at
+    `address`, else a local cluster of `workers` single-threaded worker processes on 127.0.0.1 (no Bokeh dashboard),
+    closed on exit. Workers import this package, so they need the same environment as the driver; with a
+    memory-mapped embeddings cache they read it by path (a shared file system on a multi-machine cluster)."""
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if address is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+    client = Client(cluster if cluster is not None else address)
+
+    def run(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
+        return client.gather(client.map(fn, list(items), pure=False))
+
+    try:
+        yield run
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def blocks(n: int, shards: int, align: int = 1) -> list[tuple[int, int]]:
+    """[0, n) in at most `shards` contiguous blocks of near-equal size, inner boundaries multiples of `align`."""
+    if n <= 0:
+        return []
+    shards = max(1, min(shards, math.ceil(n / max(1, align))))
+    size = math.ceil(n / shards / align) * align
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+# ------------------------------------------------------------------------------------------ encoding
+@dataclass(frozen=True)
+class EncoderRef:
+    """How to load an encoder in another process: an importable function and its arguments.
+
+    Picklable by reference (the function travels as its module and name), and loaded once per worker
+    process: `load()` keeps the model for the next shard the same worker gets.
+    """
+
+    loader: Callable[..., Any]
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, loader: Callable[..., Any], *args: Any, **kwargs: Any) -> EncoderRef:
+        return cls(loader, tuple(args), tuple(sorted(kwargs.items())))
+
+    def load(self) -> Any:
+        return _load_cached(self)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(ref: EncoderRef) -> Any:
+    return ref.loader(*ref.args, **dict(ref.kwargs))
+
+
+def encode_slice(encoder: Any, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """float16 unit-norm embeddings of `texts` by `encoder` (an encoder, or an `EncoderRef` to load here)."""
+    enc = encoder.load() if isinstance(encoder, EncoderRef) else encoder
+    return encode_texts(enc, list(texts), batch_size).astype(np.float16)
+
+
+# -------------------------------------------------------------------------------------- search + bands
+@dataclass
+class SearchSpec:
+    """How a shard finds its anchors' neighbours: an exact backend over the pool, or a saved faiss index."""
+
+    backend: str
+    depth: int
+    index_path: str | None = None  # faiss-ivf: the index the driver trained and wrote once
+    nprobe: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ShardJob:
+    """One block of unique anchors: search their neighbours, mine every band for their rows."""
+
+    ctx: BandContext
+    block: tuple[int, int]
+    bands: list[str]
+    search: SearchSpec | None
+    recall_queries: np.ndarray | None = None  # positions in uq (within the block) checked against exact search
+    knn: KnnResult | None = None  # given instead of `search` when the driver searched already (torch-ivf)
+
+
+@dataclass
+class ShardResult:
+    block: tuple[int, int]
+    bands: dict[str, BandResult]
+    recall_hits: int = 0
+    recall_total: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def mine_shard(job: ShardJob) -> ShardResult:
+    """The kNN of one block of anchors and every band of their anchor rows (run on any worker)."""
+    ctx = job.ctx
+    start, end = job.block
+    queries = ctx.uq[start:end]
+    t = time.perf_counter()
+    hits = total = 0
+    result = job.knn
+    if result is None and job.search is not None and job.search.depth:
+        spec = job.search
+        matrix = ctx.emb.matrix
+        if spec.index_path is not None:
+            import faiss
+
+            index = faiss.read_index(spec.index_path)
+            index.nprobe = spec.nprobe or index.nprobe
+            scores, indices, dev = faiss_search(matrix, queries, spec.depth, index, False, trained=True,
+                                                refine=bool(spec.details.get("refined")))
+            result = KnnResult(scores, indices, spec.backend, dev)
+        else:
+            result = knn(matrix, queries, spec.depth, spec.backend)
+        if job.recall_queries is not None and len(job.recall_queries):
+            local = job.recall_queries - start
+            hits, total = exact_recall_hits(matrix, queries[local], result.indices[local], spec.depth)
+    if result is not None:
+        ctx.set_knn(result, queries, offset=start)
+    search_s = time.perf_counter() - t
+    t = time.perf_counter()
+    rows = ctx.rows_of_block(start, end)
+    bands = {b: add_similarities(BAND_FUNCTIONS[b](ctx, rows), ctx.emb) for b in job.bands}
+    ctx.knn = None
+    return ShardResult(job.block, bands, hits, total, {"index": search_s, "bands": time.perf_counter() - t})
+
+
+def merge_shards(parts: list[ShardResult], bands: list[str]) -> dict[str, BandResult]:
+    """Every band's triplets from all shards, in unsharded order."""
+    parts = sorted(parts, key=lambda p: p.block)
+    return {b: merge_results([p.bands[b] for p in parts]) for b in bands}
+
+
+def save_faiss_index(index: Any, folder: str | Path, name: str) -> str:
+    """Write a trained faiss index where every worker can read it (a CPU copy of a GPU index)."""
+    import faiss
+
+    from mining.index import _faiss_gpus
+
+    if _faiss_gpus() > 0:
+        index = faiss.index_gpu_to_cpu(index)
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(path))
+    return str(path)

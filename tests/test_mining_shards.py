@@ -1,0 +1,171 @@
+"""Sharded mining gives the triplets unsharded mining gives: exact and IVF search, every band, and the same
+recall figure; the shards really are separate calls over separate anchor blocks, whose inputs survive pickling
+(as on a cluster), on a real 2-worker Dask LocalCluster too; an interrupted sharded encode resumes from the
+cache, and a failed shard leaves no round behind."""
+
+from __future__ import annotations
+
+import functools
+import json
+import pickle
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+import mining.embeddings as embeddings_mod
+import mining.index as index_mod
+from dataio.hashing import sha256_file
+from dataio.triplets import read_triplets, round_dir
+from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
+from mining.embeddings import embed_corpus
+from mining.params import MiningParams
+from mining.pipeline import mine
+from mining.shards import blocks, dask_map, encode_slice, local_map
+from mining.testing import HashEncoder
+
+WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
+         "young", "the", "a", "on", "in", "under", "over", "near", "far", "quick", "slow"]
+COLUMNS = ["anchor_id", "positive_id", "negative_id", "band", "negative_rank", "anchor_negative_sim",
+           "anchor_positive_sim"]
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(n)))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    base = sentences(700)
+    (tmp_path / "a.txt").write_text("\n".join(base[:300]) + "\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("\n".join(base[300:520]) + "\n", encoding="utf-8")
+    pairs = [(base[i], base[i] + " too") for i in range(520, 560)]
+    (tmp_path / "pairs.tsv").write_text("anchor\tpositive\n" + "".join(f"{a}\t{p}\n" for a, p in pairs),
+                                        encoding="utf-8")
+    nli = [(base[i], base[i] + " indeed", base[i + 1]) for i in range(560, 600)]
+    (tmp_path / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in nli),
+                                      encoding="utf-8")
+    return load_corpus([CorpusSource(tmp_path / "a.txt", domain="a"), CorpusSource(tmp_path / "b.txt", domain="b")],
+                       pairs=[PairSource(tmp_path / "pairs.tsv", domain="a")],
+                       nli=[NliSource(tmp_path / "nli.csv", domain="b")])
+
+
+def triplets(root):
+    table = read_triplets(root).select(COLUMNS)
+    return table.take(pc.sort_indices(table, [("band", "ascending"), ("anchor_id", "ascending"),
+                                              ("negative_id", "ascending")])).to_pydict()
+
+
+class CountingMap:
+    """In-process map that pickles each function and item and their results, as a cluster would."""
+
+    def __init__(self, fail_on: str | None = None, fail_after: int = 0):
+        self.calls = []
+        self.texts = 0
+        self.fail_on, self.fail_after = fail_on, fail_after
+
+    def __call__(self, fn, items):
+        name = getattr(fn, "func", fn).__name__
+        if name == self.fail_on and sum(n == name for n, _ in self.calls) >= self.fail_after:
+            raise RuntimeError(f"worker lost during {name}")
+        self.calls.append((name, len(items)))
+        if name == "encode_slice":
+            self.texts += sum(len(chunk) for chunk in items)
+        remote = pickle.loads(pickle.dumps(fn))
+        return [pickle.loads(pickle.dumps(remote(pickle.loads(pickle.dumps(item))))) for item in items]
+
+
+def test_blocks_cover_the_range_at_aligned_boundaries():
+    assert blocks(10, 3) == [(0, 4), (4, 8), (8, 10)]
+    assert blocks(100, 4, align=16) == [(0, 32), (32, 64), (64, 96), (96, 100)]
+    assert blocks(5, 4, align=16) == [(0, 5)]
+    assert blocks(0, 3) == []
+
+
+@pytest.mark.parametrize("backend", ["faiss-flat", "faiss-ivf"])
+def test_sharded_mining_gives_the_unsharded_triplets(corpus, tmp_path, monkeypatch, backend):
+    # shard boundaries are multiples of the search step; a small step makes several shards of a small pool
+    monkeypatch.setattr(index_mod, "SEARCH_STEP", 64)
+    params = MiningParams(range_max=12, num_negatives=2, backend=backend, sampling="random", recall_sample=64,
+                          nlist=8 if backend == "faiss-ivf" else None)
+    one = mine(corpus, HashEncoder(16), tmp_path / "one", params=params, seed=3, show_progress=False)
+    counting = CountingMap()
+    many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=3, show_progress=False,
+                shards=3, map_shards=counting)
+    # the encoding went through the map (3 chunks a call) and the search + bands in 3 blocks of anchors
+    assert ("mine_shard", 3) in counting.calls and many.manifest.index["shards"] == 3
+    assert any(name == "encode_slice" for name, _ in counting.calls)
+    a, b = triplets(tmp_path / "one"), triplets(tmp_path / "many")
+    assert len(a["band"]) > 500 and set(a["band"]) == {"random", "in_domain", "nli_contradiction",
+                                                       "nearest_neighbour"}
+    assert a == b
+    assert one.bands == many.bands  # row counts, skip counts, difficulties
+    ia, ib = one.manifest.index, many.manifest.index
+    assert ia["backend"] == ib["backend"] == backend
+    if backend == "faiss-ivf":  # the same sample, the same nprobe, the same measured recall
+        assert ia["nprobe"] == ib["nprobe"] and ia["recall_at_k"] == pytest.approx(ib["recall_at_k"])
+        assert not list((tmp_path / "many" / ".cache").glob("shard-index-*"))  # the saved index is removed
+
+
+def test_shards_do_not_change_the_round_fingerprint(corpus, tmp_path):
+    params = MiningParams(range_max=8)
+    mine(corpus, HashEncoder(16), tmp_path / "out", params=params, show_progress=False, shards=2)
+    again = mine(corpus, HashEncoder(16), tmp_path / "out", params=params, show_progress=False)
+    assert again.cached
+
+
+def test_interrupted_sharded_encoding_resumes_from_the_cache(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(embeddings_mod, "default_chunk_size", lambda: 100)  # several resume points
+    params = MiningParams(range_max=8, backend="faiss-flat")
+    one = mine(corpus, HashEncoder(16), tmp_path / "one", params=params, show_progress=False)
+    broken = CountingMap(fail_on="encode_slice", fail_after=1)  # the second call of 2 chunks fails
+    with pytest.raises(RuntimeError, match="worker lost"):
+        mine(corpus, HashEncoder(16), tmp_path / "many", params=params, show_progress=False, shards=2,
+             map_shards=broken)
+    assert not round_dir(tmp_path / "many", 0).exists()  # nothing written for the round
+    resumed = CountingMap()
+    mine(corpus, HashEncoder(16), tmp_path / "many", params=params, show_progress=False, shards=2,
+         map_shards=resumed)
+    assert resumed.texts == len(corpus) - 200  # only what the first run had not finished
+    assert triplets(tmp_path / "one") == triplets(tmp_path / "many") and one.bands["nearest_neighbour"]["rows"] > 0
+
+
+def test_a_sharded_encoding_writes_the_cache_an_unsharded_one_writes_and_its_hits_are_verified(corpus, tmp_path,
+                                                                                               monkeypatch):
+    monkeypatch.setattr(embeddings_mod, "default_chunk_size", lambda: 100)
+    encode = functools.partial(local_map, functools.partial(encode_slice, HashEncoder(16)))
+    sharded = embed_corpus(corpus, HashEncoder(16), tmp_path / "many", show_progress=False, map_chunks=encode,
+                           chunks_per_call=2)
+    single = embed_corpus(corpus, HashEncoder(16), tmp_path / "one", show_progress=False)
+    assert sharded.path.relative_to(tmp_path / "many") == single.path.relative_to(tmp_path / "one")
+    meta = [{k: v for k, v in json.loads((e.path.parent / "meta.json").read_text()).items() if k != "encode_seconds"}
+            for e in (sharded, single)]
+    assert meta[0] == meta[1] and meta[0]["sha256"] == sha256_file(sharded.path)  # version 2: the checksum too
+    enc = HashEncoder(16)
+    assert embed_corpus(corpus, enc, tmp_path / "many", show_progress=False).cached and enc.calls == 0
+    tampered = np.load(sharded.path, mmap_mode="r+")
+    tampered[:3] = -tampered[:3]
+    tampered.flush()
+    del tampered
+    assert not embed_corpus(corpus, enc, tmp_path / "many", show_progress=False).cached and enc.calls > 0
+
+
+def test_a_failed_shard_leaves_no_round_and_no_saved_index(corpus, tmp_path):
+    params = MiningParams(range_max=8, backend="faiss-ivf", nlist=8, recall_sample=32)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        mine(corpus, HashEncoder(16), tmp_path / "out", params=params, show_progress=False, shards=2,
+             map_shards=CountingMap(fail_on="mine_shard"))
+    assert not round_dir(tmp_path / "out", 0).exists()
+    assert not list((tmp_path / "out" / ".cache").glob("shard-index-*"))
+
+
+def test_sharded_on_a_two_worker_dask_local_cluster(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(index_mod, "SEARCH_STEP", 64)  # the driver's block size; exact search needs no alignment
+    params = MiningParams(range_max=12, num_negatives=2, backend="faiss-flat")
+    mine(corpus, HashEncoder(16), tmp_path / "one", params=params, seed=5, show_progress=False)
+    with dask_map(2) as on_cluster:
+        many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=5, show_progress=False,
+                    shards=2, map_shards=on_cluster)
+    assert many.manifest.index["shards"] == 2
+    assert triplets(tmp_path / "one") == triplets(tmp_path / "many")
