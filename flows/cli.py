@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 PROG = "simcse-curriculum"
-COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.setup_commands", "flows.commands")
+COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.setup_commands", "flows.commands", "flows.registry_commands")
 
 app = typer.Typer(
     name=PROG,

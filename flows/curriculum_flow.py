@@ -76,6 +76,15 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         create_table_artifact(_metrics_table(rows), key=_artifact_key(run, "metrics"),
                               description=f"Evaluation after round {r} of {run.root}")
 
+    from flows.tracking import round_hooks, tracker_for
+
+    hooks = round_hooks(tracker_for(config, run), config)  # MLflow, when tracking.enabled
+
+    def on_round(r: int, metrics: dict[str, Any]) -> None:
+        after_round(r, metrics)
+        if "on_round" in hooks:
+            hooks["on_round"](r, metrics)
+
     how = RoundSteps(
         prepare=lambda: tasks.prepare(config, run.root),
         evaluate=lambda model, inputs: tasks.evaluate(model, inputs, config),
@@ -87,7 +96,9 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
             model, plan, config, run.root, r),
         finish=lambda r, mined, trained, evaluated: tasks.finish(config, run.root, r, mined, trained, evaluated),
         report=lambda: tasks.report(run.root),
-        on_round=after_round,
+        on_round=on_round,
+        on_start=hooks.get("on_start"),
+        on_end=hooks.get("on_end"),
         check=lambda: check_run(config),
     )
     summary = run_rounds(config, run, how, logger)

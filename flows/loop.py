@@ -34,6 +34,8 @@ class RoundSteps:
     finish: Callable[[int, dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]
     report: Callable[[], dict[str, Any]] | None = None
     on_round: Callable[[int, dict[str, Any]], None] | None = None  # after a round closed (e.g. artifacts)
+    on_start: Callable[[dict[str, Any], dict[str, Any]], None] | None = None  # (inputs, base evaluation)
+    on_end: Callable[[dict[str, Any]], None] | None = None  # the run's summary, after its last round
     check: Callable[[], Any] | None = None  # before the run folder is touched: flows.validate.check_run
 
 
@@ -83,6 +85,8 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
     base = how.evaluate(base_model, inputs)
     steps.write_base_metrics(run, base)
     log.info("base model: %s", steps.describe_evaluation(base))
+    if how.on_start is not None:
+        how.on_start(inputs, base)
 
     timings: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
@@ -123,4 +127,6 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
     summary["report"] = report.get("report", str(run.report_path) if run.report_path.is_file() else None)
     summary["timings"] = timings
     summary["flow_seconds"] = time.perf_counter() - start
+    if how.on_end is not None:
+        how.on_end(summary)
     return summary

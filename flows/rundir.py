@@ -32,13 +32,13 @@ import yaml
 from dataio import triplets as contract
 from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
-from flows.config import RunConfig
+from flows.config import OPERATIONAL_SECTIONS, RunConfig
 
 MODEL_CARD_FILES = ("README.md", "simcse_card.json")
 
-# Keys that may change when a run is continued (none: `rounds` sets the length of the learning-rate and
-# curriculum schedules, so a longer run is a new run, which may start from this one's model).
-RESUMABLE_CHANGES: tuple[str, ...] = ()
+# Keys that may change when a run is continued: where it is tracked (`rounds` may not: it sets the length of the
+# learning-rate and curriculum schedules, so a longer run is a new run, which may start from this one's model).
+RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS
 
 
 @dataclass(frozen=True)

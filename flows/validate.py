@@ -134,6 +134,7 @@ def check_run(config: RunConfig) -> RunCheck:
     warnings: list[str] = []
     notes: list[str] = []
     resumes = _check_run_folder(config)
+    _check_tracking(config)
     _check_model(config, notes)
     try:
         corpus, inputs = _read_inputs(config, warnings)
@@ -208,6 +209,14 @@ def _check_run_folder(config: RunConfig) -> bool:
         raise InputError(f"this run folder holds a run with different settings ({', '.join(changed[:6])}); use "
                          f"another output_dir or delete {root} to start over", path=saved)
     return True
+
+
+def _check_tracking(config: RunConfig) -> None:
+    """`tracking.enabled` needs MLflow (an optional extra): say so now, not after the base model's evaluation."""
+    if config.tracking.enabled:
+        from flows.mlflow_store import require_mlflow
+
+        require_mlflow()
 
 
 def _check_model(config: RunConfig, notes: list[str]) -> None:

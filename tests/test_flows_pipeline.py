@@ -71,7 +71,10 @@ def reference_run(harness: str, tiny_inputs: dict[str, Path]) -> dict[str, Any]:
     from simcse.testing import torch_threads
 
     out = tiny_inputs["root"] / "reference"
-    cfg = config_from_mapping(tiny_settings(out, tiny_inputs["model"], tiny_inputs["sts"]))
+    settings = tiny_settings(out, tiny_inputs["model"], tiny_inputs["sts"])
+    # Tracked: results must not change (the resume test compares bit for bit with untracked runs).
+    settings["tracking"] = {"enabled": True, "uri": str(tiny_inputs["root"] / "mlflow")}
+    cfg = config_from_mapping(settings)
     with torch_threads(1):  # as the resume test's subprocesses: same arithmetic, bit-equal results
         summary = curriculum_flow(cfg)
     return {"dir": out, "summary": summary}
@@ -165,6 +168,25 @@ def test_curriculum_flow_leaves_a_complete_run_directory(reference_run: dict[str
     devs = {c["round"]: c["dev"] for c in selection["candidates"]}
     assert set(devs) == {"base", 0, 1} and selection["dev"] == max(devs.values())
     assert summary["model_to_use"] == selection["model_to_use"] and "model to use" in report.lower()
+
+
+def test_a_tracked_flow_run_is_one_mlflow_run_tagged_with_its_prefect_flow_run(
+        reference_run: dict[str, Any], tiny_inputs: dict[str, Path]) -> None:
+    from flows.mlflow_store import MlflowStore
+
+    client = MlflowStore.at(tiny_inputs["root"] / "mlflow").client()
+    runs = client.search_runs([client.get_experiment_by_name("simcse-curriculum").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["prefect.flow_run_id"]
+    assert run.data.params["rounds"] == "2" and run.data.tags["simcse.run_dir"] == str(reference_run["dir"])
+    sts = [key for key in run.data.metrics if key.startswith("sts/")]
+    assert len(sts) == 1 and [m.step for m in client.get_metric_history(run.info.run_id, sts[0])] == [0, 1, 2]
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
+    assert steps == list(range(1, 13)), "log_every 1: one window per optimizer step, 6 steps x 2 rounds"
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert (artifacts / "report.md").is_file() and (artifacts / "plots").is_dir()
+    assert artifacts.is_relative_to(tiny_inputs["root"] / "mlflow")
 
 
 def test_round_models_carry_model_cards(reference_run: dict[str, Any], tiny_inputs: dict[str, Path]) -> None:

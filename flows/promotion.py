@@ -1,0 +1,133 @@
+"""The promotion gate: does a run's model become the registry's current model?
+
+Which set decides: the gate's metric (`--metric`, by default the run's dev metric, the *selection* set,
+e.g. the select half of the Twitter pairs) picks the run's candidate (its best round) and decides
+promotion: the candidate must beat the model the run started from (evaluated in the same run on the same
+files, as the run's baseline) by more than `min_gain` points. A guard metric (e.g. STS-B dev for a domain
+run) may veto: it must not fall by more than `guard_tolerance` points. Every other metric is recorded with
+the version and never decides (report on a set that is neither the gate's nor the guard's).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+METRIC_NAME = r"(sts|pairs)/[^/]+"
+
+
+def check_metric_name(value: str | None) -> str | None:
+    """`value` when it is `sts/<file stem>` or `pairs/<file stem>` (or None); ValueError otherwise."""
+    if value is not None and not re.fullmatch(METRIC_NAME, value):
+        raise ValueError(f"expected 'sts/<file stem>' or 'pairs/<file stem>', got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """When a run's model becomes the current one: `metric` (default: the run's dev metric) must gain more than
+    `min_gain` points (scores are x100; negative tolerates a small fall), and `guard`, if given, must not fall
+    by more than `guard_tolerance` points."""
+
+    metric: str | None = None
+    min_gain: float = 0.0
+    guard: str | None = None
+    guard_tolerance: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_metric_name(self.metric)
+        check_metric_name(self.guard)
+        if self.guard_tolerance < 0:
+            raise ValueError(f"guard_tolerance must be 0 or more, got {self.guard_tolerance}")
+        if self.guard is not None and self.guard == self.metric:
+            raise ValueError("the guard must be another metric than the one that decides")
+
+
+def metric_value(evaluation: dict[str, Any] | None, name: str) -> float | None:
+    """`sts/<stem>` or `pairs/<stem>` of an evaluation (simcse.evaluation's result); None when absent or NaN."""
+    kind, _, stem = name.partition("/")
+    value = ((evaluation or {}).get(kind) or {}).get(stem)
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def flat_metrics(evaluation: dict[str, Any] | None) -> dict[str, float]:
+    """Every score of an evaluation under one name each: `sts/<stem>`, `pairs/<stem>`, `alignment`, `uniformity`."""
+    out: dict[str, float] = {}
+    for kind in ("sts", "pairs"):
+        for stem, value in ((evaluation or {}).get(kind) or {}).items():
+            if value is not None and math.isfinite(float(value)):
+                out[f"{kind}/{stem}"] = float(value)
+    for name in ("alignment", "uniformity"):
+        value = (evaluation or {}).get(name)
+        if value is not None and math.isfinite(float(value)):
+            out[name] = float(value)
+    return out
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict with every number it used; `reason` is one sentence a person can read."""
+
+    passed: bool
+    reason: str
+    metric: str
+    candidate: float | None
+    parent: float | None
+    min_gain: float
+    guard: str | None = None
+    guard_candidate: float | None = None
+    guard_parent: float | None = None
+    guard_tolerance: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def decide(candidate: dict[str, Any] | None, parent: dict[str, Any] | None, gate: GateSettings,
+           dev_metric: str | None, parent_label: str = "the starting model") -> GateDecision:
+    """Whether `candidate` (an evaluation) may replace `parent` (the starting model's, from the same run)."""
+    metric = gate.metric or dev_metric
+    if metric is None:
+        return GateDecision(False, "no metric decides: give eval.sts or eval.pairs (or registry.gate.metric)",
+                            "", None, None, gate.min_gain)
+    new, old = metric_value(candidate, metric), metric_value(parent, metric)
+    common = {"metric": metric, "candidate": new, "parent": old, "min_gain": gate.min_gain}
+    if gate.guard is not None:
+        common.update(guard=gate.guard, guard_candidate=metric_value(candidate, gate.guard),
+                      guard_parent=metric_value(parent, gate.guard), guard_tolerance=gate.guard_tolerance)
+    if new is None:
+        return GateDecision(False, f"{metric} of the new model is not a number (did training diverge?)", **common)
+    if old is None:
+        return GateDecision(False, f"{metric} of {parent_label} is missing, so there is nothing to beat", **common)
+    gain = new - old
+    if not gain > gate.min_gain:
+        return GateDecision(False, f"{metric} {_f(old)} -> {_f(new)} ({gain:+.2f}) against {parent_label}: not above "
+                                   f"the margin {gate.min_gain:+.2f}", **common)
+    verdict = f"{metric} {_f(old)} -> {_f(new)} ({gain:+.2f}, margin {gate.min_gain:+.2f})"
+    if gate.guard is not None:
+        g_new, g_old = common["guard_candidate"], common["guard_parent"]
+        if g_new is None or g_old is None:
+            return GateDecision(False, f"{verdict}, but the guard {gate.guard} is missing for "
+                                       f"{'the new model' if g_new is None else parent_label}", **common)
+        fall = g_old - g_new
+        if fall > gate.guard_tolerance:
+            return GateDecision(False, f"{verdict}, but the guard {gate.guard} fell {fall:.2f} points "
+                                       f"({_f(g_old)} -> {_f(g_new)}), more than the tolerance "
+                                       f"{gate.guard_tolerance:.2f}", **common)
+        verdict += f"; guard {gate.guard} {_f(g_old)} -> {_f(g_new)} (tolerance {gate.guard_tolerance:.2f})"
+    return GateDecision(True, verdict, **common)
+
+
+def best_round(rounds: dict[int, dict[str, Any]], metric: str) -> int | None:
+    """The round whose model scores best on `metric` (the later round on a tie); None when none scored."""
+    scored = [(value, r) for r, evaluation in rounds.items() if (value := metric_value(evaluation, metric)) is not None]
+    return max(scored)[1] if scored else None

@@ -1,0 +1,351 @@
+"""The model registry: versions of the encoder, each with its parent, its metrics and whether it
+was promoted; the alias `current` names the model to use. Built on MLflow's model registry (a registered
+model, its versions, tags and aliases) in an `MlflowStore` (a folder with SQLite, or a team's server).
+
+A version is the model folder of a run (a SentenceTransformer folder with its model card) logged as the
+artifact `model` of the run's MLflow run, plus tags:
+
+    simcse.parent      the version the run started from ('' for the first version)
+    simcse.promoted    true | false | pending (the gate passed; the alias switch is under way)
+    simcse.reason      why, in one sentence
+    simcse.metrics     the version's scores (JSON: {'sts/dev': 86.7, 'pairs/dev_pairs': 75.1, ...})
+    simcse.gate        the gate's numbers (JSON; flows.promotion.GateDecision)
+    simcse.run_key     the run that made it (registering again finds it instead of adding a duplicate)
+    simcse.run_dir     the run folder it came from
+
+The first version is the model the registry starts from (`models init`), so a current model exists before
+the first run.
+
+Kill safety: the model files are copied and checked before the version exists; creating a version with its
+tags is one database transaction, and so is moving the alias. `current` therefore always names a complete,
+loadable version: the old one until the switch, the new one after. Registering again after a kill finds
+the version by its run key and finishes the switch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import yaml
+
+from dataio.errors import InputError
+from flows.mlflow_store import MlflowStore
+from flows.promotion import GateSettings, best_round, decide, flat_metrics
+
+CURRENT = "current"
+MODEL_ARTIFACT = "model"
+TAG = "simcse."
+
+
+@dataclass
+class Version:
+    """One registered version, as `models list` shows it."""
+
+    version: int
+    parent: int | None
+    created: str
+    promoted: str
+    current: bool
+    reason: str
+    metrics: dict[str, float]
+    gate: dict[str, Any]
+    run_id: str | None
+    source: str
+    run_dir: str | None = None
+    tags: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "tags"}
+        out["decides"] = self.gate.get("metric")
+        return out
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text not in (None, "") else None
+
+
+def _from_mlflow(mv: Any, current: int | None) -> Version:
+    tags = dict(mv.tags or {})
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Version(version=int(mv.version), parent=_int(tags.get(TAG + "parent")), created=created,
+                   promoted=tags.get(TAG + "promoted", "false"), current=int(mv.version) == current,
+                   reason=tags.get(TAG + "reason", ""), metrics=json.loads(tags.get(TAG + "metrics") or "{}"),
+                   gate=json.loads(tags.get(TAG + "gate") or "{}"), run_id=mv.run_id, source=mv.source,
+                   run_dir=tags.get(TAG + "run_dir"), tags=tags)
+
+
+def local_folder(uri: str) -> Path | None:
+    """The folder a `file:` URI (or a plain path) names; None for remote artifacts."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    return None
+
+
+class ModelRegistry:
+    """A registered model `name` in `store`; runs and their artifacts go to experiment `experiment`."""
+
+    def __init__(self, store: MlflowStore, name: str, experiment: str | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.experiment = experiment or name
+
+    @property
+    def client(self) -> Any:
+        return self.store.client()
+
+    # ------------------------------------------------------------------------------------------ reading
+    def exists(self) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+            return True
+        except MlflowException:
+            return False
+
+    def current_number(self) -> int | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            aliases = self.client.get_registered_model(self.name).aliases or {}
+        except MlflowException:
+            return None
+        return int(aliases[CURRENT]) if CURRENT in aliases else None
+
+    def versions(self) -> list[Version]:
+        """Every version, oldest first."""
+        if not self.exists():
+            return []
+        current = self.current_number()
+        found = self.client.search_model_versions(f"name = '{self.name}'")
+        return sorted((_from_mlflow(mv, current) for mv in found), key=lambda v: v.version)
+
+    def version(self, number: int) -> Version:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(self.name, str(number))
+        except MlflowException:
+            known = [v.version for v in self.versions()]
+            raise InputError(f"registry {self.store}: model {self.name!r} has no version {number} "
+                             f"(versions: {known or 'none'})") from None
+        return _from_mlflow(mv, self.current_number())
+
+    def current(self) -> Version | None:
+        number = self.current_number()
+        return self.version(number) if number is not None else None
+
+    def find(self, tag: str, value: str) -> Version | None:
+        return next((v for v in self.versions() if v.tags.get(TAG + tag) == value), None)
+
+    def local_path(self, version: Version, dest: Path | None = None) -> Path:
+        """A local folder `SentenceTransformer(path)` loads: the version's own files when the store keeps them
+        on this machine, else a copy downloaded into `dest` (whole, or not at all)."""
+        local = local_folder(version.source)
+        if local is not None:
+            if not local.is_dir():
+                raise InputError(f"version {version.version}'s files are missing", path=local)
+            return local
+        if dest is None:
+            raise InputError(f"version {version.version}'s files are on the server ({version.source}); give a folder "
+                             "to download them into (--dest)")
+        if (dest / "config.json").is_file() or (dest / "modules.json").is_file():
+            return dest
+        import mlflow
+
+        from dataio.atomic import atomic_dir
+
+        with atomic_dir(dest) as tmp:
+            mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp),
+                                                tracking_uri=self.store.tracking_uri)
+            inner = tmp / MODEL_ARTIFACT
+            if inner.is_dir():  # download_artifacts keeps the last path component
+                for child in inner.iterdir():
+                    child.rename(tmp / child.name)
+                inner.rmdir()
+        return dest
+
+    # ------------------------------------------------------------------------------------------ writing
+    def new_run(self, run_name: str, tags: dict[str, str]) -> str:
+        experiment = self.store.experiment_id(self.experiment)
+        return self.client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
+
+    def _log_model(self, run_id: str, model_dir: Path) -> str:
+        """Copy the model folder into the run's artifacts and check every file arrived; returns its URI."""
+        self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
+        expected = {p.relative_to(model_dir).as_posix(): p.stat().st_size
+                    for p in model_dir.rglob("*") if p.is_file()}
+        logged = self._artifact_sizes(run_id, MODEL_ARTIFACT)
+        missing = [name for name, size in expected.items() if logged.get(name) != size]
+        if missing:
+            raise OSError(f"registry {self.store}: copying {model_dir} left {len(missing)} files incomplete "
+                          f"({', '.join(sorted(missing)[:3])})")
+        return f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT}"
+
+    def _artifact_sizes(self, run_id: str, root: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        stack = [root]
+        while stack:
+            for info in self.client.list_artifacts(run_id, stack.pop()):
+                if info.is_dir:
+                    stack.append(info.path)
+                else:
+                    out[info.path[len(root) + 1:]] = int(info.file_size or 0)
+        return out
+
+    def ensure_started(self, base_model: str | Path) -> Version:
+        """The current version, registering `base_model` as version 1 (current) in a new registry.
+
+        Finishes a start that a kill interrupted (the model registered, the alias not yet set)."""
+        from mlflow.exceptions import MlflowException
+
+        current = self.current()
+        if current is not None:
+            return current
+        first = next(iter(self.versions()), None)
+        if first is None:
+            base = Path(base_model)
+            if not base.is_dir():
+                raise InputError(f"registry {self.store}: the model it starts from must be a local folder to register "
+                                 f"as version 1; got {base_model!r}")
+            try:
+                self.client.create_registered_model(
+                    self.name, description="SimCSE encoders registered by simcse-curriculum; the alias 'current' "
+                                           "names the model to use")
+            except MlflowException:
+                pass  # there already (a start interrupted after this step)
+            run_id = self.new_run("registry-start", {TAG + "role": "registry-start"})
+            source = self._log_model(run_id, base)
+            self.client.set_terminated(run_id)
+            tags = {TAG + "parent": "", TAG + "promoted": "true", TAG + "run_key": "registry-start",
+                    TAG + "reason": f"the model the registry starts from ({base})", TAG + "metrics": "{}",
+}
+            mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
+                                                  description=f"start: {base}")
+            first = _from_mlflow(mv, None)
+        self.client.set_registered_model_alias(self.name, CURRENT, str(first.version))
+        return self.version(first.version)
+
+    def register(self, *, run_id: str, model_dir: Path, parent: Version, passed: bool, reason: str,
+                 gate: dict[str, Any], metrics: dict[str, float], run_key: str, run_dir: str) -> Version:
+        """Register a run's model as a new version (once per `run_key`) and make it current if `passed`.
+
+        The alias moves only while it still names `parent`: a version promoted by hand during the run is not
+        overruled by a comparison made against another model."""
+        version = self.find("run_key", run_key)
+        if version is None:
+            source = self._log_model(run_id, model_dir)
+            tags = {TAG + "parent": str(parent.version), TAG + "promoted": "pending" if passed else "false",
+                    TAG + "reason": reason, TAG + "gate": json.dumps(gate), TAG + "metrics": json.dumps(metrics),
+                    TAG + "run_key": run_key, TAG + "run_dir": run_dir}
+            mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
+                                                  description=f"from version {parent.version}: {reason}")
+            version = _from_mlflow(mv, self.current_number())
+        if version.promoted == "pending":
+            current = self.current_number()
+            if current == parent.version:
+                self.client.set_registered_model_alias(self.name, CURRENT, str(version.version))
+                current = version.version
+            if current == version.version:
+                self.client.set_model_version_tag(self.name, str(version.version), TAG + "promoted", "true")
+            else:
+                why = (f"{reason}; not promoted: the current model changed from version {parent.version} to "
+                       f"{current} during the run (promote by hand with `models promote` if wanted)")
+                self.client.set_model_version_tag(self.name, str(version.version), TAG + "reason", why)
+                self.client.set_model_version_tag(self.name, str(version.version), TAG + "promoted", "false")
+        return self.version(version.version)
+
+    def promote(self, number: int, reason: str = "promoted by hand") -> Version:
+        """Make version `number` current (a person's decision; the gate is not asked)."""
+        self.version(number)  # an unknown version: one clear error
+        before = self.current_number()
+        self.client.set_registered_model_alias(self.name, CURRENT, str(number))
+        self.client.set_model_version_tag(self.name, str(number), TAG + "promoted", "true")
+        if before != number:
+            self.client.set_model_version_tag(self.name, str(number), TAG + "reason",
+                                              f"{reason} (current was version {before})")
+        return self.version(number)
+
+    def rollback(self, number: int | None = None) -> Version:
+        """Make the current version's parent (or version `number`) current again; the version left is tagged."""
+        current = self.current()
+        if current is None:
+            raise InputError(f"registry {self.store}: {self.name!r} has no current version")
+        target = number if number is not None else current.parent
+        if target is None:
+            raise InputError(f"version {current.version} is the first version; there is nothing to roll back to")
+        moved = self.promote(target, reason=f"rolled back from version {current.version}")
+        if current.version != target:
+            self.client.set_model_version_tag(self.name, str(current.version), TAG + "rolled_back",
+                                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return moved
+
+
+def open_registry(location: str, name: str | None = None) -> ModelRegistry:
+    """A registry named on the command line: a folder or server URI, and the model's name (the only one in
+    the store when not given)."""
+    store = MlflowStore.at(location)
+    if store.is_local and not (Path(store.location) / "mlflow.db").is_file():
+        raise InputError("no registry here (no mlflow.db); give the folder named by registry.path", path=store.location)
+    if name is None:
+        names = [m.name for m in store.client().search_registered_models()]
+        if len(names) != 1:
+            found = "no registered models" if not names else "several models: " + ", ".join(sorted(names))
+            raise InputError(f"registry {store}: {found}; give --name")
+        name = names[0]
+    registry = ModelRegistry(store, name)
+    if not registry.exists():
+        raise InputError(f"registry {store}: no registered model {name!r}")
+    return registry
+
+
+def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> Version:
+    """Register a finished run's candidate (its best round by the gate's metric) as a new version whose parent
+    is the version the run started from; it becomes current only if the gate passes against that version,
+    as the run itself evaluated it (its base metrics). Registering the same run again returns its version.
+
+    The run must have started from a registered version's folder (`models path REGISTRY`): otherwise its
+    baseline is not a version's score and the comparison would mean nothing."""
+    from flows.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not run.config_path.is_file():
+        raise InputError("not a run folder (no config.yaml); give the output_dir of a run", path=run_dir)
+    config = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
+    started = Path(str((config.get("model") or {}).get("name_or_path", ""))).expanduser()
+    parent = next((v for v in registry.versions()
+                   if (local := local_folder(v.source)) is not None and started.is_dir()
+                   and local.resolve() == started.resolve()), None)
+    if parent is None:
+        raise InputError(f"the run started from {started}, which is no version of {registry.name!r}; start runs "
+                         f"from `simcse-curriculum models path {registry.store}` (model.name_or_path)",
+                         path=run.config_path)
+    base = run.read_base_metrics() or {}
+    rounds = {r: run.read_metrics(r).get("evaluation") or {} for r in run.completed_rounds()}
+    if not rounds or not base:
+        raise InputError("the run has no completed round (or no base evaluation); finish it first", path=run_dir)
+    dev = (base.get("dev_metric") or {}).get("name")
+    metric = gate.metric or dev
+    chosen = best_round(rounds, metric) if metric else None
+    if chosen is None:
+        chosen = max(rounds)  # nothing scored (diverged): the last round, which the gate refuses
+    decision = decide(rounds[chosen], base.get("evaluation"), gate, dev, parent_label=f"version {parent.version}")
+    run_key = str(run.root.resolve())
+    existing = registry.find("run_key", run_key)
+    if existing is not None and existing.promoted != "pending":
+        return existing
+    run.check_model(chosen)  # the files registered are the ones the round wrote and evaluated (sha256)
+    run_id = existing.run_id if existing is not None else registry.new_run(
+        run.root.name, {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)})
+    version = registry.register(run_id=run_id, model_dir=run.model_dir(chosen), parent=parent,
+                                passed=decision.passed, reason=decision.reason, gate=decision.as_dict(),
+                                metrics=flat_metrics(rounds[chosen]), run_key=run_key, run_dir=str(run.root.resolve()))
+    registry.client.set_terminated(run_id)
+    return version

@@ -1,0 +1,147 @@
+"""`simcse-curriculum models init | register | list | path | promote | rollback`: the model registry.
+
+REGISTRY is the registry's folder (the embedded store: mlflow.db + artifacts/) or an MLflow server's URI
+(http://127.0.0.1:5000). No Prefect here: these read and change the registry directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+models_app = typer.Typer(name="models", help="The model registry: versions, the current model, promotion.",
+                         no_args_is_help=True, add_completion=False)
+
+RegistryArg = Annotated[str, typer.Argument(help="the registry's folder or an MLflow server URI")]
+NameOption = Annotated[str | None, typer.Option("--name", help="the registered model (default: the only one in "
+                                                               "the store)")]
+
+
+def _open(registry: str, name: str | None) -> Any:
+    from flows.registry import open_registry
+
+    return open_registry(registry, name)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _table(versions: list[Any]) -> list[str]:
+    """One line per version: number, parent, created, current, promoted, the deciding metric, the others."""
+    decides = next((v.gate.get("metric") for v in reversed(versions) if v.gate.get("metric")), None)
+    head = f"{'version':>7}  {'parent':>6}  {'created':20}  {'current':7}  {'promoted':8}  " \
+           f"{(decides or 'dev') + ' (decides)':>24}  other metrics / reason"
+    lines = [head]
+    for v in versions:
+        others = ", ".join(f"{k} {_fmt(x)}" for k, x in v.metrics.items() if k != decides)
+        lines.append(f"{v.version:>7}  {_fmt(v.parent):>6}  {v.created:20}  {'*' if v.current else '':7}  "
+                     f"{v.promoted:8}  {_fmt(v.metrics.get(decides) if decides else None):>24}  "
+                     f"{others}{' | ' if others else ''}{v.reason}")
+    return lines
+
+
+@models_app.command("list")
+def list_command(registry: RegistryArg, name: NameOption = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="one JSON list on stdout")] = False) -> None:
+    """Every version: parent, created, current, promoted (and why), metrics (which one decides)."""
+    reg = _open(registry, name)
+    versions = reg.versions()
+    if as_json:
+        sys.stdout.write(json.dumps([v.as_dict() for v in versions]) + "\n")
+        return
+    typer.echo(f"{reg.name} in {reg.store}")
+    for line in _table(versions):
+        typer.echo(line)
+
+
+@models_app.command("path")
+def path_command(registry: RegistryArg, version: Annotated[int | None, typer.Argument(
+                     help="the version (default: the current one)")] = None,
+                 name: NameOption = None,
+                 dest: Annotated[Path | None, typer.Option(help="where to download the files when the registry "
+                                                                "keeps them on a server")] = None) -> None:
+    """Print a local folder that `SentenceTransformer(path)` loads: the current version, or VERSION."""
+    from dataio.errors import InputError
+
+    reg = _open(registry, name)
+    target = reg.version(version) if version is not None else reg.current()
+    if target is None:
+        raise InputError(f"registry {reg.store}: {reg.name!r} has no current version")
+    typer.echo(str(reg.local_path(target, dest.resolve() if dest else None)))
+
+
+@models_app.command("promote")
+def promote_command(registry: RegistryArg, version: Annotated[int, typer.Argument(help="the version to make current")],
+                    name: NameOption = None) -> None:
+    """Make VERSION the current model (a person's decision: the gate is not asked)."""
+    reg = _open(registry, name)
+    before = reg.current_number()
+    moved = reg.promote(version)
+    typer.echo(f"{reg.name}: current is version {moved.version} (was {before})")
+
+
+@models_app.command("rollback")
+def rollback_command(registry: RegistryArg, version: Annotated[int | None, typer.Argument(
+                         help="the version to go back to (default: the current version's parent)")] = None,
+                     name: NameOption = None) -> None:
+    """Make the current version's parent (or VERSION) current again."""
+    reg = _open(registry, name)
+    before = reg.current_number()
+    moved = reg.rollback(version)
+    typer.echo(f"{reg.name}: current is version {moved.version} (was {before})")
+
+
+@models_app.command("init")
+def init_command(registry: RegistryArg,
+                 model: Annotated[Path, typer.Argument(help="the model folder the registry starts from")],
+                 name: Annotated[str, typer.Option("--name", help="the registered model's name")] = "simcse-encoder"
+                 ) -> None:
+    """Start a registry: MODEL becomes version 1 and current (nothing changes if NAME is already there)."""
+    from flows.mlflow_store import MlflowStore
+    from flows.registry import ModelRegistry
+
+    reg = ModelRegistry(MlflowStore.at(registry), name)
+    current = reg.ensure_started(model.resolve())
+    typer.echo(f"{reg.name} in {reg.store}: current is version {current.version} ({reg.local_path(current)})")
+
+
+@models_app.command("register")
+def register_command(
+    registry: RegistryArg,
+    run_dir: Annotated[Path, typer.Argument(help="a finished run's folder (its output_dir)")],
+    name: NameOption = None,
+    metric: Annotated[str | None, typer.Option(help="the metric that decides, sts/<stem> or pairs/<stem> "
+                                                    "(default: the run's dev metric)")] = None,
+    min_gain: Annotated[float, typer.Option(help="points the candidate must gain over the version the run "
+                                                 "started from (scores are x100)")] = 0.0,
+    guard: Annotated[str | None, typer.Option(help="a metric that must not fall by more than --guard-tolerance")]
+    = None,
+    guard_tolerance: Annotated[float, typer.Option(help="points the guard may fall")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="the version as JSON on stdout")] = False,
+) -> None:
+    """Register a finished run's best round as a new version; it becomes current only if the gate passes."""
+    from dataio.errors import InputError
+    from flows.promotion import GateSettings
+    from flows.registry import register_run
+
+    reg = _open(registry, name)
+    try:
+        gate = GateSettings(metric=metric, min_gain=min_gain, guard=guard, guard_tolerance=guard_tolerance)
+    except ValueError as err:
+        raise InputError(f"promotion gate: {err}") from None
+    version = register_run(reg, run_dir.resolve(), gate)
+    if as_json:
+        sys.stdout.write(json.dumps(version.as_dict()) + "\n")
+        return
+    state = "promoted: now current" if version.promoted == "true" else "not promoted"
+    typer.echo(f"{reg.name}: version {version.version} (from version {version.parent}): {state}; {version.reason}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `models ...` to the app."""
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,217 @@
+"""The model registry on MLflow's embedded store (a folder with SQLite), its promotion gate on real run
+folders, `models init|register|list|path|promote|rollback`, and MLflow tracking of a run (no Prefect)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported: no network
+
+from dataio.errors import InputError
+from flows.cli import main
+from flows.mlflow_store import MlflowStore
+from flows.promotion import GateSettings
+from flows.registry import ModelRegistry, register_run
+
+
+def evaluation(select: float | None, guard: float = 80.0) -> dict:
+    return {"pairs": {"select": select, "report": 40.0}, "sts": {"dev": guard}, "alignment": 0.3}
+
+
+def fake_run(folder: Path, start: Path, base: dict, rounds: list[dict], model: Path) -> Path:
+    """A finished run folder as flows.loop leaves it: config, base metrics, per-round metrics and models."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"name_or_path": str(start)}}), encoding="utf-8")
+    dev = {"name": "pairs/select"}
+    (folder / "base_metrics.json").write_text(json.dumps({"round": "base", "evaluation": base, "dev_metric": dev}))
+    for r, ev in enumerate(rounds):
+        shutil.copytree(model, folder / "rounds" / str(r) / "model")
+        (folder / "rounds" / str(r) / "metrics.json").write_text(json.dumps({"round": r, "evaluation": ev}))
+    return folder
+
+
+@pytest.fixture()
+def registry(tmp_path, tiny) -> ModelRegistry:
+    reg = ModelRegistry(MlflowStore.at(tmp_path / "registry"), "enc")
+    first = reg.ensure_started(Path(tiny))
+    assert (first.version, first.parent, first.promoted, first.current) == (1, None, "true", True)
+    return reg
+
+
+def test_a_new_registry_starts_from_its_model_and_everything_stays_inside_its_folder(tmp_path, tiny, registry):
+    from sentence_transformers import SentenceTransformer
+
+    path = registry.local_path(registry.current())
+    assert path.is_relative_to(tmp_path / "registry") and Path(tiny) != path
+    assert SentenceTransformer(str(path), device="cpu").encode(["a sentence"]).shape == (1, 32)
+    assert registry.ensure_started(Path(tiny)).version == 1, "starting again adds no version"
+    assert not (Path.cwd() / "mlruns").exists(), "MLflow's default ./mlruns is never used"
+    assert (tmp_path / "registry" / "mlflow.db").is_file()
+
+
+def test_the_gate_decides_on_the_dev_metric_against_the_version_the_run_started_from(tmp_path, tiny, registry):
+    start = registry.local_path(registry.current())
+    better = fake_run(tmp_path / "run1", start, evaluation(70.0), [evaluation(71.0), evaluation(72.5)], Path(tiny))
+    v2 = register_run(registry, better, GateSettings(min_gain=1.0))
+    assert (v2.version, v2.parent, v2.promoted, v2.current) == (2, 1, "true", True)
+    assert v2.gate["candidate"] == 72.5 and v2.metrics["pairs/report"] == 40.0, "the best round by the dev metric"
+    assert register_run(registry, better, GateSettings()).version == 2, "registering a run twice adds nothing"
+
+    # A run from version 2 that regresses: recorded, not promoted, current unchanged.
+    start2 = registry.local_path(registry.current())
+    worse = fake_run(tmp_path / "run2", start2, evaluation(72.5), [evaluation(60.0)], Path(tiny))
+    v3 = register_run(registry, worse, GateSettings())
+    assert (v3.version, v3.parent, v3.promoted, v3.current) == (3, 2, "false", False)
+    assert "72.50 -> 60.00" in v3.reason and registry.current_number() == 2
+    # A gain that forgets the guard is vetoed.
+    forgets = fake_run(tmp_path / "run3", start2, evaluation(72.5, guard=80.0), [evaluation(75.0, guard=70.0)],
+                       Path(tiny))
+    v4 = register_run(registry, forgets, GateSettings(guard="sts/dev", guard_tolerance=2.0))
+    assert v4.promoted == "false" and "guard sts/dev fell 10.00" in v4.reason and registry.current_number() == 2
+
+    # A run that did not start from a version cannot be gated against one.
+    stray = fake_run(tmp_path / "run4", Path(tiny), evaluation(1.0), [evaluation(99.0)], Path(tiny))
+    with pytest.raises(InputError, match="no version of 'enc'"):
+        register_run(registry, stray, GateSettings())
+
+
+
+def test_a_round_model_changed_on_disk_is_not_registered(tmp_path, tiny, registry):
+    """What is registered is what the round wrote and evaluated: its files' sha256 in metrics.json is checked."""
+    from flows.rundir import RunDir
+
+    start = registry.local_path(registry.current())
+    folder = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    run = RunDir(folder)
+    metrics = run.read_metrics(0)
+    run.metrics_path(0).write_text(json.dumps({**metrics, "model_sha256": run.model_sha256(0)}))
+    weights = next(p for p in run.model_dir(0).rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
+    with pytest.raises(InputError, match="changed on disk"):
+        register_run(registry, folder, GateSettings())
+    assert [v.version for v in registry.versions()] == [1] and registry.current_number() == 1
+
+def test_a_promotion_interrupted_before_the_alias_moves_keeps_the_old_current_and_is_finished_later(
+        tmp_path, tiny, registry, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    start = registry.local_path(registry.current())
+    run = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    client = registry.client
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed between registering the version and moving the alias")
+
+    monkeypatch.setattr(client, "set_registered_model_alias", killed)
+    with pytest.raises(KeyboardInterrupt):
+        register_run(registry, run, GateSettings())
+    monkeypatch.undo()
+    pending = registry.version(2)
+    assert pending.promoted == "pending" and registry.current_number() == 1
+    SentenceTransformer(str(registry.local_path(registry.current())), device="cpu")  # current still loads
+    finished = register_run(registry, run, GateSettings())
+    assert (finished.version, finished.promoted, registry.current_number()) == (2, "true", 2)
+    assert len(registry.versions()) == 2
+
+
+def test_models_cli_lists_prints_paths_promotes_and_rolls_back(tmp_path, tiny, capsys):
+    def cli(*args: str) -> tuple[int, str, str]:
+        rc = main(list(args))
+        got = capsys.readouterr()
+        return rc, got.out, got.err
+
+    folder = str(tmp_path / "reg")
+    rc, out, err = cli("models", "init", folder, tiny, "--name", "enc")
+    assert rc == 0 and "current is version 1" in out, err
+    start = Path(cli("models", "path", folder)[1].strip())
+    assert start.is_dir() and start.is_relative_to(tmp_path / "reg")
+    fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(69.0)], Path(tiny))
+    rc, out, err = cli("models", "register", folder, str(tmp_path / "run"))
+    assert rc == 0 and "version 2 (from version 1): not promoted" in out, (out, err)
+    rc, out, _ = cli("models", "list", folder, "--json")
+    listed = json.loads(out)
+    assert [(v["version"], v["parent"], v["promoted"], v["current"]) for v in listed] == \
+        [(1, None, "true", True), (2, 1, "false", False)]
+    assert listed[1]["decides"] == "pairs/select" and listed[1]["metrics"]["pairs/select"] == 69.0
+    table = cli("models", "list", folder)[1]
+    assert "pairs/select (decides)" in table and "69.00" in table
+    rc, out, _ = cli("models", "promote", folder, "2")
+    assert rc == 0 and "current is version 2 (was 1)" in out
+    assert Path(cli("models", "path", folder)[1].strip()) != start
+    rc, out, _ = cli("models", "rollback", folder)
+    assert rc == 0 and "current is version 1 (was 2)" in out
+    assert Path(cli("models", "path", folder)[1].strip()) == start
+    for args, message in ((("models", "path", folder, "9"), "has no version 9"),
+                          (("models", "register", folder, str(tmp_path / "run"), "--guard", "pairs"),
+                           "sts/<file stem>"),
+                          (("models", "register", folder, str(tmp_path / "nothing")), "not a run folder"),
+                          (("models", "list", str(tmp_path / "nowhere")), "no registry here")):
+        rc, out, err = cli(*args)
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_a_run_is_tracked_once_per_round_and_a_resumed_run_continues_the_same_mlflow_run(tmp_path):
+    from flows.config import config_from_mapping
+    from flows.rundir import RunDir
+    from flows.tracking import round_hooks, tracker_for
+
+    store = tmp_path / "store"
+    cfg = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"builtin": "python_docstrings"},
+                               "steps_per_round": 5, "tracking": {"enabled": True, "uri": str(store)}})
+    run = RunDir(tmp_path / "run")
+    run.claim(cfg)
+    assert tracker_for(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"enabled": False})}),
+                       run) is None
+    hooks = round_hooks(tracker_for(cfg, run), cfg)
+    hooks["on_start"]({"fingerprint": "abc", "eval_fingerprint": "def", "corpus": [{"path": "c.txt"}]},
+                      {"evaluation": evaluation(70.0)})
+    (run.round_dir(0)).mkdir(parents=True)
+    (run.round_dir(0) / "train_result.json").write_text(json.dumps(
+        {"history": [{"step": 1, "loss": 2.0, "lr": 1e-5}, {"step": 5, "loss": 1.5}]}))
+    round0 = {"evaluation": evaluation(71.0), "curriculum": {"competence": 0.5, "mixture": {"random": 1.0}},
+              "train": {"mean_train_accuracy": 0.8}}
+    run.metrics_path(0).write_text(json.dumps(round0))
+    hooks["on_round"](0, round0)
+    run.report_path.write_text("# report\n")
+
+    # The process dies; a resumed run reopens the same MLflow run and logs round 0 only once.
+    hooks = round_hooks(tracker_for(cfg, run), cfg)
+    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_round"](0, round0)
+    hooks["on_end"]({})
+    client = MlflowStore.at(store).client()
+    runs = client.search_runs([client.get_experiment_by_name("simcse-curriculum").experiment_id])
+    assert len(runs) == 1
+    mlrun = runs[0]
+    assert mlrun.info.status == "FINISHED" and mlrun.data.tags["simcse.inputs_fingerprint"] == "abc"
+    assert mlrun.data.params["steps_per_round"] == "5" and mlrun.data.tags["simcse.config_fingerprint"]
+    history = client.get_metric_history(mlrun.info.run_id, "pairs/select")
+    assert [(m.step, m.value) for m in history] == [(0, 70.0), (1, 71.0)]
+    assert [(m.step, m.value) for m in client.get_metric_history(mlrun.info.run_id, "train/loss")] == \
+        [(1, 2.0), (5, 1.5)]
+    artifacts = Path(mlrun.info.artifact_uri.removeprefix("file://"))
+    assert (artifacts / "report.md").is_file() and artifacts.is_relative_to(store)
+
+
+def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monkeypatch):
+    from flows import mlflow_store
+    from flows.config import config_from_mapping
+    from flows.validate import check_run
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setattr(mlflow_store, "_CLIENTS", {})
+    with pytest.raises(InputError, match=r"simcse-curriculum\[tracking\]"):
+        MlflowStore.at(tmp_path / "s").client()
+    # A tracked run says so in its check, before anything is written (not after the base model's evaluation).
+    cfg = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"builtin": "python_docstrings"},
+                               "tracking": {"enabled": True}})
+    with pytest.raises(InputError, match=r"simcse-curriculum\[tracking\]"):
+        check_run(cfg)
+    assert not (tmp_path / "run").exists()
