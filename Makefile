@@ -1,11 +1,11 @@
-# The README's two commands: `make demo` and `make test`. Both work from a fresh clone.
+# The README's commands: `make demo`, `make test` and `make lint`. All work from a fresh clone.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff (from the dev extra) under pyproject.toml's [tool.ruff]; no formatter, checks only.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check simcse mining curriculum flows dataio bench tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

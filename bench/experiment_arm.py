@@ -166,7 +166,8 @@ class SettingContext:
             if not manifest_path(root, round_).is_file():
                 bands = self.bands if round_ == 0 else [b for b in self.bands if b in MODEL_INDEPENDENT_BANDS]
                 encoder = steps.load_encoder(self.model, self.base_config())
-                mine(self.corpus(), encoder, root, round=round_, bands=bands, params=dict(self.base_config().mining.params),
+                mine(self.corpus(), encoder, root, round=round_, bands=bands,
+                     params=dict(self.base_config().mining.params),
                      seed=seed, cache_dir=self.dir / "cache", show_progress=False)
         return root
 

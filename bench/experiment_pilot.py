@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from simcse.train import TrainConfig, train
 
     data = data_dir()
-    tag = (f"{args.setting}-{args.start}-{args.arm}-lr{args.lr:g}-s{args.steps}-b{args.batch_size}-t{args.temperature:g}"
-           f"-{args.view.replace(':', '')}-seed{args.seed}")
+    tag = (f"{args.setting}-{args.start}-{args.arm}-lr{args.lr:g}-s{args.steps}-b{args.batch_size}"
+           f"-t{args.temperature:g}-{args.view.replace(':', '')}-seed{args.seed}")
     out = Path(args.out) / tag
     result_file = out / "pilot.json"
     if result_file.is_file():
@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             anchors, positives = mined_pairs(tweets, start_model(args.start), float(args.view.split(":")[1]))
             print(f"mined pairs: {len(anchors)} of {len(tweets)} tweets have a neighbour above the threshold")
             batches = triplet_batches(anchors, positives, None, args.batch_size, seed=args.seed)
-        halves = split_twitter_dev(data / "twitter" / "dev_pairs.tsv", REPO / "runs" / "experiment" / "data" / "twitter")
+        halves = split_twitter_dev(data / "twitter" / "dev_pairs.tsv",
+                                   REPO / "runs" / "experiment" / "data" / "twitter")
         evaluator = DevEvaluator([data / "stsb" / "dev.tsv"], [halves["select"]])
     encoder = SimCSEEncoder.from_pretrained(start_model(args.start), pooling=None, max_length=32)
     base = evaluator(encoder)

@@ -360,8 +360,8 @@ def render_block(block: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {c['label']} | {c['kind']} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci} | "
                      f"{fmt_p(c['p'])} | {fmt_p(c.get('p_holm'))} | {c['reading']} | {sel_ci} |")
     pairing = block["pairing"]
-    lines += ["", f"Pairing: in {pairing['identical']} of {pairing['groups']} (seed, round) groups every arm trained on "
-              f"the same anchors and positives in the same order (digest of the batches).", ""]
+    lines += ["", f"Pairing: in {pairing['identical']} of {pairing['groups']} (seed, round) groups every arm "
+              f"trained on the same anchors and positives in the same order (digest of the batches).", ""]
     diff = block["difficulty"]
     if diff:
         lines += ["Measured difficulty (mean anchor-negative cosine; curriculum arm, mean over seeds):", "",
@@ -416,9 +416,11 @@ def render_section(blocks: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
     lines = [START_MARKER, "## Curriculum experiment (issue 10, pre-registered in docs/experiment.md)", ""]
     if size.get("name") == "smoke":
         lines += ["**SMOKE RUN: a few steps on tiny subsamples; it proves the harness, its numbers mean nothing.**", ""]
-    lines += [f"- Size `{size.get('name', '?')}`: {size.get('rounds', '?')} rounds × {size.get('steps_per_round', '?')} "
+    lines += [f"- Size `{size.get('name', '?')}`: {size.get('rounds', '?')} rounds × "
+              f"{size.get('steps_per_round', '?')} "
               f"steps at batch {size.get('batch_size', '?')} per arm and seed; seeds planned {size.get('seeds', '?')}.",
-              f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; finished {meta.get('finished') or 'not yet (runs continue)'}.",
+              f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; "
+              f"finished {meta.get('finished') or 'not yet (runs continue)'}.",
               f"- Command: `{meta.get('command', '–')}`; rebuild this section: "
               f"`python bench/experiment.py report --size {size.get('name', '?')}`.", ""]
     if meta.get("incomplete"):

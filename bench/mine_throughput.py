@@ -217,8 +217,8 @@ def compare(args) -> None:
     print(f"| mine end to end, s | {m['ours_s']:.1f} | {m['st_s']:.1f} | {m['st_s'] / m['ours_s']:.2f} |")
     print(f"| - its runs (ABBA; best kept), s | {' / '.join(f'{x:.1f}' for x in m['ours_runs_s'])} | "
           f"{' / '.join(f'{x:.1f}' for x in m['st_runs_s'])} | |")
-    print(f"| - encode / index / bands / Parquet (last run), s | {t['encode']:.1f} / {t['index']:.1f} / {t['bands']:.1f} / "
-          f"{t['write']:.1f} | - | |")
+    print(f"| - encode / index / bands / Parquet (last run), s | {t['encode']:.1f} / {t['index']:.1f} / "
+          f"{t['bands']:.1f} / {t['write']:.1f} | - | |")
     ic = m["index_compare"]
     if "faiss-flat" in ic:
         print(f"| exact kNN of the anchors, s: torch (ours) vs faiss-cpu IndexFlatIP | {ic['torch']:.2f} | "

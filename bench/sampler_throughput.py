@@ -145,7 +145,8 @@ def main() -> None:
                 line += (f" | sentence-transformers NoDuplicatesBatchSampler {anchor_rate:7.1f} batches/s "
                          f"({anchor_n} batches) | ratio {rate / anchor_rate:.1f}x")
             if args.train_triplets_per_s:
-                line += f" | vs training {args.train_triplets_per_s:g} triplets/s: {rate * batch_size / args.train_triplets_per_s:.0f}x"
+                line += (f" | vs training {args.train_triplets_per_s:g} triplets/s: "
+                         f"{rate * batch_size / args.train_triplets_per_s:.0f}x")
             print(line, flush=True)
     load = os.getloadavg()
     print(f"load at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--model", default=None, help="a model folder or all-MiniLM-L6-v2 (default: a tiny random BERT)")
+    parser.add_argument("--model", default=None,
+                        help="a model folder or all-MiniLM-L6-v2 (default: a tiny random BERT)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
     args = parser.parse_args(argv)

@@ -90,7 +90,8 @@ class TripletSampler:
             try:
                 parquet = pq.ParquetFile(path)
             except (pa.ArrowException, OSError) as err:
-                raise TripletDataError(f"{path}: not a readable Parquet file ({err}); re-mine round {self.round}") from None
+                raise TripletDataError(f"{path}: not a readable Parquet file ({err}); "
+                                       f"re-mine round {self.round}") from None
             if parquet.metadata.num_rows != entry.rows:
                 raise TripletDataError(f"{path}: has {parquet.metadata.num_rows} rows, manifest says {entry.rows}; "
                                        f"re-mine round {self.round}")
@@ -101,13 +102,15 @@ class TripletSampler:
             for column in TEXT_COLUMNS:
                 if column not in schema.names:
                     raise TripletDataError(f"{path}: column '{column}' is missing; re-mine round {self.round}")
-                if not (pa.types.is_string(schema.field(column).type) or pa.types.is_large_string(schema.field(column).type)):
-                    raise TripletDataError(f"{path}: column '{column}' is {schema.field(column).type}, expected string")
+                column_type = schema.field(column).type
+                if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+                    raise TripletDataError(f"{path}: column '{column}' is {column_type}, expected string")
             table = parquet.read(columns=list(TEXT_COLUMNS))
             for column in ("anchor", "negative"):
                 nulls = table.column(column).null_count
                 if nulls:
-                    raise TripletDataError(f"{path}: column '{column}' has {nulls} null values; re-mine round {self.round}")
+                    raise TripletDataError(f"{path}: column '{column}' has {nulls} null values; "
+                                           f"re-mine round {self.round}")
             by_band.setdefault(entry.band, []).append(table)
 
         for band, stats in self.manifest.bands.items():

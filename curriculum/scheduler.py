@@ -121,7 +121,8 @@ class CurriculumScheduler:
             s.stage += 1
             self._refresh()
             last = s.history[-1].competence if s.history else before
-            if abs(s.competence - last) >= HISTORY_RESOLUTION or s.stage == total or self.config.order != "easy_to_hard":
+            if (abs(s.competence - last) >= HISTORY_RESOLUTION or s.stage == total
+                    or self.config.order != "easy_to_hard"):
                 self._record("step")
         self.save()
         return self.plan
@@ -175,7 +176,8 @@ class CurriculumScheduler:
         fell = reference is not None and dev_metric < reference - a.tolerance
         low = train_accuracy < a.accuracy_threshold
         if not fell and not low:
-            return True, f"dev {dev_metric:.4f} did not fall and train accuracy {train_accuracy:.3f} >= {a.accuracy_threshold}"
+            return True, (f"dev {dev_metric:.4f} did not fall and train accuracy {train_accuracy:.3f} "
+                          f">= {a.accuracy_threshold}")
         why = []
         if fell:
             why.append(f"dev {dev_metric:.4f} fell below {a.compare_to} {reference:.4f}")

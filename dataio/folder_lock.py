@@ -107,7 +107,8 @@ def _refuse(folder: Path, info: dict[str, Any] | None, stale_hint: bool = False)
     holder = _holder_text(info) if info else "another process"
     hint = "wait for it to finish, or stop it, then rerun"
     if stale_hint:
-        hint += f"; if that process is gone (another host's lock cannot be checked from here), delete {lock_path(folder)}"
+        hint += (f"; if that process is gone (another host's lock cannot be checked from here), "
+                 f"delete {lock_path(folder)}")
     return FolderInUse(f"in use by {holder}; {hint}", path=folder)
 
 

@@ -157,8 +157,10 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option("--steps", help="override steps_per_round")] = None,
         round_: Annotated[int, typer.Option("--round", help="mine/train flows: which round")] = 0,
         model: Annotated[str | None, typer.Option(help="mine/train/evaluate flows: model folder to use")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="check every file and setting, estimate time and "
-                                                                "disk from a short calibration, write nothing")] = False,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run",
+            help="check every file and setting, estimate time and disk from a short calibration, write nothing",
+        )] = False,
         as_json: JsonOption = False,
         quiet: QuietOption = False,
         log_level: LogLevelOption = None,
@@ -218,7 +220,8 @@ def register(app: typer.Typer) -> None:
             typer.echo("Cannot schedule flows on an ephemeral server: schedules need a Prefect server.\n"
                        "  prefect server start --host 127.0.0.1 &\n"
                        "  export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
-                       f"  simcse-curriculum serve {config} {'--cron ' + repr(cron) if cron else f'--interval {interval:g}'}",
+                       f"  simcse-curriculum serve {config} "
+                       f"{'--cron ' + repr(cron) if cron else f'--interval {interval:g}'}",
                        err=True)
             raise typer.Exit(2)
         from flows.curriculum_flow import scheduled_flow

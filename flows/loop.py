@@ -115,7 +115,8 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
         timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks, "prefect_seconds": wall - in_tasks,
                         "tasks": {name: x.get("task_seconds", 0.0) for name, x in parts.items()}})
         steps.write_timings(run, timings[-1:])
-        log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, steps.describe_evaluation(evaluated), wall, in_tasks)
+        log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, steps.describe_evaluation(evaluated), wall,
+                 in_tasks)
         if selection:
             log.info("model to use: %s", selection["note"])
         if how.on_round is not None:

@@ -49,11 +49,11 @@ def configure_prefect_home(run_dir: str | os.PathLike) -> Path | None:
 def configure_prefect_logging(level: str | None = None) -> bool:
     """Set Prefect's console logging for this process and the flow-run processes it starts.
 
-    `level` (a logging level name: DEBUG, INFO, WARNING, ...) becomes PREFECT_LOGGING_LEVEL; None keeps the user's (Prefect's default:
-    INFO). Unless the user has a logging config of their own (PREFECT_LOGGING_SETTINGS_PATH, or
-    `logging.yml` in their PREFECT_HOME), Prefect loads `prefect_logging.yml`, whose console filter hides
-    Prefect's own INFO lines below DEBUG. Returns False, changing nothing, once `prefect` is imported
-    (its logging is configured by then).
+    `level` (a logging level name: DEBUG, INFO, WARNING, ...) becomes PREFECT_LOGGING_LEVEL; None keeps the
+    user's (Prefect's default: INFO). Unless the user has a logging config of their own
+    (PREFECT_LOGGING_SETTINGS_PATH, or `logging.yml` in their PREFECT_HOME), Prefect loads
+    `prefect_logging.yml`, whose console filter hides Prefect's own INFO lines below DEBUG. Returns False,
+    changing nothing, once `prefect` is imported (its logging is configured by then).
     """
     if "prefect" in sys.modules:
         return False

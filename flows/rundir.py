@@ -135,7 +135,8 @@ class RunDir:
         rounds_root = self.root / "rounds"
         if not rounds_root.is_dir():
             return []
-        return sorted(int(p.name) for p in rounds_root.iterdir() if p.name.isdigit() and self.round_complete(int(p.name)))
+        return sorted(int(p.name) for p in rounds_root.iterdir()
+                      if p.name.isdigit() and self.round_complete(int(p.name)))
 
     def read_metrics(self, r: int) -> dict[str, Any]:
         return json.loads(self.metrics_path(r).read_text(encoding="utf-8"))

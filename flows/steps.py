@@ -438,7 +438,8 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
                    "competence_after": decision.competence}
     else:
         start = next(e for e in reversed(state.history) if e.event == "start_round" and e.round == round_)
-        end = next(e for e in reversed(state.history) if e.round == round_ and e.event in ("advance", "hold", "end_round"))
+        end = next(e for e in reversed(state.history)
+                   if e.round == round_ and e.event in ("advance", "hold", "end_round"))
         plan = {"stage": start.stage, "competence": start.competence, "mixture": dict(start.mixture),
                 "alpha": dict(start.alpha)}
         verdict = {"advanced": end.event == "advance", "reason": end.reason, "stage_after": end.stage,

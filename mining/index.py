@@ -258,7 +258,8 @@ def _centroids_torch(embeddings: np.ndarray, nlist: int, seed: int, device: str)
 
 def clustered_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, nlist: int | None = None,
                     nprobe: int | None = None, seed: int = 0, device: str = "cpu",
-                    show_progress: bool = False, centroids: Any = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                    show_progress: bool = False,
+                    centroids: Any = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """IVF computed list by list: every query probes its `nprobe` nearest lists (as faiss' IVF does), but the
     work is regrouped per list, so each list is scored against all the queries probing it in one matmul and
     the running top-k of those queries is merged. Same candidates as per-query IVF, BLAS speed."""

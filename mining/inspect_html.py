@@ -92,8 +92,9 @@ def histogram_svg(counts: list[int], bins: list[float], label: str) -> str:
     for i, c in enumerate(counts):
         if c:
             h = max(1.0, plot_h * c / peak)
-            parts.append(f'<rect x="{left + i * bar_w:.2f}" y="{top + plot_h - h:.2f}" width="{max(0.5, bar_w - 0.6):.2f}" '
-                         f'height="{h:.2f}"><title>{bins[i]:.3f} to {bins[i + 1]:.3f}: {c}</title></rect>')
+            parts.append(f'<rect x="{left + i * bar_w:.2f}" y="{top + plot_h - h:.2f}" '
+                         f'width="{max(0.5, bar_w - 0.6):.2f}" height="{h:.2f}">'
+                         f'<title>{bins[i]:.3f} to {bins[i + 1]:.3f}: {c}</title></rect>')
     for tick in (-0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
         if lo <= tick <= hi:
             x = left + plot_w * (tick - lo) / (hi - lo)

@@ -19,9 +19,9 @@ class MiningParams:
     relative_margin` is dropped (NV-Retriever's TopK-PercPos, 0.05 their best), or above `max_score` for
     unsupervised anchors (whose positive is the anchor itself), which also start at rank
     `max(range_min, unsupervised_range_min)` (kept below range_max - num_negatives): with no positive to
-    compare against, a paraphrase in the top ranks cannot be told from a hard negative (docs/mining.md: 40.8% of such negatives were the anchor's
-    labeled entailment with max_score alone, 3.2% from rank 3). `sampling` picks the `top` candidates or a
-    seeded `random` choice in the window.
+    compare against, a paraphrase in the top ranks cannot be told from a hard negative (docs/mining.md: 40.8%
+    of such negatives were the anchor's labeled entailment with max_score alone, 3.2% from rank 3). `sampling`
+    picks the `top` candidates or a seeded `random` choice in the window.
     in_domain: a sentence of the anchor's domain label (or k-means cluster when fewer than two labels
     exist) outside its `in_domain_exclude_top` nearest neighbours (default range_max).
     """

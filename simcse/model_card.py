@@ -492,8 +492,8 @@ def simcse_sections(info: ModelCardInfo) -> str:
         if mixture:
             alphas = cur.get("alpha") or {}
             difficulty = cur.get("difficulties") or {}
-            lines += ["", "| band | share of rows (mixture at the round's start) | α | difficulty (mean anchor-negative "
-                          "cosine) |",
+            lines += ["", "| band | share of rows (mixture at the round's start) | α "
+                          "| difficulty (mean anchor-negative cosine) |",
                       "|---|---|---|---|"]
             for band, share in mixture.items():
                 lines.append(f"| {band} | {_fmt(share)} | {_fmt(alphas.get(band))} | {_fmt(difficulty.get(band))} |")

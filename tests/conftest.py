@@ -18,7 +18,8 @@ os.environ["PREFECT_HOME"] = str(_PREFECT_TMP / "home")
 os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_PREFECT_TMP / "results")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from dataio.tables import data_dir
+# After the environment above on purpose: no project import may read the hub/Prefect settings before they are set.
+from dataio.tables import data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

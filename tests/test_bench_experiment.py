@@ -29,7 +29,8 @@ def _result(setting: str, arm: str, seed: int, value: float, *, start: str = "tu
     report_eval = {"sts": {"test": value}, "pairs": {}} if setting == "general" else \
         {"sts": {"test": 80.0}, "pairs": {"dev_pairs": value}}
     curve = [{"round": r, "step": 5 * (r + 1), "dev": value + r, "anchors_sha256": f"{anchors}{seed}{r}",
-              "bands": {"random": {"rows": 10, "difficulty": 0.05}, "nearest_neighbour": {"rows": 9, "difficulty": 0.6}},
+              "bands": {"random": {"rows": 10, "difficulty": 0.05},
+                        "nearest_neighbour": {"rows": 9, "difficulty": 0.6}},
               "bands_per_step": {"bands": ["random", "nearest_neighbour"], "counts": [[3, 1]] * 5}} for r in range(2)]
     return {"start": start, "setting": setting, "arm": arm, "seed": seed, "description": arm, "curve": curve,
             "base": {"dev": 70.0, "report": report_eval | {"sts": {"test": 70.0}, "pairs": {"dev_pairs": 70.0}}},
@@ -122,7 +123,8 @@ def test_section_answers_in_three_sentences_and_keeps_the_rest_of_the_file(tmp_p
     assert "did not beat visiting them in random order" in answer  # +0.0 over static_matched
     assert "| `curriculum` | 5 |" in text and "![paired contrasts](figures/f.png)" in text
     path = tmp_path / "results.md"
-    path.write_text("# Results\n\nkept before\n\n" + report.START_MARKER + "\nold\n" + report.END_MARKER + "\nkept after\n")
+    path.write_text("# Results\n\nkept before\n\n" + report.START_MARKER + "\nold\n" + report.END_MARKER
+                    + "\nkept after\n")
     report.write_section(path, text)
     written = path.read_text()
     assert written.startswith("# Results\n\nkept before\n\n") and written.endswith("kept after\n")

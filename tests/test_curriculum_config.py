@@ -16,12 +16,14 @@ from curriculum import (
 @pytest.mark.parametrize("data, message", [
     ({"pacing": "sqroot"}, "curriculum.pacing: unknown 'sqroot'; expected one of linear, root, geometric, step"),
     ({"mode": "curriculum"}, "curriculum.mode: unknown 'curriculum'; expected one of paced, adaptive, static"),
-    ({"mixture": {"flor": 0.1}}, "curriculum.mixture.flor: unknown key; expected one of floor, floor_band, tilt, bands"),
+    ({"mixture": {"flor": 0.1}},
+     "curriculum.mixture.flor: unknown key; expected one of floor, floor_band, tilt, bands"),
     ({"pace": "root"}, ("curriculum.pace: unknown key; expected one of mode, pacing, unit, total, order, "
-                                 "shuffle_seed, c0, root_power, "
+                        "shuffle_seed, c0, root_power, "
                         "step_count, mixture, alpha, adaptive, static")),
     ({"mixture": {"bands": ["random", "nn"]}},
-     "curriculum.mixture.bands[1]: unknown 'nn'; expected one of random, in_domain, nli_contradiction, nearest_neighbour"),
+     "curriculum.mixture.bands[1]: unknown 'nn'; "
+     "expected one of random, in_domain, nli_contradiction, nearest_neighbour"),
     ({"alpha": {"per_band": {"nearest_neighbour": {"start": 1.0}}}},
      "curriculum.alpha.per_band.nearest_neighbour.end: required key is missing"),
     ({"c0": 0}, "curriculum.c0: input should be greater than 0 (got 0)"),
@@ -56,7 +58,8 @@ def test_formatter_works_for_other_models():
 
     with pytest.raises(ValidationError) as caught:
         Other.model_validate({"size": "big"})
-    assert format_validation_error(caught.value, "train", Other).startswith("train.size: input should be a valid integer")
+    assert format_validation_error(caught.value, "train", Other).startswith(
+        "train.size: input should be a valid integer")
 
 
 def test_defaults_and_yaml_like_input_are_valid():

@@ -507,7 +507,8 @@ def test_damaged_and_pickled_models_in_evaluate_are_one_line(inputs: dict[str, P
 def test_a_damaged_round_model_in_run_is_one_line_and_the_traceback_is_in_run_log(
         harness: str, reference_run: dict[str, Any], inputs: dict[str, Path], tmp_path: Path) -> None:
     """Round 0's model truncated, round 1 to redo: the first task of round 1 that loads it fails inside the
-    flow; stderr has the one line (old code: ~65 lines of Prefect traceback, then SafetensorError), run.log keeps the traceback."""
+    flow; stderr has the one line (old code: ~65 lines of Prefect traceback, then SafetensorError), run.log
+    keeps the traceback."""
     folder = tmp_path / "run"
     config = copy_run(reference_run["dir"], folder, inputs)
     weights = folder / "rounds/0/model/model.safetensors"

@@ -50,7 +50,8 @@ def test_data_dir_placeholder_uses_the_shared_data_setting(tmp_path: Path, monke
     (("pacing: root", "pacing: sqroot"), "curriculum.pacing: unknown 'sqroot'; expected one of linear, root", 8),
     (("rounds: 2", "rounds: 0"), "rounds: input should be greater than or equal to 1", 2),
     (("rounds: 2", "rounds: 2\nbogus: 1"), "bogus: unknown key; expected one of output_dir", 3),
-    (("  sts: [dev.tsv]", "  sts: [dev.tsv]\n  dev_metric: spearman"), "eval.dev_metric: expected 'sts/<file stem>'", 7),
+    (("  sts: [dev.tsv]", "  sts: [dev.tsv]\n  dev_metric: spearman"),
+     "eval.dev_metric: expected 'sts/<file stem>'", 7),
     (("  corpus: corpus.txt", "  corpus: {path: corpus.txt, colums: {}}"), "data.corpus.colums: unknown key", 4),
 ])
 def test_errors_name_the_key_and_its_line(tmp_path: Path, edit: tuple[str, str], key: str, line: int) -> None:

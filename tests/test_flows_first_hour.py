@@ -212,7 +212,8 @@ def test_a_band_the_curriculum_never_reaches_is_a_warning_at_validation(team: Pa
     out, err = capsys.readouterr()
     summary = json.loads(out)
     assert err == "" and summary["warnings"] == []
-    assert summary["schedule"][1]["competence"] == [1.0, 1.0] and summary["schedule"][1]["share"]["nearest_neighbour"] > 0.3
+    assert summary["schedule"][1]["competence"] == [1.0, 1.0]
+    assert summary["schedule"][1]["share"]["nearest_neighbour"] > 0.3
 
 
 def test_dry_run_checks_estimates_and_writes_nothing(team: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -136,7 +136,8 @@ def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprint
 
     steps.mine_round("m", changed, config, RunDir(tmp_path / "run"), 0)
     again = read_triplets(RunDir(tmp_path / "run").triplets)
-    assert not set(zip(again.column("anchor_id").to_pylist(), again.column("negative_id").to_pylist())) & set(marked[1:])
+    pairs = set(zip(again.column("anchor_id").to_pylist(), again.column("negative_id").to_pylist()))
+    assert not pairs & set(marked[1:])
     manifest = json.loads(RunDir(tmp_path / "run").manifest_path(0).read_text(encoding="utf-8"))
     digest = hashlib.sha256((tmp_path / "marks" / "fn.csv").read_bytes()).hexdigest()
     assert manifest["params"]["exclude_pairs_sha256"] == digest

@@ -15,7 +15,10 @@ from mining.params import MiningParams
 from mining.pipeline import mine
 from mining.testing import HashEncoder, TableEncoder
 
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old", "young", "the", "a", "on", "in"]
+WORDS = [
+    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
+    "young", "the", "a", "on", "in",
+]
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -55,7 +58,10 @@ def test_no_negative_is_its_anchor_or_positive_by_id_or_text(inputs, tmp_path):
     result = run(corpus, tmp_path / "out")
     table = read_triplets(tmp_path / "out").to_pydict()
     assert set(table["band"]) == set(BANDS)
-    norm = lambda t: " ".join(t.casefold().split())
+
+    def norm(t: str) -> str:
+        return " ".join(t.casefold().split())
+
     for i in range(len(table["band"])):
         assert table["negative_id"][i] not in (table["anchor_id"][i], table["positive_id"][i])
         neg = norm(table["negative"][i])
@@ -100,7 +106,8 @@ def test_positive_aware_filter_hand_built(tmp_path):
     corpus = load_corpus([tmp_path / "c.txt"], pairs=[tmp_path / "p.csv"])
     enc = TableEncoder(vectors)
     params = MiningParams(range_max=6, num_negatives=1, relative_margin=0.05, max_score=None)
-    r = run(corpus, tmp_path / "o", bands=["nearest_neighbour"], encoder=enc, params=params).results["nearest_neighbour"]
+    r = run(corpus, tmp_path / "o", bands=["nearest_neighbour"], encoder=enc,
+            params=params).results["nearest_neighbour"]
     a_row = [i for i in range(r.rows) if corpus.texts[r.anchor[i]] == "A"]
     assert len(a_row) == 1
     i = a_row[0]

@@ -14,7 +14,10 @@ from dataio.triplets import manifest_path
 from flows.cli import main
 from mining.testing import HashEncoder
 
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old", "young", "the", "a", "on", "in"]
+WORDS = [
+    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
+    "young", "the", "a", "on", "in",
+]
 
 
 @pytest.fixture
@@ -139,7 +142,10 @@ def test_mine_shards_runs_the_shards_through_the_dask_map_and_gives_the_same_tri
     assert manifest["index"]["shards"] >= 1
     cols = ["anchor_id", "positive_id", "negative_id", "band", "negative_rank"]
     a, b = (read_triplets(tmp_path / d).select(cols).to_pylist() for d in ("one", "three"))
-    key = lambda r: (r["band"], r["anchor_id"], r["negative_id"])
+
+    def key(r: dict) -> tuple:
+        return r["band"], r["anchor_id"], r["negative_id"]
+
     assert len(a) > 100 and sorted(a, key=key) == sorted(b, key=key)
 
 

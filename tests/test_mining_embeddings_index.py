@@ -12,7 +12,10 @@ from mining.embeddings import embed_corpus, encode_texts, model_fingerprint
 from mining.index import choose_backend, exact_torch, knn
 from mining.testing import HashEncoder
 
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old", "young", "the", "a", "on", "in"]
+WORDS = [
+    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
+    "young", "the", "a", "on", "in",
+]
 
 
 @pytest.fixture

@@ -189,7 +189,8 @@ def test_page_in_headless_chromium(mined: Path, tmp_path: Path) -> None:
         counters = ("return [...document.querySelectorAll('table.rows')]"
                     ".reduce((s, t) => s + Number(document.getElementById(t.dataset.counter).textContent), 0)")
         assert driver.execute_script(visible) == expected_rows > 100
-        cell = driver.find_element(By.XPATH, "//td[contains(@class, 'anchor')]/div[@class='t' and contains(., 'onerror')]")
+        cell = driver.find_element(By.XPATH,
+                                   "//td[contains(@class, 'anchor')]/div[@class='t' and contains(., 'onerror')]")
         assert cell.text == " ".join(HOSTILE_TEXT.split())  # shown as text, not markup
         assert driver.execute_script("return window.__pwned === undefined")
 

@@ -25,7 +25,10 @@ from mining.pipeline import mine
 from mining.testing import HashEncoder
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old", "young", "the", "a", "on", "in"]
+WORDS = [
+    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
+    "young", "the", "a", "on", "in",
+]
 
 
 def make_inputs(folder: Path, n: int = 80) -> dict:
@@ -247,8 +250,8 @@ def test_a_part_changed_after_mining_is_mined_again_not_reused(tmp_path, caplog)
 
 
 def test_readers_refuse_a_part_changed_after_mining(mined):
-    from dataio.errors import InputError, TripletDataError
     from curriculum import TripletSampler
+    from dataio.errors import InputError, TripletDataError
     from mining.inspect import inspect_triplets
 
     out, _ = mined

@@ -71,7 +71,8 @@ def test_trainer_writes_a_card_into_model_and_best_that_still_loads(licensed_tin
                      "### SimCSE Training", "licence: mit", "supervised SimCSE", "1 hard negative per row",
                      "**Temperature τ:** 0.070", "**α (hard-negative weight):** 1.000",
                      f"**Training steps:** {step}, {8 * step} rows", f"STS dev {sts:.2f}", "AP dev_pairs 55.50",
-                     "#### Training Data Provenance", "`corpus.txt`", "CC-BY-4.0", "ab" * 16, "@inproceedings{gao2021simcse"):
+                     "#### Training Data Provenance", "`corpus.txt`", "CC-BY-4.0", "ab" * 16,
+                     "@inproceedings{gao2021simcse"):
             assert text in body, (folder.name, text)
         assert read_card_info(folder).steps == step
         model = SentenceTransformer(str(folder), device="cpu")

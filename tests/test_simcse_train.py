@@ -13,7 +13,10 @@ from simcse.batching import BucketedBatches, triplet_batches, unsupervised_batch
 from simcse.model import SimCSEEncoder
 from simcse.train import TrainConfig, train
 
-WORDS = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat", "mouse", "lion", "tiger", "bear", "wolf", "fox", "deer", "frog", "snake", "eagle", "owl", "shark", "whale", "seal", "crab", "ant", "bee"]
+WORDS = [
+    "cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat", "mouse", "lion", "tiger", "bear", "wolf", "fox",
+    "deer", "frog", "snake", "eagle", "owl", "shark", "whale", "seal", "crab", "ant", "bee",
+]
 
 
 def _sentences(n: int, seed: int = 0) -> list[str]:
