@@ -12,7 +12,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,18 +162,23 @@ def _read_delimited(path: Path, delimiter: str, columns: Sequence[str], optional
     return Table(path, out, locations, "line", {k: v for k, v in found.items() if k != v})
 
 
+def _json_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSON Lines file; bad JSON names its line."""
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc.msg}); each line must be one JSON object", path=path,
+                             line=n) from None
+
+
 def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str],
                 aliases: Mapping[str, Sequence[str]] | None) -> Table:
     rows: list[dict] = []
     locations: list[int] = []
-    for n, line in enumerate(_decode(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg}); each line must be one JSON object", path=path,
-                             line=n) from None
+    for n, obj in _json_lines(path, _decode(path).splitlines()):
         if not isinstance(obj, dict):
             raise InputError("each line must be one JSON object", path=path, line=n)
         rows.append(obj)
@@ -256,14 +261,7 @@ def read_header(path: str | os.PathLike) -> list[str]:
     if suffix == ".jsonl":
         keys: dict[str, None] = {}
         with path.open(encoding="utf-8-sig") as handle:
-            for n, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"not valid JSON ({exc.msg}); each line must be one JSON object", path=path,
-                                     line=n) from None
+            for n, obj in _json_lines(path, handle):
                 if isinstance(obj, dict):
                     keys.update(dict.fromkeys(obj))
                 if n >= 1000:
