@@ -99,8 +99,8 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
         model_in = base_model if r == 0 else str(run.model_dir(r - 1))
         if r > 0 and not run.model_complete(r - 1):
             raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
-        if r > 0:
-            run.check_model(r - 1)  # a resumed run trains on the model its last round wrote, not on changed bytes
+        if r > 0 and r - 1 in done:  # written by an earlier call: check it is still what that round wrote
+            run.check_model(r - 1)
         mined = how.mine(model_in, inputs, r)
         plan = how.schedule(r)
         trained = how.train(model_in, plan, r)
