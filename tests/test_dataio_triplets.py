@@ -21,11 +21,11 @@ from dataio.triplets import (
     LEGACY_MANIFEST_NAME,
     MANIFEST_NAME,
     SCHEMA,
-    files_intact,
     manifest_path,
     read_manifest,
     read_triplets,
     round_dir,
+    round_problem,
 )
 from flows.cli import main
 from mining.corpus import load_corpus
@@ -119,7 +119,7 @@ def test_manifest_paths_never_leave_the_round(mined: Path, bad: str) -> None:
         TripletSampler(mined, 0, batch_size=4)
     with pytest.raises(TripletDataError, match="must stay inside the round"):
         read_triplets(mined)
-    assert not files_intact(mined, read_manifest(mined, 0))
+    assert round_problem(mined, read_manifest(mined, 0)) is not None
 
 
 def test_old_layout_is_refused_with_the_upgrade_command(mined: Path, tmp_path: Path, capsys, monkeypatch) -> None:
@@ -155,7 +155,7 @@ def test_upgrade_converts_in_place_and_every_reader_agrees(mined: Path, capsys) 
     assert batches(mined) == drawn, "a run resumes on the upgraded folder with the same batches"
     for r in (0, 1):
         manifest = read_manifest(mined, r)
-        assert manifest.schema_version == 2 and files_intact(mined, manifest, check_sha=True)
+        assert manifest.schema_version == 2 and round_problem(mined, manifest, check_sha=True) is None
         assert not (round_dir(mined, r) / LEGACY_MANIFEST_NAME).exists()
     for part in mined.glob("round=*/band=*/part-*.parquet"):
         schema = pq.read_schema(part)
