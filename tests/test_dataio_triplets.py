@@ -7,7 +7,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -31,10 +30,8 @@ from flows.cli import main
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine
-from mining.testing import HashEncoder
+from mining.testing import HashEncoder, write_toy_corpus_and_nli
 
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-         "young", "the", "a", "on", "in"]
 # The files of schema version 1, as `mining.parquet` wrote them: `band` after the texts, `round` last.
 SCHEMA_V1 = pa.schema([
     ("anchor_id", pa.string()), ("anchor", pa.string()), ("positive_id", pa.string()), ("positive", pa.string()),
@@ -45,13 +42,7 @@ SCHEMA_V1 = pa.schema([
 
 
 def _inputs(folder: Path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(7)
-    sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(80)))
-    (folder / "corpus.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
-    rows = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(20)]
-    (folder / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in rows),
-                                    encoding="utf-8")
-    return folder / "corpus.txt", folder / "nli.csv"
+    return write_toy_corpus_and_nli(folder, 80, seed=7)
 
 
 @pytest.fixture

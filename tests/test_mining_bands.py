@@ -14,17 +14,11 @@ from dataio.triplets import BANDS, SCHEMA, read_triplets
 from mining.corpus import CorpusSource, load_corpus, normalized_keys
 from mining.params import MiningParams
 from mining.pipeline import mine
-from mining.testing import HashEncoder, TableEncoder
-
-WORDS = [
-    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-    "young", "the", "a", "on", "in",
-]
+from mining.testing import HashEncoder, TableEncoder, toy_sentences
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=rng.integers(3, 7))) for _ in range(n)]
+    return toy_sentences(n, seed, lengths=(3, 7), unique=False)
 
 
 @pytest.fixture
