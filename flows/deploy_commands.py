@@ -61,10 +61,6 @@ def register(app: typer.Typer) -> None:
         from flows.deploy import deploy_scheduled, make_schedule
 
         make_schedule(cron, interval, timezone)  # a typo in the schedule: one line, before the inputs are read
-        cfg = load_config(config)
-        # Every input, read as a run reads it, before anything is registered: a night should not fail on a typo.
-        # The check looks at a folder that does not exist: the runs' folders are created below output_dir.
-        check_run(cfg.model_copy(update={"output_dir": Path(cfg.output_dir) / ".deploy-check"}))
         from prefect.settings import PREFECT_API_URL
 
         if not PREFECT_API_URL.value():
@@ -75,6 +71,10 @@ def register(app: typer.Typer) -> None:
                        f"{'--cron ' + repr(cron) if cron else f'--interval {interval:g}'}",
                        err=True)
             raise typer.Exit(2)
+        cfg = load_config(config)
+        # Every input, read as a run reads it, before anything is registered: a night should not fail on a typo.
+        # The check looks at a folder that does not exist: the runs' folders are created below output_dir.
+        check_run(cfg.model_copy(update={"output_dir": Path(cfg.output_dir) / ".deploy-check"}))
         done = deploy_scheduled(config, cfg, pool, cron=cron, interval=interval, timezone=timezone, name=name,
                                 env=env_vars)
         if as_json:

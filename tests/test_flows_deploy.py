@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -188,12 +189,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _api(url: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
+def _api(url: str, body: dict[str, Any] | None = None) -> Any:
+    """GET (or POST `body`) on the server's REST API. A busy server's 503 / 429 (its SQLite database locked by
+    the runs' writes) is retried, as Prefect's own client does."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
+    for attempt in range(8):
+        request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or attempt == 7:
+                raise
+        time.sleep(1 + attempt)
 
 
 def _stop(proc: subprocess.Popen | None, grace: float = 20.0) -> None:
@@ -256,6 +265,14 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
                 assert time.monotonic() < deadline, "the Prefect server did not start"
                 time.sleep(0.5)
         client_env = {**env, "PREFECT_API_URL": api}
+
+        # --- a config whose corpus is missing is refused before anything is registered
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(yaml.safe_dump({"output_dir": str(out), "data": {"corpus": str(tmp_path / "none.txt")}}))
+        proc = _cli(["deploy", str(broken), "--pool", "simcse-curriculum", "--cron", "0 2 * * *"], client_env)
+        assert proc.returncode == 2 and "none.txt" in proc.stderr and proc.stderr.startswith("error:"), proc.stderr
+        assert _api(f"{api}/deployments/filter", {}) == []
+        assert "simcse-curriculum" not in {p["name"] for p in _api(f"{api}/work_pools/filter", {})}
 
         # --- deploy: the pool is created, the deployment carries the schedule, the limit, tags and parameters
         proc = _cli(["deploy", str(config), "--pool", "simcse-curriculum", "--cron", "0 2 * * *", "--timezone",
