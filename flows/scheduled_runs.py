@@ -37,7 +37,7 @@ from typing import Any
 from dataio.atomic import atomic_write_json
 from dataio.folder_lock import FolderInUse, lock_folder
 from flows.config import RunConfig
-from flows.output_folder import RUN_CONFIG, is_run_config
+from flows.output_folder import BOOKKEEPING, RUN_CONFIG, is_run_config
 from flows.rundir import RunDir
 
 FINISHED = "finished.json"
@@ -91,6 +91,8 @@ def _new_folder(root: Path, when: datetime | None) -> Path:
 def _why_not_resumed(folder: Path, config: RunConfig) -> str | None:
     """Why the unfinished `folder` cannot be continued with `config`, or None when it can."""
     if not is_run_config(folder / RUN_CONFIG):
+        if all(p.name in BOOKKEEPING for p in folder.iterdir()):
+            return None  # killed before the run recorded its config: nothing in it yet
         return "it holds no run's config.yaml"
     run_config = config.model_copy(update={"output_dir": folder})
     changed = RunDir(folder).changed_settings(run_config)

@@ -75,6 +75,19 @@ def test_only_the_latest_folder_is_resumed(tmp_path: Path) -> None:
         assert not chosen.resumed and chosen.path == root / "20261127T020000Z"
 
 
+def test_a_folder_killed_before_its_run_began_is_used_and_a_foreign_one_is_not(tmp_path: Path) -> None:
+    root = tmp_path / "nightly"
+    config = _config(root)
+    empty = root / "20261126T020000Z"
+    empty.mkdir(parents=True)
+    (empty / ".simcse-curriculum.lock").write_text("{}")  # left by a process killed before it claimed the folder
+    with scheduled_run_folder(config, WHEN) as chosen:
+        assert chosen.path == empty and chosen.resumed
+    (empty / "notes.txt").write_text("a person's file")
+    with scheduled_run_folder(config, WHEN) as chosen:
+        assert chosen.path == root / "20261127T020000Z" and not chosen.resumed
+
+
 def test_a_run_due_in_the_same_second_gets_its_own_folder(tmp_path: Path) -> None:
     root = tmp_path / "nightly"
     config = _config(root)
