@@ -190,6 +190,51 @@ def test_train_in_two_processes_matches_one(still, tmp_path):
     assert not [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith(".")], "temporary folders left"
 
 
+TORCHRUN_SCRIPT = """
+import sys
+
+import torch
+
+sys.path.insert(0, sys.argv[3])
+from test_simcse_distributed import _batches, _cfg, _encoder  # noqa: E402
+
+from simcse import distributed  # noqa: E402
+from simcse.train import train  # noqa: E402
+
+torch.set_num_threads(1)
+result = train(_encoder(sys.argv[1], float64=True), _batches(2), _cfg(pack=False), sys.argv[2])
+assert distributed.world_size() == 2 and result.steps == 2
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_launch_joins_its_group_and_matches_one_process(still, tmp_path):
+    """Under `torchrun --nproc_per_node 2`, a plain `train()` call joins the group the environment describes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    import simcse
+
+    one = _encoder(still, float64=True)
+    train(one, _batches(2), _cfg(pack=False), tmp_path / "one")
+    script = tmp_path / "launch.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    root = str(Path(simcse.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), still, str(tmp_path / "two"), str(Path(__file__).parent)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = load_file(str(tmp_path / "two" / "checkpoint" / "model.safetensors"))
+    reference = one.state_dict()
+    for name, value in saved.items():
+        assert torch.allclose(value, reference[name], rtol=1e-9, atol=1e-12), name
+    assert json.loads((tmp_path / "two" / "train_result.json").read_text())["steps"] == 2
+
+
 class _CrashAt:
     """The batches of a picklable data source that fails at batch `at` (a crash mid-run, on every rank)."""
 
