@@ -7,7 +7,8 @@ pass, so one padded matrix keeps the accelerator busy. Tokenising is the hidden 
 thread tokenises and pads the next batches while the current one trains (the Rust tokenizer releases the
 GIL). A checkpoint (weights in safetensors, optimizer/scheduler/RNG state) is written atomically every
 `save_every` steps; calling `train` again on the same output folder resumes from it and reaches the same
-weights as an uninterrupted run.
+weights as an uninterrupted run. With several GPUs (or `devices`), one process per device trains its block of
+each batch and the loss is taken over the whole gathered batch (simcse.distributed).
 """
 
 from __future__ import annotations
@@ -455,6 +456,8 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     continues with its moments and step counts (a run trained round by round keeps one optimizer).
     Both folders carry a model card (simcse.model_card): what the trainer saw (loss, hyperparameters, dev
     metric, logs) under what `card` says (data, curriculum, round).
+    Data-parallel (several GPUs, `config.devices`, or under torchrun): rank 0 evaluates, writes and calls
+    `on_step`; spawned workers need `batches`, `evaluator`, `on_step` and `card` to pickle (docs/simcse.md).
     """
     config = config or TrainConfig()
     dp = distributed.active() or distributed.join_from_environment()  # data-parallel: this rank's place
