@@ -182,8 +182,8 @@ def processes_for(devices: int | None, device: torch.device) -> int:
     if devices is None:
         return max(1, torch.cuda.device_count()) if device.type == "cuda" else 1
     if device.type == "cuda" and devices > torch.cuda.device_count():
-        raise InputError(f"training.devices is {devices} but {torch.cuda.device_count()} GPUs are visible; "
-                         f"use at most that many (or leave it unset: every visible GPU)")
+        raise InputError(f"devices={devices} asks for more training processes than the {torch.cuda.device_count()} "
+                         f"visible GPUs; ask for at most that many (unset: every visible GPU)")
     return devices
 
 

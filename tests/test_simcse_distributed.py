@@ -282,7 +282,7 @@ def test_more_devices_than_gpus_is_one_line():
     from dataio.errors import InputError
 
     cuda = torch.device("cuda")
-    with pytest.raises(InputError, match="GPUs are visible"):
+    with pytest.raises(InputError, match="visible GPUs"):
         distributed.processes_for(torch.cuda.device_count() + 1, cuda)
     assert distributed.processes_for(None, torch.device("cpu")) == 1
     assert distributed.processes_for(3, torch.device("cpu")) == 3
