@@ -77,6 +77,8 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Seed for batches and dropout."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    devices: int | None = typer.Option(None, "--devices", min=1, help="Training processes, one per GPU, negatives "
+                                       "over the global batch (default: every visible GPU; 1 on the CPU)."),
     data_licence: str | None = typer.Option(None, "--data-licence", help="The training data's licence (e.g. "
                                                                           "CC-BY-4.0), named in the model card."),
 ) -> None:
@@ -96,7 +98,8 @@ def train_command(
     if precision not in ("auto", "fp32", "bf16"):
         raise InputError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
     config = TrainConfig(lr=lr, batch_size=batch_size, max_steps=steps, epochs=epochs, temperature=temperature,
-                         eval_every=eval_every, save_every=save_every, seed=seed, precision=precision)
+                         eval_every=eval_every, save_every=save_every, seed=seed, precision=precision,
+                         devices=devices)
     # Validate everything before the output folder is created.
     if unsup is not None:
         corpus = load_sentences(unsup)

@@ -7,7 +7,8 @@ pass, so one padded matrix keeps the accelerator busy. Tokenising is the hidden 
 thread tokenises and pads the next batches while the current one trains (the Rust tokenizer releases the
 GIL). A checkpoint (weights in safetensors, optimizer/scheduler/RNG state) is written atomically every
 `save_every` steps; calling `train` again on the same output folder resumes from it and reaches the same
-weights as an uninterrupted run.
+weights as an uninterrupted run. With several GPUs (or `devices`), one process per device trains its block of
+each batch and the loss is taken over the whole gathered batch (simcse.distributed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataio.atomic import atomic_dir, atomic_write_json, recover_dir
 from dataio.errors import InputError
+from simcse import distributed
 from simcse.losses import sup_simcse_loss, unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
 from simcse.model_card import ModelCardInfo, training_card
@@ -78,6 +80,9 @@ class TrainConfig(BaseModel):
                                          "the backbone allows; else pad each batch to one matrix")
     accuracy_window: int = Field(50, ge=1, description="steps averaged for `TrainResult.train_accuracy`")
     progress: bool = True
+    devices: int | None = Field(None, ge=1, description="training processes, one per GPU, with the loss over the "
+                                "global batch (simcse.distributed); None: every visible GPU for a model on CUDA, "
+                                "else 1; above 1 with a model on the CPU: that many CPU processes (gloo)")
 
 
 @dataclass
@@ -163,8 +168,15 @@ def _false_negatives(anchors: list[str], positives: list[str], negatives: list[l
     return mask
 
 
+def _rows(values: list[Any], shard: slice | None) -> list[Any]:
+    return values if shard is None else values[shard]
+
+
 def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list[int]]], pad_id: int,
-             default_alpha: float, pin: bool, epoch: int, index: int, pack_offset: int | None = None) -> _Prepared:
+             default_alpha: float, pin: bool, epoch: int, index: int, pack_offset: int | None = None,
+             shard: slice | None = None) -> _Prepared:
+    """Tokenised inputs of the batch, or of its rows `shard` (a data-parallel rank's block); `rows`, α and
+    `exclude` are always the whole batch's, as the loss is taken over the whole (gathered) batch."""
     anchors = [str(t) for t in batch["anchor"]]
     rows = len(anchors)
     if rows < 2:
@@ -174,7 +186,7 @@ def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list
         positives = anchors  # unsupervised with hard negatives: the positive is a second dropout view
     exclude = None
     if positives is None:
-        ids = tokenize(anchors)
+        ids = tokenize(_rows(anchors, shard))
         ids = ids + ids  # two dropout views of each sentence, in the same forward
         k, alpha = -1, None
     else:
@@ -182,12 +194,12 @@ def _prepare(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list
             raise ValueError(f"batch has {rows} anchors but {len(positives)} positives")
         positives = [str(t) for t in positives]
         negs = _negatives_of(batch, rows)
-        texts = anchors + positives
+        texts = _rows(anchors, shard) + _rows(positives, shard)
         k = 0
         if negs is not None:
             k = len(negs[0])
             negs = [[str(t) for t in row] for row in negs]
-            texts += [t for row in negs for t in row]
+            texts += [t for row in _rows(negs, shard) for t in row]
         exclude = _false_negatives(anchors, positives, negs)
         ids = tokenize(texts)
         alpha = batch.get("alpha")
@@ -271,6 +283,32 @@ def _batch_stream(batches: Iterable[Mapping[str, Any]], epoch: int, index: int, 
         epoch, index = epoch + 1, 0
 
 
+def _loss_and_backward(item: _Prepared, encoder: SimCSEEncoder, forward: torch.nn.Module | None,
+                       dp: distributed.Group | None, temperature: float, device: torch.device, bf16: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's forward (of this rank's block under data parallelism, through `forward`, the DDP wrapper),
+    the loss over the whole batch, and its backward; returns (loss, accuracy)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        if isinstance(item.inputs, PackedBatch):
+            packed = item.inputs.to(device, non_blocking=True)
+            emb = encoder.forward_packed(packed) if forward is None else forward(packed)
+        else:
+            input_ids, mask = (t.to(device, non_blocking=True) for t in item.inputs)
+            emb = encoder(input_ids, mask) if forward is None else forward(input_ids, mask)
+    rows = item.rows
+    if dp is not None:  # this rank's block -> the whole batch (other ranks' rows without gradient)
+        emb = dp.gather_batch(emb, item.k, rows)
+    if item.k < 0:
+        loss, acc = unsup_simcse_loss(emb[:rows], emb[rows:], temperature)
+    else:
+        negatives = emb[2 * rows:].view(rows, item.k, -1) if item.k else None
+        alpha = item.alpha.to(device, non_blocking=True) if isinstance(item.alpha, torch.Tensor) else item.alpha
+        loss, acc = sup_simcse_loss(emb[:rows], emb[rows:2 * rows], negatives, alpha, temperature, item.exclude)
+    # DDP averages gradients over ranks, and each rank's is the global loss's through its own rows only
+    (loss if dp is None else loss * dp.world).backward()
+    return loss, acc
+
+
 def _total_steps(batches: Iterable[Mapping[str, Any]], config: TrainConfig) -> int:
     if config.max_steps:
         return config.max_steps
@@ -326,7 +364,8 @@ class _State:
 
 
 def _save_checkpoint(path: Path, encoder: SimCSEEncoder, optimizer: torch.optim.Optimizer, scheduler: Any,
-                     state: _State, config: TrainConfig, total: int) -> None:
+                     state: _State, config: TrainConfig, total: int,
+                     rng_ranks: list[dict[str, Any]] | None = None) -> None:
     from safetensors.torch import save_model
 
     with atomic_dir(path) as tmp:
@@ -336,13 +375,15 @@ def _save_checkpoint(path: Path, encoder: SimCSEEncoder, optimizer: torch.optim.
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if rng_ranks is not None:  # data-parallel: every rank's dropout stream
+            rng["ranks"] = rng_ranks
         torch.save(rng, tmp / "rng.pt")
         (tmp / "trainer_state.json").write_text(json.dumps({
             **asdict(state), "total_steps": total, "trajectory": _trajectory(config)}, indent=1) + "\n")
 
 
 def _load_checkpoint(path: Path, encoder: SimCSEEncoder, optimizer: torch.optim.Optimizer, scheduler: Any,
-                     config: TrainConfig, total: int) -> _State:
+                     config: TrainConfig, total: int, rank: int = 0) -> _State:
     from safetensors.torch import load_model
 
     saved = json.loads((path / "trainer_state.json").read_text())
@@ -359,6 +400,10 @@ def _load_checkpoint(path: Path, encoder: SimCSEEncoder, optimizer: torch.optim.
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=True)
+    if rank:  # a data-parallel rank continues its own stream; one the checkpoint lacks gets a fresh one
+        ranks = rng.get("ranks") or []
+        fresh = torch.Generator().manual_seed(hash((config.seed, rank, saved["step"])) % 2**63)
+        rng = ranks[rank] if rank < len(ranks) else {"cpu": fresh.get_state()}
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
@@ -411,16 +456,28 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     continues with its moments and step counts (a run trained round by round keeps one optimizer).
     Both folders carry a model card (simcse.model_card): what the trainer saw (loss, hyperparameters, dev
     metric, logs) under what `card` says (data, curriculum, round).
+    Data-parallel (several GPUs, `config.devices`, or under torchrun): rank 0 evaluates, writes and calls
+    `on_step`; spawned workers need `batches`, `evaluator`, `on_step` and `card` to pickle (docs/simcse.md).
     """
     config = config or TrainConfig()
+    dp = distributed.active() or distributed.join_from_environment()  # data-parallel: this rank's place
+    if dp is None:
+        world = distributed.processes_for(config.devices, encoder.device)
+        if world > 1:  # one worker process per device, each running this function as one rank
+            return distributed.spawn_training(world, encoder, dict(
+                batches=batches, config=config, output_dir=output_dir, evaluator=evaluator, on_step=on_step,
+                optimizer_state=optimizer_state, card=card))
+    else:
+        encoder.to(distributed.local_device(encoder.device))
+    main = dp is None or dp.is_main  # the one process that evaluates and writes
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     total = _total_steps(batches, config)
     device = encoder.device
     bf16 = _use_bf16(config.precision, device)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed + (dp.rank if dp else 0))  # each rank its own dropout stream
     optimizer = _optimizer(encoder, config)
-    checkpoint = recover_dir(output_dir / CHECKPOINT)
+    checkpoint = recover_dir(output_dir / CHECKPOINT) if dp is None else dp.recover(output_dir / CHECKPOINT)
     if checkpoint is None and optimizer_state is not None:
         load_optimizer_state(optimizer, optimizer_state, device)
         for group in optimizer.param_groups:  # this call's rate, not the one the state was saved with
@@ -428,15 +485,17 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     scheduler = linear_schedule(optimizer, config, total)
     state = _State()
     if checkpoint is not None:
-        state = _load_checkpoint(checkpoint, encoder, optimizer, scheduler, config, total)
+        state = _load_checkpoint(checkpoint, encoder, optimizer, scheduler, config, total,
+                                 dp.rank if dp else 0)
     resumed_from = state.step
+    forward = distributed.data_parallel(encoder) if dp is not None else None
 
     tokenize = encoder.make_tokenizer(encoder.max_length)
     pack_offset = encoder.packing_position_offset() if config.pack else None
 
     def prepare(batch: Mapping[str, Any], epoch: int, index: int) -> _Prepared:
         return _prepare(batch, tokenize, encoder.pad_id, config.alpha, device.type == "cuda", epoch, index,
-                        pack_offset)
+                        pack_offset, dp.shard(len(batch["anchor"])) if dp else None)
 
     evaluated_at: int | None = state.evaluations[-1]["step"] if state.evaluations else None
     batch_kinds: set[tuple[int, bool]] = set()  # (hard negatives per row or -1, own α) seen: the card's loss
@@ -447,7 +506,7 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
 
     def evaluate() -> None:
         nonlocal evaluated_at
-        if evaluator is None or evaluated_at == state.step:
+        if evaluator is None or evaluated_at == state.step or not main:
             return
         metric, details = _metric_of(evaluator(encoder))
         encoder.train()
@@ -459,7 +518,7 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=state.step, desc="train", unit="step", disable=not config.progress,
+    bar = tqdm(total=total, initial=state.step, desc="train", unit="step", disable=not (config.progress and main),
                dynamic_ncols=True)
     encoder.train()
     timed_rows, timed_seconds, clock = 0, 0.0, None
@@ -471,23 +530,9 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
                                  config.prefetch)
     try:
         for item in (prefetcher or ()):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                if isinstance(item.inputs, PackedBatch):
-                    emb = encoder.forward_packed(item.inputs.to(device, non_blocking=True))
-                else:
-                    input_ids, mask = (t.to(device, non_blocking=True) for t in item.inputs)
-                    emb = encoder(input_ids, mask)
+            loss, acc = _loss_and_backward(item, encoder, forward, dp, config.temperature, device, bf16)
             rows = item.rows
             batch_kinds.add((item.k, isinstance(item.alpha, torch.Tensor)))
-            if item.k < 0:
-                loss, acc = unsup_simcse_loss(emb[:rows], emb[rows:], config.temperature)
-            else:
-                negatives = emb[2 * rows:].view(rows, item.k, -1) if item.k else None
-                alpha = item.alpha.to(device, non_blocking=True) if isinstance(item.alpha, torch.Tensor) \
-                    else item.alpha
-                loss, acc = sup_simcse_loss(emb[:rows], emb[rows:2 * rows], negatives, alpha, config.temperature,
-                                            item.exclude)
-            loss.backward()
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -505,7 +550,7 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
                 clock = time.perf_counter()
             else:
                 timed_rows += rows
-            if on_step is not None:
+            if on_step is not None and main:
                 on_step(state.step, {"loss": loss.detach(), "accuracy": acc, "rows": rows, "epoch": item.epoch})
             if state.step % config.log_every == 0 or state.step == total:
                 losses = torch.stack(window_loss).tolist()
@@ -529,7 +574,10 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
                 if window_acc:
                     state.accuracies.extend(torch.stack(window_acc).tolist())
                     window_acc, window_loss = [], []
-                _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total)
+                rng_ranks = dp.rng_states() if dp else None
+                if main:
+                    _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total,
+                                     rng_ranks)
             if due_eval or due_save:
                 timed_seconds += pause_start - clock
                 clock = time.perf_counter()
@@ -543,9 +591,11 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     if state.step < total:
         raise RuntimeError(f"training stopped at step {state.step} of {total}: the batches ran out")
     evaluate()
-    if resumed_from < total or recover_dir(output_dir / MODEL) is None:
+    rng_ranks = dp.rng_states() if dp and config.final_checkpoint else None
+    if main and (resumed_from < total or recover_dir(output_dir / MODEL) is None):
         if config.final_checkpoint:
-            _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total)
+            _save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total,
+                             rng_ranks)
         if config.save_optimizer:
             with atomic_dir(output_dir / OPTIMIZER) as tmp:
                 torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
@@ -559,6 +609,6 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
         model_path=str(output_dir / MODEL), best_path=str(output_dir / BEST) if state.best_step is not None else None,
         triplets_per_s=triplets_per_s, resumed_from=resumed_from,
         extra={"rows": state.rows, "total_steps": total, "bf16": bf16, "device": str(device)})
-    if resumed_from < total:
+    if resumed_from < total and main:
         atomic_write_json(output_dir / RESULT, asdict(result))
     return result
