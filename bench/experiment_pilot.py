@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from dataio.tables import data_dir
     from simcse.batching import triplet_batches, unsupervised_batches
     from simcse.data import load_sentences, load_triplets
-    from simcse.evaluation import DevEvaluator
+    from simcse.evaluation import SimCSEEvaluator, primary_score
     from simcse.model import SimCSEEncoder
     from simcse.train import TrainConfig, train
 
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows = load_triplets(data / "nli" / "triplets.csv")
         negative = rows.negative if args.arm == "static_nli" else None
         batches = triplet_batches(rows.anchor, rows.positive, negative, args.batch_size, seed=args.seed)
-        evaluator = DevEvaluator([data / "stsb" / "dev.tsv"])
+        evaluator = SimCSEEvaluator([data / "stsb" / "dev.tsv"])
     else:
         if args.arm != "in_batch":
             raise SystemExit("domain pilot arms: in_batch")
@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             batches = triplet_batches(anchors, positives, None, args.batch_size, seed=args.seed)
         halves = split_twitter_dev(data / "twitter" / "dev_pairs.tsv",
                                    REPO / "runs" / "experiment" / "data" / "twitter")
-        evaluator = DevEvaluator([data / "stsb" / "dev.tsv"], [halves["select"]])
+        # the domain setting's dev score is the select half of the Twitter pairs (STS-B dev rides along)
+        evaluator = SimCSEEvaluator([data / "stsb" / "dev.tsv"], [halves["select"]], primary_metric="pairs/dev_pairs")
     encoder = SimCSEEncoder.from_pretrained(start_model(args.start), pooling=None, max_length=32)
     base = evaluator(encoder)
     config = TrainConfig(lr=args.lr, max_steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
@@ -141,10 +142,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     res = train(encoder, batches, config, out / "train", evaluator=evaluator)
     seconds = time.perf_counter() - start
-    key = "pairs" if args.setting == "domain" else "sts"
 
     def point(ev: dict[str, Any], step: int) -> dict[str, Any]:
-        return {"step": step, "dev": next(iter(ev[key].values())),
+        return {"step": step, "dev": primary_score(evaluator, ev),
                 "sts_dev": ev["sts"].get("dev"), "alignment": ev.get("alignment"), "uniformity": ev.get("uniformity")}
 
     result = {"tag": tag, **{k: v for k, v in vars(args).items() if k not in ("out", "func")},

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dataio.triplets import band_order
+from simcse.evaluation import metric_value
 
 START_MARKER = "<!-- experiment:start -->"
 END_MARKER = "<!-- experiment:end -->"
@@ -35,18 +36,9 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(results_dir).glob("*/*/*/seed*.json"))]
 
 
-def metric(evaluation: Mapping[str, Any] | None, name: str) -> float | None:
-    """`sts/<stem>` or `pairs/<stem>` out of an evaluation dict."""
-    if not evaluation or not name:
-        return None
-    kind, stem = name.split("/", 1)
-    value = (evaluation.get(kind) or {}).get(stem)
-    return float(value) if value is not None else None
-
-
 def endpoint(result: Mapping[str, Any], name: str, which: str = "final") -> float | None:
     """The report metric `name` of the final model (primary) or the dev-selected one (secondary)."""
-    return metric(result[which]["report"], name)
+    return metric_value(result[which]["report"], name)
 
 
 # --------------------------------------------------------------------------------------- statistics
@@ -168,7 +160,8 @@ def analyse(results: Iterable[Mapping[str, Any]], settings: Mapping[str, Mapping
             c["reading"] = reading(c)
         blocks.append({"start": start, "setting": name, "label": setting["label"], "dev_name": setting["dev_name"],
                        "report_name": setting["report_name"], "report_metric": report, "guard_metric": guard,
-                       "base_report": metric(base["report"], report), "base_guard": metric(base["report"], guard),
+                       "base_report": metric_value(base["report"], report),
+                       "base_guard": metric_value(base["report"], guard),
                        "base_dev": base["dev"], "arms": per_arm, "contrasts": contrasts,
                        "pairing": pairing_check(arms), "difficulty": difficulty(arms)})
     return blocks

@@ -27,7 +27,7 @@ import torch
 from dataio.tables import data_dir, read_sts
 from simcse.batching import triplet_batches, unsupervised_batches
 from simcse.data import load_sentences, load_triplets
-from simcse.evaluation import DevEvaluator, evaluate_data
+from simcse.evaluation import SimCSEEvaluator, evaluate_data
 from simcse.model import SimCSEEncoder, default_model_path
 from simcse.train import TrainConfig, train
 
@@ -70,7 +70,7 @@ def main() -> None:
     try:
         base = SimCSEEncoder.from_pretrained(model_path, max_length=args.max_length)
         rows.append(("all-MiniLM-L6-v2 (before)", "-", scores(base, dev, test), None))
-        evaluator = DevEvaluator([data / "stsb" / "dev.tsv"])
+        evaluator = SimCSEEvaluator([data / "stsb" / "dev.tsv"])
         runs = []
         if args.only in (None, "unsup"):
             corpus = load_sentences(data / "wiki" / "sentences.txt")

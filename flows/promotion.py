@@ -15,6 +15,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from simcse.evaluation import metric_value as evaluation_metric
+
 METRIC_NAME = r"(sts|pairs)/[^/]+"
 
 
@@ -46,13 +48,10 @@ class GateSettings:
 
 
 def metric_value(evaluation: dict[str, Any] | None, name: str) -> float | None:
-    """`sts/<stem>` or `pairs/<stem>` of an evaluation (simcse.evaluation's result); None when absent or NaN."""
-    kind, _, stem = name.partition("/")
-    value = ((evaluation or {}).get(kind) or {}).get(stem)
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    """`sts/<stem>` or `pairs/<stem>` of an evaluation (read by simcse.evaluation.metric_value); None when
+    absent or NaN, which no gate can compare."""
+    value = evaluation_metric(evaluation, name)
+    return value if value is not None and math.isfinite(value) else None
 
 
 def flat_metrics(evaluation: dict[str, Any] | None) -> dict[str, float]:

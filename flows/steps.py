@@ -133,22 +133,6 @@ def load_encoder(model_path: str, config: RunConfig) -> Any:
 
 
 # --------------------------------------------------------------------------------------- evaluation
-def _dev_metric(result: dict[str, Any], config: RunConfig) -> dict[str, Any] | None:
-    """The metric the curriculum decides on: the configured one, else the first STS file, else pairs AP."""
-    choice = config.eval.dev_metric
-    if choice:
-        kind, stem = choice.split("/", 1)
-        value = (result.get(kind) or {}).get(stem)
-        if value is None:
-            raise InputError(f"eval.dev_metric {choice!r} names no evaluated file; evaluated: "
-                             f"{sorted(f'{k}/{s}' for k in ('sts', 'pairs') for s in (result.get(k) or {}))}")
-        return {"name": choice, "value": float(value)}
-    for kind in ("sts", "pairs"):
-        for stem, value in (result.get(kind) or {}).items():
-            return {"name": f"{kind}/{stem}", "value": float(value)}
-    return None
-
-
 def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     """The prepared inputs' STS and labeled-pair files, read and checked (with their column maps)."""
     from dataio.tables import read_labeled_pairs, read_sts
@@ -159,15 +143,17 @@ def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
 
 
 def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> dict[str, Any]:
-    """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files."""
-    from simcse.evaluation import evaluate_data
+    """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files, and its dev
+    metric: the evaluator's primary metric, `eval.dev_metric` (default: the first file's)."""
+    from simcse.evaluation import SimCSEEvaluator, primary_score
 
     start = time.perf_counter()
-    sts, pairs = read_eval_sets(inputs)  # before the model loads: a bad file stops at once
-    encoder = load_encoder(model_path, config)
-    result = evaluate_data(encoder, sts, pairs)
-    result = _jsonable(result)
-    return {"model": model_path, "evaluation": result, "dev_metric": _dev_metric(result, config),
+    # The files are read before the model loads: a bad file (or a dev metric naming none) stops at once.
+    evaluator = SimCSEEvaluator(*read_eval_sets(inputs), primary_metric=config.eval.dev_metric)
+    result = evaluator(load_encoder(model_path, config))
+    name = evaluator.primary_metric
+    dev = {"name": name, "value": primary_score(evaluator, result)} if name else None
+    return {"model": model_path, "evaluation": _jsonable(result), "dev_metric": _jsonable(dev),
             "seconds": time.perf_counter() - start}
 
 

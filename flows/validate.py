@@ -258,13 +258,10 @@ def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:
 
 def _check_eval_metric(config: RunConfig, inputs: dict[str, Any]) -> tuple[dict[str, int], int]:
     """The evaluation files' rows by metric name; the dev metric must name one of them."""
-    from simcse.evaluation import _unique_stems
+    from simcse.evaluation import metric_names
 
     sts, pairs = inputs["eval_sets"]
-    rows: dict[str, int] = {}
-    for kind, sets in (("sts", sts), ("pairs", pairs)):
-        for stem, data in zip(_unique_stems([d.path for d in sets]), sets):
-            rows[f"{kind}/{stem}"] = len(data.sentence1)
+    rows = {name: len(data.sentence1) for name, data in zip(metric_names(sts, pairs), [*sts, *pairs])}
     choice = config.eval.dev_metric
     builtin = {"pairs/eval_pairs"} if config.data.builtin else set()  # built at run time
     if choice and choice not in rows and choice not in builtin:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -78,32 +77,11 @@ def folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _encode_kwargs(encoder: Any, batch_size: int) -> dict[str, Any]:
-    """Keyword arguments `encoder.encode` accepts, among the ones both APIs use for the same thing."""
-    try:
-        params = inspect.signature(encoder.encode).parameters
-    except (TypeError, ValueError):
-        return {}
-    names = set(params)
-    kwargs: dict[str, Any] = {}
-    if "batch_size" in names:
-        kwargs["batch_size"] = batch_size
-    if "normalize" in names:
-        kwargs["normalize"] = True
-    elif "normalize_embeddings" in names:
-        kwargs["normalize_embeddings"] = True
-    if "show_progress_bar" in names:
-        kwargs["show_progress_bar"] = False
-    elif "show_progress" in names:
-        kwargs["show_progress"] = False
-    if "convert_to_numpy" in names:
-        kwargs["convert_to_numpy"] = True
-    return kwargs
-
-
 def encode_texts(encoder: Any, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """L2-normalised float32 embeddings (n, d) from any encoder with `encode(texts) -> array`."""
-    out = encoder.encode(list(texts), **_encode_kwargs(encoder, batch_size))
+    """L2-normalised float32 embeddings (n, d) from any encoder whose `encode` takes sentence-transformers'
+    keywords (`SimCSEEncoder`, `SentenceTransformer`; a hand-written encoder may ignore them)."""
+    out = encoder.encode(list(texts), batch_size=batch_size, show_progress_bar=False, normalize_embeddings=True,
+                         convert_to_numpy=True)
     if hasattr(out, "detach"):  # a torch tensor
         out = out.detach().float().cpu().numpy()
     arr = np.asarray(out, dtype=np.float32)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,8 @@ class HashEncoder:
         seed = int.from_bytes(hashlib.sha1((self.salt + word).encode()).digest()[:8], "little")
         return np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 32, **st_keywords: Any) -> np.ndarray:
+        """Raw (unnormalised) vectors; sentence-transformers' other keywords are accepted and ignored."""
         self.calls += 1
         self.encoded += len(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -53,7 +55,8 @@ class TableEncoder:
             h.update(self.vectors[k].tobytes())
         return "table-" + h.hexdigest()[:16]
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 32, **st_keywords: Any) -> np.ndarray:
+        """Raw (unnormalised) vectors; sentence-transformers' other keywords are accepted and ignored."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, t in enumerate(texts):
             if t in self.vectors:

@@ -49,7 +49,7 @@ def evaluate_command(
     sts_data = [read_sts(f) for f in sts]
     pair_data = [read_labeled_pairs(f) for f in pairs]
     encoder = SimCSEEncoder.from_pretrained(model, pooling=pooling, device=device)
-    result = evaluate_data(encoder, sts_data, pair_data, batch_size=batch_size, show_progress=not as_json)
+    result = evaluate_data(encoder, sts_data, pair_data, batch_size=batch_size, show_progress_bar=not as_json)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
@@ -86,7 +86,7 @@ def train_command(
     from dataio.hashing import sha256_file
     from simcse.batching import triplet_batches, unsupervised_batches
     from simcse.data import load_sentences, load_triplets
-    from simcse.evaluation import DevEvaluator
+    from simcse.evaluation import SimCSEEvaluator
     from simcse.model import SimCSEEncoder
     from simcse.model_card import ModelCardInfo
     from simcse.train import TrainConfig, train
@@ -117,7 +117,9 @@ def train_command(
         dropped = ", ".join(f"{v} {k}" for k, v in triplets.dropped.items() if v) or "none"
         summary = f"{len(triplets)} triplets (dropped: {dropped})"
         kept, dropped, columns = len(triplets), dict(triplets.dropped), ["anchor", "positive", "negative"]
-    evaluator = DevEvaluator(eval_sts) if eval_sts else None
+    # The best model: by the dev STS Spearman, the mean over the files when there are several.
+    evaluator = SimCSEEvaluator(eval_sts, primary_metric="sts_mean" if len(eval_sts) > 1 else None) \
+        if eval_sts else None
     encoder = SimCSEEncoder.from_pretrained(model, pooling=pooling, max_length=max_length, device=device)
     typer.echo(f"train: {summary}, {len(batches)} batches/epoch, model {encoder.source}, pooling {encoder.pooling}",
                err=True)

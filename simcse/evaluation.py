@@ -1,4 +1,5 @@
-"""Evaluation: STS Spearman, alignment and uniformity, average precision on labeled pairs.
+"""Evaluation: STS Spearman, alignment and uniformity, average precision on labeled pairs; the evaluator
+that names which of them is the score.
 
 - STS: Spearman correlation (x100) between the cosine similarity of each pair and its gold score.
 - Alignment and uniformity (Wang & Isola 2020, as in SimCSE's Figure 2), on L2-normalised embeddings:
@@ -9,24 +10,38 @@
   file is given).
 - Labeled pairs: average precision (x100, scikit-learn) of the cosine similarity against 0/1 labels.
 Every unique sentence is encoded once, whatever the number of files it appears in.
+
+`SimCSEEvaluator` is the one place that decides which number is "the score" (the trainer's best checkpoint,
+the flows' dev metric, the bench's dev curve): its `primary_metric` and `greater_is_better`, named as in
+sentence-transformers' evaluators, and `metric_value`, which reads any metric out of a result.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from dataio.errors import InputError
 from dataio.tables import LabeledPairs, StsData, read_labeled_pairs, read_sts
 
 POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale (>= 4.0 of 0-5)
 
 
+# The mean over every file of a kind, as a metric name (a file's own metric is `<kind>/<stem>`).
+MEAN_METRICS = {"sts_mean": "sts", "pairs_mean": "pairs"}
+
+
 class Encoder(Protocol):
-    def encode(self, texts: list[str], batch_size: int = ..., **kwargs: Any) -> np.ndarray: ...
+    """What evaluation needs of a model: sentence-transformers' `encode` keywords (`SimCSEEncoder` and
+    `SentenceTransformer` both take them)."""
+
+    def encode(self, texts: list[str], batch_size: int = ..., show_progress_bar: bool = ...,
+               **kwargs: Any) -> np.ndarray: ...
 
 
 def _normalise(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -87,33 +102,73 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
     return out
 
 
+def metric_names(sts: Sequence[StsData], pairs: Sequence[LabeledPairs] = ()) -> list[str]:
+    """The per-file metric names of an evaluation, in order: `sts/<stem>` for each STS file, then
+    `pairs/<stem>` for each labeled-pair file (`<folder>/<stem>` where two files share a stem)."""
+    return ([f"sts/{stem}" for stem in _unique_stems([d.path for d in sts])]
+            + [f"pairs/{stem}" for stem in _unique_stems([d.path for d in pairs])])
+
+
+def metric_value(result: Mapping[str, Any] | None, name: str) -> float | None:
+    """Metric `name` of an evaluation result; None when the result has no such metric (NaN stays NaN).
+
+    Names: `sts/<stem>`, `pairs/<stem>` (one file's score), `sts_mean`, `pairs_mean` (the mean over the files
+    of that kind), and any top-level number of the result (`alignment`, `uniformity`, or the keys of a
+    sentence-transformers evaluator's flat result).
+    """
+    if not result or not name:
+        return None
+    value = result.get(name)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if name in MEAN_METRICS:
+        values = [float("nan") if v is None else float(v) for v in (result.get(MEAN_METRICS[name]) or {}).values()]
+        return float(np.mean(values)) if values else None
+    kind, slash, stem = name.partition("/")
+    if slash and kind in ("sts", "pairs"):
+        value = (result.get(kind) or {}).get(stem)
+        return None if value is None else float(value)
+    return None
+
+
+def primary_score(evaluator: Any, result: float | Mapping[str, Any]) -> float:
+    """The score of `evaluator`'s `result`, by sentence-transformers' rule: a number is the score itself; a
+    mapping's score is its metric named `evaluator.primary_metric`. Whether higher is better is
+    `getattr(evaluator, "greater_is_better", True)`."""
+    if not isinstance(result, Mapping):
+        return float(result)
+    name = getattr(evaluator, "primary_metric", None)
+    if not name:
+        raise ValueError("an evaluator that returns a mapping needs a `primary_metric` naming its score "
+                         "(an evaluator without evaluation files has none)")
+    value = metric_value(result, name)
+    if value is None:
+        raise ValueError(f"the evaluator's result has no {name!r}, its primary_metric")
+    return value
+
+
 def evaluate(encoder: Encoder, sts_files: Sequence[str | os.PathLike] = (),
              pair_files: Sequence[str | os.PathLike] = (), *, batch_size: int = 256,
-             show_progress: bool = False) -> dict[str, Any]:
+             show_progress_bar: bool = False) -> dict[str, Any]:
     """`{"sts": {stem: spearman_x100}, "pairs": {stem: ap_x100}, "alignment": float, "uniformity": float}`.
 
     All files are read and validated before anything is encoded (bad input raises InputError).
     """
     sts = [read_sts(f) for f in sts_files]
     pairs = [read_labeled_pairs(f) for f in pair_files]
-    return evaluate_data(encoder, sts, pairs, batch_size=batch_size, show_progress=show_progress)
+    return evaluate_data(encoder, sts, pairs, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
 
 def evaluate_data(encoder: Encoder, sts: Sequence[StsData], pairs: Sequence[LabeledPairs] = (), *,
-                  batch_size: int = 256, show_progress: bool = False) -> dict[str, Any]:
+                  batch_size: int = 256, show_progress_bar: bool = False) -> dict[str, Any]:
     """`evaluate` on already-read files (so a training loop reads its dev set once)."""
     sentences: dict[str, int] = {}
     for data in [*sts, *pairs]:
         for s in [*data.sentence1, *data.sentence2]:
             sentences.setdefault(s, len(sentences))
     texts = list(sentences)
-    kwargs: dict[str, Any] = {"batch_size": batch_size}
-    if show_progress:  # our encoder's name for it, or sentence-transformers'
-        import inspect
-
-        params = inspect.signature(encoder.encode).parameters
-        kwargs["show_progress" if "show_progress" in params else "show_progress_bar"] = True
-    emb = _normalise(encoder.encode(texts, **kwargs)) if texts else np.zeros((0, 1), np.float32)
+    emb = (_normalise(encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar))
+           if texts else np.zeros((0, 1), np.float32))
 
     def rows(data: StsData | LabeledPairs) -> tuple[np.ndarray, np.ndarray]:
         return (emb[[sentences[s] for s in data.sentence1]], emb[[sentences[s] for s in data.sentence2]])
@@ -145,20 +200,36 @@ def evaluate_data(encoder: Encoder, sts: Sequence[StsData], pairs: Sequence[Labe
     return result
 
 
-class DevEvaluator:
-    """A training-loop evaluator: reads its files once; returns the full result with `score` = mean STS
-    Spearman (or mean pair AP when there is no STS file), the metric the best model is chosen by."""
+class SimCSEEvaluator:
+    """The evaluator of the trainer, the flows and the bench: STS and labeled-pair files, read once; each call
+    encodes every distinct sentence once and returns `evaluate`'s result.
 
-    def __init__(self, sts_files: Sequence[str | os.PathLike] = (), pair_files: Sequence[str | os.PathLike] = (),
-                 *, batch_size: int = 256) -> None:
-        if not sts_files and not pair_files:
-            raise ValueError("DevEvaluator needs at least one STS or labeled-pair file")
-        self.sts = [read_sts(f) for f in sts_files]
-        self.pairs = [read_labeled_pairs(f) for f in pair_files]
+    Named as sentence-transformers' evaluators are: `primary_metric` is the metric that is the score (the
+    best checkpoint, a run's dev metric), `greater_is_better` says which way is better (always here:
+    Spearman and average precision), and `primary_score(evaluator, result)` reads the score.
+    `primary_metric`: a name from `metric_names` (`sts/<stem>`, `pairs/<stem>`), or `sts_mean` /
+    `pairs_mean` (the mean over those files); by default the first file's (STS files before pair files);
+    None only when there is no file. A name that matches no file raises InputError.
+    """
+
+    greater_is_better: bool = True
+
+    def __init__(self, sts_files: Sequence[str | os.PathLike | StsData] = (),
+                 pair_files: Sequence[str | os.PathLike | LabeledPairs] = (), *, primary_metric: str | None = None,
+                 batch_size: int = 256, show_progress_bar: bool = False) -> None:
+        self.sts = [f if isinstance(f, StsData) else read_sts(f) for f in sts_files]
+        self.pairs = [f if isinstance(f, LabeledPairs) else read_labeled_pairs(f) for f in pair_files]
         self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+        self.metric_names = metric_names(self.sts, self.pairs)
+        means = [name for name, kind in MEAN_METRICS.items() if (self.sts if kind == "sts" else self.pairs)]
+        if primary_metric is None:
+            primary_metric = self.metric_names[0] if self.metric_names else None
+        elif primary_metric not in self.metric_names + means:
+            raise InputError(f"the dev metric {primary_metric!r} names no evaluation file; the files give "
+                             f"{', '.join(self.metric_names + means) or 'none'}")
+        self.primary_metric: str | None = primary_metric
 
     def __call__(self, encoder: Encoder) -> dict[str, Any]:
-        result = evaluate_data(encoder, self.sts, self.pairs, batch_size=self.batch_size)
-        values = list(result["sts"].values()) or list(result["pairs"].values())
-        result["score"] = float(np.mean(values))
-        return result
+        return evaluate_data(encoder, self.sts, self.pairs, batch_size=self.batch_size,
+                             show_progress_bar=self.show_progress_bar)

@@ -244,26 +244,35 @@ class SimCSEEncoder(nn.Module):
         return tokenize
 
     # -------------------------------------------------------------------------------------- encoding
-    def encode(self, texts: Sequence[str], batch_size: int = 256, normalize: bool = True,
-               show_progress: bool = False, max_length: int | None = None) -> np.ndarray:
+    def encode(self, texts: str | Sequence[str], batch_size: int = 256, show_progress_bar: bool = False,
+               normalize_embeddings: bool = True, convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               max_length: int | None = None) -> np.ndarray | torch.Tensor:
         """Embeddings [len(texts), dim] as float32, in input order.
+
+        The keywords are sentence-transformers' (`SentenceTransformer.encode`), so code written for either
+        encoder calls both the same way; `normalize_embeddings` defaults to True here (unit vectors, what
+        every caller of this project wants). `convert_to_tensor=True` (or `convert_to_numpy=False`) returns a
+        torch tensor on the encoder's device instead of a numpy array. `max_length` overrides
+        `encode_max_length` for this call.
 
         Fast path: tokenise ahead (chunks of `ENCODE_CHUNK` texts, split over threads, the next chunk while
         the current one encodes), sort each chunk by token length so batches carry almost no padding, run
         under inference_mode (bf16/fp16 autocast on CUDA).
         """
+        as_tensor = convert_to_tensor or not convert_to_numpy
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            empty = torch.zeros((0, self.dim), dtype=torch.float32, device=self.device)
+            return empty if as_tensor else empty.cpu().numpy()
         limit = int(max_length or self.encode_max_length)
         starts = list(range(0, len(texts), ENCODE_CHUNK))
         device = self.device
         dtype = autocast_dtype(device)
         out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=device)
         bar = None
-        if show_progress:
+        if show_progress_bar:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(texts), desc="encode", unit="sent")
@@ -284,7 +293,7 @@ class SimCSEEncoder(nn.Module):
                         input_ids, mask = pad_batch([ids[i] for i in idx], self.pad_id)
                         emb = self(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
                         emb = emb.float()
-                        if normalize:
+                        if normalize_embeddings:
                             emb = torch.nn.functional.normalize(emb, dim=-1)
                         out[torch.from_numpy(idx + first).to(device)] = emb
                         if bar is not None:
@@ -293,7 +302,7 @@ class SimCSEEncoder(nn.Module):
             self.train(was_training)
             if bar is not None:
                 bar.close()
-        return out.cpu().numpy()
+        return out if as_tensor else out.cpu().numpy()
 
     def _tokenize_parallel(self, texts: list[str], limit: int) -> list[list[int]]:
         """`tokenize` split over threads: the Rust tokenizer releases the GIL, so this scales with cores

@@ -176,11 +176,12 @@ def describe_loss(kinds: Iterable[tuple[int, bool]], temperature: float, alpha: 
 def training_card(caller: ModelCardInfo | None, settings: Mapping[str, Any], defaults: Mapping[str, Any],
                   kinds: Iterable[tuple[int, bool]], step: int, rows: int | None = None,
                   history: Iterable[Mapping[str, Any]] = (), evaluations: Iterable[Mapping[str, Any]] = (),
-                  evaluation: Mapping[str, Any] | None = None, metric: float | None = None) -> ModelCardInfo:
+                  evaluation: Mapping[str, Any] | None = None, metric: float | None = None,
+                  metric_name: str | None = None) -> ModelCardInfo:
     """The trainer's card at `step`: loss, hyperparameters and logs it measured, under what the caller knows.
 
     `settings`/`defaults`: the TrainConfig used and its defaults; `evaluation`: the evaluator's result at
-    `step` (its `score` is the dev metric `metric`).
+    `step`, whose score (the evaluator's `primary_metric`, `metric_name`) is `metric`.
     """
     hyper = {k: v for k, v in settings.items() if k not in _NOT_HYPERPARAMETERS}
     own = ModelCardInfo(loss=describe_loss(kinds, settings.get("temperature", 0.05), settings.get("alpha", 1.0)),
@@ -191,8 +192,7 @@ def training_card(caller: ModelCardInfo | None, settings: Mapping[str, Any], def
         own.evaluation = {k: evaluation.get(k) for k in ("sts", "pairs", "alignment", "uniformity")
                           if evaluation.get(k) not in (None, {})}
     if metric is not None:
-        own.dev_metric = {"name": "dev score (mean STS Spearman x100, else mean pair AP x100)", "value": metric,
-                          "step": step}
+        own.dev_metric = {"name": metric_name or "dev score", "value": metric, "step": step}
     return own.merged(caller)  # what the caller says wins: the flows know each band's α, the trainer does not
 
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataio.atomic import atomic_dir, atomic_write_json, recover_dir
 from dataio.errors import InputError
 from simcse import distributed
+from simcse.evaluation import primary_score
 from simcse.losses import sup_simcse_loss, unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
 from simcse.model_card import ModelCardInfo, training_card
@@ -107,6 +108,8 @@ class TrainResult:
         return self.best_path or self.model_path
 
 
+# sentence-transformers' evaluator contract: a callable returning a number or a mapping, with `primary_metric`
+# naming the mapping's score and `greater_is_better` (simcse.evaluation.SimCSEEvaluator is one).
 Evaluator = Callable[[SimCSEEncoder], "float | Mapping[str, Any]"]
 
 
@@ -119,17 +122,6 @@ class _Prepared:
     epoch: int
     index: int
     exclude: torch.Tensor | None = None  # candidates that repeat a row's own sentence (see `_false_negatives`)
-
-
-def _metric_of(value: float | Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
-    if isinstance(value, Mapping):
-        if "score" in value:
-            return float(value["score"]), dict(value)
-        sts = value.get("sts") or {}
-        if sts:
-            return float(sum(sts.values()) / len(sts)), dict(value)
-        raise ValueError("an evaluator mapping needs a 'score' or a non-empty 'sts' entry")
-    return float(value), {"score": float(value)}
 
 
 def _negatives_of(batch: Mapping[str, Any], rows: int) -> list[list[str]] | None:
@@ -449,8 +441,10 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     """Train `encoder` in place on `batches` and save it as `output_dir/model` (sentence-transformers).
 
     `batches` must be re-iterable and deterministic (a `BucketedBatches`, a list, a curriculum sampler);
-    an object with `set_epoch(e)` is told each epoch. `evaluator(encoder)` returns a dev metric (higher is
-    better) or a mapping with "score" (or "sts"); the best model so far is kept in `output_dir/best`.
+    an object with `set_epoch(e)` is told each epoch. `evaluator(encoder)` (a `SimCSEEvaluator`, or any
+    callable following sentence-transformers' contract) returns the score or a mapping whose
+    `evaluator.primary_metric` is the score; the best model so far by it (higher is better unless
+    `evaluator.greater_is_better` is False) is kept in `output_dir/best`.
     `on_step(step, record)` is called after every optimizer step (record: loss tensor, rows, epoch).
     `optimizer_state`: the `optimizer/` folder a previous call wrote (`config.save_optimizer`): this call
     continues with its moments and step counts (a run trained round by round keeps one optimizer).
@@ -499,20 +493,25 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
 
     evaluated_at: int | None = state.evaluations[-1]["step"] if state.evaluations else None
     batch_kinds: set[tuple[int, bool]] = set()  # (hard negatives per row or -1, own α) seen: the card's loss
+    greater_is_better = getattr(evaluator, "greater_is_better", True)
+    metric_name = getattr(evaluator, "primary_metric", None)
 
     def card_now(details: Mapping[str, Any] | None = None, metric: float | None = None) -> ModelCardInfo:
         return training_card(card, config.model_dump(), TrainConfig().model_dump(), batch_kinds, state.step,
-                             state.rows, state.history, state.evaluations, details, metric)
+                             state.rows, state.history, state.evaluations, details, metric, metric_name)
 
     def evaluate() -> None:
         nonlocal evaluated_at
         if evaluator is None or evaluated_at == state.step or not main:
             return
-        metric, details = _metric_of(evaluator(encoder))
+        result = evaluator(encoder)
+        metric = primary_score(evaluator, result)
+        details = dict(result) if isinstance(result, Mapping) else {}
         encoder.train()
         state.evaluations.append({"step": state.step, "metric": metric, **details})
         evaluated_at = state.step
-        if state.best_metric is None or metric > state.best_metric:
+        best = state.best_metric
+        if best is None or (metric > best if greater_is_better else metric < best):
             state.best_metric, state.best_step = metric, state.step
             encoder.save(output_dir / BEST, card=card_now(details, metric))
 

@@ -200,3 +200,43 @@ def test_a_mined_round_with_a_changed_part_is_not_intact(tmp_path: Path, caplog:
     with caplog.at_level("WARNING", logger="flows"):
         assert not steps.mined_round_intact(run, 0)
     assert "changed after mining" in caplog.text
+
+
+def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, monkeypatch) -> None:
+    """The dev metric is the evaluator's primary metric: `eval.dev_metric`, else the first file's (not a mean of
+    the STS files); one that names no file stops before the model is loaded."""
+    import math
+
+    import numpy as np
+
+    from dataio.errors import InputError
+    from flows.config import config_from_mapping
+
+    vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [1.0, 1.0], "d": [-1.0, 1.0]}
+
+    class Table:
+        def encode(self, texts, batch_size=32, show_progress_bar=False):
+            return np.array([vectors[t] for t in texts], dtype=np.float32)
+
+    (tmp_path / "up.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t1\na\tc\t4\n", encoding="utf-8")
+    (tmp_path / "down.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t4\na\tc\t1\n", encoding="utf-8")
+    (tmp_path / "p.tsv").write_text("sentence1\tsentence2\tlabel\na\tc\t1\na\td\t0\n", encoding="utf-8")
+    monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: Table())
+
+    def evaluated(dev_metric: str | None) -> dict:
+        config = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"corpus": str(tmp_path / "c")},
+                                      "eval": {"sts": ["up.tsv", "down.tsv"], "pairs": ["p.tsv"],
+                                               "dev_metric": dev_metric}}, base_dir=tmp_path)
+        inputs = {"sts": [str(e.path) for e in config.eval.sts], "eval_pairs": [str(tmp_path / "p.tsv")]}
+        return steps.evaluate_model("model", inputs, config)
+
+    first = evaluated(None)
+    assert first["evaluation"]["sts"] == pytest.approx({"up": 100.0, "down": -100.0})
+    for choice, name, value in ((None, "sts/up", 100.0), ("sts/down", "sts/down", -100.0),
+                                ("pairs/p", "pairs/p", 100.0)):
+        dev = (first if choice is None else evaluated(choice))["dev_metric"]
+        assert dev["name"] == name and dev["value"] == pytest.approx(value), choice
+    assert not math.isnan(first["seconds"])
+    monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(InputError, match="'pairs/other' names no evaluation file"):
+        evaluated("pairs/other")

@@ -100,7 +100,7 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
 
 def test_failure_while_mining_removes_the_folder_it_created(files, capsys, tmp_path, monkeypatch):
     class Broken(HashEncoder):
-        def encode(self, texts, batch_size=32):
+        def encode(self, texts, batch_size=32, **keywords):
             raise RuntimeError("GPU fell off")
 
     monkeypatch.setattr(mining.encoders, "load_encoder", lambda model=None, **kw: Broken(16))

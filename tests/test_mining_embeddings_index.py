@@ -57,10 +57,10 @@ def test_a_cache_changed_on_disk_is_encoded_again_not_used(corpus, tmp_path, cap
 
 def test_interrupted_encoding_resumes_from_last_chunk(corpus, tmp_path):
     class Failing(HashEncoder):
-        def encode(self, texts, batch_size=32):
+        def encode(self, texts, batch_size=32, **keywords):
             if self.calls == 2:
                 raise KeyboardInterrupt
-            return super().encode(texts, batch_size)
+            return super().encode(texts, batch_size, **keywords)
 
     with pytest.raises(KeyboardInterrupt):
         embed_corpus(corpus, Failing(16), tmp_path / "cache", chunk_size=100, show_progress=False)
@@ -74,13 +74,25 @@ def test_interrupted_encoding_resumes_from_last_chunk(corpus, tmp_path):
     assert np.array_equal(np.asarray(resumed.matrix), fresh.matrix)
 
 
-def test_encode_texts_accepts_any_encode_signature():
-    class Plain:
-        def encode(self, texts):
-            return [[3.0, 4.0] for _ in texts]
+def test_encode_texts_calls_encode_with_sentence_transformers_keywords():
+    """One call for every encoder (SimCSEEncoder and SentenceTransformer take the same keywords), and whatever
+    comes back (a list, a tensor, unnormalised) becomes unit float32 rows."""
+    import torch
 
-    out = encode_texts(Plain(), ["a", "b"])
-    assert out.dtype == np.float32 and np.allclose(out, [[0.6, 0.8], [0.6, 0.8]])
+    class Plain:
+        def __init__(self, out):
+            self.out, self.keywords = out, None
+
+        def encode(self, texts, **keywords):
+            self.keywords = keywords
+            return self.out(texts)
+
+    for make in (lambda texts: [[3.0, 4.0] for _ in texts], lambda texts: torch.tensor([[3.0, 4.0]] * len(texts))):
+        enc = Plain(make)
+        out = encode_texts(enc, ["a", "b"], batch_size=7)
+        assert out.dtype == np.float32 and np.allclose(out, [[0.6, 0.8], [0.6, 0.8]])
+        assert enc.keywords == {"batch_size": 7, "show_progress_bar": False, "normalize_embeddings": True,
+                                "convert_to_numpy": True}
 
 
 def test_model_fingerprint_sources():

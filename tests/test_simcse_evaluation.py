@@ -8,11 +8,14 @@ import math
 import numpy as np
 import pytest
 
+from dataio.errors import InputError
 from simcse.evaluation import (
-    DevEvaluator,
+    SimCSEEvaluator,
     alignment,
     average_precision_x100,
     evaluate,
+    metric_value,
+    primary_score,
     spearman_x100,
     uniformity,
 )
@@ -24,9 +27,11 @@ class TableEncoder:
     def __init__(self, vectors: dict[str, list[float]]) -> None:
         self.vectors = vectors
         self.calls: list[list[str]] = []
+        self.keywords: list[dict] = []
 
     def encode(self, texts, batch_size=32, **kwargs):
         self.calls.append(list(texts))
+        self.keywords.append({"batch_size": batch_size, **kwargs})
         return np.array([self.vectors[t] for t in texts], dtype=np.float32)
 
 
@@ -101,15 +106,77 @@ def test_same_stem_in_two_folders_keeps_both(tmp_path):
     assert sorted(result["sts"]) == ["x/dev", "y/dev"]
 
 
-def test_dev_evaluator_scores_the_mean_sts(tmp_path):
-    sts = _write(tmp_path / "d.tsv", "sentence1\tsentence2\tscore", [("a", "b", 1.0), ("a", "c", 4.0)])
-    out = DevEvaluator([sts])(TableEncoder({"a": [1, 0], "b": [0, 1], "c": [1, 1]}))
-    assert out["score"] == pytest.approx(out["sts"]["d"]) == pytest.approx(100.0)
+VECTORS = {"a": [1, 0], "b": [0, 1], "c": [1, 1], "d": [-1, 1]}
+
+
+def _files(tmp_path):
+    """Two STS files whose Spearmans differ (100 and -100) and one labeled-pair file (AP 100)."""
+    up = _write(tmp_path / "up.tsv", "sentence1\tsentence2\tscore", [("a", "b", 1.0), ("a", "c", 4.0)])
+    down = _write(tmp_path / "down.tsv", "sentence1\tsentence2\tscore", [("a", "b", 4.0), ("a", "c", 1.0)])
+    pairs = _write(tmp_path / "p.tsv", "sentence1\tsentence2\tlabel", [("a", "c", 1), ("a", "d", 0)])
+    return up, down, pairs
+
+
+def test_the_primary_metric_is_the_first_file_unless_named(tmp_path):
+    """STS only, pairs only, both: the score is the first file's (STS before pairs), or the one named."""
+    up, down, pairs = _files(tmp_path)
+    enc = TableEncoder(VECTORS)
+    for sts, pair_files, primary, score in (([up, down], [], "sts/up", 100.0), ([], [pairs], "pairs/p", 100.0),
+                                            ([down, up], [pairs], "sts/down", -100.0)):
+        evaluator = SimCSEEvaluator(sts, pair_files)
+        assert evaluator.primary_metric == primary and evaluator.greater_is_better is True
+        assert primary_score(evaluator, evaluator(enc)) == pytest.approx(score)
+    named = {"pairs/p": 100.0, "sts/down": -100.0, "sts_mean": 0.0, "pairs_mean": 100.0}
+    for name, score in named.items():
+        evaluator = SimCSEEvaluator([up, down], [pairs], primary_metric=name)
+        assert evaluator.primary_metric == name
+        assert primary_score(evaluator, evaluator(enc)) == pytest.approx(score, abs=1e-9)
+    with pytest.raises(InputError, match=r"'sts/dev' names no evaluation file; the files give sts/up, sts/down, "
+                                         r"pairs/p, sts_mean, pairs_mean"):
+        SimCSEEvaluator([up, down], [pairs], primary_metric="sts/dev")
+    with pytest.raises(InputError, match="pairs_mean"):
+        SimCSEEvaluator([up], primary_metric="pairs_mean")
+
+
+def test_the_evaluator_reads_its_files_once_and_encodes_each_sentence_once_per_call(tmp_path):
+    up, down, pairs = _files(tmp_path)
+    evaluator = SimCSEEvaluator([up, down], [pairs], batch_size=7)
+    for f in (up, down, pairs):
+        f.unlink()  # read at construction: the calls need no file
+    enc = TableEncoder(VECTORS)
+    first, second = evaluator(enc), evaluator(enc)
+    assert first == second and set(first) == {"sts", "pairs", "alignment", "uniformity"}
+    assert [sorted(c) for c in enc.calls] == [sorted(VECTORS)] * 2
+    # sentence-transformers' keyword names, which SimCSEEncoder and SentenceTransformer both take
+    assert enc.keywords == [{"batch_size": 7, "show_progress_bar": False}] * 2
+
+
+def test_an_evaluator_without_files_has_no_score(tmp_path):
+    evaluator = SimCSEEvaluator()
+    result = evaluator(TableEncoder({}))
+    assert evaluator.primary_metric is None and result["sts"] == {} and result["pairs"] == {}
+    with pytest.raises(ValueError, match="primary_metric"):
+        primary_score(evaluator, result)
+
+
+def test_metric_value_reads_nested_flat_and_mean_names():
+    result = {"sts": {"dev": 80.0, "test": 70.0}, "pairs": {"p": float("nan")}, "alignment": 0.3, "uniformity": None}
+    assert metric_value(result, "sts/test") == 70.0 and metric_value(result, "sts_mean") == 75.0
+    assert math.isnan(metric_value(result, "pairs/p")) and math.isnan(metric_value(result, "pairs_mean"))
+    assert metric_value(result, "alignment") == 0.3 and metric_value(result, "uniformity") is None
+    assert metric_value(result, "sts/none") is None and metric_value(None, "sts/dev") is None
+    # a sentence-transformers evaluator's flat result, and its rule for a bare number
+    flat = {"sts-dev_spearman_cosine": np.float32(0.5)}
+
+    class STLike:
+        primary_metric = "sts-dev_spearman_cosine"
+
+    assert primary_score(STLike(), flat) == 0.5 and primary_score(None, 3) == 3.0
+    with pytest.raises(ValueError, match="has no 'sts-dev_spearman_cosine'"):
+        primary_score(STLike(), {"other": 1.0})
 
 
 def test_bad_sts_score_names_line_and_column(tmp_path):
-    from dataio.errors import InputError
-
     sts = _write(tmp_path / "d.tsv", "sentence1\tsentence2\tscore", [("a", "b", 1.0), ("a", "c", "high")])
     with pytest.raises(InputError, match=r"d\.tsv: line 3, column 'score': 'high' is not a number"):
         evaluate(TableEncoder({}), [sts])

@@ -82,7 +82,7 @@ def test_encode_is_order_preserving_and_padding_free(tiny, pooling):
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
     one_by_one = np.stack([enc.encode([s])[0] for s in SENTENCES])
     np.testing.assert_allclose(batch, one_by_one, atol=2e-5)
-    raw = enc.encode(SENTENCES, normalize=False)
+    raw = enc.encode(SENTENCES, normalize_embeddings=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
     assert enc.encode([]).shape == (0, enc.dim)
 
@@ -114,6 +114,23 @@ def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(ti
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
     assert modules == (["Transformer", "Pooling", "Dense"] if not mlp_only_train else ["Transformer", "Pooling"])
+
+
+def test_encode_takes_sentence_transformers_keywords(tiny, tmp_path):
+    """Code written for `SentenceTransformer.encode` calls `SimCSEEncoder.encode` the same way and gets the same
+    embeddings (mining and evaluation call both without looking at the signature)."""
+    from sentence_transformers import SentenceTransformer
+
+    enc = _load(tiny, pooling="mean")
+    st = SentenceTransformer(str(enc.save(tmp_path / "model")), device="cpu")
+    keywords = {"batch_size": 4, "show_progress_bar": False, "normalize_embeddings": True, "convert_to_numpy": True}
+    np.testing.assert_allclose(enc.encode(SENTENCES, **keywords), st.encode(SENTENCES, **keywords), atol=1e-5)
+    raw = enc.encode(SENTENCES, normalize_embeddings=False, convert_to_tensor=True)
+    assert isinstance(raw, torch.Tensor) and raw.shape == (len(SENTENCES), enc.dim)
+    np.testing.assert_allclose(raw.numpy(), st.encode(SENTENCES, convert_to_numpy=True), atol=1e-5)
+    assert isinstance(enc.encode([], convert_to_numpy=False), torch.Tensor)
+    with pytest.raises(TypeError):
+        enc.encode(SENTENCES, show_progress=False)  # the old name is gone, not silently ignored
 
 
 def test_reload_restores_pooling_head_and_fingerprint(tiny, tmp_path):

@@ -48,8 +48,9 @@ def test_trainer_writes_a_card_into_model_and_best_that_still_loads(licensed_tin
 
     def evaluator(encoder):
         value = next(scores)
-        return {"score": value, "sts": {"dev": 10 * value}, "pairs": {"dev_pairs": 55.5}, "alignment": 0.4,
-                "uniformity": -1.5}
+        return {"sts": {"dev": 10 * value}, "pairs": {"dev_pairs": 55.5}, "alignment": 0.4, "uniformity": -1.5}
+
+    evaluator.primary_metric = "sts/dev"  # the card names the metric the best model was chosen by
 
     torch.manual_seed(0)
     enc = SimCSEEncoder.from_pretrained(str(licensed_tiny), device="cpu", max_length=16, pooling="mean")
@@ -71,6 +72,7 @@ def test_trainer_writes_a_card_into_model_and_best_that_still_loads(licensed_tin
                      "### SimCSE Training", "licence: mit", "supervised SimCSE", "1 hard negative per row",
                      "**Temperature τ:** 0.070", "**α (hard-negative weight):** 1.000",
                      f"**Training steps:** {step}, {8 * step} rows", f"STS dev {sts:.2f}", "AP dev_pairs 55.50",
+                     f"**Dev metric:** sts/dev = {sts:.2f} at step {step}",
                      "#### Training Data Provenance", "`corpus.txt`", "CC-BY-4.0", "ab" * 16,
                      "@inproceedings{gao2021simcse"):
             assert text in body, (folder.name, text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,21 +166,39 @@ def test_k_negatives_alpha_and_negatives_without_positives(tiny, tmp_path):
         train(_encoder(tiny), [ragged], _cfg(max_steps=1, save_every=0), tmp_path / "c")
 
 
+class _Scripted:
+    """An evaluator in sentence-transformers' form whose primary metric follows a script, one value a call."""
+
+    def __init__(self, values: list[float], primary_metric: str = "sts/dev", greater_is_better: bool = True) -> None:
+        self.values, self.seen = iter(values), {}
+        self.primary_metric, self.greater_is_better = primary_metric, greater_is_better
+
+    def __call__(self, encoder: SimCSEEncoder) -> dict:
+        value = next(self.values)
+        self.seen[value] = encoder.fingerprint()
+        return {"sts": {"dev": value, "other": -value}, "pairs": {}, "alignment": None, "uniformity": None}
+
+
 def test_evaluation_keeps_the_best_model(tiny, tmp_path):
-    scores = iter([1.0, 3.0, 2.0, 0.5])
-    seen: dict[int, str] = {}
-
-    def evaluator(encoder: SimCSEEncoder) -> dict:
-        value = next(scores)
-        seen[int(value * 10)] = encoder.fingerprint()
-        return {"score": value, "sts": {"dev": value}}
-
+    evaluator = _Scripted([1.0, 3.0, 2.0, 0.5])
     enc = _encoder(tiny)
     r = train(enc, _triplets(), _cfg(max_steps=8, eval_every=2, save_every=0), tmp_path / "run", evaluator=evaluator)
     assert [e["step"] for e in r.evaluations] == [2, 4, 6, 8]
+    assert [e["metric"] for e in r.evaluations] == [1.0, 3.0, 2.0, 0.5]
     assert r.best_step == 4 and r.best_metric == 3.0 and r.best_model_path.endswith("best")
     best = SimCSEEncoder.from_pretrained(r.best_path, device="cpu", max_length=16)
-    assert best.fingerprint() == seen[30] != enc.fingerprint()
+    assert best.fingerprint() == evaluator.seen[3.0] != enc.fingerprint()
+    assert json.loads((Path(r.best_path) / "simcse_card.json").read_text())["dev_metric"]["name"] == "sts/dev"
+
+
+def test_the_best_model_follows_the_evaluators_primary_metric_and_direction(tiny, tmp_path):
+    """The score is the evaluator's `primary_metric`; `greater_is_better=False` keeps the lowest."""
+    cases = (("sts/other", True, 6, -0.5), ("sts/dev", False, 6, 0.5), ("sts_mean", True, 2, 0.0))
+    for i, (primary, greater, step, metric) in enumerate(cases):
+        evaluator = _Scripted([1.0, 3.0, 0.5, 2.0], primary, greater)
+        r = train(_encoder(tiny), _triplets(), _cfg(max_steps=8, eval_every=2, save_every=0), tmp_path / str(i),
+                  evaluator=evaluator)
+        assert (r.best_step, r.best_metric) == (step, metric), primary
 
 
 def test_epochs_without_max_steps_and_empty_data(tiny, tmp_path):
