@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from mining.params import BACKENDS, IVF_CODECS  # the choices live with the settings a user writes
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")
-IVF_CODECS = ("auto", "flat", "sq8", "pq")
 # Largest query x pool product searched exactly on CPU by `auto` (about 20-40 s on 2 cores at d=384).
 CPU_EXACT_MAX_PAIRS = 3e9
 RECALL_TARGET = 0.95  # recall@k an approximate search must reach on the sample unless nprobe is fixed
