@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from dataio.errors import InputError
-from mining.params import MiningParams
+from mining.params import MiningParams, check_bands
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -73,6 +73,7 @@ def params_from_options(**options: Any) -> MiningParams:
         if name in options and options[name] is not None and means_none(options[name]):
             options[name] = None
     return MiningParams(**options)
+
 
 # What `mine --out` writes at the top of its folder: Hive partitions, the default embeddings cache, the lock,
 # temporaries of a killed write. Anything else means the folder is someone else's.
@@ -166,7 +167,6 @@ def mine_command(
         load_corpus,
     )
     from mining.exclusions import read_excluded_pairs
-    from mining.params import check_bands
 
     if not quiet:
         _log_to_stderr()
