@@ -6,11 +6,8 @@
 
 from __future__ import annotations
 
-import re
-import types
-import typing
 from collections.abc import Mapping
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +21,7 @@ from pydantic import (
 from curriculum.alpha import AlphaSchedule
 from curriculum.errors import ConfigError
 from curriculum.pacing import Pacing
+from dataio.errors import describe_validation_error
 from dataio.triplets import BandName
 
 
@@ -175,78 +173,3 @@ def format_validation_error(err: ValidationError, prefix: str = "curriculum",
     """One line for a pydantic error: `prefix.key.sub: what is wrong` (+ how many more errors)."""
     key, message = describe_validation_error(err, prefix, model)
     return f"{key}: {message}"
-
-
-def describe_validation_error(err: ValidationError, prefix: str = "",
-                              model: type[BaseModel] | None = None) -> tuple[str, str]:
-    """(dotted key, what is wrong) of a pydantic error's first problem, naming how many more there are.
-
-    Shared with flows' YAML config, which looks the key up to name the file's line.
-    """
-    errors = err.errors(include_url=False)
-    key, message = _key(errors[0]["loc"], prefix), _describe(errors[0], model)
-    if len(errors) > 1:
-        others = ", ".join(_key(e["loc"], prefix) for e in errors[1:4])
-        more = "" if len(errors) <= 4 else ", ..."
-        message += f" (and {len(errors) - 1} more: {others}{more})"
-    return key, " ".join(message.split())
-
-
-def _key(loc: tuple, prefix: str) -> str:
-    key = prefix
-    for part in loc:
-        if part == "[key]" or (isinstance(part, str) and part.startswith(("function-", "tagged-union"))):
-            continue  # pydantic's names for validators and unions, not keys a user wrote
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key or "(top level)"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _describe(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
-    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        return f"unknown {_short(error['input'])}; expected one of {', '.join(choices)}"
-    if kind == "extra_forbidden":
-        fields = _fields_at(model, loc[:-1]) if model is not None else None
-        return "unknown key" + (f"; expected one of {', '.join(fields)}" if fields else "")
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "value_error" and "error" in ctx:
-        return str(ctx["error"])
-    message = str(error["msg"])
-    return f"{message[:1].lower() + message[1:]} (got {_short(error['input'])})"
-
-
-def _fields_at(model: Any, loc: tuple) -> list[str] | None:
-    """Field names of the model reached by following `loc` from `model` (None if it leads elsewhere)."""
-    current: Any = model
-    for part in loc:
-        current = _unwrap_optional(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = field.annotation
-        elif typing.get_origin(current) in (dict, Mapping):
-            current = typing.get_args(current)[1]
-        elif typing.get_origin(current) is list:
-            current = typing.get_args(current)[0]
-        else:
-            return None
-    current = _unwrap_optional(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [name for name, f in current.model_fields.items() if not f.exclude]
-    return None
-
-
-def _unwrap_optional(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation

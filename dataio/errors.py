@@ -1,4 +1,5 @@
-"""Errors for what a user can fix, shared by every package, and reading a JSON file into a pydantic model.
+"""Errors for what a user can fix, shared by every package; reading a JSON file into a pydantic model, and
+one line for a pydantic validation error (`describe_validation_error`).
 
 `UserError` is the one type the command line turns into a one-line message and exit code 2 (flows/cli.py):
 bad input files (`InputError`), a damaged or incomplete triplet folder (`TripletDataError`), and the
@@ -9,8 +10,12 @@ key) and what to do, on one line, and is raised before anything is written.
 from __future__ import annotations
 
 import json
+import re
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
 
@@ -61,3 +66,79 @@ def load_json_model(path: Path, model: type[Model], error: type[UserError], hint
         first = err.errors(include_url=False)[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise error(f"{path}: key '{key}': {first['msg']}; {hint}") from None
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "",
+                              model: type[BaseModel] | None = None) -> tuple[str, str]:
+    """(dotted key, what is wrong) of a pydantic error's first problem, naming how many more there are.
+
+    Shared by the settings models of every package and flows' YAML config, which looks the key up to name
+    the file's line.
+    """
+    errors = err.errors(include_url=False)
+    key, message = _key(errors[0]["loc"], prefix), _describe(errors[0], model)
+    if len(errors) > 1:
+        others = ", ".join(_key(e["loc"], prefix) for e in errors[1:4])
+        more = "" if len(errors) <= 4 else ", ..."
+        message += f" (and {len(errors) - 1} more: {others}{more})"
+    return key, " ".join(message.split())
+
+
+def _key(loc: tuple, prefix: str) -> str:
+    key = prefix
+    for part in loc:
+        if part == "[key]" or (isinstance(part, str) and part.startswith(("function-", "tagged-union"))):
+            continue  # pydantic's names for validators and unions, not keys a user wrote
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"unknown {_short(error['input'])}; expected one of {', '.join(choices)}"
+    if kind == "extra_forbidden":
+        fields = _fields_at(model, loc[:-1]) if model is not None else None
+        return "unknown key" + (f"; expected one of {', '.join(fields)}" if fields else "")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    message = str(error["msg"])
+    return f"{message[:1].lower() + message[1:]} (got {_short(error['input'])})"
+
+
+def _fields_at(model: Any, loc: tuple) -> list[str] | None:
+    """Field names of the model reached by following `loc` from `model` (None if it leads elsewhere)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap_optional(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (dict, Mapping):
+            current = typing.get_args(current)[1]
+        elif typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+        else:
+            return None
+    current = _unwrap_optional(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [name for name, f in current.model_fields.items() if not f.exclude]
+    return None
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation

@@ -25,6 +25,26 @@ SUPPORTED = ".txt, .csv, .tsv, .jsonl, .parquet or a saved Hugging Face dataset 
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
+# The other names each canonical column is read under when the file has no column of the canonical name
+# (SimCSE's, NLI's and sentence-transformers' conventions), tried in this order. One table for every loader
+# (training, mining, flows), so a file one command reads, the others read too. A column named by the user
+# (`columns:` in a config, `--text-column` and the like) is read exactly, without these.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "text": ("sentence", "sent0", "anchor", "sentence1"),
+    "anchor": ("sent0", "premise", "sentence1", "query"),
+    "positive": ("sent1", "entailment", "sentence2"),
+    "negative": ("hard_neg", "contradiction"),
+}
+
+
+def accepted_names(column: str) -> str:
+    """`'anchor, else sent0, premise, sentence1 or query'`: the names `column` is read under, for help texts."""
+    others = COLUMN_ALIASES.get(column, ())
+    if not others:
+        return column
+    tail = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} or {others[-1]}"
+    return f"{column}, else {tail}"
+
 
 def data_dir() -> Path:
     """The shared data folder: $SIMCSE_DATA_DIR, else `../shared/data` beside the repository."""
@@ -277,18 +297,23 @@ def read_header(path: str | os.PathLike) -> list[str]:
     raise InputError(f"unsupported file type '{suffix}'; expected {SUPPORTED}", path=path)
 
 
-def _read_renamed(path: str | os.PathLike, canonical: Sequence[str], columns: Mapping[str, str | None] | None) -> Table:
-    """`read_table` of the canonical columns, each read from the file column `columns` names for it (if any);
-    the table uses the canonical names and its errors name the file's columns."""
+def read_columns(path: str | os.PathLike, canonical: Sequence[str], optional: Sequence[str] = (),
+                 columns: Mapping[str, str | None] | None = None) -> Table:
+    """`read_table` of canonical columns (required, then `optional`): each is read from the file column
+    `columns` names for it, exactly, else under its canonical name or one of its `COLUMN_ALIASES`.
+
+    The table uses the canonical names; its errors name the file's columns.
+    """
     given = {k: v for k, v in (columns or {}).items() if v}
-    unknown = sorted(set(given) - set(canonical))
+    unknown = sorted(set(given) - set(canonical) - set(optional))
     if unknown:
-        raise ValueError(f"unknown column keys {unknown}; expected some of {list(canonical)}")
-    names = [given.get(c, c) for c in canonical]
-    table = read_table(path, names)
+        raise ValueError(f"unknown column keys {unknown}; expected some of {[*canonical, *optional]}")
+    names = {c: given.get(c, c) for c in [*canonical, *optional]}
+    aliases = {c: COLUMN_ALIASES.get(c, ()) for c in names if c not in given}
+    table = read_table(path, [names[c] for c in canonical], optional=[names[c] for c in optional], aliases=aliases)
     if given:
-        table.columns = {c: table.columns[n] for c, n in zip(canonical, names)}
-        table.renamed.update({c: n for c, n in zip(canonical, names) if c != n})
+        table.columns = {c: table.columns[n] for c, n in names.items() if n in table.columns}
+        table.renamed.update({c: n for c, n in given.items() if c != n})
     return table
 
 
@@ -326,7 +351,7 @@ def _texts(table: Table, column: str) -> list[str]:
 def read_sts(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> StsData:
     """An STS file: `sentence1, sentence2, score` (score any numeric scale); `columns` maps those names to the
     file's own (e.g. `{"score": "similarity"}`)."""
-    table = _read_renamed(path, ["sentence1", "sentence2", "score"], columns)
+    table = read_columns(path, ["sentence1", "sentence2", "score"], columns=columns)
     if len(table) < 2:
         raise InputError("an STS file needs at least 2 scored pairs", path=table.path)
     return StsData(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), _floats(table, "score"))
@@ -345,7 +370,7 @@ class LabeledPairs:
 def read_labeled_pairs(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> LabeledPairs:
     """A labeled-pair file: `sentence1, sentence2, label` with labels 0/1; `columns` maps those names to the
     file's own (e.g. `{"label": "is_paraphrase"}`)."""
-    table = _read_renamed(path, ["sentence1", "sentence2", "label"], columns)
+    table = read_columns(path, ["sentence1", "sentence2", "label"], columns=columns)
     labels = []
     for i, v in enumerate(_floats(table, "label")):
         if v not in (0.0, 1.0):

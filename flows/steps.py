@@ -105,9 +105,10 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
             "fingerprint": fingerprint, "eval_fingerprint": eval_fingerprint}
 
 
-def load_mining_corpus(inputs: dict[str, Any], params: dict[str, Any] | None = None) -> Any:
-    """The mining corpus of the prepared inputs; `params` (the config's mining.params) may turn off
-    `unsupervised_anchors` so that corpus sentences join the pool as candidates only."""
+def load_mining_corpus(inputs: dict[str, Any], params: Any = None) -> Any:
+    """The mining corpus of the prepared inputs; `params` (the config's mining.params, a MiningParams or a
+    mapping of its fields) may turn off `unsupervised_anchors` so that corpus sentences join the pool as
+    candidates only."""
     from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
     from mining.params import MiningParams
 
@@ -120,7 +121,9 @@ def load_mining_corpus(inputs: dict[str, Any], params: dict[str, Any] | None = N
                         label_column=cols(e, "label"), domain=e.get("domain")) for e in inputs["pairs"]]
     nli = [NliSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
                      negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs["nli"]]
-    unsupervised = MiningParams.from_dict(dict(params or {})).unsupervised_anchors
+    if not isinstance(params, MiningParams):
+        params = MiningParams.from_dict(params or {})
+    unsupervised = params.unsupervised_anchors
     return load_corpus(corpus, pairs, nli, unsupervised_anchors=unsupervised)
 
 
@@ -183,9 +186,8 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
     encoder = load_encoder(model_path, config)
     # Progress bars only on a terminal: in a log file or a CI capture they are carriage-return noise.
     kwargs: dict[str, Any] = {"round": round_, "bands": config.mining.bands, "seed": config.seed,
-                              "cache_dir": run.cache, "show_progress": sys.stderr.isatty()}
-    if config.mining.params:
-        kwargs["params"] = config.mining.params
+                              "cache_dir": run.cache, "show_progress": sys.stderr.isatty(),
+                              "params": config.mining.params}
     if inputs.get("exclude_pairs"):
         kwargs["exclude_pairs"] = inputs["exclude_pairs"]
     mine(corpus, encoder, run.triplets, **kwargs)
@@ -301,9 +303,9 @@ def train_config(config: RunConfig, round_: int) -> Any:
     end of the last round), and the optimizer's state passes from round to round; a mid-round checkpoint
     every half round lets a killed round continue instead of starting over.
     """
-    from simcse.train import TrainConfig
+    from simcse.train_config import TrainConfig
 
-    settings = dict(config.training)
+    settings = config.training.model_dump(exclude_unset=True)  # what the YAML set; the run fills in the rest
     settings.setdefault("seed", config.seed + round_)
     settings.setdefault("save_every", max(1, config.steps_per_round // 2))
     settings.setdefault("eval_every", 0)

@@ -66,7 +66,7 @@ def _mine_key(_ctx: Any, inputs: dict[str, Any]) -> str:
 def _train_key(_ctx: Any, inputs: dict[str, Any]) -> str:
     config: RunConfig = inputs["config"]
     return _key("train", model_fingerprint(inputs["model_path"]), inputs["plan"]["manifest_sha256"],
-                inputs["plan"]["state"], config.training,
+                inputs["plan"]["state"], config.training.model_dump(mode="json", exclude_unset=True),
                 config.model.model_dump(mode="json", exclude={"name_or_path"}), config.steps_per_round,
                 config.batch_size, config.seed, inputs["round_"], str(inputs["run_root"]))
 

@@ -160,9 +160,7 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str,
         inputs = steps.prepare_inputs(config, RunDir(Path(config.output_dir)), collect)
         corpus = steps.load_mining_corpus(inputs, config.mining.params)
         from mining.corpus import check_size
-        from mining.params import MiningParams
-
-        check_size(corpus, MiningParams.from_dict(dict(config.mining.params)).num_negatives)
+        check_size(corpus, config.mining.params.num_negatives)
         if corpus.n_anchor_rows < config.batch_size:  # the sampler never repeats a sentence within a batch
             raise InputError(f"batch_size: {config.batch_size} rows is more than the {corpus.n_anchor_rows} anchors "
                              f"the inputs give (a batch never repeats a sentence); lower batch_size",

@@ -4,6 +4,7 @@ Inputs, options and the model are validated before the output folder is created;
 a folder this command created is removed again, so bad input leaves nothing behind. `mine` writes only into
 a new or empty folder or one holding its own output (`round=<r>/` partitions, `.cache/`), and holds the
 folder's lock while it writes (`dataio.folder_lock`): a second `mine` on the same folder is refused.
+The miner's options take their defaults and help from `mining.params.MiningParams`, their one home.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dataio.errors import InputError
+from mining.params import MiningParams, check_bands
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -40,6 +42,38 @@ def _log_to_stderr() -> None:
 
 
 Opt = typer.Option
+
+# MiningParams fields that may be None, which a command line cannot spell: (the values that stand for None
+# there, how the help says it).
+NONE_ON_THE_COMMAND_LINE = {
+    "unsupervised_range_min": (lambda v: v == 0, "0"),
+    "relative_margin": (lambda v: v < 0, "a negative value"),
+    "max_score": (lambda v: v > 1, "a value above 1"),
+}
+
+
+def _default(name: str) -> Any:
+    """The default of MiningParams field `name`: the option's default too."""
+    return MiningParams.model_fields[name].default
+
+
+def _help(name: str) -> str:
+    """The help of the option for MiningParams field `name`: the field's description."""
+    text = MiningParams.model_fields[name].description or ""
+    if "_" not in text.split(" ", 1)[0]:  # a sentence, not a band's name
+        text = text[:1].upper() + text[1:]
+    if name in NONE_ON_THE_COMMAND_LINE:
+        text += f". Here {NONE_ON_THE_COMMAND_LINE[name][1]} stands for None"
+    return f"{text}."
+
+
+def params_from_options(**options: Any) -> MiningParams:
+    """MiningParams of `mine`'s options (named as the fields), each None stand-in turned into None."""
+    for name, (means_none, _) in NONE_ON_THE_COMMAND_LINE.items():
+        if name in options and options[name] is not None and means_none(options[name]):
+            options[name] = None
+    return MiningParams(**options)
+
 
 # What `mine --out` writes at the top of its folder: Hive partitions, the default embeddings cache, the lock,
 # temporaries of a killed write. Anything else means the folder is someone else's.
@@ -92,19 +126,17 @@ def mine_command(
                                            "band the inputs allow).")] = None,
     round_: Annotated[int, Opt("--round", min=0, help="Round number.")] = 0,
     seed: Annotated[int, Opt("--seed", help="Seed of every random choice.")] = 0,
-    num_negatives: Annotated[int, Opt("--num-negatives", help="Negatives per anchor and band.")] = 1,
-    range_min: Annotated[int, Opt("--range-min", help="nearest_neighbour: first kNN rank used.")] = 0,
-    unsupervised_range_min: Annotated[int, Opt("--unsupervised-range-min", help="nearest_neighbour: first kNN rank "
-                                               "for anchors without a positive (their paraphrases sit in the top "
-                                               "ranks); 0 turns it off.")] = 3,
-    range_max: Annotated[int, Opt("--range-max", help="nearest_neighbour: ranks below this are used.")] = 50,
-    relative_margin: Annotated[float, Opt("--relative-margin", help="Drop candidates above (1 - margin) x "
-                                          "sim(anchor, positive); negative disables.")] = 0.05,
-    max_score: Annotated[float, Opt("--max-score", help="Unsupervised anchors: drop candidates above this "
-                                    "similarity; above 1 disables.")] = 0.95,
-    sampling: Annotated[str, Opt("--sampling", help="top or random within the kNN window.")] = "top",
-    backend: Annotated[str, Opt("--backend", help="auto, torch, torch-ivf, faiss-flat or faiss-ivf.")] = "auto",
-    batch_size: Annotated[int, Opt("--batch-size", help="Encoding batch size.")] = 256,
+    num_negatives: Annotated[int, Opt("--num-negatives", help=_help("num_negatives"))] = _default("num_negatives"),
+    range_min: Annotated[int, Opt("--range-min", help=_help("range_min"))] = _default("range_min"),
+    unsupervised_range_min: Annotated[int, Opt("--unsupervised-range-min", help=_help("unsupervised_range_min"))
+                                      ] = _default("unsupervised_range_min"),
+    range_max: Annotated[int, Opt("--range-max", help=_help("range_max"))] = _default("range_max"),
+    relative_margin: Annotated[float, Opt("--relative-margin", help=_help("relative_margin"))
+                               ] = _default("relative_margin"),
+    max_score: Annotated[float, Opt("--max-score", help=_help("max_score"))] = _default("max_score"),
+    sampling: Annotated[str, Opt("--sampling", help=_help("sampling"))] = _default("sampling"),
+    backend: Annotated[str, Opt("--backend", help=_help("backend"))] = _default("backend"),
+    batch_size: Annotated[int, Opt("--batch-size", help=_help("batch_size"))] = _default("batch_size"),
     max_length: Annotated[int | None, Opt("--max-length", help="Token limit when encoding.")] = None,
     cache_dir: Annotated[Path | None, Opt("--cache-dir", help="Embeddings cache (default <out>/.cache).")] = None,
     text_column: Annotated[str | None, Opt("--text-column", help="Corpus text column.")] = None,
@@ -113,8 +145,8 @@ def mine_command(
     anchor_column: Annotated[str | None, Opt("--anchor-column", help="Pairs/NLI anchor column.")] = None,
     positive_column: Annotated[str | None, Opt("--positive-column", help="Pairs/NLI positive column.")] = None,
     negative_column: Annotated[str | None, Opt("--negative-column", help="NLI negative column.")] = None,
-    no_unsupervised: Annotated[bool, Opt("--no-unsupervised", help="Corpus sentences are search candidates only, "
-                                         "not anchors.")] = False,
+    unsupervised_anchors: Annotated[bool, Opt("--unsupervised/--no-unsupervised", help=_help("unsupervised_anchors"))
+                                    ] = _default("unsupervised_anchors"),
     exclude_pairs: Annotated[Path | None, Opt("--exclude-pairs", help="Pairs never to mine again (anchor_id, "
                                               "negative_id; csv/tsv/jsonl/parquet), e.g. the false negatives "
                                               "marked in `inspect --html`.")] = None,
@@ -135,7 +167,6 @@ def mine_command(
         load_corpus,
     )
     from mining.exclusions import read_excluded_pairs
-    from mining.params import MiningParams, check_bands
 
     if not quiet:
         _log_to_stderr()
@@ -146,18 +177,17 @@ def mine_command(
                          f"corpus file, in order")
     if cluster is not None and shards < 2:
         raise InputError("--cluster needs --shards 2 or more (the number of pieces to spread over its workers)")
-    params = MiningParams(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
-                          unsupervised_range_min=unsupervised_range_min or None,
-                          relative_margin=None if relative_margin < 0 else relative_margin,
-                          max_score=None if max_score > 1 else max_score, sampling=sampling,
-                          backend=backend, batch_size=batch_size, unsupervised_anchors=not no_unsupervised)
+    params = params_from_options(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
+                                 unsupervised_range_min=unsupervised_range_min, relative_margin=relative_margin,
+                                 max_score=max_score, sampling=sampling, backend=backend, batch_size=batch_size,
+                                 unsupervised_anchors=unsupervised_anchors)
     chosen = check_bands(_split(bands))
     sources = [CorpusSource(p, text_column=text_column, id_column=id_column, domain_column=domain_column,
                             domain=domains[i] if domains else None) for i, p in enumerate(corpus)]
     pair_sources = [PairSource(p, anchor_column=anchor_column, positive_column=positive_column) for p in pairs or []]
     nli_sources = [NliSource(p, anchor_column=anchor_column, positive_column=positive_column,
                              negative_column=negative_column) for p in nli or []]
-    loaded = load_corpus(sources, pair_sources, nli_sources, unsupervised_anchors=not no_unsupervised)
+    loaded = load_corpus(sources, pair_sources, nli_sources, unsupervised_anchors=params.unsupervised_anchors)
     check_size(loaded, params.num_negatives)
     excluded = read_excluded_pairs(exclude_pairs) if exclude_pairs is not None else None
     check_triplets_folder(out)

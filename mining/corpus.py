@@ -20,18 +20,12 @@ import numpy as np
 
 from dataio.errors import InputError
 from dataio.hashing import hash_strings
-from dataio.tables import Table, read_table
+from dataio.tables import Table, read_columns
 
 log = logging.getLogger(__name__)
 
 UNSUPERVISED, PAIR, NLI = 0, 1, 2
 KIND_NAMES = {UNSUPERVISED: "unsupervised", PAIR: "pair", NLI: "nli"}
-
-# Alternative column names accepted when the canonical one is absent (SimCSE's and NLI's conventions).
-NLI_ALIASES = {"anchor": ["sent0", "premise"], "positive": ["sent1", "entailment"],
-               "negative": ["hard_neg", "contradiction"]}
-PAIR_ALIASES = {"anchor": ["sent0", "sentence1", "query"], "positive": ["sent1", "sentence2"]}
-CORPUS_ALIASES = {"text": ["sentence", "sent0"]}
 
 
 def text_id(text: str) -> str:
@@ -166,21 +160,6 @@ def _as_source(item: Any, cls: type, kind: str) -> Any:
     raise TypeError(f"{kind} inputs must be paths or {cls.__name__}, got {type(item).__name__}")
 
 
-def _read(path: Path, wanted: dict[str, str | None], optional: dict[str, str | None],
-          aliases: dict[str, list[str]]) -> tuple[Table, dict[str, str]]:
-    """read_table with user-chosen column names: a name given by the user is required exactly (no aliases)."""
-    names: dict[str, str] = {}
-    use_aliases: dict[str, list[str]] = {}
-    for canonical, given in {**wanted, **optional}.items():
-        names[canonical] = given or canonical
-        if not given:
-            use_aliases[names[canonical]] = aliases.get(canonical, [])
-    required = [names[c] for c in wanted]
-    opt = [names[c] for c in optional]
-    table = read_table(path, required, optional=opt, aliases=use_aliases)
-    return table, names
-
-
 def _pair_label(table: Table, index: int, column: str, value: Any) -> int:
     """A pair's label as 0 or 1; anything else stops the load naming the line."""
     if isinstance(value, str):
@@ -273,27 +252,28 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
     in_corpus: set[int] = set()
 
     for src in corpus_src:
-        table, names = _read(src.path, {"text": src.text_column},
-                             {"id": src.id_column, "domain": src.domain_column}, CORPUS_ALIASES)
-        if src.id_column and names["id"] not in table.columns:
+        # A column the user names is read exactly; else its canonical name or an alias (dataio.tables).
+        table = read_columns(src.path, ["text"], ["id", "domain"],
+                             {"text": src.text_column, "id": src.id_column, "domain": src.domain_column})
+        if src.id_column and "id" not in table.columns:
             raise InputError(f"missing id column {src.id_column!r}", path=src.path, column=src.id_column)
-        if src.domain_column and names["domain"] not in table.columns:
+        if src.domain_column and "domain" not in table.columns:
             raise InputError(f"missing domain column {src.domain_column!r}", path=src.path, column=src.domain_column)
         st = SourceStats(str(src.path), "corpus")
-        texts = table.columns[names["text"]]
-        ids = table.columns.get(names["id"])
-        doms = table.columns.get(names["domain"])
+        texts = table.columns["text"]
+        ids = table.columns.get("id")
+        doms = table.columns.get("domain")
         for i, raw in enumerate(texts):
             st.rows += 1
-            text = _cell_text(table, i, names["text"], raw)
+            text = _cell_text(table, i, "text", raw)
             if not text:
                 st.empty += 1
                 continue
-            given = _cell_text(table, i, names["id"], ids[i]) if ids is not None else None
+            given = _cell_text(table, i, "id", ids[i]) if ids is not None else None
             if given is not None and "\n" in given:
-                raise table.error(i, names["id"], "an id must not contain a line break")
-            dom = (_cell_text(table, i, names["domain"], doms[i]) if doms is not None else None) or src.domain
-            idx, new = pool.add(text, given or None, dom, _where(table, i) if given else None, table, i, names["id"])
+                raise table.error(i, "id", "an id must not contain a line break")
+            dom = (_cell_text(table, i, "domain", doms[i]) if doms is not None else None) or src.domain
+            idx, new = pool.add(text, given or None, dom, _where(table, i) if given else None, table, i, "id")
             if not new and idx in in_corpus:
                 st.duplicates += 1
                 continue
@@ -308,20 +288,20 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
     rows: list[tuple[int, int, int, int]] = []  # anchor, positive, negative, kind
     seen_rows: set[tuple[int, int, int]] = set()
     for src in pair_src:
-        table, names = _read(src.path, {"anchor": src.anchor_column, "positive": src.positive_column},
-                             {"label": src.label_column}, PAIR_ALIASES)
-        if src.label_column and names["label"] not in table.columns:
+        table = read_columns(src.path, ["anchor", "positive"], ["label"],
+                             {"anchor": src.anchor_column, "positive": src.positive_column, "label": src.label_column})
+        if src.label_column and "label" not in table.columns:
             raise InputError(f"missing label column {src.label_column!r}", path=src.path, column=src.label_column)
         st = SourceStats(str(src.path), "pairs")
-        cols = [table.columns[names[c]] for c in ("anchor", "positive")]
-        labels = table.columns.get(names["label"])
+        cols = [table.columns[c] for c in ("anchor", "positive")]
+        labels = table.columns.get("label")
         for i, (a_raw, p_raw) in enumerate(zip(*cols)):
             st.rows += 1
-            if labels is not None and _pair_label(table, i, names["label"], labels[i]) == 0:
+            if labels is not None and _pair_label(table, i, "label", labels[i]) == 0:
                 st.label_0 += 1
                 continue
-            a = _cell_text(table, i, names["anchor"], a_raw)
-            p = _cell_text(table, i, names["positive"], p_raw)
+            a = _cell_text(table, i, "anchor", a_raw)
+            p = _cell_text(table, i, "positive", p_raw)
             if not a or not p:
                 st.empty += 1
                 continue
@@ -337,19 +317,20 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
         if labels is not None and st.label_0 and st.label_0 == st.rows:
             raise InputError(f"all {st.rows} pairs are labeled 0 (not paraphrases); a pairs file trains on its "
                              f"positives (label 1): give pairs that mean the same", path=src.path,
-                             column=names["label"])
+                             column=table.renamed.get("label", "label"))
         stats.append(st)
 
     for src in nli_src:
-        table, names = _read(src.path, {"anchor": src.anchor_column, "positive": src.positive_column,
-                                        "negative": src.negative_column}, {}, NLI_ALIASES)
+        table = read_columns(src.path, ["anchor", "positive", "negative"],
+                             columns={"anchor": src.anchor_column, "positive": src.positive_column,
+                                      "negative": src.negative_column})
         st = SourceStats(str(src.path), "nli")
-        cols = [table.columns[names[c]] for c in ("anchor", "positive", "negative")]
+        cols = [table.columns[c] for c in ("anchor", "positive", "negative")]
         for i, (a_raw, p_raw, n_raw) in enumerate(zip(*cols)):
             st.rows += 1
-            a = _cell_text(table, i, names["anchor"], a_raw)
-            p = _cell_text(table, i, names["positive"], p_raw)
-            n = _cell_text(table, i, names["negative"], n_raw)
+            a = _cell_text(table, i, "anchor", a_raw)
+            p = _cell_text(table, i, "positive", p_raw)
+            n = _cell_text(table, i, "negative", n_raw)
             if not a or not p:
                 st.empty += 1
                 continue

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from mining.params import BACKENDS, IVF_CODECS  # the choices live with the settings a user writes
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")
-IVF_CODECS = ("auto", "flat", "sq8", "pq")
 # Largest query x pool product searched exactly on CPU by `auto`: tens of seconds on a small CPU at d=384
 # (docs/benchmarks.md, "Figures behind code choices").
 CPU_EXACT_MAX_PAIRS = 3e9

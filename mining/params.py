@@ -1,17 +1,35 @@
-"""Miner parameters: one validated object, recorded in every Parquet file and manifest of a round."""
+"""Miner parameters: one validated pydantic model, recorded in every Parquet file and manifest of a round.
+
+`MiningParams` is the one place each parameter's default, limits and meaning live: `mine`'s options take
+their defaults and help from its fields (mining/cli.py), and a run config embeds it as `mining.params`
+(flows/config.py), so a bad value there is reported with its YAML line like any other setting. It needs no
+torch. Built directly (`MiningParams(range_max=3)`, `from_dict`), bad values raise `InputError`; validated as
+part of a larger model, they are that model's `ValidationError` with the key's full path.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-from dataio.errors import InputError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from dataio.errors import InputError, describe_validation_error
 from dataio.triplets import BANDS
 
+BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")  # mining.index's kNN search backends
+IVF_CODECS = ("auto", "flat", "sq8", "pq")  # codes of faiss-ivf's lists (mining.index)
 
-@dataclass(frozen=True)
-class MiningParams:
+
+def _field_error(name: str, value: Any, why: str) -> ValidationError:
+    """A ValidationError at key `name`: a cross-field check reported at the field a user should change."""
+    error = PydanticCustomError("value_error", "{error}", {"error": why})
+    return ValidationError.from_exception_data("MiningParams", [InitErrorDetails(type=error, loc=(name,),
+                                                                                  input=value)])
+
+
+class MiningParams(BaseModel):
     """How negatives are mined. Defaults follow sentence-transformers' `mine_hard_negatives` and NV-Retriever.
 
     nearest_neighbour: ranks [range_min, range_max) of the anchor's kNN list (the anchor, its positives and
@@ -26,64 +44,58 @@ class MiningParams:
     exist) outside its `in_domain_exclude_top` nearest neighbours (default range_max).
     """
 
-    num_negatives: int = 1
-    range_min: int = 0
-    unsupervised_range_min: int | None = 3
-    range_max: int = 50
-    relative_margin: float | None = 0.05
-    max_score: float | None = 0.95
-    sampling: str = "top"
-    in_domain_exclude_top: int | None = None
-    n_clusters: int | None = None
-    max_tries: int = 16
-    backend: str = "auto"
-    nprobe: int | None = None
-    nlist: int | None = None
-    ivf_codec: str = "auto"
-    recall_sample: int = 256
-    recall_target: float | None = 0.95
-    batch_size: int = 256
-    rows_per_file: int = 500_000
-    unsupervised_anchors: bool = True
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    def __post_init__(self) -> None:
-        self.validate()
+    num_negatives: int = Field(1, ge=1, description="negatives per anchor and band")
+    range_min: int = Field(0, ge=0, description="nearest_neighbour: the first kNN rank used")
+    unsupervised_range_min: int | None = Field(
+        3, ge=0, description="nearest_neighbour: the first kNN rank for anchors without a positive (their "
+                             "paraphrases sit in the top ranks); None: range_min")
+    range_max: int = Field(50, ge=1, description="nearest_neighbour: ranks below this are used")
+    relative_margin: float | None = Field(
+        0.05, ge=0, lt=1, description="drop candidates above (1 - margin) x sim(anchor, positive); None: no limit")
+    max_score: float | None = Field(
+        0.95, ge=-1, le=1, description="anchors without a positive: drop candidates above this cosine similarity; "
+                                       "None: no limit")
+    sampling: Literal["top", "random"] = Field("top", description="top or random within the kNN window")
+    in_domain_exclude_top: int | None = Field(
+        None, ge=1, description="in_domain: skip the anchor's nearest neighbours up to this rank (None: range_max)")
+    n_clusters: int | None = Field(
+        None, ge=1, description="in_domain: k-means clusters standing in for domains when fewer than two domain "
+                                "labels exist (None: chosen from the pool's size)")
+    max_tries: int = Field(16, ge=1, description="random and in_domain: draws per negative before giving up")
+    backend: Literal[BACKENDS] = Field(
+        "auto", description="the search backend of the kNN lists: auto, torch, torch-ivf, faiss-flat or faiss-ivf")
+    nprobe: int | None = Field(None, ge=1, description="IVF lists each query probes (None: tuned to recall_target)")
+    nlist: int | None = Field(None, ge=1, description="IVF lists (None: from the pool's size)")
+    ivf_codec: Literal[IVF_CODECS] = Field("auto", description="faiss-ivf codes: auto, flat, sq8 or pq")
+    recall_sample: int = Field(256, ge=1, description="queries whose recall@k an approximate search measures")
+    recall_target: float | None = Field(
+        0.95, gt=0, le=1, description="recall@k the approximate search must reach (None: no nprobe tuning)")
+    batch_size: int = Field(256, ge=1, description="sentences per encoding batch")
+    rows_per_file: int = Field(500_000, ge=1, description="rows per Parquet file of a band")
+    unsupervised_anchors: bool = Field(
+        True, description="corpus sentences without a pair are anchors too (False: search candidates only)")
 
-    def validate(self) -> None:
-        from mining.index import BACKENDS, IVF_CODECS
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise _input_error(err) from None
 
-        def bad(name: str, why: str) -> InputError:
-            return InputError(f"mining option {name}={getattr(self, name)!r}: {why}")
+    # Only a direct call gets the InputError: marked as pydantic marks its own RootModel.__init__, validation
+    # as part of a larger model (a run config) does not call this __init__, so its errors keep their key path.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
-        for name in ("num_negatives", "range_max", "max_tries", "recall_sample", "batch_size", "rows_per_file"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise bad(name, "must be an integer >= 1")
-        if not isinstance(self.range_min, int) or self.range_min < 0:
-            raise bad("range_min", "must be an integer >= 0")
+    @model_validator(mode="after")
+    def _window(self) -> MiningParams:
         if self.range_min >= self.range_max:
-            raise bad("range_min", f"must be smaller than range_max={self.range_max}")
-        if self.unsupervised_range_min is not None and (
-                not isinstance(self.unsupervised_range_min, int) or self.unsupervised_range_min < 0):
-            raise bad("unsupervised_range_min", "must be an integer >= 0 or None")
+            raise _field_error("range_min", self.range_min, f"must be smaller than range_max={self.range_max}")
         if self.num_negatives > self.range_max - self.range_min:
-            raise bad("num_negatives", f"exceeds the {self.range_max - self.range_min} ranks in [range_min, "
-                                       f"range_max); widen the window or lower num_negatives")
-        if self.relative_margin is not None and not 0 <= self.relative_margin < 1:
-            raise bad("relative_margin", "must be in [0, 1) or None")
-        if self.max_score is not None and not -1 <= self.max_score <= 1:
-            raise bad("max_score", "must be a cosine similarity in [-1, 1] or None")
-        if self.sampling not in ("top", "random"):
-            raise bad("sampling", "must be 'top' or 'random'")
-        for name in ("in_domain_exclude_top", "n_clusters", "nprobe", "nlist"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise bad(name, "must be an integer >= 1 or None")
-        if self.recall_target is not None and not 0 < self.recall_target <= 1:
-            raise bad("recall_target", "must be in (0, 1] or None (no nprobe tuning)")
-        if self.backend not in BACKENDS:
-            raise bad("backend", f"choose one of {', '.join(BACKENDS)}")
-        if self.ivf_codec not in IVF_CODECS:
-            raise bad("ivf_codec", f"choose one of {', '.join(IVF_CODECS)}")
+            raise _field_error("num_negatives", self.num_negatives,
+                               f"exceeds the {self.range_max - self.range_min} ranks in [range_min, range_max); "
+                               f"widen the window or lower num_negatives")
+        return self
 
     @property
     def first_unsupervised_rank(self) -> int:
@@ -96,15 +108,27 @@ class MiningParams:
         return self.in_domain_exclude_top or self.range_max
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every parameter, defaults included: what a round's files and manifest record."""
+        return self.model_dump()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MiningParams:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown mining option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> MiningParams:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as err:
+            raise _input_error(err) from None
+
+
+def _input_error(err: ValidationError) -> InputError:
+    """`mining option range_min=5: must be smaller than range_max=5`, or the unknown option and the known ones."""
+    first = err.errors(include_url=False)[0]
+    if first["type"] == "extra_forbidden":
+        return InputError(f"unknown mining option {'.'.join(map(str, first['loc']))!r}; known options: "
+                          f"{', '.join(sorted(MiningParams.model_fields))}")
+    key, message = describe_validation_error(err, "", MiningParams)
+    if first["type"] == "value_error" and first.get("input") is not None:
+        key = f"{key}={first['input']!r}"
+    return InputError(f"mining option {key}: {message}")
 
 
 def check_bands(bands: Sequence[str] | None) -> list[str] | None:

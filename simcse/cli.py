@@ -1,7 +1,8 @@
 """The `evaluate` and `train` commands of `simcse-curriculum`.
 
 Every input is read and validated before anything is written, so bad input (InputError: one line naming
-the file, line and column; exit code 2) leaves no output folder behind.
+the file, line and column; exit code 2) leaves no output folder behind. `train`'s training options take their
+defaults and help from `simcse.train_config.TrainConfig`, their one home.
 """
 
 from __future__ import annotations
@@ -12,8 +13,37 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
-from dataio.errors import InputError
+from dataio.errors import InputError, describe_validation_error
+from simcse.train_config import TrainConfig
+
+# TrainConfig fields whose option is spelled otherwise (the rest: --field-name).
+TRAIN_FLAGS = {"max_steps": "--steps"}
+
+
+def _default(name: str) -> Any:
+    """The default of TrainConfig field `name`: the option's default too."""
+    return TrainConfig.model_fields[name].default
+
+
+def _help(name: str) -> str:
+    """The help of the option for TrainConfig field `name`: the field's description."""
+    text = TrainConfig.model_fields[name].description or ""
+    return f"{text[:1].upper()}{text[1:]}."
+
+
+def _flag(name: str) -> str:
+    return TRAIN_FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def train_config_from_options(**options: Any) -> TrainConfig:
+    """TrainConfig of `train`'s options (named as the fields); a bad value is an InputError naming its option."""
+    try:
+        return TrainConfig(**options)
+    except ValidationError as err:
+        key, message = describe_validation_error(err, "", TrainConfig)
+        raise InputError(f"{_flag(key)} {options.get(key)!r}: {message}") from None
 
 
 def _table(result: dict[str, Any]) -> str:
@@ -63,22 +93,21 @@ def train_command(
                                                                "sentence a line, or a table with `text`)."),
     nli: Path | None = typer.Option(None, "--nli", help="Triplets for supervised SimCSE (anchor, positive, "
                                                            "negative or sent0, sent1, hard_neg)."),
-    steps: int | None = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: one epoch)."),
-    epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the data when --steps is not given."),
-    batch_size: int = typer.Option(64, "--batch-size", min=2, help="Rows per batch."),
-    lr: float = typer.Option(3e-5, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
+    max_steps: int | None = typer.Option(_default("max_steps"), _flag("max_steps"), help=_help("max_steps")),
+    epochs: int = typer.Option(_default("epochs"), _flag("epochs"), help=_help("epochs")),
+    batch_size: int = typer.Option(_default("batch_size"), _flag("batch_size"), help=_help("batch_size")),
+    lr: float = typer.Option(_default("lr"), _flag("lr"), help=_help("lr")),
     max_length: int = typer.Option(32, "--max-length", min=2, help="Tokens per training sentence."),
-    temperature: float = typer.Option(0.05, "--temperature", min=1e-6, help="Softmax temperature."),
+    temperature: float = typer.Option(_default("temperature"), _flag("temperature"), help=_help("temperature")),
     pooling: str | None = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
                                                                   "(default: the model's own, else cls)."),
     eval_sts: list[Path] = typer.Option([], "--eval-sts", help="Dev STS file for model selection; repeatable."),
-    eval_every: int = typer.Option(250, "--eval-every", min=0, help="Steps between dev evaluations."),
-    save_every: int = typer.Option(500, "--save-every", min=0, help="Steps between checkpoints."),
-    seed: int = typer.Option(0, "--seed", help="Seed for batches and dropout."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16."),
+    eval_every: int = typer.Option(_default("eval_every"), _flag("eval_every"), help=_help("eval_every")),
+    save_every: int = typer.Option(_default("save_every"), _flag("save_every"), help=_help("save_every")),
+    seed: int = typer.Option(_default("seed"), _flag("seed"), help=_help("seed")),
+    precision: str = typer.Option(_default("precision"), _flag("precision"), help=_help("precision")),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
-    devices: int | None = typer.Option(None, "--devices", min=1, help="Training processes, one per GPU, negatives "
-                                       "over the global batch (default: every visible GPU; 1 on the CPU)."),
+    devices: int | None = typer.Option(_default("devices"), _flag("devices"), help=_help("devices")),
     data_licence: str | None = typer.Option(None, "--data-licence", help="The training data's licence (e.g. "
                                                                           "CC-BY-4.0), named in the model card."),
 ) -> None:
@@ -89,17 +118,15 @@ def train_command(
     from simcse.evaluation import SimCSEEvaluator
     from simcse.model import SimCSEEncoder
     from simcse.model_card import ModelCardInfo
-    from simcse.train import TrainConfig, train
+    from simcse.train import train
 
     if (unsup is None) == (nli is None):
         raise InputError("give exactly one of --unsup FILE (unsupervised) or --nli FILE (supervised)")
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder; choose another --out", path=out)
-    if precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
-    config = TrainConfig(lr=lr, batch_size=batch_size, max_steps=steps, epochs=epochs, temperature=temperature,
-                         eval_every=eval_every, save_every=save_every, seed=seed, precision=precision,
-                         devices=devices)
+    config = train_config_from_options(lr=lr, batch_size=batch_size, max_steps=max_steps, epochs=epochs,
+                                       temperature=temperature, eval_every=eval_every, save_every=save_every,
+                                       seed=seed, precision=precision, devices=devices)
     # Validate everything before the output folder is created.
     if unsup is not None:
         corpus = load_sentences(unsup)

@@ -1,7 +1,8 @@
 """Training data: sentences for unsupervised SimCSE and (anchor, positive, negative) triplets for supervised.
 
 Rows with an empty text are dropped and counted, exact repeats collapsed and counted, as the design's
-validation rules say; undecodable bytes and missing columns are InputErrors from `dataio.tables`.
+validation rules say; undecodable bytes and missing columns are InputErrors from `dataio.tables`. Columns are
+read under the names of `dataio.tables.COLUMN_ALIASES`, the table `mine` and the flows read with too.
 """
 
 from __future__ import annotations
@@ -11,14 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataio.errors import InputError
-from dataio.tables import read_table
-
-TEXT_ALIASES = {"text": ["sentence", "sent0", "anchor", "sentence1"]}
-TRIPLET_ALIASES = {
-    "anchor": ["sent0", "premise", "sentence1"],
-    "positive": ["sent1", "entailment", "sentence2"],
-    "negative": ["hard_neg", "contradiction"],
-}
+from dataio.tables import read_columns
 
 
 @dataclass
@@ -46,8 +40,8 @@ class Triplets:
 
 
 def load_sentences(path: str | os.PathLike, *, keep_duplicates: bool = False) -> Sentences:
-    """Sentences from `.txt` (one a line) or a table with a `text` column (aliases: sentence, sent0, ...)."""
-    table = read_table(path, ["text"], aliases=TEXT_ALIASES)
+    """Sentences from `.txt` (one a line) or a table with a `text` column (or an alias: sentence, sent0, ...)."""
+    table = read_columns(path, ["text"])
     texts: list[str] = []
     seen: set[str] = set()
     empty = duplicates = 0
@@ -68,10 +62,11 @@ def load_sentences(path: str | os.PathLike, *, keep_duplicates: bool = False) ->
 
 def load_triplets(path: str | os.PathLike, *, require_negative: bool = True) -> Triplets:
     """NLI-style rows: columns anchor/positive/negative, or SimCSE's sent0/sent1/hard_neg, or
-    premise/entailment/contradiction. With `require_negative=False` the negative column is optional."""
+    premise/entailment/contradiction (or any alias of `COLUMN_ALIASES`). With `require_negative=False` the
+    negative column is optional."""
     wanted = ["anchor", "positive"] + (["negative"] if require_negative else [])
     optional = [] if require_negative else ["negative"]
-    table = read_table(path, wanted, optional=optional, aliases=TRIPLET_ALIASES)
+    table = read_columns(path, wanted, optional)
     has_negative = "negative" in table.columns
     names = ["anchor", "positive"] + (["negative"] if has_negative else [])
     out: dict[str, list[str]] = {name: [] for name in names}

@@ -22,10 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from dataio.atomic import atomic_dir, atomic_write_json, recover_dir
 from dataio.errors import InputError
@@ -35,6 +34,7 @@ from simcse.losses import sup_simcse_loss, unsup_simcse_loss
 from simcse.model import SimCSEEncoder, pad_batch
 from simcse.model_card import ModelCardInfo, training_card
 from simcse.packing import PackedBatch, pack_sequences
+from simcse.train_config import TrainConfig  # its home needs no torch; imported from here too
 
 CHECKPOINT = "checkpoint"
 BEST = "best"
@@ -45,45 +45,6 @@ RESULT = "train_result.json"
 # Settings that change the trajectory: a checkpoint made with other values cannot be resumed.
 TRAJECTORY_FIELDS = ("lr", "warmup_ratio", "weight_decay", "max_grad_norm", "max_steps", "epochs",
                      "temperature", "alpha", "seed", "precision", "schedule_steps", "schedule_offset")
-
-
-class TrainConfig(BaseModel):
-    """Training settings (SimCSE's defaults where the paper gives them: τ = 0.05, α = 1)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lr: float = Field(3e-5, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="share of the schedule's steps spent warming up")
-    schedule_steps: int | None = Field(None, ge=1, description="length of the learning-rate schedule this call is "
-                                       "part of (warm-up, then linear decay to 0 at its end); None: this call's "
-                                       "steps. A run trained in several calls (rounds) gives each call the "
-                                       "run's total and its `schedule_offset`, so the rate is one curve")
-    schedule_offset: int = Field(0, ge=0, description="the schedule's step at which this call starts")
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
-    batch_size: int = Field(64, ge=2, description="rows per batch, for whoever builds the batches")
-    max_steps: int | None = Field(None, ge=1, description="None: `epochs` passes over the batches")
-    epochs: int = Field(1, ge=1)
-    temperature: float = Field(0.05, gt=0)
-    alpha: float = Field(1.0, ge=0, description="hard-negative weight when a batch carries none")
-    eval_every: int = Field(250, ge=0, description="steps between dev evaluations; 0: only at the end")
-    seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    log_every: int = Field(10, ge=1)
-    save_every: int = Field(500, ge=0, description="steps between checkpoints; 0: only at the end")
-    final_checkpoint: bool = Field(True, description="also checkpoint at the end (optimizer state: ~3x the "
-                                                     "weights), so a rerun knows the run is done; off for "
-                                                     "callers that keep only the model")
-    save_optimizer: bool = Field(False, description="write the optimizer's final state to `output_dir/optimizer/` "
-                                 "so a later call (the next round) continues with it (`train(optimizer_state=...)`)")
-    prefetch: int = Field(8, ge=1, description="batches tokenised ahead")
-    pack: bool = Field(True, description="pack sequences into rows without padding (simcse.packing) where "
-                                         "the backbone allows; else pad each batch to one matrix")
-    accuracy_window: int = Field(50, ge=1, description="steps averaged for `TrainResult.train_accuracy`")
-    progress: bool = True
-    devices: int | None = Field(None, ge=1, description="training processes, one per GPU, with the loss over the "
-                                "global batch (simcse.distributed); None: every visible GPU for a model on CUDA, "
-                                "else 1; above 1 with a model on the CPU: that many CPU processes (gloo)")
 
 
 @dataclass

@@ -43,9 +43,20 @@ def test_libraries_never_import_prefect_or_flows(package: str) -> None:
     assert offending(package, ("prefect", "flows", "bench")) == []
 
 
+# The settings models a run config embeds: validating a config or building a command's options loads no torch.
+SETTINGS_MODULES = ("mining/params.py", "simcse/train_config.py")
+
+
 @pytest.mark.parametrize("package", ["curriculum", "dataio"])
 def test_curriculum_and_dataio_need_no_torch(package: str) -> None:
     assert offending(package, TORCH) == []
+
+
+def test_the_settings_models_need_no_torch() -> None:
+    for module in SETTINGS_MODULES:
+        assert (REPO / module).is_file(), f"{module} is missing"
+        package = module.split("/")[0]
+        assert [f for f in offending(package, TORCH) if f.startswith(module + ":")] == []
 
 
 def test_dataio_imports_no_package_of_ours() -> None:
@@ -73,6 +84,20 @@ def test_torch_free_packages_import_without_torch_or_prefect() -> None:
             "loaded = sorted(m for m in ('torch', 'transformers', 'prefect', 'flows', 'simcse', 'mining') "
             "if m in sys.modules)\n"
             "print(','.join(loaded))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ""
+
+
+def test_settings_and_the_run_config_load_without_torch_or_prefect() -> None:
+    """mining's and simcse's settings models, and flows' run config that embeds them, import in a fresh
+    interpreter without torch, transformers or prefect: `validate` and `--help` stay light."""
+    modules = [m.removesuffix(".py").replace("/", ".") for m in SETTINGS_MODULES] + ["flows.config"]
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(','.join(sorted(m for m in ('torch', 'transformers', 'prefect') if m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-2000:]

@@ -154,7 +154,7 @@ def test_every_arm_builds_a_flows_config_that_pairs_with_the_others(tmp_path: Pa
                 assert config.seed == 3 and config.steps_per_round == size["steps_per_round"]
                 assert config.model.name_or_path == "model-folder"
                 assert "random" in config.mining.bands  # every round holds every anchor: paired sampling
-                assert config.training["lr"] == design.training_for(size, start, setting)["lr"]
+                assert config.training.lr == design.training_for(size, start, setting)["lr"]
                 assert config.negatives == ("in_batch" if name == "in_batch" else "hard")
                 if config.curriculum.mode != "static":
                     assert config.curriculum.total == size["rounds"] * size["steps_per_round"] - 1

@@ -53,6 +53,21 @@ def test_data_dir_placeholder_uses_the_shared_data_setting(tmp_path: Path, monke
     (("  sts: [dev.tsv]", "  sts: [dev.tsv]\n  dev_metric: spearman"),
      "eval.dev_metric: expected 'sts/<file stem>'", 7),
     (("  corpus: corpus.txt", "  corpus: {path: corpus.txt, colums: {}}"), "data.corpus.colums: unknown key", 4),
+    # mining.params and training are the packages' own models, validated with the rest: the key a cross-field
+    # check blames is the one named, whatever the order in the file, and its line is that key's.
+    (("  pacing: root", "  pacing: root\nmining:\n  params:\n    range_max: 3\n    range_min: 9"),
+     "mining.params.range_min: must be smaller than range_max=3", 12),
+    (("  pacing: root", "  pacing: root\nmining:\n  params:\n    range_max: 3\n    num_negatives: 4"),
+     "mining.params.num_negatives: exceeds the 3 ranks", 12),
+    (("  pacing: root", "  pacing: root\nmining:\n  params: {backend: gpu}"),
+     "mining.params.backend: unknown 'gpu'; expected one of auto, torch", 10),
+    (("  pacing: root", "  pacing: root\nmining:\n  params:\n    rangemax: 3"),
+     "mining.params.rangemax: unknown key; expected one of num_negatives, range_min", 11),
+    (("  pacing: root", "  pacing: root\ntraining:\n  learning_rate: 1.0e-5"),
+     "training.learning_rate: unknown key; expected one of lr, warmup_ratio", 10),
+    (("  pacing: root", "  pacing: root\ntraining:\n  lr: 0"), "training.lr: input should be greater than 0", 10),
+    (("  pacing: root", "  pacing: root\ntraining:\n  progress: false\n  max_steps: 10"),
+     "training.max_steps: set by the run; use the top-level 'steps_per_round' instead", 11),
 ])
 def test_errors_name_the_key_and_its_line(tmp_path: Path, edit: tuple[str, str], key: str, line: int) -> None:
     path = _write(tmp_path, GOOD.replace(*edit))
@@ -62,6 +77,27 @@ def test_errors_name_the_key_and_its_line(tmp_path: Path, edit: tuple[str, str],
     assert message.startswith(f"{path}: line {line}: "), message
     assert key in message
     assert "\n" not in message
+
+
+def test_mining_and_training_sections_are_the_packages_models_and_dump_as_written(tmp_path: Path) -> None:
+    """The run config embeds mining's MiningParams and simcse's TrainConfig; it saves, fingerprints and caches
+    them as the YAML gave them (defaults left out), as when the sections were plain mappings."""
+    from flows.config import config_from_mapping
+    from flows.steps import train_config
+    from mining.params import MiningParams
+    from simcse.train_config import TrainConfig
+
+    cfg = load_config(_write(tmp_path, GOOD + "mining:\n  params: {range_max: 20}\ntraining: {lr: 1.0e-4, seed: 7}\n"))
+    assert isinstance(cfg.mining.params, MiningParams) and isinstance(cfg.training, TrainConfig)
+    assert cfg.mining.params == MiningParams(range_max=20) and cfg.training.lr == 1e-4
+    dumped = cfg.model_dump(mode="json")
+    assert dumped["mining"]["params"] == {"range_max": 20} and dumped["training"] == {"lr": 1e-4, "seed": 7}
+    again = config_from_mapping(yaml.safe_load(cfg.to_yaml()), base_dir=tmp_path)
+    assert again.fingerprint() == cfg.fingerprint() and again.training == cfg.training
+    # What the YAML set wins; the run decides the rest (not TrainConfig's own defaults).
+    round_1 = train_config(cfg, 1)
+    assert (round_1.lr, round_1.seed, round_1.eval_every, round_1.max_steps) == (1e-4, 7, 0, cfg.steps_per_round)
+    assert train_config(load_config(_write(tmp_path, GOOD, "plain.yaml")), 1).seed == 1
 
 
 def test_missing_data_and_bad_yaml_are_input_errors(tmp_path: Path) -> None:
