@@ -119,6 +119,7 @@ def _stat(path: Any) -> list[Any]:
 def _memo_key(config: RunConfig) -> str:
     """The settings plus the size and change time of every file the check read."""
     files = [e.path for e in (config.data.corpus, config.data.pairs, config.data.nli) if e is not None]
+    files += [p for f in files if f.is_dir() for p in sorted(f.rglob("*"))]  # a folder's files, added or changed
     files += [e.path for e in (*config.eval.sts, *config.eval.pairs)]
     files += [config.mining.exclude_pairs] if config.mining.exclude_pairs else []
     files.append(Path(config.output_dir) / "config.yaml")
@@ -178,7 +179,8 @@ def _naming_the_setting(exc: InputError, config: RunConfig) -> InputError:
     entries += [(f"eval.sts[{i}]", e) for i, e in enumerate(config.eval.sts)]
     entries += [(f"eval.pairs[{i}]", e) for i, e in enumerate(config.eval.pairs)]
     path = str(exc.path) if exc.path is not None else None
-    key = next((k for k, e in entries if e is not None and str(e.path) == path), None)
+    key = next((k for k, e in entries if e is not None and path is not None
+                and (str(e.path) == path or Path(path).is_relative_to(e.path))), None)  # a folder's file too
     if key is None or config.source is None:
         return exc
     setting = f"{key}.columns" if exc.column is not None else key
@@ -248,9 +250,9 @@ def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:
     entry = config.data.corpus
     if entry is None or entry.domain_label is None or not entry.path.exists():
         return
-    from dataio.tables import read_header
+    from dataio.tables import read_header, table_files
 
-    if entry.domain_label in read_header(entry.path):
+    if entry.domain_label in read_header(table_files(entry.path)[0]):
         warnings.append(f"data.corpus.domain_label: every row is labeled {entry.domain_label!r}, which is also a "
                         f"column of {entry.path}; to read each row's domain from that column write "
                         f"`columns: {{domain: {entry.domain_label}}}` instead")
