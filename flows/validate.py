@@ -129,6 +129,12 @@ def _memo_key(config: RunConfig) -> str:
 
 def check_run(config: RunConfig) -> RunCheck:
     """Check the run `config` describes without writing anything; InputError on the first problem."""
+    if config.registry is not None:  # the run starts from the registry's current version (flows.warm_start)
+        from flows.mlflow_store import require_mlflow
+        from flows.warm_start import resolve_start
+
+        require_mlflow()
+        config = resolve_start(config, for_run=False).config
     key = _memo_key(config)
     if key in _CHECKED:
         return _CHECKED[key]
