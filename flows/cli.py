@@ -18,7 +18,8 @@ from typing import Annotated
 import typer
 
 PROG = "simcse-curriculum"
-COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.setup_commands", "flows.commands", "flows.registry_commands")
+COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.setup_commands", "flows.commands", "flows.registry_commands",
+                   "flows.retention_commands")
 
 app = typer.Typer(
     name=PROG,
