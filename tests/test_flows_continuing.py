@@ -334,3 +334,39 @@ def test_models_register_takes_its_margin_from_the_run_config(tmp_path, capsys):
     assert main(["models", "register", folder, str(run), "--json"]) == 0
     version = json.loads(capsys.readouterr().out)
     assert version["promoted"] == "false" and version["gate"]["min_gain"] == 5.0 and "+5.00" in version["reason"]
+
+
+# ---------------------------------------------------------------------------------------- the Prefect flow
+def test_the_prefect_flow_warm_starts_registers_and_records_a_no_op(data, tmp_path):
+    """The curriculum flow (through a Prefect test harness) runs flows.continuing as the plain loop does: a
+    registry run registers its model; the next with nothing new returns the no-op without a task run."""
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.config import config_from_mapping
+    from flows.curriculum_flow import curriculum_flow
+    from flows.registry import open_registry
+    from simcse.testing import torch_threads
+
+    def night(name: str) -> dict[str, Any]:
+        cfg = settings(data, name, registry={"path": str(tmp_path / "registry"), "name": "enc",
+                                             "gate": {"min_gain": -100.0}})
+        cfg["data"] = {"corpus": {"path": str(tmp_path / "corpus")}}
+        return curriculum_flow(config_from_mapping(cfg))
+
+    (tmp_path / "corpus").mkdir()
+    write_lines(tmp_path / "corpus" / "a.txt", list(range(40)))
+    with prefect_test_harness(server_startup_timeout=180), torch_threads(1):
+        first = night("flow-1")
+        second = night("flow-2")
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs()
+            tasks = {str(r.flow_run_id) for r in client.read_task_runs()}
+    reg = open_registry(str(tmp_path / "registry"), "enc")
+    assert first["registry"]["registered"]["version"] == 2 and reg.current_number() == 2
+    assert first["registry"]["new_rows"] == 40 and first["registry"]["parent_version"] == 1
+    assert second["noop"] is True and second["current_version"] == 2
+    assert (data["root"] / "runs/flow-2/noop.json").is_file()
+    assert len(runs) == 2 and all(r.state.is_completed() for r in runs)
+    newest = max(runs, key=lambda r: r.start_time)
+    assert str(newest.id) not in tasks, "the no-op ran no task"
