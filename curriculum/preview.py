@@ -47,9 +47,6 @@ class SchedulePreview:
     def final_competence(self) -> float:
         return self.rounds[-1].competence_end if self.rounds else 0.0
 
-    def max_share(self, band: str) -> float:
-        return max((r.share.get(band, 0.0) for r in self.rounds), default=0.0)
-
     def expected_triplets(self, band: str, batch_size: int, negatives_per_anchor: int = 1) -> float:
         """Triplets with a negative from `band` the run is expected to train on (the sum of its shares)."""
         return sum(r.share.get(band, 0.0) for r in self.rounds) * self.steps_per_round * batch_size * \

@@ -325,10 +325,6 @@ class TripletSampler:
             yield self.draw(plan)
 
     # ------------------------------------------------------------------ state
-    @property
-    def batches_drawn(self) -> int:
-        return self._batches
-
     def state_dict(self) -> dict[str, Any]:
         """The position, as JSON-ready values: restoring it makes the next batches identical."""
         return {"round": self.round, "seed": self.seed, "batch_size": self.batch_size,

@@ -275,11 +275,6 @@ def round_problem(root: str | os.PathLike, manifest: RoundManifest, check_sha: b
     return None
 
 
-def files_intact(root: str | os.PathLike, manifest: RoundManifest, check_sha: bool = False) -> bool:
-    """Every file the manifest lists exists with its row count (and checksum when asked)."""
-    return round_problem(root, manifest, check_sha) is None
-
-
 def read_triplets(root: str | os.PathLike, rounds: list[int] | None = None, bands: list[str] | None = None,
                   columns: list[str] | None = None) -> pa.Table:
     """All rows of the complete rounds (only the files their manifests list), optionally of some bands only.

@@ -238,7 +238,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the curriculum flow as a Prefect deployment on a schedule (needs a Prefect server).
 
-        Each scheduled run writes into `<output_dir>/<scheduled start time>/`. Start a server first:
+        Each scheduled run writes into `<output_dir>/<scheduled start time>/`, or resumes the latest such folder
+        when its run did not finish. Start a server first:
         `prefect server start --host 127.0.0.1` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
         """
         from flows.config import load_config

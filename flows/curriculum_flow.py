@@ -11,7 +11,6 @@ count), a half-trained round continues from the trainer's checkpoint.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from dataio.triplets import is_complete
 from flows import steps
 from flows.config import RunConfig, load_config
 from flows.rundir import RunDir
+from flows.scheduled_runs import mark_finished, scheduled_run_folder, scheduled_run_name, set_run_environment
 from flows.tasks import bind_tasks
 from flows.validate import check_run
 
@@ -171,17 +171,15 @@ def evaluate_flow(config: ConfigArg, model: str | None = None) -> dict[str, Any]
     return result
 
 
-@flow(name="simcse-curriculum-scheduled", log_prints=True)
+@flow(name="simcse-curriculum-scheduled", log_prints=True, flow_run_name=scheduled_run_name)
 def scheduled_flow(config: str) -> dict[str, Any]:
-    """What `serve` deploys: one curriculum run per scheduled time, in `<output_dir>/<start time>/`.
-
-    A scheduled run that was killed resumes like any run:
-    `simcse-curriculum run CONFIG --output-dir <output_dir>/<start time>`.
-    """
+    """What `serve` and `deploy` run: one curriculum run per scheduled time, in `<output_dir>/<start time>/`,
+    or the latest such folder when its run did not finish (`flows.scheduled_runs`)."""
     from prefect.runtime import flow_run
 
+    set_run_environment()
     cfg = load_config(config)
-    when = flow_run.scheduled_start_time
-    stamp = when.strftime("%Y%m%dT%H%M%SZ") if when is not None else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    cfg = cfg.model_copy(update={"output_dir": Path(cfg.output_dir) / stamp})
-    return curriculum_flow(cfg)
+    with scheduled_run_folder(cfg, flow_run.scheduled_start_time, get_run_logger()) as folder:
+        summary = curriculum_flow(cfg.model_copy(update={"output_dir": folder.path}))
+        mark_finished(folder.path, summary, folder.resumed)
+    return {**summary, "resumed": folder.resumed}

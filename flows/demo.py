@@ -3,9 +3,8 @@
 `configs/demo.yaml` holds the same settings as a file (a test keeps the two equal); this copy lives in
 the package so `simcse-curriculum demo` works from an installed package without the repository.
 Budget (2 cores): 2,000 sentences, 3 rounds of 20 steps at batch 32 and max length 32, one encoder (the
-offline all-MiniLM-L6-v2). A training step (96 sequences forward and backward) is the dominant cost: it
-measured ~5 s on this machine with other jobs running (load ~4), so 60 steps plus mining and four
-evaluations (STS-B dev when present) plan for ~5 minutes on a quiet 2-core machine, under the 10 promised.
+offline all-MiniLM-L6-v2). Training steps are the dominant cost; the sizes keep the whole demo well under the
+10 minutes promised on a 2-core machine (measured times: docs/benchmarks.md, "The demo").
 """
 
 from __future__ import annotations

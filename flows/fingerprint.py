@@ -65,7 +65,3 @@ def combine(*parts: Any) -> str:
     """One hash of several JSON-able parts (dicts are key-sorted)."""
     payload = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
-
-
-def files_fingerprint(paths: Iterable[str | os.PathLike | None]) -> str:
-    return combine(*[path_fingerprint(p) if p is not None else None for p in paths])

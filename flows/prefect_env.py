@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# Prefect's ephemeral server starts in a subprocess; on a busy 2-core machine the first start (database
-# creation and migrations) measured ~22 s, close to the default limit, so the default here is generous.
+# Prefect's ephemeral server starts in a subprocess; on a busy small machine the first start (database
+# creation and migrations) comes close to Prefect's default limit (docs/benchmarks.md), so ours is generous.
 EPHEMERAL_STARTUP_TIMEOUT_S = "180"
 
 # Prefect's default logging config plus a console filter for Prefect's own INFO lines (see the file's header).

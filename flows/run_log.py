@@ -63,10 +63,6 @@ def detach_run_log() -> None:
         _handler = None
 
 
-def run_log_path() -> Path | None:
-    return Path(_handler.baseFilename) if _handler is not None and not _handler.broken else None
-
-
 def _write(text: str) -> None:
     if _handler is None or _handler.broken:
         return

@@ -11,6 +11,7 @@ Layout (DESIGN.md section 3):
     <run>/rounds/<r>/metrics.json  round r's results; written last, it marks the round complete
     <run>/plots/*.png, report.md   regenerated from the files above after every round
     <run>/selection.json           the model to use: the best by the dev metric, the starting model included
+    <run>/finished.json            a scheduled run's flow returned (flows.scheduled_runs): the next one starts anew
     <run>/cache/                   embeddings cache (mining)
     <run>/data/                    the built-in corpus, when the config asks for it
     <run>/.prefect/                Prefect's database and persisted task results (unless PREFECT_HOME is set)
@@ -144,16 +145,8 @@ class RunDir:
         that differ, so the user picks a new output_dir (or deletes the old run) knowingly.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        current = config.model_dump(mode="json")
         if self.config_path.is_file():
-            try:
-                previous = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError:
-                previous = None
-            if not isinstance(previous, dict):
-                raise InputError("the saved config of this run is unreadable; delete the run folder or pick "
-                                 "another output_dir", path=self.config_path)
-            changed = _changed_keys(previous, current, ignore=RESUMABLE_CHANGES + ("output_dir",))
+            changed = self.changed_settings(config)
             if changed:
                 hint = ""
                 if "rounds" in changed or "steps_per_round" in changed:
@@ -164,6 +157,24 @@ class RunDir:
                                  f"use another output_dir or delete {self.root} to start over{hint}",
                                  path=self.config_path)
         atomic_write_text(self.config_path, config.to_yaml())
+
+    def changed_settings(self, config: RunConfig) -> list[str]:
+        """The keys whose values differ between the run recorded here and `config` (those a resumed run may
+        change left out); [] when there is no recorded run. InputError when the recorded config is unreadable."""
+        if not self.config_path.is_file():
+            return []
+        try:
+            previous = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            previous = None
+        if not isinstance(previous, dict):
+            raise InputError("the saved config of this run is unreadable; delete the run folder or pick "
+                             "another output_dir", path=self.config_path)
+        # A registry run's model is the version it started from, recorded here (flows.warm_start), not the
+        # config's model.name_or_path (which names only what a new registry starts from).
+        started = ("model.name_or_path",) if config.registry is not None and previous.get("registry") else ()
+        return _changed_keys(previous, config.model_dump(mode="json"),
+                             ignore=RESUMABLE_CHANGES + ("output_dir",) + started)
 
 
 def model_files_sha256(folder: Path) -> str:

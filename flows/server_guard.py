@@ -93,14 +93,8 @@ def guard_ephemeral_server() -> bool:
 
 # ------------------------------------------------------------------------------------------ the guard
 def _same_process(pid: int, started: float) -> bool:
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
+    import psutil
+
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:

@@ -164,8 +164,8 @@ class BoundTasks:
 def gpu_limit_exists() -> bool:
     """Whether the Prefect API has a concurrency limit on the `gpu` tag.
 
-    A tagged task run acquires a slot per tag through the API even when no limit exists: measured ~1.2 s
-    each on the ephemeral API, 3.6 s of a demo round's 4.5 s of orchestration. So the accelerator tasks
+    A tagged task run acquires a slot per tag through the API even when no limit exists, which was most of a
+    demo round's orchestration time (docs/benchmarks.md, "Prefect overhead"). So the accelerator tasks
     carry the tag only when a limit makes it mean something. When the answer is unknown, tag (the limit
     is the safe side).
     """

@@ -17,28 +17,20 @@ def offline_minilm_path() -> str:
 
 def load_encoder(model: str | os.PathLike | None = None, *, max_length: int | None = None,
                  device: str | None = None) -> Any:
-    """simcse's SimCSEEncoder (fast pre-tokenised encode); a SentenceTransformer if simcse.model is absent.
+    """simcse's SimCSEEncoder (fast pre-tokenised encode) on a model folder or name.
 
-    `max_length`: token limit when encoding (default: the folder's own, e.g. max_seq_length).
+    `max_length`: token limit when encoding (default: the folder's own, e.g. max_seq_length). Mining itself
+    takes any object with `encode(texts, batch_size=...)`, a SentenceTransformer included.
     """
+    from simcse.model import SimCSEEncoder
+
     if model is not None and _looks_like_path(str(model)) and not Path(model).expanduser().exists():
         raise InputError("no such model folder; check --model", path=model)
-    try:
-        from simcse.model import SimCSEEncoder
-    except ImportError:  # simcse's encoder not available: any encode(texts) model works
-        SimCSEEncoder = None
-    if SimCSEEncoder is not None:
-        kwargs: dict[str, Any] = {"pooling": None, "device": device}
-        if max_length:
-            kwargs["encode_max_length"] = max_length
-            kwargs["max_length"] = max_length
-        return SimCSEEncoder.from_pretrained(model, **kwargs)
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(str(model) if model is not None else offline_minilm_path(), device=device)
+    kwargs: dict[str, Any] = {"pooling": None, "device": device}
     if max_length:
-        st.max_seq_length = max_length
-    return st
+        kwargs["encode_max_length"] = max_length
+        kwargs["max_length"] = max_length
+    return SimCSEEncoder.from_pretrained(model, **kwargs)
 
 
 def _looks_like_path(source: str) -> bool:

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")
 IVF_CODECS = ("auto", "flat", "sq8", "pq")
-# Largest query x pool product searched exactly on CPU by `auto` (about 20-40 s on 2 cores at d=384).
+# Largest query x pool product searched exactly on CPU by `auto`: tens of seconds on a small CPU at d=384
+# (docs/benchmarks.md, "Figures behind code choices").
 CPU_EXACT_MAX_PAIRS = 3e9
 RECALL_TARGET = 0.95  # recall@k an approximate search must reach on the sample unless nprobe is fixed
 FAISS_NPROBE_START = 16  # first nprobe tried by the recall tuning (faiss-ivf), doubled until the target holds
@@ -58,21 +59,17 @@ def _index_dtype(n: int) -> type:
 
 
 def _cuda_available() -> bool:
-    try:
-        import torch
+    import torch
 
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
+    return torch.cuda.is_available()
 
 
 def _faiss_gpus() -> int:
     try:
         import faiss
-
-        return int(getattr(faiss, "get_num_gpus", lambda: 0)())
-    except ImportError:  # pragma: no cover
+    except ImportError:  # a GPU machine with torch but no faiss build for its CUDA (faiss-gpu is an extra)
         return 0
+    return int(getattr(faiss, "get_num_gpus", lambda: 0)())
 
 
 def choose_backend(n_pool: int, n_queries: int, dim: int, *, cuda: bool | None = None,
@@ -92,7 +89,7 @@ def choose_backend(n_pool: int, n_queries: int, dim: int, *, cuda: bool | None =
     if faiss_gpus > 0:
         return "faiss-flat", "faiss sees a GPU"
     if pairs <= cpu_exact_max_pairs:
-        # faiss-cpu's flat index measured 1.3x faster than the blocked torch search on this 2-core CPU
+        # on CPU faiss' flat index beats the blocked torch search (docs/benchmarks.md, "Figures behind code choices")
         return "faiss-flat", (f"CPU, {pairs:.2g} query-pool pairs <= {cpu_exact_max_pairs:.2g}: exact search is "
                               f"affordable")
     return "torch-ivf", f"CPU, {pairs:.2g} query-pool pairs > {cpu_exact_max_pairs:.2g}: approximate clustered search"
@@ -196,7 +193,7 @@ def exact_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, device: 
     kk = min(k, n)
     on_gpu = str(device).startswith("cuda")
     dtype = torch.float16 if on_gpu else torch.float32
-    # CPU: small blocks keep the score block in cache-friendly sizes (measured fastest at 512 x 32k).
+    # CPU: small blocks keep the score block in cache-friendly sizes (the fastest block size is in docs/benchmarks.md).
     block_bytes = block_bytes or (2 << 30 if on_gpu else 64 << 20)
     resident_bytes = resident_bytes or (n * dim * 2 + 1 if on_gpu else 256 << 20)
     slab = max(kk, min(n, resident_bytes // (dim * (2 if on_gpu else 4))))
@@ -267,7 +264,8 @@ def clustered_torch(embeddings: np.ndarray, queries: np.ndarray, k: int, *, nlis
 
     n = embeddings.shape[0]
     # Few, large lists: each list x its probing queries is then a matmul big enough for BLAS to run at
-    # full speed (with faiss' usual 4*sqrt(n) lists of ~66 members at 70k it was 3x slower than faiss-ivf).
+    # full speed; faiss' usual 4*sqrt(n) lists are too small for that (docs/benchmarks.md, "Figures behind
+    # code choices").
     on_gpu = str(device).startswith("cuda")
     dtype = torch.float16 if on_gpu else torch.float32
     cent = centroids if centroids is not None else \

@@ -1,9 +1,11 @@
-"""Tiny deterministic encoders for tests (no model, no torch): sentences sharing words get similar vectors."""
+"""Test doubles and toy inputs (no model, no torch): tiny deterministic encoders, where sentences sharing words get
+similar vectors, and seeded toy corpora and NLI files built from a small vocabulary."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -60,3 +62,33 @@ class TableEncoder:
                 seed = int.from_bytes(hashlib.sha1(t.encode()).digest()[:8], "little")
                 out[i] = np.random.default_rng(seed).standard_normal(self.dim)
         return out
+
+
+# ------------------------------------------------------------------------------------------ toy inputs
+TOY_WORDS = ("cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
+             "young", "the", "a", "on", "in")
+
+
+def toy_sentences(n: int, seed: int = 0, *, lengths: tuple[int, int] = (3, 8), words: Sequence[str] = TOY_WORDS,
+                  unique: bool = True) -> list[str]:
+    """`n` seeded random sentences of `lengths` words (upper bound exclusive) from `words`; `unique` drops
+    repeats (so a few fewer than `n` may come back). Shared words make `HashEncoder` neighbours meaningful."""
+    rng = np.random.default_rng(seed)
+    out = [" ".join(rng.choice(list(words), size=rng.integers(*lengths))) for _ in range(n)]
+    return list(dict.fromkeys(out)) if unique else out
+
+
+def write_toy_nli(path: Path, sentences: Sequence[str], rows: int = 20, negative_suffix: str = " not") -> Path:
+    """An NLI triplet CSV (sent0, sent1, hard_neg): row i is sentence i, it with " indeed", sentence i+1 (with
+    `negative_suffix`)."""
+    lines = [f"{sentences[i]},{sentences[i]} indeed,{sentences[i + 1]}{negative_suffix}\n" for i in range(rows)]
+    path.write_text("sent0,sent1,hard_neg\n" + "".join(lines), encoding="utf-8")
+    return path
+
+
+def write_toy_corpus_and_nli(folder: Path, n: int = 80, seed: int = 0, nli_rows: int = 20) -> tuple[Path, Path]:
+    """`folder/corpus.txt` with `toy_sentences(n, seed)` and `folder/nli.csv` with `nli_rows` triplets over them."""
+    sents = toy_sentences(n, seed)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(sents) + "\n", encoding="utf-8")
+    return corpus, write_toy_nli(folder / "nli.csv", sents, nli_rows)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 
-VIEWS = ("dropout", "word_deletion")
-
 
 def word_deletion(text: str, p: float, salt: str = "") -> str:
     """`text` with each word deleted with probability `p`; the middle word stays when all would go."""

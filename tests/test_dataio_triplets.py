@@ -7,7 +7,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,20 +20,18 @@ from dataio.triplets import (
     LEGACY_MANIFEST_NAME,
     MANIFEST_NAME,
     SCHEMA,
-    files_intact,
     manifest_path,
     read_manifest,
     read_triplets,
     round_dir,
+    round_problem,
 )
 from flows.cli import main
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine
-from mining.testing import HashEncoder
+from mining.testing import HashEncoder, write_toy_corpus_and_nli
 
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-         "young", "the", "a", "on", "in"]
 # The files of schema version 1, as `mining.parquet` wrote them: `band` after the texts, `round` last.
 SCHEMA_V1 = pa.schema([
     ("anchor_id", pa.string()), ("anchor", pa.string()), ("positive_id", pa.string()), ("positive", pa.string()),
@@ -45,13 +42,7 @@ SCHEMA_V1 = pa.schema([
 
 
 def _inputs(folder: Path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(7)
-    sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(80)))
-    (folder / "corpus.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
-    rows = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(20)]
-    (folder / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in rows),
-                                    encoding="utf-8")
-    return folder / "corpus.txt", folder / "nli.csv"
+    return write_toy_corpus_and_nli(folder, 80, seed=7)
 
 
 @pytest.fixture
@@ -119,7 +110,7 @@ def test_manifest_paths_never_leave_the_round(mined: Path, bad: str) -> None:
         TripletSampler(mined, 0, batch_size=4)
     with pytest.raises(TripletDataError, match="must stay inside the round"):
         read_triplets(mined)
-    assert not files_intact(mined, read_manifest(mined, 0))
+    assert round_problem(mined, read_manifest(mined, 0)) is not None
 
 
 def test_old_layout_is_refused_with_the_upgrade_command(mined: Path, tmp_path: Path, capsys, monkeypatch) -> None:
@@ -155,7 +146,7 @@ def test_upgrade_converts_in_place_and_every_reader_agrees(mined: Path, capsys) 
     assert batches(mined) == drawn, "a run resumes on the upgraded folder with the same batches"
     for r in (0, 1):
         manifest = read_manifest(mined, r)
-        assert manifest.schema_version == 2 and files_intact(mined, manifest, check_sha=True)
+        assert manifest.schema_version == 2 and round_problem(mined, manifest, check_sha=True) is None
         assert not (round_dir(mined, r) / LEGACY_MANIFEST_NAME).exists()
     for part in mined.glob("round=*/band=*/part-*.parquet"):
         schema = pq.read_schema(part)

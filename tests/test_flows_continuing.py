@@ -370,3 +370,16 @@ def test_the_prefect_flow_warm_starts_registers_and_records_a_no_op(data, tmp_pa
     assert len(runs) == 2 and all(r.state.is_completed() for r in runs)
     newest = max(runs, key=lambda r: r.start_time)
     assert str(newest.id) not in tasks, "the no-op ran no task"
+
+
+def test_a_registry_nights_folder_counts_as_the_same_run_for_a_scheduled_resume(data, nights):
+    """The saved config names the version the night started from, the YAML the base model: a scheduled run
+    (flows.scheduled_runs) must still see an unfinished registry night as its own and resume it."""
+    from flows.config import config_from_mapping
+    from flows.rundir import RunDir
+
+    config = config_from_mapping(settings(data, "n3"))
+    assert config.model.name_or_path == str(data["model"])
+    assert RunDir(data["root"] / "runs/n3").changed_settings(config) == []
+    edited = config_from_mapping(settings(data, "n3", seed=4))
+    assert RunDir(data["root"] / "runs/n3").changed_settings(edited) == ["seed"]

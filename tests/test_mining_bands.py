@@ -8,22 +8,17 @@ import pyarrow.parquet as pq
 import pytest
 
 import mining.bands as bands_mod
+import mining.clusters as clusters_mod
 from dataio.errors import InputError
 from dataio.triplets import BANDS, SCHEMA, read_triplets
 from mining.corpus import CorpusSource, load_corpus, normalized_keys
 from mining.params import MiningParams
 from mining.pipeline import mine
-from mining.testing import HashEncoder, TableEncoder
-
-WORDS = [
-    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-    "young", "the", "a", "on", "in",
-]
+from mining.testing import HashEncoder, TableEncoder, toy_sentences
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=rng.integers(3, 7))) for _ in range(n)]
+    return toy_sentences(n, seed, lengths=(3, 7), unique=False)
 
 
 @pytest.fixture
@@ -248,14 +243,14 @@ def test_cluster_labels_recover_planted_clusters_with_and_without_faiss(faiss_pr
     if not faiss_present:
         monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # import faiss -> ImportError
     emb, truth = planted_clusters()
-    labels = bands_mod.cluster_labels(emb, 4, seed=0)
+    labels = clusters_mod.cluster_labels(emb, 4, seed=0)
     assert same_partition(labels, truth)
-    assert (bands_mod.cluster_labels(emb, 4, seed=0) == labels).all()
+    assert (clusters_mod.cluster_labels(emb, 4, seed=0) == labels).all()
 
 
 def test_torch_kmeans_reseeds_empty_clusters():
     emb, _ = planted_clusters(n_per=10, k=2)
-    cent = bands_mod.spherical_kmeans_torch(emb.matrix.astype(np.float32), 6, seed=1)
+    cent = clusters_mod.spherical_kmeans_torch(emb.matrix.astype(np.float32), 6, seed=1)
     assert cent.shape == (6, 16) and np.isfinite(cent).all()
     np.testing.assert_allclose(np.linalg.norm(cent, axis=1), 1, atol=1e-5)
 

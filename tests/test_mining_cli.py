@@ -6,29 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import mining.encoders
 from dataio.triplets import manifest_path
 from flows.cli import main
-from mining.testing import HashEncoder
-
-WORDS = [
-    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-    "young", "the", "a", "on", "in",
-]
+from mining.testing import HashEncoder, toy_sentences, write_toy_nli
 
 
 @pytest.fixture
 def files(tmp_path):
-    rng = np.random.default_rng(5)
-    sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(120)))
+    sents = toy_sentences(120, seed=5)
     (tmp_path / "a.txt").write_text("\n".join(sents[:60]) + "\n", encoding="utf-8")
     (tmp_path / "b.txt").write_text("\n".join(sents[60:]) + "\n", encoding="utf-8")
-    rows = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(20)]
-    (tmp_path / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in rows),
-                                      encoding="utf-8")
+    write_toy_nli(tmp_path / "nli.csv", sents)
     return tmp_path
 
 

@@ -10,18 +10,12 @@ import pytest
 from mining.corpus import load_corpus
 from mining.embeddings import embed_corpus, encode_texts, model_fingerprint
 from mining.index import choose_backend, exact_torch, knn
-from mining.testing import HashEncoder
-
-WORDS = [
-    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-    "young", "the", "a", "on", "in",
-]
+from mining.testing import HashEncoder, toy_sentences
 
 
 @pytest.fixture
 def corpus(tmp_path):
-    rng = np.random.default_rng(2)
-    sents = [" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(300)]
+    sents = toy_sentences(300, seed=2, unique=False)
     (tmp_path / "c.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
     return load_corpus([tmp_path / "c.txt"])
 

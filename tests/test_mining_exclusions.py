@@ -8,7 +8,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,17 +18,13 @@ from flows.cli import main
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine
-from mining.testing import HashEncoder
-
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-         "young", "the", "a", "on", "in"]
+from mining.testing import HashEncoder, toy_sentences
 
 
 @pytest.fixture
 def inputs(tmp_path: Path) -> Path:
     """A corpus, pairs and NLI triplets (every band has rows), as in the band tests."""
-    rng = np.random.default_rng(0)
-    base = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 7))) for _ in range(80)))[:60]
+    base = toy_sentences(80, seed=0, lengths=(3, 7))[:60]
     (tmp_path / "corpus.txt").write_text("\n".join(base) + "\n", encoding="utf-8")
     pairs = [(base[i], base[i] + " too") for i in range(20, 30)]
     (tmp_path / "pairs.tsv").write_text("anchor\tpositive\n" + "".join(f"{a}\t{p}\n" for a, p in pairs),

@@ -15,7 +15,6 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import mining.encoders
@@ -23,10 +22,8 @@ from dataio.triplets import read_triplets
 from flows.cli import main
 from mining.inspect import inspect_triplets
 from mining.inspect_html import render_html
-from mining.testing import HashEncoder
+from mining.testing import HashEncoder, toy_sentences
 
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-         "young", "the", "a", "on", "in"]
 # Texts and ids that break a page that does not escape: markup, an attribute break-out, entities, quotes.
 HOSTILE_TEXT = 'the <img src=x onerror="window.__pwned=1"> cat & dog\'s "red" </td></tr> &amp; bird'
 HOSTILE_ID = 'id"><script>window.__pwned=2</script>'
@@ -69,8 +66,7 @@ def parse(page: str) -> _Rows:
 def mined(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two domains, NLI triplets and one hostile sentence (with a hostile id), mined with the hash encoder."""
     d = tmp_path_factory.mktemp("mined")
-    rng = np.random.default_rng(5)
-    sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(120)))
+    sents = toy_sentences(120, seed=5)
     with open(d / "a.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["id", "text"])

@@ -22,23 +22,14 @@ from dataio.triplets import SCHEMA, complete_rounds, manifest_path, read_triplet
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine
-from mining.testing import HashEncoder
+from mining.testing import HashEncoder, write_toy_corpus_and_nli
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = [
-    "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-    "young", "the", "a", "on", "in",
-]
 
 
 def make_inputs(folder: Path, n: int = 80) -> dict:
-    rng = np.random.default_rng(1)
-    sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(n)))
-    (folder / "corpus.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
-    nli = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(20)]
-    (folder / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in nli),
-                                    encoding="utf-8")
-    return {"corpus": [folder / "corpus.txt"], "nli": [folder / "nli.csv"]}
+    corpus, nli = write_toy_corpus_and_nli(folder, n, seed=1)
+    return {"corpus": [corpus], "nli": [nli]}
 
 
 @pytest.fixture

@@ -22,17 +22,15 @@ from mining.embeddings import embed_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine
 from mining.shards import blocks, dask_map, encode_slice, local_map
-from mining.testing import HashEncoder
+from mining.testing import TOY_WORDS, HashEncoder, toy_sentences
 
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-         "young", "the", "a", "on", "in", "under", "over", "near", "far", "quick", "slow"]
+WORDS = (*TOY_WORDS, "under", "over", "near", "far", "quick", "slow")
 COLUMNS = ["anchor_id", "positive_id", "negative_id", "band", "negative_rank", "anchor_negative_sim",
            "anchor_positive_sim"]
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(n)))
+    return toy_sentences(n, seed, words=WORDS)
 
 
 @pytest.fixture

@@ -21,21 +21,14 @@ from flows import steps
 from flows.cli import main
 from flows.config import load_config
 from flows.rundir import RunDir
-from mining.testing import HashEncoder
+from mining.testing import HashEncoder, write_toy_corpus_and_nli
 
-WORDS = ["cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
-         "young", "the", "a", "on", "in"]
 KEY = ("anchor_id", "positive_id", "negative_id", "negative_rank")
 
 
 def _inputs(folder: Path) -> dict[str, Path]:
-    rng = np.random.default_rng(3)
-    sents = list(dict.fromkeys(" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(90)))
-    (folder / "corpus.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
-    rows = [(sents[i], sents[i] + " indeed", sents[i + 1] + " not") for i in range(20)]
-    (folder / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in rows),
-                                    encoding="utf-8")
-    return {"corpus": folder / "corpus.txt", "nli": folder / "nli.csv"}
+    corpus, nli = write_toy_corpus_and_nli(folder, 90, seed=3)
+    return {"corpus": corpus, "nli": nli}
 
 
 @pytest.fixture(scope="module")
