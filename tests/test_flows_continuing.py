@@ -337,39 +337,45 @@ def test_models_register_takes_its_margin_from_the_run_config(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------- the Prefect flow
-def test_the_prefect_flow_warm_starts_registers_and_records_a_no_op(data, tmp_path):
-    """The curriculum flow (through a Prefect test harness) runs flows.continuing as the plain loop does: a
-    registry run registers its model; the next with nothing new returns the no-op without a task run."""
+def test_scheduled_nights_through_prefect_warm_start_register_and_record_a_no_op(data, tmp_path):
+    """The scheduled flow (what `serve` and `deploy` run; here through a Prefect test harness, in process) on a
+    registry config: night 1 registers version 2; night 2, with nothing new, is a no-op without a task run;
+    night 3, after a file was added, starts from version 2 and counts the new rows. Each night has its own
+    folder under output_dir, marked finished."""
     from prefect.client.orchestration import get_client
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.config import config_from_mapping
-    from flows.curriculum_flow import curriculum_flow
+    from flows.curriculum_flow import scheduled_flow
     from flows.registry import open_registry
+    from flows.scheduled_runs import scheduled_folders
     from simcse.testing import torch_threads
-
-    def night(name: str) -> dict[str, Any]:
-        cfg = settings(data, name, registry={"path": str(tmp_path / "registry"), "name": "enc",
-                                             "gate": {"min_gain": -100.0}})
-        cfg["data"] = {"corpus": {"path": str(tmp_path / "corpus")}}
-        return curriculum_flow(config_from_mapping(cfg))
 
     (tmp_path / "corpus").mkdir()
     write_lines(tmp_path / "corpus" / "a.txt", list(range(40)))
+    config = settings(data, "unused", registry={"path": str(tmp_path / "registry"), "name": "enc",
+                                                 "gate": {"min_gain": -100.0}})
+    config.update(output_dir=str(tmp_path / "nightly"), data={"corpus": {"path": str(tmp_path / "corpus")}})
+    yaml_path = tmp_path / "nightly.yaml"
+    yaml_path.write_text(yaml.safe_dump(config))
     with prefect_test_harness(server_startup_timeout=180), torch_threads(1):
-        first = night("flow-1")
-        second = night("flow-2")
+        first = scheduled_flow(str(yaml_path))
+        second = scheduled_flow(str(yaml_path))
+        write_lines(tmp_path / "corpus" / "b.txt", list(range(40, 55)))
+        third = scheduled_flow(str(yaml_path))
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs()
             tasks = {str(r.flow_run_id) for r in client.read_task_runs()}
     reg = open_registry(str(tmp_path / "registry"), "enc")
-    assert first["registry"]["registered"]["version"] == 2 and reg.current_number() == 2
-    assert first["registry"]["new_rows"] == 40 and first["registry"]["parent_version"] == 1
+    assert first["registry"]["registered"]["version"] == 2 and first["registry"]["new_rows"] == 40
     assert second["noop"] is True and second["current_version"] == 2
-    assert (data["root"] / "runs/flow-2/noop.json").is_file()
-    assert len(runs) == 2 and all(r.state.is_completed() for r in runs)
-    newest = max(runs, key=lambda r: r.start_time)
-    assert str(newest.id) not in tasks, "the no-op ran no task"
+    assert third["registry"]["parent_version"] == 2 and third["registry"]["new_rows"] == 15
+    assert reg.version(3).parent == 2 and reg.current_number() == 3
+    folders = scheduled_folders(tmp_path / "nightly")
+    assert [Path(s["run_dir"]) for s in (first, second, third)] == folders and len(folders) == 3
+    assert all((f / "finished.json").is_file() for f in folders) and (folders[1] / "noop.json").is_file()
+    assert len(runs) == 6 and all(r.state.is_completed() for r in runs)  # each night: scheduled + curriculum
+    nights = sorted((r for r in runs if r.parent_task_run_id is not None), key=lambda r: r.start_time)
+    assert [str(r.id) in tasks for r in nights] == [True, False, True], "the no-op ran no task"
 
 
 def test_a_registry_nights_folder_counts_as_the_same_run_for_a_scheduled_resume(data, nights):
