@@ -97,6 +97,47 @@ def _is_hf_dataset(path: Path) -> bool:
                               or (path / "dataset_dict.json").exists())
 
 
+TABLE_SUFFIXES = TEXT_SUFFIXES | set(DELIMITED) | {".jsonl", ".parquet"}
+
+
+def is_table_folder(path: str | os.PathLike) -> bool:
+    """A folder of table files (a corpus that grows between runs), as opposed to one file or a saved dataset."""
+    path = Path(path)
+    return path.is_dir() and not _is_hf_dataset(path)
+
+
+def table_files(path: str | os.PathLike) -> list[Path]:
+    """The tables a path names: the file itself, or every table file under a folder in sorted order (by path
+    relative to the folder, so `2026-01/a.csv` comes before `2026-02/a.csv`); a saved Hugging Face dataset
+    (the folder or one inside) counts as one table.
+
+    Names starting with `.` or `_` are not data (as in pyarrow / Hive datasets: `_SUCCESS`, `.part` files being
+    written). Any other file that is not a table stops the read, naming it, rather than being skipped unseen."""
+    path = Path(path)
+    _check_exists(path)
+    if not is_table_folder(path):
+        return [path]
+    found: list[Path] = []
+
+    def walk(folder: Path) -> None:
+        for child in sorted(folder.iterdir(), key=lambda p: p.name):
+            if child.name.startswith((".", "_")):
+                continue
+            if child.is_dir():
+                found.append(child) if _is_hf_dataset(child) else walk(child)
+            elif child.suffix.lower() in TABLE_SUFFIXES:
+                found.append(child)
+            else:
+                raise InputError(f"in the table folder {path}: not a table file (expected {SUPPORTED}); move it out "
+                                 f"of the folder, or rename it to start with '_' so it is not read", path=child)
+
+    walk(path)
+    if not found:
+        raise InputError(f"a folder with no table files in it (expected {SUPPORTED}); add the data files",
+                         path=path)
+    return sorted(found, key=lambda p: p.relative_to(path).as_posix())
+
+
 def _resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str], optional: Sequence[str],
                      aliases: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
     """Map each canonical column to the name it has in the file (exact name first, then aliases)."""

@@ -19,7 +19,7 @@ import typer
 
 PROG = "simcse-curriculum"
 COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.setup_commands", "flows.commands", "flows.registry_commands",
-                   "flows.deploy_commands")
+                   "flows.deploy_commands", "flows.retention_commands")
 
 app = typer.Typer(
     name=PROG,

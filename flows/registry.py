@@ -12,6 +12,10 @@ artifact `model` of the run's MLflow run, plus tags:
     simcse.gate        the gate's numbers (JSON; flows.promotion.GateDecision)
     simcse.run_key     the run that made it (registering again finds it instead of adding a duplicate)
     simcse.run_dir     the run folder it came from
+    simcse.candidate_round   the run's round whose model it is
+    simcse.data_rows, simcse.data_new_rows, simcse.data_files, simcse.inputs_key, simcse.settings_key
+                       what the run read and how much of it was new (flows.new_data; runs that recorded it),
+                       with the record itself as the artifacts `data_seen/` of the version's MLflow run
 
 The first version is the model the registry starts from (`models init`), so a current model exists before
 the first run.
@@ -151,7 +155,9 @@ class ModelRegistry:
         local = local_folder(version.source)
         if local is not None:
             if not local.is_dir():
-                raise InputError(f"version {version.version}'s files are missing", path=local)
+                pruned = version.tags.get(TAG + "pruned")
+                why = f"were removed by `simcse-curriculum prune` on {pruned}" if pruned else "are missing"
+                raise InputError(f"version {version.version}'s files {why}", path=local)
             return local
         if dest is None:
             raise InputError(f"version {version.version}'s files are on the server ({version.source}); give a folder "
@@ -234,7 +240,8 @@ class ModelRegistry:
         return self.version(first.version)
 
     def register(self, *, run_id: str, model_dir: Path, parent: Version, passed: bool, reason: str,
-                 gate: dict[str, Any], metrics: dict[str, float], run_key: str, run_dir: str) -> Version:
+                 gate: dict[str, Any], metrics: dict[str, float], run_key: str, run_dir: str,
+                 extra_tags: dict[str, str] | None = None) -> Version:
         """Register a run's model as a new version (once per `run_key`) and make it current if `passed`.
 
         The alias moves only while it still names `parent`: a version promoted by hand during the run is not
@@ -244,7 +251,8 @@ class ModelRegistry:
             source = self._log_model(run_id, model_dir)
             tags = {TAG + "parent": str(parent.version), TAG + "promoted": "pending" if passed else "false",
                     TAG + "reason": reason, TAG + "gate": json.dumps(gate), TAG + "metrics": json.dumps(metrics),
-                    TAG + "run_key": run_key, TAG + "run_dir": run_dir}
+                    TAG + "run_key": run_key, TAG + "run_dir": run_dir,
+                    **{TAG + k: v for k, v in (extra_tags or {}).items()}}
             mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
                                                   description=f"from version {parent.version}: {reason}")
             version = _from_mlflow(mv, self.current_number())
@@ -320,9 +328,9 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
         raise InputError("not a run folder (no config.yaml); give the output_dir of a run", path=run_dir)
     config = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
     started = Path(str((config.get("model") or {}).get("name_or_path", ""))).expanduser()
-    parent = next((v for v in registry.versions()
-                   if (local := local_folder(v.source)) is not None and started.is_dir()
-                   and local.resolve() == started.resolve()), None)
+    parent = _recorded_parent(registry, run) or next(
+        (v for v in registry.versions() if (local := local_folder(v.source)) is not None and started.is_dir()
+         and local.resolve() == started.resolve()), None)
     if parent is None:
         raise InputError(f"the run started from {started}, which is no version of {registry.name!r}; start runs "
                          f"from `simcse-curriculum models path {registry.store}` (model.name_or_path)",
@@ -344,8 +352,26 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     run.check_model(chosen)  # the files registered are the ones the round wrote and evaluated (sha256)
     run_id = existing.run_id if existing is not None else registry.new_run(
         run.root.name, {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)})
+    from flows.new_data import attach_to_run
+
+    seen_tags = attach_to_run(registry.client, run_id, run) if existing is None else {}  # what the run saw
     version = registry.register(run_id=run_id, model_dir=run.model_dir(chosen), parent=parent,
                                 passed=decision.passed, reason=decision.reason, gate=decision.as_dict(),
-                                metrics=flat_metrics(rounds[chosen]), run_key=run_key, run_dir=str(run.root.resolve()))
+                                metrics=flat_metrics(rounds[chosen]), run_key=run_key, run_dir=str(run.root.resolve()),
+                                extra_tags={"candidate_round": str(chosen), **seen_tags})
     registry.client.set_terminated(run_id)
     return version
+
+
+def _recorded_parent(registry: ModelRegistry, run: Any) -> Version | None:
+    """The version a warm-started run recorded as its parent (flows.warm_start), when it is of this registry."""
+    from flows.warm_start import START_FILE
+
+    path = run.root / START_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("parent_version") is None or record.get("name") not in (None, registry.name) \
+            or record.get("registry") not in (None, str(registry.store)):
+        return None
+    return registry.version(int(record["parent_version"]))

@@ -116,12 +116,16 @@ def register_command(
     run_dir: Annotated[Path, typer.Argument(help="a finished run's folder (its output_dir)")],
     name: NameOption = None,
     metric: Annotated[str | None, typer.Option(help="the metric that decides, sts/<stem> or pairs/<stem> "
-                                                    "(default: the run's dev metric)")] = None,
-    min_gain: Annotated[float, typer.Option(help="points the candidate must gain over the version the run "
-                                                 "started from (scores are x100)")] = 0.0,
-    guard: Annotated[str | None, typer.Option(help="a metric that must not fall by more than --guard-tolerance")]
+                                                    "(default: the run's registry.gate.metric, else its dev "
+                                                    "metric)")] = None,
+    min_gain: Annotated[float | None, typer.Option(help="points the candidate must gain over the version the run "
+                                                        "started from (scores are x100; default: the run's "
+                                                        "registry.gate.min_gain, else its eval.min_improvement)")]
     = None,
-    guard_tolerance: Annotated[float, typer.Option(help="points the guard may fall")] = 1.0,
+    guard: Annotated[str | None, typer.Option(help="a metric that must not fall by more than --guard-tolerance "
+                                                   "(default: the run's registry.gate.guard)")] = None,
+    guard_tolerance: Annotated[float | None, typer.Option(help="points the guard may fall (default: the run's "
+                                                               "registry.gate.guard_tolerance, else 1)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the version as JSON on stdout")] = False,
 ) -> None:
     """Register a finished run's best round as a new version; it becomes current only if the gate passes."""
@@ -130,8 +134,13 @@ def register_command(
     from flows.registry import register_run
 
     reg = _open(registry, name)
+    run_gate, min_improvement = _run_gate(run_dir.resolve())
     try:
-        gate = GateSettings(metric=metric, min_gain=min_gain, guard=guard, guard_tolerance=guard_tolerance)
+        gate = GateSettings(
+            metric=metric or run_gate.get("metric"),
+            min_gain=next(v for v in (min_gain, run_gate.get("min_gain"), min_improvement, 0.0) if v is not None),
+            guard=guard or run_gate.get("guard"),
+            guard_tolerance=next(v for v in (guard_tolerance, run_gate.get("guard_tolerance"), 1.0) if v is not None))
     except ValueError as err:
         raise InputError(f"promotion gate: {err}") from None
     version = register_run(reg, run_dir.resolve(), gate)
@@ -140,6 +149,21 @@ def register_command(
         return
     state = "promoted: now current" if version.promoted == "true" else "not promoted"
     typer.echo(f"{reg.name}: version {version.version} (from version {version.parent}): {state}; {version.reason}")
+
+
+def _run_gate(run_dir: Path) -> tuple[dict[str, Any], float | None]:
+    """The gate a run's config names (`registry.gate`) and its `eval.min_improvement`: the defaults of `register`,
+    so registering by hand decides as the run itself would have (flows.continuing.gate_settings)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}, None  # register_run names the folder that is not a run
+    if not isinstance(saved, dict):
+        return {}, None
+    gate = ((saved.get("registry") or {}).get("gate") or {}) if isinstance(saved.get("registry"), dict) else {}
+    return gate, (saved.get("eval") or {}).get("min_improvement")
 
 
 def register(app: typer.Typer) -> None:

@@ -217,6 +217,7 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
               f"{config.get('batch_size', '?')}.  "),
              _wall_time_line(run, base, rounds), ""]
     lines += _selection_lines(run)
+    lines += _registry_lines(run)
     lines += _data_read(run, done)
 
     rows = ([base] if base else []) + rounds
@@ -304,6 +305,39 @@ def _selection_lines(run: RunDir) -> list[str]:
     return ["## Model to use", "", f"**{selection['note']}**", "",
             f"Selected by `{selection['dev_metric']}` among the starting model and every completed round "
             f"(`selection.json`); report your final figures on a set that did not select.", ""]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _registry_lines(run: RunDir) -> list[str]:
+    """A registry run (flows.continuing): the version it started from, what was new, what it registered."""
+    from flows.continuing import REGISTERED_FILE
+    from flows.new_data import SEEN_JSON
+    from flows.warm_start import START_FILE
+
+    start = _read_json(run.root / START_FILE)
+    if start is None:
+        return []
+    lines = ["## Registry", "",
+             f"Started from version {start.get('parent_version')} of `{start.get('name')}` (registry "
+             f"`{start.get('registry')}`), evaluated as the baseline (`{START_FILE}`).", ""]
+    data = _read_json(run.root / SEEN_JSON)
+    if data is not None:
+        new_files = data.get("new_files") or []
+        changed = data.get("changed_files") or []
+        lines += [f"Data: {len(data.get('files') or [])} input files, {data.get('rows')} rows; "
+                  f"**{data.get('new_rows')} rows new** to version {data.get('parent_version')}"
+                  + (f"; new files: {', '.join(f'`{Path(p).name}`' for p in new_files)}" if new_files else "")
+                  + (f"; changed files: {', '.join(f'`{Path(p).name}`' for p in changed)}" if changed else "")
+                  + f" (`{SEEN_JSON}`).", ""]
+    registered = _read_json(run.root / REGISTERED_FILE)
+    if registered is not None:
+        state = "**promoted**: now the current model" if registered.get("promoted") == "true" else "**not promoted**"
+        lines += [f"Registered as version {registered.get('version')} (from version {registered.get('parent')}): "
+                  f"{state}. {registered.get('reason')}.", ""]
+    return lines
 
 
 def _duration(seconds: float) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dataio.errors import InputError, TripletDataError
+from dataio.tables import table_files
 from flows.config import DEFAULT_MODEL, RunConfig, TableFile
 from flows.fingerprint import combine, file_fingerprint, path_fingerprint
 from flows.rundir import RunDir, remove_stale_temporaries, write_json
@@ -80,9 +81,9 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
     for entry, out, what in ((config.data.corpus, corpus, "data.corpus"), (config.data.pairs, pairs, "data.pairs"),
                              (config.data.nli, nli, "data.nli")):
         present = _present(entry, what, log)
-        if present is not None:
-            out.append({"path": str(present.path), "columns": present.columns.model_dump(),
-                        "domain": present.domain_label})
+        if present is not None:  # a folder (a corpus that grows between runs): each of its files, in sorted order
+            out.extend({"path": str(path), "columns": present.columns.model_dump(), "domain": present.domain_label}
+                       for path in table_files(present.path))
     if not corpus and not nli and not pairs:
         raise InputError("no training input is present (all inputs were optional and missing)")
     fingerprinted: list[Any] = [(e["path"], file_fingerprint(e["path"]) if Path(e["path"]).is_file()

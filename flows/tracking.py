@@ -95,6 +95,11 @@ class RunTracker:
         for i in range(0, max(len(m), len(p), len(t)), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, metrics=m[i:i + 100], params=p[i:i + 100], tags=t[i:i + 100])
 
+    def log(self, metrics: dict[str, float | None] | None = None, tags: dict[str, str] | None = None,
+            step: int = 0) -> None:
+        """Metrics (None values left out) at `step`, and tags, in one batch."""
+        self._batch(metrics={k: v for k, v in (metrics or {}).items() if v is not None}, step=step, tags=tags)
+
     def start(self, config: Any, extra_tags: dict[str, str] | None = None) -> str:
         """Open (or reopen) the MLflow run; log the config as params once."""
         run_id = self.run_id

@@ -119,6 +119,7 @@ def _stat(path: Any) -> list[Any]:
 def _memo_key(config: RunConfig) -> str:
     """The settings plus the size and change time of every file the check read."""
     files = [e.path for e in (config.data.corpus, config.data.pairs, config.data.nli) if e is not None]
+    files += [p for f in files if f.is_dir() for p in sorted(f.rglob("*"))]  # a folder's files, added or changed
     files += [e.path for e in (*config.eval.sts, *config.eval.pairs)]
     files += [config.mining.exclude_pairs] if config.mining.exclude_pairs else []
     files.append(Path(config.output_dir) / "config.yaml")
@@ -128,6 +129,12 @@ def _memo_key(config: RunConfig) -> str:
 
 def check_run(config: RunConfig) -> RunCheck:
     """Check the run `config` describes without writing anything; InputError on the first problem."""
+    if config.registry is not None:  # the run starts from the registry's current version (flows.warm_start)
+        from flows.mlflow_store import require_mlflow
+        from flows.warm_start import resolve_start
+
+        require_mlflow()
+        config = resolve_start(config, for_run=False).config
     key = _memo_key(config)
     if key in _CHECKED:
         return _CHECKED[key]
@@ -176,7 +183,8 @@ def _naming_the_setting(exc: InputError, config: RunConfig) -> InputError:
     entries += [(f"eval.sts[{i}]", e) for i, e in enumerate(config.eval.sts)]
     entries += [(f"eval.pairs[{i}]", e) for i, e in enumerate(config.eval.pairs)]
     path = str(exc.path) if exc.path is not None else None
-    key = next((k for k, e in entries if e is not None and str(e.path) == path), None)
+    key = next((k for k, e in entries if e is not None and path is not None
+                and (str(e.path) == path or Path(path).is_relative_to(e.path))), None)  # a folder's file too
     if key is None or config.source is None:
         return exc
     setting = f"{key}.columns" if exc.column is not None else key
@@ -246,9 +254,9 @@ def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:
     entry = config.data.corpus
     if entry is None or entry.domain_label is None or not entry.path.exists():
         return
-    from dataio.tables import read_header
+    from dataio.tables import read_header, table_files
 
-    if entry.domain_label in read_header(entry.path):
+    if entry.domain_label in read_header(table_files(entry.path)[0]):
         warnings.append(f"data.corpus.domain_label: every row is labeled {entry.domain_label!r}, which is also a "
                         f"column of {entry.path}; to read each row's domain from that column write "
                         f"`columns: {{domain: {entry.domain_label}}}` instead")
