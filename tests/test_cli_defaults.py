@@ -23,7 +23,7 @@ from simcse.train_config import TrainConfig
 REPO = Path(__file__).resolve().parent.parent
 MINE_FIELDS = {"num_negatives", "range_min", "unsupervised_range_min", "range_max", "relative_margin", "max_score",
                "sampling", "backend", "batch_size", "unsupervised_anchors"}
-TRAIN_FIELDS = {"max_steps", "epochs", "batch_size", "lr", "temperature", "eval_every", "save_every", "seed",
+TRAIN_FIELDS = {"max_steps", "epochs", "batch_size", "lr", "temperature", "eval_every", "save_every", "seed", "devices",
                 "precision"}
 
 
