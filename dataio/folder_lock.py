@@ -61,6 +61,11 @@ def lock_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / LOCK_NAME
 
 
+def held_folders() -> list[Path]:
+    """The folders this process holds a lock on now (the output folders it writes), innermost last."""
+    return list(_held)
+
+
 def locked_folders() -> list[Path]:
     """Every folder this process has locked so far (held or released), most recent last."""
     return list(_written)
