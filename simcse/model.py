@@ -21,6 +21,13 @@ import torch
 from torch import nn
 
 from dataio.errors import InputError
+from simcse.model_folder import (
+    SIMCSE_CONFIG,
+    check_weights,
+    dist_version,
+    read_sentence_transformers_folder,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from simcse.model_card import ModelCardInfo
@@ -31,7 +38,6 @@ ENCODE_CHUNK = 65536  # texts tokenised per chunk in `encode` (the next chunk wh
 TOKENIZE_THREADS = 8
 TOKENIZE_MIN_PER_THREAD = 2048
 # Extra files in a saved folder, ignored by sentence-transformers: our settings and the training-only head.
-SIMCSE_CONFIG = "simcse_config.json"
 SIMCSE_HEAD = "simcse_head.safetensors"
 
 
@@ -123,7 +129,7 @@ class SimCSEEncoder(nn.Module):
 
         source = str(name_or_path) if name_or_path is not None else default_model_path()
         path = Path(source).expanduser()
-        st = _read_sentence_transformers_folder(path) if path.is_dir() else {}
+        st = read_sentence_transformers_folder(path) if path.is_dir() else {}
         if path.is_dir():
             backbone_dir = path / st.get("transformer_path", "")
             if not (backbone_dir / "config.json").exists():
@@ -363,7 +369,7 @@ class SimCSEEncoder(nn.Module):
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
         (folder / "1_Pooling").mkdir()
-        _write_json(folder / "1_Pooling" / "config.json", {
+        write_json(folder / "1_Pooling" / "config.json", {
             "word_embedding_dimension": self.dim,
             "pooling_mode_cls_token": self.pooling != "mean",
             "pooling_mode_mean_tokens": self.pooling == "mean",
@@ -374,7 +380,7 @@ class SimCSEEncoder(nn.Module):
         if mlp_at_inference:
             dense_dir = folder / "2_Dense"
             dense_dir.mkdir()
-            _write_json(dense_dir / "config.json", {"in_features": self.dim, "out_features": self.dim, "bias": True,
+            write_json(dense_dir / "config.json", {"in_features": self.dim, "out_features": self.dim, "bias": True,
                                                     "activation_function": "torch.nn.modules.activation.Tanh"})
             save_file({"linear.weight": self.mlp.dense.weight.detach().cpu().contiguous(),
                        "linear.bias": self.mlp.dense.bias.detach().cpu().contiguous()},
@@ -385,19 +391,19 @@ class SimCSEEncoder(nn.Module):
             (folder / f"{n}_Normalize").mkdir()
             modules.append({"idx": n, "name": str(n), "path": f"{n}_Normalize",
                             "type": "sentence_transformers.models.Normalize"})
-        _write_json(folder / "modules.json", modules)
-        _write_json(folder / "sentence_bert_config.json",
+        write_json(folder / "modules.json", modules)
+        write_json(folder / "sentence_bert_config.json",
                     {"max_seq_length": self.encode_max_length, "do_lower_case": False})
         import transformers
 
-        _write_json(folder / "config_sentence_transformers.json", {
-            "__version__": {"sentence_transformers": _version("sentence-transformers"),
+        write_json(folder / "config_sentence_transformers.json", {
+            "__version__": {"sentence_transformers": dist_version("sentence-transformers"),
                             "transformers": transformers.__version__, "pytorch": torch.__version__},
             "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
         if self.mlp is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.mlp.state_dict().items()},
                       str(folder / SIMCSE_HEAD))
-        _write_json(folder / SIMCSE_CONFIG, {"pooling": self.pooling, "mlp_only_train": self.mlp_only_train,
+        write_json(folder / SIMCSE_CONFIG, {"pooling": self.pooling, "mlp_only_train": self.mlp_only_train,
                                              "max_length": self.max_length,
                                              "encode_max_length": self.encode_max_length})
 
@@ -458,104 +464,6 @@ def _position_limit(backbone: nn.Module, tokenizer: Any) -> int:
 def _looks_like_path(source: str) -> bool:
     """A local path rather than a hub name (`name` or `org/name`)."""
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc}); the model folder is damaged", path=path) from None
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _read_sentence_transformers_folder(path: Path) -> dict[str, Any]:
-    """What we need from a sentence-transformers folder (modules.json); {} for a plain HF folder."""
-    info: dict[str, Any] = {}
-    if (path / SIMCSE_CONFIG).exists():
-        info["simcse"] = _read_json(path / SIMCSE_CONFIG)
-    modules_file = path / "modules.json"
-    if not modules_file.exists():
-        return info
-    modules = _read_json(modules_file)
-    seen_pooling = False
-    for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        sub = module.get("path", "")
-        if kind == "Transformer":
-            info["transformer_path"] = sub
-            cfg = path / sub / "sentence_bert_config.json"
-            if cfg.exists():
-                info["max_seq_length"] = _read_json(cfg).get("max_seq_length")
-        elif kind == "Pooling":
-            seen_pooling = True
-            cfg = _read_json(path / sub / "config.json")
-            mode = cfg.get("pooling_mode")
-            if isinstance(mode, list) and len(mode) == 1:
-                mode = mode[0]
-            if mode is None:
-                active = [k for k in ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
-                                      "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
-                                      "pooling_mode_lasttoken") if cfg.get(k)]
-                mode = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}.get(
-                    active[0] if len(active) == 1 else "", "/".join(active) or "mean")
-            if mode not in ("cls", "mean"):
-                raise InputError(f"pooling mode {mode!r} is not supported; use a model with cls or mean pooling",
-                                 path=path / sub / "config.json")
-            info["pooling"] = mode
-        elif kind == "Dense" and seen_pooling:
-            cfg = _read_json(path / sub / "config.json")
-            act = str(cfg.get("activation_function", "torch.nn.modules.activation.Tanh"))
-            if info.get("pooling") != "cls" or not act.endswith("Tanh") or cfg.get("in_features") != cfg.get(
-                    "out_features"):
-                raise InputError("only a square tanh Dense after cls pooling (SimCSE's head) is supported",
-                                 path=path / sub / "config.json")
-            info["dense"] = path / sub
-        elif kind == "Normalize":
-            info["normalize"] = True
-        else:
-            raise InputError(f"sentence-transformers module {module.get('type')!r} is not supported here",
-                             path=modules_file)
-    return info
-
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def check_weights(folder: Path) -> None:
-    """A model folder's weights are read from safetensors only, and a damaged file is one line (InputError).
-
-    A folder with pickle weights only is refused: unpickling runs code the file chooses. Each safetensors
-    file's header is checked against the file's size (a truncated copy fails here, not deep in transformers).
-    """
-    from safetensors import SafetensorError, safe_open
-
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES and p.is_file())
-        if pickles:
-            raise InputError(f"only pickle weights ({', '.join(pickles[:3])}), which are not loaded: unpickling can "
-                             f"run code; save the model as safetensors (save_pretrained writes them by default) "
-                             f"and pass that folder", path=folder)
-        return  # no weights at all: transformers names what is missing
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt"):
-                pass
-        except (SafetensorError, OSError) as exc:
-            raise InputError(f"damaged or incomplete safetensors file ({' '.join(str(exc).split())}); replace the "
-                             f"model folder with a complete copy", path=file) from None
 
 
 def _load_head(mlp: MLPHead, path: Path, st: dict[str, Any]) -> None:
