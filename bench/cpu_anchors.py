@@ -202,8 +202,8 @@ class RuntimeTransformer(torch.nn.Module):
 
 
 def eager_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy computing attention with plain ops: the exporters trace those (ORT then fuses them into its
-    Attention kernel); SDPA traces into a graph ORT cannot fuse."""
+    """A copy computing attention with plain ops, for the ONNX export: ONNX Runtime's optimizer fuses those into
+    its Attention kernel, while SDPA exports into a graph it cannot fuse."""
     out = copy.deepcopy(model).eval()
     if hasattr(out, "set_attn_implementation"):
         out.set_attn_implementation("eager")
@@ -253,8 +253,8 @@ def load_anchor(name: str, model_path: str, work: Path, max_length: int, threads
     features = tokenize(["an example sentence", "and a second, longer example sentence"])
     names = [n for n in RUNTIME_INPUTS if n in features]
     example = {n: features[n].to(torch.int64) for n in names}
-    traced = _LastHidden(eager_copy(module.model))
     if runtime == "onnx":
+        traced = _LastHidden(eager_copy(module.model))
         path = export_onnx(traced, example, "last_hidden_state", folder / "model.onnx")
         if name == "onnx-O2":
             path = optimize_onnx(path, folder / "model_O2.onnx", module.model.config)
@@ -264,7 +264,8 @@ def load_anchor(name: str, model_path: str, work: Path, max_length: int, threads
         run = onnx_runner(path, threads)
     else:
         hint = "f32" if name == "openvino" else None
-        run = openvino_runner(traced, example, threads, hint)
+        # the model's own attention (SDPA), as Optimum converts it; OpenVINO has its own SDPA kernel
+        run = openvino_runner(_LastHidden(copy.deepcopy(module.model).eval()), example, threads, hint)
         precision = openvino_precision(hint)
     config = module.model.config
     module.model = RuntimeTransformer(run, names, config)
@@ -280,8 +281,8 @@ def ours_on_runtime(encoder: Any, runtime: str, work: Path, threads: int) -> Any
     ids = torch.tensor([[101, 2023, 2003, 102], [101, 2178, 102, 0]], dtype=torch.int64)
     example = {"input_ids": ids, "attention_mask": (ids != 0).to(torch.int64)}
     traced = copy.deepcopy(encoder).eval()  # a copy: switching attention must not touch the encoder measured
-    if hasattr(traced.backbone, "set_attn_implementation"):
-        traced.backbone.set_attn_implementation("eager")
+    if runtime == "onnx" and hasattr(traced.backbone, "set_attn_implementation"):
+        traced.backbone.set_attn_implementation("eager")  # see eager_copy; OpenVINO keeps SDPA
     if runtime == "onnx":
         work.mkdir(parents=True, exist_ok=True)
         run = onnx_runner(export_onnx(traced, example, "sentence_embedding", work / "ours.onnx"), threads)
