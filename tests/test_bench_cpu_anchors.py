@@ -1,5 +1,5 @@
 """The CPU anchors of bench/mine_throughput.py (bench/cpu_anchors.py): sentence-transformers on ONNX Runtime and
-OpenVINO, and our encoder's forward on each, give the torch fp32 embeddings of the offline MiniLM within the
+OpenVINO, and our encoder's forward on ONNX Runtime, give the torch fp32 embeddings of the offline MiniLM within the
 bench's equality bar; the equality check itself rejects what is not equal; the shared model folder is never
 written. Skipped where the runtimes (the `cpu-anchors` extra) are not installed."""
 
@@ -74,17 +74,14 @@ def test_sentence_transformers_on_a_runtime_gives_the_torch_embeddings(name, min
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
-def test_our_encoder_on_a_runtime_gives_its_torch_embeddings(runtime, minilm_path, tmp_path,
-                                                             one_torch_thread_module):
-    pytest.importorskip("onnxruntime" if runtime == "onnx" else "openvino")
-    if runtime == "onnx":
-        pytest.importorskip("onnx")
+def test_our_encoder_on_onnx_runtime_gives_its_torch_embeddings(minilm_path, tmp_path, one_torch_thread_module):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
     from mining.encoders import load_encoder
 
     ours = load_encoder(minilm_path, max_length=32, device="cpu")
     attention = ours.backbone.config._attn_implementation
-    hooked = anchors.ours_on_runtime(ours, runtime, tmp_path, 1)
+    hooked = anchors.ours_on_runtime(ours, "onnx", tmp_path, 1)
     got = hooked.encode(SENTENCES, batch_size=4)
     ref = ours.encode(SENTENCES, batch_size=4)
     assert _cos_diff(ref, got) <= anchors.MAX_COS_DIFF
