@@ -52,3 +52,16 @@ def test_unknown_runtime_is_refused_before_loading(tmp_path):
 
     with pytest.raises(InputError, match="unknown encode runtime 'onnx'"):
         load_encoder(tmp_path / "no-such-model", encode_runtime="onnx")  # the runtime is checked first
+
+
+def test_mine_refuses_an_unknown_encode_runtime_in_one_line(tmp_path, capsys):
+    from flows.cli import main
+    from mining.testing import toy_sentences
+
+    (tmp_path / "a.txt").write_text("\n".join(toy_sentences(60, seed=5)) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["mine", "--out", str(out), "--quiet", "--corpus", str(tmp_path / "a.txt"),
+                 "--encode-runtime", "tensorrt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown encode runtime 'tensorrt'" in err[0]
+    assert not out.exists()
