@@ -9,11 +9,18 @@
     our absolute max_score 0.95).
 Prints a table, then `encode_ratio: X` and `mine_ratio: Y` (ours over sentence-transformers' throughput).
 
+`--backends torch,onnx,openvino` (CPU): sentence-transformers on ONNX Runtime and OpenVINO too, fp32
+(bench/cpu_anchors.py; `onnx-O2`, and the lossy `openvino-default` and `onnx-qint8`, on request), timed in the
+same run, interleaved with ours and the torch path, each checked against the torch fp32 embeddings (max
+abs(1 - cos) <= 1e-4 and the same top-k windows); our encoder's forward on each runtime is timed beside them.
+Adds a table and `encode_ratio_strongest` / `mine_ratio_strongest`: ours against the fastest lossless anchor.
+
 `--growth`: time and peak RSS of mining 10k / 100k / 1M sentences, each in a fresh process. Sizes up to
 `--growth-full-max` run end to end (encode included); larger ones mine on precomputed embeddings (index +
 bands + Parquet), and their encode time is extrapolated from the measured encode throughput.
 
     .venv/bin/python bench/mine_throughput.py                      # CPU comparison, a few minutes
+    .venv/bin/python bench/mine_throughput.py --device cpu --repeats 3 --backends torch,onnx,onnx-O2,openvino
     .venv/bin/python bench/mine_throughput.py --n-nli 7358 --n-corpus 48000 --batch-size 1024   # GPU sizes
     .venv/bin/python bench/mine_throughput.py --growth             # 10k, 100k (end to end), 1M (precomputed)
 """
@@ -21,6 +28,7 @@ bands + Parquet), and their encode time is extrapolated from the measured encode
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import datetime
 import importlib.util
@@ -33,7 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -102,24 +112,34 @@ def load_models(max_length: int, device: str | None):
 
 
 # ------------------------------------------------------------------------------------------- compare
-def time_encode(st, ours, texts: list[str], batch_size: int, repeats: int) -> tuple[float, float, float]:
-    """Best-of-`repeats` sentences/s, interleaving the two so load changes hit both alike."""
+def time_encode(encoders: dict[str, Callable[[list[str]], np.ndarray]], texts: list[str], batch_size: int,
+                repeats: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Best-of-`repeats` sentences/s of each encoder, all interleaved (the order reversed every other round)
+    so load changes hit them alike; and each one's embeddings of `texts` from its last run."""
+    warm = texts[: min(len(texts), 2 * batch_size)]
+    for fn in encoders.values():
+        fn(warm)
+    best = {name: float("inf") for name in encoders}
+    out: dict[str, np.ndarray] = {}
+    names = list(encoders)
+    for i in range(max(1, repeats)):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            t = time.perf_counter()
+            out[name] = np.asarray(encoders[name](texts), dtype=np.float32)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {name: len(texts) / s for name, s in best.items()}, out
+
+
+def encode_fns(st_models: dict[str, Any], ours_models: dict[str, Any], batch_size: int) -> dict[str, Callable]:
     from mining.embeddings import encode_texts
 
-    warm = texts[: min(len(texts), 2 * batch_size)]
-    st.encode(warm, batch_size=batch_size)
-    encode_texts(ours, warm, batch_size)
-    best_st = best_ours = float("inf")
-    diff = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a = st.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
-        best_st = min(best_st, time.perf_counter() - t)
-        t = time.perf_counter()
-        b = encode_texts(ours, texts, batch_size)
-        best_ours = min(best_ours, time.perf_counter() - t)
-        diff = max(diff, float(np.abs(np.asarray(a, dtype=np.float32) - b).max()))
-    return len(texts) / best_ours, len(texts) / best_st, diff
+    fns: dict[str, Callable] = {}
+    for name, enc in ours_models.items():
+        fns[name] = lambda texts, enc=enc: encode_texts(enc, texts, batch_size)
+    for name, st in st_models.items():
+        fns[name] = lambda texts, st=st: st.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                                   convert_to_numpy=True)
+    return fns
 
 
 def time_index(cache: Path, corpus, k: int) -> dict[str, float]:
@@ -139,7 +159,9 @@ def time_index(cache: Path, corpus, k: int) -> dict[str, float]:
     return out
 
 
-def time_mine(st, ours, corpus, args, work: Path) -> dict:
+def time_mine(st_models: dict[str, Any], ours, corpus, args, work: Path) -> dict:
+    """Our mining against `mine_hard_negatives` on each sentence-transformers anchor (key "st": its torch path),
+    interleaved, the order reversed every other round (ABBA for two), best time of each kept."""
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
@@ -160,50 +182,87 @@ def time_mine(st, ours, corpus, args, work: Path) -> dict:
         out = mine(corpus, ours, work / f"ours{i}", params=params, cache_dir=work / f"cache{i}", show_progress=False)
         return out, time.perf_counter() - t
 
-    def run_st():
+    def run_st(model):
         t = time.perf_counter()
-        out = mine_hard_negatives(ds, st, corpus=list(texts), range_min=args.range_min, range_max=args.range_max,
+        out = mine_hard_negatives(ds, model, corpus=list(texts), range_min=args.range_min, range_max=args.range_max,
                                   num_negatives=args.num_negatives, relative_margin=args.relative_margin,
                                   sampling_strategy="top", batch_size=args.batch_size, verbose=False,
                                   output_format="triplet")
         return out, time.perf_counter() - t
 
-    # ABBA order over `repeats` rounds, best time of each kept: load drift and warm-up bias neither side
-    ours_times, st_times = [], []
-    for i in range(max(1, args.repeats)):
-        if i % 2 == 0:
-            res, s_ours = run_ours(i)
-            st_out, s_st = run_st()
-        else:
-            st_out, s_st = run_st()
-            res, s_ours = run_ours(i)
-        ours_times.append(s_ours)
-        st_times.append(s_st)
-    ours_s, st_s = min(ours_times), min(st_times)
-    last = max(1, args.repeats) - 1
+    names = ["ours", *st_models]
+    times: dict[str, list[float]] = {n: [] for n in names}
+    outs: dict[str, Any] = {}
+    repeats = max(1, args.repeats)
+    for i in range(repeats):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            outs[name], secs = run_ours(i) if name == "ours" else run_st(st_models[name])
+            times[name].append(secs)
+    res, st_out = outs["ours"], outs["st"]
+    ours_s, st_s = min(times["ours"]), min(times["st"])
+    last = repeats - 1
     index_cmp = time_index(work / f"cache{last}", corpus, args.range_max + 8)
     from dataio.triplets import read_triplets
 
     ours_nn = read_triplets(work / f"ours{last}", bands=["nearest_neighbour"]).to_pydict()
     ours_pairs = set(zip(ours_nn["anchor"], ours_nn["positive"], ours_nn["negative"]))
-    st_pairs = set(zip(st_out["anchor"], st_out["positive"], st_out["negative"]))
+
+    def triplets(out) -> set:
+        return set(zip(out["anchor"], out["positive"], out["negative"]))
+
+    st_pairs = triplets(st_out)
     agreement = len(ours_pairs & st_pairs) / max(1, len(st_pairs))
+    anchors = {}
+    for name in st_models:
+        got = triplets(outs[name])
+        anchors[name] = {"s": min(times[name]), "runs_s": times[name], "rows": len(outs[name]),
+                         "same_triplets_as_torch": len(got & st_pairs) / max(1, len(got | st_pairs))}
     return {"agreement": agreement, "index_compare": index_cmp, "ours_s": ours_s, "st_s": st_s,
-            "ours_runs_s": ours_times, "st_runs_s": st_times, "ours_timings": res.timings, "ours_rows": res.bands,
-            "st_rows": len(st_out), "index": res.manifest.index or {}, "pool": len(corpus),
-            "anchor_rows": corpus.n_anchor_rows}
+            "ours_runs_s": times["ours"], "st_runs_s": times["st"], "ours_timings": res.timings,
+            "ours_rows": res.bands, "st_rows": len(st_out), "index": res.manifest.index or {}, "pool": len(corpus),
+            "anchor_rows": corpus.n_anchor_rows, "anchors": anchors}
 
 
 def compare(args) -> None:
+    import torch
+    from cpu_anchors import Anchor, agreement, load_anchor, ours_on_runtime, parse_backends, runtime_versions
+
+    from mining.encoders import offline_minilm_path
+
+    backends = parse_backends(args.backends)
     data = shared_sentences(args.data_dir)
     st, ours = load_models(args.max_length, args.device)
+    if len(backends) > 1 and ours.device.type != "cpu":
+        raise SystemExit(f"--backends {','.join(backends[1:])} are CPU runtimes; run them with --device cpu")
     print(f"machine: {machine()}")
+    if len(backends) > 1:
+        print(f"runtimes: {runtime_versions()}")
     enc_texts = (data["wiki"] + data["twitter"])[: args.n_encode]
-    ours_sps, st_sps, diff = time_encode(st, ours, enc_texts, args.batch_size, args.repeats)
+    threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="mine-bench-") as tmp:
         work = Path(tmp)
+        anchors = {"torch": Anchor("torch", st, "SentenceTransformer(path)", "fp32")}
+        for name in backends[1:]:
+            anchors[name] = load_anchor(name, offline_minilm_path(), work / "anchors", args.max_length, threads)
+        st_models = {_st_key(name): a.model for name, a in anchors.items()}
+        ours_models = {"ours": ours}
+        for runtime in ("onnx", "openvino"):
+            if runtime in backends:
+                try:  # openvino: the product's setting (simcse.runtimes); onnx: a bench hook (bench/cpu_anchors.py)
+                    ours_models[f"ours+{runtime}"] = copy.copy(ours).use_encode_runtime(runtime) \
+                        if runtime == "openvino" else ours_on_runtime(ours, runtime, work / "ours-runtime", threads)
+                    ours_models[f"ours+{runtime}"].encode(enc_texts[:8])  # converts here, outside the timing
+                except Exception as exc:  # an extra row: say why it is missing, measure the anchors all the same
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    print(f"ours+{runtime}: not measured, the export failed here ({type(exc).__name__}: {first})")
+        sps, embs = time_encode(encode_fns(st_models, ours_models, args.batch_size), enc_texts, args.batch_size,
+                                args.repeats)
+        ours_sps, st_sps = sps["ours"], sps["st"]
+        diff = float(np.abs(embs["st"] - embs["ours"]).max())
+        checks = {name: agreement(embs["st"], emb, args.check_queries, args.range_max)
+                  for name, emb in embs.items() if name != "st"}
         corpus = load_inputs(write_inputs(work, data, args.n_nli, args.n_corpus))
-        m = time_mine(st, ours, corpus, args, work)
+        m = time_mine(st_models, ours, corpus, args, work)
     t = m["ours_timings"]
     rows = {b: s["rows"] for b, s in m["ours_rows"].items()}
     print(f"\nencode: {len(enc_texts)} sentences, batch {args.batch_size}, max length {args.max_length} "
@@ -229,11 +288,76 @@ def compare(args) -> None:
           f"{m['st_rows']} (nearest neighbours only) | |")
     print(f"\nnearest-neighbour triplets identical to sentence-transformers': {100 * m['agreement']:.1f}% "
           f"(ours ranks the window before the margin filter, sentence-transformers after it)")
+    strongest = print_anchors(anchors, sps, checks, m, ours_sps, args) if len(backends) > 1 else None
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "encode": {"ours": ours_sps, "st": st_sps},
-                                               "mine": m}, indent=2, default=str))
+                                               "mine": m, "encode_all": sps, "equality": checks,
+                                               "anchors": {n: {"built_by": a.built_by, "precision": a.precision,
+                                                               "build_s": a.build_s, "lossy": a.lossy}
+                                                           for n, a in anchors.items()},
+                                               "strongest": strongest}, indent=2, default=str))
     print(f"encode_ratio: {ours_sps / st_sps:.2f}")
     print(f"mine_ratio: {m['st_s'] / m['ours_s']:.2f}")
+    if strongest:
+        print(f"strongest_encode_anchor: {strongest['encode']}")
+        print(f"encode_ratio_strongest: {strongest['encode_ratio']:.2f}")
+        print(f"strongest_mine_anchor: {strongest['mine']}")
+        print(f"mine_ratio_strongest: {strongest['mine_ratio']:.2f}")
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def _st_key(anchor: str) -> str:
+    return "st" if anchor == "torch" else f"st-{anchor}"
+
+
+def print_anchors(anchors: dict, sps: dict[str, float], checks: dict[str, dict], m: dict, ours_sps: float,
+                  args) -> dict:
+    """The anchor table, and the strongest lossless anchor for encoding and for mining (fastest of those whose
+    embeddings equal the torch path's: max abs(1 - cos) <= 1e-4 and the same kNN windows)."""
+    from cpu_anchors import MAX_COS_DIFF, is_equal
+
+    k = next(iter(checks.values()))["k"]
+    q = next(iter(checks.values()))["queries"]
+    print(f"\nCPU anchors, same run ({args.repeats} interleaved repeats, best kept; runtimes on "
+          f"{_threads()} thread(s)). Equality against sentence-transformers' torch fp32 embeddings of the "
+          f"{args.n_encode} encoded sentences: max abs(1 - cos), and the top-{k} neighbour ids of {q} queries "
+          f"(same set / same order). Lossless: max abs(1 - cos) <= {MAX_COS_DIFF:g} and every window the same.")
+    print("\n| encoder | built by | precision | export s | encode, sentences/s | ours / it | max abs(1 - cos) | "
+          "kNN windows same (set / order) | mine end to end, s | it / ours | NN triplets same as torch's |")
+    print("|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    mine_anchors = m["anchors"]
+    for name, a in anchors.items():
+        key = _st_key(name)
+        c = checks.get(key)
+        cos, win = ("reference", "reference") if c is None else \
+            (f"{c['max_cos_diff']:.1e}", f"{100 * c['windows_same']:.1f}% / {100 * c['windows_same_order']:.1f}%")
+        ma = mine_anchors[key]
+        label = f"sentence-transformers, {name}" + (" (**lossy**)" if a.lossy else "")
+        print(f"| {label} | {a.built_by} | {a.precision} | {a.build_s:.1f} | {sps[key]:,.0f} | "
+              f"{ours_sps / sps[key]:.2f} | {cos} | {win} | {ma['s']:.1f} | {ma['s'] / m['ours_s']:.2f} | "
+              f"{100 * ma['same_triplets_as_torch']:.1f}% |")
+    for key in (k for k in sps if k.startswith("ours")):
+        c = checks[key]
+        what = {"ours": "SimCSEEncoder.encode", "ours+openvino": "SimCSEEncoder.encode, encode_runtime openvino",
+                "ours+onnx": "SimCSEEncoder.encode, its forward on ONNX Runtime (bench hook)"}[key]
+        mine = f"{m['ours_s']:.1f}" if key == "ours" else "-"
+        print(f"| {key} | {what} | fp32 | - | {sps[key]:,.0f} | {ours_sps / sps[key]:.2f} | "
+              f"{c['max_cos_diff']:.1e} | {100 * c['windows_same']:.1f}% / {100 * c['windows_same_order']:.1f}% | "
+              f"{mine} | - | - |")
+    lossless = [n for n, a in anchors.items() if not a.lossy and (n == "torch" or is_equal(checks[_st_key(n)]))]
+    failed = [n for n, a in anchors.items() if not a.lossy and n not in lossless]
+    if failed:
+        print(f"\nnot lossless, so not an anchor: {', '.join(failed)}")
+    enc = max(lossless, key=lambda n: sps[_st_key(n)])
+    mine = min(lossless, key=lambda n: mine_anchors[_st_key(n)]["s"])
+    return {"encode": enc, "encode_ratio": ours_sps / sps[_st_key(enc)], "mine": mine,
+            "mine_ratio": mine_anchors[_st_key(mine)]["s"] / m["ours_s"], "lossless": lossless}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 # ---------------------------------------------------------------------------------------------- growth
@@ -425,7 +549,12 @@ def main() -> None:
     p.add_argument("--range-max", type=int, default=50)
     p.add_argument("--num-negatives", type=int, default=1)
     p.add_argument("--relative-margin", type=float, default=0.05)
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help="kNN index backend of our mining")
+    p.add_argument("--backends", default="torch", help="sentence-transformers anchors, comma-separated: torch, "
+                   "onnx, onnx-O2, openvino (fp32), openvino-default, onnx-qint8 (lossy); the non-torch ones are "
+                   "CPU runtimes (bench/cpu_anchors.py); onnx/openvino also time our encoder on that runtime")
+    p.add_argument("--check-queries", type=int, default=200,
+                   help="queries whose top-k windows are compared against the torch embeddings")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--growth", action="store_true", help="time and peak RSS by corpus size")
     p.add_argument("--growth-sizes", default="10000,100000,1000000")

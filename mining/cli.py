@@ -156,6 +156,9 @@ def mine_command(
     cluster: Annotated[str | None, Opt("--cluster", help="Dask scheduler address (e.g. tcp://10.0.0.5:8786) for "
                                        "--shards; its workers need this package and the cache folder's "
                                        "file system.")] = None,
+    encode_runtime: Annotated[str, Opt("--encode-runtime", help="torch, or openvino: CPU encoding on an fp32 "
+                                       "OpenVINO graph of the model (the same embeddings; needs the openvino "
+                                       "package).")] = "torch",
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars or log lines.")] = False,
 ) -> None:
     """Mine negatives in difficulty bands from a corpus into Parquet triplets."""
@@ -196,7 +199,7 @@ def mine_command(
     from mining.encoders import load_encoder
     from mining.pipeline import mine
 
-    encoder = load_encoder(model, max_length=max_length)
+    encoder = load_encoder(model, max_length=max_length, encode_runtime=encode_runtime)
     created = _make_folder(out)
     try:
         lock = lock_folder(out, f"simcse-curriculum mine --out {out}")
@@ -212,7 +215,8 @@ def mine_command(
                 from mining.shards import EncoderRef, dask_map
 
                 sharding = {"shards": shards, "map_shards": stack.enter_context(dask_map(shards, cluster)),
-                            "encoder_ref": EncoderRef.of(load_encoder, model, max_length=max_length)}
+                            "encoder_ref": EncoderRef.of(load_encoder, model, max_length=max_length,
+                                                         encode_runtime=encode_runtime)}
             result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
                           cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded, **sharding)
     except BaseException:

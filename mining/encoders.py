@@ -16,13 +16,17 @@ def offline_minilm_path() -> str:
 
 
 def load_encoder(model: str | os.PathLike | None = None, *, max_length: int | None = None,
-                 device: str | None = None) -> Any:
+                 device: str | None = None, encode_runtime: str = "torch") -> Any:
     """simcse's SimCSEEncoder (fast pre-tokenised encode) on a model folder or name.
 
-    `max_length`: token limit when encoding (default: the folder's own, e.g. max_seq_length). Mining itself
+    `max_length`: token limit when encoding (default: the folder's own, e.g. max_seq_length).
+    `encode_runtime`: "torch", or "openvino" for fp32 OpenVINO on the CPU (simcse.runtimes). Mining itself
     takes any object with `encode(texts, batch_size=...)`, a SentenceTransformer included.
     """
     from simcse.model import SimCSEEncoder
+    from simcse.runtimes import check_encode_runtime
+
+    check_encode_runtime(encode_runtime)  # before loading: a bad choice costs no model load
 
     if model is not None and _looks_like_path(str(model)) and not Path(model).expanduser().exists():
         raise InputError("no such model folder; check --model", path=model)
@@ -30,7 +34,7 @@ def load_encoder(model: str | os.PathLike | None = None, *, max_length: int | No
     if max_length:
         kwargs["encode_max_length"] = max_length
         kwargs["max_length"] = max_length
-    return SimCSEEncoder.from_pretrained(model, **kwargs)
+    return SimCSEEncoder.from_pretrained(model, **kwargs).use_encode_runtime(encode_runtime)
 
 
 def _looks_like_path(source: str) -> bool:

@@ -109,6 +109,9 @@ class SimCSEEncoder(nn.Module):
         self.encode_max_length = int(encode_max_length or _position_limit(backbone, tokenizer))
         # Saved models keep a Normalize module when the source had one (all-MiniLM-L6-v2 does).
         self.normalize_output = normalize_output
+        # "torch", or "openvino" to run `encode`'s batches through an fp32 OpenVINO graph on the CPU
+        # (simcse.runtimes; set with `use_encode_runtime`)
+        self.encode_runtime = "torch"
         dim = int(backbone.config.hidden_size)
         self.dim = dim
         self.mlp = MLPHead(dim) if pooling == "cls" else None
@@ -272,6 +275,8 @@ class SimCSEEncoder(nn.Module):
         if not texts:
             empty = torch.zeros((0, self.dim), dtype=torch.float32, device=self.device)
             return empty if as_tensor else empty.cpu().numpy()
+        from simcse.runtimes import encode_forward
+
         limit = int(max_length or self.encode_max_length)
         starts = list(range(0, len(texts), ENCODE_CHUNK))
         device = self.device
@@ -284,6 +289,7 @@ class SimCSEEncoder(nn.Module):
             bar = tqdm(total=len(texts), desc="encode", unit="sent")
         was_training = self.training
         self.eval()
+        forward = encode_forward(self)
         try:
             with ThreadPoolExecutor(1) as ahead, torch.inference_mode(), \
                     torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
@@ -297,7 +303,7 @@ class SimCSEEncoder(nn.Module):
                     for start in range(0, len(order), batch_size):
                         idx = order[start:start + batch_size]
                         input_ids, mask = pad_batch([ids[i] for i in idx], self.pad_id)
-                        emb = self(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+                        emb = forward(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
                         emb = emb.float()
                         if normalize_embeddings:
                             emb = torch.nn.functional.normalize(emb, dim=-1)
@@ -309,6 +315,14 @@ class SimCSEEncoder(nn.Module):
             if bar is not None:
                 bar.close()
         return out if as_tensor else out.cpu().numpy()
+
+    def use_encode_runtime(self, runtime: str) -> SimCSEEncoder:
+        """Encode through `runtime` from now on: "torch" (default) or "openvino" (fp32 on the CPU, converted
+        on the first `encode` and again whenever the weights change; CUDA encoding stays on torch)."""
+        from simcse.runtimes import check_encode_runtime
+
+        self.encode_runtime = check_encode_runtime(runtime)
+        return self
 
     def _tokenize_parallel(self, texts: list[str], limit: int) -> list[list[int]]:
         """`tokenize` split over threads: the Rust tokenizer releases the GIL, so this scales with cores
