@@ -21,19 +21,19 @@ import argparse
 import math
 import os
 import platform
-import time
-from typing import Any, Callable
+import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from verify_cost import best  # noqa: E402  (best of `repeats` wall times, shared by the benches)
 
-def best(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+
+def unit_rows(n: int, seed: int, dim: int = 384) -> np.ndarray:
+    """`n` random unit rows of width `dim` (MiniLM's by default): search speed does not depend on content."""
+    emb = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
 def adamw(repeats: int) -> None:
@@ -60,9 +60,7 @@ def adamw(repeats: int) -> None:
 def exact_knn(pool: int, queries: int, k: int, repeats: int) -> None:
     from mining.index import _flat_index, exact_torch, faiss_search
 
-    rng = np.random.default_rng(0)
-    emb = rng.standard_normal((pool, 384), dtype=np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = unit_rows(pool, seed=0)
     q = np.arange(queries)
 
     def faiss_flat() -> None:
@@ -80,9 +78,7 @@ def exact_knn(pool: int, queries: int, k: int, repeats: int) -> None:
 def clustered(pool: int, queries: int, k: int, repeats: int) -> None:
     from mining.index import clustered_torch
 
-    rng = np.random.default_rng(1)
-    emb = rng.standard_normal((pool, 384), dtype=np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = unit_rows(pool, seed=1)
     q = np.arange(queries)
     ours = max(1, round(math.sqrt(pool) / 2))
     faiss_usual = int(4 * math.sqrt(pool))
