@@ -37,7 +37,8 @@ import torch
 from dataio.tables import data_dir
 from simcse.batching import triplet_batches
 from simcse.data import load_triplets
-from simcse.model import SimCSEEncoder, auto_device, default_model_path
+from simcse.devices import auto_device
+from simcse.model import SimCSEEncoder, default_model_path
 from simcse.train import TrainConfig, train
 
 

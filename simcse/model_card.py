@@ -278,12 +278,12 @@ def _architecture_key(folder: Path) -> str:
 def _skeleton(folder: Path) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    from simcse.model import _quiet_transformers
+    from simcse.model_folder import quiet_transformers
 
     key = _architecture_key(folder)
     model = _SKELETONS.get(key)
     if model is None:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
         model.to("meta")  # frees the weights; the card needs the module layout only
         if len(_SKELETONS) >= _SKELETON_CACHE_SIZE:

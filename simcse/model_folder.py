@@ -1,17 +1,34 @@
 """A model folder on disk, as sentence-transformers and transformers write it: which modules it declares
 (modules.json, pooling, SimCSE's Dense head), whether its weights are safe to read (safetensors only, headers
-checked), and the small JSON helpers the encoder's `save` uses. Split from `simcse.model`, which keeps the encoder.
+checked), the small JSON helpers the encoder's `save` uses, and quiet loading and saving through transformers.
+Split from `simcse.model`, which keeps the encoder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dataio.errors import InputError
 
 SIMCSE_CONFIG = "simcse_config.json"
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-file load/save progress bars (noise next to our own bars), then restore."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def read_json(path: Path) -> Any:

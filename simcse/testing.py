@@ -14,7 +14,8 @@ def build_tiny_model(folder: str | os.PathLike, *, seed: int = 0, hidden_size: i
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from simcse.model import _quiet_transformers, default_model_path
+    from simcse.model import default_model_path
+    from simcse.model_folder import quiet_transformers
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -23,7 +24,7 @@ def build_tiny_model(folder: str | os.PathLike, *, seed: int = 0, hidden_size: i
                         num_attention_heads=2, intermediate_size=hidden_size * 2, max_position_embeddings=128,
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     torch.manual_seed(seed)
-    with _quiet_transformers():
+    with quiet_transformers():
         BertModel(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder

@@ -29,11 +29,13 @@ import torch
 from dataio.atomic import atomic_dir, atomic_write_json, recover_dir
 from dataio.errors import InputError
 from simcse import distributed
+from simcse.devices import training_uses_bf16
 from simcse.evaluation import primary_score
 from simcse.losses import sup_simcse_loss, unsup_simcse_loss
-from simcse.model import SimCSEEncoder, pad_batch
+from simcse.model import SimCSEEncoder
 from simcse.model_card import ModelCardInfo, training_card
 from simcse.packing import PackedBatch, pack_sequences
+from simcse.tokenizing import pad_batch
 from simcse.train_config import TrainConfig  # its home needs no torch; imported from here too
 
 CHECKPOINT = "checkpoint"
@@ -279,14 +281,6 @@ def _total_steps(batches: Iterable[Mapping[str, Any]], config: TrainConfig) -> i
     return total
 
 
-def _use_bf16(precision: str, device: torch.device) -> bool:
-    if precision == "fp32":
-        return False
-    if precision == "bf16":
-        return True
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
 def _optimizer(encoder: SimCSEEncoder, config: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for p in encoder.parameters():
@@ -429,7 +423,7 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     output_dir.mkdir(parents=True, exist_ok=True)
     total = _total_steps(batches, config)
     device = encoder.device
-    bf16 = _use_bf16(config.precision, device)
+    bf16 = training_uses_bf16(config.precision, device)
     torch.manual_seed(config.seed + (dp.rank if dp else 0))  # each rank its own dropout stream
     optimizer = _optimizer(encoder, config)
     checkpoint = recover_dir(output_dir / CHECKPOINT) if dp is None else dp.recover(output_dir / CHECKPOINT)

@@ -10,8 +10,9 @@ import torch
 
 from dataio.errors import InputError
 from simcse.losses import unsup_simcse_loss
-from simcse.model import SimCSEEncoder, pad_batch
+from simcse.model import SimCSEEncoder
 from simcse.testing import build_tiny_model
+from simcse.tokenizing import pad_batch
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run across a snowy field while children watch them.",
              "A woman slices an onion.", "x", "The stock market fell sharply on Monday after the report.",

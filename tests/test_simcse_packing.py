@@ -8,8 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcse.model import SimCSEEncoder, pad_batch
+from simcse.model import SimCSEEncoder
 from simcse.packing import block_diagonal_mask, pack_sequences
+from simcse.tokenizing import pad_batch
 
 TEXTS = ["a b c d e f g h i j k l", "x", "hello world", "one two three four", "z y",
          "the quick brown fox jumps over the lazy dog", "ok"] * 2
