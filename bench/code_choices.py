@@ -3,8 +3,8 @@
 Each line compares the option the code takes with the alternatives it rejected, in the same process, best
 of `--repeats`:
 
-- AdamW step over the offline MiniLM's parameters: `fused=True` (what `simcse.train` asks for) against
-  `foreach=True` (its fallback) and the per-tensor loop.
+- AdamW step over the offline MiniLM's parameters: `fused=True` (what `simcse.checkpoints.build_optimizer` asks
+  for) against `foreach=True` (its fallback) and the per-tensor loop.
 - Exact kNN on CPU (`mining.index.choose_backend`): faiss' flat index against the blocked torch search
   (`mining.index.exact_torch`), and the torch search's CPU block size.
 - Clustered torch IVF (`mining.index.clustered_torch`): the few large lists it uses (sqrt(n)/2) against faiss'

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from simcse import distributed
+from simcse.batch_prep import prepare_batch
 from simcse.model import SimCSEEncoder
-from simcse.train import TrainConfig, _loss_and_backward, _prepare, train
+from simcse.train import TrainConfig, _loss_and_backward, train
 
 TEMPERATURE = 0.05
 WORDS = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat", "mouse", "lion", "tiger", "bear"]
@@ -68,8 +69,8 @@ def _step(encoder: SimCSEEncoder, batch: dict, dp: distributed.Group | None, pac
           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The trainer's own step (tokenise, forward, gather, loss, backward): (loss, gradient of every weight)."""
     tokenize = encoder.make_tokenizer(encoder.max_length)
-    item = _prepare(batch, tokenize, encoder.pad_id, 1.0, False, 0, 0,
-                    encoder.packing_position_offset() if pack else None, dp.shard(len(batch["anchor"])) if dp else None)
+    item = prepare_batch(batch, tokenize, encoder.pad_id, 1.0, False, 0, 0, encoder.packing_position_offset() if pack
+                         else None, dp.shard(len(batch["anchor"])) if dp else None)
     forward = distributed.data_parallel(encoder) if dp else None
     loss, _ = _loss_and_backward(item, encoder, forward, dp, TEMPERATURE, torch.device("cpu"), False)
     grads = {name: p.grad.detach().clone() for name, p in encoder.named_parameters() if p.grad is not None}

@@ -221,10 +221,10 @@ def test_config_rejects_unknown_and_bad_values():
 
 
 def test_false_negative_mask_marks_repeats_of_a_rows_own_sentence():
-    from simcse.train import _false_negatives
+    from simcse.batch_prep import false_negative_mask
 
-    assert _false_negatives(["a", "b"], ["p", "q"], [["x"], ["y"]]) is None
-    mask = _false_negatives(["a", "b", "c"], ["p", "q", "c"], [["q"], ["x"], ["a"]])
+    assert false_negative_mask(["a", "b"], ["p", "q"], [["x"], ["y"]]) is None
+    mask = false_negative_mask(["a", "b", "c"], ["p", "q", "c"], [["q"], ["x"], ["a"]])
     # columns: positives p q c, then negatives q (row 0), x (row 1), a (row 2)
     assert mask.shape == (3, 6)
     assert mask.nonzero().tolist() == [[0, 5], [1, 3]]  # row 0's anchor a; row 1's positive q
