@@ -119,6 +119,206 @@ def _total_steps(batches: Iterable[Mapping[str, Any]], config: TrainConfig) -> i
     return total
 
 
+class _Throughput:
+    """Rows per second of this call's steps, leaving out the first step (warm-up), evaluations and checkpoints."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.rows, self.seconds, self.clock = 0, 0.0, None
+
+    def step_done(self, rows: int) -> None:
+        if self.clock is None:  # the first step: start the clock after it
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.clock = time.perf_counter()
+        else:
+            self.rows += rows
+
+    def pause(self) -> float:
+        """Start of a pause (evaluation, checkpoint); `resume(start)` leaves it out."""
+        return time.perf_counter()
+
+    def resume(self, start: float) -> None:
+        self.seconds += start - self.clock
+        self.clock = time.perf_counter()
+
+    def rate(self) -> float | None:
+        return self.rows / (self.seconds + time.perf_counter() - self.clock) if self.rows and self.clock else None
+
+
+class _TrainingRun:
+    """One call of `train`: its settings, optimizer, schedule and progress, and the named steps it takes.
+
+    The constructor is the setup (seed, optimizer, schedule, resuming from a checkpoint or an optimizer state),
+    in the order resuming bit-identically needs: the seed before anything draws, the checkpoint's states over
+    the fresh ones, the data-parallel wrapper once the weights are final."""
+
+    def __init__(self, encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: TrainConfig,
+                 output_dir: Path, evaluator: Evaluator | None, optimizer_state: str | Path | None,
+                 card: ModelCardInfo | None, dp: distributed.Group | None) -> None:
+        self.encoder, self.config, self.dp, self.evaluator, self.card = encoder, config, dp, evaluator, card
+        self.main = dp is None or dp.is_main  # the one process that evaluates and writes
+        self.output_dir = output_dir
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.total = _total_steps(batches, config)
+        self.device = encoder.device
+        self.bf16 = training_uses_bf16(config.precision, self.device)
+        torch.manual_seed(config.seed + (dp.rank if dp else 0))  # each rank its own dropout stream
+        self.optimizer = build_optimizer(encoder, config)
+        checkpoint = recover_dir(output_dir / CHECKPOINT) if dp is None else dp.recover(output_dir / CHECKPOINT)
+        if checkpoint is None and optimizer_state is not None:
+            load_optimizer_state(self.optimizer, optimizer_state, self.device)
+            for group in self.optimizer.param_groups:  # this call's rate, not the one the state was saved with
+                group["lr"] = group["initial_lr"] = config.lr
+        self.scheduler = linear_schedule(self.optimizer, config, self.total)
+        self.state = TrainerState()
+        if checkpoint is not None:
+            self.state = load_checkpoint(checkpoint, encoder, self.optimizer, self.scheduler, config, self.total,
+                                         dp.rank if dp else 0)
+        self.resumed_from = self.state.step
+        self.forward = distributed.data_parallel(encoder) if dp is not None else None
+        self.evaluated_at: int | None = self.state.evaluations[-1]["step"] if self.state.evaluations else None
+        self.batch_kinds: set[tuple[int, bool]] = set()  # (hard negatives per row or -1, own α) seen: the card's loss
+        # the losses and accuracies since the last history record, on the device until then
+        self.window_loss: list[torch.Tensor] = []
+        self.window_acc: list[torch.Tensor] = []
+        self.throughput = _Throughput(self.device)
+
+    def batches(self, batches: Iterable[Mapping[str, Any]]) -> Prefetcher | None:
+        """The batches still to train on, prepared ahead on a thread (None when the run is already done)."""
+        if self.state.step >= self.total:
+            return None
+        encoder, config, dp = self.encoder, self.config, self.dp
+        tokenize = encoder.make_tokenizer(encoder.max_length)
+        pack_offset = encoder.packing_position_offset() if config.pack else None
+        pin = self.device.type == "cuda"
+
+        def prepare(batch: Mapping[str, Any], epoch: int, index: int) -> PreparedBatch:
+            return prepare_batch(batch, tokenize, encoder.pad_id, config.alpha, pin, epoch, index, pack_offset,
+                                 dp.shard(len(batch["anchor"])) if dp else None)
+
+        stream = batch_stream(batches, self.state.epoch, self.state.index, self.total - self.state.step)
+        return Prefetcher(stream, prepare, config.prefetch)
+
+    def step(self, item: PreparedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step: forward, loss over the whole batch, backward, clipping, update; (loss, accuracy)."""
+        loss, acc = _loss_and_backward(item, self.encoder, self.forward, self.dp, self.config.temperature,
+                                       self.device, self.bf16)
+        self.batch_kinds.add((item.k, isinstance(item.alpha, torch.Tensor)))
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state = self.state
+        state.step += 1
+        state.epoch, state.index = item.epoch, item.index + 1
+        state.rows += item.rows
+        loss = loss.detach()
+        self.window_loss.append(loss)
+        self.window_acc.append(acc)
+        self.throughput.step_done(item.rows)
+        return loss, acc
+
+    def log(self) -> dict[str, Any] | None:
+        """Every `log_every` steps and at the last: the window's mean loss and accuracy into the history."""
+        state = self.state
+        if state.step % self.config.log_every != 0 and state.step != self.total:
+            return None
+        losses = torch.stack(self.window_loss).tolist()
+        accs = torch.stack(self.window_acc).tolist()
+        state.accuracies.extend(accs)
+        record = {"step": state.step, "loss": sum(losses) / len(losses), "accuracy": sum(accs) / len(accs),
+                  "lr": self.scheduler.get_last_lr()[0], "triplets_per_s": self.throughput.rate()}
+        state.history.append(record)
+        self.window_loss, self.window_acc = [], []
+        return record
+
+    def evaluate_and_save_if_due(self) -> None:
+        """Every `eval_every` steps evaluate, every `save_every` write the checkpoint (not at the last step:
+        `finish` does both), both left out of the throughput."""
+        config, step = self.config, self.state.step
+        due_eval = config.eval_every and step % config.eval_every == 0
+        due_save = config.save_every and step % config.save_every == 0
+        if not (due_eval or due_save):
+            return
+        pause = self.throughput.pause()
+        if due_eval and step < self.total:
+            self.evaluate()
+        if due_save and step < self.total:
+            # A resumed run starts with an empty window, so the window ends here too: its accuracies are kept,
+            # its losses left out of the next record, as they would be after a resume.
+            if self.window_acc:
+                self.state.accuracies.extend(torch.stack(self.window_acc).tolist())
+                self.window_acc, self.window_loss = [], []
+            self.checkpoint(self.rng_of_ranks())
+        self.throughput.resume(pause)
+
+    def rng_of_ranks(self) -> list[dict[str, Any]] | None:
+        """Every rank's RNG state for the checkpoint (data-parallel; a collective: every rank calls it)."""
+        return self.dp.rng_states() if self.dp else None
+
+    def checkpoint(self, rng_ranks: list[dict[str, Any]] | None) -> None:
+        """Write the checkpoint (rank 0 only)."""
+        if self.main:
+            save_checkpoint(self.output_dir / CHECKPOINT, self.encoder, self.optimizer, self.scheduler, self.state,
+                            self.config, self.total, rng_ranks)
+
+    def card_now(self, details: Mapping[str, Any] | None = None, metric: float | None = None) -> ModelCardInfo:
+        state = self.state
+        return training_card(self.card, self.config.model_dump(), TrainConfig().model_dump(), self.batch_kinds,
+                             state.step, state.rows, state.history, state.evaluations, details, metric,
+                             getattr(self.evaluator, "primary_metric", None))
+
+    def evaluate(self) -> None:
+        """Run the evaluator (rank 0, once per step) and keep the best model so far in `best/`."""
+        evaluator, state = self.evaluator, self.state
+        if evaluator is None or self.evaluated_at == state.step or not self.main:
+            return
+        result = evaluator(self.encoder)
+        metric = primary_score(evaluator, result)
+        details = dict(result) if isinstance(result, Mapping) else {}
+        self.encoder.train()
+        state.evaluations.append({"step": state.step, "metric": metric, **details})
+        self.evaluated_at = state.step
+        best = state.best_metric
+        if best is None or (metric > best if getattr(evaluator, "greater_is_better", True) else metric < best):
+            state.best_metric, state.best_step = metric, state.step
+            self.encoder.save(self.output_dir / BEST, card=self.card_now(details, metric))
+
+    def finish(self) -> TrainResult:
+        """The last evaluation, checkpoint, optimizer state and model (unless an earlier call wrote them), and
+        the result."""
+        state, config, output_dir = self.state, self.config, self.output_dir
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        triplets_per_s = self.throughput.rate()
+        if state.step < self.total:
+            raise RuntimeError(f"training stopped at step {state.step} of {self.total}: the batches ran out")
+        self.evaluate()
+        rng_ranks = self.rng_of_ranks() if config.final_checkpoint else None
+        if self.main and (self.resumed_from < self.total or recover_dir(output_dir / MODEL) is None):
+            if config.final_checkpoint:
+                self.checkpoint(rng_ranks)
+            if config.save_optimizer:
+                save_optimizer_state(self.optimizer, output_dir / OPTIMIZER)
+            last = state.evaluations[-1] if state.evaluations and state.evaluations[-1]["step"] == state.step \
+                else None
+            self.encoder.save(output_dir / MODEL, card=self.card_now(last, last["metric"] if last else None))
+        self.encoder.eval()
+        recent = state.accuracies[-config.accuracy_window:]
+        result = TrainResult(
+            steps=state.step, history=state.history, evaluations=state.evaluations, best_metric=state.best_metric,
+            best_step=state.best_step, train_accuracy=sum(recent) / len(recent) if recent else None,
+            model_path=str(output_dir / MODEL),
+            best_path=str(output_dir / BEST) if state.best_step is not None else None,
+            triplets_per_s=triplets_per_s, resumed_from=self.resumed_from,
+            extra={"rows": state.rows, "total_steps": self.total, "bf16": self.bf16, "device": str(self.device)})
+        if self.resumed_from < self.total and self.main:
+            atomic_write_json(output_dir / RESULT, asdict(result))
+        return result
+
+
 def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: TrainConfig | None = None,
           output_dir: str | Path = "runs/simcse", evaluator: Evaluator | None = None,
           on_step: Callable[[int, dict[str, Any]], None] | None = None,
@@ -148,150 +348,27 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
                 optimizer_state=optimizer_state, card=card))
     else:
         encoder.to(distributed.local_device(encoder.device))
-    main = dp is None or dp.is_main  # the one process that evaluates and writes
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    total = _total_steps(batches, config)
-    device = encoder.device
-    bf16 = training_uses_bf16(config.precision, device)
-    torch.manual_seed(config.seed + (dp.rank if dp else 0))  # each rank its own dropout stream
-    optimizer = build_optimizer(encoder, config)
-    checkpoint = recover_dir(output_dir / CHECKPOINT) if dp is None else dp.recover(output_dir / CHECKPOINT)
-    if checkpoint is None and optimizer_state is not None:
-        load_optimizer_state(optimizer, optimizer_state, device)
-        for group in optimizer.param_groups:  # this call's rate, not the one the state was saved with
-            group["lr"] = group["initial_lr"] = config.lr
-    scheduler = linear_schedule(optimizer, config, total)
-    state = TrainerState()
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, encoder, optimizer, scheduler, config, total,
-                                 dp.rank if dp else 0)
-    resumed_from = state.step
-    forward = distributed.data_parallel(encoder) if dp is not None else None
-
-    tokenize = encoder.make_tokenizer(encoder.max_length)
-    pack_offset = encoder.packing_position_offset() if config.pack else None
-
-    def prepare(batch: Mapping[str, Any], epoch: int, index: int) -> PreparedBatch:
-        return prepare_batch(batch, tokenize, encoder.pad_id, config.alpha, device.type == "cuda", epoch, index,
-                             pack_offset, dp.shard(len(batch["anchor"])) if dp else None)
-
-    evaluated_at: int | None = state.evaluations[-1]["step"] if state.evaluations else None
-    batch_kinds: set[tuple[int, bool]] = set()  # (hard negatives per row or -1, own α) seen: the card's loss
-    greater_is_better = getattr(evaluator, "greater_is_better", True)
-    metric_name = getattr(evaluator, "primary_metric", None)
-
-    def card_now(details: Mapping[str, Any] | None = None, metric: float | None = None) -> ModelCardInfo:
-        return training_card(card, config.model_dump(), TrainConfig().model_dump(), batch_kinds, state.step,
-                             state.rows, state.history, state.evaluations, details, metric, metric_name)
-
-    def evaluate() -> None:
-        nonlocal evaluated_at
-        if evaluator is None or evaluated_at == state.step or not main:
-            return
-        result = evaluator(encoder)
-        metric = primary_score(evaluator, result)
-        details = dict(result) if isinstance(result, Mapping) else {}
-        encoder.train()
-        state.evaluations.append({"step": state.step, "metric": metric, **details})
-        evaluated_at = state.step
-        best = state.best_metric
-        if best is None or (metric > best if greater_is_better else metric < best):
-            state.best_metric, state.best_step = metric, state.step
-            encoder.save(output_dir / BEST, card=card_now(details, metric))
-
+    run = _TrainingRun(encoder, batches, config, Path(output_dir), evaluator, optimizer_state, card, dp)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=state.step, desc="train", unit="step", disable=not (config.progress and main),
-               dynamic_ncols=True)
+    bar = tqdm(total=run.total, initial=run.state.step, desc="train", unit="step",
+               disable=not (config.progress and run.main), dynamic_ncols=True)
     encoder.train()
-    timed_rows, timed_seconds, clock = 0, 0.0, None
-    window_loss: list[torch.Tensor] = []
-    window_acc: list[torch.Tensor] = []
-    prefetcher = None
-    if state.step < total:
-        prefetcher = Prefetcher(batch_stream(batches, state.epoch, state.index, total - state.step), prepare,
-                                 config.prefetch)
+    prefetcher = run.batches(batches)
     try:
         for item in (prefetcher or ()):
-            loss, acc = _loss_and_backward(item, encoder, forward, dp, config.temperature, device, bf16)
-            rows = item.rows
-            batch_kinds.add((item.k, isinstance(item.alpha, torch.Tensor)))
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.epoch, state.index = item.epoch, item.index + 1
-            state.rows += rows
-            window_loss.append(loss.detach())
-            window_acc.append(acc)
-            # Throughput excludes the first step of this call (warm-up), evaluation and checkpoints.
-            if clock is None:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                clock = time.perf_counter()
-            else:
-                timed_rows += rows
-            if on_step is not None and main:
-                on_step(state.step, {"loss": loss.detach(), "accuracy": acc, "rows": rows, "epoch": item.epoch})
-            if state.step % config.log_every == 0 or state.step == total:
-                losses = torch.stack(window_loss).tolist()
-                accs = torch.stack(window_acc).tolist()
-                state.accuracies.extend(accs)
-                now = time.perf_counter()
-                speed = timed_rows / (timed_seconds + now - clock) if timed_rows else None
-                record = {"step": state.step, "loss": sum(losses) / len(losses), "accuracy": sum(accs) / len(accs),
-                          "lr": scheduler.get_last_lr()[0], "triplets_per_s": speed}
-                state.history.append(record)
-                window_loss, window_acc = [], []
+            loss, acc = run.step(item)
+            if on_step is not None and run.main:
+                on_step(run.state.step, {"loss": loss, "accuracy": acc, "rows": item.rows, "epoch": item.epoch})
+            record = run.log()
+            if record is not None:
+                speed = record["triplets_per_s"]
                 bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
                                 rows_s=f"{speed:.0f}" if speed else "-")
             bar.update(1)
-            pause_start = time.perf_counter()
-            due_eval = config.eval_every and state.step % config.eval_every == 0
-            due_save = config.save_every and state.step % config.save_every == 0
-            if due_eval and state.step < total:
-                evaluate()
-            if due_save and state.step < total:
-                if window_acc:
-                    state.accuracies.extend(torch.stack(window_acc).tolist())
-                    window_acc, window_loss = [], []
-                rng_ranks = dp.rng_states() if dp else None
-                if main:
-                    save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total,
-                                     rng_ranks)
-            if due_eval or due_save:
-                timed_seconds += pause_start - clock
-                clock = time.perf_counter()
+            run.evaluate_and_save_if_due()
     finally:
         if prefetcher is not None:
             prefetcher.close()
         bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    triplets_per_s = timed_rows / (timed_seconds + time.perf_counter() - clock) if timed_rows and clock else None
-    if state.step < total:
-        raise RuntimeError(f"training stopped at step {state.step} of {total}: the batches ran out")
-    evaluate()
-    rng_ranks = dp.rng_states() if dp and config.final_checkpoint else None
-    if main and (resumed_from < total or recover_dir(output_dir / MODEL) is None):
-        if config.final_checkpoint:
-            save_checkpoint(output_dir / CHECKPOINT, encoder, optimizer, scheduler, state, config, total,
-                             rng_ranks)
-        if config.save_optimizer:
-            save_optimizer_state(optimizer, output_dir / OPTIMIZER)
-        last = state.evaluations[-1] if state.evaluations and state.evaluations[-1]["step"] == state.step else None
-        encoder.save(output_dir / MODEL, card=card_now(last, last["metric"] if last else None))
-    encoder.eval()
-    recent = state.accuracies[-config.accuracy_window:]
-    result = TrainResult(
-        steps=state.step, history=state.history, evaluations=state.evaluations, best_metric=state.best_metric,
-        best_step=state.best_step, train_accuracy=sum(recent) / len(recent) if recent else None,
-        model_path=str(output_dir / MODEL), best_path=str(output_dir / BEST) if state.best_step is not None else None,
-        triplets_per_s=triplets_per_s, resumed_from=resumed_from,
-        extra={"rows": state.rows, "total_steps": total, "bf16": bf16, "device": str(device)})
-    if resumed_from < total and main:
-        atomic_write_json(output_dir / RESULT, asdict(result))
-    return result
+    return run.finish()
