@@ -62,8 +62,8 @@ class InputFile:
 
 
 def input_files(config: RunConfig, run: RunDir | None = None) -> list[InputFile]:
-    """The run's training input files, a folder's files one by one in sorted order (as `steps.prepare_inputs`
-    reads them); optional files that are absent are left out."""
+    """The run's training input files, a folder's files one by one in sorted order (as
+    `flows.inputs.prepare_inputs` reads them); optional files that are absent are left out."""
     from dataio.tables import table_files
 
     if config.data.builtin:

@@ -23,6 +23,7 @@ the complete new one; a step counts as done only when its marker exists.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,3 +220,20 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_json(path, obj)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types (numpy scalars and arrays become floats and lists; NaN becomes None)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return jsonable(obj.tolist())
+    if hasattr(obj, "model_dump"):
+        return jsonable(obj.model_dump(mode="json"))
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

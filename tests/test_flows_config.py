@@ -83,7 +83,7 @@ def test_mining_and_training_sections_are_the_packages_models_and_dump_as_writte
     """The run config embeds mining's MiningParams and simcse's TrainConfig; it saves, fingerprints and caches
     them as the YAML gave them (defaults left out), as when the sections were plain mappings."""
     from flows.config import config_from_mapping
-    from flows.steps import train_config
+    from flows.train_step import train_config
     from mining.params import MiningParams
     from simcse.train_config import TrainConfig
 
