@@ -122,13 +122,25 @@ def load_mining_corpus(inputs: dict[str, Any], params: Any = None) -> Any:
     return load_corpus(corpus, pairs, nli, unsupervised_anchors=unsupervised)
 
 
-def load_encoder(model_path: str, config: RunConfig) -> Any:
-    """The encoder in `model_path` with the run's `model:` settings (pooling, lengths, remote code)."""
+def load_encoder(model_path: str, config: RunConfig, encode_runtime: str = "torch") -> Any:
+    """The encoder in `model_path` with the run's `model:` settings (pooling, lengths, remote code);
+    `encode_runtime`: what its `encode` runs on (simcse.runtimes; the mining step passes `mining.encode_runtime`)."""
+    return open_encoder(model_path, encode_runtime=encode_runtime, **encoder_settings(config))
+
+
+def encoder_settings(config: RunConfig) -> dict[str, Any]:
+    """The run's `model:` settings as `SimCSEEncoder.from_pretrained` takes them: plain, hashable values, so a
+    Dask worker can be told how to load the same encoder (`open_encoder`, mining.shards.EncoderRef)."""
+    m = config.model
+    return {"pooling": m.pooling, "mlp_only_train": m.mlp_only_train, "max_length": m.max_length,
+            "trust_remote_code": m.trust_remote_code}
+
+
+def open_encoder(model_path: str, *, encode_runtime: str = "torch", **settings: Any) -> Any:
+    """`SimCSEEncoder.from_pretrained(model_path, **settings)` encoding on `encode_runtime`."""
     from simcse.model import SimCSEEncoder
 
-    m = config.model
-    return SimCSEEncoder.from_pretrained(model_path, pooling=m.pooling, mlp_only_train=m.mlp_only_train,
-                                         max_length=m.max_length, trust_remote_code=m.trust_remote_code)
+    return SimCSEEncoder.from_pretrained(model_path, **settings).use_encode_runtime(encode_runtime)
 
 
 # --------------------------------------------------------------------------------------- evaluation

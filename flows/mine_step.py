@@ -25,19 +25,27 @@ _log = logging.getLogger("flows")
 
 def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: RunDir, round_: int,
                log: Any = _log) -> dict[str, Any]:
-    """Mine every band of round `round_` with `model_path`; mining returns an existing complete round."""
+    """Mine every band of round `round_` with `model_path`; mining returns an existing complete round.
+
+    `mining.shards` > 1 spreads the round over a Dask cluster (`mining.cluster`, else a local one), set up as
+    `mine --shards` does (mining.shards.sharded_mining); `mining.encode_runtime` is what the encoder runs on.
+    """
     from mining.pipeline import mine
+    from mining.shards import sharded_mining
 
     start = time.perf_counter()
-    corpus = run_inputs.load_mining_corpus(inputs, config.mining.params)
-    encoder = run_inputs.load_encoder(model_path, config)
+    settings = config.mining
+    corpus = run_inputs.load_mining_corpus(inputs, settings.params)
+    encoder = run_inputs.load_encoder(model_path, config, settings.encode_runtime)
     # Progress bars only on a terminal: in a log file or a CI capture they are carriage-return noise.
-    kwargs: dict[str, Any] = {"round": round_, "bands": config.mining.bands, "seed": config.seed,
+    kwargs: dict[str, Any] = {"round": round_, "bands": settings.bands, "seed": config.seed,
                               "cache_dir": run.cache, "show_progress": sys.stderr.isatty(),
-                              "params": config.mining.params}
+                              "params": settings.params}
     if inputs.get("exclude_pairs"):
         kwargs["exclude_pairs"] = inputs["exclude_pairs"]
-    mine(corpus, encoder, run.triplets, **kwargs)
+    with sharded_mining(settings.shards, settings.cluster, run_inputs.open_encoder, model_path,
+                        encode_runtime=settings.encode_runtime, **run_inputs.encoder_settings(config)) as sharding:
+        mine(corpus, encoder, run.triplets, **kwargs, **sharding)
     summary = read_mined(run, round_)
     summary["seconds"] = time.perf_counter() - start
     log.info("round %d mined: %s", round_, ", ".join(

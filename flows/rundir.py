@@ -34,13 +34,14 @@ import yaml
 from dataio import triplets as contract
 from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
-from flows.config import OPERATIONAL_SECTIONS, RunConfig
+from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig
 
 MODEL_CARD_FILES = ("README.md", "simcse_card.json")
 
-# Keys that may change when a run is continued: where it is tracked (`rounds` may not: it sets the length of the
-# learning-rate and curriculum schedules, so a longer run is a new run, which may start from this one's model).
-RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS
+# Keys that may change when a run is continued: where it is tracked, how mining is spread over processes (`rounds`
+# may not: it sets the length of the learning-rate and curriculum schedules, so a longer run is a new run, which
+# may start from this one's model).
+RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS + tuple(f"mining.{key}" for key in OPERATIONAL_MINING)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
 
-from flows.config import RunConfig
+from flows.config import OPERATIONAL_MINING, RunConfig
 from flows.fingerprint import combine, model_fingerprint
 from flows.inputs import evaluate_model, prepare_inputs
 from flows.mine_step import mine_round
@@ -63,9 +63,10 @@ def _evaluate_key(_ctx: Any, inputs: dict[str, Any]) -> str:
 
 def _mine_key(_ctx: Any, inputs: dict[str, Any]) -> str:
     config: RunConfig = inputs["config"]
-    return _key("mine", model_fingerprint(inputs["model_path"]), inputs["inputs"]["fingerprint"],
-                config.mining.model_dump(mode="json"), config.model.model_dump(mode="json", exclude={"name_or_path"}),
-                config.seed, inputs["round_"], str(inputs["run_root"]))
+    mining = config.mining.model_dump(mode="json", exclude=set(OPERATIONAL_MINING))  # shards: the same triplets
+    return _key("mine", model_fingerprint(inputs["model_path"]), inputs["inputs"]["fingerprint"], mining,
+                config.model.model_dump(mode="json", exclude={"name_or_path"}), config.seed, inputs["round_"],
+                str(inputs["run_root"]))
 
 
 def _train_key(_ctx: Any, inputs: dict[str, Any]) -> str:

@@ -142,6 +142,7 @@ def check_run(config: RunConfig) -> RunCheck:
     notes: list[str] = []
     resumes = _check_run_folder(config)
     _check_tracking(config)
+    _check_encode_runtime(config)
     _check_model(config, notes)
     try:
         corpus, inputs = _read_inputs(config, warnings)
@@ -223,6 +224,16 @@ def _check_tracking(config: RunConfig) -> None:
         from flows.mlflow_store import require_mlflow
 
         require_mlflow()
+
+
+def _check_encode_runtime(config: RunConfig) -> None:
+    """`mining.encode_runtime: openvino` needs the openvino package (an optional extra): say so now, not when the
+    first round is mined."""
+    import importlib.util
+
+    if config.mining.encode_runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise InputError("mining.encode_runtime: openvino needs the openvino package; pip install "
+                         "'simcse-curriculum[cpu-anchors]' or use torch", path=config.source)
 
 
 def _check_model(config: RunConfig, notes: list[str]) -> None:

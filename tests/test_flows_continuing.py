@@ -82,9 +82,9 @@ def run_night(data: dict[str, Path], night: str, loads: list[str], **changes: An
     config = config_from_mapping(settings(data, night, **changes))
     real = run_inputs.load_encoder
 
-    def recording(model_path: str, cfg: Any) -> Any:
+    def recording(model_path: str, cfg: Any, *runtime: str) -> Any:
         loads.append(model_path)
-        return real(model_path, cfg)
+        return real(model_path, cfg, *runtime)
 
     with pytest.MonkeyPatch.context() as mp, torch_threads(1):
         mp.setattr(run_inputs, "load_encoder", recording)

@@ -241,3 +241,88 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
     monkeypatch.setattr(run_inputs, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(InputError, match="'pairs/other' names no evaluation file"):
         evaluated("pairs/other")
+
+
+# ------------------------------------------------------------------------------------------ sharded mining
+def _mining_run(tmp_path: Path, name: str, model: str, **mining) -> tuple:
+    """A tiny run config (toy corpus + NLI, every band) and its run folder; `mining` adds mining settings."""
+    from flows.config import config_from_mapping
+    from flows.rundir import RunDir
+    from mining.testing import write_toy_corpus_and_nli
+
+    if not (tmp_path / "corpus.txt").exists():
+        write_toy_corpus_and_nli(tmp_path, n=240, seed=2, nli_rows=30)
+    config = config_from_mapping({
+        "output_dir": str(tmp_path / name), "seed": 4, "data": {"corpus": "corpus.txt", "nli": "nli.csv"},
+        "model": {"name_or_path": model, "pooling": "mean", "max_length": 16},
+        "mining": {"params": {"range_max": 12, "num_negatives": 2, "backend": "faiss-flat"}, **mining}},
+        base_dir=tmp_path)
+    return config, RunDir(config.output_dir)
+
+
+def _triplets(run) -> list[dict]:
+    from dataio.triplets import read_triplets
+
+    cols = ["anchor_id", "positive_id", "negative_id", "band", "negative_rank", "anchor_negative_sim"]
+    return sorted(read_triplets(run.triplets).select(cols).to_pylist(),
+                  key=lambda r: (r["band"], r["anchor_id"], r["negative_id"]))
+
+
+def test_mining_shards_and_cluster_of_the_run_config_reach_the_dask_map_and_the_workers_encoder(
+        tmp_path: Path, monkeypatch) -> None:
+    """`mining.shards`/`cluster`/`encode_runtime` go the way `mine --shards --cluster --encode-runtime` goes
+    (mining.shards.sharded_mining): the shard count and address to the Dask map, the runtime and the run's model
+    settings to the driver's encoder and to each worker's; the triplets are those of one shard."""
+    import contextlib
+
+    import mining.index
+    import mining.shards
+    from mining.testing import HashEncoder
+
+    monkeypatch.setattr(mining.index, "SEARCH_STEP", 32)  # 3 anchor blocks in a small pool
+    opened, loads = [], []
+
+    @contextlib.contextmanager
+    def in_process(workers, address=None):  # a real LocalCluster: the next test
+        opened.append((workers, address))
+        yield mining.shards.local_map
+
+    def open_encoder(model_path, **settings):
+        loads.append((model_path, settings))
+        return HashEncoder(16)
+
+    monkeypatch.setattr(mining.shards, "dask_map", in_process)
+    monkeypatch.setattr(run_inputs, "open_encoder", open_encoder)
+    one, run_one = _mining_run(tmp_path, "one", "m")
+    many, run_many = _mining_run(tmp_path, "many", "m", shards=3, cluster="tcp://127.0.0.1:8786",
+                                 encode_runtime="openvino")
+    for config, run in ((one, run_one), (many, run_many)):
+        mine_step.mine_round("m", run_inputs.prepare_inputs(config, run), config, run, 0)
+    assert opened == [(3, "tcp://127.0.0.1:8786")]
+    settings = {"pooling": "mean", "mlp_only_train": True, "max_length": 16, "trust_remote_code": False}
+    assert loads[0] == ("m", {"encode_runtime": "torch", **settings})  # shards 1: the driver only
+    assert len(loads) > 2 and all(load == ("m", {"encode_runtime": "openvino", **settings}) for load in loads[1:])
+    assert json.loads(run_many.manifest_path(0).read_text())["index"]["shards"] == 3
+    a, b = _triplets(run_one), _triplets(run_many)
+    assert len(a) > 300 and {r["band"] for r in a} == {"random", "in_domain", "nli_contradiction",
+                                                       "nearest_neighbour"}
+    assert a == b
+
+
+@pytest.mark.slow
+def test_mining_shards_2_on_a_local_dask_cluster_gives_the_triplets_of_one_process(tmp_path: Path, tiny: str,
+                                                                                   monkeypatch) -> None:
+    """The run config's `mining.shards: 2` on a real 2-worker LocalCluster: each worker loads the run's model
+    (a tiny BERT) itself, by reference (flows.inputs.open_encoder), and the round is the one of `shards: 1`."""
+    import mining.index
+    from simcse.testing import torch_threads
+
+    monkeypatch.setattr(mining.index, "SEARCH_STEP", 64)  # the driver's anchor blocks: 2 shards of the pool
+    with torch_threads(1):  # as the single-threaded workers, so the float16 embeddings match bit for bit
+        one, run_one = _mining_run(tmp_path, "one", tiny)
+        mine_step.mine_round(tiny, run_inputs.prepare_inputs(one, run_one), one, run_one, 0)
+        two, run_two = _mining_run(tmp_path, "two", tiny, shards=2)
+        mine_step.mine_round(tiny, run_inputs.prepare_inputs(two, run_two), two, run_two, 0)
+    assert json.loads(run_two.manifest_path(0).read_text())["index"]["shards"] == 2
+    a = _triplets(run_one)
+    assert len(a) > 300 and a == _triplets(run_two)
