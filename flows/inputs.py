@@ -3,7 +3,8 @@ mining corpus, the evaluation sets, the model to load, and a model's scores on t
 
 Plain functions (no Prefect), shared by the Prefect tasks (flows.tasks), the plain round loop (flows.loop),
 the input check (flows.validate), the estimate (flows.estimate) and the experiment harness. Every step loads its
-model through `load_encoder` here, so there is one place that turns `model:` settings into an encoder.
+model through `load_encoder` here (a Dask worker of sharded mining through `open_encoder`, by reference), so
+there is one place that turns `model:` settings into an encoder.
 """
 
 from __future__ import annotations

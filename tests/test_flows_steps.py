@@ -309,7 +309,6 @@ def test_mining_shards_and_cluster_of_the_run_config_reach_the_dask_map_and_the_
     assert a == b
 
 
-@pytest.mark.slow
 def test_mining_shards_2_on_a_local_dask_cluster_gives_the_triplets_of_one_process(tmp_path: Path, tiny: str,
                                                                                    monkeypatch) -> None:
     """The run config's `mining.shards: 2` on a real 2-worker LocalCluster: each worker loads the run's model
