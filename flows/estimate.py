@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from flows import steps
 from flows.config import RunConfig
+from flows.inputs import base_model_path, eval_inputs, load_encoder, read_eval_sets
+from flows.train_step import train_config
 
 CALIBRATION_SENTENCES = 256
 CALIBRATION_STEPS = 3  # the first is a warm-up: its time is not counted
@@ -102,7 +103,7 @@ def calibration_texts(check: Any, n: int = CALIBRATION_SENTENCES, seed: int = 0)
     """Up to `n` of the run's own sentences (its pool, else its evaluation files), else generic ones."""
     texts: list[str] = list(check.corpus.texts) if check.corpus is not None else []
     if not texts:
-        sts, pairs = steps.read_eval_sets(_eval_inputs(check.config))
+        sts, pairs = read_eval_sets(_eval_inputs(check.config))
         texts = list(dict.fromkeys(s for d in [*sts, *pairs] for s in (*d.sentence1, *d.sentence2)))
     if len(texts) < 8:  # the built-in corpus is built at run time: sentences of docstring length
         texts = [f"Return the value of setting number {i} for the given key, or the default." for i in range(n)]
@@ -111,7 +112,7 @@ def calibration_texts(check: Any, n: int = CALIBRATION_SENTENCES, seed: int = 0)
 
 
 def _eval_inputs(config: RunConfig) -> dict[str, Any]:
-    sts, pairs, columns = steps.eval_inputs(config)
+    sts, pairs, columns = eval_inputs(config)
     return {"sts": sts, "eval_pairs": pairs, "eval_columns": columns}
 
 
@@ -121,9 +122,9 @@ def calibrate(config: RunConfig, texts: list[str]) -> Calibration:
     from simcse.train import train
 
     start = time.perf_counter()
-    steps.load_encoder(steps.base_model_path(config), config)  # the first load also imports the libraries
+    load_encoder(base_model_path(config), config)  # the first load also imports the libraries
     t = time.perf_counter()
-    encoder = steps.load_encoder(steps.base_model_path(config), config)
+    encoder = load_encoder(base_model_path(config), config)
     load_seconds = time.perf_counter() - t
     encoder.encode(texts[:16])  # warm-up (first-call allocations) not counted
     t = time.perf_counter()
@@ -139,7 +140,7 @@ def calibrate(config: RunConfig, texts: list[str]) -> Calibration:
         if config.negatives == "hard":
             batch["negative"] = [[rng.choice(texts) for _ in range(config.negatives_per_anchor)] for _ in anchors]
         batches.append(batch)
-    settings = steps.train_config(config, 0).model_dump()
+    settings = train_config(config, 0).model_dump()
     settings.update(max_steps=CALIBRATION_STEPS, schedule_steps=None, schedule_offset=0, save_every=0, eval_every=0,
                     final_checkpoint=False, save_optimizer=False, progress=False, log_every=1)
     from simcse.train import TrainConfig

@@ -6,19 +6,34 @@ harness (bench/experiment.py) calls the plain step functions. No Prefect here.
         mine (current model) -> schedule (mixture, alpha) -> train -> evaluate -> close the round
         -> select the model to use (the best by dev, the starting model included) -> report
 A killed run resumes with the same call: finished rounds are skipped, each step finds its own finished
-output (see `flows.steps`).
+output (see `flows.inputs`, `flows.mine_step`, `flows.schedule_step`, `flows.train_step`,
+`flows.rounds`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flows import steps
 from flows.config import RunConfig
+from flows.inputs import base_model_path, describe_evaluation, evaluate_model, prepare_inputs
+from flows.mine_step import mine_round
+from flows.rounds import (
+    clean_partial_writes,
+    finish_round,
+    select_model,
+    summarize,
+    write_base_metrics,
+    write_timings,
+)
 from flows.rundir import RunDir
+from flows.schedule_step import schedule_round
+from flows.train_step import train_round
+
+_log = logging.getLogger("flows")
 
 
 @dataclass(frozen=True)
@@ -44,27 +59,27 @@ def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
     from flows.report import build_report
     from flows.validate import check_run
 
-    log = log or steps._log
+    log = log or _log
     return RoundSteps(
         check=lambda: check_run(config),
-        prepare=lambda: steps.prepare_inputs(config, run, log),
-        evaluate=lambda model, inputs: steps.evaluate_model(model, inputs, config, log),
-        mine=lambda model, inputs, r: steps.mine_round(model, inputs, config, run, r, log),
-        schedule=lambda r: steps.schedule_round(config, run, r, log),
-        train=lambda model, plan, r: steps.train_round(model, plan, config, run, r, log),
-        finish=lambda r, mined, trained, evaluated: steps.finish_round(config, run, r, mined, trained, evaluated, log),
+        prepare=lambda: prepare_inputs(config, run, log),
+        evaluate=lambda model, inputs: evaluate_model(model, inputs, config, log),
+        mine=lambda model, inputs, r: mine_round(model, inputs, config, run, r, log),
+        schedule=lambda r: schedule_round(config, run, r, log),
+        train=lambda model, plan, r: train_round(model, plan, config, run, r, log),
+        finish=lambda r, mined, trained, evaluated: finish_round(config, run, r, mined, trained, evaluated, log),
         report=lambda: {"report": str(build_report(run.root))},
     )
 
 
 def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None) -> dict[str, Any]:
-    """Every round of the run not yet complete; returns the run's summary (`steps.summarize` + timings).
+    """Every round of the run not yet complete; returns the run's summary (`flows.rounds.summarize` + timings).
 
     Checks every input first (`how.check`), before the run folder is touched, then holds the folder's lock
     throughout (`dataio.folder_lock`; re-entrant, so the CLI's lock covers it)."""
     from dataio.folder_lock import lock_folder
 
-    log = log or steps._log
+    log = log or _log
     if how.check is not None:  # every file, column and label before the folder is touched
         for warning in how.check().warnings:
             log.warning("%s", warning)
@@ -77,14 +92,14 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
     from flows.recovery import ensure_state
 
     run.claim(config)
-    steps.clean_partial_writes(run)
+    clean_partial_writes(run)
     ensure_state(run, config, log)  # a lost or stale state.json is rebuilt from the rounds, never restarted
     start = time.perf_counter()
     inputs = how.prepare()
-    base_model = steps.base_model_path(config)
+    base_model = base_model_path(config)
     base = how.evaluate(base_model, inputs)
-    steps.write_base_metrics(run, base)
-    log.info("base model: %s", steps.describe_evaluation(base))
+    write_base_metrics(run, base)
+    log.info("base model: %s", describe_evaluation(base))
     if how.on_start is not None:
         how.on_start(inputs, base)
 
@@ -106,7 +121,7 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
         trained = how.train(model_in, plan, r)
         evaluated = how.evaluate(str(run.model_dir(r)), inputs)
         metrics = how.finish(r, mined, trained, evaluated)
-        selection = steps.select_model(run, config)
+        selection = select_model(run, config)
         report = how.report() if how.report else {}
         parts = {"mine": mined, "schedule": plan, "train": trained, "evaluate": evaluated, "finish": metrics,
                  "report": report}
@@ -114,8 +129,8 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
         in_tasks = sum(x.get("task_seconds", 0.0) for x in parts.values())
         timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks, "prefect_seconds": wall - in_tasks,
                         "tasks": {name: x.get("task_seconds", 0.0) for name, x in parts.items()}})
-        steps.write_timings(run, timings[-1:])
-        log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, steps.describe_evaluation(evaluated), wall,
+        write_timings(run, timings[-1:])
+        log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, describe_evaluation(evaluated), wall,
                  in_tasks)
         if selection:
             log.info("model to use: %s", selection["note"])
@@ -124,7 +139,7 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
 
     if not timings and how.report:  # nothing ran in this call: the report may predate a code change
         report = how.report()
-    summary = steps.summarize(run, config)
+    summary = summarize(run, config)
     summary["report"] = report.get("report", str(run.report_path) if run.report_path.is_file() else None)
     summary["timings"] = timings
     summary["flow_seconds"] = time.perf_counter() - start

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dataio.errors import InputError
-from flows.config import OPERATIONAL_SECTIONS, RunConfig
+from flows.config import RunConfig
 from flows.fingerprint import combine, file_fingerprint
 from flows.rundir import RunDir, write_json
 
@@ -62,8 +62,8 @@ class InputFile:
 
 
 def input_files(config: RunConfig, run: RunDir | None = None) -> list[InputFile]:
-    """The run's training input files, a folder's files one by one in sorted order (as `steps.prepare_inputs`
-    reads them); optional files that are absent are left out."""
+    """The run's training input files, a folder's files one by one in sorted order (as
+    `flows.inputs.prepare_inputs` reads them); optional files that are absent are left out."""
     from dataio.tables import table_files
 
     if config.data.builtin:
@@ -86,7 +86,7 @@ def input_files(config: RunConfig, run: RunDir | None = None) -> list[InputFile]
 def settings_key(config: RunConfig) -> str:
     """The settings that decide what a run computes from its starting model (not which model that is, nor
     where the run is written, tracked or registered)."""
-    dumped = config.model_dump(mode="json", exclude={"output_dir", *OPERATIONAL_SECTIONS})
+    dumped = config.computed_settings()
     dumped["model"].pop("name_or_path", None)
     return combine("settings-v1", dumped)
 

@@ -67,7 +67,7 @@ def _difficulties(metrics: dict[str, Any]) -> dict[str, float]:
 def replay_state(run: RunDir, config: RunConfig, rounds: list[int]) -> tuple[Any, str | None]:
     """(the state after `rounds` replayed from their records, None) or (None, what differs from a record)."""
     from curriculum import CurriculumScheduler
-    from flows.steps import base_dev_metric
+    from flows.schedule_step import base_dev_metric
 
     scheduler = CurriculumScheduler(config.curriculum)
     scheduler.set_baseline(base_dev_metric(run))

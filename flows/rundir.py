@@ -23,6 +23,7 @@ the complete new one; a step counts as done only when its marker exists.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +34,14 @@ import yaml
 from dataio import triplets as contract
 from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
-from flows.config import OPERATIONAL_SECTIONS, RunConfig
+from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig
 
 MODEL_CARD_FILES = ("README.md", "simcse_card.json")
 
-# Keys that may change when a run is continued: where it is tracked (`rounds` may not: it sets the length of the
-# learning-rate and curriculum schedules, so a longer run is a new run, which may start from this one's model).
-RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS
+# Keys that may change when a run is continued: where it is tracked, how mining is spread over processes (`rounds`
+# may not: it sets the length of the learning-rate and curriculum schedules, so a longer run is a new run, which
+# may start from this one's model).
+RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS + tuple(f"mining.{key}" for key in OPERATIONAL_MINING)
 
 
 @dataclass(frozen=True)
@@ -219,3 +221,20 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_json(path, obj)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types (numpy scalars and arrays become floats and lists; NaN becomes None)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return jsonable(obj.tolist())
+    if hasattr(obj, "model_dump"):
+        return jsonable(obj.model_dump(mode="json"))
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

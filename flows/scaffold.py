@@ -3,9 +3,11 @@
 Each file's role (corpus, training pairs, NLI triplets, STS or labeled evaluation pairs) comes from its
 columns, read with the project's table reader (`dataio.tables.read_header`, `read_table`), or from a
 `ROLE=PATH` prefix when the columns cannot tell (labeled pairs are evaluation pairs when the file name says
-dev/eval/test/valid, else training pairs whose label-0 rows are dropped). A corpus's text column is the
-one named like text, else the longest text column; an id column has unique values; a domain column is a
-short text column with few distinct values. The config names every column it reads, lists the bands the
+dev/eval/test/valid, else training pairs whose label-0 rows are dropped). Columns are recognised by name
+first: a canonical name or one of its aliases in `dataio.tables.COLUMN_ALIASES` (the table every loader
+reads), then a few names only this guess knows. A corpus's text column is the one so named, else the
+longest text column; an id column has unique values; a domain column is a short text column with few
+distinct values. The config names every column it reads, lists the bands the
 inputs allow and sizes batch and steps from the data; it is validated (`flows.validate.check_run`) before
 it is written, and an existing file is never overwritten without `--force`.
 """
@@ -21,16 +23,26 @@ from pathlib import Path
 from typing import Any
 
 from dataio.errors import InputError
+from dataio.tables import COLUMN_ALIASES
 
 ROLES = ("corpus", "pairs", "nli", "sts", "eval-pairs")
-TEXT_NAMES = ("text", "sentence", "sent0", "tweet", "content", "body", "message", "title", "question")
-DOMAIN_NAMES = ("domain", "topic", "category", "source", "subject", "label", "class")
-ID_NAMES = ("id", "uid", "doc_id", "sentence_id", "tweet_id")
-FIRST_NAMES = ("anchor", "sent0", "sentence1", "query", "premise", "text1", "text_a", "question1", "s1")
-SECOND_NAMES = ("positive", "sent1", "sentence2", "entailment", "text2", "text_b", "question2", "s2")
-NEGATIVE_NAMES = ("negative", "hard_neg", "contradiction")
-SCORE_NAMES = ("score", "similarity", "sim", "relatedness", "gold")
-LABEL_NAMES = ("label", "labels", "is_paraphrase", "is_duplicate", "paraphrase")
+
+
+def _names(column: str, *guesses: str) -> tuple[str, ...]:
+    """The names a column is looked for under, in order: its canonical name and the aliases every loader reads
+    it under (`dataio.tables.COLUMN_ALIASES`, the one table), then `guesses`, names only `init` recognises
+    (the config it writes then names such a column, so the loaders need not know it)."""
+    return tuple(dict.fromkeys((column, *COLUMN_ALIASES.get(column, ()), *guesses)))
+
+
+TEXT_NAMES = _names("text", "tweet", "content", "body", "message", "title", "question")
+DOMAIN_NAMES = _names("domain", "topic", "category", "source", "subject", "label", "class")
+ID_NAMES = _names("id", "uid", "doc_id", "sentence_id", "tweet_id")
+FIRST_NAMES = _names("anchor", "sentence1", "text1", "text_a", "question1", "s1")
+SECOND_NAMES = _names("positive", "sentence2", "text2", "text_b", "question2", "s2")
+NEGATIVE_NAMES = _names("negative")
+SCORE_NAMES = _names("score", "similarity", "sim", "relatedness", "gold")
+LABEL_NAMES = _names("label", "labels", "is_paraphrase", "is_duplicate", "paraphrase")
 EVAL_WORDS = {"dev", "eval", "evaluation", "test", "valid", "validation", "val", "holdout"}
 
 

@@ -1,4 +1,5 @@
-"""Prefect tasks: thin wrappers that add orchestration (retries, caches, tags, logs) to `flows.steps`.
+"""Prefect tasks: thin wrappers that add orchestration (retries, caches, tags, logs) to the plain step functions
+(`flows.inputs`, `flows.mine_step`, `flows.schedule_step`, `flows.train_step`, `flows.rounds`).
 
 - Retries only for transient faults (I/O hiccups, lost connections); bad input (`InputError`, a config
   or state error) fails at once, since running it again cannot help.
@@ -21,10 +22,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
 
-from flows import steps
-from flows.config import RunConfig
+from flows.config import OPERATIONAL_MINING, RunConfig
 from flows.fingerprint import combine, model_fingerprint
+from flows.inputs import evaluate_model, prepare_inputs
+from flows.mine_step import mine_round
+from flows.rounds import finish_round
 from flows.rundir import RunDir
+from flows.schedule_step import schedule_round
+from flows.train_step import train_round
 
 GPU_TAG = "gpu"
 CACHE_VERSION = "flows-cache-v1"  # bump when a task's output format changes, to drop old entries
@@ -58,9 +63,10 @@ def _evaluate_key(_ctx: Any, inputs: dict[str, Any]) -> str:
 
 def _mine_key(_ctx: Any, inputs: dict[str, Any]) -> str:
     config: RunConfig = inputs["config"]
-    return _key("mine", model_fingerprint(inputs["model_path"]), inputs["inputs"]["fingerprint"],
-                config.mining.model_dump(mode="json"), config.model.model_dump(mode="json", exclude={"name_or_path"}),
-                config.seed, inputs["round_"], str(inputs["run_root"]))
+    mining = config.mining.model_dump(mode="json", exclude=set(OPERATIONAL_MINING))  # shards: the same triplets
+    return _key("mine", model_fingerprint(inputs["model_path"]), inputs["inputs"]["fingerprint"], mining,
+                config.model.model_dump(mode="json", exclude={"name_or_path"}), config.seed, inputs["round_"],
+                str(inputs["run_root"]))
 
 
 def _train_key(_ctx: Any, inputs: dict[str, Any]) -> str:
@@ -91,7 +97,7 @@ class _Timed:
 def prepare_inputs_task(config: RunConfig, run_root: Path) -> dict[str, Any]:
     """Resolve the input files (building the built-in corpus if asked) and fingerprint them."""
     timer = _Timed.begin()
-    return timer.done(steps.prepare_inputs(config, RunDir(Path(run_root)), log=get_run_logger()))
+    return timer.done(prepare_inputs(config, RunDir(Path(run_root)), log=get_run_logger()))
 
 
 @task(name="evaluate", cache_policy=CachePolicy.from_cache_key_fn(_evaluate_key),
@@ -99,7 +105,7 @@ def prepare_inputs_task(config: RunConfig, run_root: Path) -> dict[str, Any]:
       result_serializer="json")
 def evaluate_task(model_path: str, inputs: dict[str, Any], config: RunConfig) -> dict[str, Any]:
     timer = _Timed.begin()
-    return timer.done(steps.evaluate_model(model_path, inputs, config, log=get_run_logger()))
+    return timer.done(evaluate_model(model_path, inputs, config, log=get_run_logger()))
 
 
 @task(name="mine", cache_policy=CachePolicy.from_cache_key_fn(_mine_key),
@@ -108,7 +114,7 @@ def evaluate_task(model_path: str, inputs: dict[str, Any], config: RunConfig) ->
 def mine_task(model_path: str, inputs: dict[str, Any], config: RunConfig, run_root: Path,
               round_: int) -> dict[str, Any]:
     timer = _Timed.begin()
-    return timer.done(steps.mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_,
+    return timer.done(mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_,
                                        log=get_run_logger()))
 
 
@@ -116,7 +122,7 @@ def mine_task(model_path: str, inputs: dict[str, Any], config: RunConfig, run_ro
 def schedule_task(config: RunConfig, run_root: Path, round_: int) -> dict[str, Any]:
     """Open the round in the curriculum (mixture and alpha from the measured band difficulties)."""
     timer = _Timed.begin()
-    return timer.done(steps.schedule_round(config, RunDir(Path(run_root)), round_, log=get_run_logger()))
+    return timer.done(schedule_round(config, RunDir(Path(run_root)), round_, log=get_run_logger()))
 
 
 @task(name="train", cache_policy=CachePolicy.from_cache_key_fn(_train_key),
@@ -125,7 +131,7 @@ def schedule_task(config: RunConfig, run_root: Path, round_: int) -> dict[str, A
 def train_task(model_path: str, plan: dict[str, Any], config: RunConfig, run_root: Path,
                round_: int) -> dict[str, Any]:
     timer = _Timed.begin()
-    return timer.done(steps.train_round(model_path, plan, config, RunDir(Path(run_root)), round_,
+    return timer.done(train_round(model_path, plan, config, RunDir(Path(run_root)), round_,
                                         log=get_run_logger()))
 
 
@@ -135,7 +141,7 @@ def finish_round_task(config: RunConfig, run_root: Path, round_: int, mined: dic
                       trained: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
     """Close the round in the curriculum (advance or hold), write state.json and metrics.json."""
     timer = _Timed.begin()
-    return timer.done(steps.finish_round(config, RunDir(Path(run_root)), round_, mined, trained, evaluated,
+    return timer.done(finish_round(config, RunDir(Path(run_root)), round_, mined, trained, evaluated,
                                          log=get_run_logger()))
 
 

@@ -5,8 +5,8 @@ A run used to find a wrong column inside the flow, after Prefect had started and
 evaluated, and the folder it left (config.yaml, base_metrics.json, .prefect/) then refused the corrected
 config. Here, before the run folder is touched: the run folder (a different run there is refused), the
 base model (a folder, or a name in the local Hugging Face cache when offline), every input file, column,
-label and row (read with the loaders the run itself uses: `flows.steps.prepare_inputs`,
-`steps.load_mining_corpus`, `steps.read_eval_sets`, so there is one copy of each rule), the dev metric,
+label and row (read with the loaders the run itself uses: `flows.inputs.prepare_inputs`,
+`load_mining_corpus`, `read_eval_sets`, so there is one copy of each rule), the dev metric,
 and the bands against the curriculum (`curriculum.preview`: a band that is mined every round but never
 trained on is a warning naming the setting). Bad input raises `InputError` (one line, exit code 2).
 
@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 
 from dataio.errors import InputError
-from flows import steps
 from flows.config import RunConfig
+from flows.inputs import base_model_path, eval_inputs, load_mining_corpus, prepare_inputs, read_eval_sets
 from flows.rundir import RunDir
 
 _log = logging.getLogger("flows")
@@ -142,6 +142,7 @@ def check_run(config: RunConfig) -> RunCheck:
     notes: list[str] = []
     resumes = _check_run_folder(config)
     _check_tracking(config)
+    _check_encode_runtime(config)
     _check_model(config, notes)
     try:
         corpus, inputs = _read_inputs(config, warnings)
@@ -161,11 +162,11 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str,
     corpus = None
     collect = _Collect(warnings)
     if config.data.builtin:
-        sts, pair_files, columns = steps.eval_inputs(config, collect)
+        sts, pair_files, columns = eval_inputs(config, collect)
         inputs: dict[str, Any] = {"sts": sts, "eval_pairs": pair_files, "eval_columns": columns}
     else:
-        inputs = steps.prepare_inputs(config, RunDir(Path(config.output_dir)), collect)
-        corpus = steps.load_mining_corpus(inputs, config.mining.params)
+        inputs = prepare_inputs(config, RunDir(Path(config.output_dir)), collect)
+        corpus = load_mining_corpus(inputs, config.mining.params)
         from mining.corpus import check_size
         check_size(corpus, config.mining.params.num_negatives)
         if corpus.n_anchor_rows < config.batch_size:  # the sampler never repeats a sentence within a batch
@@ -173,7 +174,7 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str,
                              f"the inputs give (a batch never repeats a sentence); lower batch_size",
                              path=config.source)
         _check_domain_label(config, warnings)
-    inputs["eval_sets"] = steps.read_eval_sets(inputs)
+    inputs["eval_sets"] = read_eval_sets(inputs)
     return corpus, inputs
 
 
@@ -225,9 +226,19 @@ def _check_tracking(config: RunConfig) -> None:
         require_mlflow()
 
 
+def _check_encode_runtime(config: RunConfig) -> None:
+    """`mining.encode_runtime: openvino` needs the openvino package (an optional extra): say so now, not when the
+    first round is mined."""
+    import importlib.util
+
+    if config.mining.encode_runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise InputError("mining.encode_runtime: openvino needs the openvino package; pip install "
+                         "'simcse-curriculum[cpu-anchors]' or use torch", path=config.source)
+
+
 def _check_model(config: RunConfig, notes: list[str]) -> None:
     """The base model is a model folder, or (offline) a name in the local Hugging Face cache."""
-    name = steps.base_model_path(config)
+    name = base_model_path(config)
     path = Path(name)
     if path.is_absolute() or path.exists():
         if not path.is_dir():

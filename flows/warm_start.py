@@ -118,13 +118,13 @@ def resolve_start(config: RunConfig, *, for_run: bool) -> WarmStart:
 def _parent_of(start: WarmStart) -> int | None:
     """The version a start is: recorded, or the version whose files it is (a run killed before its record was
     written), or version 1 of a registry that has none yet, registered now from the run's model."""
-    from flows import steps
+    from flows.inputs import base_model_path
 
     if start.parent is not None or start.registry is None:
         return start.parent
     registry = start.registry
     if not registry_started(registry):
-        return registry.ensure_started(Path(steps.base_model_path(start.config))).version
+        return registry.ensure_started(Path(base_model_path(start.config))).version
     from flows.registry import local_folder
 
     model = Path(start.model).resolve()

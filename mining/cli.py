@@ -9,7 +9,6 @@ The miner's options take their defaults and help from `mining.params.MiningParam
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import shutil
@@ -198,6 +197,7 @@ def mine_command(
     from dataio.folder_lock import lock_folder
     from mining.encoders import load_encoder
     from mining.pipeline import mine
+    from mining.shards import sharded_mining
 
     encoder = load_encoder(model, max_length=max_length, encode_runtime=encode_runtime)
     created = _make_folder(out)
@@ -209,14 +209,8 @@ def mine_command(
             _remove_empty(out, created)  # folder this command made goes
         raise
     try:
-        with contextlib.ExitStack() as stack:
-            sharding: dict = {}
-            if shards > 1:
-                from mining.shards import EncoderRef, dask_map
-
-                sharding = {"shards": shards, "map_shards": stack.enter_context(dask_map(shards, cluster)),
-                            "encoder_ref": EncoderRef.of(load_encoder, model, max_length=max_length,
-                                                         encode_runtime=encode_runtime)}
+        with sharded_mining(shards, cluster, load_encoder, model, max_length=max_length,
+                            encode_runtime=encode_runtime) as sharding:
             result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
                           cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded, **sharding)
     except BaseException:

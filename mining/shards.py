@@ -70,6 +70,23 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
             cluster.close()
 
 
+@contextlib.contextmanager
+def sharded_mining(shards: int, cluster: str | None, loader: Callable[..., Any], *args: Any,
+                   **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """`mining.pipeline.mine`'s keywords for mining in `shards` pieces: the one set-up that `mine --shards` and
+    the flows' mining step (`mining.shards`) share. Nothing for 1 shard; else the shard count, a `dask_map`
+    (the scheduler at `cluster`, else a local cluster of `shards` worker processes, closed on exit) and how
+    each worker loads the encoder: `loader(*args, **kwargs)`, an importable function with hashable arguments
+    (an `EncoderRef`)."""
+    if shards < 2:
+        if cluster is not None:
+            raise ValueError("a Dask cluster address needs 2 or more shards (the pieces spread over its workers)")
+        yield {}
+        return
+    with dask_map(shards, cluster) as map_shards:
+        yield {"shards": shards, "map_shards": map_shards, "encoder_ref": EncoderRef.of(loader, *args, **kwargs)}
+
+
 def blocks(n: int, shards: int, align: int = 1) -> list[tuple[int, int]]:
     """[0, n) in at most `shards` contiguous blocks of near-equal size, inner boundaries multiples of `align`."""
     if n <= 0:

@@ -63,6 +63,13 @@ def test_data_dir_placeholder_uses_the_shared_data_setting(tmp_path: Path, monke
      "mining.params.backend: unknown 'gpu'; expected one of auto, torch", 10),
     (("  pacing: root", "  pacing: root\nmining:\n  params:\n    rangemax: 3"),
      "mining.params.rangemax: unknown key; expected one of num_negatives, range_min", 11),
+    (("  pacing: root", "  pacing: root\nmining:\n  cluster: tcp://10.0.0.5:8786"),
+     "mining.cluster: needs mining.shards 2 or more", 10),
+    (("  pacing: root", "  pacing: root\nmining:\n  shards: 0"), "mining.shards: input should be greater than", 10),
+    (("  pacing: root", "  pacing: root\nmining:\n  encode_runtime: onnx"),
+     "mining.encode_runtime: unknown 'onnx'; expected one of torch, openvino", 10),
+    (("  pacing: root", "  pacing: root\nmining:\n  shards: 2\n  workers: 2"),
+     "mining.workers: unknown key; expected one of bands, params, exclude_pairs, shards, cluster, encode_runtime", 11),
     (("  pacing: root", "  pacing: root\ntraining:\n  learning_rate: 1.0e-5"),
      "training.learning_rate: unknown key; expected one of lr, warmup_ratio", 10),
     (("  pacing: root", "  pacing: root\ntraining:\n  lr: 0"), "training.lr: input should be greater than 0", 10),
@@ -83,7 +90,7 @@ def test_mining_and_training_sections_are_the_packages_models_and_dump_as_writte
     """The run config embeds mining's MiningParams and simcse's TrainConfig; it saves, fingerprints and caches
     them as the YAML gave them (defaults left out), as when the sections were plain mappings."""
     from flows.config import config_from_mapping
-    from flows.steps import train_config
+    from flows.train_step import train_config
     from mining.params import MiningParams
     from simcse.train_config import TrainConfig
 
@@ -98,6 +105,51 @@ def test_mining_and_training_sections_are_the_packages_models_and_dump_as_writte
     round_1 = train_config(cfg, 1)
     assert (round_1.lr, round_1.seed, round_1.eval_every, round_1.max_steps) == (1e-4, 7, 0, cfg.steps_per_round)
     assert train_config(load_config(_write(tmp_path, GOOD, "plain.yaml")), 1).seed == 1
+
+
+def test_mining_shards_and_cluster_change_neither_results_nor_keys_and_may_change_on_resume(tmp_path: Path) -> None:
+    """`mining.shards` and `mining.cluster` say how mining is spread (the triplets are those of one process): they
+    stay out of the fingerprint, the settings key and the mine task's cache key, and a resumed run may change them.
+    `mining.encode_runtime` is a setting like any other. Left at their defaults, none of the three is written, so a
+    run recorded before they existed resumes with its fingerprint."""
+    from flows.new_data import settings_key
+    from flows.rundir import RunDir
+    from flows.tasks import _mine_key
+
+    plain = load_config(_write(tmp_path, GOOD))
+    spread = load_config(_write(tmp_path, GOOD + "mining:\n  shards: 4\n  cluster: tcp://10.0.0.5:8786\n", "s.yaml"))
+    openvino = load_config(_write(tmp_path, GOOD + "mining: {encode_runtime: openvino}\n", "o.yaml"))
+    assert (spread.mining.shards, spread.mining.cluster, openvino.mining.encode_runtime) == \
+        (4, "tcp://10.0.0.5:8786", "openvino")
+    assert set(plain.model_dump(mode="json")["mining"]) == {"bands", "params", "exclude_pairs"}
+    assert spread.model_dump(mode="json")["mining"]["shards"] == 4  # recorded in config.yaml when set
+    assert spread.fingerprint() == plain.fingerprint() != openvino.fingerprint()
+    assert settings_key(spread) == settings_key(plain) != settings_key(openvino)
+    keys = [_mine_key(None, {"config": c, "model_path": "a-model", "inputs": {"fingerprint": "f"}, "round_": 0,
+                             "run_root": "run"}) for c in (plain, spread, openvino)]
+    assert keys[0] == keys[1] != keys[2]
+
+    run = RunDir(plain.output_dir)
+    run.claim(plain)
+    saved = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
+    assert "shards" not in saved["mining"] and "encode_runtime" not in saved["mining"]
+    run.claim(spread)  # resumed on a cluster
+    run.claim(plain)  # and back on one machine
+    with pytest.raises(InputError, match=r"different settings \(mining.encode_runtime\)"):
+        run.claim(openvino)
+
+
+def test_validate_says_at_once_when_the_openvino_encode_runtime_is_not_installed(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    import importlib.util
+
+    from flows.validate import check_run
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    config = load_config(_write(tmp_path, GOOD + "mining: {encode_runtime: openvino}\n"))
+    with pytest.raises(InputError, match=r"mining.encode_runtime: openvino needs the openvino package; pip install"):
+        check_run(config)
 
 
 def test_missing_data_and_bad_yaml_are_input_errors(tmp_path: Path) -> None:

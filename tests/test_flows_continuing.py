@@ -72,7 +72,7 @@ def settings(data: dict[str, Path], night: str, **changes: Any) -> dict[str, Any
 
 def run_night(data: dict[str, Path], night: str, loads: list[str], **changes: Any) -> dict[str, Any]:
     """One night through flows.continuing with the plain steps; `loads` collects every model folder loaded."""
-    from flows import steps
+    from flows import inputs as run_inputs
     from flows.config import config_from_mapping
     from flows.continuing import run_continuing
     from flows.loop import plain_steps
@@ -80,14 +80,14 @@ def run_night(data: dict[str, Path], night: str, loads: list[str], **changes: An
     from simcse.testing import torch_threads
 
     config = config_from_mapping(settings(data, night, **changes))
-    real = steps.load_encoder
+    real = run_inputs.load_encoder
 
-    def recording(model_path: str, cfg: Any) -> Any:
+    def recording(model_path: str, cfg: Any, *runtime: str) -> Any:
         loads.append(model_path)
-        return real(model_path, cfg)
+        return real(model_path, cfg, *runtime)
 
     with pytest.MonkeyPatch.context() as mp, torch_threads(1):
-        mp.setattr(steps, "load_encoder", recording)
+        mp.setattr(run_inputs, "load_encoder", recording)
         cpu, wall = time.process_time(), time.perf_counter()
         summary = run_continuing(config, lambda cfg: plain_steps(cfg, RunDir(Path(cfg.output_dir))))
         summary["cpu_seconds"], summary["wall_seconds"] = time.process_time() - cpu, time.perf_counter() - wall
@@ -265,8 +265,8 @@ def test_run_force_without_a_registry_is_a_usage_error(data, tmp_path, capsys):
 def test_a_corpus_folder_is_read_file_by_file_in_sorted_order_and_errors_name_the_file(tmp_path):
     from dataio.tables import table_files
     from flows.config import config_from_mapping
+    from flows.inputs import load_mining_corpus, prepare_inputs
     from flows.rundir import RunDir
-    from flows.steps import load_mining_corpus, prepare_inputs
 
     folder = tmp_path / "corpus"
     (folder / "2026-02").mkdir(parents=True)

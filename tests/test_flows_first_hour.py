@@ -176,7 +176,7 @@ def test_the_domain_setting_means_one_thing(team: Path) -> None:
 
 def test_evaluation_files_take_a_typed_column_map(team: Path) -> None:
     """Before, `columns` on an evaluation file was accepted and ignored: the file then failed (or was misread)."""
-    from flows import steps
+    from flows.inputs import prepare_inputs, read_eval_sets
     from flows.rundir import RunDir
     from flows.validate import check_run
 
@@ -185,7 +185,7 @@ def test_evaluation_files_take_a_typed_column_map(team: Path) -> None:
     extra = "    - {path: dev_ab.csv, columns: {sentence1: a, sentence2: b, label: is_para}}\n"
     cfg = load_config(_config(team, "evalcols", ("pairs: [dev_pairs.csv]", "pairs:\n    - dev_pairs.csv\n" + extra)))
     assert check_run(cfg).eval_rows == {"pairs/dev_pairs": 12, "pairs/dev_ab": 10}
-    _, pairs = steps.read_eval_sets(steps.prepare_inputs(cfg, RunDir(Path(cfg.output_dir))))
+    _, pairs = read_eval_sets(prepare_inputs(cfg, RunDir(Path(cfg.output_dir))))
     assert pairs[1].sentence1[3] == "text 3" and pairs[1].labels == [i % 2 for i in range(10)]
     with pytest.raises(InputError, match=re.escape("eval.pairs[1].columns.score: unknown key; expected one of "
                                                    "sentence1, sentence2, label")):

@@ -1,4 +1,4 @@
-"""Plain step functions of the flows, without Prefect."""
+"""Plain step functions of the flows (flows.inputs, mine_step, schedule_step, train_step, rounds), without Prefect."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flows import steps
+from flows import inputs as run_inputs
+from flows import mine_step, rounds, schedule_step, train_step
 
 
 def test_load_mining_corpus_honours_unsupervised_anchors(tmp_path: Path) -> None:
@@ -17,8 +18,8 @@ def test_load_mining_corpus_honours_unsupervised_anchors(tmp_path: Path) -> None
                                       encoding="utf-8")
     inputs = {"corpus": [{"path": str(tmp_path / "corpus.txt"), "columns": {}}], "pairs": [],
               "nli": [{"path": str(tmp_path / "nli.csv"), "columns": {}}]}
-    with_corpus = steps.load_mining_corpus(inputs)
-    nli_only = steps.load_mining_corpus(inputs, {"unsupervised_anchors": False, "range_max": 5})
+    with_corpus = run_inputs.load_mining_corpus(inputs)
+    nli_only = run_inputs.load_mining_corpus(inputs, {"unsupervised_anchors": False, "range_max": 5})
     assert with_corpus.n_anchor_rows == 4
     assert nli_only.n_anchor_rows == 1
     assert len(nli_only) == len(with_corpus) == 6  # the pool is the same either way
@@ -35,8 +36,8 @@ def test_in_batch_runs_train_on_anchors_and_positives_only(tmp_path: Path, monke
     from flows.rundir import RunDir
 
     batch = {"anchor": ["a", "b"], "positive": ["c", "d"], "negative": ["e", "f"], "alpha": [1.0, 1.0]}
-    monkeypatch.setattr(steps, "round_batches", lambda *a, **k: ([dict(batch)], None))
-    monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: object())
+    monkeypatch.setattr(train_step, "round_batches", lambda *a, **k: ([dict(batch)], None))
+    monkeypatch.setattr(run_inputs, "load_encoder", lambda *a, **k: object())
     seen: dict[str, list] = {}
 
     def fake_train(encoder, batches, config, output_dir, **kwargs):
@@ -48,7 +49,7 @@ def test_in_batch_runs_train_on_anchors_and_positives_only(tmp_path: Path, monke
         config = config_from_mapping({"output_dir": str(tmp_path / negatives), "negatives": negatives,
                                       "data": {"corpus": str(tmp_path / "c.txt")}}, base_dir=tmp_path)
         try:
-            steps.train_round("m", {"state": {}}, config, RunDir(config.output_dir), 0)
+            train_step.train_round("m", {"state": {}}, config, RunDir(config.output_dir), 0)
         except _Stop:
             pass
         assert set(seen["batches"][0]) == keys, negatives
@@ -70,8 +71,8 @@ def test_round_zero_of_an_adaptive_run_is_compared_with_the_starting_model(tmp_p
     texts = [f"sentence {i}" for i in range(12)]
     write_round(run.triplets, 0, {"random": band_table(texts[:6], texts[6:], texts[::-1][:6],
                                                        [0.1] * 6)})
-    steps.write_base_metrics(run, {"dev_metric": {"name": "pairs/p", "value": 77.62}})
-    opened = steps.schedule_round(config, run, 0)
+    rounds.write_base_metrics(run, {"dev_metric": {"name": "pairs/p", "value": 77.62}})
+    opened = schedule_step.schedule_round(config, run, 0)
     assert opened["state"]["baseline_dev_metric"] == 77.62
     state = json.loads(run.state_path.read_text())
     assert state["baseline_dev_metric"] == 77.62 and config.curriculum.total == 2  # auto: rounds - 1
@@ -82,11 +83,11 @@ def test_word_deletion_view_changes_only_unsupervised_positives_and_is_reproduci
 
     batch = {"anchor": ["a b c d e f g h", "x y z"], "positive": ["a b c d e f g h", "paired text"],
              "negative": ["n1", "n2"]}
-    out = steps.with_word_deletion(batch, 0.4, "0/1/7")
+    out = train_step.with_word_deletion(batch, 0.4, "0/1/7")
     assert out["positive"][1] == "paired text" and out["negative"] == batch["negative"]
     view = out["positive"][0].split()
     assert 1 <= len(view) < 8 and all(w in batch["anchor"][0].split() for w in view)
-    assert steps.with_word_deletion(batch, 0.4, "0/1/7") == out  # the same salt, the same view
+    assert train_step.with_word_deletion(batch, 0.4, "0/1/7") == out  # the same salt, the same view
     assert word_deletion("one", 0.99, "s") == "one" and word_deletion("a b", 0.0, "s") == "a b"
 
 
@@ -108,33 +109,33 @@ def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprint
     config_text = "output_dir: run\ndata:\n  corpus: corpus.txt\nmining:\n  bands: [random, nearest_neighbour]\n"
     (tmp_path / "plain.yaml").write_text(config_text, encoding="utf-8")
     (tmp_path / "run.yaml").write_text(config_text + "  exclude_pairs: marks/fn.csv\n", encoding="utf-8")
-    monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: HashEncoder(16))
+    monkeypatch.setattr(run_inputs, "load_encoder", lambda *a, **k: HashEncoder(16))
 
     plain = load_config(tmp_path / "plain.yaml")
-    first = steps.prepare_inputs(plain, RunDir(tmp_path / "plain"))
-    steps.mine_round("m", first, plain, RunDir(tmp_path / "plain"), 0)
+    first = run_inputs.prepare_inputs(plain, RunDir(tmp_path / "plain"))
+    mine_step.mine_round("m", first, plain, RunDir(tmp_path / "plain"), 0)
     mined = read_triplets(RunDir(tmp_path / "plain").triplets)
     marked = list(zip(mined.column("anchor_id").to_pylist(), mined.column("negative_id").to_pylist()))[::2]
 
     config = load_config(tmp_path / "run.yaml")
     assert config.mining.exclude_pairs == tmp_path / "marks" / "fn.csv"
     with pytest.raises(InputError, match="mining.exclude_pairs: no such file"):
-        steps.prepare_inputs(config, RunDir(tmp_path / "run"))
+        run_inputs.prepare_inputs(config, RunDir(tmp_path / "run"))
     (tmp_path / "marks").mkdir()
     (tmp_path / "marks" / "fn.csv").write_text("anchor_id,negative_id\nx,\n", encoding="utf-8")
     with pytest.raises(InputError, match="line 2, column 'negative_id': empty id"):
-        steps.prepare_inputs(config, RunDir(tmp_path / "run"))
+        run_inputs.prepare_inputs(config, RunDir(tmp_path / "run"))
     (tmp_path / "marks" / "fn.csv").write_text("anchor_id,negative_id\n" + "".join(f"{a},{n}\n" for a, n in marked),
                                                 encoding="utf-8")
-    inputs = steps.prepare_inputs(config, RunDir(tmp_path / "run"))
+    inputs = run_inputs.prepare_inputs(config, RunDir(tmp_path / "run"))
     assert inputs["exclude_pairs"] == str(tmp_path / "marks" / "fn.csv")
     assert inputs["fingerprint"] != first["fingerprint"]
     (tmp_path / "marks" / "fn.csv").write_text("anchor_id,negative_id\n" + "".join(f"{a},{n}\n" for a, n in marked[1:]),
                                                 encoding="utf-8")
-    changed = steps.prepare_inputs(config, RunDir(tmp_path / "run"))
+    changed = run_inputs.prepare_inputs(config, RunDir(tmp_path / "run"))
     assert changed["fingerprint"] not in (inputs["fingerprint"], first["fingerprint"])
 
-    steps.mine_round("m", changed, config, RunDir(tmp_path / "run"), 0)
+    mine_step.mine_round("m", changed, config, RunDir(tmp_path / "run"), 0)
     again = read_triplets(RunDir(tmp_path / "run").triplets)
     pairs = set(zip(again.column("anchor_id").to_pylist(), again.column("negative_id").to_pylist()))
     assert not pairs & set(marked[1:])
@@ -159,19 +160,19 @@ class _Rounds:
         return {"model": f"rounds/{r}/model", "dev_metric": {"name": "pairs/dev", "value": self.rounds[r]}}
 
 
-@pytest.mark.parametrize(("margin", "rounds", "expected"), [
+@pytest.mark.parametrize(("margin", "scores", "expected"), [
     (0.0, [75.2, 75.0], 0),        # any gain counts without a margin
     (0.3, [75.2, 75.0], "base"),   # +0.1 is within the margin: keep the starting model
     (0.3, [75.2, 75.5], 1),        # +0.4 clears it
     (0.0, [75.1, 74.0], "base"),   # a tie keeps what the team had
 ])
 def test_the_model_to_use_must_beat_the_start_by_the_configured_margin(tmp_path: Path, margin: float,
-                                                                       rounds: list[float], expected) -> None:
+                                                                       scores: list[float], expected) -> None:
     from flows.config import config_from_mapping
 
     config = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"corpus": str(tmp_path / "c.txt")},
                                   "eval": {"pairs": ["dev.tsv"], "min_improvement": margin}}, base_dir=tmp_path)
-    selection = steps.select_model(_Rounds(tmp_path, 75.1, rounds), config)
+    selection = rounds.select_model(_Rounds(tmp_path, 75.1, scores), config)
     assert selection["selected_round"] == expected
     assert selection["improved"] == (expected != "base")
     assert selection["model_to_use"] == ("base-model" if expected == "base" else f"rounds/{expected}/model")
@@ -192,13 +193,13 @@ def test_a_mined_round_with_a_changed_part_is_not_intact(tmp_path: Path, caplog:
     run = RunDir(tmp_path / "run")
     texts = [f"sentence {i}" for i in range(12)]
     write_round(run.triplets, 0, {"random": band_table(texts[:6], texts[6:], texts[::-1][:6], [0.1] * 6)})
-    assert steps.mined_round_intact(run, 0)
+    assert mine_step.mined_round_intact(run, 0)
     part = next(run.triplets.glob("round=0/band=random/*.parquet"))
     table = pq.read_table(part, partitioning=None)
     i = table.schema.get_field_index("negative")
     pq.write_table(table.set_column(i, "negative", pa.array(["swapped"] * 6, pa.string())), part)
     with caplog.at_level("WARNING", logger="flows"):
-        assert not steps.mined_round_intact(run, 0)
+        assert not mine_step.mined_round_intact(run, 0)
     assert "changed after mining" in caplog.text
 
 
@@ -221,14 +222,14 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
     (tmp_path / "up.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t1\na\tc\t4\n", encoding="utf-8")
     (tmp_path / "down.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t4\na\tc\t1\n", encoding="utf-8")
     (tmp_path / "p.tsv").write_text("sentence1\tsentence2\tlabel\na\tc\t1\na\td\t0\n", encoding="utf-8")
-    monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: Table())
+    monkeypatch.setattr(run_inputs, "load_encoder", lambda *a, **k: Table())
 
     def evaluated(dev_metric: str | None) -> dict:
         config = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"corpus": str(tmp_path / "c")},
                                       "eval": {"sts": ["up.tsv", "down.tsv"], "pairs": ["p.tsv"],
                                                "dev_metric": dev_metric}}, base_dir=tmp_path)
         inputs = {"sts": [str(e.path) for e in config.eval.sts], "eval_pairs": [str(tmp_path / "p.tsv")]}
-        return steps.evaluate_model("model", inputs, config)
+        return run_inputs.evaluate_model("model", inputs, config)
 
     first = evaluated(None)
     assert first["evaluation"]["sts"] == pytest.approx({"up": 100.0, "down": -100.0})
@@ -237,6 +238,90 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
         dev = (first if choice is None else evaluated(choice))["dev_metric"]
         assert dev["name"] == name and dev["value"] == pytest.approx(value), choice
     assert not math.isnan(first["seconds"])
-    monkeypatch.setattr(steps, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(run_inputs, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(InputError, match="'pairs/other' names no evaluation file"):
         evaluated("pairs/other")
+
+
+# ------------------------------------------------------------------------------------------ sharded mining
+def _mining_run(tmp_path: Path, name: str, model: str, **mining) -> tuple:
+    """A tiny run config (toy corpus + NLI, every band) and its run folder; `mining` adds mining settings."""
+    from flows.config import config_from_mapping
+    from flows.rundir import RunDir
+    from mining.testing import write_toy_corpus_and_nli
+
+    if not (tmp_path / "corpus.txt").exists():
+        write_toy_corpus_and_nli(tmp_path, n=240, seed=2, nli_rows=30)
+    config = config_from_mapping({
+        "output_dir": str(tmp_path / name), "seed": 4, "data": {"corpus": "corpus.txt", "nli": "nli.csv"},
+        "model": {"name_or_path": model, "pooling": "mean", "max_length": 16},
+        "mining": {"params": {"range_max": 12, "num_negatives": 2, "backend": "faiss-flat"}, **mining}},
+        base_dir=tmp_path)
+    return config, RunDir(config.output_dir)
+
+
+def _triplets(run) -> list[dict]:
+    from dataio.triplets import read_triplets
+
+    cols = ["anchor_id", "positive_id", "negative_id", "band", "negative_rank", "anchor_negative_sim"]
+    return sorted(read_triplets(run.triplets).select(cols).to_pylist(),
+                  key=lambda r: (r["band"], r["anchor_id"], r["negative_id"]))
+
+
+def test_mining_shards_and_cluster_of_the_run_config_reach_the_dask_map_and_the_workers_encoder(
+        tmp_path: Path, monkeypatch) -> None:
+    """`mining.shards`/`cluster`/`encode_runtime` go the way `mine --shards --cluster --encode-runtime` goes
+    (mining.shards.sharded_mining): the shard count and address to the Dask map, the runtime and the run's model
+    settings to the driver's encoder and to each worker's; the triplets are those of one shard."""
+    import contextlib
+
+    import mining.index
+    import mining.shards
+    from mining.testing import HashEncoder
+
+    monkeypatch.setattr(mining.index, "SEARCH_STEP", 32)  # 3 anchor blocks in a small pool
+    opened, loads = [], []
+
+    @contextlib.contextmanager
+    def in_process(workers, address=None):  # a real LocalCluster: the next test
+        opened.append((workers, address))
+        yield mining.shards.local_map
+
+    def open_encoder(model_path, **settings):
+        loads.append((model_path, settings))
+        return HashEncoder(16)
+
+    monkeypatch.setattr(mining.shards, "dask_map", in_process)
+    monkeypatch.setattr(run_inputs, "open_encoder", open_encoder)
+    one, run_one = _mining_run(tmp_path, "one", "m")
+    many, run_many = _mining_run(tmp_path, "many", "m", shards=3, cluster="tcp://127.0.0.1:8786",
+                                 encode_runtime="openvino")
+    for config, run in ((one, run_one), (many, run_many)):
+        mine_step.mine_round("m", run_inputs.prepare_inputs(config, run), config, run, 0)
+    assert opened == [(3, "tcp://127.0.0.1:8786")]
+    settings = {"pooling": "mean", "mlp_only_train": True, "max_length": 16, "trust_remote_code": False}
+    assert loads[0] == ("m", {"encode_runtime": "torch", **settings})  # shards 1: the driver only
+    assert len(loads) > 2 and all(load == ("m", {"encode_runtime": "openvino", **settings}) for load in loads[1:])
+    assert json.loads(run_many.manifest_path(0).read_text())["index"]["shards"] == 3
+    a, b = _triplets(run_one), _triplets(run_many)
+    assert len(a) > 300 and {r["band"] for r in a} == {"random", "in_domain", "nli_contradiction",
+                                                       "nearest_neighbour"}
+    assert a == b
+
+
+def test_mining_shards_2_on_a_local_dask_cluster_gives_the_triplets_of_one_process(tmp_path: Path, tiny: str,
+                                                                                   monkeypatch) -> None:
+    """The run config's `mining.shards: 2` on a real 2-worker LocalCluster: each worker loads the run's model
+    (a tiny BERT) itself, by reference (flows.inputs.open_encoder), and the round is the one of `shards: 1`."""
+    import mining.index
+    from simcse.testing import torch_threads
+
+    monkeypatch.setattr(mining.index, "SEARCH_STEP", 64)  # the driver's anchor blocks: 2 shards of the pool
+    with torch_threads(1):  # as the single-threaded workers, so the float16 embeddings match bit for bit
+        one, run_one = _mining_run(tmp_path, "one", tiny)
+        mine_step.mine_round(tiny, run_inputs.prepare_inputs(one, run_one), one, run_one, 0)
+        two, run_two = _mining_run(tmp_path, "two", tiny, shards=2)
+        mine_step.mine_round(tiny, run_inputs.prepare_inputs(two, run_two), two, run_two, 0)
+    assert json.loads(run_two.manifest_path(0).read_text())["index"]["shards"] == 2
+    a = _triplets(run_one)
+    assert len(a) > 300 and a == _triplets(run_two)

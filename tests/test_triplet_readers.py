@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import mining.encoders
-from flows import steps
+from flows import inputs as run_inputs
+from flows import mine_step
 from flows.cli import main
 from flows.config import load_config
 from flows.rundir import RunDir
@@ -55,10 +56,10 @@ def run_triplets(tmp_path_factory) -> Path:
     config = load_config(folder / "run.yaml")
     run = RunDir(config.output_dir)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(steps, "load_encoder", lambda *a, **k: HashEncoder(16, salt=str(a[0])))
-        inputs = steps.prepare_inputs(config, run)
+        mp.setattr(run_inputs, "load_encoder", lambda *a, **k: HashEncoder(16, salt=str(a[0])))
+        inputs = run_inputs.prepare_inputs(config, run)
         for r in (0, 1):
-            steps.mine_round(f"model-{r}", inputs, config, run, r)
+            mine_step.mine_round(f"model-{r}", inputs, config, run, r)
     return run.triplets
 
 
