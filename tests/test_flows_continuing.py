@@ -138,14 +138,14 @@ def registry(data: dict[str, Path]) -> Any:
 
 
 def test_a_new_registry_starts_from_the_base_model_and_the_first_run_becomes_version_2(data, nights):
-    from flows.rundir import model_files_sha256
+    from dataio.hashing import model_folder_sha256
 
     reg = registry(data)
     v1, v2 = reg.version(1), reg.version(2)
     assert v1.parent is None and v2.parent == 1 and v2.promoted == "true" and reg.current_number() >= 2
-    assert model_files_sha256(reg.local_path(v1)) == model_files_sha256(Path(data["model"])), "v1 is the base model"
+    assert model_folder_sha256(reg.local_path(v1)) == model_folder_sha256(Path(data["model"])), "v1 is the base model"
     start = json.loads((data["root"] / "runs/n1/warm_start.json").read_text())
-    assert start["parent_version"] == 1 and start["model_sha256"] == model_files_sha256(Path(data["model"]))
+    assert start["parent_version"] == 1 and start["model_sha256"] == model_folder_sha256(Path(data["model"]))
     summary = nights["night1"]
     assert summary["registry"]["registered"]["version"] == 2 and summary["registry"]["new_rows"] == 60
     report = (data["root"] / "runs/n1/report.md").read_text()
@@ -155,15 +155,16 @@ def test_a_new_registry_starts_from_the_base_model_and_the_first_run_becomes_ver
 def test_a_run_warm_starts_from_the_current_version_and_records_it_as_its_parent(data, nights):
     """Night 3 loads the registry's current model (version 2), not the base model: the first model it loads
     has version 2's files, byte for byte, and the version it registers names 2 as its parent."""
-    from flows.rundir import model_files_sha256
+    from dataio.hashing import model_folder_sha256
 
     reg = registry(data)
     v2_files = reg.local_path(reg.version(2))
     first_loaded = Path(nights["loads3"][0])
     assert first_loaded.resolve() == v2_files.resolve()
-    assert model_files_sha256(first_loaded) == model_files_sha256(v2_files) != model_files_sha256(Path(data["model"]))
+    base_sha = model_folder_sha256(Path(data["model"]))
+    assert model_folder_sha256(first_loaded) == model_folder_sha256(v2_files) != base_sha
     start = json.loads((data["root"] / "runs/n3/warm_start.json").read_text())
-    assert start["parent_version"] == 2 and start["model_sha256"] == model_files_sha256(v2_files)
+    assert start["parent_version"] == 2 and start["model_sha256"] == model_folder_sha256(v2_files)
     base = json.loads((data["root"] / "runs/n3/base_metrics.json").read_text())
     assert Path(base["model"]).resolve() == v2_files.resolve(), "the starting version is the run's baseline"
     v3 = reg.version(3)
