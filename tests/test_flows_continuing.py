@@ -262,6 +262,54 @@ def test_run_force_without_a_registry_is_a_usage_error(data, tmp_path, capsys):
     assert "registry" in capsys.readouterr().err
 
 
+def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_path):
+    """The scheduled flow's `force` parameter (`prefect deployment run NAME -p force=true`), through what the flow
+    runs (flows.scheduled_runs.run_scheduled) with the plain steps in place of Prefect's tasks, so no server: night
+    1 registers version 2, which saw the corpus; night 2 has nothing new and is a no-op; night 3, forced, trains
+    from version 2 and registers version 3."""
+    from flows.continuing import run_continuing
+    from flows.curriculum_flow import scheduled_flow
+    from flows.loop import plain_steps
+    from flows.registry import open_registry
+    from flows.rundir import RunDir
+    from flows.scheduled_runs import is_finished, run_scheduled, scheduled_folders
+    from simcse.testing import torch_threads
+
+    (tmp_path / "corpus").mkdir()
+    write_lines(tmp_path / "corpus" / "a.txt", list(range(40)))
+    config = settings(data, "unused", registry={"path": str(tmp_path / "registry"), "name": "enc",
+                                                 "gate": {"min_gain": -100.0}})
+    config.update(output_dir=str(tmp_path / "nightly"), data={"corpus": {"path": str(tmp_path / "corpus")}})
+    yaml_path = tmp_path / "nightly.yaml"
+    yaml_path.write_text(yaml.safe_dump(config))
+
+    def curriculum(cfg: Any) -> dict[str, Any]:
+        return run_continuing(cfg, lambda c: plain_steps(c, RunDir(Path(c.output_dir))))
+
+    with torch_threads(1):
+        first = run_scheduled(yaml_path, None, curriculum)
+        second = run_scheduled(yaml_path, None, curriculum)
+        third = run_scheduled(yaml_path, None, curriculum, force=True)
+    assert first["registry"]["registered"]["version"] == 2
+    assert second["noop"] is True and second["current_version"] == 2 and second["rounds_completed"] == []
+    assert third.get("noop") is not True and third["rounds_completed"] == [0]
+    assert third["registry"]["parent_version"] == 2 and third["registry"]["registered"]["version"] == 3
+    assert open_registry(str(tmp_path / "registry"), "enc").version(3).parent == 2
+    folders = scheduled_folders(tmp_path / "nightly")
+    assert [Path(s["run_dir"]) for s in (first, second, third)] == folders and all(is_finished(f) for f in folders)
+    assert (folders[1] / "noop.json").is_file() and not (folders[2] / "noop.json").exists()
+    # What `-p force=true` is checked against: the deployment's parameter schema, from the flow's signature.
+    force = scheduled_flow.parameters.properties["force"]
+    assert force["type"] == "boolean" and force["default"] is False
+
+    plain = {**config, "output_dir": str(tmp_path / "plain")}
+    plain.pop("registry")
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(plain))
+    with pytest.raises(InputError, match=r"plain\.yaml: force applies to a run whose config names a registry"):
+        run_scheduled(tmp_path / "plain.yaml", None, curriculum, force=True)
+    assert not (tmp_path / "plain").exists()
+
+
 # ------------------------------------------------------------------------------------------ corpus folders
 def test_a_corpus_folder_is_read_file_by_file_in_sorted_order_and_errors_name_the_file(tmp_path):
     from dataio.tables import table_files
