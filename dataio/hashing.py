@@ -1,4 +1,5 @@
-"""Hashes shared by every package: sha256 of files, and the counter-based hashes random choices come from.
+"""Hashes shared by every package: sha256 of files and of model folders, and the counter-based hashes random
+choices come from.
 
 Counter-based: a random number is a hash of (seed, round, what is being chosen, the row's key), not the next
 draw of a stateful generator, so mining and sampling give the same result however the work is chunked,
@@ -11,12 +12,21 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
 _BLOCK = 1 << 20
 _M1, _M2, _G = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 _SCALE = 1.0 / (1 << 53)
+
+# A model card describes the model and is rewritten once a round's metrics are known; it changes nothing the
+# model computes. The names are the ones simcse.model_card writes (CARD_FILES; tests/test_dataio_hashing.py
+# ties the two).
+MODEL_CARD_FILES = ("README.md", "simcse_card.json")
+# The prefix of every model-folder hash: the value recorded in each finished round's metrics.json (model_sha256),
+# in warm_start.json and in the registry's checks, so it never changes (a new prefix would fail every resume).
+_MODEL_FOLDER_PREFIX = b"round-model-v1\0"
 
 
 def update_with_file(digest: hashlib._Hash, path: str | os.PathLike) -> None:
@@ -30,6 +40,24 @@ def sha256_file(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes (hex)."""
     digest = hashlib.sha256()
     update_with_file(digest, path)
+    return digest.hexdigest()
+
+
+def model_folder_sha256(folder: str | os.PathLike) -> str:
+    """sha256 (hex) of a model folder's content: the relative name and the bytes of every file under it, in path
+    order, subfolders and hidden files included, the model card (`MODEL_CARD_FILES`, at any depth) left out.
+
+    One hash for every check that a model is the same bytes: a round's model against its metrics.json, a warm
+    start's model against the registry version, and mining's embeddings cache key for an encoder known only by
+    its folder. Every file counts (weights, configs, tokenizer files of any kind, custom code), so a changed
+    file can never reuse a stale result; only the card, which changes nothing the model computes, is skipped.
+    """
+    root = Path(folder)
+    digest = hashlib.sha256(_MODEL_FOLDER_PREFIX)
+    # Sorted as paths (part by part), not as strings: the order the recorded values were made with.
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        update_with_file(digest, path)
     return digest.hexdigest()
 
 

@@ -207,7 +207,9 @@ def register(app: typer.Typer) -> None:
             if cfg.registry is None:
                 raise typer.BadParameter("applies to a run whose config names a registry (registry.path)",
                                          param_hint="--force")
-            cfg = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"force": True})})
+            from flows.continuing import forced
+
+            cfg = forced(cfg)
         if flow == "curriculum" and cfg.registry is not None and not dry_run and _nothing_new(cfg, config, as_json):
             return  # recorded as a no-op in seconds: no input check, no Prefect
         check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched

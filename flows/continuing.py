@@ -8,7 +8,7 @@ promotion gate. What a scheduled run does, night after night, over a corpus that
         current version already made a run from these inputs and settings that was not promoted
             -> a recorded no-op: <run>/noop.json and a short report.md, an MLflow run tagged simcse.noop
                when tracking is on; nothing is evaluated, mined or trained. `registry.force: true`
-               (`run --force`) runs anyway.
+               (`run --force`, a scheduled run's `force=true` parameter: `forced`) runs anyway.
     start                        from the current version (flows.warm_start; recorded as the parent), evaluated
                                  as the baseline; <run>/data_seen.json says how many rows were new
     rounds                       flows.loop: each round mines the whole corpus with the round's model
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dataio.errors import InputError
 from flows.config import RunConfig
 from flows.rundir import RunDir, write_json
 from flows.warm_start import START_FILE, WarmStart, resolve_start
@@ -47,6 +48,14 @@ def gate_settings(config: RunConfig) -> Any:
     g = config.registry.gate
     return GateSettings(metric=g.metric, min_gain=g.min_gain if g.min_gain is not None else config.eval.min_improvement,
                         guard=g.guard, guard_tolerance=g.guard_tolerance)
+
+
+def forced(config: RunConfig) -> RunConfig:
+    """`config` with `registry.force` set (`run --force`, a scheduled run with `force=true`): it runs even when
+    nothing is new. Only a registry run can be a no-op, so a config without a registry is refused."""
+    if config.registry is None:
+        raise InputError("force applies to a run whose config names a registry (registry.path)", path=config.source)
+    return config.model_copy(update={"registry": config.registry.model_copy(update={"force": True})})
 
 
 def has_started(run: RunDir) -> bool:

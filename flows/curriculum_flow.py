@@ -23,7 +23,7 @@ from flows.config import RunConfig, load_config
 from flows.inputs import base_model_path, describe_evaluation
 from flows.mine_step import mined_round_intact, read_mined
 from flows.rundir import RunDir
-from flows.scheduled_runs import mark_finished, scheduled_run_folder, scheduled_run_name, set_run_environment
+from flows.scheduled_runs import run_scheduled, scheduled_run_name
 from flows.tasks import bind_tasks
 from flows.validate import check_run
 
@@ -173,14 +173,10 @@ def evaluate_flow(config: ConfigArg, model: str | None = None) -> dict[str, Any]
 
 
 @flow(name="simcse-curriculum-scheduled", log_prints=True, flow_run_name=scheduled_run_name)
-def scheduled_flow(config: str) -> dict[str, Any]:
+def scheduled_flow(config: str, force: bool = False) -> dict[str, Any]:
     """What `serve` and `deploy` run: one curriculum run per scheduled time, in `<output_dir>/<start time>/`,
-    or the latest such folder when its run did not finish (`flows.scheduled_runs`)."""
+    or the latest such folder when its run did not finish (`flows.scheduled_runs`). `force`: a registry run
+    goes ahead even when nothing is new (`prefect deployment run NAME -p force=true`)."""
     from prefect.runtime import flow_run
 
-    set_run_environment()
-    cfg = load_config(config)
-    with scheduled_run_folder(cfg, flow_run.scheduled_start_time, get_run_logger()) as folder:
-        summary = curriculum_flow(cfg.model_copy(update={"output_dir": folder.path}))
-        mark_finished(folder.path, summary, folder.resumed)
-    return {**summary, "resumed": folder.resumed}
+    return run_scheduled(config, flow_run.scheduled_start_time, curriculum_flow, force, get_run_logger())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,10 +80,7 @@ def path_command(registry: RegistryArg, version: Annotated[int | None, typer.Arg
 def promote_command(registry: RegistryArg, version: Annotated[int, typer.Argument(help="the version to make current")],
                     name: NameOption = None) -> None:
     """Make VERSION the current model (a person's decision: the gate is not asked)."""
-    reg = _open(registry, name)
-    before = reg.current_number()
-    moved = reg.promote(version)
-    typer.echo(f"{reg.name}: current is version {moved.version} (was {before})")
+    _move_current(registry, name, lambda reg: reg.promote(version))
 
 
 @models_app.command("rollback")
@@ -90,9 +88,14 @@ def rollback_command(registry: RegistryArg, version: Annotated[int | None, typer
                          help="the version to go back to (default: the current version's parent)")] = None,
                      name: NameOption = None) -> None:
     """Make the current version's parent (or VERSION) current again."""
+    _move_current(registry, name, lambda reg: reg.rollback(version))
+
+
+def _move_current(registry: str, name: str | None, move: Callable[[Any], Any]) -> None:
+    """`promote` and `rollback`: open the registry, `move(registry)` its alias, say which version is current now."""
     reg = _open(registry, name)
     before = reg.current_number()
-    moved = reg.rollback(version)
+    moved = move(reg)
     typer.echo(f"{reg.name}: current is version {moved.version} (was {before})")
 
 

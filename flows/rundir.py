@@ -34,9 +34,8 @@ import yaml
 from dataio import triplets as contract
 from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
+from dataio.hashing import model_folder_sha256
 from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig
-
-MODEL_CARD_FILES = ("README.md", "simcse_card.json")
 
 # Keys that may change when a run is continued: where it is tracked, how mining is spread over processes (`rounds`
 # may not: it sets the length of the learning-rate and curriculum schedules, so a longer run is a new run, which
@@ -113,8 +112,8 @@ class RunDir:
         return (self.model_dir(r) / "config.json").is_file() or (self.model_dir(r) / "modules.json").is_file()
 
     def model_sha256(self, r: int) -> str:
-        """SHA-256 of round r's model files (`model_files_sha256`)."""
-        return model_files_sha256(self.model_dir(r))
+        """SHA-256 of round r's model files, the card left out (`dataio.hashing.model_folder_sha256`)."""
+        return model_folder_sha256(self.model_dir(r))
 
     def check_model(self, r: int) -> None:
         """Round r's model is the one its round wrote (sha256 in `metrics.json`); a changed file stops the run."""
@@ -177,20 +176,6 @@ class RunDir:
         started = ("model.name_or_path",) if config.registry is not None and previous.get("registry") else ()
         return _changed_keys(previous, config.model_dump(mode="json"),
                              ignore=RESUMABLE_CHANGES + ("output_dir",) + started)
-
-
-def model_files_sha256(folder: Path) -> str:
-    """SHA-256 over the names and bytes of a model folder's files (weights, configs, tokenizer), the model card
-    left out (`README.md`, `simcse_card.json`: rewriting a card does not change the model)."""
-    import hashlib
-
-    from dataio.hashing import update_with_file
-
-    digest = hashlib.sha256(b"round-model-v1\0")
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        update_with_file(digest, path)
-    return digest.hexdigest()
 
 
 def _changed_keys(old: Any, new: Any, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:

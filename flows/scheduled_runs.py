@@ -19,6 +19,9 @@ the marker existed is resumed once, which skips its rounds and only rebuilds its
 
 Flow runs of the scheduled flow are named `<config file stem>-<scheduled start, UTC>`, e.g.
 `domain_unlabeled-2026-11-27T0200Z` (`scheduled_run_name`).
+
+`force` (the flow's parameter: `prefect deployment run NAME -p force=true`, or the UI's "Custom run") makes a
+registry run go ahead when nothing is new, as `run --force` does; otherwise such a night is a recorded no-op.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +39,7 @@ from typing import Any
 
 from dataio.atomic import atomic_write_json
 from dataio.folder_lock import FolderInUse, lock_folder
-from flows.config import RunConfig
+from flows.config import RunConfig, load_config
 from flows.output_folder import BOOKKEEPING, RUN_CONFIG, is_run_config
 from flows.rundir import RunDir
 
@@ -127,6 +130,23 @@ def scheduled_run_folder(config: RunConfig, when: datetime | None, log: Any = _l
                 return
         log.warning("%s did not finish and is not resumed: %s; this run starts a new folder", latest, reason)
     yield ScheduledFolder(_new_folder(root, when), resumed=False)
+
+
+def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callable[[RunConfig], dict[str, Any]],
+                  force: bool = False, log: Any = _log) -> dict[str, Any]:
+    """One scheduled run of the config file `config` due at `when`: `run(config)` (the curriculum flow) in the
+    folder `scheduled_run_folder` chooses, then `finished.json`. `force`: run even when nothing is new
+    (`flows.continuing.forced`). What the scheduled flow does, without Prefect."""
+    set_run_environment()
+    cfg = load_config(config)
+    if force:
+        from flows.continuing import forced
+
+        cfg = forced(cfg)
+    with scheduled_run_folder(cfg, when, log) as folder:
+        summary = run(cfg.model_copy(update={"output_dir": folder.path}))
+        mark_finished(folder.path, summary, folder.resumed)
+    return {**summary, "resumed": folder.resumed}
 
 
 def mark_finished(folder: Path, summary: dict[str, Any], resumed: bool) -> None:

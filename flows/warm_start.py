@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dataio.errors import InputError
+from dataio.hashing import model_folder_sha256
 from flows.config import RunConfig
-from flows.rundir import RunDir, model_files_sha256, write_json
+from flows.rundir import RunDir, write_json
 
 START_FILE = "warm_start.json"
 DOWNLOADED_START = "start_model"  # a server registry's version, downloaded into the run folder
@@ -98,7 +99,7 @@ def resolve_start(config: RunConfig, *, for_run: bool) -> WarmStart:
     if saved is not None:
         parent = saved.get("parent_version")
         if for_run and saved.get("model_sha256") and Path(saved["model"]).is_dir() and \
-                model_files_sha256(Path(saved["model"])) != saved["model_sha256"]:
+                model_folder_sha256(Path(saved["model"])) != saved["model_sha256"]:
             raise InputError(f"the model this run started from (version {parent} of {registry.name!r}) changed on "
                              f"disk since the run started (its files' sha256 differs from {START_FILE}): restore the "
                              f"version's files, or start a new run in another output_dir", path=saved["model"])
@@ -128,10 +129,10 @@ def _parent_of(start: WarmStart) -> int | None:
     from flows.registry import local_folder
 
     model = Path(start.model).resolve()
-    sha = model_files_sha256(model) if model.is_dir() else None
+    sha = model_folder_sha256(model) if model.is_dir() else None
     for version in registry.versions():
         folder = local_folder(version.source)
-        if folder is not None and folder.is_dir() and (folder.resolve() == model or model_files_sha256(folder) == sha):
+        if folder is not None and folder.is_dir() and (folder.resolve() == model or model_folder_sha256(folder) == sha):
             return version.version
     return None
 
@@ -146,6 +147,6 @@ def record_start(run: RunDir, start: WarmStart) -> dict[str, Any]:
     record = {"registry": str(start.registry.store) if start.registry is not None else None,
               "name": start.registry.name if start.registry is not None else None,
               "parent_version": _parent_of(start), "model": start.model,
-              "model_sha256": model_files_sha256(model) if model.is_dir() else None}
+              "model_sha256": model_folder_sha256(model) if model.is_dir() else None}
     write_json(path, record)
     return record

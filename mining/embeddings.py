@@ -23,14 +23,13 @@ import numpy as np
 
 from dataio.atomic import atomic_write_json
 from dataio.errors import InputError
-from dataio.hashing import sha256_file, update_with_file
+from dataio.hashing import model_folder_sha256, sha256_file
 from mining.corpus import MiningCorpus
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: meta.json carries the matrix's sha256, checked on every cache hit
 ChunkEncoder = Callable[[list[list[str]]], list[np.ndarray]]
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
 
 
 def model_fingerprint(encoder: Any, given: str | None = None) -> str:
@@ -38,7 +37,8 @@ def model_fingerprint(encoder: Any, given: str | None = None) -> str:
 
     Order: a caller-given string; the encoder's own `fingerprint()`; for a torch module (a SentenceTransformer),
     a SHA-256 of its state dict and max_seq_length (works for models changed in memory by training); for an
-    object naming a model folder (`model_path`/`path`), a hash of its weight and config files.
+    object naming a model folder (`model_path`/`path`/`name_or_path`), the folder's content hash
+    (`dataio.hashing.model_folder_sha256`: every file but the model card, as a run records each round's model).
     """
     if given:
         return str(given)
@@ -61,20 +61,9 @@ def model_fingerprint(encoder: Any, given: str | None = None) -> str:
     for attr in ("model_path", "path", "name_or_path"):
         folder = getattr(encoder, attr, None)
         if folder and Path(folder).is_dir():
-            return folder_fingerprint(Path(folder))
+            return model_folder_sha256(folder)
     raise TypeError(f"cannot fingerprint a {type(encoder).__name__}: give it a fingerprint() method or pass "
                     f"model_fingerprint='...' (any string that changes when the model changes)")
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """SHA-256 over the weight and config files of a model folder (names and bytes)."""
-    h = hashlib.sha256(b"model-folder-v1\0")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and
-                   (p.suffix in WEIGHT_SUFFIXES or p.suffix == ".json" or p.name.endswith(".txt")))
-    for p in files:
-        h.update(str(p.relative_to(folder)).encode())
-        update_with_file(h, p)
-    return h.hexdigest()
 
 
 def encode_texts(encoder: Any, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -138,14 +138,14 @@ def registry(data: dict[str, Path]) -> Any:
 
 
 def test_a_new_registry_starts_from_the_base_model_and_the_first_run_becomes_version_2(data, nights):
-    from flows.rundir import model_files_sha256
+    from dataio.hashing import model_folder_sha256
 
     reg = registry(data)
     v1, v2 = reg.version(1), reg.version(2)
     assert v1.parent is None and v2.parent == 1 and v2.promoted == "true" and reg.current_number() >= 2
-    assert model_files_sha256(reg.local_path(v1)) == model_files_sha256(Path(data["model"])), "v1 is the base model"
+    assert model_folder_sha256(reg.local_path(v1)) == model_folder_sha256(Path(data["model"])), "v1 is the base model"
     start = json.loads((data["root"] / "runs/n1/warm_start.json").read_text())
-    assert start["parent_version"] == 1 and start["model_sha256"] == model_files_sha256(Path(data["model"]))
+    assert start["parent_version"] == 1 and start["model_sha256"] == model_folder_sha256(Path(data["model"]))
     summary = nights["night1"]
     assert summary["registry"]["registered"]["version"] == 2 and summary["registry"]["new_rows"] == 60
     report = (data["root"] / "runs/n1/report.md").read_text()
@@ -155,15 +155,16 @@ def test_a_new_registry_starts_from_the_base_model_and_the_first_run_becomes_ver
 def test_a_run_warm_starts_from_the_current_version_and_records_it_as_its_parent(data, nights):
     """Night 3 loads the registry's current model (version 2), not the base model: the first model it loads
     has version 2's files, byte for byte, and the version it registers names 2 as its parent."""
-    from flows.rundir import model_files_sha256
+    from dataio.hashing import model_folder_sha256
 
     reg = registry(data)
     v2_files = reg.local_path(reg.version(2))
     first_loaded = Path(nights["loads3"][0])
     assert first_loaded.resolve() == v2_files.resolve()
-    assert model_files_sha256(first_loaded) == model_files_sha256(v2_files) != model_files_sha256(Path(data["model"]))
+    base_sha = model_folder_sha256(Path(data["model"]))
+    assert model_folder_sha256(first_loaded) == model_folder_sha256(v2_files) != base_sha
     start = json.loads((data["root"] / "runs/n3/warm_start.json").read_text())
-    assert start["parent_version"] == 2 and start["model_sha256"] == model_files_sha256(v2_files)
+    assert start["parent_version"] == 2 and start["model_sha256"] == model_folder_sha256(v2_files)
     base = json.loads((data["root"] / "runs/n3/base_metrics.json").read_text())
     assert Path(base["model"]).resolve() == v2_files.resolve(), "the starting version is the run's baseline"
     v3 = reg.version(3)
@@ -259,6 +260,54 @@ def test_run_force_without_a_registry_is_a_usage_error(data, tmp_path, capsys):
     config.write_text(yaml.safe_dump(plain))
     assert main(["run", str(config), "--force"]) == 2
     assert "registry" in capsys.readouterr().err
+
+
+def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_path):
+    """The scheduled flow's `force` parameter (`prefect deployment run NAME -p force=true`), through what the flow
+    runs (flows.scheduled_runs.run_scheduled) with the plain steps in place of Prefect's tasks, so no server: night
+    1 registers version 2, which saw the corpus; night 2 has nothing new and is a no-op; night 3, forced, trains
+    from version 2 and registers version 3."""
+    from flows.continuing import run_continuing
+    from flows.curriculum_flow import scheduled_flow
+    from flows.loop import plain_steps
+    from flows.registry import open_registry
+    from flows.rundir import RunDir
+    from flows.scheduled_runs import is_finished, run_scheduled, scheduled_folders
+    from simcse.testing import torch_threads
+
+    (tmp_path / "corpus").mkdir()
+    write_lines(tmp_path / "corpus" / "a.txt", list(range(40)))
+    config = settings(data, "unused", registry={"path": str(tmp_path / "registry"), "name": "enc",
+                                                 "gate": {"min_gain": -100.0}})
+    config.update(output_dir=str(tmp_path / "nightly"), data={"corpus": {"path": str(tmp_path / "corpus")}})
+    yaml_path = tmp_path / "nightly.yaml"
+    yaml_path.write_text(yaml.safe_dump(config))
+
+    def curriculum(cfg: Any) -> dict[str, Any]:
+        return run_continuing(cfg, lambda c: plain_steps(c, RunDir(Path(c.output_dir))))
+
+    with torch_threads(1):
+        first = run_scheduled(yaml_path, None, curriculum)
+        second = run_scheduled(yaml_path, None, curriculum)
+        third = run_scheduled(yaml_path, None, curriculum, force=True)
+    assert first["registry"]["registered"]["version"] == 2
+    assert second["noop"] is True and second["current_version"] == 2 and second["rounds_completed"] == []
+    assert third.get("noop") is not True and third["rounds_completed"] == [0]
+    assert third["registry"]["parent_version"] == 2 and third["registry"]["registered"]["version"] == 3
+    assert open_registry(str(tmp_path / "registry"), "enc").version(3).parent == 2
+    folders = scheduled_folders(tmp_path / "nightly")
+    assert [Path(s["run_dir"]) for s in (first, second, third)] == folders and all(is_finished(f) for f in folders)
+    assert (folders[1] / "noop.json").is_file() and not (folders[2] / "noop.json").exists()
+    # What `-p force=true` is checked against: the deployment's parameter schema, from the flow's signature.
+    force = scheduled_flow.parameters.properties["force"]
+    assert force["type"] == "boolean" and force["default"] is False
+
+    plain = {**config, "output_dir": str(tmp_path / "plain")}
+    plain.pop("registry")
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(plain))
+    with pytest.raises(InputError, match=r"plain\.yaml: force applies to a run whose config names a registry"):
+        run_scheduled(tmp_path / "plain.yaml", None, curriculum, force=True)
+    assert not (tmp_path / "plain").exists()
 
 
 # ------------------------------------------------------------------------------------------ corpus folders

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,13 +25,13 @@ from typing import Any
 
 import pytest
 import yaml
+from loopback_servers import REPO, env_without_api, start_prefect_server, stop, tail, write_tiny_run_config
 
 from flows.config import config_from_mapping, load_config
 from flows.deploy import FLOW_ENTRYPOINT, deployment_tags
 from flows.rundir import RunDir
 from flows.scheduled_runs import FINISHED, is_finished, scheduled_folders, scheduled_run_folder
 
-REPO = Path(__file__).resolve().parent.parent
 WHEN = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
 
 
@@ -176,15 +175,11 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subproce
                           text=True, timeout=timeout, check=False)
 
 
-def _env_without_api() -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PYTHONPATH": str(REPO)}
-
-
 def test_deploy_refuses_the_ephemeral_api_and_a_bad_schedule(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"),
                                       "data": {"builtin": "python_docstrings"}}))
-    env = _env_without_api()
+    env = env_without_api()
     proc = _cli(["deploy", str(config), "--pool", "p", "--cron", "0 2 * * *"], env)
     assert proc.returncode == 2, proc.stderr
     assert "Cannot deploy to an ephemeral server" in proc.stderr and "PREFECT_API_URL" in proc.stderr
@@ -196,12 +191,6 @@ def test_deploy_refuses_the_ephemeral_api_and_a_bad_schedule(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------------------------------ a real server + worker
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _api(url: str, body: dict[str, Any] | None = None) -> Any:
     """GET (or POST `body`) on the server's REST API. A busy server's 503 / 429 (its SQLite database locked by
     the runs' writes) is retried, as Prefect's own client does."""
@@ -218,22 +207,6 @@ def _api(url: str, body: dict[str, Any] | None = None) -> Any:
         time.sleep(1 + attempt)
 
 
-def _stop(proc: subprocess.Popen | None, grace: float = 20.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL it if it lingers."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def _tail(path: Path, n: int = 4000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.is_file() else ""
-
-
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -247,37 +220,13 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
 
     model = build_tiny_model(tmp_path / "tiny-bert")
     out = tmp_path / "nightly-runs"
-    config = tmp_path / "nightly.yaml"
-    config.write_text(yaml.safe_dump({
-        "output_dir": str(out), "rounds": 2, "steps_per_round": 6, "batch_size": 8,
-        "model": {"name_or_path": str(model), "pooling": "mean", "max_length": 16},
-        "data": {"builtin": "python_docstrings", "builtin_max_sentences": 100},
-        "mining": {"bands": ["random", "nearest_neighbour"], "params": {"range_max": 10}},
-        "training": {"progress": False},
-    }))
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**_env_without_api(), "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_UI_ENABLED": "false",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    server_env = {**env, "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
-    with open(logs / "server.log", "w") as server_log:
-        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=server_env, start_new_session=True,
-                                  stdout=server_log, stderr=subprocess.STDOUT)
+    config = write_tiny_run_config(tmp_path / "nightly.yaml", out=out, model=model, rounds=2, steps_per_round=6)
+    server = start_prefect_server(tmp_path, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+                                  server_env={"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"})
+    api, logs = server.api, server.logs
     worker = None
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None, _tail(logs / "server.log")
-                assert time.monotonic() < deadline, "the Prefect server did not start"
-                time.sleep(0.5)
-        client_env = {**env, "PREFECT_API_URL": api}
+        client_env = server.client_env
 
         # --- a config whose corpus is missing is refused before anything is registered
         broken = tmp_path / "broken.yaml"
@@ -320,12 +269,12 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
         def wait(ids: list[str], timeout: float = 900) -> list[dict[str, Any]]:
             deadline = time.monotonic() + timeout
             while True:
-                assert worker.poll() is None, _tail(logs / "worker.log")
+                assert worker.poll() is None, tail(logs / "worker.log")
                 runs = [_api(f"{api}/flow_runs/{i}") for i in ids]
                 if all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in runs):
                     return runs
                 assert time.monotonic() < deadline, (
-                    f"{[(r['name'], r['state_name']) for r in runs]}\n{_tail(logs / 'worker.log')}")
+                    f"{[(r['name'], r['state_name']) for r in runs]}\n{tail(logs / 'worker.log')}")
                 time.sleep(1)
 
         def check_name_and_tags(run: dict[str, Any]) -> None:
@@ -336,7 +285,7 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
         # --- two runs triggered together: both complete, the second only after the first ended
         first, second = trigger(), trigger()
         runs = wait([first["id"], second["id"]])
-        assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], _tail(logs / "worker.log")
+        assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], tail(logs / "worker.log")
         earlier, later = sorted(runs, key=lambda r: _time(r["start_time"]))
         assert _time(later["start_time"]) >= _time(earlier["end_time"]), (earlier, later)
         waited = _api(f"{api}/flow_run_states/?flow_run_id={later['id']}")
@@ -356,7 +305,7 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
             new = [f for f in scheduled_folders(out) if f not in folders]
             if new and RunDir(new[0]).round_complete(0):
                 break
-            assert time.monotonic() < deadline, _tail(logs / "worker.log")
+            assert time.monotonic() < deadline, tail(logs / "worker.log")
             time.sleep(0.1)
         killed = []
         for child in psutil.Process(worker.pid).children(recursive=True):
@@ -380,7 +329,7 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
         # --- the next run finishes that folder: round 0 is not redone, round 1 is, and no new folder is started
         fourth = trigger()
         [resumed] = wait([fourth["id"]])
-        assert resumed["state_type"] == "COMPLETED", _tail(logs / "worker.log")
+        assert resumed["state_type"] == "COMPLETED", tail(logs / "worker.log")
         check_name_and_tags(resumed)
         assert scheduled_folders(out) == [*folders, run_dir.root]
         record = json.loads((run_dir.root / FINISHED).read_text())
@@ -388,7 +337,7 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
         assert record["rounds_completed"] == [0, 1] and run_dir.completed_rounds() == [0, 1]
         assert (round0.read_bytes(), round0.stat().st_mtime_ns) == round0_before, "round 0 was trained again"
         assert model0.stat().st_mtime_ns == model0_before
-        _stop(worker)
+        stop(worker)
 
         # --- prefect.yaml, as a team deploys it: `prefect deploy` from the repository's root
         proc = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--name", "domain_unlabeled"],
@@ -403,6 +352,6 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
         assert from_yaml["pull_steps"] == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     finally:
-        _stop(worker)
-        _stop(server)
-    assert server.poll() is not None and (worker is None or worker.poll() is not None)
+        stop(worker)
+        stop(server.process)
+    assert server.process.poll() is not None and (worker is None or worker.poll() is not None)

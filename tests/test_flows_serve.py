@@ -8,9 +8,6 @@ groups, by PID).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
+from loopback_servers import REPO, env_without_api, start_prefect_server, stop, write_tiny_run_config
 
 from dataio.triplets import manifest_path
 
 pytestmark = pytest.mark.server
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _post(url: str, body: dict[str, Any]) -> Any:
@@ -40,55 +31,17 @@ def _post(url: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read())
 
 
-def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL it if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
 def test_served_deployment_runs_on_its_schedule(tmp_path: Path) -> None:
     from simcse.testing import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny-bert")
     out = tmp_path / "scheduled-runs"
-    config = tmp_path / "nightly.yaml"
-    config.write_text(yaml.safe_dump({
-        "output_dir": str(out), "rounds": 1, "steps_per_round": 2, "batch_size": 8,
-        "model": {"name_or_path": str(model), "pooling": "mean", "max_length": 16},
-        "data": {"builtin": "python_docstrings", "builtin_max_sentences": 100},
-        "mining": {"bands": ["random", "nearest_neighbour"], "params": {"range_max": 10}},
-        "training": {"progress": False},
-    }))
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_UI_ENABLED": "false",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
-    env.pop("PREFECT_API_URL", None)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    with open(logs / "server.log", "w") as server_log:
-        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, start_new_session=True,
-                                  stdout=server_log, stderr=subprocess.STDOUT)
+    config = write_tiny_run_config(tmp_path / "nightly.yaml", out=out, model=model, rounds=1, steps_per_round=2)
+    server = start_prefect_server(tmp_path, env={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"})
+    api, logs = server.api, server.logs
     serve = None
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None, (logs / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the Prefect server did not start"
-                time.sleep(0.5)
-
-        serve_env = {**env, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+        serve_env = {**server.client_env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         with open(logs / "serve.log", "w") as serve_log:
             serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "10",
                                       "--name", "test-nightly"], env=serve_env, cwd=str(REPO),
@@ -118,16 +71,15 @@ def test_served_deployment_runs_on_its_schedule(tmp_path: Path) -> None:
         assert (run_dir / "rounds/0/model/model.safetensors").is_file()
         assert manifest_path(run_dir / "triplets", 0).is_file()
     finally:
-        if serve is not None:
-            _stop(serve)
-        _stop(server)
-    assert server.poll() is not None and (serve is None or serve.poll() is not None)
+        stop(serve)
+        stop(server.process)
+    assert server.process.poll() is not None and (serve is None or serve.poll() is not None)
 
 
 def test_serve_refuses_the_ephemeral_api(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "data": {"builtin": "python_docstrings"}}))
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = env_without_api()
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve", str(config), "--cron", "0 2 * * *"],
                           env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
