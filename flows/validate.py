@@ -229,11 +229,15 @@ def _check_tracking(config: RunConfig) -> None:
 def _check_encode_runtime(config: RunConfig) -> None:
     """`mining.encode_runtime: openvino` needs the openvino package (an optional extra): say so now, not when the
     first round is mined."""
-    import importlib.util
+    runtime = config.mining.encode_runtime
+    if runtime == "torch":  # the default needs nothing more, and checking it costs no torch import here
+        return
+    from simcse.runtimes import RUNTIME_INSTALL_HINT, missing_runtime_package
 
-    if config.mining.encode_runtime == "openvino" and importlib.util.find_spec("openvino") is None:
-        raise InputError("mining.encode_runtime: openvino needs the openvino package; pip install "
-                         "'simcse-curriculum[cpu-anchors]' or use torch", path=config.source)
+    package = missing_runtime_package(runtime)
+    if package is not None:
+        raise InputError(f"mining.encode_runtime: {runtime} needs the {package} package; {RUNTIME_INSTALL_HINT} "
+                         f"or use torch", path=config.source)
 
 
 def _check_model(config: RunConfig, notes: list[str]) -> None:

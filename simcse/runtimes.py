@@ -26,16 +26,28 @@ ENCODE_RUNTIMES = ("torch", "openvino")
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+# What a runtime needs installed beside torch, and how to get it.
+_RUNTIME_PACKAGES = {"openvino": "openvino"}
+RUNTIME_INSTALL_HINT = "pip install 'simcse-curriculum[cpu-anchors]'"
+
+
+def missing_runtime_package(runtime: str) -> str | None:
+    """The package `runtime` needs that is not installed here, else None. Looked up, not imported, so a config
+    check costs no import of a large library."""
+    import importlib.util
+
+    package = _RUNTIME_PACKAGES.get(runtime)
+    return package if package is not None and importlib.util.find_spec(package) is None else None
+
+
 def check_encode_runtime(runtime: str) -> str:
     """`runtime` when it is known and usable here, else one clear InputError."""
     if runtime not in ENCODE_RUNTIMES:
         raise InputError(f"unknown encode runtime {runtime!r}; use one of {', '.join(ENCODE_RUNTIMES)}")
-    if runtime == "openvino":
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            raise InputError("encode runtime 'openvino' needs the openvino package; pip install "
-                             "'simcse-curriculum[cpu-anchors]' or choose torch") from None
+    package = missing_runtime_package(runtime)
+    if package is not None:
+        raise InputError(f"encode runtime {runtime!r} needs the {package} package; {RUNTIME_INSTALL_HINT} or "
+                         f"choose torch")
     return runtime
 
 

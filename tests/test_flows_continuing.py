@@ -70,6 +70,19 @@ def settings(data: dict[str, Path], night: str, **changes: Any) -> dict[str, Any
     return out
 
 
+def scheduled_config(tmp_path: Path, data: dict[str, Path]) -> Path:
+    """A scheduled run's YAML over a growing corpus folder (`corpus/a.txt`, 40 lines) with a registry whose gate
+    always promotes, writing into `nightly/`."""
+    (tmp_path / "corpus").mkdir()
+    write_lines(tmp_path / "corpus" / "a.txt", list(range(40)))
+    config = settings(data, "unused", registry={"path": str(tmp_path / "registry"), "name": "enc",
+                                                 "gate": {"min_gain": -100.0}})
+    config.update(output_dir=str(tmp_path / "nightly"), data={"corpus": {"path": str(tmp_path / "corpus")}})
+    yaml_path = tmp_path / "nightly.yaml"
+    yaml_path.write_text(yaml.safe_dump(config))
+    return yaml_path
+
+
 def run_night(data: dict[str, Path], night: str, loads: list[str], **changes: Any) -> dict[str, Any]:
     """One night through flows.continuing with the plain steps; `loads` collects every model folder loaded."""
     from flows import inputs as run_inputs
@@ -275,13 +288,7 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
     from flows.scheduled_runs import is_finished, run_scheduled, scheduled_folders
     from simcse.testing import torch_threads
 
-    (tmp_path / "corpus").mkdir()
-    write_lines(tmp_path / "corpus" / "a.txt", list(range(40)))
-    config = settings(data, "unused", registry={"path": str(tmp_path / "registry"), "name": "enc",
-                                                 "gate": {"min_gain": -100.0}})
-    config.update(output_dir=str(tmp_path / "nightly"), data={"corpus": {"path": str(tmp_path / "corpus")}})
-    yaml_path = tmp_path / "nightly.yaml"
-    yaml_path.write_text(yaml.safe_dump(config))
+    yaml_path = scheduled_config(tmp_path, data)
 
     def curriculum(cfg: Any) -> dict[str, Any]:
         return run_continuing(cfg, lambda c: plain_steps(c, RunDir(Path(c.output_dir))))
@@ -302,7 +309,7 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
     force = scheduled_flow.parameters.properties["force"]
     assert force["type"] == "boolean" and force["default"] is False
 
-    plain = {**config, "output_dir": str(tmp_path / "plain")}
+    plain = {**yaml.safe_load(yaml_path.read_text()), "output_dir": str(tmp_path / "plain")}
     plain.pop("registry")
     (tmp_path / "plain.yaml").write_text(yaml.safe_dump(plain))
     with pytest.raises(InputError, match=r"plain\.yaml: force applies to a run whose config names a registry"):
@@ -399,13 +406,7 @@ def test_scheduled_nights_through_prefect_warm_start_register_and_record_a_no_op
     from flows.scheduled_runs import scheduled_folders
     from simcse.testing import torch_threads
 
-    (tmp_path / "corpus").mkdir()
-    write_lines(tmp_path / "corpus" / "a.txt", list(range(40)))
-    config = settings(data, "unused", registry={"path": str(tmp_path / "registry"), "name": "enc",
-                                                 "gate": {"min_gain": -100.0}})
-    config.update(output_dir=str(tmp_path / "nightly"), data={"corpus": {"path": str(tmp_path / "corpus")}})
-    yaml_path = tmp_path / "nightly.yaml"
-    yaml_path.write_text(yaml.safe_dump(config))
+    yaml_path = scheduled_config(tmp_path, data)
     with prefect_test_harness(server_startup_timeout=180), torch_threads(1):
         first = scheduled_flow(str(yaml_path))
         second = scheduled_flow(str(yaml_path))
