@@ -129,15 +129,18 @@ def run_one(args: argparse.Namespace) -> int:
 
 def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[str], failed: list[str], *,
                    starting: bool = False) -> None:
-    """`run_meta.json`: the command, machine and wall time over every invocation. Written when an invocation
-    starts (counted, `finished: null` while it runs) and again when it ends (its wall time added)."""
+    """`run_meta.json`: the commands (each distinct one, e.g. a sequential seed extension), machine and wall time
+    over every invocation. Written when an invocation starts (counted, `finished: null` while it runs) and again
+    when it ends (its wall time added)."""
     from dataio.atomic import atomic_write_json
 
     path = out / "run_meta.json"
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    commands = previous.get("commands") or ([previous["command"]] if previous.get("command") else [])
     atomic_write_json(path, {
-        "size": size, "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "size": size, "command": command, "commands": commands + ([command] if command not in commands else []),
         "machine": machine(), "wall_seconds": wall + previous.get("wall_seconds", 0.0),
         "invocations": previous.get("invocations", 0) + (1 if starting else 0), "skipped": skipped,
         "failed": failed, "started": previous.get("started") or now, "finished": None if starting else now})

@@ -28,6 +28,7 @@ ARM_ORDER = ("in_batch", "static_nli", "static_nn", "static_matched", "curriculu
 GOAL = 0.5          # issue 10: curriculum >= static_matched + 0.5 and >= the recipe + 0.5 in at least one start
 EQUIVALENCE = 0.5   # a CI inside +-0.5 reads as "no difference that matters"
 CONFIDENCE = 0.95
+PRECISION = 0.3     # the precision target: 95 % CI half-width of the General primary contrasts (docs/experiment.md)
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -403,6 +404,47 @@ def answer(blocks: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _seed_span(seeds: Sequence[int]) -> str:
+    seeds = sorted(seeds)
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def seeds_lines(blocks: Sequence[Mapping[str, Any]], planned: Sequence[int]) -> list[str]:
+    """The seeds each block was run with, the sequential extension where one was made, and whether the General
+    primary contrasts reached the precision target (all pre-registered in docs/experiment.md)."""
+    if not blocks:
+        return []
+    runs = []
+    extended = []
+    for block in blocks:
+        seeds = sorted({s for arm in block["arms"].values() for s in arm["seeds"]})
+        runs.append(f"{block['start']} {block['label']} n = {len(seeds)} ({_seed_span(seeds)})")
+        extra = [s for s in seeds if s not in set(planned)]
+        if extra:
+            extended.append((f"{block['start']} {block['label']}", extra))
+    lines = [f"- Seeds run: {'; '.join(runs)}."]
+    if extended:
+        lines.append(f"- Sequential extension: seeds {_seed_span(sorted({s for _, e in extended for s in e}))} were "
+                     f"added after the planned {_seed_span(list(planned))} finished, for "
+                     f"{', '.join(name for name, _ in extended)}, because the precision target was not met at "
+                     f"n = {len(planned)} (the pre-registered rule); the CIs below are over all seeds run, with no "
+                     "correction for the look at n = " + f"{len(planned)}.")
+    checks = []
+    for block in blocks:
+        if block["setting"] != "general":
+            continue
+        for c in block["contrasts"]:
+            if c["kind"] == "primary" and c["half_width"] is not None:
+                met = "met" if c["half_width"] <= PRECISION else "not met"
+                checks.append(f"{block['start']} {c['label'].split(':')[0]} ±{c['half_width']:.2f} ({met})")
+    if checks:
+        lines.append(f"- Precision target (95 % CI half-width ≤ {PRECISION} on the General primary contrasts): "
+                     + "; ".join(checks) + ".")
+    return lines
+
+
 def render_section(blocks: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], figures: Mapping[str, str | None]
                    ) -> str:
     size = meta.get("size") or {}
@@ -414,8 +456,11 @@ def render_section(blocks: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
               f"steps at batch {size.get('batch_size', '?')} per arm and seed; seeds planned {size.get('seeds', '?')}.",
               f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; "
               f"finished {meta.get('finished') or 'not yet (runs continue)'}.",
-              f"- Command: `{meta.get('command', '–')}`; rebuild this section: "
-              f"`python bench/experiment.py report --size {size.get('name', '?')}`.", ""]
+              f"- Command{'s' if len(meta.get('commands') or []) > 1 else ''}: "
+              f"{', then '.join(f'`{c}`' for c in (meta.get('commands') or [meta.get('command', '–')]))}; "
+              "rebuild this section: "
+              f"`python bench/experiment.py report --size {size.get('name', '?')}`."]
+    lines += seeds_lines(blocks, size.get("seeds") or []) + [""]
     if meta.get("incomplete"):
         lines += [f"**Incomplete:** {meta['incomplete']}", ""]
     lines += ["### The answer", ""] + answer(blocks) + [""]

@@ -131,6 +131,43 @@ def test_section_answers_in_three_sentences_and_keeps_the_rest_of_the_file(tmp_p
     assert "old" not in written and written.count(report.START_MARKER) == 1
 
 
+def test_section_states_the_seeds_run_the_sequential_extension_and_the_precision_target():
+    planned = [0, 1, 2, 3, 4]
+    five = report.analyse(_results(), SETTINGS)
+    text = report.render_section(five, {"size": {"name": "main", "seeds": planned}}, {})
+    assert "- Seeds run: tuned General n = 5 (0–4)." in text and "Sequential extension" not in text
+    recipe = {c["label"]: c for c in five[0]["contrasts"]}["recipe: curriculum − static_nli"]
+    assert recipe["half_width"] < report.PRECISION  # the hand-made differences are tight (sd 0.19)
+    assert f"tuned recipe ±{recipe['half_width']:.2f} (met)" in text
+    # Two more seeds whose curriculum − static_matched differences spread widely: n = 7, beyond the plan.
+    extra = [_result("general", arm, seed, v) for seed, spread in ((5, 2.0), (6, -2.0))
+             for arm, v in (("in_batch", 80.0), ("static_nli", 81.0), ("static_matched", 81.0),
+                            ("curriculum", 81.0 + spread))]
+    seven = report.analyse(_results() + extra, SETTINGS)
+    text = report.render_section(seven, {"size": {"name": "main", "seeds": planned},
+                                         "commands": ["run --size main", "run --size main --seeds 5,6"]}, {})
+    assert "- Seeds run: tuned General n = 7 (0–6)." in text
+    assert "- Sequential extension: seeds 5, 6 were added after the planned 0–4 finished, for tuned General" in text
+    order = {c["label"]: c for c in seven[0]["contrasts"]}["order: curriculum − static_matched"]
+    assert order["n"] == 7 and order["half_width"] > report.PRECISION
+    assert f"tuned order ±{order['half_width']:.2f} (not met)" in text
+    assert "Commands: `run --size main`, then `run --size main --seeds 5,6`" in text
+
+
+def test_run_meta_keeps_every_distinct_command_across_invocations(tmp_path: Path, monkeypatch):
+    runner = importlib.import_module("experiment")
+    size = {"name": "main", "seeds": [0, 1]}
+    for argv in (["bench/experiment.py", "run", "--size", "main"], ["bench/experiment.py", "run", "--size", "main"],
+                 ["bench/experiment.py", "run", "--size", "main", "--seeds", "2"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        runner.write_run_meta(tmp_path, size, 0.0, [], [], starting=True)
+        runner.write_run_meta(tmp_path, size, 10.0, [], [])
+    meta = json.loads((tmp_path / "run_meta.json").read_text())
+    assert meta["commands"] == ["bench/experiment.py run --size main",
+                                "bench/experiment.py run --size main --seeds 2"]
+    assert meta["invocations"] == 3 and meta["wall_seconds"] == pytest.approx(30.0)
+
+
 def test_figures_are_drawn(tmp_path: Path):
     blocks = report.analyse(_results(), SETTINGS)
     for fn in (report.plot_forest, report.plot_dev_by_step, report.plot_band_shares):
