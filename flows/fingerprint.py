@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dataio.hashing import sha256_file
+from dataio.hashing import MODEL_CARD_FILES, model_folder_sha256, sha256_file
 
 _MEMO: dict[tuple[str, int, int], str] = {}
+_FOLDER_MEMO: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
@@ -29,19 +29,18 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return _MEMO[key]
 
 
-def path_fingerprint(path: str | os.PathLike, skip: Iterable[str] = ()) -> str:
-    """A file's fingerprint, or a folder's: names and bytes of every file in it (hidden files and the
-    top-level names in `skip` left out)."""
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """A data file's fingerprint, or a data folder's: names and bytes of every file in it (hidden files, such as
+    an editor's or the OS's, left out). Model folders use `model_fingerprint`."""
     path = Path(path)
     if path.is_file():
         return file_fingerprint(path)
     if not path.is_dir():
         return f"missing:{path}"
-    skip = set(skip)
     digest = hashlib.sha256()
     for child in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = child.relative_to(path)
-        if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in skip:
+        if any(part.startswith(".") for part in rel.parts):
             continue
         digest.update(rel.as_posix().encode())
         digest.update(file_fingerprint(child).encode())
@@ -49,16 +48,26 @@ def path_fingerprint(path: str | os.PathLike, skip: Iterable[str] = ()) -> str:
 
 
 def model_fingerprint(name_or_path: str | os.PathLike) -> str:
-    """A model folder's content fingerprint; a hub name stands for itself (it cannot be read offline).
+    """A model folder's content fingerprint (`dataio.hashing.model_folder_sha256`, the one model-folder hash:
+    every file counts, the model card does not); a hub name stands for itself (it cannot be read offline).
 
-    The model card (README.md and its data, simcse.model_card.CARD_FILES) is left out: it describes the
-    model and is rewritten when a round's metrics are known, after the folder was first hashed as the
-    evaluation's cache key, which must not make the next round's caches miss.
+    The card is left out because it describes the model and is rewritten when a round's metrics are known, after
+    the folder was first hashed as the evaluation's cache key, which must not make the next round's caches miss.
+    Memoised per folder listing (every file's name, size and mtime), as files are: a cache key is asked for
+    several times per round.
     """
-    from simcse.model_card import CARD_FILES
-
     path = Path(name_or_path)
-    return path_fingerprint(path, skip=CARD_FILES) if path.exists() else f"name:{name_or_path}"
+    if path.is_file():
+        return file_fingerprint(path)
+    if not path.is_dir():
+        return f"name:{name_or_path}"
+    listing = tuple(sorted((str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
+                           for p in path.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES
+                           for st in (p.stat(),)))
+    key = (str(path.resolve()), listing)
+    if key not in _FOLDER_MEMO:
+        _FOLDER_MEMO[key] = model_folder_sha256(path)[:32]
+    return _FOLDER_MEMO[key]
 
 
 def combine(*parts: Any) -> str:

@@ -128,9 +128,11 @@ class MlflowServer:
     process: subprocess.Popen
 
 
-def start_mlflow_server(tmp_path: Path, timeout: float = 180) -> MlflowServer:
-    """Start `mlflow server --host 127.0.0.1` (one worker) with a SQLite backend store and an artifact root inside
-    `<tmp>/mlflow-server`, and wait until it answers `/health`."""
+def start_mlflow_server(tmp_path: Path, timeout: float = 180, *, proxied_artifacts: bool = False) -> MlflowServer:
+    """Start `mlflow server --host 127.0.0.1` (one worker) with a SQLite backend store and artifacts inside
+    `<tmp>/mlflow-server/artifacts`, and wait until it answers `/health`. By default clients write artifacts into
+    that folder themselves (`--default-artifact-root`); `proxied_artifacts` makes them upload and download through
+    the server (`--artifacts-destination`, `mlflow-artifacts:` URIs), as a team's remote server is used."""
     port = free_port()
     root = tmp_path / "mlflow-server"
     root.mkdir()
@@ -140,7 +142,8 @@ def start_mlflow_server(tmp_path: Path, timeout: float = 180) -> MlflowServer:
     with open(logs / "mlflow-server.log", "w") as server_log:
         process = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
                                     str(port), "--workers", "1", "--backend-store-uri",
-                                    f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root",
+                                    f"sqlite:///{root / 'mlflow.db'}",
+                                    "--artifacts-destination" if proxied_artifacts else "--default-artifact-root",
                                     str(root / "artifacts")], env=env, cwd=str(root), start_new_session=True,
                                    stdout=server_log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"

@@ -1,5 +1,6 @@
 """The one model-folder hash (dataio.hashing.model_folder_sha256): the value finished runs recorded stays the same,
-and mining's cache key for an encoder known only by its folder is that hash."""
+and mining's cache key for an encoder known only by its folder, and Prefect's task-cache key for a model folder, are
+that hash."""
 
 from __future__ import annotations
 
@@ -57,6 +58,27 @@ def test_mining_keys_a_folder_encoder_by_the_same_hash_every_file_but_the_card(t
     assert changed != RECORDED
     (folder / "tokenizer.py").write_text("# custom code\n")
     assert model_fingerprint(encoder) not in (RECORDED, changed)
+
+
+def test_prefect_cache_keys_a_model_folder_by_the_same_hash_and_sees_every_change(tmp_path: Path) -> None:
+    """flows.fingerprint.model_fingerprint (the key of the evaluate, mine and train task caches) is the same hash,
+    shortened; it is memoised per folder listing, so a rewritten file is seen and a rewritten card is not."""
+    import os
+
+    from flows.fingerprint import model_fingerprint
+
+    folder = model_folder(tmp_path / "model")
+    assert model_fingerprint(folder) == RECORDED[:32]
+    (folder / "README.md").write_bytes(b"# card, with metrics, rewritten after the round")
+    assert model_fingerprint(folder) == RECORDED[:32]
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    weights.write_bytes(b"\x00\x02weights" * 10)  # the same size: the new mtime is what the memo notices
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert model_fingerprint(folder) == model_folder_sha256(folder)[:32] != RECORDED[:32]
+    (folder / ".hidden_tokenizer_file").write_text("x")  # every file counts, as for the recorded hash
+    assert model_fingerprint(folder) == model_folder_sha256(folder)[:32]
+    assert model_fingerprint("org/hub-name") == "name:org/hub-name"
 
 
 def test_the_card_files_left_out_are_the_ones_simcse_writes() -> None:

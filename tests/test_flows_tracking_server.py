@@ -1,7 +1,7 @@
 """Tracking a run on a team's MLflow server (issue 14): a real `mlflow server` on loopback (SQLite backend store,
 artifact root in the test's folder, stopped by PID), a tiny two-round run whose `tracking.uri` names it, and what
 the server then holds, read back through a fresh `MlflowClient`: the run, its params, every metric per round, the
-trainer's log windows and the report.
+trainer's log windows and the report; and the model registry on that server, night after night.
 
 The run goes through flows.loop with the plain steps and the tracking hooks the curriculum flow installs (as
 bench/tracking_overhead.py does), so no Prefect server is needed beside MLflow's.
@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from loopback_servers import start_mlflow_server, stop
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported: no network
@@ -75,6 +76,83 @@ def test_a_run_tracked_to_a_real_mlflow_server_arrives_with_its_params_and_metri
         artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id)}
         assert {"report.md", "config.yaml", "base_metrics.json"} <= artifacts, artifacts
         assert any((server.root / "artifacts").rglob("report.md")), "artifacts go where the server keeps them"
+    finally:
+        stop(server.process)
+    assert server.process.poll() is not None
+
+
+@pytest.mark.slow
+def test_the_registry_on_a_real_mlflow_server_warm_starts_gates_and_hands_out_the_current_model(tmp_path: Path):
+    """Issue 14's registry nights against a team's `mlflow server` (the embedded store has its own test,
+    tests/test_flows_continuing.py): a new registry on the server starts from the base model (version 1); night 1
+    registers version 2; night 2 has nothing new and is a no-op; night 3 (a new file) downloads version 2 into its
+    run folder, starts from it and registers version 3 with parent 2; night 4 breaks the model (learning rate 1.0)
+    and is recorded, not promoted. `models list` and `models path --dest` read the server. Artifacts go through the
+    server (`mlflow-artifacts:`), so every model file this machine uses was downloaded from it."""
+    import contextlib
+    import io
+
+    from sentence_transformers import SentenceTransformer
+    from test_flows_continuing import run_night, settings, write_lines
+
+    from dataio.hashing import model_folder_sha256
+    from flows.cli import main
+    from flows.registry import open_registry
+    from flows.warm_start import DOWNLOADED_START
+    from simcse.testing import build_tiny_model
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_lines(corpus / "a.txt", list(range(40)))
+    pairs = tmp_path / "pairs.tsv"
+    rows = [f"A report about the river number {k}.\tA report about the river number {k} today.\t1" for k in range(8)]
+    rows += [f"A report about the river number {k}.\tBananas grow fast in warm valleys {k}.\t0" for k in range(8)]
+    pairs.write_text("sentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    server = start_mlflow_server(tmp_path, proxied_artifacts=True)  # model files travel through the server
+    data = {"root": tmp_path, "corpus": corpus, "pairs": pairs, "registry": server.uri,
+            "model": build_tiny_model(tmp_path / "tiny-bert", seed=0)}
+    promote_all = {"path": server.uri, "name": "enc", "gate": {"min_gain": -100.0}}
+    try:
+        night1 = run_night(data, "n1", [], registry=promote_all)
+        assert night1["registry"]["registered"]["version"] == 2
+
+        stdout = io.StringIO()
+        (tmp_path / "n2.yaml").write_text(yaml.safe_dump(settings(data, "n2", registry=promote_all)))
+        with contextlib.redirect_stdout(stdout):
+            assert main(["run", str(tmp_path / "n2.yaml"), "--json"]) == 0
+        assert json.loads(stdout.getvalue())["noop"] is True
+
+        write_lines(corpus / "b.txt", list(range(40, 70)))
+        loads: list[str] = []
+        night3 = run_night(data, "n3", loads, registry=promote_all)
+        assert night3["registry"]["registered"]["version"] == 3
+        reg = open_registry(server.uri, "enc")
+        downloaded = tmp_path / "runs" / "n3" / DOWNLOADED_START
+        assert Path(loads[0]).resolve() == downloaded.resolve(), "night 3 starts from the downloaded version 2"
+        v2_copy = reg.local_path(reg.version(2), tmp_path / "v2-copy")
+        assert model_folder_sha256(downloaded) == model_folder_sha256(v2_copy) != model_folder_sha256(data["model"])
+        assert (reg.version(3).parent, reg.version(3).promoted, reg.current_number()) == (2, "true", 3)
+
+        write_lines(corpus / "c.txt", list(range(70, 90)))
+        night4 = run_night(data, "n4", [], training={"progress": False, "lr": 1.0, "warmup_ratio": 0.0},
+                           eval={"pairs": [str(pairs)], "min_improvement": 0.5},
+                           registry={"path": server.uri, "name": "enc"})
+        v4 = open_registry(server.uri, "enc").version(4)
+        assert night4["registry"]["registered"]["version"] == 4 and (v4.parent, v4.promoted) == (3, "false")
+        assert v4.reason and open_registry(server.uri, "enc").current_number() == 3
+
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert main(["models", "list", server.uri, "--json"]) == 0
+        listed = {v["version"]: v for v in json.loads(stdout.getvalue())}
+        assert sorted(listed) == [1, 2, 3, 4] and [listed[v]["parent"] for v in (2, 3, 4)] == [1, 2, 3]
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert main(["models", "path", server.uri, "--dest", str(tmp_path / "current")]) == 0
+        current = Path(stdout.getvalue().strip())
+        assert current == (tmp_path / "current").resolve()
+        assert model_folder_sha256(current) == model_folder_sha256(reg.local_path(reg.version(3), tmp_path / "v3"))
+        assert SentenceTransformer(str(current), device="cpu").encode(["a sentence"]).shape[0] == 1
     finally:
         stop(server.process)
     assert server.process.poll() is not None
