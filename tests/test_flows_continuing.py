@@ -279,7 +279,7 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
     """The scheduled flow's `force` parameter (`prefect deployment run NAME -p force=true`), through what the flow
     runs (flows.scheduled_runs.run_scheduled) with the plain steps in place of Prefect's tasks, so no server: night
     1 registers version 2, which saw the corpus; night 2 has nothing new and is a no-op; night 3, forced, trains
-    from version 2 and registers version 3."""
+    from version 2 and registers version 3. With `retention.keep: 1` each night prunes older runs once finished."""
     from flows.continuing import run_continuing
     from flows.curriculum_flow import scheduled_flow
     from flows.loop import plain_steps
@@ -289,6 +289,7 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
     from simcse.testing import torch_threads
 
     yaml_path = scheduled_config(tmp_path, data)
+    yaml_path.write_text(yaml.safe_dump({**yaml.safe_load(yaml_path.read_text()), "retention": {"keep": 1}}))
 
     def curriculum(cfg: Any) -> dict[str, Any]:
         return run_continuing(cfg, lambda c: plain_steps(c, RunDir(Path(c.output_dir))))
@@ -305,6 +306,15 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
     folders = scheduled_folders(tmp_path / "nightly")
     assert [Path(s["run_dir"]) for s in (first, second, third)] == folders and all(is_finished(f) for f in folders)
     assert (folders[1] / "noop.json").is_file() and not (folders[2] / "noop.json").exists()
+    # retention.keep 1: each night prunes after it finished; night 3 is the second that trained, so night 1's
+    # triplets and caches go (the no-op holds nothing and does not count), and version 2 still loads.
+    assert first["retention"]["pruned_runs"] == [] and second["retention"]["pruned_runs"] == []
+    assert third["retention"]["pruned_runs"] == [folders[0].name] and third["retention"]["bytes"] > 0
+    assert not (folders[0] / "triplets").exists() and not (folders[0] / "cache").exists()
+    assert (folders[0] / "pruned.json").is_file() and (folders[0] / "report.md").is_file()
+    assert (folders[2] / "triplets").is_dir()
+    registry = open_registry(str(tmp_path / "registry"), "enc")
+    assert (registry.local_path(registry.version(2)) / "config.json").is_file()
     # What `-p force=true` is checked against: the deployment's parameter schema, from the flow's signature.
     force = scheduled_flow.parameters.properties["force"]
     assert force["type"] == "boolean" and force["default"] is False
