@@ -204,14 +204,14 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     from experiment_design import load_arm
 
     from dataio.atomic import atomic_write_json
-    from flows.inputs import evaluate_model, load_encoder
+    from flows.inputs import evaluate_model
     from flows.loop import RoundSteps, run_rounds
+    from flows.mine_step import mine_round as flows_mine_round
     from flows.mine_step import read_mined
     from flows.rounds import finish_round
     from flows.rundir import RunDir
     from flows.schedule_step import schedule_round
     from flows.train_step import train_round
-    from mining.pipeline import mine
 
     path = result_path(out, start, setting, arm_name, seed)
     if path.is_file():
@@ -237,11 +237,9 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
         if not run.manifest_path(r).is_file():
             if r == 0 or shared_only:
                 link_round(ctx.shared_round(seed, r), run.triplets, r)
-            else:
+            else:  # re-mined with the arm's encoder, by the flows' own mining step
                 with clock.phase("mine"):
-                    encoder = load_encoder(model, config)
-                    mine(ctx.corpus(), encoder, run.triplets, round=r, bands=config.mining.bands,
-                         params=dict(config.mining.params), seed=seed, cache_dir=run.cache, show_progress=False)
+                    flows_mine_round(model, inputs, config, run, r, log)
         mined = read_mined(run, r)
         mined["seconds"] = time.perf_counter() - start_time
         return mined
