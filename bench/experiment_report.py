@@ -476,14 +476,14 @@ def render_section(blocks: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, start: str = START_MARKER, end: str = END_MARKER) -> None:
     """Replace the text between the markers (or append the section) and leave the rest of the file alone."""
     from dataio.atomic import atomic_write_text
 
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n\n"
-    if START_MARKER in text and END_MARKER in text:
-        head, rest = text.split(START_MARKER, 1)
-        tail = rest.split(END_MARKER, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section
