@@ -210,6 +210,9 @@ def register(app: typer.Typer) -> None:
             from flows.continuing import forced
 
             cfg = forced(cfg)
+        if cfg.retention is not None:  # a run folder, not a folder of runs: nothing to prune here
+            typer.echo(f"note: retention.keep applies to scheduled runs (serve, deploy); `run` prunes nothing (prune "
+                       f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`)", err=True)
         if flow == "curriculum" and cfg.registry is not None and not dry_run and _nothing_new(cfg, config, as_json):
             return  # recorded as a no-op in seconds: no input check, no Prefect
         check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched

@@ -233,6 +233,9 @@ def test_dry_run_checks_estimates_and_writes_nothing(team: Path, capsys: pytest.
     assert estimate["sentences_per_step"] == 8 * 3 and estimate["seconds"]["train"] > 0
     assert estimate["disk_bytes"]["models"] == 2 * estimate["calibration"]["model_bytes"] > 0
     assert not (team / "runs" / "dry").exists()
+    kept = _config(team, "kept", extra="retention: {keep: 3}\n")
+    assert main(["run", str(kept), "--dry-run", "--rounds", "2", "--steps", "3"]) == 0
+    assert "note: retention.keep applies to scheduled runs" in capsys.readouterr().err
 
 
 def test_read_header_reads_only_the_columns(tmp_path: Path) -> None:
