@@ -123,6 +123,15 @@ def current_scores(out: Path) -> dict[str, Any]:
     return {"version": current.version, "metrics": metrics}
 
 
+def candidate_scores(out: Path, version: int | None) -> dict[str, float]:
+    """The scores of the version a night registered (its best round by the dev metric), promoted or not."""
+    from flows.registry import open_registry
+
+    if version is None:
+        return {}
+    return open_registry(str(out / "registry"), REGISTERED_NAME).version(version).metrics
+
+
 def night_row(night: int, summary: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     registry = summary.get("registry") or {}
     registered = registry.get("registered") or {}
@@ -145,6 +154,10 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _scores(m: dict[str, float]) -> str:
+    return " / ".join(_fmt(m.get(k)) for k in ("pairs/select", "pairs/report", "sts/dev")) if m else "–"
+
+
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [START_MARKER, f"## {len(rows)} nights of the shipped domain config (issue 14)", "",
              f"- Command: `{meta['command']}`; machine: {meta['machine']}; {meta['finished']}.",
@@ -152,16 +165,16 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"slices ({meta['lines']:,} lines), one more file in the corpus folder each night; registry gate: "
              "`pairs/select` must gain more than `eval.min_improvement` over the parent, STS-B dev may fall at most "
              "1 point. AP select decides, AP report only reports (Twitter dev pairs split by headline).", "",
-             "| night | rows (new) | registered (parent) | promoted | current after | AP select | AP report | "
-             "STS-B dev | night (min) | round (s) | tracking per round (s, share) | tracking per run (s) |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| night | rows (new) | registered (parent) | promoted | its AP select / report / STS-B dev | "
+             "current after | its AP select / report / STS-B dev | night (min) | round (s) | "
+             "tracking per round (s, share) | tracking per run (s) |",
+             "|---|---|---|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        m = r["current_metrics"]
         promoted = "no-op" if r["noop"] else ("yes" if r["promoted"] == "true" else f"no: {r['reason']}")
         lines.append(
             f"| {r['night']} | {r['rows'] or '–'} ({r['new_rows'] if r['new_rows'] is not None else '–'}) | "
-            f"{r['registered'] or '–'} ({r['parent'] or '–'}) | {promoted} | {r['current']} | "
-            f"{_fmt(m.get('pairs/select'))} | {_fmt(m.get('pairs/report'))} | {_fmt(m.get('sts/dev'))} | "
+            f"{r['registered'] or '–'} ({r['parent'] or '–'}) | {promoted} | "
+            f"{_scores(r.get('candidate_metrics') or {})} | {r['current']} | {_scores(r['current_metrics'])} | "
             f"{_fmt(r['night_minutes'], 1)} | {_fmt(r['round_seconds'], 1)} | "
             f"{_fmt(r['tracking_seconds_per_round'])} ({_fmt(100 * (r['tracking_share_of_round'] or 0), 1)} %) | "
             f"{_fmt(r['tracking_seconds_per_run'])} |")
@@ -198,12 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     for night, part in enumerate(parts, start=1):
         record = out / "runs" / f"night-{night}.json"
         if record.is_file():  # a finished night (rerunning resumes after the last one)
-            rows.append(json.loads(record.read_text(encoding="utf-8")))
+            row = json.loads(record.read_text(encoding="utf-8"))
+            row.setdefault("candidate_metrics", candidate_scores(out, row.get("registered")))
+            rows.append(row)
             continue
         if not (out / "corpus" / part.name).is_file():
             shutil.copyfile(part, out / "corpus" / part.name)
         summary = run_night(night_config(Path(args.config), out, night, dev, args.steps), timer)
         row = night_row(night, summary, current_scores(out))
+        row["candidate_metrics"] = candidate_scores(out, row["registered"])
         from dataio.atomic import atomic_write_json
 
         atomic_write_json(record, row)

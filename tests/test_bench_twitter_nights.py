@@ -47,12 +47,14 @@ def test_the_table_says_what_each_night_did() -> None:
             "current_metrics": {"pairs/select": 75.0853, "pairs/report": 80.29, "sts/dev": 86.72},
             "night_minutes": 4.0, "round_seconds": 100.0, "tracking_seconds_per_round": 0.1,
             "tracking_share_of_round": 0.001, "tracking_seconds_per_run": 7.5}
-    rows = [{**base, "night": 1}, {**base, "night": 2, "promoted": "true", "registered": 3, "parent": 1, "current": 3},
+    rows = [{**base, "night": 1, "candidate_metrics": {"pairs/select": 75.14, "pairs/report": 80.1, "sts/dev": 86.9}},
+            {**base, "night": 2, "promoted": "true", "registered": 3, "parent": 1, "current": 3},
             {**base, "night": 3, "noop": True}]
     meta = {"command": "bench/twitter_nights.py", "machine": "vm", "finished": "now",
             "config": "configs/domain_unlabeled.yaml", "slices": 3, "lines": 300}
     text = nights.render(rows, meta)
     assert text.startswith(nights.START_MARKER) and text.rstrip().endswith(nights.END_MARKER)
-    assert "| 1 | 100 (100) | 2 (1) | no: pairs/select 75.09 -> 75.05 (-0.04) | 1 | 75.09 | 80.29 | 86.72 |" in text
-    assert "| 2 | 100 (100) | 3 (1) | yes | 3 |" in text and "| 3 | 100 (100) | 2 (1) | no-op |" in text
+    assert ("| 1 | 100 (100) | 2 (1) | no: pairs/select 75.09 -> 75.05 (-0.04) | 75.14 / 80.10 / 86.90 | 1 | "
+            "75.09 / 80.29 / 86.72 |") in text
+    assert "| 2 | 100 (100) | 3 (1) | yes | – | 3 |" in text and "| 3 | 100 (100) | 2 (1) | no-op |" in text
     assert "| 0.10 (0.1 %) | 7.50 |" in text
