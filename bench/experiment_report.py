@@ -422,7 +422,7 @@ def seeds_lines(blocks: Sequence[Mapping[str, Any]], planned: Sequence[int]) -> 
         seeds = sorted({s for arm in block["arms"].values() for s in arm["seeds"]})
         runs.append(f"{block['start']} {block['label']} n = {len(seeds)} ({_seed_span(seeds)})")
         extra = [s for s in seeds if s not in set(planned)]
-        if extra:
+        if extra and planned:
             extended.append((f"{block['start']} {block['label']}", extra))
     lines = [f"- Seeds run: {'; '.join(runs)}."]
     if extended:
