@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dataio.errors import InputError
 from flows.config import config_from_mapping
 from flows.promotion import GateSettings, best_round, decide, flat_metrics, metric_value
 
@@ -68,16 +69,19 @@ def test_gate_settings_refuse_bad_metric_names_and_a_guard_that_is_the_deciding_
         assert message in str(err.value), (bad, str(err.value))
 
 
-def test_tracking_changes_neither_the_fingerprint_nor_what_a_run_may_resume(tmp_path) -> None:
+def test_tracking_and_retention_change_neither_the_fingerprint_nor_what_a_run_may_resume(tmp_path) -> None:
     from flows.rundir import RunDir
 
     plain = config_from_mapping({**BASE, "output_dir": str(tmp_path / "run")})
     tracked = config_from_mapping({**BASE, "output_dir": str(tmp_path / "run"),
-                                   "tracking": {"enabled": True, "uri": str(tmp_path / "store")}})
+                                   "tracking": {"enabled": True, "uri": str(tmp_path / "store")},
+                                   "retention": {"keep": 3}})
     assert plain.fingerprint() == tracked.fingerprint()
     run = RunDir(tmp_path / "run")
     run.claim(plain)
     run.claim(tracked)  # no "different settings" refusal
+    with pytest.raises(InputError, match="retention.keep"):
+        config_from_mapping({**BASE, "output_dir": str(tmp_path / "run"), "retention": {"keep": 0}})
     relative = config_from_mapping({**BASE, "tracking": {"uri": "store"}}, base_dir=tmp_path)
     assert relative.tracking.uri == str((tmp_path / "store").resolve())
     server = config_from_mapping({**BASE, "tracking": {"uri": "http://127.0.0.1:5000"}}, base_dir=tmp_path)
