@@ -47,6 +47,8 @@ REGISTERED_NAME = "twitter-encoder"
 def slice_corpus(src: Path, folder: Path, slices: int, limit: int | None = None) -> list[Path]:
     """Cut `src` (one sentence per line; its first `limit` lines) into `slices` contiguous files `part-<k>.txt`
     under `folder` (once)."""
+    from dataio.atomic import atomic_write_text
+
     lines = src.read_text(encoding="utf-8").splitlines(keepends=True)[:limit]
     size = -(-len(lines) // slices)
     paths = []
@@ -54,8 +56,6 @@ def slice_corpus(src: Path, folder: Path, slices: int, limit: int | None = None)
     for k in range(slices):
         path = folder / f"part-{k + 1}.txt"
         if not path.is_file():
-            from dataio.atomic import atomic_write_text
-
             atomic_write_text(path, "".join(lines[k * size:(k + 1) * size]))
         paths.append(path)
     return paths
@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     from experiment_report import write_section
     from tracking_overhead import CallTimer
 
+    from dataio.atomic import atomic_write_json
     from dataio.tables import data_dir
 
     torch.set_num_threads(args.threads)
@@ -220,8 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_night(night_config(Path(args.config), out, night, dev, args.steps), timer)
         row = night_row(night, summary, current_scores(out))
         row["candidate_metrics"] = candidate_scores(out, row["registered"])
-        from dataio.atomic import atomic_write_json
-
         atomic_write_json(record, row)
         rows.append(row)
         print(json.dumps(row), flush=True)
