@@ -69,17 +69,24 @@ class CallTimer:
         return out
 
 
-def run_loop(config: Any) -> dict[str, Any]:
-    """One curriculum run as the flow runs it, less Prefect: the plain steps plus the flow's tracking hooks."""
+def tracked_steps(config: Any) -> Any:
+    """The round steps of a run as the flow runs it, less Prefect: the plain steps plus the flow's tracking hooks."""
     import dataclasses
 
-    from flows.loop import plain_steps, run_rounds
+    from flows.loop import plain_steps
     from flows.rundir import RunDir
     from flows.tracking import round_hooks, tracker_for
 
     run = RunDir(config.output_dir)
-    hooks = round_hooks(tracker_for(config, run), config)
-    return run_rounds(config, run, dataclasses.replace(plain_steps(config, run), **hooks))
+    return dataclasses.replace(plain_steps(config, run), **round_hooks(tracker_for(config, run), config))
+
+
+def run_loop(config: Any) -> dict[str, Any]:
+    """One curriculum run as the flow runs it, less Prefect (`tracked_steps`)."""
+    from flows.loop import run_rounds
+    from flows.rundir import RunDir
+
+    return run_rounds(config, RunDir(config.output_dir), tracked_steps(config))
 
 
 def main(argv: list[str] | None = None) -> int:

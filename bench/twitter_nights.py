@@ -23,7 +23,6 @@ scores, the night's wall time, and the seconds inside the tracking calls per rou
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -90,17 +89,12 @@ def night_config(config: Path, out: Path, night: int, dev: dict[str, Path], step
 
 
 def run_night(config: Any, timer: Any) -> dict[str, Any]:
-    from flows.continuing import run_continuing
-    from flows.loop import plain_steps
-    from flows.rundir import RunDir
-    from flows.tracking import round_hooks, tracker_for
+    from tracking_overhead import tracked_steps
 
-    def steps(cfg: Any) -> Any:
-        run = RunDir(Path(cfg.output_dir))
-        return dataclasses.replace(plain_steps(cfg, run), **round_hooks(tracker_for(cfg, run), cfg))
+    from flows.continuing import run_continuing
 
     wall = time.perf_counter()
-    summary = run_continuing(config, steps)
+    summary = run_continuing(config, tracked_steps)
     summary["night_seconds"] = time.perf_counter() - wall
     summary["tracking_calls"] = timer.take()
     return summary
