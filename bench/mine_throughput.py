@@ -17,12 +17,14 @@ Adds a table and `encode_ratio_strongest` / `mine_ratio_strongest`: ours against
 
 `--growth`: time and peak RSS of mining 10k / 100k / 1M sentences, each in a fresh process. Sizes up to
 `--growth-full-max` run end to end (encode included); larger ones mine on precomputed embeddings (index +
-bands + Parquet), and their encode time is extrapolated from the measured encode throughput.
+bands + Parquet), and their encode time is extrapolated from the measured encode throughput. `--growth-shards
+1,2` runs each size in one process and on a local Dask cluster of 2 single-threaded workers (`mine --shards 2`).
 
     .venv/bin/python bench/mine_throughput.py                      # CPU comparison, a few minutes
     .venv/bin/python bench/mine_throughput.py --device cpu --repeats 3 --backends torch,onnx,onnx-O2,openvino
     .venv/bin/python bench/mine_throughput.py --n-nli 7358 --n-corpus 48000 --batch-size 1024   # GPU sizes
     .venv/bin/python bench/mine_throughput.py --growth             # 10k, 100k (end to end), 1M (precomputed)
+    .venv/bin/python bench/mine_throughput.py --growth --growth-sizes 100000 --growth-shards 1,2
 """
 
 from __future__ import annotations
@@ -406,8 +408,10 @@ def growth_child(args) -> None:
     """One growth measurement in this (fresh) process; prints one JSON line."""
     from mining.corpus import CorpusSource, load_corpus
     from mining.embeddings import Embeddings
+    from mining.encoders import load_encoder, offline_minilm_path
     from mining.params import MiningParams
     from mining.pipeline import mine
+    from mining.shards import sharded_mining
 
     work = Path(args.work)
     size, mode = args.child_size, args.child_mode
@@ -417,19 +421,27 @@ def growth_child(args) -> None:
     params = MiningParams(range_max=args.range_max, num_negatives=args.num_negatives,
                           relative_margin=args.relative_margin, max_score=1 - args.relative_margin,
                           batch_size=args.batch_size, backend=args.backend)
-    out = work / f"out-{size}"
+    shards = args.child_shards
+    out = work / f"out-{size}-shards{shards}"
     shutil.rmtree(out, ignore_errors=True)  # a complete round there would be reused, and nothing measured
-    if mode == "full":
-        _, ours = load_models(args.max_length, args.device)
-        res = mine(corpus, ours, out, params=params, cache_dir=work / f"cache-{size}", show_progress=False)
-    else:
-        matrix = np.load(work / f"emb-{size}.npy", mmap_mode="r")
-        emb = Embeddings(matrix, list(corpus.ids), "precomputed-" + str(size), corpus.pool_fingerprint())
-        res = mine(corpus, None, out, params=params, embeddings=emb, show_progress=False)
+    cache = work / f"cache-{size}-shards{shards}"
+    shutil.rmtree(cache, ignore_errors=True)  # likewise a cached encode
+    with sharded_mining(shards, None, load_encoder, offline_minilm_path(), max_length=args.max_length,
+                        device=args.device) as sharding:
+        if mode == "full":
+            ours = load_encoder(offline_minilm_path(), max_length=args.max_length, device=args.device)
+            res = mine(corpus, ours, out, params=params, cache_dir=cache, show_progress=False, **sharding)
+        else:
+            path = work / f"emb-{size}.npy"  # workers map the same file (Embeddings pickles a memmap as its path)
+            emb = Embeddings(np.load(path, mmap_mode="r"), list(corpus.ids), "precomputed-" + str(size),
+                             corpus.pool_fingerprint(), path=path)
+            res = mine(corpus, None, out, params=params, embeddings=emb, show_progress=False, **sharding)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"size": size, "mode": mode, "load_s": load_s, "timings": res.timings, "peak_rss_mb": peak_mb,
-                      "index": res.manifest.index or {}, "rows": {b: s["rows"] for b, s in res.bands.items()},
-                      "difficulty": res.difficulties()}))
+    # Dask's worker processes are this process's children, reaped when the cluster closes: the largest one
+    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if shards > 1 else 0.0
+    print(json.dumps({"size": size, "mode": mode, "shards": shards, "load_s": load_s, "timings": res.timings,
+                      "peak_rss_mb": peak_mb, "worker_peak_rss_mb": worker_mb, "index": res.manifest.index or {},
+                      "rows": {b: s["rows"] for b, s in res.bands.items()}, "difficulty": res.difficulties()}))
 
 
 def load_base_embeddings(folder: Path, data: dict[str, list]) -> np.ndarray:
@@ -498,23 +510,25 @@ def growth(args) -> None:
                 emb[direct + s:direct + s + len(chunk)] = v
             emb.flush()
             del emb
-        cmd = [sys.executable, __file__, "--child-size", str(size), "--child-mode", mode, "--work", str(work),
-               "--range-max", str(args.range_max), "--num-negatives", str(args.num_negatives),
-               "--relative-margin", str(args.relative_margin), "--batch-size", str(args.batch_size),
-               "--max-length", str(args.max_length), "--backend", args.backend]
-        if args.device:
-            cmd += ["--device", args.device]
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"growth run for {size} failed")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        if mode == "full":
-            enc_sps = enc_sps or size / max(r["timings"]["encode"], 1e-9)
-        results.append(r)
-        print(json.dumps(r), flush=True)
-    print("\n| sentences | measured | encode s | index s | bands s | Parquet s | total s | peak RSS MB | index "
-          "(recall@k) |\n|---:|---|---:|---:|---:|---:|---:|---:|---|")
+        for shards in [int(s) for s in args.growth_shards.split(",")]:
+            cmd = [sys.executable, __file__, "--child-size", str(size), "--child-mode", mode, "--work", str(work),
+                   "--child-shards", str(shards), "--range-max", str(args.range_max),
+                   "--num-negatives", str(args.num_negatives), "--relative-margin", str(args.relative_margin),
+                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+                   "--backend", args.backend]
+            if args.device:
+                cmd += ["--device", args.device]
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"growth run for {size} ({shards} shards) failed")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            if mode == "full" and shards == 1:
+                enc_sps = enc_sps or size / max(r["timings"]["encode"], 1e-9)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    print("\n| sentences | shards | measured | encode s | index s | bands s | Parquet s | total s | peak RSS MB "
+          "(driver + largest worker) | index (recall@k) |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         t = r["timings"]
         idx = r["index"]
@@ -526,8 +540,10 @@ def growth(args) -> None:
             enc = f"~{est:.0f} (extrapolated)"
             total = f"{t['total']:.1f} + ~{est:.0f}"
             what = "index+bands+Parquet on precomputed embeddings"
-        print(f"| {r['size']:,} | {what} | {enc} | {t['index']:.1f} | {t['bands']:.1f} | {t['write']:.1f} | {total} | "
-              f"{r['peak_rss_mb']:.0f} | {idx.get('backend')}{rec} |")
+        shards = r.get("shards", 1)
+        workers = f" + {r['worker_peak_rss_mb']:.0f}" if shards > 1 else ""
+        print(f"| {r['size']:,} | {shards} | {what} | {enc} | {t['index']:.1f} | {t['bands']:.1f} | {t['write']:.1f} | "
+              f"{total} | {r['peak_rss_mb']:.0f}{workers} | {idx.get('backend')}{rec} |")
     if enc_sps:
         print(f"\nencode throughput used for extrapolation: {enc_sps:,.0f} sentences/s")
     if args.json:
@@ -558,6 +574,8 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--growth", action="store_true", help="time and peak RSS by corpus size")
     p.add_argument("--growth-sizes", default="10000,100000,1000000")
+    p.add_argument("--growth-shards", default="1", help="shard counts per size: 1 is one process, N > 1 a local "
+                   "Dask cluster of N single-threaded workers (mining.shards), e.g. 1,2")
     p.add_argument("--growth-full-max", type=int, default=100_000, help="largest size encoded end to end")
     p.add_argument("--growth-base", type=int, default=10**9, help="real sentences encoded for precomputed sizes")
     p.add_argument("--work", default=None, help="working folder for --growth (default: a temporary one)")
@@ -565,6 +583,7 @@ def main() -> None:
                    "(e.g. from bench/mine_quality.py) for the precomputed sizes, instead of encoding them")
     p.add_argument("--child-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-mode", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child-shards", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.data_dir = args.data_dir or default_data_dir()
     if args.child_size:

@@ -5,6 +5,10 @@ the first card of an architecture (sentence-transformers loads the folder once a
 that (rendering only), and a whole `SimCSEEncoder.save` against writing the same folder without a card.
 A curriculum round writes two cards (the trainer's, then the closed round's).
 
+It also times the alternative issue 13 asks about, writing and reading model folders through
+sentence-transformers' own modules: `SentenceTransformer(path)` against `SimCSEEncoder.from_pretrained(path)`,
+and `SentenceTransformer.save` (which writes its own card) against `SimCSEEncoder.save` (medians of `--repeats`).
+
     python bench/model_card_cost.py                 # all-MiniLM-L6-v2
     python bench/model_card_cost.py --model PATH --repeats 5
 """
@@ -33,6 +37,7 @@ def main() -> int:
     already = "sentence_transformers" in sys.modules
     start = time.perf_counter()
     import sentence_transformers  # noqa: F401 - timed: the card's one-off import
+    from sentence_transformers import SentenceTransformer
 
     from dataio.atomic import atomic_dir
     from simcse.model_card import ModelCardInfo, describe_base, render_model_card
@@ -50,7 +55,10 @@ def main() -> int:
             start = time.perf_counter()
             render_model_card(root / "first", info)
             renders.append(time.perf_counter() - start)
-        saves, plain = [], []
+        # Interleaved (ours with card, ours without, sentence-transformers' save; then the two loads) so the
+        # page-cache writeback that makes any 90 MB safetensors write vary several-fold hits every option alike.
+        saves, plain, st_loads, our_loads, st_saves = [], [], [], [], []
+        st = SentenceTransformer(str(root / "first"), device="cpu")
         for i in range(args.repeats):
             start = time.perf_counter()
             encoder.save(root / f"with-card-{i}")
@@ -59,8 +67,20 @@ def main() -> int:
             with atomic_dir(root / f"without-card-{i}") as folder:
                 encoder._write_folder(folder)
             plain.append(time.perf_counter() - start)
-    out.update(card_render_s=statistics.median(renders), save_with_card_s=statistics.median(saves),
-               save_without_card_s=statistics.median(plain))
+            start = time.perf_counter()
+            st.save(str(root / f"st-save-{i}"))
+            st_saves.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            st = SentenceTransformer(str(root / "first"), device="cpu")
+            st_loads.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            SimCSEEncoder.from_pretrained(root / "first", device="cpu")
+            our_loads.append(time.perf_counter() - start)
+    for name, values in (("save_with_card", saves), ("save_without_card", plain), ("st_save", st_saves),
+                         ("st_load", st_loads), ("our_load", our_loads)):
+        out[f"{name}_s"] = statistics.median(values)
+        out[f"{name}_min_max_s"] = f"{min(values):.3f}-{max(values):.3f}"
+    out["card_render_s"] = statistics.median(renders)
     out["card_share_of_save_s"] = out["save_with_card_s"] - out["save_without_card_s"]
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=1))
     return 0
