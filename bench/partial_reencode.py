@@ -127,8 +127,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}; pool {len(corpus):,}")
     encoded = [encode(corpus, m, args.cache, args.batch_size, args.max_length) for m in args.models]
+    names = {m: f"M{i}" for i, m in enumerate(args.models)}
     for m, (_, s, cached) in zip(args.models, encoded):
-        print(f"encode {m}: {s:.1f} s{' (from the cache, its recorded time)' if cached else ''}")
+        print(f"{names[m]} = {m}: encode {s:.1f} s{' (from the cache, its recorded time)' if cached else ''}")
     pairs = []
     for (old_m, new_m), (old, _, _), (new, new_s, _) in zip(zip(args.models, args.models[1:]), encoded,
                                                             encoded[1:]):
@@ -143,7 +144,7 @@ def main() -> None:
                        **compare(ref, got, new, params.max_score, params.range_max)}
                 rows.append(row)
                 nn, dom = row["nearest_neighbour"], row["in_domain"]
-                print(f"{Path(old_m).name}->{Path(new_m).name} f={f:.2f} seed={seed}: nn same {nn['same_negative']:.3f}"
+                print(f"{names[old_m]}->{names[new_m]} f={f:.2f} seed={seed}: nn same {nn['same_negative']:.3f}"
                       f" cos_new {nn['mean_cos_new']:.3f} (ref {nn['ref_mean_cos_new']:.3f}) suspects "
                       f"{nn['suspects_new']:.4f}; in_domain same {dom['same_negative']:.3f}; window overlap "
                       f"{row['window_overlap']:.3f}; saves {row['encode_saved_s']:.0f} s", flush=True)
@@ -165,7 +166,7 @@ def main() -> None:
             sus = mean(lambda r: r["nearest_neighbour"]["suspects_new"])
             pays = (0 < 1 - f and f <= PAYS["max_fraction"] and nn_same >= PAYS["agreement"]
                     and sus <= PAYS["suspects"])
-            print(f"| {Path(pair['old']).name} → {Path(pair['new']).name} | {f:.2f} | "
+            print(f"| {names[pair['old']]} → {names[pair['new']]} | {f:.2f} | "
                   f"{(1 - f) * pair['encode_new_s']:.0f} s ({1 - f:.0%}) | {nn_same:.3f}"
                   f"{spread(lambda r: r['nearest_neighbour']['same_negative'])} | "
                   f"{mean(lambda r: r['in_domain']['same_negative']):.3f} | "
