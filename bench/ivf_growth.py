@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import resource
 import subprocess
@@ -121,10 +122,11 @@ def child(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         search(q)
         times.append(time.perf_counter() - t)
-    per_query = max(0.0, (times[1] - times[0]) / (len(q2) - len(q1)))
-    fixed = max(0.0, times[0] - per_query * len(q1)) if fixed_in_search else 0.0
-    if not fixed_in_search:
-        per_query = times[1] / len(q2)
+    if fixed_in_search:  # the slope between the two query counts, and what is left at zero queries
+        per_query = max(0.0, (times[1] - times[0]) / (len(q2) - len(q1)))
+        fixed = max(0.0, times[0] - per_query * len(q1))
+    else:
+        per_query, fixed = times[1] / len(q2), 0.0
     out.update({"search_s": times, "per_query_ms": per_query * 1e3, "fixed_s": fixed,
                 "projected_full_s": out["build_s"] + out.get("tune_s", 0.0) + fixed + per_query * n,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
@@ -153,7 +155,7 @@ def main() -> None:
         p.error("--base is required")
     base = np.load(args.base / "embeddings.npy", mmap_mode="r")
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.platform()}, load {' '.join(f'{x:.2f}' for x in __import__('os').getloadavg())}; "
+    print(f"machine: {platform.platform()}, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"base {base.shape[0]:,} rows of {args.base}")
     results = []
     for size in [int(s) for s in args.sizes.split(",")]:
