@@ -18,13 +18,15 @@ Adds a table and `encode_ratio_strongest` / `mine_ratio_strongest`: ours against
 `--growth`: time and peak RSS of mining 10k / 100k / 1M sentences, each in a fresh process. Sizes up to
 `--growth-full-max` run end to end (encode included); larger ones mine on precomputed embeddings (index +
 bands + Parquet), and their encode time is extrapolated from the measured encode throughput. `--growth-shards
-1,2` runs each size in one process and on a local Dask cluster of 2 single-threaded workers (`mine --shards 2`).
+1,2` runs each size in one process and on a local Dask cluster of 2 single-threaded workers (`mine --shards 2`);
+`--growth-engine ray` puts the shards on a local Ray instead (`mine --shards 2 --engine ray`).
 
     .venv/bin/python bench/mine_throughput.py                      # CPU comparison, a few minutes
     .venv/bin/python bench/mine_throughput.py --device cpu --repeats 3 --backends torch,onnx,onnx-O2,openvino
     .venv/bin/python bench/mine_throughput.py --n-nli 7358 --n-corpus 48000 --batch-size 1024   # GPU sizes
     .venv/bin/python bench/mine_throughput.py --growth             # 10k, 100k (end to end), 1M (precomputed)
     .venv/bin/python bench/mine_throughput.py --growth --growth-sizes 100000 --growth-shards 1,2
+    .venv/bin/python bench/mine_throughput.py --growth --growth-sizes 100000 --growth-shards 2 --growth-engine ray
 """
 
 from __future__ import annotations
@@ -411,7 +413,7 @@ def growth_child(args) -> None:
     from mining.encoders import load_encoder, offline_minilm_path
     from mining.params import MiningParams
     from mining.pipeline import mine
-    from mining.shards import sharded_mining
+    from mining.shards import EncoderRef, sharded_mining
 
     work = Path(args.work)
     size, mode = args.child_size, args.child_mode
@@ -426,8 +428,8 @@ def growth_child(args) -> None:
     shutil.rmtree(out, ignore_errors=True)  # a complete round there would be reused, and nothing measured
     cache = work / f"cache-{size}-shards{shards}"
     shutil.rmtree(cache, ignore_errors=True)  # likewise a cached encode
-    with sharded_mining(shards, None, load_encoder, offline_minilm_path(), max_length=args.max_length,
-                        device=args.device) as sharding:
+    ref = EncoderRef.of(load_encoder, offline_minilm_path(), max_length=args.max_length, device=args.device)
+    with sharded_mining(shards, ref, None, args.child_engine if shards > 1 else "dask") as sharding:
         if mode == "full":
             ours = load_encoder(offline_minilm_path(), max_length=args.max_length, device=args.device)
             res = mine(corpus, ours, out, params=params, cache_dir=cache, show_progress=False, **sharding)
@@ -437,9 +439,12 @@ def growth_child(args) -> None:
                              corpus.pool_fingerprint(), path=path)
             res = mine(corpus, None, out, params=params, embeddings=emb, show_progress=False, **sharding)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # Dask's worker processes are this process's children, reaped when the cluster closes: the largest one
+    # Dask's worker processes are this process's children, reaped when the cluster closes: the largest one (Ray's
+    # are its raylet's children, counted once the raylet has reaped them)
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if shards > 1 else 0.0
-    print(json.dumps({"size": size, "mode": mode, "shards": shards, "load_s": load_s, "timings": res.timings,
+    print(json.dumps({"size": size, "mode": mode, "shards": shards,
+                      "engine": args.child_engine if shards > 1 else "one process", "load_s": load_s,
+                      "timings": res.timings,
                       "peak_rss_mb": peak_mb, "worker_peak_rss_mb": worker_mb, "index": res.manifest.index or {},
                       "rows": {b: s["rows"] for b, s in res.bands.items()}, "difficulty": res.difficulties()}))
 
@@ -512,7 +517,8 @@ def growth(args) -> None:
             del emb
         for shards in [int(s) for s in args.growth_shards.split(",")]:
             cmd = [sys.executable, __file__, "--child-size", str(size), "--child-mode", mode, "--work", str(work),
-                   "--child-shards", str(shards), "--range-max", str(args.range_max),
+                   "--child-shards", str(shards), "--child-engine", args.growth_engine,
+                   "--range-max", str(args.range_max),
                    "--num-negatives", str(args.num_negatives), "--relative-margin", str(args.relative_margin),
                    "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                    "--backend", args.backend]
@@ -542,8 +548,9 @@ def growth(args) -> None:
             what = "index+bands+Parquet on precomputed embeddings"
         shards = r.get("shards", 1)
         workers = f" + {r['worker_peak_rss_mb']:.0f}" if shards > 1 else ""
-        print(f"| {r['size']:,} | {shards} | {what} | {enc} | {t['index']:.1f} | {t['bands']:.1f} | {t['write']:.1f} | "
-              f"{total} | {r['peak_rss_mb']:.0f}{workers} | {idx.get('backend')}{rec} |")
+        on = f" ({r.get('engine', 'dask')})" if shards > 1 else ""
+        print(f"| {r['size']:,} | {shards}{on} | {what} | {enc} | {t['index']:.1f} | {t['bands']:.1f} | "
+              f"{t['write']:.1f} | {total} | {r['peak_rss_mb']:.0f}{workers} | {idx.get('backend')}{rec} |")
     if enc_sps:
         print(f"\nencode throughput used for extrapolation: {enc_sps:,.0f} sentences/s")
     if args.json:
@@ -576,6 +583,7 @@ def main() -> None:
     p.add_argument("--growth-sizes", default="10000,100000,1000000")
     p.add_argument("--growth-shards", default="1", help="shard counts per size: 1 is one process, N > 1 a local "
                    "Dask cluster of N single-threaded workers (mining.shards), e.g. 1,2")
+    p.add_argument("--growth-engine", default="dask", choices=["dask", "ray"], help="what runs the shards of N > 1")
     p.add_argument("--growth-full-max", type=int, default=100_000, help="largest size encoded end to end")
     p.add_argument("--growth-base", type=int, default=10**9, help="real sentences encoded for precomputed sizes")
     p.add_argument("--work", default=None, help="working folder for --growth (default: a temporary one)")
@@ -584,6 +592,7 @@ def main() -> None:
     p.add_argument("--child-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-mode", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-shards", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--child-engine", default="dask", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.data_dir = args.data_dir or default_data_dir()
     if args.child_size:

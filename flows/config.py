@@ -47,7 +47,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-min
 OPERATIONAL_SECTIONS = ("tracking", "registry", "retention")
 # Mining settings that say how mining is spread over processes, not what it computes (shards give the
 # triplets of one process): like the sections above, left out of the run's fingerprint and cache keys.
-OPERATIONAL_MINING = ("shards", "cluster")
+OPERATIONAL_MINING = ("shards", "engine", "cluster")
 
 
 class _Strict(BaseModel):
@@ -210,28 +210,44 @@ class MiningSettings(_Strict):
     exclude_pairs: Path | None = Field(None, description="(anchor_id, negative_id) pairs no round may mine, e.g. the "
                                                          "false negatives marked in `inspect --html`")
     shards: int = Field(1, ge=1, description="encode, search and mine each round in this many shards, each a task on "
-                                             "a Dask cluster (a local one of this many single-threaded worker "
-                                             "processes unless `cluster`); the triplets are those of 1 shard")
-    cluster: str | None = Field(None, min_length=1, description="a Dask scheduler's address (tcp://10.0.0.5:8786) "
-                                                                "for the shards; its workers need this package and "
-                                                                "the run folder on a shared file system")
+                                             "a Dask (or Ray: `engine`) cluster, a local one of this many "
+                                             "single-threaded worker processes unless `cluster`; the triplets are "
+                                             "those of 1 shard")
+    engine: Literal["dask", "ray"] = Field("dask", description="what runs the shards: dask, or ray (needs the ray "
+                                                               "package: the ray extra)")
+    cluster: str | None = Field(None, min_length=1, description="the shards' cluster: a Dask scheduler's address "
+                                                                "(tcp://10.0.0.5:8786), or with engine ray a Ray "
+                                                                "address (ray://HOST:10001, auto); its workers need "
+                                                                "this package and the run folder on a shared file "
+                                                                "system")
     encode_runtime: Literal["torch", "openvino"] = Field(
         "torch", description="what mining encodes with: torch, or openvino (an fp32 OpenVINO graph of the model on "
                              "the CPU, the same embeddings; needs the openvino package: the cpu-anchors extra)")
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_needs_shards(cls, value: str, info: ValidationInfo) -> str:
+        if value != "dask" and info.data.get("shards", 1) < 2:
+            raise ValueError(f"{value} needs mining.shards 2 or more (one shard runs in the flow's process)")
+        return value
 
     @field_validator("cluster")
     @classmethod
     def _cluster_needs_shards(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and info.data.get("shards", 1) < 2:
             raise ValueError("needs mining.shards 2 or more (the number of pieces to spread over its workers)")
+        engine = info.data.get("engine", "dask")
+        if value is not None and value.startswith({"dask": "ray://", "ray": "tcp://"}[engine]):
+            raise ValueError(f"{value!r} is an address for the other engine: set mining.engine to "
+                             f"{'ray' if engine == 'dask' else 'dask'}")
         return value
 
     @model_serializer(mode="wrap")
     def _new_keys_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """shards, cluster and encode_runtime are dumped only when they differ from their defaults, so a run
-        recorded before they existed keeps its saved config, fingerprint and cache keys."""
+        """shards, engine, cluster and encode_runtime are dumped only when they differ from their defaults, so a
+        run recorded before they existed keeps its saved config, fingerprint and cache keys."""
         dumped = handler(self)
-        for name in ("shards", "cluster", "encode_runtime"):
+        for name in ("shards", "engine", "cluster", "encode_runtime"):
             if getattr(self, name) == type(self).model_fields[name].default:
                 dumped.pop(name, None)
         return dumped

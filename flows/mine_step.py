@@ -27,11 +27,12 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
                log: Any = _log) -> dict[str, Any]:
     """Mine every band of round `round_` with `model_path`; mining returns an existing complete round.
 
-    `mining.shards` > 1 spreads the round over a Dask cluster (`mining.cluster`, else a local one), set up as
-    `mine --shards` does (mining.shards.sharded_mining); `mining.encode_runtime` is what the encoder runs on.
+    `mining.shards` > 1 spreads the round over a Dask or Ray cluster (`mining.engine`; `mining.cluster`, else a
+    local one), set up as `mine --shards --engine` does (mining.shards.sharded_mining); `mining.encode_runtime`
+    is what the encoder runs on.
     """
     from mining.pipeline import mine
-    from mining.shards import sharded_mining
+    from mining.shards import EncoderRef, sharded_mining
 
     start = time.perf_counter()
     settings = config.mining
@@ -43,8 +44,9 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
                               "params": settings.params}
     if inputs.get("exclude_pairs"):
         kwargs["exclude_pairs"] = inputs["exclude_pairs"]
-    with sharded_mining(settings.shards, settings.cluster, run_inputs.open_encoder, model_path,
-                        encode_runtime=settings.encode_runtime, **run_inputs.encoder_settings(config)) as sharding:
+    ref = EncoderRef.of(run_inputs.open_encoder, model_path, encode_runtime=settings.encode_runtime,
+                        **run_inputs.encoder_settings(config))
+    with sharded_mining(settings.shards, ref, settings.cluster, settings.engine) as sharding:
         mine(corpus, encoder, run.triplets, **kwargs, **sharding)
     summary = read_mined(run, round_)
     summary["seconds"] = time.perf_counter() - start

@@ -143,6 +143,7 @@ def check_run(config: RunConfig) -> RunCheck:
     resumes = _check_run_folder(config)
     _check_tracking(config)
     _check_encode_runtime(config)
+    _check_engine(config)
     _check_model(config, notes)
     try:
         corpus, inputs = _read_inputs(config, warnings)
@@ -238,6 +239,16 @@ def _check_encode_runtime(config: RunConfig) -> None:
     if package is not None:
         raise InputError(f"mining.encode_runtime: {runtime} needs the {package} package; {RUNTIME_INSTALL_HINT} "
                          f"or use torch", path=config.source)
+
+
+def _check_engine(config: RunConfig) -> None:
+    """`mining.engine: ray` needs the ray package (an optional extra): say so now, not when the first round is
+    mined."""
+    import importlib.util
+
+    if config.mining.engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise InputError("mining.engine: ray needs the ray package; pip install 'simcse-curriculum[ray]', or use "
+                         "dask", path=config.source)
 
 
 def _check_model(config: RunConfig, notes: list[str]) -> None:

@@ -150,11 +150,14 @@ def mine_command(
                                               "negative_id; csv/tsv/jsonl/parquet), e.g. the false negatives "
                                               "marked in `inspect --html`.")] = None,
     shards: Annotated[int, Opt("--shards", min=1, help="Encode, search and mine in this many shards, each a task "
-                               "on a Dask cluster (a local one of this many worker processes unless --cluster); "
-                               "the triplets are those of --shards 1.")] = 1,
-    cluster: Annotated[str | None, Opt("--cluster", help="Dask scheduler address (e.g. tcp://10.0.0.5:8786) for "
-                                       "--shards; its workers need this package and the cache folder's "
-                                       "file system.")] = None,
+                               "on a Dask (or Ray: --engine) cluster, a local one of this many worker processes "
+                               "unless --cluster; the triplets are those of --shards 1.")] = 1,
+    cluster: Annotated[str | None, Opt("--cluster", help="The cluster for --shards: a Dask scheduler address (e.g. "
+                                       "tcp://10.0.0.5:8786), or with --engine ray a Ray address (ray://HOST:10001 "
+                                       "or auto); its workers need this package and the cache folder's file "
+                                       "system.")] = None,
+    engine: Annotated[str, Opt("--engine", help="What runs the shards: dask, or ray (needs the ray package).")
+                      ] = "dask",
     encode_runtime: Annotated[str, Opt("--encode-runtime", help="torch, or openvino: CPU encoding on an fp32 "
                                        "OpenVINO graph of the model (the same embeddings; needs the openvino "
                                        "package).")] = "torch",
@@ -179,6 +182,12 @@ def mine_command(
                          f"corpus file, in order")
     if cluster is not None and shards < 2:
         raise InputError("--cluster needs --shards 2 or more (the number of pieces to spread over its workers)")
+    from mining.shards import ENGINES
+
+    if engine not in ENGINES:
+        raise InputError(f"--engine {engine!r} is not known: use one of {', '.join(ENGINES)}")
+    if engine != "dask" and shards < 2:
+        raise InputError(f"--engine {engine} needs --shards 2 or more (one shard runs in this process)")
     params = params_from_options(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
                                  unsupervised_range_min=unsupervised_range_min, relative_margin=relative_margin,
                                  max_score=max_score, sampling=sampling, backend=backend, batch_size=batch_size,
@@ -197,7 +206,7 @@ def mine_command(
     from dataio.folder_lock import lock_folder
     from mining.encoders import load_encoder
     from mining.pipeline import mine
-    from mining.shards import sharded_mining
+    from mining.shards import EncoderRef, sharded_mining
 
     encoder = load_encoder(model, max_length=max_length, encode_runtime=encode_runtime)
     created = _make_folder(out)
@@ -209,8 +218,8 @@ def mine_command(
             _remove_empty(out, created)  # folder this command made goes
         raise
     try:
-        with sharded_mining(shards, cluster, load_encoder, model, max_length=max_length,
-                            encode_runtime=encode_runtime) as sharding:
+        ref = EncoderRef.of(load_encoder, model, max_length=max_length, encode_runtime=encode_runtime)
+        with sharded_mining(shards, ref, cluster, engine) as sharding:
             result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
                           cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded, **sharding)
     except BaseException:

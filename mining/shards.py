@@ -9,9 +9,10 @@ come back; `merge_shards` puts them in the order mining every row at once gives.
 counter-based hash of the row's ids (mining.bands), so sharded and unsharded mining give the same triplets
 from the same embeddings.
 
-`MapShards` is any `map(fn, items) -> list`: `local_map` (in this process, the default) or `dask_map` (each
-item a task on a Dask cluster: one at an address, or a local cluster of worker processes). Nothing here
-knows about Prefect.
+`MapShards` is any `map(fn, items) -> list`: `local_map` (in this process, the default), `dask_map` (each
+item a task on a Dask cluster: one at an address, or a local cluster of worker processes) or `ray_map` (each
+item a Ray task: a cluster at an address, or a local one of that many worker processes). Nothing here knows
+about Prefect.
 """
 
 from __future__ import annotations
@@ -70,21 +71,76 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
             cluster.close()
 
 
+ENGINES = ("dask", "ray")
+
+
 @contextlib.contextmanager
-def sharded_mining(shards: int, cluster: str | None, loader: Callable[..., Any], *args: Any,
-                   **kwargs: Any) -> Iterator[dict[str, Any]]:
+def ray_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
+    """A `MapShards` running each item as a Ray task (one CPU each), gathered in order: the cluster at `address`
+    (`ray://HOST:10001` through Ray Client, or `auto`/`HOST:6379` from a node of the cluster), else a local Ray
+    of `workers` CPUs on 127.0.0.1 without its dashboard, shut down on exit. A Ray this process had already
+    started or joined is used as it is and left running. `fn` goes to the object store once and every task
+    reads it from there. Workers import this package, as with `dask_map`."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("the ray engine needs the ray package: pip install 'simcse-curriculum[ray]' (or ray), "
+                          "on the driver and every worker") from err
+
+    started = False
+    if not ray.is_initialized():
+        if address is None:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     _node_ip_address="127.0.0.1")
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        started = True
+    call = ray.remote(num_cpus=1, max_retries=0)(_apply)
+
+    def run(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
+        shared = ray.put(fn)
+        return ray.get([call.remote(shared, item) for item in items])
+
+    try:
+        yield run
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _apply(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
+
+
+def engine_map(engine: str, workers: int, address: str | None = None) -> contextlib.AbstractContextManager[MapShards]:
+    """The `MapShards` of a distributed `engine` ("dask" or "ray"), as `dask_map` / `ray_map` open it."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if address is not None:
+        other = {"dask": "ray://", "ray": "tcp://"}[engine]
+        if address.startswith(other):
+            raise ValueError(f"{address!r} is a {'Ray' if engine == 'dask' else 'Dask'} address, but the engine is "
+                             f"{engine}: set the engine to {'ray' if engine == 'dask' else 'dask'}")
+    return dask_map(workers, address) if engine == "dask" else ray_map(workers, address)
+
+
+@contextlib.contextmanager
+def sharded_mining(shards: int, encoder_ref: EncoderRef, cluster: str | None = None,
+                   engine: str = "dask") -> Iterator[dict[str, Any]]:
     """`mining.pipeline.mine`'s keywords for mining in `shards` pieces: the one set-up that `mine --shards` and
-    the flows' mining step (`mining.shards`) share. Nothing for 1 shard; else the shard count, a `dask_map`
-    (the scheduler at `cluster`, else a local cluster of `shards` worker processes, closed on exit) and how
-    each worker loads the encoder: `loader(*args, **kwargs)`, an importable function with hashable arguments
-    (an `EncoderRef`)."""
+    the flows' mining step (`mining.shards`) share. Nothing for 1 shard; else the shard count, the `engine`'s
+    map (`dask_map` or `ray_map`: the cluster at `cluster`, else a local one of `shards` worker processes,
+    closed on exit) and how each worker loads the encoder (`encoder_ref`: an importable function with hashable
+    arguments)."""
     if shards < 2:
         if cluster is not None:
-            raise ValueError("a Dask cluster address needs 2 or more shards (the pieces spread over its workers)")
+            raise ValueError("a cluster address needs 2 or more shards (the pieces spread over its workers)")
+        if engine != "dask":
+            raise ValueError(f"the {engine} engine needs 2 or more shards (1 shard runs in this process)")
         yield {}
         return
-    with dask_map(shards, cluster) as map_shards:
-        yield {"shards": shards, "map_shards": map_shards, "encoder_ref": EncoderRef.of(loader, *args, **kwargs)}
+    with engine_map(engine, shards, cluster) as map_shards:
+        yield {"shards": shards, "map_shards": map_shards, "encoder_ref": encoder_ref}
 
 
 def blocks(n: int, shards: int, align: int = 1) -> list[tuple[int, int]]:

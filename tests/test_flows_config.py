@@ -69,7 +69,14 @@ def test_data_dir_placeholder_uses_the_shared_data_setting(tmp_path: Path, monke
     (("  pacing: root", "  pacing: root\nmining:\n  encode_runtime: onnx"),
      "mining.encode_runtime: unknown 'onnx'; expected one of torch, openvino", 10),
     (("  pacing: root", "  pacing: root\nmining:\n  shards: 2\n  workers: 2"),
-     "mining.workers: unknown key; expected one of bands, params, exclude_pairs, shards, cluster, encode_runtime", 11),
+     "mining.workers: unknown key; expected one of bands, params, exclude_pairs, shards, engine, cluster, "
+     "encode_runtime", 11),
+    (("  pacing: root", "  pacing: root\nmining:\n  engine: ray"),
+     "mining.engine: ray needs mining.shards 2 or more", 10),
+    (("  pacing: root", "  pacing: root\nmining:\n  engine: spark\n  shards: 2"),
+     "mining.engine: unknown 'spark'; expected one of dask, ray", 10),
+    (("  pacing: root", "  pacing: root\nmining:\n  shards: 2\n  cluster: ray://10.0.0.5:10001"),
+     "mining.cluster: 'ray://10.0.0.5:10001' is an address for the other engine: set mining.engine to ray", 11),
     (("  pacing: root", "  pacing: root\ntraining:\n  learning_rate: 1.0e-5"),
      "training.learning_rate: unknown key; expected one of lr, warmup_ratio", 10),
     (("  pacing: root", "  pacing: root\ntraining:\n  lr: 0"), "training.lr: input should be greater than 0", 10),
@@ -108,7 +115,7 @@ def test_mining_and_training_sections_are_the_packages_models_and_dump_as_writte
 
 
 def test_mining_shards_and_cluster_change_neither_results_nor_keys_and_may_change_on_resume(tmp_path: Path) -> None:
-    """`mining.shards` and `mining.cluster` say how mining is spread (the triplets are those of one process): they
+    """`mining.shards`, `cluster` and `engine` say how mining is spread (the triplets are those of one process): they
     stay out of the fingerprint, the settings key and the mine task's cache key, and a resumed run may change them.
     `mining.encode_runtime` is a setting like any other. Left at their defaults, none of the three is written, so a
     run recorded before they existed resumes with its fingerprint."""
@@ -118,12 +125,14 @@ def test_mining_shards_and_cluster_change_neither_results_nor_keys_and_may_chang
 
     plain = load_config(_write(tmp_path, GOOD))
     spread = load_config(_write(tmp_path, GOOD + "mining:\n  shards: 4\n  cluster: tcp://10.0.0.5:8786\n", "s.yaml"))
+    on_ray = load_config(_write(tmp_path, GOOD + "mining:\n  shards: 2\n  engine: ray\n", "r.yaml"))
     openvino = load_config(_write(tmp_path, GOOD + "mining: {encode_runtime: openvino}\n", "o.yaml"))
     assert (spread.mining.shards, spread.mining.cluster, openvino.mining.encode_runtime) == \
         (4, "tcp://10.0.0.5:8786", "openvino")
     assert set(plain.model_dump(mode="json")["mining"]) == {"bands", "params", "exclude_pairs"}
     assert spread.model_dump(mode="json")["mining"]["shards"] == 4  # recorded in config.yaml when set
-    assert spread.fingerprint() == plain.fingerprint() != openvino.fingerprint()
+    assert spread.fingerprint() == plain.fingerprint() == on_ray.fingerprint() != openvino.fingerprint()
+    assert on_ray.model_dump(mode="json")["mining"]["engine"] == "ray"  # recorded when set, like shards
     assert settings_key(spread) == settings_key(plain) != settings_key(openvino)
     keys = [_mine_key(None, {"config": c, "model_path": "a-model", "inputs": {"fingerprint": "f"}, "round_": 0,
                              "run_root": "run"}) for c in (plain, spread, openvino)]
@@ -149,6 +158,18 @@ def test_validate_says_at_once_when_the_openvino_encode_runtime_is_not_installed
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     config = load_config(_write(tmp_path, GOOD + "mining: {encode_runtime: openvino}\n"))
     with pytest.raises(InputError, match=r"mining.encode_runtime: openvino needs the openvino package; pip install"):
+        check_run(config)
+
+
+def test_validate_says_at_once_when_the_ray_engine_is_not_installed(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    from flows.validate import check_run
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    config = load_config(_write(tmp_path, GOOD + "mining: {shards: 2, engine: ray}\n"))
+    with pytest.raises(InputError, match=r"mining.engine: ray needs the ray package; pip install"):
         check_run(config)
 
 

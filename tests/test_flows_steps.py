@@ -270,9 +270,10 @@ def _triplets(run) -> list[dict]:
 
 def test_mining_shards_and_cluster_of_the_run_config_reach_the_dask_map_and_the_workers_encoder(
         tmp_path: Path, monkeypatch) -> None:
-    """`mining.shards`/`cluster`/`encode_runtime` go the way `mine --shards --cluster --encode-runtime` goes
-    (mining.shards.sharded_mining): the shard count and address to the Dask map, the runtime and the run's model
-    settings to the driver's encoder and to each worker's; the triplets are those of one shard."""
+    """`mining.shards`/`cluster`/`engine`/`encode_runtime` go the way `mine --shards --cluster --engine
+    --encode-runtime` goes (mining.shards.sharded_mining): the shard count and address to the engine's map (Dask's,
+    or Ray's), the runtime and the run's model settings to the driver's encoder and to each worker's; the triplets
+    are those of one shard."""
     import contextlib
 
     import mining.index
@@ -291,7 +292,13 @@ def test_mining_shards_and_cluster_of_the_run_config_reach_the_dask_map_and_the_
         loads.append((model_path, settings))
         return HashEncoder(16)
 
+    @contextlib.contextmanager
+    def ray_in_process(workers, address=None):  # a real local Ray: tests/test_mining_shards.py
+        opened.append(("ray", workers, address))
+        yield mining.shards.local_map
+
     monkeypatch.setattr(mining.shards, "dask_map", in_process)
+    monkeypatch.setattr(mining.shards, "ray_map", ray_in_process)
     monkeypatch.setattr(run_inputs, "open_encoder", open_encoder)
     one, run_one = _mining_run(tmp_path, "one", "m")
     many, run_many = _mining_run(tmp_path, "many", "m", shards=3, cluster="tcp://127.0.0.1:8786",
@@ -307,6 +314,10 @@ def test_mining_shards_and_cluster_of_the_run_config_reach_the_dask_map_and_the_
     assert len(a) > 300 and {r["band"] for r in a} == {"random", "in_domain", "nli_contradiction",
                                                        "nearest_neighbour"}
     assert a == b
+    on_ray, run_ray = _mining_run(tmp_path, "ray", "m", shards=2, engine="ray")
+    mine_step.mine_round("m", run_inputs.prepare_inputs(on_ray, run_ray), on_ray, run_ray, 0)
+    assert opened[1:] == [("ray", 2, None)]
+    assert _triplets(run_ray) == a
 
 
 def test_mining_shards_2_on_a_local_dask_cluster_gives_the_triplets_of_one_process(tmp_path: Path, tiny: str,

@@ -79,6 +79,8 @@ def test_mine_then_inspect(files, fake_encoder, capsys, tmp_path):
     ("bad_option", "range_min"),
     ("bad_model", "no such model folder"),
     ("cluster_without_shards", "--cluster needs --shards 2 or more"),
+    ("unknown_engine", "--engine 'spark' is not known: use one of dask, ray"),
+    ("ray_without_shards", "--engine ray needs --shards 2 or more"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, case, expected, monkeypatch):
     if case != "bad_model":
@@ -91,7 +93,9 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
             "domain_count": ["--corpus", str(files / "a.txt"), "--corpus", str(files / "b.txt"), "--domain", "x"],
             "bad_option": ["--corpus", str(files / "a.txt"), "--range-min", "9", "--range-max", "3"],
             "bad_model": ["--corpus", str(files / "a.txt"), "--model", str(tmp_path / "no-model")],
-            "cluster_without_shards": ["--corpus", str(files / "a.txt"), "--cluster", "tcp://127.0.0.1:8786"]}[case]
+            "cluster_without_shards": ["--corpus", str(files / "a.txt"), "--cluster", "tcp://127.0.0.1:8786"],
+            "unknown_engine": ["--corpus", str(files / "a.txt"), "--shards", "2", "--engine", "spark"],
+            "ray_without_shards": ["--corpus", str(files / "a.txt"), "--engine", "ray"]}[case]
     assert main(["mine", "--out", str(out), "--quiet", *args]) == 2
     line = one_error_line(capsys)
     assert expected in line
@@ -124,11 +128,21 @@ def test_mine_shards_runs_the_shards_through_the_dask_map_and_gives_the_same_tri
         opened.append((workers, address))
         yield mining.shards.local_map
 
+    @contextlib.contextmanager
+    def ray_in_process(workers, address=None):  # a real local Ray is tested in test_mining_shards
+        opened.append(("ray", workers, address))
+        yield mining.shards.local_map
+
     monkeypatch.setattr(mining.shards, "dask_map", in_process)
+    monkeypatch.setattr(mining.shards, "ray_map", ray_in_process)
     common = ["mine", "--corpus", str(files / "a.txt"), "--corpus", str(files / "b.txt"), "--domain", "A", "--domain",
               "B", "--nli", str(files / "nli.csv"), "--quiet", "--seed", "4", "--backend", "faiss-flat"]
     assert main([*common, "--out", str(tmp_path / "one")]) == 0 and opened == []
     assert main([*common, "--out", str(tmp_path / "three"), "--shards", "3"]) == 0 and opened == [(3, None)]
+    assert main([*common, "--out", str(tmp_path / "ray"), "--shards", "2", "--engine", "ray", "--cluster",
+                 "ray://127.0.0.1:10001"]) == 0
+    assert opened[1:] == [("ray", 2, "ray://127.0.0.1:10001")]
+    ray_rows = read_triplets(tmp_path / "ray").select(["anchor_id", "negative_id", "band"]).to_pylist()
     manifest = json.loads((tmp_path / "three" / "round=0" / ".manifest.json").read_text())
     assert manifest["index"]["shards"] >= 1
     cols = ["anchor_id", "positive_id", "negative_id", "band", "negative_rank"]
@@ -138,6 +152,8 @@ def test_mine_shards_runs_the_shards_through_the_dask_map_and_gives_the_same_tri
         return r["band"], r["anchor_id"], r["negative_id"]
 
     assert len(a) > 100 and sorted(a, key=key) == sorted(b, key=key)
+    assert sorted(ray_rows, key=key) == sorted(({c: r[c] for c in ("anchor_id", "negative_id", "band")} for r in a),
+                                              key=key)
 
 
 def test_inspect_without_rounds_is_exit_2(tmp_path, capsys):

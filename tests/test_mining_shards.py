@@ -1,7 +1,7 @@
 """Sharded mining gives the triplets unsharded mining gives: exact and IVF search, every band, and the same
 recall figure; the shards really are separate calls over separate anchor blocks, whose inputs survive pickling
-(as on a cluster), on a real 2-worker Dask LocalCluster too; an interrupted sharded encode resumes from the
-cache, and a failed shard leaves no round behind."""
+(as on a cluster), on a real 2-worker Dask LocalCluster and a local 2-CPU Ray too; an interrupted sharded encode
+resumes from the cache, and a failed shard leaves no round behind."""
 
 from __future__ import annotations
 
@@ -167,3 +167,48 @@ def test_sharded_on_a_two_worker_dask_local_cluster(corpus, tmp_path, monkeypatc
                     shards=2, map_shards=on_cluster)
     assert many.manifest.index["shards"] == 2
     assert triplets(tmp_path / "one") == triplets(tmp_path / "many")
+
+
+def test_sharded_on_a_local_two_cpu_ray_gives_the_triplets_of_one_process(corpus, tmp_path, monkeypatch):
+    """`mine --shards 2 --engine ray`'s map: each shard a task on a real local Ray of 2 worker processes."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    import ray
+
+    from mining.shards import ray_map
+
+    monkeypatch.setattr(index_mod, "SEARCH_STEP", 64)
+    params = MiningParams(range_max=12, num_negatives=2, backend="faiss-flat")
+    mine(corpus, HashEncoder(16), tmp_path / "one", params=params, seed=5, show_progress=False)
+    with ray_map(2) as on_ray:
+        assert ray.is_initialized() and ray.cluster_resources().get("CPU") == 2
+        many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=5, show_progress=False,
+                    shards=2, map_shards=on_ray)
+    assert not ray.is_initialized()  # the local Ray it started is shut down on exit
+    assert many.manifest.index["shards"] == 2
+    assert triplets(tmp_path / "one") == triplets(tmp_path / "many")
+
+
+@pytest.mark.parametrize(("engine", "address", "message"), [
+    ("spark", None, "unknown engine 'spark'"),
+    ("dask", "ray://10.0.0.5:10001", "is a Ray address, but the engine is dask: set the engine to ray"),
+    ("ray", "tcp://10.0.0.5:8786", "is a Dask address, but the engine is ray: set the engine to dask"),
+])
+def test_an_engine_and_an_address_that_do_not_match_are_refused_before_connecting(engine, address, message):
+    from mining.shards import engine_map
+
+    with pytest.raises(ValueError, match=message):
+        engine_map(engine, 2, address)
+
+
+def test_one_shard_with_a_cluster_or_another_engine_is_refused():
+    from mining.shards import EncoderRef, sharded_mining
+
+    ref = EncoderRef.of(HashEncoder, 16)
+    with sharded_mining(1, ref) as keywords:
+        assert keywords == {}
+    with pytest.raises(ValueError, match="a cluster address needs 2 or more shards"):
+        with sharded_mining(1, ref, "tcp://127.0.0.1:8786"):
+            pass
+    with pytest.raises(ValueError, match="the ray engine needs 2 or more shards"):
+        with sharded_mining(1, ref, engine="ray"):
+            pass
