@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,8 +57,9 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
 
     cluster = None
     if address is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+        with _driver_environment_kept():
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=None)
     client = Client(cluster if cluster is not None else address)
 
     def run(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
@@ -66,9 +68,30 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
     try:
         yield run
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        with _driver_environment_kept():  # a nanny that restarted a worker set them again
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+@contextlib.contextmanager
+def _driver_environment_kept() -> Iterator[None]:
+    """Undo what a LocalCluster's nannies write into this process's environment on the way out.
+
+    The nannies run in the driver and set their workers' variables (`distributed.nanny.pre-spawn-environ`:
+    OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1, PYTHONHASHSEED, ...) in `os.environ` itself
+    before each spawn, and never unset them. Left there, the driver's torch, whose thread pool starts on its first
+    parallel call, searches on one thread (torch-ivf runs in the driver), and every process the flow starts later
+    inherits them. The workers keep theirs: they read the environment when they are spawned."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
 
 
 ENGINES = ("dask", "ray")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pickle
 
 import numpy as np
@@ -158,13 +159,27 @@ def test_a_failed_shard_leaves_no_round_and_no_saved_index(corpus, tmp_path):
     assert not list((tmp_path / "out" / ".cache").glob("shard-index-*"))
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED")
+
+
+def worker_thread_variables(_: int) -> dict[str, str | None]:
+    return {key: os.environ[key] for key in THREAD_VARIABLES[:3] if key in os.environ}
+
+
 def test_sharded_on_a_two_worker_dask_local_cluster(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(index_mod, "SEARCH_STEP", 64)  # the driver's block size; exact search needs no alignment
     params = MiningParams(range_max=12, num_negatives=2, backend="faiss-flat")
     mine(corpus, HashEncoder(16), tmp_path / "one", params=params, seed=5, show_progress=False)
+    threads = {key: os.environ.get(key) for key in THREAD_VARIABLES}
     with dask_map(2) as on_cluster:
+        # the nannies run in this process and set their workers' OMP_NUM_THREADS=1 etc. in os.environ: undone,
+        # so this process's torch (torch-ivf searches here) does not start its thread pool on one thread
+        assert {key: os.environ.get(key) for key in THREAD_VARIABLES} == threads
+        workers_get = {key: threads[key] or "1" for key in THREAD_VARIABLES[:3]}  # Dask's, unless this process set one
+        assert on_cluster(worker_thread_variables, [0, 1]) == [workers_get] * 2
         many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=5, show_progress=False,
                     shards=2, map_shards=on_cluster)
+    assert {key: os.environ.get(key) for key in THREAD_VARIABLES} == threads
     assert many.manifest.index["shards"] == 2
     assert triplets(tmp_path / "one") == triplets(tmp_path / "many")
 
@@ -179,11 +194,13 @@ def test_sharded_on_a_local_two_cpu_ray_gives_the_triplets_of_one_process(corpus
     monkeypatch.setattr(index_mod, "SEARCH_STEP", 64)
     params = MiningParams(range_max=12, num_negatives=2, backend="faiss-flat")
     mine(corpus, HashEncoder(16), tmp_path / "one", params=params, seed=5, show_progress=False)
+    threads = {key: os.environ.get(key) for key in THREAD_VARIABLES}
     with ray_map(2) as on_ray:
         assert ray.is_initialized() and ray.cluster_resources().get("CPU") == 2
         many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=5, show_progress=False,
                     shards=2, map_shards=on_ray)
     assert not ray.is_initialized()  # the local Ray it started is shut down on exit
+    assert {key: os.environ.get(key) for key in THREAD_VARIABLES} == threads
     assert many.manifest.index["shards"] == 2
     assert triplets(tmp_path / "one") == triplets(tmp_path / "many")
 
