@@ -439,9 +439,10 @@ def growth_child(args) -> None:
                              corpus.pool_fingerprint(), path=path)
             res = mine(corpus, None, out, params=params, embeddings=emb, show_progress=False, **sharding)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # Dask's worker processes are this process's children, reaped when the cluster closes: the largest one (Ray's
-    # are its raylet's children, counted once the raylet has reaped them)
-    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if shards > 1 else 0.0
+    # Dask's worker processes are this process's children, reaped when the cluster closes: the largest one. Ray's
+    # are its raylet's children, which RUSAGE_CHILDREN does not see (it reports a Ray daemon): not measured.
+    worker_mb = None if shards > 1 and args.child_engine == "ray" else \
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if shards > 1 else 0.0
     print(json.dumps({"size": size, "mode": mode, "shards": shards,
                       "engine": args.child_engine if shards > 1 else "one process", "load_s": load_s,
                       "timings": res.timings,
@@ -547,7 +548,8 @@ def growth(args) -> None:
             total = f"{t['total']:.1f} + ~{est:.0f}"
             what = "index+bands+Parquet on precomputed embeddings"
         shards = r.get("shards", 1)
-        workers = f" + {r['worker_peak_rss_mb']:.0f}" if shards > 1 else ""
+        worker_mb = r["worker_peak_rss_mb"]
+        workers = "" if shards == 1 else " + n/a" if worker_mb is None else f" + {worker_mb:.0f}"
         on = f" ({r.get('engine', 'dask')})" if shards > 1 else ""
         print(f"| {r['size']:,} | {shards}{on} | {what} | {enc} | {t['index']:.1f} | {t['bands']:.1f} | "
               f"{t['write']:.1f} | {total} | {r['peak_rss_mb']:.0f}{workers} | {idx.get('backend')}{rec} |")
