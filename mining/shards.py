@@ -53,11 +53,16 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
     `address`, else a local cluster of `workers` single-threaded worker processes on 127.0.0.1 (no Bokeh dashboard),
     closed on exit. Workers import this package, so they need the same environment as the driver; with a
     memory-mapped embeddings cache they read it by path (a shared file system on a multi-machine cluster)."""
+    import dask
     from distributed import Client, LocalCluster
 
     cluster = None
     if address is None:
-        with _driver_environment_kept():
+        # Dask's nannies give each worker MALLOC_TRIM_THRESHOLD_=65536, so glibc hands freed memory back at once
+        # and maps it again for the next batch's tensors: encoding on the workers ran 1.18x slower with it
+        # (docs/mining.md, bench/dask_worker_malloc.py). Unset here, as in a plain process; a value this process
+        # has in its own environment still goes to the workers.
+        with _driver_environment_kept(), dask.config.set({_TRIM_KEY: None}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None)
     client = Client(cluster if cluster is not None else address)
@@ -72,6 +77,9 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+_TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
 @contextlib.contextmanager

@@ -163,7 +163,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 
 def worker_thread_variables(_: int) -> dict[str, str | None]:
-    return {key: os.environ[key] for key in THREAD_VARIABLES[:3] if key in os.environ}
+    keys = (*THREAD_VARIABLES[:3], "MALLOC_TRIM_THRESHOLD_")
+    return {key: os.environ[key] for key in keys if key in os.environ}
 
 
 def test_sharded_on_a_two_worker_dask_local_cluster(corpus, tmp_path, monkeypatch):
@@ -176,6 +177,8 @@ def test_sharded_on_a_two_worker_dask_local_cluster(corpus, tmp_path, monkeypatc
         # so this process's torch (torch-ivf searches here) does not start its thread pool on one thread
         assert {key: os.environ.get(key) for key in THREAD_VARIABLES} == threads
         workers_get = {key: threads[key] or "1" for key in THREAD_VARIABLES[:3]}  # Dask's, unless this process set one
+        if os.environ.get("MALLOC_TRIM_THRESHOLD_"):  # not Dask's 65536 (slower encoding), only this process's own
+            workers_get["MALLOC_TRIM_THRESHOLD_"] = os.environ["MALLOC_TRIM_THRESHOLD_"]
         assert on_cluster(worker_thread_variables, [0, 1]) == [workers_get] * 2
         many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=5, show_progress=False,
                     shards=2, map_shards=on_cluster)
