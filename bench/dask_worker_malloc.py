@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import platform
 import statistics
 import sys
@@ -34,9 +35,14 @@ def encode_on_cluster(trim: int | None, chunks: list[list[str]], ref) -> float:
     from mining.shards import encode_slice
 
     encode = functools.partial(encode_slice, ref)
+    saved = dict(os.environ)
     with dask.config.set({TRIM_KEY: trim}):
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None)
+    # the nannies wrote their workers' variables into this process's environment: without this, the next
+    # cluster's workers would inherit 65536 from here even when it is unset in the config
+    os.environ.clear()
+    os.environ.update(saved)
     with cluster, Client(cluster) as client:
         client.gather(client.map(encode, chunks[:2], pure=False))  # each worker loads the encoder
         t = time.perf_counter()
