@@ -59,7 +59,7 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
     cluster = None
     if address is None:
         # Dask's nannies give each worker MALLOC_TRIM_THRESHOLD_=65536, so glibc hands freed memory back at once
-        # and maps it again for the next batch's tensors: encoding on the workers ran 1.18x slower with it
+        # and maps it again for the next batch's tensors: encoding on the workers ran 1.16x slower with it
         # (docs/mining.md, bench/dask_worker_malloc.py). Unset here, as in a plain process; a value this process
         # has in its own environment still goes to the workers.
         with _driver_environment_kept(), dask.config.set({_TRIM_KEY: None}):
