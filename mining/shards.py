@@ -56,15 +56,24 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
     import dask
     from distributed import Client, LocalCluster
 
+    # A LocalCluster's nannies run in this process and write their workers' variables (`distributed.nanny.
+    # pre-spawn-environ`: OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1, PYTHONHASHSEED, ...) into
+    # its own os.environ before each spawn, and never take them back. Left there, this process's torch, whose
+    # thread pool starts on its first parallel call, searches on one thread (torch-ivf runs here), and every
+    # process the flow starts later inherits them. The workers keep theirs: they read it when spawned.
+    saved = dict(os.environ)
     cluster = None
     if address is None:
-        # Dask's nannies give each worker MALLOC_TRIM_THRESHOLD_=65536, so glibc hands freed memory back at once
+        # The nannies also give each worker MALLOC_TRIM_THRESHOLD_=65536, so glibc hands freed memory back at once
         # and maps it again for the next batch's tensors: encoding on the workers ran 1.16x slower with it
         # (docs/mining.md, bench/dask_worker_malloc.py). Unset here, as in a plain process; a value this process
         # has in its own environment still goes to the workers.
-        with _driver_environment_kept(), dask.config.set({_TRIM_KEY: None}):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None)
+        try:
+            with dask.config.set({_TRIM_KEY: None}):
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None)
+        finally:
+            _restore_environment(saved)
     client = Client(cluster if cluster is not None else address)
 
     def run(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
@@ -73,33 +82,22 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
     try:
         yield run
     finally:
-        with _driver_environment_kept():  # a nanny that restarted a worker set them again
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        _restore_environment(saved)  # also what a nanny wrote when it restarted a worker
 
 
 _TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
-@contextlib.contextmanager
-def _driver_environment_kept() -> Iterator[None]:
-    """Undo what a LocalCluster's nannies write into this process's environment on the way out.
-
-    The nannies run in the driver and set their workers' variables (`distributed.nanny.pre-spawn-environ`:
-    OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1, PYTHONHASHSEED, ...) in `os.environ` itself
-    before each spawn, and never unset them. Left there, the driver's torch, whose thread pool starts on its first
-    parallel call, searches on one thread (torch-ivf runs in the driver), and every process the flow starts later
-    inherits them. The workers keep theirs: they read the environment when they are spawned."""
-    saved = dict(os.environ)
-    try:
-        yield
-    finally:
-        for key in set(os.environ) - set(saved):
-            del os.environ[key]
-        for key, value in saved.items():
-            if os.environ.get(key) != value:
-                os.environ[key] = value
+def _restore_environment(saved: dict[str, str]) -> None:
+    """os.environ back to `saved`: what was added removed, what was changed put back."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 ENGINES = ("dask", "ray")
