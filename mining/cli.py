@@ -182,10 +182,12 @@ def mine_command(
                          f"corpus file, in order")
     if cluster is not None and shards < 2:
         raise InputError("--cluster needs --shards 2 or more (the number of pieces to spread over its workers)")
-    from mining.shards import ENGINES
+    from mining.shards import ENGINES, address_problem
 
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r} is not known: use one of {', '.join(ENGINES)}")
+    if address_problem(engine, cluster) is not None:
+        raise InputError(f"--cluster {address_problem(engine, cluster)} (--engine)")
     if engine != "dask" and shards < 2:
         raise InputError(f"--engine {engine} needs --shards 2 or more (one shard runs in this process)")
     params = params_from_options(num_negatives=num_negatives, range_min=range_min, range_max=range_max,

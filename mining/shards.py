@@ -65,7 +65,7 @@ def dask_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
     cluster = None
     if address is None:
         # The nannies also give each worker MALLOC_TRIM_THRESHOLD_=65536, so glibc hands freed memory back at once
-        # and maps it again for the next batch's tensors: encoding on the workers ran 1.16x slower with it
+        # and maps it again for the next batch's tensors, which slowed encoding on the workers
         # (docs/mining.md, bench/dask_worker_malloc.py). Unset here, as in a plain process; a value this process
         # has in its own environment still goes to the workers.
         try:
@@ -141,15 +141,21 @@ def _apply(fn: Callable[[Any], Any], item: Any) -> Any:
     return fn(item)
 
 
+def address_problem(engine: str, address: str | None) -> str | None:
+    """Why `address` cannot be the `engine`'s cluster (it is the other engine's kind), or None."""
+    other = {"dask": ("ray://", "Ray", "ray"), "ray": ("tcp://", "Dask", "dask")}[engine]
+    if address is not None and address.startswith(other[0]):
+        return f"{address!r} is a {other[1]} address, but the engine is {engine}: set the engine to {other[2]}"
+    return None
+
+
 def engine_map(engine: str, workers: int, address: str | None = None) -> contextlib.AbstractContextManager[MapShards]:
     """The `MapShards` of a distributed `engine` ("dask" or "ray"), as `dask_map` / `ray_map` open it."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
-    if address is not None:
-        other = {"dask": "ray://", "ray": "tcp://"}[engine]
-        if address.startswith(other):
-            raise ValueError(f"{address!r} is a {'Ray' if engine == 'dask' else 'Dask'} address, but the engine is "
-                             f"{engine}: set the engine to {'ray' if engine == 'dask' else 'dask'}")
+    problem = address_problem(engine, address)
+    if problem is not None:
+        raise ValueError(problem)
     return dask_map(workers, address) if engine == "dask" else ray_map(workers, address)
 
 

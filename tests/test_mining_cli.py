@@ -81,6 +81,8 @@ def test_mine_then_inspect(files, fake_encoder, capsys, tmp_path):
     ("cluster_without_shards", "--cluster needs --shards 2 or more"),
     ("unknown_engine", "--engine 'spark' is not known: use one of dask, ray"),
     ("ray_without_shards", "--engine ray needs --shards 2 or more"),
+    ("ray_address_for_dask", "--cluster 'ray://127.0.0.1:10001' is a Ray address, but the engine is dask: set the "
+                             "engine to ray (--engine)"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, case, expected, monkeypatch):
     if case != "bad_model":
@@ -95,7 +97,9 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
             "bad_model": ["--corpus", str(files / "a.txt"), "--model", str(tmp_path / "no-model")],
             "cluster_without_shards": ["--corpus", str(files / "a.txt"), "--cluster", "tcp://127.0.0.1:8786"],
             "unknown_engine": ["--corpus", str(files / "a.txt"), "--shards", "2", "--engine", "spark"],
-            "ray_without_shards": ["--corpus", str(files / "a.txt"), "--engine", "ray"]}[case]
+            "ray_without_shards": ["--corpus", str(files / "a.txt"), "--engine", "ray"],
+            "ray_address_for_dask": ["--corpus", str(files / "a.txt"), "--shards", "2", "--cluster",
+                                     "ray://127.0.0.1:10001"]}[case]
     assert main(["mine", "--out", str(out), "--quiet", *args]) == 2
     line = one_error_line(capsys)
     assert expected in line
