@@ -236,10 +236,12 @@ class MiningSettings(_Strict):
     def _cluster_needs_shards(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and info.data.get("shards", 1) < 2:
             raise ValueError("needs mining.shards 2 or more (the number of pieces to spread over its workers)")
-        engine = info.data.get("engine", "dask")
-        if value is not None and value.startswith({"dask": "ray://", "ray": "tcp://"}[engine]):
-            raise ValueError(f"{value!r} is an address for the other engine: set mining.engine to "
-                             f"{'ray' if engine == 'dask' else 'dask'}")
+        if value is not None:
+            from mining.shards import address_problem  # the rule `mine --cluster` applies too
+
+            problem = address_problem(info.data.get("engine", "dask"), value)
+            if problem is not None:
+                raise ValueError(problem.replace("the engine", "mining.engine"))
         return value
 
     @model_serializer(mode="wrap")

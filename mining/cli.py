@@ -9,6 +9,7 @@ The miner's options take their defaults and help from `mining.params.MiningParam
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import shutil
@@ -186,10 +187,13 @@ def mine_command(
 
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r} is not known: use one of {', '.join(ENGINES)}")
-    if address_problem(engine, cluster) is not None:
-        raise InputError(f"--cluster {address_problem(engine, cluster)} (--engine)")
+    problem = address_problem(engine, cluster)
+    if problem is not None:
+        raise InputError(f"--cluster {problem} (--engine)")
     if engine != "dask" and shards < 2:
         raise InputError(f"--engine {engine} needs --shards 2 or more (one shard runs in this process)")
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise InputError("--engine ray needs the ray package: pip install 'simcse-curriculum[ray]', or use dask")
     params = params_from_options(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
                                  unsupervised_range_min=unsupervised_range_min, relative_margin=relative_margin,
                                  max_score=max_score, sampling=sampling, backend=backend, batch_size=batch_size,

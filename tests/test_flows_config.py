@@ -76,7 +76,8 @@ def test_data_dir_placeholder_uses_the_shared_data_setting(tmp_path: Path, monke
     (("  pacing: root", "  pacing: root\nmining:\n  engine: spark\n  shards: 2"),
      "mining.engine: unknown 'spark'; expected one of dask, ray", 10),
     (("  pacing: root", "  pacing: root\nmining:\n  shards: 2\n  cluster: ray://10.0.0.5:10001"),
-     "mining.cluster: 'ray://10.0.0.5:10001' is an address for the other engine: set mining.engine to ray", 11),
+     "mining.cluster: 'ray://10.0.0.5:10001' is a Ray address, but mining.engine is dask: set mining.engine to "
+     "ray", 11),
     (("  pacing: root", "  pacing: root\ntraining:\n  learning_rate: 1.0e-5"),
      "training.learning_rate: unknown key; expected one of lr, warmup_ratio", 10),
     (("  pacing: root", "  pacing: root\ntraining:\n  lr: 0"), "training.lr: input should be greater than 0", 10),

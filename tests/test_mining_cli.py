@@ -83,6 +83,7 @@ def test_mine_then_inspect(files, fake_encoder, capsys, tmp_path):
     ("ray_without_shards", "--engine ray needs --shards 2 or more"),
     ("ray_address_for_dask", "--cluster 'ray://127.0.0.1:10001' is a Ray address, but the engine is dask: set the "
                              "engine to ray (--engine)"),
+    ("ray_not_installed", "--engine ray needs the ray package: pip install"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, case, expected, monkeypatch):
     if case != "bad_model":
@@ -99,7 +100,13 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, capsys, tmp_path, 
             "unknown_engine": ["--corpus", str(files / "a.txt"), "--shards", "2", "--engine", "spark"],
             "ray_without_shards": ["--corpus", str(files / "a.txt"), "--engine", "ray"],
             "ray_address_for_dask": ["--corpus", str(files / "a.txt"), "--shards", "2", "--cluster",
-                                     "ray://127.0.0.1:10001"]}[case]
+                                     "ray://127.0.0.1:10001"],
+            "ray_not_installed": ["--corpus", str(files / "a.txt"), "--shards", "2", "--engine", "ray"]}[case]
+    if case == "ray_not_installed":
+        import importlib.util
+
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     assert main(["mine", "--out", str(out), "--quiet", *args]) == 2
     line = one_error_line(capsys)
     assert expected in line
