@@ -39,6 +39,8 @@ def band_table(anchor: Sequence[str] | pa.Array, positive: Sequence[str | None] 
         anchor_id, anchor, positive_id, positive, negative_id, negative,
         pa.array(np.full(n, 0.8, dtype=np.float32)), pa.array(np.asarray(anchor_negative_sim, dtype=np.float32)),
         pa.array(np.full(n, -1, dtype=np.int32)),
+        pc.if_else(pc.is_null(positive), "anchor", "pair"),
+        pa.nulls(n, pa.float32()), pa.nulls(n, pa.float32()),
     ], schema=SCHEMA)
 
 

@@ -21,7 +21,8 @@ metadata (keys prefixed `simcse_curriculum.`).
 
 Folders written before schema version 2 (`round=<r>/manifest.json`, `round` and `band` also as file
 columns) are refused with a one-line message naming `simcse-curriculum triplets upgrade DIR`, which converts
-them in place (`upgrade_folder`).
+them in place (`upgrade_folder`). Files of schema version 2 (before the judge's columns) need no upgrade: every
+reader here adds `positive_source`, `teacher_score` and `teacher_positive_score` to them as nulls (`conform`).
 
 `mining` writes rounds with `TripletWriter` (through `mining.parquet`), `curriculum.synthetic` writes test
 fixtures with the same writer; the sampler, `inspect`, the flows and the report read them with
@@ -48,7 +49,9 @@ from dataio.atomic import atomic_path, atomic_write_text
 from dataio.errors import TripletDataError, load_json_model
 from dataio.hashing import sha256_file
 
-SCHEMA_VERSION = 2  # 2: round and band only in the path, the manifest named .manifest.json
+# 2: round and band only in the path, the manifest named .manifest.json; 3: the judge's columns
+# (positive_source, teacher_score, teacher_positive_score). Files of version 2 read with those columns null.
+SCHEMA_VERSION = 3
 MANIFEST_NAME = ".manifest.json"
 LEGACY_MANIFEST_NAME = "manifest.json"  # schema version 1
 PARTITION_KEYS = ("round", "band")
@@ -64,12 +67,29 @@ SCHEMA = pa.schema([
     ("negative_id", pa.string()), ("negative", pa.string()),
     ("anchor_positive_sim", pa.float32()), ("anchor_negative_sim", pa.float32()),
     ("negative_rank", pa.int32()),
+    # Why the row's positive is what it is: "anchor" (the anchor itself: a dropout or word-deletion view),
+    # "pair" or "nli" (labeled), "mined" (a judge paired two corpus texts, mining.judge).
+    ("positive_source", pa.string()),
+    # The teacher's cosine of anchor-negative and anchor-positive; null when the round had no teacher.
+    ("teacher_score", pa.float32()), ("teacher_positive_score", pa.float32()),
 ])
+# Columns a file written before schema version 3 lacks: readers add them as nulls (`conform`).
+JUDGE_COLUMNS = ("positive_source", "teacher_score", "teacher_positive_score")
 # The partition keys as readers add them from the path (pyarrow's Hive partitioning infers these types).
 PARTITION_SCHEMA = pa.schema([("round", pa.int32()), ("band", pa.string())])
 
 _ROUND_DIR = re.compile(r"^round=(\d+)$")
 _PART = re.compile(r"^part-\d+\.parquet$")
+
+
+def conform(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
+    """`table` (read from one file) with the judge's columns a schema-2 file lacks added as nulls, in the
+    contract's order, or in `columns`' order when given."""
+    wanted = list(columns) if columns is not None else [c for c in SCHEMA.names]
+    for name in JUDGE_COLUMNS:
+        if name in wanted and name not in table.column_names:
+            table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
+    return table.select([c for c in wanted if c in SCHEMA.names])
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -294,8 +314,12 @@ def read_triplets(root: str | os.PathLike, rounds: list[int] | None = None, band
         for entry in manifest.files:
             if bands is not None and entry.band not in bands:
                 continue
-            table = pq.read_table(resolve_file(root, r, entry.path), columns=file_columns, partitioning=None)
-            table = table.replace_schema_metadata(None)
+            path = resolve_file(root, r, entry.path)
+            present = set(pq.read_schema(path).names)
+            # At least one column is read, so a table of only the judge's columns (absent here) keeps its rows.
+            table = pq.read_table(path, columns=[c for c in file_columns if c in present] or ["anchor_id"],
+                                  partitioning=None)
+            table = conform(table.replace_schema_metadata(None), file_columns)
             table = table.append_column(PARTITION_SCHEMA.field("round"), pa.array([r] * table.num_rows, pa.int32()))
             table = table.append_column(PARTITION_SCHEMA.field("band"),
                                         pa.array([entry.band] * table.num_rows, pa.string()))
@@ -386,7 +410,7 @@ def upgrade_folder(root: str | os.PathLike) -> list[int]:
 
     Per round: each file its manifest lists is checked against the manifest (rows, sha256; `round` and `band`
     values equal to its path) and rewritten without the two columns, atomically; then the new manifest is
-    written (new checksums, schema version 2) and the old one removed, last. Interrupted, it is simply run
+    written (new checksums, the current schema version) and the old one removed, last. Interrupted, it is simply run
     again: a file already rewritten is recognised by its columns, and the old manifest stays until the end.
     """
     root = Path(root)
@@ -435,7 +459,7 @@ def _upgrade_file(path: Path, round_: int, entry: ManifestFile, manifest: Path) 
                     if key in table.column_names and set(table.column(key).unique().to_pylist()) - {value}:
                         raise TripletDataError(f"{path}: column '{key}' holds values other than {value!r}, the "
                                                f"{key} of its path; re-mine round {round_}")
-                table = table.select(SCHEMA.names).cast(SCHEMA)
+                table = conform(table.select([c for c in SCHEMA.names if c in table.column_names])).cast(SCHEMA)
                 writer.write_table(table.replace_schema_metadata(schema.metadata))
         return sha256_file(tmp)
 

@@ -45,6 +45,8 @@ class BandResult:
     note: str | None = None
     row: np.ndarray | None = None  # anchor row and negative slot of each triplet: merging shards restores the order
     slot: np.ndarray | None = None
+    teacher_score: np.ndarray | None = None  # the teacher's anchor-negative cosine (rounds with a teacher)
+    teacher_positive_score: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -58,6 +60,8 @@ class BandResult:
     def stats(self) -> dict:
         out = {"rows": self.rows, "mean_anchor_negative_sim": self.mean_sim(),
                "skipped": {k: int(v) for k, v in sorted(self.skipped.items()) if v}}
+        if self.teacher_score is not None:  # the band's difficulty as the teacher grades it
+            out["mean_teacher_score"] = float(np.mean(self.teacher_score, dtype=np.float64)) if self.rows else None
         if self.note:
             out["note"] = self.note
         return out
@@ -68,8 +72,10 @@ class BandContext:
 
     def __init__(self, corpus: MiningCorpus, embeddings: Embeddings, params: MiningParams, seed: int,
                  round_: int, knn: KnnResult | None = None, knn_queries: np.ndarray | None = None,
-                 excluded_pairs: np.ndarray | None = None) -> None:
+                 excluded_pairs: np.ndarray | None = None, teacher: Embeddings | None = None) -> None:
         self.corpus, self.emb, self.params, self.seed, self.round = corpus, embeddings, params, seed, round_
+        # The judge of the false-negative filter: the teacher's embeddings when the round has one, else the student's.
+        self.teacher = teacher
         self.n_pool = len(corpus)
         # (anchor, negative) pool-index pairs a team marked as false negatives, as sorted anchor * n_pool + negative
         # keys: one searchsorted per guard call (mining.exclusions reads them).
@@ -208,7 +214,8 @@ def merge_results(parts: list[BandResult]) -> BandResult:
         return None if any(v is None for v in values) else np.concatenate(values)[order]
 
     return BandResult(first.band, cat("anchor"), cat("positive"), cat("negative"), cat("rank"), skipped,
-                      cat("anchor_negative_sim"), cat("anchor_positive_sim"), first.note, rows[order], slots[order])
+                      cat("anchor_negative_sim"), cat("anchor_positive_sim"), first.note, rows[order], slots[order],
+                      cat("teacher_score"), cat("teacher_positive_score"))
 
 
 def _rejection_band(ctx: BandContext, band: str, rows: np.ndarray,
@@ -352,8 +359,13 @@ def nearest_neighbour_band(ctx: BandContext, rows: np.ndarray | None = None, *,
         knn_rank = np.cumsum(ok, axis=1) - 1  # what `negative_rank` records: the place in the kNN list
         unsup = ctx.p[rows] == ctx.a[rows]
         if filter_enabled:
-            sims = ctx.knn.scores[ctx.knn_rows(rows)]  # the index's scores (exact for torch / faiss-flat / IVF-flat)
-            ap = ctx.emb.pair_sims(ctx.a[rows], ctx.p[rows])
+            if ctx.teacher is None:  # the index's scores (exact for torch / faiss-flat / IVF-flat)
+                sims = ctx.knn.scores[ctx.knn_rows(rows)]
+                ap = ctx.emb.pair_sims(ctx.a[rows], ctx.p[rows])
+            else:  # the teacher judges: its cosine of each candidate and of the anchor's positive
+                flat = np.where(valid, cand, 0).reshape(-1)
+                sims = ctx.teacher.pair_sims(np.repeat(ctx.a[rows], cand.shape[1]), flat).reshape(cand.shape)
+                ap = ctx.teacher.pair_sims(ctx.a[rows], ctx.p[rows])
             threshold = np.full(len(rows), np.inf, dtype=np.float64)
             if params.relative_margin is not None:
                 threshold = np.where(unsup, threshold, ap - np.abs(ap) * params.relative_margin)
@@ -394,10 +406,14 @@ BAND_FUNCTIONS: dict[str, Callable[..., BandResult]] = {
 }
 
 
-def add_similarities(result: BandResult, emb: Embeddings) -> BandResult:
-    """Cosine similarities (from the cached embeddings) of each triplet's anchor-negative and anchor-positive."""
+def add_similarities(result: BandResult, emb: Embeddings, teacher: Embeddings | None = None) -> BandResult:
+    """Cosine similarities (from the cached embeddings) of each triplet's anchor-negative and anchor-positive,
+    the student's and, with a teacher, the teacher's."""
     result.anchor_negative_sim = emb.pair_sims(result.anchor, result.negative)
     result.anchor_positive_sim = emb.pair_sims(result.anchor, result.positive)
+    if teacher is not None:
+        result.teacher_score = teacher.pair_sims(result.anchor, result.negative)
+        result.teacher_positive_score = teacher.pair_sims(result.anchor, result.positive)
     return result
 
 

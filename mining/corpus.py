@@ -24,8 +24,11 @@ from dataio.tables import Table, read_columns
 
 log = logging.getLogger(__name__)
 
-UNSUPERVISED, PAIR, NLI = 0, 1, 2
-KIND_NAMES = {UNSUPERVISED: "unsupervised", PAIR: "pair", NLI: "nli"}
+UNSUPERVISED, PAIR, NLI, MINED = 0, 1, 2, 3
+# MINED: an unsupervised row whose positive a judge mined from the corpus (mining.judge), set per round.
+KIND_NAMES = {UNSUPERVISED: "unsupervised", PAIR: "pair", NLI: "nli", MINED: "mined"}
+# Why a triplet's positive is what it is: the `positive_source` column of the triplets (dataio.triplets).
+POSITIVE_SOURCES = {UNSUPERVISED: "anchor", PAIR: "pair", NLI: "nli", MINED: "mined"}
 
 
 def text_id(text: str) -> str:
@@ -91,7 +94,7 @@ class MiningCorpus:
 
     `texts[i]`, `ids[i]`, `domains[i]` describe pool sentence i. Anchor rows are parallel arrays of pool
     indices: `anchor`, `positive` (== `anchor` for unsupervised rows), `negative` (labeled contradiction or
-    -1) and `kind` (UNSUPERVISED, PAIR, NLI).
+    -1) and `kind` (UNSUPERVISED, PAIR, NLI; MINED once `mining.judge` gave an unsupervised row a positive).
     """
 
     texts: list[str]
@@ -143,7 +146,8 @@ class MiningCorpus:
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        kinds = {KIND_NAMES[k]: int((self.kind == k).sum()) for k in KIND_NAMES}
+        kinds = {KIND_NAMES[k]: int((self.kind == k).sum()) for k in KIND_NAMES
+                 if k != MINED or (self.kind == MINED).any()}  # "mined" only where a judge mined positives
         labels = sorted({d for d in self.domains if d})
         return {"pool": len(self.texts), "anchor_rows": kinds, "domains": labels,
                 "sources": [s.as_dict() for s in self.sources]}

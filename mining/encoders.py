@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dataio.errors import InputError
+from dataio.hashing import model_folder_sha256
 
 
 def offline_minilm_path() -> str:
@@ -40,3 +41,43 @@ def load_encoder(model: str | os.PathLike | None = None, *, max_length: int | No
 def _looks_like_path(source: str) -> bool:
     # "org/name" is a hub model id; anything else with a separator, or starting like a path, is a path.
     return source.startswith((".", "/", "~")) or source.count("/") > 1
+
+
+class Teacher:
+    """A frozen judge: a sentence-transformers bi-encoder folder, loaded on first `encode` and never trained.
+
+    Mining embeds the pool with it through the embeddings cache (keyed by this folder's content hash, so a run
+    encodes its corpus with the teacher once, not once per round, and a cached matrix is verified like the
+    student's); the folder is only loaded when the cache misses. `max_length`: its token limit when encoding.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, max_length: int | None = None, device: str | None = None) -> None:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise InputError("no such teacher folder; give a sentence-transformers model folder (README: "
+                             "'A stronger teacher' says how to install all-mpnet-base-v2 offline)", path=folder)
+        if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
+            raise InputError("not a sentence-transformers model folder (no modules.json or config.json); give "
+                             "the folder that holds them", path=folder)
+        self.path, self.max_length, self.device = folder, max_length, device
+        self._encoder: Any = None
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """The folder's content hash (`dataio.hashing.model_folder_sha256`) and the token limit."""
+        if self._fingerprint is None:
+            self._fingerprint = f"teacher:{model_folder_sha256(self.path)}:{self.max_length}"
+        return self._fingerprint
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def encode(self, texts: Any, **kwargs: Any) -> Any:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.path, max_length=self.max_length, device=self.device)
+        return self._encoder.encode(texts, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Sent to a shard without its loaded model (the worker loads the folder if it must encode)."""
+        return {**self.__dict__, "_encoder": None}

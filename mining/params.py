@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dataio.errors import InputError, describe_validation_error
@@ -20,6 +28,9 @@ from dataio.triplets import BANDS
 
 BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")  # mining.index's kNN search backends
 IVF_CODECS = ("auto", "flat", "sq8", "pq")  # codes of faiss-ivf's lists (mining.index)
+
+
+MINED_POSITIVE_FIELDS = ("mined_positives", "positive_min_score", "positive_min_margin", "positive_mutual")
 
 
 def _field_error(name: str, value: Any, why: str) -> ValidationError:
@@ -40,6 +51,8 @@ class MiningParams(BaseModel):
     compare against, a paraphrase in the top ranks cannot be told from a hard negative (docs/mining.md: 40.8%
     of such negatives were the anchor's labeled entailment with max_score alone, 3.2% from rank 3). `sampling`
     picks the `top` candidates or a seeded `random` choice in the window.
+    With a teacher (`mine(teacher=...)`), the filter compares the teacher's cosines instead of the student's.
+    mined_positives (mining.judge): an unsupervised anchor's confident nearest neighbour becomes its positive.
     in_domain: a sentence of the anchor's domain label (or k-means cluster when fewer than two labels
     exist) outside its `in_domain_exclude_top` nearest neighbours (default range_max).
     """
@@ -76,6 +89,15 @@ class MiningParams(BaseModel):
     rows_per_file: int = Field(500_000, ge=1, description="rows per Parquet file of a band")
     unsupervised_anchors: bool = Field(
         True, description="corpus sentences without a pair are anchors too (False: search candidates only)")
+    mined_positives: bool = Field(
+        False, description="unsupervised anchors: the judge's confident nearest neighbour becomes the positive "
+                           "(the teacher judges when given, else the student)")
+    positive_min_score: float = Field(
+        0.9, ge=-1, le=1, description="mined_positives: the judge's cosine the neighbour must reach")
+    positive_min_margin: float = Field(
+        0.0, ge=0, le=2, description="mined_positives: how much the neighbour must beat the next one by")
+    positive_mutual: bool = Field(
+        True, description="mined_positives: the anchor must be its neighbour's nearest neighbour too")
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -107,8 +129,19 @@ class MiningParams(BaseModel):
     def exclude_top(self) -> int:
         return self.in_domain_exclude_top or self.range_max
 
+    @model_serializer(mode="wrap")
+    def _mined_positive_settings_when_on(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The mined-positive settings are dumped only when `mined_positives` is on (they change nothing
+        otherwise), so rounds and run configs recorded before they existed keep their parameters, fingerprints
+        and cache keys."""
+        out = handler(self)
+        if not self.mined_positives:
+            for name in MINED_POSITIVE_FIELDS:
+                out.pop(name, None)
+        return out
+
     def as_dict(self) -> dict[str, Any]:
-        """Every parameter, defaults included: what a round's files and manifest record."""
+        """Every parameter that applies, defaults included: what a round's files and manifest record."""
         return self.model_dump()
 
     @classmethod

@@ -16,7 +16,14 @@ import pyarrow as pa
 
 from dataio.triplets import SCHEMA, ManifestFile, TripletWriter
 from mining.bands import BandResult
-from mining.corpus import MiningCorpus
+from mining.corpus import POSITIVE_SOURCES, MiningCorpus
+
+
+def _optional_floats(values: np.ndarray | None, start: int, stop: int) -> pa.Array:
+    """Rows `start:stop` of a float32 column, or nulls where the round did not compute it (no teacher)."""
+    if values is None:
+        return pa.nulls(stop - start, pa.float32())
+    return pa.array(values[start:stop].astype(np.float32))
 
 
 class RoundWriter:
@@ -28,6 +35,7 @@ class RoundWriter:
                                     corpus_fingerprint=corpus_fingerprint, params=params, rows_per_file=rows_per_file)
         self.round = self.writer.round
         self.corpus = corpus
+        self.sources = [POSITIVE_SOURCES[k] for k in sorted(POSITIVE_SOURCES)]  # indexed by the row's kind
         self._texts: pa.Array | None = None
         self._ids: pa.Array | None = None
 
@@ -51,6 +59,10 @@ class RoundWriter:
             pa.array(result.anchor_positive_sim[start:stop].astype(np.float32)),
             pa.array(result.anchor_negative_sim[start:stop].astype(np.float32)),
             pa.array(result.rank[start:stop].astype(np.int32)),
+            pa.array(np.asarray(self.sources, dtype=object)[self.corpus.kind[result.row[start:stop]]],
+                     type=pa.string()),
+            _optional_floats(result.teacher_score, start, stop),
+            _optional_floats(result.teacher_positive_score, start, stop),
         ], schema=SCHEMA)
 
     def write_band(self, result: BandResult) -> list[ManifestFile]:

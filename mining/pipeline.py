@@ -51,6 +51,7 @@ from mining.index import (
     recall_sample_rows,
     tune_nprobe,
 )
+from mining.judge import mine_positives, never_negatives, with_mined_positives
 from mining.params import MiningParams, check_bands
 from mining.parquet import RoundWriter
 from mining.shards import (
@@ -107,7 +108,8 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
          cache_dir: str | os.PathLike | None = None, *, model_fp: str | None = None,
          embeddings: Embeddings | None = None, show_progress: bool = True, keep_results: bool = False,
          exclude_pairs: str | os.PathLike | ExcludedPairs | None = None, shards: int = 1,
-         map_shards: MapShards | None = None, encoder_ref: EncoderRef | None = None) -> MiningResult:
+         map_shards: MapShards | None = None, encoder_ref: EncoderRef | None = None,
+         teacher: Any | None = None) -> MiningResult:
     """Mine round `round` of `corpus` with `encoder` into `out_dir` (the triplets root).
 
     `bands`: default every band the inputs allow. `cache_dir`: embeddings cache (default
@@ -119,6 +121,9 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     through `map_shards(fn, items)` (default: in this process, one after the other; flows passes a Dask
     cluster's). Workers load the encoder from `encoder_ref` (default: the `encoder` object travels) and read
     the pool from the embeddings cache. The triplets are those of `shards=1` (counter-based draws).
+    `teacher`: a frozen judge (`mining.encoders.Teacher`, or any encoder with a fingerprint): the pool is embedded
+    with it once (cached by its content hash), its cosines decide the false-negative filter and the mined
+    positives (`params.mined_positives`), and every row records them (`teacher_score`, `teacher_positive_score`).
     """
     t_start = time.perf_counter()
     p = resolve_params(params)
@@ -134,6 +139,9 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     run_params = {**p.as_dict(), "seed": int(seed), "bands": list(chosen)}
     if excluded is not None:  # absent otherwise, so rounds mined without a file keep their fingerprint
         run_params["exclude_pairs_sha256"] = excluded.sha256
+    teacher_fp = model_fingerprint(teacher) if teacher is not None else None
+    if teacher_fp is not None:  # likewise absent without a teacher
+        run_params["teacher_fingerprint"] = teacher_fp
 
     existing = _existing_manifest(out, round)
     if existing is not None and existing.model_fingerprint == mfp and existing.corpus_fingerprint == cfp \
@@ -159,6 +167,12 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     elif embeddings.matrix.shape[0] != len(corpus):
         raise ValueError(f"embeddings have {embeddings.matrix.shape[0]} rows for a pool of {len(corpus)}")
     timings["encode"] = time.perf_counter() - t
+    teacher_emb = None
+    if teacher is not None:
+        t = time.perf_counter()
+        teacher_emb = embed_corpus(corpus, teacher, cache, model_fp=teacher_fp, batch_size=p.batch_size,
+                                   show_progress=show_progress)
+        timings["teacher_encode"] = time.perf_counter() - t
 
     t = time.perf_counter()
     excluded_pairs, exclusion_info = None, {}
@@ -167,7 +181,20 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         exclusion_info = {**excluded.describe(), "in_pool": len(excluded_pairs), "not_in_pool": unknown}
         log.info("%s: %d excluded pairs, %d naming ids not in the pool (ignored)", excluded.path,
                  len(excluded_pairs), unknown)
-    ctx = BandContext(corpus, embeddings, p, seed, round, excluded_pairs=excluded_pairs)
+    judged = None
+    if p.mined_positives:
+        t = time.perf_counter()
+        judge = teacher_emb if teacher_emb is not None else embeddings
+        known = None if excluded_pairs is None else np.unique(excluded_pairs[:, 0] * len(corpus) + excluded_pairs[:, 1])
+        judged = mine_positives(corpus, judge, p, seed, known)
+        corpus = with_mined_positives(corpus, judged)
+        guard = never_negatives(corpus, judged)
+        excluded_pairs = guard if excluded_pairs is None else np.concatenate([excluded_pairs, guard])
+        timings["mined_positives"] = time.perf_counter() - t
+        log.info("mined positives (%s judge): %d of %d unsupervised anchors (%.1f%%)",
+                 "teacher" if teacher_emb is not None else "student", len(judged.rows), judged.candidates,
+                 100 * judged.share)
+    ctx = BandContext(corpus, embeddings, p, seed, round, excluded_pairs=excluded_pairs, teacher=teacher_emb)
     timings["bands"] = time.perf_counter() - t
     depth = ctx.knn_depth(chosen)
     if sharded:
@@ -187,7 +214,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
                           "seconds": round_(result.seconds), **result.details}
         timings["index"] = time.perf_counter() - t
         t = time.perf_counter()
-        results = {band: add_similarities(BAND_FUNCTIONS[band](ctx), embeddings) for band in chosen}
+        results = {band: add_similarities(BAND_FUNCTIONS[band](ctx), embeddings, teacher_emb) for band in chosen}
         timings["bands"] += time.perf_counter() - t
     for band, res in results.items():
         _assert_guards(res, ctx)
@@ -207,6 +234,13 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
              "timings": {k: round_(v) for k, v in timings.items()}}
     if exclusion_info:
         extra["exclude_pairs"] = exclusion_info
+    if teacher_emb is not None:
+        extra["teacher"] = {"fingerprint": teacher_fp, "path": str(getattr(teacher, "path", "")) or None,
+                            "cached": teacher_emb.cached,
+                            "path_of_embeddings": str(teacher_emb.path) if teacher_emb.path else None}
+    if judged is not None:
+        extra["mined_positives"] = {"judge": "teacher" if teacher_emb is not None else "student",
+                                    **judged.describe()}
     path = writer.finish({b: r.stats() for b, r in results.items()}, extra)
     manifest = read_manifest(out, round)
     return MiningResult(out, round, path, manifest, cached=False, timings=timings,

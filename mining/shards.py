@@ -281,7 +281,7 @@ def mine_shard(job: ShardJob) -> ShardResult:
     search_s = time.perf_counter() - t
     t = time.perf_counter()
     rows = ctx.rows_of_block(start, end)
-    bands = {b: add_similarities(BAND_FUNCTIONS[b](ctx, rows), ctx.emb) for b in job.bands}
+    bands = {b: add_similarities(BAND_FUNCTIONS[b](ctx, rows), ctx.emb, ctx.teacher) for b in job.bands}
     ctx.knn = None
     return ShardResult(job.block, bands, hits, total, {"index": search_s, "bands": time.perf_counter() - t})
 

@@ -17,9 +17,11 @@ from curriculum.state import Plan
 from curriculum.synthetic import band_table, write_round
 from dataio.errors import TripletDataError
 from dataio.triplets import (
+    JUDGE_COLUMNS,
     LEGACY_MANIFEST_NAME,
     MANIFEST_NAME,
     SCHEMA,
+    SCHEMA_VERSION,
     manifest_path,
     read_manifest,
     read_triplets,
@@ -97,7 +99,7 @@ def test_both_writers_write_the_same_contract(mined: Path, tmp_path: Path) -> No
     assert set(schemas[0].metadata) == set(schemas[1].metadata)
     keys = [set(json.loads(manifest_path(root, 0).read_text())) for root in (mined, synthetic)]
     assert keys[1] <= keys[0] and {"round", "files", "bands", "schema_version", "package_version"} <= keys[1]
-    assert read_manifest(synthetic, 0).schema_version == read_manifest(mined, 0).schema_version == 2
+    assert read_manifest(synthetic, 0).schema_version == read_manifest(mined, 0).schema_version == SCHEMA_VERSION
     assert not list(mined.glob("round=*/manifest.json")) and MANIFEST_NAME.startswith(".")
 
 
@@ -136,21 +138,25 @@ def test_old_layout_is_refused_with_the_upgrade_command(mined: Path, tmp_path: P
 
 
 def test_upgrade_converts_in_place_and_every_reader_agrees(mined: Path, capsys) -> None:
-    rows = read_triplets(mined).to_pylist()
+    # A schema-1 file predates the judge's columns: they read as nulls after the upgrade, the rest is unchanged.
+    before = [c for c in read_triplets(mined).column_names if c not in JUDGE_COLUMNS]
+    rows = read_triplets(mined, columns=before).to_pylist()
     drawn = batches(mined)
     downgrade(mined)
 
     assert main(["triplets", "upgrade", str(mined)]) == 0
     assert "upgraded round 0, 1" in capsys.readouterr().out
-    assert read_triplets(mined).to_pylist() == rows
+    assert read_triplets(mined, columns=before).to_pylist() == rows
+    assert read_triplets(mined, columns=list(JUDGE_COLUMNS)).to_pylist() == [dict.fromkeys(JUDGE_COLUMNS)] * len(rows)
     assert batches(mined) == drawn, "a run resumes on the upgraded folder with the same batches"
     for r in (0, 1):
         manifest = read_manifest(mined, r)
-        assert manifest.schema_version == 2 and round_problem(mined, manifest, check_sha=True) is None
+        assert manifest.schema_version == SCHEMA_VERSION and round_problem(mined, manifest, check_sha=True) is None
         assert not (round_dir(mined, r) / LEGACY_MANIFEST_NAME).exists()
     for part in mined.glob("round=*/band=*/part-*.parquet"):
         schema = pq.read_schema(part)
-        assert schema.remove_metadata().equals(SCHEMA) and schema.metadata[b"simcse_curriculum.schema_version"] == b"2"
+        assert schema.remove_metadata().equals(SCHEMA)
+        assert schema.metadata[b"simcse_curriculum.schema_version"] == str(SCHEMA_VERSION).encode()
 
     import pandas as pd
 
@@ -162,7 +168,8 @@ def test_upgrade_converts_in_place_and_every_reader_agrees(mined: Path, capsys) 
 def test_an_interrupted_upgrade_completes_when_run_again(mined: Path, monkeypatch) -> None:
     import dataio.triplets as contract
 
-    rows = read_triplets(mined).to_pylist()
+    columns = [c for c in read_triplets(mined).column_names if c not in JUDGE_COLUMNS]  # schema 1 predates them
+    rows = read_triplets(mined, columns=columns).to_pylist()
     downgrade(mined)
     real, calls = contract._upgrade_file, {"n": 0}
 
@@ -180,7 +187,7 @@ def test_an_interrupted_upgrade_completes_when_run_again(mined: Path, monkeypatc
         read_triplets(mined)
     monkeypatch.setattr(contract, "_upgrade_file", real)
     assert contract.upgrade_folder(mined) == [0, 1]
-    assert read_triplets(mined).to_pylist() == rows
+    assert read_triplets(mined, columns=columns).to_pylist() == rows
 
 
 def test_upgrade_refuses_a_file_changed_after_mining(mined: Path) -> None:
@@ -195,3 +202,26 @@ def test_upgrade_refuses_a_file_changed_after_mining(mined: Path) -> None:
     with pytest.raises(TripletDataError, match="sha256 differs"):
         upgrade_folder(mined)
     assert part.read_bytes() == before and (round_dir(mined, 0) / LEGACY_MANIFEST_NAME).exists()
+
+
+def test_a_schema_2_folder_reads_as_is_with_the_judges_columns_null(mined: Path) -> None:
+    """Rounds mined before the judge's columns need no upgrade: readers add them as nulls, batches are unchanged."""
+    columns = [c for c in read_triplets(mined).column_names if c not in JUDGE_COLUMNS]
+    rows = read_triplets(mined, columns=columns).to_pylist()
+    drawn = batches(mined)
+    for r in (0, 1):
+        manifest = json.loads(manifest_path(mined, r).read_text(encoding="utf-8"))
+        for entry in manifest["files"]:
+            path = round_dir(mined, r) / entry["path"]
+            table = pq.read_table(path)
+            table = table.drop_columns(list(JUDGE_COLUMNS))
+            metadata = {**table.schema.metadata, b"simcse_curriculum.schema_version": b"2"}
+            pq.write_table(table.replace_schema_metadata(metadata), path, compression="zstd")
+            entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest["schema_version"] = 2
+        manifest_path(mined, r).write_text(json.dumps(manifest), encoding="utf-8")
+    assert read_triplets(mined, columns=columns).to_pylist() == rows
+    assert read_triplets(mined, columns=list(JUDGE_COLUMNS)).to_pylist() == [dict.fromkeys(JUDGE_COLUMNS)] * len(rows)
+    assert batches(mined) == drawn
+    for r in (0, 1):
+        assert round_problem(mined, read_manifest(mined, r), check_sha=True) is None

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import mining.parquet as mparquet
-from dataio.triplets import SCHEMA, complete_rounds, manifest_path, read_triplets
+from dataio.triplets import SCHEMA, SCHEMA_VERSION, complete_rounds, manifest_path, read_triplets
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine
@@ -60,7 +60,7 @@ def test_schema_metadata_and_manifest(mined):
         assert pf.schema_arrow.remove_metadata().equals(SCHEMA)
         assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
         meta = {k.decode(): v.decode() for k, v in pf.schema_arrow.metadata.items()}
-        assert meta["simcse_curriculum.schema_version"] == "2"
+        assert meta["simcse_curriculum.schema_version"] == str(SCHEMA_VERSION)
         assert meta["simcse_curriculum.model_fingerprint"] == manifest["model_fingerprint"]
         assert meta["simcse_curriculum.corpus_fingerprint"] == manifest["corpus_fingerprint"]
         assert json.loads(meta["simcse_curriculum.params"]) == manifest["params"]

@@ -1,0 +1,163 @@
+"""The judge (mining.judge): mined positives by the rule (score, margin, mutual), never each other's negatives,
+rejected pairs honoured, the teacher's scores on every row, its embeddings cached once, and the false-negative
+filter judged by the teacher. Hand-built geometry (TableEncoder), so each case is decided by the numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataio.triplets import read_manifest, read_triplets
+from mining.corpus import MINED, load_corpus
+from mining.embeddings import embed_corpus
+from mining.judge import mine_positives, with_mined_positives
+from mining.params import MiningParams
+from mining.pipeline import mine
+from mining.testing import TableEncoder
+
+
+def unit(*values: float, dim: int = 8) -> list[float]:
+    v = list(values) + [0.0] * (dim - len(values))
+    return v
+
+
+# a0/a1: a clear paraphrase pair (cos 0.999). b0/b1: related, below 0.9 (cos 0.80). x -> y -> z: x's nearest is y
+# (0.944) but y's nearest is z (0.995), so x/y is not mutual, and x's runner-up z (0.906) is within 0.05 of y.
+STUDENT = {
+    "alpha one": unit(1, 0.2), "alpha uno": unit(1, 0.25),
+    "beta one": unit(0, 0, 1, 0.6), "beta uno": unit(0, 0, 1, -0.1),
+    "ex": unit(0, 0, 0, 0, 1, -0.35), "why": unit(0, 0, 0, 0, 1, 0), "zed": unit(0, 0, 0, 0, 1, 0.1),
+    "gee": unit(0, 0, 0, 0, 0, 0, 1), "aitch": unit(0, 0, 0, 0, 0, 0, 0, 1),
+}
+TEXTS = list(STUDENT)
+
+
+class Counting(TableEncoder):
+    """A TableEncoder that counts the texts it encoded (a teacher must encode the pool once per run)."""
+
+    def __init__(self, vectors, dim=None) -> None:
+        super().__init__(vectors, dim)
+        self.encoded = 0
+
+    def encode(self, texts, batch_size=32, **kw):
+        self.encoded += len(texts)
+        return super().encode(texts, batch_size, **kw)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    return load_corpus([path])
+
+
+def judged(corpus, tmp_path, vectors=STUDENT, **params):
+    emb = embed_corpus(corpus, TableEncoder(vectors), tmp_path / "cache", show_progress=False)
+    return mine_positives(corpus, emb, MiningParams(range_max=5, **params))
+
+
+def pairs_of(corpus, mined) -> set[tuple[str, str]]:
+    return {(corpus.texts[corpus.anchor[r]], corpus.texts[p]) for r, p in zip(mined.rows, mined.positive)}
+
+
+def test_mutual_confident_neighbours_become_positives(corpus, tmp_path):
+    mined = judged(corpus, tmp_path)
+    assert pairs_of(corpus, mined) == {("alpha one", "alpha uno"), ("alpha uno", "alpha one"), ("why", "zed"),
+                                       ("zed", "why")}
+    assert mined.candidates == len(TEXTS)
+    assert mined.rejected["not_mutual"] == 1  # ex -> why, but why -> zed
+    assert mined.rejected["below_min_score"] >= 2  # beta one / beta uno (0.80) and the isolated texts
+    assert np.all(mined.score >= 0.9)
+
+
+def test_the_rule_settings_each_change_the_outcome(corpus, tmp_path):
+    one_way = pairs_of(corpus, judged(corpus, tmp_path, positive_mutual=False))
+    assert ("ex", "why") in one_way, "without the mutual rule a one-way confident neighbour counts"
+    with_margin = pairs_of(corpus, judged(corpus, tmp_path, positive_mutual=False, positive_min_margin=0.05))
+    assert ("ex", "why") not in with_margin, "its runner-up (zed) is within the margin"
+    assert ("beta one", "beta uno") in pairs_of(corpus, judged(corpus, tmp_path, positive_min_score=0.7))
+
+
+def test_a_rejected_pair_is_never_mined(corpus, tmp_path):
+    emb = embed_corpus(corpus, TableEncoder(STUDENT), tmp_path / "cache", show_progress=False)
+    n = len(corpus)
+    a, b = corpus.texts.index("alpha one"), corpus.texts.index("alpha uno")
+    mined = mine_positives(corpus, emb, MiningParams(range_max=5), excluded_keys=np.array(sorted([a * n + b])))
+    pairs = pairs_of(corpus, mined)
+    assert ("alpha one", "alpha uno") not in pairs and ("alpha uno", "alpha one") not in pairs
+
+
+def test_mined_rows_train_as_pairs_and_never_as_each_others_negatives(corpus, tmp_path):
+    params = MiningParams(range_max=5, mined_positives=True, unsupervised_range_min=0)
+    result = mine(corpus, TableEncoder(STUDENT), tmp_path / "out", params=params, bands=["random", "nearest_neighbour"],
+                  show_progress=False)
+    rows = read_triplets(tmp_path / "out").to_pylist()
+    by_anchor = {r["anchor"]: r for r in rows if r["band"] == "nearest_neighbour"}
+    assert by_anchor["alpha one"]["positive"] == "alpha uno" and by_anchor["alpha one"]["positive_source"] == "mined"
+    assert by_anchor["gee"]["positive"] == "gee" and by_anchor["gee"]["positive_source"] == "anchor"
+    mined = {("alpha one", "alpha uno"), ("alpha uno", "alpha one"), ("why", "zed"), ("zed", "why")}
+    assert not {(r["anchor"], r["negative"]) for r in rows} & mined
+    stats = result.manifest.model_extra["mined_positives"]
+    assert stats["judge"] == "student" and stats["mined"] == 4 and stats["candidates"] == len(TEXTS)
+    assert all(r["teacher_score"] is None for r in rows), "no teacher: no teacher scores"
+
+
+def test_mined_positive_settings_stay_out_of_rounds_mined_without_them(corpus, tmp_path):
+    result = mine(corpus, TableEncoder(STUDENT), tmp_path / "out", params=MiningParams(range_max=5),
+                  bands=["random"], show_progress=False)
+    assert "mined_positives" not in result.manifest.params and "positive_min_score" not in result.manifest.params
+    assert "mined_positives" not in (result.manifest.model_extra or {})
+
+
+def test_the_teacher_judges_and_scores_every_row_and_encodes_the_pool_once(corpus, tmp_path):
+    # The student sees "alpha one"/"alpha uno" as unrelated; the teacher sees a paraphrase.
+    student = {**STUDENT, "alpha uno": unit(0, 0, 0, 0, 0, 1, 0.3)}
+    teacher = Counting(STUDENT)
+    params = MiningParams(range_max=5, mined_positives=True, unsupervised_range_min=0)
+    first = mine(corpus, TableEncoder(student), tmp_path / "out", params=params, bands=["random", "nearest_neighbour"],
+                 show_progress=False, teacher=teacher)
+    rows = read_triplets(tmp_path / "out").to_pylist()
+    row = next(r for r in rows if r["anchor"] == "alpha one")
+    assert row["positive"] == "alpha uno" and row["positive_source"] == "mined"
+    t = embed_corpus(corpus, TableEncoder(STUDENT), tmp_path / "t", show_progress=False)
+    i = {text: k for k, text in enumerate(corpus.texts)}
+    for r in rows:
+        expected = t.pair_sims(np.array([i[r["anchor"]]]), np.array([i[r["negative"]]]))[0]
+        assert r["teacher_score"] == pytest.approx(float(expected), abs=1e-3)
+        expected_pos = t.pair_sims(np.array([i[r["anchor"]]]), np.array([i[r["positive"]]]))[0]
+        assert r["teacher_positive_score"] == pytest.approx(float(expected_pos), abs=1e-3)
+    assert first.manifest.model_extra["mined_positives"]["judge"] == "teacher"
+    assert "teacher_fingerprint" in first.manifest.params
+    assert "mean_teacher_score" in first.manifest.bands["nearest_neighbour"].model_extra
+    encoded = teacher.encoded
+    assert encoded == len(corpus)
+    # The next round, with a changed student: the teacher's embeddings come from the cache.
+    student2 = {**student, "gee": unit(0, 0, 0, 0, 0, 0, 1, 0.5)}
+    second = mine(corpus, TableEncoder(student2), tmp_path / "out", round=1, params=params,
+                  bands=["random", "nearest_neighbour"], show_progress=False, teacher=teacher)
+    assert teacher.encoded == encoded, "the teacher encodes a corpus once, not once per round"
+    assert second.manifest.model_extra["teacher"]["cached"] is True
+
+
+def test_the_teacher_decides_the_false_negative_filter(corpus, tmp_path):
+    # The student ranks "gee" right next to "aitch"; the teacher says they are the same (cos 1 > max_score).
+    student = {**STUDENT, "aitch": unit(0, 0, 0, 0, 0, 0, 0.9, 0.3)}
+    teacher = {**STUDENT, "aitch": unit(0, 0, 0, 0, 0, 0, 1, 0.01)}
+    params = MiningParams(range_max=3, unsupervised_range_min=0, max_score=0.95)
+    kw = dict(params=params, bands=["nearest_neighbour"], show_progress=False)
+    mine(corpus, TableEncoder(student), tmp_path / "plain", **kw)
+    mine(corpus, TableEncoder(student), tmp_path / "judged", teacher=TableEncoder(teacher), **kw)
+    plain = {r["anchor"]: r["negative"] for r in read_triplets(tmp_path / "plain").to_pylist()}
+    judged_rows = read_triplets(tmp_path / "judged").to_pylist()
+    assert plain["gee"] == "aitch", "the student alone takes the teacher's paraphrase as the hardest negative"
+    assert {r["anchor"]: r["negative"] for r in judged_rows}["gee"] != "aitch"
+    assert all(r["teacher_score"] <= 0.95 + 1e-3 for r in judged_rows)
+    assert read_manifest(tmp_path / "judged", 0).bands["nearest_neighbour"].skipped["max_score"] >= 2
+
+
+def test_with_mined_positives_keeps_the_inputs_fingerprint(corpus, tmp_path):
+    mined = judged(corpus, tmp_path)
+    changed = with_mined_positives(corpus, mined)
+    assert changed.fingerprint() == corpus.fingerprint()
+    assert (changed.kind == MINED).sum() == len(mined.rows) and (corpus.kind == MINED).sum() == 0
+    assert changed.describe()["anchor_rows"]["mined"] == len(mined.rows)
