@@ -322,6 +322,16 @@ class RegistrySettings(_Strict):
                                            "such a run is a recorded no-op)")
 
 
+class TeacherSettings(_Strict):
+    """A stronger frozen encoder that judges every mined pair (mining.judge, mining.encoders.Teacher): loaded
+    once, never trained, its embeddings of the corpus cached like the student's. README's "A stronger teacher"
+    installs all-mpnet-base-v2 offline (`simcse-curriculum teacher install`)."""
+
+    path: str = Field(..., min_length=1, description="a sentence-transformers model folder (relative to this file)")
+    max_length: int | None = Field(None, ge=4, le=8192, description="its token limit when encoding (default: "
+                                                                    "model.max_length)")
+
+
 class RetentionSettings(_Strict):
     """What a scheduled run prunes after it finished (flows.retention, as `simcse-curriculum prune OUTPUT_DIR
     --keep N` does): the last `keep` runs that trained stay whole, every promoted version stays."""
@@ -357,6 +367,9 @@ class RunConfig(_Strict):
         default_factory=RunTraining, description="simcse.train_config.TrainConfig fields (docs/simcse.md), less "
                                                  "the run's own steps, epochs and batch size")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    teacher: TeacherSettings | None = Field(None, description="a frozen judge of every mined pair: its scores on "
+                                                             "each row, the false-negative filter and mined "
+                                                             "positives (mining.params)")
     registry: RegistrySettings | None = Field(None, description="start from the registry's current version and "
                                                                "register the result (flows.continuing)")
     retention: RetentionSettings | None = Field(None, description="scheduled runs: prune older runs of output_dir "
@@ -382,7 +395,12 @@ class RunConfig(_Strict):
         """The settings that decide what the run computes, as JSON: not where it is written, tracked or
         registered, nor how mining is spread over processes."""
         return self.model_dump(mode="json", exclude={"output_dir": True, **dict.fromkeys(OPERATIONAL_SECTIONS, True),
-                                                     "mining": set(OPERATIONAL_MINING)})
+                                                     "mining": set(OPERATIONAL_MINING), **self._unset_new_sections()})
+
+    def _unset_new_sections(self) -> dict[str, bool]:
+        """Sections added later and not given (teacher): left out, so runs recorded before them keep their saved
+        config and fingerprint."""
+        return {"teacher": True} if self.teacher is None else {}
 
     def fingerprint(self) -> str:
         """A hash of the settings that decide the run's results (not where the YAML lives, nor where the run is
@@ -390,7 +408,8 @@ class RunConfig(_Strict):
         return hashlib.sha256(json.dumps(self.computed_settings(), sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=self._unset_new_sections()), sort_keys=False,
+                              allow_unicode=True)
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -482,6 +501,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(data.get("registry"), dict) and isinstance(data["registry"].get("path"), (str, Path)) \
             and not is_uri(str(data["registry"]["path"])):
         data["registry"] = {**data["registry"], "path": _expand(str(data["registry"]["path"]), base)}
+    if isinstance(data.get("teacher"), dict) and isinstance(data["teacher"].get("path"), (str, Path)):
+        data["teacher"] = {**data["teacher"], "path": _expand(str(data["teacher"]["path"]), base)}
     if isinstance(data.get("mining"), dict) and isinstance(data["mining"].get("exclude_pairs"), (str, Path)):
         data["mining"] = {**data["mining"], "exclude_pairs": _expand(str(data["mining"]["exclude_pairs"]), base)}
     model = data.get("model")

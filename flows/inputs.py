@@ -129,6 +129,21 @@ def load_encoder(model_path: str, config: RunConfig, encode_runtime: str = "torc
     return open_encoder(model_path, encode_runtime=encode_runtime, **encoder_settings(config))
 
 
+_TEACHERS: dict[tuple[str, int], Any] = {}
+
+
+def teacher_of(config: RunConfig) -> Any:
+    """The run's teacher (`mining.encoders.Teacher`), one per folder and length in this process: its content hash
+    is computed once, and the model is loaded only when a round's teacher embeddings are not cached yet."""
+    from mining.encoders import Teacher
+
+    settings = config.teacher
+    key = (settings.path, settings.max_length or config.model.max_length)
+    if key not in _TEACHERS:
+        _TEACHERS[key] = Teacher(settings.path, max_length=key[1])
+    return _TEACHERS[key]
+
+
 def encoder_settings(config: RunConfig) -> dict[str, Any]:
     """The run's `model:` settings as `SimCSEEncoder.from_pretrained` takes them: plain, hashable values, so a
     Dask worker can be told how to load the same encoder (`open_encoder`, mining.shards.EncoderRef)."""

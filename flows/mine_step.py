@@ -44,6 +44,8 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
                               "params": settings.params}
     if inputs.get("exclude_pairs"):
         kwargs["exclude_pairs"] = inputs["exclude_pairs"]
+    if config.teacher is not None:
+        kwargs["teacher"] = run_inputs.teacher_of(config)
     ref = EncoderRef.of(run_inputs.open_encoder, model_path, encode_runtime=settings.encode_runtime,
                         **run_inputs.encoder_settings(config))
     with sharded_mining(settings.shards, ref, settings.cluster, settings.engine) as sharding:

@@ -145,6 +145,7 @@ def check_run(config: RunConfig) -> RunCheck:
     _check_encode_runtime(config)
     _check_engine(config)
     _check_model(config, notes)
+    _check_teacher(config)
     try:
         corpus, inputs = _read_inputs(config, warnings)
     except InputError as exc:
@@ -273,6 +274,18 @@ def _check_model(config: RunConfig, notes: list[str]) -> None:
         raise InputError(f"model.name_or_path: {name!r} is not a folder and not in the local Hugging Face cache "
                          f"(offline); give a model folder", path=config.source)
     notes.append(f"model {name!r} is not in the local Hugging Face cache; the run will download it")
+
+
+def _check_teacher(config: RunConfig) -> None:
+    """The teacher is a model folder (it is never downloaded); `teacher.path` names the setting to fix."""
+    if config.teacher is None:
+        return
+    from mining.encoders import Teacher
+
+    try:
+        Teacher(config.teacher.path)
+    except InputError as exc:
+        raise InputError(f"teacher.path: {exc}") from None
 
 
 def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:

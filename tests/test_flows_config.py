@@ -174,6 +174,28 @@ def test_validate_says_at_once_when_the_ray_engine_is_not_installed(tmp_path: Pa
         check_run(config)
 
 
+def test_a_teacher_is_a_folder_relative_to_the_yaml_and_validate_names_it(tmp_path: Path) -> None:
+    from flows.validate import check_run
+
+    config = load_config(_write(tmp_path, GOOD + "teacher: {path: models/teacher}\n"))
+    assert config.teacher is not None and config.teacher.path == str(tmp_path / "models" / "teacher")
+    assert "teacher" in config.computed_settings(), "the teacher decides results: part of the fingerprint"
+    with pytest.raises(InputError, match=r"teacher.path: .*no such teacher folder"):
+        check_run(config)
+
+
+def test_settings_added_for_the_judge_leave_older_configs_fingerprints_alone(tmp_path: Path) -> None:
+    """A config without a teacher or mined positives dumps as it did before they existed (saved configs of running
+    nights and their fingerprints stay equal)."""
+    config = load_config(_write(tmp_path, GOOD))
+    dumped = yaml.safe_load(config.to_yaml())
+    assert "teacher" not in dumped and "teacher" not in config.computed_settings()
+    assert not {"mined_positives", "positive_min_score"} & set(dumped["mining"]["params"])
+    on = load_config(_write(tmp_path, GOOD + "mining: {params: {mined_positives: true}}\n", "on.yaml"))
+    assert on.computed_settings()["mining"]["params"]["mined_positives"] is True
+    assert on.fingerprint() != config.fingerprint()
+
+
 def test_missing_data_and_bad_yaml_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="give a corpus"):
         load_config(_write(tmp_path, "output_dir: out\ndata: {}\n"))
