@@ -115,3 +115,56 @@ def _sup_simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: to
         logits = logits.masked_fill(exclude.to(device=logits.device, dtype=torch.bool), float("-inf"))
     target = torch.arange(logits.size(0), device=logits.device)
     return F.cross_entropy(logits, target), _accuracy(logits)
+
+
+def distill_kl_loss(anchor: torch.Tensor, candidates: torch.Tensor, teacher_sims: torch.Tensor,
+                    temperature: float = 0.05, teacher_temperature: float = 0.05,
+                    exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """In-batch similarity distillation: KL(teacher ‖ student) between each anchor's softmax over the batch.
+
+    For anchor i and the batch's candidates j (its positives, then any hard negatives, as in the contrastive
+    loss): p_ij = softmax_j(t_ij / τ_t) from the teacher's cosines `teacher_sims` [B, C], q_ij = softmax_j(
+    cos(anchor_i, candidate_j) / τ) from the student; loss = mean_i Σ_j p_ij (log p_ij - log q_ij). It moves
+    the student's whole similarity structure toward the teacher's, not only the rank of the positive.
+    `exclude` (bool [B, C]) leaves candidates out of both softmaxes (e.g. α = 0 padding columns).
+    Computed in float32 with autocast off.
+    """
+    with torch.autocast(anchor.device.type, enabled=False):
+        anchor, candidates = _upcast(anchor), _upcast(candidates)
+        student = _cosine(anchor, candidates) / temperature
+        teacher = teacher_sims.to(device=student.device, dtype=student.dtype) / teacher_temperature
+        if tuple(teacher.shape) != tuple(student.shape):
+            raise ValueError(f"teacher_sims must be {tuple(student.shape)}, got {tuple(teacher.shape)}")
+        if exclude is not None:
+            mask = exclude.to(device=student.device, dtype=torch.bool)
+            student = student.masked_fill(mask, float("-inf"))
+            teacher = teacher.masked_fill(mask, float("-inf"))
+        log_q = F.log_softmax(student, dim=-1)
+        log_p = F.log_softmax(teacher, dim=-1)
+        p = log_p.exp()
+        # 0 · log 0 = 0 for excluded candidates (where both logs are -inf)
+        terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+        return terms.sum(dim=-1).mean()
+
+
+def margin_mse_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                    teacher_margin: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """MarginMSE (Hofstätter et al. 2020; GPL): the student's margin cos(a, p) - cos(a, n) regressed onto the
+    teacher's `teacher_margin` for each (anchor, positive, negative) row: mean_i w_i (m_s,i - m_t,i)^2 / mean w.
+
+    negative: [B, d] or [B, k, d] with teacher_margin [B] or [B, k]; `weight` (same shape as the margins, e.g.
+    0 for padding columns) weighs the rows. Computed in float32 with autocast off.
+    """
+    with torch.autocast(anchor.device.type, enabled=False):
+        anchor, positive, negative = _upcast(anchor), _upcast(positive), _upcast(negative)
+        if negative.dim() == 2:
+            negative = negative.unsqueeze(1)
+        a = F.normalize(anchor, dim=-1)
+        pos = (a * F.normalize(positive, dim=-1)).sum(-1, keepdim=True)  # [B, 1]
+        neg = torch.einsum("bd,bkd->bk", a, F.normalize(negative, dim=-1))  # [B, k]
+        target = teacher_margin.to(device=neg.device, dtype=neg.dtype).reshape(neg.shape)
+        err = (pos - neg - target) ** 2
+        if weight is None:
+            return err.mean()
+        w = weight.to(device=neg.device, dtype=neg.dtype).reshape(neg.shape)
+        return (err * w).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)

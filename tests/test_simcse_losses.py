@@ -191,3 +191,66 @@ def test_excluded_candidates_leave_only_that_rows_softmax():
         sup_simcse_loss(a, p, n, exclude=torch.eye(3, 9, dtype=torch.bool))
     with pytest.raises(ValueError, match="exclude must be"):
         sup_simcse_loss(a, p, n, exclude=torch.zeros(3, 3, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------------------------------- distillation
+def reference_kl(a: torch.Tensor, c: torch.Tensor, t: list[list[float]], tau: float, tau_t: float,
+                 exclude: list[list[bool]] | None = None) -> float:
+    """KL(p ‖ q) per anchor with loops: p from the teacher's cosines at τ_t, q from the student's at τ."""
+    n, m = len(a), len(c)
+    total = 0.0
+    for i in range(n):
+        keep = [j for j in range(m) if not (exclude and exclude[i][j])]
+        s = [_cos(a[i], c[j]) / tau for j in keep]
+        u = [t[i][j] / tau_t for j in keep]
+        zs, zu = sum(math.exp(x) for x in s), sum(math.exp(x) for x in u)
+        for x, y in zip(s, u):
+            p, q = math.exp(y) / zu, math.exp(x) / zs
+            total += p * (math.log(p) - math.log(q))
+    return total / n
+
+
+def test_distill_kl_matches_the_formula_and_is_zero_when_the_student_is_the_teacher():
+    from simcse.losses import distill_kl_loss
+
+    a, c = _rand(5, 8, seed=11), _rand(7, 8, seed=12)
+    t = _rand(5, 7, seed=13).tanh()
+    got = distill_kl_loss(a, c, t, temperature=0.05, teacher_temperature=0.1)
+    assert got.item() == pytest.approx(reference_kl(a, c, t.tolist(), 0.05, 0.1), rel=1e-9, abs=1e-9)
+    exclude = torch.zeros(5, 7, dtype=torch.bool)
+    exclude[0, 3] = exclude[2, 6] = True
+    got = distill_kl_loss(a, c, t, 0.05, 0.1, exclude=exclude)
+    assert got.item() == pytest.approx(reference_kl(a, c, t.tolist(), 0.05, 0.1, exclude.tolist()), rel=1e-9)
+    own = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T
+    assert distill_kl_loss(a, c, own, 0.05, 0.05).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_distill_kl_gradient_moves_the_student_toward_the_teacher():
+    from simcse.losses import distill_kl_loss
+
+    a = _rand(4, 8, seed=21).requires_grad_(True)
+    c = _rand(6, 8, seed=22)
+    t = _rand(4, 6, seed=23).tanh()
+    before = distill_kl_loss(a, c, t, 0.05, 0.05)
+    before.backward()
+    with torch.no_grad():
+        stepped = a - 1e-3 * a.grad
+    assert distill_kl_loss(stepped, c, t, 0.05, 0.05).item() < before.item()
+
+
+def test_margin_mse_matches_the_formula_with_weights():
+    from simcse.losses import margin_mse_loss
+
+    a, p, n = _rand(4, 8, seed=31), _rand(4, 8, seed=32), _rand(4, 2, 8, seed=33)
+    tm = _rand(4, 2, seed=34).tanh()
+    w = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    expect_num = expect_den = 0.0
+    for i in range(4):
+        for m in range(2):
+            err = (_cos(a[i], p[i]) - _cos(a[i], n[i, m]) - tm[i, m].item()) ** 2
+            expect_num += w[i, m].item() * err
+            expect_den += w[i, m].item()
+    assert margin_mse_loss(a, p, n, tm, w).item() == pytest.approx(expect_num / expect_den, rel=1e-9)
+    one = margin_mse_loss(a, p, n[:, 0], tm[:, 0])
+    ref = sum((_cos(a[i], p[i]) - _cos(a[i], n[i, 0]) - tm[i, 0].item()) ** 2 for i in range(4)) / 4
+    assert one.item() == pytest.approx(ref, rel=1e-9)
