@@ -288,6 +288,31 @@ def test_a_run_that_fails_inside_the_flow_before_any_output_leaves_nothing(input
     assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
 
 
+def test_owned_folder_removes_only_what_make_folder_created(tmp_path: Path) -> None:
+    """dataio.owned_folder, the rule `mine` and `run` share: the folder with its contents only when made here,
+    then the parents made here while empty; an existing folder and a parent holding other files stay."""
+    from dataio.owned_folder import make_folder
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("theirs")
+    again = make_folder(existing)
+    assert again.created == () and not again.made_itself
+    again.remove()
+    assert (existing / "keep.txt").read_text() == "theirs"
+
+    owned = make_folder(tmp_path / "new" / "a" / "b")
+    assert owned.created == (tmp_path / "new/a/b", tmp_path / "new/a", tmp_path / "new")
+    (tmp_path / "new" / "other.txt").write_text("written meanwhile")
+    (owned.path / "part.parquet").write_text("ours")
+    owned.remove()
+    assert not (tmp_path / "new" / "a").exists()
+    assert (tmp_path / "new" / "other.txt").read_text() == "written meanwhile"
+
+    with pytest.raises(FileExistsError):
+        make_folder(tmp_path / "new" / "other.txt")
+
+
 def test_a_refused_serve_leaves_nothing(inputs: dict[str, Path], tmp_path: Path) -> None:
     config = write_config(tmp_path / "run.yaml", tmp_path / "out", inputs)
     proc = cli(["serve", str(config), "--cron", "0 2 * * *"], cli_env(None), timeout=300)
