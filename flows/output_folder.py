@@ -55,9 +55,9 @@ def check_run_folder(folder: str | Path) -> None:
     if not entries or is_run_config(folder / RUN_CONFIG):
         return
     shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-    raise InputError(f"not empty and not a simcse-curriculum run folder (it holds {shown} and no run's "
-                     f"{RUN_CONFIG}); choose a new or empty output_dir so nothing of yours is overwritten",
-                     path=folder)
+    config = f"; its {RUN_CONFIG} is not a run's" if RUN_CONFIG in entries else f" and no run's {RUN_CONFIG}"
+    raise InputError(f"not empty and not a simcse-curriculum run folder (it holds {shown}{config}); choose a new "
+                     f"or empty output_dir so nothing of yours is overwritten", path=folder)
 
 
 def has_run_output(folder: Path) -> bool:

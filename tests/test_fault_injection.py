@@ -369,6 +369,25 @@ def test_owned_folder_removes_only_what_make_folder_created(tmp_path: Path) -> N
         make_folder(tmp_path / "new" / "other.txt")
 
 
+def test_a_folder_with_a_users_own_config_yaml_is_refused_without_advice_to_delete_it(tmp_path: Path) -> None:
+    """Old code read the user's config.yaml as a run's: "a run with different settings ...; use another
+    output_dir or delete <their folder> to start over" (or "unreadable; delete the run folder")."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(theirs), "rounds": 1, "steps_per_round": 2,
+                                      "model": {"name_or_path": str(tmp_path / "model")},
+                                      "data": {"builtin": "python_docstrings"}}), encoding="utf-8")
+    for own in ("learning_rate: 0.1\n", "{{ not yaml"):
+        (theirs / "config.yaml").write_text(own)
+        before = snapshot(theirs)
+        line = one_line(cli(["validate", str(config)], cli_env(None), timeout=300), str(theirs),
+                        "not a simcse-curriculum run folder", "its config.yaml is not a run's",
+                        "choose a new or empty output_dir")
+        assert "delete" not in line
+        assert snapshot(theirs) == before
+
+
 def test_a_refused_serve_leaves_nothing(inputs: dict[str, Path], tmp_path: Path) -> None:
     config = write_config(tmp_path / "run.yaml", tmp_path / "out", inputs)
     proc = cli(["serve", str(config), "--cron", "0 2 * * *"], cli_env(None), timeout=300)
