@@ -6,6 +6,8 @@
 - `dataio.tables`: reading the tables users hand over (txt, csv, tsv, jsonl, parquet, saved HF datasets).
 - `dataio.hashing`: sha256 of files and the counter-based hashes random choices are drawn from.
 - `dataio.folder_lock`: one writer per output folder (the lock `mine` and `run` take).
+- `dataio.owned_folder`: an output folder and the parents a command created, so that a failed command
+  removes only what it made (`mine` and `run`).
 - `dataio.os_faults`: one line for faults of the machine (a full disk, a read-only or forbidden folder).
 - `dataio.triplets`: the triplet contract: Parquet schema, `round=<r>/band=<b>/part-<n>.parquet` layout, band
   names, the round manifest (one model, one reader, one writer) and the batch type the trainer consumes.

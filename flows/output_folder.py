@@ -8,9 +8,12 @@ command that fails before the run has any output leaves nothing behind.
 - **One command per folder**: `dataio.folder_lock` (a second `run` on the folder is refused, naming the first).
 - **Nothing left by a refusal.** When the command fails (an exception, not a signal: a killed run resumes)
   and the folder holds no run output yet (no `triplets/`, `rounds/`, `base_metrics.json` or embeddings in
-  `cache/`), what the command created is removed: the whole folder if it made it, else the entries it added
-  (`config.yaml`, `.prefect/`, `run.log`, `data/`). This happens at interpreter exit, after Prefect has stopped
-  its ephemeral server (whose database lives in `.prefect/`), and the folder stays locked until then.
+  `cache/`), what the command created is removed, and only that (`dataio.owned_folder`): the folder with its
+  contents if this command made it, then each parent it made, innermost first, while empty (`rmdir`: a run
+  that another command started beside it in the same new parent keeps its folder, lock and database); if
+  the folder existed, only the entries this command added (`config.yaml`, `.prefect/`, `run.log`, `data/`).
+  This happens at interpreter exit, after Prefect has stopped its ephemeral server (whose database lives in
+  `.prefect/`), and the folder stays locked until then.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import yaml
 
 from dataio.errors import InputError
 from dataio.folder_lock import LOCK_NAME, lock_folder
+from dataio.owned_folder import OwnedFolder, make_folder
 
 RUN_CONFIG = "config.yaml"
 RUN_CONFIG_KEYS = ("output_dir", "rounds", "steps_per_round")
@@ -51,9 +55,9 @@ def check_run_folder(folder: str | Path) -> None:
     if not entries or is_run_config(folder / RUN_CONFIG):
         return
     shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-    raise InputError(f"not empty and not a simcse-curriculum run folder (it holds {shown} and no run's "
-                     f"{RUN_CONFIG}); choose a new or empty output_dir so nothing of yours is overwritten",
-                     path=folder)
+    config = f"; its {RUN_CONFIG} is not a run's" if RUN_CONFIG in entries else f" and no run's {RUN_CONFIG}"
+    raise InputError(f"not empty and not a simcse-curriculum run folder (it holds {shown}{config}); choose a new "
+                     f"or empty output_dir so nothing of yours is overwritten", path=folder)
 
 
 def has_run_output(folder: Path) -> bool:
@@ -68,36 +72,26 @@ class OutputFolder:
     def __init__(self, folder: str | Path, command: str) -> None:
         self.folder = Path(folder).resolve()
         self.command = command
-        self.created: Path | None = None  # the topmost folder this command made (output_dir or a parent)
+        self.owned = OwnedFolder(self.folder)  # which of the folder and its parents this command made
         self.before: set[str] = set()
         self._lock = None
         self._cleanup_pending = False
 
     def __enter__(self) -> Path:
         check_run_folder(self.folder)
-        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
         try:
-            self.folder.mkdir(parents=True)
-            self.created = missing[-1] if missing else None
+            self.owned = make_folder(self.folder)
         except FileExistsError:
-            if not self.folder.is_dir():
-                raise InputError("exists and is not a folder; choose another output_dir", path=self.folder) from None
+            raise InputError("exists and is not a folder; choose another output_dir", path=self.folder) from None
         self.before = {p.name for p in self.folder.iterdir()}
         self._lock = lock_folder(self.folder, self.command)
         try:
             self._lock.__enter__()
         except BaseException:
             self._lock = None
-            # Refused: another command holds the folder. It may be the one that created it, so remove
-            # nothing unless this command made the folder and it is still empty.
-            if self.created is not None:
-                for folder in (self.folder, *self.folder.parents):
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        break
-                    if folder == self.created:
-                        break
+            # Refused: another command holds the folder, and may have written in it since this one made it,
+            # so only what this command made and is still empty goes.
+            self.owned.remove_empty()
             raise
         atexit.register(self._at_exit)  # before Prefect registers its server's stop, so it runs after it
         return self.folder
@@ -117,8 +111,8 @@ class OutputFolder:
     def _at_exit(self) -> None:
         try:
             if self._cleanup_pending and not has_run_output(self.folder):
-                if self.created is not None:
-                    shutil.rmtree(self.created, ignore_errors=True)
+                if self.owned.made_itself:  # the folder, then the parents this command made while empty
+                    self.owned.remove()
                 elif self.folder.is_dir():
                     for entry in self.folder.iterdir():
                         if entry.name not in self.before and entry.name != LOCK_NAME:

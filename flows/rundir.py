@@ -169,8 +169,8 @@ class RunDir:
         except yaml.YAMLError:
             previous = None
         if not isinstance(previous, dict):
-            raise InputError("the saved config of this run is unreadable; delete the run folder or pick "
-                             "another output_dir", path=self.config_path)
+            raise InputError("the saved config of this run is unreadable; pick another output_dir, or restore "
+                             "this run's config.yaml to resume it", path=self.config_path)
         # A registry run's model is the version it started from, recorded here (flows.warm_start), not the
         # config's model.name_or_path (which names only what a new registry starts from).
         started = ("model.name_or_path",) if config.registry is not None and previous.get("registry") else ()

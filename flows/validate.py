@@ -29,6 +29,7 @@ import yaml
 from dataio.errors import InputError
 from flows.config import RunConfig
 from flows.inputs import base_model_path, eval_inputs, load_mining_corpus, prepare_inputs, read_eval_sets
+from flows.output_folder import RUN_CONFIG, check_run_folder, is_run_config
 from flows.rundir import RunDir
 
 _log = logging.getLogger("flows")
@@ -196,14 +197,17 @@ def _naming_the_setting(exc: InputError, config: RunConfig) -> InputError:
 
 # ------------------------------------------------------------------------------------------ the checks
 def _check_run_folder(config: RunConfig) -> bool:
-    """True when the folder holds this run (a resume); a different run there is refused now, not after
-    Prefect has started (RunDir.claim refuses it again when the run starts)."""
+    """True when the folder holds this run (a resume); a different run there, and a folder whose `config.yaml`
+    is the user's own (not a run's), are refused now, not after Prefect has started (OutputFolder and
+    RunDir.claim refuse them again when the run starts)."""
     root = Path(config.output_dir)
     if root.exists() and not root.is_dir():
         raise InputError("output_dir is a file, not a folder; pick another output_dir", path=root)
-    saved = root / "config.yaml"
+    saved = root / RUN_CONFIG
     if not saved.is_file():
         return False
+    if not is_run_config(saved):  # the user's own file, never read as a run's: refused as not a run folder
+        check_run_folder(root)
     from flows.rundir import RESUMABLE_CHANGES, _changed_keys
 
     try:
@@ -211,8 +215,8 @@ def _check_run_folder(config: RunConfig) -> bool:
     except (yaml.YAMLError, UnicodeDecodeError):
         previous = None
     if not isinstance(previous, dict):
-        raise InputError("the saved config of this run is unreadable; delete the run folder or pick another "
-                         "output_dir", path=saved)
+        raise InputError("the saved config of this run is unreadable; pick another output_dir, or restore this "
+                         "run's config.yaml to resume it", path=saved)
     changed = _changed_keys(previous, config.model_dump(mode="json"), ignore=RESUMABLE_CHANGES + ("output_dir",))
     if changed:
         raise InputError(f"this run folder holds a run with different settings ({', '.join(changed[:6])}); use "

@@ -1,9 +1,12 @@
 """`simcse-curriculum mine` and `simcse-curriculum inspect`.
 
-Inputs, options and the model are validated before the output folder is created; if mining then fails,
-a folder this command created is removed again, so bad input leaves nothing behind. `mine` writes only into
-a new or empty folder or one holding its own output (`round=<r>/` partitions, `.cache/`), and holds the
-folder's lock while it writes (`dataio.folder_lock`): a second `mine` on the same folder is refused.
+Inputs, options and the model are validated before the output folder is created; if mining then fails (an
+exception), the folder is removed again if this command created it, and then each parent it created while
+empty (`dataio.owned_folder`): bad input leaves nothing behind, and output other commands wrote beside it (a
+sweep's `--out exp/seed1` in a new `exp/`) stays. On ^C the folder stays: a rerun reuses its `.cache/`
+embeddings. `mine` writes only into a new or empty folder or one holding its own output (`round=<r>/`
+partitions, `.cache/`), and holds the folder's lock while it writes (`dataio.folder_lock`): a second `mine` on
+the same folder is refused.
 The miner's options take their defaults and help from `mining.params.MiningParams`, their one home.
 """
 
@@ -12,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from dataio.errors import InputError
+from dataio.owned_folder import make_folder
 from mining.params import MiningParams, check_bands
 
 
@@ -91,26 +94,6 @@ def check_triplets_folder(out: Path) -> None:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise InputError(f"not empty and not a triplets folder (it holds {shown}); choose a new or empty --out "
                          f"so nothing of yours is overwritten", path=out)
-
-
-def _make_folder(out: Path) -> Path | None:
-    """Create `out` (and missing parents); the topmost folder this made, None when `out` existed."""
-    missing = [p for p in (out, *out.parents) if not p.exists()]
-    try:
-        out.mkdir(parents=True)
-    except FileExistsError:
-        return None  # existed, or another command made it a moment ago: not ours to remove
-    return missing[-1] if missing else None
-
-
-def _remove_empty(out: Path, top: Path) -> None:
-    for folder in (out, *out.parents):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        if folder == top:
-            return
 
 
 def mine_command(
@@ -215,22 +198,23 @@ def mine_command(
     from mining.shards import EncoderRef, sharded_mining
 
     encoder = load_encoder(model, max_length=max_length, encode_runtime=encode_runtime)
-    created = _make_folder(out)
+    try:
+        owned = make_folder(out)
+    except FileExistsError:  # made a file since the check above
+        raise InputError("exists and is not a folder; choose another --out", path=out) from None
     try:
         lock = lock_folder(out, f"simcse-curriculum mine --out {out}")
         lock.__enter__()
     except BaseException:
-        if created is not None:  # refused: another mine holds it, and may have made it, so only an empty
-            _remove_empty(out, created)  # folder this command made goes
+        owned.remove_empty()  # refused: the mine holding it may have written in it, so only what is empty goes
         raise
     try:
         ref = EncoderRef.of(load_encoder, model, max_length=max_length, encode_runtime=encode_runtime)
         with sharded_mining(shards, ref, cluster, engine) as sharding:
             result = mine(loaded, encoder, out, round=round_, bands=chosen, params=params, seed=seed,
                           cache_dir=cache_dir, show_progress=not quiet, exclude_pairs=excluded, **sharding)
-    except BaseException:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+    except Exception:  # not on ^C: the folder's .cache/ embeddings are what a rerun reuses
+        owned.remove()  # the folder if this command made it, then the parents it made while empty
         raise
     finally:
         lock.__exit__(None, None, None)

@@ -288,6 +288,106 @@ def test_a_run_that_fails_inside_the_flow_before_any_output_leaves_nothing(input
     assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
 
 
+RUN_CONFIG_TEXT = "output_dir: x\nrounds: 1\nsteps_per_round: 1\n"
+
+
+def _failed_at_exit(folder: Any) -> None:
+    """What interpreter exit does for an OutputFolder whose command failed (after Prefect's server stopped)."""
+    import atexit
+
+    atexit.unregister(folder._at_exit)
+    folder._at_exit()
+
+
+def test_a_failed_run_removes_its_own_folder_not_a_live_sibling_run_in_the_new_parent(tmp_path: Path) -> None:
+    """A sweep into a new parent: run exp/seed0 creates exp/, run exp/seed1 starts beside it, then seed0 fails
+    before any output. Only seed0 goes; seed1's config.yaml, lock and Prefect database stay, so it can finish
+    and be resumed (old code: rmtree of exp/ at seed0's exit)."""
+    import atexit
+
+    from flows.output_folder import OutputFolder
+
+    parent = tmp_path / "exp"
+    failing = OutputFolder(parent / "seed0", "simcse-curriculum run seed0.yaml")
+    sibling = OutputFolder(parent / "seed1", "simcse-curriculum run seed1.yaml")
+    try:
+        with pytest.raises(RuntimeError), failing as ours:
+            (ours / "config.yaml").write_text(RUN_CONFIG_TEXT)
+            live = sibling.__enter__()
+            (live / "config.yaml").write_text(RUN_CONFIG_TEXT)
+            (live / ".prefect").mkdir()
+            (live / ".prefect" / "prefect.db").write_bytes(b"the sibling's flow runs")
+            raise RuntimeError("a broken base model")
+        _failed_at_exit(failing)
+        assert not (parent / "seed0").exists()
+        assert sorted(p.name for p in parent.iterdir()) == ["seed1"]
+        assert (live / "config.yaml").read_text() == RUN_CONFIG_TEXT
+        assert (live / ".prefect" / "prefect.db").read_bytes() == b"the sibling's flow runs"
+        assert (live / ".simcse-curriculum.lock").is_file(), "the live run still holds its folder"
+    finally:
+        sibling.__exit__(None, None, None)
+        atexit.unregister(sibling._at_exit)
+    assert (parent / "seed1" / "config.yaml").is_file()
+
+
+def test_a_failed_run_into_new_nested_folders_removes_each_empty_parent_it_made(tmp_path: Path) -> None:
+    from flows.output_folder import OutputFolder
+
+    (tmp_path / "mine.txt").write_text("not the command's\n")
+    folder = OutputFolder(tmp_path / "new" / "x" / "y", "simcse-curriculum run a.yaml")
+    with pytest.raises(RuntimeError), folder as out:
+        (out / "config.yaml").write_text(RUN_CONFIG_TEXT)
+        (out / ".prefect").mkdir()
+        raise RuntimeError("a broken base model")
+    assert (out / "config.yaml").is_file(), "removed at interpreter exit, not before"
+    _failed_at_exit(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_owned_folder_removes_only_what_make_folder_created(tmp_path: Path) -> None:
+    """dataio.owned_folder, the rule `mine` and `run` share: the folder with its contents only when made here,
+    then the parents made here while empty; an existing folder and a parent holding other files stay."""
+    from dataio.owned_folder import make_folder
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("theirs")
+    again = make_folder(existing)
+    assert again.created == () and not again.made_itself
+    again.remove()
+    assert (existing / "keep.txt").read_text() == "theirs"
+
+    owned = make_folder(tmp_path / "new" / "a" / "b")
+    assert owned.created == (tmp_path / "new/a/b", tmp_path / "new/a", tmp_path / "new")
+    (tmp_path / "new" / "other.txt").write_text("written meanwhile")
+    (owned.path / "part.parquet").write_text("ours")
+    owned.remove()
+    assert not (tmp_path / "new" / "a").exists()
+    assert (tmp_path / "new" / "other.txt").read_text() == "written meanwhile"
+
+    with pytest.raises(FileExistsError):
+        make_folder(tmp_path / "new" / "other.txt")
+
+
+def test_a_folder_with_a_users_own_config_yaml_is_refused_without_advice_to_delete_it(tmp_path: Path) -> None:
+    """Old code read the user's config.yaml as a run's: "a run with different settings ...; use another
+    output_dir or delete <their folder> to start over" (or "unreadable; delete the run folder")."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(theirs), "rounds": 1, "steps_per_round": 2,
+                                      "model": {"name_or_path": str(tmp_path / "model")},
+                                      "data": {"builtin": "python_docstrings"}}), encoding="utf-8")
+    for own in ("learning_rate: 0.1\n", "{{ not yaml"):
+        (theirs / "config.yaml").write_text(own)
+        before = snapshot(theirs)
+        line = one_line(cli(["validate", str(config)], cli_env(None), timeout=300), str(theirs),
+                        "not a simcse-curriculum run folder", "its config.yaml is not a run's",
+                        "choose a new or empty output_dir")
+        assert "delete" not in line
+        assert snapshot(theirs) == before
+
+
 def test_a_refused_serve_leaves_nothing(inputs: dict[str, Path], tmp_path: Path) -> None:
     config = write_config(tmp_path / "run.yaml", tmp_path / "out", inputs)
     proc = cli(["serve", str(config), "--cron", "0 2 * * *"], cli_env(None), timeout=300)

@@ -125,6 +125,66 @@ def test_failure_while_mining_removes_the_folder_it_created(files, capsys, tmp_p
     assert not out.exists()
 
 
+def test_a_failed_mine_removes_its_own_folder_not_what_a_sibling_wrote_in_the_new_parent(files, capsys, tmp_path,
+                                                                                           monkeypatch):
+    """A sweep into a new parent: `--out new/a` creates new/, `--out new/b` finishes beside it, then new/a fails.
+    Only new/a goes; new/b's triplets and cache and new/ stay (old code: rmtree of new/, new/b's output lost)."""
+    sibling = tmp_path / "new" / "b"
+
+    class SiblingFinishesThenBroken(HashEncoder):
+        def encode(self, texts, batch_size=32, **keywords):
+            monkeypatch.setattr(mining.encoders, "load_encoder", lambda model=None, **kw: HashEncoder(16))
+            assert main(["mine", "--corpus", str(files / "b.txt"), "--out", str(sibling), "--quiet"]) == 0
+            raise RuntimeError("GPU fell off")
+
+    monkeypatch.setattr(mining.encoders, "load_encoder", lambda model=None, **kw: SiblingFinishesThenBroken(16))
+    with pytest.raises(RuntimeError, match="GPU fell off"):
+        main(["mine", "--corpus", str(files / "a.txt"), "--out", str(tmp_path / "new" / "a"), "--quiet"])
+    assert not (tmp_path / "new" / "a").exists()
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["b"]
+    assert json.loads(manifest_path(sibling, 0).read_text())["bands"]
+    assert list((sibling / ".cache").rglob("*.npy")), "the sibling's embeddings cache is kept"
+
+
+def test_a_failed_mine_removes_the_empty_parents_it_created_and_no_others(files, capsys, tmp_path, monkeypatch):
+    class Broken(HashEncoder):
+        def encode(self, texts, batch_size=32, **keywords):
+            raise RuntimeError("GPU fell off")
+
+    monkeypatch.setattr(mining.encoders, "load_encoder", lambda model=None, **kw: Broken(16))
+    with pytest.raises(RuntimeError):
+        main(["mine", "--corpus", str(files / "a.txt"), "--out", str(tmp_path / "new" / "x" / "y"), "--quiet"])
+    assert not (tmp_path / "new").exists(), list((tmp_path / "new").rglob("*"))
+    assert tmp_path.is_dir()
+
+
+def test_an_interrupted_mine_keeps_its_folder_and_a_rerun_reuses_its_embeddings(files, capsys, tmp_path,
+                                                                                  monkeypatch):
+    """^C after the corpus was encoded: the new folder stays with its .cache/ (old code removed it), and the
+    next `mine` into it is accepted and encodes nothing."""
+    import mining.pipeline
+
+    encoder = HashEncoder(16)
+    monkeypatch.setattr(mining.encoders, "load_encoder", lambda model=None, **kw: encoder)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "new" / "out"
+    args = ["mine", "--corpus", str(files / "a.txt"), "--corpus", str(files / "b.txt"), "--out", str(out), "--quiet"]
+    with monkeypatch.context() as patch:
+        patch.setattr(mining.pipeline, "BandContext", interrupted)  # after the embeddings, before any band
+        assert main(args) == 130  # click turns ^C into Abort: "aborted", exit code 130
+    assert encoder.encoded > 0
+    assert list((out / ".cache").rglob("*.npy")), "the embeddings are kept for the rerun"
+    assert not (out / ".simcse-curriculum.lock").exists()
+    encoder.encoded = 0
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "round 0 written" in capsys.readouterr().out
+    assert encoder.encoded == 0, "the rerun reused the interrupted mine's embeddings"
+
+
 def test_mine_shards_runs_the_shards_through_the_dask_map_and_gives_the_same_triplets(files, fake_encoder, capsys,
                                                                                       tmp_path, monkeypatch):
     import contextlib
