@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from dataio.errors import UserError
 from mining.bands import (
     BAND_FUNCTIONS,
     BandContext,
@@ -107,34 +111,150 @@ ENGINES = ("dask", "ray")
 def ray_map(workers: int, address: str | None = None) -> Iterator[MapShards]:
     """A `MapShards` running each item as a Ray task (one CPU each), gathered in order: the cluster at `address`
     (`ray://HOST:10001` through Ray Client, or `auto`/`HOST:6379` from a node of the cluster), else a local Ray
-    of `workers` CPUs on 127.0.0.1 without its dashboard, shut down on exit. A Ray this process had already
-    started or joined is used as it is and left running. `fn` goes to the object store once and every task
-    reads it from there. Workers import this package, as with `dask_map`."""
+    of `workers` CPUs (`local_ray`: every listener on 127.0.0.1, no dashboard, its own temporary folder, every
+    process it started gone on exit). A Ray this process had already started or joined is used as it is and left
+    running. `fn` goes to the object store once and every task reads it from there. Workers import this package,
+    as with `dask_map`."""
     try:
         import ray
     except ImportError as err:
         raise ImportError("the ray engine needs the ray package: pip install 'simcse-curriculum[ray]' (or ray), "
                           "on the driver and every worker") from err
 
-    started = False
-    if not ray.is_initialized():
-        if address is None:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     _node_ip_address="127.0.0.1")
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        started = True
-    call = ray.remote(num_cpus=1, max_retries=0)(_apply)
+    with contextlib.ExitStack() as stack:
+        if not ray.is_initialized():
+            if address is None:
+                stack.enter_context(local_ray(workers))
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+                stack.callback(ray.shutdown)
+        call = ray.remote(num_cpus=1, max_retries=0)(_apply)
 
-    def run(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
-        shared = ray.put(fn)
-        return ray.get([call.remote(shared, item) for item in items])
+        def run(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
+            shared = ray.put(fn)
+            return ray.get([call.remote(shared, item) for item in items])
 
-    try:
         yield run
+
+
+# A local Ray binds its servers to its node's IP address: the GCS, the raylet (node manager and object manager),
+# every worker's and the driver's gRPC server, the runtime-env and dashboard agents, the metrics exporters and the
+# autoscaler's metrics port listen on 127.0.0.1 only when that address is a loopback one, and on every interface (or
+# the machine's external address) otherwise. `ray.init(_node_ip_address="127.0.0.1")` does not give it: ray.init
+# replaces a loopback address by the machine's external one (`services.resolve_ip_for_localhost`), except where
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is false (Ray's single-machine mode, its default on macOS and Windows). Ray reads
+# that variable once, into `ray_constants.ENABLE_RAY_CLUSTER`, when it is imported, so `local_ray` sets both while
+# it starts the node and puts them back after; the processes it starts are given 127.0.0.1 explicitly.
+_SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_RAY_EXIT_WAIT_S = 10.0  # how long the processes a local Ray started get to exit after ray.shutdown, then SIGTERM,
+# then as long again before SIGKILL
+
+
+@contextlib.contextmanager
+def local_ray(cpus: int) -> Iterator[None]:
+    """A new single-machine Ray of `cpus` CPUs for this process, for the `with` block: every listener on 127.0.0.1
+    (checked once it is up: a listener elsewhere shuts it down and raises), no dashboard, its session under a
+    temporary folder of its own (not the shared /tmp/ray), removed on exit once every process it started
+    (GCS, raylet, monitor, agents, workers) has exited or been killed. This process's environment is put back
+    as it was (ray.init leaves RAY_AUTH_MODE in it)."""
+    import psutil
+    import ray
+    from ray._private import ray_constants
+
+    me = psutil.Process()
+    saved = dict(os.environ)
+    before_children = {child.pid for child in me.children()}
+    before_listeners = _listeners([me])
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir=_ray_temp_base())
+    single_machine = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    started: list[psutil.Process] | None = None
+    try:
+        os.environ[_SINGLE_MACHINE] = "0"  # the processes it starts inherit it
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            # address="local": a new Ray even when RAY_ADDRESS names a running one
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, dashboard_host="127.0.0.1",
+                     log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1",
+                     _temp_dir=temp_dir)
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = single_machine
+            if _SINGLE_MACHINE in saved:
+                os.environ[_SINGLE_MACHINE] = saved[_SINGLE_MACHINE]
+            else:
+                os.environ.pop(_SINGLE_MACHINE, None)
+            started = [child for child in me.children() if child.pid not in before_children]
+        exposed = [f"{ip}:{port} ({name})" for ip, port, name in
+                   sorted(_listeners([me, *_family(started)]) - before_listeners) if not _is_loopback(ip)]
+        if exposed:
+            raise UserError(f"the local Ray (ray {ray.__version__}) listens beyond 127.0.0.1, on {', '.join(exposed)}, "
+                            "so it was shut down before mining: use --engine dask, or a Ray cluster's address")
+        yield
     finally:
-        if started:
+        family = _family(started or [])  # and the workers and agents the raylet started since
+        if ray.is_initialized():
             ray.shutdown()
+        _end_processes(family, _RAY_EXIT_WAIT_S)
+        _restore_environment(saved)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _ray_temp_base() -> str:
+    """Where `local_ray` makes its folder: Ray's own choice of parent (RAY_TMPDIR, else the temporary folder), kept
+    short, as Ray's Unix sockets (<folder>/session_<date>_<pid>/sockets/plasma_store) must fit in 107 bytes."""
+    base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    return base if len(base) <= 28 or not os.path.isdir("/tmp") else "/tmp"
+
+
+def _family(processes: Sequence[Any]) -> list[Any]:
+    """`processes` (psutil) and all their descendants still running."""
+    import psutil
+
+    found = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.is_running():
+                found += [process, *process.children(recursive=True)]
+    return found
+
+
+def _listeners(processes: Sequence[Any]) -> set[tuple[str, int, str]]:
+    """The TCP ports `processes` (psutil) listen on, as (address, port, process name)."""
+    import psutil
+
+    found = set()
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            name = process.name()
+            connections = getattr(process, "net_connections", None) or process.connections  # psutil < 6
+            for conn in connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port, name))
+    return found
+
+
+def _is_loopback(ip: str) -> bool:
+    """Whether a listener's address (as `ss` or psutil write it) is a loopback one: 127.0.0.0/8, ::1, or
+    127.x in IPv6 form (::ffff:127.0.0.1, which Ray's gRPC servers show). `*`, 0.0.0.0 and :: are not."""
+    try:
+        address = ipaddress.ip_address(ip.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _end_processes(processes: Sequence[Any], wait_s: float) -> None:
+    """Wait up to `wait_s` for `processes` (psutil) to exit, SIGTERM those left, as long again, then SIGKILL."""
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=wait_s)
+    for signal_them in ("terminate", "kill"):
+        if not alive:
+            return
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                getattr(process, signal_them)()
+        _, alive = psutil.wait_procs(alive, timeout=wait_s)
 
 
 def _apply(fn: Callable[[Any], Any], item: Any) -> Any:

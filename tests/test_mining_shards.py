@@ -1,16 +1,25 @@
 """Sharded mining gives the triplets unsharded mining gives: exact and IVF search, every band, and the same
 recall figure; the shards really are separate calls over separate anchor blocks, whose inputs survive pickling
-(as on a cluster), on a real 2-worker Dask LocalCluster and a local 2-CPU Ray too; an interrupted sharded encode
-resumes from the cache, and a failed shard leaves no round behind."""
+(as on a cluster), on a real 2-worker Dask LocalCluster and a local 2-CPU Ray too, whose every TCP listener is on
+loopback (`ss -ltnp`) and whose processes and folders are gone after; an interrupted sharded encode resumes from
+the cache, and a failed shard leaves no round behind."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import ipaddress
 import json
 import os
 import pickle
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow.compute as pc
 import pytest
 
@@ -206,6 +215,136 @@ def test_sharded_on_a_local_two_cpu_ray_gives_the_triplets_of_one_process(corpus
     assert {key: os.environ.get(key) for key in THREAD_VARIABLES} == threads
     assert many.manifest.index["shards"] == 2
     assert triplets(tmp_path / "one") == triplets(tmp_path / "many")
+
+
+def tcp_listeners() -> list[tuple[str, set[int], str]]:
+    """Every listening TCP socket `ss -ltnp` shows: ("address:port", the ids of the processes holding it, the
+    process column). Another user's processes show no id."""
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout
+    return [(line.split()[3], {int(pid) for pid in re.findall(r"pid=(\d+)", line)}, " ".join(line.split()[5:]))
+            for line in out.splitlines() if line.startswith("LISTEN")]
+
+
+def loopback(address: str) -> bool:
+    """127.0.0.0/8 or ::1, also as an IPv4-mapped IPv6 address (::ffff:127.0.0.1); not *, 0.0.0.0 or ::."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:  # `*`
+        return False
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+class ListenerProbe:
+    """Made before an engine starts, then `around` its `MapShards`: after each of the mine's calls (every process
+    of the engine up), what this process and the processes it started since listen on (`ss -ltnp`), but had not
+    before."""
+
+    def __init__(self):
+        self.me = psutil.Process()
+        self.before = {child.pid for child in self.me.children(recursive=True)}
+        self.already = {local for local, pids, _ in tcp_listeners() if self.me.pid in pids}
+        self.started: dict[int, psutil.Process] = {}
+        self.listeners: dict[str, str] = {}  # "address:port" -> who
+
+    def around(self, map_shards):
+        def run(fn, items):
+            result = map_shards(fn, items)
+            self.look()
+            return result
+
+        return run
+
+    def look(self) -> None:
+        self.started |= {c.pid: c for c in self.me.children(recursive=True) if c.pid not in self.before}
+        ours = {self.me.pid, *self.started}
+        self.listeners |= {local: who for local, pids, who in tcp_listeners()
+                           if pids & ours and local not in self.already}
+
+    def exposed(self) -> list[str]:
+        return sorted(f"{local} {who}" for local, who in self.listeners.items()
+                      if not loopback(local.rsplit(":", 1)[0].strip("[]")))
+
+    def still_running(self) -> list[str]:
+        """The processes started since the probe was made that have not exited (bar multiprocessing's resource
+        tracker: Dask's nannies start their workers with `spawn`, whose tracker lives as long as this process)."""
+        running = []
+        for process in self.started.values():
+            with contextlib.suppress(psutil.Error):  # exited meanwhile
+                command = " ".join(process.cmdline())
+                if (process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+                        and "multiprocessing.resource_tracker" not in command):
+                    running.append(f"{process.pid} {command[:200]}")
+        return running
+
+
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_a_local_engine_listens_on_loopback_only_and_leaves_no_process(engine, corpus, tmp_path, monkeypatch):
+    """Issue 24: every TCP port the local Dask or Ray of `mine --shards 2 --engine E` opens (its scheduler, GCS,
+    raylet, workers, agents, autoscaler, this process's own servers) is on 127.0.0.1 or ::1, looked at with
+    `ss -ltnp` while the shards run; when the mine ends every process it started has exited, and Ray's
+    session folder (a temporary one of its own, not /tmp/ray) is gone."""
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    if engine == "ray":
+        pytest.importorskip("ray", reason="the ray extra is not installed")
+    import mining.shards
+
+    monkeypatch.setattr(index_mod, "SEARCH_STEP", 64)
+    params = MiningParams(range_max=12, num_negatives=2, backend="faiss-flat")
+    probe = ListenerProbe()
+    with mining.shards.engine_map(engine, 2) as on_engine:
+        if engine == "ray":
+            import ray
+
+            session = Path(ray._private.worker._global_node.get_session_dir_path())
+        many = mine(corpus, HashEncoder(16), tmp_path / "many", params=params, seed=5, show_progress=False,
+                    shards=2, map_shards=probe.around(on_engine))
+    assert many.manifest.index["shards"] == 2
+    names = {re.search(r'\(\("([^"]+)"', who).group(1) for who in probe.listeners.values()}
+    assert names >= ({"gcs_server", "raylet"} if engine == "ray" else {"python"})  # the probe saw the engine
+    assert probe.exposed() == []
+    assert probe.still_running() == []
+    if engine == "ray":
+        assert session.name.startswith("session_") and not session.exists() and not session.parent.exists()
+
+
+def test_a_local_ray_found_listening_beyond_loopback_is_shut_down_with_one_line(tmp_path, monkeypatch):
+    """Should a Ray version bind a listener elsewhere, the local Ray is stopped before any shard runs, with a
+    one-line error naming the listener, and leaves neither processes nor its folder behind."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    import ray
+
+    import mining.shards
+    from dataio.errors import UserError
+
+    real_listeners, real_family, seen = mining.shards._listeners, mining.shards._family, []
+
+    def listeners(processes):  # as if the GCS listened on every interface
+        return real_listeners(processes) | ({("0.0.0.0", 6379, "gcs_server")} if len(processes) > 1 else set())
+
+    def family(processes):
+        found = real_family(processes)
+        for process in found:
+            with contextlib.suppress(psutil.Error):
+                seen.append((process, process.name()))
+        return found
+
+    monkeypatch.setattr(mining.shards, "_listeners", listeners)
+    monkeypatch.setattr(mining.shards, "_family", family)
+    base = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp" if os.path.isdir("/tmp") else None))  # short: sockets
+    monkeypatch.setenv("RAY_TMPDIR", str(base))
+    try:
+        with pytest.raises(UserError, match=r"^the local Ray \(ray [^)]+\) listens beyond 127\.0\.0\.1, on "
+                                            r"0\.0\.0\.0:6379 \(gcs_server\), so it was shut down before mining: "
+                                            r"use --engine dask, or a Ray cluster's address$"):
+            with mining.shards.ray_map(2):
+                pytest.fail("the map was opened")
+        assert not ray.is_initialized()
+        assert {name for _, name in seen} >= {"gcs_server", "raylet"}
+        assert [name for p, name in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+        assert list(base.iterdir()) == []  # its temporary folder is removed
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize(("engine", "address", "message"), [
