@@ -22,6 +22,7 @@ from dataio.errors import InputError
 from dataio.triplets import (
     MANIFEST_NAME,
     band_order,
+    conform,
     complete_rounds,
     read_manifest,
     resolve_file,
@@ -29,7 +30,8 @@ from dataio.triplets import (
 )
 
 SHOW_COLUMNS = ["band", "anchor_id", "anchor", "positive_id", "positive", "negative_id", "negative",
-                "anchor_positive_sim", "anchor_negative_sim", "negative_rank"]
+                "anchor_positive_sim", "anchor_negative_sim", "negative_rank", "positive_source", "teacher_score",
+                "teacher_positive_score"]
 FILE_COLUMNS = SHOW_COLUMNS[1:]  # the band lives in the path (dataio.triplets), not in the files
 BINS = np.linspace(-0.2, 1.0, 49)
 
@@ -78,6 +80,9 @@ def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | 
                 hists[band] = sims
             if stats.note:
                 entry["note"] = stats.note
+            teacher_mean = (stats.model_extra or {}).get("mean_teacher_score")
+            if teacher_mean is not None:  # the band's difficulty as the teacher grades it
+                entry["mean_teacher_score"] = teacher_mean
             entry["samples"] = _samples(band, files, samples, rng)
             if band != "nli_contradiction":  # labeled negatives cannot be false negatives
                 top = [_top_rows(band, p, false_negatives) for p in files]
@@ -88,7 +93,10 @@ def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | 
         plot = None
         if plots_dir is not None and hists:
             plot = str(_plot(hists, Path(plots_dir) / f"similarity_round{r}.png", r))
+        mined = (manifest.model_extra or {}).get("mined_positives")
+        mined_rows = _mined_positive_rows(by_band, max(samples, false_negatives), rng) if mined else []
         report["rounds"].append({"round": r, "bands": bands_out, "suspected_false_negatives": suspects,
+                                 "mined_positives": mined, "mined_positive_samples": mined_rows,
                                  "model_fingerprint": manifest.model_fingerprint,
                                  "corpus_fingerprint": manifest.corpus_fingerprint,
                                  "index": manifest.index, "created": manifest.created,
@@ -97,9 +105,28 @@ def inspect_triplets(root: str | os.PathLike, *, plots_dir: str | os.PathLike | 
 
 
 def _read_rows(band: str, path: Path, rows: pa.Array) -> pa.Table:
-    """Rows `rows` of one file with the shown columns, the band (from the manifest) first."""
-    table = pq.read_table(path, columns=FILE_COLUMNS).take(rows)
+    """Rows `rows` of one file with the shown columns, the band (from the manifest) first; the judge's columns
+    are null in files mined before them (`dataio.triplets.conform`)."""
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in FILE_COLUMNS if c in present]).take(rows)
+    table = conform(table, FILE_COLUMNS)
     return table.add_column(0, "band", pa.array([band] * table.num_rows, pa.string()))
+
+
+def _mined_positive_rows(by_band: dict[str, list[Path]], n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Up to `n` random rows whose positive a judge mined, one per anchor, from the first band that has any."""
+    for band in band_order(by_band):
+        for path in by_band[band]:
+            table = pq.read_table(path, columns=["anchor_id", "positive_source"])
+            mined = pc.equal(table.column("positive_source"), "mined")
+            rows = np.nonzero(np.asarray(pc.fill_null(mined, False)))[0]
+            if not len(rows):
+                continue
+            _, first = np.unique(table.column("anchor_id").to_numpy(zero_copy_only=False)[rows], return_index=True)
+            rows = rows[np.sort(first)]
+            pick = np.sort(rng.choice(len(rows), size=min(n, len(rows)), replace=False))
+            return _rows(_read_rows(band, path, pa.array(rows[pick])))
+    return []
 
 
 def _top_rows(band: str, path: Path, n: int) -> pa.Table:
@@ -186,11 +213,19 @@ def format_report(report: dict[str, Any], max_samples: int | None = None) -> str
                          f"{_f(q.get('0.9')):>7}  {skipped}")
             if b.get("note"):
                 lines.append(f"  {'':<18} note: {b['note']}")
+        mined = rnd.get("mined_positives")
+        if mined:
+            lines.append(f"  mined positives ({mined.get('judge')} judge): {mined.get('mined', 0):,} of "
+                         f"{mined.get('candidates', 0):,} unsupervised anchors ({100 * mined.get('share', 0):.1f}%); "
+                         f"not mined: {', '.join(f'{k} {v}' for k, v in (mined.get('rejected') or {}).items()) or '-'}")
+            for row in rnd.get("mined_positive_samples") or []:
+                lines.append(f"    {_teacher(row, 'teacher_positive_score')}{row['anchor_positive_sim']:.3f} "
+                             f"{_cut(row['anchor'])!r} ~ {_cut(row['positive'])!r}")
         if rnd["suspected_false_negatives"]:
             lines.append("  suspected false negatives (highest anchor-negative similarity):")
             for row in rnd["suspected_false_negatives"]:
-                lines.append(f"    {row['anchor_negative_sim']:.3f} [{row['band']}] {_cut(row['anchor'])!r} vs "
-                             f"{_cut(row['negative'])!r}")
+                lines.append(f"    {_teacher(row, 'teacher_score')}{row['anchor_negative_sim']:.3f} [{row['band']}] "
+                             f"{_cut(row['anchor'])!r} vs {_cut(row['negative'])!r}")
         lines.append("  samples:")
         for band, b in rnd["bands"].items():
             for row in b["samples"][:max_samples]:
@@ -199,6 +234,12 @@ def format_report(report: dict[str, Any], max_samples: int | None = None) -> str
         if rnd.get("histogram"):
             lines.append(f"  histogram: {rnd['histogram']}")
     return "\n".join(lines)
+
+
+def _teacher(row: dict[str, Any], column: str) -> str:
+    """`teacher 0.912, student ` before a similarity when the round had a teacher, else nothing."""
+    value = row.get(column)
+    return "" if value is None else f"teacher {value:.3f}, student "
 
 
 def _f(x: Any) -> str:

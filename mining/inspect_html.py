@@ -47,7 +47,8 @@ def band_rows(band: dict[str, Any], limit: int) -> list[tuple[dict[str, Any], bo
     return out
 
 
-def _row_html(row: dict[str, Any], *, suspect: bool, with_band: bool) -> str:
+def _row_html(row: dict[str, Any], *, suspect: bool, with_band: bool, positive_pair: bool = False) -> str:
+    """One row; `positive_pair`: a mined positive, whose mark rejects the pair (anchor, positive)."""
     ap, an = row.get("anchor_positive_sim"), row.get("anchor_negative_sim")
     above = ap is not None and an is not None and an >= ap
     classes = " ".join(["row"] + (["suspect"] if suspect else []) + (["above"] if above else []))
@@ -62,17 +63,26 @@ def _row_html(row: dict[str, Any], *, suspect: bool, with_band: bool) -> str:
     cells.append(f'<td class="num" data-v="{esc(_num(an, 4))}">{esc(_num(an))}</td>')
     rank_v = -1 if rank is None else int(rank)
     cells.append(f'<td class="num" data-v="{rank_v}">{esc(rank_v) if rank_v >= 0 else "–"}</td>')
+    teacher = row.get("teacher_positive_score" if positive_pair else "teacher_score")
+    cells.append(f'<td class="num" data-v="{esc(_num(teacher, 4)) if teacher is not None else -9}">'
+                 f'{esc(_num(teacher)) if teacher is not None else "–"}</td>')
+    cells.append(f"<td>{esc(row.get('positive_source') or '–')}</td>")
+    other = row.get("positive_id") if positive_pair else row.get("negative_id")
     return (f'<tr class="{classes}" data-anchor-id="{esc(row.get("anchor_id"))}" '
-            f'data-negative-id="{esc(row.get("negative_id"))}">{"".join(cells)}</tr>')
+            f'data-negative-id="{esc(other)}">{"".join(cells)}</tr>')
 
 
-def _rows_table(table_id: str, rows: list[tuple[dict[str, Any], bool]], *, with_band: bool, caption: str) -> str:
+def _rows_table(table_id: str, rows: list[tuple[dict[str, Any], bool]], *, with_band: bool, caption: str,
+                positive_pairs: bool = False) -> str:
     head = ['<th title="mark as a false negative">FN</th>'] + (['<th data-sort="text">band</th>'] if with_band else [])
     head += ['<th data-sort="text">anchor</th>', '<th data-sort="text">positive</th>',
              '<th data-sort="text">negative</th>', '<th data-sort="num" title="cosine(anchor, positive)">a–p</th>',
              '<th data-sort="num" title="cosine(anchor, negative)">a–n</th>',
-             '<th data-sort="num" title="kNN rank of the negative (nearest_neighbour band)">rank</th>']
-    body = "\n".join(_row_html(r, suspect=s, with_band=with_band) for r, s in rows)
+             '<th data-sort="num" title="kNN rank of the negative (nearest_neighbour band)">rank</th>',
+             '<th data-sort="num" title="the teacher\'s cosine of the pair (rounds mined with a teacher)">teacher</th>',
+             '<th data-sort="text" title="why the positive is what it is: anchor (its own view), pair or nli '
+             '(labeled), mined (a judge paired two corpus texts)">positive from</th>']
+    body = "\n".join(_row_html(r, suspect=s, with_band=with_band, positive_pair=positive_pairs) for r, s in rows)
     counter = f"{table_id}-shown"
     return (f'<p class="caption"><span id="{counter}">{len(rows)}</span> {caption}</p>\n'
             f'<table class="rows" id="{table_id}" data-counter="{counter}"><thead><tr>{"".join(head)}</tr></thead>'
@@ -135,6 +145,18 @@ def render_html(report: dict[str, Any], *, rows_per_band: int = 200) -> str:
                     f'{"" if recall is None else f" · recall@k {esc(_num(recall))}"} · mined '
                     f'{esc(rnd.get("created") or "n/a")}</p>')
         body.append(_summary_table(rnd))
+        mined = rnd.get("mined_positives")
+        if mined:
+            samples = rnd.get("mined_positive_samples") or []
+            body.append(f'<h3>Mined positives <small>{mined.get("judge")} judge: {mined.get("mined", 0):,} of '
+                        f'{mined.get("candidates", 0):,} anchors ({100 * mined.get("share", 0):.1f}%)</small></h3>')
+            if samples:
+                body.append(_rows_table(f"r{r}-mined", [(row, False) for row in samples], with_band=True,
+                                        positive_pairs=True,
+                                        caption="mined positive pairs shown (a random sample); mark a pair that "
+                                                "does not say the same thing: the download's pairs are never "
+                                                "mined as positives again (mine --exclude-pairs)"))
+                total_shown += len(samples)
         suspects = rnd.get("suspected_false_negatives") or []
         if suspects:
             body.append("<h3>Suspected false negatives</h3>")

@@ -161,3 +161,23 @@ def test_with_mined_positives_keeps_the_inputs_fingerprint(corpus, tmp_path):
     assert changed.fingerprint() == corpus.fingerprint()
     assert (changed.kind == MINED).sum() == len(mined.rows) and (corpus.kind == MINED).sum() == 0
     assert changed.describe()["anchor_rows"]["mined"] == len(mined.rows)
+
+
+def test_inspect_shows_the_mined_positives_and_the_teachers_scores(corpus, tmp_path):
+    from mining.inspect import format_report, inspect_triplets
+    from mining.inspect_html import render_html
+
+    params = MiningParams(range_max=5, mined_positives=True, unsupervised_range_min=0)
+    mine(corpus, TableEncoder(STUDENT), tmp_path / "out", params=params, bands=["random", "nearest_neighbour"],
+         show_progress=False, teacher=TableEncoder(STUDENT))
+    report = inspect_triplets(tmp_path / "out", samples=4)
+    rnd = report["rounds"][0]
+    assert rnd["mined_positives"]["mined"] == 4 and rnd["mined_positives"]["judge"] == "teacher"
+    samples = rnd["mined_positive_samples"]
+    assert samples and all(r["positive_source"] == "mined" and r["teacher_positive_score"] > 0.9 for r in samples)
+    assert len({r["anchor_id"] for r in samples}) == len(samples)
+    text = format_report(report)
+    assert "mined positives (teacher judge): 4 of 9 unsupervised anchors (44.4%)" in text
+    assert "teacher " in text
+    page = render_html(report)
+    assert "Mined positives" in page and 'data-negative-id="' + samples[0]["positive_id"] + '"' in page
