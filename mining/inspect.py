@@ -22,8 +22,8 @@ from dataio.errors import InputError
 from dataio.triplets import (
     MANIFEST_NAME,
     band_order,
-    conform,
     complete_rounds,
+    conform,
     read_manifest,
     resolve_file,
     round_problem,
