@@ -167,6 +167,25 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pilot(args: argparse.Namespace) -> int:
+    """`pilot`: one arm x seed on the selection set only, with mining parameters set on the command line."""
+    import torch
+    import yaml
+
+    torch.set_num_threads(args.threads)
+    size = design.load_size(args.size)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    result = run_arm(out_of(args, size), args.size, args.start, args.setting, args.arm, args.seed,
+                     pilot={"tag": args.tag, "mining_params": overrides})
+    curve = ", ".join(f"step {c['step']}: {c['dev']:.2f}" for c in result["curve"])
+    print(f"{args.arm}-{args.tag} seed {args.seed}: base {result['base']['dev']:.2f}; {curve}; selected round "
+          f"{result['selected']['round']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -194,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--seed", type=int, required=True)
     one.add_argument("--threads", type=int, default=1)
     one.add_argument("--keep-models", action="store_true")
+    pilot = sub.add_parser("pilot", help="one arm x seed before registration: the selection set only, mining "
+                                         "parameters overridden (--set KEY=VALUE), under <out>/pilot/")
+    for key in ("--size", "--start", "--setting", "--arm", "--tag"):
+        pilot.add_argument(key, required=True)
+    pilot.add_argument("--out", help="working folder (default runs/experiment/<size>)")
+    pilot.add_argument("--seed", type=int, default=0)
+    pilot.add_argument("--threads", type=int, default=1)
+    pilot.add_argument("--set", action="append", default=[], help="a mining parameter, KEY=VALUE (YAML value)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -206,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_experiment(args)
         if args.command == "run-one":
             return run_one(args)
+        if args.command == "pilot":
+            return run_pilot(args)
         if args.command == "status":
             return status(args)
         size = design.load_size(args.size)

@@ -137,39 +137,88 @@ class SettingContext:
         inputs = {**self.inputs(), "sts": list(report.get("sts") or []), "eval_pairs": list(report.get("pairs") or [])}
         return evaluate_model(model, inputs, no_dev, log)["evaluation"]
 
-    def base_evaluation(self) -> dict[str, Any]:
-        """The start model on the dev files and the report set: once per start and setting (file, lock)."""
+    def base_evaluation(self, report: bool = True) -> dict[str, Any]:
+        """The start model on the dev files and the report set: once per start and setting (file, lock).
+        `report=False` (a pilot): the dev files only, kept apart, so a pilot never computes a report score."""
         from dataio.atomic import atomic_write_json
         from flows.inputs import describe_evaluation, evaluate_model
 
-        path = self.dir / "base_eval.json"
+        path = self.dir / ("base_eval.json" if report else "base_eval_dev_only.json")
         with file_lock(self.dir / ".lock"):
             if path.is_file():
                 return json.loads(path.read_text(encoding="utf-8"))
             start = time.perf_counter()
             config = self.base_config()
             dev = evaluate_model(self.model, self.inputs(), config, log)
-            result = {"dev": dev, "report": self.evaluate_report(self.model, config),
+            result = {"dev": dev, "report": self.evaluate_report(self.model, config) if report else None,
                       "seconds": time.perf_counter() - start}
             atomic_write_json(path, result)
         log.info("%s/%s base model: %s", self.start, self.name, describe_evaluation(dev))
         return result
 
-    def shared_round(self, seed: int, round_: int) -> Path:
+    def shared_round(self, seed: int, round_: int, config: Any = None) -> Path:
         """The triplets root holding round `round_` mined with the start model: every band at round 0, the
-        encoder-independent bands after. Mined on first use, under the lock; `mine` reuses a finished round."""
-        from flows.inputs import load_encoder
+        encoder-independent bands after. Mined on first use, under the lock; `mine` reuses a finished round.
+        Arms with the judge's settings (mined positives, a teacher: `config`) share the rounds of their variant."""
+        from flows.inputs import load_encoder, teacher_of
         from mining.pipeline import mine
 
-        root = self.dir / f"seed{seed}" / "triplets"
+        config = config or self.base_config()
+        params = config.mining.params
+        variant = judge_variant(config)
+        root = self.dir / (f"seed{seed}" if variant is None else f"{variant}/seed{seed}") / "triplets"
         with file_lock(self.dir / ".lock"):
             if not manifest_path(root, round_).is_file():
                 bands = self.bands if round_ == 0 else [b for b in self.bands if b in MODEL_INDEPENDENT_BANDS]
                 encoder = load_encoder(self.model, self.base_config())
-                mine(self.corpus(), encoder, root, round=round_, bands=bands,
-                     params=dict(self.base_config().mining.params),
-                     seed=seed, cache_dir=self.dir / "cache", show_progress=False)
+                teacher = teacher_of(config) if config.teacher is not None else None
+                mine(self.corpus(), encoder, root, round=round_, bands=bands, params=params.as_dict(),
+                     seed=seed, cache_dir=self.dir / "cache", show_progress=False, teacher=teacher)
         return root
+
+
+def judge_variant(config: Any) -> str | None:
+    """None for an arm without the judge's settings (the shared rounds of the first experiment), else a short
+    name of its mined-positive settings and teacher."""
+    import hashlib
+
+    params = config.mining.params
+    if not params.mined_positives and config.teacher is None:
+        return None
+    key = json.dumps([params.as_dict(), config.teacher.path if config.teacher else None], sort_keys=True)
+    return "judge-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def encoder_dependent(config: Any) -> bool:
+    """Whether an arm's later rounds depend on its own encoder: a band that does (nearest neighbours, in-domain
+    clusters), or positives the student judges (mined with the current encoder, as the product does)."""
+    if not set(config.mining.bands) <= set(MODEL_INDEPENDENT_BANDS):
+        return True
+    return bool(config.mining.params.mined_positives and config.teacher is None)
+
+
+def link_teacher_cache(shared_cache: Path, run_cache: Path) -> None:
+    """Hard-link the teacher's cached embeddings into an arm's run cache: the pool is encoded by the teacher once
+    per start and setting, as a run encodes it once, not once per arm and round."""
+    for folder in shared_cache.glob("emb-*"):
+        meta = folder / "meta.json"
+        if not meta.is_file() or not str(json.loads(meta.read_text(encoding="utf-8")).get(
+                "model_fingerprint", "")).startswith("teacher:"):
+            continue
+        target = run_cache / folder.name
+        if target.exists():
+            continue
+        run_cache.mkdir(parents=True, exist_ok=True)
+        tmp = run_cache / f".{folder.name}.linking"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for f in folder.iterdir():
+            if f.is_file() and not f.name.endswith(".partial") and f.name != "progress.json":
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:
+                    shutil.copy2(f, tmp / f.name)
+        os.replace(tmp, target)
 
 
 def link_round(src_root: Path, dst_root: Path, round_: int) -> None:
@@ -199,8 +248,12 @@ def result_path(out: Path, start: str, setting: str, arm: str, seed: int) -> Pat
 
 
 def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, seed: int,
-            keep_models: bool = False) -> dict[str, Any]:
-    """Every round of one start x setting x arm x seed, then the report set on its final and selected models."""
+            keep_models: bool = False, pilot: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every round of one start x setting x arm x seed, then the report set on its final and selected models.
+
+    `pilot` ({"tag": name, "mining_params": {...}}): a pilot before registration: the arm with these mining
+    parameters over its own, its own run folder and result under `out/pilot/`, and the report set never
+    computed (only the selection set is read)."""
     from experiment_design import load_arm
 
     from dataio.atomic import atomic_write_json
@@ -213,18 +266,23 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     from flows.schedule_step import schedule_round
     from flows.train_step import train_round
 
-    path = result_path(out, start, setting, arm_name, seed)
+    report = pilot is None
+    path = result_path(out, start, setting, arm_name, seed) if report else \
+        out / "pilot" / start / setting / f"{arm_name}-{pilot['tag']}" / f"seed{seed}.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     wall = time.perf_counter()
     size = load_size(size_name)
     ctx = SettingContext(start, setting, size, out)
     arm = load_arm(arm_name)
-    run = RunDir(out / "runs" / start / setting / arm_name / f"seed{seed}")
+    if not report:
+        arm = {**arm, "mining_params": {**(arm.get("mining_params") or {}), **(pilot.get("mining_params") or {})}}
+    run = RunDir(out / ("runs" if report else "pilot-runs") / start / setting /
+                 (arm_name if report else f"{arm_name}-{pilot['tag']}") / f"seed{seed}")
     config = ctx.config(arm, seed, run.root)
-    base = ctx.base_evaluation()
+    base = ctx.base_evaluation(report)
     clock = PhaseClock()
-    shared_only = set(config.mining.bands) <= set(MODEL_INDEPENDENT_BANDS)
+    shared_only = not encoder_dependent(config)
 
     def evaluate(model: str, inputs: dict[str, Any]) -> dict[str, Any]:
         if model == ctx.model:
@@ -236,8 +294,10 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
         start_time = time.perf_counter()
         if not run.manifest_path(r).is_file():
             if r == 0 or shared_only:
-                link_round(ctx.shared_round(seed, r), run.triplets, r)
+                link_round(ctx.shared_round(seed, r, config), run.triplets, r)
             else:  # re-mined with the arm's encoder, by the flows' own mining step
+                if config.teacher is not None:
+                    link_teacher_cache(ctx.dir / "cache", run.cache)
                 with clock.phase("mine"):
                     flows_mine_round(model, inputs, config, run, r, log)
         mined = read_mined(run, r)
@@ -275,19 +335,23 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
                       "bands": {b: {"rows": s.get("rows"), "difficulty": s.get("mean_anchor_negative_sim")}
                                 for b, s in ((metrics.get("mining") or {}).get("bands") or {}).items()}})
     final_round = config.rounds - 1
-    with clock.phase("eval"):
-        final_report = ctx.evaluate_report(str(run.model_dir(final_round)), config)
     selection = summary.get("selection") or {}
     chosen = selection.get("selected_round", final_round)
-    if chosen == final_round:
-        selected_report = final_report
-    elif chosen == "base":
-        selected_report = base["report"]
-    else:
+    final_report = selected_report = None  # a pilot never computes the report set
+    if report:
         with clock.phase("eval"):
-            selected_report = ctx.evaluate_report(str(run.model_dir(chosen)), config)
+            final_report = ctx.evaluate_report(str(run.model_dir(final_round)), config)
+        if chosen == final_round:
+            selected_report = final_report
+        elif chosen == "base":
+            selected_report = base["report"]
+        else:
+            with clock.phase("eval"):
+                selected_report = ctx.evaluate_report(str(run.model_dir(chosen)), config)
     result = {
         "start": start, "setting": setting, "arm": arm_name, "description": arm.get("description"), "seed": seed,
+        "pilot": pilot, "mining_params": config.mining.params.as_dict(),
+        "teacher": config.teacher.path if config.teacher else None,
         "size": size_name, "rounds": config.rounds, "steps_per_round": config.steps_per_round,
         "batch_size": config.batch_size, "training": config.training.model_dump(exclude_unset=True),
         "config_fingerprint": config.fingerprint(),
@@ -306,7 +370,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
             shutil.rmtree(run.optimizer_dir(r), ignore_errors=True)
         shutil.rmtree(run.cache, ignore_errors=True)
     log.info("%s/%s/%s seed %d done in %.0f s: final %s, selected round %s", start, setting, arm_name, seed,
-             result["timings"]["wall"], _short(final_report), chosen)
+             result["timings"]["wall"], _short(final_report) if report else f"dev {curve[-1]['dev']}", chosen)
     return result
 
 

@@ -148,7 +148,9 @@ def prepare_setting(name: str, size: dict[str, Any], out: Path) -> dict[str, Any
 
     data = copy.deepcopy(load_setting(name))
     folder = out / "data" / name
-    halves = split_twitter_dev(data_dir() / "twitter" / "dev_pairs.tsv", out / "data" / "twitter")
+    split = size.get("twitter_split", "headline")  # component: no text on both sides (experiment_data)
+    halves = split_twitter_dev(data_dir() / "twitter" / "dev_pairs.tsv",
+                               out / "data" / ("twitter" if split == "headline" else f"twitter-{split}"), split)
     names = {"{data_dir}": str(data_dir()), "{twitter_select}": str(halves["select"]),
              "{twitter_report}": str(halves["report"])}
 
@@ -218,4 +220,17 @@ def build_config(setting: dict[str, Any], arm: dict[str, Any], size: dict[str, A
     data["training"] = {**(data.get("training") or {}), **training}
     data["curriculum"] = copy.deepcopy(arm["curriculum"])
     data["negatives"] = arm["negatives"]
+    # The judge's settings (mining.judge): an arm's own mining parameters over the size's, and the size's teacher
+    # for an arm that asks for it.
+    mining["params"] = {**mining["params"], **(arm.get("mining_params") or {})}
+    if arm.get("teacher"):
+        if not size.get("teacher"):
+            raise ValueError(f"arm {arm.get('name')} needs a teacher; the size names none (teacher: {{path: ...}})")
+        data["teacher"] = {"path": str(teacher_path(size))}
     return config_from_mapping(data, base_dir=CONFIG_DIR / "settings")
+
+
+def teacher_path(size: dict[str, Any]) -> Path:
+    """The size's teacher folder (relative paths: to the repository)."""
+    path = Path(size["teacher"]["path"]).expanduser()
+    return path if path.is_absolute() else REPO / path

@@ -233,6 +233,48 @@ def test_twitter_pairs_split_by_headline(tmp_path: Path):
     assert 10 < len(heads["select"]) < 30
 
 
+def test_twitter_pairs_split_by_component_share_no_text(tmp_path: Path):
+    """A tweet under two headlines ties them: the component split keeps every text on one side."""
+    data = importlib.import_module("experiment_data")
+    src = tmp_path / "dev_pairs.tsv"
+    rows = [f"headline {h}\ttweet {h}-{t}\t{t % 2}" for h in range(40) for t in range(5)]
+    rows += [f"headline {h}\ttweet {h + 1}-0\t0" for h in range(0, 40, 4)]  # tweets shared by two headlines
+    src.write_text("sentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
+    halves = data.split_twitter_dev(src, tmp_path / "split", "component")
+    texts = {}
+    for half, path in halves.items():
+        lines = path.read_text().splitlines()[1:]
+        texts[half] = {t for line in lines for t in line.split("\t")[:2]}
+    assert not texts["select"] & texts["report"]
+    assert sum(len(p.read_text().splitlines()) - 1 for p in halves.values()) == len(rows)
+    by_headline = data.split_twitter_dev(src, tmp_path / "old", "headline")
+    old = {h: {t for line in p.read_text().splitlines()[1:] for t in line.split("\t")[:2]}
+           for h, p in by_headline.items()}
+    assert old["select"] & old["report"], "the headline split does share tweets here: the case the new split fixes"
+
+
+def test_the_judge_arms_build_configs_with_their_mining_settings_and_teacher(tmp_path: Path):
+    arm_module = importlib.import_module("experiment_arm")
+    size = design.load_size("judge")
+    raw = {**design.load_setting("domain"), "_name": "domain"}
+    configs = {name: design.build_config(raw, design.load_arm(name), size, "tuned", 1, tmp_path / name, "m")
+               for name in size["arms"]}
+    assert configs["in_batch"].teacher is None and not configs["in_batch"].mining.params.mined_positives
+    assert arm_module.judge_variant(configs["in_batch"]) is None  # shares the first experiment's rounds
+    student, teacher = configs["mined_student"], configs["mined_teacher"]
+    assert student.mining.params.mined_positives and student.teacher is None
+    assert teacher.teacher is not None and teacher.teacher.path == str(design.teacher_path(size))
+    # Round 0 mines every band of the setting: arms with the same judge settings share it, whatever they train on.
+    assert arm_module.judge_variant(teacher) == arm_module.judge_variant(configs["teacher_nn"])
+    assert arm_module.judge_variant(student) != arm_module.judge_variant(teacher)
+    # Later rounds: the student's own positives change with its encoder; the teacher's do not.
+    assert arm_module.encoder_dependent(student) and not arm_module.encoder_dependent(teacher)
+    assert arm_module.encoder_dependent(configs["teacher_nn"])
+    for config in configs.values():  # every arm trains the same data, steps, rate and positive view
+        assert (config.steps_per_round, config.batch_size, config.training.lr, config.positive_view) == \
+            (125, 32, 1e-5, "word_deletion")
+
+
 @pytest.mark.e2e
 def test_smoke_run_of_one_arm_end_to_end(shared_data: Path, minilm_path: str, tmp_path: Path):
     """The harness for real (offline MiniLM, shared data, the smoke size): one arm of General through the
