@@ -296,10 +296,10 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
             if r == 0 or shared_only:
                 link_round(ctx.shared_round(seed, r, config), run.triplets, r)
             else:  # re-mined with the arm's encoder, by the flows' own mining step
-                if config.teacher is not None:
-                    link_teacher_cache(ctx.dir / "cache", run.cache)
                 with clock.phase("mine"):
                     flows_mine_round(model, inputs, config, run, r, log)
+        if config.teacher is not None:  # training's distillation and the next round read the teacher's cache
+            link_teacher_cache(ctx.dir / "cache", run.cache)
         mined = read_mined(run, r)
         mined["seconds"] = time.perf_counter() - start_time
         return mined

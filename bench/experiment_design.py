@@ -217,7 +217,7 @@ def build_config(setting: dict[str, Any], arm: dict[str, Any], size: dict[str, A
     for key in RUN_SETTINGS:  # run-level settings a size may fix per start and setting, beside the trainer's
         if key in training:
             data[key] = training.pop(key)
-    data["training"] = {**(data.get("training") or {}), **training}
+    data["training"] = {**(data.get("training") or {}), **training, **(arm.get("training") or {})}
     data["curriculum"] = copy.deepcopy(arm["curriculum"])
     data["negatives"] = arm["negatives"]
     # The judge's settings (mining.judge): an arm's own mining parameters over the size's, and the size's teacher

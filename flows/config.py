@@ -377,6 +377,13 @@ class RunConfig(_Strict):
     source: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
+    def _distillation_needs_a_teacher(self) -> RunConfig:
+        if (self.training.distill_kl > 0 or self.training.distill_margin_mse > 0) and self.teacher is None:
+            raise ValueError("training.distill_kl / distill_margin_mse distil from the run's teacher: give "
+                             "teacher: {path: ...} or set them to 0")
+        return self
+
+    @model_validator(mode="after")
     def _adaptive_needs_a_dev_metric(self) -> RunConfig:
         if self.curriculum.mode == "adaptive" and not (self.eval.sts or self.eval.pairs or self.data.builtin):
             raise ValueError("curriculum.mode adaptive decides on a dev metric: give eval.sts or eval.pairs")

@@ -46,6 +46,18 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
     return batches, scratch.state
 
 
+def teacher_table(config: RunConfig, run: RunDir) -> Any:
+    """The teacher's embeddings of the run's pool by text (simcse.distill.TeacherTable), from the embeddings
+    cache the round's mining filled (the teacher is loaded only if that cache is gone)."""
+    from mining.embeddings import embed_corpus
+    from simcse.distill import TeacherTable
+
+    corpus = run_inputs.load_mining_corpus(run_inputs.prepare_inputs(config, run), config.mining.params)
+    teacher = run_inputs.teacher_of(config)
+    embeddings = embed_corpus(corpus, teacher, run.cache, model_fp=teacher.fingerprint(), show_progress=False)
+    return TeacherTable(corpus.texts, embeddings.matrix)
+
+
 def train_config(config: RunConfig, round_: int) -> Any:
     """simcse's TrainConfig for round `round_`: the run's `training:` section plus what the run decides.
 
@@ -137,8 +149,10 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     encoder = run_inputs.load_encoder(model_path, config)
     from flows.model_cards import round_card
 
-    result = train(encoder, batches, train_config(config, round_), run.train_dir(round_),
-                   optimizer_state=optimizer_state, card=round_card(config, run, round_, plan.get("plan")))
+    settings = train_config(config, round_)
+    teacher = teacher_table(config, run) if settings.distill_kl > 0 or settings.distill_margin_mse > 0 else None
+    result = train(encoder, batches, settings, run.train_dir(round_), optimizer_state=optimizer_state,
+                   card=round_card(config, run, round_, plan.get("plan")), teacher=teacher)
     trained = run.train_dir(round_) / MODEL
     for src, dst in ((run.train_dir(round_) / OPTIMIZER, run.optimizer_dir(round_)), (trained, run.model_dir(round_))):
         if dst.exists():  # left by a kill between these renames and the result file

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from dataio.errors import InputError
+from simcse.distill import TeacherTable, batch_teacher_sims
 from simcse.packing import PackedBatch, pack_sequences
 from simcse.tokenizing import pad_batch
 
@@ -35,6 +36,7 @@ class PreparedBatch:
     epoch: int
     index: int
     exclude: torch.Tensor | None = None  # candidates that repeat a row's own sentence (see `false_negative_mask`)
+    teacher_sims: torch.Tensor | None = None  # the teacher's cosines of each anchor and candidate (simcse.distill)
 
 
 def negatives_per_row(batch: Mapping[str, Any], rows: int) -> list[list[str]] | None:
@@ -80,9 +82,10 @@ def _rows(values: list[Any], shard: slice | None) -> list[Any]:
 
 def prepare_batch(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list[list[int]]], pad_id: int,
                   default_alpha: float, pin: bool, epoch: int, index: int, pack_offset: int | None = None,
-                  shard: slice | None = None) -> PreparedBatch:
+                  shard: slice | None = None, teacher: TeacherTable | None = None) -> PreparedBatch:
     """Tokenised inputs of the batch, or of its rows `shard` (a data-parallel rank's block); `rows`, α and
-    `exclude` are always the whole batch's, as the loss is taken over the whole (gathered) batch."""
+    `exclude` are always the whole batch's, as the loss is taken over the whole (gathered) batch. With a
+    `teacher`, its cosines of the batch's anchors and candidates (distillation)."""
     anchors = [str(t) for t in batch["anchor"]]
     rows = len(anchors)
     if rows < 2:
@@ -91,10 +94,13 @@ def prepare_batch(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list
     if positives is None and batch.get("negative") is not None:
         positives = anchors  # unsupervised with hard negatives: the positive is a second dropout view
     exclude = None
+    teacher_sims = None
     if positives is None:
         ids = tokenize(_rows(anchors, shard))
         ids = ids + ids  # two dropout views of each sentence, in the same forward
         k, alpha = -1, None
+        if teacher is not None:
+            teacher_sims = batch_teacher_sims(teacher, anchors, None, None)
     else:
         if len(positives) != rows:
             raise ValueError(f"batch has {rows} anchors but {len(positives)} positives")
@@ -107,6 +113,8 @@ def prepare_batch(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list
             negs = [[str(t) for t in row] for row in negs]
             texts += [t for row in _rows(negs, shard) for t in row]
         exclude = false_negative_mask(anchors, positives, negs)
+        if teacher is not None:
+            teacher_sims = batch_teacher_sims(teacher, anchors, positives, negs)
         ids = tokenize(texts)
         alpha = batch.get("alpha")
         if alpha is None:
@@ -120,7 +128,7 @@ def prepare_batch(batch: Mapping[str, Any], tokenize: Callable[[list[str]], list
     else:
         input_ids, mask = pad_batch(ids, pad_id)
         inputs = (input_ids.pin_memory(), mask.pin_memory()) if pin else (input_ids, mask)
-    return PreparedBatch(inputs, rows, k, alpha, epoch, index, exclude)
+    return PreparedBatch(inputs, rows, k, alpha, epoch, index, exclude, teacher_sims)
 
 
 class Prefetcher:

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 OPTIMIZER_FILE = "optimizer.pt"
 # Settings that change the trajectory: a checkpoint made with other values cannot be resumed.
 TRAJECTORY_FIELDS = ("lr", "warmup_ratio", "weight_decay", "max_grad_norm", "max_steps", "epochs",
-                     "temperature", "alpha", "seed", "precision", "schedule_steps", "schedule_offset")
+                     "temperature", "alpha", "seed", "precision", "schedule_steps", "schedule_offset",
+                     "distill_kl", "distill_margin_mse", "distill_temperature")
 
 
 @dataclass

@@ -34,8 +34,9 @@ from simcse.checkpoints import (
     save_optimizer_state,
 )
 from simcse.devices import training_uses_bf16
+from simcse.distill import TeacherTable
 from simcse.evaluation import primary_score
-from simcse.losses import sup_simcse_loss, unsup_simcse_loss
+from simcse.losses import distill_kl_loss, margin_mse_loss, sup_simcse_loss, unsup_simcse_loss
 from simcse.model import SimCSEEncoder
 from simcse.model_card import ModelCardInfo, training_card
 from simcse.packing import PackedBatch
@@ -77,10 +78,12 @@ Evaluator = Callable[[SimCSEEncoder], "float | Mapping[str, Any]"]
 
 
 def _loss_and_backward(item: PreparedBatch, encoder: SimCSEEncoder, forward: torch.nn.Module | None,
-                       dp: distributed.Group | None, temperature: float, device: torch.device, bf16: bool
+                       dp: distributed.Group | None, config: TrainConfig, device: torch.device, bf16: bool
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step's forward (of this rank's block under data parallelism, through `forward`, the DDP wrapper),
-    the loss over the whole batch, and its backward; returns (loss, accuracy)."""
+    the loss over the whole batch (plus the distillation terms when the batch carries the teacher's cosines),
+    and its backward; returns (loss, accuracy)."""
+    temperature = config.temperature
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         if isinstance(item.inputs, PackedBatch):
             packed = item.inputs.to(device, non_blocking=True)
@@ -97,9 +100,34 @@ def _loss_and_backward(item: PreparedBatch, encoder: SimCSEEncoder, forward: tor
         negatives = emb[2 * rows:].view(rows, item.k, -1) if item.k else None
         alpha = item.alpha.to(device, non_blocking=True) if isinstance(item.alpha, torch.Tensor) else item.alpha
         loss, acc = sup_simcse_loss(emb[:rows], emb[rows:2 * rows], negatives, alpha, temperature, item.exclude)
+    if item.teacher_sims is not None:
+        loss = loss + _distillation(item, emb, config, device)
     # DDP averages gradients over ranks, and each rank's is the global loss's through its own rows only
     (loss if dp is None else loss * dp.world).backward()
     return loss, acc
+
+
+def _distillation(item: PreparedBatch, emb: torch.Tensor, config: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The weighted distillation terms: in-batch KL toward the teacher's cosines over the loss's candidates (the
+    positives, or the second views, then the hard negatives), and MarginMSE on each row's own negatives."""
+    rows = item.rows
+    teacher = item.teacher_sims.to(device, non_blocking=True)
+    exclude = item.exclude.to(device) if item.exclude is not None else None
+    total = emb.new_zeros(())
+    if config.distill_kl:
+        total = total + config.distill_kl * distill_kl_loss(emb[:rows], emb[rows:], teacher, config.temperature,
+                                                            config.distill_temperature, exclude)
+    if config.distill_margin_mse and item.k > 0:
+        k = item.k
+        own = torch.arange(rows, device=device)
+        pos = teacher[own, own]  # the teacher's cosine of each anchor and its own positive
+        neg = teacher[:, rows:].view(rows, rows, k)[own, own]  # and of its own k negatives
+        weight = None
+        if isinstance(item.alpha, torch.Tensor):  # α = 0 marks a padding column: no margin to learn there
+            weight = (torch.broadcast_to(item.alpha.to(device).reshape(rows, -1), (rows, k)) > 0).float()
+        total = total + config.distill_margin_mse * margin_mse_loss(
+            emb[:rows], emb[rows:2 * rows], emb[2 * rows:].view(rows, k, -1), pos[:, None] - neg, weight)
+    return total
 
 
 def _total_steps(batches: Iterable[Mapping[str, Any]], config: TrainConfig) -> int:
@@ -155,8 +183,15 @@ class _TrainingRun:
 
     def __init__(self, encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: TrainConfig,
                  output_dir: Path, evaluator: Evaluator | None, optimizer_state: str | Path | None,
-                 card: ModelCardInfo | None, dp: distributed.Group | None) -> None:
+                 card: ModelCardInfo | None, dp: distributed.Group | None, teacher: TeacherTable | None = None) -> None:
         self.encoder, self.config, self.dp, self.evaluator, self.card = encoder, config, dp, evaluator, card
+        distilling = config.distill_kl > 0 or config.distill_margin_mse > 0
+        if distilling and teacher is None:
+            raise InputError("distill_kl / distill_margin_mse need a teacher (train(..., teacher=TeacherTable)); "
+                             "set the weights to 0 or give the run a teacher")
+        if distilling and dp is not None:
+            raise InputError("distillation runs on one device; set devices: 1")
+        self.teacher = teacher if distilling else None
         self.main = dp is None or dp.is_main  # the one process that evaluates and writes
         self.output_dir = output_dir
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -195,15 +230,15 @@ class _TrainingRun:
 
         def prepare(batch: Mapping[str, Any], epoch: int, index: int) -> PreparedBatch:
             return prepare_batch(batch, tokenize, encoder.pad_id, config.alpha, pin, epoch, index, pack_offset,
-                                 dp.shard(len(batch["anchor"])) if dp else None)
+                                 dp.shard(len(batch["anchor"])) if dp else None, self.teacher)
 
         stream = batch_stream(batches, self.state.epoch, self.state.index, self.total - self.state.step)
         return Prefetcher(stream, prepare, config.prefetch)
 
     def step(self, item: PreparedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step: forward, loss over the whole batch, backward, clipping, update; (loss, accuracy)."""
-        loss, acc = _loss_and_backward(item, self.encoder, self.forward, self.dp, self.config.temperature,
-                                       self.device, self.bf16)
+        loss, acc = _loss_and_backward(item, self.encoder, self.forward, self.dp, self.config, self.device,
+                                       self.bf16)
         self.batch_kinds.add((item.k, isinstance(item.alpha, torch.Tensor)))
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), self.config.max_grad_norm)
@@ -322,7 +357,8 @@ class _TrainingRun:
 def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: TrainConfig | None = None,
           output_dir: str | Path = "runs/simcse", evaluator: Evaluator | None = None,
           on_step: Callable[[int, dict[str, Any]], None] | None = None,
-          optimizer_state: str | Path | None = None, card: ModelCardInfo | None = None) -> TrainResult:
+          optimizer_state: str | Path | None = None, card: ModelCardInfo | None = None,
+          teacher: TeacherTable | None = None) -> TrainResult:
     """Train `encoder` in place on `batches` and save it as `output_dir/model` (sentence-transformers).
 
     `batches` must be re-iterable and deterministic (a `BucketedBatches`, a list, a curriculum sampler);
@@ -335,6 +371,8 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     continues with its moments and step counts (a run trained round by round keeps one optimizer).
     Both folders carry a model card (simcse.model_card): what the trainer saw (loss, hyperparameters, dev
     metric, logs) under what `card` says (data, curriculum, round).
+    `teacher` (simcse.distill.TeacherTable: a teacher's embeddings by text) with `config.distill_kl` or
+    `distill_margin_mse` > 0 adds the distillation losses toward its cosines (one device only).
     Data-parallel (several GPUs, `config.devices`, or under torchrun): rank 0 evaluates, writes and calls
     `on_step`; spawned workers need `batches`, `evaluator`, `on_step` and `card` to pickle (docs/simcse.md).
     """
@@ -342,13 +380,15 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
     dp = distributed.active() or distributed.join_from_environment()  # data-parallel: this rank's place
     if dp is None:
         world = distributed.processes_for(config.devices, encoder.device)
+        if world > 1 and (config.distill_kl > 0 or config.distill_margin_mse > 0):
+            raise InputError("distillation runs on one device; set devices: 1")
         if world > 1:  # one worker process per device, each running this function as one rank
             return distributed.spawn_training(world, encoder, dict(
                 batches=batches, config=config, output_dir=output_dir, evaluator=evaluator, on_step=on_step,
                 optimizer_state=optimizer_state, card=card))
     else:
         encoder.to(distributed.local_device(encoder.device))
-    run = _TrainingRun(encoder, batches, config, Path(output_dir), evaluator, optimizer_state, card, dp)
+    run = _TrainingRun(encoder, batches, config, Path(output_dir), evaluator, optimizer_state, card, dp, teacher)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=run.total, initial=run.state.step, desc="train", unit="step",

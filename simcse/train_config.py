@@ -32,6 +32,11 @@ class TrainConfig(BaseModel):
     epochs: int = Field(1, ge=1, description="passes over the batches when no step count is given")
     temperature: float = Field(0.05, gt=0, description="softmax temperature τ of the contrastive loss")
     alpha: float = Field(1.0, ge=0, description="hard-negative weight when a batch carries none")
+    distill_kl: float = Field(0.0, ge=0, description="weight of the in-batch similarity KL toward a teacher's "
+                                                     "cosines (simcse.losses.distill_kl_loss; needs a teacher)")
+    distill_margin_mse: float = Field(0.0, ge=0, description="weight of MarginMSE on the teacher's (anchor, positive,"
+                                                             " negative) margins (needs a teacher and negatives)")
+    distill_temperature: float = Field(0.05, gt=0, description="the teacher's softmax temperature in distill_kl")
     eval_every: int = Field(250, ge=0, description="steps between dev evaluations; 0: only at the end")
     seed: int = Field(0, description="seed of the batch order and dropout")
     precision: Literal["auto", "fp32", "bf16"] = Field(

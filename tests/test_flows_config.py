@@ -184,6 +184,11 @@ def test_a_teacher_is_a_folder_relative_to_the_yaml_and_validate_names_it(tmp_pa
         check_run(config)
 
 
+def test_distillation_without_a_teacher_is_refused_naming_the_keys(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"training.distill_kl / distill_margin_mse distil from the run's teacher"):
+        load_config(_write(tmp_path, GOOD + "training: {distill_kl: 1.0}\n"))
+
+
 def test_settings_added_for_the_judge_leave_older_configs_fingerprints_alone(tmp_path: Path) -> None:
     """A config without a teacher or mined positives dumps as it did before they existed (saved configs of running
     nights and their fingerprints stay equal)."""

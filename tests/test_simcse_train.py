@@ -294,3 +294,82 @@ def test_k_negatives_from_the_sampler_reach_the_loss_with_their_alpha(tiny, tmp_
     for weights, bands in zip(batch["alpha"], batch["band"]):  # a band's alpha, or 0 for a padding column
         assert weights == pytest.approx([alpha.get(b, 0.0) for b in bands])
     assert any("none" in bands for bands in batch["band"])  # anchors without a nearest neighbour row are padded
+
+
+# ------------------------------------------------------------------------------------------- distillation
+def _table(texts: list[str], dim: int = 8, seed: int = 0):
+    from simcse.distill import TeacherTable
+
+    vectors = np.random.default_rng(seed).standard_normal((len(texts), dim)).astype(np.float32)
+    return TeacherTable(texts, vectors)
+
+
+def test_teacher_sims_follow_the_losss_candidate_order_and_views_take_their_anchors_vector():
+    from simcse.distill import batch_teacher_sims
+
+    s = _sentences(9, seed=5)
+    table = _table(s)
+    unit = table.lookup(s)
+    anchors, positives, negatives = s[:3], ["a view of " + s[0], s[4], s[5]], [[s[6], s[7]], [s[8], s[6]], [s[7], s[8]]]
+    sims = batch_teacher_sims(table, anchors, positives, negatives).numpy()
+    assert sims.shape == (3, 3 + 6)
+    assert sims[0, 0] == pytest.approx(1.0, abs=1e-6), "a positive the teacher never saw is its anchor's view"
+    assert sims[1, 2] == pytest.approx(float(unit[1] @ unit[5]), abs=1e-6)
+    assert sims[2, 3 + 1 * 2 + 0] == pytest.approx(float(unit[2] @ unit[8]), abs=1e-6)  # row 1's first negative
+    assert batch_teacher_sims(table, anchors, None, None).shape == (3, 3)
+    with pytest.raises(KeyError, match="no embedding"):
+        batch_teacher_sims(table, anchors, positives, [["never seen", s[6]]] * 3)
+
+
+def test_the_distillation_terms_are_added_with_their_weights(tiny, tmp_path, monkeypatch):
+    """The step's loss is the contrastive loss plus distill_kl x KL plus distill_margin_mse x MarginMSE, each on
+    the batch's own embeddings and the teacher's cosines (checked by recomputing them from the spied inputs)."""
+    import simcse.train as trainer
+    from simcse.losses import distill_kl_loss, margin_mse_loss, sup_simcse_loss
+
+    s = _sentences(32, seed=6)
+    batch = {"anchor": s[:8], "positive": s[8:16], "negative": s[16:24]}
+    seen = {}
+    real = trainer._distillation
+
+    def spy(item, emb, config, device):
+        out = real(item, emb, config, device)
+        seen.update(item=item, emb=emb.detach().clone(), total=out.detach())
+        return out
+
+    monkeypatch.setattr(trainer, "_distillation", spy)
+    cfg = _cfg(max_steps=1, save_every=0, log_every=1, distill_kl=0.5, distill_margin_mse=2.0, distill_temperature=0.1)
+    r = train(_encoder(tiny), [batch], cfg, tmp_path / "run", teacher=_table(s))
+    emb, item = seen["emb"], seen["item"]
+    t = item.teacher_sims
+    kl = distill_kl_loss(emb[:8], emb[8:], t, cfg.temperature, 0.1)
+    own = torch.arange(8)
+    margin = t[own, own] - t[:, 8:][own, own]
+    mse = margin_mse_loss(emb[:8], emb[8:16], emb[16:].view(8, 1, -1), margin[:, None])
+    assert float(seen["total"]) == pytest.approx(float(0.5 * kl + 2.0 * mse), rel=1e-5)
+    contrastive = sup_simcse_loss(emb[:8], emb[8:16], emb[16:].view(8, 1, -1), 1.0, cfg.temperature)[0]
+    assert r.history[0]["loss"] == pytest.approx(float(contrastive + 0.5 * kl + 2.0 * mse), rel=1e-4)
+
+
+def test_the_distillation_gradient_reaches_the_weights_and_zero_weights_change_nothing(tiny, tmp_path):
+    """From the same start and seed: a teacher with zero weights trains the same weights as no teacher; a
+    distillation weight changes them (its gradient flows through the step)."""
+    s = _sentences(48, seed=7)
+    table = _table(s, seed=3)
+    batches = unsupervised_batches(s, 16, seed=0)
+
+    def weights_after(**kw) -> str:
+        enc = _encoder(tiny)
+        teacher = kw.pop("teacher", None)
+        train(enc, batches, _cfg(max_steps=2, save_every=0, **kw), tmp_path / f"run{len(list(tmp_path.iterdir()))}",
+              teacher=teacher)
+        return enc.fingerprint()
+
+    plain = weights_after()
+    assert weights_after(teacher=table) == plain
+    assert weights_after(teacher=table, distill_kl=1.0) != plain
+
+
+def test_distillation_without_a_teacher_is_one_line(tiny, tmp_path):
+    with pytest.raises(InputError, match="need a teacher"):
+        train(_encoder(tiny), [{"anchor": _sentences(8)}], _cfg(max_steps=1, distill_kl=1.0), tmp_path / "run")
