@@ -271,7 +271,8 @@ def test_the_judge_arms_build_configs_with_their_mining_settings_and_teacher(tmp
     assert arm_module.encoder_dependent(student) and not arm_module.encoder_dependent(teacher)
     assert arm_module.encoder_dependent(configs["teacher_nn"])
     distill = configs["distill"]
-    assert distill.teacher is not None and distill.training.distill_kl == 1.0 and not distill.mining.params.mined_positives
+    assert distill.teacher is not None and distill.training.distill_kl == 1.0
+    assert not distill.mining.params.mined_positives
     for config in configs.values():  # every arm trains the same data, steps, rate and positive view
         assert (config.steps_per_round, config.batch_size, config.training.lr, config.positive_view) == \
             (125, 32, 1e-5, "word_deletion")
