@@ -156,6 +156,27 @@ class SettingContext:
         log.info("%s/%s base model: %s", self.start, self.name, describe_evaluation(dev))
         return result
 
+    def teacher_evaluation(self) -> dict[str, Any] | None:
+        """The size's teacher scored like the start model, on the dev files and the report set: the ceiling the
+        judge's arms are read against (once per start and setting; None when the size names no teacher)."""
+        from experiment_design import teacher_path
+
+        from dataio.atomic import atomic_write_json
+        from flows.inputs import evaluate_model
+
+        if not self.size.get("teacher"):
+            return None
+        path = self.dir / "teacher_eval.json"
+        with file_lock(self.dir / ".lock"):
+            if path.is_file():
+                return json.loads(path.read_text(encoding="utf-8"))
+            start = time.perf_counter()
+            model, config = str(teacher_path(self.size)), self.base_config()
+            result = {"model": model, "dev": evaluate_model(model, self.inputs(), config, log),
+                      "report": self.evaluate_report(model, config), "seconds": time.perf_counter() - start}
+            atomic_write_json(path, result)
+        return result
+
     def shared_round(self, seed: int, round_: int, config: Any = None) -> Path:
         """The triplets root holding round `round_` mined with the start model: every band at round 0, the
         encoder-independent bands after. Mined on first use, under the lock; `mine` reuses a finished round.
@@ -281,6 +302,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
                  (arm_name if report else f"{arm_name}-{pilot['tag']}") / f"seed{seed}")
     config = ctx.config(arm, seed, run.root)
     base = ctx.base_evaluation(report)
+    teacher_scores = ctx.teacher_evaluation() if report else None
     clock = PhaseClock()
     shared_only = not encoder_dependent(config)
 
@@ -357,6 +379,8 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
         "config_fingerprint": config.fingerprint(),
         "dev_metric": (base["dev"].get("dev_metric") or {}).get("name"),
         "base": {"dev": (base["dev"].get("dev_metric") or {}).get("value"), "report": base["report"]},
+        "teacher_scores": None if teacher_scores is None else {
+            "dev": (teacher_scores["dev"].get("dev_metric") or {}).get("value"), "report": teacher_scores["report"]},
         "curve": curve,
         "final": {"round": final_round, "dev": curve[-1]["dev"], "report": final_report},
         "selected": {"round": chosen, "dev": selection.get("dev"), "report": selected_report},
