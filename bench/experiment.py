@@ -147,7 +147,12 @@ def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[s
 
 
 def write_results(out: Path, size: dict[str, Any], results_md: Path) -> Path:
-    import experiment_report as report
+    """The size's results section: the curriculum experiment's analysis, or the judge experiment's
+    (`report: judge` in sizes.yaml), each between its own markers."""
+    if size.get("report") == "judge":
+        import judge_report as report
+    else:
+        import experiment_report as report
 
     return report.write(out, size, results_md)
 

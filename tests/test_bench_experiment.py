@@ -296,3 +296,42 @@ def test_smoke_run_of_one_arm_end_to_end(shared_data: Path, minilm_path: str, tm
     assert not (out / "runs" / "tuned" / "general" / "in_batch" / "seed0" / "rounds" / "1" / "model").exists()
     section = (out / "results.md").read_text()
     assert report.START_MARKER in section and "`in_batch`" in section
+
+
+def _judge_result(arm: str, seed: int, report_ap: float, select_ap: float, sts: float = 82.0) -> dict:
+    base = {"sts": {"test": 82.0}, "pairs": {"dev_pairs": 76.0}}
+    return {"start": "tuned", "setting": "domain", "arm": arm, "seed": seed, "description": arm,
+            "curve": [{"round": r, "anchors_sha256": f"a{seed}{r}"} for r in range(2)],
+            "base": {"dev": 79.0, "report": base},
+            "teacher_scores": {"dev": 80.0, "report": {"sts": {"test": 84.0}, "pairs": {"dev_pairs": 78.0}}},
+            "final": {"round": 1, "dev": select_ap,
+                      "report": {"sts": {"test": sts}, "pairs": {"dev_pairs": report_ap}}},
+            "selected": {"round": 1, "dev": select_ap, "report": {"sts": {"test": sts},
+                                                                  "pairs": {"dev_pairs": report_ap}}},
+            "timings": {"train": 100.0}}
+
+
+def test_judge_report_reads_goal_rows_gap_winner_and_margin(tmp_path: Path):
+    judge = importlib.import_module("judge_report")
+    noise = [0.1, -0.1, 0.0, 0.2, -0.2]
+    results = []
+    for seed, e in enumerate(noise):
+        results.append(_judge_result("in_batch", seed, 76.0 + e, 79.1 + e))
+        results.append(_judge_result("mined_teacher", seed, 77.5 + e / 2, 79.6 + e))  # +1.5 over the start
+        results.append(_judge_result("distill", seed, 77.4 + e, 79.55 + e, sts=81.0))  # STS-B falls 1.0
+    analysis = judge.analyse(results)
+    goal = {c["a"]: c for c in analysis["contrasts"] if c["kind"] == "goal"}
+    assert goal["mined_teacher"]["mean"] == pytest.approx(1.5)
+    assert goal["mined_teacher"]["reading"].startswith("goal met")
+    assert goal["mined_teacher"]["gap_closed"] == pytest.approx(0.75)  # 1.5 of the 2.0 between start and teacher
+    assert "STS-B test fell" in goal["distill"]["reading"]
+    assert goal["in_batch"]["reading"] == "not separated from the start"
+    versus = {c["a"]: c for c in analysis["contrasts"] if c["kind"] == "vs reference"}
+    assert set(versus) == {"mined_teacher", "distill"} and all(c["p_holm"] is not None for c in versus.values())
+    # mined_teacher (79.6) and distill (79.55) tie within 0.1 on the select half: the simpler arm wins.
+    assert analysis["winner"] == "mined_teacher"
+    sd = statistics.stdev([79.1 + e for e in noise])
+    assert analysis["margin"] == pytest.approx(math.ceil(2 * sd / 0.05 - 1e-9) * 0.05)
+    text = judge.render(analysis, {"size": {"name": "judge"}})
+    assert judge.START_MARKER in text and "teacher (ceiling)" in text and "`mined_teacher`" in text
+    assert "not the registered" not in text

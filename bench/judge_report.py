@@ -1,0 +1,257 @@
+"""The judge experiment's results (issue 23, pre-registered in docs/experiment.md): each arm against the start
+model and against `in_batch`, the teacher's ceiling, the winner by the select half, and the hand-over margin from
+seed-to-seed noise, written as one section of docs/results.md between its own markers.
+
+Reads JSON files (the result of each arm x seed) and the run folders' round manifests (the share of anchors with a
+mined positive); no torch. The statistics are the curriculum experiment's (`experiment_report.paired`, `holm`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from experiment_report import endpoint, holm, load_results, mean_sd, paired, write_section
+
+START_MARKER = "<!-- judge-experiment:start -->"
+END_MARKER = "<!-- judge-experiment:end -->"
+ARM_ORDER = ("in_batch", "mined_student", "mined_teacher", "teacher_nn", "distill")
+REFERENCE = "in_batch"
+GOAL = 1.0          # issue 23: the winning arm beats the start by >= 1.0 AP, its CI excluding 0
+GUARD_DROP = 0.5    # ... and its STS-B test is not lower than the start's by more than 0.5
+TIE = 0.1           # select-half means within 0.1 of the best tie: the simpler arm (ARM_ORDER) wins
+REPORT = "pairs/dev_pairs"
+GUARD = "sts/test"
+
+
+def _order(arm: str) -> int:
+    return ARM_ORDER.index(arm) if arm in ARM_ORDER else len(ARM_ORDER)
+
+
+def mined_share(run_root: Path) -> dict[int, float]:
+    """Round -> share of anchors with a mined positive, from a run folder's round manifests."""
+    out = {}
+    for manifest in sorted(run_root.glob("triplets/round=*/.manifest.json")):
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        mined = data.get("mined_positives")
+        if mined:
+            out[int(data["round"])] = float(mined["share"])
+    return out
+
+
+def margin_from_noise(select_finals: Sequence[float]) -> float | None:
+    """The hand-over margin: 2 x the standard deviation over seeds of one arm's final select-half score,
+    rounded up to 0.05 (docs/experiment.md, "Corrections")."""
+    _, sd = mean_sd(select_finals)
+    if sd is None:
+        return None
+    return math.ceil(2 * sd / 0.05 - 1e-9) * 0.05
+
+
+def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) -> dict[str, Any]:
+    """Arms (per-seed values, summaries), contrasts against the start and against in_batch, teacher, winner."""
+    by_arm: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for res in results:
+        by_arm[res["arm"]].append(res)
+    if not by_arm:
+        return {"arms": {}, "contrasts": [], "start": None, "teacher": None, "winner": None, "margin": None}
+    first = next(iter(by_arm.values()))[0]
+    start = {"report": endpoint({"final": {"report": first["base"]["report"]}}, REPORT),
+             "guard": endpoint({"final": {"report": first["base"]["report"]}}, GUARD), "dev": first["base"]["dev"]}
+    scores = first.get("teacher_scores")
+    teacher = None if not scores else {"report": endpoint({"final": {"report": scores["report"]}}, REPORT),
+                                       "guard": endpoint({"final": {"report": scores["report"]}}, GUARD),
+                                       "dev": scores["dev"]}
+    arms: dict[str, dict[str, Any]] = {}
+    for arm in sorted(by_arm, key=_order):
+        runs = sorted(by_arm[arm], key=lambda r: r["seed"])
+        final = {r["seed"]: endpoint(r, REPORT) for r in runs}
+        guard = {r["seed"]: endpoint(r, GUARD) for r in runs}
+        dev = {r["seed"]: r["final"]["dev"] for r in runs}
+        selected = {r["seed"]: endpoint(r, REPORT, "selected") for r in runs}
+        shares: dict[int, list[float]] = defaultdict(list)
+        if runs_dir is not None:
+            for r in runs:
+                for rnd, share in mined_share(runs_dir / r["start"] / r["setting"] / arm / f"seed{r['seed']}").items():
+                    shares[rnd].append(share)
+        arms[arm] = {"n": len(runs), "seeds": [r["seed"] for r in runs], "final": final, "guard": guard, "dev": dev,
+                     "selected": selected, "final_summary": mean_sd(list(final.values())),
+                     "guard_summary": mean_sd(list(guard.values())), "dev_summary": mean_sd(list(dev.values())),
+                     "selected_summary": mean_sd(list(selected.values())),
+                     "selected_rounds": [r["selected"]["round"] for r in runs],
+                     "description": runs[0].get("description"),
+                     "mined_share": {k: mean_sd(v)[0] for k, v in sorted(shares.items())},
+                     "train_seconds": mean_sd([r["timings"].get("train") for r in runs if r.get("timings")])[0]}
+    contrasts = []
+    for arm, a in arms.items():
+        versus_start = paired(a["final"], {s: start["report"] for s in a["final"]})
+        guard_change = paired(a["guard"], {s: start["guard"] for s in a["guard"]})
+        row = {"label": f"{arm} − start model", "kind": "goal", "a": arm, "b": "start", **versus_start,
+               "guard_change": guard_change}
+        row["reading"] = goal_reading(row)
+        known = None not in (start["report"], versus_start["mean"]) and teacher and teacher["report"] is not None
+        if known:
+            gap = teacher["report"] - start["report"]
+            row["gap_closed"] = versus_start["mean"] / gap if gap > 0 else None
+        contrasts.append(row)
+    versus_reference = []
+    for arm, a in arms.items():
+        if arm == REFERENCE or REFERENCE not in arms:
+            continue
+        c = paired(a["final"], arms[REFERENCE]["final"])
+        c.update(label=f"{arm} − {REFERENCE}", kind="vs reference", a=arm, b=REFERENCE)
+        versus_reference.append(c)
+    for c, adj in zip(versus_reference, holm([c["p"] for c in versus_reference])):
+        c["p_holm"] = adj
+        c["reading"] = difference_reading(c)
+    contrasts += versus_reference
+    winner = pick_winner(arms)
+    reference_dev = list(arms[REFERENCE]["dev"].values()) if REFERENCE in arms else []
+    return {"arms": arms, "contrasts": contrasts, "start": start, "teacher": teacher, "winner": winner,
+            "margin": margin_from_noise(reference_dev), "pairing": pairing(by_arm)}
+
+
+def pairing(by_arm: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+    """How many (seed, round) groups trained every arm on the same anchors in the same order."""
+    digests: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for runs in by_arm.values():
+        for r in runs:
+            for c in r["curve"]:
+                if c.get("anchors_sha256"):
+                    digests[(r["seed"], c["round"])].add(c["anchors_sha256"])
+    return {"groups": len(digests), "identical": sum(1 for d in digests.values() if len(d) == 1)}
+
+
+def goal_reading(row: Mapping[str, Any]) -> str:
+    """An arm against the start model: the goal is met when the mean gain is >= GOAL, its CI excludes 0 and
+    STS-B test fell by no more than GUARD_DROP on average."""
+    if row["low"] is None:
+        return "too few seeds"
+    guard = row["guard_change"]["mean"]
+    guard_ok = guard is None or guard >= -GUARD_DROP
+    if row["mean"] >= GOAL and row["low"] > 0 and guard_ok:
+        return f"goal met (≥ +{GOAL}, CI above 0, STS-B test within −{GUARD_DROP})"
+    if row["low"] > 0:
+        why = "below +1.0" if row["mean"] < GOAL else f"STS-B test fell {guard:.2f}"
+        return f"better than the start, goal not met ({why})"
+    if row["high"] < 0:
+        return "worse than the start"
+    return "not separated from the start"
+
+
+def difference_reading(c: Mapping[str, Any]) -> str:
+    if c["low"] is None:
+        return "too few seeds"
+    p = c.get("p_holm")
+    if c["low"] > 0:
+        return "better" + (" (Holm p < 0.05)" if p is not None and p < 0.05 else "")
+    if c["high"] < 0:
+        return "worse" + (" (Holm p < 0.05)" if p is not None and p < 0.05 else "")
+    return "not separated"
+
+
+def pick_winner(arms: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The arm with the best mean final select-half score; within TIE of the best, the simpler (earlier) arm."""
+    means = {a: v["dev_summary"][0] for a, v in arms.items() if v["dev_summary"][0] is not None}
+    if not means:
+        return None
+    best = max(means.values())
+    return min((a for a, m in means.items() if m >= best - TIE), key=_order)
+
+
+def _f(x: Any, digits: int = 2, sign: bool = False) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def _ci(c: Mapping[str, Any]) -> str:
+    return "–" if c.get("low") is None else f"[{c['low']:+.2f}, {c['high']:+.2f}]"
+
+
+def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    size = meta.get("size") or {}
+    lines = [START_MARKER, "## The judge experiment (issue 23, pre-registered in docs/experiment.md)", ""]
+    if size.get("name") != "judge":
+        lines += [f"**Size `{size.get('name')}`, not the registered `judge`: the numbers below prove the harness "
+                  "only.**", ""]
+    lines += [f"- Size `{size.get('name', '?')}`: {size.get('rounds', '?')} rounds × {size.get('steps_per_round', '?')}"
+              f" steps at batch {size.get('batch_size', '?')}, Domain (12,000 unlabeled tweets), tuned start, seeds "
+              f"planned {size.get('seeds', '?')}; Twitter pairs split by component (no text on both sides).",
+              f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; finished "
+              f"{meta.get('finished') or 'not yet (runs continue)'}.",
+              f"- Commands: {', then '.join(f'`{c}`' for c in (meta.get('commands') or [meta.get('command', '–')]))}; "
+              f"rebuild: `python bench/experiment.py report --size {size.get('name', '?')} --out <run folder>`."]
+    if meta.get("incomplete"):
+        lines += [f"- **Incomplete:** {meta['incomplete']}"]
+    pair = analysis.get("pairing") or {}
+    lines += [f"- Pairing: {pair.get('identical', 0)} of {pair.get('groups', 0)} (seed, round) groups trained every "
+              "arm on the same anchors in the same order.", ""]
+    start, teacher = analysis["start"], analysis["teacher"]
+    if start is None:
+        return "\n".join(lines + ["No results yet.", END_MARKER]) + "\n"
+    lines += ["| model | seeds | select half (final) | **report half: final (primary)** | Δ vs start [95 % CI] | "
+              "STS-B test (guard) | dev-selected model | mined positives (round 0 / 1) |",
+              "|---|---|---|---|---|---|---|---|",
+              f"| start model | – | {_f(start['dev'])} | {_f(start['report'])} | – | {_f(start['guard'])} | – | – |"]
+    if teacher:
+        lines.append(f"| teacher (ceiling) | – | {_f(teacher['dev'])} | {_f(teacher['report'])} | "
+                     f"{_f(None if teacher['report'] is None else teacher['report'] - start['report'], sign=True)} | "
+                     f"{_f(teacher['guard'])} | – | – |")
+    goal_rows = {c["a"]: c for c in analysis["contrasts"] if c["kind"] == "goal"}
+    for arm, a in analysis["arms"].items():
+        c = goal_rows[arm]
+        shares = " / ".join(f"{100 * v:.1f} %" for v in a["mined_share"].values()) or "–"
+        lines.append(f"| `{arm}` | {a['n']} | {_f(a['dev_summary'][0])} | {_f(a['final_summary'][0])} | "
+                     f"{_f(c['mean'], sign=True)} {_ci(c)} | {_f(a['guard_summary'][0])} | "
+                     f"{_f(a['selected_summary'][0])} | {shares} |")
+    lines += ["", "Each arm against the start model (the goal rows: ≥ +1.0 AP, CI above 0, STS-B test within −0.5):",
+              "",
+              "| arm | mean Δ | 95 % CI | STS-B test Δ | share of the gap to the teacher closed | reading |",
+              "|---|---|---|---|---|---|"]
+    for arm, c in goal_rows.items():
+        gap = c.get("gap_closed")
+        lines.append(f"| `{arm}` | {_f(c['mean'], sign=True)} | {_ci(c)} | "
+                     f"{_f(c['guard_change']['mean'], sign=True)} | {'–' if gap is None else f'{100 * gap:.0f} %'} | "
+                     f"{c['reading']} |")
+    others = [c for c in analysis["contrasts"] if c["kind"] == "vs reference"]
+    if others:
+        lines += ["", f"Each arm against `{REFERENCE}` (today's default), paired by seed, Holm over the {len(others)}:",
+                  "",
+                  "| contrast | seeds | mean Δ | 95 % CI | p | p (Holm) | reading |", "|---|---|---|---|---|---|---|"]
+        for c in others:
+            lines.append(f"| {c['label']} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | {_f(c['p'], 3)} | "
+                         f"{_f(c.get('p_holm'), 3)} | {c['reading']} |")
+    winner, margin = analysis["winner"], analysis["margin"]
+    lines += ["", f"- Winner by the select half (the rule: best mean final select-half AP, ties within {TIE} to the "
+              f"simpler arm): `{winner}`.",
+              f"- Hand-over margin from noise: 2 × the seed-to-seed SD of `{REFERENCE}`'s final select-half AP = "
+              f"{_f(margin)} AP points.", END_MARKER]
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
+    """Analyse the results under `out` and write the section into `results_md` (the rest left alone)."""
+    import experiment_design as design
+
+    results = load_results(out / "results")
+    analysis = analyse(results, out / "runs")
+    meta_path = out / "run_meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    meta["size"] = dict(size)
+    if meta.get("wall_seconds") is not None:
+        meta["wall"] = f"{meta['wall_seconds'] / 3600:.1f} h wall over {meta.get('invocations', 1)} invocation(s)"
+    planned = design.planned_runs(dict(size))
+    done = {(r["start"], r["setting"], r["arm"], r["seed"]) for r in results}
+    missing = [p for p in planned if p not in done]
+    if missing:
+        meta["incomplete"] = (f"{len(missing)} of {len(planned)} planned runs have no result yet "
+                              f"(e.g. {', '.join('/'.join(map(str, m)) for m in missing[:3])}).")
+    write_section(results_md, render(analysis, meta), START_MARKER, END_MARKER)
+    (out / "judge_summary.json").write_text(json.dumps({"meta": meta, "analysis": analysis}, indent=1, default=str)
+                                            + "\n", encoding="utf-8")
+    return results_md
