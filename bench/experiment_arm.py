@@ -309,6 +309,8 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     def evaluate(model: str, inputs: dict[str, Any]) -> dict[str, Any]:
         if model == ctx.model:
             return base["dev"]
+        if config.teacher is not None and model == config.teacher.path:  # scored once per setting, not per arm
+            return (teacher_scores or ctx.teacher_evaluation())["dev"]
         with clock.phase("eval"):
             return evaluate_model(model, inputs, config, log)
 

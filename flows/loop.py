@@ -29,7 +29,7 @@ from flows.rounds import (
     write_base_metrics,
     write_timings,
 )
-from flows.rundir import RunDir
+from flows.rundir import RunDir, write_json
 from flows.schedule_step import schedule_round
 from flows.train_step import train_round
 
@@ -100,6 +100,10 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
     base = how.evaluate(base_model, inputs)
     write_base_metrics(run, base)
     log.info("base model: %s", describe_evaluation(base))
+    if config.teacher is not None and not run.teacher_metrics_path.is_file():  # once per run: it never changes
+        teacher = how.evaluate(config.teacher.path, inputs)
+        write_json(run.teacher_metrics_path, {k: v for k, v in teacher.items() if k != "task_seconds"})
+        log.info("teacher (the judge's ceiling): %s", describe_evaluation(teacher))
     if how.on_start is not None:
         how.on_start(inputs, base)
 

@@ -258,6 +258,7 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
     if "schedule" in plots:
         lines += ["![mixture and alpha](plots/schedule.png)", ""]
 
+    lines += _judge_lines(run, base, rounds, done)
     lines += ["## Mined bands", ""]
     for r in done:
         manifest = _read_manifest(run, r)
@@ -294,6 +295,47 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
                         if card.is_file() else ""))
     lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def _judge_lines(run: RunDir, base: dict[str, Any] | None, rounds: list[dict[str, Any]], done: list[int]
+                 ) -> list[str]:
+    """The judge (mining.judge): the teacher's ceiling beside the start and the best round on the dev metric,
+    what the teacher cost, and the share of anchors with a mined positive per round. Nothing without either."""
+    teacher = _read_json(run.teacher_metrics_path)
+    manifests = {r: _read_manifest(run, r) for r in done}
+    mined = {r: (m.model_extra or {}).get("mined_positives") for r, m in manifests.items() if m is not None}
+    mined = {r: v for r, v in mined.items() if v}
+    if teacher is None and not mined:
+        return []
+    lines = ["## The judge", ""]
+    if teacher is not None:
+        name = (teacher.get("dev_metric") or {}).get("name")
+        values = [(row.get("dev_metric") or {}).get("value") for row in rounds]
+        best = max((v for v in values if v is not None), default=None)
+        start = ((base or {}).get("dev_metric") or {}).get("value")
+        ceiling = (teacher.get("dev_metric") or {}).get("value")
+        lines.append("Teacher (the run's `teacher`)")
+        lines[-1] += (f" on the dev metric `{name}`: **{_fmt(ceiling)}** (the ceiling); the start model "
+                      f"{_fmt(start)}, the best round {_fmt(best)}.")
+        if None not in (ceiling, start, best) and ceiling > start:
+            lines[-1] += f" The student closed {100 * (best - start) / (ceiling - start):.0f} % of the gap."
+        cost = [(r, (m.timings or {}).get("teacher_encode"), (m.model_extra or {}).get("teacher") or {})
+                for r, m in manifests.items() if m is not None]
+        encoded = [(r, seconds) for r, seconds, info in cost if seconds is not None and not info.get("cached")]
+        if encoded:
+            r, seconds = encoded[0]
+            lines.append(f"Its embeddings of the pool took {_duration(seconds)} to compute (round {r}); later rounds "
+                         "read them from the cache. Its peak memory is not measured separately.")
+        lines.append("")
+    if mined:
+        lines += ["| round | judge | anchors with a mined positive | mean judge cosine | not mined (why) |",
+                  "|---|---|---|---|---|"]
+        for r, v in sorted(mined.items()):
+            why = ", ".join(f"{k} {n}" for k, n in (v.get("rejected") or {}).items()) or "–"
+            lines.append(f"| {r} | {v.get('judge')} | {v.get('mined', 0):,} of {v.get('candidates', 0):,} "
+                         f"({100 * v.get('share', 0):.1f} %) | {_fmt(v.get('mean_score'), 3)} | {why} |")
+        lines += ["", "Samples: `simcse-curriculum inspect triplets/` (and `--html` to reject a pair).", ""]
+    return lines
 
 
 def _selection_lines(run: RunDir) -> list[str]:

@@ -60,6 +60,11 @@ class RunDir:
         return self.root / "base_metrics.json"
 
     @property
+    def teacher_metrics_path(self) -> Path:
+        """The teacher's evaluation on the run's dev sets: the ceiling the report reads the student against."""
+        return self.root / "teacher_metrics.json"
+
+    @property
     def triplets(self) -> Path:
         return self.root / "triplets"
 
