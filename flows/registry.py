@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import yaml
 
 from dataio.errors import InputError
-from flows.mlflow_store import MlflowStore
+from flows.mlflow_store import MlflowStore, local_path
 from flows.promotion import GateSettings, best_round, decide, flat_metrics
 
 CURRENT = "current"
@@ -86,10 +85,7 @@ def _from_mlflow(mv: Any, current: int | None) -> Version:
 
 def local_folder(uri: str) -> Path | None:
     """The folder a `file:` URI (or a plain path) names; None for remote artifacts."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path))
-    return None
+    return local_path(uri)
 
 
 class ModelRegistry:
@@ -154,6 +150,10 @@ class ModelRegistry:
         on this machine, else a copy downloaded into `dest` (whole, or not at all)."""
         local = local_folder(version.source)
         if local is not None:
+            if self.store.is_local and not self.store.inside(version.source):
+                raise InputError(f"version {version.version}'s files are recorded at {local}, outside the registry "
+                                 "folder, which serves only its own files; register the model again into this "
+                                 "registry", path=self.store.location)
             if not local.is_dir():
                 pruned = version.tags.get(TAG + "pruned")
                 why = f"were removed by `simcse-curriculum prune` on {pruned}" if pruned else "are missing"
@@ -185,6 +185,10 @@ class ModelRegistry:
 
     def _log_model(self, run_id: str, model_dir: Path) -> str:
         """Copy the model folder into the run's artifacts and check every file arrived; returns its URI."""
+        artifact_uri = self.client.get_run(run_id).info.artifact_uri.rstrip("/")
+        if self.store.is_local and not self.store.inside(artifact_uri):  # never write outside the folder in use
+            raise InputError(f"the MLflow run {run_id} keeps its artifacts in {artifact_uri}, outside the registry "
+                             "folder; nothing was registered", path=self.store.location)
         self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
         expected = {p.relative_to(model_dir).as_posix(): p.stat().st_size
                     for p in model_dir.rglob("*") if p.is_file()}
@@ -193,7 +197,7 @@ class ModelRegistry:
         if missing:
             raise OSError(f"registry {self.store}: copying {model_dir} left {len(missing)} files incomplete "
                           f"({', '.join(sorted(missing)[:3])})")
-        return f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT}"
+        return f"{artifact_uri}/{MODEL_ARTIFACT}"
 
     def _artifact_sizes(self, run_id: str, root: str) -> dict[str, int]:
         out: dict[str, int] = {}

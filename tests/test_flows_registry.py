@@ -215,3 +215,76 @@ def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monk
     with pytest.raises(InputError, match=r"simcse-curriculum\[tracking\]"):
         check_run(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def models_cli(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(["models", *args])
+    got = capsys.readouterr()
+    return rc, got.out, got.err
+
+
+def one_error_line(rc: int, err: str, *says: str) -> str:
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), (rc, err)
+    for text in says:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------- relocatable registry folders
+
+def test_a_copied_registry_reads_and_writes_only_its_own_folder(tmp_path, tiny, capsys):
+    """Old code: MLflow's store names files by absolute `file://` URIs, so a copy of a registry printed (and
+    loaded) the original's files, and `models register` into the copy wrote the model into the original folder.
+    Now a store opened in another folder rewrites its locations to its own files: with the original moved away,
+    every command on the copy reads and writes the copy, and nothing appears where the original was."""
+    from sentence_transformers import SentenceTransformer
+
+    original, copy, away = tmp_path / "reg", tmp_path / "backup" / "reg-copy", tmp_path / "reg-away"
+    assert models_cli(capsys, "init", str(original), tiny, "--name", "enc")[0] == 0
+    v1 = Path(models_cli(capsys, "path", str(original))[1].strip())
+    fake_run(tmp_path / "run1", v1, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    assert models_cli(capsys, "register", str(original), str(tmp_path / "run1"))[0] == 0
+    shutil.copytree(original, copy)
+    original.rename(away)  # the copy must not need the original, and must not write where it was
+    before = {p: p.read_bytes() for p in away.rglob("*") if p.is_file()}
+
+    rc, out, err = models_cli(capsys, "list", str(copy), "--json")
+    assert rc == 0, err
+    assert [Path(v["source"].removeprefix("file://")).is_relative_to(copy) for v in json.loads(out)] == [True, True]
+    rc, out, err = models_cli(capsys, "path", str(copy))
+    current = Path(out.strip())
+    assert rc == 0 and current.is_relative_to(copy), (out, err)
+    SentenceTransformer(str(current), device="cpu")
+    fake_run(tmp_path / "run2", current, evaluation(75.0), [evaluation(80.0)], Path(tiny))
+    rc, out, err = models_cli(capsys, "register", str(copy), str(tmp_path / "run2"))
+    assert rc == 0 and "version 3 (from version 2): promoted" in out, (out, err)
+    v3 = Path(models_cli(capsys, "path", str(copy))[1].strip())
+    assert v3.is_relative_to(copy) and (v3 / "model.safetensors").is_file()
+    assert not original.exists(), "nothing was written where the original registry was"
+    assert {p: p.read_bytes() for p in away.rglob("*") if p.is_file()} == before, "the original is untouched"
+    reg = ModelRegistry(MlflowStore.at(copy), "enc")
+    run_uris = [reg.client.get_run(v.run_id).info.artifact_uri for v in reg.versions()]
+    assert all(Path(uri.removeprefix("file://")).is_relative_to(copy) for uri in run_uris), run_uris
+
+
+def test_a_copied_registry_whose_records_cannot_be_updated_is_refused_in_one_line(tmp_path, tiny, capsys,
+                                                                                monkeypatch):
+    """A copy whose mlflow.db cannot be written (a read-only restore) cannot be made to name its own files: it is
+    refused, naming the folder and why, rather than served from the original's."""
+    import sqlite3
+
+    original, copy = tmp_path / "reg", tmp_path / "copy"
+    assert models_cli(capsys, "init", str(original), tiny, "--name", "enc")[0] == 0
+    shutil.copytree(original, copy)
+    real = sqlite3.connect
+
+    def read_only(database, *args, **kwargs):
+        con = real(database, *args, **kwargs)
+        con.execute("PRAGMA query_only = ON")
+        return con
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    rc, out, err = models_cli(capsys, "path", str(copy))
+    one_error_line(rc, err, f"{copy}: this MLflow store was moved or copied here from {original}",
+                   "cannot be updated", "writable")
