@@ -217,6 +217,16 @@ def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monk
     assert not (tmp_path / "run").exists()
 
 
+# --------------------------------------------------------------------------------- verified before use
+
+def flip_bytes(weights: Path, count: int = 4) -> None:
+    """`count` bytes in the middle of a weights file XOR 0x40: the file still loads, the model is another."""
+    data = bytearray(weights.read_bytes())
+    for i in range(count):
+        data[len(data) // 2 + i] ^= 0x40
+    weights.write_bytes(bytes(data))
+
+
 def models_cli(capsys, *args: str) -> tuple[int, str, str]:
     rc = main(["models", *args])
     got = capsys.readouterr()
@@ -229,6 +239,42 @@ def one_error_line(rc: int, err: str, *says: str) -> str:
     for text in says:
         assert text in lines[0], lines[0]
     return lines[0]
+
+
+def test_a_version_whose_files_changed_is_refused_by_models_path_promote_and_rollback(tmp_path, tiny, capsys):
+    """Old code: `models path` printed a version whose model.safetensors had 4 flipped bytes, and rollback made it
+    current. Now each version records its files' sha256 and every use checks them: one line naming the file, the
+    version and what to do, exit 2, and the current version stays."""
+    folder = str(tmp_path / "reg")
+    assert models_cli(capsys, "init", folder, tiny, "--name", "enc")[0] == 0
+    v1 = Path(models_cli(capsys, "path", folder)[1].strip())
+    fake_run(tmp_path / "run", v1, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    rc, out, err = models_cli(capsys, "register", folder, str(tmp_path / "run"))
+    assert rc == 0 and "version 2 (from version 1): promoted" in out, (out, err)
+    v2 = Path(models_cli(capsys, "path", folder)[1].strip())
+
+    flip_bytes(v1 / "model.safetensors")
+    for args in (("path", folder, "1"), ("rollback", folder), ("promote", folder, "1")):
+        rc, out, err = models_cli(capsys, *args)
+        one_error_line(rc, err, f"{v1 / 'model.safetensors'}: version 1 of 'enc': model.safetensors changed since it "
+                                "was registered", "restore the registry folder", "models rollback")
+    reg = ModelRegistry(MlflowStore.at(folder), "enc")
+    assert reg.current_number() == 2, "a refused rollback or promotion leaves the current version"
+
+    flip_bytes(v2 / "model.safetensors")  # the current version: `models path` without a version refuses too
+    one_error_line(*models_cli(capsys, "path", folder)[::2], "version 2 of 'enc': model.safetensors changed")
+    (v1 / "model.safetensors").unlink()  # a missing file is named as well
+    one_error_line(*models_cli(capsys, "path", folder, "1")[::2], "version 1 of 'enc': model.safetensors is missing")
+
+    # Where only the folder's hash was recorded (a manifest too long for a tag), the folder is named.
+    reg.client.delete_model_version_tag("enc", "2", "simcse.files_sha256")
+    one_error_line(*models_cli(capsys, "path", folder)[::2], f"{v2}: version 2 of 'enc': its files changed since")
+    # A version registered before the sha256 were recorded is used, with a warning that it cannot be verified.
+    reg.client.delete_model_version_tag("enc", "2", "simcse.model_sha256")
+    rc, out, err = models_cli(capsys, "path", folder)
+    assert rc == 0 and Path(out.strip()) == v2, err
+    assert err.startswith("warning: version 2 of 'enc' was registered without its files' sha256") and \
+        "cannot be verified" in err
 
 
 # ------------------------------------------------------------------------- relocatable registry folders
