@@ -19,6 +19,8 @@ artifact `model` of the run's MLflow run, plus tags:
     simcse.model_sha256   the model folder's sha256 (dataio.hashing.model_folder_sha256: the value a round's
                        metrics.json and a warm start's warm_start.json record for the same files)
     simcse.files_sha256   {file: sha256} of the model folder (the card left out), to name the file that changed
+    simcse.eval_keys      {metric: what it was measured on} (flows.inputs.eval_keys), so a later run's evaluation of
+                       the version is compared with its recorded scores only where the files and settings agree
 
 Verified before use: the files are checked against the recorded sha256 wherever a version is used (`models
 path`, a warm start, a promotion by the gate or by hand, a rollback); a changed file is one InputError naming
@@ -51,13 +53,14 @@ import yaml
 from dataio.errors import InputError
 from dataio.hashing import model_folder_hashes, model_folder_sha256
 from flows.mlflow_store import MlflowStore, local_path
-from flows.promotion import GateSettings, best_round, decide, flat_metrics
+from flows.promotion import GateSettings, best_round, decide, flat_metrics, parent_drift
 
 CURRENT = "current"
 MODEL_ARTIFACT = "model"
 TAG = "simcse."
 MODEL_SHA256 = TAG + "model_sha256"
 FILES_SHA256 = TAG + "files_sha256"
+EVAL_KEYS = TAG + "eval_keys"
 MAX_MANIFEST = 5000  # characters: the tag-value limit of older MLflow servers; beyond it only the folder's hash
 _log = logging.getLogger("flows")
 Warn = Callable[[str], Any]
@@ -421,7 +424,8 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     The run must have started from a registered version's folder (`models path REGISTRY`): otherwise its
     baseline is not a version's score and the comparison would mean nothing. The baseline must also be the
     version's: the files the run started from are the version's (the sha256 its warm_start.json recorded, else
-    the version's files as they are now); otherwise nothing is registered."""
+    the version's files as they are now), and the run's evaluation of them repeats the scores recorded with the
+    version (`check_parent_scores`); otherwise nothing is registered."""
     from flows.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -451,17 +455,20 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     existing = registry.find("run_key", run_key)
     if existing is not None and existing.promoted != "pending":
         return existing
-    _check_start(registry, parent, record, run)  # the baseline was measured on the version's files
+    _check_start(registry, parent, record, run)  # the baseline was measured on the version's files ...
+    check_parent_scores(registry, parent, base, gate.parent_tolerance, run.base_metrics_path)  # ... and repeats it
     run.check_model(chosen)  # the files registered are the ones the round wrote and evaluated (sha256)
     run_id = existing.run_id if existing is not None else registry.new_run(
         run.root.name, {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)})
     from flows.new_data import attach_to_run
 
     seen_tags = attach_to_run(registry.client, run_id, run) if existing is None else {}  # what the run saw
+    keys = run.read_metrics(chosen).get("eval_keys") or base.get("eval_keys")
     version = registry.register(run_id=run_id, model_dir=run.model_dir(chosen), parent=parent,
                                 passed=decision.passed, reason=decision.reason, gate=decision.as_dict(),
                                 metrics=flat_metrics(rounds[chosen]), run_key=run_key, run_dir=str(run.root.resolve()),
-                                extra_tags={"candidate_round": str(chosen), **seen_tags})
+                                extra_tags={"candidate_round": str(chosen), **seen_tags,
+                                            **({"eval_keys": json.dumps(keys, sort_keys=True)} if keys else {})})
     registry.client.set_terminated(run_id)
     return version
 
@@ -496,3 +503,19 @@ def _check_start(registry: ModelRegistry, parent: Version, record: dict[str, Any
     elif registry.store.is_local:
         registry.verify(parent)
 
+
+def check_parent_scores(registry: ModelRegistry, parent: Version, base: dict[str, Any], tolerance: float,
+                        where: Path) -> None:
+    """The run's evaluation of the version it started from (`base`, its base_metrics.json) repeats the scores
+    recorded with that version, within `tolerance` points, on every metric measured on the same file with the same
+    settings (flows.promotion.parent_drift); else one InputError. A version recorded without its evaluation's
+    keys (registered before they were recorded, or version 1) is not compared."""
+    keys = json.loads(parent.tags.get(EVAL_KEYS) or "{}")
+    drift = parent_drift(base.get("evaluation"), base.get("eval_keys"), parent.metrics, keys, tolerance)
+    if drift is None:
+        return
+    raise InputError(f"{drift.describe(f'version {parent.version} of {registry.name!r}')}: the version's files or the "
+                     "evaluation changed since it was registered; restore the version's files (or make another "
+                     f"version current: `simcse-curriculum models rollback {registry.store} VERSION`) and start a new "
+                     "run, or, where a library, device or precision change moved the scores, raise "
+                     "registry.gate.parent_tolerance (`models register --parent-tolerance`)", path=where)

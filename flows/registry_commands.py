@@ -135,11 +135,14 @@ def register_command(
                                                    "(default: the run's registry.gate.guard)")] = None,
     guard_tolerance: Annotated[float | None, typer.Option(help="points the guard may fall (default: the run's "
                                                                "registry.gate.guard_tolerance, else 1)")] = None,
+    parent_tolerance: Annotated[float | None, typer.Option(
+        help="points the run's evaluation of the version it started from may differ from the scores recorded with "
+             "that version (default: the run's registry.gate.parent_tolerance, else 0.5)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the version as JSON on stdout")] = False,
 ) -> None:
     """Register a finished run's best round as a new version; it becomes current only if the gate passes."""
     from dataio.errors import InputError
-    from flows.promotion import GateSettings
+    from flows.promotion import PARENT_TOLERANCE, GateSettings
     from flows.registry import register_run
 
     reg = _open(registry, name)
@@ -149,7 +152,9 @@ def register_command(
             metric=metric or run_gate.get("metric"),
             min_gain=next(v for v in (min_gain, run_gate.get("min_gain"), min_improvement, 0.0) if v is not None),
             guard=guard or run_gate.get("guard"),
-            guard_tolerance=next(v for v in (guard_tolerance, run_gate.get("guard_tolerance"), 1.0) if v is not None))
+            guard_tolerance=next(v for v in (guard_tolerance, run_gate.get("guard_tolerance"), 1.0) if v is not None),
+            parent_tolerance=next(v for v in (parent_tolerance, run_gate.get("parent_tolerance"), PARENT_TOLERANCE)
+                                  if v is not None))
     except ValueError as err:
         raise InputError(f"promotion gate: {err}") from None
     version = register_run(reg, run_dir.resolve(), gate)

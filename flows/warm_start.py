@@ -11,7 +11,8 @@ folder the run starts from goes into the run's saved config (`<run>/config.yaml`
 - a version whose files changed after a run started from them stops the resumed run (one line), instead of
   training on from other weights than the baseline was measured on;
 - a new run checks the version's files against the sha256 recorded with it in the registry before it loads them
-  (`ModelRegistry.verified_path`): a changed version stops the run.
+  (`ModelRegistry.verified_path`), and, once it has evaluated them, its scores against the ones recorded with the
+  version (`flows.registry.check_parent_scores`, from `flows.continuing`): a changed version stops the run.
 
 Resolving is read-only. A registry with no current version yet is created when the run starts (`record_start`,
 after the run's inputs were checked, inside its folder's lock): version 1 is the model the run starts from.

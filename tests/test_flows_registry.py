@@ -277,6 +277,40 @@ def test_a_version_whose_files_changed_is_refused_by_models_path_promote_and_rol
         "cannot be verified" in err
 
 
+def test_models_register_refuses_a_run_whose_baseline_does_not_repeat_the_parent_s_recorded_score(
+        tmp_path, tiny, registry):
+    """Old code: the gate compared the candidate with whatever the run measured for its starting model, even 8.5
+    points below the score recorded with that version. Now the baseline must repeat the version's recorded scores
+    (within registry.gate.parent_tolerance) on every metric measured on the same file and settings (eval_keys)."""
+    keys = {"pairs/select": "same-file", "pairs/report": "same-file-2", "sts/dev": "same-file-3"}
+
+    def run_with_keys(folder: Path, start: Path, base: dict, candidate: dict, base_keys: dict) -> Path:
+        fake_run(folder, start, base, [candidate], Path(tiny))
+        for path, with_keys in ((folder / "base_metrics.json", base_keys), (folder / "rounds/0/metrics.json", keys)):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "eval_keys": with_keys}))
+        return folder
+
+    v1 = registry.local_path(registry.current())
+    v2 = register_run(registry, run_with_keys(tmp_path / "run1", v1, evaluation(70.0), evaluation(75.0), keys),
+                      GateSettings())
+    assert v2.current
+    start = registry.local_path(v2)
+    low = run_with_keys(tmp_path / "run2", start, evaluation(66.5), evaluation(70.0), keys)
+    with pytest.raises(InputError, match=r"base_metrics.json: the run's evaluation of version 2 of 'enc' gives "
+                                         r"pairs/select 66.50, but 75.00 was recorded .* \(-8.50 points; .* the "
+                                         r"tolerance is 0.50\)"):
+        register_run(registry, low, GateSettings())
+    assert [v.version for v in registry.versions()] == [1, 2] and registry.current_number() == 2
+    assert json.loads(registry.version(2).tags["simcse.eval_keys"]) == keys, "what its scores were measured on"
+    assert register_run(registry, low, GateSettings(parent_tolerance=10.0)).version == 3, "a setting, not a rule"
+    # Scores measured on other files (other keys) are not compared; float noise is within the tolerance.
+    other = run_with_keys(tmp_path / "run3", start, evaluation(60.0), evaluation(61.0), {"pairs/select": "another"})
+    assert register_run(registry, other, GateSettings(min_gain=-100.0)).version == 4
+    noise = run_with_keys(tmp_path / "run4", start, evaluation(75.0 - 1e-6, guard=80.0 + 1e-6), evaluation(76.0),
+                          keys)
+    assert register_run(registry, noise, GateSettings()).version == 5
+
+
 # ------------------------------------------------------------------------- relocatable registry folders
 
 def test_a_copied_registry_reads_and_writes_only_its_own_folder(tmp_path, tiny, capsys):
