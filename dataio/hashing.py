@@ -54,11 +54,34 @@ def model_folder_sha256(folder: str | os.PathLike) -> str:
     """
     root = Path(folder)
     digest = hashlib.sha256(_MODEL_FOLDER_PREFIX)
-    # Sorted as paths (part by part), not as strings: the order the recorded values were made with.
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES):
+    for path in _model_files(root):
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         update_with_file(digest, path)
     return digest.hexdigest()
+
+
+def model_folder_hashes(folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
+    """(`model_folder_sha256(folder)`, {file: sha256 of its bytes}) with each file read once: the folder's hash
+    and a manifest that names which file changed (the registry records both with a version). Files are named by
+    their path relative to `folder`, with `/`; the model card is left out of both, as in `model_folder_sha256`."""
+    root = Path(folder)
+    digest = hashlib.sha256(_MODEL_FOLDER_PREFIX)
+    files: dict[str, str] = {}
+    for path in _model_files(root):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        one = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(_BLOCK), b""):
+                digest.update(block)
+                one.update(block)
+        files[path.relative_to(root).as_posix()] = one.hexdigest()
+    return digest.hexdigest(), files
+
+
+def _model_files(root: Path) -> list[Path]:
+    """A model folder's files, the card left out, sorted as paths (part by part, not as strings: the order the
+    recorded values were made with)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:

@@ -294,6 +294,11 @@ class GateConfig(_Strict):
     guard: str | None = Field(None, description="a metric that must not fall by more than guard_tolerance points, "
                                                 "e.g. sts/dev for a domain run")
     guard_tolerance: float = Field(1.0, ge=0.0)
+    # flows.promotion.PARENT_TOLERANCE (why 0.5 points: there); not imported, to keep the config light
+    parent_tolerance: float = Field(0.5, ge=0.0, description="points the run's evaluation of the version it starts "
+                                                             "from may differ from the scores recorded with that "
+                                                             "version (same files and settings); beyond it the run "
+                                                             "stops: the version's files or the evaluation changed")
 
     @field_validator("metric", "guard")
     @classmethod

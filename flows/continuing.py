@@ -47,7 +47,7 @@ def gate_settings(config: RunConfig) -> Any:
     assert config.registry is not None
     g = config.registry.gate
     return GateSettings(metric=g.metric, min_gain=g.min_gain if g.min_gain is not None else config.eval.min_improvement,
-                        guard=g.guard, guard_tolerance=g.guard_tolerance)
+                        guard=g.guard, guard_tolerance=g.guard_tolerance, parent_tolerance=g.parent_tolerance)
 
 
 def forced(config: RunConfig) -> RunConfig:
@@ -207,7 +207,8 @@ class Continuing:
             return inner
 
         def hook(inputs: dict[str, Any], base: dict[str, Any]) -> None:
-            self._record_inputs()
+            parent = self._record_inputs()
+            self._check_parent_scores(parent, base)  # before round 0 trains from it
             if inner is not None:
                 inner(inputs, base)
             if self.config.tracking.enabled:
@@ -215,7 +216,19 @@ class Continuing:
 
         return hook
 
-    def _record_inputs(self) -> None:
+    def _check_parent_scores(self, parent: int | None, base: dict[str, Any]) -> None:
+        """The run's evaluation of the version it started from repeats the scores recorded with that version
+        (flows.registry.check_parent_scores); a version whose files or evaluation changed stops the run here."""
+        from flows.registry import check_parent_scores
+
+        if parent is None or self.start is None:
+            return
+        registry = self.start.registry
+        check_parent_scores(registry, registry.version(parent), base, gate_settings(self.config).parent_tolerance,
+                            self.run.base_metrics_path)
+
+    def _record_inputs(self) -> int | None:
+        """Record the start and what the inputs hold that the parent has not seen; returns the parent version."""
         from flows.new_data import Seen, input_files, read_record, seen_of_version, survey, write_survey
         from flows.warm_start import record_start
 
@@ -236,6 +249,7 @@ class Continuing:
         new = ", ".join(Path(p).name for p in record["new_files"][:5])
         self.log.info("data: %d input files, %d rows, %d new to version %s%s", len(record["files"]), record["rows"],
                       record["new_rows"], parent, f" (new files: {new})" if new else "")
+        return parent
 
     def _track_start(self) -> None:
         from flows.new_data import read_record

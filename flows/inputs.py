@@ -176,12 +176,27 @@ def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, l
 
     start = time.perf_counter()
     # The files are read before the model loads: a bad file (or a dev metric naming none) stops at once.
-    evaluator = SimCSEEvaluator(*read_eval_sets(inputs), primary_metric=config.eval.dev_metric)
+    sts, pairs = read_eval_sets(inputs)
+    evaluator = SimCSEEvaluator(sts, pairs, primary_metric=config.eval.dev_metric)
     result = evaluator(load_encoder(model_path, config))
     name = evaluator.primary_metric
     dev = {"name": name, "value": primary_score(evaluator, result)} if name else None
     return {"model": model_path, "evaluation": jsonable(result), "dev_metric": jsonable(dev),
-            "seconds": time.perf_counter() - start}
+            "eval_keys": eval_keys(inputs, config, sts, pairs), "seconds": time.perf_counter() - start}
+
+
+def eval_keys(inputs: dict[str, Any], config: RunConfig, sts: list[Any], pairs: list[Any]) -> dict[str, str]:
+    """What each per-file score of an evaluation was measured on, by metric name (`sts/<stem>`, `pairs/<stem>`):
+    the file's bytes, its column map and the `model:` settings that change an embedding (pooling, lengths, ...).
+    The same model scored under the same key gives the same score up to float noise, so the registry compares a
+    version's recorded scores with a later run's evaluation of it only where the keys agree (flows.promotion)."""
+    from simcse.evaluation import metric_names
+
+    columns = inputs.get("eval_columns") or {}
+    settings = config.model.model_dump(mode="json", exclude={"name_or_path"})
+    paths = [*inputs["sts"], *inputs["eval_pairs"]]
+    return {metric: combine(path_fingerprint(path), columns.get(path), settings)
+            for metric, path in zip(metric_names(sts, pairs), paths)}
 
 
 def describe_evaluation(evaluated: dict[str, Any]) -> str:

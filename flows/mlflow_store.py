@@ -7,6 +7,16 @@ running `mlflow server` (`http://127.0.0.1:5000`); runs, versions and artifacts 
 keeps them. Nothing is written outside the folder or server named: experiments get an explicit artifact
 location inside the folder (MLflow's own default would be `./mlruns` in the working directory).
 
+A folder can be moved, copied or restored from a backup and serves its own files. MLflow's SQLite store keeps
+absolute URIs: each experiment's artifact location, each run's artifact URI, each model version's source and
+storage location, each logged model's artifact location (`create_experiment` resolves a relative location
+against the working directory; there is no API to change any of them: mlflow/mlflow#3144, #8226). Every
+experiment made here is given `<folder>/artifacts/<name>`, so the folder a store was made in can be read off its
+experiments: when a store is opened in another folder, its URIs under the old folder are rewritten to the same
+paths under the folder it is in now, in one SQLite transaction, before MLflow reads them (`relocate`). A store
+whose records cannot be rewritten (a read-only copy) is refused in one line; no store ever writes new artifacts
+outside its folder (`experiment_id` refuses an experiment whose artifact location is elsewhere).
+
 MLflow (the `tracking` extra: mlflow-skinny, with SQLAlchemy and alembic for the SQLite store) is imported
 only when a store is opened, so runs without tracking never pay for it and never need it.
 """
@@ -19,6 +29,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from dataio.errors import InputError
 from flows.config import is_uri
@@ -26,6 +37,10 @@ from flows.config import is_uri
 DB_NAME = "mlflow.db"
 ARTIFACTS = "artifacts"
 _CLIENTS: dict[str, Any] = {}
+_log = logging.getLogger("flows")
+# Where MLflow's SQLite store keeps absolute URIs: (table, its columns that hold one).
+LOCATION_COLUMNS = (("experiments", ("artifact_location",)), ("runs", ("artifact_uri",)),
+                    ("model_versions", ("source", "storage_location")), ("logged_models", ("artifact_location",)))
 
 
 def _quiet_mlflow() -> None:
@@ -65,15 +80,21 @@ class MlflowStore:
         """Where an experiment's run artifacts go: inside the folder; a server decides for itself."""
         if not self.is_local:
             return None
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", experiment).strip("-") or "experiment"
-        return (Path(self.location) / ARTIFACTS / safe).as_uri()
+        return (Path(self.location) / ARTIFACTS / artifact_folder_name(experiment)).as_uri()
+
+    def inside(self, uri: str) -> bool:
+        """Whether `uri` (a `file:` URI or a path) names something inside this store's folder (a local store)."""
+        path = local_path(uri)
+        return self.is_local and path is not None and path.is_absolute() and path.is_relative_to(self.location)
 
     def client(self) -> Any:
-        """An `mlflow.MlflowClient` for tracking and the registry (one per store and process)."""
+        """An `mlflow.MlflowClient` for tracking and the registry (one per store and process); a local store that
+        was moved or copied here is made to name its own files first (`relocate`)."""
         if self.tracking_uri not in _CLIENTS:
             _quiet_mlflow()
             if self.is_local:
                 Path(self.location).mkdir(parents=True, exist_ok=True)
+                relocate(Path(self.location))
             MlflowClient = import_mlflow_client()
             _quiet_mlflow()  # again: importing mlflow configures its own loggers
             _CLIENTS[self.tracking_uri] = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
@@ -85,18 +106,112 @@ class MlflowStore:
 
         client = self.client()
         found = client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return client.create_experiment(name, artifact_location=self.artifact_location(name))
-        except MlflowException:  # created meanwhile by another process
-            found = client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
+        if found is None:
+            try:
+                return client.create_experiment(name, artifact_location=self.artifact_location(name))
+            except MlflowException:  # created meanwhile by another process
+                found = client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        if self.is_local and not self.inside(found.artifact_location):
+            raise InputError(f"experiment {name!r} keeps its artifacts in {found.artifact_location}, outside this "
+                             "store's folder, and new runs would write there; use a store folder of its own (or "
+                             "give the experiment another name)", path=self.location)
+        return found.experiment_id
 
     def __str__(self) -> str:
         return self.location
+
+
+def artifact_folder_name(experiment: str) -> str:
+    """The folder under `<store>/artifacts/` that holds an experiment's runs."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", experiment).strip("-") or "experiment"
+
+
+def local_path(uri: str | None) -> Path | None:
+    """The path a `file:` URI (or a plain path) names; None for remote artifacts (and for None)."""
+    if uri is None:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    return None
+
+
+def _old_folders(con: Any, folder: Path) -> list[Path]:
+    """The folders this store was made or used in before, read off its experiments: each experiment this module
+    made has its artifacts in `<that folder>/artifacts/<name>`."""
+    found: set[Path] = set()
+    for name, location in con.execute("SELECT name, artifact_location FROM experiments"):
+        path = local_path(location)
+        if path is not None and path.is_absolute() and path.parent.name == ARTIFACTS and name is not None \
+                and path.name == artifact_folder_name(name) and path.parent.parent != folder:
+            found.add(path.parent.parent)
+    return sorted(found)
+
+
+def _moved(value: Any, old: list[Path], folder: Path) -> str | None:
+    """`value` (a URI or a path) with an old folder of the store replaced by `folder`; None when it names none."""
+    path = local_path(value) if isinstance(value, str) else None
+    if path is None or not path.is_absolute() or path.is_relative_to(folder):  # a copy inside the original
+        return None
+    for root in old:
+        if path.is_relative_to(root):
+            new = folder / path.relative_to(root)
+            return new.as_uri() if value.startswith("file:") else str(new)
+    return None
+
+
+def relocate(folder: Path) -> int:
+    """Make a store that was moved, copied or restored into `folder` name its own files: every URI of its records
+    under a folder it was made or used in before now names the same path under `folder` (one SQLite transaction,
+    so a kill leaves all old or all new). Returns how many values changed (0: the store was not moved).
+
+    Only paths under the store's own old folders change: a URI elsewhere (a team's artifact server, a folder the
+    store never held) is left as it is. When the records cannot be written (a read-only copy), the store is
+    refused: reading it would serve the old folder's files, and writing it would write there."""
+    import sqlite3
+
+    db = folder / DB_NAME
+    if not db.is_file():
+        return 0
+    con = sqlite3.connect(str(db), timeout=60, isolation_level=None)
+    old: list[Path] = []
+    try:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        old = _old_folders(con, folder) if "experiments" in tables else []
+        if not old:
+            return 0
+        con.execute("BEGIN IMMEDIATE")  # then read again: another process may have rewritten it meanwhile
+        old = _old_folders(con, folder)
+        changed = 0
+        for table, wanted in LOCATION_COLUMNS:
+            if table not in tables:
+                continue
+            have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+            columns = [c for c in wanted if c in have]
+            if not columns:
+                continue
+            for rowid, *values in con.execute(f"SELECT rowid, {', '.join(columns)} FROM {table}").fetchall():
+                updates = {c: new for c, v in zip(columns, values) if (new := _moved(v, old, folder)) is not None}
+                if updates:
+                    assignments = ", ".join(f"{c} = ?" for c in updates)
+                    con.execute(f"UPDATE {table} SET {assignments} WHERE rowid = ?", [*updates.values(), rowid])
+                    changed += len(updates)
+        con.execute("COMMIT")
+    except sqlite3.Error as err:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        was = f" from {old[0]}" if old else ""
+        raise InputError(f"this MLflow store was moved or copied here{was}, and its records, which name the files "
+                         f"of the folder it was in, cannot be updated to name its own ({err}); make the folder and "
+                         f"{DB_NAME} writable, then rerun", path=folder) from None
+    finally:
+        con.close()
+    if changed:
+        _log.warning("%s: this MLflow store was moved or copied here from %s; its %d file locations now name the "
+                     "files in this folder", folder, ", ".join(map(str, old)), changed)
+    return changed
 
 
 def store_for(config: Any) -> MlflowStore | None:

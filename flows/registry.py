@@ -16,6 +16,16 @@ artifact `model` of the run's MLflow run, plus tags:
     simcse.data_rows, simcse.data_new_rows, simcse.data_files, simcse.inputs_key, simcse.settings_key
                        what the run read and how much of it was new (flows.new_data; runs that recorded it),
                        with the record itself as the artifacts `data_seen/` of the version's MLflow run
+    simcse.model_sha256   the model folder's sha256 (dataio.hashing.model_folder_sha256: the value a round's
+                       metrics.json and a warm start's warm_start.json record for the same files)
+    simcse.files_sha256   {file: sha256} of the model folder (the card left out), to name the file that changed
+    simcse.eval_keys      {metric: what it was measured on} (flows.inputs.eval_keys), so a later run's evaluation of
+                       the version is compared with its recorded scores only where the files and settings agree
+
+Verified before use: the files are checked against the recorded sha256 wherever a version is used (`models
+path`, a warm start, a promotion by the gate or by hand, a rollback); a changed file is one InputError naming
+the file, the version and the way out. A version registered before the sha256 were recorded is used with a
+warning that it cannot be verified.
 
 The first version is the model the registry starts from (`models init`), so a current model exists before
 the first run.
@@ -29,22 +39,31 @@ the version by its run key and finishes the switch.
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import yaml
 
 from dataio.errors import InputError
-from flows.mlflow_store import MlflowStore
-from flows.promotion import GateSettings, best_round, decide, flat_metrics
+from dataio.hashing import model_folder_hashes, model_folder_sha256
+from flows.mlflow_store import MlflowStore, local_path
+from flows.promotion import GateSettings, best_round, decide, flat_metrics, parent_drift
 
 CURRENT = "current"
 MODEL_ARTIFACT = "model"
 TAG = "simcse."
+MODEL_SHA256 = TAG + "model_sha256"
+FILES_SHA256 = TAG + "files_sha256"
+EVAL_KEYS = TAG + "eval_keys"
+MAX_MANIFEST = 5000  # characters: the tag-value limit of older MLflow servers; beyond it only the folder's hash
+_log = logging.getLogger("flows")
+Warn = Callable[[str], Any]
 
 
 @dataclass
@@ -86,9 +105,32 @@ def _from_mlflow(mv: Any, current: int | None) -> Version:
 
 def local_folder(uri: str) -> Path | None:
     """The folder a `file:` URI (or a plain path) names; None for remote artifacts."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path))
+    return local_path(uri)
+
+
+def file_tags(model_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(the version tags that record a model folder's sha256, its {file: sha256}), the folder read once."""
+    digest, files = model_folder_hashes(model_dir)
+    tags = {MODEL_SHA256: digest}
+    manifest = json.dumps(files, sort_keys=True)
+    if len(manifest) <= MAX_MANIFEST:
+        tags[FILES_SHA256] = manifest
+    return tags, files
+
+
+def changed_file(tags: dict[str, str], folder: Path) -> tuple[str | None, str] | None:
+    """The first file of `folder` that is not what the version's tags recorded, and how: ('model.safetensors',
+    'changed'), ('vocab.txt', 'is missing'), ('pytorch_model.bin', 'was added'), or (None, 'its files changed')
+    where only the folder's hash was recorded; None when they agree. KeyError: nothing was recorded."""
+    if FILES_SHA256 in tags:
+        expected = json.loads(tags[FILES_SHA256])
+        _, found = model_folder_hashes(folder)
+        for name in sorted(set(expected) | set(found)):
+            if expected.get(name) != found.get(name):
+                return name, "is missing" if name not in found else "was added" if name not in expected else "changed"
+        return None
+    if model_folder_sha256(folder) != tags[MODEL_SHA256]:
+        return None, "its files changed"
     return None
 
 
@@ -154,6 +196,10 @@ class ModelRegistry:
         on this machine, else a copy downloaded into `dest` (whole, or not at all)."""
         local = local_folder(version.source)
         if local is not None:
+            if self.store.is_local and not self.store.inside(version.source):
+                raise InputError(f"version {version.version}'s files are recorded at {local}, outside the registry "
+                                 "folder, which serves only its own files; register the model again into this "
+                                 "registry", path=self.store.location)
             if not local.is_dir():
                 pruned = version.tags.get(TAG + "pruned")
                 why = f"were removed by `simcse-curriculum prune` on {pruned}" if pruned else "are missing"
@@ -178,22 +224,75 @@ class ModelRegistry:
                 inner.rmdir()
         return dest
 
+    def verified_path(self, version: Version, dest: Path | None = None, warn: Warn | None = None) -> Path:
+        """`local_path`, its files checked against the sha256 recorded with the version (`check_files`)."""
+        folder = self.local_path(version, dest)
+        self.check_files(version, folder, warn, downloaded=not self.store.is_local)
+        return folder
+
+    def check_files(self, version: Version, folder: Path, warn: Warn | None = None, downloaded: bool = False) -> None:
+        """The files in `folder` are the ones registered as `version` (their sha256): else one InputError naming the
+        file, the version and what to do. A version registered without sha256 is used, with a warning (`warn`,
+        by default the `flows` logger) that it cannot be verified."""
+        try:
+            problem = changed_file(version.tags, folder)
+        except KeyError:
+            self._unverifiable(version, folder, warn)
+            return
+        if problem is None:
+            return
+        name, how = problem
+        todo = (f"delete {folder} to download the version again" if downloaded else
+                f"restore the registry folder {self.store} from a backup, or use another version "
+                f"(`simcse-curriculum models list {self.store}`, then `models rollback {self.store} VERSION`)")
+        raise InputError(f"version {version.version} of {self.name!r}: {f'{name} ' if name else ''}{how} since it was "
+                         f"registered (its sha256 differs from the one recorded with the version); {todo}",
+                         path=folder / name if name else folder)
+
+    def verify(self, version: Version, warn: Warn | None = None) -> None:
+        """Check a version's files where they are: in the registry folder, or downloaded from a server into a
+        temporary folder first (a promotion or rollback on a server registry)."""
+        if self.store.is_local:
+            self.verified_path(version, warn=warn)
+            return
+        if not (FILES_SHA256 in version.tags or MODEL_SHA256 in version.tags):
+            self._unverifiable(version, version.source, warn)  # nothing to download it for
+            return
+        with tempfile.TemporaryDirectory(prefix="simcse-verify-") as tmp:
+            folder = self.local_path(version, Path(tmp) / "model")
+            self.check_files(version, folder, warn, downloaded=True)
+
+    def _unverifiable(self, version: Version, where: Any, warn: Warn | None) -> None:
+        (warn or _log.warning)(f"version {version.version} of {self.name!r} was registered without its files' sha256 "
+                               f"(before the registry recorded them), so its files ({where}) cannot be verified")
+
     # ------------------------------------------------------------------------------------------ writing
     def new_run(self, run_name: str, tags: dict[str, str]) -> str:
         experiment = self.store.experiment_id(self.experiment)
         return self.client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
 
-    def _log_model(self, run_id: str, model_dir: Path) -> str:
-        """Copy the model folder into the run's artifacts and check every file arrived; returns its URI."""
+    def _log_model(self, run_id: str, model_dir: Path) -> tuple[str, dict[str, str]]:
+        """Copy the model folder into the run's artifacts and check every file arrived (sizes; and, in a registry
+        folder, each file's sha256 against the source's); returns its URI and the tags recording its sha256."""
+        artifact_uri = self.client.get_run(run_id).info.artifact_uri.rstrip("/")
+        if self.store.is_local and not self.store.inside(artifact_uri):  # never write outside the folder in use
+            raise InputError(f"the MLflow run {run_id} keeps its artifacts in {artifact_uri}, outside the registry "
+                             "folder; nothing was registered", path=self.store.location)
+        tags, files = file_tags(model_dir)
         self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
         expected = {p.relative_to(model_dir).as_posix(): p.stat().st_size
                     for p in model_dir.rglob("*") if p.is_file()}
         logged = self._artifact_sizes(run_id, MODEL_ARTIFACT)
         missing = [name for name, size in expected.items() if logged.get(name) != size]
+        source = f"{artifact_uri}/{MODEL_ARTIFACT}"
+        copy = local_folder(source)
+        if not missing and self.store.is_local and copy is not None:
+            _, copied = model_folder_hashes(copy)
+            missing = [name for name, sha in files.items() if copied.get(name) != sha]
         if missing:
             raise OSError(f"registry {self.store}: copying {model_dir} left {len(missing)} files incomplete "
                           f"({', '.join(sorted(missing)[:3])})")
-        return f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT}"
+        return source, tags
 
     def _artifact_sizes(self, run_id: str, root: str) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -228,11 +327,10 @@ class ModelRegistry:
             except MlflowException:
                 pass  # there already (a start interrupted after this step)
             run_id = self.new_run("registry-start", {TAG + "role": "registry-start"})
-            source = self._log_model(run_id, base)
+            source, sha_tags = self._log_model(run_id, base)
             self.client.set_terminated(run_id)
             tags = {TAG + "parent": "", TAG + "promoted": "true", TAG + "run_key": "registry-start",
-                    TAG + "reason": f"the model the registry starts from ({base})", TAG + "metrics": "{}",
-}
+                    TAG + "reason": f"the model the registry starts from ({base})", TAG + "metrics": "{}", **sha_tags}
             mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
                                                   description=f"start: {base}")
             first = _from_mlflow(mv, None)
@@ -248,14 +346,16 @@ class ModelRegistry:
         overruled by a comparison made against another model."""
         version = self.find("run_key", run_key)
         if version is None:
-            source = self._log_model(run_id, model_dir)
+            source, sha_tags = self._log_model(run_id, model_dir)  # checked against the round's files
             tags = {TAG + "parent": str(parent.version), TAG + "promoted": "pending" if passed else "false",
                     TAG + "reason": reason, TAG + "gate": json.dumps(gate), TAG + "metrics": json.dumps(metrics),
                     TAG + "run_key": run_key, TAG + "run_dir": run_dir,
-                    **{TAG + k: v for k, v in (extra_tags or {}).items()}}
+                    **{TAG + k: v for k, v in (extra_tags or {}).items()}, **sha_tags}
             mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
                                                   description=f"from version {parent.version}: {reason}")
             version = _from_mlflow(mv, self.current_number())
+        elif version.promoted == "pending":  # a switch a kill interrupted: the files are still the ones registered
+            self.verify(version)
         if version.promoted == "pending":
             current = self.current_number()
             if current == parent.version:
@@ -270,9 +370,10 @@ class ModelRegistry:
                 self.client.set_model_version_tag(self.name, str(version.version), TAG + "promoted", "false")
         return self.version(version.version)
 
-    def promote(self, number: int, reason: str = "promoted by hand") -> Version:
-        """Make version `number` current (a person's decision; the gate is not asked)."""
-        self.version(number)  # an unknown version: one clear error
+    def promote(self, number: int, reason: str = "promoted by hand", warn: Warn | None = None) -> Version:
+        """Make version `number` current (a person's decision; the gate is not asked), once its files are checked
+        against the sha256 recorded with it."""
+        self.verify(self.version(number), warn)  # an unknown version, or changed files: one clear error
         before = self.current_number()
         self.client.set_registered_model_alias(self.name, CURRENT, str(number))
         self.client.set_model_version_tag(self.name, str(number), TAG + "promoted", "true")
@@ -281,15 +382,16 @@ class ModelRegistry:
                                               f"{reason} (current was version {before})")
         return self.version(number)
 
-    def rollback(self, number: int | None = None) -> Version:
-        """Make the current version's parent (or version `number`) current again; the version left is tagged."""
+    def rollback(self, number: int | None = None, warn: Warn | None = None) -> Version:
+        """Make the current version's parent (or version `number`) current again, once its files are checked; the
+        version left is tagged."""
         current = self.current()
         if current is None:
             raise InputError(f"registry {self.store}: {self.name!r} has no current version")
         target = number if number is not None else current.parent
         if target is None:
             raise InputError(f"version {current.version} is the first version; there is nothing to roll back to")
-        moved = self.promote(target, reason=f"rolled back from version {current.version}")
+        moved = self.promote(target, reason=f"rolled back from version {current.version}", warn=warn)
         if current.version != target:
             self.client.set_model_version_tag(self.name, str(current.version), TAG + "rolled_back",
                                               time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -320,7 +422,10 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     as the run itself evaluated it (its base metrics). Registering the same run again returns its version.
 
     The run must have started from a registered version's folder (`models path REGISTRY`): otherwise its
-    baseline is not a version's score and the comparison would mean nothing."""
+    baseline is not a version's score and the comparison would mean nothing. The baseline must also be the
+    version's: the files the run started from are the version's (the sha256 its warm_start.json recorded, else
+    the version's files as they are now), and the run's evaluation of them repeats the scores recorded with the
+    version (`check_parent_scores`); otherwise nothing is registered."""
     from flows.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -328,7 +433,8 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
         raise InputError("not a run folder (no config.yaml); give the output_dir of a run", path=run_dir)
     config = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
     started = Path(str((config.get("model") or {}).get("name_or_path", ""))).expanduser()
-    parent = _recorded_parent(registry, run) or next(
+    record = _recorded_start(registry, run)
+    parent = registry.version(int(record["parent_version"])) if record is not None else next(
         (v for v in registry.versions() if (local := local_folder(v.source)) is not None and started.is_dir()
          and local.resolve() == started.resolve()), None)
     if parent is None:
@@ -349,22 +455,27 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     existing = registry.find("run_key", run_key)
     if existing is not None and existing.promoted != "pending":
         return existing
+    _check_start(registry, parent, record, run)  # the baseline was measured on the version's files ...
+    check_parent_scores(registry, parent, base, gate.parent_tolerance, run.base_metrics_path)  # ... and repeats it
     run.check_model(chosen)  # the files registered are the ones the round wrote and evaluated (sha256)
     run_id = existing.run_id if existing is not None else registry.new_run(
         run.root.name, {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)})
     from flows.new_data import attach_to_run
 
     seen_tags = attach_to_run(registry.client, run_id, run) if existing is None else {}  # what the run saw
+    keys = run.read_metrics(chosen).get("eval_keys") or base.get("eval_keys")
     version = registry.register(run_id=run_id, model_dir=run.model_dir(chosen), parent=parent,
                                 passed=decision.passed, reason=decision.reason, gate=decision.as_dict(),
                                 metrics=flat_metrics(rounds[chosen]), run_key=run_key, run_dir=str(run.root.resolve()),
-                                extra_tags={"candidate_round": str(chosen), **seen_tags})
+                                extra_tags={"candidate_round": str(chosen), **seen_tags,
+                                            **({"eval_keys": json.dumps(keys, sort_keys=True)} if keys else {})})
     registry.client.set_terminated(run_id)
     return version
 
 
-def _recorded_parent(registry: ModelRegistry, run: Any) -> Version | None:
-    """The version a warm-started run recorded as its parent (flows.warm_start), when it is of this registry."""
+def _recorded_start(registry: ModelRegistry, run: Any) -> dict[str, Any] | None:
+    """The start a warm-started run recorded (flows.warm_start: its parent version and the sha256 of the files it
+    started from), when its parent is a version of this registry."""
     from flows.warm_start import START_FILE
 
     path = run.root / START_FILE
@@ -374,4 +485,37 @@ def _recorded_parent(registry: ModelRegistry, run: Any) -> Version | None:
     if record.get("parent_version") is None or record.get("name") not in (None, registry.name) \
             or record.get("registry") not in (None, str(registry.store)):
         return None
-    return registry.version(int(record["parent_version"]))
+    return record
+
+
+def _check_start(registry: ModelRegistry, parent: Version, record: dict[str, Any] | None, run: Any) -> None:
+    """The run's baseline was measured on the files registered as `parent`: the sha256 its warm start recorded is
+    the version's; without that record (a run started from `models path`), the version's files as they are now."""
+    from flows.warm_start import START_FILE
+
+    started, registered = (record or {}).get("model_sha256"), parent.tags.get(MODEL_SHA256)
+    if started and registered:
+        if started != registered:
+            raise InputError(f"the run started from files that are not version {parent.version} of {registry.name!r} "
+                             f"(their sha256 in {START_FILE} differs from the one recorded with the version), so its "
+                             "baseline is not the version's score; nothing was registered: start a new run from the "
+                             "version", path=run.root / START_FILE)
+    elif registry.store.is_local:
+        registry.verify(parent)
+
+
+def check_parent_scores(registry: ModelRegistry, parent: Version, base: dict[str, Any], tolerance: float,
+                        where: Path) -> None:
+    """The run's evaluation of the version it started from (`base`, its base_metrics.json) repeats the scores
+    recorded with that version, within `tolerance` points, on every metric measured on the same file with the same
+    settings (flows.promotion.parent_drift); else one InputError. A version recorded without its evaluation's
+    keys (registered before they were recorded, or version 1) is not compared."""
+    keys = json.loads(parent.tags.get(EVAL_KEYS) or "{}")
+    drift = parent_drift(base.get("evaluation"), base.get("eval_keys"), parent.metrics, keys, tolerance)
+    if drift is None:
+        return
+    raise InputError(f"{drift.describe(f'version {parent.version} of {registry.name!r}')}: the version's files or the "
+                     "evaluation changed since it was registered; restore the version's files (or make another "
+                     f"version current: `simcse-curriculum models rollback {registry.store} VERSION`) and start a new "
+                     "run, or, where a library, device or precision change moved the scores, raise "
+                     "registry.gate.parent_tolerance (`models register --parent-tolerance`)", path=where)

@@ -28,6 +28,11 @@ def _open(registry: str, name: str | None) -> Any:
     return open_registry(registry, name)
 
 
+def _warn(line: str) -> None:
+    """A warning on stderr (stdout stays what the command prints: a path, a table, JSON)."""
+    typer.echo(f"warning: {line}", err=True)
+
+
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
@@ -66,21 +71,22 @@ def path_command(registry: RegistryArg, version: Annotated[int | None, typer.Arg
                  name: NameOption = None,
                  dest: Annotated[Path | None, typer.Option(help="where to download the files when the registry "
                                                                 "keeps them on a server")] = None) -> None:
-    """Print a local folder that `SentenceTransformer(path)` loads: the current version, or VERSION."""
+    """Print a local folder that `SentenceTransformer(path)` loads: the current version, or VERSION (its files
+    checked against the sha256 recorded with the version)."""
     from dataio.errors import InputError
 
     reg = _open(registry, name)
     target = reg.version(version) if version is not None else reg.current()
     if target is None:
         raise InputError(f"registry {reg.store}: {reg.name!r} has no current version")
-    typer.echo(str(reg.local_path(target, dest.resolve() if dest else None)))
+    typer.echo(str(reg.verified_path(target, dest.resolve() if dest else None, warn=_warn)))
 
 
 @models_app.command("promote")
 def promote_command(registry: RegistryArg, version: Annotated[int, typer.Argument(help="the version to make current")],
                     name: NameOption = None) -> None:
     """Make VERSION the current model (a person's decision: the gate is not asked)."""
-    _move_current(registry, name, lambda reg: reg.promote(version))
+    _move_current(registry, name, lambda reg: reg.promote(version, warn=_warn))
 
 
 @models_app.command("rollback")
@@ -88,7 +94,7 @@ def rollback_command(registry: RegistryArg, version: Annotated[int | None, typer
                          help="the version to go back to (default: the current version's parent)")] = None,
                      name: NameOption = None) -> None:
     """Make the current version's parent (or VERSION) current again."""
-    _move_current(registry, name, lambda reg: reg.rollback(version))
+    _move_current(registry, name, lambda reg: reg.rollback(version, warn=_warn))
 
 
 def _move_current(registry: str, name: str | None, move: Callable[[Any], Any]) -> None:
@@ -129,11 +135,14 @@ def register_command(
                                                    "(default: the run's registry.gate.guard)")] = None,
     guard_tolerance: Annotated[float | None, typer.Option(help="points the guard may fall (default: the run's "
                                                                "registry.gate.guard_tolerance, else 1)")] = None,
+    parent_tolerance: Annotated[float | None, typer.Option(
+        help="points the run's evaluation of the version it started from may differ from the scores recorded with "
+             "that version (default: the run's registry.gate.parent_tolerance, else 0.5)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the version as JSON on stdout")] = False,
 ) -> None:
     """Register a finished run's best round as a new version; it becomes current only if the gate passes."""
     from dataio.errors import InputError
-    from flows.promotion import GateSettings
+    from flows.promotion import PARENT_TOLERANCE, GateSettings
     from flows.registry import register_run
 
     reg = _open(registry, name)
@@ -143,7 +152,9 @@ def register_command(
             metric=metric or run_gate.get("metric"),
             min_gain=next(v for v in (min_gain, run_gate.get("min_gain"), min_improvement, 0.0) if v is not None),
             guard=guard or run_gate.get("guard"),
-            guard_tolerance=next(v for v in (guard_tolerance, run_gate.get("guard_tolerance"), 1.0) if v is not None))
+            guard_tolerance=next(v for v in (guard_tolerance, run_gate.get("guard_tolerance"), 1.0) if v is not None),
+            parent_tolerance=next(v for v in (parent_tolerance, run_gate.get("parent_tolerance"), PARENT_TOLERANCE)
+                                  if v is not None))
     except ValueError as err:
         raise InputError(f"promotion gate: {err}") from None
     version = register_run(reg, run_dir.resolve(), gate)

@@ -54,6 +54,7 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
     metrics = jsonable({
         "round": round_, "model": str(run.model_dir(round_)), "model_sha256": run.model_sha256(round_),
         "evaluation": evaluated.get("evaluation"), "dev_metric": evaluated.get("dev_metric"),
+        "eval_keys": evaluated.get("eval_keys"),
         "train": {k: trained.get(k) for k in ("steps", "mean_train_accuracy", "seconds")},
         "mining": {"bands": mined.get("bands"), "rows": mined.get("rows"), "seconds": mined.get("seconds")},
         "curriculum": {**plan, "decision": verdict["reason"], **verdict},

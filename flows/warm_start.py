@@ -9,7 +9,10 @@ folder the run starts from goes into the run's saved config (`<run>/config.yaml`
   compares the run's model with;
 - a resumed run starts from the same version even when the registry's current model has moved on meanwhile;
 - a version whose files changed after a run started from them stops the resumed run (one line), instead of
-  training on from other weights than the baseline was measured on.
+  training on from other weights than the baseline was measured on;
+- a new run checks the version's files against the sha256 recorded with it in the registry before it loads them
+  (`ModelRegistry.verified_path`), and, once it has evaluated them, its scores against the ones recorded with the
+  version (`flows.registry.check_parent_scores`, from `flows.continuing`): a changed version stops the run.
 
 Resolving is read-only. A registry with no current version yet is created when the run starts (`record_start`,
 after the run's inputs were checked, inside its folder's lock): version 1 is the model the run starts from.
@@ -107,10 +110,10 @@ def resolve_start(config: RunConfig, *, for_run: bool) -> WarmStart:
     if not registry_started(registry):
         return WarmStart(config, None, registry)
     current = registry.current()
-    if registry.store.is_local:
-        local = registry.local_path(current)
-    elif for_run:  # a server registry: the version's files are downloaded into the run folder
-        local = registry.local_path(current, run.root / DOWNLOADED_START)
+    if registry.store.is_local:  # a run checks the files it starts from; the read-only check does not read them
+        local = registry.verified_path(current) if for_run else registry.local_path(current)
+    elif for_run:  # a server registry: the version's files are downloaded into the run folder, and checked
+        local = registry.verified_path(current, run.root / DOWNLOADED_START)
     else:  # ... when the run starts, not by a check
         return WarmStart(config, current.version, registry)
     return WarmStart(_with_model(config, str(local)), current.version, registry)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from dataio.hashing import MODEL_CARD_FILES, model_folder_sha256
+from dataio.hashing import MODEL_CARD_FILES, model_folder_hashes, model_folder_sha256, sha256_file
 
 # The hash of `model_folder` below as runs recorded it before the hash moved to dataio (flows.rundir's
 # model_files_sha256 at fb58960): a round's metrics.json, warm_start.json and the registry's checks hold such
@@ -79,6 +79,17 @@ def test_prefect_cache_keys_a_model_folder_by_the_same_hash_and_sees_every_chang
     (folder / ".hidden_tokenizer_file").write_text("x")  # every file counts, as for the recorded hash
     assert model_fingerprint(folder) == model_folder_sha256(folder)[:32]
     assert model_fingerprint("org/hub-name") == "name:org/hub-name"
+
+
+def test_a_folder_and_its_manifest_in_one_pass_give_the_recorded_hash_and_each_file_s_sha256(tmp_path: Path) -> None:
+    """What the registry records with a version: the folder's hash (the one rounds and warm starts record) and a
+    manifest naming each file (the card left out), so a check can say which file changed."""
+    folder = model_folder(tmp_path / "model")
+    digest, files = model_folder_hashes(folder)
+    assert digest == RECORDED
+    assert set(files) == {"model.safetensors", "config.json", "modules.json", "vocab.txt", "spiece.model",
+                          "1_Pooling/config.json", "a/b.json", "a.txt"}
+    assert files["1_Pooling/config.json"] == sha256_file(folder / "1_Pooling/config.json")
 
 
 def test_the_card_files_left_out_are_the_ones_simcse_writes() -> None:

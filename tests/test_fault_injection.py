@@ -4,10 +4,11 @@ One test per probe, each ending in the documented outcome (docs/flows.md, "Fault
 curriculum state is rebuilt exactly from the rounds' records, never restarted; a folder that is not ours is
 refused and left as it was; a second command on a folder in use is refused naming the first; a killed run
 leaves no Prefect server; a full disk, a read-only folder, a damaged or pickled model and a damaged embeddings
-cache are one line on stderr with exit code 2. CLI probes run `simcse-curriculum` in subprocesses against one
-Prefect test harness server (no ephemeral API start per process) except where the ephemeral server is what is
-under test. The full-disk and read-only probes mount a small tmpfs / a read-only bind mount in a private
-mount namespace (`unshare`), and are skipped where that is not permitted.
+cache are one line on stderr with exit code 2; a registry version whose files changed, or whose evaluation no
+longer repeats its recorded score, stops a warm start before anything is trained. CLI probes run
+`simcse-curriculum` in subprocesses against one Prefect test harness server (no ephemeral API start per process)
+except where the ephemeral server is what is under test. The full-disk and read-only probes mount a small tmpfs
+/ a read-only bind mount in a private mount namespace (`unshare`), and are skipped where that is not permitted.
 """
 
 from __future__ import annotations
@@ -666,3 +667,71 @@ def test_library_caches_stay_in_the_run_folder(reference_run: dict[str, Any]) ->
     """Old code: matplotlib wrote its font cache (and an empty config folder) under $HOME."""
     assert not list(reference_run["home"].rglob("*")), list(reference_run["home"].rglob("*"))
     assert list((reference_run["dir"] / "cache" / "matplotlib").glob("fontlist-*.json"))
+
+
+# ------------------------------------------------------------------- registry versions verified before use
+
+def _registry_night(inputs: dict[str, Path], folder: Path, registry: Path, **changes: Any) -> dict[str, Any]:
+    """One registry run (flows.continuing: warm start, rounds, registration) through the plain steps."""
+    from flows.config import config_from_mapping
+    from flows.continuing import run_continuing
+    from flows.loop import plain_steps
+    from flows.rundir import RunDir
+    from simcse.testing import torch_threads
+
+    config = config_from_mapping(settings(folder, inputs, rounds=1, registry={
+        "path": str(registry), "name": "enc", "force": True, "gate": {"min_gain": -100.0}}, **changes))
+    with torch_threads(1):
+        return run_continuing(config, lambda cfg: plain_steps(cfg, RunDir(Path(cfg.output_dir))))
+
+
+def _flip(weights: Path) -> None:
+    data = bytearray(weights.read_bytes())
+    for i in range(4):
+        data[len(data) // 2 + i] ^= 0x40
+    weights.write_bytes(bytes(data))
+
+
+def test_a_registry_version_with_flipped_bytes_is_not_warm_started_from(inputs: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """Old code: a run warm-started from the current version with 4 flipped bytes in its model.safetensors (the
+    file still loads) and trained on. Now the run checks the version's files against the sha256 recorded with it
+    before it loads them: one line naming the file, the version and what to do; nothing evaluated or trained."""
+    from dataio.errors import InputError
+    from flows.mlflow_store import MlflowStore
+    from flows.registry import ModelRegistry
+
+    registry = ModelRegistry(MlflowStore.at(tmp_path / "registry"), "enc")
+    weights = registry.local_path(registry.ensure_started(inputs["model"])) / "model.safetensors"
+    _flip(weights)
+    with pytest.raises(InputError, match=rf"^{weights}: version 1 of 'enc': model.safetensors changed since it was "
+                                         r"registered .*restore the registry folder .*models rollback"):
+        _registry_night(inputs, tmp_path / "run", tmp_path / "registry")
+    assert not (tmp_path / "run" / "base_metrics.json").exists() and not (tmp_path / "run" / "rounds").exists()
+
+
+def test_a_parent_whose_fresh_evaluation_misses_its_recorded_score_stops_the_run(inputs: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    """Old code: a run's baseline 8.5 points below the score recorded with the version it started from went
+    unnoticed, and the gate compared the run's model with that baseline. Now the run compares its evaluation of
+    the version with the version's recorded scores (same files and settings) and stops before round 0 trains."""
+    from dataio.errors import InputError
+    from flows.registry import open_registry
+
+    night1 = _registry_night(inputs, tmp_path / "n1", tmp_path / "registry")
+    assert night1["registry"]["registered"]["version"] == 2
+    registry = open_registry(str(tmp_path / "registry"), "enc")
+    v2 = registry.version(2)
+    recorded = v2.metrics["sts/sts_dev"]
+    registry.client.set_model_version_tag("enc", "2", "simcse.metrics",
+                                          json.dumps({**v2.metrics, "sts/sts_dev": recorded + 8.5}))
+    with pytest.raises(InputError, match=r"base_metrics.json: the run's evaluation of version 2 of 'enc' gives "
+                                         r"sts/sts_dev .*\(-8.50 points; .*tolerance is 0.50\): the version's files "
+                                         r"or the evaluation changed"):
+        _registry_night(inputs, tmp_path / "n2", tmp_path / "registry")
+    assert not (tmp_path / "n2" / "rounds").exists(), "stopped before round 0 trained"
+    assert json.loads(v2.tags["simcse.eval_keys"])["sts/sts_dev"], "what the scores were measured on"
+    assert [v.version for v in registry.versions()] == [1, 2]
+    # The same night with the recorded score restored runs through: the check is exact, not a fluke of noise.
+    registry.client.set_model_version_tag("enc", "2", "simcse.metrics", json.dumps(v2.metrics))
+    assert _registry_night(inputs, tmp_path / "n2", tmp_path / "registry")["registry"]["registered"]["version"] == 3

@@ -215,3 +215,156 @@ def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monk
     with pytest.raises(InputError, match=r"simcse-curriculum\[tracking\]"):
         check_run(cfg)
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------------- verified before use
+
+def flip_bytes(weights: Path, count: int = 4) -> None:
+    """`count` bytes in the middle of a weights file XOR 0x40: the file still loads, the model is another."""
+    data = bytearray(weights.read_bytes())
+    for i in range(count):
+        data[len(data) // 2 + i] ^= 0x40
+    weights.write_bytes(bytes(data))
+
+
+def models_cli(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(["models", *args])
+    got = capsys.readouterr()
+    return rc, got.out, got.err
+
+
+def one_error_line(rc: int, err: str, *says: str) -> str:
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), (rc, err)
+    for text in says:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_version_whose_files_changed_is_refused_by_models_path_promote_and_rollback(tmp_path, tiny, capsys):
+    """Old code: `models path` printed a version whose model.safetensors had 4 flipped bytes, and rollback made it
+    current. Now each version records its files' sha256 and every use checks them: one line naming the file, the
+    version and what to do, exit 2, and the current version stays."""
+    folder = str(tmp_path / "reg")
+    assert models_cli(capsys, "init", folder, tiny, "--name", "enc")[0] == 0
+    v1 = Path(models_cli(capsys, "path", folder)[1].strip())
+    fake_run(tmp_path / "run", v1, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    rc, out, err = models_cli(capsys, "register", folder, str(tmp_path / "run"))
+    assert rc == 0 and "version 2 (from version 1): promoted" in out, (out, err)
+    v2 = Path(models_cli(capsys, "path", folder)[1].strip())
+
+    flip_bytes(v1 / "model.safetensors")
+    for args in (("path", folder, "1"), ("rollback", folder), ("promote", folder, "1")):
+        rc, out, err = models_cli(capsys, *args)
+        one_error_line(rc, err, f"{v1 / 'model.safetensors'}: version 1 of 'enc': model.safetensors changed since it "
+                                "was registered", "restore the registry folder", "models rollback")
+    reg = ModelRegistry(MlflowStore.at(folder), "enc")
+    assert reg.current_number() == 2, "a refused rollback or promotion leaves the current version"
+
+    flip_bytes(v2 / "model.safetensors")  # the current version: `models path` without a version refuses too
+    one_error_line(*models_cli(capsys, "path", folder)[::2], "version 2 of 'enc': model.safetensors changed")
+    (v1 / "model.safetensors").unlink()  # a missing file is named as well
+    one_error_line(*models_cli(capsys, "path", folder, "1")[::2], "version 1 of 'enc': model.safetensors is missing")
+
+    # Where only the folder's hash was recorded (a manifest too long for a tag), the folder is named.
+    reg.client.delete_model_version_tag("enc", "2", "simcse.files_sha256")
+    one_error_line(*models_cli(capsys, "path", folder)[::2], f"{v2}: version 2 of 'enc': its files changed since")
+    # A version registered before the sha256 were recorded is used, with a warning that it cannot be verified.
+    reg.client.delete_model_version_tag("enc", "2", "simcse.model_sha256")
+    rc, out, err = models_cli(capsys, "path", folder)
+    assert rc == 0 and Path(out.strip()) == v2, err
+    assert err.startswith("warning: version 2 of 'enc' was registered without its files' sha256") and \
+        "cannot be verified" in err
+
+
+def test_models_register_refuses_a_run_whose_baseline_does_not_repeat_the_parent_s_recorded_score(
+        tmp_path, tiny, registry):
+    """Old code: the gate compared the candidate with whatever the run measured for its starting model, even 8.5
+    points below the score recorded with that version. Now the baseline must repeat the version's recorded scores
+    (within registry.gate.parent_tolerance) on every metric measured on the same file and settings (eval_keys)."""
+    keys = {"pairs/select": "same-file", "pairs/report": "same-file-2", "sts/dev": "same-file-3"}
+
+    def run_with_keys(folder: Path, start: Path, base: dict, candidate: dict, base_keys: dict) -> Path:
+        fake_run(folder, start, base, [candidate], Path(tiny))
+        for path, with_keys in ((folder / "base_metrics.json", base_keys), (folder / "rounds/0/metrics.json", keys)):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "eval_keys": with_keys}))
+        return folder
+
+    v1 = registry.local_path(registry.current())
+    v2 = register_run(registry, run_with_keys(tmp_path / "run1", v1, evaluation(70.0), evaluation(75.0), keys),
+                      GateSettings())
+    assert v2.current
+    start = registry.local_path(v2)
+    low = run_with_keys(tmp_path / "run2", start, evaluation(66.5), evaluation(70.0), keys)
+    with pytest.raises(InputError, match=r"base_metrics.json: the run's evaluation of version 2 of 'enc' gives "
+                                         r"pairs/select 66.50, but 75.00 was recorded .* \(-8.50 points; .* the "
+                                         r"tolerance is 0.50\)"):
+        register_run(registry, low, GateSettings())
+    assert [v.version for v in registry.versions()] == [1, 2] and registry.current_number() == 2
+    assert json.loads(registry.version(2).tags["simcse.eval_keys"]) == keys, "what its scores were measured on"
+    assert register_run(registry, low, GateSettings(parent_tolerance=10.0)).version == 3, "a setting, not a rule"
+    # Scores measured on other files (other keys) are not compared; float noise is within the tolerance.
+    other = run_with_keys(tmp_path / "run3", start, evaluation(60.0), evaluation(61.0), {"pairs/select": "another"})
+    assert register_run(registry, other, GateSettings(min_gain=-100.0)).version == 4
+    noise = run_with_keys(tmp_path / "run4", start, evaluation(75.0 - 1e-6, guard=80.0 + 1e-6), evaluation(76.0),
+                          keys)
+    assert register_run(registry, noise, GateSettings()).version == 5
+
+
+# ------------------------------------------------------------------------- relocatable registry folders
+
+def test_a_copied_registry_reads_and_writes_only_its_own_folder(tmp_path, tiny, capsys):
+    """Old code: MLflow's store names files by absolute `file://` URIs, so a copy of a registry printed (and
+    loaded) the original's files, and `models register` into the copy wrote the model into the original folder.
+    Now a store opened in another folder rewrites its locations to its own files: with the original moved away,
+    every command on the copy reads and writes the copy, and nothing appears where the original was."""
+    from sentence_transformers import SentenceTransformer
+
+    original, copy, away = tmp_path / "reg", tmp_path / "backup" / "reg-copy", tmp_path / "reg-away"
+    assert models_cli(capsys, "init", str(original), tiny, "--name", "enc")[0] == 0
+    v1 = Path(models_cli(capsys, "path", str(original))[1].strip())
+    fake_run(tmp_path / "run1", v1, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    assert models_cli(capsys, "register", str(original), str(tmp_path / "run1"))[0] == 0
+    shutil.copytree(original, copy)
+    original.rename(away)  # the copy must not need the original, and must not write where it was
+    before = {p: p.read_bytes() for p in away.rglob("*") if p.is_file()}
+
+    rc, out, err = models_cli(capsys, "list", str(copy), "--json")
+    assert rc == 0, err
+    assert [Path(v["source"].removeprefix("file://")).is_relative_to(copy) for v in json.loads(out)] == [True, True]
+    rc, out, err = models_cli(capsys, "path", str(copy))
+    current = Path(out.strip())
+    assert rc == 0 and current.is_relative_to(copy), (out, err)
+    SentenceTransformer(str(current), device="cpu")
+    fake_run(tmp_path / "run2", current, evaluation(75.0), [evaluation(80.0)], Path(tiny))
+    rc, out, err = models_cli(capsys, "register", str(copy), str(tmp_path / "run2"))
+    assert rc == 0 and "version 3 (from version 2): promoted" in out, (out, err)
+    v3 = Path(models_cli(capsys, "path", str(copy))[1].strip())
+    assert v3.is_relative_to(copy) and (v3 / "model.safetensors").is_file()
+    assert not original.exists(), "nothing was written where the original registry was"
+    assert {p: p.read_bytes() for p in away.rglob("*") if p.is_file()} == before, "the original is untouched"
+    reg = ModelRegistry(MlflowStore.at(copy), "enc")
+    run_uris = [reg.client.get_run(v.run_id).info.artifact_uri for v in reg.versions()]
+    assert all(Path(uri.removeprefix("file://")).is_relative_to(copy) for uri in run_uris), run_uris
+
+
+def test_a_copied_registry_whose_records_cannot_be_updated_is_refused_in_one_line(tmp_path, tiny, capsys,
+                                                                                monkeypatch):
+    """A copy whose mlflow.db cannot be written (a read-only restore) cannot be made to name its own files: it is
+    refused, naming the folder and why, rather than served from the original's."""
+    import sqlite3
+
+    original, copy = tmp_path / "reg", tmp_path / "copy"
+    assert models_cli(capsys, "init", str(original), tiny, "--name", "enc")[0] == 0
+    shutil.copytree(original, copy)
+    real = sqlite3.connect
+
+    def read_only(database, *args, **kwargs):
+        con = real(database, *args, **kwargs)
+        con.execute("PRAGMA query_only = ON")
+        return con
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    rc, out, err = models_cli(capsys, "path", str(copy))
+    one_error_line(rc, err, f"{copy}: this MLflow store was moved or copied here from {original}",
+                   "cannot be updated", "writable")

@@ -238,6 +238,14 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
         dev = (first if choice is None else evaluated(choice))["dev_metric"]
         assert dev["name"] == name and dev["value"] == pytest.approx(value), choice
     assert not math.isnan(first["seconds"])
+    # What each score was measured on (the registry compares a version's recorded scores where these agree): a
+    # file's key changes with its bytes, and only its own.
+    keys = first["eval_keys"]
+    assert set(keys) == {"sts/up", "sts/down", "pairs/p"} and len(set(keys.values())) == 3
+    (tmp_path / "down.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t4\na\tc\t2\n", encoding="utf-8")
+    changed = evaluated(None)["eval_keys"]
+    assert changed["sts/down"] != keys["sts/down"] and {k: v for k, v in changed.items() if k != "sts/down"} == \
+        {k: v for k, v in keys.items() if k != "sts/down"}
     monkeypatch.setattr(run_inputs, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(InputError, match="'pairs/other' names no evaluation file"):
         evaluated("pairs/other")
