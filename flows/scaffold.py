@@ -211,7 +211,33 @@ def _quote(value: str) -> str:
     return dumped.removesuffix("\n...").removesuffix("...").strip()
 
 
-def render_config(files: list[FileRole], config_path: Path, output_dir: str, model: str, anchors: int) -> str:
+# Where `init` looks for a teacher a team installed with `simcse-curriculum teacher install` (relative to the config).
+TEACHER_PLACES = ("models/all-mpnet-base-v2", "teacher")
+
+
+def find_teacher(base: Path) -> str | None:
+    """A teacher folder beside the config (`TEACHER_PLACES`), as the config would name it; None when none."""
+    for place in TEACHER_PLACES:
+        if (base / place / "modules.json").is_file():
+            return f"./{place}"
+    return None
+
+
+def _teacher_lines(teacher: str | None, found: bool) -> list[str]:
+    """The config's teacher: on when the team named one (--teacher), offered commented out when one was found."""
+    why = ("a stronger frozen encoder that judges every mined pair "
+           "(docs/mining.md#the-judge-mined-positives-and-a-teacher)")
+    if teacher and not found:
+        return [f"teacher:   # {why}", f"  path: {_quote(teacher)}"]
+    if teacher:
+        return [f"# teacher:   # found {teacher}: {why}; uncomment to use it",
+                f"#   path: {_quote(teacher)}"]
+    return ["# teacher: {path: models/all-mpnet-base-v2}   # a stronger judge of mined pairs, offline: pip install "
+            "'simcse-curriculum[teacher]'; simcse-curriculum teacher install --out models/all-mpnet-base-v2"]
+
+
+def render_config(files: list[FileRole], config_path: Path, output_dir: str, model: str, anchors: int,
+                  teacher: str | None = None, teacher_found: bool = False) -> str:
     """The commented YAML text of the config."""
     base = config_path.parent
     by_role: dict[str, list[FileRole]] = {}
@@ -283,14 +309,16 @@ def render_config(files: list[FileRole], config_path: Path, output_dir: str, mod
             "curriculum:",
             "  pacing: root   # from easy to hard bands, competence 1 (every band) on the last round",
             "  total: auto    # = the run's last round, whatever `rounds` is",
-            "training: {}     # lr, temperature, ... (docs/simcse.md)", ""]
+            "training: {}     # lr, temperature, ... (docs/simcse.md)"]
+    out += _teacher_lines(teacher, teacher_found) + [""]
     return "\n".join(out)
 
 
 def scaffold(args: Sequence[str], out: Path, *, output_dir: str | None = None, model: str = "all-MiniLM-L6-v2",
-             force: bool = False) -> tuple[Path, list[FileRole], Any]:
+             force: bool = False, teacher: str | None = None) -> tuple[Path, list[FileRole], Any]:
     """Write the config for `args` (`PATH` or `ROLE=PATH`) to `out` after checking that it runs; returns the
-    path, the files' roles and the check (`flows.validate.RunCheck`)."""
+    path, the files' roles and the check (`flows.validate.RunCheck`). `teacher`: a teacher folder the run uses;
+    without it, one found beside the config (`find_teacher`) is offered, commented out."""
     from dataio.atomic import atomic_path
     from flows.config import load_config
     from flows.validate import check_run
@@ -305,12 +333,18 @@ def scaffold(args: Sequence[str], out: Path, *, output_dir: str | None = None, m
     if Path(model).exists():  # a model folder: named relative to the config, like every other path in it
         model = _rel(Path(model), out.parent)
         model = model if model.startswith((".", "/")) else f"./{model}"
+    found = teacher is None
+    if teacher is not None:
+        teacher = _rel(Path(teacher), out.parent)
+        teacher = teacher if teacher.startswith((".", "/")) else f"./{teacher}"
+    else:
+        teacher = find_teacher(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:  # checked under a temporary name beside `out`, so paths resolve the same
         # First with the smallest batch, to learn the anchors the loaders keep (empty, duplicate and label-0
         # rows dropped); then sized from them and checked again, as it will run.
-        tmp.write_text(render_config(files, out, output_dir, model, anchors=2), encoding="utf-8")
+        tmp.write_text(render_config(files, out, output_dir, model, 2, teacher, found), encoding="utf-8")
         anchors = check_run(load_config(tmp)).corpus.n_anchor_rows
-        tmp.write_text(render_config(files, out, output_dir, model, anchors=anchors), encoding="utf-8")
+        tmp.write_text(render_config(files, out, output_dir, model, anchors, teacher, found), encoding="utf-8")
         check = check_run(load_config(tmp))
     return out, files, check

@@ -52,11 +52,14 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option(help="the base model: a folder, or the offline default")] =
             "all-MiniLM-L6-v2",
         force: Annotated[bool, typer.Option("--force", help="overwrite an existing config file")] = False,
+        teacher: Annotated[str | None, typer.Option(
+            "--teacher", help="a teacher folder the run uses to judge mined pairs (default: one found beside the "
+                              "config, in models/all-mpnet-base-v2, is offered commented out)")] = None,
     ) -> None:
         """Write a commented run config from a team's files (corpus, pairs, evaluation sets) that runs as is."""
         from flows.scaffold import scaffold
 
-        path, roles, check = scaffold(files, out, output_dir=output_dir, model=model, force=force)
+        path, roles, check = scaffold(files, out, output_dir=output_dir, model=model, force=force, teacher=teacher)
         typer.echo(f"wrote {path}")
         for role in roles:
             columns = ", ".join(f"{k}={v}" for k, v in role.columns.items())
