@@ -490,15 +490,11 @@ def write_section(path: Path, section: str, start: str = START_MARKER, end: str 
     atomic_write_text(path, text)
 
 
-def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
-    """Analyse the results under `out`, draw the figures next to `results_md` and write its section."""
-    import os
-
+def run_meta(out: Path, size: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the section says about the run: `run_meta.json` (commands, machine, wall time), the size, and which
+    planned runs have no result yet."""
     import experiment_design as design
 
-    results = load_results(out / "results")
-    settings = {name: design.load_setting(name)["experiment"] for name in design.SETTINGS}
-    blocks = analyse(results, settings)
     meta_path = out / "run_meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     meta["size"] = dict(size)
@@ -510,6 +506,19 @@ def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
     if missing:
         meta["incomplete"] = (f"{len(missing)} of {len(planned)} planned runs have no result "
                               f"(e.g. {', '.join('/'.join(map(str, m)) for m in missing[:3])}).")
+    return meta
+
+
+def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
+    """Analyse the results under `out`, draw the figures next to `results_md` and write its section."""
+    import os
+
+    import experiment_design as design
+
+    results = load_results(out / "results")
+    settings = {name: design.load_setting(name)["experiment"] for name in design.SETTINGS}
+    blocks = analyse(results, settings)
+    meta = run_meta(out, size, results)
     suffix = "" if size.get("name") == "main" else f"_{size.get('name')}"
     folder = results_md.parent / "figures"
     figures = {}

@@ -15,7 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiment_report import endpoint, holm, load_results, mean_sd, paired, write_section
+from experiment_report import (
+    endpoint,
+    holm,
+    load_results,
+    mean_sd,
+    paired,
+    pairing_check,
+    run_meta,
+    write_section,
+)
 
 START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
@@ -112,18 +121,7 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
     winner = pick_winner(arms)
     reference_dev = list(arms[REFERENCE]["dev"].values()) if REFERENCE in arms else []
     return {"arms": arms, "contrasts": contrasts, "start": start, "teacher": teacher, "winner": winner,
-            "margin": margin_from_noise(reference_dev), "pairing": pairing(by_arm)}
-
-
-def pairing(by_arm: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
-    """How many (seed, round) groups trained every arm on the same anchors in the same order."""
-    digests: dict[tuple[int, int], set[str]] = defaultdict(set)
-    for runs in by_arm.values():
-        for r in runs:
-            for c in r["curve"]:
-                if c.get("anchors_sha256"):
-                    digests[(r["seed"], c["round"])].add(c["anchors_sha256"])
-    return {"groups": len(digests), "identical": sum(1 for d in digests.values() if len(d) == 1)}
+            "margin": margin_from_noise(reference_dev), "pairing": pairing_check(by_arm)}
 
 
 def goal_reading(row: Mapping[str, Any]) -> str:
@@ -236,21 +234,9 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
 
 def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
     """Analyse the results under `out` and write the section into `results_md` (the rest left alone)."""
-    import experiment_design as design
-
     results = load_results(out / "results")
     analysis = analyse(results, out / "runs")
-    meta_path = out / "run_meta.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    meta["size"] = dict(size)
-    if meta.get("wall_seconds") is not None:
-        meta["wall"] = f"{meta['wall_seconds'] / 3600:.1f} h wall over {meta.get('invocations', 1)} invocation(s)"
-    planned = design.planned_runs(dict(size))
-    done = {(r["start"], r["setting"], r["arm"], r["seed"]) for r in results}
-    missing = [p for p in planned if p not in done]
-    if missing:
-        meta["incomplete"] = (f"{len(missing)} of {len(planned)} planned runs have no result yet "
-                              f"(e.g. {', '.join('/'.join(map(str, m)) for m in missing[:3])}).")
+    meta = run_meta(out, size, results)
     write_section(results_md, render(analysis, meta), START_MARKER, END_MARKER)
     (out / "judge_summary.json").write_text(json.dumps({"meta": meta, "analysis": analysis}, indent=1, default=str)
                                             + "\n", encoding="utf-8")
