@@ -579,6 +579,17 @@ def test_run_into_a_read_only_folder_is_one_line(harness: str, inputs: dict[str,
     assert not list(out.iterdir())
 
 
+def test_a_run_into_a_folder_with_a_non_ascii_name_finishes(harness: str, inputs: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    """An output folder named with a 'ü' (old code: every round trained, then exit 2 on every rerun, 'key must
+    only contain lowercase letters, numbers, and dashes': the Prefect artifact key kept the 'ü')."""
+    out = tmp_path / "läufe" / "prüfung-ü"
+    config = write_config(tmp_path / "run.yaml", out, inputs, rounds=1)
+    proc = cli(["run", str(config), "--quiet"], cli_env(harness), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "rounds/0/metrics.json").is_file() and (out / "report.md").is_file()
+
+
 def _pickle_copy(model: Path, dest: Path) -> None:
     """The model folder with its weights as a pickle (pytorch_model.bin) instead of safetensors."""
     import torch
