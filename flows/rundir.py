@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dataio import triplets as contract
 from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
-from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig
+from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig, read_yaml
 
 # Keys that may change when a run is continued: where it is tracked, how mining is spread over processes (`rounds`
 # may not: it sets the length of the learning-rate and curriculum schedules, so a longer run is a new run, which
@@ -165,8 +163,8 @@ class RunDir:
         if not self.config_path.is_file():
             return []
         try:
-            previous = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            previous = read_yaml(self.config_path)[0] or {}
+        except InputError:
             previous = None
         if not isinstance(previous, dict):
             raise InputError("the saved config of this run is unreadable; pick another output_dir, or restore "
