@@ -11,6 +11,7 @@ count), a half-trained round continues from the trainer's checkpoint.
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,19 @@ def _as_config(config: ConfigArg) -> RunConfig:
 
 
 def _artifact_key(run: RunDir, what: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    name = "".join(ch if ch.isalnum() else "-" for ch in run.root.name.lower()).strip("-") or "run"
+    """Artifact keys allow ASCII lowercase letters, digits and dashes only (Prefect checks `^[a-z0-9-]*$`):
+    accents are dropped ('prüfung' -> 'prufung'), any other character becomes a dash. (`str.isalnum` alone
+    kept the 'ü', and a run into such a folder failed at its first artifact, after the round's work.)"""
+    name = "".join(_key_part(ch) for ch in run.root.name.casefold()).strip("-") or "run"
     return f"{name}-{what}"[:100]
+
+
+def _key_part(ch: str) -> str:
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode("ascii")
+    return plain if plain and all(c in _KEY_CHARS for c in plain) else "-"
+
+
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
 def _metrics_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -23,8 +23,6 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
-import yaml
-
 from dataio.errors import InputError
 from dataio.folder_lock import LOCK_NAME, lock_folder
 from dataio.owned_folder import OwnedFolder, make_folder
@@ -37,9 +35,11 @@ RUN_OUTPUT = ("triplets", "rounds", "base_metrics.json")
 
 
 def is_run_config(path: Path) -> bool:
+    from flows.config import read_yaml  # bounded: a folder's own config.yaml may be anything
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data, _ = read_yaml(path)
+    except (OSError, InputError):
         return False
     return isinstance(data, dict) and all(k in data for k in RUN_CONFIG_KEYS)
 

@@ -2,7 +2,9 @@
 
 `state.json` is where a run continues from. Missing, empty (`{}`), truncated, or behind the rounds on disk
 (an old copy put back), it used to read as a fresh curriculum: round 1 planned at stage 0 on 100 % random
-negatives, and the run went on, exit code 0. `ensure_state` runs before any round and checks the state
+negatives, and the run went on, exit code 0. Ahead of the rounds on disk (rounds deleted to train them again,
+as a changed model's message advises), it made every rerun stop with a traceback ("round 0 is closed but its
+model is missing"). `ensure_state` runs before any round and checks the state
 against `rounds/<r>/metrics.json`, the marks of complete rounds. When they disagree it rebuilds the state by
 replaying the scheduler over the complete rounds, with what each recorded: its bands' difficulties (the
 manifest's statistics, copied into metrics.json), the steps trained, the dev metric and the train accuracy
@@ -13,8 +15,10 @@ batches' contents), so the replay gives the same state, history included.
 It is done automatically, because it is exact and checked: every round's replayed plan (stage, competence,
 mixture, alpha) and decision (advanced, reason, stage and competence after) must equal what that round
 recorded, or nothing is written and the run stops with one line saying what differs and how to recover. The
-damaged file is kept beside as `state.json.damaged`. With no complete round, the replay is the fresh state,
-which is what the run starts from anyway.
+damaged (or stale) file is kept beside as `state.json.damaged`. With no complete round, the replay is the fresh
+state, which is what the run starts from anyway. Complete rounds with a gap (round r deleted, a later one kept)
+are not replayed: the later rounds were trained from the missing one, so the run stops with one line naming
+the round folder and the way out.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ def _state_problem(run: RunDir, done: list[int]) -> str | None:
         return "does not hold a curriculum state"
     if done and (state.round is None or state.round < done[-1]):
         return f"is behind the rounds on disk (it ends at round {state.round}, rounds 0-{done[-1]} are complete)"
+    last = done[-1] if done else -1
+    if state.round is not None and (state.round > last + 1 or (
+            state.round == last + 1 and not state.round_open and not run.round_trained(state.round))):
+        # Rounds deleted after they closed (as a changed model's message advises). One round past the last
+        # complete one is normal while it is open, or closed with its model trained (a kill before metrics.json).
+        on_disk = f", rounds 0-{last} are complete" if done else ""
+        return f"is ahead of the rounds on disk (it ends at round {state.round}{on_disk})"
     return None
 
 
@@ -105,13 +116,17 @@ def ensure_state(run: RunDir, config: RunConfig, log: Any = _log) -> bool:
     cannot be replayed to what they recorded.
     """
     done = run.completed_rounds()
+    if done != list(range(len(done))):  # a round deleted while later ones stay: the rounds no longer follow
+        missing = next(r for r in range(len(done) + 1) if r not in done)
+        later = [r for r in done if r > missing]
+        shown = f"round {later[0]} is" if len(later) == 1 else f"rounds {later[0]}-{later[-1]} are"
+        raise StateError(f"{run.round_dir(missing)} is missing or incomplete while {shown} complete, trained "
+                         f"from it; restore it, or delete {run.round_dir(run.retrain_from(missing))} and every "
+                         f"later round to train them again")
     problem = _state_problem(run, done)
     if problem is None:
         return False
     path = run.state_path
-    if done != list(range(len(done))):
-        raise StateError(f"{path} {problem}, and the complete rounds {done} have gaps, so it cannot be rebuilt; "
-                         f"restore state.json from a backup or start a new output_dir")
     state, mismatch = replay_state(run, config, done)
     if state is None:
         raise StateError(f"{path} {problem}, and rebuilding it from rounds 0-{done[-1]} does not give what they "

@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dataio import triplets as contract
 from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
-from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig
+from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig, read_yaml
 
 # Keys that may change when a run is continued: where it is tracked, how mining is spread over processes (`rounds`
 # may not: it sets the length of the learning-rate and curriculum schedules, so a longer run is a new run, which
@@ -111,6 +109,22 @@ class RunDir:
     def round_complete(self, r: int) -> bool:
         return self.metrics_path(r).is_file()
 
+    def train_result_path(self, r: int) -> Path:
+        """What round r's training returned (steps, train accuracy, ...): written once its model is in place."""
+        return self.round_dir(r) / "train_result.json"
+
+    def round_trained(self, r: int) -> bool:
+        """Round r's training is done: its model and the training's result are written."""
+        return self.model_complete(r) and self.train_result_path(r).is_file()
+
+    def retrain_from(self, r: int) -> int:
+        """The first round to delete (with every later one) so that round r can be trained again: r when it is
+        round 0 or the optimizer state it continues from is still there, else the round before, and so on
+        (a round's optimizer state is kept only while it is the last round trained)."""
+        while r > 0 and not self.optimizer_dir(r - 1).is_dir():
+            r -= 1
+        return r
+
     def model_complete(self, r: int) -> bool:
         """A model folder exists only once fully written (`SimCSEEncoder.save` swaps it in whole, via
         `dataio.atomic.atomic_dir`)."""
@@ -125,8 +139,9 @@ class RunDir:
         recorded = self.read_metrics(r).get("model_sha256")
         if recorded is not None and recorded != self.model_sha256(r):
             raise InputError(f"round {r}'s model changed on disk since the round finished (its files' sha256 "
-                             f"differs from metrics.json): restore the folder, or delete {self.round_dir(r)} and "
-                             f"every later round to train them again", path=self.model_dir(r))
+                             f"differs from metrics.json): restore the folder, or delete "
+                             f"{self.round_dir(self.retrain_from(r))} and every later round to train them again",
+                             path=self.model_dir(r))
 
     def completed_rounds(self) -> list[int]:
         rounds_root = self.root / "rounds"
@@ -170,8 +185,8 @@ class RunDir:
         if not self.config_path.is_file():
             return []
         try:
-            previous = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            previous = read_yaml(self.config_path)[0] or {}
+        except InputError:
             previous = None
         if not isinstance(previous, dict):
             raise InputError("the saved config of this run is unreadable; pick another output_dir, or restore "

@@ -126,8 +126,8 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     from simcse.train import MODEL, OPTIMIZER, train
 
     start = time.perf_counter()
-    result_path = run.round_dir(round_) / "train_result.json"
-    if run.model_complete(round_) and result_path.is_file():
+    result_path = run.train_result_path(round_)
+    if run.round_trained(round_):
         shutil.rmtree(run.train_dir(round_), ignore_errors=True)
         return json.loads(result_path.read_text(encoding="utf-8"))
     if plan.get("state") is None:
@@ -137,8 +137,8 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
         optimizer_state = run.optimizer_dir(round_ - 1)
         if not optimizer_state.is_dir():
             raise InputError(f"the optimizer state of round {round_ - 1} is missing, so round {round_} cannot "
-                             f"continue the run's schedule; delete rounds/{round_ - 1} to retrain that round",
-                             path=optimizer_state)
+                             f"continue the run's schedule; delete {run.round_dir(run.retrain_from(round_ - 1))} "
+                             f"and every later round to train them again", path=optimizer_state)
     batches, _ = round_batches(config, run, round_, plan["state"])
     if config.positive_view == "word_deletion":
         batches = [with_word_deletion(b, config.word_deletion, f"{config.seed}/{round_}/{i}")

@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dataio.errors import InputError
-from flows.config import RunConfig
+from flows.config import RunConfig, read_yaml
 from flows.inputs import base_model_path, eval_inputs, load_mining_corpus, prepare_inputs, read_eval_sets
 from flows.output_folder import RUN_CONFIG, check_run_folder, is_run_config
 from flows.rundir import RunDir
@@ -211,8 +209,8 @@ def _check_run_folder(config: RunConfig) -> bool:
     from flows.rundir import RESUMABLE_CHANGES, _changed_keys
 
     try:
-        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
+        previous, _ = read_yaml(saved)
+    except InputError:
         previous = None
     if not isinstance(previous, dict):
         raise InputError("the saved config of this run is unreadable; pick another output_dir, or restore this "

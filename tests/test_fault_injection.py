@@ -1,7 +1,8 @@
 """Fault injection: what happens to a run folder between runs, and the message when it does (issue 11).
 
 One test per probe, each ending in the documented outcome (docs/flows.md, "Faults and recovery"): a lost
-curriculum state is rebuilt exactly from the rounds' records, never restarted; a folder that is not ours is
+curriculum state (or one ahead of rounds deleted to train them again, issue 24) is rebuilt exactly from the
+rounds' records, never restarted; a folder that is not ours is
 refused and left as it was; a second command on a folder in use is refused naming the first; a killed run
 leaves no Prefect server; a full disk, a read-only folder, a damaged or pickled model and a damaged embeddings
 cache are one line on stderr with exit code 2; a registry version whose files changed, or whose evaluation no
@@ -245,6 +246,79 @@ def test_state_that_does_not_replay_to_the_records_stops_the_run(plain_runs: dic
                                          r"what they recorded \(round 0 recorded competence 0\.5.*restore state\.json"):
         _resume_plain(folder, inputs)
     assert not (folder / "state.json").exists() and not (folder / "rounds/1").exists()
+
+
+def test_state_ahead_of_deleted_rounds_is_rebuilt_and_the_rounds_trained_again(
+        plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """rounds/0 and every later round deleted, as a changed model's message advises (old code: every rerun
+    stopped with a traceback, 'round 0 is closed but its model is missing'): state.json, ahead of the rounds on
+    disk, is rebuilt from them (none) and the run trains them again, to the curriculum of a run that never
+    lost them."""
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["full"], folder)
+    for r in (0, 1):
+        shutil.rmtree(folder / f"rounds/{r}")
+    caplog.set_level("WARNING", logger="flows")
+    summary = _resume_plain(folder, inputs)
+
+    assert summary["rounds_completed"] == [0, 1]
+    reference = json.loads((plain_runs["full"] / "state.json").read_text())
+    assert json.loads((folder / "state.json").read_text()) == reference
+    for r in (0, 1):
+        ours = json.loads((folder / f"rounds/{r}/metrics.json").read_text())
+        ref = json.loads((plain_runs["full"] / f"rounds/{r}/metrics.json").read_text())
+        assert ours["curriculum"] == ref["curriculum"] and ours["model_sha256"] == ref["model_sha256"]
+    assert "state.json is ahead of the rounds on disk (it ends at round 1) and no round is complete" in caplog.text
+
+
+def test_deleting_only_the_last_round_names_the_round_to_delete_from(plain_runs: dict[str, Path],
+                                                                     inputs: dict[str, Path], tmp_path: Path) -> None:
+    """rounds/1 deleted alone: round 0's optimizer state went when round 1 trained, so round 1 cannot be
+    trained again on its own; one line says to delete from rounds/0 (old code: a traceback)."""
+    from dataio.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["full"], folder)
+    shutil.rmtree(folder / "rounds/1")
+    with pytest.raises(InputError, match=r"optimizer state of round 0 is missing, so round 1 cannot continue the "
+                                         r"run's schedule; delete .*/rounds/0 and every later round"):
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1/metrics.json").exists()
+
+
+def test_a_round_deleted_under_later_complete_rounds_is_one_line(plain_runs: dict[str, Path],
+                                                                  inputs: dict[str, Path], tmp_path: Path) -> None:
+    """rounds/0 deleted, rounds/1 kept (trained from the deleted model): not rebuilt, one line with the way out,
+    nothing written (old code: a traceback, 'round 0 is closed but its model is missing')."""
+    from curriculum.errors import StateError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["full"], folder)
+    shutil.rmtree(folder / "rounds/0")
+    state = (folder / "state.json").read_bytes()
+    with pytest.raises(StateError, match=r"/rounds/0 is missing or incomplete while round 1 is complete, trained "
+                                         r"from it; restore it, or delete .*/rounds/0 and every later round"):
+        _resume_plain(folder, inputs)
+    assert (folder / "state.json").read_bytes() == state and not (folder / "rounds/0").exists()
+
+
+def test_a_changed_model_names_the_first_round_that_can_be_trained_again(tmp_path: Path) -> None:
+    """Round 1's model changed: round 0's optimizer state is gone (kept for the last round only), so deleting
+    rounds/1 alone would stop at the next line; the message says rounds/0 (old code: rounds/1)."""
+    from dataio.errors import InputError
+    from flows.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    for r in (0, 1):
+        run.model_dir(r).mkdir(parents=True)
+        (run.model_dir(r) / "config.json").write_text("{}")
+        run.metrics_path(r).write_text(json.dumps({"model_sha256": "0" * 64}))
+    run.optimizer_dir(1).mkdir()
+    with pytest.raises(InputError, match=f"or delete {run.round_dir(0)} and every later round"):
+        run.check_model(1)
+    run.optimizer_dir(0).mkdir()
+    with pytest.raises(InputError, match=f"or delete {run.round_dir(1)} and every later round"):
+        run.check_model(1)
 
 
 # ------------------------------------------------------------------------------- own only what is ours
@@ -578,6 +652,17 @@ def test_run_into_a_read_only_folder_is_one_line(harness: str, inputs: dict[str,
                                    ["run", str(config), "--quiet"], cli_env(harness))
     one_line(proc, str(out), "choose a writable output folder" if os.geteuid() == 0 else "permission denied")
     assert not list(out.iterdir())
+
+
+def test_a_run_into_a_folder_with_a_non_ascii_name_finishes(harness: str, inputs: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    """An output folder named with a 'ü' (old code: every round trained, then exit 2 on every rerun, 'key must
+    only contain lowercase letters, numbers, and dashes': the Prefect artifact key kept the 'ü')."""
+    out = tmp_path / "läufe" / "prüfung-ü"
+    config = write_config(tmp_path / "run.yaml", out, inputs, rounds=1)
+    proc = cli(["run", str(config), "--quiet"], cli_env(harness), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "rounds/0/metrics.json").is_file() and (out / "report.md").is_file()
 
 
 def _pickle_copy(model: Path, dest: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,88 @@ def test_missing_data_and_bad_yaml_are_input_errors(tmp_path: Path) -> None:
         load_config(_write(tmp_path, "- a\n- b\n"))
     with pytest.raises(InputError, match="no such config file"):
         load_config(tmp_path / "absent.yaml")
+
+
+# A 1 KB "billion laughs": nine levels of nine aliases each stand for 9^9 (387 million) values.
+ALIAS_BOMB = "output_dir: out\ndata: {corpus: corpus.txt}\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + \
+    "".join(f"{cur}: &{cur} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, cur in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.timeout(30)
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file(tmp_path: Path) -> None:
+    """Old code: the key-line walk followed every alias, > 120 s and gigabytes (issue 24, item 7)."""
+    path = _write(tmp_path, ALIAS_BOMB)
+    assert path.stat().st_size < 1024
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: its aliases expand it past the limit of a config (100,000 values"), message
+    assert "at the value from line 8" in message and "\n" not in message
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("text, says", [
+    # a recursive alias (old code: RecursionError in the key-line walk)
+    ("output_dir: out\ndata: &d {corpus: corpus.txt, more: [*d]}\n", "anchor at line 2 is inside the value it names"),
+    # 10 million characters from a 1 KB string repeated by aliases, with few values (old code: loaded)
+    ("output_dir: out\ndata: {corpus: corpus.txt}\ns: &s " + "x" * 1001 + "\nt: &t [" + ", ".join(["*s"] * 100)
+     + "]\nu: [" + ", ".join(["*t"] * 100) + "]\n", "its aliases expand it past the limit"),
+    # a file over 1 MB is not read (old code: parsed it all, then an unknown-key error)
+    (GOOD + "# " + "x" * 1_000_000 + "\n", "bytes, over the 1,000,000-byte limit of a config file"),
+])
+def test_config_files_are_parsed_within_stated_bounds(tmp_path: Path, text: str, says: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ") and says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_long_config_without_aliases_is_told_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.config
+
+    monkeypatch.setattr(flows.config, "MAX_EXPANDED_VALUES", 50)  # the bound, scaled down: no 100,000-item file
+    path = _write(tmp_path, GOOD + "eval_list: [" + ", ".join(["1"] * 60) + "]\n")
+    with pytest.raises(InputError, match=r"it holds more than a config may \(50 values or .*line 9; a run's "
+                                         r"settings are a few dozen lines"):
+        load_config(path)
+
+
+@pytest.mark.timeout(30)
+def test_the_key_line_walk_visits_each_node_once() -> None:
+    """16 levels of two aliases: 2^16 paths, 33 nodes (old code: every path listed)."""
+    from flows.config import _key_lines, _line_for
+
+    text = "a: &a {x: 1}\n" + "".join(f"{cur}: &{cur} {{l: *{prev}, r: *{prev}}}\n"
+                                      for prev, cur in zip(LEVELS, LEVELS[1:]))
+    lines = _key_lines(yaml.compose(text))
+    assert len(lines) < 100
+    assert _line_for(lines, "a.x") == 1
+    assert _line_for(lines, "a2.r.l.x") == 3, "below a later use of an anchor: the line of that use"
+
+
+LEVELS = ["a"] + [f"a{i}" for i in range(1, 17)]  # a, a1, ..., a16
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_validate_and_run_refuse_the_alias_bomb_in_one_line(tmp_path: Path, command: str) -> None:
+    """As a user runs them, in a process held to 2 GB of address space (old code: > 120 s, then out of memory)."""
+    import resource
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, ALIAS_BOMB)
+
+    def two_gigabytes() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", command, str(path)], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=100, check=False, preexec_fn=two_gigabytes,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {path}: its aliases expand it"), \
+        proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
