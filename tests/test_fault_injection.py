@@ -467,6 +467,71 @@ def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
     assert not (tmp_path / ".simcse-curriculum.lock").exists()
 
 
+def _hold_lock(folder: Path, command: str) -> subprocess.Popen[str]:
+    """Another process holding `folder`'s lock as `command` would, until its stdin closes."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dataio.folder_lock import lock_folder
+        with lock_folder({str(folder)!r}, {command!r}):
+            print("held", flush=True)
+            sys.stdin.read()
+    """)], cwd=str(REPO), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_mine_into_a_folder_inside_a_running_run_is_refused_naming_the_run(inputs: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """Old code: `mine --out runs/x/triplets` beside a running `run` of runs/x took the lock of triplets/ (free)
+    and rewrote the round the run trained on. Now a folder inside a held folder is refused as the held folder
+    itself is: one line naming the holder; nothing is created."""
+    from dataio.folder_lock import FolderInUse, lock_folder
+
+    run = tmp_path / "run"
+    (run / "triplets").mkdir(parents=True)
+    holder = _hold_lock(run, "simcse-curriculum run cfg.yaml")
+    try:
+        for out in (run / "triplets", run / "new" / "deeper"):
+            proc = cli(["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(out),
+                        "--quiet"], cli_env(None), timeout=300)
+            line = one_line(proc, f"{out}: inside {run}, which is in use by 'simcse-curriculum run cfg.yaml' (pid "
+                                  f"{holder.pid} on host", "wait for it to finish")
+            assert "Traceback" not in line
+        assert sorted(p.name for p in run.iterdir()) == [".simcse-curriculum.lock", "triplets"]
+        assert not list((run / "triplets").iterdir()), "nothing mined into the run's folder"
+    finally:
+        holder.communicate("", timeout=60)
+    with lock_folder(run / "triplets", "mine"):  # the run is gone: the folder is free again
+        pass
+    (run / ".simcse-curriculum.lock").write_text(json.dumps({"pid": holder.pid, "command": "dead"}))
+    with lock_folder(run / "triplets", "mine"):  # nor is a lock file that a dead holder left above it
+        pass
+    holder = _hold_lock(run, "simcse-curriculum run cfg.yaml")  # the unit under the CLI: lock_folder itself
+    try:
+        with pytest.raises(FolderInUse, match=rf"inside {run}, which is in use by 'simcse-curriculum run cfg.yaml'"):
+            with lock_folder(run / "triplets", "mine"):
+                pass
+    finally:
+        holder.communicate("", timeout=60)
+
+
+def test_a_lock_path_that_is_a_folder_is_one_line(inputs: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Old code: IsADirectoryError, a 45-line traceback. Now one line naming the path and the way out."""
+    from flows.cli import main
+
+    out = tmp_path / "triplets"
+    (out / ".simcse-curriculum.lock").mkdir(parents=True)
+    rc = main(["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(out),
+               "--quiet"])
+    lines = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(lines) == 1, lines
+    assert lines[0] == (f"error: {out / '.simcse-curriculum.lock'}: is a folder, but it is where simcse-curriculum "
+                        f"keeps {out}'s lock file; move it away (or delete it, if nothing of yours is in it), then "
+                        "rerun")
+
+
 # ----------------------------------------------------------------------------------------- no orphans
 
 def _prefect_servers(prefect_home: Path) -> list[int]:
