@@ -616,6 +616,53 @@ def test_run_on_a_full_disk_is_one_line(harness: str, inputs: dict[str, Path], t
     one_line(proc, str(disk / "run"), "no space left on the device", "rerun the same command")
 
 
+CHECKPOINT_ON_A_SMALL_DISK = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from dataio.os_faults import describe_os_fault
+    from simcse.checkpoints import TrainerState, build_optimizer, linear_schedule, save_checkpoint
+    from simcse.model import SimCSEEncoder
+    from simcse.train_config import TrainConfig
+    disk, model = Path(sys.argv[1]), sys.argv[2]
+    encoder = SimCSEEncoder.from_pretrained(model, pooling="mean")
+    config = TrainConfig()
+    optimizer = build_optimizer(encoder, config)
+    sum(p.sum() for p in encoder.parameters()).backward()
+    optimizer.step()  # AdamW's state is twice the weights: the 4 MB weights fit, then optimizer.pt fills the disk
+    try:
+        save_checkpoint(disk / "train" / "checkpoint", encoder, optimizer, linear_schedule(optimizer, config, 10),
+                        TrainerState(), config, 10)
+    except Exception as exc:
+        print(describe_os_fault(exc, [disk]))
+        print(sorted(p.name for p in (disk / "train").iterdir()))
+    else:
+        print("saved")
+""")
+
+
+def test_a_training_checkpoint_that_fills_the_disk_is_one_line(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """save_checkpoint on a 6 MB file system (the trainer's mid-round checkpoint, simcse.checkpoints): torch's zip
+    writer fails without an errno ("unexpected pos"), and the old code's clean-up of the partial checkpoint freed
+    the space before the CLI asked whether the disk was full, so it printed torch's traceback. Now the write's
+    failure is recognised before the clean-up: one line naming the checkpoint, nothing partial left (rerunning
+    after freeing space resumes from the previous checkpoint)."""
+    prefix = _namespace_prefix()
+    if prefix is None:
+        pytest.skip("cannot mount in a private namespace here (unshare not permitted)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = subprocess.run([*prefix, "sh", "-c", f'mount -t tmpfs -o size=6m tmpfs {disk} && exec "$@"', "sh",
+                           sys.executable, "-c", CHECKPOINT_ON_A_SMALL_DISK, str(disk), str(inputs["model"])],
+                          env=cli_env(None), cwd=str(REPO), capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line, left = proc.stdout.splitlines()[-2:]
+    assert line == (f"{disk / 'train' / 'checkpoint'}: no space left on the device; free some space (or choose an "
+                    "output folder on another disk), then rerun the same command"), proc.stdout
+    assert left == "[]", "the partial checkpoint is removed"
+
+
 def test_mine_on_a_full_disk_is_one_line_not_a_sigbus(inputs: dict[str, Path], tmp_path: Path) -> None:
     """The embeddings are written through a memory map: on a full tmpfs the old code died of SIGBUS (rc -7 /
     135), without a word."""
