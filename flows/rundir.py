@@ -22,6 +22,7 @@ the complete new one; a step counts as done only when its marker exists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -121,12 +122,25 @@ class RunDir:
         return model_folder_sha256(self.model_dir(r))
 
     def check_model(self, r: int) -> None:
-        """Round r's model is the one its round wrote (sha256 in `metrics.json`); a changed file stops the run."""
+        """Round r's model is there and is the one its round wrote (sha256 in `metrics.json`); a missing or
+        changed model stops the run in one line."""
+        if not self.model_complete(r):
+            raise InputError(f"round {r}'s model is missing, though metrics.json marks the round complete: restore "
+                             f"the folder, or {self.retrain_advice(r)}", path=self.model_dir(r))
         recorded = self.read_metrics(r).get("model_sha256")
         if recorded is not None and recorded != self.model_sha256(r):
             raise InputError(f"round {r}'s model changed on disk since the round finished (its files' sha256 "
-                             f"differs from metrics.json): restore the folder, or delete {self.round_dir(r)} and "
-                             f"every later round to train them again", path=self.model_dir(r))
+                             f"differs from metrics.json): restore the folder, or {self.retrain_advice(r)}",
+                             path=self.model_dir(r))
+
+    def retrain_advice(self, r: int) -> str:
+        """How to train round r again when its model or record is lost: from round 0, since round r > 0 continues
+        round r - 1's optimizer state, which is kept only until round r has trained."""
+        if r == 0:
+            return f"delete {self.round_dir(0)} and every later round to train them again"
+        return (f"delete {self.root / 'rounds'} to train every round again (round {r} continues round {r - 1}'s "
+                f"optimizer state, kept only until round {r} trained), or start a new run from "
+                f"{self.model_dir(r - 1)} (model.name_or_path)")
 
     def completed_rounds(self) -> list[int]:
         rounds_root = self.root / "rounds"
@@ -211,6 +225,21 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_json(path, obj)
+
+
+RECORD_SHA256 = "record_sha256"
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """sha256 of a record's content as JSON (keys sorted, its own `record_sha256` left out): what a round's
+    metrics.json seals itself with, so an edit is found on the next resume."""
+    body = json.loads(json.dumps({k: v for k, v in record.items() if k != RECORD_SHA256}, default=str))
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with its `record_sha256`."""
+    return {**record, RECORD_SHA256: record_digest(record)}
 
 
 def jsonable(obj: Any) -> Any:

@@ -230,9 +230,11 @@ def test_lost_state_with_complete_rounds_is_rebuilt_not_restarted(
 
 def test_state_that_does_not_replay_to_the_records_stops_the_run(plain_runs: dict[str, Path],
                                                                   inputs: dict[str, Path], tmp_path: Path) -> None:
-    """A lost state whose rounds' records do not replay (a record edited, a different curriculum) is an error
-    naming the round and the way out; nothing is written (old code: a fresh curriculum, rc 0)."""
+    """A lost state whose rounds' records do not replay (records of a different curriculum, each whole) is an
+    error naming the round and the way out; nothing is written (old code: a fresh curriculum, rc 0). (A record
+    edited by hand no longer gets this far: its record_sha256 stops the run first.)"""
     from curriculum.errors import StateError
+    from flows.rundir import seal
 
     folder = tmp_path / "run"
     shutil.copytree(plain_runs["half"], folder)
@@ -240,11 +242,135 @@ def test_state_that_does_not_replay_to_the_records_stops_the_run(plain_runs: dic
     metrics_path = folder / "rounds/0/metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["curriculum"]["competence"] = 0.5
-    metrics_path.write_text(json.dumps(metrics))
+    metrics_path.write_text(json.dumps(seal(metrics)))
     with pytest.raises(StateError, match=r"state\.json is missing, and rebuilding it from rounds 0-0 does not give "
                                          r"what they recorded \(round 0 recorded competence 0\.5.*restore state\.json"):
         _resume_plain(folder, inputs)
     assert not (folder / "state.json").exists() and not (folder / "rounds/1").exists()
+
+
+def _edit_json(path: Path, edit: Any) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _raise_dev(record: dict[str, Any], by: float = 5.0) -> None:
+    """A careful hand edit: round 0's dev score up by `by` points, in its dev_metric and in its evaluation."""
+    name = record["dev_metric"]["name"]
+    kind, stem = name.split("/", 1)
+    record["dev_metric"]["value"] += by
+    record["evaluation"][kind][stem] += by
+
+
+@pytest.mark.parametrize("edit", ["dev score", "dev score, a record older than its checksum",
+                                  "dev_metric alone", "another round's record"])
+def test_an_edited_round_record_stops_the_resume_with_state_json_intact(
+        edit: str, plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code trusted rounds/<r>/metrics.json as long as state.json was intact: an edited dev score made the
+    model to use (selection.json) a round that never scored it, rc 0. Now every resume checks each complete round's
+    record first (its round, its record_sha256, its dev metric against its evaluation, and against the state's
+    history of the round) and stops in one line before anything reads it."""
+    from curriculum.errors import StateError
+    from dataio.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    record = folder / "rounds/0/metrics.json"
+    selection = (folder / "selection.json").read_bytes()
+    if edit == "dev score":
+        _edit_json(record, _raise_dev)
+        error, says = InputError, r"round 0's record was edited after the round closed \(its content no longer matches"
+    elif edit == "dev score, a record older than its checksum":
+        _edit_json(record, lambda m: (_raise_dev(m), m.pop("record_sha256", None)))
+        error, says = StateError, (r"state\.json disagrees with round 0's metrics\.json \(dev_metric: .* in "
+                                   r"state\.json, .* in metrics\.json\), .*which file was edited cannot be told; "
+                                   r"restore the edited one from a backup \(if metrics\.json is right, delete "
+                                   r"state\.json")
+    elif edit == "dev_metric alone":
+        _edit_json(record, lambda m: (m["dev_metric"].update(value=m["dev_metric"]["value"] + 5),
+                                      m.pop("record_sha256", None)))
+        error, says = InputError, r"round 0's record gives its dev metric .* but its evaluation as"
+    else:
+        _edit_json(record, lambda m: m.update({"round": 1}))
+        error, says = InputError, r"this is not round 0's record \(it is about round 1\)"
+    with pytest.raises(error, match=says):
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1").exists() and (folder / "selection.json").read_bytes() == selection
+
+
+def test_state_json_that_disagrees_with_whole_records_is_rebuilt_from_them(
+        plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A state.json that reads fine but tells another story than the rounds' sealed records (edited, or put back
+    from another run) is rebuilt from the records exactly, as a lost one is (old code: continued from it)."""
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+
+    def edit(state: dict[str, Any]) -> None:
+        closes = [e for e in state["history"] if e["round"] == 0 and e["event"] in ("advance", "hold", "end_round")]
+        closes[-1]["dev_metric"] += 5.0
+
+    _edit_json(folder / "state.json", edit)
+    caplog.set_level("WARNING", logger="flows")
+    assert _resume_plain(folder, inputs)["rounds_completed"] == [0, 1]
+    assert "state.json disagrees with round 0's metrics.json (dev_metric: " in caplog.text
+    assert "rebuilt from rounds 0-0" in caplog.text and (folder / "state.json.damaged").is_file()
+    reference = json.loads((plain_runs["full"] / "state.json").read_text())
+    assert json.loads((folder / "state.json").read_text()) == reference
+
+
+def test_a_rounds_triplets_mined_again_after_it_trained_stop_the_resume(plain_runs: dict[str, Path],
+                                                                         inputs: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """Round 0's triplets rewritten after round 0 trained on them (old code: `mine --out <run>/triplets` did it
+    unnoticed, and the report described data the round never saw). The manifest's sha256 recorded in metrics.json
+    (older records: its band statistics) no longer matches: one line, before anything reads them."""
+    from dataio.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    manifest = folder / "triplets/round=0/.manifest.json"
+
+    def remined(m: dict[str, Any]) -> None:
+        band = next(iter(m["bands"].values()))
+        band["mean_anchor_negative_sim"] += 0.1
+
+    _edit_json(manifest, remined)
+    says = (rf"^{manifest}: round 0's triplets were mined again after the round trained on them .*restore "
+            rf"{manifest.parent} from a backup, or delete it")
+    with pytest.raises(InputError, match=says):
+        _resume_plain(folder, inputs)
+    _edit_json(folder / "rounds/0/metrics.json",
+               lambda m: (m["mining"].pop("manifest_sha256", None), m.pop("record_sha256", None)))
+    with pytest.raises(InputError, match=says):  # a record from before the manifest's sha256 was kept
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1").exists()
+
+
+def test_a_deleted_round_model_is_one_line_and_its_way_out_resumes_the_run(
+        plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Round 0's model deleted, round 1 to do. Old code: RuntimeError, a traceback; and deleting rounds/0 as well
+    left state.json recording round 0 closed, so round 0 was never opened again (another traceback). Now one line
+    names the folder and the way out, and following it (delete rounds/0) rebuilds the state from the rounds left
+    and trains round 0 again: the same run as one never interrupted."""
+    from dataio.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    shutil.rmtree(folder / "rounds/0/model")
+    with pytest.raises(InputError, match=rf"^{folder / 'rounds/0/model'}: round 0's model is missing, though "
+                                         rf"metrics.json marks the round complete: restore the folder, or delete "
+                                         rf"{folder / 'rounds/0'} and every later round to train them again"):
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1").exists()
+    shutil.rmtree(folder / "rounds/0")
+    caplog.set_level("WARNING", logger="flows")
+    assert _resume_plain(folder, inputs)["rounds_completed"] == [0, 1]
+    assert "is ahead of the rounds on disk (it records round 0 closed, but no round is complete" in caplog.text
+    reference = json.loads((plain_runs["full"] / "state.json").read_text())
+    assert json.loads((folder / "state.json").read_text()) == reference
 
 
 # ------------------------------------------------------------------------------- own only what is ours
