@@ -277,6 +277,32 @@ def test_a_version_whose_files_changed_is_refused_by_models_path_promote_and_rol
         "cannot be verified" in err
 
 
+def test_a_rollback_to_a_version_whose_files_are_gone_is_refused_and_current_stays(tmp_path, tiny, capsys):
+    """Issue 24: `models rollback` to a version whose files were deleted succeeded and left `current` naming a
+    version nothing can load. The registry's verification (the files' sha256 recorded with each version, checked
+    before a version is made current) refuses it: one line naming the folder or file, and `current` stays."""
+    folder = str(tmp_path / "reg")
+    assert models_cli(capsys, "init", folder, tiny, "--name", "enc")[0] == 0
+    v1 = Path(models_cli(capsys, "path", folder)[1].strip())
+    fake_run(tmp_path / "run", v1, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    assert models_cli(capsys, "register", folder, str(tmp_path / "run"))[0] == 0
+    reg = ModelRegistry(MlflowStore.at(folder), "enc")
+    assert reg.current_number() == 2
+
+    shutil.rmtree(v1)  # the version's whole folder
+    for args in (("rollback", folder), ("rollback", folder, "1"), ("promote", folder, "1"), ("path", folder, "1")):
+        one_error_line(*models_cli(capsys, *args)[::2], f"{v1}: version 1's files are missing")
+    assert reg.current_number() == 2
+    shutil.copytree(tiny, v1)
+    (v1 / "model.safetensors").unlink()  # one file of it
+    one_error_line(*models_cli(capsys, "rollback", folder)[::2],
+                   f"{v1 / 'model.safetensors'}: version 1 of 'enc': model.safetensors is missing since it was "
+                   "registered", "restore the registry folder")
+    assert reg.current_number() == 2
+    rc, out, err = models_cli(capsys, "path", folder)
+    assert rc == 0 and (Path(out.strip()) / "model.safetensors").is_file(), "current still loads"
+
+
 def test_models_register_refuses_a_run_whose_baseline_does_not_repeat_the_parent_s_recorded_score(
         tmp_path, tiny, registry):
     """Old code: the gate compared the candidate with whatever the run measured for its starting model, even 8.5
