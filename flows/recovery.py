@@ -120,6 +120,11 @@ def _disagreement(state: Any, run: RunDir, done: list[int]) -> str | None:
     return None
 
 
+def _finite(value: Any) -> Any:
+    """A statistic as a record keeps it: NaN and infinities become None (flows.rundir.jsonable)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
@@ -161,10 +166,13 @@ def check_records(run: RunDir, done: list[int]) -> None:
         manifest = run.manifest_path(r)
         if mining.get("manifest_sha256"):
             changed = mining["manifest_sha256"] != file_fingerprint(manifest)
+        elif mining.get("bands"):  # a record from before the manifest's sha256 was kept: its band statistics
+            bands = {b: (s.rows, _finite(s.mean_anchor_negative_sim))
+                     for b, s in read_manifest(run.triplets, r).bands.items()}
+            changed = bands != {b: ((s or {}).get("rows"), _finite((s or {}).get("mean_anchor_negative_sim")))
+                                for b, s in mining["bands"].items()}
         else:
-            bands = {b: (s.rows, s.mean_anchor_negative_sim) for b, s in read_manifest(run.triplets, r).bands.items()}
-            changed = bands != {b: ((s or {}).get("rows"), (s or {}).get("mean_anchor_negative_sim"))
-                                for b, s in (mining.get("bands") or {}).items()}
+            changed = False
         if changed:
             raise InputError(f"round {r}'s triplets were mined again after the round trained on them (the manifest "
                              f"is not the one its metrics.json recorded), so the report would describe other data; "
