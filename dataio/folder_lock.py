@@ -8,6 +8,10 @@ second command on the same folder is refused at once with one line naming the ho
     error: runs/x: in use by 'simcse-curriculum run cfg.yaml' (pid 4242 on host gpu-1, since 2026-11-30 14:02:11 UTC);
     wait for it to finish, or stop it, then rerun
 
+A folder inside a held folder is refused the same way (`mine --out runs/x/triplets` beside a running `run` of
+runs/x rewrote the round it trained on): taking a lock first looks at the lock file of every folder above, up to
+the root, without creating or taking any. A lock path that is a folder is one line, not IsADirectoryError.
+
 The lock is an advisory `flock` on the lock file, so the kernel drops it when its holder dies, however it
 dies (SIGKILL included): a lock file left behind by a killed holder is stale by construction and the next
 command takes it over. Where the file system cannot `flock` (some network file systems), the file's pid and
