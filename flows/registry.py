@@ -445,6 +445,9 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
         raise InputError(f"the run started from {started}, which is no version of {registry.name!r}; start runs "
                          f"from `simcse-curriculum models path {registry.store}` (model.name_or_path)",
                          path=run.config_path)
+    from flows.recovery import check_records
+
+    check_records(run, run.completed_rounds())  # the gate reads the records: each must be what its round wrote
     base = run.read_base_metrics() or {}
     rounds = {r: run.read_metrics(r).get("evaluation") or {} for r in run.completed_rounds()}
     if not rounds or not base:

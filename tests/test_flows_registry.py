@@ -98,6 +98,24 @@ def test_a_round_model_changed_on_disk_is_not_registered(tmp_path, tiny, registr
         register_run(registry, folder, GateSettings())
     assert [v.version for v in registry.versions()] == [1] and registry.current_number() == 1
 
+def test_a_round_record_edited_after_the_round_closed_is_not_registered(tmp_path, tiny, registry):
+    """The gate picks and judges the candidate by the rounds' metrics.json: a record edited by hand (sealed when its
+    round closed, record_sha256) is refused in one line, as a resumed run refuses it, and nothing is registered
+    (old code: the edited score was registered, and promoted)."""
+    from flows.rundir import seal
+
+    start = registry.local_path(registry.current())
+    run = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(60.0)], Path(tiny))
+    record = run / "rounds/0/metrics.json"
+    record.write_text(json.dumps(seal(json.loads(record.read_text()))))  # as finish_round writes it
+    edited = json.loads(record.read_text())
+    edited["evaluation"]["pairs"]["select"] = 90.0
+    record.write_text(json.dumps(edited))
+    with pytest.raises(InputError, match=rf"^{record}: round 0's record was edited after the round closed"):
+        register_run(registry, run, GateSettings())
+    assert [v.version for v in registry.versions()] == [1]
+
+
 def test_a_promotion_interrupted_before_the_alias_moves_keeps_the_old_current_and_is_finished_later(
         tmp_path, tiny, registry, monkeypatch):
     from sentence_transformers import SentenceTransformer
