@@ -4,6 +4,10 @@ A write goes to a hidden temporary name beside its target (`.<name>.<random>.tmp
 target when complete; on an error the temporary is removed. The final file or folder gets the mode a plain
 `open(path, "w")` or `mkdir` would give (the process umask decides), not the owner-only mode of mkstemp, so
 a team's other users can read a run.
+
+A write that fails on a full disk is raised as `OSError(ENOSPC)` naming the target, whatever the writer raised
+(`dataio.os_faults.disk_full`, asked before the temporary is removed and the space comes back), so the command
+line says so in one line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from dataio.os_faults import disk_full
 
 
 def process_umask() -> int:
@@ -44,8 +50,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full(exc, path.parent, path) if isinstance(exc, Exception) else None  # before the space is freed
         tmp_path.unlink(missing_ok=True)
+        if full is not None:
+            raise full from exc
         raise
 
 
@@ -76,8 +85,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.chmod(0o777 & ~process_umask())  # mkdtemp creates 0700; the final folder gets what mkdir would give
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full(exc, path.parent, path) if isinstance(exc, Exception) else None  # before the space is freed
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from exc
         raise
     old = path.parent / f".{path.name}.old"
     if old.exists():

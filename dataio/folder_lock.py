@@ -8,6 +8,10 @@ second command on the same folder is refused at once with one line naming the ho
     error: runs/x: in use by 'simcse-curriculum run cfg.yaml' (pid 4242 on host gpu-1, since 2026-11-30 14:02:11 UTC);
     wait for it to finish, or stop it, then rerun
 
+A folder inside a held folder is refused the same way (`mine --out runs/x/triplets` beside a running `run` of
+runs/x rewrote the round it trained on): taking a lock first looks at the lock file of every folder above, up to
+the root, without creating or taking any. A lock path that is a folder is one line, not IsADirectoryError.
+
 The lock is an advisory `flock` on the lock file, so the kernel drops it when its holder dies, however it
 dies (SIGKILL included): a lock file left behind by a killed holder is stale by construction and the next
 command takes it over. Where the file system cannot `flock` (some network file systems), the file's pid and
@@ -112,9 +116,58 @@ def _refuse(folder: Path, info: dict[str, Any] | None, stale_hint: bool = False)
     return FolderInUse(f"in use by {holder}; {hint}", path=folder)
 
 
+def _held_elsewhere(folder: Path) -> dict[str, Any] | None:
+    """The holder of `folder`'s lock when another live process holds it, else None; asked without taking the
+    lock and without creating a lock file (a shared `flock` probe, released at once; without `flock`, the file's
+    pid and host, as `_acquire` decides)."""
+    path = lock_path(folder)
+    if folder in _held or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return read_holder(folder) or {}
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    return None
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return None  # a lock file left by a holder that is gone
+        info = read_holder(folder)
+        if not info or info.get("pid") == os.getpid():
+            return None
+        if info.get("host") != socket.gethostname() or _pid_alive(int(info.get("pid", 0))):
+            return info
+        return None
+    finally:
+        os.close(fd)
+
+
+def _check_parents(folder: Path) -> None:
+    """Refuse `folder` when a folder above it is held by another command: `mine --out runs/x/triplets` beside a
+    running `run` of runs/x rewrote the round that run trained on. (A command that locks a folder does not look
+    below it: only commands started inside a held folder are refused.)"""
+    for parent in folder.parents:
+        info = _held_elsewhere(parent)
+        if info is not None:
+            holder = _holder_text(info) if info else "another process"
+            raise FolderInUse(f"inside {parent}, which is in use by {holder}; wait for it to finish, or stop it, "
+                              f"then rerun (or write somewhere outside {parent})", path=folder)
+
+
 def _acquire(folder: Path, command: str) -> _Held:
     path = lock_path(folder)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
+    _check_parents(folder)
+    if path.is_dir():
+        raise InputError(f"is a folder, but it is where simcse-curriculum keeps {folder}'s lock file; move it away "
+                         f"(or delete it, if nothing of yours is in it), then rerun", path=path)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         flocked = False

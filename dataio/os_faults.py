@@ -95,3 +95,21 @@ def describe_os_fault(exc: BaseException, folders: Iterable[str | os.PathLike] =
         return (f"{where}: no space left on the device; free some space (or choose an output folder on another "
                 f"disk), then rerun the same command")
     return None
+
+
+def disk_full(exc: BaseException, where: str | os.PathLike, target: str | os.PathLike) -> OSError | None:
+    """An `OSError(ENOSPC)` naming `target` when `exc` is a write that failed on a full disk at `where`, asked
+    before the failed write's partial files are removed; None otherwise (and for an OSError that carries its
+    errno already, which needs nothing).
+
+    A writer that loses the errno (torch's zip writer: "unexpected pos", "file write failed") is recognised only
+    while the disk is still nearly full, and a caller that cleans up its temporary files first frees the space:
+    a checkpoint that filled the disk then surfaced as a torch traceback. Asked here, before the clean-up, the
+    fault keeps its one line (`describe_os_fault`)."""
+    if any(isinstance(c, OSError) and getattr(c, "errno", None) is not None for c in _chain(exc)):
+        return None
+    texts = " | ".join(str(c).lower() for c in _chain(exc))
+    if any(t in texts for t in FULL_TEXTS) or (_nearly_full([Path(where)]) is not None
+                                                and any(t in texts for t in WRITE_FAILED_TEXTS)):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(target))
+    return None

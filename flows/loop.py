@@ -116,10 +116,10 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
             continue
         round_start = time.perf_counter()
         model_in = base_model if r == 0 else str(run.model_dir(r - 1))
-        if r > 0 and not run.model_complete(r - 1):
-            raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
-        if r > 0 and r - 1 in done:  # written by an earlier call: check it is still what that round wrote
+        if r > 0 and r - 1 in done:  # written by an earlier call: check it is still there, as that round wrote it
             run.check_model(r - 1)
+        elif r > 0 and not run.model_complete(r - 1):  # closed by this call: an internal error
+            raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
         mined = how.mine(model_in, inputs, r)
         plan = how.schedule(r)
         trained = how.train(model_in, plan, r)

@@ -19,6 +19,17 @@ damaged (or stale) file is kept beside as `state.json.damaged`. With no complete
 state, which is what the run starts from anyway. Complete rounds with a gap (round r deleted, a later one kept)
 are not replayed: the later rounds were trained from the missing one, so the run stops with one line naming
 the round folder and the way out.
+
+The records themselves are checked first, on every resume, state.json intact or not (`check_records`): an
+edited metrics.json was trusted while state.json was intact, and an edited dev score made the model to use a
+round that never scored it. A round's metrics.json seals itself (`record_sha256`, flows.rundir.seal), names
+its round, gives its dev metric as its evaluation does, and records the sha256 of the manifest of the triplets
+it trained on; one that does not is one line naming the file. Then state.json is held against the records
+(each round's plan, decision, and the dev metric and train accuracy it closed with, which the state's history
+records too): when they disagree and every record is sealed, state.json is the file that changed and is
+rebuilt as a lost one is; an older, unsealed record cannot tell which file changed, and the run stops. A state
+ahead of the rounds on disk (a round closed whose model, or folder, was deleted since) is rebuilt from the
+rounds that are left, so the deleted round is trained again.
 """
 
 from __future__ import annotations
@@ -30,8 +41,9 @@ import os
 from typing import Any
 
 from curriculum.errors import StateError
+from dataio.errors import InputError
 from flows.config import RunConfig
-from flows.rundir import RunDir
+from flows.rundir import RECORD_SHA256, RunDir, record_digest
 
 _log = logging.getLogger("flows")
 
@@ -56,13 +68,121 @@ def _state_problem(run: RunDir, done: list[int]) -> str | None:
     if done and (state.round is None or state.round < done[-1]):
         return f"is behind the rounds on disk (it ends at round {state.round}, rounds 0-{done[-1]} are complete)"
     last = done[-1] if done else -1
-    if state.round is not None and (state.round > last + 1 or (
-            state.round == last + 1 and not state.round_open and not run.round_trained(state.round))):
-        # Rounds deleted after they closed (as a changed model's message advises). One round past the last
-        # complete one is normal while it is open, or closed with its model trained (a kill before metrics.json).
-        on_disk = f", rounds 0-{last} are complete" if done else ""
-        return f"is ahead of the rounds on disk (it ends at round {state.round}{on_disk})"
+    if state.round is not None and state.round > last:
+        # One round ahead is a round under way: open, or closed with its model trained (a kill between the close
+        # and metrics.json). Anything else is a round whose model or folder was deleted since it closed (as a
+        # changed model's message advises).
+        under_way = state.round == last + 1 and (state.round_open or run.round_trained(state.round))
+        if not under_way:
+            ends = f"round {last} is the last complete round" if done else "no round is complete"
+            return (f"is ahead of the rounds on disk (it records round {state.round} "
+                    f"{'open' if state.round_open else 'closed'}, but {ends} and round {state.round}'s model is "
+                    f"{'there' if run.model_complete(state.round) else 'missing'})")
+    problem = _disagreement(state, run, done)
+    if problem is not None:
+        return problem
     return None
+
+
+def _entries(state: Any, r: int) -> tuple[Any, Any]:
+    """Round r's start and close in the state's history (the last of each; None when missing)."""
+    start = next((e for e in reversed(state.history) if e.event == "start_round" and e.round == r), None)
+    end = next((e for e in reversed(state.history) if e.round == r and e.event in ("advance", "hold", "end_round")),
+               None)
+    return start, end
+
+
+def _disagreement(state: Any, run: RunDir, done: list[int]) -> str | None:
+    """Where state.json and a complete round's metrics.json tell different stories: the round's plan, its
+    decision, and the dev metric and train accuracy it closed with, which the state's history records too.
+    Raises StateError when the records cannot tell which file is right (see `check_records`)."""
+    for r in done:
+        record = run.read_metrics(r)
+        cur = record.get("curriculum") or {}
+        start, end = _entries(state, r)
+        if start is None or end is None:
+            found = f"has no {'start' if start is None else 'close'} of round {r}, which is complete"
+        else:
+            pairs = [("stage", start.stage), ("competence", start.competence), ("mixture", dict(start.mixture)),
+                     ("alpha", dict(start.alpha)), ("advanced", end.event == "advance"), ("reason", end.reason),
+                     ("stage_after", end.stage), ("competence_after", end.competence)]
+            differs = [(f"curriculum.{k}", v, cur[k]) for k, v in pairs if k in cur and cur[k] != v]
+            closed_with = [("dev_metric", end.dev_metric, record.get("dev_metric"), "value"),
+                           ("train.mean_train_accuracy", end.train_accuracy, record.get("train"),
+                            "mean_train_accuracy")]
+            differs += [(k, v, part[key]) for k, v, part, key in closed_with
+                        if isinstance(part, dict) and key in part and not _same(v, part[key])]
+            if not differs:
+                continue
+            key, theirs, mine = differs[0]
+            found = (f"disagrees with round {r}'s metrics.json ({key}: {theirs!r} in state.json, {mine!r} in "
+                     f"metrics.json)")
+        if all(run.read_metrics(c).get(RECORD_SHA256) for c in done):  # each record checked whole: state.json is off
+            return found
+        raise StateError(f"{run.state_path} {found}, and that record is older than the records' own checksum, so "
+                         f"which file was edited cannot be told; restore the edited one from a backup (if "
+                         f"metrics.json is right, delete state.json: it is rebuilt from the rounds)")
+    return None
+
+
+def _finite(value: Any) -> Any:
+    """A statistic as a record keeps it: NaN and infinities become None (flows.rundir.jsonable)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def check_records(run: RunDir, done: list[int]) -> None:
+    """Every complete round's metrics.json is the record its round wrote: readable, about that round, whole
+    (its `record_sha256`), its dev metric its evaluation's, and its mining the triplets that are there (the
+    manifest's sha256 it recorded, or for older records the band statistics). A record that is not stops the
+    run in one line (InputError) before anything reads it: the model to use, the report, a registration and
+    the curriculum all follow the records, and an edited dev score picked the wrong round."""
+    from dataio.triplets import is_complete, read_manifest
+    from flows.fingerprint import file_fingerprint
+    from flows.promotion import flat_metrics
+
+    for r in done:
+        path = run.metrics_path(r)
+        advice = f"restore it from a backup, or {run.retrain_advice(r)}"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InputError(f"round {r}'s record is not readable JSON (truncated?); {advice}", path=path) from None
+        if not isinstance(record, dict) or record.get("round") != r:
+            about = record.get("round") if isinstance(record, dict) else None
+            raise InputError(f"this is not round {r}'s record (it is about round {about!r}); {advice}", path=path)
+        sealed = record.get(RECORD_SHA256)
+        if sealed is not None and sealed != record_digest(record):
+            raise InputError(f"round {r}'s record was edited after the round closed (its content no longer matches "
+                             f"its record_sha256); {advice}", path=path)
+        dev = record.get("dev_metric") or {}
+        scored = flat_metrics(record.get("evaluation")).get(dev.get("name")) if dev.get("name") else None
+        if scored is not None and not _same(scored, dev.get("value")):
+            raise InputError(f"round {r}'s record gives its dev metric {dev.get('name')} as {dev.get('value')!r} "
+                             f"but its evaluation as {scored!r}; {advice}", path=path)
+        if not is_complete(run.triplets, r):
+            continue  # pruned (or never kept): nothing to compare
+        mining = record.get("mining") or {}
+        manifest = run.manifest_path(r)
+        if mining.get("manifest_sha256"):
+            changed = mining["manifest_sha256"] != file_fingerprint(manifest)
+        elif mining.get("bands"):  # a record from before the manifest's sha256 was kept: its band statistics
+            bands = {b: (s.rows, _finite(s.mean_anchor_negative_sim))
+                     for b, s in read_manifest(run.triplets, r).bands.items()}
+            changed = bands != {b: ((s or {}).get("rows"), _finite((s or {}).get("mean_anchor_negative_sim")))
+                                for b, s in mining["bands"].items()}
+        else:
+            changed = False
+        if changed:
+            raise InputError(f"round {r}'s triplets were mined again after the round trained on them (the manifest "
+                             f"is not the one its metrics.json recorded), so the report would describe other data; "
+                             f"restore {manifest.parent} from a backup, or delete it (the round stays complete)",
+                             path=manifest)
 
 
 def _difficulties(metrics: dict[str, Any]) -> dict[str, float]:
@@ -110,10 +230,11 @@ def replay_state(run: RunDir, config: RunConfig, rounds: list[int]) -> tuple[Any
 
 
 def ensure_state(run: RunDir, config: RunConfig, log: Any = _log) -> bool:
-    """Check state.json against the complete rounds; rebuild it when it is lost or behind (see above).
+    """Check the complete rounds' records, then state.json against them; rebuild it when it is lost, behind,
+    ahead or disagrees with sealed records (see above).
 
-    Returns True when it was rebuilt. Raises StateError (one line, exit code 2) when the rounds on disk
-    cannot be replayed to what they recorded.
+    Returns True when it was rebuilt. Raises InputError for a record that is not what its round wrote, and
+    StateError (one line each, exit code 2) when the rounds on disk cannot be replayed to what they recorded.
     """
     done = run.completed_rounds()
     if done != list(range(len(done))):  # a round deleted while later ones stay: the rounds no longer follow
@@ -123,6 +244,7 @@ def ensure_state(run: RunDir, config: RunConfig, log: Any = _log) -> bool:
         raise StateError(f"{run.round_dir(missing)} is missing or incomplete while {shown} complete, trained "
                          f"from it; restore it, or delete {run.round_dir(run.retrain_from(missing))} and every "
                          f"later round to train them again")
+    check_records(run, done)  # the records are what their rounds wrote, before they are trusted or replayed
     problem = _state_problem(run, done)
     if problem is None:
         return False

@@ -52,7 +52,7 @@ import yaml
 
 from dataio.errors import InputError
 from dataio.hashing import model_folder_hashes, model_folder_sha256
-from flows.mlflow_store import MlflowStore, local_path
+from flows.mlflow_store import MlflowStore, check_database, local_path
 from flows.promotion import GateSettings, best_round, decide, flat_metrics, parent_drift
 
 CURRENT = "current"
@@ -402,8 +402,12 @@ def open_registry(location: str, name: str | None = None) -> ModelRegistry:
     """A registry named on the command line: a folder or server URI, and the model's name (the only one in
     the store when not given)."""
     store = MlflowStore.at(location)
-    if store.is_local and not (Path(store.location) / "mlflow.db").is_file():
-        raise InputError("no registry here (no mlflow.db); give the folder named by registry.path", path=store.location)
+    if store.is_local:
+        if not (Path(store.location) / "mlflow.db").is_file():
+            raise InputError("no registry here (no mlflow.db); give the folder named by registry.path",
+                             path=store.location)
+        # An empty or damaged mlflow.db is refused before MLflow opens it (and would write its schema into it).
+        check_database(Path(store.location), need_records=True)
     if name is None:
         names = [m.name for m in store.client().search_registered_models()]
         if len(names) != 1:
@@ -441,6 +445,9 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
         raise InputError(f"the run started from {started}, which is no version of {registry.name!r}; start runs "
                          f"from `simcse-curriculum models path {registry.store}` (model.name_or_path)",
                          path=run.config_path)
+    from flows.recovery import check_records
+
+    check_records(run, run.completed_rounds())  # the gate reads the records: each must be what its round wrote
     base = run.read_base_metrics() or {}
     rounds = {r: run.read_metrics(r).get("evaluation") or {} for r in run.completed_rounds()}
     if not rounds or not base:

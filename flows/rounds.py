@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from flows.config import RunConfig
-from flows.rundir import RunDir, jsonable, remove_stale_temporaries, write_json
+from flows.rundir import RunDir, jsonable, remove_stale_temporaries, seal, write_json
 from flows.schedule_step import curriculum_scheduler
 from flows.train_step import round_batches
 
@@ -51,16 +51,17 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
                 "alpha": dict(start.alpha)}
         verdict = {"advanced": end.event == "advance", "reason": end.reason, "stage_after": end.stage,
                    "competence_after": end.competence}
-    metrics = jsonable({
+    metrics = seal(jsonable({  # sealed: an edit of the record is found when the run resumes (flows.recovery)
         "round": round_, "model": str(run.model_dir(round_)), "model_sha256": run.model_sha256(round_),
         "evaluation": evaluated.get("evaluation"), "dev_metric": evaluated.get("dev_metric"),
         "eval_keys": evaluated.get("eval_keys"),
         "train": {k: trained.get(k) for k in ("steps", "mean_train_accuracy", "seconds")},
-        "mining": {"bands": mined.get("bands"), "rows": mined.get("rows"), "seconds": mined.get("seconds")},
+        "mining": {"bands": mined.get("bands"), "rows": mined.get("rows"), "seconds": mined.get("seconds"),
+                   "manifest_sha256": mined.get("manifest_sha256")},
         "curriculum": {**plan, "decision": verdict["reason"], **verdict},
         "seconds": {"mine": mined.get("seconds"), "train": trained.get("seconds"),
                     "evaluate": evaluated.get("seconds")},
-    })
+    }))
     from flows.model_cards import write_round_card
 
     write_round_card(config, run, round_, metrics)  # before metrics.json, which marks the round complete

@@ -22,6 +22,7 @@ the complete new one; a step counts as done only when its marker exists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -135,13 +136,27 @@ class RunDir:
         return model_folder_sha256(self.model_dir(r))
 
     def check_model(self, r: int) -> None:
-        """Round r's model is the one its round wrote (sha256 in `metrics.json`); a changed file stops the run."""
+        """Round r's model is there and is the one its round wrote (sha256 in `metrics.json`); a missing or
+        changed model stops the run in one line."""
+        if not self.model_complete(r):
+            raise InputError(f"round {r}'s model is missing, though metrics.json marks the round complete: restore "
+                             f"the folder, or {self.retrain_advice(r)}", path=self.model_dir(r))
         recorded = self.read_metrics(r).get("model_sha256")
         if recorded is not None and recorded != self.model_sha256(r):
             raise InputError(f"round {r}'s model changed on disk since the round finished (its files' sha256 "
-                             f"differs from metrics.json): restore the folder, or delete "
-                             f"{self.round_dir(self.retrain_from(r))} and every later round to train them again",
+                             f"differs from metrics.json): restore the folder, or {self.retrain_advice(r)}",
                              path=self.model_dir(r))
+
+    def retrain_advice(self, r: int) -> str:
+        """How to train round r again when its model or record is lost: from the first round whose predecessor's
+        optimizer state is still there (`retrain_from`; a round's optimizer state is kept only while it is the
+        last round trained), or a new run from the previous round's model."""
+        first = self.retrain_from(r)
+        advice = f"delete {self.round_dir(first)} and every later round to train them again"
+        if r > first:
+            advice += (f" (round {r} continues round {r - 1}'s optimizer state, kept only until round {r} trained), "
+                       f"or start a new run from {self.model_dir(r - 1)} (model.name_or_path)")
+        return advice
 
     def completed_rounds(self) -> list[int]:
         rounds_root = self.root / "rounds"
@@ -226,6 +241,21 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_json(path, obj)
+
+
+RECORD_SHA256 = "record_sha256"
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """sha256 of a record's content as JSON (keys sorted, its own `record_sha256` left out): what a round's
+    metrics.json seals itself with, so an edit is found on the next resume."""
+    body = json.loads(json.dumps({k: v for k, v in record.items() if k != RECORD_SHA256}, default=str))
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with its `record_sha256`."""
+    return {**record, RECORD_SHA256: record_digest(record)}
 
 
 def jsonable(obj: Any) -> Any:

@@ -56,6 +56,7 @@ class RunTracker:
         self.run = run
         self.path = run.root / TRACKING_FILE
         self.state: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        self._found = False  # the MLflow run tracking.json names was found in the store (asked once)
 
     @property
     def client(self) -> Any:
@@ -63,6 +64,13 @@ class RunTracker:
 
     @property
     def run_id(self) -> str:
+        if self.state.get("run_id") and self.state.get("store") == self.store.location and not self._found:
+            self._found = self._recorded_run_exists()
+            if not self._found:
+                _log.warning("%s: MLflow run %s, which this run logged to, is not in %s (a store moved aside or "
+                             "restored from an older backup); logging the run again, to a new MLflow run",
+                             self.path, self.state["run_id"], self.store.location)
+                self.state = {}
         if not self.state.get("run_id") or self.state.get("store") != self.store.location:
             experiment = self.store.experiment_id(self.experiment)
             run = self.client.create_run(experiment, run_name=self.run.root.name,
@@ -71,6 +79,17 @@ class RunTracker:
                           "logged": []}
             self._save()
         return self.state["run_id"]
+
+    def _recorded_run_exists(self) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(self.state["run_id"])
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise  # a server that does not answer is not a store without the run
+        return True
 
     def _save(self) -> None:
         write_json(self.path, self.state)

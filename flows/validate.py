@@ -223,11 +223,17 @@ def _check_run_folder(config: RunConfig) -> bool:
 
 
 def _check_tracking(config: RunConfig) -> None:
-    """`tracking.enabled` needs MLflow (an optional extra): say so now, not after the base model's evaluation."""
+    """`tracking.enabled` needs MLflow (an optional extra) and a tracking store that can be opened: say so now,
+    not after the base model's evaluation. A damaged store (`mlflow.db` truncated, overwritten, empty) refuses the
+    run rather than running it untracked: the team asked for every run in MLflow, and a run missing from it is
+    found out late; moving the file aside or restoring it takes a minute, and nothing is lost by waiting."""
     if config.tracking.enabled:
-        from flows.mlflow_store import require_mlflow
+        from flows.mlflow_store import check_database, require_mlflow, store_for
 
         require_mlflow()
+        store = store_for(config)
+        if store is not None and store.folder is not None:
+            check_database(store.folder)
 
 
 def _check_encode_runtime(config: RunConfig) -> None:

@@ -231,9 +231,11 @@ def test_lost_state_with_complete_rounds_is_rebuilt_not_restarted(
 
 def test_state_that_does_not_replay_to_the_records_stops_the_run(plain_runs: dict[str, Path],
                                                                   inputs: dict[str, Path], tmp_path: Path) -> None:
-    """A lost state whose rounds' records do not replay (a record edited, a different curriculum) is an error
-    naming the round and the way out; nothing is written (old code: a fresh curriculum, rc 0)."""
+    """A lost state whose rounds' records do not replay (records of a different curriculum, each whole) is an
+    error naming the round and the way out; nothing is written (old code: a fresh curriculum, rc 0). (A record
+    edited by hand no longer gets this far: its record_sha256 stops the run first.)"""
     from curriculum.errors import StateError
+    from flows.rundir import seal
 
     folder = tmp_path / "run"
     shutil.copytree(plain_runs["half"], folder)
@@ -241,7 +243,7 @@ def test_state_that_does_not_replay_to_the_records_stops_the_run(plain_runs: dic
     metrics_path = folder / "rounds/0/metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["curriculum"]["competence"] = 0.5
-    metrics_path.write_text(json.dumps(metrics))
+    metrics_path.write_text(json.dumps(seal(metrics)))
     with pytest.raises(StateError, match=r"state\.json is missing, and rebuilding it from rounds 0-0 does not give "
                                          r"what they recorded \(round 0 recorded competence 0\.5.*restore state\.json"):
         _resume_plain(folder, inputs)
@@ -319,6 +321,130 @@ def test_a_changed_model_names_the_first_round_that_can_be_trained_again(tmp_pat
     run.optimizer_dir(0).mkdir()
     with pytest.raises(InputError, match=f"or delete {run.round_dir(1)} and every later round"):
         run.check_model(1)
+
+
+def _edit_json(path: Path, edit: Any) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _raise_dev(record: dict[str, Any], by: float = 5.0) -> None:
+    """A careful hand edit: round 0's dev score up by `by` points, in its dev_metric and in its evaluation."""
+    name = record["dev_metric"]["name"]
+    kind, stem = name.split("/", 1)
+    record["dev_metric"]["value"] += by
+    record["evaluation"][kind][stem] += by
+
+
+@pytest.mark.parametrize("edit", ["dev score", "dev score, a record older than its checksum",
+                                  "dev_metric alone", "another round's record"])
+def test_an_edited_round_record_stops_the_resume_with_state_json_intact(
+        edit: str, plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code trusted rounds/<r>/metrics.json as long as state.json was intact: an edited dev score made the
+    model to use (selection.json) a round that never scored it, rc 0. Now every resume checks each complete round's
+    record first (its round, its record_sha256, its dev metric against its evaluation, and against the state's
+    history of the round) and stops in one line before anything reads it."""
+    from curriculum.errors import StateError
+    from dataio.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    record = folder / "rounds/0/metrics.json"
+    selection = (folder / "selection.json").read_bytes()
+    if edit == "dev score":
+        _edit_json(record, _raise_dev)
+        error, says = InputError, r"round 0's record was edited after the round closed \(its content no longer matches"
+    elif edit == "dev score, a record older than its checksum":
+        _edit_json(record, lambda m: (_raise_dev(m), m.pop("record_sha256", None)))
+        error, says = StateError, (r"state\.json disagrees with round 0's metrics\.json \(dev_metric: .* in "
+                                   r"state\.json, .* in metrics\.json\), .*which file was edited cannot be told; "
+                                   r"restore the edited one from a backup \(if metrics\.json is right, delete "
+                                   r"state\.json")
+    elif edit == "dev_metric alone":
+        _edit_json(record, lambda m: (m["dev_metric"].update(value=m["dev_metric"]["value"] + 5),
+                                      m.pop("record_sha256", None)))
+        error, says = InputError, r"round 0's record gives its dev metric .* but its evaluation as"
+    else:
+        _edit_json(record, lambda m: m.update({"round": 1}))
+        error, says = InputError, r"this is not round 0's record \(it is about round 1\)"
+    with pytest.raises(error, match=says):
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1").exists() and (folder / "selection.json").read_bytes() == selection
+
+
+def test_state_json_that_disagrees_with_whole_records_is_rebuilt_from_them(
+        plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A state.json that reads fine but tells another story than the rounds' sealed records (edited, or put back
+    from another run) is rebuilt from the records exactly, as a lost one is (old code: continued from it)."""
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+
+    def edit(state: dict[str, Any]) -> None:
+        closes = [e for e in state["history"] if e["round"] == 0 and e["event"] in ("advance", "hold", "end_round")]
+        closes[-1]["dev_metric"] += 5.0
+
+    _edit_json(folder / "state.json", edit)
+    caplog.set_level("WARNING", logger="flows")
+    assert _resume_plain(folder, inputs)["rounds_completed"] == [0, 1]
+    assert "state.json disagrees with round 0's metrics.json (dev_metric: " in caplog.text
+    assert "rebuilt from rounds 0-0" in caplog.text and (folder / "state.json.damaged").is_file()
+    reference = json.loads((plain_runs["full"] / "state.json").read_text())
+    assert json.loads((folder / "state.json").read_text()) == reference
+
+
+def test_a_rounds_triplets_mined_again_after_it_trained_stop_the_resume(plain_runs: dict[str, Path],
+                                                                         inputs: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """Round 0's triplets rewritten after round 0 trained on them (old code: `mine --out <run>/triplets` did it
+    unnoticed, and the report described data the round never saw). The manifest's sha256 recorded in metrics.json
+    (older records: its band statistics) no longer matches: one line, before anything reads them."""
+    from dataio.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    manifest = folder / "triplets/round=0/.manifest.json"
+
+    def remined(m: dict[str, Any]) -> None:
+        band = next(iter(m["bands"].values()))
+        band["mean_anchor_negative_sim"] += 0.1
+
+    _edit_json(manifest, remined)
+    says = (rf"^{manifest}: round 0's triplets were mined again after the round trained on them .*restore "
+            rf"{manifest.parent} from a backup, or delete it")
+    with pytest.raises(InputError, match=says):
+        _resume_plain(folder, inputs)
+    _edit_json(folder / "rounds/0/metrics.json",
+               lambda m: (m["mining"].pop("manifest_sha256", None), m.pop("record_sha256", None)))
+    with pytest.raises(InputError, match=says):  # a record from before the manifest's sha256 was kept
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1").exists()
+
+
+def test_a_deleted_round_model_is_one_line_and_its_way_out_resumes_the_run(
+        plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Round 0's model deleted, round 1 to do. Old code: RuntimeError, a traceback; and deleting rounds/0 as well
+    left state.json recording round 0 closed, so round 0 was never opened again (another traceback). Now one line
+    names the folder and the way out, and following it (delete rounds/0) rebuilds the state from the rounds left
+    and trains round 0 again: the same run as one never interrupted."""
+    from dataio.errors import InputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(plain_runs["half"], folder)
+    shutil.rmtree(folder / "rounds/0/model")
+    with pytest.raises(InputError, match=rf"^{folder / 'rounds/0/model'}: round 0's model is missing, though "
+                                         rf"metrics.json marks the round complete: restore the folder, or delete "
+                                         rf"{folder / 'rounds/0'} and every later round to train them again"):
+        _resume_plain(folder, inputs)
+    assert not (folder / "rounds/1").exists()
+    shutil.rmtree(folder / "rounds/0")
+    caplog.set_level("WARNING", logger="flows")
+    assert _resume_plain(folder, inputs)["rounds_completed"] == [0, 1]
+    assert "is ahead of the rounds on disk (it records round 0 closed, but no round is complete" in caplog.text
+    reference = json.loads((plain_runs["full"] / "state.json").read_text())
+    assert json.loads((folder / "state.json").read_text()) == reference
 
 
 # ------------------------------------------------------------------------------- own only what is ours
@@ -541,6 +667,71 @@ def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
     assert not (tmp_path / ".simcse-curriculum.lock").exists()
 
 
+def _hold_lock(folder: Path, command: str) -> subprocess.Popen[str]:
+    """Another process holding `folder`'s lock as `command` would, until its stdin closes."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dataio.folder_lock import lock_folder
+        with lock_folder({str(folder)!r}, {command!r}):
+            print("held", flush=True)
+            sys.stdin.read()
+    """)], cwd=str(REPO), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_mine_into_a_folder_inside_a_running_run_is_refused_naming_the_run(inputs: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """Old code: `mine --out runs/x/triplets` beside a running `run` of runs/x took the lock of triplets/ (free)
+    and rewrote the round the run trained on. Now a folder inside a held folder is refused as the held folder
+    itself is: one line naming the holder; nothing is created."""
+    from dataio.folder_lock import FolderInUse, lock_folder
+
+    run = tmp_path / "run"
+    (run / "triplets").mkdir(parents=True)
+    holder = _hold_lock(run, "simcse-curriculum run cfg.yaml")
+    try:
+        for out in (run / "triplets", run / "new" / "deeper"):
+            proc = cli(["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(out),
+                        "--quiet"], cli_env(None), timeout=300)
+            line = one_line(proc, f"{out}: inside {run}, which is in use by 'simcse-curriculum run cfg.yaml' (pid "
+                                  f"{holder.pid} on host", "wait for it to finish")
+            assert "Traceback" not in line
+        assert sorted(p.name for p in run.iterdir()) == [".simcse-curriculum.lock", "triplets"]
+        assert not list((run / "triplets").iterdir()), "nothing mined into the run's folder"
+    finally:
+        holder.communicate("", timeout=60)
+    with lock_folder(run / "triplets", "mine"):  # the run is gone: the folder is free again
+        pass
+    (run / ".simcse-curriculum.lock").write_text(json.dumps({"pid": holder.pid, "command": "dead"}))
+    with lock_folder(run / "triplets", "mine"):  # nor is a lock file that a dead holder left above it
+        pass
+    holder = _hold_lock(run, "simcse-curriculum run cfg.yaml")  # the unit under the CLI: lock_folder itself
+    try:
+        with pytest.raises(FolderInUse, match=rf"inside {run}, which is in use by 'simcse-curriculum run cfg.yaml'"):
+            with lock_folder(run / "triplets", "mine"):
+                pass
+    finally:
+        holder.communicate("", timeout=60)
+
+
+def test_a_lock_path_that_is_a_folder_is_one_line(inputs: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Old code: IsADirectoryError, a 45-line traceback. Now one line naming the path and the way out."""
+    from flows.cli import main
+
+    out = tmp_path / "triplets"
+    (out / ".simcse-curriculum.lock").mkdir(parents=True)
+    rc = main(["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(out),
+               "--quiet"])
+    lines = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(lines) == 1, lines
+    assert lines[0] == (f"error: {out / '.simcse-curriculum.lock'}: is a folder, but it is where simcse-curriculum "
+                        f"keeps {out}'s lock file; move it away (or delete it, if nothing of yours is in it), then "
+                        "rerun")
+
+
 # ----------------------------------------------------------------------------------------- no orphans
 
 def _prefect_servers(prefect_home: Path) -> list[int]:
@@ -623,6 +814,53 @@ def test_run_on_a_full_disk_is_one_line(harness: str, inputs: dict[str, Path], t
     proc = _in_mount_namespace(f"mount -t tmpfs -o size=3m tmpfs {disk}", ["run", str(config), "--quiet"],
                                cli_env(harness))
     one_line(proc, str(disk / "run"), "no space left on the device", "rerun the same command")
+
+
+CHECKPOINT_ON_A_SMALL_DISK = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from dataio.os_faults import describe_os_fault
+    from simcse.checkpoints import TrainerState, build_optimizer, linear_schedule, save_checkpoint
+    from simcse.model import SimCSEEncoder
+    from simcse.train_config import TrainConfig
+    disk, model = Path(sys.argv[1]), sys.argv[2]
+    encoder = SimCSEEncoder.from_pretrained(model, pooling="mean")
+    config = TrainConfig()
+    optimizer = build_optimizer(encoder, config)
+    sum(p.sum() for p in encoder.parameters()).backward()
+    optimizer.step()  # AdamW's state is twice the weights: the 4 MB weights fit, then optimizer.pt fills the disk
+    try:
+        save_checkpoint(disk / "train" / "checkpoint", encoder, optimizer, linear_schedule(optimizer, config, 10),
+                        TrainerState(), config, 10)
+    except Exception as exc:
+        print(describe_os_fault(exc, [disk]))
+        print(sorted(p.name for p in (disk / "train").iterdir()))
+    else:
+        print("saved")
+""")
+
+
+def test_a_training_checkpoint_that_fills_the_disk_is_one_line(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """save_checkpoint on a 6 MB file system (the trainer's mid-round checkpoint, simcse.checkpoints): torch's zip
+    writer fails without an errno ("unexpected pos"), and the old code's clean-up of the partial checkpoint freed
+    the space before the CLI asked whether the disk was full, so it printed torch's traceback. Now the write's
+    failure is recognised before the clean-up: one line naming the checkpoint, nothing partial left (rerunning
+    after freeing space resumes from the previous checkpoint)."""
+    prefix = _namespace_prefix()
+    if prefix is None:
+        pytest.skip("cannot mount in a private namespace here (unshare not permitted)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = subprocess.run([*prefix, "sh", "-c", f'mount -t tmpfs -o size=6m tmpfs {disk} && exec "$@"', "sh",
+                           sys.executable, "-c", CHECKPOINT_ON_A_SMALL_DISK, str(disk), str(inputs["model"])],
+                          env=cli_env(None), cwd=str(REPO), capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line, left = proc.stdout.splitlines()[-2:]
+    assert line == (f"{disk / 'train' / 'checkpoint'}: no space left on the device; free some space (or choose an "
+                    "output folder on another disk), then rerun the same command"), proc.stdout
+    assert left == "[]", "the partial checkpoint is removed"
 
 
 def test_mine_on_a_full_disk_is_one_line_not_a_sigbus(inputs: dict[str, Path], tmp_path: Path) -> None:

@@ -98,6 +98,24 @@ def test_a_round_model_changed_on_disk_is_not_registered(tmp_path, tiny, registr
         register_run(registry, folder, GateSettings())
     assert [v.version for v in registry.versions()] == [1] and registry.current_number() == 1
 
+def test_a_round_record_edited_after_the_round_closed_is_not_registered(tmp_path, tiny, registry):
+    """The gate picks and judges the candidate by the rounds' metrics.json: a record edited by hand (sealed when its
+    round closed, record_sha256) is refused in one line, as a resumed run refuses it, and nothing is registered
+    (old code: the edited score was registered, and promoted)."""
+    from flows.rundir import seal
+
+    start = registry.local_path(registry.current())
+    run = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(60.0)], Path(tiny))
+    record = run / "rounds/0/metrics.json"
+    record.write_text(json.dumps(seal(json.loads(record.read_text()))))  # as finish_round writes it
+    edited = json.loads(record.read_text())
+    edited["evaluation"]["pairs"]["select"] = 90.0
+    record.write_text(json.dumps(edited))
+    with pytest.raises(InputError, match=rf"^{record}: round 0's record was edited after the round closed"):
+        register_run(registry, run, GateSettings())
+    assert [v.version for v in registry.versions()] == [1]
+
+
 def test_a_promotion_interrupted_before_the_alias_moves_keeps_the_old_current_and_is_finished_later(
         tmp_path, tiny, registry, monkeypatch):
     from sentence_transformers import SentenceTransformer
@@ -277,6 +295,32 @@ def test_a_version_whose_files_changed_is_refused_by_models_path_promote_and_rol
         "cannot be verified" in err
 
 
+def test_a_rollback_to_a_version_whose_files_are_gone_is_refused_and_current_stays(tmp_path, tiny, capsys):
+    """Issue 24: `models rollback` to a version whose files were deleted succeeded and left `current` naming a
+    version nothing can load. The registry's verification (the files' sha256 recorded with each version, checked
+    before a version is made current) refuses it: one line naming the folder or file, and `current` stays."""
+    folder = str(tmp_path / "reg")
+    assert models_cli(capsys, "init", folder, tiny, "--name", "enc")[0] == 0
+    v1 = Path(models_cli(capsys, "path", folder)[1].strip())
+    fake_run(tmp_path / "run", v1, evaluation(70.0), [evaluation(75.0)], Path(tiny))
+    assert models_cli(capsys, "register", folder, str(tmp_path / "run"))[0] == 0
+    reg = ModelRegistry(MlflowStore.at(folder), "enc")
+    assert reg.current_number() == 2
+
+    shutil.rmtree(v1)  # the version's whole folder
+    for args in (("rollback", folder), ("rollback", folder, "1"), ("promote", folder, "1"), ("path", folder, "1")):
+        one_error_line(*models_cli(capsys, *args)[::2], f"{v1}: version 1's files are missing")
+    assert reg.current_number() == 2
+    shutil.copytree(tiny, v1)
+    (v1 / "model.safetensors").unlink()  # one file of it
+    one_error_line(*models_cli(capsys, "rollback", folder)[::2],
+                   f"{v1 / 'model.safetensors'}: version 1 of 'enc': model.safetensors is missing since it was "
+                   "registered", "restore the registry folder")
+    assert reg.current_number() == 2
+    rc, out, err = models_cli(capsys, "path", folder)
+    assert rc == 0 and (Path(out.strip()) / "model.safetensors").is_file(), "current still loads"
+
+
 def test_models_register_refuses_a_run_whose_baseline_does_not_repeat_the_parent_s_recorded_score(
         tmp_path, tiny, registry):
     """Old code: the gate compared the candidate with whatever the run measured for its starting model, even 8.5
@@ -368,3 +412,99 @@ def test_a_copied_registry_whose_records_cannot_be_updated_is_refused_in_one_lin
     rc, out, err = models_cli(capsys, "path", str(copy))
     one_error_line(rc, err, f"{copy}: this MLflow store was moved or copied here from {original}",
                    "cannot be updated", "writable")
+
+
+# -------------------------------------------------------------------------------- a damaged store database
+
+def damage_database(db: Path, how: str) -> str:
+    """Damage an MLflow store's `mlflow.db` as disks, copies and people do; returns what the refusal calls it."""
+    data = db.read_bytes()
+    if how == "garbage":
+        db.write_bytes(bytes(range(256)) * 20)
+        return "it is not an SQLite database"
+    if how == "truncated":
+        db.write_bytes(data[: len(data) // 3])
+        return "it is truncated"
+    if how == "empty":
+        db.write_bytes(b"")
+        return "it is empty (0 bytes)"
+    # Every page after the first two overwritten: the header and the schema read fine, the tables do not.
+    db.write_bytes(data[:8192] + bytes(range(256)) * ((len(data) - 8192) // 256))
+    return "it is damaged (database disk image is malformed"
+
+
+@pytest.fixture(scope="module")
+def one_version_registry(tmp_path_factory, tiny) -> Path:
+    """A registry folder with version 1 (made once; each test damages a copy, which it opens first)."""
+    folder = tmp_path_factory.mktemp("registry") / "reg"
+    ModelRegistry(MlflowStore.at(folder), "enc").ensure_started(Path(tiny))
+    return folder
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "empty", "damaged pages"])
+def test_a_damaged_registry_database_is_one_line_and_a_read_writes_nothing(tmp_path, tiny, capsys, how,
+                                                                          one_version_registry):
+    """Old code: a damaged mlflow.db was a traceback of 108-145 lines in every `models` command (SQLAlchemy's
+    'database disk image is malformed', naming no file), or a misleading 'moved or copied here ... make it
+    writable'; and `models list` on a 0-byte mlflow.db wrote MLflow's schema into it (then said 'no registered
+    models'). Now every command refuses it in one line naming the file and the way out, and writes nothing."""
+    folder = tmp_path / "reg"
+    shutil.copytree(one_version_registry, folder)
+    db = folder / "mlflow.db"
+    says = damage_database(db, how)
+    before = db.read_bytes()
+    for args in (("list", str(folder)), ("path", str(folder)), ("path", str(folder), "1", "--name", "enc"),
+                 ("rollback", str(folder), "1", "--name", "enc"), ("init", str(folder), tiny, "--name", "enc")):
+        rc, out, err = models_cli(capsys, *args)
+        one_error_line(rc, err, f"{db}: this MLflow store's database cannot be used: {says}",
+                       "restore mlflow.db from a backup", f"move it aside (mv {db} {db}.damaged) to start a new")
+        assert db.read_bytes() == before, f"`models {args[0]}` wrote into the damaged file"
+
+
+def test_a_run_whose_tracking_store_is_damaged_is_refused_before_any_work(tmp_path, tiny, capsys):
+    """Old code: the run evaluated its base model, then failed in the tracker's first call with a traceback (a
+    resumed run: every time). Tracking is on because the team wants every run in MLflow, so a damaged store refuses
+    the run in the check that precedes all work (validate, run, run --dry-run), rather than running untracked."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "mlflow.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)  # a header, then garbage
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "run"), "rounds": 1, "steps_per_round": 1,
+        "model": {"name_or_path": tiny, "pooling": "mean"}, "data": {"builtin": "python_docstrings"},
+        "tracking": {"enabled": True, "uri": str(store)}}), encoding="utf-8")
+    rc = main(["validate", str(config)])
+    err = capsys.readouterr().err
+    one_error_line(rc, err, f"{store / 'mlflow.db'}: this MLflow store's database cannot be used: it is damaged",
+                   "restore mlflow.db from a backup")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_tracking_store_moved_aside_gets_the_resumed_run_logged_again(tmp_path, caplog):
+    """The way out of a damaged tracking store is to move its mlflow.db aside; the resumed run then finds its
+    tracking.json naming an MLflow run the new store has never seen (old code: MlflowException 'Run ... not found',
+    a traceback on every resume). Now it logs itself to a new MLflow run, every round it finished included."""
+    from flows.config import config_from_mapping
+    from flows.rundir import RunDir
+    from flows.tracking import round_hooks, tracker_for
+
+    store = tmp_path / "store"
+    cfg = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"builtin": "python_docstrings"},
+                               "steps_per_round": 5, "tracking": {"enabled": True, "uri": str(store)}})
+    run = RunDir(tmp_path / "run")
+    run.claim(cfg)
+    run.round_dir(0).mkdir(parents=True)
+    run.metrics_path(0).write_text(json.dumps({"evaluation": evaluation(71.0), "curriculum": {"competence": 0.5}}))
+    # What the run logged to the store before its mlflow.db was moved aside (the new store starts empty).
+    lost = "0123456789abcdef0123456789abcdef"
+    (run.root / "tracking.json").write_text(json.dumps({"store": str(store), "experiment": "simcse-curriculum",
+                                                        "run_id": lost, "logged": ["params", "base", "round-0"]}))
+    caplog.set_level("WARNING", logger="flows")
+    hooks = round_hooks(tracker_for(cfg, run), cfg)
+    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_end"]({})
+    now = json.loads((run.root / "tracking.json").read_text())["run_id"]
+    assert now != lost and f"MLflow run {lost}, which this run logged to, is not in {store}" in caplog.text
+    client = MlflowStore.at(store).client()
+    assert [(m.step, m.value) for m in client.get_metric_history(now, "pairs/select")] == [(0, 70.0), (1, 71.0)]
+    assert client.get_run(now).info.status == "FINISHED"
