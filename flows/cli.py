@@ -2,7 +2,8 @@
 
 Each package contributes its commands through a `register(app)` function, so the libraries stay free of
 Prefect and this module only wires them together. Exit codes: 0 done, 1 an internal error (a traceback),
-2 bad input or usage. Bad input (`InputError`, an invalid config), usage errors (an unknown command or
+2 bad input or usage, 130 / 143 a run stopped by Ctrl-C / SIGTERM (one line with the command that resumes it,
+flows.interrupts). Bad input (`InputError`, an invalid config), usage errors (an unknown command or
 option, a missing argument, a bad option value), a folder in use by another command, a full disk and a
 read-only or forbidden folder are one line on stderr, never a traceback.
 """
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
+
+from flows import interrupts
 
 PROG = "simcse-curriculum"
 COMMAND_MODULES = ("simcse.cli", "mining.cli", "flows.setup_commands", "flows.commands", "flows.registry_commands",
@@ -109,7 +113,22 @@ def _show_command_line_error(exc: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app; bad input and usage errors exit 2 with a one-line message."""
+    """Console entry point: run the app; bad input and usage errors exit 2 with a one-line message; a run
+    stopped by a signal exits 128 + its number with one line (flows.interrupts)."""
+    interrupts.record_command(shlex.join([PROG, *(sys.argv[1:] if argv is None else argv)]))
+    try:
+        rc = _main(argv)
+    except BaseException as exc:
+        signum = interrupts.stopped_by(exc)
+        if signum is None:
+            raise
+        return interrupts.announce(signum)
+    signum = interrupts.received()
+    # typer returns 130 for a KeyboardInterrupt; SystemExit(143) comes back as 143
+    return interrupts.announce(signum) if signum is not None and rc != 0 else rc
+
+
+def _main(argv: list[str] | None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -124,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     except command_line_errors as exc:
         return _show_command_line_error(exc)
     except aborts:
-        print("aborted", file=sys.stderr)
+        if interrupts.received() is None:  # else main prints the stop's own line
+            print("aborted", file=sys.stderr)
         return 130
     except typer.Exit as exc:
         return exc.exit_code

@@ -23,8 +23,9 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.interrupts import stop_on_signals
 from flows.output_folder import OutputFolder
-from flows.prefect_env import configure_prefect_logging, exit_cleanly_on_sigterm
+from flows.prefect_env import configure_prefect_logging
 
 FLOWS = ("curriculum", "mine", "train", "evaluate")
 
@@ -113,8 +114,9 @@ def _report_line(summary: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _run_environment(run_dir: Path) -> Iterator[None]:
-    """Around a flow run from the command line: library caches in the run folder, the run's log file, an
-    ephemeral Prefect server that dies with this process, and SIGTERM as a clean exit."""
+    """Around a flow run from the command line: library caches in the run folder, the run's log file, and an
+    ephemeral Prefect server that dies with this process and is out of reach of the terminal's Ctrl-C (the
+    command's `stop_on_signals` stops the run; flows.interrupts)."""
     from flows.prefect_env import configure_library_caches
     from flows.run_log import attach_run_log
     from flows.server_guard import guard_ephemeral_server
@@ -126,8 +128,7 @@ def _run_environment(run_dir: Path) -> Iterator[None]:
 
     attach_run_log(run_dir)
     guard_ephemeral_server()
-    with exit_cleanly_on_sigterm():
-        yield
+    yield
 
 
 def _run_flow(flows_module: Any, flow: str, cfg: Any, round_: int, model: str | None) -> dict[str, Any]:
@@ -222,7 +223,9 @@ def register(app: typer.Typer) -> None:
 
             print_check(check, as_json, estimate_run(check))
             return
-        with OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
+        # Ctrl-C or SIGTERM from here on: one line with the command that resumes, exit 130 / 143 (flows.interrupts).
+        with stop_on_signals(f"simcse-curriculum run {config}"), \
+                OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
             configure_prefect_home(cfg.output_dir)
             with _run_environment(cfg.output_dir):
                 from flows import curriculum_flow as flows_module
@@ -297,7 +300,8 @@ def register(app: typer.Typer) -> None:
         _configure_logging(quiet, log_level)
         overrides = {k: v for k, v in (("rounds", rounds), ("steps_per_round", steps)) if v is not None}
         cfg = demo_config(output_dir.resolve(), **overrides)
-        with OutputFolder(cfg.output_dir, "simcse-curriculum demo"):
+        with stop_on_signals(f"simcse-curriculum demo --output-dir {cfg.output_dir}"), \
+                OutputFolder(cfg.output_dir, "simcse-curriculum demo"):
             configure_prefect_home(cfg.output_dir)
             if not quiet:
                 typer.echo(f"demo: {cfg.rounds} rounds x {cfg.steps_per_round} steps on Python docstrings, "

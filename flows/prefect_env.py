@@ -74,7 +74,8 @@ def configure_library_caches(run_dir: str | os.PathLike) -> None:
 
 class PrefectChatterFilter(logging.Filter):
     """Console filter: drops records below WARNING that Prefect's own code logs, and its restatements of a
-    failure (tracebacks, "Finished in state Failed"), unless `level` is DEBUG.
+    failure (tracebacks, "Finished in state Failed", "Crash detected!" of a run stopped by a signal), unless
+    `level` is DEBUG.
 
     Prefect logs its banners ("Beginning flow run", "View at ...") and each task's "Finished in state ..."
     on the same loggers as the run's own `get_run_logger()` lines, so levels alone cannot tell them apart;
@@ -99,8 +100,19 @@ class PrefectChatterFilter(logging.Filter):
         if record.levelno >= logging.ERROR:
             # Prefect restating a failure (a traceback, a task's "Finished in state Failed"): the command
             # prints it itself, one line for an error the user can fix; run.log keeps Prefect's account.
-            return not (record.exc_info or record.getMessage().startswith("Finished in state"))
+            message = record.getMessage()
+            return not (record.exc_info or message.startswith("Finished in state") or _stop_reported(message))
         return record.levelno >= logging.WARNING
+
+
+def _stop_reported(message: str) -> bool:
+    """Prefect's "Crash detected! Execution was aborted by an interrupt signal." (or "a termination signal") of
+    a run that says it was stopped in one line of its own (flows.interrupts)."""
+    if not (message.startswith("Crash detected!") and ("interrupt signal" in message or
+                                                         "termination signal" in message)):
+        return False
+    interrupts = sys.modules.get("flows.interrupts")
+    return interrupts is not None and interrupts.handling()
 
 
 @contextlib.contextmanager

@@ -82,3 +82,8 @@ def record_failure(exc: BaseException, line: str) -> None:
     """The one line the command printed, and the traceback behind it, into the run log (if one is open)."""
     _write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} | ERROR   | {line}\n"
            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def record_line(line: str) -> None:
+    """A line the command printed that is not a failure (a run stopped by Ctrl-C or SIGTERM), into the run log."""
+    _write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} | WARNING | {line}\n")

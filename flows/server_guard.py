@@ -17,6 +17,12 @@ Why not the alternatives: PR_SET_PDEATHSIG fires when the *thread* that spawned 
 may start the server from a short-lived worker thread, which would kill the API under a live run; reaping at
 the next start helps only when the same folder is run again. The write end of the pipe is not inherited by
 exec'd children (Python opens pipes close-on-exec), so only the death of this process closes it.
+
+The server also starts in a session of its own (`setsid`, through the `subprocess` Prefect's server module is
+given). A terminal's Ctrl-C is sent to every process of its foreground process group, and in the run's group
+the server died with the first ^C: the run, stopping, then spent ~150 s retrying its report of how it stopped
+and exited 1 with a page of httpx traceback. Out of the group the server outlives the run's last call, and is
+stopped by Prefect's exit handler (or by the guard, when the run is killed); flows.interrupts does the rest.
 """
 
 from __future__ import annotations
@@ -59,8 +65,27 @@ def _report(pid: int) -> None:
         log.debug("could not start the ephemeral server's guard: %s", exc)
 
 
+class _ServerPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """Popen for Prefect's one spawn, the ephemeral server: in a session of its own (`setsid`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("start_new_session", True)
+        super().__init__(*args, **kwargs)
+
+
+class _ServerSubprocess:
+    """`subprocess` as Prefect's server module sees it once guarded: `Popen` is `_ServerPopen`, the rest is
+    the standard module's."""
+
+    Popen = _ServerPopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+
 def guard_ephemeral_server() -> bool:
-    """Make every ephemeral Prefect API server this process starts die with it; call before the first flow.
+    """Make every ephemeral Prefect API server this process starts die with it, and start it out of reach of the
+    terminal's Ctrl-C (a session of its own); call before the first flow.
 
     Returns False (changing nothing) when the run uses a Prefect server of its own (PREFECT_API_URL), or when
     this Prefect has no `SubprocessASGIServer._run_uvicorn_command` to watch (tests/test_fault_injection.py
@@ -75,6 +100,7 @@ def guard_ephemeral_server() -> bool:
 
     if get_current_settings().api.url:  # set in the user's Prefect profile: no ephemeral server
         return False
+    import prefect.server.api.server as server_module
     from prefect.server.api.server import SubprocessASGIServer
 
     spawn = getattr(SubprocessASGIServer, "_run_uvicorn_command", None)
@@ -86,6 +112,8 @@ def guard_ephemeral_server() -> bool:
         _report(process.pid)
         return process
 
+    if getattr(server_module, "subprocess", None) is subprocess:  # the server's spawn, in a session of its own
+        server_module.subprocess = _ServerSubprocess()  # type: ignore[attr-defined]
     SubprocessASGIServer._run_uvicorn_command = run_uvicorn_command  # type: ignore[method-assign]
     _installed = True
     return True
