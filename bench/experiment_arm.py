@@ -356,6 +356,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
                       "train_accuracy": (metrics.get("train") or {}).get("mean_train_accuracy"),
                       "competence": cur.get("competence"), "mixture": cur.get("mixture"), "alpha": cur.get("alpha"),
                       "bands_per_step": trained.get("bands_per_step"), "anchors_sha256": trained.get("anchors_sha256"),
+                      "anchor_order_sha256": trained.get("anchor_order_sha256"),
                       "bands": {b: {"rows": s.get("rows"), "difficulty": s.get("mean_anchor_negative_sim")}
                                 for b, s in ((metrics.get("mining") or {}).get("bands") or {}).items()}})
     final_round = config.rounds - 1

@@ -168,14 +168,16 @@ def analyse(results: Iterable[Mapping[str, Any]], settings: Mapping[str, Mapping
     return blocks
 
 
-def pairing_check(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
-    """How many (seed, round) groups had the same anchor sequence in every arm (paired sampling)."""
+def pairing_check(arms: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "anchors_sha256") -> dict[str, int]:
+    """How many (seed, round) groups had the same anchor sequence in every arm (paired sampling): by `key`, the
+    digest of the batches' anchors and positives, or `anchor_order_sha256`, of the anchors alone (arms whose
+    positives differ by design, mined positives)."""
     digests: dict[tuple[int, int], set[str]] = defaultdict(set)
     for runs in arms.values():
         for r in runs:
             for c in r["curve"]:
-                if c.get("anchors_sha256"):
-                    digests[(r["seed"], c["round"])].add(c["anchors_sha256"])
+                if c.get(key):
+                    digests[(r["seed"], c["round"])].add(c[key])
     return {"groups": len(digests), "identical": sum(1 for d in digests.values() if len(d) == 1)}
 
 

@@ -121,7 +121,7 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
     winner = pick_winner(arms)
     reference_dev = list(arms[REFERENCE]["dev"].values()) if REFERENCE in arms else []
     return {"arms": arms, "contrasts": contrasts, "start": start, "teacher": teacher, "winner": winner,
-            "margin": margin_from_noise(reference_dev), "pairing": pairing_check(by_arm)}
+            "margin": margin_from_noise(reference_dev), "pairing": pairing_check(by_arm, "anchor_order_sha256")}
 
 
 def goal_reading(row: Mapping[str, Any]) -> str:
@@ -188,7 +188,8 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         lines += [f"- **Incomplete:** {meta['incomplete']}"]
     pair = analysis.get("pairing") or {}
     lines += [f"- Pairing: {pair.get('identical', 0)} of {pair.get('groups', 0)} (seed, round) groups trained every "
-              "arm on the same anchors in the same order.", ""]
+              "arm on the same anchors in the same order (the anchors alone: mined positives differ by design).",
+              ""]
     start, teacher = analysis["start"], analysis["teacher"]
     if start is None:
         return "\n".join(lines + ["No results yet.", END_MARKER]) + "\n"

@@ -105,7 +105,9 @@ class TripletSampler:
                 column_type = schema.field(column).type
                 if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
                     raise TripletDataError(f"{path}: column '{column}' is {column_type}, expected string")
-            table = parquet.read(columns=list(TEXT_COLUMNS))
+            # positive_source (schema 3): a mined positive does not make its row another anchor (see below)
+            table = parquet.read(columns=list(TEXT_COLUMNS) + (["positive_source"] if "positive_source" in
+                                                              schema.names else []))
             for column in ("anchor", "negative"):
                 nulls = table.column(column).null_count
                 if nulls:
@@ -143,23 +145,36 @@ class TripletSampler:
         self._dictionary = encoded.chunks[0].dictionary
         text_hash = hash_strings(self._dictionary.to_pylist())
         codes: dict[str, np.ndarray] = {}
+        mined: dict[str, np.ndarray] = {}
+        for band in self.bands:
+            flags = [t.column("positive_source").to_numpy(zero_copy_only=False) == "mined"
+                     if "positive_source" in t.column_names else np.zeros(t.num_rows, dtype=bool)
+                     for t in by_band[band]]
+            mined[band] = np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
         per_band: dict[str, list[np.ndarray]] = {b: [] for b in self.bands}
         for band, start, end in spans:
             parts = [encoded.chunks[i].indices.to_numpy(zero_copy_only=False) for i in range(start, end)]
             per_band[band].append(np.concatenate(parts) if parts else np.empty(0, dtype=np.int32))
         for band, columns in per_band.items():
             codes[band] = np.stack(columns, axis=1).astype(np.int64)  # rows x (anchor, positive, negative)
-        self._set_universe(codes, text_hash)
+        self._set_universe(codes, text_hash, mined)
 
-    def _set_universe(self, codes: dict[str, np.ndarray], text_hash: np.ndarray) -> None:
-        """The anchors (anchor text, positive text) of every band, and each band's rows grouped by anchor."""
+    def _set_universe(self, codes: dict[str, np.ndarray], text_hash: np.ndarray,
+                      mined: dict[str, np.ndarray] | None = None) -> None:
+        """The anchors (anchor text, positive text) of every band, and each band's rows grouped by anchor.
+
+        A row whose positive a judge mined (`mined`) is keyed as the unsupervised anchor it stands for (anchor,
+        anchor): its place in the anchor order is the one the anchor has in a round without mined positives, so
+        arms with and without them draw the same anchor sequence (paired sampling); only the positive differs."""
         self._codes = codes
         if not codes:
             self._u_key = np.empty(0, dtype=np.uint64)
             self._u_text = np.empty((0, 2), dtype=np.int64)
             self._band_rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
             return
-        keys_by_band = {b: splitmix64(text_hash[c[:, 0]] ^ splitmix64(text_hash[c[:, 1]])) for b, c in codes.items()}
+        mined = mined or {}
+        keys_by_band = {b: splitmix64(text_hash[c[:, 0]] ^ splitmix64(text_hash[np.where(
+            mined.get(b, np.zeros(len(c), dtype=bool)), c[:, 0], c[:, 1])])) for b, c in codes.items()}
         all_keys = np.concatenate(list(keys_by_band.values()))
         all_pairs = np.concatenate([c[:, :2] for c in codes.values()])
         self._u_key, first, inverse = np.unique(all_keys, return_index=True, return_inverse=True)

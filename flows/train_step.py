@@ -84,7 +84,7 @@ def describe_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
     and positives (equal for every arm with the same seed: paired sampling, checked by the experiment)."""
     names: list[str] = []
     per_step = []
-    digest = hashlib.sha256()
+    digest, order = hashlib.sha256(), hashlib.sha256()
     for batch in batches:
         counts: dict[str, int] = {}
         for band in batch.get("band") or []:
@@ -94,8 +94,10 @@ def describe_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
                     names.append(b)
         per_step.append(counts)
         digest.update(json.dumps([batch["anchor"], batch.get("positive")]).encode("utf-8"))
+        order.update(json.dumps(batch["anchor"]).encode("utf-8"))
+    # anchor_order_sha256: the anchors alone, what arms with and without mined positives share (paired sampling)
     return {"bands_per_step": {"bands": names, "counts": [[c.get(b, 0) for b in names] for c in per_step]},
-            "anchors_sha256": digest.hexdigest()}
+            "anchors_sha256": digest.hexdigest(), "anchor_order_sha256": order.hexdigest()}
 
 
 def with_word_deletion(batch: dict[str, Any], p: float, salt: str) -> dict[str, Any]:

@@ -181,3 +181,21 @@ def test_inspect_shows_the_mined_positives_and_the_teachers_scores(corpus, tmp_p
     assert "teacher " in text
     page = render_html(report)
     assert "Mined positives" in page and 'data-negative-id="' + samples[0]["positive_id"] + '"' in page
+
+
+def test_a_mined_positive_keeps_its_anchors_place_in_the_sampled_order(corpus, tmp_path):
+    """Paired sampling across arms: a round with mined positives orders its anchors as the same round without
+    them (a mined row is keyed as the unsupervised anchor it stands for); only the positives differ."""
+    from curriculum import TripletSampler
+    from dataio.hashing import salt_of, splitmix64
+
+    def anchor_order(mined_positives: bool) -> list[str]:
+        out = tmp_path / f"mined-{mined_positives}"
+        mine(corpus, TableEncoder(STUDENT), out, params=MiningParams(range_max=5, mined_positives=mined_positives),
+             bands=["random"], show_progress=False)
+        sampler = TripletSampler(out, 0, batch_size=2, seed=7)
+        order = np.argsort(splitmix64(sampler._u_key ^ np.uint64(salt_of("anchors", 7, 0, 0))), kind="stable")
+        texts = sampler._dictionary.to_pylist()
+        return [texts[int(sampler._u_text[u, 0])] for u in order]
+
+    assert anchor_order(True) == anchor_order(False)
