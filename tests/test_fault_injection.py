@@ -270,7 +270,8 @@ def test_state_ahead_of_deleted_rounds_is_rebuilt_and_the_rounds_trained_again(
         ours = json.loads((folder / f"rounds/{r}/metrics.json").read_text())
         ref = json.loads((plain_runs["full"] / f"rounds/{r}/metrics.json").read_text())
         assert ours["curriculum"] == ref["curriculum"] and ours["model_sha256"] == ref["model_sha256"]
-    assert "state.json is ahead of the rounds on disk (it ends at round 1) and no round is complete" in caplog.text
+    assert "state.json is ahead of the rounds on disk (it records round 1 closed, but no round is complete" \
+        in caplog.text
 
 
 def test_deleting_only_the_last_round_names_the_round_to_delete_from(plain_runs: dict[str, Path],
