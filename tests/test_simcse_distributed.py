@@ -72,7 +72,8 @@ def _step(encoder: SimCSEEncoder, batch: dict, dp: distributed.Group | None, pac
     item = prepare_batch(batch, tokenize, encoder.pad_id, 1.0, False, 0, 0, encoder.packing_position_offset() if pack
                          else None, dp.shard(len(batch["anchor"])) if dp else None)
     forward = distributed.data_parallel(encoder) if dp else None
-    loss, _ = _loss_and_backward(item, encoder, forward, dp, TEMPERATURE, torch.device("cpu"), False)
+    loss, _ = _loss_and_backward(item, encoder, forward, dp, TrainConfig(temperature=TEMPERATURE), torch.device("cpu"),
+                                 False)
     grads = {name: p.grad.detach().clone() for name, p in encoder.named_parameters() if p.grad is not None}
     return loss.detach(), grads
 
