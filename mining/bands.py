@@ -20,6 +20,7 @@ from dataio.hashing import hash_strings, salt_of, splitmix64, uniform
 from mining.clusters import cluster_labels
 from mining.corpus import MiningCorpus, domain_labels, normalized_keys
 from mining.embeddings import Embeddings
+from mining.exclusions import pair_keys
 from mining.index import KnnResult
 from mining.params import MiningParams
 
@@ -79,8 +80,7 @@ class BandContext:
         self.n_pool = len(corpus)
         # (anchor, negative) pool-index pairs a team marked as false negatives, as sorted anchor * n_pool + negative
         # keys: one searchsorted per guard call (mining.exclusions reads them).
-        pairs = np.empty((0, 2), dtype=np.int64) if excluded_pairs is None else np.asarray(excluded_pairs, np.int64)
-        self.excluded_keys = np.unique(pairs[:, 0] * self.n_pool + pairs[:, 1])
+        self.excluded_keys = pair_keys(excluded_pairs, self.n_pool)
         self.most_excluded = int(np.unique(self.excluded_keys // max(1, self.n_pool), return_counts=True)[1].max(
             initial=0))
         self.a, self.p, self.neg, self.kind = corpus.anchor, corpus.positive, corpus.negative, corpus.kind

@@ -19,6 +19,15 @@ from dataio.hashing import sha256_file
 from dataio.tables import read_table
 from mining.corpus import MiningCorpus, _cell_text
 
+
+def pair_keys(pairs: np.ndarray | None, n_pool: int) -> np.ndarray:
+    """Sorted unique `anchor * n_pool + other` keys of (anchor, other) pool-index pairs: one searchsorted per
+    lookup (the bands' guard, the judge's mined positives)."""
+    if pairs is None or not len(pairs):
+        return np.empty(0, dtype=np.int64)
+    pairs = np.asarray(pairs, dtype=np.int64)
+    return np.unique(pairs[:, 0] * n_pool + pairs[:, 1])
+
 COLUMNS = ("anchor_id", "negative_id")
 
 

@@ -138,7 +138,3 @@ def never_negatives(corpus: MiningCorpus, mined: MinedPositives) -> np.ndarray:
     a = corpus.anchor[mined.rows]
     return np.concatenate([np.stack([a, mined.positive], 1), np.stack([mined.positive, a], 1)]).astype(np.int64)
 
-
-def teacher_scores(teacher: Embeddings, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The teacher's cosine of each pair (a[i], b[i]), float32: the score a row of the triplets carries."""
-    return teacher.pair_sims(np.asarray(a, np.int64), np.asarray(b, np.int64))

@@ -39,7 +39,7 @@ from mining.bands import (
 )
 from mining.corpus import MiningCorpus, check_size
 from mining.embeddings import Embeddings, embed_corpus, model_fingerprint
-from mining.exclusions import ExcludedPairs, as_excluded_pairs
+from mining.exclusions import ExcludedPairs, as_excluded_pairs, pair_keys
 from mining.index import (
     FAISS_NPROBE_START,
     KnnResult,
@@ -185,8 +185,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     if p.mined_positives:
         t = time.perf_counter()
         judge = teacher_emb if teacher_emb is not None else embeddings
-        known = None if excluded_pairs is None else np.unique(excluded_pairs[:, 0] * len(corpus) + excluded_pairs[:, 1])
-        judged = mine_positives(corpus, judge, p, seed, known)
+        judged = mine_positives(corpus, judge, p, seed, pair_keys(excluded_pairs, len(corpus)))
         corpus = with_mined_positives(corpus, judged)
         guard = never_negatives(corpus, judged)
         excluded_pairs = guard if excluded_pairs is None else np.concatenate([excluded_pairs, guard])
