@@ -17,52 +17,23 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from flows.cli_options import (
+    JsonOption,
+    LogLevelOption,
+    QuietOption,
+    config_overrides,
+    configure_logging,
+    print_check,
+)
 from flows.interrupts import stop_on_signals
 from flows.output_folder import OutputFolder
-from flows.prefect_env import configure_prefect_logging
 
 FLOWS = ("curriculum", "mine", "train", "evaluate")
-
-
-class LogLevel(str, Enum):
-    DEBUG = "DEBUG"
-    INFO = "INFO"
-    WARNING = "WARNING"
-    ERROR = "ERROR"
-    CRITICAL = "CRITICAL"
-
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (the run's summary) on stdout and "
-                                                         "nothing else; logs stay on stderr.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr (and the "
-                                                                 "result on stdout); = --log-level WARNING.")]
-LogLevelOption = Annotated[LogLevel | None, typer.Option(
-    "--log-level", case_sensitive=False, show_default=False,
-    help="Log lines shown on stderr (default INFO: the run's own progress; DEBUG adds Prefect's own lines).")]
-
-
-def _configure_logging(quiet: bool, log_level: LogLevel | None) -> None:
-    """Before Prefect is imported: the level its console shows (see flows.prefect_env)."""
-    if quiet and log_level is not None:
-        raise typer.BadParameter("give --quiet or --log-level, not both (--quiet is --log-level WARNING)")
-    configure_prefect_logging("WARNING" if quiet else log_level.value if log_level is not None else None)
-
-
-def _overrides(output_dir: Path | None, rounds: int | None, steps: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if output_dir is not None:
-        out["output_dir"] = str(output_dir.resolve())
-    if rounds is not None:
-        out["rounds"] = rounds
-    if steps is not None:
-        out["steps_per_round"] = steps
-    return out
 
 
 def _plain(value: Any) -> Any:
@@ -202,8 +173,8 @@ def register(app: typer.Typer) -> None:
 
         if flow not in FLOWS:
             raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
-        _configure_logging(quiet, log_level)
-        cfg = load_config(config, _overrides(output_dir, rounds, steps))
+        configure_logging(quiet, log_level)
+        cfg = load_config(config, config_overrides(output_dir, rounds, steps))
         if force:
             if cfg.registry is None:
                 raise typer.BadParameter("applies to a run whose config names a registry (registry.path)",
@@ -219,7 +190,6 @@ def register(app: typer.Typer) -> None:
         check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched
         if dry_run:
             from flows.estimate import estimate_run
-            from flows.setup_commands import print_check
 
             print_check(check, as_json, estimate_run(check))
             return
@@ -254,7 +224,7 @@ def register(app: typer.Typer) -> None:
 
         if (cron is None) == (interval is None):
             raise typer.BadParameter("give exactly one of --cron or --interval")
-        _configure_logging(quiet, log_level)
+        configure_logging(quiet, log_level)
         cfg = load_config(config)
         # No PREFECT_HOME in the output folder: serving needs the user's own Prefect server (and profile), and a
         # refused serve must leave nothing there.
@@ -297,7 +267,7 @@ def register(app: typer.Typer) -> None:
         from flows.demo import demo_config
         from flows.prefect_env import configure_prefect_home
 
-        _configure_logging(quiet, log_level)
+        configure_logging(quiet, log_level)
         overrides = {k: v for k, v in (("rounds", rounds), ("steps_per_round", steps)) if v is not None}
         cfg = demo_config(output_dir.resolve(), **overrides)
         with stop_on_signals(f"simcse-curriculum demo --output-dir {cfg.output_dir}"), \

@@ -32,11 +32,10 @@ from typing import Any
 
 from dataio.errors import InputError
 from flows.config import RunConfig
-from flows.rundir import RunDir, write_json
-from flows.warm_start import START_FILE, WarmStart, resolve_start
+from flows.rundir import REGISTERED_FILE, START_FILE, RunDir, write_json
+from flows.warm_start import WarmStart, resolve_start
 
 NOOP_FILE = "noop.json"
-REGISTERED_FILE = "registered.json"
 _log = logging.getLogger("flows")
 
 

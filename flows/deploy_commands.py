@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from flows.commands import LogLevelOption, QuietOption, _configure_logging
+from flows.cli_options import LogLevelOption, QuietOption, configure_logging
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (what was registered) on stdout.")]
 
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         if (cron is None) == (interval is None):
             raise typer.BadParameter("give exactly one of --cron or --interval")
         env_vars = _env_pairs(env)
-        _configure_logging(quiet, log_level)
+        configure_logging(quiet, log_level)
         from flows.deploy import deploy_scheduled, make_schedule
 
         make_schedule(cron, interval, timezone)  # a typo in the schedule: one line, before the inputs are read

@@ -54,6 +54,7 @@ from dataio.errors import InputError
 from dataio.hashing import model_folder_hashes, model_folder_sha256
 from flows.mlflow_store import MlflowStore, check_database, local_path
 from flows.promotion import GateSettings, best_round, decide, flat_metrics, parent_drift
+from flows.rundir import START_FILE, RunDir
 
 CURRENT = "current"
 MODEL_ARTIFACT = "model"
@@ -430,8 +431,6 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     version's: the files the run started from are the version's (the sha256 its warm_start.json recorded, else
     the version's files as they are now), and the run's evaluation of them repeats the scores recorded with the
     version (`check_parent_scores`); otherwise nothing is registered."""
-    from flows.rundir import RunDir
-
     run = RunDir(run_dir)
     if not run.config_path.is_file():
         raise InputError("not a run folder (no config.yaml); give the output_dir of a run", path=run_dir)
@@ -483,8 +482,6 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
 def _recorded_start(registry: ModelRegistry, run: Any) -> dict[str, Any] | None:
     """The start a warm-started run recorded (flows.warm_start: its parent version and the sha256 of the files it
     started from), when its parent is a version of this registry."""
-    from flows.warm_start import START_FILE
-
     path = run.root / START_FILE
     if not path.is_file():
         return None
@@ -498,8 +495,6 @@ def _recorded_start(registry: ModelRegistry, run: Any) -> dict[str, Any] | None:
 def _check_start(registry: ModelRegistry, parent: Version, record: dict[str, Any] | None, run: Any) -> None:
     """The run's baseline was measured on the files registered as `parent`: the sha256 its warm start recorded is
     the version's; without that record (a run started from `models path`), the version's files as they are now."""
-    from flows.warm_start import START_FILE
-
     started, registered = (record or {}).get("model_sha256"), parent.tags.get(MODEL_SHA256)
     if started and registered:
         if started != registered:

@@ -21,7 +21,7 @@ from dataio.triplets import (
     read_manifest,
     resolve_file,
 )
-from flows.rundir import RunDir
+from flows.rundir import REGISTERED_FILE, START_FILE, RunDir
 
 # Smallest y range of the metrics plot: auto-scaling would draw a +0.2 AP change as a cliff.
 MIN_SCORE_SPAN = 5.0  # points of a x100 score
@@ -355,9 +355,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _registry_lines(run: RunDir) -> list[str]:
     """A registry run (flows.continuing): the version it started from, what was new, what it registered."""
-    from flows.continuing import REGISTERED_FILE
     from flows.new_data import SEEN_JSON
-    from flows.warm_start import START_FILE
 
     start = _read_json(run.root / START_FILE)
     if start is None:

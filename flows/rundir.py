@@ -12,6 +12,8 @@ Layout (DESIGN.md section 3):
     <run>/plots/*.png, report.md   regenerated from the files above after every round
     <run>/selection.json           the model to use: the best by the dev metric, the starting model included
     <run>/finished.json            a scheduled run's flow returned (flows.scheduled_runs): the next one starts anew
+    <run>/warm_start.json          the registry version a continuing run started from (flows.warm_start)
+    <run>/registered.json          the version a continuing run registered (flows.continuing)
     <run>/cache/                   embeddings cache (mining)
     <run>/data/                    the built-in corpus, when the config asks for it
     <run>/.prefect/                Prefect's database and persisted task results (unless PREFECT_HOME is set)
@@ -35,6 +37,10 @@ from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
 from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig, read_yaml
+
+# Files of a continuing (registry) run, named here so the steps that write and read them share one name.
+START_FILE = "warm_start.json"
+REGISTERED_FILE = "registered.json"
 
 # Keys that may change when a run is continued: where it is tracked, how mining is spread over processes (`rounds`
 # may not: it sets the length of the learning-rate and curriculum schedules, so a longer run is a new run, which

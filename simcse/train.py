@@ -383,9 +383,9 @@ def train(encoder: SimCSEEncoder, batches: Iterable[Mapping[str, Any]], config: 
         if world > 1 and (config.distill_kl > 0 or config.distill_margin_mse > 0):
             raise InputError("distillation runs on one device; set devices: 1")
         if world > 1:  # one worker process per device, each running this function as one rank
-            return distributed.spawn_training(world, encoder, dict(
+            return TrainResult(**distributed.spawn_training(world, encoder, train, dict(
                 batches=batches, config=config, output_dir=output_dir, evaluator=evaluator, on_step=on_step,
-                optimizer_state=optimizer_state, card=card))
+                optimizer_state=optimizer_state, card=card)))
     else:
         encoder.to(distributed.local_device(encoder.device))
     run = _TrainingRun(encoder, batches, config, Path(output_dir), evaluator, optimizer_state, card, dp, teacher)
