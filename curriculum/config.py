@@ -13,16 +13,18 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
 )
 
 from curriculum.alpha import AlphaSchedule
 from curriculum.errors import ConfigError
 from curriculum.pacing import Pacing
 from dataio.errors import describe_validation_error
-from dataio.triplets import BandName
+from dataio.triplets import BandName, DifficultyMeasure
 
 
 class _Strict(BaseModel):
@@ -86,6 +88,10 @@ class CurriculumConfig(_Strict):
     alpha: AlphaConfig = Field(default_factory=AlphaConfig)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     static: StaticConfig | None = Field(None, validate_default=True)
+    difficulty: DifficultyMeasure = Field(
+        "student", description="what orders the bands easy to hard: their mean anchor-negative cosine by the "
+                               "student (the encoder that mined the round) or by the run's teacher (needs a teacher; "
+                               "with the graded bands, the teacher's grades)")
 
     @field_validator("unit")
     @classmethod
@@ -114,6 +120,15 @@ class CurriculumConfig(_Strict):
         if info.data.get("mode") == "static" and static is None:
             raise ValueError("static mode needs static.weights, e.g. {nearest_neighbour: 1.0}")
         return static
+
+    @model_serializer(mode="wrap")
+    def _difficulty_when_not_the_student(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`difficulty` is dumped only when it is not the default, so the curriculum state and fingerprints of
+        runs recorded before it existed stay valid."""
+        out = handler(self)
+        if self.difficulty == "student":
+            out.pop("difficulty", None)
+        return out
 
     def resolved(self, rounds: int, steps_per_round: int, seed: int = 0) -> CurriculumConfig:
         """This config for a run of `rounds` x `steps_per_round`: `total: auto` becomes the index of the run's

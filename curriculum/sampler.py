@@ -37,6 +37,7 @@ from curriculum.errors import StateError
 from dataio.errors import TripletDataError
 from dataio.hashing import hash_strings, salt_of, splitmix64, uniform_open
 from dataio.triplets import (
+    DifficultyMeasure,
     RoundManifest,
     TripletBatch,
     manifest_path,
@@ -63,7 +64,7 @@ class TripletSampler:
 
     def __init__(self, root: str | Path, round_: int, *, batch_size: int, seed: int = 0,
                  state: Mapping[str, Any] | None = None, verify_checksums: bool = False,
-                 negatives_per_anchor: int = 1) -> None:
+                 negatives_per_anchor: int = 1, difficulty: DifficultyMeasure = "student") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if seed < 0:
@@ -72,6 +73,7 @@ class TripletSampler:
             raise ValueError(f"negatives_per_anchor must be >= 1, got {negatives_per_anchor}")
         self.root, self.round, self.batch_size, self.seed = Path(root), int(round_), int(batch_size), int(seed)
         self.k = int(negatives_per_anchor)
+        self.difficulty = difficulty  # what the bands' difficulties are (a band an anchor lacks: the closest)
         self.manifest: RoundManifest = read_manifest(self.root, self.round)
         self._load(verify_checksums)
         self._epoch, self._index, self._batches, self.fallbacks = 0, 0, 0, 0
@@ -126,7 +128,7 @@ class TripletSampler:
 
         # Bands in a fixed order (by name), so nothing depends on the manifest's order.
         self.bands: dict[str, int] = {b: n for b in sorted(by_band) if (n := sum(t.num_rows for t in by_band[b])) > 0}
-        self.difficulties = self.manifest.difficulties()
+        self.difficulties = self.manifest.difficulties(self.difficulty)
         chunks: list[pa.Array] = []
         spans: list[tuple[str, int, int]] = []  # (band, first chunk, end chunk) per column, columns in order
         for band in self.bands:

@@ -58,8 +58,12 @@ PARTITION_KEYS = ("round", "band")
 META_PREFIX = "simcse_curriculum."  # the Parquet key-value metadata keys of the provenance
 ROW_GROUP_ROWS = 100_000  # row groups of 100k rows keep a writer's memory flat
 
-BandName = Literal["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
+# The graded bands split each anchor's nearest-neighbour window in thirds by the judge's score (mining.bands).
+BandName = Literal["random", "in_domain", "nli_contradiction", "nearest_neighbour", "graded_easy", "graded_medium",
+                   "graded_hard"]
 BANDS: tuple[str, ...] = typing.get_args(BandName)  # easy to hard
+GRADED_BANDS: tuple[str, ...] = ("graded_easy", "graded_medium", "graded_hard")
+DifficultyMeasure = Literal["student", "teacher"]
 
 SCHEMA = pa.schema([
     ("anchor_id", pa.string()), ("anchor", pa.string()),
@@ -163,16 +167,23 @@ class RoundManifest(BaseModel):
     timings: dict[str, float] | None = None
     exclude_pairs: dict[str, Any] | None = Field(None, description="the excluded-pairs file, when one was given")
 
-    def difficulties(self) -> dict[str, float]:
-        """Measured difficulty (mean anchor-negative similarity) of each band that has rows."""
+    def difficulties(self, measure: DifficultyMeasure = "student") -> dict[str, float]:
+        """Measured difficulty of each band that has rows: the mean anchor-negative cosine by the student (the
+        encoder that mined the round) or, with `measure="teacher"`, by the round's teacher (`mean_teacher_score`;
+        a round mined without a teacher has none, which is an error)."""
         import math
 
-        return {
-            band: float(stats.mean_anchor_negative_sim)
-            for band, stats in self.bands.items()
-            if stats.rows > 0 and stats.mean_anchor_negative_sim is not None
-            and math.isfinite(stats.mean_anchor_negative_sim)
-        }
+        out = {}
+        for band, stats in self.bands.items():
+            value = stats.mean_anchor_negative_sim if measure == "student" else (stats.model_extra or {}).get(
+                "mean_teacher_score")
+            if measure == "teacher" and value is None and stats.rows > 0:
+                raise TripletDataError(f"round {self.round}: band {band} has no teacher scores (mined without a "
+                                       f"teacher), so its difficulty cannot be graded by the teacher; set the run's "
+                                       f"teacher or curriculum.difficulty: student")
+            if stats.rows > 0 and value is not None and math.isfinite(float(value)):
+                out[band] = float(value)
+        return out
 
     def band_rows(self) -> dict[str, int]:
         return {band: stats.rows for band, stats in self.bands.items()}

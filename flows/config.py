@@ -382,10 +382,13 @@ class RunConfig(_Strict):
     source: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
-    def _distillation_needs_a_teacher(self) -> RunConfig:
+    def _teacher_settings_need_a_teacher(self) -> RunConfig:
         if (self.training.distill_kl > 0 or self.training.distill_margin_mse > 0) and self.teacher is None:
             raise ValueError("training.distill_kl / distill_margin_mse distil from the run's teacher: give "
                              "teacher: {path: ...} or set them to 0")
+        if self.curriculum.difficulty == "teacher" and self.teacher is None:
+            raise ValueError("curriculum.difficulty: teacher grades the bands by the run's teacher: give "
+                             "teacher: {path: ...} or set curriculum.difficulty: student")
         return self
 
     @model_validator(mode="after")

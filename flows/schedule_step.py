@@ -47,7 +47,7 @@ def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log)
                 "mixture": dict(start.mixture), "alpha": dict(start.alpha)}
         return {"plan": plan, "state": None, "manifest_sha256": file_fingerprint(run.manifest_path(round_)),
                 "closed": True}
-    plan = scheduler.start_round(round_, manifest.difficulties())
+    plan = scheduler.start_round(round_, manifest.difficulties(config.curriculum.difficulty))
     log.info("round %d plan: competence %.3f, mixture %s, alpha %s", round_, plan.competence,
              {b: round(p, 3) for b, p in plan.mixture.items()}, {b: round(a, 3) for b, a in plan.alpha.items()})
     return {"plan": {"round": round_, "stage": plan.stage, "competence": plan.competence,

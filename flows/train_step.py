@@ -37,7 +37,8 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
     state = CurriculumState.model_validate(copy.deepcopy(start_state))
     scratch = curriculum_scheduler(config, run, state=state, persist=False)
     sampler = TripletSampler(run.triplets, round_, batch_size=config.batch_size, seed=config.seed,
-                             negatives_per_anchor=config.negatives_per_anchor, verify_checksums=True)
+                             negatives_per_anchor=config.negatives_per_anchor, verify_checksums=True,
+                             difficulty=config.curriculum.difficulty)
     batches: list[dict] = []
     plan = scratch.plan
     for _ in range(config.steps_per_round):

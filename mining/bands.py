@@ -1,4 +1,7 @@
-"""Negatives in four bands of difficulty, each with its guards and its skipped-candidate counts.
+"""Negatives in bands of difficulty, each with its guards and its skipped-candidate counts: random, in_domain,
+nli_contradiction and nearest_neighbour, and on request the graded bands (graded_easy, graded_medium,
+graded_hard: each anchor's nearest-neighbour window cut in thirds by the judge's score, the teacher's when there is
+one), which let a curriculum move through difficulty as a teacher grades it.
 
 Everything is vectorised over anchor rows (numpy), so a million anchors take seconds, and every random
 choice comes from a counter-based hash of (seed, round, band, draw, anchor id, positive id): the same
@@ -12,11 +15,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from dataio.hashing import hash_strings, salt_of, splitmix64, uniform
+from dataio.triplets import GRADED_BANDS
 from mining.clusters import cluster_labels
 from mining.corpus import MiningCorpus, domain_labels, normalized_keys
 from mining.embeddings import Embeddings
@@ -128,7 +133,7 @@ class BandContext:
         most pairs any anchor has excluded, and for candidates the false-negative filter removes (the next
         ones move into the window)."""
         k = 0
-        if "nearest_neighbour" in bands:
+        if "nearest_neighbour" in bands or set(GRADED_BANDS) & set(bands):
             k = self.params.range_max + min(FILTER_SLACK, self.params.range_max)
         if "in_domain" in bands:
             k = max(k, self.params.exclude_top + 1)
@@ -332,6 +337,63 @@ def nli_contradiction_band(ctx: BandContext, rows: np.ndarray | None = None) -> 
     return res
 
 
+def _neighbour_window(ctx: BandContext, rows: np.ndarray, skipped: Counter, filter_enabled: bool
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For anchor `rows`: their kNN candidates, which are valid, the nearest-neighbour window after the guards
+    and the false-negative filter, and each candidate's place in the kNN list (`negative_rank`). Counts what the
+    guards and the filter removed into `skipped`."""
+    params = ctx.params
+    cand = ctx.knn.indices[ctx.knn_rows(rows)]
+    valid = cand >= 0
+    excluded = ~valid
+    for reason, mask in ctx.guard(rows, cand).items():
+        skipped[reason] += int((mask & valid).sum())
+        excluded |= mask
+    ok = ~excluded
+    knn_rank = np.cumsum(ok, axis=1) - 1  # what `negative_rank` records: the place in the kNN list
+    unsup = ctx.p[rows] == ctx.a[rows]
+    if filter_enabled:
+        if ctx.teacher is None:  # the index's scores (exact for torch / faiss-flat / IVF-flat)
+            sims = ctx.knn.scores[ctx.knn_rows(rows)]
+            ap = ctx.emb.pair_sims(ctx.a[rows], ctx.p[rows])
+        else:  # the teacher judges: its cosine of each candidate and of the anchor's positive
+            sims = _teacher_sims(ctx, rows, cand, valid)
+            ap = ctx.teacher.pair_sims(ctx.a[rows], ctx.p[rows])
+        threshold = np.full(len(rows), np.inf, dtype=np.float64)
+        if params.relative_margin is not None:
+            threshold = np.where(unsup, threshold, ap - np.abs(ap) * params.relative_margin)
+        if params.max_score is not None:
+            threshold = np.where(unsup, params.max_score, threshold)
+        drop = ok & (sims > threshold[:, None])
+        # Counted among the candidates the window would have reached without the filter.
+        reached = drop & (knn_rank < params.range_max)
+        skipped["relative_margin"] += int((reached & ~unsup[:, None]).sum())
+        skipped["max_score"] += int((reached & unsup[:, None]).sum())
+        ok &= ~drop
+    rank = np.cumsum(ok, axis=1) - 1
+    first = np.where(unsup, params.first_unsupervised_rank, params.range_min)
+    window = ok & (rank >= first[:, None]) & (rank < params.range_max)
+    return cand, valid, window, knn_rank
+
+
+def _teacher_sims(ctx: BandContext, rows: np.ndarray, cand: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    flat = np.where(valid, cand, 0).reshape(-1)
+    return ctx.teacher.pair_sims(np.repeat(ctx.a[rows], cand.shape[1]), flat).reshape(cand.shape)
+
+
+def _seeded_pick(ctx: BandContext, rows: np.ndarray, cand: np.ndarray, valid: np.ndarray, allowed: np.ndarray,
+                 salt: int) -> np.ndarray:
+    """`num_negatives` of each row's `allowed` candidates, chosen by keys of the row's and the candidate's ids."""
+    keys = splitmix64(ctx.row_key[rows][:, None] ^ splitmix64(ctx.id_key[np.where(valid, cand, 0)] ^
+                                                               np.uint64(salt)))
+    keys = np.where(allowed, keys, np.iinfo(np.uint64).max)
+    n = min(ctx.params.num_negatives, cand.shape[1])
+    order = np.argsort(keys, axis=1, kind="stable")[:, :n]
+    pick = np.zeros_like(allowed)
+    np.put_along_axis(pick, order, True, axis=1)
+    return pick & allowed
+
+
 def nearest_neighbour_band(ctx: BandContext, rows: np.ndarray | None = None, *,
                            filter_enabled: bool = True) -> BandResult:
     """Ranks [range_min, range_max) of the kNN list after the positive-aware filter (TopK-PercPos).
@@ -349,48 +411,11 @@ def nearest_neighbour_band(ctx: BandContext, rows: np.ndarray | None = None, *,
     all_rows = _rows(ctx, rows)
     for s in range(0, len(all_rows), ROW_CHUNK):
         rows = all_rows[s:s + ROW_CHUNK]
-        cand = ctx.knn.indices[ctx.knn_rows(rows)]
-        valid = cand >= 0
-        excluded = ~valid
-        for reason, mask in ctx.guard(rows, cand).items():
-            skipped[reason] += int((mask & valid).sum())
-            excluded |= mask
-        ok = ~excluded
-        knn_rank = np.cumsum(ok, axis=1) - 1  # what `negative_rank` records: the place in the kNN list
-        unsup = ctx.p[rows] == ctx.a[rows]
-        if filter_enabled:
-            if ctx.teacher is None:  # the index's scores (exact for torch / faiss-flat / IVF-flat)
-                sims = ctx.knn.scores[ctx.knn_rows(rows)]
-                ap = ctx.emb.pair_sims(ctx.a[rows], ctx.p[rows])
-            else:  # the teacher judges: its cosine of each candidate and of the anchor's positive
-                flat = np.where(valid, cand, 0).reshape(-1)
-                sims = ctx.teacher.pair_sims(np.repeat(ctx.a[rows], cand.shape[1]), flat).reshape(cand.shape)
-                ap = ctx.teacher.pair_sims(ctx.a[rows], ctx.p[rows])
-            threshold = np.full(len(rows), np.inf, dtype=np.float64)
-            if params.relative_margin is not None:
-                threshold = np.where(unsup, threshold, ap - np.abs(ap) * params.relative_margin)
-            if params.max_score is not None:
-                threshold = np.where(unsup, params.max_score, threshold)
-            drop = ok & (sims > threshold[:, None])
-            # Counted among the candidates the window would have reached without the filter.
-            reached = drop & (knn_rank < params.range_max)
-            skipped["relative_margin"] += int((reached & ~unsup[:, None]).sum())
-            skipped["max_score"] += int((reached & unsup[:, None]).sum())
-            ok &= ~drop
-        rank = np.cumsum(ok, axis=1) - 1
-        first = np.where(unsup, params.first_unsupervised_rank, params.range_min)
-        window = ok & (rank >= first[:, None]) & (rank < params.range_max)
+        cand, valid, window, knn_rank = _neighbour_window(ctx, rows, skipped, filter_enabled)
         if params.sampling == "top":
             pick = window & (np.cumsum(window, axis=1) <= params.num_negatives)
         else:
-            keys = splitmix64(ctx.row_key[rows][:, None] ^ splitmix64(ctx.id_key[np.where(valid, cand, 0)] ^
-                                                                       np.uint64(salt)))
-            keys = np.where(window, keys, np.iinfo(np.uint64).max)
-            n = min(params.num_negatives, cand.shape[1])
-            order = np.argsort(keys, axis=1, kind="stable")[:, :n]
-            pick = np.zeros_like(window)
-            np.put_along_axis(pick, order, True, axis=1)
-            pick &= window
+            pick = _seeded_pick(ctx, rows, cand, valid, window, salt)
         got = pick.sum(axis=1)
         skipped["no_negative_found"] += int(np.maximum(params.num_negatives - got, 0).sum())
         r_local, col = np.nonzero(pick)
@@ -398,11 +423,45 @@ def nearest_neighbour_band(ctx: BandContext, rows: np.ndarray | None = None, *,
     return _collect("nearest_neighbour", parts, skipped, ctx)
 
 
+def graded_band(ctx: BandContext, rows: np.ndarray | None = None, *, grade: int) -> BandResult:
+    """One third of each anchor's nearest-neighbour window, graded by the judge: the window's candidates (after
+    the guards and the false-negative filter, as `nearest_neighbour` takes them) sorted by the judge's cosine
+    with the anchor (the teacher's when the round has one, else the student's) and cut in three equal parts;
+    grade 0 (graded_easy) is the least similar third, 2 (graded_hard) the most. `num_negatives` are drawn per
+    anchor from its third, seeded by ids, so every anchor with at least three candidates has a negative of
+    each grade and a curriculum over the grades moves each anchor from easy to hard negatives."""
+    if ctx.knn is None:
+        raise ValueError("the graded bands need the kNN of the anchors")
+    band = GRADED_BANDS[grade]
+    skipped: Counter = Counter()
+    parts = []
+    salt = salt_of(ctx.seed, ctx.round, band, "sample")
+    all_rows = _rows(ctx, rows)
+    for s in range(0, len(all_rows), ROW_CHUNK):
+        rows = all_rows[s:s + ROW_CHUNK]
+        cand, valid, window, knn_rank = _neighbour_window(ctx, rows, skipped, True)
+        judge = ctx.knn.scores[ctx.knn_rows(rows)] if ctx.teacher is None else _teacher_sims(ctx, rows, cand, valid)
+        # Each candidate's place among its anchor's window, least similar first (ties: the kNN order).
+        score = np.where(window, judge, np.inf)
+        order = np.argsort(score, axis=1, kind="stable")
+        place = np.empty_like(order)
+        np.put_along_axis(place, order, np.arange(cand.shape[1])[None, :].repeat(len(rows), axis=0), axis=1)
+        size = window.sum(axis=1)
+        third = (place * len(GRADED_BANDS)) // np.maximum(size, 1)[:, None]
+        pick = _seeded_pick(ctx, rows, cand, valid, window & (third == grade), salt)
+        got = pick.sum(axis=1)
+        skipped["no_negative_found"] += int(np.maximum(ctx.params.num_negatives - got, 0).sum())
+        r_local, col = np.nonzero(pick)
+        parts.append((rows[r_local], col, cand[r_local, col], knn_rank[r_local, col]))
+    return _collect(band, parts, skipped, ctx)
+
+
 BAND_FUNCTIONS: dict[str, Callable[..., BandResult]] = {
     "random": random_band,
     "in_domain": in_domain_band,
     "nli_contradiction": nli_contradiction_band,
     "nearest_neighbour": nearest_neighbour_band,
+    **{band: partial(graded_band, grade=g) for g, band in enumerate(GRADED_BANDS)},
 }
 
 

@@ -20,10 +20,11 @@ from curriculum import (
      "curriculum.mixture.flor: unknown key; expected one of floor, floor_band, tilt, bands"),
     ({"pace": "root"}, ("curriculum.pace: unknown key; expected one of mode, pacing, unit, total, order, "
                         "shuffle_seed, c0, root_power, "
-                        "step_count, mixture, alpha, adaptive, static")),
+                        "step_count, mixture, alpha, adaptive, static, difficulty")),
     ({"mixture": {"bands": ["random", "nn"]}},
      "curriculum.mixture.bands[1]: unknown 'nn'; "
-     "expected one of random, in_domain, nli_contradiction, nearest_neighbour"),
+     "expected one of random, in_domain, nli_contradiction, nearest_neighbour, graded_easy, graded_medium, "
+     "graded_hard"),
     ({"alpha": {"per_band": {"nearest_neighbour": {"start": 1.0}}}},
      "curriculum.alpha.per_band.nearest_neighbour.end: required key is missing"),
     ({"c0": 0}, "curriculum.c0: input should be greater than 0 (got 0)"),

@@ -31,8 +31,10 @@ def judged_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "model": {"name_or_path": str(student), "pooling": "mean", "max_length": 24},
         "data": {"corpus": str(corpus)}, "eval": {"sts": [str(sts)]},
         "teacher": {"path": str(teacher)},
-        "mining": {"bands": ["random", "nearest_neighbour"],
-                   "params": {"range_max": 10, "mined_positives": True, "positive_min_score": 0.95}},
+        "mining": {"bands": ["random", "nearest_neighbour", "graded_easy", "graded_medium", "graded_hard"],
+                   "params": {"range_max": 10, "mined_positives": True, "positive_min_score": 0.95,
+                              "max_score": None}},  # tiny random BERTs: every cosine is near 1
+        "curriculum": {"difficulty": "teacher"},
         "training": {"progress": False, "distill_kl": 1.0, "distill_temperature": 0.1}})
     calls: list[int] = []
     real = embeddings.embed_corpus
@@ -71,6 +73,23 @@ def test_every_round_carries_the_teachers_scores_and_the_mined_positives(judged_
         mined = read_manifest(run.triplets, r).model_extra["mined_positives"]
         assert (mined["judge"], mined["candidates"]) == ("teacher", 190) and mined["mined"] >= 1, mined
     assert sum(r["positive_source"] == "mined" for r in rows if r["round"] == 0) >= 1
+
+
+def test_the_curriculum_orders_the_bands_by_the_teachers_grades(judged_run):
+    from curriculum.state import CurriculumState
+    from dataio.triplets import read_manifest
+
+    run = judged_run["run"]
+    state = CurriculumState.load(run.state_path)
+    assert state.config["difficulty"] == "teacher"
+    starts = [e for e in state.history if e.event == "start_round"]
+    manifest = read_manifest(run.triplets, 1)
+    by_teacher = {b: s.model_extra["mean_teacher_score"] for b, s in manifest.bands.items() if s.rows}
+    assert state.difficulties == by_teacher
+    assert by_teacher["graded_easy"] < by_teacher["graded_medium"] < by_teacher["graded_hard"]
+    # Round 0 starts at the lowest competence: the easiest band by the teacher's grades has the largest share.
+    first = starts[0].mixture
+    assert max(first, key=first.get) == min(by_teacher, key=by_teacher.get), (first, by_teacher)
 
 
 def test_the_teacher_encodes_the_pool_once_per_run(judged_run):
