@@ -7,10 +7,10 @@ configs/experiment/sizes.yaml. Each arm x seed is one process (`run-one`); `run`
 busy (one torch thread each: on this 2-core machine two single-thread workers train 1.35x faster than one
 with two threads), resumes what is finished, and writes the results section of docs/results.md.
 
-    python bench/experiment.py run --size smoke --out /tmp/exp-smoke --results /tmp/exp-smoke/results.md
-    python bench/experiment.py run --size main --workers 2          # runs/experiment/main -> docs/results.md
-    python bench/experiment.py status --size main
-    python bench/experiment.py report --size main                   # rebuild the section from the results
+    python -m bench.experiment run --size smoke --out /tmp/exp-smoke --results /tmp/exp-smoke/results.md
+    python -m bench.experiment run --size main --workers 2          # runs/experiment/main -> docs/results.md
+    python -m bench.experiment status --size main
+    python -m bench.experiment report --size main                   # rebuild the section from the results
 
 `run` options: `--starts`, `--settings`, `--arms`, `--seeds` (comma-separated subsets), `--out`, `--results`,
 `--deadline-min M` (start no job after M minutes; rerun the same command to finish), `--keep-models`.
@@ -31,12 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-import experiment_design as design  # noqa: E402
-from experiment_arm import result_path, run_arm  # noqa: E402
+from bench import REPO, child_options, module_command
+from bench import experiment_design as design
+from bench.experiment_arm import result_path, run_arm
 
-REPO = design.REPO
 DEFAULT_RESULTS = REPO / "docs" / "results.md"
 log = logging.getLogger("experiment")
 
@@ -96,11 +94,10 @@ def run_experiment(args: argparse.Namespace) -> int:
                 skipped.append("/".join(map(str, job)))
                 continue
             log_path = out / "logs" / f"{'-'.join(map(str, job))}.log"
-            cmd = [sys.executable, str(BENCH / "experiment.py"), "run-one", "--size", size["name"], "--out", str(out),
-                   "--start", job[0], "--setting", job[1], "--arm", job[2], "--seed", str(job[3]),
-                   "--threads", str(args.threads)] + (["--keep-models"] if args.keep_models else [])
+            cmd = worker_command(size["name"], out, job, args.threads, args.keep_models)
             handle = open(log_path, "w")  # noqa: SIM115 - closed when the worker ends
-            running.append((subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT), job, log_path))
+            running.append((subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, **child_options()), job,
+                            log_path))
             log.info("started %s", "/".join(map(str, job)))
         time.sleep(2)
         for proc, job, log_path in list(running):
@@ -117,6 +114,14 @@ def run_experiment(args: argparse.Namespace) -> int:
     if skipped:
         log.warning("deadline reached: %d runs not started; rerun the same command to finish them", len(skipped))
     return 1 if failed else 0
+
+
+def worker_command(size: str, out: Path, job: tuple[str, str, str, int], threads: int, keep_models: bool) -> list[str]:
+    """One job's `run-one` worker, `python -m bench.experiment` of this checkout (started with `child_options()`,
+    so a harness launched from a snapshot worktree runs that snapshot's code in its workers too)."""
+    return module_command("bench.experiment", "run-one", "--size", size, "--out", str(out.resolve()),
+                          "--start", job[0], "--setting", job[1], "--arm", job[2], "--seed", str(job[3]),
+                          "--threads", str(threads), *(["--keep-models"] if keep_models else []))
 
 
 def run_one(args: argparse.Namespace) -> int:
@@ -137,7 +142,7 @@ def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[s
     path = out / "run_meta.json"
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "bench.experiment", *sys.argv[1:]])
     commands = previous.get("commands") or ([previous["command"]] if previous.get("command") else [])
     atomic_write_json(path, {
         "size": size, "command": command, "commands": commands + ([command] if command not in commands else []),
@@ -150,9 +155,9 @@ def write_results(out: Path, size: dict[str, Any], results_md: Path) -> Path:
     """The size's results section: the curriculum experiment's analysis, or the judge experiment's
     (`report: judge` in sizes.yaml), each between its own markers."""
     if size.get("report") == "judge":
-        import judge_report as report
+        from bench import judge_report as report
     else:
-        import experiment_report as report
+        from bench import experiment_report as report
 
     return report.write(out, size, results_md)
 

@@ -11,7 +11,7 @@ corpus; domain labels wiki / twitter / nli. Encoder: the offline all-MiniLM-L6-v
    filter) and without it. With the labels given (supervised rows) the partner is the row's positive and the
    guard excludes it by id, so that share is 0 by construction; it is printed as a check.
 
-    .venv/bin/python bench/mine_quality.py [--n-wiki N] [--n-twitter N] [--n-nli N] [--work DIR]
+    .venv/bin/python -m bench.mine_quality [--n-wiki N] [--n-twitter N] [--n-nli N] [--work DIR]
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -30,8 +29,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataio.tables import data_dir
 from dataio.triplets import BANDS

@@ -21,12 +21,12 @@ bands + Parquet), and their encode time is extrapolated from the measured encode
 1,2` runs each size in one process and on a local Dask cluster of 2 single-threaded workers (`mine --shards 2`);
 `--growth-engine ray` puts the shards on a local Ray instead (`mine --shards 2 --engine ray`).
 
-    .venv/bin/python bench/mine_throughput.py                      # CPU comparison, a few minutes
-    .venv/bin/python bench/mine_throughput.py --device cpu --repeats 3 --backends torch,onnx,onnx-O2,openvino
-    .venv/bin/python bench/mine_throughput.py --n-nli 7358 --n-corpus 48000 --batch-size 1024   # GPU sizes
-    .venv/bin/python bench/mine_throughput.py --growth             # 10k, 100k (end to end), 1M (precomputed)
-    .venv/bin/python bench/mine_throughput.py --growth --growth-sizes 100000 --growth-shards 1,2
-    .venv/bin/python bench/mine_throughput.py --growth --growth-sizes 100000 --growth-shards 2 --growth-engine ray
+    .venv/bin/python -m bench.mine_throughput                      # CPU comparison, a few minutes
+    .venv/bin/python -m bench.mine_throughput --device cpu --repeats 3 --backends torch,onnx,onnx-O2,openvino
+    .venv/bin/python -m bench.mine_throughput --n-nli 7358 --n-corpus 48000 --batch-size 1024   # GPU sizes
+    .venv/bin/python -m bench.mine_throughput --growth             # 10k, 100k (end to end), 1M (precomputed)
+    .venv/bin/python -m bench.mine_throughput --growth --growth-sizes 100000 --growth-shards 1,2
+    .venv/bin/python -m bench.mine_throughput --growth --growth-sizes 100000 --growth-shards 2 --growth-engine ray
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench import child_options, module_command
 
 
 def default_data_dir() -> Path:
@@ -229,8 +228,8 @@ def time_mine(st_models: dict[str, Any], ours, corpus, args, work: Path) -> dict
 
 def compare(args) -> None:
     import torch
-    from cpu_anchors import Anchor, agreement, load_anchor, ours_on_runtime, parse_backends, runtime_versions
 
+    from bench.cpu_anchors import Anchor, agreement, load_anchor, ours_on_runtime, parse_backends, runtime_versions
     from mining.encoders import offline_minilm_path
 
     backends = parse_backends(args.backends)
@@ -318,7 +317,7 @@ def print_anchors(anchors: dict, sps: dict[str, float], checks: dict[str, dict],
                   args) -> dict:
     """The anchor table, and the strongest lossless anchor for encoding and for mining (fastest of those whose
     embeddings equal the torch path's: max abs(1 - cos) <= 1e-4 and the same kNN windows)."""
-    from cpu_anchors import MAX_COS_DIFF, is_equal
+    from bench.cpu_anchors import MAX_COS_DIFF, is_equal
 
     k = next(iter(checks.values()))["k"]
     q = next(iter(checks.values()))["queries"]
@@ -517,15 +516,15 @@ def growth(args) -> None:
             emb.flush()
             del emb
         for shards in [int(s) for s in args.growth_shards.split(",")]:
-            cmd = [sys.executable, __file__, "--child-size", str(size), "--child-mode", mode, "--work", str(work),
-                   "--child-shards", str(shards), "--child-engine", args.growth_engine,
-                   "--range-max", str(args.range_max),
-                   "--num-negatives", str(args.num_negatives), "--relative-margin", str(args.relative_margin),
-                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                   "--backend", args.backend]
+            cmd = module_command("bench.mine_throughput", "--child-size", str(size), "--child-mode", mode,
+                                 "--work", str(work.resolve()), "--child-shards", str(shards),
+                                 "--child-engine", args.growth_engine, "--range-max", str(args.range_max),
+                                 "--num-negatives", str(args.num_negatives),
+                                 "--relative-margin", str(args.relative_margin), "--batch-size", str(args.batch_size),
+                                 "--max-length", str(args.max_length), "--backend", args.backend)
             if args.device:
                 cmd += ["--device", args.device]
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, **child_options())
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"growth run for {size} ({shards} shards) failed")

@@ -9,8 +9,8 @@ It also times the alternative issue 13 asks about, writing and reading model fol
 sentence-transformers' own modules: `SentenceTransformer(path)` against `SimCSEEncoder.from_pretrained(path)`,
 and `SentenceTransformer.save` (which writes its own card) against `SimCSEEncoder.save` (medians of `--repeats`).
 
-    python bench/model_card_cost.py                 # all-MiniLM-L6-v2
-    python bench/model_card_cost.py --model PATH --repeats 5
+    python -m bench.model_card_cost                 # all-MiniLM-L6-v2
+    python -m bench.model_card_cost --model PATH --repeats 5
 """
 
 from __future__ import annotations

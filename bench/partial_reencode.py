@@ -21,7 +21,7 @@ The rule, fixed before measuring: a scheme pays, and becomes a setting, if it ke
 re-encode's nearest-neighbour triplets while saving at least a third of the encode time (f <= 2/3), and leaks
 no more false-negative suspects than 1 % of anchors. Otherwise the docs say it does not pay and by how much.
 
-    .venv/bin/python bench/partial_reencode.py --corpus CORPUS.txt --models OLD NEW [NEWER ...] \
+    .venv/bin/python -m bench.partial_reencode --corpus CORPUS.txt --models OLD NEW [NEWER ...] \
         [--cache DIR] [--fractions 0,0.25,0.5,0.75,1] [--seeds 0,1,2] [--json out.json]
 
 Consecutive model pairs (OLD, NEW), (NEW, NEWER), ... are each measured. Embeddings are cached in `--cache`
@@ -33,13 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BANDS = ("nearest_neighbour", "in_domain")
 PAYS = {"agreement": 0.90, "max_fraction": 2 / 3, "suspects": 0.01}

@@ -7,8 +7,8 @@ wall times (mine, schedule, train, evaluate, finish, report), `prefect` = the di
 task-run creation, state changes, cache-key computation, result persistence, logging). Also reports the
 ephemeral API's start-up (once per process). Target: prefect <= 5% of a round.
 
-    python bench/prefect_overhead.py                   # the demo as `make demo` runs it
-    python bench/prefect_overhead.py --rounds 2 --steps 10   # a short check
+    python -m bench.prefect_overhead                   # the demo as `make demo` runs it
+    python -m bench.prefect_overhead --rounds 2 --steps 10   # a short check
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ so it never shows up in a training profile. Prints, per batch size:
   mixture) over the same rows, indices plus text lookup, same machine, same run; and the ratio;
 - with --train-triplets-per-s X, the ratio of sampler triplets/s to that training throughput.
 
-    .venv/bin/python bench/sampler_throughput.py [--rows 1000000] [--seconds 8] [--train-triplets-per-s X]
+    .venv/bin/python -m bench.sampler_throughput [--rows 1000000] [--seconds 8] [--train-triplets-per-s X]
 
 Texts are sentences of ../shared/data (wiki + twitter, SIMCSE_DATA_DIR) recombined into distinct
 strings, or synthetic strings where the data is absent. The dataset lives in a temporary folder.

@@ -5,7 +5,7 @@ evaluates on STS-B dev every `--eval-every` steps and keeps the best dev checkpo
 dev only); that checkpoint is then scored on dev and test. Alignment and uniformity are measured on STS-B
 dev (as in SimCSE's Figure 2: positive pairs scored >= 4.0, all dev sentences). Prints a markdown table.
 
-    .venv/bin/python bench/simcse_results.py            # sized for < 15 min on 2 quiet CPU cores
+    .venv/bin/python -m bench.simcse_results            # sized for < 15 min on 2 quiet CPU cores
 """
 
 from __future__ import annotations

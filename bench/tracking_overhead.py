@@ -11,8 +11,8 @@ Also printed once: importing MLflow and creating a new store (its SQLite schema)
 store pay once. The last lines are `tracking_seconds_per_round`, `tracking_share_of_round` and
 `tracking_seconds_per_run`.
 
-    python bench/tracking_overhead.py --repeats 3 --rounds 2 --steps 6     # tiny random BERT, built-in corpus
-    python bench/tracking_overhead.py --model all-MiniLM-L6-v2 --steps 20  # demo-sized rounds
+    python -m bench.tracking_overhead --repeats 3 --rounds 2 --steps 6     # tiny random BERT, built-in corpus
+    python -m bench.tracking_overhead --model all-MiniLM-L6-v2 --steps 20  # demo-sized rounds
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def _settings(out: Path, model: str, rounds: int, steps: int, tracked: bool, store: Path) -> dict[str, Any]:

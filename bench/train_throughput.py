@@ -12,8 +12,8 @@ tokenised ahead on a thread, one forward per batch over packed rows); with `--wi
 each batch to one matrix instead (`TrainConfig(pack=False)`), to show what packing alone is worth. Padding
 is reported as tokens computed per real token. Last line: `ratio: <ours / sentence-transformers>`.
 
-    .venv/bin/python bench/train_throughput.py                      # CPU, < 5 min on 2 cores
-    .venv/bin/python bench/train_throughput.py --batch-size 128 --steps 100 --warmup-steps 10 --precision bf16  # GPU
+    .venv/bin/python -m bench.train_throughput                      # CPU, < 5 min on 2 cores
+    .venv/bin/python -m bench.train_throughput --batch-size 128 --steps 100 --warmup-steps 10 --precision bf16  # GPU
 """
 
 from __future__ import annotations

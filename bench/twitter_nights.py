@@ -12,8 +12,8 @@ measures).
 The Twitter dev pairs are split by source headline (bench/experiment_data.py): the *select* half is the dev
 metric (rounds, gate), the *report* half only reports, so the set that decides is never the set that reports.
 
-    python bench/twitter_nights.py --out runs/twitter-nights            # 3 nights; rerun to resume
-    python bench/twitter_nights.py --out runs/twitter-nights --results docs/results.md
+    python -m bench.twitter_nights --out runs/twitter-nights            # 3 nights; rerun to resume
+    python -m bench.twitter_nights --out runs/twitter-nights --results docs/results.md
 
 Printed and written (`<out>/nights.json`, and a section of `--results` between markers): per night the rows
 seen and new, the version registered (parent, promoted or why not), the current version after the night and its
@@ -34,9 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench import REPO
+from bench.experiment_data import split_twitter_dev
+from bench.experiment_report import write_section
+from bench.tracking_overhead import CallTimer, tracked_steps
 
 START_MARKER = "<!-- twitter-nights:start -->"
 END_MARKER = "<!-- twitter-nights:end -->"
@@ -62,8 +63,6 @@ def slice_corpus(src: Path, folder: Path, slices: int, limit: int | None = None)
 
 def dev_halves(out: Path) -> dict[str, Path]:
     """The Twitter dev pairs split by headline: `select.tsv` (the dev metric) and `report.tsv` (reports only)."""
-    from experiment_data import split_twitter_dev
-
     from dataio.tables import data_dir
 
     folder = out / "dev"
@@ -89,8 +88,6 @@ def night_config(config: Path, out: Path, night: int, dev: dict[str, Path], step
 
 
 def run_night(config: Any, timer: Any) -> dict[str, Any]:
-    from tracking_overhead import tracked_steps
-
     from flows.continuing import run_continuing
 
     wall = time.perf_counter()
@@ -188,8 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import torch
-    from experiment_report import write_section
-    from tracking_overhead import CallTimer
 
     from dataio.atomic import atomic_write_json
     from dataio.tables import data_dir
@@ -218,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(record, row)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    meta = {"command": " ".join(["bench/twitter_nights.py", *(argv if argv is not None else sys.argv[1:])]),
+    meta = {"command": " ".join(["python -m bench.twitter_nights", *(argv if argv is not None else sys.argv[1:])]),
             "machine": f"{platform.node()} ({os.cpu_count()} CPUs, torch threads {args.threads})",
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "config": os.path.relpath(args.config, REPO), "slices": args.slices,
