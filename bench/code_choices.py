@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 
 import numpy as np
 
+from bench import machine
 from bench.verify_cost import best  # best of `repeats` wall times, shared by the benches
 
 
@@ -94,10 +93,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    import torch
-
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
+    print(f"machine: {machine.text(machine.describe(torch=True))}")
     adamw(args.repeats)
     exact_knn(args.pool, args.queries, args.k, args.repeats)
     clustered(args.pool, args.queries, args.k, args.repeats)

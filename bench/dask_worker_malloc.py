@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from bench import machine
 
 TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
@@ -67,7 +68,8 @@ def main() -> None:
     texts = [t for t in corpus.read_text(encoding="utf-8").splitlines() if t.strip()][:args.sentences]
     chunks = [texts[i:i + args.chunk] for i in range(0, len(texts), args.chunk)]
     ref = EncoderRef.of(load_encoder, offline_minilm_path(), max_length=args.max_length)
-    print(f"machine: {platform.platform()}; {len(texts):,} sentences of {corpus} in {len(chunks)} tasks")
+    print(f"machine: {machine.text()}")
+    print(f"{len(texts):,} sentences of {corpus} in {len(chunks)} tasks")
     times: dict[str, list[float]] = {"65536 (Dask's default)": [], "unset (dask_map's)": []}
     for _ in range(args.repeats):
         for (name, runs), trim in zip(times.items(), (65536, None)):

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import os
-import platform
 import time
 import warnings
 
@@ -30,6 +28,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import torch
+
+from bench import machine
 
 
 def sentences(n: int) -> list[str]:
@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = sentences(args.n)
     fp32 = SimCSEEncoder.from_pretrained(None, pooling=None, device="cpu", encode_max_length=args.max_length,
                                          max_length=args.max_length)
-    print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | torch {torch.__version__} "
-          f"threads {torch.get_num_threads()} | load {', '.join(f'{x:.2f}' for x in os.getloadavg())} | "
-          f"{datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"machine: {machine.text()}")
     print(f"{len(texts)} sentences, batch {args.batch_size}, max length {args.max_length}, all-MiniLM-L6-v2\n")
 
     print("self CPU time of fp32 encode, top operators:")

@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -31,22 +30,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, child_options, module_command
+from bench import REPO, child_options, machine, module_command
 from bench import experiment_design as design
 from bench.experiment_arm import result_path, run_arm
 
 DEFAULT_RESULTS = REPO / "docs" / "results.md"
 log = logging.getLogger("experiment")
-
-
-def machine() -> str:
-    try:
-        import torch
-
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
-    except Exception:  # noqa: BLE001 - only a description
-        device = f"CPU, {os.cpu_count()} cores"
-    return f"{platform.node() or 'host'} ({device}, {platform.machine()}, torch threads per worker 1)"
 
 
 def _split(value: str | None, cast: Any = str) -> list[Any] | None:
@@ -81,7 +70,8 @@ def run_experiment(args: argparse.Namespace) -> int:
     log.info("size %s: %d runs planned, %d to do, %d workers, into %s", size["name"], len(plan), len(todo),
              args.workers, out)
     started = time.perf_counter()
-    write_run_meta(out, size, 0.0, [], [], starting=True)  # a run stopped before its end still says what it is
+    # a run stopped before its end still says what it is
+    write_run_meta(out, size, 0.0, [], [], starting=True, threads=args.threads)
     deadline = started + args.deadline_min * 60 if args.deadline_min else None
     running: list[tuple[subprocess.Popen, tuple[str, str, str, int], Path]] = []
     failed: list[str] = []
@@ -109,7 +99,7 @@ def run_experiment(args: argparse.Namespace) -> int:
                 log.error("FAILED %s (exit %d): see %s", "/".join(map(str, job)), proc.returncode, log_path)
             else:
                 log.info("finished %s", "/".join(map(str, job)))
-    write_run_meta(out, size, time.perf_counter() - started, skipped, failed)
+    write_run_meta(out, size, time.perf_counter() - started, skipped, failed, threads=args.threads)
     write_results(out, size, Path(args.results) if args.results else DEFAULT_RESULTS)
     if skipped:
         log.warning("deadline reached: %d runs not started; rerun the same command to finish them", len(skipped))
@@ -133,10 +123,10 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[str], failed: list[str], *,
-                   starting: bool = False) -> None:
-    """`run_meta.json`: the commands (each distinct one, e.g. a sequential seed extension), machine and wall time
-    over every invocation. Written when an invocation starts (counted, `finished: null` while it runs) and again
-    when it ends (its wall time added)."""
+                   starting: bool = False, threads: int | None = None) -> None:
+    """`run_meta.json`: the commands (each distinct one, e.g. a sequential seed extension), machine (with the
+    workers' torch threads) and wall time over every invocation. Written when an invocation starts (counted,
+    `finished: null` while it runs) and again when it ends (its wall time added)."""
     from dataio.atomic import atomic_write_json
 
     path = out / "run_meta.json"
@@ -146,7 +136,8 @@ def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[s
     commands = previous.get("commands") or ([previous["command"]] if previous.get("command") else [])
     atomic_write_json(path, {
         "size": size, "command": command, "commands": commands + ([command] if command not in commands else []),
-        "machine": machine(), "wall_seconds": wall + previous.get("wall_seconds", 0.0),
+        "machine": machine.describe(threads=threads, torch=True),
+        "wall_seconds": wall + previous.get("wall_seconds", 0.0),
         "invocations": previous.get("invocations", 0) + (1 if starting else 0), "skipped": skipped,
         "failed": failed, "started": previous.get("started") or now, "finished": None if starting else now})
 

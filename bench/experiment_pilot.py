@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import REPO
+from bench import REPO, machine
 from bench.experiment_data import make_weak_start, split_twitter_dev
 
 
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {"tag": tag, **{k: v for k, v in vars(args).items() if k not in ("out", "func")},
               "base": point(base, 0), "curve": [point(e, e["step"]) for e in res.evaluations],
               "train_accuracy": res.train_accuracy, "history": res.history, "seconds": seconds,
-              "triplets_per_s": res.triplets_per_s, "threads": __import__("torch").get_num_threads()}
+              "triplets_per_s": res.triplets_per_s, "machine": machine.describe(torch=True)}
     out.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     import shutil

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import experiment_design as design
+from bench import machine
 from dataio.triplets import band_order
 from simcse.evaluation import metric_value
 
@@ -495,10 +496,12 @@ def write_section(path: Path, section: str, start: str = START_MARKER, end: str 
 
 def run_meta(out: Path, size: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What the section says about the run: `run_meta.json` (commands, machine, wall time), the size, and which
-    planned runs have no result yet."""
+    planned runs have no result yet. The machine comes back as one line (`bench.machine.text`)."""
     meta_path = out / "run_meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     meta["size"] = dict(size)
+    if meta.get("machine"):
+        meta["machine"] = machine.text(meta["machine"])
     if meta.get("wall_seconds") is not None:
         meta["wall"] = f"{meta['wall_seconds'] / 3600:.1f} h wall over {meta.get('invocations', 1)} invocation(s)"
     planned = design.planned_runs(dict(size))

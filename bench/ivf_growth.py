@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import child_options, module_command
+from bench import child_options, machine, module_command
 
 
 def build_pool(base: np.ndarray, size: int, path: Path) -> None:
@@ -155,8 +153,8 @@ def main() -> None:
         p.error("--base is required")
     base = np.load(args.base / "embeddings.npy", mmap_mode="r")
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.platform()}, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"base {base.shape[0]:,} rows of {args.base}")
+    print(f"machine: {machine.text()}")
+    print(f"base {base.shape[0]:,} rows of {args.base}")
     results = []
     for size in [int(s) for s in args.sizes.split(",")]:
         pool = args.work / f"pool-{size}.npy"
@@ -187,7 +185,7 @@ def main() -> None:
               f"{r['build_s'] + r.get('tune_s', 0):.0f} | {r['per_query_ms']:.2f} | {r['projected_full_s']:,.0f} | "
               f"{r['peak_rss_mb']:,.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": platform.platform(), "results": results}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine.describe(), "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
+from bench import machine
 from dataio.tables import data_dir
 from dataio.triplets import BANDS
 from mining.bands import BandContext, add_similarities, nearest_neighbour_band
@@ -87,9 +87,8 @@ def main() -> None:
     inputs = write_inputs(data, args.work, args.n_wiki, args.n_twitter, args.n_nli)
     paths = inputs["paths"]
     encoder = load_encoder(None, max_length=args.max_length)
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores, load {load}, "
-          f"{datetime.datetime.now().isoformat(timespec='seconds')}; MiniLM max length {args.max_length}")
+    print(f"machine: {machine.text()}")
+    print(f"MiniLM max length {args.max_length}")
 
     supervised = load_corpus([CorpusSource(paths["wiki"], domain="wiki"),
                               CorpusSource(paths["twitter"], domain="twitter")],
@@ -158,9 +157,9 @@ def main() -> None:
         print(f"| {name} | {len(considered)} | {hits} | {100 * hits / max(1, len(considered)):.2f}% | "
               f"{b.mean_sim():.4f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"bands": res.bands, "order": order, "false_negatives": shares,
-                                               "pool": len(supervised), "index": res.manifest.index},
-                                              indent=2, default=str))
+        Path(args.json).write_text(json.dumps({"machine": machine.describe(), "bands": res.bands, "order": order,
+                                               "false_negatives": shares, "pool": len(supervised),
+                                               "index": res.manifest.index}, indent=2, default=str))
 
 
 if __name__ == "__main__":

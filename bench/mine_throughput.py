@@ -34,11 +34,9 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -55,22 +53,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-from bench import child_options, module_command
+from bench import child_options, machine, module_command
 
 
 def default_data_dir() -> Path:
     from dataio.tables import data_dir
 
     return data_dir()
-
-
-def machine() -> str:
-    import torch
-
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{platform.node()} | {dev} | torch {torch.__version__} threads {torch.get_num_threads()} | "
-            f"load average {load} | {datetime.datetime.now().isoformat(timespec='seconds')}")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -237,7 +226,8 @@ def compare(args) -> None:
     st, ours = load_models(args.max_length, args.device)
     if len(backends) > 1 and ours.device.type != "cpu":
         raise SystemExit(f"--backends {','.join(backends[1:])} are CPU runtimes; run them with --device cpu")
-    print(f"machine: {machine()}")
+    where = machine.describe(torch=True)
+    print(f"machine: {machine.text(where)}")
     if len(backends) > 1:
         print(f"runtimes: {runtime_versions()}")
     enc_texts = (data["wiki"] + data["twitter"])[: args.n_encode]
@@ -293,7 +283,7 @@ def compare(args) -> None:
           f"(ours ranks the window before the margin filter, sentence-transformers after it)")
     strongest = print_anchors(anchors, sps, checks, m, ours_sps, args) if len(backends) > 1 else None
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "encode": {"ours": ours_sps, "st": st_sps},
+        Path(args.json).write_text(json.dumps({"machine": where, "encode": {"ours": ours_sps, "st": st_sps},
                                                "mine": m, "encode_all": sps, "equality": checks,
                                                "anchors": {n: {"built_by": a.built_by, "precision": a.precision,
                                                                "build_s": a.build_s, "lossy": a.lossy}
@@ -469,7 +459,8 @@ def growth(args) -> None:
 
     data = shared_sentences(args.data_dir)
     sizes = [int(s) for s in args.growth_sizes.split(",")]
-    print(f"machine: {machine()}")
+    where = machine.describe(torch=True)
+    print(f"machine: {machine.text(where)}")
     work = Path(args.work or tempfile.mkdtemp(prefix="mine-growth-"))
     work.mkdir(parents=True, exist_ok=True)
     results = []
@@ -555,7 +546,7 @@ def growth(args) -> None:
     if enc_sps:
         print(f"\nencode throughput used for extrapolation: {enc_sps:,.0f} sentences/s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results, "encode_sps": enc_sps},
+        Path(args.json).write_text(json.dumps({"machine": where, "results": results, "encode_sps": enc_sps},
                                               indent=2))
 
 

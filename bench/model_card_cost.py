@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import machine
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -82,6 +84,7 @@ def main() -> int:
         out[f"{name}_min_max_s"] = f"{min(values):.3f}-{max(values):.3f}"
     out["card_render_s"] = statistics.median(renders)
     out["card_share_of_save_s"] = out["save_with_card_s"] - out["save_without_card_s"]
+    out["machine"] = machine.text()
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=1))
     return 0
 

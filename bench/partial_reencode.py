@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench import machine
 
 BANDS = ("nearest_neighbour", "in_domain")
 PAYS = {"agreement": 0.90, "max_fraction": 2 / 3, "suspects": 0.01}
@@ -122,7 +123,8 @@ def main() -> None:
     params = MiningParams()
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}; pool {len(corpus):,}")
+    print(f"machine: {machine.text()}")
+    print(f"pool {len(corpus):,}")
     encoded = [encode(corpus, m, args.cache, args.batch_size, args.max_length) for m in args.models]
     names = {m: f"M{i}" for i, m in enumerate(args.models)}
     for m, (_, s, cached) in zip(args.models, encoded):
@@ -172,7 +174,7 @@ def main() -> None:
                   f"({rs[0]['nearest_neighbour']['ref_mean_cos_new']:.3f}) | {sus:.4f} | "
                   f"{'yes' if pays else ('-' if f == 1 else 'no')} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": platform.platform(), "pool": len(corpus), "pays_rule": PAYS,
+        args.json.write_text(json.dumps({"machine": machine.describe(), "pool": len(corpus), "pays_rule": PAYS,
                                          "pairs": pairs}, indent=2))
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench import machine
 
 
 def main() -> int:
@@ -47,7 +48,7 @@ def main() -> int:
     startup = total - summary["flow_seconds"]
 
     print(f"run folder: {out}")
-    print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), cores: {os.cpu_count()}")
+    print(f"machine (at the end): {machine.text()}")
     print(f"ephemeral API start + flow-run creation: {startup:.1f} s (once per process)")
     print(f"whole flow: {summary['flow_seconds']:.1f} s; process up to the flow call: {call - process_start:.1f} s")
     print()

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench import machine
 
 
 def _settings(out: Path, model: str, rounds: int, steps: int, tracked: bool, store: Path) -> dict[str, Any]:
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     flow_diff = statistics.mean(r["flow_seconds"] for r in on) - statistics.mean(r["flow_seconds"] for r in off)
     print(f"flow wall time: tracked {statistics.mean(r['flow_seconds'] for r in on):.2f} s, untracked "
           f"{statistics.mean(r['flow_seconds'] for r in off):.2f} s (difference {flow_diff:+.2f} s over "
-          f"{args.rounds} rounds; load average {os.getloadavg()[0]:.1f})")
+          f"{args.rounds} rounds)")
+    print(f"machine (at the end): {machine.text()}")
     print(f"tracking_seconds_per_round: {per_round:.3f}")
     print(f"tracking_share_of_round: {100 * per_round / round_wall:.2f}% (round wall {round_wall:.2f} s)")
     print(f"tracking_seconds_per_run: {statistics.mean(r['per_run'] for r in on):.3f}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -34,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import REPO
+from bench import REPO, machine
 from bench.experiment_data import split_twitter_dev
 from bench.experiment_report import write_section
 from bench.tracking_overhead import CallTimer, tracked_steps
@@ -151,7 +150,7 @@ def _scores(m: dict[str, float]) -> str:
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [START_MARKER, f"## {len(rows)} nights of the shipped domain config (issue 14)", "",
-             f"- Command: `{meta['command']}`; machine: {meta['machine']}; {meta['finished']}.",
+             f"- Command: `{meta['command']}`; machine: {machine.text(meta['machine'])}; {meta['finished']}.",
              f"- `{meta['config']}` as shipped, on `twitter/unlabeled.txt` cut into {meta['slices']} contiguous "
              f"slices ({meta['lines']:,} lines), one more file in the corpus folder each night; registry gate: "
              "`pairs/select` must gain more than `eval.min_improvement` over the parent, STS-B dev may fall at most "
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     meta = {"command": " ".join(["python -m bench.twitter_nights", *(argv if argv is not None else sys.argv[1:])]),
-            "machine": f"{platform.node()} ({os.cpu_count()} CPUs, torch threads {args.threads})",
+            "machine": machine.describe(),
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "config": os.path.relpath(args.config, REPO), "slices": args.slices,
             "lines": sum(len(p.read_text(encoding="utf-8").splitlines()) for p in parts)}

@@ -15,8 +15,6 @@ Everything lives in a temporary folder.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from bench import machine
 from bench.sampler_throughput import build_round
 from dataio.hashing import sha256_file
 from dataio.triplets import _VERIFIED, read_manifest, resolve_file, round_problem
@@ -47,8 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    print(f"machine: {platform.node()} | {platform.machine()} | {os.cpu_count()} cpus | load "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"machine: {machine.text()}")
     work = Path(tempfile.mkdtemp(prefix="verify-cost-"))
     try:
         root = work / "triplets"
