@@ -10,7 +10,7 @@ of `--repeats`:
 - Clustered torch IVF (`mining.index.clustered_torch`): the few large lists it uses (sqrt(n)/2) against faiss'
   usual 4*sqrt(n), at the same nprobe share of lists.
 
-    .venv/bin/python bench/code_choices.py [--pool 70000] [--queries 20000] [--repeats 3]
+    .venv/bin/python -m bench.code_choices [--pool 70000] [--queries 20000] [--repeats 3]
 
 Embeddings are random unit rows of width 384 (MiniLM's): speed does not depend on their content.
 """
@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from verify_cost import best  # noqa: E402  (best of `repeats` wall times, shared by the benches)
+from bench import machine
+from bench.verify_cost import best  # best of `repeats` wall times, shared by the benches
 
 
 def unit_rows(n: int, seed: int, dim: int = 384) -> np.ndarray:
@@ -97,10 +93,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    import torch
-
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
+    print(f"machine: {machine.text(machine.describe(torch=True))}")
     adamw(args.repeats)
     exact_knn(args.pool, args.queries, args.k, args.repeats)
     clustered(args.pool, args.queries, args.k, args.repeats)

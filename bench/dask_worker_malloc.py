@@ -7,7 +7,7 @@ product's `encode_slice` on a local 2-worker Dask cluster under each setting, in
 on both workers before timing), and prints the times and their ratio. `mining.shards.dask_map` starts its local
 clusters with the variable unset when this measures it slower.
 
-    .venv/bin/python bench/dask_worker_malloc.py [--sentences 16384] [--repeats 2]
+    .venv/bin/python -m bench.dask_worker_malloc [--sentences 16384] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import machine
 
 TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
@@ -53,7 +51,7 @@ def encode_on_cluster(trim: int | None, chunks: list[list[str]], ref) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", type=Path, default=None, help="one sentence per line (default: the shared Twitter "
-                   "corpus, ../shared/data/twitter/unlabeled.txt)")
+                   "corpus, <data_dir>/twitter/unlabeled.txt)")
     p.add_argument("--sentences", type=int, default=16384)
     p.add_argument("--chunk", type=int, default=4096, help="sentences per task (mining's CPU chunk)")
     p.add_argument("--repeats", type=int, default=2, help="ABAB pairs")
@@ -62,14 +60,16 @@ def main() -> None:
 
     import distributed  # noqa: F401  (its config defaults must be loaded before dask.config.set names its keys)
 
+    from dataio.tables import data_dir
     from mining.encoders import load_encoder, offline_minilm_path
     from mining.shards import EncoderRef
 
-    corpus = args.corpus or Path(__file__).resolve().parents[2] / "shared" / "data" / "twitter" / "unlabeled.txt"
+    corpus = args.corpus or data_dir() / "twitter" / "unlabeled.txt"
     texts = [t for t in corpus.read_text(encoding="utf-8").splitlines() if t.strip()][:args.sentences]
     chunks = [texts[i:i + args.chunk] for i in range(0, len(texts), args.chunk)]
     ref = EncoderRef.of(load_encoder, offline_minilm_path(), max_length=args.max_length)
-    print(f"machine: {platform.platform()}; {len(texts):,} sentences of {corpus} in {len(chunks)} tasks")
+    print(f"machine: {machine.text()}")
+    print(f"{len(texts):,} sentences of {corpus} in {len(chunks)} tasks")
     times: dict[str, list[float]] = {"65536 (Dask's default)": [], "unset (dask_map's)": []}
     for _ in range(args.repeats):
         for (name, runs), trim in zip(times.items(), (65536, None)):

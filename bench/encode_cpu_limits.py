@@ -11,21 +11,17 @@ Issue 3 asks mining to be 3x faster than sentence-transformers' `mine_hard_negat
    10 nearest neighbours (the window hard negatives are mined from) stay the same; the float16 rounding
    of the embedding cache is printed beside it as the floor every mining run already accepts.
 
-    .venv/bin/python bench/encode_cpu_limits.py                 # 2,000 wiki + Twitter sentences, ~3 min
-    .venv/bin/python bench/encode_cpu_limits.py --threads 1 --n 1000
+    .venv/bin/python -m bench.encode_cpu_limits                 # 2,000 wiki + Twitter sentences, ~3 min
+    .venv/bin/python -m bench.encode_cpu_limits --threads 1 --n 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import os
-import platform
-import sys
 import time
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -33,8 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench import machine
 
 
 def sentences(n: int) -> list[str]:
@@ -88,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=2000, help="sentences (half wiki, half Twitter)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--max-length", type=int, default=32, help="as bench/mine_throughput.py")
+    p.add_argument("--max-length", type=int, default=32, help="as bench.mine_throughput")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -99,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = sentences(args.n)
     fp32 = SimCSEEncoder.from_pretrained(None, pooling=None, device="cpu", encode_max_length=args.max_length,
                                          max_length=args.max_length)
-    print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | torch {torch.__version__} "
-          f"threads {torch.get_num_threads()} | load {', '.join(f'{x:.2f}' for x in os.getloadavg())} | "
-          f"{datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"machine: {machine.text()}")
     print(f"{len(texts)} sentences, batch {args.batch_size}, max length {args.max_length}, all-MiniLM-L6-v2\n")
 
     print("self CPU time of fp32 encode, top operators:")

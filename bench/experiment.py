@@ -7,10 +7,10 @@ configs/experiment/sizes.yaml. Each arm x seed is one process (`run-one`); `run`
 busy (one torch thread each: on this 2-core machine two single-thread workers train 1.35x faster than one
 with two threads), resumes what is finished, and writes the results section of docs/results.md.
 
-    python bench/experiment.py run --size smoke --out /tmp/exp-smoke --results /tmp/exp-smoke/results.md
-    python bench/experiment.py run --size main --workers 2          # runs/experiment/main -> docs/results.md
-    python bench/experiment.py status --size main
-    python bench/experiment.py report --size main                   # rebuild the section from the results
+    python -m bench.experiment run --size smoke --out /tmp/exp-smoke --results /tmp/exp-smoke/results.md
+    python -m bench.experiment run --size main --workers 2          # runs/experiment/main -> docs/results.md
+    python -m bench.experiment status --size main
+    python -m bench.experiment report --size main                   # rebuild the section from the results
 
 `run` options: `--starts`, `--settings`, `--arms`, `--seeds` (comma-separated subsets), `--out`, `--results`,
 `--deadline-min M` (start no job after M minutes; rerun the same command to finish), `--keep-models`.
@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -31,24 +30,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-import experiment_design as design  # noqa: E402
-from experiment_arm import result_path, run_arm  # noqa: E402
+from bench import REPO, child_options, machine, module_command
+from bench import experiment_design as design
+from bench.experiment_arm import result_path, run_arm
 
-REPO = design.REPO
 DEFAULT_RESULTS = REPO / "docs" / "results.md"
 log = logging.getLogger("experiment")
-
-
-def machine() -> str:
-    try:
-        import torch
-
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
-    except Exception:  # noqa: BLE001 - only a description
-        device = f"CPU, {os.cpu_count()} cores"
-    return f"{platform.node() or 'host'} ({device}, {platform.machine()}, torch threads per worker 1)"
 
 
 def _split(value: str | None, cast: Any = str) -> list[Any] | None:
@@ -83,7 +70,8 @@ def run_experiment(args: argparse.Namespace) -> int:
     log.info("size %s: %d runs planned, %d to do, %d workers, into %s", size["name"], len(plan), len(todo),
              args.workers, out)
     started = time.perf_counter()
-    write_run_meta(out, size, 0.0, [], [], starting=True)  # a run stopped before its end still says what it is
+    # a run stopped before its end still says what it is
+    write_run_meta(out, size, 0.0, [], [], starting=True, threads=args.threads)
     deadline = started + args.deadline_min * 60 if args.deadline_min else None
     running: list[tuple[subprocess.Popen, tuple[str, str, str, int], Path]] = []
     failed: list[str] = []
@@ -96,11 +84,10 @@ def run_experiment(args: argparse.Namespace) -> int:
                 skipped.append("/".join(map(str, job)))
                 continue
             log_path = out / "logs" / f"{'-'.join(map(str, job))}.log"
-            cmd = [sys.executable, str(BENCH / "experiment.py"), "run-one", "--size", size["name"], "--out", str(out),
-                   "--start", job[0], "--setting", job[1], "--arm", job[2], "--seed", str(job[3]),
-                   "--threads", str(args.threads)] + (["--keep-models"] if args.keep_models else [])
+            cmd = worker_command(size["name"], out, job, args.threads, args.keep_models)
             handle = open(log_path, "w")  # noqa: SIM115 - closed when the worker ends
-            running.append((subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT), job, log_path))
+            running.append((subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, **child_options()), job,
+                            log_path))
             log.info("started %s", "/".join(map(str, job)))
         time.sleep(2)
         for proc, job, log_path in list(running):
@@ -112,11 +99,19 @@ def run_experiment(args: argparse.Namespace) -> int:
                 log.error("FAILED %s (exit %d): see %s", "/".join(map(str, job)), proc.returncode, log_path)
             else:
                 log.info("finished %s", "/".join(map(str, job)))
-    write_run_meta(out, size, time.perf_counter() - started, skipped, failed)
+    write_run_meta(out, size, time.perf_counter() - started, skipped, failed, threads=args.threads)
     write_results(out, size, Path(args.results) if args.results else DEFAULT_RESULTS)
     if skipped:
         log.warning("deadline reached: %d runs not started; rerun the same command to finish them", len(skipped))
     return 1 if failed else 0
+
+
+def worker_command(size: str, out: Path, job: tuple[str, str, str, int], threads: int, keep_models: bool) -> list[str]:
+    """One job's `run-one` worker, `python -m bench.experiment` of this checkout (started with `child_options()`,
+    so a harness launched from a snapshot worktree runs that snapshot's code in its workers too)."""
+    return module_command("bench.experiment", "run-one", "--size", size, "--out", str(out.resolve()),
+                          "--start", job[0], "--setting", job[1], "--arm", job[2], "--seed", str(job[3]),
+                          "--threads", str(threads), *(["--keep-models"] if keep_models else []))
 
 
 def run_one(args: argparse.Namespace) -> int:
@@ -128,20 +123,21 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[str], failed: list[str], *,
-                   starting: bool = False) -> None:
-    """`run_meta.json`: the commands (each distinct one, e.g. a sequential seed extension), machine and wall time
-    over every invocation. Written when an invocation starts (counted, `finished: null` while it runs) and again
-    when it ends (its wall time added)."""
+                   starting: bool = False, threads: int | None = None) -> None:
+    """`run_meta.json`: the commands (each distinct one, e.g. a sequential seed extension), machine (with the
+    workers' torch threads) and wall time over every invocation. Written when an invocation starts (counted,
+    `finished: null` while it runs) and again when it ends (its wall time added)."""
     from dataio.atomic import atomic_write_json
 
     path = out / "run_meta.json"
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "bench.experiment", *sys.argv[1:]])
     commands = previous.get("commands") or ([previous["command"]] if previous.get("command") else [])
     atomic_write_json(path, {
         "size": size, "command": command, "commands": commands + ([command] if command not in commands else []),
-        "machine": machine(), "wall_seconds": wall + previous.get("wall_seconds", 0.0),
+        "machine": machine.describe(threads=threads, torch=True),
+        "wall_seconds": wall + previous.get("wall_seconds", 0.0),
         "invocations": previous.get("invocations", 0) + (1 if starting else 0), "skipped": skipped,
         "failed": failed, "started": previous.get("started") or now, "finished": None if starting else now})
 
@@ -150,9 +146,9 @@ def write_results(out: Path, size: dict[str, Any], results_md: Path) -> Path:
     """The size's results section: the curriculum experiment's analysis, or the judge experiment's
     (`report: judge` in sizes.yaml), each between its own markers."""
     if size.get("report") == "judge":
-        import judge_report as report
+        from bench import judge_report as report
     else:
-        import experiment_report as report
+        from bench import experiment_report as report
 
     return report.write(out, size, results_md)
 

@@ -25,14 +25,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from experiment_design import (
+from bench.experiment_design import (
     MODEL_INDEPENDENT_BANDS,
     build_config,
+    load_arm,
     load_size,
     prepare_setting,
     start_model,
+    teacher_path,
 )
-
 from dataio.triplets import manifest_path, round_dir
 
 log = logging.getLogger("experiment")
@@ -159,8 +160,6 @@ class SettingContext:
     def teacher_evaluation(self) -> dict[str, Any] | None:
         """The size's teacher scored like the start model, on the dev files and the report set: the ceiling the
         judge's arms are read against (once per start and setting; None when the size names no teacher)."""
-        from experiment_design import teacher_path
-
         from dataio.atomic import atomic_write_json
         from flows.inputs import evaluate_model
 
@@ -275,8 +274,6 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     `pilot` ({"tag": name, "mining_params": {...}}): a pilot before registration: the arm with these mining
     parameters over its own, its own run folder and result under `out/pilot/`, and the report set never
     computed (only the selection set is read)."""
-    from experiment_design import load_arm
-
     from dataio.atomic import atomic_write_json
     from flows.inputs import evaluate_model
     from flows.loop import RoundSteps, run_rounds

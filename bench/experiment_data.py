@@ -13,8 +13,8 @@
   used from the domain-judge experiment on) assigns whole *connected components* of the pairs' text graph (two
   texts connected when they form a pair) to a half: no text, headline or tweet, is on both sides.
 
-    python bench/experiment_data.py weak-start --out runs/experiment/starts/weak
-    python bench/experiment_data.py split-twitter --out runs/experiment/data/twitter
+    python -m bench.experiment_data weak-start --out runs/experiment/starts/weak
+    python -m bench.experiment_data split-twitter --out runs/experiment/data/twitter
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import REPO
+
 WEAK_REINIT_LAYERS = 2
 WEAK_SEED = 0
 SPLIT_SEED = "twitter-dev-split-v1"

@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import REPO
+from bench.experiment_data import make_weak_start, split_twitter_dev
+
 CONFIG_DIR = REPO / "configs" / "experiment"
 SETTINGS = ("general", "domain")
 STARTS = ("tuned", "weak")
@@ -142,8 +144,6 @@ def _with_path(entry: Any, path: str) -> Any:
 
 def prepare_setting(name: str, size: dict[str, Any], out: Path) -> dict[str, Any]:
     """The setting's mapping with paths expanded: `{data_dir}`, the Twitter halves, the size's subsamples."""
-    from experiment_data import split_twitter_dev
-
     from dataio.tables import data_dir
 
     data = copy.deepcopy(load_setting(name))
@@ -190,8 +190,6 @@ def prepare_setting(name: str, size: dict[str, Any], out: Path) -> dict[str, Any
 
 def start_model(start: str, out: Path) -> str:
     """The model folder a start begins from (the weak start is made once, under `out/starts/weak`)."""
-    from experiment_data import make_weak_start
-
     from simcse.model import default_model_path
 
     if start == "tuned":

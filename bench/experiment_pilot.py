@@ -4,9 +4,9 @@ One training run per call, the plain SimCSE trainer on the experiment's data, sc
 every `--eval-every` steps (General: STS-B dev; Domain: the selection half of the Twitter dev pairs, plus
 STS-B dev as a guard). The report sets (STS-B test, the Twitter report half) are never read here.
 
-    python bench/experiment_pilot.py --setting general --start tuned --arm static_nli --lr 3e-5 --steps 200
-    python bench/experiment_pilot.py --setting domain --start tuned --arm in_batch --temperature 0.1
-    python bench/experiment_pilot.py summary --out runs/pilot
+    python -m bench.experiment_pilot --setting general --start tuned --arm static_nli --lr 3e-5 --steps 200
+    python -m bench.experiment_pilot --setting domain --start tuned --arm in_batch --temperature 0.1
+    python -m bench.experiment_pilot summary --out runs/pilot
 
 Arms: `in_batch` (anchors and positives only; Domain: unsupervised SimCSE, two dropout views) and
 `static_nli` (General: the labeled contradiction as hard negative, SimCSE's supervised recipe).
@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import REPO, machine
+from bench.experiment_data import make_weak_start, split_twitter_dev
 
 
 def word_deletion(text: str, p: float, salt: str) -> str:
@@ -86,8 +86,6 @@ def mined_pairs(texts: list[str], model: str, threshold: float) -> tuple[list[st
 
 
 def start_model(name: str) -> str:
-    from experiment_data import make_weak_start
-
     from simcse.model import default_model_path
 
     if name == "tuned":
@@ -98,8 +96,6 @@ def start_model(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from experiment_data import split_twitter_dev
-
     from dataio.tables import data_dir
     from simcse.batching import triplet_batches, unsupervised_batches
     from simcse.data import load_sentences, load_triplets
@@ -150,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {"tag": tag, **{k: v for k, v in vars(args).items() if k not in ("out", "func")},
               "base": point(base, 0), "curve": [point(e, e["step"]) for e in res.evaluations],
               "train_accuracy": res.train_accuracy, "history": res.history, "seconds": seconds,
-              "triplets_per_s": res.triplets_per_s, "threads": __import__("torch").get_num_threads()}
+              "triplets_per_s": res.triplets_per_s, "machine": machine.describe(torch=True)}
     out.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     import shutil

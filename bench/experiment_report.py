@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import experiment_design as design
+from bench import machine
 from dataio.triplets import band_order
 from simcse.evaluation import metric_value
 
@@ -461,7 +463,7 @@ def render_section(blocks: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
               f"- Command{'s' if len(meta.get('commands') or []) > 1 else ''}: "
               f"{', then '.join(f'`{c}`' for c in (meta.get('commands') or [meta.get('command', '–')]))}; "
               "rebuild this section: "
-              f"`python bench/experiment.py report --size {size.get('name', '?')}`."]
+              f"`python -m bench.experiment report --size {size.get('name', '?')}`."]
     lines += seeds_lines(blocks, size.get("seeds") or []) + [""]
     if meta.get("incomplete"):
         lines += [f"**Incomplete:** {meta['incomplete']}", ""]
@@ -494,12 +496,12 @@ def write_section(path: Path, section: str, start: str = START_MARKER, end: str 
 
 def run_meta(out: Path, size: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What the section says about the run: `run_meta.json` (commands, machine, wall time), the size, and which
-    planned runs have no result yet."""
-    import experiment_design as design
-
+    planned runs have no result yet. The machine comes back as one line (`bench.machine.text`)."""
     meta_path = out / "run_meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     meta["size"] = dict(size)
+    if meta.get("machine"):
+        meta["machine"] = machine.text(meta["machine"])
     if meta.get("wall_seconds") is not None:
         meta["wall"] = f"{meta['wall_seconds'] / 3600:.1f} h wall over {meta.get('invocations', 1)} invocation(s)"
     planned = design.planned_runs(dict(size))
@@ -514,8 +516,6 @@ def run_meta(out: Path, size: Mapping[str, Any], results: Sequence[Mapping[str, 
 def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
     """Analyse the results under `out`, draw the figures next to `results_md` and write its section."""
     import os
-
-    import experiment_design as design
 
     results = load_results(out / "results")
     settings = {name: design.load_setting(name)["experiment"] for name in design.SETTINGS}

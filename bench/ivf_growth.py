@@ -2,7 +2,7 @@
 
 For each size, a pool of float16 unit vectors is built from real sentence embeddings (an embeddings cache of the
 mining format, `--base`): the base rows themselves, then recombinations "a b" embedded as the normalised sum of
-their parts' embeddings (the stand-in `bench/mine_throughput.py --growth` uses; encoding millions of sentences
+their parts' embeddings (the stand-in `python -m bench.mine_throughput --growth` uses; encoding millions of sentences
 on this CPU takes hours). Each backend then searches the same seeded sample of pool rows as queries (every
 sentence is an anchor in unsupervised mining), k = `--k`:
 
@@ -16,7 +16,7 @@ Recall@k is measured against exact search on the tuning sample (`--recall-sample
 the pool to lists) and the per-query part separate; a full run's search (every pool row a query) is projected
 as build + fixed + n x per-query. Each (size, backend) runs in a fresh process for its peak RSS.
 
-    .venv/bin/python bench/ivf_growth.py --base CACHE_FOLDER --sizes 1000000,5000000 \
+    .venv/bin/python -m bench.ivf_growth --base CACHE_FOLDER --sizes 1000000,5000000 \
         [--backends exact,faiss-ivf:pq,faiss-ivf:sq8,torch-ivf] [--queries 5000] [--json out.json]
 """
 
@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import child_options, machine, module_command
 
 
 def build_pool(base: np.ndarray, size: int, path: Path) -> None:
@@ -155,19 +153,19 @@ def main() -> None:
         p.error("--base is required")
     base = np.load(args.base / "embeddings.npy", mmap_mode="r")
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.platform()}, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"base {base.shape[0]:,} rows of {args.base}")
+    print(f"machine: {machine.text()}")
+    print(f"base {base.shape[0]:,} rows of {args.base}")
     results = []
     for size in [int(s) for s in args.sizes.split(",")]:
         pool = args.work / f"pool-{size}.npy"
         if not pool.exists():
             build_pool(np.asarray(base), size, pool)
         for backend in args.backends.split(","):
-            cmd = [sys.executable, __file__, "--pool", str(pool), "--child-backend", backend, "--k", str(args.k),
-                   "--queries", str(args.queries), "--target", str(args.target),
-                   "--recall-sample", str(args.recall_sample), "--seed", str(args.seed)]
+            cmd = module_command("bench.ivf_growth", "--pool", str(pool.resolve()), "--child-backend", backend,
+                                 "--k", str(args.k), "--queries", str(args.queries), "--target", str(args.target),
+                                 "--recall-sample", str(args.recall_sample), "--seed", str(args.seed))
             t = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **child_options())
             if proc.returncode != 0:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 results.append({"size": size, "backend": backend, "failed": proc.stderr.strip()[-300:]})
@@ -187,7 +185,7 @@ def main() -> None:
               f"{r['build_s'] + r.get('tune_s', 0):.0f} | {r['per_query_ms']:.2f} | {r['projected_full_s']:,.0f} | "
               f"{r['peak_rss_mb']:,.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": platform.platform(), "results": results}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine.describe(), "results": results}, indent=2))
 
 
 if __name__ == "__main__":

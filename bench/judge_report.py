@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiment_report import (
+from bench.experiment_report import (
     endpoint,
     holm,
     load_results,
@@ -183,7 +183,7 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
               f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; finished "
               f"{meta.get('finished') or 'not yet (runs continue)'}.",
               f"- Commands: {', then '.join(f'`{c}`' for c in (meta.get('commands') or [meta.get('command', '–')]))}; "
-              f"rebuild: `python bench/experiment.py report --size {size.get('name', '?')} --out <run folder>`."]
+              f"rebuild: `python -m bench.experiment report --size {size.get('name', '?')} --out <run folder>`."]
     if meta.get("incomplete"):
         lines += [f"- **Incomplete:** {meta['incomplete']}"]
     pair = analysis.get("pairing") or {}

@@ -11,18 +11,16 @@ corpus; domain labels wiki / twitter / nli. Encoder: the offline all-MiniLM-L6-v
    filter) and without it. With the labels given (supervised rows) the partner is the row's positive and the
    guard excludes it by id, so that share is 0 by construction; it is printed as a check.
 
-    .venv/bin/python bench/mine_quality.py [--n-wiki N] [--n-twitter N] [--n-nli N] [--work DIR]
+    .venv/bin/python -m bench.mine_quality [--n-wiki N] [--n-twitter N] [--n-nli N] [--work DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -31,8 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench import machine
 from dataio.tables import data_dir
 from dataio.triplets import BANDS
 from mining.bands import BandContext, add_similarities, nearest_neighbour_band
@@ -90,9 +87,8 @@ def main() -> None:
     inputs = write_inputs(data, args.work, args.n_wiki, args.n_twitter, args.n_nli)
     paths = inputs["paths"]
     encoder = load_encoder(None, max_length=args.max_length)
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores, load {load}, "
-          f"{datetime.datetime.now().isoformat(timespec='seconds')}; MiniLM max length {args.max_length}")
+    print(f"machine: {machine.text()}")
+    print(f"MiniLM max length {args.max_length}")
 
     supervised = load_corpus([CorpusSource(paths["wiki"], domain="wiki"),
                               CorpusSource(paths["twitter"], domain="twitter")],
@@ -161,9 +157,9 @@ def main() -> None:
         print(f"| {name} | {len(considered)} | {hits} | {100 * hits / max(1, len(considered)):.2f}% | "
               f"{b.mean_sim():.4f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"bands": res.bands, "order": order, "false_negatives": shares,
-                                               "pool": len(supervised), "index": res.manifest.index},
-                                              indent=2, default=str))
+        Path(args.json).write_text(json.dumps({"machine": machine.describe(), "bands": res.bands, "order": order,
+                                               "false_negatives": shares, "pool": len(supervised),
+                                               "index": res.manifest.index}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ bands + Parquet), and their encode time is extrapolated from the measured encode
 1,2` runs each size in one process and on a local Dask cluster of 2 single-threaded workers (`mine --shards 2`);
 `--growth-engine ray` puts the shards on a local Ray instead (`mine --shards 2 --engine ray`).
 
-    .venv/bin/python bench/mine_throughput.py                      # CPU comparison, a few minutes
-    .venv/bin/python bench/mine_throughput.py --device cpu --repeats 3 --backends torch,onnx,onnx-O2,openvino
-    .venv/bin/python bench/mine_throughput.py --n-nli 7358 --n-corpus 48000 --batch-size 1024   # GPU sizes
-    .venv/bin/python bench/mine_throughput.py --growth             # 10k, 100k (end to end), 1M (precomputed)
-    .venv/bin/python bench/mine_throughput.py --growth --growth-sizes 100000 --growth-shards 1,2
-    .venv/bin/python bench/mine_throughput.py --growth --growth-sizes 100000 --growth-shards 2 --growth-engine ray
+    .venv/bin/python -m bench.mine_throughput                      # CPU comparison, a few minutes
+    .venv/bin/python -m bench.mine_throughput --device cpu --repeats 3 --backends torch,onnx,onnx-O2,openvino
+    .venv/bin/python -m bench.mine_throughput --n-nli 7358 --n-corpus 48000 --batch-size 1024   # GPU sizes
+    .venv/bin/python -m bench.mine_throughput --growth             # 10k, 100k (end to end), 1M (precomputed)
+    .venv/bin/python -m bench.mine_throughput --growth --growth-sizes 100000 --growth-shards 1,2
+    .venv/bin/python -m bench.mine_throughput --growth --growth-sizes 100000 --growth-shards 2 --growth-engine ray
 """
 
 from __future__ import annotations
@@ -34,11 +34,9 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -55,23 +53,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench import child_options, machine, module_command
 
 
 def default_data_dir() -> Path:
     from dataio.tables import data_dir
 
     return data_dir()
-
-
-def machine() -> str:
-    import torch
-
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{platform.node()} | {dev} | torch {torch.__version__} threads {torch.get_num_threads()} | "
-            f"load average {load} | {datetime.datetime.now().isoformat(timespec='seconds')}")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -229,8 +217,8 @@ def time_mine(st_models: dict[str, Any], ours, corpus, args, work: Path) -> dict
 
 def compare(args) -> None:
     import torch
-    from cpu_anchors import Anchor, agreement, load_anchor, ours_on_runtime, parse_backends, runtime_versions
 
+    from bench.cpu_anchors import Anchor, agreement, load_anchor, ours_on_runtime, parse_backends, runtime_versions
     from mining.encoders import offline_minilm_path
 
     backends = parse_backends(args.backends)
@@ -238,7 +226,8 @@ def compare(args) -> None:
     st, ours = load_models(args.max_length, args.device)
     if len(backends) > 1 and ours.device.type != "cpu":
         raise SystemExit(f"--backends {','.join(backends[1:])} are CPU runtimes; run them with --device cpu")
-    print(f"machine: {machine()}")
+    where = machine.describe(torch=True)
+    print(f"machine: {machine.text(where)}")
     if len(backends) > 1:
         print(f"runtimes: {runtime_versions()}")
     enc_texts = (data["wiki"] + data["twitter"])[: args.n_encode]
@@ -294,7 +283,7 @@ def compare(args) -> None:
           f"(ours ranks the window before the margin filter, sentence-transformers after it)")
     strongest = print_anchors(anchors, sps, checks, m, ours_sps, args) if len(backends) > 1 else None
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "encode": {"ours": ours_sps, "st": st_sps},
+        Path(args.json).write_text(json.dumps({"machine": where, "encode": {"ours": ours_sps, "st": st_sps},
                                                "mine": m, "encode_all": sps, "equality": checks,
                                                "anchors": {n: {"built_by": a.built_by, "precision": a.precision,
                                                                "build_s": a.build_s, "lossy": a.lossy}
@@ -318,7 +307,7 @@ def print_anchors(anchors: dict, sps: dict[str, float], checks: dict[str, dict],
                   args) -> dict:
     """The anchor table, and the strongest lossless anchor for encoding and for mining (fastest of those whose
     embeddings equal the torch path's: max abs(1 - cos) <= 1e-4 and the same kNN windows)."""
-    from cpu_anchors import MAX_COS_DIFF, is_equal
+    from bench.cpu_anchors import MAX_COS_DIFF, is_equal
 
     k = next(iter(checks.values()))["k"]
     q = next(iter(checks.values()))["queries"]
@@ -470,7 +459,8 @@ def growth(args) -> None:
 
     data = shared_sentences(args.data_dir)
     sizes = [int(s) for s in args.growth_sizes.split(",")]
-    print(f"machine: {machine()}")
+    where = machine.describe(torch=True)
+    print(f"machine: {machine.text(where)}")
     work = Path(args.work or tempfile.mkdtemp(prefix="mine-growth-"))
     work.mkdir(parents=True, exist_ok=True)
     results = []
@@ -517,15 +507,15 @@ def growth(args) -> None:
             emb.flush()
             del emb
         for shards in [int(s) for s in args.growth_shards.split(",")]:
-            cmd = [sys.executable, __file__, "--child-size", str(size), "--child-mode", mode, "--work", str(work),
-                   "--child-shards", str(shards), "--child-engine", args.growth_engine,
-                   "--range-max", str(args.range_max),
-                   "--num-negatives", str(args.num_negatives), "--relative-margin", str(args.relative_margin),
-                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                   "--backend", args.backend]
+            cmd = module_command("bench.mine_throughput", "--child-size", str(size), "--child-mode", mode,
+                                 "--work", str(work.resolve()), "--child-shards", str(shards),
+                                 "--child-engine", args.growth_engine, "--range-max", str(args.range_max),
+                                 "--num-negatives", str(args.num_negatives),
+                                 "--relative-margin", str(args.relative_margin), "--batch-size", str(args.batch_size),
+                                 "--max-length", str(args.max_length), "--backend", args.backend)
             if args.device:
                 cmd += ["--device", args.device]
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, **child_options())
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"growth run for {size} ({shards} shards) failed")
@@ -556,7 +546,7 @@ def growth(args) -> None:
     if enc_sps:
         print(f"\nencode throughput used for extrapolation: {enc_sps:,.0f} sentences/s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results, "encode_sps": enc_sps},
+        Path(args.json).write_text(json.dumps({"machine": where, "results": results, "encode_sps": enc_sps},
                                               indent=2))
 
 

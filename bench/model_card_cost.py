@@ -9,8 +9,8 @@ It also times the alternative issue 13 asks about, writing and reading model fol
 sentence-transformers' own modules: `SentenceTransformer(path)` against `SimCSEEncoder.from_pretrained(path)`,
 and `SentenceTransformer.save` (which writes its own card) against `SimCSEEncoder.save` (medians of `--repeats`).
 
-    python bench/model_card_cost.py                 # all-MiniLM-L6-v2
-    python bench/model_card_cost.py --model PATH --repeats 5
+    python -m bench.model_card_cost                 # all-MiniLM-L6-v2
+    python -m bench.model_card_cost --model PATH --repeats 5
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from bench import machine
 
 
 def main() -> int:
@@ -82,6 +84,7 @@ def main() -> int:
         out[f"{name}_min_max_s"] = f"{min(values):.3f}-{max(values):.3f}"
     out["card_render_s"] = statistics.median(renders)
     out["card_share_of_save_s"] = out["save_with_card_s"] - out["save_without_card_s"]
+    out["machine"] = machine.text()
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=1))
     return 0
 

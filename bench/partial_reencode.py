@@ -21,7 +21,7 @@ The rule, fixed before measuring: a scheme pays, and becomes a setting, if it ke
 re-encode's nearest-neighbour triplets while saving at least a third of the encode time (f <= 2/3), and leaks
 no more false-negative suspects than 1 % of anchors. Otherwise the docs say it does not pay and by how much.
 
-    .venv/bin/python bench/partial_reencode.py --corpus CORPUS.txt --models OLD NEW [NEWER ...] \
+    .venv/bin/python -m bench.partial_reencode --corpus CORPUS.txt --models OLD NEW [NEWER ...] \
         [--cache DIR] [--fractions 0,0.25,0.5,0.75,1] [--seeds 0,1,2] [--json out.json]
 
 Consecutive model pairs (OLD, NEW), (NEW, NEWER), ... are each measured. Embeddings are cached in `--cache`
@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import machine
 
 BANDS = ("nearest_neighbour", "in_domain")
 PAYS = {"agreement": 0.90, "max_fraction": 2 / 3, "suspects": 0.01}
@@ -125,7 +123,8 @@ def main() -> None:
     params = MiningParams()
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}; pool {len(corpus):,}")
+    print(f"machine: {machine.text()}")
+    print(f"pool {len(corpus):,}")
     encoded = [encode(corpus, m, args.cache, args.batch_size, args.max_length) for m in args.models]
     names = {m: f"M{i}" for i, m in enumerate(args.models)}
     for m, (_, s, cached) in zip(args.models, encoded):
@@ -175,7 +174,7 @@ def main() -> None:
                   f"({rs[0]['nearest_neighbour']['ref_mean_cos_new']:.3f}) | {sus:.4f} | "
                   f"{'yes' if pays else ('-' if f == 1 else 'no')} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": platform.platform(), "pool": len(corpus), "pays_rule": PAYS,
+        args.json.write_text(json.dumps({"machine": machine.describe(), "pool": len(corpus), "pays_rule": PAYS,
                                          "pairs": pairs}, indent=2))
 
 

@@ -7,19 +7,20 @@ wall times (mine, schedule, train, evaluate, finish, report), `prefect` = the di
 task-run creation, state changes, cache-key computation, result persistence, logging). Also reports the
 ephemeral API's start-up (once per process). Target: prefect <= 5% of a round.
 
-    python bench/prefect_overhead.py                   # the demo as `make demo` runs it
-    python bench/prefect_overhead.py --rounds 2 --steps 10   # a short check
+    python -m bench.prefect_overhead                   # the demo as `make demo` runs it
+    python -m bench.prefect_overhead --rounds 2 --steps 10   # a short check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench import machine
 
 
 def main() -> int:
@@ -47,7 +48,7 @@ def main() -> int:
     startup = total - summary["flow_seconds"]
 
     print(f"run folder: {out}")
-    print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), cores: {os.cpu_count()}")
+    print(f"machine (at the end): {machine.text()}")
     print(f"ephemeral API start + flow-run creation: {startup:.1f} s (once per process)")
     print(f"whole flow: {summary['flow_seconds']:.1f} s; process up to the flow call: {call - process_start:.1f} s")
     print()

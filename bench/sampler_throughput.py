@@ -7,7 +7,7 @@ so it never shows up in a training profile. Prints, per batch size:
   mixture) over the same rows, indices plus text lookup, same machine, same run; and the ratio;
 - with --train-triplets-per-s X, the ratio of sampler triplets/s to that training throughput.
 
-    .venv/bin/python bench/sampler_throughput.py [--rows 1000000] [--seconds 8] [--train-triplets-per-s X]
+    .venv/bin/python -m bench.sampler_throughput [--rows 1000000] [--seconds 8] [--train-triplets-per-s X]
 
 Texts are sentences of ../shared/data (wiki + twitter, SIMCSE_DATA_DIR) recombined into distinct
 strings, or synthetic strings where the data is absent. The dataset lives in a temporary folder.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from bench import machine
 from curriculum import TripletSampler, curriculum_mixture
 from curriculum.state import Plan
 from curriculum.synthetic import band_table, write_round
@@ -123,9 +123,7 @@ def main() -> None:
     parser.add_argument("--no-anchor", action="store_true", help="skip the sentence-transformers comparison")
     args = parser.parse_args()
 
-    load = os.getloadavg()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"machine: {machine.text()}")
     with tempfile.TemporaryDirectory(prefix="sampler-bench-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()

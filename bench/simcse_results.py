@@ -5,18 +5,16 @@ evaluates on STS-B dev every `--eval-every` steps and keeps the best dev checkpo
 dev only); that checkpoint is then scored on dev and test. Alignment and uniformity are measured on STS-B
 dev (as in SimCSE's Figure 2: positive pairs scored >= 4.0, all dev sentences). Prints a markdown table.
 
-    .venv/bin/python bench/simcse_results.py            # sized for < 15 min on 2 quiet CPU cores
+    .venv/bin/python -m bench.simcse_results            # sized for < 15 min on 2 quiet CPU cores
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,6 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
+from bench import machine
 from dataio.tables import data_dir, read_sts
 from simcse.batching import triplet_batches, unsupervised_batches
 from simcse.data import load_sentences, load_triplets
@@ -98,12 +97,8 @@ def main() -> None:
         if not args.out:
             shutil.rmtree(out, ignore_errors=True)
 
-    where = f"{platform.machine()} x{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-    if torch.cuda.is_available():
-        where = torch.cuda.get_device_name(0)
-    load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    print(f"# SimCSE from all-MiniLM-L6-v2 on {data}: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {where}{load}, "
-          f"total {time.perf_counter() - started:.0f} s")
+    print(f"# SimCSE from all-MiniLM-L6-v2 on {data}: total {time.perf_counter() - started:.0f} s")
+    print(f"# machine: {machine.text()}")
     print(f"# batch {args.batch_size}, max length {args.max_length}, τ 0.05, warm-up 10% + linear decay, "
           f"dev eval every {args.eval_every} steps, best dev checkpoint reported")
     print()

@@ -11,15 +11,14 @@ Also printed once: importing MLflow and creating a new store (its SQLite schema)
 store pay once. The last lines are `tracking_seconds_per_round`, `tracking_share_of_round` and
 `tracking_seconds_per_run`.
 
-    python bench/tracking_overhead.py --repeats 3 --rounds 2 --steps 6     # tiny random BERT, built-in corpus
-    python bench/tracking_overhead.py --model all-MiniLM-L6-v2 --steps 20  # demo-sized rounds
+    python -m bench.tracking_overhead --repeats 3 --rounds 2 --steps 6     # tiny random BERT, built-in corpus
+    python -m bench.tracking_overhead --model all-MiniLM-L6-v2 --steps 20  # demo-sized rounds
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -27,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench import machine
 
 
 def _settings(out: Path, model: str, rounds: int, steps: int, tracked: bool, store: Path) -> dict[str, Any]:
@@ -154,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     flow_diff = statistics.mean(r["flow_seconds"] for r in on) - statistics.mean(r["flow_seconds"] for r in off)
     print(f"flow wall time: tracked {statistics.mean(r['flow_seconds'] for r in on):.2f} s, untracked "
           f"{statistics.mean(r['flow_seconds'] for r in off):.2f} s (difference {flow_diff:+.2f} s over "
-          f"{args.rounds} rounds; load average {os.getloadavg()[0]:.1f})")
+          f"{args.rounds} rounds)")
+    print(f"machine (at the end): {machine.text()}")
     print(f"tracking_seconds_per_round: {per_round:.3f}")
     print(f"tracking_share_of_round: {100 * per_round / round_wall:.2f}% (round wall {round_wall:.2f} s)")
     print(f"tracking_seconds_per_run: {statistics.mean(r['per_run'] for r in on):.3f}")

@@ -12,8 +12,8 @@ tokenised ahead on a thread, one forward per batch over packed rows); with `--wi
 each batch to one matrix instead (`TrainConfig(pack=False)`), to show what packing alone is worth. Padding
 is reported as tokens computed per real token. Last line: `ratio: <ours / sentence-transformers>`.
 
-    .venv/bin/python bench/train_throughput.py                      # CPU, < 5 min on 2 cores
-    .venv/bin/python bench/train_throughput.py --batch-size 128 --steps 100 --warmup-steps 10 --precision bf16  # GPU
+    .venv/bin/python -m bench.train_throughput                      # CPU, < 5 min on 2 cores
+    .venv/bin/python -m bench.train_throughput --batch-size 128 --steps 100 --warmup-steps 10 --precision bf16  # GPU
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
+from bench import machine
 from dataio.tables import data_dir
 from simcse.batching import triplet_batches
 from simcse.data import load_triplets
@@ -201,10 +200,7 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
-    load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    print(f"# train throughput, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {where}{load}")
+    print(f"# train throughput on {device}; machine: {machine.text()}")
     print(f"# model {model_path}; data {args.data}; batch {args.batch_size}, max length {args.max_length}, "
           f"{args.precision}; {args.warmup_steps} warm-up + {args.steps} timed steps per run; "
           f"runs in order {' '.join(order)}")

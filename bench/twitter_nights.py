@@ -12,8 +12,8 @@ measures).
 The Twitter dev pairs are split by source headline (bench/experiment_data.py): the *select* half is the dev
 metric (rounds, gate), the *report* half only reports, so the set that decides is never the set that reports.
 
-    python bench/twitter_nights.py --out runs/twitter-nights            # 3 nights; rerun to resume
-    python bench/twitter_nights.py --out runs/twitter-nights --results docs/results.md
+    python -m bench.twitter_nights --out runs/twitter-nights            # 3 nights; rerun to resume
+    python -m bench.twitter_nights --out runs/twitter-nights --results docs/results.md
 
 Printed and written (`<out>/nights.json`, and a section of `--results` between markers): per night the rows
 seen and new, the version registered (parent, promoted or why not), the current version after the night and its
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -34,9 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench import REPO, machine
+from bench.experiment_data import split_twitter_dev
+from bench.experiment_report import write_section
+from bench.tracking_overhead import CallTimer, tracked_steps
 
 START_MARKER = "<!-- twitter-nights:start -->"
 END_MARKER = "<!-- twitter-nights:end -->"
@@ -62,8 +62,6 @@ def slice_corpus(src: Path, folder: Path, slices: int, limit: int | None = None)
 
 def dev_halves(out: Path) -> dict[str, Path]:
     """The Twitter dev pairs split by headline: `select.tsv` (the dev metric) and `report.tsv` (reports only)."""
-    from experiment_data import split_twitter_dev
-
     from dataio.tables import data_dir
 
     folder = out / "dev"
@@ -89,8 +87,6 @@ def night_config(config: Path, out: Path, night: int, dev: dict[str, Path], step
 
 
 def run_night(config: Any, timer: Any) -> dict[str, Any]:
-    from tracking_overhead import tracked_steps
-
     from flows.continuing import run_continuing
 
     wall = time.perf_counter()
@@ -154,7 +150,7 @@ def _scores(m: dict[str, float]) -> str:
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [START_MARKER, f"## {len(rows)} nights of the shipped domain config (issue 14)", "",
-             f"- Command: `{meta['command']}`; machine: {meta['machine']}; {meta['finished']}.",
+             f"- Command: `{meta['command']}`; machine: {machine.text(meta['machine'])}; {meta['finished']}.",
              f"- `{meta['config']}` as shipped, on `twitter/unlabeled.txt` cut into {meta['slices']} contiguous "
              f"slices ({meta['lines']:,} lines), one more file in the corpus folder each night; registry gate: "
              "`pairs/select` must gain more than `eval.min_improvement` over the parent, STS-B dev may fall at most "
@@ -188,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import torch
-    from experiment_report import write_section
-    from tracking_overhead import CallTimer
 
     from dataio.atomic import atomic_write_json
     from dataio.tables import data_dir
@@ -218,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(record, row)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    meta = {"command": " ".join(["bench/twitter_nights.py", *(argv if argv is not None else sys.argv[1:])]),
-            "machine": f"{platform.node()} ({os.cpu_count()} CPUs, torch threads {args.threads})",
+    meta = {"command": " ".join(["python -m bench.twitter_nights", *(argv if argv is not None else sys.argv[1:])]),
+            "machine": machine.describe(),
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "config": os.path.relpath(args.config, REPO), "slices": args.slices,
             "lines": sum(len(p.read_text(encoding="utf-8").splitlines()) for p in parts)}

@@ -5,9 +5,9 @@ round_problem`, once per process per file), the embeddings cache against its `me
 round's model folder before the next round trains on it. Prints the bytes and seconds of each check next to
 what it guards (reading the round's texts; encoding; the file sizes), best of `--repeats`:
 
-    .venv/bin/python bench/verify_cost.py [--rows 1000000] [--sentences 1000000] [--repeats 3]
+    .venv/bin/python -m bench.verify_cost [--rows 1000000] [--sentences 1000000] [--repeats 3]
 
-The round is `bench/sampler_throughput.build_round` (four bands over recombined shared sentences), the cache a
+The round is `bench.sampler_throughput.build_round` (four bands over recombined shared sentences), the cache a
 float16 matrix of the offline MiniLM's width (384) filled with random unit rows, the model the offline MiniLM.
 Everything lives in a temporary folder.
 """
@@ -15,10 +15,7 @@ Everything lives in a temporary folder.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampler_throughput import build_round  # noqa: E402
-
-from dataio.hashing import sha256_file  # noqa: E402
-from dataio.triplets import _VERIFIED, read_manifest, resolve_file, round_problem  # noqa: E402
+from bench import machine
+from bench.sampler_throughput import build_round
+from dataio.hashing import sha256_file
+from dataio.triplets import _VERIFIED, read_manifest, resolve_file, round_problem
 
 
 def best(fn, repeats: int) -> float:
@@ -50,8 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    print(f"machine: {platform.node()} | {platform.machine()} | {os.cpu_count()} cpus | load "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"machine: {machine.text()}")
     work = Path(tempfile.mkdtemp(prefix="verify-cost-"))
     try:
         root = work / "triplets"

@@ -13,6 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARIES = ("dataio", "simcse", "mining", "curriculum")
+PRODUCT = (*LIBRARIES, "flows")
 TORCH = ("torch", "transformers", "sentence_transformers")
 # mining uses simcse for the encoder only: loading a SimCSEEncoder.
 MINING_ENCODER_MODULES = {"mining/encoders.py"}
@@ -41,6 +42,29 @@ def offending(package: str, forbidden: tuple[str, ...], allowed_in: set[str] = f
 @pytest.mark.parametrize("package", LIBRARIES)
 def test_libraries_never_import_prefect_or_flows(package: str) -> None:
     assert offending(package, ("prefect", "flows", "bench")) == []
+
+
+@pytest.mark.parametrize("package", PRODUCT)
+def test_the_product_never_imports_bench(package: str) -> None:
+    """bench/ measures the product and may import all of it; nothing in the product imports bench."""
+    assert offending(package, ("bench",)) == []
+
+
+def test_bench_is_a_package_run_as_modules() -> None:
+    """bench/ is a package (`python -m bench.<name>`): its modules import each other as `bench.<name>`, never by
+    a bare name that only resolves with bench/ itself on the path, and none edits `sys.path`."""
+    folder = REPO / "bench"
+    assert (folder / "__init__.py").is_file()
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    bare = [f"{f}:{line} imports {module}" for f, line, module in imports("bench") if module in names]
+    assert bare == []
+    edits = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                edits.append(f"{path.relative_to(REPO).as_posix()}:{node.lineno} uses sys.path")
+    assert edits == []
 
 
 # The settings models a run config embeds: validating a config or building a command's options loads no torch.

@@ -5,17 +5,12 @@ written. Skipped where the runtimes (the `cpu-anchors` extra) are not installed.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-anchors = importlib.import_module("cpu_anchors")
+from bench import cpu_anchors as anchors
 
 SENTENCES = ["A man is playing a guitar.", "Someone plays an instrument on a stage.",
              "The stock market fell sharply on Monday.", "Shares dropped at the start of the week.",

@@ -4,7 +4,6 @@ arm end to end at the smoke size."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import statistics
@@ -13,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-report = importlib.import_module("experiment_report")
-design = importlib.import_module("experiment_design")
+from bench import REPO
+from bench import experiment_design as design
+from bench import experiment_report as report
 
 SETTINGS = {"general": {"label": "General", "dev_name": "STS-B dev", "report_name": "STS-B test",
                         "report_metric": "sts/test", "recipe": "static_nli"},
@@ -155,17 +152,30 @@ def test_section_states_the_seeds_run_the_sequential_extension_and_the_precision
 
 
 def test_run_meta_keeps_every_distinct_command_across_invocations(tmp_path: Path, monkeypatch):
-    runner = importlib.import_module("experiment")
+    from bench import experiment as runner
+
     size = {"name": "main", "seeds": [0, 1]}
-    for argv in (["bench/experiment.py", "run", "--size", "main"], ["bench/experiment.py", "run", "--size", "main"],
-                 ["bench/experiment.py", "run", "--size", "main", "--seeds", "2"]):
+    script = str(REPO / "bench" / "experiment.py")  # sys.argv[0] under `python -m bench.experiment`
+    for argv in ([script, "run", "--size", "main"], [script, "run", "--size", "main"],
+                 [script, "run", "--size", "main", "--seeds", "2"]):
         monkeypatch.setattr(sys, "argv", argv)
         runner.write_run_meta(tmp_path, size, 0.0, [], [], starting=True)
         runner.write_run_meta(tmp_path, size, 10.0, [], [])
     meta = json.loads((tmp_path / "run_meta.json").read_text())
-    assert meta["commands"] == ["bench/experiment.py run --size main",
-                                "bench/experiment.py run --size main --seeds 2"]
+    assert meta["commands"] == ["python -m bench.experiment run --size main",
+                                "python -m bench.experiment run --size main --seeds 2"]
     assert meta["invocations"] == 3 and meta["wall_seconds"] == pytest.approx(30.0)
+
+
+def test_workers_run_as_modules_of_this_checkout(tmp_path: Path, monkeypatch):
+    """`run` starts each job as `python -m bench.experiment run-one` with an absolute --out: the workers run in the
+    repository root (bench.child_options), so a harness started from a snapshot worktree runs that snapshot."""
+    from bench import experiment as runner
+
+    monkeypatch.chdir(tmp_path)
+    cmd = runner.worker_command("smoke", Path("out"), ("tuned", "general", "in_batch", 0), 1, True)
+    assert cmd[0] == sys.executable and cmd[1:4] == ["-m", "bench.experiment", "run-one"]
+    assert cmd[cmd.index("--out") + 1] == str(tmp_path / "out") and cmd[-1] == "--keep-models"
 
 
 def test_figures_are_drawn(tmp_path: Path):
@@ -219,7 +229,8 @@ def test_subsample_lines_keeps_header_and_order(tmp_path: Path):
 
 
 def test_twitter_pairs_split_by_headline(tmp_path: Path):
-    data = importlib.import_module("experiment_data")
+    from bench import experiment_data as data
+
     src = tmp_path / "dev_pairs.tsv"
     rows = [f"headline {h}\ttweet {h}-{t}\t{t % 2}" for h in range(40) for t in range(5)]
     src.write_text("sentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
@@ -235,7 +246,8 @@ def test_twitter_pairs_split_by_headline(tmp_path: Path):
 
 def test_twitter_pairs_split_by_component_share_no_text(tmp_path: Path):
     """A tweet under two headlines ties them: the component split keeps every text on one side."""
-    data = importlib.import_module("experiment_data")
+    from bench import experiment_data as data
+
     src = tmp_path / "dev_pairs.tsv"
     rows = [f"headline {h}\ttweet {h}-{t}\t{t % 2}" for h in range(40) for t in range(5)]
     rows += [f"headline {h}\ttweet {h + 1}-0\t0" for h in range(0, 40, 4)]  # tweets shared by two headlines
@@ -254,7 +266,8 @@ def test_twitter_pairs_split_by_component_share_no_text(tmp_path: Path):
 
 
 def test_the_judge_arms_build_configs_with_their_mining_settings_and_teacher(tmp_path: Path):
-    arm_module = importlib.import_module("experiment_arm")
+    from bench import experiment_arm as arm_module
+
     size = design.load_size("judge")
     raw = {**design.load_setting("domain"), "_name": "domain"}
     configs = {name: design.build_config(raw, design.load_arm(name), size, "tuned", 1, tmp_path / name, "m")
@@ -285,9 +298,9 @@ def test_smoke_run_of_one_arm_end_to_end(shared_data: Path, minilm_path: str, tm
     import subprocess
 
     out = tmp_path / "exp"
-    proc = subprocess.run([sys.executable, str(BENCH / "experiment.py"), "run", "--size", "smoke", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "bench.experiment", "run", "--size", "smoke", "--out", str(out),
                            "--results", str(out / "results.md"), "--settings", "general", "--arms", "in_batch",
-                           "--workers", "1"], capture_output=True, text=True, timeout=600, check=False)
+                           "--workers", "1"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "results" / "tuned" / "general" / "in_batch" / "seed0.json").read_text())
     assert [c["round"] for c in result["curve"]] == [0, 1] and result["curve"][-1]["step"] == 6
@@ -312,7 +325,8 @@ def _judge_result(arm: str, seed: int, report_ap: float, select_ap: float, sts: 
 
 
 def test_judge_report_reads_goal_rows_gap_winner_and_margin(tmp_path: Path):
-    judge = importlib.import_module("judge_report")
+    from bench import judge_report as judge
+
     noise = [0.1, -0.1, 0.0, 0.2, -0.2]
     results = []
     for seed, e in enumerate(noise):

@@ -3,14 +3,9 @@ they are a benchmark, not a test): the corpus slices, each night's config, and t
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-nights = importlib.import_module("twitter_nights")
+from bench import twitter_nights as nights
 
 
 def test_the_corpus_is_cut_into_contiguous_slices_once(tmp_path: Path) -> None:

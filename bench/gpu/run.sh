@@ -36,12 +36,12 @@ step() {  # step NAME SECONDS command...
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU"; \
   "$PY" -c "import torch, transformers, sentence_transformers as st; print('torch', torch.__version__, 'transformers', transformers.__version__, 'st', st.__version__)"; } | tee "$OUT/summary.txt"
 SIZES=${GPU_SIZES:-"--n-encode 50000 --n-nli 7358 --n-corpus 48000 --batch-size 1024"}
-step mine_throughput ${MINE_LIMIT_S:-160} "$PY" bench/mine_throughput.py $SIZES --json "$OUT/mine_throughput.json"
+step mine_throughput ${MINE_LIMIT_S:-160} "$PY" -m bench.mine_throughput $SIZES --json "$OUT/mine_throughput.json"
 TRAIN_ARGS=${TRAIN_ARGS:-"--device cuda --precision bf16 --batch-size 128 --steps 40"}
-step train_throughput 120 "$PY" bench/train_throughput.py $TRAIN_ARGS
+step train_throughput 120 "$PY" -m bench.train_throughput $TRAIN_ARGS
 EXP=${EXP_SIZE:-gpu}
 [ "$EXP" = none ] && { ls -la "$OUT"; exit 0; }
-step experiment "$(left)" "$PY" bench/experiment.py run --size "$EXP" --out /tmp/experiment --workers 1 \
+step experiment "$(left)" "$PY" -m bench.experiment run --size "$EXP" --out /tmp/experiment --workers 1 \
   --threads 8 --results /tmp/experiment/results.md --deadline-min "$(( ($(left) - 30) / 60 ))" ${EXP_ARGS:-}
 # one archive: $OUT brings back at most 8 files (results.md and its plot travel inside it)
 tar czf "$OUT/experiment_results.tgz" -C /tmp/experiment results run_meta.json results.md figures 2>/dev/null
