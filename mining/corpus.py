@@ -20,7 +20,7 @@ import numpy as np
 
 from dataio.errors import InputError
 from dataio.hashing import hash_strings
-from dataio.tables import Table, read_columns
+from dataio.tables import LABEL_HELP, Table, parse_label, read_columns
 
 log = logging.getLogger(__name__)
 
@@ -165,17 +165,13 @@ def _as_source(item: Any, cls: type, kind: str) -> Any:
 
 
 def _pair_label(table: Table, index: int, column: str, value: Any) -> int:
-    """A pair's label as 0 or 1; anything else stops the load naming the line."""
-    if isinstance(value, str):
-        value = value.strip()
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = float("nan")
-    if number not in (0.0, 1.0):
-        raise table.error(index, column, f"label {value!r} is not 0 or 1; a pairs file's label marks a paraphrase "
-                                         f"(1, trained on as a positive) or not (0, dropped)")
-    return int(number)
+    """A pair's label as 0 or 1 (yes/no, true/false too: `dataio.tables.parse_label`); anything else stops the
+    load naming the line."""
+    label = parse_label(value)
+    if label is None:
+        raise table.error(index, column, f"label {value!r} is not {LABEL_HELP}; a pairs file's label marks a "
+                                         f"paraphrase (1, trained on as a positive) or not (0, dropped)")
+    return label
 
 
 def _cell_text(table: Table, index: int, column: str, value: Any) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dataio.errors import InputError
-from dataio.tables import LabeledPairs, StsData, read_labeled_pairs, read_sts
+from dataio.tables import LabeledPairs, StsData, read_labeled_pairs, read_sts, table_stem
 
 POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale (>= 4.0 of 0-5)
 
@@ -95,7 +95,7 @@ def average_precision_x100(cosines: np.ndarray, labels: Sequence[int]) -> float:
 
 
 def _unique_stems(paths: Sequence[Path]) -> list[str]:
-    stems = [p.stem for p in paths]
+    stems = [table_stem(p) for p in paths]  # dev.csv.gz -> dev
     out = []
     for p, stem in zip(paths, stems):
         out.append(stem if stems.count(stem) == 1 else f"{p.parent.name}/{stem}")
