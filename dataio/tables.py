@@ -14,7 +14,6 @@ as such). Labels read as 0/1 also from yes/no and true/false (`parse_label`).
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import io
 import itertools
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataio.errors import InputError
+from dataio.errors import InputError, did_you_mean
 
 TEXT_SUFFIXES = {".txt"}
 DELIMITED = {".csv": ",", ".tsv": "\t"}
@@ -53,6 +52,17 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "anchor": ("sent0", "premise", "sentence1", "query"),
     "positive": ("sent1", "entailment", "sentence2"),
     "negative": ("hard_neg", "contradiction"),
+}
+
+
+# The columns of each kind of input (required, optional), by canonical name: what its loader reads
+# (mining.corpus.load_corpus, read_sts, read_labeled_pairs) and what `validate` checks every file for first.
+INPUT_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "corpus": (("text",), ("id", "domain")),
+    "pairs": (("anchor", "positive"), ("label",)),
+    "nli": (("anchor", "positive", "negative"), ()),
+    "sts": (("sentence1", "sentence2", "score"), ()),
+    "labeled_pairs": (("sentence1", "sentence2", "label"), ()),
 }
 
 
@@ -188,14 +198,6 @@ def table_files(path: str | os.PathLike) -> list[Path]:
         raise InputError(f"a folder with no table files in it (expected {SUPPORTED}); add the data files",
                          path=path)
     return sorted(found, key=lambda p: p.relative_to(path).as_posix())
-
-
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """`" (did you mean 'tweet'?)"` when `name` is close to one of `choices` (difflib, case-insensitive), else ""."""
-    choices = [str(c) for c in choices]
-    lowered = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
-    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
 def _one_column_hint(available: Sequence[str]) -> str:
@@ -545,6 +547,26 @@ def read_columns(path: str | os.PathLike, canonical: Sequence[str], optional: Se
     return table
 
 
+def check_columns(path: str | os.PathLike, kind: str,
+                  columns: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The file column each column of an input of `kind` (`INPUT_COLUMNS`) is read from, decided from the header
+    alone, as `read_columns` decides it; a column `columns` names is required, as its loader requires it. The
+    check `validate` runs on every input before reading any, so that every column problem is reported at once;
+    InputError as the loader would raise it."""
+    canonical, optional = INPUT_COLUMNS[kind]
+    path = Path(path)
+    header = read_header(path)
+    if not header:  # .txt: one unnamed column, read under any name
+        return {}
+    given = {k: v for k, v in (columns or {}).items() if v}
+    required = [*canonical, *(c for c in optional if c in given)]
+    rest = [c for c in optional if c not in given]
+    names = {c: given.get(c, c) for c in [*required, *rest]}
+    aliases = {names[c]: COLUMN_ALIASES.get(c, ()) for c in names if c not in given}
+    found = _resolve_columns(path, header, [names[c] for c in required], [names[c] for c in rest], aliases)
+    return {c: found[names[c]] for c in names if names[c] in found}
+
+
 @dataclass
 class StsData:
     """Sentence pairs with a graded similarity score (STS-B layout)."""
@@ -579,7 +601,7 @@ def _texts(table: Table, column: str) -> list[str]:
 def read_sts(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> StsData:
     """An STS file: `sentence1, sentence2, score` (score any numeric scale); `columns` maps those names to the
     file's own (e.g. `{"score": "similarity"}`)."""
-    table = read_columns(path, ["sentence1", "sentence2", "score"], columns=columns)
+    table = read_columns(path, *INPUT_COLUMNS["sts"], columns=columns)
     if len(table) < 2:
         raise InputError("an STS file needs at least 2 scored pairs", path=table.path)
     return StsData(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), _floats(table, "score"))
@@ -622,7 +644,7 @@ def parse_label(value: Any) -> int | None:
 def read_labeled_pairs(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> LabeledPairs:
     """A labeled-pair file: `sentence1, sentence2, label` with labels 0/1 (or yes/no, true/false: `parse_label`);
     `columns` maps those names to the file's own (e.g. `{"label": "is_paraphrase"}`)."""
-    table = read_columns(path, ["sentence1", "sentence2", "label"], columns=columns)
+    table = read_columns(path, *INPUT_COLUMNS["labeled_pairs"], columns=columns)
     labels = []
     for i, raw in enumerate(table.columns["label"]):
         label = parse_label(raw)

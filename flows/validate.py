@@ -143,6 +143,7 @@ def check_run(config: RunConfig) -> RunCheck:
     _check_tracking(config)
     _check_encode_runtime(config)
     _check_engine(config)
+    _check_paths_and_columns(config)
     _check_model(config, notes)
     _check_teacher(config)
     try:
@@ -179,18 +180,66 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str,
     return corpus, inputs
 
 
+def _input_entries(config: RunConfig) -> list[tuple[str, Any, str]]:
+    """(config key, entry, kind of input as `dataio.tables.INPUT_COLUMNS` names it) of every input file."""
+    entries: list[tuple[str, Any, str]] = [(f"data.{k}", getattr(config.data, k), k)
+                                           for k in ("corpus", "pairs", "nli")]
+    entries += [(f"eval.sts[{i}]", e, "sts") for i, e in enumerate(config.eval.sts)]
+    entries += [(f"eval.pairs[{i}]", e, "labeled_pairs") for i, e in enumerate(config.eval.pairs)]
+    return [(k, e, kind) for k, e, kind in entries if e is not None]
+
+
 def _naming_the_setting(exc: InputError, config: RunConfig) -> InputError:
-    """A data file's error (which names the file, line and column) plus the config key that reads the file."""
-    entries: list[tuple[str, Any]] = [(f"data.{k}", getattr(config.data, k)) for k in ("corpus", "pairs", "nli")]
-    entries += [(f"eval.sts[{i}]", e) for i, e in enumerate(config.eval.sts)]
-    entries += [(f"eval.pairs[{i}]", e) for i, e in enumerate(config.eval.pairs)]
+    """A data file's error (which names the file, line and column) plus the config key that reads the file and
+    the line of the config where it is written."""
     path = str(exc.path) if exc.path is not None else None
-    key = next((k for k, e in entries if e is not None and path is not None
+    key = next((k for k, e, _ in _input_entries(config) if path is not None
                 and (str(e.path) == path or Path(path).is_relative_to(e.path))), None)  # a folder's file too
     if key is None or config.source is None:
         return exc
     setting = f"{key}.columns" if exc.column is not None else key
-    return InputError(f"{exc} (read as {setting} of {config.source})")
+    line = config.line_of(setting)
+    return InputError(f"{exc} (read as {setting} of {config.source}{f', line {line}' if line else ''})")
+
+
+def missing_path(config: RunConfig, key: str, path: Path) -> InputError:
+    """A path the config names that is not there: the config's file, line and key, the closest name in that
+    folder, and the folder relative paths are read from."""
+    from dataio.errors import did_you_mean
+
+    path = Path(path)
+    near = did_you_mean(path.name, [c.name for c in path.parent.iterdir()]) if path.parent.is_dir() else ""
+    base = config.base_folder()
+    where = (f"; relative paths are read from {base}, the folder of {config.source.name}" if base is not None
+             and config.source is not None else "; check the path")
+    return InputError(f"{key}: not found: {path}{near}{where}", path=config.source, line=config.line_of(key))
+
+
+def _check_paths_and_columns(config: RunConfig) -> None:
+    """Every path the config names that is missing, and every column problem of every input file (from the
+    files' headers: `dataio.tables.check_columns`), reported at once, before any file is read whole; a team with
+    wrong relative paths, or an export's different column names, learns all of them from one try."""
+    from dataio.errors import InputErrors
+    from dataio.tables import check_columns, table_files
+
+    problems: list[InputError] = []
+    for key, entry, kind in _input_entries(config):
+        if not entry.path.exists():
+            if not entry.optional:  # an optional one that is absent is a warning (flows.inputs)
+                problems.append(missing_path(config, f"{key}.path", entry.path))
+            continue
+        try:
+            for file in table_files(entry.path):
+                check_columns(file, kind, entry.columns.model_dump())
+        except InputError as exc:
+            problems.append(_naming_the_setting(exc, config))
+    others = [("mining.exclude_pairs", config.mining.exclude_pairs),
+              ("teacher.path", Path(config.teacher.path) if config.teacher is not None else None)]
+    model = Path(base_model_path(config))
+    others.append(("model.name_or_path", model if model.is_absolute() else None))  # a folder, not a hub name
+    problems += [missing_path(config, key, path) for key, path in others if path is not None and not path.exists()]
+    if problems:
+        raise InputErrors.of(problems)
 
 
 # ------------------------------------------------------------------------------------------ the checks
@@ -318,8 +367,11 @@ def _check_eval_metric(config: RunConfig, inputs: dict[str, Any]) -> tuple[dict[
     choice = config.eval.dev_metric
     builtin = {"pairs/eval_pairs"} if config.data.builtin else set()  # built at run time
     if choice and choice not in rows and choice not in builtin:
-        raise InputError(f"eval.dev_metric: {choice!r} names no evaluation file; the files give "
-                         f"{', '.join(sorted(rows)) or 'none'}", path=config.source)
+        from dataio.errors import did_you_mean
+
+        raise InputError(f"eval.dev_metric: {choice!r} names no evaluation file{did_you_mean(choice, rows)}; the "
+                         f"files give {', '.join(sorted(rows)) or 'none'}", path=config.source,
+                         line=config.line_of("eval.dev_metric"))
     sentences = {s for data in [*sts, *pairs] for s in (*data.sentence1, *data.sentence2)}
     return rows, len(sentences)
 

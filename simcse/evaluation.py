@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dataio.errors import InputError
+from dataio.errors import InputError, did_you_mean
 from dataio.tables import LabeledPairs, StsData, read_labeled_pairs, read_sts, table_stem
 
 POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale (>= 4.0 of 0-5)
@@ -226,7 +226,8 @@ class SimCSEEvaluator:
         if primary_metric is None:
             primary_metric = self.metric_names[0] if self.metric_names else None
         elif primary_metric not in self.metric_names + means:
-            raise InputError(f"the dev metric {primary_metric!r} names no evaluation file; the files give "
+            raise InputError(f"the dev metric {primary_metric!r} names no evaluation file"
+                             f"{did_you_mean(primary_metric, self.metric_names + means)}; the files give "
                              f"{', '.join(self.metric_names + means) or 'none'}")
         self.primary_metric: str | None = primary_metric
 

@@ -146,3 +146,83 @@ def test_a_missing_column_says_which_column_was_meant(tmp_path: Path) -> None:
     assert "column 'headlne': missing column 'headlne' (did you mean 'headline'?); the file has ['id', 'headline'" \
         in str(err.value)
     assert "--columns on init and evaluate" in str(err.value)
+
+
+# ------------------------------------------------------------------ config errors: all at once, with a guess
+
+def _team_folder(root: Path) -> Path:
+    """headlines.csv (Excel `;` export), dev_sts.tsv: enough for a config to point at."""
+    root.mkdir(parents=True, exist_ok=True)
+    _excel_semicolon(root / "headlines.csv")
+    rows = [f"{h}\t{h.lower()}\t{i % 5}" for i, (h, _) in enumerate(HEADLINES * 2)]
+    (root / "dev_sts.tsv").write_text("s1\ts2\tsim\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def test_every_bad_key_of_a_config_is_reported_at_once_each_with_line_and_a_guess(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: one error per try (pydantic had reported all of them), and no "did you mean"."""
+    from flows.cli import main
+
+    config = tmp_path / "my.yaml"
+    config.write_text("output_dir: runs/x\n"
+                      "rounds: 2\n"
+                      "data:\n"
+                      "  corpus:\n"
+                      "    path: headlines.csv\n"
+                      "    columns: {txt: headline}\n"
+                      "curriculum:\n"
+                      "  pacing: sqroot\n"
+                      "trainig: {lr: 1.0e-5}\n", encoding="utf-8")
+    assert main(["validate", str(config)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"error: {config}: line 6: data.corpus.columns.txt: unknown key (did you mean 'text'?); expected one of "
+        f"text, id, domain",
+        f"error: {config}: line 8: curriculum.pacing: unknown 'sqroot' (did you mean 'root'?); expected one of "
+        f"linear, root, geometric, step",
+        f"error: {config}: line 9: trainig: unknown key (did you mean 'training'?); expected one of output_dir, "
+        f"seed, rounds, steps_per_round, batch_size, model, data, eval, mining, curriculum, negatives, "
+        f"negatives_per_anchor, positive_view, word_deletion, training, tracking, teacher, registry, retention"]
+
+
+def test_every_missing_path_and_column_is_reported_at_once_relative_to_the_yaml(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    team = _team_folder(tmp_path / "team")
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "my.yaml"  # a config in another folder: its paths are relative to it
+    config.write_text("output_dir: runs/x\n"
+                      "data:\n"
+                      "  corpus: {path: team/headlines.csv, columns: {text: headlin, domain: desk}}\n"
+                      "eval:\n"
+                      "  sts:\n"
+                      "    - {path: ../team/dev_sts.tsv, columns: {sentence1: s1, sentence2: s2, score: simm}}\n"
+                      "    - ../team/dev_st.tsv\n", encoding="utf-8")
+    assert main(["validate", str(config)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3, err
+    assert err[0] == (f"error: {config}: line 3: data.corpus.path: not found: {tmp_path}/configs/team/headlines.csv; "
+                      f"relative paths are read from {tmp_path}/configs, the folder of my.yaml")
+    assert err[1].startswith(f"error: {team}/dev_sts.tsv: column 'simm': missing column 'simm' (did you mean "
+                             f"'sim'?); the file has ['s1', 's2', 'sim']")
+    assert err[1].endswith(f"(read as eval.sts[0].columns of {config}, line 6)")
+    assert err[2] == (f"error: {config}: line 7: eval.sts[1].path: not found: {team}/dev_st.tsv (did you mean "
+                      f"'dev_sts.tsv'?); relative paths are read from {tmp_path}/configs, the folder of my.yaml")
+    assert not (tmp_path / "configs" / "runs").exists()
+
+
+def test_a_dev_metric_that_names_no_file_says_which_was_meant(tmp_path: Path) -> None:
+    from flows.config import load_config
+    from flows.validate import check_run
+
+    _team_folder(tmp_path)
+    config = tmp_path / "my.yaml"
+    config.write_text("output_dir: runs/x\nbatch_size: 2\n"
+                      "data: {corpus: {path: headlines.csv, columns: {text: headline}}}\n"
+                      "eval: {sts: [{path: dev_sts.tsv, columns: {sentence1: s1, sentence2: s2, score: sim}}], "
+                      "dev_metric: sts/dev_st}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"eval.dev_metric: 'sts/dev_st' names no evaluation file \(did you mean "
+                                         r"'sts/dev_sts'\?\); the files give sts/dev_sts"):
+        check_run(load_config(config))
