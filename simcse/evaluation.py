@@ -105,8 +105,13 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
 def metric_names(sts: Sequence[StsData], pairs: Sequence[LabeledPairs] = ()) -> list[str]:
     """The per-file metric names of an evaluation, in order: `sts/<stem>` for each STS file, then
     `pairs/<stem>` for each labeled-pair file (`<folder>/<stem>` where two files share a stem)."""
-    return ([f"sts/{stem}" for stem in _unique_stems([d.path for d in sts])]
-            + [f"pairs/{stem}" for stem in _unique_stems([d.path for d in pairs])])
+    return file_metric_names([d.path for d in sts], [d.path for d in pairs])
+
+
+def file_metric_names(sts: Sequence[str | os.PathLike], pairs: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """`metric_names` of evaluation files by their paths (before they are read: `init` names the dev metric)."""
+    return ([f"sts/{stem}" for stem in _unique_stems([Path(p) for p in sts])]
+            + [f"pairs/{stem}" for stem in _unique_stems([Path(p) for p in pairs])])
 
 
 def metric_value(result: Mapping[str, Any] | None, name: str) -> float | None:
