@@ -407,11 +407,44 @@ def _check_schedule(config: RunConfig, bands: list[str], warnings: list[str], no
         notes.append("negatives: in_batch trains on no mined negative (the plain SimCSE baseline); the bands are "
                      "mined for comparison only")
         return schedule
+    pacing_fix: str | None = None
     for unused in schedule.unused_bands(config.batch_size, config.negatives_per_anchor):
         fix = f"leave {unused.band} out of mining.bands to save mining it"
         if unused.cause == "pacing":
-            fix = (f"curriculum.total: auto reaches competence 1 on the run's last {config.curriculum.unit}, or "
-                   f"{fix} (assuming the usual difficulty order random < in_domain < nli_contradiction < "
-                   f"nearest_neighbour; the run orders the bands by their measured difficulty)")
+            pacing_fix = pacing_fix or _pacing_fix(config, bands)
+            fix = (f"{pacing_fix or 'a smaller curriculum.total'}; or {fix} (assuming the usual difficulty order "
+                   f"random < in_domain < nli_contradiction < nearest_neighbour; the run orders the bands by their "
+                   f"measured difficulty)")
         warnings.append(f"band {unused.band} is mined every round but never trained on: {unused.why}; {fix}")
     return schedule
+
+
+def _pacing_fix(config: RunConfig, bands: list[str]) -> str | None:
+    """The curriculum setting that makes the schedule reach every band, checked by running the preview with it:
+    `total: auto` where a `total` beyond the run was given, else `unit: step` where competence grows per round
+    (a one-round run stays at c0 all its round: `total: auto`, already on, counts rounds); None when neither does."""
+    from curriculum.preview import preview_schedule
+
+    cfg = config.curriculum
+    units = config.rounds * config.steps_per_round if cfg.unit == "step" else config.rounds
+    candidates = []
+    if cfg.total != max(1, units - 1):
+        candidates.append(({"total": "auto"}, f"curriculum.total: auto reaches competence 1 on the run's last "
+                                              f"{cfg.unit}"))
+    if cfg.unit == "round" and cfg.mode != "adaptive":
+        auto = cfg.total == max(1, units - 1)
+        advice = (f"set curriculum: {{unit: step{'' if auto else ', total: auto'}}}: competence then grows every step "
+                  f"and reaches 1 on the run's last one (step {config.rounds * config.steps_per_round - 1}), so "
+                  + ("the one round goes from easy to hard bands" if config.rounds == 1 else
+                     "the rounds move from easy to hard bands within them"))
+        if auto and config.rounds == 1:
+            advice += (" (curriculum.total: auto is on already, but it counts rounds, and one round never leaves "
+                       "the first)")
+        candidates.append(({"unit": "step", "total": "auto"}, advice))
+    for update, advice in candidates:
+        trial = cfg.model_copy(update=update).resolved(config.rounds, config.steps_per_round, config.seed)
+        preview = preview_schedule(trial, bands, config.rounds, config.steps_per_round)
+        if not [u for u in preview.unused_bands(config.batch_size, config.negatives_per_anchor)
+                if u.cause == "pacing"]:
+            return advice
+    return None

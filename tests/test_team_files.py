@@ -482,3 +482,32 @@ def test_evaluate_reads_the_dev_file_through_the_same_column_map(
     assert "--columns score=ratin: no file given has a column 'ratin' (did you mean 'rating'?)" in \
         capsys.readouterr().err
 
+
+def test_a_one_round_run_is_told_exactly_how_to_train_on_every_band_it_mines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26: a one-round nightly stayed at competence 0.10 (random band only) every night, and the warning
+    suggested `curriculum.total: auto`, which was already on."""
+    from flows.cli import main
+
+    files = newsdesk(tmp_path)
+    _init(tmp_path, [files["headlines"].name], capsys, monkeypatch)
+    text = (tmp_path / "desk.yaml").read_text(encoding="utf-8")
+    assert "  # unit: step   # competence grows every step instead of every round" in text
+    one = tmp_path / "one.yaml"
+    one.write_text(text.replace("rounds: 3 ", "rounds: 1 "), encoding="utf-8")
+    assert main(["validate", str(one)]) == 0
+    out, err = capsys.readouterr()
+    assert "round 0: competence 0.10, planned share random 1.00, in_domain 0.00, nearest_neighbour 0.00" in out
+    warnings = err.splitlines()
+    assert [w.split(":")[1] for w in warnings] == [" band in_domain is mined every round but never trained on",
+                                                   " band nearest_neighbour is mined every round but never trained on"]
+    for warning in warnings:
+        assert ("set curriculum: {unit: step}: competence then grows every step and reaches 1 on the run's last one "
+                "(step 9), so the one round goes from easy to hard bands (curriculum.total: auto is on already, but "
+                "it counts rounds, and one round never leaves the first); or leave") in warning
+        assert "curriculum.total: auto reaches" not in warning
+    one.write_text(text.replace("rounds: 3 ", "rounds: 1 ").replace("  # unit: step", "  unit: step"), encoding="utf-8")
+    assert main(["validate", str(one)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "round 0: competence 0.10-1.00, planned share random 0.53, in_domain 0.31, " \
+                         "nearest_neighbour 0.16" in out
