@@ -142,11 +142,18 @@ def _describe(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
     return f"{message[:1].lower() + message[1:]} (got {_short(error['input'])})"
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """`" (did you mean 'tweet'?)"` when `name` is close to one of `choices` (difflib, case-insensitive), else ""."""
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The one of `choices` closest to `name` when it is close enough to have been meant (difflib's ratio of at
+    least 0.6, case-insensitive), else None."""
     lowered = {str(c).lower(): str(c) for c in choices}
     close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
-    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
+    return lowered[close[0]] if close else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`" (did you mean 'tweet'?)"` when `name` is close to one of `choices` (`closest`), else ""."""
+    found = closest(name, choices)
+    return f" (did you mean {found!r}?)" if found is not None else ""
 
 
 def _closest(given: Any, choices: list[str]) -> str:

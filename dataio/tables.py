@@ -292,7 +292,9 @@ def sniff_delimiter(text: str, sample_lines: int = 50) -> str:
     delimiter, a field holding commas, as in an Excel `;` export of headlines) the delimiter is the one that
     parses the sampled rows (with `csv`'s quoting rules) into the header's number of fields most often, and
     the most columns among those."""
-    sample = "".join(itertools.islice(io.StringIO(text, newline=""), sample_lines + 1))
+    head = text[: 1 << 16]  # the sample's lines are in the first 64 KB unless they are very long
+    sample = "".join(itertools.islice(io.StringIO(head if head.count("\n") > sample_lines else text, newline=""),
+                                      sample_lines + 1))
 
     def widths(delimiter: str) -> list[int]:
         try:
@@ -395,7 +397,8 @@ def _json_records(path: Path) -> tuple[list[dict], list[int], str]:
     if isinstance(data, dict):  # {"data": [...]} and the like: one key holding the records
         lists = [k for k, v in data.items() if isinstance(v, list)]
         hint = f"; the records look to be under {lists[0]!r}: save that list alone" if len(lists) == 1 else ""
-        raise InputError(f"a JSON object, not a list of records{hint} (pandas: to_json(orient='records'))",
+        raise InputError(f"a JSON object, not a list of records{hint} (pandas: to_json(orient='records')); a "
+                         f"file that is not data goes outside table folders, or gets a name starting with '_'",
                          path=path)
     if not isinstance(data, list):
         raise InputError("not a list of records; a .json table is [{\"text\": ...}, ...]", path=path)

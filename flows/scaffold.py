@@ -317,7 +317,7 @@ def describe_file(arg: str, columns: Sequence[tuple[str, str]] | Mapping[str, st
     extra = {"sts": ("score", score or _pick([h for h in header if cols[h].numeric], SCORE_NAMES + LABEL_NAMES)
                      or (scores[0] if len(scores) == 1 else None)),
              "eval-pairs": ("label", label),
-             "pairs": ("label", label if label and cols[label].labels else None)}.get(role)
+             "pairs": ("label", given.get("label") or (label if label and cols[label].labels else None))}.get(role)
     if extra is not None:
         if extra[1] is None and role != "pairs":
             raise InputError(f"no {extra[0]} column found among {header} for this {role} file; name it: "
@@ -345,7 +345,7 @@ def _domain_choices(cols: Mapping[str, Column], exclude: Sequence[str | None]) -
 
 
 def _describe_split(column: Column) -> str:
-    entropy, evenness = column.split()
+    _, evenness = column.split()
     return f"{column.distinct} values, evenness {evenness:.2f}"
 
 

@@ -367,9 +367,9 @@ def _check_eval_metric(config: RunConfig, inputs: dict[str, Any]) -> tuple[dict[
     choice = config.eval.dev_metric
     builtin = {"pairs/eval_pairs"} if config.data.builtin else set()  # built at run time
     if choice and choice not in rows and choice not in builtin:
-        from dataio.errors import did_you_mean
+        from simcse.evaluation import closest_metric
 
-        raise InputError(f"eval.dev_metric: {choice!r} names no evaluation file{did_you_mean(choice, rows)}; the "
+        raise InputError(f"eval.dev_metric: {choice!r} names no evaluation file{closest_metric(choice, rows)}; the "
                          f"files give {', '.join(sorted(rows)) or 'none'}", path=config.source,
                          line=config.line_of("eval.dev_metric"))
     sentences = {s for data in [*sts, *pairs] for s in (*data.sentence1, *data.sentence2)}

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dataio.errors import InputError, did_you_mean
+from dataio.errors import InputError, closest
 from dataio.tables import LabeledPairs, StsData, read_labeled_pairs, read_sts, table_stem
 
 POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale (>= 4.0 of 0-5)
@@ -112,6 +112,14 @@ def file_metric_names(sts: Sequence[str | os.PathLike], pairs: Sequence[str | os
     """`metric_names` of evaluation files by their paths (before they are read: `init` names the dev metric)."""
     return ([f"sts/{stem}" for stem in _unique_stems([Path(p) for p in sts])]
             + [f"pairs/{stem}" for stem in _unique_stems([Path(p) for p in pairs])])
+
+
+def closest_metric(name: str, names: Sequence[str]) -> str:
+    """` (did you mean 'sts/dev_sts'?)` when `name`'s file stem is close to another metric's (compared without the
+    `sts/` or `pairs/` every name shares, so `sts/dev` is not taken for `sts/down`), else ""."""
+    stems = {n.split("/", 1)[-1]: n for n in names}
+    found = closest(name.split("/", 1)[-1], stems)
+    return f" (did you mean {stems[found]!r}?)" if found is not None else ""
 
 
 def metric_value(result: Mapping[str, Any] | None, name: str) -> float | None:
@@ -232,7 +240,7 @@ class SimCSEEvaluator:
             primary_metric = self.metric_names[0] if self.metric_names else None
         elif primary_metric not in self.metric_names + means:
             raise InputError(f"the dev metric {primary_metric!r} names no evaluation file"
-                             f"{did_you_mean(primary_metric, self.metric_names + means)}; the files give "
+                             f"{closest_metric(primary_metric, self.metric_names + means)}; the files give "
                              f"{', '.join(self.metric_names + means) or 'none'}")
         self.primary_metric: str | None = primary_metric
 
