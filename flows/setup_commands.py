@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
     @app.command("init")
     def init_command(
         files: Annotated[list[str], typer.Argument(
-            help="the team's files (.csv, .tsv, .jsonl, .parquet, .txt); a role is read from each file's columns, "
-                 "or given as ROLE=PATH with ROLE corpus, pairs, nli, sts or eval-pairs", show_default=False)],
+            help="the team's files (.csv with , ; tab or |, .tsv, .jsonl, .json records, each optionally .gz, "
+                 ".parquet, .txt, or a folder of them); a role is read from each file's columns, or given as "
+                 "ROLE=PATH with ROLE corpus, pairs, nli, sts or eval-pairs", show_default=False)],
         out: Annotated[Path, typer.Option("--out", "-o", help="the config file to write")],
         output_dir: Annotated[str | None, typer.Option(
             "--output-dir", help="the run folder the config names (default: runs/<config name>, beside it)")] = None,
