@@ -9,11 +9,12 @@ key) and what to do, on one line, and is raised before anything is written.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -47,6 +48,25 @@ class InputError(UserError):
         self.path, self.line, self.row, self.column = path, line, row, column
 
 
+class InputErrors(InputError):
+    """Several problems found at once (every key of a config pydantic rejects, every input file that is
+    missing): one line each, each naming its file, line and key. `problems` holds the lines; the first
+    problem's file and line are the error's own."""
+
+    def __init__(self, problems: list[InputError]) -> None:
+        if not problems:
+            raise ValueError("InputErrors needs at least one problem")
+        self.problems = [str(p) for p in problems]
+        first = problems[0]
+        UserError.__init__(self, "\n".join(self.problems))
+        self.path, self.line, self.row, self.column = first.path, first.line, first.row, first.column
+
+    @staticmethod
+    def of(problems: list[InputError]) -> InputError:
+        """The one problem itself, or all of them."""
+        return problems[0] if len(problems) == 1 else InputErrors(problems)
+
+
 class TripletDataError(UserError):
     """A triplet folder cannot be read as the contract says (`dataio.triplets`); the message names the file."""
 
@@ -76,12 +96,19 @@ def describe_validation_error(err: ValidationError, prefix: str = "",
     the file's line.
     """
     errors = err.errors(include_url=False)
-    key, message = _key(errors[0]["loc"], prefix), _describe(errors[0], model)
+    key, message = describe_validation_errors(err, prefix, model)[0]
     if len(errors) > 1:
         others = ", ".join(_key(e["loc"], prefix) for e in errors[1:4])
         more = "" if len(errors) <= 4 else ", ..."
         message += f" (and {len(errors) - 1} more: {others}{more})"
     return key, " ".join(message.split())
+
+
+def describe_validation_errors(err: ValidationError, prefix: str = "",
+                               model: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    """(dotted key, what is wrong) of every problem of a pydantic error, in pydantic's order, each with the
+    closest key or value when one was likely meant (`unknown key (did you mean 'text'?)`)."""
+    return [(_key(e["loc"], prefix), " ".join(_describe(e, model).split())) for e in err.errors(include_url=False)]
 
 
 def _key(loc: tuple, prefix: str) -> str:
@@ -102,16 +129,35 @@ def _describe(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
     kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        return f"unknown {_short(error['input'])}; expected one of {', '.join(choices)}"
+        closest = _closest(error["input"], choices)
+        return f"unknown {_short(error['input'])}{closest}; expected one of {', '.join(choices)}"
     if kind == "extra_forbidden":
         fields = _fields_at(model, loc[:-1]) if model is not None else None
-        return "unknown key" + (f"; expected one of {', '.join(fields)}" if fields else "")
+        return "unknown key" + (f"{_closest(loc[-1], fields)}; expected one of {', '.join(fields)}" if fields else "")
     if kind == "missing":
         return "required key is missing"
     if kind == "value_error" and "error" in ctx:
         return str(ctx["error"])
     message = str(error["msg"])
     return f"{message[:1].lower() + message[1:]} (got {_short(error['input'])})"
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The one of `choices` closest to `name` when it is close enough to have been meant (difflib's ratio of at
+    least 0.6, case-insensitive), else None."""
+    lowered = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`" (did you mean 'tweet'?)"` when `name` is close to one of `choices` (`closest`), else ""."""
+    found = closest(name, choices)
+    return f" (did you mean {found!r}?)" if found is not None else ""
+
+
+def _closest(given: Any, choices: list[str]) -> str:
+    return did_you_mean(given, choices) if isinstance(given, str) else ""
 
 
 def _fields_at(model: Any, loc: tuple) -> list[str] | None:

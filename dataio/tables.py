@@ -1,27 +1,45 @@
-"""Reading the tables users hand over: txt, csv, tsv, jsonl, parquet and saved Hugging Face datasets.
+"""Reading the tables users hand over: txt, csv, tsv, jsonl, json, parquet and saved Hugging Face datasets.
 
 One reader for every input the project takes (training corpora, NLI triplets, STS and labeled-pair files,
 mining corpora, excluded pairs), so every bad file gets the same kind of error: one line naming the file, the
 line (or row) and the column, raised before anything is written.
+
+Files as teams export them: a `.csv` may be delimited by `,`, `;`, a tab or `|` (sniffed from its first lines
+with `csv.Sniffer`, checked against the header; an Excel `sep=;` first line is honoured), start with a UTF-8 BOM
+and end its lines with CRLF; the text formats may be gzipped (`.csv.gz`, `.tsv.gz`, `.jsonl.gz`, `.json.gz`,
+`.txt.gz`); a `.json` file is a list of records (one object per row; JSON Lines under a `.json` name are read
+as such). Labels read as 0/1 also from yes/no and true/false (`parse_label`).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
+import itertools
 import json
 import math
+import numbers
 import os
+import re
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataio.errors import InputError
+from dataio.errors import InputError, did_you_mean
 
 TEXT_SUFFIXES = {".txt"}
 DELIMITED = {".csv": ",", ".tsv": "\t"}
-SUPPORTED = ".txt, .csv, .tsv, .jsonl, .parquet or a saved Hugging Face dataset folder"
+# Delimiters a `.csv` file is sniffed for, in the order a tie is broken (Excel writes `;` where `,` is the
+# decimal separator; `|` and tabs come from database exports).
+CSV_DELIMITERS = (",", ";", "\t", "|")
+RECORD_SUFFIXES = {".jsonl", ".json"}
+COMPRESSED = ".gz"
+SUPPORTED = (".txt, .csv (delimited by , ; tab or |), .tsv, .jsonl, .json (a list of records), each optionally "
+             "gzipped (.csv.gz), .parquet or a saved Hugging Face dataset folder")
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -34,6 +52,17 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "anchor": ("sent0", "premise", "sentence1", "query"),
     "positive": ("sent1", "entailment", "sentence2"),
     "negative": ("hard_neg", "contradiction"),
+}
+
+
+# The columns of each kind of input (required, optional), by canonical name: what its loader reads
+# (mining.corpus.load_corpus, read_sts, read_labeled_pairs) and what `validate` checks every file for first.
+INPUT_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "corpus": (("text",), ("id", "domain")),
+    "pairs": (("anchor", "positive"), ("label",)),
+    "nli": (("anchor", "positive", "negative"), ()),
+    "sts": (("sentence1", "sentence2", "score"), ()),
+    "labeled_pairs": (("sentence1", "sentence2", "label"), ()),
 }
 
 
@@ -76,8 +105,41 @@ class Table:
         return InputError(message, path=self.path, row=loc, column=col)
 
 
-def _decode(path: Path) -> str:
+def table_format(path: str | os.PathLike) -> str | None:
+    """The format of a table file by its name: `.csv`, `.tsv`, `.jsonl`, `.json`, `.txt`, `.parquet` (a gzipped
+    text format, `x.csv.gz`, gives its inner format); None for any other name."""
+    name = Path(path).name.lower()
+    if name.endswith(COMPRESSED):
+        inner = Path(name[: -len(COMPRESSED)]).suffix
+        return inner if inner in TEXT_SUFFIXES | set(DELIMITED) | RECORD_SUFFIXES else None
+    suffix = Path(name).suffix
+    return suffix if suffix in TABLE_SUFFIXES else None
+
+
+def table_stem(path: str | os.PathLike) -> str:
+    """A table file's name without its format suffixes: `dev.csv.gz` -> `dev`, `dev.tsv` -> `dev` (a metric's
+    `sts/<stem>`, a deployment's data tag)."""
+    path = Path(path)
+    name = path.name
+    if name.lower().endswith(COMPRESSED) and table_format(path) is not None:
+        name = name[: -len(COMPRESSED)]
+    return Path(name).stem if name != path.name or table_format(path) is not None else path.stem
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed when its name ends in .gz."""
     data = path.read_bytes()
+    if not path.name.lower().endswith(COMPRESSED):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"not a readable gzip file ({exc}); re-compress it with gzip, or drop the .gz from its "
+                         f"name if it is not compressed", path=path) from None
+
+
+def _decode(path: Path) -> str:
+    data = _read_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -97,7 +159,7 @@ def _is_hf_dataset(path: Path) -> bool:
                               or (path / "dataset_dict.json").exists())
 
 
-TABLE_SUFFIXES = TEXT_SUFFIXES | set(DELIMITED) | {".jsonl", ".parquet"}
+TABLE_SUFFIXES = TEXT_SUFFIXES | set(DELIMITED) | RECORD_SUFFIXES | {".parquet"}
 
 
 def is_table_folder(path: str | os.PathLike) -> bool:
@@ -125,7 +187,7 @@ def table_files(path: str | os.PathLike) -> list[Path]:
                 continue
             if child.is_dir():
                 found.append(child) if _is_hf_dataset(child) else walk(child)
-            elif child.suffix.lower() in TABLE_SUFFIXES:
+            elif table_format(child) is not None:
                 found.append(child)
             else:
                 raise InputError(f"in the table folder {path}: not a table file (expected {SUPPORTED}); move it out "
@@ -136,6 +198,19 @@ def table_files(path: str | os.PathLike) -> list[Path]:
         raise InputError(f"a folder with no table files in it (expected {SUPPORTED}); add the data files",
                          path=path)
     return sorted(found, key=lambda p: p.relative_to(path).as_posix())
+
+
+def _one_column_hint(available: Sequence[str]) -> str:
+    """When the header was read as one column holding a delimiter: the delimiter it was most likely meant to
+    be split by (a file named .tsv holding `;`-separated values, say)."""
+    if len(available) != 1:
+        return ""
+    found = [d for d in CSV_DELIMITERS if d in available[0]]
+    if not found:
+        return ""
+    shown = "tab" if found[0] == "\t" else repr(found[0])
+    return (f" (the header was read as one column; its values look delimited by {shown}: name the file .csv, whose "
+            f"delimiter is detected, or re-export it with the delimiter its name says)")
 
 
 def _resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str], optional: Sequence[str],
@@ -151,9 +226,10 @@ def _resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str]
         else:
             if name in wanted:
                 accepted = " or ".join(repr(c) for c in [name, *aliases.get(name, ())])
-                raise InputError(f"missing column {accepted}; the file has {list(available)}. Rename the column "
-                                 f"in the file (mine and configs also take column-name options)", path=path,
-                                 column=name)
+                raise InputError(f"missing column {accepted}{did_you_mean(name, available)}; the file has "
+                                 f"{list(available)}{_one_column_hint(available)}; name the file's column for it: "
+                                 f"`columns:` in a config, --columns on init and evaluate, --*-column on mine",
+                                 path=path, column=name)
     return found
 
 
@@ -171,32 +247,90 @@ def read_table(path: str | os.PathLike, columns: Sequence[str], optional: Sequen
         return _read_hf(path, columns, optional, aliases)
     if path.is_dir():
         raise InputError(f"a folder that is not a saved Hugging Face dataset; expected {SUPPORTED}", path=path)
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
+    kind = table_format(path)
+    if kind in TEXT_SUFFIXES:
         if len(columns) != 1:
             raise InputError(f"a .txt file holds one column, but {list(columns)} are needed; use .csv, .tsv, "
-                             f".jsonl or .parquet with those columns", path=path)
+                             f".jsonl, .json or .parquet with those columns", path=path)
         lines = _decode(path).splitlines()
         if not lines:
             raise InputError("the file is empty", path=path)
         return Table(path, {columns[0]: [ln.strip() for ln in lines]}, list(range(1, len(lines) + 1)))
-    if suffix in DELIMITED:
-        return _read_delimited(path, DELIMITED[suffix], columns, optional, aliases)
-    if suffix == ".jsonl":
-        return _read_jsonl(path, columns, optional, aliases)
-    if suffix == ".parquet":
+    if kind in DELIMITED:
+        return _read_delimited(path, kind, columns, optional, aliases)
+    if kind == ".jsonl":
+        return _records_table(path, *_jsonl_records(path), columns, optional, aliases)
+    if kind == ".json":
+        return _records_table(path, *_json_records(path), columns, optional, aliases)
+    if kind == ".parquet":
         return _read_parquet(path, columns, optional, aliases)
-    raise InputError(f"unsupported file type '{suffix}'; expected {SUPPORTED}", path=path)
+    raise InputError(f"unsupported file type '{path.suffix}'; expected {SUPPORTED}", path=path)
 
 
-def _read_delimited(path: Path, delimiter: str, columns: Sequence[str], optional: Sequence[str],
+_EXCEL_SEP = re.compile(r"sep=(.)\r?")
+
+
+def _delimited_text(path: Path, kind: str, text: str | None = None) -> tuple[str, str, int]:
+    """(the text to parse, its delimiter, lines skipped before the header): a `.tsv` is tab-delimited; a `.csv`
+    says its delimiter in an Excel `sep=X` first line, else it is sniffed (`sniff_delimiter`). `text`: the
+    file's text (or its head), when read already."""
+    text = _decode(path) if text is None else text
+    if kind == ".tsv":
+        return text, "\t", 0
+    first, _, rest = text.partition("\n")
+    excel = _EXCEL_SEP.fullmatch(first)
+    if excel is not None:
+        return rest, excel.group(1), 1
+    return text, sniff_delimiter(text), 0
+
+
+def sniff_delimiter(text: str, sample_lines: int = 50) -> str:
+    """The delimiter of CSV `text`: one of `CSV_DELIMITERS`, `,` when the header holds none of them (one column).
+
+    `csv.Sniffer` guesses from the first lines; its guess is kept when it splits the header into two or more
+    columns and every sampled row into as many fields. When it cannot decide (a quoted field holding the
+    delimiter, a field holding commas, as in an Excel `;` export of headlines) the delimiter is the one that
+    parses the sampled rows (with `csv`'s quoting rules) into the header's number of fields most often, and
+    the most columns among those."""
+    head = text[: 1 << 16]  # the sample's lines are in the first 64 KB unless they are very long
+    sample = "".join(itertools.islice(io.StringIO(head if head.count("\n") > sample_lines else text, newline=""),
+                                      sample_lines + 1))
+
+    def widths(delimiter: str) -> list[int]:
+        try:
+            return [len(row) for row in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter) if row]
+        except csv.Error:
+            return []
+
+    def fit(delimiter: str) -> tuple[float, int]:
+        rows = widths(delimiter)
+        if not rows or rows[0] < 2:
+            return 0.0, 0
+        body = rows[1:-1] if len(rows) > 2 else rows[1:]  # the last sampled line may be cut mid-record
+        return (sum(w == rows[0] for w in body) / len(body) if body else 1.0), rows[0]
+
+    try:
+        guess = csv.Sniffer().sniff(sample, delimiters="".join(CSV_DELIMITERS)).delimiter
+    except csv.Error:
+        guess = None
+    if guess is not None and fit(guess)[0] == 1.0:
+        return guess
+    scored = [(fit(d), -i, d) for i, d in enumerate(CSV_DELIMITERS)]
+    (share, width), _, best = max(scored)
+    return best if width >= 2 and share > 0.5 else ","
+
+
+def _read_delimited(path: Path, kind: str, columns: Sequence[str], optional: Sequence[str],
                     aliases: Mapping[str, Sequence[str]] | None) -> Table:
-    text = _decode(path)
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter)
+    text, delimiter, skipped = _delimited_text(path, kind)
+    shown = "tab" if delimiter == "\t" else repr(delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
-        raise InputError("the file is empty; expected a header line", path=path, line=1) from None
+        raise InputError("the file is empty; expected a header line", path=path, line=1 + skipped) from None
+    except csv.Error as exc:
+        raise InputError(f"malformed header ({exc}); delimiter {shown}", path=path, line=1 + skipped) from None
     header = [h.strip() for h in header]
     found = _resolve_columns(path, header, columns, optional, aliases)
     index = {name: header.index(src) for name, src in found.items()}
@@ -209,17 +343,20 @@ def _read_delimited(path: Path, delimiter: str, columns: Sequence[str], optional
                 start = reader.line_num + 1
                 continue
             if len(row) < len(header):
-                missing = header[len(row)] if len(row) < len(header) else None
                 raise InputError(f"{len(row)} fields where the header has {len(header)}; check the quoting and "
-                                 f"the delimiter ({'tab' if delimiter == chr(9) else repr(delimiter)})",
-                                 path=path, line=start, column=missing)
+                                 f"the delimiter ({shown})", path=path, line=start + skipped,
+                                 column=header[len(row)])
+            if len(row) > len(header) and any(cell.strip() for cell in row[len(header):]):
+                hint = (" (a file of one sentence a line reads as is when named .txt)" if len(header) == 1 else "")
+                raise InputError(f"{len(row)} fields where the header has {len(header)}: a field holds the delimiter "
+                                 f"({shown}) unquoted; quote that field{hint}", path=path, line=start + skipped)
             for name, i in index.items():
                 out[name].append(row[i])
-            locations.append(start)
+            locations.append(start + skipped)
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}", path=path,
-                         line=reader.line_num) from None
+        raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({exc}); delimiter {shown}",
+                         path=path, line=reader.line_num + skipped) from None
     return Table(path, out, locations, "line", {k: v for k, v in found.items() if k != v})
 
 
@@ -235,8 +372,7 @@ def _json_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
                              line=n) from None
 
 
-def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str],
-                aliases: Mapping[str, Sequence[str]] | None) -> Table:
+def _jsonl_records(path: Path) -> tuple[list[dict], list[int], str]:
     rows: list[dict] = []
     locations: list[int] = []
     for n, obj in _json_lines(path, _decode(path).splitlines()):
@@ -244,6 +380,37 @@ def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str],
             raise InputError("each line must be one JSON object", path=path, line=n)
         rows.append(obj)
         locations.append(n)
+    return rows, locations, "line"
+
+
+def _json_records(path: Path) -> tuple[list[dict], list[int], str]:
+    """A `.json` file: a list of records (`[{"text": ...}, ...]`, pandas' `to_json(orient="records")`), each
+    record a row (errors name `row N`); JSON Lines saved under a `.json` name are read as JSON Lines."""
+    text = _decode(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):  # one object per line: JSON Lines
+            return _jsonl_records(path)
+        raise InputError(f"not valid JSON ({exc.msg}); a .json table is a list of records "
+                         f"([{{\"text\": ...}}, ...])", path=path, line=exc.lineno) from None
+    if isinstance(data, dict):  # {"data": [...]} and the like: one key holding the records
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        hint = f"; the records look to be under {lists[0]!r}: save that list alone" if len(lists) == 1 else ""
+        raise InputError(f"a JSON object, not a list of records{hint} (pandas: to_json(orient='records')); a "
+                         f"file that is not data goes outside table folders, or gets a name starting with '_'",
+                         path=path)
+    if not isinstance(data, list):
+        raise InputError("not a list of records; a .json table is [{\"text\": ...}, ...]", path=path)
+    for i, obj in enumerate(data, start=1):
+        if not isinstance(obj, dict):
+            raise InputError(f"each record must be a JSON object, found {type(obj).__name__}", path=path, row=i)
+    return data, list(range(1, len(data) + 1)), "row"
+
+
+def _records_table(path: Path, rows: list[dict], locations: list[int], kind: str, columns: Sequence[str],
+                   optional: Sequence[str], aliases: Mapping[str, Sequence[str]] | None) -> Table:
+    """A table of JSON records (JSON Lines or a .json list)."""
     if not rows:
         raise InputError("the file has no JSON records", path=path)
     keys: list[str] = list(dict.fromkeys(k for r in rows[:1000] for k in r))
@@ -253,11 +420,12 @@ def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str],
         for name, src in found.items():
             if src not in obj:
                 if name in columns:
-                    raise InputError("missing field", path=path, line=n, column=src)
+                    raise (InputError("missing field", path=path, line=n, column=src) if kind == "line" else
+                           InputError("missing field", path=path, row=n, column=src))
                 out[name].append(None)
             else:
                 out[name].append(obj[src])
-    return Table(path, out, locations, "line", {k: v for k, v in found.items() if k != v})
+    return Table(path, out, locations, kind, {k: v for k, v in found.items() if k != v})
 
 
 def _read_parquet(path: Path, columns: Sequence[str], optional: Sequence[str],
@@ -290,10 +458,11 @@ def _read_hf(path: Path, columns: Sequence[str], optional: Sequence[str],
 
 
 def read_header(path: str | os.PathLike) -> list[str]:
-    """The column names of a table file, without reading its rows (`.txt`: none, it holds one unnamed column).
+    """The column names of a table file, without reading its rows where the format allows (`.txt`: none, it
+    holds one unnamed column; a gzipped or `.json` file is read whole).
 
-    For tools that look at a file before deciding how to read it (`simcse-curriculum init`); the rows are
-    then read with `read_table`, so the same file gets the same errors.
+    For tools that look at a file before deciding how to read it (`simcse-curriculum init`, the checks of
+    `validate`); the rows are then read with `read_table`, so the same file gets the same errors.
     """
     path = Path(path)
     _check_exists(path)
@@ -306,20 +475,12 @@ def read_header(path: str | os.PathLike) -> list[str]:
         return list(ds.column_names)
     if path.is_dir():
         raise InputError(f"a folder that is not a saved Hugging Face dataset; expected {SUPPORTED}", path=path)
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
+    kind = table_format(path)
+    if kind in TEXT_SUFFIXES:
         return []
-    if suffix in DELIMITED:
-        try:
-            with path.open(encoding="utf-8-sig", newline="") as handle:
-                header = next(csv.reader(handle, delimiter=DELIMITED[suffix]), None)
-        except UnicodeDecodeError:
-            _decode(path)  # raises with the line of the first bad byte
-            raise
-        if not header:
-            raise InputError("the file is empty; expected a header line", path=path, line=1)
-        return [h.strip() for h in header]
-    if suffix == ".jsonl":
+    if kind in DELIMITED:
+        return _delimited_header(path, kind)
+    if kind == ".jsonl" and not path.name.lower().endswith(COMPRESSED):
         keys: dict[str, None] = {}
         with path.open(encoding="utf-8-sig") as handle:
             for n, obj in _json_lines(path, handle):
@@ -328,14 +489,45 @@ def read_header(path: str | os.PathLike) -> list[str]:
                 if n >= 1000:
                     break
         return list(keys)
-    if suffix == ".parquet":
+    if kind in RECORD_SUFFIXES:
+        rows = (_jsonl_records(path) if kind == ".jsonl" else _json_records(path))[0]
+        return list(dict.fromkeys(k for r in rows[:1000] for k in r))
+    if kind == ".parquet":
         import pyarrow.parquet as pq
 
         try:
             return list(pq.read_schema(path).names)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
             raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
-    raise InputError(f"unsupported file type '{suffix}'; expected {SUPPORTED}", path=path)
+    raise InputError(f"unsupported file type '{path.suffix}'; expected {SUPPORTED}", path=path)
+
+
+def _head_text(path: Path, limit: int = 1 << 20) -> str:
+    """The first `limit` bytes of a text table (decompressed), cut after their last whole line and decoded; the
+    whole file's decoding error (with its line) when those bytes are not UTF-8."""
+    opener = gzip.open if path.name.lower().endswith(COMPRESSED) else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read(limit)
+    except (OSError, EOFError, zlib.error):
+        return _decode(path)  # raises the gzip error, naming the file
+    if len(data) == limit and b"\n" in data:
+        data = data[: data.rindex(b"\n") + 1]
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return _decode(path)  # raises with the line of the first bad byte
+
+
+def _delimited_header(path: Path, kind: str) -> list[str]:
+    text, delimiter, skipped = _delimited_text(path, kind, _head_text(path))
+    try:
+        header = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), None)
+    except csv.Error as exc:
+        raise InputError(f"malformed header ({exc})", path=path, line=1 + skipped) from None
+    if not header:
+        raise InputError("the file is empty; expected a header line", path=path, line=1 + skipped)
+    return [h.strip() for h in header]
 
 
 def read_columns(path: str | os.PathLike, canonical: Sequence[str], optional: Sequence[str] = (),
@@ -356,6 +548,97 @@ def read_columns(path: str | os.PathLike, canonical: Sequence[str], optional: Se
         table.columns = {c: table.columns[n] for c, n in names.items() if n in table.columns}
         table.renamed.update({c: n for c, n in given.items() if c != n})
     return table
+
+
+def parse_column_specs(specs: Sequence[str], keys: Sequence[str], option: str = "--columns") -> list[tuple[str, str]]:
+    """(key, file column) pairs from command-line values, written as a config's `columns:`: `KEY=COLUMN[,...]` or a
+    YAML flow mapping `{KEY: COLUMN, ...}`, repeatable. A key may come more than once (`sentence1=q1` for one
+    file, `sentence1=headline_1` for another: `column_maps` gives each file the entries whose column it has); a
+    key not in `keys` is an error naming the closest."""
+    import yaml
+
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        text = spec.strip()
+        if text.startswith("{"):
+            try:
+                mapping = yaml.safe_load(text)
+            except yaml.YAMLError:
+                mapping = None
+            if not isinstance(mapping, dict):
+                raise InputError(f"{option} {spec!r}: not a mapping; write KEY=COLUMN[,KEY=COLUMN...] or "
+                                 f"{{KEY: COLUMN, ...}}")
+            pairs = [(str(k), str(v)) for k, v in mapping.items()]
+        else:
+            pairs = []
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                key, sep, value = part.partition("=")
+                if not sep or not key.strip() or not value.strip():
+                    raise InputError(f"{option} {spec!r}: {part!r} is not KEY=COLUMN (e.g. text=headline)")
+                pairs.append((key.strip(), value.strip()))
+        for key, value in pairs:
+            if key not in keys:
+                raise InputError(f"{option}: unknown key {key!r}{did_you_mean(key, keys)}; the keys are those of a "
+                                 f"config's columns: {', '.join(keys)}")
+            if (key, value) not in out:
+                out.append((key, value))
+    return out
+
+
+def columns_for(header: Sequence[str], given: Sequence[tuple[str, str]], keys: Iterable[str] | None = None,
+                where: object = None, option: str = "--columns") -> dict[str, str]:
+    """The column map of one file from a command's (key, column) pairs: those whose column the file has (and
+    whose key is in `keys`); two columns of the file given for one key are an error naming the file."""
+    keys = None if keys is None else set(keys)
+    out: dict[str, str] = {}
+    for key, column in given:
+        if column in header and (keys is None or key in keys):
+            if key in out and out[key] != column:
+                raise InputError(f"{option}: {key}={out[key]} and {key}={column} both name columns of this file; "
+                                 f"give one", path=where)
+            out[key] = column
+    return out
+
+
+def column_maps(files: Sequence[str | os.PathLike], kind: str, given: Sequence[tuple[str, str]]) \
+        -> list[dict[str, str]]:
+    """The column map of each file of `kind` (`INPUT_COLUMNS`) from a command's (key, column) pairs
+    (`parse_column_specs`): the pairs of that kind's keys whose column the file has, so one `--columns
+    sentence1=q1` serves every file holding `q1`."""
+    keys = set(INPUT_COLUMNS[kind][0]) | set(INPUT_COLUMNS[kind][1])
+    return [columns_for(read_header(f), given, keys, where=f) for f in files]
+
+
+def unused_columns(given: Sequence[tuple[str, str]], used: Sequence[Mapping[str, str]],
+                   files: Sequence[str | os.PathLike], option: str = "--columns") -> None:
+    """InputError for the first (key, column) pair no file's map took, naming the closest column of the files."""
+    taken = {(k, v) for m in used for k, v in m.items()}
+    every = list(dict.fromkeys(h for f in files for h in read_header(f)))
+    for key, column in given:
+        if (key, column) not in taken:
+            where = (f"no file given has a column {column!r}{did_you_mean(column, every)}" if column not in every
+                     else f"no file that takes a {key!r} column has the column {column!r}")
+            raise InputError(f"{option} {key}={column}: {where}; the files' columns: {', '.join(every)}")
+
+
+def check_columns(path: str | os.PathLike, kind: str,
+                  columns: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The file column each column of an input of `kind` (`INPUT_COLUMNS`) is read from, decided from the header
+    alone, as `read_columns` decides it; a column `columns` names is required, as its loader requires it. The
+    check `validate` runs on every input before reading any, so that every column problem is reported at once;
+    InputError as the loader would raise it."""
+    canonical, optional = INPUT_COLUMNS[kind]
+    path = Path(path)
+    header = read_header(path)
+    if not header:  # .txt: one unnamed column, read under any name
+        return {}
+    given = {k: v for k, v in (columns or {}).items() if v}
+    required = [*canonical, *(c for c in optional if c in given)]
+    rest = [c for c in optional if c not in given]
+    names = {c: given.get(c, c) for c in [*required, *rest]}
+    aliases = {names[c]: COLUMN_ALIASES.get(c, ()) for c in names if c not in given}
+    found = _resolve_columns(path, header, [names[c] for c in required], [names[c] for c in rest], aliases)
+    return {c: found[names[c]] for c in names if names[c] in found}
 
 
 @dataclass
@@ -392,7 +675,7 @@ def _texts(table: Table, column: str) -> list[str]:
 def read_sts(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> StsData:
     """An STS file: `sentence1, sentence2, score` (score any numeric scale); `columns` maps those names to the
     file's own (e.g. `{"score": "similarity"}`)."""
-    table = read_columns(path, ["sentence1", "sentence2", "score"], columns=columns)
+    table = read_columns(path, *INPUT_COLUMNS["sts"], columns=columns)
     if len(table) < 2:
         raise InputError("an STS file needs at least 2 scored pairs", path=table.path)
     return StsData(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), _floats(table, "score"))
@@ -408,15 +691,40 @@ class LabeledPairs:
     labels: list[int]
 
 
+# Words read as a label: what spreadsheets and annotation tools write for yes / no.
+LABEL_WORDS = {"1": 1, "0": 0, "yes": 1, "no": 0, "y": 1, "n": 0, "true": 1, "false": 0}
+LABEL_HELP = "0 or 1 (yes/no and true/false are read as 1/0)"
+
+
+def parse_label(value: Any) -> int | None:
+    """A 0/1 label: 0 or 1 as a number or text (`1.0` too), yes/no, y/n, true/false in any case; None for
+    anything else."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return int(value) if value in (0, 1) else None
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in LABEL_WORDS:
+            return LABEL_WORDS[word]
+        try:
+            number = float(word)
+        except ValueError:
+            return None
+        return int(number) if number in (0.0, 1.0) else None
+    return None
+
+
 def read_labeled_pairs(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> LabeledPairs:
-    """A labeled-pair file: `sentence1, sentence2, label` with labels 0/1; `columns` maps those names to the
-    file's own (e.g. `{"label": "is_paraphrase"}`)."""
-    table = read_columns(path, ["sentence1", "sentence2", "label"], columns=columns)
+    """A labeled-pair file: `sentence1, sentence2, label` with labels 0/1 (or yes/no, true/false: `parse_label`);
+    `columns` maps those names to the file's own (e.g. `{"label": "is_paraphrase"}`)."""
+    table = read_columns(path, *INPUT_COLUMNS["labeled_pairs"], columns=columns)
     labels = []
-    for i, v in enumerate(_floats(table, "label")):
-        if v not in (0.0, 1.0):
-            raise table.error(i, "label", f"label {v:g} is not 0 or 1")
-        labels.append(int(v))
+    for i, raw in enumerate(table.columns["label"]):
+        label = parse_label(raw)
+        if label is None:
+            raise table.error(i, "label", f"label {raw!r} is not {LABEL_HELP}")
+        labels.append(label)
     if len(set(labels)) < 2:
         raise InputError("labeled pairs need both labels (0 and 1) for average precision", path=table.path)
     return LabeledPairs(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), labels)

@@ -5,7 +5,8 @@ Prefect and this module only wires them together. Exit codes: 0 done, 1 an inter
 2 bad input or usage, 130 / 143 a run stopped by Ctrl-C / SIGTERM (one line with the command that resumes it,
 flows.interrupts). Bad input (`InputError`, an invalid config), usage errors (an unknown command or
 option, a missing argument, a bad option value), a folder in use by another command, a full disk and a
-read-only or forbidden folder are one line on stderr, never a traceback.
+read-only or forbidden folder are one line on stderr, never a traceback; a config with several problems gets
+one `error:` line for each (file, line, key), all at once.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         rc = app(args=argv, prog_name=PROG, standalone_mode=False)  # typer.Exit(code) is returned, not raised
     except input_errors as exc:
-        return _fail(exc, _one_line(str(exc)))
+        problems = getattr(exc, "problems", None)  # dataio.errors.InputErrors: every problem of a config at once
+        return _fail(exc, "\nerror: ".join(_one_line(p) for p in problems) if problems else _one_line(str(exc)))
     except FileNotFoundError as exc:
         return _fail(exc, f"{exc.filename}: no such file or folder; check the path")
     except command_line_errors as exc:

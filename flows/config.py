@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
@@ -35,7 +36,7 @@ from pydantic import (
 )
 
 from curriculum.config import CurriculumConfig
-from dataio.errors import InputError
+from dataio.errors import InputError, InputErrors
 from dataio.tables import accepted_names
 from dataio.triplets import BandName
 from mining.params import MiningParams
@@ -380,6 +381,15 @@ class RunConfig(_Strict):
     retention: RetentionSettings | None = Field(None, description="scheduled runs: prune older runs of output_dir "
                                                                  "after each run (flows.retention)")
     source: Path | None = Field(None, exclude=True)
+    _key_lines: dict[str, int] = PrivateAttr(default_factory=dict)  # dotted key -> its line in the YAML file
+
+    def line_of(self, key: str) -> int | None:
+        """The line of the YAML file where `key` (dotted, `eval.sts[0].path`) or its nearest parent is written."""
+        return _line_for(self._key_lines, key)
+
+    def base_folder(self) -> Path | None:
+        """The folder the config's relative paths are read from: its YAML file's."""
+        return self.source.parent.resolve() if self.source is not None else None
 
     @model_validator(mode="after")
     def _teacher_settings_need_a_teacher(self) -> RunConfig:
@@ -465,6 +475,11 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text; re-save the config as UTF-8", path=path) from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """`read_yaml` of config text that is (or is about to be) the file `path`: errors name `path`."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -528,18 +543,36 @@ def _check_expansion(root: yaml.Node, path: Path) -> None:
     measure(root)
 
 
+def config_from_text(text: str, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Validate config text as the file `path` would be read (paths relative to its folder, errors naming it and
+    its lines), without the file existing: `init` checks the config it is about to write this way, so no
+    message ever names a temporary file."""
+    path = Path(path)
+    data, node = parse_yaml(text, path)
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of settings (key: value) at the top level", path=path)
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return config_from_mapping(data, base_dir=path.parent, source=path, lines=_key_lines(node))
+
+
 def config_from_mapping(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", source: Path | None = None,
                         lines: dict[str, int] | None = None) -> RunConfig:
-    """Validate a config given as a dict (paths relative to `base_dir`)."""
+    """Validate a config given as a dict (paths relative to `base_dir`). Every key pydantic rejects is reported
+    at once (`dataio.errors.InputErrors`, one line each with the file, line and key, in the file's order); a
+    single problem is a plain InputError."""
     base = Path(base_dir)
     data = _resolve_paths(dict(data), base)
+    lines = dict(lines or {})
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as err:
-        key, message = _first_error(err)
-        line = _line_for(lines or {}, key)
-        raise InputError(f"{key}: {message}", path=source, line=line) from None
+        found = [(key, message, _line_for(lines, key)) for key, message in _all_errors(err)]
+        found.sort(key=lambda f: (f[2] is None, f[2] or 0))  # in the file's order; keys not in the file last
+        raise InputErrors.of([InputError(f"{key}: {message}", path=source, line=line)
+                              for key, message, line in found]) from None
     config.source = source
+    config._key_lines = lines
     return config
 
 
@@ -609,10 +642,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- error messages
-def _first_error(err: ValidationError) -> tuple[str, str]:
-    from dataio.errors import describe_validation_error
+def _all_errors(err: ValidationError) -> list[tuple[str, str]]:
+    from dataio.errors import describe_validation_errors
 
-    return describe_validation_error(err, "", RunConfig)
+    return describe_validation_errors(err, "", RunConfig)
 
 
 def _key_lines(node: yaml.Node | None, prefix: str = "", seen: set[int] | None = None) -> dict[str, int]:

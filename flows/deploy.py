@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dataio.errors import InputError
+from dataio.tables import table_stem
 from flows.config import RunConfig
 
 POOL_TYPE = "process"
@@ -47,7 +48,7 @@ def data_name(config: RunConfig) -> str:
     if entry is None:  # pragma: no cover - the config's own validation requires one of them
         return "unknown"
     path = Path(entry.path)
-    stem = path.name if path.is_dir() else path.stem
+    stem = path.name if path.is_dir() else table_stem(path)
     return f"{path.parent.name}/{stem}" if path.parent.name else stem
 
 

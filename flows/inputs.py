@@ -36,21 +36,23 @@ def base_model_path(config: RunConfig) -> str:
 _File = TypeVar("_File", bound=TableFile)
 
 
-def _present(entry: _File | None, what: str, log: Any) -> _File | None:
+def _present(entry: _File | None, what: str, log: Any, config: RunConfig | None = None) -> _File | None:
     if entry is None:
         return None
     if not entry.path.exists():
         if entry.optional:
             log.warning("%s %s not found; skipped (optional)", what, entry.path)
             return None
-        raise InputError(f"{what} file not found; check the path in the config", path=entry.path)
+        base = config.base_folder() if config is not None else None
+        where = f"relative paths are read from {base}, the config's folder" if base else "check the path"
+        raise InputError(f"{what} file not found; {where}", path=entry.path)
     return entry
 
 
 def eval_inputs(config: RunConfig, log: Any = _log) -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
     """The evaluation files present (STS, labeled pairs) and, by path, the column maps of those that rename."""
-    sts_entries = [e for e in config.eval.sts if _present(e, "eval.sts", log)]
-    pair_entries = [e for e in config.eval.pairs if _present(e, "eval.pairs", log)]
+    sts_entries = [e for e in config.eval.sts if _present(e, "eval.sts", log, config)]
+    pair_entries = [e for e in config.eval.pairs if _present(e, "eval.pairs", log, config)]
     columns = {str(e.path): e.columns.model_dump() for e in [*sts_entries, *pair_entries] if e.columns.model_dump()}
     return [str(e.path) for e in sts_entries], [str(e.path) for e in pair_entries], columns
 
@@ -75,7 +77,7 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
         pair_files.append(str(demo.eval_pairs))
     for entry, out, what in ((config.data.corpus, corpus, "data.corpus"), (config.data.pairs, pairs, "data.pairs"),
                              (config.data.nli, nli, "data.nli")):
-        present = _present(entry, what, log)
+        present = _present(entry, what, log, config)
         if present is not None:  # a folder (a corpus that grows between runs): each of its files, in sorted order
             out.extend({"path": str(path), "columns": present.columns.model_dump(), "domain": present.domain_label}
                        for path in table_files(present.path))
@@ -87,7 +89,9 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
     exclude = config.mining.exclude_pairs
     if exclude is not None:  # its content, not just its path, decides what a round mines
         if not exclude.is_file():
-            raise InputError("mining.exclude_pairs: no such file; check the path in the config", path=exclude)
+            base = config.base_folder()
+            where = f"relative paths are read from {base}, the config's folder" if base else "check the path"
+            raise InputError(f"mining.exclude_pairs: no such file; {where}", path=exclude)
         from mining.exclusions import read_excluded_pairs
 
         read_excluded_pairs(exclude)  # a bad row stops the run here, before anything is mined

@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
     @app.command("init")
     def init_command(
         files: Annotated[list[str], typer.Argument(
-            help="the team's files (.csv, .tsv, .jsonl, .parquet, .txt); a role is read from each file's columns, "
-                 "or given as ROLE=PATH with ROLE corpus, pairs, nli, sts or eval-pairs", show_default=False)],
+            help="the team's files (.csv with , ; tab or |, .tsv, .jsonl, .json records, each optionally .gz, "
+                 ".parquet, .txt, or a folder of them); a role is read from each file's columns, or given as "
+                 "ROLE=PATH with ROLE corpus, pairs, nli, sts or eval-pairs", show_default=False)],
         out: Annotated[Path, typer.Option("--out", "-o", help="the config file to write")],
         output_dir: Annotated[str | None, typer.Option(
             "--output-dir", help="the run folder the config names (default: runs/<config name>, beside it)")] = None,
@@ -33,15 +34,27 @@ def register(app: typer.Typer) -> None:
         teacher: Annotated[str | None, typer.Option(
             "--teacher", help="a teacher folder the run uses to judge mined pairs (default: one found beside the "
                               "config, in models/all-mpnet-base-v2, is offered commented out)")] = None,
+        columns: Annotated[list[str] | None, typer.Option(
+            "--columns", help="the file columns to read, as a config's columns: KEY=COLUMN[,KEY=COLUMN...] or "
+                              "'{KEY: COLUMN, ...}' with the keys text, id, domain (corpus), anchor, positive, "
+                              "label (pairs), negative (NLI), sentence1, sentence2, score (STS) or label "
+                              "(evaluation pairs); each applies to the files holding that column; repeatable",
+            show_default=False)] = None,
     ) -> None:
         """Write a commented run config from a team's files (corpus, pairs, evaluation sets) that runs as is."""
         from flows.scaffold import scaffold
 
-        path, roles, check = scaffold(files, out, output_dir=output_dir, model=model, force=force, teacher=teacher)
+        path, roles, check = scaffold(files, out, output_dir=output_dir, model=model, force=force, teacher=teacher,
+                                      columns=columns or ())
         typer.echo(f"wrote {path}")
         for role in roles:
-            columns = ", ".join(f"{k}={v}" for k, v in role.columns.items())
-            typer.echo(f"  {role.role} {role.path}: {columns} ({role.why})")
+            mapped = ", ".join(f"{k}={v}" for k, v in role.columns.items())
+            typer.echo(f"  {role.role} {role.path}: {mapped} ({role.why})")
+        choices = [c for role in roles for c in role.choices]
+        if choices:
+            typer.echo(f"choices (each also a comment in {path.name}, where it is changed):")
+            for choice in choices:
+                typer.echo(f"  {choice.line()}")
         typer.echo(f"next: simcse-curriculum run {path} --dry-run   (checks, and estimates time and disk)")
         for warning in check.warnings:
             typer.echo(f"warning: {warning}", err=True)

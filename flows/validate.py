@@ -143,6 +143,7 @@ def check_run(config: RunConfig) -> RunCheck:
     _check_tracking(config)
     _check_encode_runtime(config)
     _check_engine(config)
+    _check_paths_and_columns(config)
     _check_model(config, notes)
     _check_teacher(config)
     try:
@@ -179,18 +180,66 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str,
     return corpus, inputs
 
 
+def _input_entries(config: RunConfig) -> list[tuple[str, Any, str]]:
+    """(config key, entry, kind of input as `dataio.tables.INPUT_COLUMNS` names it) of every input file."""
+    entries: list[tuple[str, Any, str]] = [(f"data.{k}", getattr(config.data, k), k)
+                                           for k in ("corpus", "pairs", "nli")]
+    entries += [(f"eval.sts[{i}]", e, "sts") for i, e in enumerate(config.eval.sts)]
+    entries += [(f"eval.pairs[{i}]", e, "labeled_pairs") for i, e in enumerate(config.eval.pairs)]
+    return [(k, e, kind) for k, e, kind in entries if e is not None]
+
+
 def _naming_the_setting(exc: InputError, config: RunConfig) -> InputError:
-    """A data file's error (which names the file, line and column) plus the config key that reads the file."""
-    entries: list[tuple[str, Any]] = [(f"data.{k}", getattr(config.data, k)) for k in ("corpus", "pairs", "nli")]
-    entries += [(f"eval.sts[{i}]", e) for i, e in enumerate(config.eval.sts)]
-    entries += [(f"eval.pairs[{i}]", e) for i, e in enumerate(config.eval.pairs)]
+    """A data file's error (which names the file, line and column) plus the config key that reads the file and
+    the line of the config where it is written."""
     path = str(exc.path) if exc.path is not None else None
-    key = next((k for k, e in entries if e is not None and path is not None
+    key = next((k for k, e, _ in _input_entries(config) if path is not None
                 and (str(e.path) == path or Path(path).is_relative_to(e.path))), None)  # a folder's file too
     if key is None or config.source is None:
         return exc
     setting = f"{key}.columns" if exc.column is not None else key
-    return InputError(f"{exc} (read as {setting} of {config.source})")
+    line = config.line_of(setting)
+    return InputError(f"{exc} (read as {setting} of {config.source}{f', line {line}' if line else ''})")
+
+
+def missing_path(config: RunConfig, key: str, path: Path) -> InputError:
+    """A path the config names that is not there: the config's file, line and key, the closest name in that
+    folder, and the folder relative paths are read from."""
+    from dataio.errors import did_you_mean
+
+    path = Path(path)
+    near = did_you_mean(path.name, [c.name for c in path.parent.iterdir()]) if path.parent.is_dir() else ""
+    base = config.base_folder()
+    where = (f"; relative paths are read from {base}, the folder of {config.source.name}" if base is not None
+             and config.source is not None else "; check the path")
+    return InputError(f"{key}: not found: {path}{near}{where}", path=config.source, line=config.line_of(key))
+
+
+def _check_paths_and_columns(config: RunConfig) -> None:
+    """Every path the config names that is missing, and every column problem of every input file (from the
+    files' headers: `dataio.tables.check_columns`), reported at once, before any file is read whole; a team with
+    wrong relative paths, or an export's different column names, learns all of them from one try."""
+    from dataio.errors import InputErrors
+    from dataio.tables import check_columns, table_files
+
+    problems: list[InputError] = []
+    for key, entry, kind in _input_entries(config):
+        if not entry.path.exists():
+            if not entry.optional:  # an optional one that is absent is a warning (flows.inputs)
+                problems.append(missing_path(config, f"{key}.path", entry.path))
+            continue
+        try:
+            for file in table_files(entry.path):
+                check_columns(file, kind, entry.columns.model_dump())
+        except InputError as exc:
+            problems.append(_naming_the_setting(exc, config))
+    others = [("mining.exclude_pairs", config.mining.exclude_pairs),
+              ("teacher.path", Path(config.teacher.path) if config.teacher is not None else None)]
+    model = Path(base_model_path(config))
+    others.append(("model.name_or_path", model if model.is_absolute() else None))  # a folder, not a hub name
+    problems += [missing_path(config, key, path) for key, path in others if path is not None and not path.exists()]
+    if problems:
+        raise InputErrors.of(problems)
 
 
 # ------------------------------------------------------------------------------------------ the checks
@@ -318,8 +367,11 @@ def _check_eval_metric(config: RunConfig, inputs: dict[str, Any]) -> tuple[dict[
     choice = config.eval.dev_metric
     builtin = {"pairs/eval_pairs"} if config.data.builtin else set()  # built at run time
     if choice and choice not in rows and choice not in builtin:
-        raise InputError(f"eval.dev_metric: {choice!r} names no evaluation file; the files give "
-                         f"{', '.join(sorted(rows)) or 'none'}", path=config.source)
+        from simcse.evaluation import closest_metric
+
+        raise InputError(f"eval.dev_metric: {choice!r} names no evaluation file{closest_metric(choice, rows)}; the "
+                         f"files give {', '.join(sorted(rows)) or 'none'}", path=config.source,
+                         line=config.line_of("eval.dev_metric"))
     sentences = {s for data in [*sts, *pairs] for s in (*data.sentence1, *data.sentence2)}
     return rows, len(sentences)
 
@@ -355,11 +407,44 @@ def _check_schedule(config: RunConfig, bands: list[str], warnings: list[str], no
         notes.append("negatives: in_batch trains on no mined negative (the plain SimCSE baseline); the bands are "
                      "mined for comparison only")
         return schedule
+    pacing_fix: str | None = None
     for unused in schedule.unused_bands(config.batch_size, config.negatives_per_anchor):
         fix = f"leave {unused.band} out of mining.bands to save mining it"
         if unused.cause == "pacing":
-            fix = (f"curriculum.total: auto reaches competence 1 on the run's last {config.curriculum.unit}, or "
-                   f"{fix} (assuming the usual difficulty order random < in_domain < nli_contradiction < "
-                   f"nearest_neighbour; the run orders the bands by their measured difficulty)")
+            pacing_fix = pacing_fix or _pacing_fix(config, bands)
+            fix = (f"{pacing_fix or 'a smaller curriculum.total'}; or {fix} (assuming the usual difficulty order "
+                   f"random < in_domain < nli_contradiction < nearest_neighbour; the run orders the bands by their "
+                   f"measured difficulty)")
         warnings.append(f"band {unused.band} is mined every round but never trained on: {unused.why}; {fix}")
     return schedule
+
+
+def _pacing_fix(config: RunConfig, bands: list[str]) -> str | None:
+    """The curriculum setting that makes the schedule reach every band, checked by running the preview with it:
+    `total: auto` where a `total` beyond the run was given, else `unit: step` where competence grows per round
+    (a one-round run stays at c0 all its round: `total: auto`, already on, counts rounds); None when neither does."""
+    from curriculum.preview import preview_schedule
+
+    cfg = config.curriculum
+    units = config.rounds * config.steps_per_round if cfg.unit == "step" else config.rounds
+    candidates = []
+    if cfg.total != max(1, units - 1):
+        candidates.append(({"total": "auto"}, f"curriculum.total: auto reaches competence 1 on the run's last "
+                                              f"{cfg.unit}"))
+    if cfg.unit == "round" and cfg.mode != "adaptive":
+        auto = cfg.total == max(1, units - 1)
+        advice = (f"set curriculum: {{unit: step{'' if auto else ', total: auto'}}}: competence then grows every step "
+                  f"and reaches 1 on the run's last one (step {config.rounds * config.steps_per_round - 1}), so "
+                  + ("the one round goes from easy to hard bands" if config.rounds == 1 else
+                     "the rounds move from easy to hard bands within them"))
+        if auto and config.rounds == 1:
+            advice += (" (curriculum.total: auto is on already, but it counts rounds, and one round never leaves "
+                       "the first)")
+        candidates.append(({"unit": "step", "total": "auto"}, advice))
+    for update, advice in candidates:
+        trial = cfg.model_copy(update=update).resolved(config.rounds, config.steps_per_round, config.seed)
+        preview = preview_schedule(trial, bands, config.rounds, config.steps_per_round)
+        if not [u for u in preview.unused_bands(config.batch_size, config.negatives_per_anchor)
+                if u.cause == "pacing"]:
+            return advice
+    return None

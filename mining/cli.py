@@ -131,7 +131,7 @@ def mine_command(
     unsupervised_anchors: Annotated[bool, Opt("--unsupervised/--no-unsupervised", help=_help("unsupervised_anchors"))
                                     ] = _default("unsupervised_anchors"),
     exclude_pairs: Annotated[Path | None, Opt("--exclude-pairs", help="Pairs never to mine again (anchor_id, "
-                                              "negative_id; csv/tsv/jsonl/parquet), e.g. the false negatives "
+                                              "negative_id; csv/tsv/jsonl/json/parquet), e.g. the false negatives "
                                               "marked in `inspect --html`.")] = None,
     shards: Annotated[int, Opt("--shards", min=1, help="Encode, search and mine in this many shards, each a task "
                                "on a Dask (or Ray: --engine) cluster, a local one of this many worker processes "

@@ -20,7 +20,7 @@ import numpy as np
 
 from dataio.errors import InputError
 from dataio.hashing import hash_strings
-from dataio.tables import Table, read_columns
+from dataio.tables import INPUT_COLUMNS, LABEL_HELP, Table, parse_label, read_columns
 
 log = logging.getLogger(__name__)
 
@@ -165,17 +165,13 @@ def _as_source(item: Any, cls: type, kind: str) -> Any:
 
 
 def _pair_label(table: Table, index: int, column: str, value: Any) -> int:
-    """A pair's label as 0 or 1; anything else stops the load naming the line."""
-    if isinstance(value, str):
-        value = value.strip()
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = float("nan")
-    if number not in (0.0, 1.0):
-        raise table.error(index, column, f"label {value!r} is not 0 or 1; a pairs file's label marks a paraphrase "
-                                         f"(1, trained on as a positive) or not (0, dropped)")
-    return int(number)
+    """A pair's label as 0 or 1 (yes/no, true/false too: `dataio.tables.parse_label`); anything else stops the
+    load naming the line."""
+    label = parse_label(value)
+    if label is None:
+        raise table.error(index, column, f"label {value!r} is not {LABEL_HELP}; a pairs file's label marks a "
+                                         f"paraphrase (1, trained on as a positive) or not (0, dropped)")
+    return label
 
 
 def _cell_text(table: Table, index: int, column: str, value: Any) -> str:
@@ -257,7 +253,7 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
 
     for src in corpus_src:
         # A column the user names is read exactly; else its canonical name or an alias (dataio.tables).
-        table = read_columns(src.path, ["text"], ["id", "domain"],
+        table = read_columns(src.path, *INPUT_COLUMNS["corpus"],
                              {"text": src.text_column, "id": src.id_column, "domain": src.domain_column})
         if src.id_column and "id" not in table.columns:
             raise InputError(f"missing id column {src.id_column!r}", path=src.path, column=src.id_column)
@@ -292,7 +288,7 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
     rows: list[tuple[int, int, int, int]] = []  # anchor, positive, negative, kind
     seen_rows: set[tuple[int, int, int]] = set()
     for src in pair_src:
-        table = read_columns(src.path, ["anchor", "positive"], ["label"],
+        table = read_columns(src.path, *INPUT_COLUMNS["pairs"],
                              {"anchor": src.anchor_column, "positive": src.positive_column, "label": src.label_column})
         if src.label_column and "label" not in table.columns:
             raise InputError(f"missing label column {src.label_column!r}", path=src.path, column=src.label_column)
@@ -325,7 +321,7 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
         stats.append(st)
 
     for src in nli_src:
-        table = read_columns(src.path, ["anchor", "positive", "negative"],
+        table = read_columns(src.path, *INPUT_COLUMNS["nli"],
                              columns={"anchor": src.anchor_column, "positive": src.positive_column,
                                       "negative": src.negative_column})
         st = SourceStats(str(src.path), "nli")

@@ -68,16 +68,36 @@ def evaluate_command(
     pooling: str | None = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
                                                                   "(default: the model's own)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    columns: list[str] = typer.Option([], "--columns", help="The files' columns, as a config's columns: "
+                                                             "KEY=COLUMN[,KEY=COLUMN...] or '{KEY: COLUMN}' with "
+                                                             "the keys sentence1, sentence2, score (STS) and label "
+                                                             "(pairs); each applies to the files holding that "
+                                                             "column; repeatable."),
 ) -> None:
-    """STS Spearman, pair average precision, alignment and uniformity of MODEL."""
-    from dataio.tables import read_labeled_pairs, read_sts
+    """STS Spearman, pair average precision, alignment and uniformity of MODEL.
+
+    Example, the dev file a run reads through `columns: {sentence1: q1, sentence2: q2, label: dup}`:
+    simcse-curriculum evaluate MODEL --pairs dev.json --columns sentence1=q1,sentence2=q2,label=dup
+    """
+    from dataio.tables import (
+        INPUT_COLUMNS,
+        column_maps,
+        parse_column_specs,
+        read_labeled_pairs,
+        read_sts,
+        unused_columns,
+    )
     from simcse.evaluation import evaluate_data
     from simcse.model import SimCSEEncoder
 
     if not sts and not pairs:
         raise InputError("give at least one --sts or --pairs file to evaluate on")
-    sts_data = [read_sts(f) for f in sts]
-    pair_data = [read_labeled_pairs(f) for f in pairs]
+    keys = list(dict.fromkeys(INPUT_COLUMNS["sts"][0] + INPUT_COLUMNS["labeled_pairs"][0]))
+    given = parse_column_specs(columns, keys)
+    sts_maps, pair_maps = column_maps(sts, "sts", given), column_maps(pairs, "labeled_pairs", given)
+    unused_columns(given, sts_maps + pair_maps, [*sts, *pairs])
+    sts_data = [read_sts(f, m) for f, m in zip(sts, sts_maps)]
+    pair_data = [read_labeled_pairs(f, m) for f, m in zip(pairs, pair_maps)]
     encoder = SimCSEEncoder.from_pretrained(model, pooling=pooling, device=device)
     result = evaluate_data(encoder, sts_data, pair_data, batch_size=batch_size, show_progress_bar=not as_json)
     if as_json:

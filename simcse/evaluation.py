@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dataio.errors import InputError
-from dataio.tables import LabeledPairs, StsData, read_labeled_pairs, read_sts
+from dataio.errors import InputError, closest
+from dataio.tables import LabeledPairs, StsData, read_labeled_pairs, read_sts, table_stem
 
 POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale (>= 4.0 of 0-5)
 
@@ -95,7 +95,7 @@ def average_precision_x100(cosines: np.ndarray, labels: Sequence[int]) -> float:
 
 
 def _unique_stems(paths: Sequence[Path]) -> list[str]:
-    stems = [p.stem for p in paths]
+    stems = [table_stem(p) for p in paths]  # dev.csv.gz -> dev
     out = []
     for p, stem in zip(paths, stems):
         out.append(stem if stems.count(stem) == 1 else f"{p.parent.name}/{stem}")
@@ -105,8 +105,21 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
 def metric_names(sts: Sequence[StsData], pairs: Sequence[LabeledPairs] = ()) -> list[str]:
     """The per-file metric names of an evaluation, in order: `sts/<stem>` for each STS file, then
     `pairs/<stem>` for each labeled-pair file (`<folder>/<stem>` where two files share a stem)."""
-    return ([f"sts/{stem}" for stem in _unique_stems([d.path for d in sts])]
-            + [f"pairs/{stem}" for stem in _unique_stems([d.path for d in pairs])])
+    return file_metric_names([d.path for d in sts], [d.path for d in pairs])
+
+
+def file_metric_names(sts: Sequence[str | os.PathLike], pairs: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """`metric_names` of evaluation files by their paths (before they are read: `init` names the dev metric)."""
+    return ([f"sts/{stem}" for stem in _unique_stems([Path(p) for p in sts])]
+            + [f"pairs/{stem}" for stem in _unique_stems([Path(p) for p in pairs])])
+
+
+def closest_metric(name: str, names: Sequence[str]) -> str:
+    """` (did you mean 'sts/dev_sts'?)` when `name`'s file stem is close to another metric's (compared without the
+    `sts/` or `pairs/` every name shares, so `sts/dev` is not taken for `sts/down`), else ""."""
+    stems = {n.split("/", 1)[-1]: n for n in names}
+    found = closest(name.split("/", 1)[-1], stems)
+    return f" (did you mean {stems[found]!r}?)" if found is not None else ""
 
 
 def metric_value(result: Mapping[str, Any] | None, name: str) -> float | None:
@@ -226,7 +239,8 @@ class SimCSEEvaluator:
         if primary_metric is None:
             primary_metric = self.metric_names[0] if self.metric_names else None
         elif primary_metric not in self.metric_names + means:
-            raise InputError(f"the dev metric {primary_metric!r} names no evaluation file; the files give "
+            raise InputError(f"the dev metric {primary_metric!r} names no evaluation file"
+                             f"{closest_metric(primary_metric, self.metric_names + means)}; the files give "
                              f"{', '.join(self.metric_names + means) or 'none'}")
         self.primary_metric: str | None = primary_metric
 

@@ -14,12 +14,13 @@ from curriculum import (
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"pacing": "sqroot"}, "curriculum.pacing: unknown 'sqroot'; expected one of linear, root, geometric, step"),
+    ({"pacing": "sqroot"},
+     "curriculum.pacing: unknown 'sqroot' (did you mean 'root'?); expected one of linear, root, geometric, step"),
     ({"mode": "curriculum"}, "curriculum.mode: unknown 'curriculum'; expected one of paced, adaptive, static"),
     ({"mixture": {"flor": 0.1}},
-     "curriculum.mixture.flor: unknown key; expected one of floor, floor_band, tilt, bands"),
-    ({"pace": "root"}, ("curriculum.pace: unknown key; expected one of mode, pacing, unit, total, order, "
-                        "shuffle_seed, c0, root_power, "
+     "curriculum.mixture.flor: unknown key (did you mean 'floor'?); expected one of floor, floor_band, tilt, bands"),
+    ({"pace": "root"}, ("curriculum.pace: unknown key (did you mean 'pacing'?); expected one of mode, pacing, unit, "
+                        "total, order, shuffle_seed, c0, root_power, "
                         "step_count, mixture, alpha, adaptive, static, difficulty")),
     ({"mixture": {"bands": ["random", "nn"]}},
      "curriculum.mixture.bands[1]: unknown 'nn'; "

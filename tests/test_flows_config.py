@@ -48,7 +48,8 @@ def test_data_dir_placeholder_uses_the_shared_data_setting(tmp_path: Path, monke
 
 
 @pytest.mark.parametrize("edit, key, line", [
-    (("pacing: root", "pacing: sqroot"), "curriculum.pacing: unknown 'sqroot'; expected one of linear, root", 8),
+    (("pacing: root", "pacing: sqroot"),
+     "curriculum.pacing: unknown 'sqroot' (did you mean 'root'?); expected one of linear, root", 8),
     (("rounds: 2", "rounds: 0"), "rounds: input should be greater than or equal to 1", 2),
     (("rounds: 2", "rounds: 2\nbogus: 1"), "bogus: unknown key; expected one of output_dir", 3),
     (("  sts: [dev.tsv]", "  sts: [dev.tsv]\n  dev_metric: spearman"),
@@ -63,7 +64,8 @@ def test_data_dir_placeholder_uses_the_shared_data_setting(tmp_path: Path, monke
     (("  pacing: root", "  pacing: root\nmining:\n  params: {backend: gpu}"),
      "mining.params.backend: unknown 'gpu'; expected one of auto, torch", 10),
     (("  pacing: root", "  pacing: root\nmining:\n  params:\n    rangemax: 3"),
-     "mining.params.rangemax: unknown key; expected one of num_negatives, range_min", 11),
+     "mining.params.rangemax: unknown key (did you mean 'range_max'?); expected one of num_negatives, range_min",
+     11),
     (("  pacing: root", "  pacing: root\nmining:\n  cluster: tcp://10.0.0.5:8786"),
      "mining.cluster: needs mining.shards 2 or more", 10),
     (("  pacing: root", "  pacing: root\nmining:\n  shards: 0"), "mining.shards: input should be greater than", 10),
@@ -181,7 +183,8 @@ def test_a_teacher_is_a_folder_relative_to_the_yaml_and_validate_names_it(tmp_pa
     config = load_config(_write(tmp_path, GOOD + "teacher: {path: models/teacher}\n"))
     assert config.teacher is not None and config.teacher.path == str(tmp_path / "models" / "teacher")
     assert "teacher" in config.computed_settings(), "the teacher decides results: part of the fingerprint"
-    with pytest.raises(InputError, match=r"teacher.path: .*no such teacher folder"):
+    with pytest.raises(InputError, match=r"line 9: teacher.path: not found: .*models/teacher; relative paths are "
+                                         r"read from .*, the folder of run.yaml"):
         check_run(config)
 
 

@@ -110,7 +110,7 @@ def _cli_timed(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[
      ["tweets.csv: column 'twet': missing column 'twet'", "data.corpus.columns"]),
     ("missing-file", ("path: tweets.csv", "path: tweetz.csv"), ["tweetz.csv", "not found"]),
     ("key-typo", ("{text: tweet, domain: topic}", "{txt: tweet, domain: topic}"),
-     ["line 7: data.corpus.columns.txt: unknown key; expected one of text, id, domain"]),
+     ["line 7: data.corpus.columns.txt: unknown key (did you mean 'text'?); expected one of text, id, domain"]),
 ])
 def test_a_bad_start_ends_fast_in_one_line_exit_2_and_leaves_no_trace(team: Path, case: str,
                                                                      edit: tuple[str, str], says: list[str]) -> None:

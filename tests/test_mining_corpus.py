@@ -213,10 +213,18 @@ def test_a_label_column_under_another_name_is_read_when_named(tmp_path):
 
 def test_a_label_that_is_not_0_or_1_names_the_line(tmp_path):
     f = write(tmp_path / "p.csv", LABELED.replace("stocks fell sharply,the market dropped,1.0",
-                                                  "stocks fell sharply,the market dropped,yes"))
+                                                  "stocks fell sharply,the market dropped,maybe"))
     with pytest.raises(InputError) as err:
         load_corpus(pairs=[f])
-    assert str(err.value).startswith(f"{f}: line 3, column 'label': label 'yes' is not 0 or 1")
+    assert str(err.value).startswith(f"{f}: line 3, column 'label': label 'maybe' is not 0 or 1 (yes/no and "
+                                     f"true/false are read as 1/0)")
+
+
+def test_yes_no_and_true_false_labels_read_as_1_and_0(tmp_path):
+    """Spreadsheets and annotation tools write yes/no; issue 26's pairs file was refused for it."""
+    f = write(tmp_path / "p.csv", "sentence1,sentence2,label\na b c,d e f,Yes\ng h i,j k l,no\nm n o,p q r,TRUE\n")
+    corpus = load_corpus(pairs=[f])
+    assert corpus.sources[0].kept == 2 and corpus.sources[0].label_0 == 1
 
 
 def test_a_pairs_file_with_only_label_0_rows_is_refused(tmp_path):
