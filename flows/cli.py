@@ -41,8 +41,14 @@ for _module in COMMAND_MODULES:
 
 
 def examples(*lines: str) -> str:
-    """A help epilog of example command lines, one a line under "Examples:"."""
-    return "\n".join(["Examples:", *(f"  {line}" for line in lines)])
+    """A help epilog of example command lines, one a line under "Examples:" (escaped where typer reads Rich
+    markup, so `pip install 'simcse-curriculum[teacher]'` keeps its brackets)."""
+    text = "\n".join(["Examples:", *(f"  {line}" for line in lines)])
+    if app.rich_markup_mode == "rich":
+        from rich.markup import escape
+
+        text = escape(text)
+    return text
 
 
 # Each command's examples (the command path, as typed, -> 1 to 3 lines), unless its module gives an epilog.

@@ -121,6 +121,8 @@ def test_every_command_has_one_to_three_example_lines_in_its_help(capsys: pytest
     monkeypatch.setenv("TERMINAL_WIDTH", "200")
     assert main(["run", "--help"]) == 0
     assert "simcse-curriculum run my.yaml --dry-run" in capsys.readouterr().out
+    assert main(["teacher", "install", "--help"]) == 0
+    assert "pip install 'simcse-curriculum[teacher]' && simcse-curriculum teacher install" in capsys.readouterr().out
 
 
 def test_result_json_keeps_every_jsonable_key_and_only_those() -> None:
