@@ -7,7 +7,7 @@ Per round:  manifest = dataio.triplets.read_manifest(triplets, r)
             sampler = TripletSampler(triplets, r, batch_size=64, seed=cfg.seed, state=scheduler.sampler_state)
             batch = sampler.draw(plan); ...train...; plan = scheduler.after_batch(sampler.state_dict())
             scheduler.end_round(dev_metric, train_accuracy)
-See docs/curriculum.md.
+See docs/curriculum.md. Inside sentence-transformers' trainer: `CurriculumFeed` (docs/sentence_transformers.md).
 """
 
 from collections.abc import Sequence
@@ -36,6 +36,7 @@ from curriculum.pacing import PACING_KINDS, Pacing
 from curriculum.sampler import TripletSampler
 from curriculum.scheduler import CurriculumScheduler, Decision
 from curriculum.state import CurriculumState, HistoryEntry, Plan
+from curriculum.trainer_feed import CurriculumFeed, DrawnBatch
 
 
 def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], path: str | Path, *,
@@ -56,9 +57,11 @@ __all__ = [
     "ConfigError",
     "CurriculumConfig",
     "CurriculumError",
+    "CurriculumFeed",
     "CurriculumScheduler",
     "CurriculumState",
     "Decision",
+    "DrawnBatch",
     "HistoryEntry",
     "MixtureConfig",
     "Pacing",

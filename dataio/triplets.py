@@ -340,6 +340,43 @@ def read_triplets(root: str | os.PathLike, rounds: list[int] | None = None, band
     return pa.concat_tables(tables)
 
 
+
+# The text columns sentence-transformers' trainer takes, in the order its losses read them: every column
+# that is not a label is fed to the loss, by position (anchor, positive, then the negatives).
+TRAINER_COLUMNS = ("anchor", "positive", "negative")
+
+
+def to_hf_dataset(root: str | os.PathLike, rounds: list[int] | None = None, bands: list[str] | None = None,
+                  columns: list[str] | None = None) -> Any:
+    """The complete rounds as one in-memory `datasets.Dataset`, with `round` (int32) and `band` (string) kept.
+
+    `datasets.load_dataset("parquet", data_dir=root)` drops them: its Parquet builder reads each file on its
+    own, as a fragment without partitioning, so the Hive partition keys that live only in the path
+    (`round=<r>/band=<b>/`) never become columns; it also reads a round still being mined. This reads what
+    `read_triplets` reads (the files the manifests list, complete rounds only; `rounds`, `bands` and
+    `columns` as there) and hands the Arrow table to `datasets` without a copy.
+    """
+    import datasets
+
+    return datasets.Dataset(read_triplets(root, rounds=rounds, bands=bands, columns=columns))
+
+
+def to_trainer_dataset(root: str | os.PathLike, rounds: list[int] | None = None,
+                       bands: list[str] | None = None) -> Any:
+    """What `SentenceTransformerTrainer(train_dataset=...)` takes: the rows of the complete rounds as a
+    `datasets.Dataset` of exactly `TRAINER_COLUMNS` (anchor, positive, negative), in that order, as
+    `select_columns` would leave them, every band mixed (no curriculum: `curriculum.CurriculumFeed` draws
+    each batch's bands by the schedule instead). A null positive (a row mined for unsupervised SimCSE, whose
+    positive is the anchor itself) becomes its anchor text."""
+    import datasets
+    import pyarrow.compute as pc
+
+    table = read_triplets(root, rounds=rounds, bands=bands, columns=list(TRAINER_COLUMNS))
+    positive = pc.coalesce(table.column("positive"), table.column("anchor"))
+    table = table.set_column(TRAINER_COLUMNS.index("positive"), "positive", positive)
+    return datasets.Dataset(table)
+
+
 # ------------------------------------------------------------------------------------------------ writer
 class TripletWriter:
     """Writes one round: `begin()` (the round becomes incomplete), `write_band()` per band, `finish()` (the

@@ -7,6 +7,9 @@ flows.interrupts). Bad input (`InputError`, an invalid config), usage errors (an
 option, a missing argument, a bad option value), a folder in use by another command, a full disk and a
 read-only or forbidden folder are one line on stderr, never a traceback; a config with several problems gets
 one `error:` line for each (file, line, key), all at once.
+
+Every command's help ends with example command lines (`EXAMPLES`, or the epilog its module gives it), and
+shell completion is on (`simcse-curriculum --install-completion`).
 """
 
 from __future__ import annotations
@@ -31,11 +34,72 @@ app = typer.Typer(
     help="Curriculum hard-negative mining for SimCSE sentence encoders.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
 )
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
+
+
+def examples(*lines: str) -> str:
+    """A help epilog of example command lines, one a line under "Examples:" (escaped where typer reads Rich
+    markup, so `pip install 'simcse-curriculum[teacher]'` keeps its brackets)."""
+    text = "\n".join(["Examples:", *(f"  {line}" for line in lines)])
+    if app.rich_markup_mode == "rich":
+        from rich.markup import escape
+
+        text = escape(text)
+    return text
+
+
+# Each command's examples (the command path, as typed, -> 1 to 3 lines), unless its module gives an epilog.
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "mine": ("simcse-curriculum mine --corpus corpus.txt --nli nli.csv --out triplets/",
+             "simcse-curriculum mine --corpus corpus.txt --out triplets/ --round 1 --model runs/r0/model --json",
+             "simcse-curriculum mine --corpus corpus.txt --out triplets/ --exclude-pairs false_negatives.csv"),
+    "inspect": ("simcse-curriculum inspect triplets/ --plots plots/", "simcse-curriculum inspect triplets/ --json",
+                "simcse-curriculum inspect triplets/ --html triplets.html"),
+    "triplets upgrade": ("simcse-curriculum triplets upgrade triplets/", "simcse-curriculum triplets upgrade runs/old"),
+    "evaluate": ("simcse-curriculum evaluate runs/sup/model --sts stsb/dev.tsv",
+                 "simcse-curriculum evaluate MODEL --sts stsb/dev.tsv --pairs twitter/dev_pairs.tsv --json"),
+    "train": ("simcse-curriculum train --unsup sentences.txt --out runs/unsup --steps 150",
+              "simcse-curriculum train --nli nli.csv --out runs/sup --max-length 32 --eval-sts stsb/dev.tsv --json"),
+    "teacher install": ("pip install 'simcse-curriculum[teacher]' && simcse-curriculum teacher install "
+                        "--out models/all-mpnet-base-v2",),
+    "run": ("simcse-curriculum run my.yaml --dry-run", "simcse-curriculum run my.yaml",
+            "simcse-curriculum run configs/demo.yaml --json --quiet"),
+    "serve": ('simcse-curriculum serve configs/domain_unlabeled.yaml --cron "0 2 * * *"',
+              "simcse-curriculum serve my.yaml --interval 3600 --name hourly"),
+    "demo": ("simcse-curriculum demo", "simcse-curriculum demo --json --quiet"),
+    "init": ("simcse-curriculum init tweets.csv pairs.csv dev_pairs.csv --out my.yaml",),
+    "validate": ("simcse-curriculum validate my.yaml", "simcse-curriculum validate my.yaml --json"),
+    "deploy": ('simcse-curriculum deploy my.yaml --pool simcse-curriculum --cron "0 2 * * *" '
+               "--timezone Europe/Paris",),
+    "prune": ("simcse-curriculum prune runs/nightly --keep 7 --dry-run",
+              "simcse-curriculum prune runs/nightly --keep 7"),
+    "models list": ("simcse-curriculum models list registry/", "simcse-curriculum models list registry/ --json"),
+    "models path": ("simcse-curriculum models path registry/", "simcse-curriculum models path registry/ 3"),
+    "models promote": ("simcse-curriculum models promote registry/ 3",),
+    "models rollback": ("simcse-curriculum models rollback registry/", "simcse-curriculum models rollback registry/ 2"),
+    "models init": ("simcse-curriculum models init registry/ runs/first/rounds/0/model",),
+    "models register": ("simcse-curriculum models register registry/ runs/domain",
+                        "simcse-curriculum models register registry/ runs/domain --guard sts/dev --guard-tolerance 1"),
+}
+
+
+def _add_examples(typer_app: typer.Typer, prefix: str = "") -> None:
+    """Give each registered command without an epilog its `EXAMPLES` (sub-apps included)."""
+    for info in typer_app.registered_commands:
+        name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
+        lines = EXAMPLES.get(f"{prefix}{name}")
+        if lines and not info.epilog:
+            info.epilog = examples(*lines)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _add_examples(group.typer_instance, f"{prefix}{group.name or group.typer_instance.info.name} ")
+
+
+_add_examples(app)
 
 
 def package_version() -> str:
@@ -53,7 +117,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _global_options(
-    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+    show_version: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_print_version,
                                                help="Print the version and exit.")] = False,
 ) -> None:
     """Curriculum hard-negative mining for SimCSE sentence encoders."""

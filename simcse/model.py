@@ -344,7 +344,7 @@ class SimCSEEncoder(nn.Module):
         info = (describe_base(source) if source else ModelCardInfo()).merged(card)
         with atomic_dir(path) as tmp:
             self._write_folder(tmp)
-            write_model_card(tmp, info)
+            write_model_card(tmp, info, location=path)
         return path
 
     def _write_folder(self, folder: Path) -> None:

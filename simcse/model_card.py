@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import textwrap
 import threading
 from collections.abc import Iterable, Mapping
@@ -78,6 +79,7 @@ class ModelCardInfo(BaseModel):
     default_hyperparameters: dict[str, Any] = Field(default_factory=dict)
     steps: int | None = None
     rows_trained: int | None = Field(None, description="rows (anchors) the steps trained on, in all")
+    max_length: int | None = Field(None, description="tokens per sentence in training (longer ones were truncated)")
     curriculum: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
     dev_metric: dict[str, Any] | None = None
@@ -178,17 +180,19 @@ def training_card(caller: ModelCardInfo | None, settings: Mapping[str, Any], def
                   kinds: Iterable[tuple[int, bool]], step: int, rows: int | None = None,
                   history: Iterable[Mapping[str, Any]] = (), evaluations: Iterable[Mapping[str, Any]] = (),
                   evaluation: Mapping[str, Any] | None = None, metric: float | None = None,
-                  metric_name: str | None = None) -> ModelCardInfo:
+                  metric_name: str | None = None, max_length: int | None = None) -> ModelCardInfo:
     """The trainer's card at `step`: loss, hyperparameters and logs it measured, under what the caller knows.
 
     `settings`/`defaults`: the TrainConfig used and its defaults; `evaluation`: the evaluator's result at
-    `step`, whose score (the evaluator's `primary_metric`, `metric_name`) is `metric`.
+    `step`, whose score (the evaluator's `primary_metric`, `metric_name`) is `metric`; `max_length`: the
+    tokens per sentence training truncated to.
     """
     hyper = {k: v for k, v in settings.items() if k not in _NOT_HYPERPARAMETERS}
     own = ModelCardInfo(loss=describe_loss(kinds, settings.get("temperature", 0.05), settings.get("alpha", 1.0)),
                         hyperparameters=hyper,
                         default_hyperparameters={k: v for k, v in defaults.items() if k in hyper},
-                        steps=step, rows_trained=rows, training_logs=_logs(history, evaluations))
+                        steps=step, rows_trained=rows, max_length=max_length,
+                        training_logs=_logs(history, evaluations))
     if evaluation is not None:
         own.evaluation = {k: evaluation.get(k) for k in ("sts", "pairs", "alignment", "uniformity")
                           if evaluation.get(k) not in (None, {})}
@@ -213,10 +217,14 @@ def _round(value: Any, digits: int = 4) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ writing
-def write_model_card(folder: str | os.PathLike, info: ModelCardInfo) -> Path:
-    """Write `README.md` (the card) and `simcse_card.json` (its data) into a model folder; returns the README."""
+def write_model_card(folder: str | os.PathLike, info: ModelCardInfo,
+                     location: str | os.PathLike | None = None) -> Path:
+    """Write `README.md` (the card) and `simcse_card.json` (its data) into a model folder; returns the README.
+
+    `location`: where the folder will be once written (it may be written under a temporary name first); the
+    card's usage loads the model from there."""
     folder = Path(folder)
-    text = render_model_card(folder, info)
+    text = render_model_card(folder, info, location=location)
     atomic_write_text(folder / CARD_DATA, info.model_dump_json(indent=1) + "\n")
     atomic_write_text(folder / README, text)
     return folder / README
@@ -228,14 +236,21 @@ def update_model_card(folder: str | os.PathLike, info: ModelCardInfo) -> Path:
     return write_model_card(folder, previous.merged(info))
 
 
-def render_model_card(folder: str | os.PathLike, info: ModelCardInfo) -> str:
-    """The card's markdown: sentence-transformers' card of the folder plus the SimCSE sections."""
+def render_model_card(folder: str | os.PathLike, info: ModelCardInfo,
+                      location: str | os.PathLike | None = None) -> str:
+    """The card's markdown: sentence-transformers' card of the folder plus the SimCSE sections.
+
+    What sentence-transformers' template cannot know is put right: the usage loads the model from its folder
+    (`location`, default `folder`), not from a Hub id it does not have; a local base model is named as a
+    folder, not linked to the Hub; the training samples are the rows the steps trained on (`rows_trained`),
+    not the size of the data they were drawn from; the maximum sequence length says what training used."""
+    where = str(Path(location if location is not None else folder).resolve())
     try:
-        return _render_with_sentence_transformers(Path(folder), info)
+        return _render_with_sentence_transformers(Path(folder), info, where)
     except Exception as exc:  # noqa: BLE001 - any failure there: a plain card in the same form instead
         _log.warning("sentence-transformers could not render the model card of %s (%s: %s); writing a plain card",
                      folder, type(exc).__name__, exc)
-        return render_plain_card(info)
+        return render_plain_card(info, where)
 
 
 def _title(info: ModelCardInfo) -> str:
@@ -331,7 +346,10 @@ def _evaluation_results(info: ModelCardInfo) -> dict[_EvaluatedFile, dict[str, f
     return out
 
 
-def _render_with_sentence_transformers(folder: Path, info: ModelCardInfo) -> str:
+LOAD_COMMENT = "# Load from this model folder (the path it was written to; give its new path if it moved)"
+
+
+def _render_with_sentence_transformers(folder: Path, info: ModelCardInfo, location: str) -> str:
     from sentence_transformers import SentenceTransformerModelCardData
     from sentence_transformers.base.model_card import generate_model_card
 
@@ -342,6 +360,7 @@ def _render_with_sentence_transformers(folder: Path, info: ModelCardInfo) -> str
         data.add_tags(_tags(info))
         data.register_model(model)
         data.base_model = info.base_model  # set directly: naming a local base is not a Hub lookup
+        data._snippet_default_model_id = location  # the usage loads this folder (there is no Hub id)
         data.set_losses([])  # the Sentence-BERT citation; SimCSE's is added below
         data.citations["SimCSE"] = SIMCSE_CITATION
         if info.training_rows:
@@ -358,7 +377,22 @@ def _render_with_sentence_transformers(folder: Path, info: ModelCardInfo) -> str
                 data.set_best_model_step(int(info.dev_metric["step"]))
         model.model_card_data = data
         text = generate_model_card(model)
-    return _insert_sections(text, simcse_sections(info))
+    return _insert_sections(_put_right(text, info, location), simcse_sections(info))
+
+
+def _put_right(text: str, info: ModelCardInfo, location: str) -> str:
+    """sentence-transformers' card, where its template says what is not so of a folder we wrote."""
+    text = text.replace("# Download from the 🤗 Hub", LOAD_COMMENT)
+    text = text.replace('("sentence_transformers_model_id")', f"({json.dumps(location)})")  # if the id was not set
+    base = info.base_model
+    if base and _is_local(base):
+        text = text.replace(f"[{base}](https://huggingface.co/{base})", f"`{base}` (a local folder)")
+    if info.max_length:
+        text = re.sub(r"^- \*\*Maximum Sequence Length:\*\* (\d+) tokens$",
+                      lambda m: f"- **Maximum Sequence Length:** {info.max_length} tokens in training (longer "
+                                f"sentences were truncated); {m.group(1)} tokens when encoding (the folder's "
+                                f"max_seq_length)", text, count=1, flags=re.MULTILINE)
+    return text
 
 
 def _train_dataset(info: ModelCardInfo) -> dict[str, Any]:
@@ -367,8 +401,9 @@ def _train_dataset(info: ModelCardInfo) -> dict[str, Any]:
     params = {k: loss[k] for k in ("temperature", "alpha") if loss.get(k) is not None}
     entry: dict[str, Any] = {"name": rows.get("name", "training rows"), "columns": list(rows.get("columns") or []),
                              "loss": {"fullname": loss.get("function", "simcse.losses")}}
-    if rows.get("rows") is not None:
-        entry["size"] = int(rows["rows"])
+    trained = info.rows_trained if info.rows_trained is not None else rows.get("rows")
+    if trained is not None:  # the rows the steps trained on, not the size of what they were drawn from
+        entry["size"] = int(trained)
     if params:  # formatted as sentence-transformers formats a loss's config
         entry["loss"]["config_code"] = textwrap.indent(f"```json\n{json.dumps(params, indent=4)}\n```", "  ")
     return entry
@@ -383,7 +418,7 @@ def _insert_sections(text: str, sections: str) -> str:
     return text.rstrip() + "\n\n" + sections
 
 
-def render_plain_card(info: ModelCardInfo) -> str:
+def render_plain_card(info: ModelCardInfo, location: str | None = None) -> str:
     """The card written without sentence-transformers: the same front matter and SimCSE sections."""
     import yaml
 
@@ -402,7 +437,7 @@ def render_plain_card(info: ModelCardInfo) -> str:
              "This is a [sentence-transformers](https://www.SBERT.net) model trained with SimCSE"
              + (f" from {info.base_model}" if info.base_model else "") + ".", "",
              "## Usage", "", "```python", "from sentence_transformers import SentenceTransformer", "",
-             'model = SentenceTransformer("path/to/this/folder")',
+             LOAD_COMMENT, f"model = SentenceTransformer({json.dumps(location or 'path/to/this/folder')})",
              'embeddings = model.encode(["The weather is lovely today.", "It\'s so sunny outside!"])', "```", ""]
     results = _evaluation_results(info)
     if results:
@@ -461,8 +496,13 @@ def simcse_sections(info: ModelCardInfo) -> str:
             lines.append(f"- **α (hard-negative weight):** {_fmt(alpha) if isinstance(alpha, float) else alpha}")
     if info.steps is not None:
         rows = info.rows_trained
+        source = info.training_rows or {}
+        drawn_from = (f", drawn from {source.get('name', 'the training data')} ({source['rows']:,} rows)"
+                      if rows and source.get("rows") is not None else "")
         lines.append(f"- **Training steps:** {info.steps}" + (
-            f", {rows} rows ({rows / info.steps:.0f} per step)" if rows and info.steps else ""))
+            f", {rows} rows ({rows / info.steps:.0f} per step){drawn_from}" if rows and info.steps else ""))
+    if info.max_length:
+        lines.append(f"- **Maximum sequence length in training:** {info.max_length} tokens")
     if info.dev_metric and info.dev_metric.get("value") is not None:
         dev = info.dev_metric
         at = f" at step {dev['step']}" if dev.get("step") is not None else ""

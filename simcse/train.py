@@ -303,7 +303,8 @@ class _TrainingRun:
         state = self.state
         return training_card(self.card, self.config.model_dump(), TrainConfig().model_dump(), self.batch_kinds,
                              state.step, state.rows, state.history, state.evaluations, details, metric,
-                             getattr(self.evaluator, "primary_metric", None))
+                             getattr(self.evaluator, "primary_metric", None),
+                             max_length=getattr(self.encoder, "max_length", None))
 
     def evaluate(self) -> None:
         """Run the evaluator (rank 0, once per step) and keep the best model so far in `best/`."""

@@ -70,6 +70,61 @@ def test_version_prints_the_installed_package_version(capsys: pytest.CaptureFixt
     assert capsys.readouterr().out == f"simcse-curriculum {version('simcse-curriculum')}\n"
 
 
+def test_dash_capital_v_prints_the_version_too(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    assert main(["-V"]) == 0
+    assert capsys.readouterr().out == f"simcse-curriculum {version('simcse-curriculum')}\n"
+
+
+def test_shell_completion_is_on(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """--install-completion/--show-completion exist, and the shell's completion request is answered."""
+    from flows.cli import main
+
+    assert main(["--help"]) == 0
+    assert "--install-completion" in capsys.readouterr().out
+    monkeypatch.setenv("_SIMCSE_CURRICULUM_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "simcse-curriculum mi")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    main([])
+    assert "mine" in capsys.readouterr().out.split()
+    monkeypatch.setenv("COMP_WORDS", "simcse-curriculum mine --exclude")
+    monkeypatch.setenv("COMP_CWORD", "2")
+    main([])
+    assert "--exclude-pairs" in capsys.readouterr().out.split()
+
+
+def _commands(group, path=()):
+    """(command path, click command) of every command under `group`."""
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_command_has_one_to_three_example_lines_in_its_help(capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+
+    from flows.cli import PROG, app, main
+
+    commands = list(_commands(typer.main.get_command(app)))
+    assert len(commands) >= 19
+    for path, command in commands:
+        epilog = command.epilog or ""
+        assert epilog.startswith("Examples:"), path
+        lines = [line.strip() for line in epilog.splitlines()[1:] if line.strip()]
+        assert 1 <= len(lines) <= 3, (path, lines)
+        assert all(" ".join((PROG, *path)) in line for line in lines), (path, lines)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("TERMINAL_WIDTH", "200")
+    assert main(["run", "--help"]) == 0
+    assert "simcse-curriculum run my.yaml --dry-run" in capsys.readouterr().out
+    assert main(["teacher", "install", "--help"]) == 0
+    assert "pip install 'simcse-curriculum[teacher]' && simcse-curriculum teacher install" in capsys.readouterr().out
+
+
 def test_result_json_keeps_every_jsonable_key_and_only_those() -> None:
     from flows.commands import result_json
 

@@ -211,6 +211,8 @@ def test_round_models_carry_model_cards(reference_run: dict[str, Any], tiny_inpu
                          "| nearest_neighbour | ", "#### Training Data Provenance", "corpus.jsonl", "PSF-2.0",
                          f"STS sts_dev {metrics['evaluation']['sts']['sts_dev']:.2f}", "mined triplets, round"):
             assert expected in text, (r, expected)
+        assert f'SentenceTransformer("{folder.resolve()}")' in text, "the usage loads this round's folder"
+        assert f"* Size: {6 * 8} training samples" in text, "the rows the round trained on, not the rows mined"
         info = read_card_info(folder)
         assert info.curriculum["mixture"] == pytest.approx(cur["mixture"])
         assert info.loss["alpha"] == pytest.approx(cur["alpha"]) and info.steps == 6

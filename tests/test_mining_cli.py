@@ -227,6 +227,43 @@ def test_mine_shards_runs_the_shards_through_the_dask_map_and_gives_the_same_tri
                                               key=key)
 
 
+def test_mine_json_prints_one_object_with_the_round_and_its_bands(files, fake_encoder, capsys, tmp_path):
+    out = tmp_path / "out"
+    args = ["mine", "--corpus", str(files / "a.txt"), "--nli", str(files / "nli.csv"), "--out", str(out), "--quiet"]
+    assert main([*args, "--json"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("\n") == 1, stdout
+    result = json.loads(stdout)
+    manifest = json.loads(manifest_path(out, 0).read_text())
+    assert result["round"] == 0 and result["reused"] is False and result["manifest"] == str(manifest_path(out, 0))
+    assert {b: v["rows"] for b, v in result["bands"].items()} == {b: v["rows"] for b, v in manifest["bands"].items()}
+    assert result["rows"] == sum(v["rows"] for v in manifest["bands"].values())
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reused"] is True
+
+
+def test_mine_help_groups_its_options_and_cuts_no_name_at_80_columns(capsys, monkeypatch):
+    import typer
+
+    from flows.cli import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERMINAL_WIDTH", "80")
+    assert main(["mine", "--help"]) == 0
+    text = capsys.readouterr().out
+    panels = ("Inputs", "Input columns", "Model", "Bands and negatives", "Search and scale-out")
+    for panel in ("Options", *panels):
+        assert f"─ {panel} ─" in text, panel
+    command = typer.main.get_command(app).commands["mine"]
+    flags = [flag for param in command.params for flag in (*param.opts, *param.secondary_opts)]
+    assert len(flags) >= 35
+    for flag in flags:
+        assert f" {flag} " in text, f"{flag} is cut off or missing"
+    assert "…" not in text
+    grouped = {param.name: getattr(param, "rich_help_panel", None) for param in command.params}
+    assert sum(panel is not None for panel in grouped.values()) == 29 and set(grouped.values()) - {None} == set(panels)
+
+
 def test_inspect_without_rounds_is_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["inspect", str(tmp_path / "empty")]) == 2

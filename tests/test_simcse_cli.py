@@ -61,14 +61,18 @@ def test_train_unsup_and_nli_write_sentence_transformers_models(tiny, files, cap
 
     out = files["dir"] / "unsup"
     assert main(["train", "--model", tiny, "--unsup", str(files["corpus"]), "--out", str(out), "--steps", "2",
-                 "--batch-size", "4", "--eval-sts", str(files["sts"]), "--eval-every", "1"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+                 "--batch-size", "4", "--eval-sts", str(files["sts"]), "--eval-every", "1", "--json"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("\n") == 1, "--json: one JSON object on stdout, nothing else"
+    summary = json.loads(stdout)
     assert summary["steps"] == 2 and summary["best_step"] in (1, 2)
     SentenceTransformer(summary["model"], device="cpu")
     out2 = files["dir"] / "sup"
     assert main(["train", "--model", tiny, "--nli", str(files["nli"]), "--out", str(out2), "--steps", "1",
                  "--batch-size", "4", "--lr", "1e-4", "--max-length", "16", "--seed", "3",
                  "--data-licence", "CC-BY-SA-4.0"]) == 0
+    lines = capsys.readouterr().out.splitlines()  # without --json: lines for a person
+    assert lines[0] == f"model: {out2 / 'model'}" and lines[-1].startswith("steps: 1, train accuracy ")
     assert (out2 / "model" / "modules.json").exists() and (out2 / "checkpoint").exists()
     # The model card names the data file, its fingerprint and the licence given.
     from dataio.hashing import sha256_file

@@ -83,6 +83,42 @@ def test_trainer_writes_a_card_into_model_and_best_that_still_loads(licensed_tin
                                    loaded.encode(SENTENCES[:3]), atol=1e-5)
 
 
+def _usage(card: str) -> str:
+    """The card's Python usage snippet."""
+    return card.split("## Usage", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_card_tells_what_trained_and_how_to_load_this_folder(tiny, tmp_path, monkeypatch):
+    """Usage loads the folder itself (no Hub id, no download); the training samples are the rows the steps
+    trained on, not the size of the file they were drawn from; the sequence length is the one training used."""
+    batch = {"anchor": SENTENCES[:8], "positive": SENTENCES[8:16], "negative": SENTENCES[16:24]}
+    enc = SimCSEEncoder.from_pretrained(tiny, device="cpu", max_length=16, pooling="mean")
+    result = train(enc, [batch] * 3, TrainConfig(max_steps=3, save_every=0, progress=False), tmp_path / "run",
+                   card=ModelCardInfo(training_rows={"name": "headlines.csv", "rows": 5165,
+                                                     "columns": ["anchor", "positive", "negative"]}))
+    folder = Path(result.model_path)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    for wrong in ("Download from the", "sentence_transformers_model_id", "5,165 training samples",
+                  f"https://huggingface.co/{tiny}"):
+        assert wrong not in card, wrong
+    for right in ("* Size: 24 training samples", "**Training steps:** 3, 24 rows (8 per step), drawn from "
+                  "headlines.csv (5,165 rows)", "- **Maximum Sequence Length:** 16 tokens in training",
+                  "128 tokens when encoding", "**Maximum sequence length in training:** 16 tokens",
+                  f"`{tiny}` (a local folder)"):
+        assert right in card, right
+    assert f'SentenceTransformer("{folder.resolve()}")' in _usage(card)
+    namespace: dict = {"print": lambda *a: None}
+    exec(compile(_usage(card), "usage", "exec"), namespace)  # noqa: S102 - the card's own snippet
+    assert namespace["embeddings"].shape == (3, 32)
+
+    from simcse import model_card
+
+    monkeypatch.setattr(model_card, "_render_with_sentence_transformers", lambda *a: 1 / 0)
+    plain = enc.save(tmp_path / "plain", card=ModelCardInfo(max_length=16))
+    text = (plain / "README.md").read_text(encoding="utf-8")
+    assert f'SentenceTransformer("{plain.resolve()}")' in _usage(text) and "in training:** 16 tokens" in text
+
+
 def test_unsupervised_training_says_so(tiny, tmp_path):
     enc = SimCSEEncoder.from_pretrained(tiny, device="cpu", max_length=16)
     train(enc, [{"anchor": SENTENCES[:8]}] * 2, TrainConfig(max_steps=2, save_every=0, progress=False),
@@ -107,7 +143,7 @@ def test_offline_minilm_is_named_by_its_hub_id_and_its_licence_is_carried_on(tmp
 def test_a_card_is_written_even_where_sentence_transformers_cannot_render_it(tiny, tmp_path, monkeypatch):
     from simcse import model_card
 
-    def broken(folder, info):
+    def broken(folder, info, location):
         raise RuntimeError("no renderer")
 
     monkeypatch.setattr(model_card, "_render_with_sentence_transformers", broken)

@@ -118,6 +118,28 @@ def test_datasets_reads_the_folder(folder: Path, tmp_path: Path) -> None:
     assert as_rows(ds.to_dict(), with_partitions=False) == expected
 
 
+def test_to_hf_dataset_keeps_round_and_band(folder: Path) -> None:
+    """Where `load_dataset` drops the partition keys, the contract's reader keeps them (int32, string)."""
+    from dataio.triplets import to_hf_dataset
+
+    ds = to_hf_dataset(folder)
+    assert ds.features["round"].dtype == "int32" and ds.features["band"].dtype == "string"
+    assert as_rows(ds.to_dict()) == expected_rows(folder)
+    one = to_hf_dataset(folder, rounds=[1], bands=["random"], columns=["anchor", "band", "round"])
+    assert one.column_names == ["anchor", "band", "round"] and set(one["band"]) == {"random"}
+    assert set(one["round"]) == {1} and len(one) == sum(n for (r, b, *_), n in expected_rows(folder).items()
+                                                            if (r, b) == (1, "random"))
+
+
+def test_to_trainer_dataset_is_the_three_texts_in_the_losss_order(folder: Path) -> None:
+    from dataio.triplets import to_trainer_dataset
+
+    ds = to_trainer_dataset(folder, rounds=[0])
+    assert ds.column_names == ["anchor", "positive", "negative"]
+    assert len(ds) == sum(n for (r, *_), n in expected_rows(folder).items() if r == 0)
+    assert all(isinstance(v, str) and v for c in ds.column_names for v in ds[c]), "no null or empty text"
+
+
 def test_polars_reads_the_folder(folder: Path) -> None:
     polars = pytest.importorskip("polars")
 
