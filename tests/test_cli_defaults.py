@@ -81,7 +81,7 @@ def test_a_changed_model_default_is_the_command_lines_default() -> None:
     (["mine", "--quiet", "--range-min", "9", "--range-max", "3"],
      "mining option range_min=9: must be smaller than range_max=3"),
     (["train", "--unsup", "corpus.txt", "--precision", "fp16"],
-     "--precision 'fp16': unknown 'fp16'; expected one of auto, fp32, bf16"),
+     "--precision 'fp16': unknown 'fp16' (did you mean 'bf16'?); expected one of auto, fp32, bf16"),
     (["train", "--unsup", "corpus.txt", "--lr", "0"], "--lr 0.0: input should be greater than 0"),
     (["train", "--unsup", "corpus.txt", "--steps", "0"], "--steps 0: input should be greater than or equal to 1"),
 ])
