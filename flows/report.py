@@ -273,7 +273,14 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
             if skips.get(SELF_MATCH):
                 self_matches.append(f"{band} {skips[SELF_MATCH]}")
             skipped = ", ".join(f"{k}: {v}" for k, v in skips.items() if k != SELF_MATCH) or "–"
-            lines.append(f"| {band} | {stats.rows} | {_fmt(stats.mean_anchor_negative_sim, 4)} | {skipped} |")
+            sampled = (stats.model_extra or {}).get("similarity_rows")
+            difficulty = _fmt(stats.mean_anchor_negative_sim, 4) + (
+                f" (sample of {sampled:,} rows)" if sampled is not None and sampled < stats.rows else "")
+            lines.append(f"| {band} | {stats.rows} | {difficulty} | {skipped} |")
+        if (manifest.embeddings or {}).get("sample"):
+            lines += ["", ("No band of this round needed the pool's vectors, so only a seeded sample of each band's "
+                           "rows was encoded and scored (`mining.params.similarity_sample`): the difficulties come "
+                           "from that sample, and the other rows' similarity columns are empty.")]
         if self_matches:
             lines += ["", ("Skipped candidates are counted per reason (see docs/mining.md). Not counted there: "
                            "candidates that were the anchor itself, excluded by construction since every sentence "

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 ROW_CHUNK = 65536
 MAX_PADDED_POSITIVES = 64
 FILTER_SLACK = 16  # extra neighbours retrieved so filtered candidates can be replaced (bounded memory)
+# Bands that look at the pool's vectors (kNN lists, k-means groups); the others pick by index alone.
+POOL_EMBEDDING_BANDS = frozenset({"in_domain", "nearest_neighbour", *GRADED_BANDS})
 
 
 @dataclass
@@ -53,6 +55,7 @@ class BandResult:
     slot: np.ndarray | None = None
     teacher_score: np.ndarray | None = None  # the teacher's anchor-negative cosine (rounds with a teacher)
     teacher_positive_score: np.ndarray | None = None
+    similarity_rows: int | None = None  # rows whose similarities were computed, when only a sample was
 
     @property
     def rows(self) -> int:
@@ -61,11 +64,15 @@ class BandResult:
     def mean_sim(self) -> float | None:
         if self.anchor_negative_sim is None or not len(self.anchor_negative_sim):
             return None
+        if self.similarity_rows is not None:  # the sampled rows' mean; the others have none (NaN)
+            return float(np.nanmean(self.anchor_negative_sim, dtype=np.float64)) if self.similarity_rows else None
         return float(np.mean(self.anchor_negative_sim, dtype=np.float64))
 
     def stats(self) -> dict:
         out = {"rows": self.rows, "mean_anchor_negative_sim": self.mean_sim(),
                "skipped": {k: int(v) for k, v in sorted(self.skipped.items()) if v}}
+        if self.similarity_rows is not None:
+            out["similarity_rows"] = self.similarity_rows
         if self.teacher_score is not None:  # the band's difficulty as the teacher grades it
             out["mean_teacher_score"] = float(np.mean(self.teacher_score, dtype=np.float64)) if self.rows else None
         if self.note:

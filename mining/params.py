@@ -98,6 +98,11 @@ class MiningParams(BaseModel):
         0.0, ge=0, le=2, description="mined_positives: how much the neighbour must beat the next one by")
     positive_mutual: bool = Field(
         True, description="mined_positives: the anchor must be its neighbour's nearest neighbour too")
+    similarity_sample: int | None = Field(
+        None, ge=1, description="when no band needs the pool's embeddings (random and nli_contradiction only, no "
+                                "mined positives, no teacher): score only this many rows per band, seeded, and "
+                                "encode only their texts; the other rows' similarities are null. None: every row "
+                                "(the whole pool is encoded)")
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -130,14 +135,16 @@ class MiningParams(BaseModel):
         return self.in_domain_exclude_top or self.range_max
 
     @model_serializer(mode="wrap")
-    def _mined_positive_settings_when_on(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _later_settings_only_when_on(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """The mined-positive settings are dumped only when `mined_positives` is on (they change nothing
-        otherwise), so rounds and run configs recorded before they existed keep their parameters, fingerprints
-        and cache keys."""
+        otherwise), and `similarity_sample` only when set, so rounds and run configs recorded before they existed
+        keep their parameters, fingerprints and cache keys."""
         out = handler(self)
         if not self.mined_positives:
             for name in MINED_POSITIVE_FIELDS:
                 out.pop(name, None)
+        if self.similarity_sample is None:  # likewise: recorded only when set
+            out.pop("similarity_sample", None)
         return out
 
     def as_dict(self) -> dict[str, Any]:

@@ -56,8 +56,9 @@ class RoundWriter:
         n = pa.array(result.negative[start:stop])
         return pa.Table.from_arrays([
             ids.take(a), texts.take(a), ids.take(p), texts.take(p), ids.take(n), texts.take(n),
-            pa.array(result.anchor_positive_sim[start:stop].astype(np.float32)),
-            pa.array(result.anchor_negative_sim[start:stop].astype(np.float32)),
+            # NaN (a row outside a similarity sample) is written as null
+            pa.array(result.anchor_positive_sim[start:stop].astype(np.float32), from_pandas=True),
+            pa.array(result.anchor_negative_sim[start:stop].astype(np.float32), from_pandas=True),
             pa.array(result.rank[start:stop].astype(np.int32)),
             pa.array(np.asarray(self.sources, dtype=object)[self.corpus.kind[result.row[start:stop]]],
                      type=pa.string()),

@@ -32,6 +32,7 @@ from dataio.triplets import (
 from mining import index as index_module
 from mining.bands import (
     BAND_FUNCTIONS,
+    POOL_EMBEDDING_BANDS,
     BandContext,
     BandResult,
     add_similarities,
@@ -66,6 +67,7 @@ from mining.shards import (
     mine_shard,
     save_faiss_index,
 )
+from mining.similarity_sample import add_sampled_similarities
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,12 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
     sharded = shards > 1
     map_shards = map_shards or local_map
-    if embeddings is None:
+    # No band of this round looks at a vector: only a sample's similarities are computed (mining.similarity_sample)
+    sampled = p.similarity_sample is not None and embeddings is None and teacher is None and \
+        not p.mined_positives and not set(chosen) & POOL_EMBEDDING_BANDS
+    if sampled:
+        sharded = False  # nothing to search or spread: the bands are index arithmetic
+    elif embeddings is None:
         map_chunks = None
         if sharded:
             encode = functools.partial(encode_slice, encoder_ref or encoder, batch_size=p.batch_size)
@@ -201,6 +208,12 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
                                                            map_shards, cache)
         timings["index"] = shard_timings["index"]
         timings["bands"] += shard_timings["bands"]
+    elif sampled:
+        t = time.perf_counter()
+        index_info = {}
+        results = {band: BAND_FUNCTIONS[band](ctx) for band in chosen}
+        sample_info = add_sampled_similarities(ctx, results, encoder, p.similarity_sample, p.batch_size)
+        timings["bands"] += time.perf_counter() - t
     else:
         t = time.perf_counter()
         index_info: dict[str, Any] = {}
@@ -229,7 +242,8 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     extra = {"index": index_info, "corpus": corpus.describe(),
-             "embeddings": {"cached": embeddings.cached, "path": str(embeddings.path) if embeddings.path else None},
+             "embeddings": {"cached": embeddings.cached, "path": str(embeddings.path) if embeddings.path else None}
+             if embeddings is not None else {"sample": sample_info},
              "timings": {k: round_(v) for k, v in timings.items()}}
     if exclusion_info:
         extra["exclude_pairs"] = exclusion_info
