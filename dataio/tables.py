@@ -8,6 +8,7 @@ line (or row) and the column, raised before anything is written.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -87,8 +88,23 @@ def _decode(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
+def symlink_loop(path: str | os.PathLike) -> bool:
+    """True when `path` cannot be followed because its symbolic links lead back to themselves (ELOOP)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+SKIP_LINK = "remove the link, or rename it to start with '_' so it is not read"
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
+        if symlink_loop(path):  # exists() is False for a loop too: say what it is, not "no such file"
+            raise InputError("a symbolic link loop (its links lead back to themselves); point the link at the file or "
+                             "folder meant", path=path)
         raise InputError("no such file or folder; check the path", path=path)
 
 
@@ -119,19 +135,30 @@ def table_files(path: str | os.PathLike) -> list[Path]:
         return [path]
     found: list[Path] = []
 
-    def walk(folder: Path) -> None:
+    def walk(folder: Path, above: dict[tuple[int, int], Path]) -> None:
+        # `above`: the folders this one is inside (by device and inode), so a link back to one of them is named
+        # once as a loop instead of being followed until the kernel gives up (40 nested names).
         for child in sorted(folder.iterdir(), key=lambda p: p.name):
             if child.name.startswith((".", "_")):
                 continue
+            if child.is_symlink() and symlink_loop(child):
+                raise InputError(f"in the table folder {path}: a symbolic link loop (its links lead back to "
+                                 f"themselves); {SKIP_LINK}", path=child)
             if child.is_dir():
-                found.append(child) if _is_hf_dataset(child) else walk(child)
+                info = child.stat()
+                key = (info.st_dev, info.st_ino)
+                if key in above:
+                    raise InputError(f"in the table folder {path}: a symbolic link loop (it leads back to "
+                                     f"{above[key]}, a folder it is in); {SKIP_LINK}", path=child)
+                found.append(child) if _is_hf_dataset(child) else walk(child, {**above, key: child})
             elif child.suffix.lower() in TABLE_SUFFIXES:
                 found.append(child)
             else:
                 raise InputError(f"in the table folder {path}: not a table file (expected {SUPPORTED}); move it out "
                                  f"of the folder, or rename it to start with '_' so it is not read", path=child)
 
-    walk(path)
+    top = path.stat()
+    walk(path, {(top.st_dev, top.st_ino): path})
     if not found:
         raise InputError(f"a folder with no table files in it (expected {SUPPORTED}); add the data files",
                          path=path)

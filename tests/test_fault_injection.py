@@ -985,6 +985,37 @@ def test_mine_on_a_damaged_embeddings_cache_is_one_line_with_a_hint(inputs: dict
     one_line(proc, str(matrix.parent), "damaged embeddings cache", "delete this folder to encode the corpus again")
 
 
+def test_a_symbolic_link_loop_in_a_corpus_folder_is_one_line_naming_the_link(inputs: dict[str, Path], tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Old code followed a link back to its own folder until the kernel gave up, then named a path of 40 nested
+    links as 'not a table file'; a link that leads to itself was 'no such file or folder'. Now one line naming the
+    link and saying it is a symbolic link loop."""
+    from flows.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(inputs["corpus"], corpus / "a.txt")
+    (corpus / "again").symlink_to(".")
+    config = write_config(tmp_path / "run.yaml", tmp_path / "run", inputs, data={"corpus": str(corpus)})
+    assert main(["validate", str(config)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"error: {corpus / 'again'}: in the table folder {corpus}: a symbolic link loop (it leads back "
+                     f"to {corpus}, a folder it is in); remove the link, or rename it to start with '_' so it is not "
+                     f"read (read as data.corpus of {config})"], lines
+    (corpus / "again").unlink()
+    (corpus / "l1.txt").symlink_to("l2.txt")
+    (corpus / "l2.txt").symlink_to("l1.txt")
+    assert main(["validate", str(config)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {corpus / 'l1.txt'}: in the table folder {corpus}: a "
+                                                   "symbolic link loop (its links lead back to themselves)"), lines
+    config = write_config(tmp_path / "run.yaml", tmp_path / "run", inputs, data={"corpus": str(corpus / "l1.txt")})
+    assert main(["validate", str(config)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {corpus / 'l1.txt'}: a symbolic link loop"), lines
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------- library caches
 
 def test_library_caches_stay_in_the_run_folder(reference_run: dict[str, Any]) -> None:
