@@ -12,7 +12,6 @@ import errno
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,15 @@ TEXT_SUFFIXES = {".txt"}
 DELIMITED = {".csv": ",", ".tsv": "\t"}
 SUPPORTED = ".txt, .csv, .tsv, .jsonl, .parquet or a saved Hugging Face dataset folder"
 
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# The longest line (and CSV field) an input file may hold. A row is a sentence or a short passage, and the
+# encoder reads only its first `max_length` tokens; but a line is read whole, then tokenized whole, and one
+# line of 50 MB in a corpus took gigabytes of memory before anything was refused. Lines are measured before the
+# file is read (`check_line_lengths`, in chunks: memory stays bounded whatever the line), and one over the limit
+# is refused in one line naming the file and the line. 1,000,000 bytes is thousands of times a sentence.
+MAX_LINE_BYTES = 1_000_000
+_SCAN_CHUNK = 1 << 20
+
+csv.field_size_limit(MAX_LINE_BYTES)  # a quoted field spread over many short lines: the same limit
 
 # The other names each canonical column is read under when the file has no column of the canonical name
 # (SimCSE's, NLI's and sentence-transformers' conventions), tried in this order. One table for every loader
@@ -77,7 +84,33 @@ class Table:
         return InputError(message, path=self.path, row=loc, column=col)
 
 
+def check_line_lengths(path: str | os.PathLike, limit: int | None = None) -> None:
+    """InputError naming the first line of `path` longer than `limit` bytes (default `MAX_LINE_BYTES`), its
+    length and the limit; the file is read in chunks, so a giant line costs no more memory than a short one."""
+    limit = MAX_LINE_BYTES if limit is None else limit
+    chunk_size = max(1, min(_SCAN_CHUNK, limit))  # a line that starts and ends inside one chunk is within limit
+    line, length, long_line = 1, 0, None  # the current line's number and its bytes so far
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            first = chunk.find(b"\n")
+            if first < 0:
+                length += len(chunk)
+                if length > limit and long_line is None:
+                    long_line = line
+                continue
+            length += first
+            if length > limit or long_line is not None:
+                break  # the long line ends here: `length` is all of it
+            line += chunk.count(b"\n")
+            length = len(chunk) - chunk.rfind(b"\n") - 1
+    if length > limit:
+        raise InputError(f"{length:,} bytes, over the {limit:,}-byte limit of a line; a row is a sentence or a short "
+                         f"passage (the encoder reads only its first max_length tokens): shorten or split the text, "
+                         f"or remove the line", path=path, line=long_line or line)
+
+
 def _decode(path: Path) -> str:
+    check_line_lengths(path)  # before the whole file is read: a giant line is refused, not loaded
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -245,6 +278,10 @@ def _read_delimited(path: Path, delimiter: str, columns: Sequence[str], optional
             locations.append(start)
             start = reader.line_num + 1
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):  # a quoted field over many lines (each within the limit)
+            raise InputError(f"a field over the {MAX_LINE_BYTES:,}-character limit of a field; a row is a sentence "
+                             f"or a short passage: check the quoting (an unclosed quote runs to the end of the file), "
+                             f"or shorten the text", path=path, line=reader.line_num) from None
         raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}", path=path,
                          line=reader.line_num) from None
     return Table(path, out, locations, "line", {k: v for k, v in found.items() if k != v})
@@ -336,6 +373,8 @@ def read_header(path: str | os.PathLike) -> list[str]:
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
         return []
+    if suffix in DELIMITED or suffix == ".jsonl":
+        check_line_lengths(path)  # as `read_table` will: the header or a record could be one giant line
     if suffix in DELIMITED:
         try:
             with path.open(encoding="utf-8-sig", newline="") as handle:

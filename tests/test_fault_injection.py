@@ -1016,6 +1016,54 @@ def test_a_symbolic_link_loop_in_a_corpus_folder_is_one_line_naming_the_link(inp
     assert not (tmp_path / "run").exists()
 
 
+def test_a_giant_line_in_a_corpus_or_pairs_file_is_refused_in_one_line_with_bounded_memory(
+        inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code read a 50 MB line whole (and then tokenized it whole: 6.2 GB for one line). Now every line of a
+    text input is measured in chunks before the file is read, and one over the limit is refused in one line
+    naming the file, the line and the limit; the refusal's peak memory does not grow with the line."""
+    from dataio.tables import MAX_LINE_BYTES
+
+    corpus = tmp_path / "corpus.txt"
+    with corpus.open("w", encoding="utf-8") as handle:
+        handle.write("A first sentence.\nA second one.\n")
+        for _ in range(50):
+            handle.write("word " * 200_000)  # 50 MB on line 3, written a megabyte at a time
+        handle.write("\nA last sentence.\n")
+    size = 50 * 1_000_000
+    probe = textwrap.dedent(f"""
+        import json, resource, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dataio.errors import InputError
+        from mining.corpus import load_corpus
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_corpus(corpus=[{str(corpus)!r}])
+            error = None
+        except InputError as exc:
+            error = str(exc)
+        print(json.dumps({{"error": error, "grew_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=str(REPO), capture_output=True, text=True, timeout=300,
+                          env=cli_env(None), check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["error"] == (f"{corpus}: line 3: {size:,} bytes, over the {MAX_LINE_BYTES:,}-byte limit of a line; "
+                               "a row is a sentence or a short passage (the encoder reads only its first max_length "
+                               "tokens): shorten or split the text, or remove the line"), result
+    assert result["grew_kb"] < 16 * 1024, f"the refusal's peak memory grew {result['grew_kb']} KB with the line"
+
+    # A pairs file through the command line: one line, nothing mined.
+    pairs = tmp_path / "pairs.jsonl"
+    long_text = "word " * (MAX_LINE_BYTES // 5 + 1)
+    pairs.write_text("".join(json.dumps({"anchor": f"a {i}", "positive": f"p {i}"}) + "\n" for i in range(9))
+                     + json.dumps({"anchor": long_text, "positive": "p"}) + "\n", encoding="utf-8")
+    out = tmp_path / "triplets"
+    proc = cli(["mine", "--corpus", str(inputs["corpus"]), "--pairs", str(pairs), "--model", str(inputs["model"]),
+                "--out", str(out), "--quiet"], cli_env(None), timeout=300)
+    one_line(proc, f"{pairs}: line 10: ", f"over the {MAX_LINE_BYTES:,}-byte limit of a line")
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------- library caches
 
 def test_library_caches_stay_in_the_run_folder(reference_run: dict[str, Any]) -> None:
