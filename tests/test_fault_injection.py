@@ -1072,6 +1072,32 @@ def test_library_caches_stay_in_the_run_folder(reference_run: dict[str, Any]) ->
     assert list((reference_run["dir"] / "cache" / "matplotlib").glob("fontlist-*.json"))
 
 
+def test_inspect_plots_leave_nothing_in_home_or_beside_the_plots(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: `inspect --plots` had matplotlib write its font cache under $HOME (~/.cache/matplotlib or
+    ~/.config/matplotlib). Now its config and cache go to a temporary folder removed when the command ends; only
+    the plots are written. A user's own MPLCONFIGDIR is used as set."""
+    out = tmp_path / "triplets"
+    mined = cli(["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(out),
+                 "--quiet", "--bands", "random"], cli_env(None, HOME=str(tmp_path / "mine-home")), timeout=600)
+    assert mined.returncode == 0, mined.stderr[-4000:]
+    home = tmp_path / "home"
+    home.mkdir()
+    env = cli_env(None, HOME=str(home), TMPDIR=str(tmp_path / "tmp"))
+    for key in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR"):
+        env.pop(key, None)
+    (tmp_path / "tmp").mkdir()
+    plots = tmp_path / "plots"
+    proc = cli(["inspect", str(out), "--plots", str(plots)], env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [p.name for p in plots.iterdir()] == ["similarity_round0.png"]
+    assert not list(home.rglob("*")), list(home.rglob("*"))
+    assert not list((tmp_path / "tmp").iterdir()), "the temporary folder is removed"
+    own = tmp_path / "my-mpl"
+    proc = cli(["inspect", str(out), "--plots", str(plots)], {**env, "MPLCONFIGDIR": str(own)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert list(own.glob("fontlist-*.json")), "the user's MPLCONFIGDIR is used"
+
+
 # ------------------------------------------------------------------- registry versions verified before use
 
 def _registry_night(inputs: dict[str, Path], folder: Path, registry: Path, **changes: Any) -> dict[str, Any]:
