@@ -590,6 +590,44 @@ def test_a_folder_with_a_users_own_config_yaml_is_refused_without_advice_to_dele
         assert snapshot(theirs) == before
 
 
+def test_dry_run_refuses_every_folder_run_refuses_with_the_same_line(inputs: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    """Old code: `run --dry-run` (and `validate`) said "config OK" for a folder holding someone else's files, a
+    folder another command holds, and a lock path that is a folder, all refused by `run`; a run recorded there with
+    other rounds was refused without the advice `run` gives. Now the check applies `run`'s own folder checks, in
+    its order: the same line, and nothing written."""
+    from flows.config import config_from_mapping
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "report.md").write_text("# my quarterly report\n")
+    held = tmp_path / "held"
+    held.mkdir()
+    odd_lock = tmp_path / "odd-lock"
+    (odd_lock / ".simcse-curriculum.lock").mkdir(parents=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text(config_from_mapping(settings(other, inputs, rounds=5)).to_yaml())
+    cases = [(theirs, "not empty and not a simcse-curriculum run folder (it holds report.md and no run's "
+                      "config.yaml); choose a new or empty output_dir"),
+             (held, "in use by 'simcse-curriculum run cfg.yaml' (pid"),
+             (odd_lock, "is a folder, but it is where simcse-curriculum keeps"),
+             (other, "holds a run with different settings (curriculum.total, rounds); use another output_dir or "
+                     "delete"),
+             (other, "rounds and steps_per_round set the length of the learning-rate and curriculum schedules")]
+    holder = _hold_lock(held, "simcse-curriculum run cfg.yaml")
+    try:
+        for folder, says in cases:
+            config = write_config(tmp_path / f"{folder.name}.yaml", folder, inputs)
+            before = snapshot(folder)
+            dry = one_line(cli(["run", str(config), "--dry-run"], cli_env(None), timeout=300), str(folder), says)
+            assert one_line(cli(["run", str(config)], cli_env(None), timeout=300)) == dry
+            assert one_line(cli(["validate", str(config)], cli_env(None), timeout=300)) == dry
+            assert snapshot(folder) == before, "nothing written"
+    finally:
+        holder.communicate("", timeout=60)
+
+
 def test_a_refused_serve_leaves_nothing(inputs: dict[str, Path], tmp_path: Path) -> None:
     config = write_config(tmp_path / "run.yaml", tmp_path / "out", inputs)
     proc = cli(["serve", str(config), "--cron", "0 2 * * *"], cli_env(None), timeout=300)
@@ -649,6 +687,29 @@ def test_two_runs_on_one_folder_the_second_is_refused_naming_the_first(harness: 
         _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err[-4000:]
     assert json.loads((out / "rounds/1/metrics.json").read_text())["round"] == 1
+
+
+def test_a_second_run_during_the_first_ones_start_up_is_refused_naming_the_first(harness: str,
+                                                                                 inputs: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """Old code: while the first run was starting (its run.log written, its config.yaml not yet), a second `run` on
+    the folder was told it was 'not empty and not a simcse-curriculum run folder (it holds run.log and no run's
+    config.yaml)'. Now it is told what it is told later in the run: the folder is in use, by the first (named)."""
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "run.yaml", out, inputs, rounds=1)
+    flag = tmp_path / "first"
+    first = _start_paused(["run", str(config), "--quiet"], cli_env(harness), inputs, "config.yaml", flag)
+    try:
+        assert (out / "run.log").is_file() and not (out / "config.yaml").exists(), "paused in its start-up"
+        for args in (["run", str(config), "--quiet"], ["run", str(config), "--dry-run"]):
+            second = cli(args, cli_env(harness), timeout=300)
+            one_line(second, f"{out}: in use by 'simcse-curriculum run", f"pid {first.pid} on host",
+                     "wait for it to finish")
+    finally:
+        Path(f"{flag}.go").touch()
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-4000:]
+    assert json.loads((out / "rounds/0/metrics.json").read_text())["round"] == 0
 
 
 def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
