@@ -34,10 +34,14 @@ Kill safety: the model files are copied and checked before the version exists; c
 tags is one database transaction, and so is moving the alias. `current` therefore always names a complete,
 loadable version: the old one until the switch, the new one after. Registering again after a kill finds
 the version by its run key and finishes the switch.
+
+One register per run at a time: `register_run` holds the run folder's lock (`dataio.folder_lock`), so a second
+register of the same run while the first is under way is refused naming it (two at once made two versions).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import tempfile
@@ -421,6 +425,29 @@ def open_registry(location: str, name: str | None = None) -> ModelRegistry:
 
 
 def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> Version:
+    """`_register_run`, holding the run folder's lock (`dataio.folder_lock`): two registers of one run at once
+    both found no version for it and both made one. A second register of the run, or one of a run still being
+    written (a `run` holds the folder), is refused naming the holder; the run's own registration, inside its
+    `run`, holds the lock already. A run folder this user cannot write (an archived, read-only run) holds no lock
+    file and is registered without one."""
+    from dataio.folder_lock import lock_folder
+
+    if not Path(run_dir).is_dir():
+        return _register_run(registry, run_dir, gate)  # which says it is not a run folder
+    lock = lock_folder(run_dir, f"simcse-curriculum models register {registry.store} {run_dir}")
+    try:
+        lock.__enter__()
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        return _register_run(registry, run_dir, gate)
+    try:
+        return _register_run(registry, run_dir, gate)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> Version:
     """Register a finished run's candidate (its best round by the gate's metric) as a new version whose parent
     is the version the run started from; it becomes current only if the gate passes against that version,
     as the run itself evaluated it (its base metrics). Registering the same run again returns its version.

@@ -1225,3 +1225,90 @@ def test_a_parent_whose_fresh_evaluation_misses_its_recorded_score_stops_the_run
     # The same night with the recorded score restored runs through: the check is exact, not a fluke of noise.
     registry.client.set_model_version_tag("enc", "2", "simcse.metrics", json.dumps(v2.metrics))
     assert _registry_night(inputs, tmp_path / "n2", tmp_path / "registry")["registry"]["registered"]["version"] == 3
+
+
+# --------------------------------------------------------------- the registry under concurrent and killed commands
+
+# Runs `simcse-curriculum ARGS` with one MlflowClient method wrapped: $AT_WHEN is "pause" (announce
+# $AT_FLAG.paused, wait for $AT_FLAG.go, then call it), "kill-before" or "kill-after" (SIGKILL itself before or
+# right after the call returns): a registry command caught between two of its writes, on cue.
+REGISTRY_DRIVER = textwrap.dedent("""
+    import os, signal, sys, time
+    sys.path.insert(0, os.environ["REPO"])
+    from mlflow import MlflowClient
+    method, when, flag = os.environ["AT_METHOD"], os.environ["AT_WHEN"], os.environ.get("AT_FLAG", "")
+    real = getattr(MlflowClient, method)
+    def wrapped(self, *args, **kwargs):
+        if when == "kill-before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if when == "pause":
+            open(flag + ".paused", "w").close()
+            while not os.path.exists(flag + ".go"):
+                time.sleep(0.05)
+        out = real(self, *args, **kwargs)
+        if when == "kill-after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    setattr(MlflowClient, method, wrapped)
+    from flows.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _registry_command(args: list[str], tmp_path: Path, method: str, when: str,
+                      flag: Path | None = None) -> subprocess.Popen[str]:
+    driver = tmp_path / "registry_driver.py"
+    driver.write_text(REGISTRY_DRIVER, encoding="utf-8")
+    env = cli_env(None, REPO=str(REPO), AT_METHOD=method, AT_WHEN=when, AT_FLAG=str(flag or ""))
+    return subprocess.Popen([sys.executable, str(driver), *args], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _registry_and_run(inputs: dict[str, Path], tmp_path: Path, score: float) -> tuple[Any, Path]:
+    """A registry (version 1: the tiny model) and a finished run from it whose round scores `score` on the dev
+    metric against the starting model's 70."""
+    from test_flows_registry import evaluation, fake_run
+
+    from flows.mlflow_store import MlflowStore
+    from flows.registry import ModelRegistry
+
+    registry = ModelRegistry(MlflowStore.at(tmp_path / "registry"), "enc")
+    start = registry.local_path(registry.ensure_started(inputs["model"]))
+    run = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(score)], inputs["model"])
+    return registry, run
+
+
+def _listed(registry: Path) -> dict[int, dict[str, Any]]:
+    """`models list --json` in a fresh process: what any later command reads."""
+    proc = cli(["models", "list", str(registry), "--json"], cli_env(None), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {v["version"]: v for v in json.loads(proc.stdout)}
+
+
+def test_two_registers_of_one_run_at_once_make_one_version(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: two `models register` of one run at once both found no version for the run and both created one
+    (versions 2 and 3, the same model). Now a register holds the run folder's lock (`dataio.folder_lock`): the
+    second is refused naming the first, and registering again afterwards finds the one version."""
+    _, run = _registry_and_run(inputs, tmp_path, 75.0)
+    registry = tmp_path / "registry"
+    flag = tmp_path / "first"
+    first = _registry_command(["models", "register", str(registry), str(run)], tmp_path, "create_model_version",
+                              "pause", flag)
+    try:
+        deadline = time.monotonic() + 300
+        while not Path(f"{flag}.paused").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-4000:]
+            time.sleep(0.1)
+        second = cli(["models", "register", str(registry), str(run)], cli_env(None), timeout=300)
+        one_line(second, f"{run}: in use by 'simcse-curriculum models register", f"pid {first.pid} on host",
+                 "wait for it to finish")
+    finally:
+        Path(f"{flag}.go").touch()
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-4000:]
+    assert "enc: version 2 (from version 1): promoted: now current" in out
+    again = cli(["models", "register", str(registry), str(run), "--json"], cli_env(None), timeout=300)
+    assert again.returncode == 0 and json.loads(again.stdout)["version"] == 2, again.stderr[-4000:]
+    assert sorted(_listed(registry)) == [1, 2]
+    assert not (run / ".simcse-curriculum.lock").exists()
+
