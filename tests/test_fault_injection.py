@@ -1312,3 +1312,46 @@ def test_two_registers_of_one_run_at_once_make_one_version(inputs: dict[str, Pat
     assert sorted(_listed(registry)) == [1, 2]
     assert not (run / ".simcse-curriculum.lock").exists()
 
+
+def test_a_promote_killed_mid_way_reads_as_what_happened_and_a_rerun_finishes_it(inputs: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """Old code: `models promote` moved the alias, then tagged the version promoted and wrote its reason; a SIGKILL
+    between the two left the current version marked 'not promoted' with the gate's old reason, for every later
+    read. Now what the promotion means is recorded before the alias moves and read with it: killed before the
+    switch, nothing changed; killed after it, every read shows the version current and promoted, with the reason;
+    the next command that moves the alias writes the marks."""
+    from flows.promotion import GateSettings
+    from flows.registry import PROMOTING, register_run
+
+    registry, run = _registry_and_run(inputs, tmp_path, 60.0)
+    assert register_run(registry, run, GateSettings()).promoted == "false"
+    folder = tmp_path / "registry"
+    gate_reason = registry.version(2).reason
+    for when in ("kill-before", "kill-after"):
+        killed = _registry_command(["models", "promote", str(folder), "2"], tmp_path, "set_registered_model_alias",
+                                   when)
+        killed.communicate(timeout=300)
+        assert killed.returncode == -signal.SIGKILL
+        listed = _listed(folder)
+        if when == "kill-before":
+            assert (listed[2]["current"], listed[2]["promoted"], listed[2]["reason"]) == (False, "false", gate_reason)
+            assert listed[1]["current"]
+    assert (listed[2]["current"], listed[2]["promoted"], listed[2]["reason"]) == (
+        True, "true", "promoted by hand (current was version 1)")
+    assert not listed[1]["current"]
+    rerun = cli(["models", "promote", str(folder), "2"], cli_env(None), timeout=300)
+    assert rerun.returncode == 0 and "current is version 2 (was 2)" in rerun.stdout, rerun.stderr[-4000:]
+    tags = registry.client.get_model_version("enc", "2").tags
+    assert tags["simcse.promoted"] == "true" and PROMOTING not in tags
+    assert tags["simcse.reason"] == "promoted by hand (current was version 1)"
+
+    # A rollback killed the same way reads as done, and its marks are written by the next command that moves it.
+    killed = _registry_command(["models", "rollback", str(folder)], tmp_path, "set_registered_model_alias",
+                               "kill-after")
+    killed.communicate(timeout=300)
+    listed = _listed(folder)
+    assert (listed[1]["current"], listed[1]["promoted"], listed[1]["reason"]) == (
+        True, "true", "rolled back from version 2 (current was version 2)")
+    assert cli(["models", "promote", str(folder), "1"], cli_env(None), timeout=300).returncode == 0
+    assert "simcse.rolled_back" in registry.client.get_model_version("enc", "2").tags
+    assert PROMOTING not in registry.client.get_model_version("enc", "1").tags
