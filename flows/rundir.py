@@ -42,6 +42,13 @@ from flows.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig, re
 RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS + tuple(f"mining.{key}" for key in OPERATIONAL_MINING)
 
 
+def recorded_model(r: int) -> str:
+    """Round r's model as the run's records name it: relative to the run folder (`rounds/<r>/model`), so a run
+    folder that is moved, copied or restored elsewhere names its own models. Records written before named the
+    absolute path; readers take a round's model from its round, never from that path."""
+    return f"rounds/{r}/model"
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -91,7 +98,7 @@ class RunDir:
         return self.root / "rounds" / str(r)
 
     def model_dir(self, r: int) -> Path:
-        return self.round_dir(r) / "model"
+        return self.root / recorded_model(r)
 
     def train_dir(self, r: int) -> Path:
         return self.round_dir(r) / "train"

@@ -423,6 +423,36 @@ def test_a_rounds_triplets_mined_again_after_it_trained_stop_the_resume(plain_ru
     assert not (folder / "rounds/1").exists()
 
 
+def test_a_moved_run_folder_names_its_own_models_old_records_included(plain_runs: dict[str, Path],
+                                                                      inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: each round's metrics.json recorded its model's absolute path, and the model to use (the run's
+    summary, selection.json, the report) was read from it: a run folder moved, or restored elsewhere, named models
+    in the old place (gone, or for a copy the original's). Now a round's record names its model relative to the
+    run folder, and a record written before (an absolute path) is read as its round's model where the folder is
+    now; selection.json names rounds' models relative to the folder, the summary resolves them."""
+    from flows.rundir import seal
+
+    original = tmp_path / "original"
+    shutil.copytree(plain_runs["full"], original)
+    record = original / "rounds/0/metrics.json"
+    older = {k: v for k, v in json.loads(record.read_text()).items() if k != "record_sha256"}
+    older["model"] = str(original / "rounds/0/model")  # as older versions wrote it
+    record.write_text(json.dumps(seal(older)))
+    moved = tmp_path / "moved"
+    original.rename(moved)
+    summary = _resume_plain(moved, inputs)  # both rounds complete: nothing trained, the records read again
+    assert summary["rounds_completed"] == [0, 1]
+    for name in ("selection.json", "report.md", "rounds/1/metrics.json", "rounds/1/train_result.json"):
+        assert str(original) not in (moved / name).read_text(), f"{name} names the old folder"
+    selection = json.loads((moved / "selection.json").read_text())
+    assert [c["model"] for c in selection["candidates"] if c["round"] != "base"] == ["rounds/0/model",
+                                                                                     "rounds/1/model"]
+    assert json.loads((moved / "rounds/1/metrics.json").read_text())["model"] == "rounds/1/model"
+    chosen = selection["selected_round"]
+    expected = str(inputs["model"]) if chosen == "base" else str(moved / "rounds" / str(chosen) / "model")
+    assert summary["model_to_use"] == expected and Path(expected).is_dir()
+
+
 def test_a_deleted_round_model_is_one_line_and_its_way_out_resumes_the_run(
         plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
