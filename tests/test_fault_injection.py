@@ -6,7 +6,11 @@ rounds' records, never restarted; a folder that is not ours is
 refused and left as it was; a second command on a folder in use is refused naming the first; a killed run
 leaves no Prefect server; a full disk, a read-only folder, a damaged or pickled model and a damaged embeddings
 cache are one line on stderr with exit code 2; a registry version whose files changed, or whose evaluation no
-longer repeats its recorded score, stops a warm start before anything is trained. CLI probes run
+longer repeats its recorded score, stops a warm start before anything is trained. Issue 24's minor probes: two
+registers of one run at once make one version, a promote killed mid-way reads as what happened, `run --dry-run`
+refuses every folder `run` refuses with its line, a second run during the first one's start-up is told the folder
+is in use, a moved run folder names its own models, a giant input line is refused with bounded memory, `inspect
+--plots` writes nothing under $HOME, and a symbolic link loop is one line. CLI probes run
 `simcse-curriculum` in subprocesses against one Prefect test harness server (no ephemeral API start per process)
 except where the ephemeral server is what is under test. The full-disk and read-only probes mount a small tmpfs
 / a read-only bind mount in a private mount namespace (`unshare`), and are skipped where that is not permitted.
