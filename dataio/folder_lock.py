@@ -11,6 +11,7 @@ second command on the same folder is refused at once with one line naming the ho
 A folder inside a held folder is refused the same way (`mine --out runs/x/triplets` beside a running `run` of
 runs/x rewrote the round it trained on): taking a lock first looks at the lock file of every folder above, up to
 the root, without creating or taking any. A lock path that is a folder is one line, not IsADirectoryError.
+`check_free(folder)` asks all of this without taking the lock (`run --dry-run`, `validate`), with the same line.
 
 The lock is an advisory `flock` on the lock file, so the kernel drops it when its holder dies, however it
 dies (SIGKILL included): a lock file left behind by a killed holder is stale by construction and the next
@@ -161,13 +162,35 @@ def _check_parents(folder: Path) -> None:
                               f"then rerun (or write somewhere outside {parent})", path=folder)
 
 
+def _check_lock_path(folder: Path) -> None:
+    path = lock_path(folder)
+    if path.is_dir():
+        raise InputError(f"is a folder, but it is where simcse-curriculum keeps {folder}'s lock file; move it away "
+                         f"(or delete it, if nothing of yours is in it), then rerun", path=path)
+
+
+def check_free(folder: str | os.PathLike) -> None:
+    """Refuse `folder` as `lock_folder` would, with the same line, without taking the lock or creating anything:
+    held by another command (named), inside a folder another command holds, or a lock path that is a folder.
+
+    For the checks that write nothing (`run --dry-run`, `validate`), and for a command that looks at a folder's
+    contents before it locks it: a folder in use holds the files of the command starting in it (its `run.log`,
+    before its `config.yaml`), and is to be refused as in use, naming that command, not as someone else's."""
+    key = Path(folder).resolve()
+    if key in _held:
+        return
+    _check_parents(key)
+    _check_lock_path(key)
+    info = _held_elsewhere(key)
+    if info is not None:
+        raise _refuse(key, info or None)
+
+
 def _acquire(folder: Path, command: str) -> _Held:
     path = lock_path(folder)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
     _check_parents(folder)
-    if path.is_dir():
-        raise InputError(f"is a folder, but it is where simcse-curriculum keeps {folder}'s lock file; move it away "
-                         f"(or delete it, if nothing of yours is in it), then rerun", path=path)
+    _check_lock_path(folder)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         flocked = False

@@ -1,4 +1,5 @@
-"""One line for faults of the machine rather than of the input: a full disk, a read-only or forbidden folder.
+"""One line for faults of the machine rather than of the input: a full disk, a read-only or forbidden folder,
+a symbolic link loop.
 
 They surface in many shapes: an `OSError` with `errno` ENOSPC from a plain write, a `RuntimeError` from
 torch's zip writer ("file write failed"), a `SafetensorError` wrapping "No space left on device", SQLite's
@@ -19,6 +20,7 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 READ_ONLY = (errno.EROFS,)
 FORBIDDEN = (errno.EACCES, errno.EPERM)
 TOO_LARGE = (errno.EFBIG,)
+LOOP = (errno.ELOOP,)
 
 # Messages of writers that lose the errno on the way (torch's zip writer, safetensors' Rust IoError, SQLite).
 FULL_TEXTS = ("no space left on device", "storagefull", "disk quota exceeded", "database or disk is full")
@@ -85,6 +87,9 @@ def describe_os_fault(exc: BaseException, folders: Iterable[str | os.PathLike] =
                 return f"{where}: read-only file system; choose a writable output folder"
             if code in FORBIDDEN:
                 return f"{where}: permission denied; make it writable for this user or choose another output folder"
+            if code in LOOP:  # else the path with the kernel's 40 links, or a traceback
+                return (f"{where}: a symbolic link loop (its links lead back to themselves); point the link at the "
+                        f"file or folder meant")
             if code in TOO_LARGE:
                 return (f"{where}: file too large for this file system or this process's file size limit "
                         f"(ulimit -f); raise the limit or choose another output folder")

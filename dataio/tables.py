@@ -14,6 +14,7 @@ as such). Labels read as 0/1 also from yes/no and true/false (`parse_label`).
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
 import itertools
@@ -22,7 +23,6 @@ import math
 import numbers
 import os
 import re
-import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +41,15 @@ COMPRESSED = ".gz"
 SUPPORTED = (".txt, .csv (delimited by , ; tab or |), .tsv, .jsonl, .json (a list of records), each optionally "
              "gzipped (.csv.gz), .parquet or a saved Hugging Face dataset folder")
 
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# The longest line (and CSV field) an input file may hold. A row is a sentence or a short passage, and the
+# encoder reads only its first `max_length` tokens; but a line is read whole, then tokenized whole, and one
+# line of 50 MB in a corpus took gigabytes of memory before anything was refused. Lines are measured before the
+# file is read (`check_line_lengths`, in chunks: memory stays bounded whatever the line), and one over the limit
+# is refused in one line naming the file and the line. 1,000,000 bytes is thousands of times a sentence.
+MAX_LINE_BYTES = 1_000_000
+_SCAN_CHUNK = 1 << 20
+
+csv.field_size_limit(MAX_LINE_BYTES)  # a quoted field spread over many short lines: the same limit
 
 # The other names each canonical column is read under when the file has no column of the canonical name
 # (SimCSE's, NLI's and sentence-transformers' conventions), tried in this order. One table for every loader
@@ -126,6 +134,36 @@ def table_stem(path: str | os.PathLike) -> str:
     return Path(name).stem if name != path.name or table_format(path) is not None else path.stem
 
 
+def check_line_lengths(path: str | os.PathLike, limit: int | None = None) -> None:
+    """InputError naming the first line of `path` (decompressed, for a .gz name) longer than `limit` bytes (default
+    `MAX_LINE_BYTES`), its length and the limit; the file is read in chunks, so a giant line costs no more memory
+    than a short one. A file that cannot be decompressed is left to the reader, which names the problem."""
+    limit = MAX_LINE_BYTES if limit is None else limit
+    chunk_size = max(1, min(_SCAN_CHUNK, limit))  # a line that starts and ends inside one chunk is within limit
+    line, length, long_line = 1, 0, None  # the current line's number and its bytes so far
+    opener = gzip.open if Path(path).name.lower().endswith(COMPRESSED) else open
+    try:
+        with opener(path, "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                first = chunk.find(b"\n")
+                if first < 0:
+                    length += len(chunk)
+                    if length > limit and long_line is None:
+                        long_line = line
+                    continue
+                length += first
+                if length > limit or long_line is not None:
+                    break  # the long line ends here: `length` is all of it
+                line += chunk.count(b"\n")
+                length = len(chunk) - chunk.rfind(b"\n") - 1
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        return
+    if length > limit:
+        raise InputError(f"{length:,} bytes, over the {limit:,}-byte limit of a line; a row is a sentence or a short "
+                         f"passage (the encoder reads only its first max_length tokens): shorten or split the text, "
+                         f"or remove the line", path=path, line=long_line or line)
+
+
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, decompressed when its name ends in .gz."""
     data = path.read_bytes()
@@ -139,6 +177,7 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _decode(path: Path) -> str:
+    check_line_lengths(path)  # before the whole file is read: a giant line is refused, not loaded
     data = _read_bytes(path)
     try:
         text = data.decode("utf-8")
@@ -149,8 +188,23 @@ def _decode(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
+def symlink_loop(path: str | os.PathLike) -> bool:
+    """True when `path` cannot be followed because its symbolic links lead back to themselves (ELOOP)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+SKIP_LINK = "remove the link, or rename it to start with '_' so it is not read"
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
+        if symlink_loop(path):  # exists() is False for a loop too: say what it is, not "no such file"
+            raise InputError("a symbolic link loop (its links lead back to themselves); point the link at the file or "
+                             "folder meant", path=path)
         raise InputError("no such file or folder; check the path", path=path)
 
 
@@ -181,19 +235,30 @@ def table_files(path: str | os.PathLike) -> list[Path]:
         return [path]
     found: list[Path] = []
 
-    def walk(folder: Path) -> None:
+    def walk(folder: Path, above: dict[tuple[int, int], Path]) -> None:
+        # `above`: the folders this one is inside (by device and inode), so a link back to one of them is named
+        # once as a loop instead of being followed until the kernel gives up (40 nested names).
         for child in sorted(folder.iterdir(), key=lambda p: p.name):
             if child.name.startswith((".", "_")):
                 continue
+            if child.is_symlink() and symlink_loop(child):
+                raise InputError(f"in the table folder {path}: a symbolic link loop (its links lead back to "
+                                 f"themselves); {SKIP_LINK}", path=child)
             if child.is_dir():
-                found.append(child) if _is_hf_dataset(child) else walk(child)
+                info = child.stat()
+                key = (info.st_dev, info.st_ino)
+                if key in above:
+                    raise InputError(f"in the table folder {path}: a symbolic link loop (it leads back to "
+                                     f"{above[key]}, a folder it is in); {SKIP_LINK}", path=child)
+                found.append(child) if _is_hf_dataset(child) else walk(child, {**above, key: child})
             elif table_format(child) is not None:
                 found.append(child)
             else:
                 raise InputError(f"in the table folder {path}: not a table file (expected {SUPPORTED}); move it out "
                                  f"of the folder, or rename it to start with '_' so it is not read", path=child)
 
-    walk(path)
+    top = path.stat()
+    walk(path, {(top.st_dev, top.st_ino): path})
     if not found:
         raise InputError(f"a folder with no table files in it (expected {SUPPORTED}); add the data files",
                          path=path)
@@ -355,6 +420,10 @@ def _read_delimited(path: Path, kind: str, columns: Sequence[str], optional: Seq
             locations.append(start + skipped)
             start = reader.line_num + 1
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):  # a quoted field over many lines (each within the limit)
+            raise InputError(f"a field over the {MAX_LINE_BYTES:,}-character limit of a field; a row is a sentence "
+                             f"or a short passage: check the quoting (an unclosed quote runs to the end of the file), "
+                             f"or shorten the text", path=path, line=reader.line_num + skipped) from None
         raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({exc}); delimiter {shown}",
                          path=path, line=reader.line_num + skipped) from None
     return Table(path, out, locations, "line", {k: v for k, v in found.items() if k != v})
@@ -478,6 +547,8 @@ def read_header(path: str | os.PathLike) -> list[str]:
     kind = table_format(path)
     if kind in TEXT_SUFFIXES:
         return []
+    if kind in DELIMITED or kind == ".jsonl":
+        check_line_lengths(path)  # as `read_table` will: the header or a record could be one giant line
     if kind in DELIMITED:
         return _delimited_header(path, kind)
     if kind == ".jsonl" and not path.name.lower().endswith(COMPRESSED):

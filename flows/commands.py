@@ -74,7 +74,7 @@ def _report_line(summary: dict[str, Any]) -> None:
     typer.echo(f"report: {summary.get('report')}")
     selection = summary.get("selection")
     if selection:  # the run's answer: which model to use (the starting model when no round beat it)
-        typer.echo(f"model to use: {selection['model_to_use']}")
+        typer.echo(f"model to use: {summary.get('model_to_use')}")  # a path; selection.json's is the folder's
         typer.echo(f"  {selection['note']}")
     registered = (summary.get("registry") or {}).get("registered")
     if registered:
@@ -121,7 +121,7 @@ def _print_result(flow: str, result: dict[str, Any], cfg: Any, round_: int, as_j
         typer.echo(f"mined round {round_}: {sum(b.get('rows', 0) for b in result['bands'].values())} triplets "
                    f"in {Path(cfg.output_dir) / 'triplets'}")
     elif flow == "train":
-        typer.echo(f"trained round {round_}: model in {result['model']}")
+        typer.echo(f"trained round {round_}: model in {Path(cfg.output_dir) / result['model']}")
     else:
         typer.echo(json.dumps(result["evaluation"]))
     sys.stdout.flush()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dataio.errors import InputError
-from dataio.tables import table_files
+from dataio.tables import symlink_loop, table_files
 from flows.config import DEFAULT_MODEL, RunConfig, TableFile
 from flows.fingerprint import combine, file_fingerprint, path_fingerprint
 from flows.rundir import RunDir, jsonable
@@ -40,6 +40,9 @@ def _present(entry: _File | None, what: str, log: Any, config: RunConfig | None 
     if entry is None:
         return None
     if not entry.path.exists():
+        if symlink_loop(entry.path):  # not "not found", and not skipped as a missing optional file
+            raise InputError("a symbolic link loop (its links lead back to themselves); point the link at "
+                             "the file or folder meant", path=entry.path)
         if entry.optional:
             log.warning("%s %s not found; skipped (optional)", what, entry.path)
             return None

@@ -5,7 +5,8 @@ command that fails before the run has any output leaves nothing behind.
   `config.yaml` a run wrote (a mapping with `output_dir`, `rounds` and `steps_per_round`). Any other non-empty
   folder belongs to someone else and is refused before anything is written, so a mistyped `--output-dir`
   cannot overwrite a user's `report.md` or `plots/`.
-- **One command per folder**: `dataio.folder_lock` (a second `run` on the folder is refused, naming the first).
+- **One command per folder**: `dataio.folder_lock` (a second `run` on the folder is refused, naming the first,
+  also while the first is starting and has written only its `run.log`: the lock is asked before the contents).
 - **Nothing left by a refusal.** When the command fails (an exception, not a signal: a killed run resumes)
   and the folder holds no run output yet (no `triplets/`, `rounds/`, `base_metrics.json` or embeddings in
   `cache/`), what the command created is removed, and only that (`dataio.owned_folder`): the folder with its
@@ -24,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from dataio.errors import InputError
-from dataio.folder_lock import LOCK_NAME, lock_folder
+from dataio.folder_lock import LOCK_NAME, check_free, lock_folder
 from dataio.owned_folder import OwnedFolder, make_folder
 
 RUN_CONFIG = "config.yaml"
@@ -78,6 +79,9 @@ class OutputFolder:
         self._cleanup_pending = False
 
     def __enter__(self) -> Path:
+        # In use first: a folder another command is starting in already holds its run.log, not yet its config.yaml,
+        # and must be refused as that command's (named), not as a folder that is not a run.
+        check_free(self.folder)
         check_run_folder(self.folder)
         try:
             self.owned = make_folder(self.folder)

@@ -8,6 +8,8 @@ artifact `model` of the run's MLflow run, plus tags:
     simcse.parent      the version the run started from ('' for the first version)
     simcse.promoted    true | false | pending (the gate passed; the alias switch is under way)
     simcse.reason      why, in one sentence
+    simcse.promoting   while a promotion by hand or a rollback moves the alias: what it means ({'reason': ...,
+                       'rolled_back': the version left}); written before the switch, removed with the marks after it
     simcse.metrics     the version's scores (JSON: {'sts/dev': 86.7, 'pairs/dev_pairs': 75.1, ...})
     simcse.gate        the gate's numbers (JSON; flows.promotion.GateDecision)
     simcse.run_key     the run that made it (registering again finds it instead of adding a duplicate)
@@ -34,10 +36,19 @@ Kill safety: the model files are copied and checked before the version exists; c
 tags is one database transaction, and so is moving the alias. `current` therefore always names a complete,
 loadable version: the old one until the switch, the new one after. Registering again after a kill finds
 the version by its run key and finishes the switch.
+
+The alias is the truth of which version is current, and the marks follow it: the version it names reads as
+promoted whatever its tag says (a kill between the switch and the tags left it marked "not promoted"), with the
+reason its promotion recorded before the switch (`simcse.promoting`). Every command that moves the alias first
+writes the marks of a switch a kill interrupted (`settle`), and drops the record of one that never happened.
+
+One register per run at a time: `register_run` holds the run folder's lock (`dataio.folder_lock`), so a second
+register of the same run while the first is under way is refused naming it (two at once made two versions).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import tempfile
@@ -59,6 +70,7 @@ from flows.rundir import START_FILE, RunDir
 CURRENT = "current"
 MODEL_ARTIFACT = "model"
 TAG = "simcse."
+PROMOTING = TAG + "promoting"
 MODEL_SHA256 = TAG + "model_sha256"
 FILES_SHA256 = TAG + "files_sha256"
 EVAL_KEYS = TAG + "eval_keys"
@@ -89,17 +101,37 @@ class Version:
         out["decides"] = self.gate.get("metric")
         return out
 
+    @property
+    def pending(self) -> bool:
+        """The gate passed and the alias switch has not been recorded as done (the tag, not the reading)."""
+        return self.tags.get(TAG + "promoted") == "pending"
+
 
 def _int(text: str | None) -> int | None:
     return int(text) if text not in (None, "") else None
 
 
+def _intent(tags: dict[str, str]) -> dict[str, Any] | None:
+    """What a promotion recorded before it moved the alias (`simcse.promoting`), or None."""
+    try:
+        value = json.loads(tags[PROMOTING]) if tags.get(PROMOTING) else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _from_mlflow(mv: Any, current: int | None) -> Version:
     tags = dict(mv.tags or {})
     created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    is_current = int(mv.version) == current
+    promoted, reason = tags.get(TAG + "promoted", "false"), tags.get(TAG + "reason", "")
+    if is_current:
+        # The alias moved in one transaction and is the truth; the marks written after it may be lost to a kill.
+        promoted = "true"
+        reason = str((_intent(tags) or {}).get("reason") or reason)
     return Version(version=int(mv.version), parent=_int(tags.get(TAG + "parent")), created=created,
-                   promoted=tags.get(TAG + "promoted", "false"), current=int(mv.version) == current,
-                   reason=tags.get(TAG + "reason", ""), metrics=json.loads(tags.get(TAG + "metrics") or "{}"),
+                   promoted=promoted, current=is_current, reason=reason,
+                   metrics=json.loads(tags.get(TAG + "metrics") or "{}"),
                    gate=json.loads(tags.get(TAG + "gate") or "{}"), run_id=mv.run_id, source=mv.source,
                    run_dir=tags.get(TAG + "run_dir"), tags=tags)
 
@@ -355,9 +387,10 @@ class ModelRegistry:
             mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
                                                   description=f"from version {parent.version}: {reason}")
             version = _from_mlflow(mv, self.current_number())
-        elif version.promoted == "pending":  # a switch a kill interrupted: the files are still the ones registered
+        elif version.pending:  # a switch a kill interrupted: the files are still the ones registered
             self.verify(version)
-        if version.promoted == "pending":
+        if version.pending:
+            self.settle()
             current = self.current_number()
             if current == parent.version:
                 self.client.set_registered_model_alias(self.name, CURRENT, str(version.version))
@@ -371,32 +404,63 @@ class ModelRegistry:
                 self.client.set_model_version_tag(self.name, str(version.version), TAG + "promoted", "false")
         return self.version(version.version)
 
-    def promote(self, number: int, reason: str = "promoted by hand", warn: Warn | None = None) -> Version:
+    def promote(self, number: int, reason: str = "promoted by hand", warn: Warn | None = None,
+                rolled_back: int | None = None) -> Version:
         """Make version `number` current (a person's decision; the gate is not asked), once its files are checked
-        against the sha256 recorded with it."""
+        against the sha256 recorded with it. What the switch means (its reason; `rolled_back`: the version a
+        rollback leaves) is recorded on the version before the alias moves, and written as its marks after, so a
+        kill anywhere in between reads as what happened (`_from_mlflow`) and is finished by the next move."""
         self.verify(self.version(number), warn)  # an unknown version, or changed files: one clear error
+        self.settle()
         before = self.current_number()
-        self.client.set_registered_model_alias(self.name, CURRENT, str(number))
-        self.client.set_model_version_tag(self.name, str(number), TAG + "promoted", "true")
         if before != number:
-            self.client.set_model_version_tag(self.name, str(number), TAG + "reason",
-                                              f"{reason} (current was version {before})")
+            intent: dict[str, Any] = {"reason": f"{reason} (current was version {before})"}
+            if rolled_back is not None:
+                intent["rolled_back"] = rolled_back
+            self.client.set_model_version_tag(self.name, str(number), PROMOTING, json.dumps(intent))
+        self.client.set_registered_model_alias(self.name, CURRENT, str(number))
+        self._mark_promoted(number)
         return self.version(number)
+
+    def _mark_promoted(self, number: int) -> None:
+        """The marks of a switch to `number` that happened: promoted, the recorded reason, the version a rollback
+        left tagged; the record of the switch goes last, so a kill here leaves it for `settle`."""
+        tags = dict(self.client.get_model_version(self.name, str(number)).tags or {})
+        intent = _intent(tags)
+        self.client.set_model_version_tag(self.name, str(number), TAG + "promoted", "true")
+        if intent is not None and intent.get("reason"):
+            self.client.set_model_version_tag(self.name, str(number), TAG + "reason", str(intent["reason"]))
+        if intent is not None and intent.get("rolled_back") is not None:
+            self.client.set_model_version_tag(self.name, str(intent["rolled_back"]), TAG + "rolled_back",
+                                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        if PROMOTING in tags:
+            self.client.delete_model_version_tag(self.name, str(number), PROMOTING)
+
+    def settle(self) -> None:
+        """Finish what a killed promotion left: the current version's marks, when its switch happened; the record
+        of a switch that never happened (killed before the alias moved) dropped. Called before the alias moves
+        again, so a record left on a version is always about the last switch."""
+        current = self.current_number()
+        for version in self.versions():
+            if PROMOTING not in version.tags:
+                continue
+            if version.version == current:
+                self._mark_promoted(version.version)
+            else:
+                self.client.delete_model_version_tag(self.name, str(version.version), PROMOTING)
 
     def rollback(self, number: int | None = None, warn: Warn | None = None) -> Version:
         """Make the current version's parent (or version `number`) current again, once its files are checked; the
         version left is tagged."""
+        self.settle()  # a rollback killed after its switch: this is the version it moved to, marks written
         current = self.current()
         if current is None:
             raise InputError(f"registry {self.store}: {self.name!r} has no current version")
         target = number if number is not None else current.parent
         if target is None:
             raise InputError(f"version {current.version} is the first version; there is nothing to roll back to")
-        moved = self.promote(target, reason=f"rolled back from version {current.version}", warn=warn)
-        if current.version != target:
-            self.client.set_model_version_tag(self.name, str(current.version), TAG + "rolled_back",
-                                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        return moved
+        return self.promote(target, reason=f"rolled back from version {current.version}", warn=warn,
+                            rolled_back=current.version if current.version != target else None)
 
 
 def open_registry(location: str, name: str | None = None) -> ModelRegistry:
@@ -422,6 +486,29 @@ def open_registry(location: str, name: str | None = None) -> ModelRegistry:
 
 
 def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> Version:
+    """`_register_run`, holding the run folder's lock (`dataio.folder_lock`): two registers of one run at once
+    both found no version for it and both made one. A second register of the run, or one of a run still being
+    written (a `run` holds the folder), is refused naming the holder; the run's own registration, inside its
+    `run`, holds the lock already. A run folder this user cannot write (an archived, read-only run) holds no lock
+    file and is registered without one."""
+    from dataio.folder_lock import lock_folder
+
+    if not Path(run_dir).is_dir():
+        return _register_run(registry, run_dir, gate)  # which says it is not a run folder
+    lock = lock_folder(run_dir, f"simcse-curriculum models register {registry.store} {run_dir}")
+    try:
+        lock.__enter__()
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        return _register_run(registry, run_dir, gate)
+    try:
+        return _register_run(registry, run_dir, gate)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> Version:
     """Register a finished run's candidate (its best round by the gate's metric) as a new version whose parent
     is the version the run started from; it becomes current only if the gate passes against that version,
     as the run itself evaluated it (its base metrics). Registering the same run again returns its version.
@@ -459,7 +546,7 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     decision = decide(rounds[chosen], base.get("evaluation"), gate, dev, parent_label=f"version {parent.version}")
     run_key = str(run.root.resolve())
     existing = registry.find("run_key", run_key)
-    if existing is not None and existing.promoted != "pending":
+    if existing is not None and not existing.pending:
         return existing
     _check_start(registry, parent, record, run)  # the baseline was measured on the version's files ...
     check_parent_scores(registry, parent, base, gate.parent_tolerance, run.base_metrics_path)  # ... and repeats it

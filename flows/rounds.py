@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from flows.config import RunConfig
-from flows.rundir import RunDir, jsonable, remove_stale_temporaries, seal, write_json
+from flows.rundir import RunDir, jsonable, recorded_model, remove_stale_temporaries, seal, write_json
 from flows.schedule_step import curriculum_scheduler
 from flows.train_step import round_batches
 
@@ -52,7 +52,7 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
         verdict = {"advanced": end.event == "advance", "reason": end.reason, "stage_after": end.stage,
                    "competence_after": end.competence}
     metrics = seal(jsonable({  # sealed: an edit of the record is found when the run resumes (flows.recovery)
-        "round": round_, "model": str(run.model_dir(round_)), "model_sha256": run.model_sha256(round_),
+        "round": round_, "model": recorded_model(round_), "model_sha256": run.model_sha256(round_),
         "evaluation": evaluated.get("evaluation"), "dev_metric": evaluated.get("dev_metric"),
         "eval_keys": evaluated.get("eval_keys"),
         "train": {k: trained.get(k) for k in ("steps", "mean_train_accuracy", "seconds")},
@@ -81,7 +81,9 @@ def select_model(run: RunDir, config: RunConfig) -> dict[str, Any] | None:
     """The run's result: its best model by the dev metric, the starting model included; `selection.json`.
 
     A run whose rounds all scored below the model it started from says so and names the starting model:
-    the team's data did not improve it, and the model to keep is the one they had."""
+    the team's data did not improve it, and the model to keep is the one they had. A round's model is named
+    relative to the run folder (`rounds/<r>/model`, whatever path an older record gives), so the selection of a
+    folder moved elsewhere names its own files; `model_path` resolves it."""
     base = run.read_base_metrics()
     if not base or not base.get("dev_metric"):
         return None
@@ -91,7 +93,7 @@ def select_model(run: RunDir, config: RunConfig) -> dict[str, Any] | None:
         metrics = run.read_metrics(r)
         value = (metrics.get("dev_metric") or {}).get("value")
         if value is not None:
-            candidates.append({"round": r, "model": metrics.get("model"), "dev": value})
+            candidates.append({"round": r, "model": recorded_model(r), "dev": value})
     margin = config.eval.min_improvement
     best_round = max(candidates[1:], key=lambda c: (c["dev"], c["round"]), default=None)
     improved = best_round is not None and best_round["dev"] > candidates[0]["dev"] + margin
@@ -111,13 +113,23 @@ def select_model(run: RunDir, config: RunConfig) -> dict[str, Any] | None:
     return selection
 
 
+def model_path(run: RunDir, selection: dict[str, Any] | None) -> str | None:
+    """The model a selection names, as a path to load: a round's model in the run folder where it is now, or the
+    starting model as the run recorded it (a folder or a model name)."""
+    if not selection:
+        return None
+    if selection.get("selected_round") == "base":
+        return selection.get("model_to_use")
+    return str(run.root / str(selection["model_to_use"]))
+
+
 def summarize(run: RunDir, config: RunConfig) -> dict[str, Any]:
-    """The run's summary: rounds completed, the base and last round's metrics, and the model to use."""
+    """The run's summary: rounds completed, the base and last round's metrics, and the model to use (a path)."""
     done = run.completed_rounds()
     selection = select_model(run, config)
     return {"run_dir": str(run.root), "rounds_completed": done, "rounds": config.rounds,
             "base": run.read_base_metrics(), "last": run.read_metrics(done[-1]) if done else None,
-            "model_to_use": (selection or {}).get("model_to_use"), "selection": selection}
+            "model_to_use": model_path(run, selection), "selection": selection}
 
 
 def write_timings(run: RunDir, timings: list[dict[str, Any]]) -> None:

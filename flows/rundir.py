@@ -48,6 +48,13 @@ REGISTERED_FILE = "registered.json"
 RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS + tuple(f"mining.{key}" for key in OPERATIONAL_MINING)
 
 
+def recorded_model(r: int) -> str:
+    """Round r's model as the run's records name it: relative to the run folder (`rounds/<r>/model`), so a run
+    folder that is moved, copied or restored elsewhere names its own models. Records written before named the
+    absolute path; readers take a round's model from its round, never from that path."""
+    return f"rounds/{r}/model"
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -97,7 +104,7 @@ class RunDir:
         return self.root / "rounds" / str(r)
 
     def model_dir(self, r: int) -> Path:
-        return self.round_dir(r) / "model"
+        return self.root / recorded_model(r)
 
     def train_dir(self, r: int) -> Path:
         return self.round_dir(r) / "train"
@@ -187,18 +194,23 @@ class RunDir:
         that differ, so the user picks a new output_dir (or deletes the old run) knowingly.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.config_path.is_file():
-            changed = self.changed_settings(config)
-            if changed:
-                hint = ""
-                if "rounds" in changed or "steps_per_round" in changed:
-                    hint = (" (rounds and steps_per_round set the length of the learning-rate and curriculum "
-                            "schedules; to train further, start a new run whose model.name_or_path is this run's "
-                            "last model)")
-                raise InputError(f"this run folder holds a run with different settings ({', '.join(changed[:6])}); "
-                                 f"use another output_dir or delete {self.root} to start over{hint}",
-                                 path=self.config_path)
+        self.check_claim(config)
         atomic_write_text(self.config_path, config.to_yaml())
+
+    def check_claim(self, config: RunConfig) -> None:
+        """The refusal of `claim`, without writing: InputError when the run recorded here used other settings (or
+        its config.yaml is unreadable). `run --dry-run` and `validate` ask it too, so they refuse what `run` does
+        with the same line."""
+        changed = self.changed_settings(config)
+        if changed:
+            hint = ""
+            if "rounds" in changed or "steps_per_round" in changed:
+                hint = (" (rounds and steps_per_round set the length of the learning-rate and curriculum "
+                        "schedules; to train further, start a new run whose model.name_or_path is this run's "
+                        "last model)")
+            raise InputError(f"this run folder holds a run with different settings ({', '.join(changed[:6])}); "
+                             f"use another output_dir or delete {self.root} to start over{hint}",
+                             path=self.config_path)
 
     def changed_settings(self, config: RunConfig) -> list[str]:
         """The keys whose values differ between the run recorded here and `config` (those a resumed run may

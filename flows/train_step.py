@@ -19,7 +19,7 @@ from typing import Any
 from dataio.errors import InputError
 from flows import inputs as run_inputs
 from flows.config import RunConfig
-from flows.rundir import RunDir, jsonable, write_json
+from flows.rundir import RunDir, jsonable, recorded_model, write_json
 from flows.schedule_step import curriculum_scheduler
 
 _log = logging.getLogger("flows")
@@ -163,7 +163,7 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
         os.replace(src, dst)  # the model last: its folder marks the round trained
     summary = jsonable({"round": round_, "steps": result.steps, "mean_train_accuracy": result.train_accuracy,
                          "history": result.history, "triplets_per_s": result.triplets_per_s,
-                         "resumed_from": result.resumed_from, "model": str(run.model_dir(round_)),
+                         "resumed_from": result.resumed_from, "model": recorded_model(round_),
                          "seconds": time.perf_counter() - start, **drawn})
     write_json(result_path, summary)
     shutil.rmtree(run.train_dir(round_), ignore_errors=True)  # the checkpoint is only needed mid-round

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from dataio.errors import InputError
-from flows.config import RunConfig, read_yaml
+from flows.config import RunConfig
 from flows.inputs import base_model_path, eval_inputs, load_mining_corpus, prepare_inputs, read_eval_sets
-from flows.output_folder import RUN_CONFIG, check_run_folder, is_run_config
+from flows.output_folder import check_run_folder
 from flows.rundir import RunDir
 
 _log = logging.getLogger("flows")
@@ -244,30 +244,21 @@ def _check_paths_and_columns(config: RunConfig) -> None:
 
 # ------------------------------------------------------------------------------------------ the checks
 def _check_run_folder(config: RunConfig) -> bool:
-    """True when the folder holds this run (a resume); a different run there, and a folder whose `config.yaml`
-    is the user's own (not a run's), are refused now, not after Prefect has started (OutputFolder and
-    RunDir.claim refuse them again when the run starts)."""
-    root = Path(config.output_dir)
-    if root.exists() and not root.is_dir():
-        raise InputError("output_dir is a file, not a folder; pick another output_dir", path=root)
-    saved = root / RUN_CONFIG
-    if not saved.is_file():
-        return False
-    if not is_run_config(saved):  # the user's own file, never read as a run's: refused as not a run folder
-        check_run_folder(root)
-    from flows.rundir import RESUMABLE_CHANGES, _changed_keys
+    """True when the folder holds this run (a resume). Refused now, with the line `run` gives, not after Prefect
+    has started: a folder another command holds (`dataio.folder_lock.check_free`), a folder that is not a run
+    folder, the user's own `config.yaml` included (`flows.output_folder.check_run_folder`), and a run with other
+    settings (`RunDir.check_claim`). A folder this process holds was checked when it was locked (OutputFolder):
+    it holds this command's own files by now (run.log, cache/), not yet its config.yaml."""
+    from dataio.folder_lock import check_free, held_folders
 
-    try:
-        previous, _ = read_yaml(saved)
-    except InputError:
-        previous = None
-    if not isinstance(previous, dict):
-        raise InputError("the saved config of this run is unreadable; pick another output_dir, or restore this "
-                         "run's config.yaml to resume it", path=saved)
-    changed = _changed_keys(previous, config.model_dump(mode="json"), ignore=RESUMABLE_CHANGES + ("output_dir",))
-    if changed:
-        raise InputError(f"this run folder holds a run with different settings ({', '.join(changed[:6])}); use "
-                         f"another output_dir or delete {root} to start over", path=saved)
+    root = Path(config.output_dir)
+    if root.resolve() not in held_folders():
+        check_free(root)
+        check_run_folder(root)
+    run = RunDir(root)
+    if not run.config_path.is_file():
+        return False
+    run.check_claim(config)
     return True
 
 

@@ -12,6 +12,7 @@ The miner's options take their defaults and help from `mining.params.MiningParam
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -260,12 +261,13 @@ def inspect_command(
                                                    "then a random sample).")] = 200,
 ) -> None:
     """Rows per round and band, similarity histograms, suspected false negatives and sample triplets."""
-    from mining.inspect import format_report, inspect_triplets, to_json
+    from mining.inspect import format_report, inspect_triplets, matplotlib_config_in_temp, to_json
 
     if html_path is not None and html_path.is_dir():
         raise InputError("is a folder; --html takes the path of the page to write, e.g. triplets.html", path=html_path)
-    report = inspect_triplets(triplets, plots_dir=plots, false_negatives=false_negatives,
-                              samples=max(samples, rows) if html_path is not None else samples, seed=seed)
+    with matplotlib_config_in_temp() if plots is not None else contextlib.nullcontext():  # nothing under $HOME
+        report = inspect_triplets(triplets, plots_dir=plots, false_negatives=false_negatives,
+                                  samples=max(samples, rows) if html_path is not None else samples, seed=seed)
     typer.echo(to_json(report, max_samples=samples) if as_json else format_report(report, max_samples=samples))
     if html_path is not None:
         from mining.inspect_html import write_html

@@ -7,8 +7,12 @@ the one summary that the text report, `--json` and the HTML page (`mining.inspec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +175,23 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     for row in table.to_pylist():
         out.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
     return out
+
+
+@contextlib.contextmanager
+def matplotlib_config_in_temp() -> Iterator[None]:
+    """For the block, matplotlib's config and font cache (MPLCONFIGDIR) in a temporary folder, removed after:
+    `inspect --plots` writes only the plots, nothing lasting under $HOME (~/.cache/matplotlib, ~/.config/
+    matplotlib) or beside them. The font list is rebuilt each time, in well under a second. A user's own
+    MPLCONFIGDIR wins, and nothing changes once matplotlib is imported (it reads the setting on import)."""
+    if os.environ.get("MPLCONFIGDIR") or "matplotlib" in sys.modules:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="simcse-matplotlib-") as folder:
+        os.environ["MPLCONFIGDIR"] = folder
+        try:
+            yield
+        finally:
+            os.environ.pop("MPLCONFIGDIR", None)
 
 
 def _plot(hists: dict[str, np.ndarray], path: Path, round_: int) -> Path:

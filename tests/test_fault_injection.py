@@ -6,7 +6,11 @@ rounds' records, never restarted; a folder that is not ours is
 refused and left as it was; a second command on a folder in use is refused naming the first; a killed run
 leaves no Prefect server; a full disk, a read-only folder, a damaged or pickled model and a damaged embeddings
 cache are one line on stderr with exit code 2; a registry version whose files changed, or whose evaluation no
-longer repeats its recorded score, stops a warm start before anything is trained. CLI probes run
+longer repeats its recorded score, stops a warm start before anything is trained. Issue 24's minor probes: two
+registers of one run at once make one version, a promote killed mid-way reads as what happened, `run --dry-run`
+refuses every folder `run` refuses with its line, a second run during the first one's start-up is told the folder
+is in use, a moved run folder names its own models, a giant input line is refused with bounded memory, `inspect
+--plots` writes nothing under $HOME, and a symbolic link loop is one line. CLI probes run
 `simcse-curriculum` in subprocesses against one Prefect test harness server (no ephemeral API start per process)
 except where the ephemeral server is what is under test. The full-disk and read-only probes mount a small tmpfs
 / a read-only bind mount in a private mount namespace (`unshare`), and are skipped where that is not permitted.
@@ -423,6 +427,36 @@ def test_a_rounds_triplets_mined_again_after_it_trained_stop_the_resume(plain_ru
     assert not (folder / "rounds/1").exists()
 
 
+def test_a_moved_run_folder_names_its_own_models_old_records_included(plain_runs: dict[str, Path],
+                                                                      inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: each round's metrics.json recorded its model's absolute path, and the model to use (the run's
+    summary, selection.json, the report) was read from it: a run folder moved, or restored elsewhere, named models
+    in the old place (gone, or for a copy the original's). Now a round's record names its model relative to the
+    run folder, and a record written before (an absolute path) is read as its round's model where the folder is
+    now; selection.json names rounds' models relative to the folder, the summary resolves them."""
+    from flows.rundir import seal
+
+    original = tmp_path / "original"
+    shutil.copytree(plain_runs["full"], original)
+    record = original / "rounds/0/metrics.json"
+    older = {k: v for k, v in json.loads(record.read_text()).items() if k != "record_sha256"}
+    older["model"] = str(original / "rounds/0/model")  # as older versions wrote it
+    record.write_text(json.dumps(seal(older)))
+    moved = tmp_path / "moved"
+    original.rename(moved)
+    summary = _resume_plain(moved, inputs)  # both rounds complete: nothing trained, the records read again
+    assert summary["rounds_completed"] == [0, 1]
+    for name in ("selection.json", "report.md", "rounds/1/metrics.json", "rounds/1/train_result.json"):
+        assert str(original) not in (moved / name).read_text(), f"{name} names the old folder"
+    selection = json.loads((moved / "selection.json").read_text())
+    assert [c["model"] for c in selection["candidates"] if c["round"] != "base"] == ["rounds/0/model",
+                                                                                     "rounds/1/model"]
+    assert json.loads((moved / "rounds/1/metrics.json").read_text())["model"] == "rounds/1/model"
+    chosen = selection["selected_round"]
+    expected = str(inputs["model"]) if chosen == "base" else str(moved / "rounds" / str(chosen) / "model")
+    assert summary["model_to_use"] == expected and Path(expected).is_dir()
+
+
 def test_a_deleted_round_model_is_one_line_and_its_way_out_resumes_the_run(
         plain_runs: dict[str, Path], inputs: dict[str, Path], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -590,6 +624,44 @@ def test_a_folder_with_a_users_own_config_yaml_is_refused_without_advice_to_dele
         assert snapshot(theirs) == before
 
 
+def test_dry_run_refuses_every_folder_run_refuses_with_the_same_line(inputs: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    """Old code: `run --dry-run` (and `validate`) said "config OK" for a folder holding someone else's files, a
+    folder another command holds, and a lock path that is a folder, all refused by `run`; a run recorded there with
+    other rounds was refused without the advice `run` gives. Now the check applies `run`'s own folder checks, in
+    its order: the same line, and nothing written."""
+    from flows.config import config_from_mapping
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "report.md").write_text("# my quarterly report\n")
+    held = tmp_path / "held"
+    held.mkdir()
+    odd_lock = tmp_path / "odd-lock"
+    (odd_lock / ".simcse-curriculum.lock").mkdir(parents=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text(config_from_mapping(settings(other, inputs, rounds=5)).to_yaml())
+    cases = [(theirs, "not empty and not a simcse-curriculum run folder (it holds report.md and no run's "
+                      "config.yaml); choose a new or empty output_dir"),
+             (held, "in use by 'simcse-curriculum run cfg.yaml' (pid"),
+             (odd_lock, "is a folder, but it is where simcse-curriculum keeps"),
+             (other, "holds a run with different settings (curriculum.total, rounds); use another output_dir or "
+                     "delete"),
+             (other, "rounds and steps_per_round set the length of the learning-rate and curriculum schedules")]
+    holder = _hold_lock(held, "simcse-curriculum run cfg.yaml")
+    try:
+        for folder, says in cases:
+            config = write_config(tmp_path / f"{folder.name}.yaml", folder, inputs)
+            before = snapshot(folder)
+            dry = one_line(cli(["run", str(config), "--dry-run"], cli_env(None), timeout=300), str(folder), says)
+            assert one_line(cli(["run", str(config)], cli_env(None), timeout=300)) == dry
+            assert one_line(cli(["validate", str(config)], cli_env(None), timeout=300)) == dry
+            assert snapshot(folder) == before, "nothing written"
+    finally:
+        holder.communicate("", timeout=60)
+
+
 def test_a_refused_serve_leaves_nothing(inputs: dict[str, Path], tmp_path: Path) -> None:
     config = write_config(tmp_path / "run.yaml", tmp_path / "out", inputs)
     proc = cli(["serve", str(config), "--cron", "0 2 * * *"], cli_env(None), timeout=300)
@@ -649,6 +721,29 @@ def test_two_runs_on_one_folder_the_second_is_refused_naming_the_first(harness: 
         _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err[-4000:]
     assert json.loads((out / "rounds/1/metrics.json").read_text())["round"] == 1
+
+
+def test_a_second_run_during_the_first_ones_start_up_is_refused_naming_the_first(harness: str,
+                                                                                 inputs: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """Old code: while the first run was starting (its run.log written, its config.yaml not yet), a second `run` on
+    the folder was told it was 'not empty and not a simcse-curriculum run folder (it holds run.log and no run's
+    config.yaml)'. Now it is told what it is told later in the run: the folder is in use, by the first (named)."""
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "run.yaml", out, inputs, rounds=1)
+    flag = tmp_path / "first"
+    first = _start_paused(["run", str(config), "--quiet"], cli_env(harness), inputs, "config.yaml", flag)
+    try:
+        assert (out / "run.log").is_file() and not (out / "config.yaml").exists(), "paused in its start-up"
+        for args in (["run", str(config), "--quiet"], ["run", str(config), "--dry-run"]):
+            second = cli(args, cli_env(harness), timeout=300)
+            one_line(second, f"{out}: in use by 'simcse-curriculum run", f"pid {first.pid} on host",
+                     "wait for it to finish")
+    finally:
+        Path(f"{flag}.go").touch()
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-4000:]
+    assert json.loads((out / "rounds/0/metrics.json").read_text())["round"] == 0
 
 
 def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
@@ -985,12 +1080,117 @@ def test_mine_on_a_damaged_embeddings_cache_is_one_line_with_a_hint(inputs: dict
     one_line(proc, str(matrix.parent), "damaged embeddings cache", "delete this folder to encode the corpus again")
 
 
+def test_a_symbolic_link_loop_in_a_corpus_folder_is_one_line_naming_the_link(inputs: dict[str, Path], tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Old code followed a link back to its own folder until the kernel gave up, then named a path of 40 nested
+    links as 'not a table file'; a link that leads to itself was 'no such file or folder'. Now one line naming the
+    link and saying it is a symbolic link loop."""
+    from flows.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(inputs["corpus"], corpus / "a.txt")
+    (corpus / "again").symlink_to(".")
+    config = write_config(tmp_path / "run.yaml", tmp_path / "run", inputs, data={"corpus": str(corpus)})
+    assert main(["validate", str(config)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"error: {corpus / 'again'}: in the table folder {corpus}: a symbolic link loop (it leads back "
+                     f"to {corpus}, a folder it is in); remove the link, or rename it to start with '_' so it is not "
+                     f"read (read as data.corpus of {config})"], lines
+    (corpus / "again").unlink()
+    (corpus / "l1.txt").symlink_to("l2.txt")
+    (corpus / "l2.txt").symlink_to("l1.txt")
+    assert main(["validate", str(config)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {corpus / 'l1.txt'}: in the table folder {corpus}: a "
+                                                   "symbolic link loop (its links lead back to themselves)"), lines
+    config = write_config(tmp_path / "run.yaml", tmp_path / "run", inputs, data={"corpus": str(corpus / "l1.txt")})
+    assert main(["validate", str(config)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {corpus / 'l1.txt'}: a symbolic link loop"), lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_giant_line_in_a_corpus_or_pairs_file_is_refused_in_one_line_with_bounded_memory(
+        inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code read a 50 MB line whole (and then tokenized it whole: 6.2 GB for one line). Now every line of a
+    text input is measured in chunks before the file is read, and one over the limit is refused in one line
+    naming the file, the line and the limit; the refusal's peak memory does not grow with the line."""
+    from dataio.tables import MAX_LINE_BYTES
+
+    corpus = tmp_path / "corpus.txt"
+    with corpus.open("w", encoding="utf-8") as handle:
+        handle.write("A first sentence.\nA second one.\n")
+        for _ in range(50):
+            handle.write("word " * 200_000)  # 50 MB on line 3, written a megabyte at a time
+        handle.write("\nA last sentence.\n")
+    size = 50 * 1_000_000
+    probe = textwrap.dedent(f"""
+        import json, resource, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dataio.errors import InputError
+        from mining.corpus import load_corpus
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_corpus(corpus=[{str(corpus)!r}])
+            error = None
+        except InputError as exc:
+            error = str(exc)
+        print(json.dumps({{"error": error, "grew_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=str(REPO), capture_output=True, text=True, timeout=300,
+                          env=cli_env(None), check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["error"] == (f"{corpus}: line 3: {size:,} bytes, over the {MAX_LINE_BYTES:,}-byte limit of a line; "
+                               "a row is a sentence or a short passage (the encoder reads only its first max_length "
+                               "tokens): shorten or split the text, or remove the line"), result
+    assert result["grew_kb"] < 16 * 1024, f"the refusal's peak memory grew {result['grew_kb']} KB with the line"
+
+    # A pairs file through the command line: one line, nothing mined.
+    pairs = tmp_path / "pairs.jsonl"
+    long_text = "word " * (MAX_LINE_BYTES // 5 + 1)
+    pairs.write_text("".join(json.dumps({"anchor": f"a {i}", "positive": f"p {i}"}) + "\n" for i in range(9))
+                     + json.dumps({"anchor": long_text, "positive": "p"}) + "\n", encoding="utf-8")
+    out = tmp_path / "triplets"
+    proc = cli(["mine", "--corpus", str(inputs["corpus"]), "--pairs", str(pairs), "--model", str(inputs["model"]),
+                "--out", str(out), "--quiet"], cli_env(None), timeout=300)
+    one_line(proc, f"{pairs}: line 10: ", f"over the {MAX_LINE_BYTES:,}-byte limit of a line")
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------- library caches
 
 def test_library_caches_stay_in_the_run_folder(reference_run: dict[str, Any]) -> None:
     """Old code: matplotlib wrote its font cache (and an empty config folder) under $HOME."""
     assert not list(reference_run["home"].rglob("*")), list(reference_run["home"].rglob("*"))
     assert list((reference_run["dir"] / "cache" / "matplotlib").glob("fontlist-*.json"))
+
+
+def test_inspect_plots_leave_nothing_in_home_or_beside_the_plots(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: `inspect --plots` had matplotlib write its font cache under $HOME (~/.cache/matplotlib or
+    ~/.config/matplotlib). Now its config and cache go to a temporary folder removed when the command ends; only
+    the plots are written. A user's own MPLCONFIGDIR is used as set."""
+    out = tmp_path / "triplets"
+    mined = cli(["mine", "--corpus", str(inputs["corpus"]), "--model", str(inputs["model"]), "--out", str(out),
+                 "--quiet", "--bands", "random"], cli_env(None, HOME=str(tmp_path / "mine-home")), timeout=600)
+    assert mined.returncode == 0, mined.stderr[-4000:]
+    home = tmp_path / "home"
+    home.mkdir()
+    env = cli_env(None, HOME=str(home), TMPDIR=str(tmp_path / "tmp"))
+    for key in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR"):
+        env.pop(key, None)
+    (tmp_path / "tmp").mkdir()
+    plots = tmp_path / "plots"
+    proc = cli(["inspect", str(out), "--plots", str(plots)], env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [p.name for p in plots.iterdir()] == ["similarity_round0.png"]
+    assert not list(home.rglob("*")), list(home.rglob("*"))
+    assert not list((tmp_path / "tmp").iterdir()), "the temporary folder is removed"
+    own = tmp_path / "my-mpl"
+    proc = cli(["inspect", str(out), "--plots", str(plots)], {**env, "MPLCONFIGDIR": str(own)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert list(own.glob("fontlist-*.json")), "the user's MPLCONFIGDIR is used"
 
 
 # ------------------------------------------------------------------- registry versions verified before use
@@ -1059,3 +1259,133 @@ def test_a_parent_whose_fresh_evaluation_misses_its_recorded_score_stops_the_run
     # The same night with the recorded score restored runs through: the check is exact, not a fluke of noise.
     registry.client.set_model_version_tag("enc", "2", "simcse.metrics", json.dumps(v2.metrics))
     assert _registry_night(inputs, tmp_path / "n2", tmp_path / "registry")["registry"]["registered"]["version"] == 3
+
+
+# --------------------------------------------------------------- the registry under concurrent and killed commands
+
+# Runs `simcse-curriculum ARGS` with one MlflowClient method wrapped: $AT_WHEN is "pause" (announce
+# $AT_FLAG.paused, wait for $AT_FLAG.go, then call it), "kill-before" or "kill-after" (SIGKILL itself before or
+# right after the call returns): a registry command caught between two of its writes, on cue.
+REGISTRY_DRIVER = textwrap.dedent("""
+    import os, signal, sys, time
+    sys.path.insert(0, os.environ["REPO"])
+    from mlflow import MlflowClient
+    method, when, flag = os.environ["AT_METHOD"], os.environ["AT_WHEN"], os.environ.get("AT_FLAG", "")
+    real = getattr(MlflowClient, method)
+    def wrapped(self, *args, **kwargs):
+        if when == "kill-before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if when == "pause":
+            open(flag + ".paused", "w").close()
+            while not os.path.exists(flag + ".go"):
+                time.sleep(0.05)
+        out = real(self, *args, **kwargs)
+        if when == "kill-after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    setattr(MlflowClient, method, wrapped)
+    from flows.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _registry_command(args: list[str], tmp_path: Path, method: str, when: str,
+                      flag: Path | None = None) -> subprocess.Popen[str]:
+    driver = tmp_path / "registry_driver.py"
+    driver.write_text(REGISTRY_DRIVER, encoding="utf-8")
+    env = cli_env(None, REPO=str(REPO), AT_METHOD=method, AT_WHEN=when, AT_FLAG=str(flag or ""))
+    return subprocess.Popen([sys.executable, str(driver), *args], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _registry_and_run(inputs: dict[str, Path], tmp_path: Path, score: float) -> tuple[Any, Path]:
+    """A registry (version 1: the tiny model) and a finished run from it whose round scores `score` on the dev
+    metric against the starting model's 70."""
+    from test_flows_registry import evaluation, fake_run
+
+    from flows.mlflow_store import MlflowStore
+    from flows.registry import ModelRegistry
+
+    registry = ModelRegistry(MlflowStore.at(tmp_path / "registry"), "enc")
+    start = registry.local_path(registry.ensure_started(inputs["model"]))
+    run = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(score)], inputs["model"])
+    return registry, run
+
+
+def _listed(registry: Path) -> dict[int, dict[str, Any]]:
+    """`models list --json` in a fresh process: what any later command reads."""
+    proc = cli(["models", "list", str(registry), "--json"], cli_env(None), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {v["version"]: v for v in json.loads(proc.stdout)}
+
+
+def test_two_registers_of_one_run_at_once_make_one_version(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Old code: two `models register` of one run at once both found no version for the run and both created one
+    (versions 2 and 3, the same model). Now a register holds the run folder's lock (`dataio.folder_lock`): the
+    second is refused naming the first, and registering again afterwards finds the one version."""
+    _, run = _registry_and_run(inputs, tmp_path, 75.0)
+    registry = tmp_path / "registry"
+    flag = tmp_path / "first"
+    first = _registry_command(["models", "register", str(registry), str(run)], tmp_path, "create_model_version",
+                              "pause", flag)
+    try:
+        deadline = time.monotonic() + 300
+        while not Path(f"{flag}.paused").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-4000:]
+            time.sleep(0.1)
+        second = cli(["models", "register", str(registry), str(run)], cli_env(None), timeout=300)
+        one_line(second, f"{run}: in use by 'simcse-curriculum models register", f"pid {first.pid} on host",
+                 "wait for it to finish")
+    finally:
+        Path(f"{flag}.go").touch()
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-4000:]
+    assert "enc: version 2 (from version 1): promoted: now current" in out
+    again = cli(["models", "register", str(registry), str(run), "--json"], cli_env(None), timeout=300)
+    assert again.returncode == 0 and json.loads(again.stdout)["version"] == 2, again.stderr[-4000:]
+    assert sorted(_listed(registry)) == [1, 2]
+    assert not (run / ".simcse-curriculum.lock").exists()
+
+
+def test_a_promote_killed_mid_way_reads_as_what_happened_and_a_rerun_finishes_it(inputs: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """Old code: `models promote` moved the alias, then tagged the version promoted and wrote its reason; a SIGKILL
+    between the two left the current version marked 'not promoted' with the gate's old reason, for every later
+    read. Now what the promotion means is recorded before the alias moves and read with it: killed before the
+    switch, nothing changed; killed after it, every read shows the version current and promoted, with the reason;
+    the next command that moves the alias writes the marks."""
+    from flows.promotion import GateSettings
+    from flows.registry import PROMOTING, register_run
+
+    registry, run = _registry_and_run(inputs, tmp_path, 60.0)
+    assert register_run(registry, run, GateSettings()).promoted == "false"
+    folder = tmp_path / "registry"
+    gate_reason = registry.version(2).reason
+    for when in ("kill-before", "kill-after"):
+        killed = _registry_command(["models", "promote", str(folder), "2"], tmp_path, "set_registered_model_alias",
+                                   when)
+        killed.communicate(timeout=300)
+        assert killed.returncode == -signal.SIGKILL
+        listed = _listed(folder)
+        if when == "kill-before":
+            assert (listed[2]["current"], listed[2]["promoted"], listed[2]["reason"]) == (False, "false", gate_reason)
+            assert listed[1]["current"]
+    assert (listed[2]["current"], listed[2]["promoted"], listed[2]["reason"]) == (
+        True, "true", "promoted by hand (current was version 1)")
+    assert not listed[1]["current"]
+    rerun = cli(["models", "promote", str(folder), "2"], cli_env(None), timeout=300)
+    assert rerun.returncode == 0 and "current is version 2 (was 2)" in rerun.stdout, rerun.stderr[-4000:]
+    tags = registry.client.get_model_version("enc", "2").tags
+    assert tags["simcse.promoted"] == "true" and PROMOTING not in tags
+    assert tags["simcse.reason"] == "promoted by hand (current was version 1)"
+
+    # A rollback killed the same way reads as done, and its marks are written by the next command that moves it.
+    killed = _registry_command(["models", "rollback", str(folder)], tmp_path, "set_registered_model_alias",
+                               "kill-after")
+    killed.communicate(timeout=300)
+    listed = _listed(folder)
+    assert (listed[1]["current"], listed[1]["promoted"], listed[1]["reason"]) == (
+        True, "true", "rolled back from version 2 (current was version 2)")
+    assert cli(["models", "promote", str(folder), "1"], cli_env(None), timeout=300).returncode == 0
+    assert "simcse.rolled_back" in registry.client.get_model_version("enc", "2").tags
+    assert PROMOTING not in registry.client.get_model_version("enc", "1").tags

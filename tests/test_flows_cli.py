@@ -225,7 +225,8 @@ def test_default_output_is_the_runs_own_progress_without_prefects_state_lines(
     selection = json.loads((run_dir / "selection.json").read_text())
     assert first_run.stdout.splitlines() == ["rounds completed: 2 of 2", f"run folder: {run_dir}",
                                              f"report: {run_dir / 'report.md'}",
-                                             f"model to use: {selection['model_to_use']}", f"  {selection['note']}"]
+                                             f"model to use: {run_dir / selection['model_to_use']}",
+                                             f"  {selection['note']}"]
     log = first_run.stderr
     assert "base model: STS" in log and "round 0: STS" in log and "round 1: STS" in log
     for chatter in PREFECT_CHATTER:
@@ -249,5 +250,6 @@ def test_json_is_the_only_thing_on_stdout_and_debug_brings_prefects_lines_back(
     assert result["rounds_completed"] == [0, 1] and result["rounds"] == 2
     assert result["base"]["evaluation"] == json.loads((run_dir / "base_metrics.json").read_text())["evaluation"]
     assert result["last"] == json.loads((run_dir / "rounds/1/metrics.json").read_text())
-    assert result["model_to_use"] == json.loads((run_dir / "selection.json").read_text())["model_to_use"]
+    # selection.json names a round's model inside the run folder (relative); the summary gives the path.
+    assert result["model_to_use"] == str(run_dir / json.loads((run_dir / "selection.json").read_text())["model_to_use"])
     assert "Finished in state" in proc.stderr and "Beginning flow run" in proc.stderr

@@ -167,7 +167,7 @@ def test_curriculum_flow_leaves_a_complete_run_directory(reference_run: dict[str
     selection = json.loads((run / "selection.json").read_text())
     devs = {c["round"]: c["dev"] for c in selection["candidates"]}
     assert set(devs) == {"base", 0, 1} and selection["dev"] == max(devs.values())
-    assert summary["model_to_use"] == selection["model_to_use"] and "model to use" in report.lower()
+    assert summary["model_to_use"] == str(run / selection["model_to_use"]) and "model to use" in report.lower()
 
 
 def test_a_tracked_flow_run_is_one_mlflow_run_tagged_with_its_prefect_flow_run(
