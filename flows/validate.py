@@ -206,8 +206,12 @@ def missing_path(config: RunConfig, key: str, path: Path) -> InputError:
     """A path the config names that is not there: the config's file, line and key, the closest name in that
     folder, and the folder relative paths are read from."""
     from dataio.errors import did_you_mean
+    from dataio.tables import symlink_loop
 
     path = Path(path)
+    if symlink_loop(path):  # exists() is False for a loop too: say what it is, not "not found"
+        return InputError("a symbolic link loop (its links lead back to themselves); point the link at the file or "
+                          f"folder meant (read as {key} of {config.source})", path=path)
     near = did_you_mean(path.name, [c.name for c in path.parent.iterdir()]) if path.parent.is_dir() else ""
     base = config.base_folder()
     where = (f"; relative paths are read from {base}, the folder of {config.source.name}" if base is not None

@@ -1096,7 +1096,7 @@ def test_a_symbolic_link_loop_in_a_corpus_folder_is_one_line_naming_the_link(inp
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"error: {corpus / 'again'}: in the table folder {corpus}: a symbolic link loop (it leads back "
                      f"to {corpus}, a folder it is in); remove the link, or rename it to start with '_' so it is not "
-                     f"read (read as data.corpus of {config})"], lines
+                     f"read (read as data.corpus of {config}, line 3)"], lines
     (corpus / "again").unlink()
     (corpus / "l1.txt").symlink_to("l2.txt")
     (corpus / "l2.txt").symlink_to("l1.txt")
