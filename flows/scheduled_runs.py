@@ -199,6 +199,11 @@ def scheduled_run_name() -> str:
 
 
 def set_run_environment() -> None:
-    """Outside the command line (a worker's flow process), the same defaults the CLI sets; the user's win."""
+    """Outside the command line (a worker's flow process), the same defaults the CLI sets; the user's win.
+    Telemetry goes off for the processes the run starts and for Prefect's client from here on (Prefect was
+    imported before the flow began, so a worker's own settings decide its start-up)."""
+    from flows.prefect_env import turn_off_telemetry
+
     for key, value in RUN_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    turn_off_telemetry()

@@ -196,3 +196,66 @@ def test_json_is_the_only_thing_on_stdout_and_debug_brings_prefects_lines_back(
     assert result["last"] == json.loads((run_dir / "rounds/1/metrics.json").read_text())
     assert result["model_to_use"] == json.loads((run_dir / "selection.json").read_text())["model_to_use"]
     assert "Finished in state" in proc.stderr and "Beginning flow run" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ telemetry
+
+TELEMETRY = ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY")
+CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "TRAVIS", "CIRCLECI", "BUILDKITE", "TF_BUILD",
+                "CODEBUILD_BUILD_ID", "BITBUCKET_COMMIT", "TEAMCITY_VERSION", "DRONE", "SEMAPHORE", "APPVEYOR", "BUDDY",
+                "CI_NAME")  # Prefect keeps telemetry off on CI by itself: the test must look like a user's shell
+
+
+def test_telemetry_is_off_for_the_processes_a_command_starts_unless_the_user_chose(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.cli import main
+    from flows.scheduled_runs import set_run_environment
+
+    for name in TELEMETRY:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DO_NOT_TRACK", "")  # empty: the tools read it as "track"
+    assert main(["--version"]) == 0
+    assert {k: os.environ.get(k) for k in TELEMETRY} == {
+        "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for name in TELEMETRY:  # a worker's flow process (flows.scheduled_runs): the same, and the user's choice stands
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DO_NOT_TRACK", "0")
+    set_run_environment()
+    assert os.environ["DO_NOT_TRACK"] == "0" and os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_no_telemetry_notice_on_a_terminal(tmp_path: Path) -> None:
+    """Prefect prints its telemetry notice when imported on a terminal by a new user (a fresh PREFECT_HOME, which is
+    what every new run folder's `.prefect` is) unless DO_NOT_TRACK is set; `serve` imports Prefect, then refuses
+    the ephemeral API, so the notice would be on the terminal within seconds."""
+    import select
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "data": {"builtin": "python_docstrings"}}))
+    env = {k: v for k, v in os.environ.items()
+           if k not in TELEMETRY + CI_VARIABLES and not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO))
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "60"], env=env,
+                            cwd=str(REPO), stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    shown = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            try:
+                chunk = os.read(master, 65536) if ready else b""
+            except OSError:  # EIO: the command has exited
+                chunk = b""
+            if not chunk:
+                break
+            shown += chunk
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = shown.decode(errors="replace")
+    assert rc == 2 and "Cannot schedule flows on an ephemeral server" in text, text
+    assert "anonymous usage data" not in text and "To opt out" not in text, text
