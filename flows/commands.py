@@ -107,7 +107,7 @@ def _report_line(summary: dict[str, Any]) -> None:
         typer.echo(f"  {selection['note']}")
     registered = (summary.get("registry") or {}).get("registered")
     if registered:
-        state = "promoted: now the current model" if registered["promoted"] == "true" else "not promoted"
+        state = "promoted: now the current model" if registered["promoted"] is True else "not promoted"
         typer.echo(f"registered: version {registered['version']} of {registered['name']} (from version "
                    f"{registered['parent']}): {state}; {registered['reason']}")
 

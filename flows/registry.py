@@ -73,7 +73,7 @@ class Version:
     version: int
     parent: int | None
     created: str
-    promoted: str
+    promoted: str  # its tag: true | false | pending (`as_dict` gives JSON's booleans)
     current: bool
     reason: str
     metrics: dict[str, float]
@@ -84,7 +84,11 @@ class Version:
     tags: dict[str, str] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain JSON (`models list --json`, `models register --json`): `promoted` and `pending` are booleans (a tag
+        is a string; `pending`: the gate passed and the switch of `current` is under way, or a kill stopped it)."""
         out = {k: v for k, v in self.__dict__.items() if k != "tags"}
+        out["promoted"] = self.promoted == "true"
+        out["pending"] = self.promoted == "pending"
         out["decides"] = self.gate.get("metric")
         return out
 

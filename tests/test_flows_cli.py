@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from json_audit import stringly
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_CHATTER = ("Finished in state", "Beginning flow run", "View at ", "Starting temporary server")
@@ -190,6 +191,7 @@ def test_json_is_the_only_thing_on_stdout_and_debug_brings_prefects_lines_back(
     proc = _cli(harness, "run", str(tiny_config), "--json", "--log-level", "debug")
     assert proc.stdout.count("\n") == 1
     result = json.loads(proc.stdout)
+    assert stringly(result) == [], "booleans and numbers are JSON's own, not strings"
     assert result["run_dir"] == str(run_dir) and result["report"] == str(run_dir / "report.md")
     assert result["rounds_completed"] == [0, 1] and result["rounds"] == 2
     assert result["base"]["evaluation"] == json.loads((run_dir / "base_metrics.json").read_text())["evaluation"]

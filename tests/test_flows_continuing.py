@@ -231,7 +231,7 @@ def test_a_regressing_run_is_not_promoted_and_the_current_model_stays(data, nigh
     assert v4.parent == 3 and v4.promoted == "false" and reg.current_number() == 3
     assert v4.gate["min_gain"] == 0.5, "the gate's margin defaults to the run's eval.min_improvement"
     registered = nights["night4"]["registry"]["registered"]
-    assert registered["promoted"] == "false" and registered["current_version"] == 3
+    assert registered["promoted"] is False and registered["current_version"] == 3
     assert nights["night4"]["registry"]["new_rows"] == 30
     assert Path(nights["loads4"][0]).resolve() == reg.local_path(reg.version(3)).resolve()
     # The same inputs and settings from the same version again: nothing to learn from repeating it.
@@ -399,7 +399,7 @@ def test_models_register_takes_its_margin_from_the_run_config(tmp_path, capsys):
     shutil.copytree(model, run / "rounds/0/model")
     assert main(["models", "register", folder, str(run), "--json"]) == 0
     version = json.loads(capsys.readouterr().out)
-    assert version["promoted"] == "false" and version["gate"]["min_gain"] == 5.0 and "+5.00" in version["reason"]
+    assert version["promoted"] is False and version["gate"]["min_gain"] == 5.0 and "+5.00" in version["reason"]
 
 
 # ---------------------------------------------------------------------------------------- the Prefect flow

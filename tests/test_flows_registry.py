@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from json_audit import stringly
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported: no network
 
@@ -62,6 +63,11 @@ def test_the_gate_decides_on_the_dev_metric_against_the_version_the_run_started_
     v2 = register_run(registry, better, GateSettings(min_gain=1.0))
     assert (v2.version, v2.parent, v2.promoted, v2.current) == (2, 1, "true", True)
     assert v2.gate["candidate"] == 72.5 and v2.metrics["pairs/report"] == 40.0, "the best round by the dev metric"
+    # What a registry run records (registered.json, and `run --json`'s registry.registered): JSON's own types.
+    from flows.continuing import registration_record
+
+    record = json.loads(json.dumps(registration_record(registry, v2)))
+    assert record["promoted"] is True and record["version"] == 2 and stringly(record) == []
     assert register_run(registry, better, GateSettings()).version == 2, "registering a run twice adds nothing"
 
     # A run from version 2 that regresses: recorded, not promoted, current unchanged.
@@ -153,10 +159,15 @@ def test_models_cli_lists_prints_paths_promotes_and_rolls_back(tmp_path, tiny, c
     fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(69.0)], Path(tiny))
     rc, out, err = cli("models", "register", folder, str(tmp_path / "run"))
     assert rc == 0 and "version 2 (from version 1): not promoted" in out, (out, err)
+    rc, out, err = cli("models", "register", folder, str(tmp_path / "run"), "--json")  # again: the same version
+    registered = json.loads(out)
+    assert (registered["version"], registered["promoted"], registered["pending"]) == (2, False, False)
+    assert stringly(registered) == [], registered
     rc, out, _ = cli("models", "list", folder, "--json")
     listed = json.loads(out)
-    assert [(v["version"], v["parent"], v["promoted"], v["current"]) for v in listed] == \
-        [(1, None, "true", True), (2, 1, "false", False)]
+    assert [(v["version"], v["parent"], v["promoted"], v["pending"], v["current"]) for v in listed] == \
+        [(1, None, True, False, True), (2, 1, False, False, False)]
+    assert stringly(listed) == [], "booleans and numbers are JSON's own, not strings"
     assert listed[1]["decides"] == "pairs/select" and listed[1]["metrics"]["pairs/select"] == 69.0
     table = cli("models", "list", folder)[1]
     assert "pairs/select (decides)" in table and "69.00" in table

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from json_audit import stringly
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported: no network
 
@@ -106,6 +107,7 @@ def test_dry_run_lists_what_would_go_with_sizes_and_changes_nothing(runs, capsys
     assert main(["prune", str(root), "--keep", "2", "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert snapshot(root) == before, "a dry run writes nothing"
+    assert plan["dry_run"] is True and stringly(plan) == []
     listed = {r["relative"] for r in plan["removals"]}
     version2 = runs["registry"].local_path(runs["registry"].version(2)).relative_to(root).as_posix()
     assert listed == EXPECTED | {version2}, listed ^ (EXPECTED | {version2})
