@@ -187,7 +187,11 @@ def evaluate_flow(config: ConfigArg, model: str | None = None) -> dict[str, Any]
 def scheduled_flow(config: str, force: bool = False) -> dict[str, Any]:
     """What `serve` and `deploy` run: one curriculum run per scheduled time, in `<output_dir>/<start time>/`,
     or the latest such folder when its run did not finish (`flows.scheduled_runs`). `force`: a registry run
-    goes ahead even when nothing is new (`prefect deployment run NAME -p force=true`)."""
+    goes ahead even when nothing is new (`prefect deployment run NAME -p force=true`).
+
+    The curriculum runs inside this flow run (its function, not a subflow): the flow run a deployment starts
+    carries the night's name and tags, and it holds the night's task runs and artifacts. (As a subflow, the
+    named and tagged run showed 0 task runs, and the run holding them had a random name and no tags.)"""
     from prefect.runtime import flow_run
 
-    return run_scheduled(config, flow_run.scheduled_start_time, curriculum_flow, force, get_run_logger())
+    return run_scheduled(config, flow_run.scheduled_start_time, curriculum_flow.fn, force, get_run_logger())
