@@ -212,8 +212,12 @@ def register(app: typer.Typer) -> None:
 
             cfg = forced(cfg)
         if cfg.retention is not None:  # a run folder, not a folder of runs: nothing to prune here
+            beside = "" if output_dir is not None else (
+                f"; this run writes into {cfg.output_dir} itself, where scheduled runs keep their folders: give it "
+                f"an --output-dir of its own")
             typer.echo(f"note: retention.keep applies to scheduled runs (serve, deploy); `run` prunes nothing (prune "
-                       f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`)", err=True)
+                       f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`){beside}",
+                       err=True)
         if flow == "curriculum" and cfg.registry is not None and not dry_run and _nothing_new(cfg, config, as_json):
             return  # recorded as a no-op in seconds: no input check, no Prefect
         check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched

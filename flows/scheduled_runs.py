@@ -156,6 +156,21 @@ def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callabl
     return out
 
 
+def manual_run_warning(config: RunConfig, scheduled: bool = False) -> str | None:
+    """A warning when `output_dir`, the folder whose subfolders scheduled runs write (`scheduled`: a deployment
+    says so; else `retention` in the config, or such folders there), itself holds a run made by
+    `simcse-curriculum run`; None otherwise. Said by `validate` (and `run`, which checks the same) and `deploy`."""
+    root = Path(config.output_dir)
+    if not is_run_config(root / RUN_CONFIG):
+        return None
+    if not (scheduled or config.retention is not None or scheduled_folders(root)):
+        return None  # a run folder, resumed by `run`: nothing scheduled writes here
+    return (f"{root} holds a run made by `simcse-curriculum run` ({RUN_CONFIG}, rounds/), and scheduled runs write "
+            f"their folders beside it (<output_dir>/<start time>/): retention leaves that run as it is, and while a "
+            f"`run` of {root} is running no scheduled run can start there (the folder is held); give runs by hand "
+            f"an --output-dir of their own, and move this one out to keep output_dir a folder of scheduled runs")
+
+
 def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
     """Prune the runs in `root` (the config's `retention.keep`) after a scheduled run finished. The night's work
     is done and recorded by then, so a prune that fails is a warning, never a failed run: nothing it would

@@ -140,6 +140,7 @@ def check_run(config: RunConfig) -> RunCheck:
     warnings: list[str] = []
     notes: list[str] = []
     resumes = _check_run_folder(config)
+    _check_scheduled_output(config, warnings)
     _check_tracking(config)
     _check_encode_runtime(config)
     _check_engine(config)
@@ -194,6 +195,15 @@ def _naming_the_setting(exc: InputError, config: RunConfig) -> InputError:
 
 
 # ------------------------------------------------------------------------------------------ the checks
+def _check_scheduled_output(config: RunConfig, warnings: list[str]) -> None:
+    """A run made by hand in the output_dir of scheduled runs (flows.scheduled_runs.manual_run_warning)."""
+    from flows.scheduled_runs import manual_run_warning
+
+    warning = manual_run_warning(config)
+    if warning is not None:
+        warnings.append(warning)
+
+
 def _check_run_folder(config: RunConfig) -> bool:
     """True when the folder holds this run (a resume); a different run there, and a folder whose `config.yaml`
     is the user's own (not a run's), are refused now, not after Prefect has started (OutputFolder and
