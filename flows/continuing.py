@@ -274,6 +274,9 @@ class Continuing:
         if self.config.registry.register_version:
             out["registered"] = self._register()
         summary["registry"] = out
+        from flows.scheduled_runs import drop_spent_optimizer
+
+        drop_spent_optimizer(self.run, self.config.rounds, self.log)  # one folder, one night: it is finished
         from flows.report import build_report
 
         summary["report"] = str(build_report(self.run.root))  # with the registration

@@ -150,6 +150,7 @@ def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callabl
     with scheduled_run_folder(cfg, when, log) as folder:
         summary = run(cfg.model_copy(update={"output_dir": folder.path}))
         mark_finished(folder.path, summary, folder.resumed)
+        drop_spent_optimizer(RunDir(folder.path), cfg.rounds, log)  # finished: nothing resumes from it
     out = {**summary, "resumed": folder.resumed}
     if cfg.retention is not None:
         out["retention"] = apply_retention(Path(cfg.output_dir), cfg.retention.keep, log)
@@ -187,6 +188,16 @@ def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
              len(plan.removals), len(plan.pruned_runs), root)
     return {"keep": keep, "pruned_runs": [p.name for p in plan.pruned_runs], "bytes": plan.bytes,
             "in_use": [p.name for p in plan.in_use], "notes": plan.notes}
+
+
+def drop_spent_optimizer(run: RunDir, rounds: int, log: Any = _log) -> int:
+    """A finished night's last optimizer state, which nothing can use (RunDir.drop_spent_optimizer), removed and
+    said in one line; returns the bytes freed."""
+    freed = run.drop_spent_optimizer(rounds)
+    if freed:
+        log.info("round %d's optimizer state removed (%.1f MB): the night is finished and no round continues from "
+                 "it", rounds - 1, freed / 1e6)
+    return freed
 
 
 def mark_finished(folder: Path, summary: dict[str, Any], resumed: bool) -> None:
