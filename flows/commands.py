@@ -218,9 +218,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"note: retention.keep applies to scheduled runs (serve, deploy); `run` prunes nothing (prune "
                        f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`){beside}",
                        err=True)
-        if flow == "curriculum" and cfg.registry is not None and not dry_run and _nothing_new(cfg, config, as_json):
-            return  # recorded as a no-op in seconds: no input check, no Prefect
-        check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched
+        from flows.progress import said_if_slow, say
+
+        if flow == "curriculum" and cfg.registry is not None and not dry_run:
+            with said_if_slow(f"registry {cfg.registry.path}: has its current version seen every input?"):
+                nothing_new = _nothing_new(cfg, config, as_json)
+            if nothing_new:
+                return  # recorded as a no-op in seconds: no input check, no Prefect
+        # Every file, column and label, before the run folder or Prefect is touched.
+        with said_if_slow("checking the config and every input file (columns, labels, rows) before anything is "
+                          "written"):
+            check = check_run(cfg)
         if dry_run:
             from flows.estimate import estimate_run
             from flows.setup_commands import print_check
@@ -230,7 +238,9 @@ def register(app: typer.Typer) -> None:
         # Ctrl-C or SIGTERM from here on: one line with the command that resumes, exit 130 / 143 (flows.interrupts).
         with stop_on_signals(f"simcse-curriculum run {config}"), \
                 OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
-            configure_prefect_home(cfg.output_dir)
+            from flows.prefect_env import start_line
+
+            say(start_line(configure_prefect_home(cfg.output_dir)))
             with _run_environment(cfg.output_dir):
                 from flows import curriculum_flow as flows_module
 

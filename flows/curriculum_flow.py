@@ -118,7 +118,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         on_round=on_round,
         on_start=continuing.on_start(hooks.get("on_start")),
         on_end=hooks.get("on_end"),
-        check=lambda: check_run(config),
+        check=lambda: check_run(config, logger),
     )
     summary = continuing.finish(run_rounds(config, run, how, logger))  # registers the model through the gate
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
@@ -132,7 +132,7 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     """Mine every configured band of the corpus once (a domain team's triplets), without training."""
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
-    check_run(config)  # before the folder is touched
+    check_run(config, get_run_logger())  # before the folder is touched
     run.claim(config)
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
@@ -151,7 +151,7 @@ def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> 
 
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
-    check_run(config)  # before the folder is touched
+    check_run(config, get_run_logger())  # before the folder is touched
     run.claim(config)
     ensure_state(run, config, get_run_logger())
     tasks = bind_tasks(run)

@@ -61,6 +61,15 @@ def configure_prefect_home(run_dir: str | os.PathLike) -> Path | None:
     return home
 
 
+def start_line(home: Path | None) -> str:
+    """What `run` says before Prefect starts (flows.progress.say): the wait for a temporary server, or the API."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return f"starting the flow on the Prefect API at {url}"
+    where = f", its database in {home}" if home is not None else ""
+    return f"starting Prefect: a temporary API server for this run{where} (10-20 s; more on a busy machine)"
+
+
 def configure_prefect_logging(level: str | None = None) -> bool:
     """Set Prefect's console logging for this process and the flow-run processes it starts.
 

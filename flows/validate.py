@@ -126,8 +126,9 @@ def _memo_key(config: RunConfig) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def check_run(config: RunConfig) -> RunCheck:
-    """Check the run `config` describes without writing anything; InputError on the first problem."""
+def check_run(config: RunConfig, log: Any = None) -> RunCheck:
+    """Check the run `config` describes without writing anything; InputError on the first problem. `log`: where
+    the step's start is said (`info`), when the check is not already done for these settings and files."""
     if config.registry is not None:  # the run starts from the registry's current version (flows.warm_start)
         from flows.mlflow_store import require_mlflow
         from flows.warm_start import resolve_start
@@ -137,6 +138,8 @@ def check_run(config: RunConfig) -> RunCheck:
     key = _memo_key(config)
     if key in _CHECKED:
         return _CHECKED[key]
+    if log is not None:
+        log.info("checking the config and every input file (columns, labels, rows) before anything is written")
     warnings: list[str] = []
     notes: list[str] = []
     resumes = _check_run_folder(config)

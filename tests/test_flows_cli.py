@@ -145,8 +145,7 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "data": {"builtin": "python_docstrings", "builtin_max_sentences": 200},
         "eval": {"sts": [str(sts)]},
         "mining": {"params": {"range_max": 20}},
-        "training": {"progress": False},
-    }))
+    }))  # training.progress left at its default (a bar), which only a terminal shows
     return config
 
 
@@ -176,6 +175,63 @@ def test_default_output_is_the_runs_own_progress_without_prefects_state_lines(
     assert "base model: STS" in log and "round 0: STS" in log and "round 1: STS" in log
     for chatter in PREFECT_CHATTER:
         assert chatter not in log, f"{chatter!r} in the default output:\n{log}"
+    # One line as each long step starts, the first before Prefect is up (before, the first line came after the
+    # checks, Prefect's start and the base model's evaluation); no bar off a terminal (before: the trainer's). The
+    # checks take well under a second here: unannounced (test_a_step_is_announced_once_it_takes_a_while).
+    steps = ["simcse-curriculum - starting the flow on the Prefect API at http",
+             f"run folder {run_dir}: 2 rounds of 2 steps", "building the built-in corpus",
+             "evaluating " + str(tiny_config.parent / "tiny-bert"), "base model: STS",
+             "round 0: mining every band", "embeddings: encoding 200 of 200 texts", "round 0 mined:",
+             "round 0: training 2 steps of 8 rows", "round 0 trained:", "evaluating round 0's model", "round 0: STS",
+             "round 1: mining", "round 1: training", "evaluating round 1's model", "round 1: STS"]
+    lines = log.splitlines()
+    found = [next((i for i, line in enumerate(lines) if step in line), None) for step in steps]
+    assert None not in found and found == sorted(found), list(zip(steps, found))
+    assert found[0] == 0, "the first line says what runs before Prefect is up"
+    assert "\r" not in log and "it/s" not in log and "step/s" not in log, "no progress bar off a terminal"
+
+
+def test_a_step_is_announced_once_it_takes_a_while(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks before Prefect starts: a slow one is said while it runs; a quick one (a config mistake found at
+    once, say) prints nothing, so the error stays the one line on stderr."""
+    import time
+
+    from flows.progress import said_if_slow
+
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
+    with said_if_slow("checking the inputs", after=0.2):
+        pass
+    assert capsys.readouterr().err == ""
+    with said_if_slow("checking the inputs", after=0.05):
+        time.sleep(0.5)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("| INFO    | simcse-curriculum - checking the inputs\n"), err
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")  # --quiet
+    with said_if_slow("checking the inputs", after=0.05):
+        time.sleep(0.5)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bars_draw_on_a_terminal_only_and_not_under_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from flows.config import config_from_mapping
+    from flows.progress import bars_on
+    from flows.train_step import train_config
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    config = config_from_mapping({"output_dir": "x", "data": {"builtin": "python_docstrings"}})
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not bars_on() and train_config(config, 0).progress is False, "a log file or a capture: no bar"
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert bars_on() and train_config(config, 0).progress is True
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")  # --quiet
+    assert not bars_on()
 
 
 def test_quiet_prints_only_the_result(first_run: subprocess.CompletedProcess[str], harness: str,
