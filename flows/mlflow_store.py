@@ -285,10 +285,16 @@ def relocate(folder: Path) -> int:
 
 
 def store_for(config: Any) -> MlflowStore | None:
-    """The store a run logs to: `tracking.uri`, else `<output_dir>/mlflow`; None when tracking is off."""
+    """The store a run logs to: `tracking.uri`; else the registry's (`registry.path`), so that the version a run
+    registers is linked to the run it trained in, its metrics, report and plots (one store for both: each night's
+    `<output_dir>/mlflow` held runs that no version named); else `<output_dir>/mlflow`. None when tracking is off."""
     if not config.tracking.enabled:
         return None
-    return MlflowStore.at(config.tracking.uri or Path(config.output_dir) / "mlflow")
+    if config.tracking.uri:
+        return MlflowStore.at(config.tracking.uri)
+    if getattr(config, "registry", None) is not None:
+        return MlflowStore.at(config.registry.path)
+    return MlflowStore.at(Path(config.output_dir) / "mlflow")
 
 
 MISSING_MLFLOW = ("MLflow is not installed: tracking and the model registry need it; "

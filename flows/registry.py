@@ -469,8 +469,9 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     _check_start(registry, parent, record, run)  # the baseline was measured on the version's files ...
     check_parent_scores(registry, parent, base, gate.parent_tolerance, run.base_metrics_path)  # ... and repeats it
     run.check_model(chosen)  # the files registered are the ones the round wrote and evaluated (sha256)
-    run_id = existing.run_id if existing is not None else registry.new_run(
-        run.root.name, {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)})
+    run_tags = {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)}
+    run_id = existing.run_id if existing is not None else \
+        _training_run(registry, run, run_tags) or registry.new_run(run.root.name, run_tags)
     from flows.new_data import attach_to_run
 
     seen_tags = attach_to_run(registry.client, run_id, run) if existing is None else {}  # what the run saw
@@ -482,6 +483,31 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
                                             **({"eval_keys": json.dumps(keys, sort_keys=True)} if keys else {})})
     registry.client.set_terminated(run_id)
     return version
+
+
+def _training_run(registry: ModelRegistry, run: Any, tags: dict[str, str]) -> str | None:
+    """The MLflow run the run folder was tracked in (`tracking.json`, flows.tracking), when it is in the registry's
+    store: the version is registered from it, so MLflow links the version to the run's metrics, report and plots.
+    None when the run was not tracked, or tracked elsewhere (then the version gets a run of its own)."""
+    from mlflow.exceptions import MlflowException
+
+    from flows.tracking import TRACKING_FILE
+
+    path = run.root / TRACKING_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    run_id = state.get("run_id") if isinstance(state, dict) else None
+    if not run_id or state.get("store") != registry.store.location:
+        return None
+    try:
+        registry.client.get_run(run_id)
+    except MlflowException:  # not in this store any more (a store moved aside): the version gets its own run
+        return None
+    for key, value in tags.items():
+        registry.client.set_tag(run_id, key, value)
+    return run_id
 
 
 def _recorded_start(registry: ModelRegistry, run: Any) -> dict[str, Any] | None:

@@ -229,6 +229,50 @@ def test_a_run_is_tracked_once_per_round_and_a_resumed_run_continues_the_same_ml
     assert (artifacts / "report.md").is_file() and artifacts.is_relative_to(store)
 
 
+
+def test_a_version_links_to_the_run_it_trained_in_one_store(tmp_path, tiny, registry):
+    """Tracking defaults to the registry's store, and the version is registered from the run's tracked MLflow run:
+    MLflow's model version names that run (`run_id`), whose metrics are the training's (before: two unlinked
+    stores, each version on a run of its own with no metrics, `<output_dir>/mlflow` holding the training's)."""
+    from flows.config import config_from_mapping
+    from flows.mlflow_store import store_for
+    from flows.rundir import RunDir
+    from flows.tracking import TRACKING_FILE, round_hooks, tracker_for
+
+    start = registry.local_path(registry.current())
+    folder = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(71.0)], Path(tiny))
+    cfg = config_from_mapping({"output_dir": str(folder), "data": {"builtin": "python_docstrings"},
+                               "steps_per_round": 5, "tracking": {"enabled": True},
+                               "registry": {"path": str(tmp_path / "registry"), "name": "enc"}})
+    assert store_for(cfg) == registry.store, "one store for the runs and the registry"
+    run = RunDir(folder)
+    hooks = round_hooks(tracker_for(cfg, run), cfg)
+    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_round"](0, run.read_metrics(0))
+    hooks["on_end"]({})
+    trained_in = json.loads((folder / TRACKING_FILE).read_text())["run_id"]
+
+    version = register_run(registry, folder, GateSettings())
+    client = registry.client  # MLflow's own API, as its UI reads it
+    mv = client.get_model_version("enc", str(version.version))
+    assert mv.run_id == trained_in == version.run_id, "the version links to the run it trained in"
+    mlrun = client.get_run(mv.run_id)
+    assert mlrun.data.metrics["pairs/select"] == 71.0 and mlrun.data.params["steps_per_round"] == "5"
+    assert [(m.step, m.value) for m in client.get_metric_history(mv.run_id, "pairs/select")] == [(0, 70.0), (1, 71.0)]
+    assert mlrun.data.tags["simcse.candidate_round"] == "0" and mv.source.startswith(mlrun.info.artifact_uri)
+    assert (registry.local_path(version) / "config.json").is_file() and registry.store.inside(mv.source)
+    assert register_run(registry, folder, GateSettings()).version == version.version, "registering again adds none"
+    # A run tracked in another store (tracking.uri) cannot be linked: its version gets a run of its own.
+    other = fake_run(tmp_path / "elsewhere", start, evaluation(70.0), [evaluation(72.0)], Path(tiny))
+    cfg2 = cfg.model_copy(update={"output_dir": other, "tracking": cfg.tracking.model_copy(
+        update={"uri": str(tmp_path / "own-store")})})
+    hooks = round_hooks(tracker_for(cfg2, RunDir(other)), cfg2)
+    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_end"]({})
+    separate = register_run(registry, other, GateSettings())
+    assert separate.run_id != json.loads((other / TRACKING_FILE).read_text())["run_id"]
+
+
 def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monkeypatch):
     from flows import mlflow_store
     from flows.config import config_from_mapping
