@@ -38,6 +38,7 @@ from curriculum.config import CurriculumConfig
 from dataio.errors import InputError
 from dataio.tables import accepted_names
 from dataio.triplets import BandName
+from flows.mlflow_store import is_uri
 from mining.params import MiningParams
 from simcse.train_config import TrainConfig
 
@@ -253,11 +254,6 @@ class MiningSettings(_Strict):
             if getattr(self, name) == type(self).model_fields[name].default:
                 dumped.pop(name, None)
         return dumped
-
-
-def is_uri(text: str) -> bool:
-    """`http://...`, `sqlite:///...` and the like, as opposed to a folder path."""
-    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
 class TrackingSettings(_Strict):
