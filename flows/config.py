@@ -262,7 +262,8 @@ class TrackingSettings(_Strict):
 
     enabled: bool = Field(False, description="log the run to MLflow (needs the `tracking` extra)")
     uri: str | None = Field(None, description="a folder (embedded store: SQLite + artifacts inside it) or an MLflow "
-                                              "server's URI (http://127.0.0.1:5000); default <output_dir>/mlflow")
+                                              "server's URI (http://127.0.0.1:5000); default the registry's store "
+                                              "(registry.path), else <output_dir>/mlflow")
     experiment: str = Field("simcse-curriculum", min_length=1, description="the MLflow experiment")
 
 
