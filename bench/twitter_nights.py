@@ -160,7 +160,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "tracking per round (s, share) | tracking per run (s) |",
              "|---|---|---|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        promoted = "no-op" if r["noop"] else ("yes" if r["promoted"] == "true" else f"no: {r['reason']}")
+        # `promoted` is a boolean; nights recorded before it was held the tag's string
+        promoted = "no-op" if r["noop"] else ("yes" if r["promoted"] in (True, "true") else f"no: {r['reason']}")
         lines.append(
             f"| {r['night']} | {r['rows'] or '–'} ({r['new_rows'] if r['new_rows'] is not None else '–'}) | "
             f"{r['registered'] or '–'} ({r['parent'] or '–'}) | {promoted} | "

@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.prefect_env import turn_off_telemetry
+
+    turn_off_telemetry()  # before any command imports Prefect or MLflow, for this process and those it starts
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     input_errors = _input_error_types()

@@ -78,7 +78,7 @@ def _report_line(summary: dict[str, Any]) -> None:
         typer.echo(f"  {selection['note']}")
     registered = (summary.get("registry") or {}).get("registered")
     if registered:
-        state = "promoted: now the current model" if registered["promoted"] == "true" else "not promoted"
+        state = "promoted: now the current model" if registered["promoted"] is True else "not promoted"
         typer.echo(f"registered: version {registered['version']} of {registered['name']} (from version "
                    f"{registered['parent']}): {state}; {registered['reason']}")
 
@@ -183,11 +183,23 @@ def register(app: typer.Typer) -> None:
 
             cfg = forced(cfg)
         if cfg.retention is not None:  # a run folder, not a folder of runs: nothing to prune here
+            beside = "" if output_dir is not None else (
+                f"; this run writes into {cfg.output_dir} itself, where scheduled runs keep their folders: give it "
+                f"an --output-dir of its own")
             typer.echo(f"note: retention.keep applies to scheduled runs (serve, deploy); `run` prunes nothing (prune "
-                       f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`)", err=True)
-        if flow == "curriculum" and cfg.registry is not None and not dry_run and _nothing_new(cfg, config, as_json):
-            return  # recorded as a no-op in seconds: no input check, no Prefect
-        check = check_run(cfg)  # every file, column and label, before the run folder or Prefect is touched
+                       f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`){beside}",
+                       err=True)
+        from flows.progress import said_if_slow, say
+
+        if flow == "curriculum" and cfg.registry is not None and not dry_run:
+            with said_if_slow(f"registry {cfg.registry.path}: has its current version seen every input?"):
+                nothing_new = _nothing_new(cfg, config, as_json)
+            if nothing_new:
+                return  # recorded as a no-op in seconds: no input check, no Prefect
+        # Every file, column and label, before the run folder or Prefect is touched.
+        with said_if_slow("checking the config and every input file (columns, labels, rows) before anything is "
+                          "written"):
+            check = check_run(cfg)
         if dry_run:
             from flows.estimate import estimate_run
 
@@ -196,7 +208,9 @@ def register(app: typer.Typer) -> None:
         # Ctrl-C or SIGTERM from here on: one line with the command that resumes, exit 130 / 143 (flows.interrupts).
         with stop_on_signals(f"simcse-curriculum run {config}"), \
                 OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
-            configure_prefect_home(cfg.output_dir)
+            from flows.prefect_env import start_line
+
+            say(start_line(configure_prefect_home(cfg.output_dir)))
             with _run_environment(cfg.output_dir):
                 from flows import curriculum_flow as flows_module
 

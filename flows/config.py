@@ -39,6 +39,7 @@ from curriculum.config import CurriculumConfig
 from dataio.errors import InputError, InputErrors
 from dataio.tables import accepted_names
 from dataio.triplets import BandName
+from flows.mlflow_store import is_uri
 from mining.params import MiningParams
 from simcse.train_config import TrainConfig
 
@@ -256,18 +257,14 @@ class MiningSettings(_Strict):
         return dumped
 
 
-def is_uri(text: str) -> bool:
-    """`http://...`, `sqlite:///...` and the like, as opposed to a folder path."""
-    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
-
-
 class TrackingSettings(_Strict):
     """MLflow tracking of each run (flows.tracking): its config as params, metrics per round and per training
     log window, the report and plots as artifacts, tagged with the Prefect flow run and input fingerprints."""
 
     enabled: bool = Field(False, description="log the run to MLflow (needs the `tracking` extra)")
     uri: str | None = Field(None, description="a folder (embedded store: SQLite + artifacts inside it) or an MLflow "
-                                              "server's URI (http://127.0.0.1:5000); default <output_dir>/mlflow")
+                                              "server's URI (http://127.0.0.1:5000); default the registry's store "
+                                              "(registry.path), else <output_dir>/mlflow")
     experiment: str = Field("simcse-curriculum", min_length=1, description="the MLflow experiment")
 
 

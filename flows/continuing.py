@@ -273,6 +273,9 @@ class Continuing:
         if self.config.registry.register_version:
             out["registered"] = self._register()
         summary["registry"] = out
+        from flows.scheduled_runs import drop_spent_optimizer
+
+        drop_spent_optimizer(self.run, self.config.rounds, self.log)  # one folder, one night: it is finished
         from flows.report import build_report
 
         summary["report"] = str(build_report(self.run.root))  # with the registration
@@ -281,7 +284,7 @@ class Continuing:
 
             tracker = tracker_for(self.config, self.run)
             tracker.log(tags={"simcse.registered_version": str(out["registered"]["version"]),
-                              "simcse.promoted": out["registered"]["promoted"]})
+                              "simcse.promoted": str(out["registered"]["promoted"]).lower()})
             tracker.log_files()
         return summary
 
@@ -291,15 +294,21 @@ class Continuing:
         assert self.start is not None
         registry = self.start.registry
         version = register_run(registry, self.run.root, gate_settings(self.config))
-        record = {"registry": str(registry.store), "name": registry.name, "version": version.version,
-                  "parent": version.parent, "promoted": version.promoted, "reason": version.reason,
-                  "current_version": registry.current_number(), "gate": version.gate,
-                  "model": str(registry.local_path(version)) if registry.store.is_local else version.source}
+        record = registration_record(registry, version)
         write_json(self.run.root / REGISTERED_FILE, record)
-        state = "promoted: now the current model" if version.promoted == "true" else "not promoted"
+        state = "promoted: now the current model" if record["promoted"] else "not promoted"
         self.log.info("registered as version %d of %r (from version %s): %s; %s", version.version, registry.name,
                       version.parent, state, version.reason)
         return record
+
+
+def registration_record(registry: Any, version: Any) -> dict[str, Any]:
+    """What a registry run records of its registration (`registered.json`, the summary's `registry.registered`, so
+    `run --json`): plain JSON, `promoted` a boolean."""
+    return {"registry": str(registry.store), "name": registry.name, "version": version.version,
+            "parent": version.parent, "promoted": version.promoted == "true", "reason": version.reason,
+            "current_version": registry.current_number(), "gate": version.gate,
+            "model": str(registry.local_path(version)) if registry.store.is_local else version.source}
 
 
 def _inputs_key(files: list[Any]) -> str:

@@ -118,7 +118,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         on_round=on_round,
         on_start=continuing.on_start(hooks.get("on_start")),
         on_end=hooks.get("on_end"),
-        check=lambda: check_run(config),
+        check=lambda: check_run(config, logger),
     )
     summary = continuing.finish(run_rounds(config, run, how, logger))  # registers the model through the gate
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
@@ -132,7 +132,7 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     """Mine every configured band of the corpus once (a domain team's triplets), without training."""
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
-    check_run(config)  # before the folder is touched
+    check_run(config, get_run_logger())  # before the folder is touched
     run.claim(config)
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
@@ -151,7 +151,7 @@ def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> 
 
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
-    check_run(config)  # before the folder is touched
+    check_run(config, get_run_logger())  # before the folder is touched
     run.claim(config)
     ensure_state(run, config, get_run_logger())
     tasks = bind_tasks(run)
@@ -187,7 +187,11 @@ def evaluate_flow(config: ConfigArg, model: str | None = None) -> dict[str, Any]
 def scheduled_flow(config: str, force: bool = False) -> dict[str, Any]:
     """What `serve` and `deploy` run: one curriculum run per scheduled time, in `<output_dir>/<start time>/`,
     or the latest such folder when its run did not finish (`flows.scheduled_runs`). `force`: a registry run
-    goes ahead even when nothing is new (`prefect deployment run NAME -p force=true`)."""
+    goes ahead even when nothing is new (`prefect deployment run NAME -p force=true`).
+
+    The curriculum runs inside this flow run (its function, not a subflow): the flow run a deployment starts
+    carries the night's name and tags, and it holds the night's task runs and artifacts. (As a subflow, the
+    named and tagged run showed 0 task runs, and the run holding them had a random name and no tags.)"""
     from prefect.runtime import flow_run
 
-    return run_scheduled(config, flow_run.scheduled_start_time, curriculum_flow, force, get_run_logger())
+    return run_scheduled(config, flow_run.scheduled_start_time, curriculum_flow.fn, force, get_run_logger())

@@ -72,6 +72,10 @@ def register(app: typer.Typer) -> None:
                        err=True)
             raise typer.Exit(2)
         cfg = load_config(config)
+        from flows.scheduled_runs import manual_run_warning
+
+        if (warning := manual_run_warning(cfg, scheduled=True)) is not None:
+            typer.echo(f"warning: {warning}", err=True)
         # Every input, read as a run reads it, before anything is registered: a night should not fail on a typo.
         # The check looks at a folder that does not exist: the runs' folders are created below output_dir.
         check_run(cfg.model_copy(update={"output_dir": Path(cfg.output_dir) / ".deploy-check"}))

@@ -10,6 +10,7 @@ there is one place that turns `model:` settings into an encoder.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,7 +73,7 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
     if config.data.builtin == "python_docstrings":
         from flows.demo_data import build_demo_data
 
-        demo = build_demo_data(run.data, max_sentences=config.data.builtin_max_sentences, seed=config.seed)
+        demo = build_demo_data(run.data, max_sentences=config.data.builtin_max_sentences, seed=config.seed, log=log)
         log.info("built-in corpus: %d docstring sentences, %d pairs, %d evaluation pairs in %s",
                  demo.sentences, demo.train_pairs, demo.eval_rows, demo.folder)
         corpus.append({"path": str(demo.corpus), "columns": {"text": "text", "id": "id", "domain": "domain"}})
@@ -179,17 +180,29 @@ def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
 def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> dict[str, Any]:
     """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files, and its dev
     metric: the evaluator's primary metric, `eval.dev_metric` (default: the first file's)."""
+    from flows.progress import bars_on
     from simcse.evaluation import SimCSEEvaluator, primary_score
 
     start = time.perf_counter()
     # The files are read before the model loads: a bad file (or a dev metric naming none) stops at once.
     sts, pairs = read_eval_sets(inputs)
-    evaluator = SimCSEEvaluator(sts, pairs, primary_metric=config.eval.dev_metric)
+    evaluator = SimCSEEvaluator(sts, pairs, primary_metric=config.eval.dev_metric, show_progress_bar=bars_on())
+    sentences = len({s for data in [*sts, *pairs] for s in (*data.sentence1, *data.sentence2)})
+    log.info("evaluating %s: %d sentences of %d evaluation files", model_label(model_path), sentences,
+             len(sts) + len(pairs))
     result = evaluator(load_encoder(model_path, config))
     name = evaluator.primary_metric
     dev = {"name": name, "value": primary_score(evaluator, result)} if name else None
     return {"model": model_path, "evaluation": jsonable(result), "dev_metric": jsonable(dev),
             "eval_keys": eval_keys(inputs, config, sts, pairs), "seconds": time.perf_counter() - start}
+
+
+def model_label(model_path: str | os.PathLike) -> str:
+    """A model as a step's log line names it: `round 2's model` for a round's folder, else its path or name."""
+    path = Path(model_path)
+    if path.name == "model" and path.parent.name.isdigit() and path.parent.parent.name == "rounds":
+        return f"round {path.parent.name}'s model"
+    return str(model_path)
 
 
 def eval_keys(inputs: dict[str, Any], config: RunConfig, sts: list[Any], pairs: list[Any]) -> dict[str, str]:

@@ -61,7 +61,7 @@ def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
 
     log = log or _log
     return RoundSteps(
-        check=lambda: check_run(config),
+        check=lambda: check_run(config, log),
         prepare=lambda: prepare_inputs(config, run, log),
         evaluate=lambda model, inputs: evaluate_model(model, inputs, config, log),
         mine=lambda model, inputs, r: mine_round(model, inputs, config, run, r, log),
@@ -94,6 +94,9 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
     run.claim(config)
     clean_partial_writes(run)
     ensure_state(run, config, log)  # a lost or stale state.json is rebuilt from the rounds, never restarted
+    done = run.completed_rounds()
+    log.info("run folder %s: %s", run.root, f"{len(done)} of {config.rounds} rounds complete, resuming" if done
+             else f"{config.rounds} rounds of {config.steps_per_round} steps")
     start = time.perf_counter()
     inputs = how.prepare()
     base_model = base_model_path(config)
@@ -109,7 +112,6 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
 
     timings: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
-    done = run.completed_rounds()
     for r in range(config.rounds):
         if r in done:
             log.info("round %d: complete, skipped", r)

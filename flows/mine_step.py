@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from typing import Any
 
@@ -31,24 +30,28 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
     local one), set up as `mine --shards --engine` does (mining.shards.sharded_mining); `mining.encode_runtime`
     is what the encoder runs on.
     """
+    from flows.progress import bars_on, forwarded
     from mining.pipeline import mine
     from mining.shards import EncoderRef, sharded_mining
 
     start = time.perf_counter()
     settings = config.mining
     corpus = run_inputs.load_mining_corpus(inputs, settings.params)
+    log.info("round %d: mining %s from a pool of %d sentences with %s", round_,
+             ", ".join(settings.bands) if settings.bands else "every band the inputs allow", len(corpus),
+             run_inputs.model_label(model_path))
     encoder = run_inputs.load_encoder(model_path, config, settings.encode_runtime)
-    # Progress bars only on a terminal: in a log file or a CI capture they are carriage-return noise.
     kwargs: dict[str, Any] = {"round": round_, "bands": settings.bands, "seed": config.seed,
-                              "cache_dir": run.cache, "show_progress": sys.stderr.isatty(),
-                              "params": settings.params}
+                              "cache_dir": run.cache, "show_progress": bars_on(), "params": settings.params}
     if inputs.get("exclude_pairs"):
         kwargs["exclude_pairs"] = inputs["exclude_pairs"]
     if config.teacher is not None:
         kwargs["teacher"] = run_inputs.teacher_of(config)
     ref = EncoderRef.of(run_inputs.open_encoder, model_path, encode_runtime=settings.encode_runtime,
                         **run_inputs.encoder_settings(config))
-    with sharded_mining(settings.shards, ref, settings.cluster, settings.engine) as sharding:
+    # Encoding the pool is most of a round's mining: its lines (start, cache hit, done) are the run's own.
+    with sharded_mining(settings.shards, ref, settings.cluster, settings.engine) as sharding, \
+            forwarded(("mining.embeddings",), log):
         mine(corpus, encoder, run.triplets, **kwargs, **sharding)
     summary = read_mined(run, round_)
     summary["seconds"] = time.perf_counter() - start

@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from dataio.errors import InputError
-from flows.config import is_uri
 
 DB_NAME = "mlflow.db"
 ARTIFACTS = "artifacts"
@@ -42,6 +41,12 @@ _log = logging.getLogger("flows")
 # Where MLflow's SQLite store keeps absolute URIs: (table, its columns that hold one).
 LOCATION_COLUMNS = (("experiments", ("artifact_location",)), ("runs", ("artifact_uri",)),
                     ("model_versions", ("source", "storage_location")), ("logged_models", ("artifact_location",)))
+
+
+def is_uri(text: str) -> bool:
+    """`http://...`, `sqlite:///...` and the like, as opposed to a folder path. (Here, not in flows.config, so that
+    reading a registry folder imports no config machinery: `models path`.)"""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
 def _quiet_mlflow() -> None:
@@ -285,10 +290,16 @@ def relocate(folder: Path) -> int:
 
 
 def store_for(config: Any) -> MlflowStore | None:
-    """The store a run logs to: `tracking.uri`, else `<output_dir>/mlflow`; None when tracking is off."""
+    """The store a run logs to: `tracking.uri`; else the registry's (`registry.path`), so that the version a run
+    registers is linked to the run it trained in, its metrics, report and plots (one store for both: each night's
+    `<output_dir>/mlflow` held runs that no version named); else `<output_dir>/mlflow`. None when tracking is off."""
     if not config.tracking.enabled:
         return None
-    return MlflowStore.at(config.tracking.uri or Path(config.output_dir) / "mlflow")
+    if config.tracking.uri:
+        return MlflowStore.at(config.tracking.uri)
+    if getattr(config, "registry", None) is not None:
+        return MlflowStore.at(config.registry.path)
+    return MlflowStore.at(Path(config.output_dir) / "mlflow")
 
 
 MISSING_MLFLOW = ("MLflow is not installed: tracking and the model registry need it; "

@@ -27,14 +27,29 @@ EPHEMERAL_STARTUP_TIMEOUT_S = "180"
 # Prefect's default logging config plus a console filter for Prefect's own INFO lines (see the file's header).
 LOGGING_CONFIG = Path(__file__).with_name("prefect_logging.yml")
 
+# Telemetry off in this process and every process it starts (Prefect's server, a flow's subprocesses, Dask or Ray
+# workers): DO_NOT_TRACK is the shared switch, read by Prefect's client (which also shows its first-run notice on a
+# terminal unless it is set) and Hugging Face's hub; Prefect's server and MLflow read only their own (MLflow takes
+# DO_NOT_TRACK as "true" alone, not "1").
+TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                 "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def turn_off_telemetry() -> None:
+    """Set `TELEMETRY_OFF` where the user has not set the variable (an empty value counts as not set: the tools
+    read it as telemetry on). Must run before `prefect` is imported: its client decides on import."""
+    for key, value in TELEMETRY_OFF.items():
+        if not os.environ.get(key):
+            os.environ[key] = value
+
 
 def configure_prefect_home(run_dir: str | os.PathLike) -> Path | None:
     """Point PREFECT_HOME at `<run_dir>/.prefect` unless the user set it or uses a real server.
 
     Returns the folder chosen, or None when the user's own setting stands. Telemetry is turned off
-    either way. Must be called before `prefect` is imported to take effect.
+    either way (`turn_off_telemetry`). Must be called before `prefect` is imported to take effect.
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    turn_off_telemetry()
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     if os.environ.get("PREFECT_HOME") or os.environ.get("PREFECT_API_URL"):
         return None
@@ -44,6 +59,15 @@ def configure_prefect_home(run_dir: str | os.PathLike) -> Path | None:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(home)
     return home
+
+
+def start_line(home: Path | None) -> str:
+    """What `run` says before Prefect starts (flows.progress.say): the wait for a temporary server, or the API."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return f"starting the flow on the Prefect API at {url}"
+    where = f", its database in {home}" if home is not None else ""
+    return f"starting Prefect: a temporary API server for this run{where} (10-20 s; more on a busy machine)"
 
 
 def configure_prefect_logging(level: str | None = None) -> bool:

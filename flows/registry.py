@@ -57,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -86,7 +87,7 @@ class Version:
     version: int
     parent: int | None
     created: str
-    promoted: str
+    promoted: str  # its tag: true | false | pending (`as_dict` gives JSON's booleans)
     current: bool
     reason: str
     metrics: dict[str, float]
@@ -97,7 +98,11 @@ class Version:
     tags: dict[str, str] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain JSON (`models list --json`, `models register --json`): `promoted` and `pending` are booleans (a tag
+        is a string; `pending`: the gate passed and the switch of `current` is under way, or a kill stopped it)."""
         out = {k: v for k, v in self.__dict__.items() if k != "tags"}
+        out["promoted"] = self.promoted == "true"
+        out["pending"] = self.promoted == "pending"
         out["decides"] = self.gate.get("metric")
         return out
 
@@ -463,6 +468,52 @@ class ModelRegistry:
                             rolled_back=current.version if current.version != target else None)
 
 
+def read_local_version(store: MlflowStore, name: str | None = None, number: int | None = None) -> tuple[str, Version]:
+    """(the registered model's name, its version `number`, by default the current one) of a registry folder, read
+    from MLflow's own records in `mlflow.db` with the standard library's sqlite3: `models path` answers in well
+    under a second this way, where importing MLflow alone takes seconds. The same checks and messages as
+    `open_registry` and `ModelRegistry.version`; a store moved here names its own files first (`relocate`)."""
+    import sqlite3
+
+    from flows.mlflow_store import DB_NAME, relocate
+
+    folder = Path(store.location)
+    if not (folder / DB_NAME).is_file():
+        raise InputError("no registry here (no mlflow.db); give the folder named by registry.path", path=folder)
+    check_database(folder, need_records=True)
+    relocate(folder)
+    con = sqlite3.connect(f"{(folder / DB_NAME).as_uri()}?mode=ro", uri=True, timeout=60)
+    try:
+        names = sorted(row[0] for row in con.execute("SELECT name FROM registered_models"))
+        if name is None:
+            if len(names) != 1:
+                found = "no registered models" if not names else "several models: " + ", ".join(names)
+                raise InputError(f"registry {store}: {found}; give --name")
+            name = names[0]
+        elif name not in names:
+            raise InputError(f"registry {store}: no registered model {name!r}")
+        alias = con.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                            (name, CURRENT)).fetchone()
+        current = int(alias[0]) if alias is not None else None
+        if number is None:
+            if current is None:
+                raise InputError(f"registry {store}: {name!r} has no current version")
+            number = current
+        live = "(current_stage IS NULL OR current_stage != 'Deleted_Internal')"  # MLflow's mark of a deleted one
+        row = con.execute(f"SELECT version, creation_time, source, run_id FROM model_versions WHERE name = ? AND "
+                          f"version = ? AND {live}", (name, number)).fetchone()
+        if row is None:
+            known = [v for (v,) in con.execute(f"SELECT version FROM model_versions WHERE name = ? AND {live} "
+                                               "ORDER BY version", (name,))]
+            raise InputError(f"registry {store}: model {name!r} has no version {number} (versions: {known or 'none'})")
+        tags = dict(con.execute("SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?",
+                                (name, number)).fetchall())
+    finally:
+        con.close()
+    record = SimpleNamespace(version=row[0], creation_timestamp=row[1], source=row[2], run_id=row[3], tags=tags)
+    return name, _from_mlflow(record, current)
+
+
 def open_registry(location: str, name: str | None = None) -> ModelRegistry:
     """A registry named on the command line: a folder or server URI, and the model's name (the only one in
     the store when not given)."""
@@ -551,8 +602,9 @@ def _register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) ->
     _check_start(registry, parent, record, run)  # the baseline was measured on the version's files ...
     check_parent_scores(registry, parent, base, gate.parent_tolerance, run.base_metrics_path)  # ... and repeats it
     run.check_model(chosen)  # the files registered are the ones the round wrote and evaluated (sha256)
-    run_id = existing.run_id if existing is not None else registry.new_run(
-        run.root.name, {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)})
+    run_tags = {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)}
+    run_id = existing.run_id if existing is not None else \
+        _training_run(registry, run, run_tags) or registry.new_run(run.root.name, run_tags)
     from flows.new_data import attach_to_run
 
     seen_tags = attach_to_run(registry.client, run_id, run) if existing is None else {}  # what the run saw
@@ -564,6 +616,31 @@ def _register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) ->
                                             **({"eval_keys": json.dumps(keys, sort_keys=True)} if keys else {})})
     registry.client.set_terminated(run_id)
     return version
+
+
+def _training_run(registry: ModelRegistry, run: Any, tags: dict[str, str]) -> str | None:
+    """The MLflow run the run folder was tracked in (`tracking.json`, flows.tracking), when it is in the registry's
+    store: the version is registered from it, so MLflow links the version to the run's metrics, report and plots.
+    None when the run was not tracked, or tracked elsewhere (then the version gets a run of its own)."""
+    from mlflow.exceptions import MlflowException
+
+    from flows.tracking import TRACKING_FILE
+
+    path = run.root / TRACKING_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    run_id = state.get("run_id") if isinstance(state, dict) else None
+    if not run_id or state.get("store") != registry.store.location:
+        return None
+    try:
+        registry.client.get_run(run_id)
+    except MlflowException:  # not in this store any more (a store moved aside): the version gets its own run
+        return None
+    for key, value in tags.items():
+        registry.client.set_tag(run_id, key, value)
+    return run_id
 
 
 def _recorded_start(registry: ModelRegistry, run: Any) -> dict[str, Any] | None:

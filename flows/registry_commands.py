@@ -74,7 +74,15 @@ def path_command(registry: RegistryArg, version: Annotated[int | None, typer.Arg
     """Print a local folder that `SentenceTransformer(path)` loads: the current version, or VERSION (its files
     checked against the sha256 recorded with the version)."""
     from dataio.errors import InputError
+    from flows.mlflow_store import MlflowStore
 
+    store = MlflowStore.at(registry)
+    if store.is_local:  # read from the registry's own records, without MLflow (flows.registry.read_local_version)
+        from flows.registry import ModelRegistry, read_local_version
+
+        found, target = read_local_version(store, name, version)
+        typer.echo(str(ModelRegistry(store, found).verified_path(target, warn=_warn)))
+        return
     reg = _open(registry, name)
     target = reg.version(version) if version is not None else reg.current()
     if target is None:

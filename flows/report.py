@@ -381,7 +381,9 @@ def _registry_lines(run: RunDir) -> list[str]:
                   + f" (`{SEEN_JSON}`).", ""]
     registered = _read_json(run.root / REGISTERED_FILE)
     if registered is not None:
-        state = "**promoted**: now the current model" if registered.get("promoted") == "true" else "**not promoted**"
+        # `registered.json` of runs from before booleans held the tag's string
+        promoted = registered.get("promoted") in (True, "true")
+        state = "**promoted**: now the current model" if promoted else "**not promoted**"
         lines += [f"Registered as version {registered.get('version')} (from version {registered.get('parent')}): "
                   f"{state}. {registered.get('reason')}.", ""]
     return lines

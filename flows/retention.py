@@ -15,6 +15,12 @@ and came from a pruned run (the version stays listed, tagged `simcse.pruned`). N
 OUTPUT_DIR (a registry elsewhere is left as it is, and said so), a registry's current, promoted or pending
 versions, a run folder in use (its `dataio.folder_lock` is held: checked again, and held, while it is pruned),
 and folders that are not runs. `--dry-run` lists what would go, with sizes, and writes nothing.
+
+OUTPUT_DIR may itself hold a run made by `simcse-curriculum run` with the same config (its config.yaml, rounds/, ...
+beside the scheduled runs' folders): that run is left as it is, with a note, and the runs in its subfolders are
+pruned. (Refusing such a folder made every scheduled night's retention fail once one manual run had been made
+there, and the `prune` command its warning suggested failed the same way.) A run folder with no runs inside is
+refused: its parent is the folder of runs.
 """
 
 from __future__ import annotations
@@ -177,11 +183,14 @@ def plan_prune(folder: str | os.PathLike, keep: int) -> PrunePlan:
     if not root.is_dir():
         raise InputError("no such folder; give the folder that holds the runs (a scheduled deployment's "
                          "output_dir)", path=root)
-    if is_run_config(root / RUN_CONFIG):
-        raise InputError("this is one run's folder; give the folder that holds the runs (its parent)", path=root)
-    plan = PrunePlan(root, keep)
     runs = sorted((p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and is_run_config(p / RUN_CONFIG)),
                   key=lambda p: (_last_activity(p), p.name))
+    plan = PrunePlan(root, keep)
+    if is_run_config(root / RUN_CONFIG):
+        if not runs:
+            raise InputError("this is one run's folder; give the folder that holds the runs (its parent)", path=root)
+        plan.notes.append(f"{root} itself holds a run made by `simcse-curriculum run` ({RUN_CONFIG}, rounds/, ... "
+                          "beside the runs' folders): left as it is; only the runs in its subfolders are pruned")
     trained = [p for p in runs if _trained(p)]
     plan.noops = [p for p in runs if not _trained(p)]
     plan.kept = trained[-keep:]

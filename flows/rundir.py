@@ -7,7 +7,8 @@ Layout (DESIGN.md section 3):
     <run>/triplets/round=<r>/...   mined Parquet (dataio.triplets); the round's manifest marks it mined
     <run>/rounds/<r>/train/        the trainer's checkpoint while round r trains
     <run>/rounds/<r>/model/        the model after round r (SentenceTransformer folder, safetensors)
-    <run>/rounds/<r>/optimizer/    the optimizer state the next round continues from (the latest round only)
+    <run>/rounds/<r>/optimizer/    the optimizer state the next round continues from (the latest round only;
+                                   a finished night drops it: `drop_spent_optimizer`)
     <run>/rounds/<r>/metrics.json  round r's results; written last, it marks the round complete
     <run>/plots/*.png, report.md   regenerated from the files above after every round
     <run>/selection.json           the model to use: the best by the dev metric, the starting model included
@@ -112,6 +113,19 @@ class RunDir:
     def optimizer_dir(self, r: int) -> Path:
         """The optimizer's state after round r, which round r + 1 continues from (kept for the last round only)."""
         return self.round_dir(r) / "optimizer"
+
+    def drop_spent_optimizer(self, rounds: int) -> int:
+        """Remove the last round's optimizer state once all `rounds` of the run are complete; returns the bytes
+        freed (0: nothing removed). It is kept only for the next round to continue from, and a finished run has
+        no next round (`rounds` is fixed: a longer run is a new run, whose optimizer starts afresh), nor does
+        training a round again use it (`retrain_from` needs the state of the round before). Called when a night
+        has finished (flows.scheduled_runs, flows.continuing); a plain run keeps it until `prune`."""
+        folder = self.optimizer_dir(rounds - 1)
+        if rounds < 1 or not folder.is_dir() or not all(self.round_complete(r) for r in range(rounds)):
+            return 0
+        size = sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+        shutil.rmtree(folder)
+        return size
 
     def metrics_path(self, r: int) -> Path:
         return self.round_dir(r) / "metrics.json"

@@ -150,10 +150,26 @@ def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callabl
     with scheduled_run_folder(cfg, when, log) as folder:
         summary = run(cfg.model_copy(update={"output_dir": folder.path}))
         mark_finished(folder.path, summary, folder.resumed)
+        drop_spent_optimizer(RunDir(folder.path), cfg.rounds, log)  # finished: nothing resumes from it
     out = {**summary, "resumed": folder.resumed}
     if cfg.retention is not None:
         out["retention"] = apply_retention(Path(cfg.output_dir), cfg.retention.keep, log)
     return out
+
+
+def manual_run_warning(config: RunConfig, scheduled: bool = False) -> str | None:
+    """A warning when `output_dir`, the folder whose subfolders scheduled runs write (`scheduled`: a deployment
+    says so; else `retention` in the config, or such folders there), itself holds a run made by
+    `simcse-curriculum run`; None otherwise. Said by `validate` (and `run`, which checks the same) and `deploy`."""
+    root = Path(config.output_dir)
+    if not is_run_config(root / RUN_CONFIG):
+        return None
+    if not (scheduled or config.retention is not None or scheduled_folders(root)):
+        return None  # a run folder, resumed by `run`: nothing scheduled writes here
+    return (f"{root} holds a run made by `simcse-curriculum run` ({RUN_CONFIG}, rounds/), and scheduled runs write "
+            f"their folders beside it (<output_dir>/<start time>/): retention leaves that run as it is, and while a "
+            f"`run` of {root} is running no scheduled run can start there (the folder is held); give runs by hand "
+            f"an --output-dir of their own, and move this one out to keep output_dir a folder of scheduled runs")
 
 
 def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
@@ -172,6 +188,16 @@ def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
              len(plan.removals), len(plan.pruned_runs), root)
     return {"keep": keep, "pruned_runs": [p.name for p in plan.pruned_runs], "bytes": plan.bytes,
             "in_use": [p.name for p in plan.in_use], "notes": plan.notes}
+
+
+def drop_spent_optimizer(run: RunDir, rounds: int, log: Any = _log) -> int:
+    """A finished night's last optimizer state, which nothing can use (RunDir.drop_spent_optimizer), removed and
+    said in one line; returns the bytes freed."""
+    freed = run.drop_spent_optimizer(rounds)
+    if freed:
+        log.info("round %d's optimizer state removed (%.1f MB): the night is finished and no round continues from "
+                 "it", rounds - 1, freed / 1e6)
+    return freed
 
 
 def mark_finished(folder: Path, summary: dict[str, Any], resumed: bool) -> None:
@@ -199,6 +225,11 @@ def scheduled_run_name() -> str:
 
 
 def set_run_environment() -> None:
-    """Outside the command line (a worker's flow process), the same defaults the CLI sets; the user's win."""
+    """Outside the command line (a worker's flow process), the same defaults the CLI sets; the user's win.
+    Telemetry goes off for the processes the run starts and for Prefect's client from here on (Prefect was
+    imported before the flow began, so a worker's own settings decide its start-up)."""
+    from flows.prefect_env import turn_off_telemetry
+
     for key, value in RUN_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    turn_off_telemetry()

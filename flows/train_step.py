@@ -77,6 +77,9 @@ def train_config(config: RunConfig, round_: int) -> Any:
     settings.update(max_steps=config.steps_per_round, batch_size=config.batch_size,
                     schedule_steps=config.rounds * config.steps_per_round,
                     schedule_offset=round_ * config.steps_per_round, save_optimizer=True)
+    from flows.progress import bars_on
+
+    settings["progress"] = settings.get("progress", True) and bars_on()  # a bar on a terminal only (flows.progress)
     return TrainConfig(**settings)
 
 
@@ -142,6 +145,8 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
             raise InputError(f"the optimizer state of round {round_ - 1} is missing, so round {round_} cannot "
                              f"continue the run's schedule; delete {run.round_dir(run.retrain_from(round_ - 1))} "
                              f"and every later round to train them again", path=optimizer_state)
+    log.info("round %d: training %d steps of %d rows from %s", round_, config.steps_per_round, config.batch_size,
+             run_inputs.model_label(model_path))
     batches, _ = round_batches(config, run, round_, plan["state"])
     if config.positive_view == "word_deletion":
         batches = [with_word_deletion(b, config.word_deletion, f"{config.seed}/{round_}/{i}")

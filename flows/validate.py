@@ -126,8 +126,9 @@ def _memo_key(config: RunConfig) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def check_run(config: RunConfig) -> RunCheck:
-    """Check the run `config` describes without writing anything; InputError on the first problem."""
+def check_run(config: RunConfig, log: Any = None) -> RunCheck:
+    """Check the run `config` describes without writing anything; InputError on the first problem. `log`: where
+    the step's start is said (`info`), when the check is not already done for these settings and files."""
     if config.registry is not None:  # the run starts from the registry's current version (flows.warm_start)
         from flows.mlflow_store import require_mlflow
         from flows.warm_start import resolve_start
@@ -137,9 +138,12 @@ def check_run(config: RunConfig) -> RunCheck:
     key = _memo_key(config)
     if key in _CHECKED:
         return _CHECKED[key]
+    if log is not None:
+        log.info("checking the config and every input file (columns, labels, rows) before anything is written")
     warnings: list[str] = []
     notes: list[str] = []
     resumes = _check_run_folder(config)
+    _check_scheduled_output(config, warnings)
     _check_tracking(config)
     _check_encode_runtime(config)
     _check_engine(config)
@@ -247,6 +251,15 @@ def _check_paths_and_columns(config: RunConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the checks
+def _check_scheduled_output(config: RunConfig, warnings: list[str]) -> None:
+    """A run made by hand in the output_dir of scheduled runs (flows.scheduled_runs.manual_run_warning)."""
+    from flows.scheduled_runs import manual_run_warning
+
+    warning = manual_run_warning(config)
+    if warning is not None:
+        warnings.append(warning)
+
+
 def _check_run_folder(config: RunConfig) -> bool:
     """True when the folder holds this run (a resume). Refused now, with the line `run` gives, not after Prefect
     has started: a folder another command holds (`dataio.folder_lock.check_free`), a folder that is not a run

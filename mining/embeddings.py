@@ -186,6 +186,7 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
                 done = int(progress["done"])
                 matrix = np.load(partial, mmap_mode="r+")
                 log.info("embeddings: resuming at %d of %d", done, n)
+    log.info("embeddings: encoding %d of %d texts", n - done, n)  # the step's start: minutes on a large pool
     t0 = time.perf_counter()
     bar = _progress(n, done, show_progress)
     try:
@@ -259,6 +260,7 @@ def _allocate(path: Path) -> None:
 def _embed_in_memory(texts: list[str], ids: list[str], encoder: Any, model_fp: str, pool_fp: str,
                      batch_size: int, chunk_size: int, show_progress: bool, map_chunks: ChunkEncoder | None = None,
                      per_call: int = 1) -> Embeddings:
+    log.info("embeddings: encoding %d texts (no cache folder)", len(texts))
     t0 = time.perf_counter()
     parts = []
     bar = _progress(len(texts), 0, show_progress)

@@ -43,7 +43,7 @@ def test_the_table_says_what_each_night_did() -> None:
             "night_minutes": 4.0, "round_seconds": 100.0, "tracking_seconds_per_round": 0.1,
             "tracking_share_of_round": 0.001, "tracking_seconds_per_run": 7.5}
     rows = [{**base, "night": 1, "candidate_metrics": {"pairs/select": 75.14, "pairs/report": 80.1, "sts/dev": 86.9}},
-            {**base, "night": 2, "promoted": "true", "registered": 3, "parent": 1, "current": 3},
+            {**base, "night": 2, "promoted": True, "registered": 3, "parent": 1, "current": 3},  # "false": an old row
             {**base, "night": 3, "noop": True}]
     meta = {"command": "bench/twitter_nights.py", "machine": "vm", "finished": "now",
             "config": "configs/domain_unlabeled.yaml", "slices": 3, "lines": 300}

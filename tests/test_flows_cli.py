@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from json_audit import stringly
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_CHATTER = ("Finished in state", "Beginning flow run", "View at ", "Starting temporary server")
@@ -199,8 +200,7 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "data": {"builtin": "python_docstrings", "builtin_max_sentences": 200},
         "eval": {"sts": [str(sts)]},
         "mining": {"params": {"range_max": 20}},
-        "training": {"progress": False},
-    }))
+    }))  # training.progress left at its default (a bar), which only a terminal shows
     return config
 
 
@@ -231,6 +231,63 @@ def test_default_output_is_the_runs_own_progress_without_prefects_state_lines(
     assert "base model: STS" in log and "round 0: STS" in log and "round 1: STS" in log
     for chatter in PREFECT_CHATTER:
         assert chatter not in log, f"{chatter!r} in the default output:\n{log}"
+    # One line as each long step starts, the first before Prefect is up (before, the first line came after the
+    # checks, Prefect's start and the base model's evaluation); no bar off a terminal (before: the trainer's). The
+    # checks take well under a second here: unannounced (test_a_step_is_announced_once_it_takes_a_while).
+    steps = ["simcse-curriculum - starting the flow on the Prefect API at http",
+             f"run folder {run_dir}: 2 rounds of 2 steps", "building the built-in corpus",
+             "evaluating " + str(tiny_config.parent / "tiny-bert"), "base model: STS",
+             "round 0: mining every band", "embeddings: encoding 200 of 200 texts", "round 0 mined:",
+             "round 0: training 2 steps of 8 rows", "round 0 trained:", "evaluating round 0's model", "round 0: STS",
+             "round 1: mining", "round 1: training", "evaluating round 1's model", "round 1: STS"]
+    lines = log.splitlines()
+    found = [next((i for i, line in enumerate(lines) if step in line), None) for step in steps]
+    assert None not in found and found == sorted(found), list(zip(steps, found))
+    assert found[0] == 0, "the first line says what runs before Prefect is up"
+    assert "\r" not in log and "it/s" not in log and "step/s" not in log, "no progress bar off a terminal"
+
+
+def test_a_step_is_announced_once_it_takes_a_while(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks before Prefect starts: a slow one is said while it runs; a quick one (a config mistake found at
+    once, say) prints nothing, so the error stays the one line on stderr."""
+    import time
+
+    from flows.progress import said_if_slow
+
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
+    with said_if_slow("checking the inputs", after=0.2):
+        pass
+    assert capsys.readouterr().err == ""
+    with said_if_slow("checking the inputs", after=0.05):
+        time.sleep(0.5)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("| INFO    | simcse-curriculum - checking the inputs\n"), err
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")  # --quiet
+    with said_if_slow("checking the inputs", after=0.05):
+        time.sleep(0.5)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bars_draw_on_a_terminal_only_and_not_under_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from flows.config import config_from_mapping
+    from flows.progress import bars_on
+    from flows.train_step import train_config
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    config = config_from_mapping({"output_dir": "x", "data": {"builtin": "python_docstrings"}})
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not bars_on() and train_config(config, 0).progress is False, "a log file or a capture: no bar"
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert bars_on() and train_config(config, 0).progress is True
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")  # --quiet
+    assert not bars_on()
 
 
 def test_quiet_prints_only_the_result(first_run: subprocess.CompletedProcess[str], harness: str,
@@ -246,6 +303,7 @@ def test_json_is_the_only_thing_on_stdout_and_debug_brings_prefects_lines_back(
     proc = _cli(harness, "run", str(tiny_config), "--json", "--log-level", "debug")
     assert proc.stdout.count("\n") == 1
     result = json.loads(proc.stdout)
+    assert stringly(result) == [], "booleans and numbers are JSON's own, not strings"
     assert result["run_dir"] == str(run_dir) and result["report"] == str(run_dir / "report.md")
     assert result["rounds_completed"] == [0, 1] and result["rounds"] == 2
     assert result["base"]["evaluation"] == json.loads((run_dir / "base_metrics.json").read_text())["evaluation"]
@@ -253,3 +311,66 @@ def test_json_is_the_only_thing_on_stdout_and_debug_brings_prefects_lines_back(
     # selection.json names a round's model inside the run folder (relative); the summary gives the path.
     assert result["model_to_use"] == str(run_dir / json.loads((run_dir / "selection.json").read_text())["model_to_use"])
     assert "Finished in state" in proc.stderr and "Beginning flow run" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ telemetry
+
+TELEMETRY = ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY")
+CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "TRAVIS", "CIRCLECI", "BUILDKITE", "TF_BUILD",
+                "CODEBUILD_BUILD_ID", "BITBUCKET_COMMIT", "TEAMCITY_VERSION", "DRONE", "SEMAPHORE", "APPVEYOR", "BUDDY",
+                "CI_NAME")  # Prefect keeps telemetry off on CI by itself: the test must look like a user's shell
+
+
+def test_telemetry_is_off_for_the_processes_a_command_starts_unless_the_user_chose(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.cli import main
+    from flows.scheduled_runs import set_run_environment
+
+    for name in TELEMETRY:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DO_NOT_TRACK", "")  # empty: the tools read it as "track"
+    assert main(["--version"]) == 0
+    assert {k: os.environ.get(k) for k in TELEMETRY} == {
+        "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for name in TELEMETRY:  # a worker's flow process (flows.scheduled_runs): the same, and the user's choice stands
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DO_NOT_TRACK", "0")
+    set_run_environment()
+    assert os.environ["DO_NOT_TRACK"] == "0" and os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_no_telemetry_notice_on_a_terminal(tmp_path: Path) -> None:
+    """Prefect prints its telemetry notice when imported on a terminal by a new user (a fresh PREFECT_HOME, which is
+    what every new run folder's `.prefect` is) unless DO_NOT_TRACK is set; `serve` imports Prefect, then refuses
+    the ephemeral API, so the notice would be on the terminal within seconds."""
+    import select
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "data": {"builtin": "python_docstrings"}}))
+    env = {k: v for k, v in os.environ.items()
+           if k not in TELEMETRY + CI_VARIABLES and not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO))
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "60"], env=env,
+                            cwd=str(REPO), stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    shown = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            try:
+                chunk = os.read(master, 65536) if ready else b""
+            except OSError:  # EIO: the command has exited
+                chunk = b""
+            if not chunk:
+                break
+            shown += chunk
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = shown.decode(errors="replace")
+    assert rc == 2 and "Cannot schedule flows on an ephemeral server" in text, text
+    assert "anonymous usage data" not in text and "To opt out" not in text, text

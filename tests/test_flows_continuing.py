@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,7 @@ def test_a_regressing_run_is_not_promoted_and_the_current_model_stays(data, nigh
     assert v4.parent == 3 and v4.promoted == "false" and reg.current_number() == 3
     assert v4.gate["min_gain"] == 0.5, "the gate's margin defaults to the run's eval.min_improvement"
     registered = nights["night4"]["registry"]["registered"]
-    assert registered["promoted"] == "false" and registered["current_version"] == 3
+    assert registered["promoted"] is False and registered["current_version"] == 3
     assert nights["night4"]["registry"]["new_rows"] == 30
     assert Path(nights["loads4"][0]).resolve() == reg.local_path(reg.version(3)).resolve()
     # The same inputs and settings from the same version again: nothing to learn from repeating it.
@@ -292,7 +293,10 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
     yaml_path.write_text(yaml.safe_dump({**yaml.safe_load(yaml_path.read_text()), "retention": {"keep": 1}}))
 
     def curriculum(cfg: Any) -> dict[str, Any]:
-        return run_continuing(cfg, lambda c: plain_steps(c, RunDir(Path(c.output_dir))))
+        summary = run_continuing(cfg, lambda c: plain_steps(c, RunDir(Path(c.output_dir))))
+        # A registry run is one night, finished once registered (a run by hand too): its last optimizer state goes.
+        assert not list(Path(cfg.output_dir).glob("rounds/*/optimizer")), "no round continues from it"
+        return summary
 
     with torch_threads(1):
         first = run_scheduled(yaml_path, None, curriculum)
@@ -399,7 +403,7 @@ def test_models_register_takes_its_margin_from_the_run_config(tmp_path, capsys):
     shutil.copytree(model, run / "rounds/0/model")
     assert main(["models", "register", folder, str(run), "--json"]) == 0
     version = json.loads(capsys.readouterr().out)
-    assert version["promoted"] == "false" and version["gate"]["min_gain"] == 5.0 and "+5.00" in version["reason"]
+    assert version["promoted"] is False and version["gate"]["min_gain"] == 5.0 and "+5.00" in version["reason"]
 
 
 # ---------------------------------------------------------------------------------------- the Prefect flow
@@ -407,7 +411,11 @@ def test_scheduled_nights_through_prefect_warm_start_register_and_record_a_no_op
     """The scheduled flow (what `serve` and `deploy` run; here through a Prefect test harness, in process) on a
     registry config: night 1 registers version 2; night 2, with nothing new, is a no-op without a task run;
     night 3, after a file was added, starts from version 2 and counts the new rows. Each night has its own
-    folder under output_dir, marked finished."""
+    folder under output_dir, marked finished. Each night is one flow run, read back through Prefect's client:
+    named `<config stem>-<scheduled start>`, carrying the tags its deployment gives (here `tags(...)`), and
+    holding the night's task runs (before: a tagged parent with 0 task runs, and an untagged subflow with a
+    random name holding them)."""
+    from prefect import tags
     from prefect.client.orchestration import get_client
     from prefect.testing.utilities import prefect_test_harness
 
@@ -417,14 +425,16 @@ def test_scheduled_nights_through_prefect_warm_start_register_and_record_a_no_op
     from simcse.testing import torch_threads
 
     yaml_path = scheduled_config(tmp_path, data)
-    with prefect_test_harness(server_startup_timeout=180), torch_threads(1):
+    deployment_tags = ["simcse-curriculum", "config:nightly", "data:tmp/corpus"]
+    with prefect_test_harness(server_startup_timeout=180), torch_threads(1), tags(*deployment_tags):
         first = scheduled_flow(str(yaml_path))
         second = scheduled_flow(str(yaml_path))
         write_lines(tmp_path / "corpus" / "b.txt", list(range(40, 55)))
         third = scheduled_flow(str(yaml_path))
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs()
-            tasks = {str(r.flow_run_id) for r in client.read_task_runs()}
+            task_runs = client.read_task_runs()
+            tasks = {str(r.flow_run_id) for r in task_runs}
     reg = open_registry(str(tmp_path / "registry"), "enc")
     assert first["registry"]["registered"]["version"] == 2 and first["registry"]["new_rows"] == 40
     assert second["noop"] is True and second["current_version"] == 2
@@ -433,9 +443,12 @@ def test_scheduled_nights_through_prefect_warm_start_register_and_record_a_no_op
     folders = scheduled_folders(tmp_path / "nightly")
     assert [Path(s["run_dir"]) for s in (first, second, third)] == folders and len(folders) == 3
     assert all((f / "finished.json").is_file() for f in folders) and (folders[1] / "noop.json").is_file()
-    assert len(runs) == 6 and all(r.state.is_completed() for r in runs)  # each night: scheduled + curriculum
-    nights = sorted((r for r in runs if r.parent_task_run_id is not None), key=lambda r: r.start_time)
+    assert len(runs) == 3 and all(r.state.is_completed() for r in runs), "one flow run a night, no subflow"
+    nights = sorted(runs, key=lambda r: r.start_time)
+    assert all(re.fullmatch(r"nightly-\d{4}-\d{2}-\d{2}T\d{4}Z", r.name) for r in nights), [r.name for r in nights]
+    assert all(set(deployment_tags) <= set(r.tags) for r in nights), [r.tags for r in nights]
     assert [str(r.id) in tasks for r in nights] == [True, False, True], "the no-op ran no task"
+    assert {str(r.flow_run_id) for r in task_runs} <= {str(r.id) for r in nights}, "every task run is a night's"
 
 
 def test_a_registry_nights_folder_counts_as_the_same_run_for_a_scheduled_resume(data, nights):

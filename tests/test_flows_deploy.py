@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -355,3 +356,45 @@ def test_a_deployment_on_a_process_worker_runs_one_night_at_a_time_and_resumes_a
         stop(worker)
         stop(server.process)
     assert server.process.poll() is not None and (worker is None or worker.poll() is not None)
+
+
+# ------------------------------------------------------------------------------------------ a finished night
+def test_a_finished_night_drops_its_last_optimizer_state_and_an_unfinished_one_keeps_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The last round's optimizer state is kept for the next round to continue from; a finished night has none, so
+    it is removed once the night is marked finished (each was ~173 MB of a MiniLM run's folder, kept forever). A
+    night that stopped before it finished keeps it: the next night resumes from it."""
+    from flows.scheduled_runs import run_scheduled
+
+    root = tmp_path / "nightly"
+    config = tmp_path / "nightly.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(root), "rounds": 2, "steps_per_round": 2, "batch_size": 8,
+                                      "data": {"builtin": "python_docstrings", "builtin_max_sentences": 100}}))
+
+    def night(complete: int):
+        def run(cfg: Any) -> dict[str, Any]:  # what the curriculum leaves: models, records, the last optimizer state
+            folder = RunDir(Path(cfg.output_dir))
+            folder.claim(cfg)
+            for r in range(complete):
+                folder.model_dir(r).mkdir(parents=True)
+                (folder.model_dir(r) / "config.json").write_text("{}")
+                folder.metrics_path(r).write_text("{}")
+            folder.optimizer_dir(complete - 1).mkdir()
+            (folder.optimizer_dir(complete - 1) / "optimizer.pt").write_bytes(b"z" * 3000)
+            if complete < cfg.rounds:
+                raise RuntimeError("killed during round 1")
+            return {"rounds_completed": list(range(complete))}
+        return run
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_scheduled(config, WHEN, night(1))
+    (stopped,) = scheduled_folders(root)
+    assert (stopped / "rounds/0/optimizer/optimizer.pt").is_file(), "round 1 continues from it when resumed"
+    assert RunDir(stopped).drop_spent_optimizer(2) == 0, "not every round is complete: kept"
+    shutil.rmtree(stopped)
+    with caplog.at_level(logging.INFO, logger="flows"):
+        run_scheduled(config, WHEN, night(2))
+    (finished,) = scheduled_folders(root)
+    assert is_finished(finished) and not (finished / "rounds/1/optimizer").exists()
+    assert (finished / "rounds/1/model/config.json").is_file() and (finished / "rounds/1/metrics.json").is_file()
+    assert "round 1's optimizer state removed (0.0 MB): the night is finished" in caplog.text

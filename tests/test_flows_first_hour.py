@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from json_audit import stringly
 
 from dataio.errors import InputError
 from flows.config import load_config
@@ -211,7 +212,7 @@ def test_a_band_the_curriculum_never_reaches_is_a_warning_at_validation(team: Pa
     assert main(["validate", str(default), "--rounds", "2", "--steps", "2", "--json"]) == 0
     out, err = capsys.readouterr()
     summary = json.loads(out)
-    assert err == "" and summary["warnings"] == []
+    assert err == "" and summary["warnings"] == [] and stringly(summary) == []
     assert summary["schedule"][1]["competence"] == [1.0, 1.0]
     assert summary["schedule"][1]["share"]["nearest_neighbour"] > 0.3
 
@@ -228,6 +229,7 @@ def test_dry_run_checks_estimates_and_writes_nothing(team: Path, capsys: pytest.
     assert "whole run: 2 rounds, 6 steps, 200 sentences encoded" in out and "time: ~" in out and "disk: ~" in out
     assert main(["run", str(cfg), "--dry-run", "--rounds", "2", "--steps", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert stringly(result) == []
     estimate = result["estimate"]
     assert estimate["pool_sentences"] == 64 and estimate["eval_sentences"] == 24
     assert estimate["sentences_per_step"] == 8 * 3 and estimate["seconds"]["train"] > 0
@@ -287,6 +289,7 @@ def test_init_on_a_fresh_csv_to_a_finished_run_and_its_model_card(team: Path, ha
 
     assert main(["run", "team.yaml", "--rounds", "2", "--steps", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stringly(result) == []
     run = team / "runs" / "team"
     assert result["rounds_completed"] == [0, 1] and result["run_dir"] == str(run)
 

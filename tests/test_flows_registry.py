@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from json_audit import stringly
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported: no network
 
@@ -62,6 +64,11 @@ def test_the_gate_decides_on_the_dev_metric_against_the_version_the_run_started_
     v2 = register_run(registry, better, GateSettings(min_gain=1.0))
     assert (v2.version, v2.parent, v2.promoted, v2.current) == (2, 1, "true", True)
     assert v2.gate["candidate"] == 72.5 and v2.metrics["pairs/report"] == 40.0, "the best round by the dev metric"
+    # What a registry run records (registered.json, and `run --json`'s registry.registered): JSON's own types.
+    from flows.continuing import registration_record
+
+    record = json.loads(json.dumps(registration_record(registry, v2)))
+    assert record["promoted"] is True and record["version"] == 2 and stringly(record) == []
     assert register_run(registry, better, GateSettings()).version == 2, "registering a run twice adds nothing"
 
     # A run from version 2 that regresses: recorded, not promoted, current unchanged.
@@ -153,10 +160,15 @@ def test_models_cli_lists_prints_paths_promotes_and_rolls_back(tmp_path, tiny, c
     fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(69.0)], Path(tiny))
     rc, out, err = cli("models", "register", folder, str(tmp_path / "run"))
     assert rc == 0 and "version 2 (from version 1): not promoted" in out, (out, err)
+    rc, out, err = cli("models", "register", folder, str(tmp_path / "run"), "--json")  # again: the same version
+    registered = json.loads(out)
+    assert (registered["version"], registered["promoted"], registered["pending"]) == (2, False, False)
+    assert stringly(registered) == [], registered
     rc, out, _ = cli("models", "list", folder, "--json")
     listed = json.loads(out)
-    assert [(v["version"], v["parent"], v["promoted"], v["current"]) for v in listed] == \
-        [(1, None, "true", True), (2, 1, "false", False)]
+    assert [(v["version"], v["parent"], v["promoted"], v["pending"], v["current"]) for v in listed] == \
+        [(1, None, True, False, True), (2, 1, False, False, False)]
+    assert stringly(listed) == [], "booleans and numbers are JSON's own, not strings"
     assert listed[1]["decides"] == "pairs/select" and listed[1]["metrics"]["pairs/select"] == 69.0
     table = cli("models", "list", folder)[1]
     assert "pairs/select (decides)" in table and "69.00" in table
@@ -216,6 +228,83 @@ def test_a_run_is_tracked_once_per_round_and_a_resumed_run_continues_the_same_ml
         [(1, 2.0), (5, 1.5)]
     artifacts = Path(mlrun.info.artifact_uri.removeprefix("file://"))
     assert (artifacts / "report.md").is_file() and artifacts.is_relative_to(store)
+
+
+
+def test_a_version_links_to_the_run_it_trained_in_one_store(tmp_path, tiny, registry):
+    """Tracking defaults to the registry's store, and the version is registered from the run's tracked MLflow run:
+    MLflow's model version names that run (`run_id`), whose metrics are the training's (before: two unlinked
+    stores, each version on a run of its own with no metrics, `<output_dir>/mlflow` holding the training's)."""
+    from flows.config import config_from_mapping
+    from flows.mlflow_store import store_for
+    from flows.rundir import RunDir
+    from flows.tracking import TRACKING_FILE, round_hooks, tracker_for
+
+    start = registry.local_path(registry.current())
+    folder = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(71.0)], Path(tiny))
+    cfg = config_from_mapping({"output_dir": str(folder), "data": {"builtin": "python_docstrings"},
+                               "steps_per_round": 5, "tracking": {"enabled": True},
+                               "registry": {"path": str(tmp_path / "registry"), "name": "enc"}})
+    assert store_for(cfg) == registry.store, "one store for the runs and the registry"
+    run = RunDir(folder)
+    hooks = round_hooks(tracker_for(cfg, run), cfg)
+    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_round"](0, run.read_metrics(0))
+    hooks["on_end"]({})
+    trained_in = json.loads((folder / TRACKING_FILE).read_text())["run_id"]
+
+    version = register_run(registry, folder, GateSettings())
+    client = registry.client  # MLflow's own API, as its UI reads it
+    mv = client.get_model_version("enc", str(version.version))
+    assert mv.run_id == trained_in == version.run_id, "the version links to the run it trained in"
+    mlrun = client.get_run(mv.run_id)
+    assert mlrun.data.metrics["pairs/select"] == 71.0 and mlrun.data.params["steps_per_round"] == "5"
+    assert [(m.step, m.value) for m in client.get_metric_history(mv.run_id, "pairs/select")] == [(0, 70.0), (1, 71.0)]
+    assert mlrun.data.tags["simcse.candidate_round"] == "0" and mv.source.startswith(mlrun.info.artifact_uri)
+    assert (registry.local_path(version) / "config.json").is_file() and registry.store.inside(mv.source)
+    assert register_run(registry, folder, GateSettings()).version == version.version, "registering again adds none"
+    # A run tracked in another store (tracking.uri) cannot be linked: its version gets a run of its own.
+    other = fake_run(tmp_path / "elsewhere", start, evaluation(70.0), [evaluation(72.0)], Path(tiny))
+    cfg2 = cfg.model_copy(update={"output_dir": other, "tracking": cfg.tracking.model_copy(
+        update={"uri": str(tmp_path / "own-store")})})
+    hooks = round_hooks(tracker_for(cfg2, RunDir(other)), cfg2)
+    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_end"]({})
+    separate = register_run(registry, other, GateSettings())
+    assert separate.run_id != json.loads((other / TRACKING_FILE).read_text())["run_id"]
+
+
+
+def test_models_path_reads_the_registrys_own_records_without_mlflow_in_under_a_second(tmp_path, tiny, registry):
+    """`models path` on a registry folder reads MLflow's records in mlflow.db with sqlite3: the same version, tags and
+    messages as MLflow's client, without importing MLflow (before: 6-10 s a call, most of it MLflow's import)."""
+    import resource
+    import subprocess
+
+    from flows.registry import read_local_version
+
+    start = registry.local_path(registry.current())
+    fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(71.0)], Path(tiny))
+    register_run(registry, tmp_path / "run", GateSettings())
+    for number in (None, 1, 2):
+        name, fast = read_local_version(registry.store, None, number)
+        slow = registry.version(number) if number is not None else registry.current()
+        assert name == "enc" and fast.as_dict() == slow.as_dict() and fast.tags == slow.tags
+    for args, message in (((None, 9), "model 'enc' has no version 9 (versions: [1, 2])"),
+                          (("other", None), "no registered model 'other'")):
+        with pytest.raises(InputError, match=re.escape(message)):
+            read_local_version(registry.store, *args)
+
+    script = ("import sys; from flows.cli import main; rc = main(['models', 'path', sys.argv[1]]); "
+              "print('mlflow imported' if 'mlflow' in sys.modules else 'no mlflow', file=sys.stderr); sys.exit(rc)")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "registry")], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=str(Path(__file__).resolve().parent.parent),
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert proc.returncode == 0 and proc.stderr.strip() == "no mlflow", proc.stderr
+    assert Path(proc.stdout.strip()) == registry.local_path(registry.version(2)) and cpu < 1.0, cpu
 
 
 def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monkeypatch):

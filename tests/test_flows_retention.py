@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from json_audit import stringly
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported: no network
 
@@ -106,6 +107,7 @@ def test_dry_run_lists_what_would_go_with_sizes_and_changes_nothing(runs, capsys
     assert main(["prune", str(root), "--keep", "2", "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert snapshot(root) == before, "a dry run writes nothing"
+    assert plan["dry_run"] is True and stringly(plan) == []
     listed = {r["relative"] for r in plan["removals"]}
     version2 = runs["registry"].local_path(runs["registry"].version(2)).relative_to(root).as_posix()
     assert listed == EXPECTED | {version2}, listed ^ (EXPECTED | {version2})
@@ -176,3 +178,68 @@ def test_a_registry_outside_the_folder_is_left_alone(runs, tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert not any(r["relative"].startswith("registry") for r in plan["removals"])
     assert any("is outside" in note for note in plan["notes"])
+
+
+# ------------------------------------------------------------------ a run made by hand in the folder of runs
+def test_a_run_made_by_hand_in_the_folder_of_runs_is_left_alone_and_the_others_are_pruned(runs, capsys):
+    """`run CONFIG` writes into output_dir itself, beside the scheduled runs' folders. Before, prune refused such a
+    folder ("this is one run's folder"), so every night's retention failed from then on, and the `prune` command
+    its warning named failed the same way."""
+    from flows.cli import main
+    from flows.scheduled_runs import apply_retention
+
+    root = runs["root"]
+    make_run(root.parent, root.name, Path(runs["registry"].local_path(runs["registry"].version(1))),
+             Path(runs["registry"].local_path(runs["registry"].version(1))), None, age=100)  # the oldest of all
+    own = {name: snapshot(root / name) for name in ("triplets", "cache", "rounds")}
+    config = (root / "config.yaml").read_bytes()
+    assert main(["prune", str(root), "--keep", "2", "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    version2 = runs["registry"].local_path(runs["registry"].version(2)).relative_to(root).as_posix()
+    assert {r["relative"] for r in plan["removals"]} == EXPECTED | {version2}, "the runs inside, as before"
+    assert any("itself holds a run made by `simcse-curriculum run`" in note for note in plan["notes"])
+    report = apply_retention(root, 2)  # what a scheduled night does once it finished
+    assert "error" not in report and report["pruned_runs"] == ["r0", "r1", "r3"], report
+    assert {name: snapshot(root / name) for name in own} == own and (root / "config.yaml").read_bytes() == config
+    assert not (root / "pruned.json").exists(), "the run made by hand is left as it is"
+
+
+def _scheduled_config(folder: Path, model: str, **extra: Any) -> Path:
+    path = folder.parent / f"{folder.name}.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(folder), "rounds": 1, "steps_per_round": 2, "batch_size": 8,
+                                    "model": {"name_or_path": model, "pooling": "mean", "max_length": 16},
+                                    "data": {"builtin": "python_docstrings", "builtin_max_sentences": 100},
+                                    **extra}))
+    return path
+
+
+def test_validate_and_deploy_warn_about_a_run_made_by_hand_in_the_folder_of_runs(tmp_path, tiny, capsys,
+                                                                                   monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.deploy
+    from flows.cli import main
+    from flows.config import load_config
+    from flows.rundir import RunDir
+
+    nightly = tmp_path / "nightly"
+    config = _scheduled_config(nightly, tiny, retention={"keep": 3})
+    assert main(["validate", str(config)]) == 0
+    assert "made by `simcse-curriculum run`" not in capsys.readouterr().err, "nothing to say of an empty folder"
+    RunDir(nightly).claim(load_config(config))  # what `simcse-curriculum run CONFIG` leaves first
+    assert main(["validate", str(config), "--json"]) == 0
+    out, err = capsys.readouterr()
+    warning = (f"warning: {nightly} holds a run made by `simcse-curriculum run` (config.yaml, rounds/), and scheduled "
+               "runs write their folders beside it")
+    assert warning in err and any("retention leaves that run as it is" in w for w in json.loads(out)["warnings"])
+
+    deployed: list[Any] = []
+    monkeypatch.setattr(flows.deploy, "deploy_scheduled", lambda *args, **kwargs: deployed.append(args) or
+                        flows.deploy.Deployed("f/d", "id", "pool", False, "cron 0 2 * * *", None, 1, "ENQUEUE", [], {}))
+    plain = _scheduled_config(nightly, tiny)  # no retention: a deployment's runs write into subfolders all the same
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert main(["deploy", str(plain), "--pool", "p", "--cron", "0 2 * * *", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert deployed and warning in err and json.loads(out)["deployment"] == "f/d"
+    assert main(["validate", str(plain)]) == 0, "a run folder that `run` resumes, and nothing scheduled"
+    assert "made by `simcse-curriculum run`" not in capsys.readouterr().err

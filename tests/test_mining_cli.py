@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from json_audit import stringly
 
 import mining.encoders
 from dataio.triplets import manifest_path
@@ -55,6 +56,7 @@ def test_mine_then_inspect(files, fake_encoder, capsys, tmp_path):
     plots = tmp_path / "plots"
     assert main(["inspect", str(out), "--json", "--plots", str(plots), "--false-negatives", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert stringly(report, allow=("anchor", "positive", "negative")) == []  # the sentences are text
     (rnd,) = report["rounds"]
     assert rnd["bands"]["random"]["rows"] == manifest["bands"]["random"]["rows"]
     assert len(rnd["suspected_false_negatives"]) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from json_audit import stringly
 
 from flows.cli import main
 
@@ -43,7 +44,7 @@ def test_evaluate_json_prints_one_object_of_the_issue_shape(tiny, files, capsys)
     out = capsys.readouterr().out
     assert code == 0
     result = json.loads(out)
-    assert out.count("\n") == 1
+    assert out.count("\n") == 1 and stringly(result) == []
     assert set(result) == {"sts", "pairs", "alignment", "uniformity"}
     assert set(result["sts"]) == {"dev"} and set(result["pairs"]) == {"pairs"}
     assert -100 <= result["sts"]["dev"] <= 100 and 0 <= result["pairs"]["pairs"] <= 100
