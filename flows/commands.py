@@ -179,7 +179,7 @@ def register(app: typer.Typer) -> None:
             if cfg.registry is None:
                 raise typer.BadParameter("applies to a run whose config names a registry (registry.path)",
                                          param_hint="--force")
-            from flows.continuing import forced
+            from flows.config import forced
 
             cfg = forced(cfg)
         if cfg.retention is not None:  # a run folder, not a folder of runs: nothing to prune here

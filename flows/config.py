@@ -676,3 +676,11 @@ def _line_for(lines: dict[str, int], key: str) -> int | None:
         cut = max(key.rfind("."), key.rfind("["))
         key = key[:cut] if cut > 0 else ""
     return None
+
+
+def forced(config: RunConfig) -> RunConfig:
+    """`config` with `registry.force` set (`run --force`, a scheduled run with `force=true`): it runs even when
+    nothing is new. Only a registry run can be a no-op, so a config without a registry is refused."""
+    if config.registry is None:
+        raise InputError("force applies to a run whose config names a registry (registry.path)", path=config.source)
+    return config.model_copy(update={"registry": config.registry.model_copy(update={"force": True})})

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataio.errors import InputError
 from flows.config import RunConfig
 from flows.rundir import REGISTERED_FILE, START_FILE, RunDir, write_json
 from flows.warm_start import WarmStart, resolve_start
@@ -47,14 +46,6 @@ def gate_settings(config: RunConfig) -> Any:
     g = config.registry.gate
     return GateSettings(metric=g.metric, min_gain=g.min_gain if g.min_gain is not None else config.eval.min_improvement,
                         guard=g.guard, guard_tolerance=g.guard_tolerance, parent_tolerance=g.parent_tolerance)
-
-
-def forced(config: RunConfig) -> RunConfig:
-    """`config` with `registry.force` set (`run --force`, a scheduled run with `force=true`): it runs even when
-    nothing is new. Only a registry run can be a no-op, so a config without a registry is refused."""
-    if config.registry is None:
-        raise InputError("force applies to a run whose config names a registry (registry.path)", path=config.source)
-    return config.model_copy(update={"registry": config.registry.model_copy(update={"force": True})})
 
 
 def has_started(run: RunDir) -> bool:
@@ -273,9 +264,7 @@ class Continuing:
         if self.config.registry.register_version:
             out["registered"] = self._register()
         summary["registry"] = out
-        from flows.scheduled_runs import drop_spent_optimizer
-
-        drop_spent_optimizer(self.run, self.config.rounds, self.log)  # one folder, one night: it is finished
+        self.run.drop_spent_optimizer(self.config.rounds)  # one folder, one night: it is finished
         from flows.report import build_report
 
         summary["report"] = str(build_report(self.run.root))  # with the registration

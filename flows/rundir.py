@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -125,6 +126,8 @@ class RunDir:
             return 0
         size = sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() or p.is_symlink())
         shutil.rmtree(folder)
+        logging.getLogger("flows").info("round %d's optimizer state removed (%.1f MB): the night is finished and no "
+                                        "round continues from it", rounds - 1, size / 1e6)
         return size
 
     def metrics_path(self, r: int) -> Path:

@@ -43,7 +43,7 @@ from typing import Any
 from dataio.atomic import atomic_write_json
 from dataio.errors import InputError
 from dataio.folder_lock import FolderInUse, lock_folder
-from flows.config import RunConfig, load_config
+from flows.config import RunConfig, forced, load_config
 from flows.output_folder import BOOKKEEPING, RUN_CONFIG, is_run_config
 from flows.rundir import RunDir
 
@@ -140,17 +140,15 @@ def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callabl
                   force: bool = False, log: Any = _log) -> dict[str, Any]:
     """One scheduled run of the config file `config` due at `when`: `run(config)` (the curriculum flow) in the
     folder `scheduled_run_folder` chooses, then `finished.json`. `force`: run even when nothing is new
-    (`flows.continuing.forced`). What the scheduled flow does, without Prefect."""
+    (`flows.config.forced`). What the scheduled flow does, without Prefect."""
     set_run_environment()
     cfg = load_config(config)
     if force:
-        from flows.continuing import forced
-
         cfg = forced(cfg)
     with scheduled_run_folder(cfg, when, log) as folder:
         summary = run(cfg.model_copy(update={"output_dir": folder.path}))
         mark_finished(folder.path, summary, folder.resumed)
-        drop_spent_optimizer(RunDir(folder.path), cfg.rounds, log)  # finished: nothing resumes from it
+        RunDir(folder.path).drop_spent_optimizer(cfg.rounds)  # finished: nothing resumes from it
     out = {**summary, "resumed": folder.resumed}
     if cfg.retention is not None:
         out["retention"] = apply_retention(Path(cfg.output_dir), cfg.retention.keep, log)
@@ -188,16 +186,6 @@ def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
              len(plan.removals), len(plan.pruned_runs), root)
     return {"keep": keep, "pruned_runs": [p.name for p in plan.pruned_runs], "bytes": plan.bytes,
             "in_use": [p.name for p in plan.in_use], "notes": plan.notes}
-
-
-def drop_spent_optimizer(run: RunDir, rounds: int, log: Any = _log) -> int:
-    """A finished night's last optimizer state, which nothing can use (RunDir.drop_spent_optimizer), removed and
-    said in one line; returns the bytes freed."""
-    freed = run.drop_spent_optimizer(rounds)
-    if freed:
-        log.info("round %d's optimizer state removed (%.1f MB): the night is finished and no round continues from "
-                 "it", rounds - 1, freed / 1e6)
-    return freed
 
 
 def mark_finished(folder: Path, summary: dict[str, Any], resumed: bool) -> None:
