@@ -67,6 +67,18 @@ class TableEncoder:
         return out
 
 
+
+class CountingEncoder(TableEncoder):
+    """A TableEncoder that counts the texts it encoded (what a test of "encoded once" or "only a sample" reads)."""
+
+    def __init__(self, vectors: dict[str, Sequence[float]], dim: int | None = None) -> None:
+        super().__init__(vectors, dim)
+        self.encoded = 0
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, **st_keywords: Any) -> np.ndarray:
+        self.encoded += len(texts)
+        return super().encode(texts, batch_size, **st_keywords)
+
 # ------------------------------------------------------------------------------------------ toy inputs
 TOY_WORDS = ("cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "red", "blue", "green", "big", "small", "old",
              "young", "the", "a", "on", "in")

@@ -13,7 +13,7 @@ from mining.embeddings import embed_corpus
 from mining.judge import mine_positives, with_mined_positives
 from mining.params import MiningParams
 from mining.pipeline import mine
-from mining.testing import TableEncoder
+from mining.testing import CountingEncoder, TableEncoder
 
 
 def unit(*values: float, dim: int = 8) -> list[float]:
@@ -30,18 +30,6 @@ STUDENT = {
     "gee": unit(0, 0, 0, 0, 0, 0, 1), "aitch": unit(0, 0, 0, 0, 0, 0, 0, 1),
 }
 TEXTS = list(STUDENT)
-
-
-class Counting(TableEncoder):
-    """A TableEncoder that counts the texts it encoded (a teacher must encode the pool once per run)."""
-
-    def __init__(self, vectors, dim=None) -> None:
-        super().__init__(vectors, dim)
-        self.encoded = 0
-
-    def encode(self, texts, batch_size=32, **kw):
-        self.encoded += len(texts)
-        return super().encode(texts, batch_size, **kw)
 
 
 @pytest.fixture
@@ -112,7 +100,7 @@ def test_mined_positive_settings_stay_out_of_rounds_mined_without_them(corpus, t
 def test_the_teacher_judges_and_scores_every_row_and_encodes_the_pool_once(corpus, tmp_path):
     # The student sees "alpha one"/"alpha uno" as unrelated; the teacher sees a paraphrase.
     student = {**STUDENT, "alpha uno": unit(0, 0, 0, 0, 0, 1, 0.3)}
-    teacher = Counting(STUDENT)
+    teacher = CountingEncoder(STUDENT)
     params = MiningParams(range_max=5, mined_positives=True, unsupervised_range_min=0)
     first = mine(corpus, TableEncoder(student), tmp_path / "out", params=params, bands=["random", "nearest_neighbour"],
                  show_progress=False, teacher=teacher)

@@ -11,19 +11,9 @@ from dataio.triplets import read_manifest, read_triplets
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine
-from mining.testing import TableEncoder
+from mining.testing import CountingEncoder, TableEncoder
 
 TEXTS = [f"headline {i} about item {i * 7 % 23}" for i in range(120)]
-
-
-class Counting(TableEncoder):
-    def __init__(self, vectors) -> None:
-        super().__init__(vectors)
-        self.encoded = 0
-
-    def encode(self, texts, batch_size=32, **kw):
-        self.encoded += len(texts)
-        return super().encode(texts, batch_size, **kw)
 
 
 @pytest.fixture
@@ -40,7 +30,7 @@ def vectors():
 
 
 def test_only_a_sample_is_encoded_and_it_scores_as_a_full_round_would(corpus, vectors, tmp_path):
-    full_encoder, sample_encoder = Counting(vectors), Counting(vectors)
+    full_encoder, sample_encoder = CountingEncoder(vectors), CountingEncoder(vectors)
     mine(corpus, full_encoder, tmp_path / "full", bands=["random"], show_progress=False)
     mine(corpus, sample_encoder, tmp_path / "sample", bands=["random"], show_progress=False,
          params=MiningParams(similarity_sample=10))
@@ -70,7 +60,7 @@ def test_the_sample_repeats_and_bands_that_need_vectors_encode_the_pool(corpus, 
     scored = [{r["anchor"] for r in read_triplets(tmp_path / n).to_pylist() if r["anchor_negative_sim"] is not None}
               for n in ("a", "b")]
     assert scored[0] == scored[1]
-    encoder = Counting(vectors)
+    encoder = CountingEncoder(vectors)
     mine(corpus, encoder, tmp_path / "nn", bands=["random", "nearest_neighbour"], params=params, show_progress=False)
     assert encoder.encoded == len(TEXTS), "a nearest-neighbour band needs the whole pool's vectors"
     assert all(r["anchor_negative_sim"] is not None for r in read_triplets(tmp_path / "nn").to_pylist())
