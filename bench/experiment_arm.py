@@ -34,7 +34,7 @@ from bench.experiment_design import (
     start_model,
     teacher_path,
 )
-from dataio.triplets import manifest_path, round_dir
+from dataio.triplets import GRADED_BANDS, manifest_path, round_dir
 
 log = logging.getLogger("experiment")
 
@@ -186,10 +186,14 @@ class SettingContext:
         config = config or self.base_config()
         params = config.mining.params
         variant = judge_variant(config)
-        root = self.dir / (f"seed{seed}" if variant is None else f"{variant}/seed{seed}") / "triplets"
+        # The graded bands are mined only on request: arms that train on them share rounds of their own, so the
+        # rounds other arms share stay as they were mined (same bands, same parameters).
+        graded = [b for b in config.mining.bands if b in GRADED_BANDS]
+        name = f"seed{seed}" if variant is None else f"{variant}/seed{seed}"
+        root = self.dir / (f"graded-{name}" if graded else name) / "triplets"
         with file_lock(self.dir / ".lock"):
             if not manifest_path(root, round_).is_file():
-                bands = self.bands if round_ == 0 else [b for b in self.bands if b in MODEL_INDEPENDENT_BANDS]
+                bands = self.bands + graded if round_ == 0 else [b for b in self.bands if b in MODEL_INDEPENDENT_BANDS]
                 encoder = load_encoder(self.model, self.base_config())
                 teacher = teacher_of(config) if config.teacher is not None else None
                 mine(self.corpus(), encoder, root, round=round_, bands=bands, params=params.as_dict(),

@@ -28,7 +28,8 @@ from bench.experiment_report import (
 
 START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
-ARM_ORDER = ("in_batch", "mined_student", "mined_teacher", "teacher_nn", "distill")
+ARM_ORDER = ("in_batch", "mined_student", "mined_teacher", "teacher_nn", "distill")  # phase 1
+PHASE2 = ("graded_curriculum", "graded_shuffled")  # phase 2: the curriculum over the teacher's grades, its control
 REFERENCE = "in_batch"
 GOAL = 1.0          # issue 23: the winning arm beats the start by >= 1.0 AP, its CI excluding 0
 GUARD_DROP = 0.5    # ... and its STS-B test is not lower than the start's by more than 0.5
@@ -38,7 +39,8 @@ GUARD = "sts/test"
 
 
 def _order(arm: str) -> int:
-    return ARM_ORDER.index(arm) if arm in ARM_ORDER else len(ARM_ORDER)
+    order = ARM_ORDER + PHASE2
+    return order.index(arm) if arm in order else len(order)
 
 
 def mined_share(run_root: Path) -> dict[int, float]:
@@ -109,7 +111,7 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
         contrasts.append(row)
     versus_reference = []
     for arm, a in arms.items():
-        if arm == REFERENCE or REFERENCE not in arms:
+        if arm == REFERENCE or REFERENCE not in arms or arm not in ARM_ORDER:  # phase 1's family of four
             continue
         c = paired(a["final"], arms[REFERENCE]["final"])
         c.update(label=f"{arm} − {REFERENCE}", kind="vs reference", a=arm, b=REFERENCE)
@@ -118,10 +120,48 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
         c["p_holm"] = adj
         c["reading"] = difference_reading(c)
     contrasts += versus_reference
-    winner = pick_winner(arms)
+    winner = pick_winner({a: v for a, v in arms.items() if a in ARM_ORDER})  # phase 1's rule, its arms
+    contrasts += phase2_contrasts(arms, winner)
     reference_dev = list(arms[REFERENCE]["dev"].values()) if REFERENCE in arms else []
     return {"arms": arms, "contrasts": contrasts, "start": start, "teacher": teacher, "winner": winner,
-            "margin": margin_from_noise(reference_dev), "pairing": pairing_check(by_arm, "anchor_order_sha256")}
+            "margin": margin_from_noise(reference_dev), "pairing": pairing_check(by_arm, "anchor_order_sha256"),
+            "exposure": exposure_check(by_arm)}
+
+
+def phase2_contrasts(arms: Mapping[str, Mapping[str, Any]], best_static: str | None) -> list[dict[str, Any]]:
+    """Phase 2's registered contrasts, paired by seed: the curriculum against its shuffled order (the order
+    question) and against phase 1's winner (the best static arm); none until the curriculum arm has run."""
+    curriculum, shuffled = PHASE2
+    if curriculum not in arms:
+        return []
+    out = []
+    for other, kind in ((shuffled, "order"), (best_static, "vs best static")):
+        if other is None or other not in arms:
+            continue
+        c = paired(arms[curriculum]["final"], arms[other]["final"])
+        c.update(label=f"{curriculum} − {other}", kind=kind, a=curriculum, b=other)
+        c["reading"] = difference_reading(c)
+        out.append(c)
+    return out
+
+
+def exposure_check(by_arm: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, float]] | None:
+    """Rows each band gave over the run (all seeds) in the two phase-2 arms: the order control must see the
+    curriculum's grades in the same amounts (the same stages, in another order)."""
+    if not all(arm in by_arm for arm in PHASE2):
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for arm in PHASE2:
+        totals: dict[str, float] = defaultdict(float)
+        for res in by_arm[arm]:
+            for point in res.get("curve") or []:
+                per = point.get("bands_per_step") or {}
+                for row in per.get("counts") or []:
+                    for name, n in zip(per.get("bands") or [], row):
+                        totals[name] += n
+        total = sum(totals.values()) or 1.0
+        out[arm] = {band: n / total for band, n in sorted(totals.items())}
+    return out
 
 
 def goal_reading(row: Mapping[str, Any]) -> str:
@@ -225,6 +265,21 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         for c in others:
             lines.append(f"| {c['label']} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | {_f(c['p'], 3)} | "
                          f"{_f(c.get('p_holm'), 3)} | {c['reading']} |")
+    exposure = analysis.get("exposure")
+    if exposure:
+        bands = sorted({b for shares in exposure.values() for b in shares})
+        lines += ["", "Phase 2, the order control first: the share of trained rows from each band over the run "
+                  "(all seeds); the shuffled order must match the curriculum's.", "",
+                  "| arm | " + " | ".join(bands) + " |", "|---|" + "---|" * len(bands)]
+        for arm, shares in exposure.items():
+            lines.append(f"| `{arm}` | " + " | ".join(f"{100 * shares.get(b, 0.0):.1f} %" for b in bands) + " |")
+    phase2 = [c for c in analysis["contrasts"] if c["kind"] in ("order", "vs best static")]
+    if phase2:
+        lines += ["", "Phase 2 contrasts, paired by seed (final model, report half):", "",
+                  "| contrast | seeds | mean Δ | 95 % CI | p | reading |", "|---|---|---|---|---|---|"]
+        for c in phase2:
+            lines.append(f"| {c['label']} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | {_f(c['p'], 3)} | "
+                         f"{c['reading']} |")
     winner, margin = analysis["winner"], analysis["margin"]
     lines += ["", f"- Winner by the select half (the rule: best mean final select-half AP, ties within {TIE} to the "
               f"simpler arm): `{winner}`.",

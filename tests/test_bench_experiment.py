@@ -349,3 +349,32 @@ def test_judge_report_reads_goal_rows_gap_winner_and_margin(tmp_path: Path):
     text = judge.render(analysis, {"size": {"name": "judge"}})
     assert judge.START_MARKER in text and "teacher (ceiling)" in text and "`mined_teacher`" in text
     assert "not the registered" not in text
+
+
+def test_judge_report_phase_2_keeps_phase_1s_family_and_checks_the_order_controls_exposure(tmp_path: Path):
+    from bench import judge_report as judge
+
+    def graded(arm: str, seed: int, report_ap: float, select_ap: float, counts: list[list[int]]) -> dict:
+        res = _judge_result(arm, seed, report_ap, select_ap)
+        res["curve"] = [{"round": 0, "anchors_sha256": f"a{seed}0",
+                         "bands_per_step": {"bands": ["graded_easy", "graded_hard"], "counts": counts}}]
+        return res
+
+    results = []
+    for seed, e in enumerate([0.1, -0.1, 0.0, 0.2, -0.2]):
+        results.append(_judge_result("in_batch", seed, 76.0 + e, 79.1 + e))
+        results.append(_judge_result("teacher_nn", seed, 76.5 + e, 79.9 + e))  # phase 1's winner
+        results.append(graded("graded_curriculum", seed, 77.0 + e, 81.0 + e, [[3, 1], [1, 3]]))  # +0.5 on teacher_nn
+        results.append(graded("graded_shuffled", seed, 76.8 + e / 2, 80.9 + e, [[1, 3], [3, 1]]))  # same exposure
+    analysis = judge.analyse(results)
+    versus = {c["a"] for c in analysis["contrasts"] if c["kind"] == "vs reference"}
+    assert versus == {"teacher_nn"}, "the phase-2 arms stay out of phase 1's Holm family"
+    assert analysis["winner"] == "teacher_nn", "phase 1's rule picks among phase 1's arms"
+    phase2 = {c["kind"]: c for c in analysis["contrasts"] if c["kind"] in ("order", "vs best static")}
+    assert phase2["order"]["label"] == "graded_curriculum − graded_shuffled"
+    assert phase2["order"]["mean"] == pytest.approx(0.2)
+    assert phase2["vs best static"]["b"] == "teacher_nn" and phase2["vs best static"]["mean"] == pytest.approx(0.5)
+    assert analysis["exposure"]["graded_curriculum"] == analysis["exposure"]["graded_shuffled"] == \
+        {"graded_easy": 0.5, "graded_hard": 0.5}
+    text = judge.render(analysis, {"size": {"name": "judge2"}})
+    assert "the order control first" in text and "graded_curriculum − graded_shuffled" in text
