@@ -220,7 +220,10 @@ def missing_path(config: RunConfig, key: str, path: Path) -> InputError:
     base = config.base_folder()
     where = (f"; relative paths are read from {base}, the folder of {config.source.name}" if base is not None
              and config.source is not None else "; check the path")
-    return InputError(f"{key}: not found: {path}{near}{where}", path=config.source, line=config.line_of(key))
+    install = (f"; to install all-mpnet-base-v2 there: simcse-curriculum teacher install --out {path} (README, "
+               f"'A stronger teacher')" if key == "teacher.path" else "")
+    return InputError(f"{key}: not found: {path}{near}{where}{install}", path=config.source,
+                      line=config.line_of(key))
 
 
 def _check_paths_and_columns(config: RunConfig) -> None:

@@ -184,7 +184,8 @@ def test_a_teacher_is_a_folder_relative_to_the_yaml_and_validate_names_it(tmp_pa
     assert config.teacher is not None and config.teacher.path == str(tmp_path / "models" / "teacher")
     assert "teacher" in config.computed_settings(), "the teacher decides results: part of the fingerprint"
     with pytest.raises(InputError, match=r"line 9: teacher.path: not found: .*models/teacher; relative paths are "
-                                         r"read from .*, the folder of run.yaml"):
+                                         r"read from .*, the folder of run.yaml; to install all-mpnet-base-v2 "
+                                         r"there: simcse-curriculum teacher install --out .*models/teacher"):
         check_run(config)
 
 
@@ -313,7 +314,7 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest
 def test_shipped_configs_validate_and_demo_yaml_matches_the_packaged_demo() -> None:
     from flows.demo import demo_config
 
-    for name in ("demo", "domain_unlabeled", "nli_supervised", "nli_curriculum"):
+    for name in ("demo", "domain_unlabeled", "domain_teacher", "nli_supervised", "nli_curriculum"):
         load_config(REPO / "configs" / f"{name}.yaml")
     packaged = demo_config("/tmp/anywhere").model_dump(mode="json", exclude={"output_dir"})
     shipped = load_config(REPO / "configs" / "demo.yaml").model_dump(mode="json", exclude={"output_dir"})
