@@ -16,6 +16,7 @@ import yaml
 
 from bench import REPO
 from bench.experiment_data import make_weak_start, split_twitter_dev
+from dataio.triplets import GRADED_BANDS
 
 CONFIG_DIR = REPO / "configs" / "experiment"
 SETTINGS = ("general", "domain")
@@ -82,7 +83,9 @@ def arm_bands(arm: dict[str, Any], setting_bands: list[str]) -> list[str]:
     """The bands an arm mines each round: its own (`all`: the setting's) plus random, which every round
     carries so that the anchors of every arm are the same (paired sampling draws them from all bands)."""
     wanted = setting_bands if arm["bands"] == "all" else list(arm["bands"])
-    return [b for b in setting_bands if b in wanted or b == "random"]
+    # The graded bands are mined only on request, so no setting lists them: an arm that asks gets them too.
+    return [b for b in setting_bands if b in wanted or b == "random"] + [
+        b for b in wanted if b in GRADED_BANDS and b not in setting_bands]
 
 
 def load_setting(name: str) -> dict[str, Any]:

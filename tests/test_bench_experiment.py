@@ -378,3 +378,21 @@ def test_judge_report_phase_2_keeps_phase_1s_family_and_checks_the_order_control
         {"graded_easy": 0.5, "graded_hard": 0.5}
     text = judge.render(analysis, {"size": {"name": "judge2"}})
     assert "the order control first" in text and "graded_curriculum − graded_shuffled" in text
+
+
+def test_the_phase_2_arms_mine_and_schedule_the_graded_bands_in_rounds_of_their_own(tmp_path: Path):
+    from bench import experiment_arm as arm_module
+
+    size = design.load_size("judge2")
+    raw = {**design.load_setting("domain"), "_name": "domain"}
+    config = design.build_config(raw, design.load_arm("graded_curriculum"), size, "tuned", 0, tmp_path / "g", "m")
+    graded = ["graded_easy", "graded_medium", "graded_hard"]
+    assert config.mining.bands[0] == "random" and config.mining.bands[-3:] == graded
+    assert config.curriculum.mixture.bands == ["random", *graded], "only its own bands are scheduled"
+    assert config.curriculum.difficulty == "teacher" and config.teacher is not None
+    shuffled = design.build_config(raw, design.load_arm("graded_shuffled"), size, "tuned", 0, tmp_path / "s", "m")
+    assert shuffled.curriculum.order == "shuffled" and shuffled.mining.bands == config.mining.bands
+    nn = design.build_config(raw, design.load_arm("teacher_nn"), size, "tuned", 0, tmp_path / "n", "m")
+    assert not set(graded) & set(nn.mining.bands), "phase 1's arms mine what they mined"
+    assert arm_module.judge_variant(config) == arm_module.judge_variant(nn)  # same judge, rounds kept apart by name
+    assert arm_module.encoder_dependent(config)
