@@ -25,6 +25,7 @@ from bench.experiment_report import (
     run_meta,
     write_section,
 )
+from dataio.triplets import band_order
 
 START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
@@ -267,7 +268,7 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
                          f"{_f(c.get('p_holm'), 3)} | {c['reading']} |")
     exposure = analysis.get("exposure")
     if exposure:
-        bands = sorted({b for shares in exposure.values() for b in shares})
+        bands = band_order({b for shares in exposure.values() for b in shares})
         lines += ["", "Phase 2, the order control first: the share of trained rows from each band over the run "
                   "(all seeds); the shuffled order must match the curriculum's.", "",
                   "| arm | " + " | ".join(bands) + " |", "|---|" + "---|" * len(bands)]
