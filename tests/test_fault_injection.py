@@ -1368,10 +1368,10 @@ def test_a_promote_killed_mid_way_reads_as_what_happened_and_a_rerun_finishes_it
         assert killed.returncode == -signal.SIGKILL
         listed = _listed(folder)
         if when == "kill-before":
-            assert (listed[2]["current"], listed[2]["promoted"], listed[2]["reason"]) == (False, "false", gate_reason)
+            assert (listed[2]["current"], listed[2]["promoted"], listed[2]["reason"]) == (False, False, gate_reason)
             assert listed[1]["current"]
     assert (listed[2]["current"], listed[2]["promoted"], listed[2]["reason"]) == (
-        True, "true", "promoted by hand (current was version 1)")
+        True, True, "promoted by hand (current was version 1)")
     assert not listed[1]["current"]
     rerun = cli(["models", "promote", str(folder), "2"], cli_env(None), timeout=300)
     assert rerun.returncode == 0 and "current is version 2 (was 2)" in rerun.stdout, rerun.stderr[-4000:]
@@ -1385,7 +1385,7 @@ def test_a_promote_killed_mid_way_reads_as_what_happened_and_a_rerun_finishes_it
     killed.communicate(timeout=300)
     listed = _listed(folder)
     assert (listed[1]["current"], listed[1]["promoted"], listed[1]["reason"]) == (
-        True, "true", "rolled back from version 2 (current was version 2)")
+        True, True, "rolled back from version 2 (current was version 2)")
     assert cli(["models", "promote", str(folder), "1"], cli_env(None), timeout=300).returncode == 0
     assert "simcse.rolled_back" in registry.client.get_model_version("enc", "2").tags
     assert PROMOTING not in registry.client.get_model_version("enc", "1").tags
