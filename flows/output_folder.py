@@ -32,6 +32,8 @@ RUN_CONFIG = "config.yaml"
 RUN_CONFIG_KEYS = ("output_dir", "rounds", "steps_per_round")
 # What a command leaves in a folder before the run proper (older versions left .prefect/ even when refused).
 BOOKKEEPING = {".prefect", LOCK_NAME}
+# A server registry's version, downloaded into the run folder before the run claims it (flows.warm_start): ours.
+DOWNLOADED_START = "start_model"
 RUN_OUTPUT = ("triplets", "rounds", "base_metrics.json")
 
 
@@ -52,7 +54,7 @@ def check_run_folder(folder: str | Path) -> None:
         return
     if not folder.is_dir():
         raise InputError("exists and is not a folder; choose another output_dir", path=folder)
-    entries = sorted(p.name for p in folder.iterdir() if p.name not in BOOKKEEPING)
+    entries = sorted(p.name for p in folder.iterdir() if p.name not in BOOKKEEPING | {DOWNLOADED_START})
     if not entries or is_run_config(folder / RUN_CONFIG):
         return
     shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")

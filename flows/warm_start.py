@@ -28,9 +28,8 @@ from typing import Any
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
 from flows.config import RunConfig
+from flows.output_folder import DOWNLOADED_START
 from flows.rundir import START_FILE, RunDir, write_json
-
-DOWNLOADED_START = "start_model"  # a server registry's version, downloaded into the run folder
 
 
 @dataclass(frozen=True)
