@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.experiment_report import (
+    band_shares,
     endpoint,
     holm,
     load_results,
@@ -151,18 +152,10 @@ def exposure_check(by_arm: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[st
     curriculum's grades in the same amounts (the same stages, in another order)."""
     if not all(arm in by_arm for arm in PHASE2):
         return None
-    out: dict[str, dict[str, float]] = {}
-    for arm in PHASE2:
-        totals: dict[str, float] = defaultdict(float)
-        for res in by_arm[arm]:
-            for point in res.get("curve") or []:
-                per = point.get("bands_per_step") or {}
-                for row in per.get("counts") or []:
-                    for name, n in zip(per.get("bands") or [], row):
-                        totals[name] += n
-        total = sum(totals.values()) or 1.0
-        out[arm] = {band: n / total for band, n in sorted(totals.items())}
-    return out
+    # One bin as long as any run: each band's share of all trained rows (experiment_report.band_shares).
+    return {arm: {band: shares[0] for band, shares in band_shares(
+        {i: res.get("curve") or [] for i, res in enumerate(by_arm[arm])}, bin_steps=1 << 62).items()}
+        for arm in PHASE2}
 
 
 def goal_reading(row: Mapping[str, Any]) -> str:

@@ -39,12 +39,11 @@ def add_sampled_similarities(ctx: BandContext, results: Mapping[str, BandResult]
                                        for band, res in results.items() for i in (picks[band],)] or [[]])
                        ).astype(np.int64)
     vectors = encode_texts(encoder, [ctx.corpus.texts[i] for i in needed], batch_size) if len(needed) else None
-    where = {int(pool): k for k, pool in enumerate(needed)}
 
-    def sims(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ia = np.fromiter((where[int(x)] for x in a), dtype=np.int64, count=len(a))
-        ib = np.fromiter((where[int(x)] for x in b), dtype=np.int64, count=len(b))
-        return np.einsum("ij,ij->i", vectors[ia], vectors[ib]) if len(a) else np.empty(0, dtype=np.float32)
+    def sims(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # `needed` is sorted: a pool index's row is its rank
+        if not len(a):
+            return np.empty(0, dtype=np.float32)
+        return np.einsum("ij,ij->i", vectors[np.searchsorted(needed, a)], vectors[np.searchsorted(needed, b)])
 
     for band, res in results.items():
         pick = picks[band]
