@@ -34,6 +34,7 @@ from bench.experiment_design import (
     start_model,
     teacher_path,
 )
+from bench.judge_report import mined_share
 from dataio.triplets import GRADED_BANDS, manifest_path, round_dir
 
 log = logging.getLogger("experiment")
@@ -347,6 +348,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
 
     curve = []
     step = 0
+    mined = mined_share(run.root)
     for r in range(config.rounds):
         metrics = run.read_metrics(r)
         trained = json.loads((run.round_dir(r) / "train_result.json").read_text(encoding="utf-8"))
@@ -359,7 +361,9 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
                       "bands_per_step": trained.get("bands_per_step"), "anchors_sha256": trained.get("anchors_sha256"),
                       "anchor_order_sha256": trained.get("anchor_order_sha256"),
                       "bands": {b: {"rows": s.get("rows"), "difficulty": s.get("mean_anchor_negative_sim")}
-                                for b, s in ((metrics.get("mining") or {}).get("bands") or {}).items()}})
+                                for b, s in ((metrics.get("mining") or {}).get("bands") or {}).items()},
+                      # kept with the result: the run folder that holds the manifests is not kept
+                      "mined_positives_share": mined.get(r)})
     final_round = config.rounds - 1
     selection = summary.get("selection") or {}
     chosen = selection.get("selected_round", final_round)

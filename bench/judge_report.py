@@ -31,7 +31,9 @@ from dataio.triplets import band_order
 START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
 ARM_ORDER = ("in_batch", "mined_student", "mined_teacher", "teacher_nn", "distill")  # phase 1
-PHASE2 = ("graded_curriculum", "graded_shuffled")  # phase 2: the curriculum over the teacher's grades, its control
+PHASE2 = ("graded_curriculum", "graded_shuffled")
+# The sizes docs/experiment.md registered: phase 1, and phase 2 run into phase 1's folder.
+REGISTERED_SIZES = ("judge", "judge2")  # phase 2: the curriculum over the teacher's grades, its control
 REFERENCE = "in_batch"
 GOAL = 1.0          # issue 23: the winning arm beats the start by >= 1.0 AP, its CI excluding 0
 GUARD_DROP = 0.5    # ... and its STS-B test is not lower than the start's by more than 0.5
@@ -87,10 +89,13 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
         dev = {r["seed"]: r["final"]["dev"] for r in runs}
         selected = {r["seed"]: endpoint(r, REPORT, "selected") for r in runs}
         shares: dict[int, list[float]] = defaultdict(list)
-        if runs_dir is not None:
-            for r in runs:
-                for rnd, share in mined_share(runs_dir / r["start"] / r["setting"] / arm / f"seed{r['seed']}").items():
-                    shares[rnd].append(share)
+        for r in runs:  # the result's own record; else its run folder, where that was kept
+            recorded = {c["round"]: c["mined_positives_share"] for c in r.get("curve") or []
+                        if c.get("mined_positives_share") is not None}
+            if not recorded and runs_dir is not None:
+                recorded = mined_share(runs_dir / r["start"] / r["setting"] / arm / f"seed{r['seed']}")
+            for rnd, share in recorded.items():
+                shares[rnd].append(share)
         arms[arm] = {"n": len(runs), "seeds": [r["seed"] for r in runs], "final": final, "guard": guard, "dev": dev,
                      "selected": selected, "final_summary": mean_sd(list(final.values())),
                      "guard_summary": mean_sd(list(guard.values())), "dev_summary": mean_sd(list(dev.values())),
@@ -208,9 +213,9 @@ def _ci(c: Mapping[str, Any]) -> str:
 def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     size = meta.get("size") or {}
     lines = [START_MARKER, "## The judge experiment (issue 23, pre-registered in docs/experiment.md)", ""]
-    if size.get("name") != "judge":
-        lines += [f"**Size `{size.get('name')}`, not the registered `judge`: the numbers below prove the harness "
-                  "only.**", ""]
+    if size.get("name") not in REGISTERED_SIZES:
+        lines += [f"**Size `{size.get('name')}`, not a registered size ({', '.join(REGISTERED_SIZES)}): the numbers "
+                  "below prove the harness only.**", ""]
     lines += [f"- Size `{size.get('name', '?')}`: {size.get('rounds', '?')} rounds × {size.get('steps_per_round', '?')}"
               f" steps at batch {size.get('batch_size', '?')}, Domain (12,000 unlabeled tweets), tuned start, seeds "
               f"planned {size.get('seeds', '?')}; Twitter pairs split by component (no text on both sides).",

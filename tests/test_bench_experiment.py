@@ -348,7 +348,28 @@ def test_judge_report_reads_goal_rows_gap_winner_and_margin(tmp_path: Path):
     assert analysis["margin"] == pytest.approx(math.ceil(2 * sd / 0.05 - 1e-9) * 0.05)
     text = judge.render(analysis, {"size": {"name": "judge"}})
     assert judge.START_MARKER in text and "teacher (ceiling)" in text and "`mined_teacher`" in text
-    assert "not the registered" not in text
+    assert "not a registered size" not in text
+    assert "not a registered size" not in judge.render(analysis, {"size": {"name": "judge2"}})  # phase 2's size
+    assert "not a registered size" in judge.render(analysis, {"size": {"name": "judge2-smoke"}})
+
+
+def test_judge_report_reads_mined_shares_from_the_result_else_from_a_kept_run_folder(tmp_path: Path):
+    """The share of anchors with a mined positive: the result's own record (the harness keeps it in each round of
+    the curve), else the run folder's manifests when that folder was kept, else nothing (shown as a dash)."""
+    from bench import judge_report as judge
+
+    recorded = _judge_result("mined_teacher", 0, 77.0, 79.5)
+    for c, share in zip(recorded["curve"], (0.25, 0.125)):
+        c["mined_positives_share"] = share
+    from_folder = _judge_result("mined_student", 0, 76.5, 79.2)
+    manifest = tmp_path / "tuned" / "domain" / "mined_student" / "seed0" / "triplets" / "round=0" / ".manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"round": 0, "mined_positives": {"share": 0.5}}))
+    neither = _judge_result("in_batch", 0, 76.0, 79.0)
+    arms = judge.analyse([recorded, from_folder, neither], runs_dir=tmp_path)["arms"]
+    assert arms["mined_teacher"]["mined_share"] == {0: 0.25, 1: 0.125}
+    assert arms["mined_student"]["mined_share"] == {0: 0.5}
+    assert arms["in_batch"]["mined_share"] == {}
 
 
 def test_judge_report_phase_2_keeps_phase_1s_family_and_checks_the_order_controls_exposure(tmp_path: Path):
