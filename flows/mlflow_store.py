@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from dataio.errors import InputError
+from flows.locations import is_uri
 
 DB_NAME = "mlflow.db"
 ARTIFACTS = "artifacts"
@@ -41,12 +42,6 @@ _log = logging.getLogger("flows")
 # Where MLflow's SQLite store keeps absolute URIs: (table, its columns that hold one).
 LOCATION_COLUMNS = (("experiments", ("artifact_location",)), ("runs", ("artifact_uri",)),
                     ("model_versions", ("source", "storage_location")), ("logged_models", ("artifact_location",)))
-
-
-def is_uri(text: str) -> bool:
-    """`http://...`, `sqlite:///...` and the like, as opposed to a folder path. (Here, not in flows.config, so that
-    reading a registry folder imports no config machinery: `models path`.)"""
-    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
 def _quiet_mlflow() -> None:

@@ -17,13 +17,12 @@ and a comparison against that baseline would promote on the wrong numbers.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from simcse.evaluation import check_metric_name
 from simcse.evaluation import metric_value as evaluation_metric
 
-METRIC_NAME = r"(sts|pairs)/[^/]+"
 # How far a run's evaluation of the version it starts from may be from the score recorded with that version, in
 # points (scores are x100), where both were measured on the same file with the same settings. Such an evaluation
 # is deterministic up to float noise: all-MiniLM-L6-v2 on the demo's 419 evaluation pairs, encoded on CPU in
@@ -32,13 +31,6 @@ METRIC_NAME = r"(sts|pairs)/[^/]+"
 # on a dev set of a few hundred rows. 0.5 points is far beyond that noise and far below what a changed model
 # shows (the report that led to this check: 4 flipped bytes in a weight file, -8.5 points).
 PARENT_TOLERANCE = 0.5
-
-
-def check_metric_name(value: str | None) -> str | None:
-    """`value` when it is `sts/<file stem>` or `pairs/<file stem>` (or None); ValueError otherwise."""
-    if value is not None and not re.fullmatch(METRIC_NAME, value):
-        raise ValueError(f"expected 'sts/<file stem>' or 'pairs/<file stem>', got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -70,20 +62,6 @@ def metric_value(evaluation: dict[str, Any] | None, name: str) -> float | None:
     absent or NaN, which no gate can compare."""
     value = evaluation_metric(evaluation, name)
     return value if value is not None and math.isfinite(value) else None
-
-
-def flat_metrics(evaluation: dict[str, Any] | None) -> dict[str, float]:
-    """Every score of an evaluation under one name each: `sts/<stem>`, `pairs/<stem>`, `alignment`, `uniformity`."""
-    out: dict[str, float] = {}
-    for kind in ("sts", "pairs"):
-        for stem, value in ((evaluation or {}).get(kind) or {}).items():
-            if value is not None and math.isfinite(float(value)):
-                out[f"{kind}/{stem}"] = float(value)
-    for name in ("alignment", "uniformity"):
-        value = (evaluation or {}).get(name)
-        if value is not None and math.isfinite(float(value)):
-            out[name] = float(value)
-    return out
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ import os
 from typing import Any
 
 from curriculum.errors import StateError
-from dataio.errors import InputError
 from flows.config import RunConfig
-from flows.rundir import RECORD_SHA256, RunDir, record_digest
+from flows.record_check import check_records, same_value
+from flows.rundir import RECORD_SHA256, RunDir
 
 _log = logging.getLogger("flows")
 
@@ -111,7 +111,7 @@ def _disagreement(state: Any, run: RunDir, done: list[int]) -> str | None:
                            ("train.mean_train_accuracy", end.train_accuracy, record.get("train"),
                             "mean_train_accuracy")]
             differs += [(k, v, part[key]) for k, v, part, key in closed_with
-                        if isinstance(part, dict) and key in part and not _same(v, part[key])]
+                        if isinstance(part, dict) and key in part and not same_value(v, part[key])]
             if not differs:
                 continue
             key, theirs, mine = differs[0]
@@ -123,66 +123,6 @@ def _disagreement(state: Any, run: RunDir, done: list[int]) -> str | None:
                          f"which file was edited cannot be told; restore the edited one from a backup (if "
                          f"metrics.json is right, delete state.json: it is rebuilt from the rounds)")
     return None
-
-
-def _finite(value: Any) -> Any:
-    """A statistic as a record keeps it: NaN and infinities become None (flows.rundir.jsonable)."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return a == b
-
-
-def check_records(run: RunDir, done: list[int]) -> None:
-    """Every complete round's metrics.json is the record its round wrote: readable, about that round, whole
-    (its `record_sha256`), its dev metric its evaluation's, and its mining the triplets that are there (the
-    manifest's sha256 it recorded, or for older records the band statistics). A record that is not stops the
-    run in one line (InputError) before anything reads it: the model to use, the report, a registration and
-    the curriculum all follow the records, and an edited dev score picked the wrong round."""
-    from dataio.triplets import is_complete, read_manifest
-    from flows.fingerprint import file_fingerprint
-    from flows.promotion import flat_metrics
-
-    for r in done:
-        path = run.metrics_path(r)
-        advice = f"restore it from a backup, or {run.retrain_advice(r)}"
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InputError(f"round {r}'s record is not readable JSON (truncated?); {advice}", path=path) from None
-        if not isinstance(record, dict) or record.get("round") != r:
-            about = record.get("round") if isinstance(record, dict) else None
-            raise InputError(f"this is not round {r}'s record (it is about round {about!r}); {advice}", path=path)
-        sealed = record.get(RECORD_SHA256)
-        if sealed is not None and sealed != record_digest(record):
-            raise InputError(f"round {r}'s record was edited after the round closed (its content no longer matches "
-                             f"its record_sha256); {advice}", path=path)
-        dev = record.get("dev_metric") or {}
-        scored = flat_metrics(record.get("evaluation")).get(dev.get("name")) if dev.get("name") else None
-        if scored is not None and not _same(scored, dev.get("value")):
-            raise InputError(f"round {r}'s record gives its dev metric {dev.get('name')} as {dev.get('value')!r} "
-                             f"but its evaluation as {scored!r}; {advice}", path=path)
-        if not is_complete(run.triplets, r):
-            continue  # pruned (or never kept): nothing to compare
-        mining = record.get("mining") or {}
-        manifest = run.manifest_path(r)
-        if mining.get("manifest_sha256"):
-            changed = mining["manifest_sha256"] != file_fingerprint(manifest)
-        elif mining.get("bands"):  # a record from before the manifest's sha256 was kept: its band statistics
-            bands = {b: (s.rows, _finite(s.mean_anchor_negative_sim))
-                     for b, s in read_manifest(run.triplets, r).bands.items()}
-            changed = bands != {b: ((s or {}).get("rows"), _finite((s or {}).get("mean_anchor_negative_sim")))
-                                for b, s in mining["bands"].items()}
-        else:
-            changed = False
-        if changed:
-            raise InputError(f"round {r}'s triplets were mined again after the round trained on them (the manifest "
-                             f"is not the one its metrics.json recorded), so the report would describe other data; "
-                             f"restore {manifest.parent} from a backup, or delete it (the round stays complete)",
-                             path=manifest)
 
 
 def _difficulties(metrics: dict[str, Any]) -> dict[str, float]:

@@ -65,8 +65,10 @@ import yaml
 from dataio.errors import InputError
 from dataio.hashing import model_folder_hashes, model_folder_sha256
 from flows.mlflow_store import MlflowStore, check_database, local_path
-from flows.promotion import GateSettings, best_round, decide, flat_metrics, parent_drift
+from flows.promotion import GateSettings, best_round, decide, parent_drift
+from flows.record_check import check_records
 from flows.rundir import START_FILE, RunDir
+from simcse.evaluation import flat_metrics
 
 CURRENT = "current"
 MODEL_ARTIFACT = "model"
@@ -582,8 +584,6 @@ def _register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) ->
         raise InputError(f"the run started from {started}, which is no version of {registry.name!r}; start runs "
                          f"from `simcse-curriculum models path {registry.store}` (model.name_or_path)",
                          path=run.config_path)
-    from flows.recovery import check_records
-
     check_records(run, run.completed_rounds())  # the gate reads the records: each must be what its round wrote
     base = run.read_base_metrics() or {}
     rounds = {r: run.read_metrics(r).get("evaluation") or {} for r in run.completed_rounds()}

@@ -19,8 +19,8 @@ import logging
 from typing import Any
 
 from flows.mlflow_store import MlflowStore, store_for
-from flows.promotion import flat_metrics
 from flows.rundir import RunDir, write_json
+from simcse.evaluation import flat_metrics
 
 TRACKING_FILE = "tracking.json"
 _log = logging.getLogger("flows")
@@ -36,24 +36,15 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: text[:6000]}
 
 
-def prefect_tags() -> dict[str, str]:
-    """The Prefect flow run this process runs in, if any (id, name, deployment)."""
-    try:
-        from prefect.runtime import deployment, flow_run
-    except ImportError:
-        return {}
-    tags = {"prefect.flow_run_id": flow_run.id, "prefect.flow_run_name": flow_run.name,
-            "prefect.root_flow_run_id": flow_run.root_flow_run_id, "prefect.deployment": deployment.name}
-    return {k: str(v) for k, v in tags.items() if v}
-
-
 class RunTracker:
     """Logs one run folder to one MLflow run (created on first use, found again in tracking.json)."""
 
-    def __init__(self, store: MlflowStore, experiment: str, run: RunDir) -> None:
+    def __init__(self, store: MlflowStore, experiment: str, run: RunDir,
+                 context_tags: dict[str, str] | None = None) -> None:
         self.store = store
         self.experiment = experiment
         self.run = run
+        self.context_tags = dict(context_tags or {})  # the orchestrator's ids (flows.curriculum_flow)
         self.path = run.root / TRACKING_FILE
         self.state: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
         self._found = False  # the MLflow run tracking.json names was found in the store (asked once)
@@ -123,7 +114,7 @@ class RunTracker:
         """Open (or reopen) the MLflow run; log the config as params once."""
         run_id = self.run_id
         self.client.update_run(run_id, status="RUNNING")
-        tags = {"simcse.config_fingerprint": config.fingerprint(), **prefect_tags(), **(extra_tags or {})}
+        tags = {"simcse.config_fingerprint": config.fingerprint(), **self.context_tags, **(extra_tags or {})}
         if self._once("params"):
             params = _flatten(config.model_dump(mode="json"))
             self._batch(params=params, tags=tags)
@@ -184,12 +175,12 @@ class RunTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def tracker_for(config: Any, run: RunDir) -> RunTracker | None:
-    """The run's tracker when `tracking.enabled`, else None."""
+def tracker_for(config: Any, run: RunDir, context_tags: dict[str, str] | None = None) -> RunTracker | None:
+    """The run's tracker when `tracking.enabled`, else None; `context_tags` are set on the MLflow run when it starts."""
     store = store_for(config)
     if store is None:
         return None
-    return RunTracker(store, config.tracking.experiment, run)
+    return RunTracker(store, config.tracking.experiment, run, context_tags)
 
 
 def round_hooks(tracker: RunTracker | None, config: Any) -> dict[str, Any]:

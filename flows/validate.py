@@ -255,8 +255,8 @@ def _check_paths_and_columns(config: RunConfig) -> None:
 
 # ------------------------------------------------------------------------------------------ the checks
 def _check_scheduled_output(config: RunConfig, warnings: list[str]) -> None:
-    """A run made by hand in the output_dir of scheduled runs (flows.scheduled_runs.manual_run_warning)."""
-    from flows.scheduled_runs import manual_run_warning
+    """A run made by hand in the output_dir of scheduled runs (flows.scheduled_folders.manual_run_warning)."""
+    from flows.scheduled_folders import manual_run_warning
 
     warning = manual_run_warning(config)
     if warning is not None:

@@ -286,7 +286,8 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
     from flows.loop import plain_steps
     from flows.registry import open_registry
     from flows.rundir import RunDir
-    from flows.scheduled_runs import is_finished, run_scheduled, scheduled_folders
+    from flows.scheduled_folders import is_finished, scheduled_folders
+    from flows.scheduled_runs import run_scheduled
     from simcse.testing import torch_threads
 
     yaml_path = scheduled_config(tmp_path, data)
@@ -421,7 +422,7 @@ def test_scheduled_nights_through_prefect_warm_start_register_and_record_a_no_op
 
     from flows.curriculum_flow import scheduled_flow
     from flows.registry import open_registry
-    from flows.scheduled_runs import scheduled_folders
+    from flows.scheduled_folders import scheduled_folders
     from simcse.testing import torch_threads
 
     yaml_path = scheduled_config(tmp_path, data)

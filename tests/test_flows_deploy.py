@@ -31,7 +31,7 @@ from loopback_servers import REPO, env_without_api, start_prefect_server, stop, 
 from flows.config import config_from_mapping, load_config
 from flows.deploy import FLOW_ENTRYPOINT, deployment_tags
 from flows.rundir import RunDir
-from flows.scheduled_runs import FINISHED, is_finished, scheduled_folders, scheduled_run_folder
+from flows.scheduled_folders import FINISHED, is_finished, scheduled_folders, scheduled_run_folder
 
 WHEN = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
 

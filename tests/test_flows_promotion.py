@@ -6,7 +6,8 @@ import pytest
 
 from dataio.errors import InputError
 from flows.config import config_from_mapping
-from flows.promotion import GateSettings, best_round, decide, flat_metrics, metric_value
+from flows.promotion import GateSettings, best_round, decide, metric_value
+from simcse.evaluation import flat_metrics
 
 
 def ev(select: float | None, guard: float | None = 80.0, report: float = 50.0) -> dict:

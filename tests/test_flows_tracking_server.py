@@ -28,9 +28,9 @@ def test_a_run_tracked_to_a_real_mlflow_server_arrives_with_its_params_and_metri
 
     from flows.config import config_from_mapping
     from flows.loop import plain_steps, run_rounds
-    from flows.promotion import flat_metrics
     from flows.rundir import RunDir
     from flows.tracking import TRACKING_FILE, round_hooks, tracker_for
+    from simcse.evaluation import flat_metrics
     from simcse.testing import torch_threads
 
     server = start_mlflow_server(tmp_path)
