@@ -117,7 +117,7 @@ def test_torch_free_packages_import_without_torch_or_prefect() -> None:
 def test_settings_and_the_run_config_load_without_torch_or_prefect() -> None:
     """mining's and simcse's settings models, and flows' run config that embeds them, import in a fresh
     interpreter without torch, transformers or prefect: `validate` and `--help` stay light."""
-    modules = [m.removesuffix(".py").replace("/", ".") for m in SETTINGS_MODULES] + ["flows.config"]
+    modules = [m.removesuffix(".py").replace("/", ".") for m in SETTINGS_MODULES] + ["flows.run.config"]
     code = ("import importlib, sys\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"
@@ -210,3 +210,53 @@ def test_the_cycle_check_finds_a_circle_a_lazy_import_hides(tmp_path: Path) -> N
 
 def test_no_import_circles_between_modules() -> None:
     assert circles(module_graph(REPO, PACKAGES)) == []
+
+
+# ---------------------------------------------------------------------------------------- flows' rooms
+# docs/architecture.md: flows/ in rooms by job, each importing only the rooms before it in this order.
+FLOWS_ROOMS = ("run", "registry", "rounds", "orchestration", "cli")
+# The one module left at flows/'s top: where deployments registered before the rooms find the scheduled flow.
+FLOWS_TOP = ["__init__.py", "curriculum_flow.py"]
+
+
+def room_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "flows" and parts[1] in FLOWS_ROOMS else None
+
+
+def test_flows_modules_live_in_rooms() -> None:
+    folder = REPO / "flows"
+    assert sorted(p.name for p in folder.glob("*.py")) == FLOWS_TOP
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(FLOWS_ROOMS)
+    assert all((folder / room / "__init__.py").is_file() for room in FLOWS_ROOMS)
+
+
+def upward_imports(root: Path) -> list[str]:
+    """`a imports b` for every import (lazy ones too) of a flows room from a room after it in FLOWS_ROOMS."""
+    return [f"{module} imports {target}" for module, targets in module_graph(root, ("flows",)).items()
+            if (here := room_of(module)) is not None for target in sorted(targets)
+            if (there := room_of(target)) is not None and FLOWS_ROOMS.index(there) > FLOWS_ROOMS.index(here)]
+
+
+def test_flows_rooms_import_only_the_rooms_before_them() -> None:
+    assert upward_imports(REPO) == []
+
+
+def test_the_room_check_finds_an_upward_import(tmp_path: Path) -> None:
+    for folder in ("flows", "flows/run", "flows/cli"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text("")
+    (tmp_path / "flows" / "cli" / "app.py").write_text("from flows.run import config\n")  # downward: allowed
+    (tmp_path / "flows" / "run" / "config.py").write_text("def f():\n    from flows.cli import app\n")
+    assert upward_imports(tmp_path) == ["flows.run.config imports flows.cli", "flows.run.config imports flows.cli.app"]
+
+
+def test_only_the_prefect_layer_and_the_cli_import_prefect() -> None:
+    allowed = {f for f, _, _ in imports("flows") if f.startswith(("flows/orchestration/", "flows/cli/"))}
+    assert offending("flows", ("prefect",), allowed) == []
+
+
+@pytest.mark.parametrize("package", PRODUCT)
+def test_only_the_registry_imports_mlflow(package: str) -> None:
+    allowed = {f for f, _, _ in imports(package) if f.startswith("flows/registry/")}
+    assert offending(package, ("mlflow",), allowed) == []

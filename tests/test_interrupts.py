@@ -47,7 +47,7 @@ DRIVER = textwrap.dedent("""
         os.replace = replace
     import torch
     torch.set_num_threads(1)
-    from flows.cli import main
+    from flows.cli.app import main
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -80,7 +80,7 @@ def write_config(path: Path, output_dir: Path, inputs: dict[str, Path]) -> Path:
 
 def shell_env(**extra: str) -> dict[str, str]:
     """A user's shell: no test-only Prefect settings (the run starts its own ephemeral server); this checkout's
-    packages first, as `python -m flows.cli` from the repository has them."""
+    packages first, as `python -m flows.cli.app` from the repository has them."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PREFECT_LOGGING_") and k not in ("PREFECT_HOME", "PREFECT_API_URL",
                                                                   "PREFECT_RESULTS_LOCAL_STORAGE_PATH")}
@@ -198,7 +198,7 @@ def test_a_signal_during_training_stops_the_run_in_seconds_with_one_line(
     assert "Finished in state Crashed(" in log, log[-3000:]
 
     if stop == signal.SIGINT:  # the same command resumes: round 0 continues from its checkpoint and finishes
-        rerun = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config), "--quiet"],
+        rerun = subprocess.run([sys.executable, "-m", "flows.cli.app", "run", str(config), "--quiet"],
                                env=shell_env(), cwd=str(REPO), capture_output=True, text=True, timeout=600,
                                check=False)
         assert rerun.returncode == 0, rerun.stderr[-4000:]
@@ -213,7 +213,7 @@ def test_a_signal_during_training_stops_the_run_in_seconds_with_one_line(
 # answer): only a second signal or the forced exit gets the process out.
 STUCK = textwrap.dedent("""
     import sys, time
-    from flows import interrupts
+    from flows.run import interrupts
     interrupts.FORCE_EXIT_AFTER_S = float(sys.argv[1])
     interrupts.record_command("simcse-curriculum run run.yaml")
     with interrupts.stop_on_signals("unused"):
@@ -253,7 +253,8 @@ def test_an_exit_that_hangs_after_the_signal_is_cut_short() -> None:
 
 
 def test_the_server_spawn_runs_through_the_subprocess_module_the_guard_replaces() -> None:
-    """flows.server_guard starts Prefect's ephemeral server in a session of its own by giving Prefect's server
+    """flows.orchestration.server_guard starts Prefect's ephemeral server in a session of its own by giving Prefect's
+    server
     module a `subprocess` whose Popen does; an upgrade that spawns it another way must fail here, not bring
     back the ^C that kills the server under the run (the pty test above finds it too, slowly)."""
     import inspect
@@ -261,7 +262,7 @@ def test_the_server_spawn_runs_through_the_subprocess_module_the_guard_replaces(
 
     import prefect.server.api.server as server_module
 
-    from flows.server_guard import _ServerSubprocess
+    from flows.orchestration.server_guard import _ServerSubprocess
 
     assert isinstance(server_module.subprocess, (type(stdlib_subprocess), _ServerSubprocess))
     source = inspect.getsource(server_module.SubprocessASGIServer)
