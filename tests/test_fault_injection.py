@@ -117,7 +117,7 @@ def cli_env(api_url: str | None, **extra: str) -> dict[str, str]:
 
 
 def cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows.cli.app", *args], env=env, cwd=str(REPO), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=str(REPO), capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 
@@ -898,7 +898,7 @@ def _in_mount_namespace(mounts: str, args: list[str], env: dict[str, str]) -> su
     if prefix is None:
         pytest.skip("cannot mount in a private namespace here (unshare not permitted)")
     script = f'{mounts} && exec "$@"'
-    return subprocess.run([*prefix, "sh", "-c", script, "sh", sys.executable, "-m", "flows.cli.app", *args], env=env,
+    return subprocess.run([*prefix, "sh", "-c", script, "sh", sys.executable, "-m", "flows.cli", *args], env=env,
                           cwd=str(REPO), capture_output=True, text=True, timeout=900, check=False)
 
 

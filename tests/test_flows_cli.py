@@ -58,7 +58,7 @@ def test_no_arguments_prints_the_help_and_exits_2_as_click_does(capsys: pytest.C
 
 
 def test_a_usage_error_from_the_console_entry_point_has_no_traceback() -> None:
-    proc = subprocess.run([sys.executable, "-m", "flows.cli.app", "run", "--bogus"], cwd=str(REPO),
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--bogus"], cwd=str(REPO),
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: no such option: --bogus"), proc.stderr
@@ -208,7 +208,7 @@ def _cli(harness: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`simcse-curriculum ARGS` as a user runs it: Prefect's logging settings left at their defaults."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING_")}
     env.update({"PREFECT_API_URL": harness, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    proc = subprocess.run([sys.executable, "-m", "flows.cli.app", *args], env=env, cwd=str(REPO),
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=str(REPO),
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc
@@ -353,7 +353,7 @@ def test_no_telemetry_notice_on_a_terminal(tmp_path: Path) -> None:
            if k not in TELEMETRY + CI_VARIABLES and not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO))
     master, slave = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli.app", "serve", str(config), "--interval", "60"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "60"], env=env,
                             cwd=str(REPO), stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     shown = bytearray()

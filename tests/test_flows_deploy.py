@@ -172,7 +172,7 @@ def test_prefect_yaml_deploys_what_the_deploy_command_does() -> None:
 
 # ------------------------------------------------------------------------------------------ the command
 def _cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli.app", *args], env=env, cwd=str(REPO), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=str(REPO), capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 

@@ -96,7 +96,7 @@ def _cli_timed(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli.app", *args], cwd=str(cwd), env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=str(cwd), env=env, capture_output=True,
                           text=True, timeout=900, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -43,7 +43,7 @@ def test_served_deployment_runs_on_its_schedule(tmp_path: Path) -> None:
     try:
         serve_env = {**server.client_env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         with open(logs / "serve.log", "w") as serve_log:
-            serve = subprocess.Popen([sys.executable, "-m", "flows.cli.app", "serve", str(config), "--interval", "10",
+            serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "10",
                                       "--name", "test-nightly"], env=serve_env, cwd=str(REPO),
                                      start_new_session=True, stdout=serve_log, stderr=subprocess.STDOUT)
         completed: list[dict[str, Any]] = []
@@ -80,7 +80,7 @@ def test_serve_refuses_the_ephemeral_api(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "data": {"builtin": "python_docstrings"}}))
     env = env_without_api()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli.app", "serve", str(config), "--cron", "0 2 * * *"],
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve", str(config), "--cron", "0 2 * * *"],
                           env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert "Cannot schedule flows on an ephemeral server" in proc.stderr

@@ -80,7 +80,7 @@ def write_config(path: Path, output_dir: Path, inputs: dict[str, Path]) -> Path:
 
 def shell_env(**extra: str) -> dict[str, str]:
     """A user's shell: no test-only Prefect settings (the run starts its own ephemeral server); this checkout's
-    packages first, as `python -m flows.cli.app` from the repository has them."""
+    packages first, as `python -m flows.cli` from the repository has them."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PREFECT_LOGGING_") and k not in ("PREFECT_HOME", "PREFECT_API_URL",
                                                                   "PREFECT_RESULTS_LOCAL_STORAGE_PATH")}
@@ -198,7 +198,7 @@ def test_a_signal_during_training_stops_the_run_in_seconds_with_one_line(
     assert "Finished in state Crashed(" in log, log[-3000:]
 
     if stop == signal.SIGINT:  # the same command resumes: round 0 continues from its checkpoint and finishes
-        rerun = subprocess.run([sys.executable, "-m", "flows.cli.app", "run", str(config), "--quiet"],
+        rerun = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config), "--quiet"],
                                env=shell_env(), cwd=str(REPO), capture_output=True, text=True, timeout=600,
                                check=False)
         assert rerun.returncode == 0, rerun.stderr[-4000:]
