@@ -23,6 +23,10 @@ from typing import Annotated
 
 import typer
 
+from dataio.errors import UserError
+from dataio.folder_lock import locked_folders
+from dataio.os_faults import describe_os_fault
+from flows.orchestration.prefect_env import turn_off_telemetry
 from flows.run import interrupts
 
 PROG = "simcse-curriculum"
@@ -126,7 +130,6 @@ def _global_options(
 def _input_error_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from dataio.errors import UserError
 
     # Every error of ours a user can fix (input, config, triplet folder, curriculum state) is a UserError;
     # pydantic's own ValidationError (a model built from user values outside a config file) is one too.
@@ -194,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from flows.orchestration.prefect_env import turn_off_telemetry
-
     turn_off_telemetry()  # before any command imports Prefect or MLflow, for this process and those it starts
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -219,9 +220,6 @@ def _main(argv: list[str] | None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
-        from dataio.folder_lock import locked_folders
-        from dataio.os_faults import describe_os_fault
-
         line = describe_os_fault(exc, locked_folders())  # a full disk, a read-only or forbidden folder
         if line is None:
             raise  # an internal error: the traceback is the report

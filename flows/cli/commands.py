@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.cli.demo import demo_config
 from flows.cli.options import (
     JsonOption,
     LogLevelOption,
@@ -30,8 +31,17 @@ from flows.cli.options import (
     configure_logging,
     print_check,
 )
+from flows.orchestration import curriculum_flow as flows_module
+from flows.orchestration.prefect_env import configure_library_caches, configure_prefect_home, start_line
+from flows.orchestration.server_guard import guard_ephemeral_server
+from flows.rounds.continuing import check_nothing_new, record_noop
+from flows.rounds.estimate import estimate_run
+from flows.rounds.validate import check_run
+from flows.run.config import forced, load_config
 from flows.run.interrupts import stop_on_signals
 from flows.run.output_folder import OutputFolder
+from flows.run.progress import said_if_slow, say
+from flows.run.run_log import attach_run_log
 
 FLOWS = ("curriculum", "mine", "train", "evaluate")
 
@@ -88,10 +98,6 @@ def _run_environment(run_dir: Path) -> Iterator[None]:
     """Around a flow run from the command line: library caches in the run folder, the run's log file, and an
     ephemeral Prefect server that dies with this process and is out of reach of the terminal's Ctrl-C (the
     command's `stop_on_signals` stops the run; flows.run.interrupts)."""
-    from flows.orchestration.prefect_env import configure_library_caches
-    from flows.orchestration.server_guard import guard_ephemeral_server
-    from flows.run.run_log import attach_run_log
-
     configure_library_caches(run_dir)
     # Prefect configures its logging when `prefect.main` is imported (a bare `import prefect` is lazy), and skips
     # the console handler if the root logger already has one of ours: so Prefect first, then the run log.
@@ -131,7 +137,6 @@ def _nothing_new(cfg: Any, config: Path, as_json: bool) -> bool:
     """A registry run with nothing new (flows.rounds.continuing): record the no-op, print it; True when it was one."""
     import time
 
-    from flows.rounds.continuing import check_nothing_new, record_noop
 
     started = time.perf_counter()
     check = check_nothing_new(cfg)
@@ -167,10 +172,6 @@ def register(app: typer.Typer) -> None:
         log_level: LogLevelOption = None,
     ) -> None:
         """Run (or resume) a curriculum run: re-running the same command continues where it stopped."""
-        from flows.orchestration.prefect_env import configure_prefect_home
-        from flows.rounds.validate import check_run
-        from flows.run.config import load_config
-
         if flow not in FLOWS:
             raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
         configure_logging(quiet, log_level)
@@ -179,7 +180,6 @@ def register(app: typer.Typer) -> None:
             if cfg.registry is None:
                 raise typer.BadParameter("applies to a run whose config names a registry (registry.path)",
                                          param_hint="--force")
-            from flows.run.config import forced
 
             cfg = forced(cfg)
         if cfg.retention is not None:  # a run folder, not a folder of runs: nothing to prune here
@@ -189,7 +189,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"note: retention.keep applies to scheduled runs (serve, deploy); `run` prunes nothing (prune "
                        f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`){beside}",
                        err=True)
-        from flows.run.progress import said_if_slow, say
 
         if flow == "curriculum" and cfg.registry is not None and not dry_run:
             with said_if_slow(f"registry {cfg.registry.path}: has its current version seen every input?"):
@@ -201,18 +200,14 @@ def register(app: typer.Typer) -> None:
                           "written"):
             check = check_run(cfg)
         if dry_run:
-            from flows.rounds.estimate import estimate_run
-
             print_check(check, as_json, estimate_run(check))
             return
         # Ctrl-C or SIGTERM from here on: one line with the command that resumes, exit 130 / 143 (flows.run.interrupts).
         with stop_on_signals(f"simcse-curriculum run {config}"), \
                 OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
-            from flows.orchestration.prefect_env import start_line
 
             say(start_line(configure_prefect_home(cfg.output_dir)))
             with _run_environment(cfg.output_dir):
-                from flows.orchestration import curriculum_flow as flows_module
                 result = _run_flow(flows_module, flow, cfg, round_, model)
         _print_result(flow, result, cfg, round_, as_json)
 
@@ -233,8 +228,6 @@ def register(app: typer.Typer) -> None:
         when its run did not finish. Start a server first:
         `prefect server start --host 127.0.0.1` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
         """
-        from flows.run.config import load_config
-
         if (cron is None) == (interval is None):
             raise typer.BadParameter("give exactly one of --cron or --interval")
         configure_logging(quiet, log_level)
@@ -277,9 +270,6 @@ def register(app: typer.Typer) -> None:
         log_level: LogLevelOption = None,
     ) -> None:
         """The full curriculum flow on a built-in corpus (Python docstrings), offline; prints the report path."""
-        from flows.cli.demo import demo_config
-        from flows.orchestration.prefect_env import configure_prefect_home
-
         configure_logging(quiet, log_level)
         overrides = {k: v for k, v in (("rounds", rounds), ("steps_per_round", steps)) if v is not None}
         cfg = demo_config(output_dir.resolve(), **overrides)

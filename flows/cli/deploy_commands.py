@@ -13,6 +13,9 @@ from typing import Annotated
 import typer
 
 from flows.cli.options import LogLevelOption, QuietOption, configure_logging
+from flows.rounds.validate import check_run
+from flows.run.config import load_config
+from flows.run.scheduled_folders import manual_run_warning
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (what was registered) on stdout.")]
 
@@ -52,9 +55,6 @@ def register(app: typer.Typer) -> None:
         Runs never overlap (one at a time; a run due meanwhile waits), and a run that did not finish is
         resumed by the next one. Each run writes into `<output_dir>/<scheduled start time>/`.
         """
-        from flows.rounds.validate import check_run
-        from flows.run.config import load_config
-
         if (cron is None) == (interval is None):
             raise typer.BadParameter("give exactly one of --cron or --interval")
         env_vars = _env_pairs(env)
@@ -73,7 +73,6 @@ def register(app: typer.Typer) -> None:
                        err=True)
             raise typer.Exit(2)
         cfg = load_config(config)
-        from flows.run.scheduled_folders import manual_run_warning
 
         if (warning := manual_run_warning(cfg, scheduled=True)) is not None:
             typer.echo(f"warning: {warning}", err=True)

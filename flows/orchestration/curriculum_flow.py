@@ -23,7 +23,11 @@ from dataio.errors import InputError
 from dataio.triplets import is_complete
 from flows.orchestration.scheduled_runs import run_scheduled, scheduled_run_name
 from flows.orchestration.tasks import bind_tasks
+from flows.registry.tracking import round_hooks, tracker_for
+from flows.rounds.continuing import Continuing
+from flows.rounds.loop import RoundSteps, run_rounds
 from flows.rounds.mine_step import mined_round_intact, read_mined
+from flows.rounds.recovery import ensure_state
 from flows.rounds.validate import check_run
 from flows.run.config import RunConfig, load_config
 from flows.run.inputs import base_model_path, describe_evaluation
@@ -83,9 +87,6 @@ def prefect_tags() -> dict[str, str]:
 @flow(name="simcse-curriculum", log_prints=True, validate_parameters=False)
 def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
     """Train -> re-mine -> advance the curriculum, round after round; returns a summary of the run."""
-    from flows.rounds.continuing import Continuing
-    from flows.rounds.loop import RoundSteps, run_rounds
-
     logger = get_run_logger()
     # A registry run (flows.rounds.continuing): a no-op when nothing is new, else a warm start from the current version.
     continuing = Continuing.prepare(_as_config(config), logger, prefect_tags())
@@ -103,7 +104,6 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         create_table_artifact(_metrics_table(rows), key=_artifact_key(run, "metrics"),
                               description=f"Evaluation after round {r} of {run.root}")
 
-    from flows.registry.tracking import round_hooks, tracker_for
 
     hooks = round_hooks(tracker_for(config, run, prefect_tags()), config)  # MLflow, when tracking.enabled
 
@@ -155,8 +155,6 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
 @flow(name="simcse-train", log_prints=True, validate_parameters=False)
 def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> dict[str, Any]:
     """Train one curriculum round on an already mined round (see `mine_flow`), then evaluate it."""
-    from flows.rounds.recovery import ensure_state
-
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
     check_run(config, get_run_logger())  # before the folder is touched

@@ -24,6 +24,8 @@ from typing import Any
 
 from dataio.atomic import atomic_write_json
 from dataio.errors import InputError
+from flows.orchestration.prefect_env import turn_off_telemetry
+from flows.registry.retention import apply_prune, human, plan_prune
 from flows.run.config import RunConfig, forced, load_config
 from flows.run.rundir import RunDir
 from flows.run.scheduled_folders import FINISHED, scheduled_run_folder
@@ -57,8 +59,6 @@ def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
     """Prune the runs in `root` (the config's `retention.keep`) after a scheduled run finished. The night's work
     is done and recorded by then, so a prune that fails is a warning, never a failed run: nothing it would
     have removed is needed, and `simcse-curriculum prune` can finish it by hand."""
-    from flows.registry.retention import apply_prune, human, plan_prune
-
     try:
         plan = apply_prune(plan_prune(root, keep))
     except (InputError, OSError) as exc:
@@ -99,8 +99,6 @@ def set_run_environment() -> None:
     """Outside the command line (a worker's flow process), the same defaults the CLI sets; the user's win.
     Telemetry goes off for the processes the run starts and for Prefect's client from here on (Prefect was
     imported before the flow began, so a worker's own settings decide its start-up)."""
-    from flows.orchestration.prefect_env import turn_off_telemetry
-
     for key, value in RUN_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     turn_off_telemetry()

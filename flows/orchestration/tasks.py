@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 
 from flows.rounds.mine_step import mine_round
 from flows.rounds.records import finish_round
+from flows.rounds.report import build_report
 from flows.rounds.schedule_step import schedule_round
 from flows.rounds.train_step import train_round
 from flows.run.config import OPERATIONAL_MINING, RunConfig
@@ -149,7 +150,6 @@ def finish_round_task(config: RunConfig, run_root: Path, round_: int, mined: dic
 @task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
 def report_task(run_root: Path) -> dict[str, Any]:
     timer = _Timed.begin()
-    from flows.rounds.report import build_report
 
     path = build_report(Path(run_root))
     return timer.done({"report": str(path)})

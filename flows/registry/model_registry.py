@@ -62,10 +62,14 @@ from typing import Any
 
 import yaml
 
+from dataio.atomic import atomic_dir
 from dataio.errors import InputError
+from dataio.folder_lock import lock_folder
 from dataio.hashing import model_folder_hashes, model_folder_sha256
-from flows.registry.mlflow_store import MlflowStore, check_database, local_path
+from flows.registry.mlflow_store import DB_NAME, MlflowStore, check_database, local_path, relocate
 from flows.registry.promotion import GateSettings, best_round, decide, parent_drift
+from flows.registry.tracking import TRACKING_FILE
+from flows.run.new_data import attach_to_run
 from flows.run.record_check import check_records
 from flows.run.rundir import START_FILE, RunDir
 from simcse.evaluation import flat_metrics
@@ -252,7 +256,6 @@ class ModelRegistry:
             return dest
         import mlflow
 
-        from dataio.atomic import atomic_dir
 
         with atomic_dir(dest) as tmp:
             mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp),
@@ -477,7 +480,6 @@ def read_local_version(store: MlflowStore, name: str | None = None, number: int 
     `open_registry` and `ModelRegistry.version`; a store moved here names its own files first (`relocate`)."""
     import sqlite3
 
-    from flows.registry.mlflow_store import DB_NAME, relocate
 
     folder = Path(store.location)
     if not (folder / DB_NAME).is_file():
@@ -544,8 +546,6 @@ def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> 
     written (a `run` holds the folder), is refused naming the holder; the run's own registration, inside its
     `run`, holds the lock already. A run folder this user cannot write (an archived, read-only run) holds no lock
     file and is registered without one."""
-    from dataio.folder_lock import lock_folder
-
     if not Path(run_dir).is_dir():
         return _register_run(registry, run_dir, gate)  # which says it is not a run folder
     lock = lock_folder(run_dir, f"simcse-curriculum models register {registry.store} {run_dir}")
@@ -605,7 +605,6 @@ def _register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) ->
     run_tags = {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)}
     run_id = existing.run_id if existing is not None else \
         _training_run(registry, run, run_tags) or registry.new_run(run.root.name, run_tags)
-    from flows.run.new_data import attach_to_run
 
     seen_tags = attach_to_run(registry.client, run_id, run) if existing is None else {}  # what the run saw
     keys = run.read_metrics(chosen).get("eval_keys") or base.get("eval_keys")
@@ -625,7 +624,6 @@ def _training_run(registry: ModelRegistry, run: Any, tags: dict[str, str]) -> st
     None when the run was not tracked, or tracked elsewhere (then the version gets a run of its own)."""
     from mlflow.exceptions import MlflowException
 
-    from flows.registry.tracking import TRACKING_FILE
 
     path = run.root / TRACKING_FILE
     try:

@@ -35,7 +35,10 @@ from typing import Any
 
 import yaml
 
+from dataio.atomic import atomic_write_json
 from dataio.errors import InputError
+from dataio.folder_lock import FolderInUse, _pid_alive, lock_folder, read_holder
+from flows.registry.mlflow_store import MlflowStore
 from flows.run.output_folder import RUN_CONFIG, is_run_config
 
 PRUNED_FILE = "pruned.json"
@@ -108,7 +111,6 @@ def _in_use(run: Path) -> bool:
     """Whether a live process holds the run folder's lock (read from the lock file, nothing written)."""
     import socket
 
-    from dataio.folder_lock import _pid_alive, read_holder
 
     holder = read_holder(run)
     if holder is None:
@@ -147,8 +149,6 @@ def _registry_of(run: Path, opened: dict[tuple[str, str], Any]) -> Any:
         from flows.registry.warm_start import registry_started
 
         try:
-            from flows.registry.mlflow_store import MlflowStore
-
             registry = ModelRegistry(MlflowStore.at(key[0]), key[1])
             opened[key] = registry if registry_started(registry) else None
         except InputError:  # MLflow missing: nothing can be known to be promoted
@@ -260,9 +260,6 @@ def _remove(path: Path, root: Path) -> None:
 
 def apply_prune(plan: PrunePlan) -> PrunePlan:
     """Remove what `plan` lists; each run under its folder lock (a run that started meanwhile is skipped)."""
-    from dataio.atomic import atomic_write_json
-    from dataio.folder_lock import FolderInUse, lock_folder
-
     done: list[Removal] = []
     by_run: dict[Path, list[Removal]] = {}
     for removal in plan.removals:

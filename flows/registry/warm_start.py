@@ -28,7 +28,10 @@ from typing import Any
 
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
+from flows.registry.mlflow_store import MlflowStore, require_mlflow
+from flows.registry.model_registry import ModelRegistry, local_folder
 from flows.run.config import RunConfig
+from flows.run.inputs import base_model_path
 from flows.run.output_folder import DOWNLOADED_START
 from flows.run.rundir import START_FILE, RunDir, write_json
 
@@ -49,9 +52,6 @@ class WarmStart:
 
 def configured_registry(config: RunConfig) -> Any:
     """The registry `config.registry` names (not opened: a folder without a store yet is a new registry)."""
-    from flows.registry.mlflow_store import MlflowStore
-    from flows.registry.model_registry import ModelRegistry
-
     assert config.registry is not None
     return ModelRegistry(MlflowStore.at(config.registry.path), config.registry.name)
 
@@ -92,7 +92,6 @@ def resolve_start(config: RunConfig, *, for_run: bool) -> WarmStart:
     `model.name_or_path`, registered as version 1 when the run starts (`record_start`, after its checks)."""
     if config.registry is None:
         return WarmStart(config, None)
-    from flows.registry.mlflow_store import require_mlflow
 
     require_mlflow()  # one line saying how to install it, before anything asks the registry
     run = RunDir(Path(config.output_dir))
@@ -121,14 +120,11 @@ def resolve_start(config: RunConfig, *, for_run: bool) -> WarmStart:
 def _parent_of(start: WarmStart) -> int | None:
     """The version a start is: recorded, or the version whose files it is (a run killed before its record was
     written), or version 1 of a registry that has none yet, registered now from the run's model."""
-    from flows.run.inputs import base_model_path
-
     if start.parent is not None or start.registry is None:
         return start.parent
     registry = start.registry
     if not registry_started(registry):
         return registry.ensure_started(Path(base_model_path(start.config))).version
-    from flows.registry.model_registry import local_folder
 
     model = Path(start.model).resolve()
     sha = model_folder_sha256(model) if model.is_dir() else None

@@ -30,8 +30,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.registry.warm_start import WarmStart, resolve_start
+from dataio.atomic import atomic_write_text
+from dataio.folder_lock import lock_folder
+from flows.registry.model_registry import check_parent_scores, register_run
+from flows.registry.promotion import GateSettings
+from flows.registry.tracking import tracker_for
+from flows.registry.warm_start import WarmStart, record_start, resolve_start
+from flows.rounds.loop import run_rounds
+from flows.rounds.report import build_report
 from flows.run.config import RunConfig
+from flows.run.new_data import (
+    Seen,
+    input_files,
+    inputs_key,
+    read_record,
+    seen_of_version,
+    settings_key,
+    survey,
+    write_survey,
+)
 from flows.run.rundir import REGISTERED_FILE, START_FILE, RunDir, write_json
 
 NOOP_FILE = "noop.json"
@@ -40,8 +57,6 @@ _log = logging.getLogger("flows")
 
 def gate_settings(config: RunConfig) -> Any:
     """The promotion gate of a registry run: `registry.gate`, its margin by default `eval.min_improvement`."""
-    from flows.registry.promotion import GateSettings
-
     assert config.registry is not None
     g = config.registry.gate
     return GateSettings(metric=g.metric, min_gain=g.min_gain if g.min_gain is not None else config.eval.min_improvement,
@@ -74,8 +89,6 @@ def _tried(registry: Any, parent: int, inputs: str, settings: str) -> Any:
 def check_nothing_new(config: RunConfig) -> NothingNew:
     """Whether a registry run has nothing to do. Read-only: hashes the input files, reads the files that are
     new or changed since the current version's line saw them, and asks the registry."""
-    from flows.run.new_data import input_files, inputs_key, seen_of_version, settings_key, survey
-
     start = resolve_start(config, for_run=False)
     run = RunDir(Path(config.output_dir))
     if config.registry is None or config.registry.force:
@@ -109,8 +122,6 @@ def record_noop(config: RunConfig, check: NothingNew, started: float, log: Any =
                 context_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Write the no-op into the run folder (config.yaml, noop.json, report.md) and, when tracking is on, as an
     MLflow run tagged `simcse.noop` (and `context_tags`); returns the run's summary."""
-    from dataio.folder_lock import lock_folder
-
     run = RunDir(Path(config.output_dir))
     run.root.mkdir(parents=True, exist_ok=True)
     registry = check.start.registry
@@ -136,8 +147,6 @@ def record_noop(config: RunConfig, check: NothingNew, started: float, log: Any =
 
 
 def _write_noop_report(run: RunDir, record: dict[str, Any]) -> None:
-    from dataio.atomic import atomic_write_text
-
     lines = ["# Curriculum run report: nothing to do", "", f"Run folder: `{run.root}`  ",
              f"Checked: {record['checked_at']} in {record['seconds']:.1f} s", "",
              f"**{record['reason']}.** Nothing was evaluated, mined or trained.", "",
@@ -150,8 +159,6 @@ def _write_noop_report(run: RunDir, record: dict[str, Any]) -> None:
 
 
 def _track_noop(config: RunConfig, run: RunDir, record: dict[str, Any], context_tags: dict[str, str] | None) -> None:
-    from flows.registry.tracking import tracker_for
-
     tracker = tracker_for(config, run, context_tags)
     tracker.start(config, {"simcse.noop": "true", "simcse.noop_reason": record["reason"][:5000],
                            "simcse.parent_version": str(record["current_version"])})
@@ -213,8 +220,6 @@ class Continuing:
         """The run's evaluation of the version it started from repeats the scores recorded with that version
         (flows.registry.model_registry.check_parent_scores); a version whose files or evaluation changed stops the run
         here."""
-        from flows.registry.model_registry import check_parent_scores
-
         if parent is None or self.start is None:
             return
         registry = self.start.registry
@@ -223,9 +228,6 @@ class Continuing:
 
     def _record_inputs(self) -> int | None:
         """Record the start and what the inputs hold that the parent has not seen; returns the parent version."""
-        from flows.registry.warm_start import record_start
-        from flows.run.new_data import Seen, input_files, read_record, seen_of_version, survey, write_survey
-
         assert self.start is not None
         start = record_start(self.run, self.start)
         (self.run.root / NOOP_FILE).unlink(missing_ok=True)  # a forced run in a folder that recorded a no-op
@@ -246,9 +248,6 @@ class Continuing:
         return parent
 
     def _track_start(self) -> None:
-        from flows.registry.tracking import tracker_for
-        from flows.run.new_data import read_record
-
         record = read_record(self.run) or {}
         tracker = tracker_for(self.config, self.run)
         tracker.log(metrics={"data/new_rows": record.get("new_rows"), "data/rows": record.get("rows")},
@@ -259,7 +258,6 @@ class Continuing:
         """Register the run's model through the gate (`registry.register_version`); the summary gains `registry`."""
         if self.start is None or self.config.registry is None:
             return summary
-        from flows.run.new_data import read_record
 
         data = read_record(self.run) or {}
         out: dict[str, Any] = {"parent_version": data.get("parent_version", self.start.parent),
@@ -269,12 +267,9 @@ class Continuing:
             out["registered"] = self._register()
         summary["registry"] = out
         self.run.drop_spent_optimizer(self.config.rounds)  # one folder, one night: it is finished
-        from flows.rounds.report import build_report
 
         summary["report"] = str(build_report(self.run.root))  # with the registration
         if self.config.tracking.enabled and "registered" in out:
-            from flows.registry.tracking import tracker_for
-
             tracker = tracker_for(self.config, self.run)
             tracker.log(tags={"simcse.registered_version": str(out["registered"]["version"]),
                               "simcse.promoted": str(out["registered"]["promoted"]).lower()})
@@ -282,8 +277,6 @@ class Continuing:
         return summary
 
     def _register(self) -> dict[str, Any]:
-        from flows.registry.model_registry import register_run
-
         assert self.start is not None
         registry = self.start.registry
         version = register_run(registry, self.run.root, gate_settings(self.config))
@@ -305,16 +298,12 @@ def registration_record(registry: Any, version: Any) -> dict[str, Any]:
 
 
 def _inputs_key(files: list[Any]) -> str:
-    from flows.run.new_data import inputs_key
-
     return inputs_key(files)
 
 
 def run_continuing(config: RunConfig, build_steps: Any, log: Any = _log) -> dict[str, Any]:
     """A whole registry run (or a plain run, without `registry`): `build_steps(config)` gives the `RoundSteps`
     (flows.rounds.loop) for the resolved config. The Prefect flow does the same with its tasks."""
-    from flows.rounds.loop import run_rounds
-
     cont = Continuing.prepare(config, log)
     if cont.noop is not None:
         return cont.noop

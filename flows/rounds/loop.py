@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dataio.folder_lock import lock_folder
 from flows.rounds.mine_step import mine_round
 from flows.rounds.records import (
     clean_partial_writes,
@@ -27,8 +28,11 @@ from flows.rounds.records import (
     write_base_metrics,
     write_timings,
 )
+from flows.rounds.recovery import ensure_state
+from flows.rounds.report import build_report
 from flows.rounds.schedule_step import schedule_round
 from flows.rounds.train_step import train_round
+from flows.rounds.validate import check_run
 from flows.run.config import RunConfig
 from flows.run.inputs import base_model_path, describe_evaluation, evaluate_model, prepare_inputs
 from flows.run.rundir import RunDir, write_json
@@ -56,9 +60,6 @@ class RoundSteps:
 
 def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
     """The step functions called directly, without Prefect: the fault-injection tests drive a run this way."""
-    from flows.rounds.report import build_report
-    from flows.rounds.validate import check_run
-
     log = log or _log
     return RoundSteps(
         check=lambda: check_run(config, log),
@@ -77,8 +78,6 @@ def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None)
 
     Checks every input first (`how.check`), before the run folder is touched, then holds the folder's lock
     throughout (`dataio.folder_lock`; re-entrant, so the CLI's lock covers it)."""
-    from dataio.folder_lock import lock_folder
-
     log = log or _log
     if how.check is not None:  # every file, column and label before the folder is touched
         for warning in how.check().warnings:
@@ -89,8 +88,6 @@ def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None)
 
 
 def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> dict[str, Any]:
-    from flows.rounds.recovery import ensure_state
-
     run.claim(config)
     clean_partial_writes(run)
     ensure_state(run, config, log)  # a lost or stale state.json is rebuilt from the rounds, never restarted

@@ -14,10 +14,14 @@ import time
 from typing import Any
 
 from dataio.errors import TripletDataError
+from dataio.triplets import is_complete, read_manifest, round_problem
 from flows.run import inputs as run_inputs
 from flows.run.config import RunConfig
 from flows.run.fingerprint import file_fingerprint
+from flows.run.progress import bars_on, forwarded
 from flows.run.rundir import RunDir
+from mining.pipeline import mine
+from mining.shards import EncoderRef, sharded_mining
 
 _log = logging.getLogger("flows")
 
@@ -30,10 +34,6 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
     local one), set up as `mine --shards --engine` does (mining.shards.sharded_mining); `mining.encode_runtime`
     is what the encoder runs on.
     """
-    from flows.run.progress import bars_on, forwarded
-    from mining.pipeline import mine
-    from mining.shards import EncoderRef, sharded_mining
-
     start = time.perf_counter()
     settings = config.mining
     corpus = run_inputs.load_mining_corpus(inputs, settings.params)
@@ -63,8 +63,6 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
 
 def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
     """The band statistics and files of a complete round, from its manifest (never from partial files)."""
-    from dataio.triplets import read_manifest
-
     manifest = read_manifest(run.triplets, round_)
     return {"round": round_, "bands": {b: s.model_dump(mode="json") for b, s in manifest.bands.items()},
             "files": [f.model_dump(mode="json") for f in manifest.files],
@@ -75,8 +73,6 @@ def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
 def mined_round_intact(run: RunDir, round_: int, log: Any = _log) -> bool:
     """The round's manifest exists and every file it lists is in place with its rows and sha256 (else the
     round is mined again: a Prefect cache hit never stands in for a missing or changed file)."""
-    from dataio.triplets import is_complete, read_manifest, round_problem
-
     if not is_complete(run.triplets, round_):  # an old-layout round stops the run with the upgrade command
         return False
     try:

@@ -17,6 +17,7 @@ from typing import Any
 from dataio.triplets import RoundManifest, is_complete, read_manifest
 from flows.run.config import RunConfig, TableFile
 from flows.run.fingerprint import file_fingerprint
+from flows.run.inputs import base_model_path
 from flows.run.rundir import RunDir
 from simcse.model_card import (
     ModelCardInfo,
@@ -88,7 +89,6 @@ def write_round_card(config: RunConfig, run: RunDir, round_: int, metrics: dict[
     folder = run.model_dir(round_)
     info = round_card(config, run, round_, metrics=metrics)
     if read_card_info(folder) is None:  # a folder without card data: name the round's base model at least
-        from flows.run.inputs import base_model_path
 
         info = describe_base(base_model_path(config) if round_ == 0 else run.model_dir(round_ - 1)).merged(info)
     return update_model_card(folder, info)

@@ -12,6 +12,8 @@ import json
 import logging
 from typing import Any
 
+from curriculum import CurriculumState
+from flows.rounds.model_cards import write_round_card
 from flows.rounds.schedule_step import curriculum_scheduler
 from flows.rounds.train_step import round_batches
 from flows.run.config import RunConfig
@@ -29,8 +31,6 @@ def write_base_metrics(run: RunDir, evaluated: dict[str, Any]) -> None:
 def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, Any], trained: dict[str, Any],
                  evaluated: dict[str, Any], log: Any = _log) -> dict[str, Any]:
     """Close the round in the curriculum (once), then write `rounds/<r>/metrics.json` (marks it done)."""
-    from curriculum import CurriculumState
-
     state = CurriculumState.load(run.state_path)
     dev = evaluated.get("dev_metric") or {}
     if state.round == round_ and state.round_open:
@@ -62,7 +62,6 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
         "seconds": {"mine": mined.get("seconds"), "train": trained.get("seconds"),
                     "evaluate": evaluated.get("seconds")},
     }))
-    from flows.rounds.model_cards import write_round_card
 
     write_round_card(config, run, round_, metrics)  # before metrics.json, which marks the round complete
     write_json(run.metrics_path(round_), metrics)

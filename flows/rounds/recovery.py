@@ -40,7 +40,9 @@ import math
 import os
 from typing import Any
 
+from curriculum import CurriculumScheduler, CurriculumState
 from curriculum.errors import StateError
+from flows.rounds.schedule_step import base_dev_metric
 from flows.run.config import RunConfig
 from flows.run.record_check import check_records, same_value
 from flows.run.rundir import RECORD_SHA256, RunDir
@@ -50,8 +52,6 @@ _log = logging.getLogger("flows")
 
 def _state_problem(run: RunDir, done: list[int]) -> str | None:
     """Why state.json cannot be continued from with these rounds complete, or None when it can."""
-    from curriculum import CurriculumState
-
     path = run.state_path
     if not path.is_file():
         return "is missing" if done else None
@@ -137,9 +137,6 @@ def _difficulties(metrics: dict[str, Any]) -> dict[str, float]:
 
 def replay_state(run: RunDir, config: RunConfig, rounds: list[int]) -> tuple[Any, str | None]:
     """(the state after `rounds` replayed from their records, None) or (None, what differs from a record)."""
-    from curriculum import CurriculumScheduler
-    from flows.rounds.schedule_step import base_dev_metric
-
     scheduler = CurriculumScheduler(config.curriculum)
     scheduler.set_baseline(base_dev_metric(run))
     for r in rounds:

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from curriculum import CurriculumState
+from curriculum import plot_schedule as curriculum_plot
 from dataio.atomic import atomic_path, atomic_write_text
 from dataio.triplets import (
     RoundManifest,
@@ -21,6 +23,7 @@ from dataio.triplets import (
     read_manifest,
     resolve_file,
 )
+from flows.run.new_data import SEEN_JSON
 from flows.run.rundir import REGISTERED_FILE, START_FILE, RunDir
 
 # Smallest y range of the metrics plot: auto-scaling would draw a +0.2 AP change as a cliff.
@@ -171,9 +174,6 @@ def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
 
 
 def plot_schedule(run: RunDir, path: Path) -> Path | None:
-    from curriculum import CurriculumState
-    from curriculum import plot_schedule as curriculum_plot
-
     if not run.state_path.is_file():
         return None
     state = CurriculumState.load(run.state_path)
@@ -362,8 +362,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _registry_lines(run: RunDir) -> list[str]:
     """A registry run (flows.rounds.continuing): the version it started from, what was new, what it registered."""
-    from flows.run.new_data import SEEN_JSON
-
     start = _read_json(run.root / START_FILE)
     if start is None:
         return []

@@ -37,8 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataio.errors import InputError, did_you_mean
-from dataio.tables import COLUMN_ALIASES, parse_label, table_stem
+from dataio.atomic import atomic_write_text
+from dataio.errors import InputError, InputErrors, did_you_mean
+from dataio.tables import (
+    COLUMN_ALIASES,
+    columns_for,
+    parse_column_specs,
+    parse_label,
+    read_header,
+    read_table,
+    table_files,
+    table_stem,
+)
+from simcse.evaluation import file_metric_names
 
 ROLES = ("corpus", "pairs", "nli", "sts", "eval-pairs")
 
@@ -176,8 +187,6 @@ def _pick(header: Sequence[str], names: Sequence[str], exclude: Sequence[str | N
 
 def _profile(path: Path) -> tuple[list[str], dict[str, Column], int]:
     """The file's (or a folder's files') columns and what they hold: the table reader's own reading."""
-    from dataio.tables import read_header, read_table, table_files
-
     files = table_files(path)
     header = read_header(files[0])
     if not header:  # .txt: one sentence a line
@@ -215,8 +224,6 @@ _SAME_COLUMN = {"anchor": "sentence1", "positive": "sentence2", "sentence1": "an
 def parse_columns(specs: Sequence[str]) -> list[tuple[str, str]]:
     """`--columns` values (`text=headline,domain=desk`, or `{text: headline}`; repeatable) as (key, column) pairs
     (`dataio.tables.parse_column_specs`), the keys those of a config's `columns:` for any kind of input."""
-    from dataio.tables import parse_column_specs
-
     return parse_column_specs(specs, sorted({k for keys in role_keys().values() for k in keys}))
 
 
@@ -249,8 +256,6 @@ def _similar_lengths(a: Column, b: Column) -> bool:
 def describe_file(arg: str, columns: Sequence[tuple[str, str]] | Mapping[str, str] = ()) -> FileRole:
     """The role and column map of one `PATH` or `ROLE=PATH` argument; `columns`: the (key, column) pairs given
     with `--columns` (those naming a column of this file fix that column, and say what the file is)."""
-    from dataio.tables import columns_for
-
     role, path = _split_arg(arg)
     if not path.exists():
         raise InputError("no such file; check the path", path=path)
@@ -400,8 +405,6 @@ def _words(texts: Sequence[str]) -> list[str]:
 def eval_metric_names(files: Sequence[FileRole]) -> dict[int, str]:
     """The metric name (`sts/<stem>`, `pairs/<stem>`) of each evaluation file, by its index in `files`, as the
     evaluation names it (`simcse.evaluation.file_metric_names`)."""
-    from simcse.evaluation import file_metric_names
-
     sts = [i for i, f in enumerate(files) if f.role == "sts"]
     pairs = [i for i, f in enumerate(files) if f.role == "eval-pairs"]
     names = file_metric_names([files[i].path for i in sts], [files[i].path for i in pairs])
@@ -603,8 +606,6 @@ def _check_given_columns(given: Sequence[tuple[str, str]], files: Sequence[FileR
 
 def _not_written(exc: InputError, out: Path) -> InputError:
     """A problem of the config init was about to write (its lines are that config's), saying it was not written."""
-    from dataio.errors import InputErrors
-
     note = f" (found checking the config init would write as {out}; nothing was written)"
     problems = getattr(exc, "problems", None)
     if problems:
@@ -619,8 +620,6 @@ def scaffold(args: Sequence[str], out: Path, *, output_dir: str | None = None, m
     path, the files' roles (with the choices made, `FileRole.choices`) and the check (`flows.rounds.validate.RunCheck`).
     `teacher`: a teacher folder the run uses; without it, one found beside the config (`find_teacher`) is
     offered, commented out. `columns`: `--columns` values (`parse_columns`) or a column map."""
-    from dataio.atomic import atomic_write_text
-    from dataio.tables import read_header, table_files
     from flows.rounds.validate import check_run
     from flows.run.config import config_from_text
 

@@ -12,6 +12,8 @@ import json
 import logging
 from typing import Any
 
+from curriculum import CurriculumScheduler
+from dataio.triplets import read_manifest
 from flows.run.config import RunConfig
 from flows.run.fingerprint import file_fingerprint
 from flows.run.rundir import RunDir
@@ -22,8 +24,6 @@ _log = logging.getLogger("flows")
 def curriculum_scheduler(config: RunConfig, run: RunDir, state: Any = None, persist: bool = True) -> Any:
     """The run's curriculum scheduler: resumed from state.json, or on `state` (writing state.json only when
     `persist`)."""
-    from curriculum import CurriculumScheduler
-
     if state is not None:
         return CurriculumScheduler(config.curriculum, state, state_path=run.state_path if persist else None)
     return CurriculumScheduler.resume(config.curriculum, run.state_path)
@@ -31,8 +31,6 @@ def curriculum_scheduler(config: RunConfig, run: RunDir, state: Any = None, pers
 
 def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log) -> dict[str, Any]:
     """Open round `round_` (idempotent for a round already open) and return its plan and start state."""
-    from dataio.triplets import read_manifest
-
     manifest = read_manifest(run.triplets, round_)
     scheduler = curriculum_scheduler(config, run)
     if scheduler.state.round is None and not scheduler.state.round_open:

@@ -16,11 +16,17 @@ import shutil
 import time
 from typing import Any
 
+from curriculum import CurriculumState, TripletSampler
 from dataio.errors import InputError
+from flows.rounds.model_cards import round_card
 from flows.rounds.schedule_step import curriculum_scheduler
 from flows.run import inputs as run_inputs
 from flows.run.config import RunConfig
+from flows.run.progress import bars_on
 from flows.run.rundir import RunDir, jsonable, recorded_model, write_json
+from mining.embeddings import embed_corpus
+from simcse.train_config import TrainConfig
+from simcse.views import word_deletion
 
 _log = logging.getLogger("flows")
 
@@ -32,8 +38,6 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
     every time it is asked for (the trainer skips what it already trained after a resume) and state.json
     is written once, when the round closes. Returns the batches and the scheduler state after them.
     """
-    from curriculum import CurriculumState, TripletSampler
-
     state = CurriculumState.model_validate(copy.deepcopy(start_state))
     scratch = curriculum_scheduler(config, run, state=state, persist=False)
     sampler = TripletSampler(run.triplets, round_, batch_size=config.batch_size, seed=config.seed,
@@ -50,7 +54,6 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
 def teacher_table(config: RunConfig, run: RunDir) -> Any:
     """The teacher's embeddings of the run's pool by text (simcse.distill.TeacherTable), from the embeddings
     cache the round's mining filled (the teacher is loaded only if that cache is gone)."""
-    from mining.embeddings import embed_corpus
     from simcse.distill import TeacherTable
 
     corpus = run_inputs.load_mining_corpus(run_inputs.prepare_inputs(config, run), config.mining.params)
@@ -67,8 +70,6 @@ def train_config(config: RunConfig, round_: int) -> Any:
     end of the last round), and the optimizer's state passes from round to round; a mid-round checkpoint
     every half round lets a killed round continue instead of starting over.
     """
-    from simcse.train_config import TrainConfig
-
     settings = config.training.model_dump(exclude_unset=True)  # what the YAML set; the run fills in the rest
     settings.setdefault("seed", config.seed + round_)
     settings.setdefault("save_every", max(1, config.steps_per_round // 2))
@@ -77,7 +78,6 @@ def train_config(config: RunConfig, round_: int) -> Any:
     settings.update(max_steps=config.steps_per_round, batch_size=config.batch_size,
                     schedule_steps=config.rounds * config.steps_per_round,
                     schedule_offset=round_ * config.steps_per_round, save_optimizer=True)
-    from flows.run.progress import bars_on
 
     settings["progress"] = settings.get("progress", True) and bars_on()  # a bar on a terminal only (flows.run.progress)
     return TrainConfig(**settings)
@@ -106,8 +106,6 @@ def describe_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
 
 def with_word_deletion(batch: dict[str, Any], p: float, salt: str) -> dict[str, Any]:
     """Unsupervised rows (positive == anchor) get a word-deleted copy of the anchor as their positive."""
-    from simcse.views import word_deletion
-
     positives = [word_deletion(a, p, salt) if pos == a else pos for a, pos in zip(batch["anchor"], batch["positive"])]
     return {**batch, "positive": positives}
 
@@ -155,7 +153,6 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     if config.negatives == "in_batch":
         batches = [without_hard_negatives(b) for b in batches]
     encoder = run_inputs.load_encoder(model_path, config)
-    from flows.rounds.model_cards import round_card
 
     settings = train_config(config, round_)
     teacher = teacher_table(config, run) if settings.distill_kl > 0 or settings.distill_margin_mse > 0 else None

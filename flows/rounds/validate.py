@@ -24,11 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataio.errors import InputError
+from curriculum.preview import preview_schedule
+from dataio.errors import InputError, InputErrors, did_you_mean
+from dataio.folder_lock import check_free, held_folders
+from dataio.tables import check_columns, read_header, symlink_loop, table_files
+from flows.registry.mlflow_store import check_database, require_mlflow, store_for
+from flows.registry.warm_start import resolve_start
 from flows.run.config import RunConfig
 from flows.run.inputs import base_model_path, eval_inputs, load_mining_corpus, prepare_inputs, read_eval_sets
 from flows.run.output_folder import check_run_folder
 from flows.run.rundir import RunDir
+from flows.run.scheduled_folders import manual_run_warning
+from mining.bands import available_bands
+from mining.corpus import check_size
+from mining.encoders import Teacher
+from simcse.evaluation import closest_metric, metric_names
 
 _log = logging.getLogger("flows")
 
@@ -130,8 +140,6 @@ def check_run(config: RunConfig, log: Any = None) -> RunCheck:
     """Check the run `config` describes without writing anything; InputError on the first problem. `log`: where
     the step's start is said (`info`), when the check is not already done for these settings and files."""
     if config.registry is not None:  # the run starts from the registry's current version (flows.registry.warm_start)
-        from flows.registry.mlflow_store import require_mlflow
-        from flows.registry.warm_start import resolve_start
 
         require_mlflow()
         config = resolve_start(config, for_run=False).config
@@ -173,7 +181,6 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str,
     else:
         inputs = prepare_inputs(config, RunDir(Path(config.output_dir)), collect)
         corpus = load_mining_corpus(inputs, config.mining.params)
-        from mining.corpus import check_size
         check_size(corpus, config.mining.params.num_negatives)
         if corpus.n_anchor_rows < config.batch_size:  # the sampler never repeats a sentence within a batch
             raise InputError(f"batch_size: {config.batch_size} rows is more than the {corpus.n_anchor_rows} anchors "
@@ -209,9 +216,6 @@ def _naming_the_setting(exc: InputError, config: RunConfig) -> InputError:
 def missing_path(config: RunConfig, key: str, path: Path) -> InputError:
     """A path the config names that is not there: the config's file, line and key, the closest name in that
     folder, and the folder relative paths are read from."""
-    from dataio.errors import did_you_mean
-    from dataio.tables import symlink_loop
-
     path = Path(path)
     if symlink_loop(path):  # exists() is False for a loop too: say what it is, not "not found"
         return InputError("a symbolic link loop (its links lead back to themselves); point the link at the file or "
@@ -230,9 +234,6 @@ def _check_paths_and_columns(config: RunConfig) -> None:
     """Every path the config names that is missing, and every column problem of every input file (from the
     files' headers: `dataio.tables.check_columns`), reported at once, before any file is read whole; a team with
     wrong relative paths, or an export's different column names, learns all of them from one try."""
-    from dataio.errors import InputErrors
-    from dataio.tables import check_columns, table_files
-
     problems: list[InputError] = []
     for key, entry, kind in _input_entries(config):
         if not entry.path.exists():
@@ -256,8 +257,6 @@ def _check_paths_and_columns(config: RunConfig) -> None:
 # ------------------------------------------------------------------------------------------ the checks
 def _check_scheduled_output(config: RunConfig, warnings: list[str]) -> None:
     """A run made by hand in the output_dir of scheduled runs (flows.run.scheduled_folders.manual_run_warning)."""
-    from flows.run.scheduled_folders import manual_run_warning
-
     warning = manual_run_warning(config)
     if warning is not None:
         warnings.append(warning)
@@ -269,8 +268,6 @@ def _check_run_folder(config: RunConfig) -> bool:
     folder, the user's own `config.yaml` included (`flows.run.output_folder.check_run_folder`), and a run with other
     settings (`RunDir.check_claim`). A folder this process holds was checked when it was locked (OutputFolder):
     it holds this command's own files by now (run.log, cache/), not yet its config.yaml."""
-    from dataio.folder_lock import check_free, held_folders
-
     root = Path(config.output_dir)
     if root.resolve() not in held_folders():
         check_free(root)
@@ -288,8 +285,6 @@ def _check_tracking(config: RunConfig) -> None:
     run rather than running it untracked: the team asked for every run in MLflow, and a run missing from it is
     found out late; moving the file aside or restoring it takes a minute, and nothing is lost by waiting."""
     if config.tracking.enabled:
-        from flows.registry.mlflow_store import check_database, require_mlflow, store_for
-
         require_mlflow()
         store = store_for(config)
         if store is not None and store.folder is not None:
@@ -348,7 +343,6 @@ def _check_teacher(config: RunConfig) -> None:
     """The teacher is a model folder (it is never downloaded); `teacher.path` names the setting to fix."""
     if config.teacher is None:
         return
-    from mining.encoders import Teacher
 
     try:
         Teacher(config.teacher.path)
@@ -361,7 +355,6 @@ def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:
     entry = config.data.corpus
     if entry is None or entry.domain_label is None or not entry.path.exists():
         return
-    from dataio.tables import read_header, table_files
 
     if entry.domain_label in read_header(table_files(entry.path)[0]):
         warnings.append(f"data.corpus.domain_label: every row is labeled {entry.domain_label!r}, which is also a "
@@ -371,15 +364,11 @@ def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:
 
 def _check_eval_metric(config: RunConfig, inputs: dict[str, Any]) -> tuple[dict[str, int], int]:
     """The evaluation files' rows by metric name; the dev metric must name one of them."""
-    from simcse.evaluation import metric_names
-
     sts, pairs = inputs["eval_sets"]
     rows = {name: len(data.sentence1) for name, data in zip(metric_names(sts, pairs), [*sts, *pairs])}
     choice = config.eval.dev_metric
     builtin = {"pairs/eval_pairs"} if config.data.builtin else set()  # built at run time
     if choice and choice not in rows and choice not in builtin:
-        from simcse.evaluation import closest_metric
-
         raise InputError(f"eval.dev_metric: {choice!r} names no evaluation file{closest_metric(choice, rows)}; the "
                          f"files give {', '.join(sorted(rows)) or 'none'}", path=config.source,
                          line=config.line_of("eval.dev_metric"))
@@ -393,8 +382,6 @@ def _bands(config: RunConfig, corpus: Any, warnings: list[str], notes: list[str]
     if corpus is None:
         available = BUILTIN_BANDS
     else:
-        from mining.bands import available_bands
-
         available = available_bands(corpus)
     chosen = list(dict.fromkeys(config.mining.bands)) if config.mining.bands else list(available)
     if "nli_contradiction" in chosen and "nli_contradiction" not in available:
@@ -408,8 +395,6 @@ def _bands(config: RunConfig, corpus: Any, warnings: list[str], notes: list[str]
 
 def _check_schedule(config: RunConfig, bands: list[str], warnings: list[str], notes: list[str]) -> Any:
     """Run the curriculum over the planned rounds and steps (no data); name each mined band it never trains on."""
-    from curriculum.preview import preview_schedule
-
     try:
         schedule = preview_schedule(config.curriculum, bands, config.rounds, config.steps_per_round)
     except ValueError as exc:
@@ -434,8 +419,6 @@ def _pacing_fix(config: RunConfig, bands: list[str]) -> str | None:
     """The curriculum setting that makes the schedule reach every band, checked by running the preview with it:
     `total: auto` where a `total` beyond the run was given, else `unit: step` where competence grows per round
     (a one-round run stays at c0 all its round: `total: auto`, already on, counts rounds); None when neither does."""
-    from curriculum.preview import preview_schedule
-
     cfg = config.curriculum
     units = config.rounds * config.steps_per_round if cfg.unit == "step" else config.rounds
     candidates = []

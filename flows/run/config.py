@@ -36,11 +36,12 @@ from pydantic import (
 )
 
 from curriculum.config import CurriculumConfig
-from dataio.errors import InputError, InputErrors
-from dataio.tables import accepted_names
+from dataio.errors import InputError, InputErrors, describe_validation_errors
+from dataio.tables import accepted_names, data_dir
 from dataio.triplets import BandName
 from flows.run.locations import is_uri
 from mining.params import MiningParams
+from mining.shards import address_problem
 from simcse.evaluation import check_metric_name
 from simcse.train_config import TrainConfig
 
@@ -240,8 +241,6 @@ class MiningSettings(_Strict):
         if value is not None and info.data.get("shards", 1) < 2:
             raise ValueError("needs mining.shards 2 or more (the number of pieces to spread over its workers)")
         if value is not None:
-            from mining.shards import address_problem  # the rule `mine --cluster` applies too
-
             problem = address_problem(info.data.get("engine", "dask"), value)
             if problem is not None:
                 raise ValueError(problem.replace("the engine", "mining.engine"))
@@ -581,8 +580,6 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 def _expand(value: str, base: Path) -> str:
     if value.startswith("{data_dir}"):
-        from dataio.tables import data_dir
-
         return str(data_dir()) + value[len("{data_dir}"):]
     expanded = os.path.expanduser(value)
     return expanded if os.path.isabs(expanded) else str((base / expanded).resolve())
@@ -639,8 +636,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- error messages
 def _all_errors(err: ValidationError) -> list[tuple[str, str]]:
-    from dataio.errors import describe_validation_errors
-
     return describe_validation_errors(err, "", RunConfig)
 
 

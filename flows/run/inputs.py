@@ -18,10 +18,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dataio.errors import InputError
-from dataio.tables import symlink_loop, table_files
+from dataio.tables import read_labeled_pairs, read_sts, symlink_loop, table_files
 from flows.run.config import DEFAULT_MODEL, RunConfig, TableFile
+from flows.run.demo_data import build_demo_data
 from flows.run.fingerprint import combine, file_fingerprint, path_fingerprint
+from flows.run.progress import bars_on
 from flows.run.rundir import RunDir, jsonable
+from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
+from mining.encoders import Teacher
+from mining.exclusions import read_excluded_pairs
+from mining.params import MiningParams
+from simcse.evaluation import SimCSEEvaluator, metric_names, primary_score
 
 _log = logging.getLogger("flows")
 
@@ -73,8 +80,6 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
     nli: list[dict[str, Any]] = []
     sts, pair_files, eval_columns = eval_inputs(config, log)
     if config.data.builtin == "python_docstrings":
-        from flows.run.demo_data import build_demo_data
-
         demo = build_demo_data(run.data, max_sentences=config.data.builtin_max_sentences, seed=config.seed, log=log)
         log.info("built-in corpus: %d docstring sentences, %d pairs, %d evaluation pairs in %s",
                  demo.sentences, demo.train_pairs, demo.eval_rows, demo.folder)
@@ -98,7 +103,6 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
             base = config.base_folder()
             where = f"relative paths are read from {base}, the config's folder" if base else "check the path"
             raise InputError(f"mining.exclude_pairs: no such file; {where}", path=exclude)
-        from mining.exclusions import read_excluded_pairs
 
         read_excluded_pairs(exclude)  # a bad row stops the run here, before anything is mined
         fingerprinted.append(("exclude_pairs", file_fingerprint(exclude)))
@@ -115,9 +119,6 @@ def load_mining_corpus(inputs: dict[str, Any], params: Any = None) -> Any:
     """The mining corpus of the prepared inputs; `params` (the config's mining.params, a MiningParams or a
     mapping of its fields) may turn off `unsupervised_anchors` so that corpus sentences join the pool as
     candidates only."""
-    from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
-    from mining.params import MiningParams
-
     def cols(entry: dict[str, Any], name: str) -> str | None:
         return entry["columns"].get(name)
 
@@ -145,8 +146,6 @@ _TEACHERS: dict[tuple[str, int], Any] = {}
 def teacher_of(config: RunConfig) -> Any:
     """The run's teacher (`mining.encoders.Teacher`), one per folder and length in this process: its content hash
     is computed once, and the model is loaded only when a round's teacher embeddings are not cached yet."""
-    from mining.encoders import Teacher
-
     settings = config.teacher
     key = (settings.path, settings.max_length or config.model.max_length)
     if key not in _TEACHERS:
@@ -172,8 +171,6 @@ def open_encoder(model_path: str, *, encode_runtime: str = "torch", **settings: 
 # --------------------------------------------------------------------------------------- evaluation
 def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     """The prepared inputs' STS and labeled-pair files, read and checked (with their column maps)."""
-    from dataio.tables import read_labeled_pairs, read_sts
-
     columns = inputs.get("eval_columns") or {}
     return ([read_sts(p, columns.get(p)) for p in inputs["sts"]],
             [read_labeled_pairs(p, columns.get(p)) for p in inputs["eval_pairs"]])
@@ -182,9 +179,6 @@ def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
 def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> dict[str, Any]:
     """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files, and its dev
     metric: the evaluator's primary metric, `eval.dev_metric` (default: the first file's)."""
-    from flows.run.progress import bars_on
-    from simcse.evaluation import SimCSEEvaluator, primary_score
-
     start = time.perf_counter()
     # The files are read before the model loads: a bad file (or a dev metric naming none) stops at once.
     sts, pairs = read_eval_sets(inputs)
@@ -213,8 +207,6 @@ def eval_keys(inputs: dict[str, Any], config: RunConfig, sts: list[Any], pairs: 
     The same model scored under the same key gives the same score up to float noise, so the registry compares a
     version's recorded scores with a later run's evaluation of it only where the keys agree
     (flows.registry.promotion)."""
-    from simcse.evaluation import metric_names
-
     columns = inputs.get("eval_columns") or {}
     settings = config.model.model_dump(mode="json", exclude={"name_or_path"})
     paths = [*inputs["sts"], *inputs["eval_pairs"]]

@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataio.atomic import atomic_path
 from dataio.errors import InputError
+from dataio.tables import table_files
 from flows.run.config import RunConfig
 from flows.run.fingerprint import combine, file_fingerprint
 from flows.run.rundir import RunDir, write_json
+from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus, text_id
 
 SEEN_JSON = "data_seen.json"
 SEEN_IDS = "data_seen.parquet"
@@ -64,8 +67,6 @@ class InputFile:
 def input_files(config: RunConfig, run: RunDir | None = None) -> list[InputFile]:
     """The run's training input files, a folder's files one by one in sorted order (as
     `flows.run.inputs.prepare_inputs` reads them); optional files that are absent are left out."""
-    from dataio.tables import table_files
-
     if config.data.builtin:
         key = combine("builtin", config.data.builtin, config.data.builtin_max_sentences, config.seed)
         out = []
@@ -97,8 +98,6 @@ def inputs_key(files: list[InputFile]) -> str:
 
 def row_ids(f: InputFile) -> list[str]:
     """The distinct ids of a file's rows, read as the run reads them (mining.corpus; bad rows stop here too)."""
-    from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus, text_id
-
     if f.path is None:
         return []
     c = f.columns
@@ -157,7 +156,6 @@ def write_ids(path: Path, ids: Any) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dataio.atomic import atomic_path
 
     table = pa.table({"id": pa.array(ids, pa.string())}).sort_by("id")
     with atomic_path(path) as tmp:
