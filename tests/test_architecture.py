@@ -260,3 +260,35 @@ def test_only_the_prefect_layer_and_the_cli_import_prefect() -> None:
 def test_only_the_registry_imports_mlflow(package: str) -> None:
     allowed = {f for f, _, _ in imports(package) if f.startswith("flows/registry/")}
     assert offending(package, ("mlflow",), allowed) == []
+
+
+# Our own modules flows may import inside a function: the ones that load torch or Prefect when imported.
+LAZY_OWN = ("simcse.train", "simcse.model", "simcse.distill", "simcse.runtimes", "flows.orchestration.curriculum_flow",
+            "flows.orchestration.tasks")
+
+
+def lazy_imports(package: str) -> list[tuple[str, int, str, bool]]:
+    """(file, line, module, has a reason) of every import inside a function or block of `package`; the reason is a
+    comment on the import's line or the line above."""
+    out = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        tree = ast.parse(source, str(path))
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                reason = "#" in lines[node.end_lineno - 1] or lines[node.lineno - 2].strip().startswith("#")
+                out.append((path.relative_to(REPO).as_posix(), node.lineno, module or "", reason))
+    return out
+
+
+def test_flows_imports_its_own_modules_at_the_top_and_says_why_of_each_lazy_import() -> None:
+    """docs/architecture.md: our own imports at the top of a file; inside a function only what loads torch or
+    Prefect (or MLflow, matplotlib, an optional package), each with its one-line reason."""
+    found = lazy_imports("flows")
+    own = [f"{f}:{line} imports {m}" for f, line, m, _ in found
+           if m.split(".")[0] in (*LIBRARIES, "flows") and not m.startswith(LAZY_OWN)]
+    unexplained = [f"{f}:{line} imports {m}" for f, line, m, reason in found if not reason]
+    assert own == [] and unexplained == []

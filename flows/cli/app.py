@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from dataio.errors import UserError
 from dataio.folder_lock import locked_folders
@@ -50,7 +51,7 @@ def examples(*lines: str) -> str:
     markup, so `pip install 'simcse-curriculum[teacher]'` keeps its brackets)."""
     text = "\n".join(["Examples:", *(f"  {line}" for line in lines)])
     if app.rich_markup_mode == "rich":
-        from rich.markup import escape
+        from rich.markup import escape  # rich: only in typer's rich mode
 
         text = escape(text)
     return text
@@ -128,9 +129,6 @@ def _global_options(
 
 
 def _input_error_types() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
-
-
     # Every error of ours a user can fix (input, config, triplet folder, curriculum state) is a UserError;
     # pydantic's own ValidationError (a model built from user values outside a config file) is one too.
     return UserError, ValidationError
@@ -144,13 +142,13 @@ def _command_line_error_types() -> tuple[tuple[type[BaseException], ...], tuple[
     errors: list[type[BaseException]] = []
     aborts: list[type[BaseException]] = [typer.Abort]
     try:
-        from typer._click import exceptions as vendored
+        from typer._click import exceptions as vendored  # optional: which click this typer raises differs by version
 
         errors.append(vendored.ClickException)  # its Exit and Abort are typer.Exit and typer.Abort
     except ImportError:
         pass
     try:
-        import click
+        import click  # optional: which click this typer raises differs by version
 
         errors.append(click.ClickException)
         aborts.append(click.exceptions.Abort)

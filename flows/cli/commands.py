@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -135,8 +136,6 @@ def _print_result(flow: str, result: dict[str, Any], cfg: Any, round_: int, as_j
 
 def _nothing_new(cfg: Any, config: Path, as_json: bool) -> bool:
     """A registry run with nothing new (flows.rounds.continuing): record the no-op, print it; True when it was one."""
-    import time
-
 
     started = time.perf_counter()
     check = check_nothing_new(cfg)
@@ -235,7 +234,7 @@ def register(app: typer.Typer) -> None:
         # No PREFECT_HOME in the output folder: serving needs the user's own Prefect server (and profile), and a
         # refused serve must leave nothing there.
         from prefect.deployments.runner import EntrypointType
-        from prefect.settings import PREFECT_API_URL
+        from prefect.settings import PREFECT_API_URL  # Prefect: only where a flow runs
 
         if not PREFECT_API_URL.value():
             typer.echo("Cannot schedule flows on an ephemeral server: schedules need a Prefect server.\n"
@@ -245,11 +244,11 @@ def register(app: typer.Typer) -> None:
                        f"{'--cron ' + repr(cron) if cron else f'--interval {interval:g}'}",
                        err=True)
             raise typer.Exit(2)
-        from flows.orchestration.curriculum_flow import scheduled_flow
+        from flows.orchestration.curriculum_flow import scheduled_flow  # Prefect: only where a flow runs
 
         schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
         if timezone and cron:
-            from prefect.schedules import Cron
+            from prefect.schedules import Cron  # Prefect: only where a flow runs
 
             schedule = {"schedule": Cron(cron, timezone=timezone)}
         if not quiet:
@@ -280,7 +279,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"demo: {cfg.rounds} rounds x {cfg.steps_per_round} steps on Python docstrings, "
                            f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
             with _run_environment(cfg.output_dir):
-                from flows.orchestration.curriculum_flow import curriculum_flow
+                from flows.orchestration.curriculum_flow import curriculum_flow  # Prefect: only where a flow runs
 
                 summary = curriculum_flow(cfg)
         _print_result("curriculum", summary, cfg, 0, as_json)

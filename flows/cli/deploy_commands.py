@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from flows.cli.options import LogLevelOption, QuietOption, configure_logging
+from flows.orchestration.deploy import deploy_scheduled, make_schedule
 from flows.rounds.validate import check_run
 from flows.run.config import load_config
 from flows.run.scheduled_folders import manual_run_warning
@@ -59,10 +60,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give exactly one of --cron or --interval")
         env_vars = _env_pairs(env)
         configure_logging(quiet, log_level)
-        from flows.orchestration.deploy import deploy_scheduled, make_schedule
-
         make_schedule(cron, interval, timezone)  # a typo in the schedule: one line, before the inputs are read
-        from prefect.settings import PREFECT_API_URL
+        from prefect.settings import PREFECT_API_URL  # Prefect: only where a flow runs
 
         if not PREFECT_API_URL.value():
             typer.echo("Cannot deploy to an ephemeral server: deployments need a Prefect server.\n"

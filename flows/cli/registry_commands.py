@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from dataio.errors import InputError
 from flows.registry.mlflow_store import MlflowStore
@@ -168,7 +169,6 @@ def register_command(
 def _run_gate(run_dir: Path) -> tuple[dict[str, Any], float | None]:
     """The gate a run's config names (`registry.gate`) and its `eval.min_improvement`: the defaults of `register`,
     so registering by hand decides as the run itself would have (flows.rounds.continuing.gate_settings)."""
-    import yaml
 
     try:
         saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}

@@ -104,7 +104,6 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         create_table_artifact(_metrics_table(rows), key=_artifact_key(run, "metrics"),
                               description=f"Evaluation after round {r} of {run.root}")
 
-
     hooks = round_hooks(tracker_for(config, run, prefect_tags()), config)  # MLflow, when tracking.enabled
 
     def on_round(r: int, metrics: dict[str, Any]) -> None:
@@ -199,6 +198,6 @@ def scheduled_flow(config: str, force: bool = False) -> dict[str, Any]:
     The curriculum runs inside this flow run (its function, not a subflow): the flow run a deployment starts
     carries the night's name and tags, and it holds the night's task runs and artifacts. (As a subflow, the
     named and tagged run showed 0 task runs, and the run holding them had a random name and no tags.)"""
-    from prefect.runtime import flow_run
+    from prefect.runtime import flow_run  # Prefect: only where a flow runs
 
     return run_scheduled(config, flow_run.scheduled_start_time, curriculum_flow.fn, force, get_run_logger())

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dataio.errors import InputError
 from dataio.tables import table_stem
@@ -80,13 +81,11 @@ class Deployed:
 
 def make_schedule(cron: str | None, interval: float | None, timezone: str | None) -> Any:
     """The deployment's schedule; InputError (one line) for a bad cron string, time zone or interval."""
-    from prefect.schedules import Cron, Interval
+    from prefect.schedules import Cron, Interval  # Prefect: only where a flow runs
 
     if (cron is None) == (interval is None):
         raise InputError("give exactly one of --cron or --interval")
     if timezone is not None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -105,9 +104,9 @@ def make_schedule(cron: str | None, interval: float | None, timezone: str | None
 def ensure_process_pool(client: Any, name: str) -> bool:
     """The process work pool `name`, created with Prefect's default job template when missing (True then).
     InputError when a pool of that name has another type."""
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
-    from prefect.workers.process import ProcessWorker
+    from prefect.client.schemas.actions import WorkPoolCreate  # Prefect: only where a flow runs
+    from prefect.exceptions import ObjectNotFound  # Prefect: only where a flow runs
+    from prefect.workers.process import ProcessWorker  # Prefect: only where a flow runs
 
     try:
         pool = client.read_work_pool(name)
@@ -127,11 +126,13 @@ def deploy_scheduled(config_path: str | Path, config: RunConfig, pool: str, *, c
     """Create or update the deployment of `config` (read from `config_path`) on the process pool `pool`.
 
     Needs a Prefect server (PREFECT_API_URL); the caller checks the config's inputs first."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-    from prefect.deployments.runner import EntrypointType
+    from prefect.client.orchestration import get_client  # Prefect: only where a flow runs
 
-    from flows.orchestration.curriculum_flow import scheduled_flow
+    # Prefect: only where a flow runs
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType  # Prefect: only where a flow runs
+
+    from flows.orchestration.curriculum_flow import scheduled_flow  # Prefect: only where a flow runs
 
     config_path = Path(config_path).resolve()
     schedule = make_schedule(cron, interval, timezone)

@@ -73,7 +73,7 @@ def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
 
 def mark_finished(folder: Path, summary: dict[str, Any], resumed: bool) -> None:
     """Write `<folder>/finished.json`: the scheduled flow returned, so the next run starts a new folder."""
-    from prefect.runtime import deployment, flow_run
+    from prefect.runtime import deployment, flow_run  # Prefect: only where a flow runs
 
     atomic_write_json(folder / FINISHED, {
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -86,7 +86,7 @@ def scheduled_run_name() -> str:
     """`<config file stem>-<scheduled start, UTC to the minute>`: the flow-run name of a scheduled run.
 
     Called by Prefect when the run starts (the `flow_run_name` of the scheduled flow)."""
-    from prefect.runtime import flow_run
+    from prefect.runtime import flow_run  # Prefect: only where a flow runs
 
     config = (flow_run.parameters or {}).get("config")
     name = Path(str(config)).stem if config else "simcse-curriculum"

@@ -35,6 +35,8 @@ import sys
 import time
 from typing import Any
 
+import psutil
+
 log = logging.getLogger("flows")
 
 _guard: subprocess.Popen[bytes] | None = None
@@ -43,8 +45,6 @@ _installed = False
 
 def _start_time(pid: int) -> float | None:
     try:
-        import psutil
-
         return psutil.Process(pid).create_time()
     except Exception:  # noqa: BLE001 - gone already, or no psutil: the guard then checks the pid only
         return None
@@ -96,12 +96,12 @@ def guard_ephemeral_server() -> bool:
         return True
     if os.environ.get("PREFECT_API_URL"):
         return False
-    from prefect.settings import get_current_settings
+    from prefect.settings import get_current_settings  # Prefect: only where a flow runs
 
     if get_current_settings().api.url:  # set in the user's Prefect profile: no ephemeral server
         return False
-    import prefect.server.api.server as server_module
-    from prefect.server.api.server import SubprocessASGIServer
+    import prefect.server.api.server as server_module  # Prefect: only where a flow runs
+    from prefect.server.api.server import SubprocessASGIServer  # Prefect: only where a flow runs
 
     spawn = getattr(SubprocessASGIServer, "_run_uvicorn_command", None)
     if spawn is None:
@@ -121,8 +121,6 @@ def guard_ephemeral_server() -> bool:
 
 # ------------------------------------------------------------------------------------------ the guard
 def _same_process(pid: int, started: float) -> bool:
-    import psutil
-
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:

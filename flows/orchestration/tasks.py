@@ -176,8 +176,8 @@ def gpu_limit_exists() -> bool:
     carry the tag only when a limit makes it mean something. When the answer is unknown, tag (the limit
     is the safe side).
     """
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.client.orchestration import get_client  # Prefect: only where a flow runs
+    from prefect.exceptions import ObjectNotFound  # Prefect: only where a flow runs
 
     try:
         with get_client(sync_client=True) as client:

@@ -23,9 +23,11 @@ only when a store is opened, so runs without tracking never pay for it and never
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,7 @@ class MlflowStore:
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created (with its artifact location inside the store) on first use."""
+        # MLflow: only when a store is used (the optional `tracking` extra)
         from mlflow.exceptions import MlflowException
 
         client = self.client()
@@ -154,7 +157,6 @@ def database_problem(db: Path, need_records: bool = False) -> str | None:
     count the header records (a truncated copy), and SQLite's `quick_check` (every page of every table and index
     read once: milliseconds for a registry, 0.6 s for a 190 MB database on a busy 2-core machine; once per
     process and file)."""
-    import sqlite3
 
     size = db.stat().st_size
     if size == 0:
@@ -240,7 +242,6 @@ def relocate(folder: Path) -> int:
     Only paths under the store's own old folders change: a URI elsewhere (a team's artifact server, a folder the
     store never held) is left as it is. When the records cannot be written (a read-only copy), the store is
     refused: reading it would serve the old folder's files, and writing it would write there."""
-    import sqlite3
 
     db = folder / DB_NAME
     if not db.is_file():
@@ -304,7 +305,6 @@ MISSING_MLFLOW = ("MLflow is not installed: tracking and the model registry need
 def require_mlflow() -> None:
     """One InputError saying how to install MLflow when it is missing; found without importing it (a run's
     check before anything is written, `flows.rounds.validate`, must stay fast)."""
-    import importlib.util
 
     if importlib.util.find_spec("mlflow") is None:
         raise InputError(MISSING_MLFLOW)
@@ -313,7 +313,7 @@ def require_mlflow() -> None:
 def import_mlflow_client() -> Any:
     """`mlflow.MlflowClient`, or one InputError saying how to install it (MLflow is an optional extra)."""
     try:
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # MLflow: only when a store is used (the optional `tracking` extra)
     except ImportError:
         raise InputError(MISSING_MLFLOW) from None
     return MlflowClient

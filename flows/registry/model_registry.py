@@ -51,6 +51,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -192,6 +193,7 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------------------------------ reading
     def exists(self) -> bool:
+        # MLflow: only when a store is used (the optional `tracking` extra)
         from mlflow.exceptions import MlflowException
 
         try:
@@ -201,6 +203,7 @@ class ModelRegistry:
             return False
 
     def current_number(self) -> int | None:
+        # MLflow: only when a store is used (the optional `tracking` extra)
         from mlflow.exceptions import MlflowException
 
         try:
@@ -218,6 +221,7 @@ class ModelRegistry:
         return sorted((_from_mlflow(mv, current) for mv in found), key=lambda v: v.version)
 
     def version(self, number: int) -> Version:
+        # MLflow: only when a store is used (the optional `tracking` extra)
         from mlflow.exceptions import MlflowException
 
         try:
@@ -254,8 +258,7 @@ class ModelRegistry:
                              "to download them into (--dest)")
         if (dest / "config.json").is_file() or (dest / "modules.json").is_file():
             return dest
-        import mlflow
-
+        import mlflow  # MLflow: only when a store is used (the optional `tracking` extra)
 
         with atomic_dir(dest) as tmp:
             mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp),
@@ -352,6 +355,7 @@ class ModelRegistry:
         """The current version, registering `base_model` as version 1 (current) in a new registry.
 
         Finishes a start that a kill interrupted (the model registered, the alias not yet set)."""
+        # MLflow: only when a store is used (the optional `tracking` extra)
         from mlflow.exceptions import MlflowException
 
         current = self.current()
@@ -478,8 +482,6 @@ def read_local_version(store: MlflowStore, name: str | None = None, number: int 
     from MLflow's own records in `mlflow.db` with the standard library's sqlite3: `models path` answers in well
     under a second this way, where importing MLflow alone takes seconds. The same checks and messages as
     `open_registry` and `ModelRegistry.version`; a store moved here names its own files first (`relocate`)."""
-    import sqlite3
-
 
     folder = Path(store.location)
     if not (folder / DB_NAME).is_file():
@@ -622,8 +624,7 @@ def _training_run(registry: ModelRegistry, run: Any, tags: dict[str, str]) -> st
     registry's
     store: the version is registered from it, so MLflow links the version to the run's metrics, report and plots.
     None when the run was not tracked, or tracked elsewhere (then the version gets a run of its own)."""
-    from mlflow.exceptions import MlflowException
-
+    from mlflow.exceptions import MlflowException  # MLflow: only when a store is used (the optional `tracking` extra)
 
     path = run.root / TRACKING_FILE
     try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from dataio.atomic import atomic_write_json
 from dataio.errors import InputError
 from dataio.folder_lock import FolderInUse, _pid_alive, lock_folder, read_holder
 from flows.registry.mlflow_store import MlflowStore
+from flows.registry.model_registry import ModelRegistry, local_folder
+from flows.registry.warm_start import registry_started
 from flows.run.output_folder import RUN_CONFIG, is_run_config
 
 PRUNED_FILE = "pruned.json"
@@ -109,8 +112,6 @@ class PrunePlan:
 
 def _in_use(run: Path) -> bool:
     """Whether a live process holds the run folder's lock (read from the lock file, nothing written)."""
-    import socket
-
 
     holder = read_holder(run)
     if holder is None:
@@ -145,9 +146,6 @@ def _registry_of(run: Path, opened: dict[tuple[str, str], Any]) -> Any:
         return None
     key = (str(settings["path"]), str(settings.get("name") or "simcse-encoder"))
     if key not in opened:
-        from flows.registry.model_registry import ModelRegistry
-        from flows.registry.warm_start import registry_started
-
         try:
             registry = ModelRegistry(MlflowStore.at(key[0]), key[1])
             opened[key] = registry if registry_started(registry) else None
@@ -226,7 +224,6 @@ def plan_prune(folder: str | os.PathLike, keep: int) -> PrunePlan:
 
 def _registry_removals(registry: Any, root: Path, pruned: set[Path], notes: list[str]) -> list[Removal]:
     """The files of versions never promoted that came from pruned runs, when the registry is inside `root`."""
-    from flows.registry.model_registry import local_folder
 
     store = registry.store.folder
     if store is None or not store.resolve().is_relative_to(root):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from flows.registry.mlflow_store import MlflowStore, store_for
@@ -72,6 +73,7 @@ class RunTracker:
         return self.state["run_id"]
 
     def _recorded_run_exists(self) -> bool:
+        # MLflow: only when a store is used (the optional `tracking` extra)
         from mlflow.exceptions import MlflowException
 
         try:
@@ -94,8 +96,8 @@ class RunTracker:
 
     def _batch(self, metrics: dict[str, float] | None = None, step: int = 0, params: dict[str, str] | None = None,
                tags: dict[str, str] | None = None) -> None:
-        import time
 
+        # MLflow: only when a store is used (the optional `tracking` extra)
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)

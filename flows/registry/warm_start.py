@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
 from flows.registry.mlflow_store import MlflowStore, require_mlflow
@@ -69,8 +71,6 @@ def read_start(run: RunDir) -> dict[str, Any] | None:
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     if run.config_path.is_file():
-        import yaml
-
         saved = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}
         model = (saved.get("model") or {}).get("name_or_path")
         if saved.get("registry") and model:

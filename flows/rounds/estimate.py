@@ -119,7 +119,7 @@ def _eval_inputs(config: RunConfig) -> dict[str, Any]:
 def calibrate(config: RunConfig, texts: list[str]) -> Calibration:
     """Time the configured model here: load, encode `texts`, train a few steps at the run's batch size (in a
     temporary folder, deleted)."""
-    from simcse.train import train
+    from simcse.train import train  # torch: only when a model is loaded or trained
 
     start = time.perf_counter()
     load_encoder(base_model_path(config), config)  # the first load also imports the libraries
@@ -143,7 +143,7 @@ def calibrate(config: RunConfig, texts: list[str]) -> Calibration:
     settings = train_config(config, 0).model_dump()
     settings.update(max_steps=CALIBRATION_STEPS, schedule_steps=None, schedule_offset=0, save_every=0, eval_every=0,
                     final_checkpoint=False, save_optimizer=False, progress=False, log_every=1)
-    from simcse.train import TrainConfig
+    from simcse.train import TrainConfig  # torch: only when a model is loaded or trained
 
     with tempfile.TemporaryDirectory(prefix="simcse-calibration-") as tmp:
         encoder.save(Path(tmp) / "warm-up")  # the first save imports the model-card machinery: once per run

@@ -89,6 +89,5 @@ def write_round_card(config: RunConfig, run: RunDir, round_: int, metrics: dict[
     folder = run.model_dir(round_)
     info = round_card(config, run, round_, metrics=metrics)
     if read_card_info(folder) is None:  # a folder without card data: name the round's base model at least
-
         info = describe_base(base_model_path(config) if round_ == 0 else run.model_dir(round_ - 1)).merged(info)
     return update_model_card(folder, info)

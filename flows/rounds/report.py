@@ -11,6 +11,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from curriculum import CurriculumState
@@ -80,7 +84,7 @@ def y_limits(values: list[Any], min_span: float) -> tuple[float, float] | None:
 
 def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path: Path) -> Path | None:
     """STS / pair AP (top) and alignment / uniformity (bottom) against round; base model at x = 'base'."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib: only when a plot is drawn
 
     rows = ([base] if base else []) + rounds
     if not rows:
@@ -115,10 +119,6 @@ def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path
 def read_similarities(run: RunDir, r: int) -> tuple[dict[str, Any], Any] | None:
     """One mined round's anchor-negative similarities per band, and the anchor-positive similarity of each
     distinct labeled (anchor, positive) pair, as float arrays (None when the round has no manifest)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     manifest = _read_manifest(run, r)
     if manifest is None:
@@ -148,8 +148,7 @@ def read_similarities(run: RunDir, r: int) -> tuple[dict[str, Any], Any] | None:
 def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
     """Anchor-negative similarity per band (and anchor-positive over the distinct labeled pairs) for one
     mined round."""
-    import numpy as np
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib: only when a plot is drawn
 
     read = read_similarities(run, r)
     if read is None or not read[0]:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dataio.atomic import atomic_write_text
 from dataio.errors import InputError, InputErrors, did_you_mean
 from dataio.tables import (
@@ -49,6 +51,8 @@ from dataio.tables import (
     table_files,
     table_stem,
 )
+from flows.rounds.validate import check_run
+from flows.run.config import CorpusColumns, LabeledPairColumns, NliColumns, PairColumns, StsColumns, config_from_text
 from simcse.evaluation import file_metric_names
 
 ROLES = ("corpus", "pairs", "nli", "sts", "eval-pairs")
@@ -210,7 +214,6 @@ def _looks_like_eval(path: Path) -> bool:
 
 def role_keys() -> dict[str, tuple[str, ...]]:
     """The column-map keys of each role: a config's `columns:` keys for that kind of input (flows.run.config)."""
-    from flows.run.config import CorpusColumns, LabeledPairColumns, NliColumns, PairColumns, StsColumns
 
     models = {"corpus": CorpusColumns, "pairs": PairColumns, "nli": NliColumns, "sts": StsColumns,
               "eval-pairs": LabeledPairColumns}
@@ -459,8 +462,6 @@ def _entry(f: FileRole, base: Path, canonical: Sequence[str], indent: str) -> li
 
 
 def _quote(value: str) -> str:
-    import yaml
-
     dumped = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
     return dumped.removesuffix("\n...").removesuffix("...").strip()
 
@@ -620,8 +621,6 @@ def scaffold(args: Sequence[str], out: Path, *, output_dir: str | None = None, m
     path, the files' roles (with the choices made, `FileRole.choices`) and the check (`flows.rounds.validate.RunCheck`).
     `teacher`: a teacher folder the run uses; without it, one found beside the config (`find_teacher`) is
     offered, commented out. `columns`: `--columns` values (`parse_columns`) or a column map."""
-    from flows.rounds.validate import check_run
-    from flows.run.config import config_from_text
 
     out = Path(out)
     if out.exists() and not force:

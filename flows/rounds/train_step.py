@@ -54,7 +54,7 @@ def round_batches(config: RunConfig, run: RunDir, round_: int, start_state: dict
 def teacher_table(config: RunConfig, run: RunDir) -> Any:
     """The teacher's embeddings of the run's pool by text (simcse.distill.TeacherTable), from the embeddings
     cache the round's mining filled (the teacher is loaded only if that cache is gone)."""
-    from simcse.distill import TeacherTable
+    from simcse.distill import TeacherTable  # torch: only when a model is loaded or trained
 
     corpus = run_inputs.load_mining_corpus(run_inputs.prepare_inputs(config, run), config.mining.params)
     teacher = run_inputs.teacher_of(config)
@@ -127,7 +127,7 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     stopped, with the same weights as an uninterrupted run); its final model folder is then moved into
     place in one rename, and the checkpoint is dropped.
     """
-    from simcse.train import MODEL, OPTIMIZER, train
+    from simcse.train import MODEL, OPTIMIZER, train  # torch: only when a model is loaded or trained
 
     start = time.perf_counter()
     result_path = run.train_result_path(round_)

@@ -17,6 +17,7 @@ starting Prefect is not repeated by the flow.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -140,7 +141,6 @@ def check_run(config: RunConfig, log: Any = None) -> RunCheck:
     """Check the run `config` describes without writing anything; InputError on the first problem. `log`: where
     the step's start is said (`info`), when the check is not already done for these settings and files."""
     if config.registry is not None:  # the run starts from the registry's current version (flows.registry.warm_start)
-
         require_mlflow()
         config = resolve_start(config, for_run=False).config
     key = _memo_key(config)
@@ -297,6 +297,7 @@ def _check_encode_runtime(config: RunConfig) -> None:
     runtime = config.mining.encode_runtime
     if runtime == "torch":  # the default needs nothing more, and checking it costs no torch import here
         return
+    # torch: only when a model is loaded or trained
     from simcse.runtimes import RUNTIME_INSTALL_HINT, missing_runtime_package
 
     package = missing_runtime_package(runtime)
@@ -308,7 +309,6 @@ def _check_encode_runtime(config: RunConfig) -> None:
 def _check_engine(config: RunConfig) -> None:
     """`mining.engine: ray` needs the ray package (an optional extra): say so now, not when the first round is
     mined."""
-    import importlib.util
 
     if config.mining.engine == "ray" and importlib.util.find_spec("ray") is None:
         raise InputError("mining.engine: ray needs the ray package; pip install 'simcse-curriculum[ray]', or use "
@@ -325,7 +325,7 @@ def _check_model(config: RunConfig, notes: list[str]) -> None:
         if not ((path / "config.json").is_file() or (path / "modules.json").is_file()):
             raise InputError("model.name_or_path: not a model folder (no config.json or modules.json)", path=path)
         return
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # huggingface_hub: only to look in the hub's local cache
 
     try:
         cached = try_to_load_from_cache(name, "config.json")

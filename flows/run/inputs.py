@@ -37,7 +37,7 @@ _log = logging.getLogger("flows")
 def base_model_path(config: RunConfig) -> str:
     """The base model as a folder path when it is the offline default, else as given."""
     if config.model.name_or_path in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        from simcse.model import default_model_path
+        from simcse.model import default_model_path  # torch: only when a model is loaded or trained
 
         return str(default_model_path())
     return config.model.name_or_path
@@ -163,7 +163,7 @@ def encoder_settings(config: RunConfig) -> dict[str, Any]:
 
 def open_encoder(model_path: str, *, encode_runtime: str = "torch", **settings: Any) -> Any:
     """`SimCSEEncoder.from_pretrained(model_path, **settings)` encoding on `encode_runtime`."""
-    from simcse.model import SimCSEEncoder
+    from simcse.model import SimCSEEncoder  # torch: only when a model is loaded or trained
 
     return SimCSEEncoder.from_pretrained(model_path, **settings).use_encode_runtime(encode_runtime)
 

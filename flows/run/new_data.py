@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from dataio.atomic import atomic_path
 from dataio.errors import InputError
 from dataio.tables import table_files
@@ -138,24 +142,17 @@ class Seen:
     _ids: Any = None
 
     def ids(self) -> Any:
-        import pyarrow as pa
-
         if self._ids is None:
             self._ids = self.load_ids() if self.load_ids is not None else pa.array([], pa.string())
         return self._ids
 
 
 def read_ids(path: Path) -> Any:
-    import pyarrow.parquet as pq
-
     return pq.read_table(path, columns=["id"]).column("id").combine_chunks()
 
 
 def write_ids(path: Path, ids: Any) -> None:
     """Row ids, sorted, as one Parquet column `id` (written whole or not at all)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
 
     table = pa.table({"id": pa.array(ids, pa.string())}).sort_by("id")
     with atomic_path(path) as tmp:
@@ -220,8 +217,6 @@ class Survey:
 
 def survey(files: list[InputFile], seen: Seen) -> Survey:
     """Which files and rows of `files` are new to `seen`; files whose key was seen are not read."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     seen_paths = {rec.get("path") for rec in seen.files.values()}
     records: list[dict[str, Any]] = []
@@ -251,8 +246,6 @@ def survey(files: list[InputFile], seen: Seen) -> Survey:
 def write_survey(run: RunDir, result: Survey, seen: Seen, parent: int | None, config: RunConfig) -> dict[str, Any]:
     """`<run>/data_seen.json` and `<run>/data_seen.parquet`: the run's inputs, what was new, and what the run's
     model has seen (its starting version's line plus this run's inputs)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     files = dict(seen.files)
     for record in result.files:

@@ -27,6 +27,7 @@ from types import TracebackType
 from dataio.errors import InputError
 from dataio.folder_lock import LOCK_NAME, check_free, lock_folder
 from dataio.owned_folder import OwnedFolder, make_folder
+from flows.run.config import read_yaml
 
 RUN_CONFIG = "config.yaml"
 RUN_CONFIG_KEYS = ("output_dir", "rounds", "steps_per_round")
@@ -39,8 +40,6 @@ RUN_OUTPUT = ("triplets", "rounds", "base_metrics.json")
 
 
 def is_run_config(path: Path) -> bool:
-    from flows.run.config import read_yaml  # bounded: a folder's own config.yaml may be anything
-
     try:
         data, _ = read_yaml(path)
     except (OSError, InputError):
