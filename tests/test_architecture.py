@@ -279,6 +279,9 @@ def lazy_imports(package: str) -> list[tuple[str, int, str, bool]]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
                 module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                if isinstance(node, ast.ImportFrom) and module and (REPO / module.replace(".", "/") /
+                                                                    f"{node.names[0].name}.py").is_file():
+                    module = f"{module}.{node.names[0].name}"  # `from package import module`: the module
                 reason = "#" in lines[node.end_lineno - 1] or lines[node.lineno - 2].strip().startswith("#")
                 out.append((path.relative_to(REPO).as_posix(), node.lineno, module or "", reason))
     return out
@@ -292,3 +295,14 @@ def test_flows_imports_its_own_modules_at_the_top_and_says_why_of_each_lazy_impo
            if m.split(".")[0] in (*LIBRARIES, "flows") and not m.startswith(LAZY_OWN)]
     unexplained = [f"{f}:{line} imports {m}" for f, line, m, reason in found if not reason]
     assert own == [] and unexplained == []
+
+
+def test_the_command_line_imports_without_prefect_torch_or_mlflow() -> None:
+    """The CLI sets Prefect's home and logging before Prefect is imported (flows.orchestration.prefect_env), and
+    `--help`, `validate`, `init` and `models path` need none of the three: importing the app loads none of them."""
+    code = ("import sys, flows.cli.app; "
+            "print(sorted(m for m in ('prefect', 'torch', 'mlflow', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -32,7 +32,6 @@ from flows.cli.options import (
     configure_logging,
     print_check,
 )
-from flows.orchestration import curriculum_flow as flows_module
 from flows.orchestration.prefect_env import configure_library_caches, configure_prefect_home, start_line
 from flows.orchestration.server_guard import guard_ephemeral_server
 from flows.rounds.continuing import check_nothing_new, record_noop
@@ -207,6 +206,9 @@ def register(app: typer.Typer) -> None:
 
             say(start_line(configure_prefect_home(cfg.output_dir)))
             with _run_environment(cfg.output_dir):
+                # Prefect: imported after its home and logging are set
+                from flows.orchestration import curriculum_flow as flows_module
+
                 result = _run_flow(flows_module, flow, cfg, round_, model)
         _print_result(flow, result, cfg, round_, as_json)
 
