@@ -1,4 +1,4 @@
-"""One arm x seed of the experiment: the flows' round loop (`flows.loop.run_rounds`) with plain steps, then
+"""One arm x seed of the experiment: the flows' round loop (`flows.rounds.loop.run_rounds`) with plain steps, then
 the final and the dev-selected model scored on the report set, written as one result file.
 
 What the harness adds to the flows, all of it identical by construction across arms:
@@ -115,8 +115,8 @@ class SettingContext:
         return self._base_config
 
     def inputs(self) -> dict[str, Any]:
-        from flows.inputs import prepare_inputs
-        from flows.rundir import RunDir
+        from flows.run.inputs import prepare_inputs
+        from flows.run.rundir import RunDir
 
         if self._inputs is None:
             self._inputs = prepare_inputs(self.base_config(), RunDir(self.dir), log)
@@ -125,14 +125,14 @@ class SettingContext:
     def corpus(self) -> Any:
         """The mining corpus, loaded once per process (every arm and round mines the same pool)."""
         if self._corpus is None:
-            from flows.inputs import load_mining_corpus
+            from flows.run.inputs import load_mining_corpus
 
             self._corpus = load_mining_corpus(self.inputs(), dict(self.base_config().mining.params))
         return self._corpus
 
     def evaluate_report(self, model: str, config: Any) -> dict[str, Any]:
         """The report set's scores of `model` (the dev files are not among them)."""
-        from flows.inputs import evaluate_model
+        from flows.run.inputs import evaluate_model
 
         report = self.exp["report"]
         no_dev = config.model_copy(update={"eval": config.eval.model_copy(update={"dev_metric": None})})
@@ -143,7 +143,7 @@ class SettingContext:
         """The start model on the dev files and the report set: once per start and setting (file, lock).
         `report=False` (a pilot): the dev files only, kept apart, so a pilot never computes a report score."""
         from dataio.atomic import atomic_write_json
-        from flows.inputs import describe_evaluation, evaluate_model
+        from flows.run.inputs import describe_evaluation, evaluate_model
 
         path = self.dir / ("base_eval.json" if report else "base_eval_dev_only.json")
         with file_lock(self.dir / ".lock"):
@@ -162,7 +162,7 @@ class SettingContext:
         """The size's teacher scored like the start model, on the dev files and the report set: the ceiling the
         judge's arms are read against (once per start and setting; None when the size names no teacher)."""
         from dataio.atomic import atomic_write_json
-        from flows.inputs import evaluate_model
+        from flows.run.inputs import evaluate_model
 
         if not self.size.get("teacher"):
             return None
@@ -181,7 +181,7 @@ class SettingContext:
         """The triplets root holding round `round_` mined with the start model: every band at round 0, the
         encoder-independent bands after. Mined on first use, under the lock; `mine` reuses a finished round.
         Arms with the judge's settings (mined positives, a teacher: `config`) share the rounds of their variant."""
-        from flows.inputs import load_encoder, teacher_of
+        from flows.run.inputs import load_encoder, teacher_of
         from mining.pipeline import mine
 
         config = config or self.base_config()
@@ -280,14 +280,14 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     parameters over its own, its own run folder and result under `out/pilot/`, and the report set never
     computed (only the selection set is read)."""
     from dataio.atomic import atomic_write_json
-    from flows.inputs import evaluate_model
-    from flows.loop import RoundSteps, run_rounds
-    from flows.mine_step import mine_round as flows_mine_round
-    from flows.mine_step import read_mined
-    from flows.rounds import finish_round
-    from flows.rundir import RunDir
-    from flows.schedule_step import schedule_round
-    from flows.train_step import train_round
+    from flows.rounds.loop import RoundSteps, run_rounds
+    from flows.rounds.mine_step import mine_round as flows_mine_round
+    from flows.rounds.mine_step import read_mined
+    from flows.rounds.records import finish_round
+    from flows.rounds.schedule_step import schedule_round
+    from flows.rounds.train_step import train_round
+    from flows.run.inputs import evaluate_model
+    from flows.run.rundir import RunDir
 
     report = pilot is None
     path = result_path(out, start, setting, arm_name, seed) if report else \

@@ -205,7 +205,7 @@ def start_model(start: str, out: Path) -> str:
 def build_config(setting: dict[str, Any], arm: dict[str, Any], size: dict[str, Any], start: str, seed: int,
                  run_dir: Path, model: str) -> Any:
     """A flows RunConfig for one start x setting x arm x seed."""
-    from flows.config import config_from_mapping
+    from flows.run.config import config_from_mapping
 
     data = copy.deepcopy({k: v for k, v in setting.items() if k != "experiment" and not k.startswith("_")})
     data.update(output_dir=str(run_dir), seed=int(seed), rounds=int(size["rounds"]),

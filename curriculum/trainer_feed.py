@@ -15,7 +15,7 @@ How a team uses it (docs/sentence_transformers.md runs the whole example in the 
   DataLoader (which batches consecutive rows) trains exactly the drawn batches. The trainer sees the end of
   a pass as the end of an epoch: a round is an epoch.
 - The trainer asks for batches before it trains them (accelerate reads one batch ahead), so batches are drawn
-  with a scratch copy of the scheduler from the round's start state, as the flows do (`flows.train_step`),
+  with a scratch copy of the scheduler from the round's start state, as the flows do (`flows.rounds.train_step`),
   and the sampler's position after each one is kept; the real scheduler moves only when a step is trained
   (`step_trained`, with that step's position), so its state file always says what was trained.
 - Between rounds (`round_trained`, at the epoch's end) the round is closed with the dev metric (`evaluate`)

@@ -1,7 +1,7 @@
 """Errors for what a user can fix, shared by every package; reading a JSON file into a pydantic model, and
 one line for a pydantic validation error (`describe_validation_error`).
 
-`UserError` is the one type the command line turns into a one-line message and exit code 2 (flows/cli.py):
+`UserError` is the one type the command line turns into a one-line message and exit code 2 (flows/cli/app.py):
 bad input files (`InputError`), a damaged or incomplete triplet folder (`TripletDataError`), and the
 curriculum's own kinds (`curriculum.errors`). Each message says what is wrong, where (file, line, column or
 key) and what to do, on one line, and is raised before anything is written.

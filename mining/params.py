@@ -2,7 +2,7 @@
 
 `MiningParams` is the one place each parameter's default, limits and meaning live: `mine`'s options take
 their defaults and help from its fields (mining/cli.py), and a run config embeds it as `mining.params`
-(flows/config.py), so a bad value there is reported with its YAML line like any other setting. It needs no
+(flows/run/config.py), so a bad value there is reported with its YAML line like any other setting. It needs no
 torch. Built directly (`MiningParams(range_max=3)`, `from_dict`), bad values raise `InputError`; validated as
 part of a larger model, they are that model's `ValidationError` with the key's full path.
 """

@@ -18,8 +18,10 @@ sentence-transformers' evaluators, and `metric_value`, which reads any metric ou
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +36,7 @@ POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale 
 
 # The mean over every file of a kind, as a metric name (a file's own metric is `<kind>/<stem>`).
 MEAN_METRICS = {"sts_mean": "sts", "pairs_mean": "pairs"}
+METRIC_NAME = r"(sts|pairs)/[^/]+"  # one file's score: the names a run's config, gate and tracking use
 
 
 class Encoder(Protocol):
@@ -142,6 +145,28 @@ def metric_value(result: Mapping[str, Any] | None, name: str) -> float | None:
         value = (result.get(kind) or {}).get(stem)
         return None if value is None else float(value)
     return None
+
+
+def check_metric_name(value: str | None) -> str | None:
+    """`value` when it is `sts/<file stem>` or `pairs/<file stem>` (or None); ValueError otherwise."""
+    if value is not None and not re.fullmatch(METRIC_NAME, value):
+        raise ValueError(f"expected 'sts/<file stem>' or 'pairs/<file stem>', got {value!r}")
+    return value
+
+
+def flat_metrics(evaluation: Mapping[str, Any] | None) -> dict[str, float]:
+    """Every score of an evaluation under one name each: `sts/<stem>`, `pairs/<stem>`, `alignment`, `uniformity`
+    (NaN and None left out)."""
+    out: dict[str, float] = {}
+    for kind in ("sts", "pairs"):
+        for stem, value in ((evaluation or {}).get(kind) or {}).items():
+            if value is not None and math.isfinite(float(value)):
+                out[f"{kind}/{stem}"] = float(value)
+    for name in ("alignment", "uniformity"):
+        value = (evaluation or {}).get(name)
+        if value is not None and math.isfinite(float(value)):
+            out[name] = float(value)
+    return out
 
 
 def primary_score(evaluator: Any, result: float | Mapping[str, Any]) -> float:

@@ -2,7 +2,7 @@
 
 Kept apart from the training loop (`simcse.train`, which needs torch) so that whoever only validates or
 describes settings loads no torch: `train`'s options take their defaults and help from these fields
-(simcse/cli.py), and a run config embeds the model as its `training:` section (flows/config.py), where a bad
+(simcse/cli.py), and a run config embeds the model as its `training:` section (flows/run/config.py), where a bad
 value is reported with its YAML line. `from simcse.train import TrainConfig` keeps working.
 """
 

@@ -13,7 +13,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client and Hugging Face's hub (flows.prefect_env.TELEMETRY_OFF)
+# Prefect's client and Hugging Face's hub (flows.orchestration.prefect_env.TELEMETRY_OFF)
+os.environ.setdefault("DO_NOT_TRACK", "1")
 # Cached Prefect results otherwise leak between sessions and tasks silently stop running.
 os.environ["PREFECT_HOME"] = str(_PREFECT_TMP / "home")
 os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_PREFECT_TMP / "results")

@@ -117,7 +117,7 @@ def test_torch_free_packages_import_without_torch_or_prefect() -> None:
 def test_settings_and_the_run_config_load_without_torch_or_prefect() -> None:
     """mining's and simcse's settings models, and flows' run config that embeds them, import in a fresh
     interpreter without torch, transformers or prefect: `validate` and `--help` stay light."""
-    modules = [m.removesuffix(".py").replace("/", ".") for m in SETTINGS_MODULES] + ["flows.config"]
+    modules = [m.removesuffix(".py").replace("/", ".") for m in SETTINGS_MODULES] + ["flows.run.config"]
     code = ("import importlib, sys\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"
@@ -210,3 +210,99 @@ def test_the_cycle_check_finds_a_circle_a_lazy_import_hides(tmp_path: Path) -> N
 
 def test_no_import_circles_between_modules() -> None:
     assert circles(module_graph(REPO, PACKAGES)) == []
+
+
+# ---------------------------------------------------------------------------------------- flows' rooms
+# docs/architecture.md: flows/ in rooms by job, each importing only the rooms before it in this order.
+FLOWS_ROOMS = ("run", "registry", "rounds", "orchestration", "cli")
+# The one module left at flows/'s top: where deployments registered before the rooms find the scheduled flow.
+FLOWS_TOP = ["__init__.py", "curriculum_flow.py"]
+
+
+def room_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "flows" and parts[1] in FLOWS_ROOMS else None
+
+
+def test_flows_modules_live_in_rooms() -> None:
+    folder = REPO / "flows"
+    assert sorted(p.name for p in folder.glob("*.py")) == FLOWS_TOP
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(FLOWS_ROOMS)
+    assert all((folder / room / "__init__.py").is_file() for room in FLOWS_ROOMS)
+
+
+def upward_imports(root: Path) -> list[str]:
+    """`a imports b` for every import (lazy ones too) of a flows room from a room after it in FLOWS_ROOMS."""
+    return [f"{module} imports {target}" for module, targets in module_graph(root, ("flows",)).items()
+            if (here := room_of(module)) is not None for target in sorted(targets)
+            if (there := room_of(target)) is not None and FLOWS_ROOMS.index(there) > FLOWS_ROOMS.index(here)]
+
+
+def test_flows_rooms_import_only_the_rooms_before_them() -> None:
+    assert upward_imports(REPO) == []
+
+
+def test_the_room_check_finds_an_upward_import(tmp_path: Path) -> None:
+    for folder in ("flows", "flows/run", "flows/cli"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text("")
+    (tmp_path / "flows" / "cli" / "app.py").write_text("from flows.run import config\n")  # downward: allowed
+    (tmp_path / "flows" / "run" / "config.py").write_text("def f():\n    from flows.cli import app\n")
+    assert upward_imports(tmp_path) == ["flows.run.config imports flows.cli", "flows.run.config imports flows.cli.app"]
+
+
+def test_only_the_prefect_layer_and_the_cli_import_prefect() -> None:
+    allowed = {f for f, _, _ in imports("flows") if f.startswith(("flows/orchestration/", "flows/cli/"))}
+    assert offending("flows", ("prefect",), allowed) == []
+
+
+@pytest.mark.parametrize("package", PRODUCT)
+def test_only_the_registry_imports_mlflow(package: str) -> None:
+    allowed = {f for f, _, _ in imports(package) if f.startswith("flows/registry/")}
+    assert offending(package, ("mlflow",), allowed) == []
+
+
+# Our own modules flows may import inside a function: the ones that load torch or Prefect when imported.
+LAZY_OWN = ("simcse.train", "simcse.model", "simcse.distill", "simcse.runtimes", "flows.orchestration.curriculum_flow",
+            "flows.orchestration.tasks")
+
+
+def lazy_imports(package: str) -> list[tuple[str, int, str, bool]]:
+    """(file, line, module, has a reason) of every import inside a function or block of `package`; the reason is a
+    comment on the import's line or the line above."""
+    out = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        tree = ast.parse(source, str(path))
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                if isinstance(node, ast.ImportFrom) and module and (REPO / module.replace(".", "/") /
+                                                                    f"{node.names[0].name}.py").is_file():
+                    module = f"{module}.{node.names[0].name}"  # `from package import module`: the module
+                reason = "#" in lines[node.end_lineno - 1] or lines[node.lineno - 2].strip().startswith("#")
+                out.append((path.relative_to(REPO).as_posix(), node.lineno, module or "", reason))
+    return out
+
+
+def test_flows_imports_its_own_modules_at_the_top_and_says_why_of_each_lazy_import() -> None:
+    """docs/architecture.md: our own imports at the top of a file; inside a function only what loads torch or
+    Prefect (or MLflow, matplotlib, an optional package), each with its one-line reason."""
+    found = lazy_imports("flows")
+    own = [f"{f}:{line} imports {m}" for f, line, m, _ in found
+           if m.split(".")[0] in (*LIBRARIES, "flows") and not m.startswith(LAZY_OWN)]
+    unexplained = [f"{f}:{line} imports {m}" for f, line, m, reason in found if not reason]
+    assert own == [] and unexplained == []
+
+
+def test_the_command_line_imports_without_prefect_torch_or_mlflow() -> None:
+    """The CLI sets Prefect's home and logging before Prefect is imported (flows.orchestration.prefect_env), and
+    `--help`, `validate`, `init` and `models path` need none of the three: importing the app loads none of them."""
+    code = ("import sys, flows.cli.app; "
+            "print(sorted(m for m in ('prefect', 'torch', 'mlflow', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -14,7 +14,7 @@ import pytest
 import typer
 from pydantic import BaseModel
 
-from flows.cli import main
+from flows.cli.app import main
 from mining import cli as mining_cli
 from mining.params import MiningParams
 from simcse import cli as simcse_cli

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from dataio.hashing import MODEL_CARD_FILES, model_folder_hashes, model_folder_sha256, sha256_file
 
-# The hash of `model_folder` below as runs recorded it before the hash moved to dataio (flows.rundir's
+# The hash of `model_folder` below as runs recorded it before the hash moved to dataio (flows.run.rundir's
 # model_files_sha256 at fb58960): a round's metrics.json, warm_start.json and the registry's checks hold such
 # values, so a change here would fail every resumed run.
 RECORDED = "6176545dfd67a94891c8634cc0fdba88d6303d7f068c0bd2532eb9d22ce6f946"
@@ -36,7 +36,7 @@ def model_folder(folder: Path) -> Path:
 
 
 def test_the_model_folder_hash_is_the_one_finished_rounds_recorded(tmp_path: Path) -> None:
-    from flows.rundir import RunDir
+    from flows.run.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     model_folder(run.model_dir(0))
@@ -61,11 +61,11 @@ def test_mining_keys_a_folder_encoder_by_the_same_hash_every_file_but_the_card(t
 
 
 def test_prefect_cache_keys_a_model_folder_by_the_same_hash_and_sees_every_change(tmp_path: Path) -> None:
-    """flows.fingerprint.model_fingerprint (the key of the evaluate, mine and train task caches) is the same hash,
+    """flows.run.fingerprint.model_fingerprint (the key of the evaluate, mine and train task caches) is the same hash,
     shortened; it is memoised per folder listing, so a rewritten file is seen and a rewritten card is not."""
     import os
 
-    from flows.fingerprint import model_fingerprint
+    from flows.run.fingerprint import model_fingerprint
 
     folder = model_folder(tmp_path / "model")
     assert model_fingerprint(folder) == RECORDED[:32]

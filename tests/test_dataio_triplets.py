@@ -28,7 +28,7 @@ from dataio.triplets import (
     round_dir,
     round_problem,
 )
-from flows.cli import main
+from flows.cli.app import main
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine

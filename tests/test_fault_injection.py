@@ -53,7 +53,7 @@ DRIVER = textwrap.dedent("""
                     time.sleep(0.05)
             return real_replace(src, dst, *args, **kwargs)
         os.replace = replace
-    from flows.cli import main
+    from flows.cli.app import main
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -164,11 +164,11 @@ def copy_run(reference: Path, dest: Path, inputs: dict[str, Path]) -> Path:
 
 @pytest.fixture(scope="module")
 def plain_runs(inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The round loop without Prefect (flows.loop with the plain steps, as the experiment harness runs it):
+    """The round loop without Prefect (flows.rounds.loop with the plain steps, as the experiment harness runs it):
     an uninterrupted 2-round run, and the same run stopped after round 0 closed."""
-    from flows.config import config_from_mapping
-    from flows.loop import plain_steps, run_rounds
-    from flows.rundir import RunDir
+    from flows.rounds.loop import plain_steps, run_rounds
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
     from simcse.testing import torch_threads
 
     root = tmp_path_factory.mktemp("plain")
@@ -192,9 +192,9 @@ def plain_runs(inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 
 
 def _resume_plain(folder: Path, inputs: dict[str, Path]) -> dict[str, Any]:
-    from flows.config import config_from_mapping
-    from flows.loop import plain_steps, run_rounds
-    from flows.rundir import RunDir
+    from flows.rounds.loop import plain_steps, run_rounds
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
     from simcse.testing import torch_threads
 
     config = config_from_mapping(settings(folder, inputs))
@@ -239,7 +239,7 @@ def test_state_that_does_not_replay_to_the_records_stops_the_run(plain_runs: dic
     error naming the round and the way out; nothing is written (old code: a fresh curriculum, rc 0). (A record
     edited by hand no longer gets this far: its record_sha256 stops the run first.)"""
     from curriculum.errors import StateError
-    from flows.rundir import seal
+    from flows.run.rundir import seal
 
     folder = tmp_path / "run"
     shutil.copytree(plain_runs["half"], folder)
@@ -313,7 +313,7 @@ def test_a_changed_model_names_the_first_round_that_can_be_trained_again(tmp_pat
     """Round 1's model changed: round 0's optimizer state is gone (kept for the last round only), so deleting
     rounds/1 alone would stop at the next line; the message says rounds/0 (old code: rounds/1)."""
     from dataio.errors import InputError
-    from flows.rundir import RunDir
+    from flows.run.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     for r in (0, 1):
@@ -434,7 +434,7 @@ def test_a_moved_run_folder_names_its_own_models_old_records_included(plain_runs
     in the old place (gone, or for a copy the original's). Now a round's record names its model relative to the
     run folder, and a record written before (an absolute path) is read as its round's model where the folder is
     now; selection.json names rounds' models relative to the folder, the summary resolves them."""
-    from flows.rundir import seal
+    from flows.run.rundir import seal
 
     original = tmp_path / "original"
     shutil.copytree(plain_runs["full"], original)
@@ -541,7 +541,7 @@ def test_a_failed_run_removes_its_own_folder_not_a_live_sibling_run_in_the_new_p
     and be resumed (old code: rmtree of exp/ at seed0's exit)."""
     import atexit
 
-    from flows.output_folder import OutputFolder
+    from flows.run.output_folder import OutputFolder
 
     parent = tmp_path / "exp"
     failing = OutputFolder(parent / "seed0", "simcse-curriculum run seed0.yaml")
@@ -567,7 +567,7 @@ def test_a_failed_run_removes_its_own_folder_not_a_live_sibling_run_in_the_new_p
 
 
 def test_a_failed_run_into_new_nested_folders_removes_each_empty_parent_it_made(tmp_path: Path) -> None:
-    from flows.output_folder import OutputFolder
+    from flows.run.output_folder import OutputFolder
 
     (tmp_path / "mine.txt").write_text("not the command's\n")
     folder = OutputFolder(tmp_path / "new" / "x" / "y", "simcse-curriculum run a.yaml")
@@ -630,7 +630,7 @@ def test_dry_run_refuses_every_folder_run_refuses_with_the_same_line(inputs: dic
     folder another command holds, and a lock path that is a folder, all refused by `run`; a run recorded there with
     other rounds was refused without the advice `run` gives. Now the check applies `run`'s own folder checks, in
     its order: the same line, and nothing written."""
-    from flows.config import config_from_mapping
+    from flows.run.config import config_from_mapping
 
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -815,7 +815,7 @@ def test_mine_into_a_folder_inside_a_running_run_is_refused_naming_the_run(input
 def test_a_lock_path_that_is_a_folder_is_one_line(inputs: dict[str, Path], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Old code: IsADirectoryError, a 45-line traceback. Now one line naming the path and the way out."""
-    from flows.cli import main
+    from flows.cli.app import main
 
     out = tmp_path / "triplets"
     (out / ".simcse-curriculum.lock").mkdir(parents=True)
@@ -873,7 +873,8 @@ def test_sigkill_of_run_leaves_no_prefect_server(inputs: dict[str, Path], tmp_pa
 
 
 def test_the_server_spawn_that_the_guard_watches_exists() -> None:
-    """flows.server_guard wraps Prefect's one place that spawns the ephemeral server; an upgrade that renames
+    """flows.orchestration.server_guard wraps Prefect's one place that spawns the ephemeral server; an upgrade that
+    renames
     it must fail here, not leave servers behind silently."""
     from prefect.server.api.server import SubprocessASGIServer
 
@@ -1085,7 +1086,7 @@ def test_a_symbolic_link_loop_in_a_corpus_folder_is_one_line_naming_the_link(inp
     """Old code followed a link back to its own folder until the kernel gave up, then named a path of 40 nested
     links as 'not a table file'; a link that leads to itself was 'no such file or folder'. Now one line naming the
     link and saying it is a symbolic link loop."""
-    from flows.cli import main
+    from flows.cli.app import main
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -1196,11 +1197,11 @@ def test_inspect_plots_leave_nothing_in_home_or_beside_the_plots(inputs: dict[st
 # ------------------------------------------------------------------- registry versions verified before use
 
 def _registry_night(inputs: dict[str, Path], folder: Path, registry: Path, **changes: Any) -> dict[str, Any]:
-    """One registry run (flows.continuing: warm start, rounds, registration) through the plain steps."""
-    from flows.config import config_from_mapping
-    from flows.continuing import run_continuing
-    from flows.loop import plain_steps
-    from flows.rundir import RunDir
+    """One registry run (flows.rounds.continuing: warm start, rounds, registration) through the plain steps."""
+    from flows.rounds.continuing import run_continuing
+    from flows.rounds.loop import plain_steps
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
     from simcse.testing import torch_threads
 
     config = config_from_mapping(settings(folder, inputs, rounds=1, registry={
@@ -1222,8 +1223,8 @@ def test_a_registry_version_with_flipped_bytes_is_not_warm_started_from(inputs: 
     file still loads) and trained on. Now the run checks the version's files against the sha256 recorded with it
     before it loads them: one line naming the file, the version and what to do; nothing evaluated or trained."""
     from dataio.errors import InputError
-    from flows.mlflow_store import MlflowStore
-    from flows.registry import ModelRegistry
+    from flows.registry.mlflow_store import MlflowStore
+    from flows.registry.model_registry import ModelRegistry
 
     registry = ModelRegistry(MlflowStore.at(tmp_path / "registry"), "enc")
     weights = registry.local_path(registry.ensure_started(inputs["model"])) / "model.safetensors"
@@ -1240,7 +1241,7 @@ def test_a_parent_whose_fresh_evaluation_misses_its_recorded_score_stops_the_run
     unnoticed, and the gate compared the run's model with that baseline. Now the run compares its evaluation of
     the version with the version's recorded scores (same files and settings) and stops before round 0 trains."""
     from dataio.errors import InputError
-    from flows.registry import open_registry
+    from flows.registry.model_registry import open_registry
 
     night1 = _registry_night(inputs, tmp_path / "n1", tmp_path / "registry")
     assert night1["registry"]["registered"]["version"] == 2
@@ -1284,7 +1285,7 @@ REGISTRY_DRIVER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return out
     setattr(MlflowClient, method, wrapped)
-    from flows.cli import main
+    from flows.cli.app import main
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -1303,8 +1304,8 @@ def _registry_and_run(inputs: dict[str, Path], tmp_path: Path, score: float) -> 
     metric against the starting model's 70."""
     from test_flows_registry import evaluation, fake_run
 
-    from flows.mlflow_store import MlflowStore
-    from flows.registry import ModelRegistry
+    from flows.registry.mlflow_store import MlflowStore
+    from flows.registry.model_registry import ModelRegistry
 
     registry = ModelRegistry(MlflowStore.at(tmp_path / "registry"), "enc")
     start = registry.local_path(registry.ensure_started(inputs["model"]))
@@ -1354,8 +1355,8 @@ def test_a_promote_killed_mid_way_reads_as_what_happened_and_a_rerun_finishes_it
     read. Now what the promotion means is recorded before the alias moves and read with it: killed before the
     switch, nothing changed; killed after it, every read shows the version current and promoted, with the reason;
     the next command that moves the alias writes the marks."""
-    from flows.promotion import GateSettings
-    from flows.registry import PROMOTING, register_run
+    from flows.registry.model_registry import PROMOTING, register_run
+    from flows.registry.promotion import GateSettings
 
     registry, run = _registry_and_run(inputs, tmp_path, 60.0)
     assert register_run(registry, run, GateSettings()).promoted == "false"

@@ -38,7 +38,7 @@ PREFECT_CHATTER = ("Finished in state", "Beginning flow run", "View at ", "Start
 ])
 def test_usage_errors_are_one_line_and_exit_2(argv: list[str], says: str, capsys: pytest.CaptureFixture[str],
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.cli import main
+    from flows.cli.app import main
 
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
@@ -50,7 +50,7 @@ def test_usage_errors_are_one_line_and_exit_2(argv: list[str], says: str, capsys
 
 
 def test_no_arguments_prints_the_help_and_exits_2_as_click_does(capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from flows.cli.app import main
 
     assert main([]) == 2
     out, err = capsys.readouterr()
@@ -65,14 +65,14 @@ def test_a_usage_error_from_the_console_entry_point_has_no_traceback() -> None:
 
 
 def test_version_prints_the_installed_package_version(capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from flows.cli.app import main
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"simcse-curriculum {version('simcse-curriculum')}\n"
 
 
 def test_dash_capital_v_prints_the_version_too(capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from flows.cli.app import main
 
     assert main(["-V"]) == 0
     assert capsys.readouterr().out == f"simcse-curriculum {version('simcse-curriculum')}\n"
@@ -80,7 +80,7 @@ def test_dash_capital_v_prints_the_version_too(capsys: pytest.CaptureFixture[str
 
 def test_shell_completion_is_on(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """--install-completion/--show-completion exist, and the shell's completion request is answered."""
-    from flows.cli import main
+    from flows.cli.app import main
 
     assert main(["--help"]) == 0
     assert "--install-completion" in capsys.readouterr().out
@@ -108,7 +108,7 @@ def test_every_command_has_one_to_three_example_lines_in_its_help(capsys: pytest
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import typer
 
-    from flows.cli import PROG, app, main
+    from flows.cli.app import PROG, app, main
 
     commands = list(_commands(typer.main.get_command(app)))
     assert len(commands) >= 19
@@ -127,7 +127,7 @@ def test_every_command_has_one_to_three_example_lines_in_its_help(capsys: pytest
 
 
 def test_result_json_keeps_every_jsonable_key_and_only_those() -> None:
-    from flows.commands import result_json
+    from flows.cli.commands import result_json
 
     summary = {"run_dir": Path("/runs/a"), "rounds_completed": [0, 1], "last": {"sts": float("nan"), "ap": 61.5},
                "model_to_use": "/runs/a/rounds/1/model", "handle": object()}
@@ -142,13 +142,13 @@ def test_shipped_logging_config_is_prefects_default_plus_the_console_filter() ->
     """When Prefect changes its default logging config, this says the copy in flows/ needs the same change."""
     import importlib.util
 
-    from flows.prefect_env import LOGGING_CONFIG
+    from flows.orchestration.prefect_env import LOGGING_CONFIG
 
     spec = importlib.util.find_spec("prefect")
     assert spec is not None and spec.origin
     default = yaml.safe_load((Path(spec.origin).parent / "logging" / "logging.yml").read_text())
     ours = yaml.safe_load(LOGGING_CONFIG.read_text())
-    assert ours["filters"] == {"prefect_chatter": {"()": "flows.prefect_env.PrefectChatterFilter",
+    assert ours["filters"] == {"prefect_chatter": {"()": "flows.orchestration.prefect_env.PrefectChatterFilter",
                                                    "level": "${PREFECT_LOGGING_LEVEL}"}}
     assert ours["handlers"]["console"].pop("filters") == ["prefect_chatter"]
     del ours["filters"]
@@ -158,7 +158,7 @@ def test_shipped_logging_config_is_prefects_default_plus_the_console_filter() ->
 def test_chatter_filter_drops_prefects_own_info_lines_below_debug() -> None:
     import prefect.flow_engine
 
-    from flows.prefect_env import PrefectChatterFilter
+    from flows.orchestration.prefect_env import PrefectChatterFilter
 
     def record(level: int, pathname: str, func: str = "f") -> logging.LogRecord:
         return logging.LogRecord("prefect.flow_runs", level, pathname, 1, "msg", None, None, func)
@@ -253,7 +253,7 @@ def test_a_step_is_announced_once_it_takes_a_while(capsys: pytest.CaptureFixture
     once, say) prints nothing, so the error stays the one line on stderr."""
     import time
 
-    from flows.progress import said_if_slow
+    from flows.run.progress import said_if_slow
 
     monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
     with said_if_slow("checking the inputs", after=0.2):
@@ -272,9 +272,9 @@ def test_a_step_is_announced_once_it_takes_a_while(capsys: pytest.CaptureFixture
 def test_progress_bars_draw_on_a_terminal_only_and_not_under_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from flows.config import config_from_mapping
-    from flows.progress import bars_on
-    from flows.train_step import train_config
+    from flows.rounds.train_step import train_config
+    from flows.run.config import config_from_mapping
+    from flows.run.progress import bars_on
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -323,8 +323,8 @@ CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "TRAVIS", "C
 
 def test_telemetry_is_off_for_the_processes_a_command_starts_unless_the_user_chose(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.cli import main
-    from flows.scheduled_runs import set_run_environment
+    from flows.cli.app import main
+    from flows.orchestration.scheduled_runs import set_run_environment
 
     for name in TELEMETRY:
         monkeypatch.delenv(name, raising=False)
@@ -332,7 +332,8 @@ def test_telemetry_is_off_for_the_processes_a_command_starts_unless_the_user_cho
     assert main(["--version"]) == 0
     assert {k: os.environ.get(k) for k in TELEMETRY} == {
         "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    for name in TELEMETRY:  # a worker's flow process (flows.scheduled_runs): the same, and the user's choice stands
+    # a worker's flow process (flows.orchestration.scheduled_runs): the same, and the user's choice stands
+    for name in TELEMETRY:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DO_NOT_TRACK", "0")
     set_run_environment()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dataio.errors import InputError
-from flows.config import load_config
+from flows.run.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,8 +100,8 @@ def test_errors_name_the_key_and_its_line(tmp_path: Path, edit: tuple[str, str],
 def test_mining_and_training_sections_are_the_packages_models_and_dump_as_written(tmp_path: Path) -> None:
     """The run config embeds mining's MiningParams and simcse's TrainConfig; it saves, fingerprints and caches
     them as the YAML gave them (defaults left out), as when the sections were plain mappings."""
-    from flows.config import config_from_mapping
-    from flows.train_step import train_config
+    from flows.rounds.train_step import train_config
+    from flows.run.config import config_from_mapping
     from mining.params import MiningParams
     from simcse.train_config import TrainConfig
 
@@ -123,9 +123,9 @@ def test_mining_shards_and_cluster_change_neither_results_nor_keys_and_may_chang
     stay out of the fingerprint, the settings key and the mine task's cache key, and a resumed run may change them.
     `mining.encode_runtime` is a setting like any other. Left at their defaults, none of the three is written, so a
     run recorded before they existed resumes with its fingerprint."""
-    from flows.new_data import settings_key
-    from flows.rundir import RunDir
-    from flows.tasks import _mine_key
+    from flows.orchestration.tasks import _mine_key
+    from flows.run.new_data import settings_key
+    from flows.run.rundir import RunDir
 
     plain = load_config(_write(tmp_path, GOOD))
     spread = load_config(_write(tmp_path, GOOD + "mining:\n  shards: 4\n  cluster: tcp://10.0.0.5:8786\n", "s.yaml"))
@@ -156,7 +156,7 @@ def test_validate_says_at_once_when_the_openvino_encode_runtime_is_not_installed
                                                                                    monkeypatch) -> None:
     import importlib.util
 
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
@@ -168,7 +168,7 @@ def test_validate_says_at_once_when_the_openvino_encode_runtime_is_not_installed
 def test_validate_says_at_once_when_the_ray_engine_is_not_installed(tmp_path: Path, monkeypatch) -> None:
     import importlib.util
 
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
@@ -178,7 +178,7 @@ def test_validate_says_at_once_when_the_ray_engine_is_not_installed(tmp_path: Pa
 
 
 def test_a_teacher_is_a_folder_relative_to_the_yaml_and_validate_names_it(tmp_path: Path) -> None:
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
 
     config = load_config(_write(tmp_path, GOOD + "teacher: {path: models/teacher}\n"))
     assert config.teacher is not None and config.teacher.path == str(tmp_path / "models" / "teacher")
@@ -254,9 +254,9 @@ def test_config_files_are_parsed_within_stated_bounds(tmp_path: Path, text: str,
 
 
 def test_a_long_config_without_aliases_is_told_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.config
+    import flows.run.config
 
-    monkeypatch.setattr(flows.config, "MAX_EXPANDED_VALUES", 50)  # the bound, scaled down: no 100,000-item file
+    monkeypatch.setattr(flows.run.config, "MAX_EXPANDED_VALUES", 50)  # the bound, scaled down: no 100,000-item file
     path = _write(tmp_path, GOOD + "eval_list: [" + ", ".join(["1"] * 60) + "]\n")
     with pytest.raises(InputError, match=r"it holds more than a config may \(50 values or .*line 9; a run's "
                                          r"settings are a few dozen lines"):
@@ -266,7 +266,7 @@ def test_a_long_config_without_aliases_is_told_so(tmp_path: Path, monkeypatch: p
 @pytest.mark.timeout(30)
 def test_the_key_line_walk_visits_each_node_once() -> None:
     """16 levels of two aliases: 2^16 paths, 33 nodes (old code: every path listed)."""
-    from flows.config import _key_lines, _line_for
+    from flows.run.config import _key_lines, _line_for
 
     text = "a: &a {x: 1}\n" + "".join(f"{cur}: &{cur} {{l: *{prev}, r: *{prev}}}\n"
                                       for prev, cur in zip(LEVELS, LEVELS[1:]))
@@ -302,7 +302,7 @@ def test_validate_and_run_refuse_the_alias_bomb_in_one_line(tmp_path: Path, comm
 
 
 def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from flows.cli.app import main
 
     path = _write(tmp_path, GOOD.replace("pacing: root", "pacing: sqroot"))
     assert main(["run", str(path)]) == 2
@@ -312,7 +312,7 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest
 
 
 def test_shipped_configs_validate_and_demo_yaml_matches_the_packaged_demo() -> None:
-    from flows.demo import demo_config
+    from flows.cli.demo import demo_config
 
     for name in ("demo", "domain_unlabeled", "domain_teacher", "nli_supervised", "nli_curriculum"):
         load_config(REPO / "configs" / f"{name}.yaml")
@@ -323,7 +323,7 @@ def test_shipped_configs_validate_and_demo_yaml_matches_the_packaged_demo() -> N
 
 def test_demo_corpus_is_deterministic_and_holds_out_its_eval_sentences(tmp_path: Path) -> None:
     from dataio.tables import read_labeled_pairs
-    from flows.demo_data import build_demo_data
+    from flows.run.demo_data import build_demo_data
 
     a = build_demo_data(tmp_path / "a", max_sentences=300, eval_docstrings=40)
     b = build_demo_data(tmp_path / "b", max_sentences=300, eval_docstrings=40)
@@ -343,7 +343,7 @@ def test_demo_corpus_is_deterministic_and_holds_out_its_eval_sentences(tmp_path:
 
 def test_run_dir_refuses_a_different_config_and_says_why_for_more_rounds(tmp_path: Path) -> None:
     """`rounds` sets the length of the learning-rate and curriculum schedules, so more rounds is a new run."""
-    from flows.rundir import RunDir
+    from flows.run.rundir import RunDir
 
     cfg = load_config(_write(tmp_path, GOOD))
     run = RunDir(cfg.output_dir)
@@ -372,7 +372,7 @@ def test_atomic_dir_never_shows_a_partial_folder(tmp_path: Path) -> None:
 
 
 def test_only_transient_faults_are_retried() -> None:
-    from flows.tasks import is_transient
+    from flows.orchestration.tasks import is_transient
 
     assert is_transient(OSError("stale NFS handle")) and is_transient(ConnectionResetError())
     assert is_transient(TimeoutError())
@@ -387,7 +387,7 @@ def _fake_run(tmp_path: Path) -> Path:
 
     from curriculum import CurriculumScheduler, parse_config
     from curriculum.synthetic import band_table, write_round
-    from flows.rundir import RunDir, write_json
+    from flows.run.rundir import RunDir, write_json
 
     cfg = load_config(_write(tmp_path, GOOD))
     run = RunDir(cfg.output_dir)
@@ -413,7 +413,7 @@ def _fake_run(tmp_path: Path) -> Path:
 
 
 def test_report_has_metrics_bands_links_and_plots(tmp_path: Path) -> None:
-    from flows.report import build_report
+    from flows.rounds.report import build_report
 
     root = _fake_run(tmp_path)
     report = build_report(root).read_text()

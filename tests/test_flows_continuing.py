@@ -1,8 +1,8 @@
 """Runs that build on each other (issue 14, parts 3 and 4): warm start from the registry's current version, a
 corpus folder that grows between runs, "what was new", no-op runs, and the promotion gate at a run's end.
 
-Five nights on a tiny random BERT and a corpus folder, through the round loop without Prefect (flows.loop with
-the plain steps, as the experiment harness runs it; the Prefect flow calls the same flows.continuing):
+Five nights on a tiny random BERT and a corpus folder, through the round loop without Prefect (flows.rounds.loop with
+the plain steps, as the experiment harness runs it; the Prefect flow calls the same flows.rounds.continuing):
 
     night 1   new registry (version 1 = the base model); corpus a.txt          -> version 2, promoted
     night 2   nothing new (run from the command line)                           -> a recorded no-op
@@ -85,12 +85,12 @@ def scheduled_config(tmp_path: Path, data: dict[str, Path]) -> Path:
 
 
 def run_night(data: dict[str, Path], night: str, loads: list[str], **changes: Any) -> dict[str, Any]:
-    """One night through flows.continuing with the plain steps; `loads` collects every model folder loaded."""
-    from flows import inputs as run_inputs
-    from flows.config import config_from_mapping
-    from flows.continuing import run_continuing
-    from flows.loop import plain_steps
-    from flows.rundir import RunDir
+    """One night through flows.rounds.continuing with the plain steps; `loads` collects every model folder loaded."""
+    from flows.rounds.continuing import run_continuing
+    from flows.rounds.loop import plain_steps
+    from flows.run import inputs as run_inputs
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
     from simcse.testing import torch_threads
 
     config = config_from_mapping(settings(data, night, **changes))
@@ -110,7 +110,7 @@ def run_night(data: dict[str, Path], night: str, loads: list[str], **changes: An
 
 @pytest.fixture(scope="module")
 def nights(data: dict[str, Path]) -> dict[str, Any]:
-    from flows.cli import main
+    from flows.cli.app import main
 
     out: dict[str, Any] = {}
     out["loads1"] = []
@@ -146,7 +146,7 @@ def nights(data: dict[str, Path]) -> dict[str, Any]:
 
 
 def registry(data: dict[str, Path]) -> Any:
-    from flows.registry import open_registry
+    from flows.registry.model_registry import open_registry
 
     return open_registry(str(data["registry"]), "enc")
 
@@ -216,7 +216,7 @@ def test_a_file_added_to_the_corpus_folder_is_mined_and_counted_as_new(data, nig
     assert anchors & {sentence(i) for i in range(60, 100)}, "the new file is mined"
     assert anchors & {sentence(i) for i in range(5, 60)}, "with the whole corpus, old files included"
     # The registered version carries what its line has seen, for the next night to compare with.
-    from flows.new_data import seen_of_version
+    from flows.run.new_data import seen_of_version
 
     reg = registry(data)
     v3 = reg.version(3)
@@ -240,7 +240,7 @@ def test_a_regressing_run_is_not_promoted_and_the_current_model_stays(data, nigh
     assert night5["noop"] is True and "version 4 was made from version 3" in night5["reason"], night5
     assert nights["loads5"] == [] and reg.current_number() == 3 and len(reg.versions()) == 4
     # With tracking on, the no-op is an MLflow run of its own, tagged as one.
-    from flows.mlflow_store import MlflowStore
+    from flows.registry.mlflow_store import MlflowStore
 
     client = MlflowStore.at(data["root"] / "mlflow").client()
     runs = client.search_runs([client.get_experiment_by_name("simcse-curriculum").experiment_id])
@@ -250,8 +250,8 @@ def test_a_regressing_run_is_not_promoted_and_the_current_model_stays(data, nigh
 
 
 def test_force_runs_even_when_nothing_is_new_and_a_resumed_run_is_never_a_no_op(data, nights):
-    from flows.config import config_from_mapping
-    from flows.continuing import check_nothing_new
+    from flows.rounds.continuing import check_nothing_new
+    from flows.run.config import config_from_mapping
 
     again = config_from_mapping(settings(data, "n6"))  # night 3's settings: version 3 has seen a.txt and b.txt ...
     (data["corpus"] / "c.txt").rename(data["root"] / "c.txt")  # ... and nothing else now
@@ -266,7 +266,7 @@ def test_force_runs_even_when_nothing_is_new_and_a_resumed_run_is_never_a_no_op(
 
 
 def test_run_force_without_a_registry_is_a_usage_error(data, tmp_path, capsys):
-    from flows.cli import main
+    from flows.cli.app import main
 
     plain = settings(data, "plain")
     plain.pop("registry")
@@ -278,15 +278,17 @@ def test_run_force_without_a_registry_is_a_usage_error(data, tmp_path, capsys):
 
 def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_path):
     """The scheduled flow's `force` parameter (`prefect deployment run NAME -p force=true`), through what the flow
-    runs (flows.scheduled_runs.run_scheduled) with the plain steps in place of Prefect's tasks, so no server: night
+    runs (flows.orchestration.scheduled_runs.run_scheduled) with the plain steps in place of Prefect's tasks, so no
+    server: night
     1 registers version 2, which saw the corpus; night 2 has nothing new and is a no-op; night 3, forced, trains
     from version 2 and registers version 3. With `retention.keep: 1` each night prunes older runs once finished."""
-    from flows.continuing import run_continuing
-    from flows.curriculum_flow import scheduled_flow
-    from flows.loop import plain_steps
-    from flows.registry import open_registry
-    from flows.rundir import RunDir
-    from flows.scheduled_runs import is_finished, run_scheduled, scheduled_folders
+    from flows.orchestration.curriculum_flow import scheduled_flow
+    from flows.orchestration.scheduled_runs import run_scheduled
+    from flows.registry.model_registry import open_registry
+    from flows.rounds.continuing import run_continuing
+    from flows.rounds.loop import plain_steps
+    from flows.run.rundir import RunDir
+    from flows.run.scheduled_folders import is_finished, scheduled_folders
     from simcse.testing import torch_threads
 
     yaml_path = scheduled_config(tmp_path, data)
@@ -334,9 +336,9 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
 # ------------------------------------------------------------------------------------------ corpus folders
 def test_a_corpus_folder_is_read_file_by_file_in_sorted_order_and_errors_name_the_file(tmp_path):
     from dataio.tables import table_files
-    from flows.config import config_from_mapping
-    from flows.inputs import load_mining_corpus, prepare_inputs
-    from flows.rundir import RunDir
+    from flows.run.config import config_from_mapping
+    from flows.run.inputs import load_mining_corpus, prepare_inputs
+    from flows.run.rundir import RunDir
 
     folder = tmp_path / "corpus"
     (folder / "2026-02").mkdir(parents=True)
@@ -368,8 +370,8 @@ def test_a_corpus_folder_is_read_file_by_file_in_sorted_order_and_errors_name_th
 
 
 def test_validate_names_the_config_key_for_a_bad_file_inside_a_corpus_folder(tmp_path):
-    from flows.config import load_config
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
+    from flows.run.config import load_config
 
     folder = tmp_path / "corpus"
     folder.mkdir()
@@ -386,7 +388,7 @@ def test_models_register_takes_its_margin_from_the_run_config(tmp_path, capsys):
     """`models register` without --min-gain decides as the run would have: with its eval.min_improvement."""
     import shutil
 
-    from flows.cli import main
+    from flows.cli.app import main
     from simcse.testing import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny", seed=0)
@@ -419,9 +421,9 @@ def test_scheduled_nights_through_prefect_warm_start_register_and_record_a_no_op
     from prefect.client.orchestration import get_client
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.curriculum_flow import scheduled_flow
-    from flows.registry import open_registry
-    from flows.scheduled_runs import scheduled_folders
+    from flows.orchestration.curriculum_flow import scheduled_flow
+    from flows.registry.model_registry import open_registry
+    from flows.run.scheduled_folders import scheduled_folders
     from simcse.testing import torch_threads
 
     yaml_path = scheduled_config(tmp_path, data)
@@ -453,9 +455,9 @@ def test_scheduled_nights_through_prefect_warm_start_register_and_record_a_no_op
 
 def test_a_registry_nights_folder_counts_as_the_same_run_for_a_scheduled_resume(data, nights):
     """The saved config names the version the night started from, the YAML the base model: a scheduled run
-    (flows.scheduled_runs) must still see an unfinished registry night as its own and resume it."""
-    from flows.config import config_from_mapping
-    from flows.rundir import RunDir
+    (flows.orchestration.scheduled_runs) must still see an unfinished registry night as its own and resume it."""
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
 
     config = config_from_mapping(settings(data, "n3"))
     assert config.model.name_or_path == str(data["model"])

@@ -1,5 +1,5 @@
 """Scheduled deployments on a work pool (`simcse-curriculum deploy`, `prefect.yaml`) and the folder each scheduled
-run writes (flows.scheduled_runs): the latest unfinished run is resumed, never run beside or started over.
+run writes (flows.orchestration.scheduled_runs): the latest unfinished run is resumed, never run beside or started over.
 
 The server test starts a real `prefect server start` and a real `prefect worker start --pool ...` on loopback
 (own PREFECT_HOME, stopped by PID in a finally), deploys a tiny run, triggers two runs (both complete, one after
@@ -28,10 +28,10 @@ import pytest
 import yaml
 from loopback_servers import REPO, env_without_api, start_prefect_server, stop, tail, write_tiny_run_config
 
-from flows.config import config_from_mapping, load_config
-from flows.deploy import FLOW_ENTRYPOINT, deployment_tags
-from flows.rundir import RunDir
-from flows.scheduled_runs import FINISHED, is_finished, scheduled_folders, scheduled_run_folder
+from flows.orchestration.deploy import FLOW_ENTRYPOINT, deployment_tags
+from flows.run.config import config_from_mapping, load_config
+from flows.run.rundir import RunDir
+from flows.run.scheduled_folders import FINISHED, is_finished, scheduled_folders, scheduled_run_folder
 
 WHEN = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
 
@@ -144,7 +144,7 @@ def test_a_resumed_folder_stays_locked_while_the_run_writes_it(tmp_path: Path) -
 
 
 def test_the_finished_record_and_the_run_name_outside_a_flow_run(tmp_path: Path) -> None:
-    from flows.scheduled_runs import mark_finished, scheduled_run_name
+    from flows.orchestration.scheduled_runs import mark_finished, scheduled_run_name
 
     mark_finished(tmp_path, {"rounds_completed": [0, 1]}, resumed=True)
     record = json.loads((tmp_path / FINISHED).read_text())
@@ -364,7 +364,7 @@ def test_a_finished_night_drops_its_last_optimizer_state_and_an_unfinished_one_k
     """The last round's optimizer state is kept for the next round to continue from; a finished night has none, so
     it is removed once the night is marked finished (each was ~173 MB of a MiniLM run's folder, kept forever). A
     night that stopped before it finished keeps it: the next night resumes from it."""
-    from flows.scheduled_runs import run_scheduled
+    from flows.orchestration.scheduled_runs import run_scheduled
 
     root = tmp_path / "nightly"
     config = tmp_path / "nightly.yaml"

@@ -24,7 +24,7 @@ import pytest
 from json_audit import stringly
 
 from dataio.errors import InputError
-from flows.config import load_config
+from flows.run.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 TOPICS = {"sport": ["The match ended {n} to nil after extra time", "Our striker scored {n} goals this season",
@@ -134,8 +134,8 @@ def test_a_bad_start_ends_fast_in_one_line_exit_2_and_leaves_no_trace(team: Path
 
 
 def test_a_folder_holding_another_run_is_refused_before_prefect_starts(team: Path) -> None:
-    from flows.rundir import RunDir
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
+    from flows.run.rundir import RunDir
 
     first = load_config(_config(team, "other-run"))
     RunDir(Path(first.output_dir)).claim(first)
@@ -148,7 +148,7 @@ def test_a_folder_holding_another_run_is_refused_before_prefect_starts(team: Pat
 # ------------------------------------------------------------------------------------- honest inputs
 
 def test_label_0_pairs_are_dropped_before_training_and_counted(team: Path) -> None:
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
 
     check = check_run(load_config(_config(team, "labels")))
     pairs = next(s for s in check.corpus.sources if s.kind == "pairs")
@@ -159,7 +159,7 @@ def test_label_0_pairs_are_dropped_before_training_and_counted(team: Path) -> No
 
 
 def test_the_domain_setting_means_one_thing(team: Path) -> None:
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
 
     with pytest.raises(InputError) as err:
         load_config(_config(team, "domain", ("columns: {text: tweet, domain: topic}",
@@ -177,9 +177,9 @@ def test_the_domain_setting_means_one_thing(team: Path) -> None:
 
 def test_evaluation_files_take_a_typed_column_map(team: Path) -> None:
     """Before, `columns` on an evaluation file was accepted and ignored: the file then failed (or was misread)."""
-    from flows.inputs import prepare_inputs, read_eval_sets
-    from flows.rundir import RunDir
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
+    from flows.run.inputs import prepare_inputs, read_eval_sets
+    from flows.run.rundir import RunDir
 
     rows = [[f"text {i}", f"other text {i}", i % 2] for i in range(10)]
     _write_csv(team / "dev_ab.csv", ["a", "b", "is_para"], rows)
@@ -198,7 +198,7 @@ def test_a_band_the_curriculum_never_reaches_is_a_warning_at_validation(team: Pa
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 12: `--rounds 2` with curriculum.total 4 reached competence 0.51; nearest_neighbour got 0.00 in both
     rounds, mined and encoded every round, never trained on, and nothing said so."""
-    from flows.cli import main
+    from flows.cli.app import main
 
     stuck = _config(team, "stuck", extra="curriculum: {total: 4}\n")
     assert main(["validate", str(stuck), "--rounds", "2", "--steps", "2"]) == 0
@@ -218,7 +218,7 @@ def test_a_band_the_curriculum_never_reaches_is_a_warning_at_validation(team: Pa
 
 
 def test_dry_run_checks_estimates_and_writes_nothing(team: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from flows.cli.app import main
 
     cfg = _config(team, "dry")
     assert main(["run", str(cfg), "--dry-run", "--rounds", "2", "--steps", "3"]) == 0
@@ -271,7 +271,7 @@ def test_init_on_a_fresh_csv_to_a_finished_run_and_its_model_card(team: Path, ha
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow.parquet as pq
 
-    from flows.cli import main
+    from flows.cli.app import main
 
     monkeypatch.chdir(team)
     assert main(["init", "tweets.csv", "pairs.csv", "dev_pairs.csv", "--out", "team.yaml", "--model", "tiny-bert"]) == 0

@@ -23,7 +23,7 @@ def _teacher(folder: Path) -> Path:
 
 
 def test_a_named_teacher_is_on_and_validates(tmp_path: Path) -> None:
-    from flows.scaffold import scaffold
+    from flows.rounds.scaffold import scaffold
 
     teacher = _teacher(tmp_path / "my-teacher")
     path, _, _ = scaffold([str(_corpus(tmp_path))], tmp_path / "run.yaml", teacher=str(teacher))
@@ -32,7 +32,7 @@ def test_a_named_teacher_is_on_and_validates(tmp_path: Path) -> None:
 
 
 def test_a_teacher_found_beside_the_config_is_offered_commented_out(tmp_path: Path) -> None:
-    from flows.scaffold import scaffold
+    from flows.rounds.scaffold import scaffold
 
     (tmp_path / "models").mkdir()
     teacher = _teacher(tmp_path / "models" / "all-mpnet-base-v2")
@@ -44,7 +44,7 @@ def test_a_teacher_found_beside_the_config_is_offered_commented_out(tmp_path: Pa
 
 
 def test_without_a_teacher_the_config_says_how_to_install_one(tmp_path: Path) -> None:
-    from flows.scaffold import scaffold
+    from flows.rounds.scaffold import scaffold
 
     path, _, _ = scaffold([str(_corpus(tmp_path))], tmp_path / "run.yaml")
     assert "simcse-curriculum teacher install --out models/all-mpnet-base-v2" in path.read_text(encoding="utf-8")

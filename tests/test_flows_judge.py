@@ -11,9 +11,9 @@ import pytest
 @pytest.fixture(scope="module")
 def judged_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import mining.embeddings as embeddings
-    from flows.config import config_from_mapping
-    from flows.loop import plain_steps, run_rounds
-    from flows.rundir import RunDir
+    from flows.rounds.loop import plain_steps, run_rounds
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
     from simcse.testing import build_tiny_model, torch_threads
 
     root = tmp_path_factory.mktemp("judged")
@@ -48,11 +48,11 @@ def judged_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     mp = pytest.MonkeyPatch()
     mp.setattr(embeddings, "embed_corpus", counting)
-    import flows.train_step
+    import flows.rounds.train_step
     import mining.pipeline
 
     mp.setattr(mining.pipeline, "embed_corpus", counting)
-    mp.setattr(flows.train_step, "embed_corpus", counting, raising=False)
+    mp.setattr(flows.rounds.train_step, "embed_corpus", counting, raising=False)
     try:
         with torch_threads(1):
             run = RunDir(root / "run")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import config_from_mapping
-from flows.fingerprint import file_fingerprint
-from flows.model_cards import round_card
-from flows.rundir import RunDir
+from flows.rounds.model_cards import round_card
+from flows.run.config import config_from_mapping
+from flows.run.fingerprint import file_fingerprint
+from flows.run.rundir import RunDir
 
 
 def test_round_card_names_each_source_with_its_fingerprint_licence_and_row_counts(tmp_path: Path) -> None:

@@ -66,8 +66,8 @@ def harness() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def reference_run(harness: str, tiny_inputs: dict[str, Path]) -> dict[str, Any]:
     """One uninterrupted run of the curriculum flow (in process, through the harness)."""
-    from flows.config import config_from_mapping
-    from flows.curriculum_flow import curriculum_flow
+    from flows.orchestration.curriculum_flow import curriculum_flow
+    from flows.run.config import config_from_mapping
     from simcse.testing import torch_threads
 
     out = tiny_inputs["root"] / "reference"
@@ -172,7 +172,7 @@ def test_curriculum_flow_leaves_a_complete_run_directory(reference_run: dict[str
 
 def test_a_tracked_flow_run_is_one_mlflow_run_tagged_with_its_prefect_flow_run(
         reference_run: dict[str, Any], tiny_inputs: dict[str, Path]) -> None:
-    from flows.mlflow_store import MlflowStore
+    from flows.registry.mlflow_store import MlflowStore
 
     client = MlflowStore.at(tiny_inputs["root"] / "mlflow").client()
     runs = client.search_runs([client.get_experiment_by_name("simcse-curriculum").experiment_id])
@@ -225,8 +225,8 @@ def test_report_counts_distinct_pairs_and_keeps_self_matches_apart(reference_run
     anchor itself are not shown as skips; the report says what was read and how long the run took."""
     import pyarrow.parquet as pq
 
-    from flows.report import read_similarities
-    from flows.rundir import RunDir
+    from flows.rounds.report import read_similarities
+    from flows.run.rundir import RunDir
 
     run: Path = reference_run["dir"]
     manifest = json.loads(RunDir(run).manifest_path(0).read_text())
@@ -273,8 +273,8 @@ def test_prefect_records_artifacts_and_reuses_cached_tasks(reference_run: dict[s
         FlowRunFilterId,
     )
 
-    from flows.config import load_config
-    from flows.curriculum_flow import curriculum_flow
+    from flows.orchestration.curriculum_flow import curriculum_flow
+    from flows.run.config import load_config
 
     run: Path = reference_run["dir"]
     state = curriculum_flow(load_config(run / "config.yaml"), return_state=True)
@@ -325,7 +325,7 @@ DRIVER = textwrap.dedent("""
             if count[0] == int(rest):
                 die()
         register_optimizer_step_post_hook(hook)
-    from flows.cli import main
+    from flows.cli.app import main
     sys.exit(main(["run", sys.argv[1]]))
 """)
 
@@ -395,8 +395,8 @@ def test_standalone_mine_train_evaluate_flows_share_the_tasks(harness: str, tiny
                                                               tmp_path: Path) -> None:
     """A domain team's path: mine only, then train one round on those triplets, then evaluate a model."""
     from dataio.errors import InputError
-    from flows.config import config_from_mapping
-    from flows.curriculum_flow import evaluate_flow, mine_flow, train_flow
+    from flows.orchestration.curriculum_flow import evaluate_flow, mine_flow, train_flow
+    from flows.run.config import config_from_mapping
     from simcse.testing import torch_threads
 
     out = tmp_path / "standalone"
@@ -422,8 +422,8 @@ def test_accelerator_tasks_carry_the_gpu_tag_only_when_a_limit_exists(harness: s
     makes it do something (`prefect concurrency-limit create gpu 1`)."""
     from prefect.client.orchestration import get_client
 
-    from flows.rundir import RunDir
-    from flows.tasks import GPU_TAG, bind_tasks, gpu_limit_exists
+    from flows.orchestration.tasks import GPU_TAG, bind_tasks, gpu_limit_exists
+    from flows.run.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     assert not gpu_limit_exists()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dataio.errors import InputError
-from flows.config import config_from_mapping
-from flows.promotion import GateSettings, best_round, decide, flat_metrics, metric_value
+from flows.registry.promotion import GateSettings, best_round, decide, metric_value
+from flows.run.config import config_from_mapping
+from simcse.evaluation import flat_metrics
 
 
 def ev(select: float | None, guard: float | None = 80.0, report: float = 50.0) -> dict:
@@ -70,7 +71,7 @@ def test_gate_settings_refuse_bad_metric_names_and_a_guard_that_is_the_deciding_
 
 
 def test_tracking_and_retention_change_neither_the_fingerprint_nor_what_a_run_may_resume(tmp_path) -> None:
-    from flows.rundir import RunDir
+    from flows.run.rundir import RunDir
 
     plain = config_from_mapping({**BASE, "output_dir": str(tmp_path / "run")})
     tracked = config_from_mapping({**BASE, "output_dir": str(tmp_path / "run"),

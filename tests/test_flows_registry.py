@@ -17,10 +17,10 @@ from json_audit import stringly
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported: no network
 
 from dataio.errors import InputError
-from flows.cli import main
-from flows.mlflow_store import MlflowStore
-from flows.promotion import GateSettings
-from flows.registry import ModelRegistry, register_run
+from flows.cli.app import main
+from flows.registry.mlflow_store import MlflowStore
+from flows.registry.model_registry import ModelRegistry, register_run
+from flows.registry.promotion import GateSettings
 
 
 def evaluation(select: float | None, guard: float = 80.0) -> dict:
@@ -28,7 +28,7 @@ def evaluation(select: float | None, guard: float = 80.0) -> dict:
 
 
 def fake_run(folder: Path, start: Path, base: dict, rounds: list[dict], model: Path) -> Path:
-    """A finished run folder as flows.loop leaves it: config, base metrics, per-round metrics and models."""
+    """A finished run folder as flows.rounds.loop leaves it: config, base metrics, per-round metrics and models."""
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"name_or_path": str(start)}}), encoding="utf-8")
     dev = {"name": "pairs/select"}
@@ -65,7 +65,7 @@ def test_the_gate_decides_on_the_dev_metric_against_the_version_the_run_started_
     assert (v2.version, v2.parent, v2.promoted, v2.current) == (2, 1, "true", True)
     assert v2.gate["candidate"] == 72.5 and v2.metrics["pairs/report"] == 40.0, "the best round by the dev metric"
     # What a registry run records (registered.json, and `run --json`'s registry.registered): JSON's own types.
-    from flows.continuing import registration_record
+    from flows.rounds.continuing import registration_record
 
     record = json.loads(json.dumps(registration_record(registry, v2)))
     assert record["promoted"] is True and record["version"] == 2 and stringly(record) == []
@@ -92,7 +92,7 @@ def test_the_gate_decides_on_the_dev_metric_against_the_version_the_run_started_
 
 def test_a_round_model_changed_on_disk_is_not_registered(tmp_path, tiny, registry):
     """What is registered is what the round wrote and evaluated: its files' sha256 in metrics.json is checked."""
-    from flows.rundir import RunDir
+    from flows.run.rundir import RunDir
 
     start = registry.local_path(registry.current())
     folder = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(75.0)], Path(tiny))
@@ -109,7 +109,7 @@ def test_a_round_record_edited_after_the_round_closed_is_not_registered(tmp_path
     """The gate picks and judges the candidate by the rounds' metrics.json: a record edited by hand (sealed when its
     round closed, record_sha256) is refused in one line, as a resumed run refuses it, and nothing is registered
     (old code: the edited score was registered, and promoted)."""
-    from flows.rundir import seal
+    from flows.run.rundir import seal
 
     start = registry.local_path(registry.current())
     run = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(60.0)], Path(tiny))
@@ -188,9 +188,9 @@ def test_models_cli_lists_prints_paths_promotes_and_rolls_back(tmp_path, tiny, c
 
 
 def test_a_run_is_tracked_once_per_round_and_a_resumed_run_continues_the_same_mlflow_run(tmp_path):
-    from flows.config import config_from_mapping
-    from flows.rundir import RunDir
-    from flows.tracking import round_hooks, tracker_for
+    from flows.registry.tracking import round_hooks, tracker_for
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
 
     store = tmp_path / "store"
     cfg = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"builtin": "python_docstrings"},
@@ -235,10 +235,10 @@ def test_a_version_links_to_the_run_it_trained_in_one_store(tmp_path, tiny, regi
     """Tracking defaults to the registry's store, and the version is registered from the run's tracked MLflow run:
     MLflow's model version names that run (`run_id`), whose metrics are the training's (before: two unlinked
     stores, each version on a run of its own with no metrics, `<output_dir>/mlflow` holding the training's)."""
-    from flows.config import config_from_mapping
-    from flows.mlflow_store import store_for
-    from flows.rundir import RunDir
-    from flows.tracking import TRACKING_FILE, round_hooks, tracker_for
+    from flows.registry.mlflow_store import store_for
+    from flows.registry.tracking import TRACKING_FILE, round_hooks, tracker_for
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
 
     start = registry.local_path(registry.current())
     folder = fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(71.0)], Path(tiny))
@@ -281,7 +281,7 @@ def test_models_path_reads_the_registrys_own_records_without_mlflow_in_under_a_s
     import resource
     import subprocess
 
-    from flows.registry import read_local_version
+    from flows.registry.model_registry import read_local_version
 
     start = registry.local_path(registry.current())
     fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(71.0)], Path(tiny))
@@ -295,7 +295,7 @@ def test_models_path_reads_the_registrys_own_records_without_mlflow_in_under_a_s
         with pytest.raises(InputError, match=re.escape(message)):
             read_local_version(registry.store, *args)
 
-    script = ("import sys; from flows.cli import main; rc = main(['models', 'path', sys.argv[1]]); "
+    script = ("import sys; from flows.cli.app import main; rc = main(['models', 'path', sys.argv[1]]); "
               "print('mlflow imported' if 'mlflow' in sys.modules else 'no mlflow', file=sys.stderr); sys.exit(rc)")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "registry")], capture_output=True, text=True,
@@ -308,9 +308,9 @@ def test_models_path_reads_the_registrys_own_records_without_mlflow_in_under_a_s
 
 
 def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monkeypatch):
-    from flows import mlflow_store
-    from flows.config import config_from_mapping
-    from flows.validate import check_run
+    from flows.registry import mlflow_store
+    from flows.rounds.validate import check_run
+    from flows.run.config import config_from_mapping
 
     monkeypatch.setitem(sys.modules, "mlflow", None)
     monkeypatch.setattr(mlflow_store, "_CLIENTS", {})
@@ -573,9 +573,9 @@ def test_a_tracking_store_moved_aside_gets_the_resumed_run_logged_again(tmp_path
     """The way out of a damaged tracking store is to move its mlflow.db aside; the resumed run then finds its
     tracking.json naming an MLflow run the new store has never seen (old code: MlflowException 'Run ... not found',
     a traceback on every resume). Now it logs itself to a new MLflow run, every round it finished included."""
-    from flows.config import config_from_mapping
-    from flows.rundir import RunDir
-    from flows.tracking import round_hooks, tracker_for
+    from flows.registry.tracking import round_hooks, tracker_for
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
 
     store = tmp_path / "store"
     cfg = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"builtin": "python_docstrings"},

@@ -59,9 +59,9 @@ def runs(tmp_path: Path, tiny: str) -> dict[str, Any]:
     """root/: registry/ (version 1 = the tiny model), r0 (registered, not promoted), r1 (registered, promoted),
     r2 (in use by another command), r3 (no registry, two rounds, selected round 1), r4 and r5 (the newest),
     n (a no-op record), notes/ (not a run), and a link from r1's cache to a file outside root."""
-    from flows.mlflow_store import MlflowStore
-    from flows.promotion import GateSettings
-    from flows.registry import ModelRegistry, register_run
+    from flows.registry.mlflow_store import MlflowStore
+    from flows.registry.model_registry import ModelRegistry, register_run
+    from flows.registry.promotion import GateSettings
 
     root = tmp_path / "runs"
     root.mkdir()
@@ -100,7 +100,7 @@ EXPECTED = {  # keep 2: r4 and r5 stay whole; r2 is in use; r0, r1, r3 give up w
 
 
 def test_dry_run_lists_what_would_go_with_sizes_and_changes_nothing(runs, capsys):
-    from flows.cli import main
+    from flows.cli.app import main
 
     root = runs["root"]
     before = snapshot(root)
@@ -124,7 +124,7 @@ def test_prune_removes_exactly_what_the_dry_run_listed_and_keeps_promoted_versio
     from sentence_transformers import SentenceTransformer
 
     from dataio.errors import InputError
-    from flows.cli import main
+    from flows.cli.app import main
 
     root, reg = runs["root"], runs["registry"]
     assert main(["prune", str(root), "--keep", "2", "--dry-run", "--json"]) == 0
@@ -157,7 +157,7 @@ def test_prune_removes_exactly_what_the_dry_run_listed_and_keeps_promoted_versio
 
 
 def test_prune_refuses_what_is_not_a_folder_of_runs(runs, tmp_path, capsys):
-    from flows.cli import main
+    from flows.cli.app import main
 
     for args, says in ((["prune", str(runs["r0"]), "--keep", "1"], "one run's folder"),
                        (["prune", str(tmp_path / "nowhere"), "--keep", "1"], "no such folder"),
@@ -168,7 +168,7 @@ def test_prune_refuses_what_is_not_a_folder_of_runs(runs, tmp_path, capsys):
 
 
 def test_a_registry_outside_the_folder_is_left_alone(runs, tmp_path, capsys):
-    from flows.cli import main
+    from flows.cli.app import main
 
     root = runs["root"]
     moved = tmp_path / "elsewhere"
@@ -185,8 +185,8 @@ def test_a_run_made_by_hand_in_the_folder_of_runs_is_left_alone_and_the_others_a
     """`run CONFIG` writes into output_dir itself, beside the scheduled runs' folders. Before, prune refused such a
     folder ("this is one run's folder"), so every night's retention failed from then on, and the `prune` command
     its warning named failed the same way."""
-    from flows.cli import main
-    from flows.scheduled_runs import apply_retention
+    from flows.cli.app import main
+    from flows.orchestration.scheduled_runs import apply_retention
 
     root = runs["root"]
     make_run(root.parent, root.name, Path(runs["registry"].local_path(runs["registry"].version(1))),
@@ -217,10 +217,11 @@ def test_validate_and_deploy_warn_about_a_run_made_by_hand_in_the_folder_of_runs
                                                                                    monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    import flows.deploy
-    from flows.cli import main
-    from flows.config import load_config
-    from flows.rundir import RunDir
+    import flows.cli.deploy_commands
+    import flows.orchestration.deploy
+    from flows.cli.app import main
+    from flows.run.config import load_config
+    from flows.run.rundir import RunDir
 
     nightly = tmp_path / "nightly"
     config = _scheduled_config(nightly, tiny, retention={"keep": 3})
@@ -234,8 +235,9 @@ def test_validate_and_deploy_warn_about_a_run_made_by_hand_in_the_folder_of_runs
     assert warning in err and any("retention leaves that run as it is" in w for w in json.loads(out)["warnings"])
 
     deployed: list[Any] = []
-    monkeypatch.setattr(flows.deploy, "deploy_scheduled", lambda *args, **kwargs: deployed.append(args) or
-                        flows.deploy.Deployed("f/d", "id", "pool", False, "cron 0 2 * * *", None, 1, "ENQUEUE", [], {}))
+    done = flows.orchestration.deploy.Deployed("f/d", "id", "pool", False, "cron 0 2 * * *", None, 1, "ENQUEUE", [], {})
+    monkeypatch.setattr(flows.cli.deploy_commands, "deploy_scheduled",
+                        lambda *args, **kwargs: deployed.append(args) or done)
     plain = _scheduled_config(nightly, tiny)  # no retention: a deployment's runs write into subfolders all the same
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert main(["deploy", str(plain), "--pool", "p", "--cron", "0 2 * * *", "--json"]) == 0

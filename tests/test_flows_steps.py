@@ -1,4 +1,5 @@
-"""Plain step functions of the flows (flows.inputs, mine_step, schedule_step, train_step, rounds), without Prefect."""
+"""Plain step functions of the flows (flows.run.inputs, mine_step, schedule_step, train_step, rounds), without
+Prefect."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flows import inputs as run_inputs
-from flows import mine_step, rounds, schedule_step, train_step
+from flows.rounds import mine_step, schedule_step, train_step
+from flows.rounds import records as rounds
+from flows.run import inputs as run_inputs
 
 
 def test_load_mining_corpus_honours_unsupervised_anchors(tmp_path: Path) -> None:
@@ -32,8 +34,8 @@ class _Stop(Exception):
 def test_in_batch_runs_train_on_anchors_and_positives_only(tmp_path: Path, monkeypatch) -> None:
     """`negatives: in_batch` (plain SimCSE) reaches the trainer without the sampled hard negatives."""
     import simcse.train
-    from flows.config import config_from_mapping
-    from flows.rundir import RunDir
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
 
     batch = {"anchor": ["a", "b"], "positive": ["c", "d"], "negative": ["e", "f"], "alpha": [1.0, 1.0]}
     monkeypatch.setattr(train_step, "round_batches", lambda *a, **k: ([dict(batch)], None))
@@ -60,8 +62,8 @@ def test_round_zero_of_an_adaptive_run_is_compared_with_the_starting_model(tmp_p
     import json
 
     from curriculum.synthetic import band_table, write_round
-    from flows.config import config_from_mapping
-    from flows.rundir import RunDir
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
 
     config = config_from_mapping({"output_dir": str(tmp_path / "run"), "rounds": 3,
                                   "data": {"corpus": str(tmp_path / "c.txt")}, "eval": {"pairs": ["p.tsv"]},
@@ -98,8 +100,8 @@ def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprint
 
     from dataio.errors import InputError
     from dataio.triplets import read_triplets
-    from flows.config import load_config
-    from flows.rundir import RunDir
+    from flows.run.config import load_config
+    from flows.run.rundir import RunDir
     from mining.testing import HashEncoder
 
     words = ["cat", "dog", "bird", "fish", "sat", "ran", "red", "blue", "big", "small", "the", "on"]
@@ -168,7 +170,7 @@ class _Rounds:
 ])
 def test_the_model_to_use_must_beat_the_start_by_the_configured_margin(tmp_path: Path, margin: float,
                                                                        scores: list[float], expected) -> None:
-    from flows.config import config_from_mapping
+    from flows.run.config import config_from_mapping
 
     config = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"corpus": str(tmp_path / "c.txt")},
                                   "eval": {"pairs": ["dev.tsv"], "min_improvement": margin}}, base_dir=tmp_path)
@@ -188,7 +190,7 @@ def test_a_mined_round_with_a_changed_part_is_not_intact(tmp_path: Path, caplog:
     import pyarrow.parquet as pq
 
     from curriculum.synthetic import band_table, write_round
-    from flows.rundir import RunDir
+    from flows.run.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     texts = [f"sentence {i}" for i in range(12)]
@@ -211,7 +213,7 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
     import numpy as np
 
     from dataio.errors import InputError
-    from flows.config import config_from_mapping
+    from flows.run.config import config_from_mapping
 
     vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [1.0, 1.0], "d": [-1.0, 1.0]}
 
@@ -254,8 +256,8 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
 # ------------------------------------------------------------------------------------------ sharded mining
 def _mining_run(tmp_path: Path, name: str, model: str, **mining) -> tuple:
     """A tiny run config (toy corpus + NLI, every band) and its run folder; `mining` adds mining settings."""
-    from flows.config import config_from_mapping
-    from flows.rundir import RunDir
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
     from mining.testing import write_toy_corpus_and_nli
 
     if not (tmp_path / "corpus.txt").exists():
@@ -331,7 +333,7 @@ def test_mining_shards_and_cluster_of_the_run_config_reach_the_dask_map_and_the_
 def test_mining_shards_2_on_a_local_dask_cluster_gives_the_triplets_of_one_process(tmp_path: Path, tiny: str,
                                                                                    monkeypatch) -> None:
     """The run config's `mining.shards: 2` on a real 2-worker LocalCluster: each worker loads the run's model
-    (a tiny BERT) itself, by reference (flows.inputs.open_encoder), and the round is the one of `shards: 1`."""
+    (a tiny BERT) itself, by reference (flows.run.inputs.open_encoder), and the round is the one of `shards: 1`."""
     import mining.index
     from simcse.testing import torch_threads
 

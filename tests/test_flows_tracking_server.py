@@ -3,7 +3,7 @@ artifact root in the test's folder, stopped by PID), a tiny two-round run whose 
 the server then holds, read back through a fresh `MlflowClient`: the run, its params, every metric per round, the
 trainer's log windows and the report; and the model registry on that server, night after night.
 
-The run goes through flows.loop with the plain steps and the tracking hooks the curriculum flow installs (as
+The run goes through flows.rounds.loop with the plain steps and the tracking hooks the curriculum flow installs (as
 bench/tracking_overhead.py does), so no Prefect server is needed beside MLflow's.
 """
 
@@ -26,11 +26,11 @@ def test_a_run_tracked_to_a_real_mlflow_server_arrives_with_its_params_and_metri
                                                                                            tiny: str) -> None:
     from mlflow import MlflowClient
 
-    from flows.config import config_from_mapping
-    from flows.loop import plain_steps, run_rounds
-    from flows.promotion import flat_metrics
-    from flows.rundir import RunDir
-    from flows.tracking import TRACKING_FILE, round_hooks, tracker_for
+    from flows.registry.tracking import TRACKING_FILE, round_hooks, tracker_for
+    from flows.rounds.loop import plain_steps, run_rounds
+    from flows.run.config import config_from_mapping
+    from flows.run.rundir import RunDir
+    from simcse.evaluation import flat_metrics
     from simcse.testing import torch_threads
 
     server = start_mlflow_server(tmp_path)
@@ -96,9 +96,9 @@ def test_the_registry_on_a_real_mlflow_server_warm_starts_gates_and_hands_out_th
     from test_flows_continuing import run_night, settings, write_lines
 
     from dataio.hashing import model_folder_sha256
-    from flows.cli import main
-    from flows.registry import open_registry
-    from flows.warm_start import DOWNLOADED_START
+    from flows.cli.app import main
+    from flows.registry.model_registry import open_registry
+    from flows.registry.warm_start import DOWNLOADED_START
     from simcse.testing import build_tiny_model
 
     corpus = tmp_path / "corpus"

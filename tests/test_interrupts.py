@@ -47,7 +47,7 @@ DRIVER = textwrap.dedent("""
         os.replace = replace
     import torch
     torch.set_num_threads(1)
-    from flows.cli import main
+    from flows.cli.app import main
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -213,7 +213,7 @@ def test_a_signal_during_training_stops_the_run_in_seconds_with_one_line(
 # answer): only a second signal or the forced exit gets the process out.
 STUCK = textwrap.dedent("""
     import sys, time
-    from flows import interrupts
+    from flows.run import interrupts
     interrupts.FORCE_EXIT_AFTER_S = float(sys.argv[1])
     interrupts.record_command("simcse-curriculum run run.yaml")
     with interrupts.stop_on_signals("unused"):
@@ -253,7 +253,8 @@ def test_an_exit_that_hangs_after_the_signal_is_cut_short() -> None:
 
 
 def test_the_server_spawn_runs_through_the_subprocess_module_the_guard_replaces() -> None:
-    """flows.server_guard starts Prefect's ephemeral server in a session of its own by giving Prefect's server
+    """flows.orchestration.server_guard starts Prefect's ephemeral server in a session of its own by giving Prefect's
+    server
     module a `subprocess` whose Popen does; an upgrade that spawns it another way must fail here, not bring
     back the ^C that kills the server under the run (the pty test above finds it too, slowly)."""
     import inspect
@@ -261,7 +262,7 @@ def test_the_server_spawn_runs_through_the_subprocess_module_the_guard_replaces(
 
     import prefect.server.api.server as server_module
 
-    from flows.server_guard import _ServerSubprocess
+    from flows.orchestration.server_guard import _ServerSubprocess
 
     assert isinstance(server_module.subprocess, (type(stdlib_subprocess), _ServerSubprocess))
     source = inspect.getsource(server_module.SubprocessASGIServer)

@@ -1,4 +1,4 @@
-"""`simcse-curriculum mine` and `inspect` through flows.cli.main: outputs, exit code 2 on bad input with one
+"""`simcse-curriculum mine` and `inspect` through flows.cli.app.main: outputs, exit code 2 on bad input with one
 line and nothing left behind, and (e2e) the offline MiniLM on a slice of the shared data."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from json_audit import stringly
 
 import mining.encoders
 from dataio.triplets import manifest_path
-from flows.cli import main
+from flows.cli.app import main
 from mining.testing import HashEncoder, toy_sentences, write_toy_nli
 
 
@@ -247,7 +247,7 @@ def test_mine_json_prints_one_object_with_the_round_and_its_bands(files, fake_en
 def test_mine_help_groups_its_options_and_cuts_no_name_at_80_columns(capsys, monkeypatch):
     import typer
 
-    from flows.cli import app
+    from flows.cli.app import app
 
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("TERMINAL_WIDTH", "80")

@@ -14,7 +14,7 @@ import pytest
 
 import mining.encoders
 from dataio.triplets import BANDS, manifest_path, read_triplets
-from flows.cli import main
+from flows.cli.app import main
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine

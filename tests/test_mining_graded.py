@@ -93,7 +93,7 @@ def test_the_graded_bands_need_the_same_neighbours_as_nearest_neighbour(corpus, 
 def test_grading_by_the_teacher_is_a_setting_that_needs_a_teacher_and_stays_out_of_old_records(tmp_path):
     from curriculum.config import CurriculumConfig
     from dataio.errors import UserError
-    from flows.config import config_from_mapping
+    from flows.run.config import config_from_mapping
 
     assert "difficulty" not in CurriculumConfig().model_dump(mode="json")
     assert CurriculumConfig(difficulty="teacher").model_dump(mode="json")["difficulty"] == "teacher"

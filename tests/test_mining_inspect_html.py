@@ -19,7 +19,7 @@ import pytest
 
 import mining.encoders
 from dataio.triplets import read_triplets
-from flows.cli import main
+from flows.cli.app import main
 from mining.inspect import inspect_triplets
 from mining.inspect_html import render_html
 from mining.testing import HashEncoder, toy_sentences

@@ -91,7 +91,7 @@ def test_a_folder_of_someone_elses_is_refused(split, tmp_path):
 
 def test_the_cli_installs_and_reports_a_bad_part_in_one_line(split, tmp_path, capsys, monkeypatch):
     import simcse.offline_teacher as offline
-    from flows.cli import main
+    from flows.cli.app import main
 
     model, parts = split
     monkeypatch.setitem(offline.OFFLINE_MODELS, "tiny", model)

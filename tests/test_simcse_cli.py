@@ -7,7 +7,7 @@ import json
 import pytest
 from json_audit import stringly
 
-from flows.cli import main
+from flows.cli.app import main
 
 STS_ROWS = [("A man plays a guitar.", "A man is playing the guitar.", 4.8),
             ("A dog runs.", "A cat sleeps.", 0.4),

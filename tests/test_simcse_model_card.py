@@ -158,7 +158,7 @@ def test_a_card_is_written_even_where_sentence_transformers_cannot_render_it(tin
 
 
 def test_updating_a_card_keeps_what_it_said_and_leaves_the_model_fingerprint_alone(tiny, tmp_path):
-    from flows.fingerprint import model_fingerprint
+    from flows.run.fingerprint import model_fingerprint
 
     enc = SimCSEEncoder.from_pretrained(tiny, device="cpu")
     folder = enc.save(tmp_path / "m", card=ModelCardInfo(round=0, loss={"name": "x", "temperature": 0.05}))

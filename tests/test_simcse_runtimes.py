@@ -55,7 +55,7 @@ def test_unknown_runtime_is_refused_before_loading(tmp_path):
 
 
 def test_mine_refuses_an_unknown_encode_runtime_in_one_line(tmp_path, capsys):
-    from flows.cli import main
+    from flows.cli.app import main
     from mining.testing import toy_sentences
 
     (tmp_path / "a.txt").write_text("\n".join(toy_sentences(60, seed=5)) + "\n", encoding="utf-8")

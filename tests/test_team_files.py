@@ -162,7 +162,7 @@ def _team_folder(root: Path) -> Path:
 def test_every_bad_key_of_a_config_is_reported_at_once_each_with_line_and_a_guess(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Before: one error per try (pydantic had reported all of them), and no "did you mean"."""
-    from flows.cli import main
+    from flows.cli.app import main
 
     config = tmp_path / "my.yaml"
     config.write_text("output_dir: runs/x\n"
@@ -188,7 +188,7 @@ def test_every_bad_key_of_a_config_is_reported_at_once_each_with_line_and_a_gues
 
 def test_every_missing_path_and_column_is_reported_at_once_relative_to_the_yaml(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from flows.cli.app import main
 
     team = _team_folder(tmp_path / "team")
     (tmp_path / "configs").mkdir()
@@ -214,8 +214,8 @@ def test_every_missing_path_and_column_is_reported_at_once_relative_to_the_yaml(
 
 
 def test_a_dev_metric_that_names_no_file_says_which_was_meant(tmp_path: Path) -> None:
-    from flows.config import load_config
-    from flows.validate import check_run
+    from flows.rounds.validate import check_run
+    from flows.run.config import load_config
 
     _team_folder(tmp_path)
     config = tmp_path / "my.yaml"
@@ -336,7 +336,7 @@ def _init(folder: Path, args: list[str], capsys: pytest.CaptureFixture[str], mon
     """`init ARGS --out desk.yaml` in `folder` (one try: it must succeed), then `validate` of what it wrote."""
     import yaml
 
-    from flows.cli import main
+    from flows.cli.app import main
 
     monkeypatch.chdir(folder)
     (folder / out).unlink(missing_ok=True)
@@ -425,7 +425,7 @@ def test_the_domain_is_judged_by_how_a_column_splits_the_corpus_not_by_its_name(
 def test_column_options_on_init_name_what_cannot_be_guessed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A score on 0-100 named `y` beside columns `a`, `b` is not guessed; --columns says it, as `columns:` would."""
-    from flows.cli import main
+    from flows.cli.app import main
 
     files = newsdesk(tmp_path)
     rows = [line.split("\t") for line in files["sts"].read_text(encoding="utf-8").splitlines()[1:]]
@@ -451,7 +451,7 @@ def test_column_options_on_init_name_what_cannot_be_guessed(
 def test_init_checks_the_config_as_the_users_file_never_a_temporary_one(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A message named `.try3.yaml.up_gss_8.tmp`, the temporary file init checked."""
-    from flows.cli import main
+    from flows.cli.app import main
 
     monkeypatch.chdir(tmp_path)
     newsdesk(tmp_path)
@@ -466,7 +466,7 @@ def test_init_checks_the_config_as_the_users_file_never_a_temporary_one(
 def test_evaluate_reads_the_dev_file_through_the_same_column_map(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Before: `evaluate` had no column options and rejected the dev file `run` read through `columns:`."""
-    from flows.cli import main
+    from flows.cli.app import main
     from simcse.testing import build_tiny_model
 
     files = newsdesk(tmp_path / "desk")
@@ -487,7 +487,7 @@ def test_a_one_round_run_is_told_exactly_how_to_train_on_every_band_it_mines(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 26: a one-round nightly stayed at competence 0.10 (random band only) every night, and the warning
     suggested `curriculum.total: auto`, which was already on."""
-    from flows.cli import main
+    from flows.cli.app import main
 
     files = newsdesk(tmp_path)
     _init(tmp_path, [files["headlines"].name], capsys, monkeypatch)

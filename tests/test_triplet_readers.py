@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import mining.encoders
-from flows import inputs as run_inputs
-from flows import mine_step
-from flows.cli import main
-from flows.config import load_config
-from flows.rundir import RunDir
+from flows.cli.app import main
+from flows.rounds import mine_step
+from flows.run import inputs as run_inputs
+from flows.run.config import load_config
+from flows.run.rundir import RunDir
 from mining.testing import HashEncoder, write_toy_corpus_and_nli
 
 KEY = ("anchor_id", "positive_id", "negative_id", "negative_rank")

@@ -1,0 +1,151 @@
+"""The round loop, once, for every caller: the Prefect flow runs each step as a task, the experiment
+harness (bench/experiment.py) calls the plain step functions. No Prefect here.
+
+    evaluate the starting model
+    for each round r not yet complete:
+        mine (current model) -> schedule (mixture, alpha) -> train -> evaluate -> close the round
+        -> select the model to use (the best by dev, the starting model included) -> report
+A killed run resumes with the same call: finished rounds are skipped, each step finds its own finished
+output (see `flows.run.inputs`, `flows.rounds.mine_step`, `flows.rounds.schedule_step`, `flows.rounds.train_step`,
+`flows.rounds.records`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dataio.folder_lock import lock_folder
+from flows.rounds.mine_step import mine_round
+from flows.rounds.records import (
+    clean_partial_writes,
+    finish_round,
+    select_model,
+    summarize,
+    write_base_metrics,
+    write_timings,
+)
+from flows.rounds.recovery import ensure_state
+from flows.rounds.report import build_report
+from flows.rounds.schedule_step import schedule_round
+from flows.rounds.train_step import train_round
+from flows.rounds.validate import check_run
+from flows.run.config import RunConfig
+from flows.run.inputs import base_model_path, describe_evaluation, evaluate_model, prepare_inputs
+from flows.run.rundir import RunDir, write_json
+
+_log = logging.getLogger("flows")
+
+
+@dataclass(frozen=True)
+class RoundSteps:
+    """How each step runs. Results are the step functions' dicts; a `task_seconds` key (the time inside a
+    Prefect task body) lets the loop measure orchestration overhead."""
+
+    prepare: Callable[[], dict[str, Any]]
+    evaluate: Callable[[str, dict[str, Any]], dict[str, Any]]  # (model, inputs)
+    mine: Callable[[str, dict[str, Any], int], dict[str, Any]]  # (model in, inputs, round)
+    schedule: Callable[[int], dict[str, Any]]
+    train: Callable[[str, dict[str, Any], int], dict[str, Any]]  # (model in, plan, round)
+    finish: Callable[[int, dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]
+    report: Callable[[], dict[str, Any]] | None = None
+    on_round: Callable[[int, dict[str, Any]], None] | None = None  # after a round closed (e.g. artifacts)
+    on_start: Callable[[dict[str, Any], dict[str, Any]], None] | None = None  # (inputs, base evaluation)
+    on_end: Callable[[dict[str, Any]], None] | None = None  # the run's summary, after its last round
+    check: Callable[[], Any] | None = None  # before the run folder is touched: flows.rounds.validate.check_run
+
+
+def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
+    """The step functions called directly, without Prefect: the fault-injection tests drive a run this way."""
+    log = log or _log
+    return RoundSteps(
+        check=lambda: check_run(config, log),
+        prepare=lambda: prepare_inputs(config, run, log),
+        evaluate=lambda model, inputs: evaluate_model(model, inputs, config, log),
+        mine=lambda model, inputs, r: mine_round(model, inputs, config, run, r, log),
+        schedule=lambda r: schedule_round(config, run, r, log),
+        train=lambda model, plan, r: train_round(model, plan, config, run, r, log),
+        finish=lambda r, mined, trained, evaluated: finish_round(config, run, r, mined, trained, evaluated, log),
+        report=lambda: {"report": str(build_report(run.root))},
+    )
+
+
+def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None) -> dict[str, Any]:
+    """Every round of the run not yet complete; returns the run's summary (`flows.rounds.records.summarize` + timings).
+
+    Checks every input first (`how.check`), before the run folder is touched, then holds the folder's lock
+    throughout (`dataio.folder_lock`; re-entrant, so the CLI's lock covers it)."""
+    log = log or _log
+    if how.check is not None:  # every file, column and label before the folder is touched
+        for warning in how.check().warnings:
+            log.warning("%s", warning)
+    run.root.mkdir(parents=True, exist_ok=True)
+    with lock_folder(run.root):
+        return _run_rounds(config, run, how, log)
+
+
+def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> dict[str, Any]:
+    run.claim(config)
+    clean_partial_writes(run)
+    ensure_state(run, config, log)  # a lost or stale state.json is rebuilt from the rounds, never restarted
+    done = run.completed_rounds()
+    log.info("run folder %s: %s", run.root, f"{len(done)} of {config.rounds} rounds complete, resuming" if done
+             else f"{config.rounds} rounds of {config.steps_per_round} steps")
+    start = time.perf_counter()
+    inputs = how.prepare()
+    base_model = base_model_path(config)
+    base = how.evaluate(base_model, inputs)
+    write_base_metrics(run, base)
+    log.info("base model: %s", describe_evaluation(base))
+    if config.teacher is not None and not run.teacher_metrics_path.is_file():  # once per run: it never changes
+        teacher = how.evaluate(config.teacher.path, inputs)
+        write_json(run.teacher_metrics_path, {k: v for k, v in teacher.items() if k != "task_seconds"})
+        log.info("teacher (the judge's ceiling): %s", describe_evaluation(teacher))
+    if how.on_start is not None:
+        how.on_start(inputs, base)
+
+    timings: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    for r in range(config.rounds):
+        if r in done:
+            log.info("round %d: complete, skipped", r)
+            continue
+        round_start = time.perf_counter()
+        model_in = base_model if r == 0 else str(run.model_dir(r - 1))
+        if r > 0 and r - 1 in done:  # written by an earlier call: check it is still there, as that round wrote it
+            run.check_model(r - 1)
+        elif r > 0 and not run.model_complete(r - 1):  # closed by this call: an internal error
+            raise RuntimeError(f"round {r - 1} is marked complete but its model is missing: {run.model_dir(r - 1)}")
+        mined = how.mine(model_in, inputs, r)
+        plan = how.schedule(r)
+        trained = how.train(model_in, plan, r)
+        evaluated = how.evaluate(str(run.model_dir(r)), inputs)
+        metrics = how.finish(r, mined, trained, evaluated)
+        selection = select_model(run, config)
+        report = how.report() if how.report else {}
+        parts = {"mine": mined, "schedule": plan, "train": trained, "evaluate": evaluated, "finish": metrics,
+                 "report": report}
+        wall = time.perf_counter() - round_start
+        in_tasks = sum(x.get("task_seconds", 0.0) for x in parts.values())
+        timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks, "prefect_seconds": wall - in_tasks,
+                        "tasks": {name: x.get("task_seconds", 0.0) for name, x in parts.items()}})
+        write_timings(run, timings[-1:])
+        log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, describe_evaluation(evaluated), wall,
+                 in_tasks)
+        if selection:
+            log.info("model to use: %s", selection["note"])
+        if how.on_round is not None:
+            how.on_round(r, metrics)
+
+    if not timings and how.report:  # nothing ran in this call: the report may predate a code change
+        report = how.report()
+    summary = summarize(run, config)
+    summary["report"] = report.get("report", str(run.report_path) if run.report_path.is_file() else None)
+    summary["timings"] = timings
+    summary["flow_seconds"] = time.perf_counter() - start
+    if how.on_end is not None:
+        how.on_end(summary)
+    return summary

@@ -1,0 +1,224 @@
+"""The run's inputs and the evaluation of a model on them: the input files resolved and fingerprinted, the
+mining corpus, the evaluation sets, the model to load, and a model's scores on the run's evaluation files.
+
+Plain functions (no Prefect), shared by the Prefect tasks (flows.orchestration.tasks), the plain round loop
+(flows.rounds.loop),
+the input check (flows.rounds.validate), the estimate (flows.rounds.estimate) and the experiment harness. Every step
+loads its
+model through `load_encoder` here (a Dask worker of sharded mining through `open_encoder`, by reference), so
+there is one place that turns `model:` settings into an encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dataio.errors import InputError
+from dataio.tables import read_labeled_pairs, read_sts, symlink_loop, table_files
+from flows.run.config import DEFAULT_MODEL, RunConfig, TableFile
+from flows.run.demo_data import build_demo_data
+from flows.run.fingerprint import combine, file_fingerprint, path_fingerprint
+from flows.run.progress import bars_on
+from flows.run.rundir import RunDir, jsonable
+from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
+from mining.encoders import Teacher
+from mining.exclusions import read_excluded_pairs
+from mining.params import MiningParams
+from simcse.evaluation import SimCSEEvaluator, metric_names, primary_score
+
+_log = logging.getLogger("flows")
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def base_model_path(config: RunConfig) -> str:
+    """The base model as a folder path when it is the offline default, else as given."""
+    if config.model.name_or_path in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        from simcse.model import default_model_path  # torch: only when a model is loaded or trained
+
+        return str(default_model_path())
+    return config.model.name_or_path
+
+
+_File = TypeVar("_File", bound=TableFile)
+
+
+def _present(entry: _File | None, what: str, log: Any, config: RunConfig | None = None) -> _File | None:
+    if entry is None:
+        return None
+    if not entry.path.exists():
+        if symlink_loop(entry.path):  # not "not found", and not skipped as a missing optional file
+            raise InputError("a symbolic link loop (its links lead back to themselves); point the link at "
+                             "the file or folder meant", path=entry.path)
+        if entry.optional:
+            log.warning("%s %s not found; skipped (optional)", what, entry.path)
+            return None
+        base = config.base_folder() if config is not None else None
+        where = f"relative paths are read from {base}, the config's folder" if base else "check the path"
+        raise InputError(f"{what} file not found; {where}", path=entry.path)
+    return entry
+
+
+def eval_inputs(config: RunConfig, log: Any = _log) -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
+    """The evaluation files present (STS, labeled pairs) and, by path, the column maps of those that rename."""
+    sts_entries = [e for e in config.eval.sts if _present(e, "eval.sts", log, config)]
+    pair_entries = [e for e in config.eval.pairs if _present(e, "eval.pairs", log, config)]
+    columns = {str(e.path): e.columns.model_dump() for e in [*sts_entries, *pair_entries] if e.columns.model_dump()}
+    return [str(e.path) for e in sts_entries], [str(e.path) for e in pair_entries], columns
+
+
+def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str, Any]:
+    """The input files of the run as plain JSON (paths, column names) with their content fingerprints.
+
+    For `data.builtin` the demo corpus is built into `<run>/data` first (offline, a few seconds).
+    """
+    corpus: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
+    nli: list[dict[str, Any]] = []
+    sts, pair_files, eval_columns = eval_inputs(config, log)
+    if config.data.builtin == "python_docstrings":
+        demo = build_demo_data(run.data, max_sentences=config.data.builtin_max_sentences, seed=config.seed, log=log)
+        log.info("built-in corpus: %d docstring sentences, %d pairs, %d evaluation pairs in %s",
+                 demo.sentences, demo.train_pairs, demo.eval_rows, demo.folder)
+        corpus.append({"path": str(demo.corpus), "columns": {"text": "text", "id": "id", "domain": "domain"}})
+        pairs.append({"path": str(demo.pairs), "columns": {}})
+        pair_files.append(str(demo.eval_pairs))
+    for entry, out, what in ((config.data.corpus, corpus, "data.corpus"), (config.data.pairs, pairs, "data.pairs"),
+                             (config.data.nli, nli, "data.nli")):
+        present = _present(entry, what, log, config)
+        if present is not None:  # a folder (a corpus that grows between runs): each of its files, in sorted order
+            out.extend({"path": str(path), "columns": present.columns.model_dump(), "domain": present.domain_label}
+                       for path in table_files(present.path))
+    if not corpus and not nli and not pairs:
+        raise InputError("no training input is present (all inputs were optional and missing)")
+    fingerprinted: list[Any] = [(e["path"], file_fingerprint(e["path"]) if Path(e["path"]).is_file()
+                                 else path_fingerprint(e["path"]), e["columns"], e.get("domain"))
+                                for e in corpus + pairs + nli]
+    exclude = config.mining.exclude_pairs
+    if exclude is not None:  # its content, not just its path, decides what a round mines
+        if not exclude.is_file():
+            base = config.base_folder()
+            where = f"relative paths are read from {base}, the config's folder" if base else "check the path"
+            raise InputError(f"mining.exclude_pairs: no such file; {where}", path=exclude)
+
+        read_excluded_pairs(exclude)  # a bad row stops the run here, before anything is mined
+        fingerprinted.append(("exclude_pairs", file_fingerprint(exclude)))
+    fingerprint = combine(fingerprinted)
+    eval_fingerprint = combine([path_fingerprint(p) for p in sts], [path_fingerprint(p) for p in pair_files],
+                               *([eval_columns] if eval_columns else []))
+    return {"corpus": corpus, "pairs": pairs, "nli": nli, "sts": sts, "eval_pairs": pair_files,
+            **({"eval_columns": eval_columns} if eval_columns else {}),
+            "exclude_pairs": str(exclude) if exclude is not None else None,
+            "fingerprint": fingerprint, "eval_fingerprint": eval_fingerprint}
+
+
+def load_mining_corpus(inputs: dict[str, Any], params: Any = None) -> Any:
+    """The mining corpus of the prepared inputs; `params` (the config's mining.params, a MiningParams or a
+    mapping of its fields) may turn off `unsupervised_anchors` so that corpus sentences join the pool as
+    candidates only."""
+    def cols(entry: dict[str, Any], name: str) -> str | None:
+        return entry["columns"].get(name)
+
+    corpus = [CorpusSource(Path(e["path"]), text_column=cols(e, "text"), id_column=cols(e, "id"),
+                           domain_column=cols(e, "domain"), domain=e.get("domain")) for e in inputs["corpus"]]
+    pairs = [PairSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
+                        label_column=cols(e, "label"), domain=e.get("domain")) for e in inputs["pairs"]]
+    nli = [NliSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
+                     negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs["nli"]]
+    if not isinstance(params, MiningParams):
+        params = MiningParams.from_dict(params or {})
+    unsupervised = params.unsupervised_anchors
+    return load_corpus(corpus, pairs, nli, unsupervised_anchors=unsupervised)
+
+
+def load_encoder(model_path: str, config: RunConfig, encode_runtime: str = "torch") -> Any:
+    """The encoder in `model_path` with the run's `model:` settings (pooling, lengths, remote code);
+    `encode_runtime`: what its `encode` runs on (simcse.runtimes; the mining step passes `mining.encode_runtime`)."""
+    return open_encoder(model_path, encode_runtime=encode_runtime, **encoder_settings(config))
+
+
+_TEACHERS: dict[tuple[str, int], Any] = {}
+
+
+def teacher_of(config: RunConfig) -> Any:
+    """The run's teacher (`mining.encoders.Teacher`), one per folder and length in this process: its content hash
+    is computed once, and the model is loaded only when a round's teacher embeddings are not cached yet."""
+    settings = config.teacher
+    key = (settings.path, settings.max_length or config.model.max_length)
+    if key not in _TEACHERS:
+        _TEACHERS[key] = Teacher(settings.path, max_length=key[1])
+    return _TEACHERS[key]
+
+
+def encoder_settings(config: RunConfig) -> dict[str, Any]:
+    """The run's `model:` settings as `SimCSEEncoder.from_pretrained` takes them: plain, hashable values, so a
+    Dask worker can be told how to load the same encoder (`open_encoder`, mining.shards.EncoderRef)."""
+    m = config.model
+    return {"pooling": m.pooling, "mlp_only_train": m.mlp_only_train, "max_length": m.max_length,
+            "trust_remote_code": m.trust_remote_code}
+
+
+def open_encoder(model_path: str, *, encode_runtime: str = "torch", **settings: Any) -> Any:
+    """`SimCSEEncoder.from_pretrained(model_path, **settings)` encoding on `encode_runtime`."""
+    from simcse.model import SimCSEEncoder  # torch: only when a model is loaded or trained
+
+    return SimCSEEncoder.from_pretrained(model_path, **settings).use_encode_runtime(encode_runtime)
+
+
+# --------------------------------------------------------------------------------------- evaluation
+def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The prepared inputs' STS and labeled-pair files, read and checked (with their column maps)."""
+    columns = inputs.get("eval_columns") or {}
+    return ([read_sts(p, columns.get(p)) for p in inputs["sts"]],
+            [read_labeled_pairs(p, columns.get(p)) for p in inputs["eval_pairs"]])
+
+
+def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> dict[str, Any]:
+    """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files, and its dev
+    metric: the evaluator's primary metric, `eval.dev_metric` (default: the first file's)."""
+    start = time.perf_counter()
+    # The files are read before the model loads: a bad file (or a dev metric naming none) stops at once.
+    sts, pairs = read_eval_sets(inputs)
+    evaluator = SimCSEEvaluator(sts, pairs, primary_metric=config.eval.dev_metric, show_progress_bar=bars_on())
+    sentences = len({s for data in [*sts, *pairs] for s in (*data.sentence1, *data.sentence2)})
+    log.info("evaluating %s: %d sentences of %d evaluation files", model_label(model_path), sentences,
+             len(sts) + len(pairs))
+    result = evaluator(load_encoder(model_path, config))
+    name = evaluator.primary_metric
+    dev = {"name": name, "value": primary_score(evaluator, result)} if name else None
+    return {"model": model_path, "evaluation": jsonable(result), "dev_metric": jsonable(dev),
+            "eval_keys": eval_keys(inputs, config, sts, pairs), "seconds": time.perf_counter() - start}
+
+
+def model_label(model_path: str | os.PathLike) -> str:
+    """A model as a step's log line names it: `round 2's model` for a round's folder, else its path or name."""
+    path = Path(model_path)
+    if path.name == "model" and path.parent.name.isdigit() and path.parent.parent.name == "rounds":
+        return f"round {path.parent.name}'s model"
+    return str(model_path)
+
+
+def eval_keys(inputs: dict[str, Any], config: RunConfig, sts: list[Any], pairs: list[Any]) -> dict[str, str]:
+    """What each per-file score of an evaluation was measured on, by metric name (`sts/<stem>`, `pairs/<stem>`):
+    the file's bytes, its column map and the `model:` settings that change an embedding (pooling, lengths, ...).
+    The same model scored under the same key gives the same score up to float noise, so the registry compares a
+    version's recorded scores with a later run's evaluation of it only where the keys agree
+    (flows.registry.promotion)."""
+    columns = inputs.get("eval_columns") or {}
+    settings = config.model.model_dump(mode="json", exclude={"name_or_path"})
+    paths = [*inputs["sts"], *inputs["eval_pairs"]]
+    return {metric: combine(path_fingerprint(path), columns.get(path), settings)
+            for metric, path in zip(metric_names(sts, pairs), paths)}
+
+
+def describe_evaluation(evaluated: dict[str, Any]) -> str:
+    ev = evaluated.get("evaluation") or {}
+    parts = [f"STS {k} {v:.2f}" for k, v in (ev.get("sts") or {}).items()]
+    parts += [f"AP {k} {v:.2f}" for k, v in (ev.get("pairs") or {}).items()]
+    for name in ("alignment", "uniformity"):
+        if ev.get(name) is not None:
+            parts.append(f"{name} {ev[name]:.3f}")
+    return ", ".join(parts) or "no evaluation files"
