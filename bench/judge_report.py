@@ -31,9 +31,9 @@ from dataio.triplets import band_order
 START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
 ARM_ORDER = ("in_batch", "mined_student", "mined_teacher", "teacher_nn", "distill")  # phase 1
-PHASE2 = ("graded_curriculum", "graded_shuffled")
+PHASE2 = ("graded_curriculum", "graded_shuffled")  # phase 2: the curriculum over the teacher's grades, its control
 # The sizes docs/experiment.md registered: phase 1, and phase 2 run into phase 1's folder.
-REGISTERED_SIZES = ("judge", "judge2")  # phase 2: the curriculum over the teacher's grades, its control
+REGISTERED_SIZES = ("judge", "judge2")
 REFERENCE = "in_batch"
 GOAL = 1.0          # issue 23: the winning arm beats the start by >= 1.0 AP, its CI excluding 0
 GUARD_DROP = 0.5    # ... and its STS-B test is not lower than the start's by more than 0.5
