@@ -35,7 +35,7 @@ from bench.experiment_design import (
     teacher_path,
 )
 from bench.judge_report import mined_share
-from dataio.triplets import GRADED_BANDS, manifest_path, round_dir
+from dataio.triplet_layout import GRADED_BANDS, manifest_path, round_dir
 
 log = logging.getLogger("experiment")
 

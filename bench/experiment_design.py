@@ -16,7 +16,7 @@ import yaml
 
 from bench import REPO
 from bench.experiment_data import make_weak_start, split_twitter_dev
-from dataio.triplets import GRADED_BANDS
+from dataio.triplet_layout import GRADED_BANDS
 
 CONFIG_DIR = REPO / "configs" / "experiment"
 SETTINGS = ("general", "domain")

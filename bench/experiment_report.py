@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import experiment_design as design
 from bench import machine
-from dataio.triplets import band_order
+from dataio.triplet_layout import band_order
 from simcse.evaluation import metric_value
 
 START_MARKER = "<!-- experiment:start -->"

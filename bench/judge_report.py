@@ -26,7 +26,7 @@ from bench.experiment_report import (
     run_meta,
     write_section,
 )
-from dataio.triplets import band_order
+from dataio.triplet_layout import band_order
 
 START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"

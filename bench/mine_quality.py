@@ -31,7 +31,7 @@ import numpy as np
 
 from bench import machine
 from dataio.tables import data_dir
-from dataio.triplets import BANDS
+from dataio.triplet_layout import BANDS
 from mining.bands import BandContext, add_similarities, nearest_neighbour_band
 from mining.corpus import CorpusSource, NliSource, load_corpus
 from mining.embeddings import embed_corpus

@@ -30,7 +30,8 @@ from curriculum import TripletSampler, curriculum_mixture
 from curriculum.state import Plan
 from curriculum.synthetic import band_table, write_round
 from dataio.tables import data_dir
-from dataio.triplets import BANDS, read_manifest, read_triplets
+from dataio.triplet_layout import BANDS
+from dataio.triplets import read_manifest, read_triplets
 
 
 def source_sentences(limit: int = 60_000) -> tuple[list[str], str]:

@@ -10,42 +10,63 @@ Per round:  manifest = dataio.triplets.read_manifest(triplets, r)
 See docs/curriculum.md. Inside sentence-transformers' trainer: `CurriculumFeed` (docs/sentence_transformers.md).
 """
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from __future__ import annotations
 
-from curriculum.alpha import AlphaSchedule
-from curriculum.config import (
-    AdaptiveConfig,
-    AlphaConfig,
-    AlphaRange,
-    CurriculumConfig,
-    MixtureConfig,
-    StaticConfig,
-    format_validation_error,
-    parse_config,
-)
-from curriculum.errors import ConfigError, CurriculumError, StateError
-from curriculum.mixture import (
-    curriculum_mixture,
-    expected_difficulty,
-    order_bands,
-    static_mixture,
-)
-from curriculum.pacing import PACING_KINDS, Pacing
-from curriculum.sampler import TripletSampler
-from curriculum.scheduler import CurriculumScheduler, Decision
-from curriculum.state import CurriculumState, HistoryEntry, Plan
-from curriculum.trainer_feed import CurriculumFeed, DrawnBatch
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. The package loads a name's module on first use (PEP 562), so importing one
+# submodule (a config check reads `curriculum.config`) does not import the sampler's pyarrow or the mixture's
+# numpy, and `import curriculum` never loads matplotlib (`plot_schedule`).
+_HOMES = {
+    "AlphaSchedule": "curriculum.alpha",
+    "AdaptiveConfig": "curriculum.config", "AlphaConfig": "curriculum.config", "AlphaRange": "curriculum.config",
+    "CurriculumConfig": "curriculum.config", "MixtureConfig": "curriculum.config", "StaticConfig": "curriculum.config",
+    "format_validation_error": "curriculum.config", "parse_config": "curriculum.config",
+    "ConfigError": "curriculum.errors", "CurriculumError": "curriculum.errors", "StateError": "curriculum.errors",
+    "curriculum_mixture": "curriculum.mixture", "expected_difficulty": "curriculum.mixture",
+    "order_bands": "curriculum.mixture", "static_mixture": "curriculum.mixture",
+    "PACING_KINDS": "curriculum.pacing", "Pacing": "curriculum.pacing",
+    "TripletSampler": "curriculum.sampler",
+    "CurriculumScheduler": "curriculum.scheduler", "Decision": "curriculum.scheduler",
+    "CurriculumState": "curriculum.state", "HistoryEntry": "curriculum.state", "Plan": "curriculum.state",
+    "CurriculumFeed": "curriculum.trainer_feed", "DrawnBatch": "curriculum.trainer_feed",
+    "plot_schedule": "curriculum.plot",
+}
+
+if TYPE_CHECKING:  # the names as type checkers and editors see them
+    from curriculum.alpha import AlphaSchedule
+    from curriculum.config import (
+        AdaptiveConfig,
+        AlphaConfig,
+        AlphaRange,
+        CurriculumConfig,
+        MixtureConfig,
+        StaticConfig,
+        format_validation_error,
+        parse_config,
+    )
+    from curriculum.errors import ConfigError, CurriculumError, StateError
+    from curriculum.mixture import curriculum_mixture, expected_difficulty, order_bands, static_mixture
+    from curriculum.pacing import PACING_KINDS, Pacing
+    from curriculum.plot import plot_schedule
+    from curriculum.sampler import TripletSampler
+    from curriculum.scheduler import CurriculumScheduler, Decision
+    from curriculum.state import CurriculumState, HistoryEntry, Plan
+    from curriculum.trainer_feed import CurriculumFeed, DrawnBatch
 
 
-def plot_schedule(history: CurriculumState | Sequence[HistoryEntry | dict[str, Any]], path: str | Path, *,
-                  title: str = "Curriculum schedule") -> Path:
-    """Mixture and alpha over training as a PNG (see `curriculum.plot`); imported lazily so that
-    `import curriculum` never loads matplotlib."""
-    from curriculum.plot import plot_schedule as _plot
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'curriculum' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # loaded once
+    return value
 
-    return _plot(history, path, title=title)
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
 
 
 __all__ = [

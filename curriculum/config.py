@@ -24,7 +24,7 @@ from curriculum.alpha import AlphaSchedule
 from curriculum.errors import ConfigError
 from curriculum.pacing import Pacing
 from dataio.errors import describe_validation_error
-from dataio.triplets import BandName, DifficultyMeasure
+from dataio.triplet_layout import BandName, DifficultyMeasure
 
 
 class _Strict(BaseModel):

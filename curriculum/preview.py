@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from curriculum.config import CurriculumConfig
 from curriculum.scheduler import CurriculumScheduler
-from dataio.triplets import BANDS
+from dataio.triplet_layout import BANDS
 
 # Expected triplets of a band over the whole run below this: "never trained on" in practice.
 NEGLIGIBLE_TRIPLETS = 1.0

@@ -36,15 +36,8 @@ import pyarrow.parquet as pq
 from curriculum.errors import StateError
 from dataio.errors import TripletDataError
 from dataio.hashing import hash_strings, salt_of, splitmix64, uniform_open
-from dataio.triplets import (
-    DifficultyMeasure,
-    RoundManifest,
-    TripletBatch,
-    manifest_path,
-    read_manifest,
-    resolve_file,
-    sha256_matches,
-)
+from dataio.triplet_layout import DifficultyMeasure, manifest_path
+from dataio.triplets import RoundManifest, TripletBatch, read_manifest, resolve_file, sha256_matches
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")
 PADDING_BAND = "none"  # the band name of an α = 0 padding column (k > 1, too few bands for an anchor)

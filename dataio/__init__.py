@@ -9,8 +9,10 @@
 - `dataio.owned_folder`: an output folder and the parents a command created, so that a failed command
   removes only what it made (`mine` and `run`).
 - `dataio.os_faults`: one line for faults of the machine (a full disk, a read-only or forbidden folder).
-- `dataio.triplets`: the triplet contract: Parquet schema, `round=<r>/band=<b>/part-<n>.parquet` layout, band
-  names, the round manifest (one model, one reader, one writer) and the batch type the trainer consumes.
+- `dataio.triplet_layout`: the triplet contract's names, without pyarrow: band names easy to hard and the
+  `round=<r>/band=<b>/part-<n>.parquet` layout (configs and the command line check names without loading pyarrow).
+- `dataio.triplets`: the triplet contract: Parquet schema, the round manifest (one model, one reader, one writer),
+  reading and writing rounds, and the batch type the trainer consumes.
 
 `simcse`, `mining`, `curriculum`, `flows` and `bench` import from here; nothing here imports them (see
 docs/architecture.md).

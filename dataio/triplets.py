@@ -35,11 +35,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import typing
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,22 +47,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataio.atomic import atomic_path, atomic_write_text
 from dataio.errors import TripletDataError, load_json_model
 from dataio.hashing import sha256_file
+from dataio.triplet_layout import (
+    LEGACY_MANIFEST_NAME,
+    MANIFEST_NAME,
+    PARTITION_KEYS,
+    DifficultyMeasure,
+    band_dir,
+    manifest_path,
+    part_name,
+    round_dir,
+)
 
 # 2: round and band only in the path, the manifest named .manifest.json; 3: the judge's columns
 # (positive_source, teacher_score, teacher_positive_score). Files of version 2 read with those columns null.
 SCHEMA_VERSION = 3
-MANIFEST_NAME = ".manifest.json"
-LEGACY_MANIFEST_NAME = "manifest.json"  # schema version 1
-PARTITION_KEYS = ("round", "band")
 META_PREFIX = "simcse_curriculum."  # the Parquet key-value metadata keys of the provenance
 ROW_GROUP_ROWS = 100_000  # row groups of 100k rows keep a writer's memory flat
-
-# The graded bands split each anchor's nearest-neighbour window in thirds by the judge's score (mining.bands).
-BandName = Literal["random", "in_domain", "nli_contradiction", "nearest_neighbour", "graded_easy", "graded_medium",
-                   "graded_hard"]
-BANDS: tuple[str, ...] = typing.get_args(BandName)  # easy to hard
-GRADED_BANDS: tuple[str, ...] = ("graded_easy", "graded_medium", "graded_hard")
-DifficultyMeasure = Literal["student", "teacher"]
 
 SCHEMA = pa.schema([
     ("anchor_id", pa.string()), ("anchor", pa.string()),
@@ -94,28 +93,6 @@ def conform(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
         if name in wanted and name not in table.column_names:
             table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
     return table.select([c for c in wanted if c in SCHEMA.names])
-
-
-# ------------------------------------------------------------------------------------------------ layout
-def round_dir(root: str | os.PathLike, round_: int) -> Path:
-    return Path(root) / f"round={int(round_)}"
-
-
-def band_dir(root: str | os.PathLike, round_: int, band: str) -> Path:
-    return round_dir(root, round_) / f"band={band}"
-
-
-def part_name(part: int) -> str:
-    return f"part-{int(part)}.parquet"
-
-
-def manifest_path(root: str | os.PathLike, round_: int) -> Path:
-    return round_dir(root, round_) / MANIFEST_NAME
-
-
-def band_order(bands: Iterable[str]) -> list[str]:
-    """Band names easy to hard (`BANDS`' order), names the contract does not know last, by name."""
-    return sorted(bands, key=lambda b: (BANDS.index(b) if b in BANDS else len(BANDS), b))
 
 
 def package_version() -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dataio.hashing import hash_strings, salt_of, splitmix64, uniform
-from dataio.triplets import GRADED_BANDS
+from dataio.triplet_layout import GRADED_BANDS
 from mining.clusters import cluster_labels
 from mining.corpus import MiningCorpus, domain_labels, normalized_keys
 from mining.embeddings import Embeddings

@@ -23,15 +23,8 @@ import pyarrow.parquet as pq
 
 from dataio.atomic import atomic_path
 from dataio.errors import InputError
-from dataio.triplets import (
-    MANIFEST_NAME,
-    band_order,
-    complete_rounds,
-    conform,
-    read_manifest,
-    resolve_file,
-    round_problem,
-)
+from dataio.triplet_layout import MANIFEST_NAME, band_order
+from dataio.triplets import complete_rounds, conform, read_manifest, resolve_file, round_problem
 
 SHOW_COLUMNS = ["band", "anchor_id", "anchor", "positive_id", "positive", "negative_id", "negative",
                 "anchor_positive_sim", "anchor_negative_sim", "negative_rank", "positive_source", "teacher_score",

@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dataio.errors import InputError, describe_validation_error
-from dataio.triplets import BANDS
+from dataio.triplet_layout import BANDS
 
 BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")  # mining.index's kNN search backends
 IVF_CODECS = ("auto", "flat", "sq8", "pq")  # codes of faiss-ivf's lists (mining.index)

@@ -20,15 +20,8 @@ from typing import Any
 import numpy as np
 
 from dataio.errors import TripletDataError
-from dataio.triplets import (
-    RoundManifest,
-    check_layout,
-    is_complete,
-    manifest_path,
-    read_manifest,
-    resolve_file,
-    round_problem,
-)
+from dataio.triplet_layout import manifest_path
+from dataio.triplets import RoundManifest, check_layout, is_complete, read_manifest, resolve_file, round_problem
 from mining import index as index_module
 from mining.bands import (
     BAND_FUNCTIONS,

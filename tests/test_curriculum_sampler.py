@@ -23,7 +23,8 @@ from curriculum import (
 from curriculum.state import Plan
 from curriculum.synthetic import band_table, write_round
 from dataio.errors import TripletDataError
-from dataio.triplets import complete_rounds, manifest_path, read_manifest
+from dataio.triplet_layout import manifest_path
+from dataio.triplets import complete_rounds, read_manifest
 
 BANDS = ["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
 

@@ -16,18 +16,8 @@ from curriculum import TripletSampler
 from curriculum.state import Plan
 from curriculum.synthetic import band_table, write_round
 from dataio.errors import TripletDataError
-from dataio.triplets import (
-    JUDGE_COLUMNS,
-    LEGACY_MANIFEST_NAME,
-    MANIFEST_NAME,
-    SCHEMA,
-    SCHEMA_VERSION,
-    manifest_path,
-    read_manifest,
-    read_triplets,
-    round_dir,
-    round_problem,
-)
+from dataio.triplet_layout import LEGACY_MANIFEST_NAME, MANIFEST_NAME, manifest_path, round_dir
+from dataio.triplets import JUDGE_COLUMNS, SCHEMA, SCHEMA_VERSION, read_manifest, read_triplets, round_problem
 from flows.cli.app import main
 from mining.corpus import load_corpus
 from mining.params import MiningParams

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dataio.triplets import manifest_path
+from dataio.triplet_layout import manifest_path
 
 REPO = Path(__file__).resolve().parent.parent
 BANDS_EXPECTED = {"random", "in_domain", "nearest_neighbour"}  # no NLI input in the built-in corpus

@@ -275,10 +275,10 @@ def test_a_version_links_to_the_run_it_trained_in_one_store(tmp_path, tiny, regi
 
 
 
-def test_models_path_reads_the_registrys_own_records_without_mlflow_in_under_a_second(tmp_path, tiny, registry):
+def test_models_path_reads_the_registrys_own_records_without_mlflow_or_torch(tmp_path, tiny, registry):
     """`models path` on a registry folder reads MLflow's records in mlflow.db with sqlite3: the same version, tags and
-    messages as MLflow's client, without importing MLflow (before: 6-10 s a call, most of it MLflow's import)."""
-    import resource
+    messages as MLflow's client, without importing MLflow, torch or Prefect (before: 6-10 s a call, most of it
+    MLflow's import). Its start-up time is measured where timings belong (docs/benchmarks.md, `models path`)."""
     import subprocess
 
     from flows.registry.model_registry import read_local_version
@@ -296,15 +296,13 @@ def test_models_path_reads_the_registrys_own_records_without_mlflow_in_under_a_s
             read_local_version(registry.store, *args)
 
     script = ("import sys; from flows.cli.app import main; rc = main(['models', 'path', sys.argv[1]]); "
-              "print('mlflow imported' if 'mlflow' in sys.modules else 'no mlflow', file=sys.stderr); sys.exit(rc)")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+              "print(sorted(m for m in ('mlflow', 'torch', 'prefect', 'transformers') if m in sys.modules), "
+              "file=sys.stderr); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "registry")], capture_output=True, text=True,
                           timeout=120, check=False, cwd=str(Path(__file__).resolve().parent.parent),
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    assert proc.returncode == 0 and proc.stderr.strip() == "no mlflow", proc.stderr
-    assert Path(proc.stdout.strip()) == registry.local_path(registry.version(2)) and cpu < 1.0, cpu
+    assert proc.returncode == 0 and proc.stderr.strip() == "[]", proc.stderr
+    assert Path(proc.stdout.strip()) == registry.local_path(registry.version(2))
 
 
 def test_without_mlflow_installed_tracking_says_how_to_install_it(tmp_path, monkeypatch):

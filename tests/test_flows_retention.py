@@ -217,7 +217,6 @@ def test_validate_and_deploy_warn_about_a_run_made_by_hand_in_the_folder_of_runs
                                                                                    monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    import flows.cli.deploy_commands
     import flows.orchestration.deploy
     from flows.cli.app import main
     from flows.run.config import load_config
@@ -236,7 +235,7 @@ def test_validate_and_deploy_warn_about_a_run_made_by_hand_in_the_folder_of_runs
 
     deployed: list[Any] = []
     done = flows.orchestration.deploy.Deployed("f/d", "id", "pool", False, "cron 0 2 * * *", None, 1, "ENQUEUE", [], {})
-    monkeypatch.setattr(flows.cli.deploy_commands, "deploy_scheduled",
+    monkeypatch.setattr(flows.orchestration.deploy, "deploy_scheduled",  # deploy imports it when it runs
                         lambda *args, **kwargs: deployed.append(args) or done)
     plain = _scheduled_config(nightly, tiny)  # no retention: a deployment's runs write into subfolders all the same
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):

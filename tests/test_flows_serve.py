@@ -20,7 +20,7 @@ import pytest
 import yaml
 from loopback_servers import REPO, env_without_api, start_prefect_server, stop, write_tiny_run_config
 
-from dataio.triplets import manifest_path
+from dataio.triplet_layout import manifest_path
 
 pytestmark = pytest.mark.server
 

@@ -10,7 +10,8 @@ import pytest
 import mining.bands as bands_mod
 import mining.clusters as clusters_mod
 from dataio.errors import InputError
-from dataio.triplets import BANDS, GRADED_BANDS, SCHEMA, read_triplets
+from dataio.triplet_layout import BANDS, GRADED_BANDS
+from dataio.triplets import SCHEMA, read_triplets
 from mining.corpus import CorpusSource, load_corpus, normalized_keys
 from mining.params import MiningParams
 from mining.pipeline import mine

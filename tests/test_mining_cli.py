@@ -10,7 +10,7 @@ import pytest
 from json_audit import stringly
 
 import mining.encoders
-from dataio.triplets import manifest_path
+from dataio.triplet_layout import manifest_path
 from flows.cli.app import main
 from mining.testing import HashEncoder, toy_sentences, write_toy_nli
 

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import mining.encoders
-from dataio.triplets import BANDS, manifest_path, read_triplets
+from dataio.triplet_layout import BANDS, manifest_path
+from dataio.triplets import read_triplets
 from flows.cli.app import main
 from mining.corpus import load_corpus
 from mining.params import MiningParams

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dataio.errors import TripletDataError
-from dataio.triplets import GRADED_BANDS, read_manifest, read_triplets
+from dataio.triplet_layout import GRADED_BANDS
+from dataio.triplets import read_manifest, read_triplets
 from mining.corpus import load_corpus
 from mining.embeddings import embed_corpus
 from mining.params import MiningParams

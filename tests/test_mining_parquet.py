@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import mining.parquet as mparquet
-from dataio.triplets import SCHEMA, SCHEMA_VERSION, complete_rounds, manifest_path, read_triplets
+from dataio.triplet_layout import manifest_path
+from dataio.triplets import SCHEMA, SCHEMA_VERSION, complete_rounds, read_triplets
 from mining.corpus import load_corpus
 from mining.params import MiningParams
 from mining.pipeline import mine

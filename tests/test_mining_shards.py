@@ -26,7 +26,8 @@ import pytest
 import mining.embeddings as embeddings_mod
 import mining.index as index_mod
 from dataio.hashing import sha256_file
-from dataio.triplets import read_triplets, round_dir
+from dataio.triplet_layout import round_dir
+from dataio.triplets import read_triplets
 from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
 from mining.embeddings import embed_corpus
 from mining.params import MiningParams

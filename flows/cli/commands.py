@@ -23,7 +23,6 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.demo import demo_config
 from flows.cli.options import (
     JsonOption,
     LogLevelOption,
@@ -34,10 +33,6 @@ from flows.cli.options import (
 )
 from flows.orchestration.prefect_env import configure_library_caches, configure_prefect_home, start_line
 from flows.orchestration.server_guard import guard_ephemeral_server
-from flows.rounds.continuing import check_nothing_new, record_noop
-from flows.rounds.estimate import estimate_run
-from flows.rounds.validate import check_run
-from flows.run.config import forced, load_config
 from flows.run.interrupts import stop_on_signals
 from flows.run.output_folder import OutputFolder
 from flows.run.progress import said_if_slow, say
@@ -135,6 +130,7 @@ def _print_result(flow: str, result: dict[str, Any], cfg: Any, round_: int, as_j
 
 def _nothing_new(cfg: Any, config: Path, as_json: bool) -> bool:
     """A registry run with nothing new (flows.rounds.continuing): record the no-op, print it; True when it was one."""
+    from flows.rounds.continuing import check_nothing_new, record_noop  # at run time: the CLI starts fast
 
     started = time.perf_counter()
     check = check_nothing_new(cfg)
@@ -170,6 +166,10 @@ def register(app: typer.Typer) -> None:
         log_level: LogLevelOption = None,
     ) -> None:
         """Run (or resume) a curriculum run: re-running the same command continues where it stopped."""
+        from flows.rounds.estimate import estimate_run  # at run time: the CLI starts fast
+        from flows.rounds.validate import check_run  # at run time: the CLI starts fast
+        from flows.run.config import forced, load_config  # at run time: the CLI starts fast
+
         if flow not in FLOWS:
             raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
         configure_logging(quiet, log_level)
@@ -229,6 +229,8 @@ def register(app: typer.Typer) -> None:
         when its run did not finish. Start a server first:
         `prefect server start --host 127.0.0.1` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
         """
+        from flows.run.config import load_config  # at run time: the CLI starts fast
+
         if (cron is None) == (interval is None):
             raise typer.BadParameter("give exactly one of --cron or --interval")
         configure_logging(quiet, log_level)
@@ -271,6 +273,8 @@ def register(app: typer.Typer) -> None:
         log_level: LogLevelOption = None,
     ) -> None:
         """The full curriculum flow on a built-in corpus (Python docstrings), offline; prints the report path."""
+        from flows.cli.demo import demo_config  # at run time: the CLI starts fast
+
         configure_logging(quiet, log_level)
         overrides = {k: v for k, v in (("rounds", rounds), ("steps_per_round", steps)) if v is not None}
         cfg = demo_config(output_dir.resolve(), **overrides)

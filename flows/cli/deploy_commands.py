@@ -13,10 +13,6 @@ from typing import Annotated
 import typer
 
 from flows.cli.options import LogLevelOption, QuietOption, configure_logging
-from flows.orchestration.deploy import deploy_scheduled, make_schedule
-from flows.rounds.validate import check_run
-from flows.run.config import load_config
-from flows.run.scheduled_folders import manual_run_warning
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (what was registered) on stdout.")]
 
@@ -56,6 +52,11 @@ def register(app: typer.Typer) -> None:
         Runs never overlap (one at a time; a run due meanwhile waits), and a run that did not finish is
         resumed by the next one. Each run writes into `<output_dir>/<scheduled start time>/`.
         """
+        from flows.orchestration.deploy import deploy_scheduled, make_schedule  # at run time: the CLI starts fast
+        from flows.rounds.validate import check_run  # at run time: the CLI starts fast
+        from flows.run.config import load_config  # at run time: the CLI starts fast
+        from flows.run.scheduled_folders import manual_run_warning  # at run time: the CLI starts fast
+
         if (cron is None) == (interval is None):
             raise typer.BadParameter("give exactly one of --cron or --interval")
         env_vars = _env_pairs(env)

@@ -16,9 +16,6 @@ import typer
 import yaml
 
 from dataio.errors import InputError
-from flows.registry.mlflow_store import MlflowStore
-from flows.registry.model_registry import ModelRegistry, open_registry, read_local_version, register_run
-from flows.registry.promotion import PARENT_TOLERANCE, GateSettings
 
 models_app = typer.Typer(name="models", help="The model registry: versions, the current model, promotion.",
                          no_args_is_help=True, add_completion=False)
@@ -29,6 +26,8 @@ NameOption = Annotated[str | None, typer.Option("--name", help="the registered m
 
 
 def _open(registry: str, name: str | None) -> Any:
+    from flows.registry.model_registry import open_registry  # at run time: the CLI starts fast
+
     return open_registry(registry, name)
 
 
@@ -77,6 +76,9 @@ def path_command(registry: RegistryArg, version: Annotated[int | None, typer.Arg
                                                                 "keeps them on a server")] = None) -> None:
     """Print a local folder that `SentenceTransformer(path)` loads: the current version, or VERSION (its files
     checked against the sha256 recorded with the version)."""
+    from flows.registry.mlflow_store import MlflowStore  # at run time: the CLI starts fast
+    from flows.registry.model_registry import ModelRegistry, read_local_version  # at run time: the CLI starts fast
+
     store = MlflowStore.at(registry)
     # read from the registry's own records, without MLflow (flows.registry.model_registry.read_local_version)
     if store.is_local:
@@ -119,6 +121,9 @@ def init_command(registry: RegistryArg,
                  name: Annotated[str, typer.Option("--name", help="the registered model's name")] = "simcse-encoder"
                  ) -> None:
     """Start a registry: MODEL becomes version 1 and current (nothing changes if NAME is already there)."""
+    from flows.registry.mlflow_store import MlflowStore  # at run time: the CLI starts fast
+    from flows.registry.model_registry import ModelRegistry  # at run time: the CLI starts fast
+
     reg = ModelRegistry(MlflowStore.at(registry), name)
     current = reg.ensure_started(model.resolve())
     typer.echo(f"{reg.name} in {reg.store}: current is version {current.version} ({reg.local_path(current)})")
@@ -146,6 +151,9 @@ def register_command(
     as_json: Annotated[bool, typer.Option("--json", help="the version as JSON on stdout")] = False,
 ) -> None:
     """Register a finished run's best round as a new version; it becomes current only if the gate passes."""
+    from flows.registry.model_registry import register_run  # at run time: the CLI starts fast
+    from flows.registry.promotion import PARENT_TOLERANCE, GateSettings  # at run time: the CLI starts fast
+
     reg = _open(registry, name)
     run_gate, min_improvement = _run_gate(run_dir.resolve())
     try:

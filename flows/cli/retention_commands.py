@@ -9,8 +9,6 @@ from typing import Annotated
 
 import typer
 
-from flows.registry.retention import apply_prune, human, plan_prune
-
 
 def register(app: typer.Typer) -> None:
     """Add `prune` to the app."""
@@ -25,6 +23,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
     ) -> None:
         """Keep the last N runs and every promoted version; free older runs' triplets, caches and other models."""
+        from flows.registry.retention import apply_prune, human, plan_prune  # at run time: the CLI starts fast
+
         plan = plan_prune(output_dir, keep)
         if not dry_run:
             plan = apply_prune(plan)

@@ -14,9 +14,6 @@ from typing import Annotated
 import typer
 
 from flows.cli.options import config_overrides, print_check
-from flows.rounds.scaffold import scaffold
-from flows.rounds.validate import check_run
-from flows.run.config import load_config
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +42,8 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = None,
     ) -> None:
         """Write a commented run config from a team's files (corpus, pairs, evaluation sets) that runs as is."""
+        from flows.rounds.scaffold import scaffold  # at run time: the CLI starts fast
+
         path, roles, check = scaffold(files, out, output_dir=output_dir, model=model, force=force, teacher=teacher,
                                       columns=columns or ())
         typer.echo(f"wrote {path}")
@@ -69,5 +68,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the check as one JSON object")] = False,
     ) -> None:
         """Check a run config and every file it reads (columns, labels, rows), writing nothing."""
+        from flows.rounds.validate import check_run  # at run time: the CLI starts fast
+        from flows.run.config import load_config  # at run time: the CLI starts fast
+
         cfg = load_config(config, config_overrides(output_dir, rounds, steps))
         print_check(check_run(cfg), as_json)

@@ -20,13 +20,8 @@ import yaml
 from curriculum import CurriculumState
 from curriculum import plot_schedule as curriculum_plot
 from dataio.atomic import atomic_path, atomic_write_text
-from dataio.triplets import (
-    RoundManifest,
-    band_order,
-    is_complete,
-    read_manifest,
-    resolve_file,
-)
+from dataio.triplet_layout import band_order
+from dataio.triplets import RoundManifest, is_complete, read_manifest, resolve_file
 from flows.run.new_data import SEEN_JSON
 from flows.run.rundir import REGISTERED_FILE, START_FILE, RunDir
 

@@ -38,7 +38,7 @@ from pydantic import (
 from curriculum.config import CurriculumConfig
 from dataio.errors import InputError, InputErrors, describe_validation_errors
 from dataio.tables import accepted_names, data_dir
-from dataio.triplets import BandName
+from dataio.triplet_layout import BandName
 from flows.run.locations import is_uri
 from mining.params import MiningParams
 from mining.shards import address_problem

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataio import triplets as contract
 from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
+from dataio.triplet_layout import manifest_path
 from flows.run.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig, read_yaml
 
 # Files of a continuing (registry) run, named here so the steps that write and read them share one name.
@@ -135,7 +135,7 @@ class RunDir:
         return self.round_dir(r) / "metrics.json"
 
     def manifest_path(self, r: int) -> Path:
-        return contract.manifest_path(self.triplets, r)
+        return manifest_path(self.triplets, r)
 
     # ---------------------------------------------------------------------------------- progress
     def round_complete(self, r: int) -> bool:

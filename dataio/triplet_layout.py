@@ -1,0 +1,51 @@
+"""The names of the triplet contract, apart from its Parquet code: the bands easy to hard and the folder layout.
+
+    <root>/round=<r>/band=<b>/part-<n>.parquet
+    <root>/round=<r>/.manifest.json
+
+Configs, the mining parameters, the scheduler's preview, the run folder and the command line name bands and
+find rounds without reading a Parquet file; with the names here they do so without importing pyarrow.
+`dataio.triplets` (the schema, the manifest, readers and writer) builds on this module; see its docstring for
+why the layout is what it is.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+# The graded bands split each anchor's nearest-neighbour window in thirds by the judge's score (mining.bands).
+BandName = Literal["random", "in_domain", "nli_contradiction", "nearest_neighbour", "graded_easy", "graded_medium",
+                   "graded_hard"]
+BANDS: tuple[str, ...] = typing.get_args(BandName)  # easy to hard
+GRADED_BANDS: tuple[str, ...] = ("graded_easy", "graded_medium", "graded_hard")
+DifficultyMeasure = Literal["student", "teacher"]
+
+MANIFEST_NAME = ".manifest.json"
+LEGACY_MANIFEST_NAME = "manifest.json"  # schema version 1
+PARTITION_KEYS = ("round", "band")
+
+
+def band_order(bands: Iterable[str]) -> list[str]:
+    """Band names easy to hard (`BANDS`' order), names the contract does not know last, by name."""
+    return sorted(bands, key=lambda b: (BANDS.index(b) if b in BANDS else len(BANDS), b))
+
+
+# ------------------------------------------------------------------------------------------------ layout
+def round_dir(root: str | os.PathLike, round_: int) -> Path:
+    return Path(root) / f"round={int(round_)}"
+
+
+def band_dir(root: str | os.PathLike, round_: int, band: str) -> Path:
+    return round_dir(root, round_) / f"band={band}"
+
+
+def part_name(part: int) -> str:
+    return f"part-{int(part)}.parquet"
+
+
+def manifest_path(root: str | os.PathLike, round_: int) -> Path:
+    return round_dir(root, round_) / MANIFEST_NAME
