@@ -20,7 +20,7 @@ from typing import Any
 
 from flows.rounds.train_step import train_config
 from flows.run.config import RunConfig
-from flows.run.inputs import base_model_path, eval_inputs, load_encoder, read_eval_sets
+from flows.run.inputs import base_model_path, encoder_settings, eval_inputs, open_encoder, read_eval_sets
 
 CALIBRATION_SENTENCES = 256
 CALIBRATION_STEPS = 3  # the first is a warm-up: its time is not counted
@@ -122,9 +122,10 @@ def calibrate(config: RunConfig, texts: list[str]) -> Calibration:
     from simcse.train import train  # torch: only when a model is loaded or trained
 
     start = time.perf_counter()
-    load_encoder(base_model_path(config), config)  # the first load also imports the libraries
+    settings = encoder_settings(config)  # opened, not held: the calibration times a load and trains its copy
+    open_encoder(base_model_path(config), **settings)  # the first load also imports the libraries
     t = time.perf_counter()
-    encoder = load_encoder(base_model_path(config), config)
+    encoder = open_encoder(base_model_path(config), **settings)
     load_seconds = time.perf_counter() - t
     encoder.encode(texts[:16])  # warm-up (first-call allocations) not counted
     t = time.perf_counter()

@@ -34,7 +34,7 @@ from flows.rounds.schedule_step import schedule_round
 from flows.rounds.train_step import train_round
 from flows.rounds.validate import check_run
 from flows.run.config import RunConfig
-from flows.run.inputs import base_model_path, describe_evaluation, evaluate_model, prepare_inputs
+from flows.run.inputs import base_model_path, describe_evaluation, evaluate_model, prepare_inputs, release_encoder
 from flows.run.rundir import RunDir, write_json
 
 _log = logging.getLogger("flows")
@@ -83,8 +83,11 @@ def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None)
         for warning in how.check().warnings:
             log.warning("%s", warning)
     run.root.mkdir(parents=True, exist_ok=True)
-    with lock_folder(run.root):
-        return _run_rounds(config, run, how, log)
+    try:
+        with lock_folder(run.root):
+            return _run_rounds(config, run, how, log)
+    finally:
+        release_encoder()  # the round's model stays in memory between steps, not after the run
 
 
 def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> dict[str, Any]:

@@ -37,7 +37,9 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
         start = next(e for e in reversed(state.history) if e.event == "start_round" and e.round == round_)
         plan = {"stage": start.stage, "competence": start.competence, "mixture": dict(start.mixture),
                 "alpha": dict(start.alpha)}
-        _, after = round_batches(config, run, round_, json.loads(state.to_json()))
+        recorded = trained.get("scheduler_after")  # train results of older versions lack it: draw them again
+        after = CurriculumState.model_validate(recorded) if recorded is not None else \
+            round_batches(config, run, round_, json.loads(state.to_json()))[1]
         scheduler = curriculum_scheduler(config, run, state=after, persist=False)
         decision = scheduler.end_round(dev.get("value"), trained.get("mean_train_accuracy"))
         scheduler.save(run.state_path)  # one atomic write closes the round

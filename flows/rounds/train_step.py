@@ -145,14 +145,14 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
                              f"and every later round to train them again", path=optimizer_state)
     log.info("round %d: training %d steps of %d rows from %s", round_, config.steps_per_round, config.batch_size,
              run_inputs.model_label(model_path))
-    batches, _ = round_batches(config, run, round_, plan["state"])
+    batches, after = round_batches(config, run, round_, plan["state"])
     if config.positive_view == "word_deletion":
         batches = [with_word_deletion(b, config.word_deletion, f"{config.seed}/{round_}/{i}")
                    for i, b in enumerate(batches)]
     drawn = describe_batches(batches)
     if config.negatives == "in_batch":
         batches = [without_hard_negatives(b) for b in batches]
-    encoder = run_inputs.load_encoder(model_path, config)
+    encoder = run_inputs.take_encoder(model_path, config)  # trained in place: no longer the folder's
 
     settings = train_config(config, round_)
     teacher = teacher_table(config, run) if settings.distill_kl > 0 or settings.distill_margin_mse > 0 else None
@@ -163,10 +163,13 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
         if dst.exists():  # left by a kill between these renames and the result file
             shutil.rmtree(dst)
         os.replace(src, dst)  # the model last: its folder marks the round trained
+    run_inputs.hold_encoder(str(run.model_dir(round_)), config, encoder)  # evaluated and mined next, as saved
     summary = jsonable({"round": round_, "steps": result.steps, "mean_train_accuracy": result.train_accuracy,
                          "history": result.history, "triplets_per_s": result.triplets_per_s,
                          "resumed_from": result.resumed_from, "model": recorded_model(round_),
-                         "seconds": time.perf_counter() - start, **drawn})
+                         "seconds": time.perf_counter() - start, **drawn,
+                         # where the batches left the curriculum: the round closes from it, drawing nothing again
+                         "scheduler_after": json.loads(after.to_json())})
     write_json(result_path, summary)
     shutil.rmtree(run.train_dir(round_), ignore_errors=True)  # the checkpoint is only needed mid-round
     if round_ > 0:  # round r's optimizer state now carries the run on; r-1's is no longer needed

@@ -61,13 +61,18 @@ def model_fingerprint(name_or_path: str | os.PathLike) -> str:
         return file_fingerprint(path)
     if not path.is_dir():
         return f"name:{name_or_path}"
-    listing = tuple(sorted((str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
-                           for p in path.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES
-                           for st in (p.stat(),)))
-    key = (str(path.resolve()), listing)
+    key = (str(path.resolve()), folder_listing(path))
     if key not in _FOLDER_MEMO:
         _FOLDER_MEMO[key] = model_folder_sha256(path)[:32]
     return _FOLDER_MEMO[key]
+
+
+def folder_listing(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """(file, size, mtime) of every file of a model folder, the model card left out: what a change to the model's
+    content changes, in a stat per file."""
+    return tuple(sorted((str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
+                        for p in path.rglob("*") if p.is_file() and p.name not in MODEL_CARD_FILES
+                        for st in (p.stat(),)))
 
 
 def combine(*parts: Any) -> str:

@@ -6,7 +6,8 @@ Plain functions (no Prefect), shared by the Prefect tasks (flows.orchestration.t
 the input check (flows.rounds.validate), the estimate (flows.rounds.estimate) and the experiment harness. Every step
 loads its
 model through `load_encoder` here (a Dask worker of sharded mining through `open_encoder`, by reference), so
-there is one place that turns `model:` settings into an encoder.
+there is one place that turns `model:` settings into an encoder, and one that keeps the round's model in memory
+between the steps (loaded once per round).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +23,7 @@ from dataio.errors import InputError
 from dataio.tables import read_labeled_pairs, read_sts, symlink_loop, table_files
 from flows.run.config import DEFAULT_MODEL, RunConfig, TableFile
 from flows.run.demo_data import build_demo_data
-from flows.run.fingerprint import combine, file_fingerprint, path_fingerprint
+from flows.run.fingerprint import combine, file_fingerprint, folder_listing, path_fingerprint
 from flows.run.progress import bars_on
 from flows.run.rundir import RunDir, jsonable
 from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
@@ -134,10 +136,62 @@ def load_mining_corpus(inputs: dict[str, Any], params: Any = None) -> Any:
     return load_corpus(corpus, pairs, nli, unsupervised_anchors=unsupervised)
 
 
+@dataclass
+class _Held:
+    key: tuple[str, tuple[tuple[str, Any], ...]]  # (folder, settings)
+    signature: tuple[tuple[str, int, int], ...]  # the folder's files as they were when the encoder matched them
+    encoder: Any
+
+
+# The one student encoder this process keeps between a round's steps: the round's model is evaluated, then mines
+# and trains the next round without being read from disk again (one load per round, not three). Training changes
+# weights in place, so the train step takes the encoder out (`take_encoder`) and hands the trained one back under
+# the folder it was saved to (`hold_encoder`). A folder whose files changed since is loaded afresh.
+_HELD: _Held | None = None
+
+
+def _held_key(model_path: str | os.PathLike, config: RunConfig) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    return os.path.abspath(model_path), tuple(sorted(encoder_settings(config).items()))
+
+
+def _folder_signature(model_path: str | os.PathLike) -> tuple[tuple[str, int, int], ...] | None:
+    """The folder's listing without its model card (a round's card is written after its model is evaluated);
+    None for a name that is not a folder (a hub id)."""
+    return folder_listing(Path(model_path)) if Path(model_path).is_dir() else None
+
+
 def load_encoder(model_path: str, config: RunConfig, encode_runtime: str = "torch") -> Any:
     """The encoder in `model_path` with the run's `model:` settings (pooling, lengths, remote code);
-    `encode_runtime`: what its `encode` runs on (simcse.runtimes; the mining step passes `mining.encode_runtime`)."""
-    return open_encoder(model_path, encode_runtime=encode_runtime, **encoder_settings(config))
+    `encode_runtime`: what its `encode` runs on (simcse.runtimes; the mining step passes `mining.encode_runtime`).
+    The encoder this process holds is returned when it is that folder's, unchanged; a loaded folder is held."""
+    global _HELD
+    key, signature = _held_key(model_path, config), _folder_signature(model_path)
+    if _HELD is not None and signature is not None and (_HELD.key, _HELD.signature) == (key, signature):
+        return _HELD.encoder.use_encode_runtime(encode_runtime)
+    encoder = open_encoder(model_path, encode_runtime=encode_runtime, **encoder_settings(config))
+    _HELD = _Held(key, signature, encoder) if signature is not None else None
+    return encoder
+
+
+def take_encoder(model_path: str, config: RunConfig) -> Any:
+    """`load_encoder(model_path, config)` for a caller that changes its weights (training): no longer held."""
+    global _HELD
+    encoder = load_encoder(model_path, config)
+    _HELD = None
+    return encoder
+
+
+def hold_encoder(model_path: str, config: RunConfig, encoder: Any) -> None:
+    """Hold `encoder` as the model saved in `model_path` (the folder it was just saved to, complete)."""
+    global _HELD
+    signature = _folder_signature(model_path)
+    _HELD = _Held(_held_key(model_path, config), signature, encoder) if signature is not None else None
+
+
+def release_encoder() -> None:
+    """Hold no encoder (a run's end: a long-lived process, e.g. `serve`, keeps no model between runs)."""
+    global _HELD
+    _HELD = None
 
 
 _TEACHERS: dict[tuple[str, int], Any] = {}
