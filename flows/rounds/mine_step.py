@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from dataio.errors import TripletDataError
-from dataio.triplets import is_complete, read_manifest, round_problem
+from dataio.triplets import RoundManifest, is_complete, read_manifest, round_problem
 from flows.run import inputs as run_inputs
 from flows.run.config import RunConfig
 from flows.run.fingerprint import file_fingerprint
@@ -52,8 +52,8 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
     # Encoding the pool is most of a round's mining: its lines (start, cache hit, done) are the run's own.
     with sharded_mining(settings.shards, ref, settings.cluster, settings.engine) as sharding, \
             forwarded(("mining.embeddings",), log):
-        mine(corpus, encoder, run.triplets, **kwargs, **sharding)
-    summary = read_mined(run, round_)
+        result = mine(corpus, encoder, run.triplets, **kwargs, **sharding)
+    summary = mined_summary(run, round_, result.manifest)  # the manifest mine() wrote, not read back
     summary["seconds"] = time.perf_counter() - start
     log.info("round %d mined: %s", round_, ", ".join(
         f"{b} {s['rows']} rows (difficulty {_fmt(s.get('mean_anchor_negative_sim'))})"
@@ -63,7 +63,11 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
 
 def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
     """The band statistics and files of a complete round, from its manifest (never from partial files)."""
-    manifest = read_manifest(run.triplets, round_)
+    return mined_summary(run, round_, read_manifest(run.triplets, round_))
+
+
+def mined_summary(run: RunDir, round_: int, manifest: RoundManifest) -> dict[str, Any]:
+    """A mined round as the later steps take it: band statistics, files, rows, difficulties, the manifest's hash."""
     return {"round": round_, "bands": {b: s.model_dump(mode="json") for b, s in manifest.bands.items()},
             "files": [f.model_dump(mode="json") for f in manifest.files],
             "rows": sum(f.rows for f in manifest.files), "difficulties": manifest.difficulties(),
