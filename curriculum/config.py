@@ -24,7 +24,7 @@ from curriculum.alpha import AlphaSchedule
 from curriculum.errors import ConfigError
 from curriculum.pacing import Pacing
 from dataio.errors import describe_validation_error
-from dataio.triplet_layout import BandName, DifficultyMeasure
+from dataio.triplet_layout import DEFAULT_ALPHA, BandName, DifficultyMeasure
 
 
 class _Strict(BaseModel):
@@ -44,8 +44,8 @@ class AlphaRange(_Strict):
 
 
 class AlphaConfig(_Strict):
-    start: float = 1.0
-    end: float = 1.0
+    start: float = DEFAULT_ALPHA  # constant plain SimCSE unless the config ramps it
+    end: float = DEFAULT_ALPHA
     per_band: dict[BandName, AlphaRange] = Field(default_factory=dict)
 
 

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from curriculum.errors import StateError
 from dataio.errors import TripletDataError
 from dataio.hashing import hash_strings, salt_of, splitmix64, uniform_open
-from dataio.triplet_layout import DifficultyMeasure, manifest_path
+from dataio.triplet_layout import DEFAULT_ALPHA, DifficultyMeasure, manifest_path
 from dataio.triplets import RoundManifest, TripletBatch, read_manifest, resolve_file, sha256_matches
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")
@@ -273,7 +273,7 @@ class TripletSampler:
                 pick = chosen_band[:, j] == b_index
                 if pick.any():
                     codes[pick, 2 + j] = self._codes[band][chosen_row[pick, j], 2]
-                    alpha[pick, j] = float(plan.alpha.get(band, 1.0))
+                    alpha[pick, j] = float(plan.alpha.get(band, DEFAULT_ALPHA))
                     for i in np.nonzero(pick)[0].tolist():
                         band_names[i][j] = band
             pad = chosen_band[:, j] < 0

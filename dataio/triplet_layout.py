@@ -23,6 +23,10 @@ BandName = Literal["random", "in_domain", "nli_contradiction", "nearest_neighbou
 BANDS: tuple[str, ...] = typing.get_args(BandName)  # easy to hard
 GRADED_BANDS: tuple[str, ...] = ("graded_easy", "graded_medium", "graded_hard")
 DifficultyMeasure = Literal["student", "teacher"]
+# The weight α of a row's hard negative in the loss when nothing names one (a plan without the row's band, a
+# training config that sets none): the plain SimCSE loss. The one default of α, for the sampler, the trainer, the
+# losses and the model card.
+DEFAULT_ALPHA = 1.0
 
 MANIFEST_NAME = ".manifest.json"
 LEGACY_MANIFEST_NAME = "manifest.json"  # schema version 1

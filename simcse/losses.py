@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from dataio.triplet_layout import DEFAULT_ALPHA
+
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """All-pairs cosine similarity [len(a), len(b)]."""
@@ -60,7 +62,7 @@ def _alpha_tensor(alpha: float | Sequence | torch.Tensor, batch: int, k: int, li
 
 
 def sup_simcse_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
-                    alpha: float | Sequence | torch.Tensor = 1.0, temperature: float = 0.05,
+                    alpha: float | Sequence | torch.Tensor = DEFAULT_ALPHA, temperature: float = 0.05,
                     exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Supervised SimCSE with k hard negatives per anchor and SimCSE's α weighting.
 

@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataio.atomic import atomic_write_text
+from dataio.triplet_layout import DEFAULT_ALPHA
 from simcse.model_folder import default_model_path, quiet_transformers
 
 _log = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ def training_card(caller: ModelCardInfo | None, settings: Mapping[str, Any], def
     tokens per sentence training truncated to.
     """
     hyper = {k: v for k, v in settings.items() if k not in _NOT_HYPERPARAMETERS}
-    own = ModelCardInfo(loss=describe_loss(kinds, settings.get("temperature", 0.05), settings.get("alpha", 1.0)),
+    loss = describe_loss(kinds, settings.get("temperature", 0.05), settings.get("alpha", DEFAULT_ALPHA))
+    own = ModelCardInfo(loss=loss,
                         hyperparameters=hyper,
                         default_hyperparameters={k: v for k, v in defaults.items() if k in hyper},
                         steps=step, rows_trained=rows, max_length=max_length,

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataio.triplet_layout import DEFAULT_ALPHA
+
 
 class TrainConfig(BaseModel):
     """Training settings (SimCSE's defaults where the paper gives them: τ = 0.05, α = 1)."""
@@ -31,7 +33,7 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="optimizer steps (default: `epochs` passes over the batches)")
     epochs: int = Field(1, ge=1, description="passes over the batches when no step count is given")
     temperature: float = Field(0.05, gt=0, description="softmax temperature τ of the contrastive loss")
-    alpha: float = Field(1.0, ge=0, description="hard-negative weight when a batch carries none")
+    alpha: float = Field(DEFAULT_ALPHA, ge=0, description="hard-negative weight when a batch carries none")
     distill_kl: float = Field(0.0, ge=0, description="weight of the in-batch similarity KL toward a teacher's "
                                                      "cosines (simcse.losses.distill_kl_loss; needs a teacher)")
     distill_margin_mse: float = Field(0.0, ge=0, description="weight of MarginMSE on the teacher's (anchor, positive,"
