@@ -229,6 +229,10 @@ class _TrainingRun:
         pin = self.device.type == "cuda"
 
         def prepare(batch: Mapping[str, Any], epoch: int, index: int) -> PreparedBatch:
+            if len(batch["anchor"]) > config.batch_size:  # the model card reports config.batch_size as trained
+                raise ValueError(f"batch {index} of epoch {epoch} has {len(batch['anchor'])} rows, more than "
+                                 f"TrainConfig.batch_size ({config.batch_size}): build the batches with the "
+                                 f"config's batch_size, or set it to the batches' size")
             return prepare_batch(batch, tokenize, encoder.pad_id, config.alpha, pin, epoch, index, pack_offset,
                                  dp.shard(len(batch["anchor"])) if dp else None, self.teacher)
 

@@ -29,7 +29,8 @@ class TrainConfig(BaseModel):
     schedule_offset: int = Field(0, ge=0, description="the schedule's step at which this call starts")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient norm clipped to; 0 turns clipping off")
-    batch_size: int = Field(64, ge=2, description="rows per batch, for whoever builds the batches")
+    batch_size: int = Field(64, ge=2, description="rows per batch: whoever builds the batches uses it; "
+                                                "the trainer refuses a larger batch")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps (default: `epochs` passes over the batches)")
     epochs: int = Field(1, ge=1, description="passes over the batches when no step count is given")
     temperature: float = Field(0.05, gt=0, description="softmax temperature τ of the contrastive loss")

@@ -373,3 +373,13 @@ def test_the_distillation_gradient_reaches_the_weights_and_zero_weights_change_n
 def test_distillation_without_a_teacher_is_one_line(tiny, tmp_path):
     with pytest.raises(InputError, match="need a teacher"):
         train(_encoder(tiny), [{"anchor": _sentences(8)}], _cfg(max_steps=1, distill_kl=1.0), tmp_path / "run")
+
+
+def test_a_batch_larger_than_the_configs_batch_size_is_refused(tiny, tmp_path):
+    """`TrainConfig.batch_size` is what the model card reports as trained: batches built larger are an error, named
+    with both sizes, before a step is taken; smaller ones (an epoch's last batch) train."""
+    with pytest.raises(ValueError, match=r"batch 0 of epoch 0 has 8 rows, more than TrainConfig\.batch_size \(4\)"):
+        train(_encoder(tiny), _triplets(16), _cfg(batch_size=4, max_steps=2), tmp_path / "big")
+    assert not (tmp_path / "big" / "model").exists()
+    r = train(_encoder(tiny), _triplets(16), _cfg(batch_size=16, max_steps=2, save_every=0), tmp_path / "small")
+    assert r.steps == 2
