@@ -184,6 +184,7 @@ def take_encoder(model_path: str, config: RunConfig) -> Any:
 def hold_encoder(model_path: str, config: RunConfig, encoder: Any) -> None:
     """Hold `encoder` as the model saved in `model_path` (the folder it was just saved to, complete)."""
     global _HELD
+    encoder.source = str(model_path)  # as `from_pretrained` would name it: the next round's card says "trained from"
     signature = _folder_signature(model_path)
     _HELD = _Held(_held_key(model_path, config), signature, encoder) if signature is not None else None
 
