@@ -23,7 +23,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
 from bench import machine
-from dataio.tables import data_dir, read_sts
+from dataio.eval_sets import read_sts
+from dataio.tables import data_dir
 from simcse.batching import triplet_batches, unsupervised_batches
 from simcse.data import load_sentences, load_triplets
 from simcse.evaluation import SimCSEEvaluator, evaluate_data

@@ -4,6 +4,9 @@
   line and exit code 2.
 - `dataio.atomic`: atomic file and folder writes (readers see the old or the complete new version).
 - `dataio.tables`: reading the tables users hand over (txt, csv, tsv, jsonl, parquet, saved HF datasets).
+- `dataio.eval_sets`: the evaluation files (STS, labeled pairs) and the 0/1 label words.
+- `dataio.column_specs`: column maps from a command line (`--columns KEY=COLUMN`) and the header-only column
+  check `validate` runs.
 - `dataio.hashing`: sha256 of files and the counter-based hashes random choices are drawn from.
 - `dataio.folder_lock`: one writer per output folder (the lock `mine` and `run` take).
 - `dataio.owned_folder`: an output folder and the parents a command created, so that a failed command

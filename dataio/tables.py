@@ -8,7 +8,10 @@ Files as teams export them: a `.csv` may be delimited by `,`, `;`, a tab or `|` 
 with `csv.Sniffer`, checked against the header; an Excel `sep=;` first line is honoured), start with a UTF-8 BOM
 and end its lines with CRLF; the text formats may be gzipped (`.csv.gz`, `.tsv.gz`, `.jsonl.gz`, `.json.gz`,
 `.txt.gz`); a `.json` file is a list of records (one object per row; JSON Lines under a `.json` name are read
-as such). Labels read as 0/1 also from yes/no and true/false (`parse_label`).
+as such).
+
+The evaluation files (STS, labeled pairs) are read by `dataio.eval_sets`; command-line column maps
+(`--columns KEY=COLUMN`) and the header-only column check `validate` runs are `dataio.column_specs`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ import gzip
 import io
 import itertools
 import json
-import math
-import numbers
 import os
 import re
 import zlib
@@ -278,7 +279,7 @@ def _one_column_hint(available: Sequence[str]) -> str:
             f"delimiter is detected, or re-export it with the delimiter its name says)")
 
 
-def _resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str], optional: Sequence[str],
+def resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str], optional: Sequence[str],
                      aliases: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
     """Map each canonical column to the name it has in the file (exact name first, then aliases)."""
     aliases = aliases or {}
@@ -397,7 +398,7 @@ def _read_delimited(path: Path, kind: str, columns: Sequence[str], optional: Seq
     except csv.Error as exc:
         raise InputError(f"malformed header ({exc}); delimiter {shown}", path=path, line=1 + skipped) from None
     header = [h.strip() for h in header]
-    found = _resolve_columns(path, header, columns, optional, aliases)
+    found = resolve_columns(path, header, columns, optional, aliases)
     index = {name: header.index(src) for name, src in found.items()}
     out: dict[str, list[Any]] = {name: [] for name in found}
     locations: list[int] = []
@@ -483,7 +484,7 @@ def _records_table(path: Path, rows: list[dict], locations: list[int], kind: str
     if not rows:
         raise InputError("the file has no JSON records", path=path)
     keys: list[str] = list(dict.fromkeys(k for r in rows[:1000] for k in r))
-    found = _resolve_columns(path, keys, columns, optional, aliases)
+    found = resolve_columns(path, keys, columns, optional, aliases)
     out: dict[str, list[Any]] = {name: [] for name in found}
     for obj, n in zip(rows, locations):
         for name, src in found.items():
@@ -506,7 +507,7 @@ def _read_parquet(path: Path, columns: Sequence[str], optional: Sequence[str],
         schema = pq.read_schema(path)
     except (OSError, ValueError, pa.ArrowException) as exc:  # the types pyarrow raises for a file that is not Parquet
         raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
-    found = _resolve_columns(path, schema.names, columns, optional, aliases)
+    found = resolve_columns(path, schema.names, columns, optional, aliases)
     table = pq.read_table(path, columns=list(dict.fromkeys(found.values())))
     out = {name: table.column(src).to_pylist() for name, src in found.items()}
     return Table(path, out, list(range(1, table.num_rows + 1)), "row",
@@ -521,7 +522,7 @@ def _read_hf(path: Path, columns: Sequence[str], optional: Sequence[str],
     if isinstance(ds, datasets.DatasetDict):
         split = "train" if "train" in ds else next(iter(ds))
         ds = ds[split]
-    found = _resolve_columns(path, ds.column_names, columns, optional, aliases)
+    found = resolve_columns(path, ds.column_names, columns, optional, aliases)
     out = {name: list(ds[src]) for name, src in found.items()}
     return Table(path, out, list(range(1, len(ds) + 1)), "row", {k: v for k, v in found.items() if k != v})
 
@@ -619,183 +620,3 @@ def read_columns(path: str | os.PathLike, canonical: Sequence[str], optional: Se
         table.columns = {c: table.columns[n] for c, n in names.items() if n in table.columns}
         table.renamed.update({c: n for c, n in given.items() if c != n})
     return table
-
-
-def parse_column_specs(specs: Sequence[str], keys: Sequence[str], option: str = "--columns") -> list[tuple[str, str]]:
-    """(key, file column) pairs from command-line values, written as a config's `columns:`: `KEY=COLUMN[,...]` or a
-    YAML flow mapping `{KEY: COLUMN, ...}`, repeatable. A key may come more than once (`sentence1=q1` for one
-    file, `sentence1=headline_1` for another: `column_maps` gives each file the entries whose column it has); a
-    key not in `keys` is an error naming the closest."""
-    import yaml
-
-    out: list[tuple[str, str]] = []
-    for spec in specs:
-        text = spec.strip()
-        if text.startswith("{"):
-            try:
-                mapping = yaml.safe_load(text)
-            except yaml.YAMLError:
-                mapping = None
-            if not isinstance(mapping, dict):
-                raise InputError(f"{option} {spec!r}: not a mapping; write KEY=COLUMN[,KEY=COLUMN...] or "
-                                 f"{{KEY: COLUMN, ...}}")
-            pairs = [(str(k), str(v)) for k, v in mapping.items()]
-        else:
-            pairs = []
-            for part in filter(None, (p.strip() for p in text.split(","))):
-                key, sep, value = part.partition("=")
-                if not sep or not key.strip() or not value.strip():
-                    raise InputError(f"{option} {spec!r}: {part!r} is not KEY=COLUMN (e.g. text=headline)")
-                pairs.append((key.strip(), value.strip()))
-        for key, value in pairs:
-            if key not in keys:
-                raise InputError(f"{option}: unknown key {key!r}{did_you_mean(key, keys)}; the keys are those of a "
-                                 f"config's columns: {', '.join(keys)}")
-            if (key, value) not in out:
-                out.append((key, value))
-    return out
-
-
-def columns_for(header: Sequence[str], given: Sequence[tuple[str, str]], keys: Iterable[str] | None = None,
-                where: object = None, option: str = "--columns") -> dict[str, str]:
-    """The column map of one file from a command's (key, column) pairs: those whose column the file has (and
-    whose key is in `keys`); two columns of the file given for one key are an error naming the file."""
-    keys = None if keys is None else set(keys)
-    out: dict[str, str] = {}
-    for key, column in given:
-        if column in header and (keys is None or key in keys):
-            if key in out and out[key] != column:
-                raise InputError(f"{option}: {key}={out[key]} and {key}={column} both name columns of this file; "
-                                 f"give one", path=where)
-            out[key] = column
-    return out
-
-
-def column_maps(files: Sequence[str | os.PathLike], kind: str, given: Sequence[tuple[str, str]]) \
-        -> list[dict[str, str]]:
-    """The column map of each file of `kind` (`INPUT_COLUMNS`) from a command's (key, column) pairs
-    (`parse_column_specs`): the pairs of that kind's keys whose column the file has, so one `--columns
-    sentence1=q1` serves every file holding `q1`."""
-    keys = set(INPUT_COLUMNS[kind][0]) | set(INPUT_COLUMNS[kind][1])
-    return [columns_for(read_header(f), given, keys, where=f) for f in files]
-
-
-def unused_columns(given: Sequence[tuple[str, str]], used: Sequence[Mapping[str, str]],
-                   files: Sequence[str | os.PathLike], option: str = "--columns") -> None:
-    """InputError for the first (key, column) pair no file's map took, naming the closest column of the files."""
-    taken = {(k, v) for m in used for k, v in m.items()}
-    every = list(dict.fromkeys(h for f in files for h in read_header(f)))
-    for key, column in given:
-        if (key, column) not in taken:
-            where = (f"no file given has a column {column!r}{did_you_mean(column, every)}" if column not in every
-                     else f"no file that takes a {key!r} column has the column {column!r}")
-            raise InputError(f"{option} {key}={column}: {where}; the files' columns: {', '.join(every)}")
-
-
-def check_columns(path: str | os.PathLike, kind: str,
-                  columns: Mapping[str, str | None] | None = None) -> dict[str, str]:
-    """The file column each column of an input of `kind` (`INPUT_COLUMNS`) is read from, decided from the header
-    alone, as `read_columns` decides it; a column `columns` names is required, as its loader requires it. The
-    check `validate` runs on every input before reading any, so that every column problem is reported at once;
-    InputError as the loader would raise it."""
-    canonical, optional = INPUT_COLUMNS[kind]
-    path = Path(path)
-    header = read_header(path)
-    if not header:  # .txt: one unnamed column, read under any name
-        return {}
-    given = {k: v for k, v in (columns or {}).items() if v}
-    required = [*canonical, *(c for c in optional if c in given)]
-    rest = [c for c in optional if c not in given]
-    names = {c: given.get(c, c) for c in [*required, *rest]}
-    aliases = {names[c]: COLUMN_ALIASES.get(c, ()) for c in names if c not in given}
-    found = _resolve_columns(path, header, [names[c] for c in required], [names[c] for c in rest], aliases)
-    return {c: found[names[c]] for c in names if names[c] in found}
-
-
-@dataclass
-class StsData:
-    """Sentence pairs with a graded similarity score (STS-B layout)."""
-
-    path: Path
-    sentence1: list[str]
-    sentence2: list[str]
-    scores: list[float]
-
-
-def _floats(table: Table, column: str) -> list[float]:
-    values: list[float] = []
-    for i, raw in enumerate(table.columns[column]):
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise table.error(i, column, f"{raw!r} is not a number") from None
-        if math.isnan(value):
-            raise table.error(i, column, "NaN is not a usable score")
-        values.append(value)
-    return values
-
-
-def _texts(table: Table, column: str) -> list[str]:
-    values = table.columns[column]
-    for i, v in enumerate(values):
-        if v is None or not str(v).strip():
-            raise table.error(i, column, "empty text; remove the row or fill it in")
-    return [str(v) for v in values]
-
-
-def read_sts(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> StsData:
-    """An STS file: `sentence1, sentence2, score` (score any numeric scale); `columns` maps those names to the
-    file's own (e.g. `{"score": "similarity"}`)."""
-    table = read_columns(path, *INPUT_COLUMNS["sts"], columns=columns)
-    if len(table) < 2:
-        raise InputError("an STS file needs at least 2 scored pairs", path=table.path)
-    return StsData(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), _floats(table, "score"))
-
-
-@dataclass
-class LabeledPairs:
-    """Sentence pairs labeled 1 (same meaning / relevant) or 0."""
-
-    path: Path
-    sentence1: list[str]
-    sentence2: list[str]
-    labels: list[int]
-
-
-# Words read as a label: what spreadsheets and annotation tools write for yes / no.
-LABEL_WORDS = {"1": 1, "0": 0, "yes": 1, "no": 0, "y": 1, "n": 0, "true": 1, "false": 0}
-LABEL_HELP = "0 or 1 (yes/no and true/false are read as 1/0)"
-
-
-def parse_label(value: Any) -> int | None:
-    """A 0/1 label: 0 or 1 as a number or text (`1.0` too), yes/no, y/n, true/false in any case; None for
-    anything else."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return int(value) if value in (0, 1) else None
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in LABEL_WORDS:
-            return LABEL_WORDS[word]
-        try:
-            number = float(word)
-        except ValueError:
-            return None
-        return int(number) if number in (0.0, 1.0) else None
-    return None
-
-
-def read_labeled_pairs(path: str | os.PathLike, columns: Mapping[str, str | None] | None = None) -> LabeledPairs:
-    """A labeled-pair file: `sentence1, sentence2, label` with labels 0/1 (or yes/no, true/false: `parse_label`);
-    `columns` maps those names to the file's own (e.g. `{"label": "is_paraphrase"}`)."""
-    table = read_columns(path, *INPUT_COLUMNS["labeled_pairs"], columns=columns)
-    labels = []
-    for i, raw in enumerate(table.columns["label"]):
-        label = parse_label(raw)
-        if label is None:
-            raise table.error(i, "label", f"label {raw!r} is not {LABEL_HELP}")
-        labels.append(label)
-    if len(set(labels)) < 2:
-        raise InputError("labeled pairs need both labels (0 and 1) for average precision", path=table.path)
-    return LabeledPairs(table.path, _texts(table, "sentence1"), _texts(table, "sentence2"), labels)

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from dataio.errors import InputError
+from dataio.eval_sets import LABEL_HELP, parse_label
 from dataio.hashing import hash_strings
-from dataio.tables import INPUT_COLUMNS, LABEL_HELP, Table, parse_label, read_columns
+from dataio.tables import INPUT_COLUMNS, Table, read_columns
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _as_source(item: Any, cls: type, kind: str) -> Any:
 
 
 def _pair_label(table: Table, index: int, column: str, value: Any) -> int:
-    """A pair's label as 0 or 1 (yes/no, true/false too: `dataio.tables.parse_label`); anything else stops the
+    """A pair's label as 0 or 1 (yes/no, true/false too: `dataio.eval_sets.parse_label`); anything else stops the
     load naming the line."""
     label = parse_label(value)
     if label is None:

@@ -79,14 +79,9 @@ def evaluate_command(
     Example, the dev file a run reads through `columns: {sentence1: q1, sentence2: q2, label: dup}`:
     simcse-curriculum evaluate MODEL --pairs dev.json --columns sentence1=q1,sentence2=q2,label=dup
     """
-    from dataio.tables import (
-        INPUT_COLUMNS,
-        column_maps,
-        parse_column_specs,
-        read_labeled_pairs,
-        read_sts,
-        unused_columns,
-    )
+    from dataio.column_specs import column_maps, parse_column_specs, unused_columns
+    from dataio.eval_sets import read_labeled_pairs, read_sts
+    from dataio.tables import INPUT_COLUMNS
     from simcse.evaluation import evaluate_data
     from simcse.model import SimCSEEncoder
 

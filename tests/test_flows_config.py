@@ -322,7 +322,7 @@ def test_shipped_configs_validate_and_demo_yaml_matches_the_packaged_demo() -> N
 
 
 def test_demo_corpus_is_deterministic_and_holds_out_its_eval_sentences(tmp_path: Path) -> None:
-    from dataio.tables import read_labeled_pairs
+    from dataio.eval_sets import read_labeled_pairs
     from flows.run.demo_data import build_demo_data
 
     a = build_demo_data(tmp_path / "a", max_sentences=300, eval_docstrings=40)

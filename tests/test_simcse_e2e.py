@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataio.tables import StsData, read_sts
+from dataio.eval_sets import StsData, read_sts
 from simcse.batching import triplet_batches
 from simcse.data import load_triplets
 from simcse.evaluation import evaluate_data

@@ -11,16 +11,8 @@ from pathlib import Path
 import pytest
 
 from dataio.errors import InputError
-from dataio.tables import (
-    parse_label,
-    read_header,
-    read_labeled_pairs,
-    read_sts,
-    read_table,
-    sniff_delimiter,
-    table_files,
-    table_stem,
-)
+from dataio.eval_sets import parse_label, read_labeled_pairs, read_sts
+from dataio.tables import read_header, read_table, sniff_delimiter, table_files, table_stem
 
 HEADLINES = [("Markets fall, investors worry about rates", "economy"),
              ('Storm "Ada"; coast braces for wind', "weather"),

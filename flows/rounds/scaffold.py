@@ -7,7 +7,7 @@ delimiter the loaders read), from a `ROLE=PATH` prefix, or from the column map g
 canonical name or one of its aliases in `dataio.tables.COLUMN_ALIASES`, then a few names only this guess
 knows), then by what they hold, so a team's own names work too:
 
-- a *label* column holds only 0/1, yes/no or true/false (`dataio.tables.parse_label`); a *score* column
+- a *label* column holds only 0/1, yes/no or true/false (`dataio.eval_sets.parse_label`); a *score* column
   numbers with more than two values (on an STS-like scale, -1 to 5, unless it is named like a score);
 - a *sentence* column is text, mostly with spaces between words, mostly distinct, not URLs;
 - two sentence columns and a label are labeled pairs (evaluation pairs when the file name says
@@ -40,17 +40,10 @@ from typing import Any
 import yaml
 
 from dataio.atomic import atomic_write_text
+from dataio.column_specs import columns_for, parse_column_specs
 from dataio.errors import InputError, InputErrors, did_you_mean
-from dataio.tables import (
-    COLUMN_ALIASES,
-    columns_for,
-    parse_column_specs,
-    parse_label,
-    read_header,
-    read_table,
-    table_files,
-    table_stem,
-)
+from dataio.eval_sets import parse_label
+from dataio.tables import COLUMN_ALIASES, read_header, read_table, table_files, table_stem
 from flows.rounds.validate import check_run
 from flows.run.config import CorpusColumns, LabeledPairColumns, NliColumns, PairColumns, StsColumns, config_from_text
 from simcse.evaluation import file_metric_names
@@ -226,7 +219,7 @@ _SAME_COLUMN = {"anchor": "sentence1", "positive": "sentence2", "sentence1": "an
 
 def parse_columns(specs: Sequence[str]) -> list[tuple[str, str]]:
     """`--columns` values (`text=headline,domain=desk`, or `{text: headline}`; repeatable) as (key, column) pairs
-    (`dataio.tables.parse_column_specs`), the keys those of a config's `columns:` for any kind of input."""
+    (`dataio.column_specs.parse_column_specs`), the keys those of a config's `columns:` for any kind of input."""
     return parse_column_specs(specs, sorted({k for keys in role_keys().values() for k in keys}))
 
 

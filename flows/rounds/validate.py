@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from curriculum.preview import preview_schedule
+from dataio.column_specs import check_columns
 from dataio.errors import InputError, InputErrors, did_you_mean
 from dataio.folder_lock import check_free, held_folders
-from dataio.tables import check_columns, read_header, symlink_loop, table_files
+from dataio.tables import read_header, symlink_loop, table_files
 from flows.registry.mlflow_store import check_database, require_mlflow, store_for
 from flows.registry.warm_start import resolve_start
 from flows.run.config import RunConfig
@@ -232,7 +233,7 @@ def missing_path(config: RunConfig, key: str, path: Path) -> InputError:
 
 def _check_paths_and_columns(config: RunConfig) -> None:
     """Every path the config names that is missing, and every column problem of every input file (from the
-    files' headers: `dataio.tables.check_columns`), reported at once, before any file is read whole; a team with
+    files' headers: `dataio.column_specs.check_columns`), reported at once, before any file is read whole; a team with
     wrong relative paths, or an export's different column names, learns all of them from one try."""
     problems: list[InputError] = []
     for key, entry, kind in _input_entries(config):

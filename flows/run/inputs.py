@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dataio.errors import InputError
-from dataio.tables import read_labeled_pairs, read_sts, symlink_loop, table_files
+from dataio.eval_sets import read_labeled_pairs, read_sts
+from dataio.tables import symlink_loop, table_files
 from flows.run.config import DEFAULT_MODEL, RunConfig, TableFile
 from flows.run.demo_data import build_demo_data
 from flows.run.fingerprint import combine, file_fingerprint, folder_listing, path_fingerprint
