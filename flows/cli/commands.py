@@ -142,150 +142,151 @@ def _nothing_new(cfg: Any, config: Path, as_json: bool) -> bool:
     return True
 
 
+def run_command(
+    config: Annotated[Path, typer.Argument(help="the run's YAML config (see configs/)")],
+    flow: Annotated[str, typer.Option(help=f"which flow: {', '.join(FLOWS)}")] = "curriculum",
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", help="override output_dir")] = None,
+    rounds: Annotated[int | None, typer.Option(help="override rounds")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="override steps_per_round")] = None,
+    round_: Annotated[int, typer.Option("--round", help="mine/train flows: which round")] = 0,
+    model: Annotated[str | None, typer.Option(help="mine/train/evaluate flows: model folder to use")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run",
+        help="check every file and setting, estimate time and disk from a short calibration, write nothing",
+    )] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="a run with a registry: run even when its current model has seen every input "
+                        "(= registry.force; otherwise such a run is a recorded no-op)")] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Run (or resume) a curriculum run: re-running the same command continues where it stopped."""
+    from flows.rounds.estimate import estimate_run  # at run time: the CLI starts fast
+    from flows.rounds.validate import check_run  # at run time: the CLI starts fast
+    from flows.run.config import forced, load_config  # at run time: the CLI starts fast
+
+    if flow not in FLOWS:
+        raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
+    configure_logging(quiet, log_level)
+    cfg = load_config(config, config_overrides(output_dir, rounds, steps))
+    if force:
+        if cfg.registry is None:
+            raise typer.BadParameter("applies to a run whose config names a registry (registry.path)",
+                                     param_hint="--force")
+
+        cfg = forced(cfg)
+    if cfg.retention is not None:  # a run folder, not a folder of runs: nothing to prune here
+        beside = "" if output_dir is not None else (
+            f"; this run writes into {cfg.output_dir} itself, where scheduled runs keep their folders: give it "
+            f"an --output-dir of its own")
+        typer.echo(f"note: retention.keep applies to scheduled runs (serve, deploy); `run` prunes nothing (prune "
+                   f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`){beside}",
+                   err=True)
+
+    if flow == "curriculum" and cfg.registry is not None and not dry_run:
+        with said_if_slow(f"registry {cfg.registry.path}: has its current version seen every input?"):
+            nothing_new = _nothing_new(cfg, config, as_json)
+        if nothing_new:
+            return  # recorded as a no-op in seconds: no input check, no Prefect
+    # Every file, column and label, before the run folder or Prefect is touched.
+    with said_if_slow("checking the config and every input file (columns, labels, rows) before anything is "
+                      "written"):
+        check = check_run(cfg)
+    if dry_run:
+        print_check(check, as_json, estimate_run(check))
+        return
+    # Ctrl-C or SIGTERM from here on: one line with the command that resumes, exit 130 / 143 (flows.run.interrupts).
+    with stop_on_signals(f"simcse-curriculum run {config}"), \
+            OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
+
+        say(start_line(configure_prefect_home(cfg.output_dir)))
+        with _run_environment(cfg.output_dir):
+            # Prefect: imported after its home and logging are set
+            from flows.orchestration import curriculum_flow as flows_module
+
+            result = _run_flow(flows_module, flow, cfg, round_, model)
+    _print_result(flow, result, cfg, round_, as_json)
+
+def serve_command(
+    config: Annotated[Path, typer.Argument(help="the run's YAML config")],
+    cron: Annotated[str | None, typer.Option(help='a cron schedule, e.g. "0 2 * * *" (02:00 every day)')] = None,
+    interval: Annotated[float | None, typer.Option(help="or: run every this many seconds")] = None,
+    name: Annotated[str, typer.Option(help="the deployment's name")] = "scheduled",
+    timezone: Annotated[str | None, typer.Option(help="time zone of the cron schedule (default UTC)")] = None,
+    limit: Annotated[int, typer.Option(help="most runs at once (1: a late run waits for the one before)")] = 1,
+    quiet: QuietOption = False,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Serve the curriculum flow as a Prefect deployment on a schedule (needs a Prefect server).
+
+    Each scheduled run writes into `<output_dir>/<scheduled start time>/`, or resumes the latest such folder
+    when its run did not finish. Start a server first:
+    `prefect server start --host 127.0.0.1` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
+    """
+    from flows.run.config import load_config  # at run time: the CLI starts fast
+
+    if (cron is None) == (interval is None):
+        raise typer.BadParameter("give exactly one of --cron or --interval")
+    configure_logging(quiet, log_level)
+    cfg = load_config(config)
+    # No PREFECT_HOME in the output folder: serving needs the user's own Prefect server (and profile), and a
+    # refused serve must leave nothing there.
+    from prefect.deployments.runner import EntrypointType
+    from prefect.settings import PREFECT_API_URL  # Prefect: only where a flow runs
+
+    if not PREFECT_API_URL.value():
+        typer.echo("Cannot schedule flows on an ephemeral server: schedules need a Prefect server.\n"
+                   "  prefect server start --host 127.0.0.1 &\n"
+                   "  export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
+                   f"  simcse-curriculum serve {config} "
+                   f"{'--cron ' + repr(cron) if cron else f'--interval {interval:g}'}",
+                   err=True)
+        raise typer.Exit(2)
+    from flows.orchestration.curriculum_flow import scheduled_flow  # Prefect: only where a flow runs
+
+    schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
+    if timezone and cron:
+        from prefect.schedules import Cron  # Prefect: only where a flow runs
+
+        schedule = {"schedule": Cron(cron, timezone=timezone)}
+    if not quiet:
+        when = f"cron {cron}" if cron else f"every {interval:g} s"
+        typer.echo(f"serving deployment '{scheduled_flow.name}/{name}' ({when}); "
+                   f"runs write into {cfg.output_dir}/<start time>/. Ctrl-C stops.", err=True)
+    scheduled_flow.serve(name=name, parameters={"config": str(Path(config).resolve())},
+                         entrypoint_type=EntrypointType.MODULE_PATH, print_starting_message=False, limit=limit,
+                         **schedule)
+
+def demo_command(
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="where the run goes")] = Path("runs/demo"),
+    rounds: Annotated[int | None, typer.Option(help="override the demo's 3 rounds")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="override the demo's 20 steps per round")] = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    log_level: LogLevelOption = None,
+) -> None:
+    """The full curriculum flow on a built-in corpus (Python docstrings), offline; prints the report path."""
+    from flows.cli.demo import demo_config  # at run time: the CLI starts fast
+
+    configure_logging(quiet, log_level)
+    overrides = {k: v for k, v in (("rounds", rounds), ("steps_per_round", steps)) if v is not None}
+    cfg = demo_config(output_dir.resolve(), **overrides)
+    with stop_on_signals(f"simcse-curriculum demo --output-dir {cfg.output_dir}"), \
+            OutputFolder(cfg.output_dir, "simcse-curriculum demo"):
+        configure_prefect_home(cfg.output_dir)
+        if not quiet:
+            typer.echo(f"demo: {cfg.rounds} rounds x {cfg.steps_per_round} steps on Python docstrings, "
+                       f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
+        with _run_environment(cfg.output_dir):
+            from flows.orchestration.curriculum_flow import curriculum_flow  # Prefect: only where a flow runs
+
+            summary = curriculum_flow(cfg)
+    _print_result("curriculum", summary, cfg, 0, as_json)
+
+
 def register(app: typer.Typer) -> None:
     """Add `run`, `serve` and `demo` to the app."""
-
-    @app.command("run")
-    def run_command(
-        config: Annotated[Path, typer.Argument(help="the run's YAML config (see configs/)")],
-        flow: Annotated[str, typer.Option(help=f"which flow: {', '.join(FLOWS)}")] = "curriculum",
-        output_dir: Annotated[Path | None, typer.Option("--output-dir", help="override output_dir")] = None,
-        rounds: Annotated[int | None, typer.Option(help="override rounds")] = None,
-        steps: Annotated[int | None, typer.Option("--steps", help="override steps_per_round")] = None,
-        round_: Annotated[int, typer.Option("--round", help="mine/train flows: which round")] = 0,
-        model: Annotated[str | None, typer.Option(help="mine/train/evaluate flows: model folder to use")] = None,
-        dry_run: Annotated[bool, typer.Option(
-            "--dry-run",
-            help="check every file and setting, estimate time and disk from a short calibration, write nothing",
-        )] = False,
-        force: Annotated[bool, typer.Option(
-            "--force", help="a run with a registry: run even when its current model has seen every input "
-                            "(= registry.force; otherwise such a run is a recorded no-op)")] = False,
-        as_json: JsonOption = False,
-        quiet: QuietOption = False,
-        log_level: LogLevelOption = None,
-    ) -> None:
-        """Run (or resume) a curriculum run: re-running the same command continues where it stopped."""
-        from flows.rounds.estimate import estimate_run  # at run time: the CLI starts fast
-        from flows.rounds.validate import check_run  # at run time: the CLI starts fast
-        from flows.run.config import forced, load_config  # at run time: the CLI starts fast
-
-        if flow not in FLOWS:
-            raise typer.BadParameter(f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}", param_hint="--flow")
-        configure_logging(quiet, log_level)
-        cfg = load_config(config, config_overrides(output_dir, rounds, steps))
-        if force:
-            if cfg.registry is None:
-                raise typer.BadParameter("applies to a run whose config names a registry (registry.path)",
-                                         param_hint="--force")
-
-            cfg = forced(cfg)
-        if cfg.retention is not None:  # a run folder, not a folder of runs: nothing to prune here
-            beside = "" if output_dir is not None else (
-                f"; this run writes into {cfg.output_dir} itself, where scheduled runs keep their folders: give it "
-                f"an --output-dir of its own")
-            typer.echo(f"note: retention.keep applies to scheduled runs (serve, deploy); `run` prunes nothing (prune "
-                       f"a folder of runs with `simcse-curriculum prune DIR --keep {cfg.retention.keep}`){beside}",
-                       err=True)
-
-        if flow == "curriculum" and cfg.registry is not None and not dry_run:
-            with said_if_slow(f"registry {cfg.registry.path}: has its current version seen every input?"):
-                nothing_new = _nothing_new(cfg, config, as_json)
-            if nothing_new:
-                return  # recorded as a no-op in seconds: no input check, no Prefect
-        # Every file, column and label, before the run folder or Prefect is touched.
-        with said_if_slow("checking the config and every input file (columns, labels, rows) before anything is "
-                          "written"):
-            check = check_run(cfg)
-        if dry_run:
-            print_check(check, as_json, estimate_run(check))
-            return
-        # Ctrl-C or SIGTERM from here on: one line with the command that resumes, exit 130 / 143 (flows.run.interrupts).
-        with stop_on_signals(f"simcse-curriculum run {config}"), \
-                OutputFolder(cfg.output_dir, f"simcse-curriculum run {config}"):  # ours only, one command at a time
-
-            say(start_line(configure_prefect_home(cfg.output_dir)))
-            with _run_environment(cfg.output_dir):
-                # Prefect: imported after its home and logging are set
-                from flows.orchestration import curriculum_flow as flows_module
-
-                result = _run_flow(flows_module, flow, cfg, round_, model)
-        _print_result(flow, result, cfg, round_, as_json)
-
-    @app.command("serve")
-    def serve_command(
-        config: Annotated[Path, typer.Argument(help="the run's YAML config")],
-        cron: Annotated[str | None, typer.Option(help='a cron schedule, e.g. "0 2 * * *" (02:00 every day)')] = None,
-        interval: Annotated[float | None, typer.Option(help="or: run every this many seconds")] = None,
-        name: Annotated[str, typer.Option(help="the deployment's name")] = "scheduled",
-        timezone: Annotated[str | None, typer.Option(help="time zone of the cron schedule (default UTC)")] = None,
-        limit: Annotated[int, typer.Option(help="most runs at once (1: a late run waits for the one before)")] = 1,
-        quiet: QuietOption = False,
-        log_level: LogLevelOption = None,
-    ) -> None:
-        """Serve the curriculum flow as a Prefect deployment on a schedule (needs a Prefect server).
-
-        Each scheduled run writes into `<output_dir>/<scheduled start time>/`, or resumes the latest such folder
-        when its run did not finish. Start a server first:
-        `prefect server start --host 127.0.0.1` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
-        """
-        from flows.run.config import load_config  # at run time: the CLI starts fast
-
-        if (cron is None) == (interval is None):
-            raise typer.BadParameter("give exactly one of --cron or --interval")
-        configure_logging(quiet, log_level)
-        cfg = load_config(config)
-        # No PREFECT_HOME in the output folder: serving needs the user's own Prefect server (and profile), and a
-        # refused serve must leave nothing there.
-        from prefect.deployments.runner import EntrypointType
-        from prefect.settings import PREFECT_API_URL  # Prefect: only where a flow runs
-
-        if not PREFECT_API_URL.value():
-            typer.echo("Cannot schedule flows on an ephemeral server: schedules need a Prefect server.\n"
-                       "  prefect server start --host 127.0.0.1 &\n"
-                       "  export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
-                       f"  simcse-curriculum serve {config} "
-                       f"{'--cron ' + repr(cron) if cron else f'--interval {interval:g}'}",
-                       err=True)
-            raise typer.Exit(2)
-        from flows.orchestration.curriculum_flow import scheduled_flow  # Prefect: only where a flow runs
-
-        schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
-        if timezone and cron:
-            from prefect.schedules import Cron  # Prefect: only where a flow runs
-
-            schedule = {"schedule": Cron(cron, timezone=timezone)}
-        if not quiet:
-            when = f"cron {cron}" if cron else f"every {interval:g} s"
-            typer.echo(f"serving deployment '{scheduled_flow.name}/{name}' ({when}); "
-                       f"runs write into {cfg.output_dir}/<start time>/. Ctrl-C stops.", err=True)
-        scheduled_flow.serve(name=name, parameters={"config": str(Path(config).resolve())},
-                             entrypoint_type=EntrypointType.MODULE_PATH, print_starting_message=False, limit=limit,
-                             **schedule)
-
-    @app.command("demo")
-    def demo_command(
-        output_dir: Annotated[Path, typer.Option("--output-dir", help="where the run goes")] = Path("runs/demo"),
-        rounds: Annotated[int | None, typer.Option(help="override the demo's 3 rounds")] = None,
-        steps: Annotated[int | None, typer.Option("--steps", help="override the demo's 20 steps per round")] = None,
-        as_json: JsonOption = False,
-        quiet: QuietOption = False,
-        log_level: LogLevelOption = None,
-    ) -> None:
-        """The full curriculum flow on a built-in corpus (Python docstrings), offline; prints the report path."""
-        from flows.cli.demo import demo_config  # at run time: the CLI starts fast
-
-        configure_logging(quiet, log_level)
-        overrides = {k: v for k, v in (("rounds", rounds), ("steps_per_round", steps)) if v is not None}
-        cfg = demo_config(output_dir.resolve(), **overrides)
-        with stop_on_signals(f"simcse-curriculum demo --output-dir {cfg.output_dir}"), \
-                OutputFolder(cfg.output_dir, "simcse-curriculum demo"):
-            configure_prefect_home(cfg.output_dir)
-            if not quiet:
-                typer.echo(f"demo: {cfg.rounds} rounds x {cfg.steps_per_round} steps on Python docstrings, "
-                           f"output in {cfg.output_dir} (Prefect starts in ~10-20 s)", err=True)
-            with _run_environment(cfg.output_dir):
-                from flows.orchestration.curriculum_flow import curriculum_flow  # Prefect: only where a flow runs
-
-                summary = curriculum_flow(cfg)
-        _print_result("curriculum", summary, cfg, 0, as_json)
+    app.command("run")(run_command)
+    app.command("serve")(serve_command)
+    app.command("demo")(demo_command)
