@@ -248,108 +248,17 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
         raise InputError("no input: give a corpus (--corpus), pairs (--pairs) or NLI triplets (--nli)")
 
     pool = _PoolBuilder()
-    stats: list[SourceStats] = []
     corpus_members: list[int] = []  # pool indices of corpus sentences, first-seen order
     in_corpus: set[int] = set()
 
-    for src in corpus_src:
-        # A column the user names is read exactly; else its canonical name or an alias (dataio.tables).
-        table = read_columns(src.path, *INPUT_COLUMNS["corpus"],
-                             {"text": src.text_column, "id": src.id_column, "domain": src.domain_column})
-        if src.id_column and "id" not in table.columns:
-            raise InputError(f"missing id column {src.id_column!r}", path=src.path, column=src.id_column)
-        if src.domain_column and "domain" not in table.columns:
-            raise InputError(f"missing domain column {src.domain_column!r}", path=src.path, column=src.domain_column)
-        st = SourceStats(str(src.path), "corpus")
-        texts = table.columns["text"]
-        ids = table.columns.get("id")
-        doms = table.columns.get("domain")
-        for i, raw in enumerate(texts):
-            st.rows += 1
-            text = _cell_text(table, i, "text", raw)
-            if not text:
-                st.empty += 1
-                continue
-            given = _cell_text(table, i, "id", ids[i]) if ids is not None else None
-            if given is not None and "\n" in given:
-                raise table.error(i, "id", "an id must not contain a line break")
-            dom = (_cell_text(table, i, "domain", doms[i]) if doms is not None else None) or src.domain
-            idx, new = pool.add(text, given or None, dom, _where(table, i) if given else None, table, i, "id")
-            if not new and idx in in_corpus:
-                st.duplicates += 1
-                continue
-            if given and pool.ids[idx] != given:
-                # The text came first from an earlier file without this id; the first id stays.
-                log.info("%s: text already has id %s; keeping it over %s", _where(table, i), pool.ids[idx], given)
-            in_corpus.add(idx)
-            corpus_members.append(idx)
-            st.kept += 1
-        stats.append(st)
+    stats = [_read_corpus(src, pool, in_corpus, corpus_members) for src in corpus_src]
 
     rows: list[tuple[int, int, int, int]] = []  # anchor, positive, negative, kind
     seen_rows: set[tuple[int, int, int]] = set()
     for src in pair_src:
-        table = read_columns(src.path, *INPUT_COLUMNS["pairs"],
-                             {"anchor": src.anchor_column, "positive": src.positive_column, "label": src.label_column})
-        if src.label_column and "label" not in table.columns:
-            raise InputError(f"missing label column {src.label_column!r}", path=src.path, column=src.label_column)
-        st = SourceStats(str(src.path), "pairs")
-        cols = [table.columns[c] for c in ("anchor", "positive")]
-        labels = table.columns.get("label")
-        for i, (a_raw, p_raw) in enumerate(zip(*cols)):
-            st.rows += 1
-            if labels is not None and _pair_label(table, i, "label", labels[i]) == 0:
-                st.label_0 += 1
-                continue
-            a = _cell_text(table, i, "anchor", a_raw)
-            p = _cell_text(table, i, "positive", p_raw)
-            if not a or not p:
-                st.empty += 1
-                continue
-            ai, _ = pool.add(a, None, src.domain)
-            pi, _ = pool.add(p, None, src.domain)
-            key = (ai, pi, -1)
-            if key in seen_rows:
-                st.duplicates += 1
-                continue
-            seen_rows.add(key)
-            rows.append((ai, pi, -1, PAIR))
-            st.kept += 1
-        if labels is not None and st.label_0 and st.label_0 == st.rows:
-            raise InputError(f"all {st.rows} pairs are labeled 0 (not paraphrases); a pairs file trains on its "
-                             f"positives (label 1): give pairs that mean the same", path=src.path,
-                             column=table.renamed.get("label", "label"))
-        stats.append(st)
-
+        stats.append(_read_pairs(src, pool, rows, seen_rows))
     for src in nli_src:
-        table = read_columns(src.path, *INPUT_COLUMNS["nli"],
-                             columns={"anchor": src.anchor_column, "positive": src.positive_column,
-                                      "negative": src.negative_column})
-        st = SourceStats(str(src.path), "nli")
-        cols = [table.columns[c] for c in ("anchor", "positive", "negative")]
-        for i, (a_raw, p_raw, n_raw) in enumerate(zip(*cols)):
-            st.rows += 1
-            a = _cell_text(table, i, "anchor", a_raw)
-            p = _cell_text(table, i, "positive", p_raw)
-            n = _cell_text(table, i, "negative", n_raw)
-            if not a or not p:
-                st.empty += 1
-                continue
-            ai, _ = pool.add(a, None, src.domain)
-            pi, _ = pool.add(p, None, src.domain)
-            ni = -1
-            if n:
-                ni, _ = pool.add(n, None, src.domain)
-            else:
-                st.missing_negative += 1
-            key = (ai, pi, ni)
-            if key in seen_rows:
-                st.duplicates += 1
-                continue
-            seen_rows.add(key)
-            rows.append((ai, pi, ni, NLI))
-            st.kept += 1
-        stats.append(st)
+        stats.append(_read_nli(src, pool, rows, seen_rows))
 
     pool.check_ids()
     if not pool.texts:
@@ -366,13 +275,123 @@ def load_corpus(corpus: Iterable[PathLike | CorpusSource] = (), pairs: Iterable[
     out = MiningCorpus(texts=pool.texts, ids=pool.ids, domains=pool.domains, anchor=arr[:, 0].copy(),
                        positive=arr[:, 1].copy(), negative=arr[:, 2].copy(), kind=arr[:, 3].astype(np.int8),
                        sources=stats)
+    _log_sources(stats)
+    return out
+
+
+def _read_corpus(src: CorpusSource, pool: _PoolBuilder, in_corpus: set[int], members: list[int]) -> SourceStats:
+    """One corpus file into the pool; its new texts join `members` (pool indices, first-seen order)."""
+    # A column the user names is read exactly; else its canonical name or an alias (dataio.tables).
+    table = read_columns(src.path, *INPUT_COLUMNS["corpus"],
+                         {"text": src.text_column, "id": src.id_column, "domain": src.domain_column})
+    if src.id_column and "id" not in table.columns:
+        raise InputError(f"missing id column {src.id_column!r}", path=src.path, column=src.id_column)
+    if src.domain_column and "domain" not in table.columns:
+        raise InputError(f"missing domain column {src.domain_column!r}", path=src.path, column=src.domain_column)
+    st = SourceStats(str(src.path), "corpus")
+    texts = table.columns["text"]
+    ids = table.columns.get("id")
+    doms = table.columns.get("domain")
+    for i, raw in enumerate(texts):
+        st.rows += 1
+        text = _cell_text(table, i, "text", raw)
+        if not text:
+            st.empty += 1
+            continue
+        given = _cell_text(table, i, "id", ids[i]) if ids is not None else None
+        if given is not None and "\n" in given:
+            raise table.error(i, "id", "an id must not contain a line break")
+        dom = (_cell_text(table, i, "domain", doms[i]) if doms is not None else None) or src.domain
+        idx, new = pool.add(text, given or None, dom, _where(table, i) if given else None, table, i, "id")
+        if not new and idx in in_corpus:
+            st.duplicates += 1
+            continue
+        if given and pool.ids[idx] != given:
+            # The text came first from an earlier file without this id; the first id stays.
+            log.info("%s: text already has id %s; keeping it over %s", _where(table, i), pool.ids[idx], given)
+        in_corpus.add(idx)
+        members.append(idx)
+        st.kept += 1
+    return st
+
+
+def _read_pairs(src: PairSource, pool: _PoolBuilder, rows: list[tuple[int, int, int, int]],
+                seen_rows: set[tuple[int, int, int]]) -> SourceStats:
+    """One pairs file into the pool and `rows` (label-0 pairs, empty and repeated rows dropped and counted)."""
+    table = read_columns(src.path, *INPUT_COLUMNS["pairs"],
+                         {"anchor": src.anchor_column, "positive": src.positive_column, "label": src.label_column})
+    if src.label_column and "label" not in table.columns:
+        raise InputError(f"missing label column {src.label_column!r}", path=src.path, column=src.label_column)
+    st = SourceStats(str(src.path), "pairs")
+    cols = [table.columns[c] for c in ("anchor", "positive")]
+    labels = table.columns.get("label")
+    for i, (a_raw, p_raw) in enumerate(zip(*cols)):
+        st.rows += 1
+        if labels is not None and _pair_label(table, i, "label", labels[i]) == 0:
+            st.label_0 += 1
+            continue
+        a = _cell_text(table, i, "anchor", a_raw)
+        p = _cell_text(table, i, "positive", p_raw)
+        if not a or not p:
+            st.empty += 1
+            continue
+        ai, _ = pool.add(a, None, src.domain)
+        pi, _ = pool.add(p, None, src.domain)
+        key = (ai, pi, -1)
+        if key in seen_rows:
+            st.duplicates += 1
+            continue
+        seen_rows.add(key)
+        rows.append((ai, pi, -1, PAIR))
+        st.kept += 1
+    if labels is not None and st.label_0 and st.label_0 == st.rows:
+        raise InputError(f"all {st.rows} pairs are labeled 0 (not paraphrases); a pairs file trains on its "
+                         f"positives (label 1): give pairs that mean the same", path=src.path,
+                         column=table.renamed.get("label", "label"))
+    return st
+
+
+def _read_nli(src: NliSource, pool: _PoolBuilder, rows: list[tuple[int, int, int, int]],
+              seen_rows: set[tuple[int, int, int]]) -> SourceStats:
+    """One NLI file into the pool and `rows` (a row without a negative is kept and counted)."""
+    table = read_columns(src.path, *INPUT_COLUMNS["nli"],
+                         columns={"anchor": src.anchor_column, "positive": src.positive_column,
+                                  "negative": src.negative_column})
+    st = SourceStats(str(src.path), "nli")
+    cols = [table.columns[c] for c in ("anchor", "positive", "negative")]
+    for i, (a_raw, p_raw, n_raw) in enumerate(zip(*cols)):
+        st.rows += 1
+        a = _cell_text(table, i, "anchor", a_raw)
+        p = _cell_text(table, i, "positive", p_raw)
+        n = _cell_text(table, i, "negative", n_raw)
+        if not a or not p:
+            st.empty += 1
+            continue
+        ai, _ = pool.add(a, None, src.domain)
+        pi, _ = pool.add(p, None, src.domain)
+        ni = -1
+        if n:
+            ni, _ = pool.add(n, None, src.domain)
+        else:
+            st.missing_negative += 1
+        key = (ai, pi, ni)
+        if key in seen_rows:
+            st.duplicates += 1
+            continue
+        seen_rows.add(key)
+        rows.append((ai, pi, ni, NLI))
+        st.kept += 1
+    return st
+
+
+def _log_sources(stats: list[SourceStats]) -> None:
+    """One line per file that lost rows: how many were read, kept, dropped and why."""
     for st in stats:
         if st.empty or st.duplicates or st.missing_negative or st.label_0:
             log.info("%s: %d rows, %d kept, %d empty dropped, %d duplicates collapsed%s%s", st.path, st.rows, st.kept,
                      st.empty, st.duplicates,
                      f", {st.missing_negative} without a negative" if st.missing_negative else "",
                      f", {st.label_0} labeled 0 (not paraphrases) dropped" if st.label_0 else "")
-    return out
 
 
 def _where(table: Table, i: int) -> str:
