@@ -26,7 +26,7 @@ import typer
 
 from dataio.errors import InputError
 from dataio.owned_folder import make_folder
-from mining.params import MiningParams, check_bands
+from mining.params import ENGINES, MiningParams, address_problem, check_bands
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -178,8 +178,6 @@ def mine_command(
                          f"corpus file, in order")
     if cluster is not None and shards < 2:
         raise InputError("--cluster needs --shards 2 or more (the number of pieces to spread over its workers)")
-    from mining.shards import ENGINES, address_problem
-
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r} is not known: use one of {', '.join(ENGINES)}")
     problem = address_problem(engine, cluster)

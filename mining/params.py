@@ -28,6 +28,7 @@ from dataio.triplet_layout import BANDS
 
 BACKENDS = ("auto", "torch", "torch-ivf", "faiss-flat", "faiss-ivf")  # mining.index's kNN search backends
 IVF_CODECS = ("auto", "flat", "sq8", "pq")  # codes of faiss-ivf's lists (mining.index)
+ENGINES = ("dask", "ray")  # what spreads a round's shards over workers (mining.shards)
 
 
 MINED_POSITIVE_FIELDS = ("mined_positives", "positive_min_score", "positive_min_margin", "positive_mutual")
@@ -183,3 +184,12 @@ def check_bands(bands: Sequence[str] | None) -> list[str] | None:
     if not out:
         raise InputError(f"no band chosen; choose from {', '.join(BANDS)}")
     return out
+
+
+def address_problem(engine: str, address: str | None) -> str | None:
+    """Why `address` cannot be the `engine`'s cluster (it is the other engine's kind), or None. A settings check:
+    configs and `mine --cluster` ask it before anything is loaded (mining.shards asks it again when it connects)."""
+    other = {"dask": ("ray://", "Ray", "ray"), "ray": ("tcp://", "Dask", "dask")}[engine]
+    if address is not None and address.startswith(other[0]):
+        return f"{address!r} is a {other[1]} address, but the engine is {engine}: set the engine to {other[2]}"
+    return None

@@ -42,6 +42,7 @@ from mining.bands import (
 )
 from mining.embeddings import encode_texts
 from mining.index import KnnResult, exact_recall_hits, faiss_search, knn
+from mining.params import ENGINES, address_problem
 
 MapShards = Callable[[Callable[[Any], Any], Sequence[Any]], list]
 
@@ -102,9 +103,6 @@ def _restore_environment(saved: dict[str, str]) -> None:
     for key, value in saved.items():
         if os.environ.get(key) != value:
             os.environ[key] = value
-
-
-ENGINES = ("dask", "ray")
 
 
 @contextlib.contextmanager
@@ -259,14 +257,6 @@ def _end_processes(processes: Sequence[Any], wait_s: float) -> None:
 
 def _apply(fn: Callable[[Any], Any], item: Any) -> Any:
     return fn(item)
-
-
-def address_problem(engine: str, address: str | None) -> str | None:
-    """Why `address` cannot be the `engine`'s cluster (it is the other engine's kind), or None."""
-    other = {"dask": ("ray://", "Ray", "ray"), "ray": ("tcp://", "Dask", "dask")}[engine]
-    if address is not None and address.startswith(other[0]):
-        return f"{address!r} is a {other[1]} address, but the engine is {engine}: set the engine to {other[2]}"
-    return None
 
 
 def engine_map(engine: str, workers: int, address: str | None = None) -> contextlib.AbstractContextManager[MapShards]:

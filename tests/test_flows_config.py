@@ -254,9 +254,9 @@ def test_config_files_are_parsed_within_stated_bounds(tmp_path: Path, text: str,
 
 
 def test_a_long_config_without_aliases_is_told_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.run.config
+    import flows.run.config_yaml
 
-    monkeypatch.setattr(flows.run.config, "MAX_EXPANDED_VALUES", 50)  # the bound, scaled down: no 100,000-item file
+    monkeypatch.setattr(flows.run.config_yaml, "MAX_EXPANDED_VALUES", 50)  # the bound, scaled down: no 100,000 items
     path = _write(tmp_path, GOOD + "eval_list: [" + ", ".join(["1"] * 60) + "]\n")
     with pytest.raises(InputError, match=r"it holds more than a config may \(50 values or .*line 9; a run's "
                                          r"settings are a few dozen lines"):
@@ -266,14 +266,14 @@ def test_a_long_config_without_aliases_is_told_so(tmp_path: Path, monkeypatch: p
 @pytest.mark.timeout(30)
 def test_the_key_line_walk_visits_each_node_once() -> None:
     """16 levels of two aliases: 2^16 paths, 33 nodes (old code: every path listed)."""
-    from flows.run.config import _key_lines, _line_for
+    from flows.run.config_yaml import key_lines, line_for
 
     text = "a: &a {x: 1}\n" + "".join(f"{cur}: &{cur} {{l: *{prev}, r: *{prev}}}\n"
                                       for prev, cur in zip(LEVELS, LEVELS[1:]))
-    lines = _key_lines(yaml.compose(text))
+    lines = key_lines(yaml.compose(text))
     assert len(lines) < 100
-    assert _line_for(lines, "a.x") == 1
-    assert _line_for(lines, "a2.r.l.x") == 3, "below a later use of an anchor: the line of that use"
+    assert line_for(lines, "a.x") == 1
+    assert line_for(lines, "a2.r.l.x") == 3, "below a later use of an anchor: the line of that use"
 
 
 LEVELS = ["a"] + [f"a{i}" for i in range(1, 17)]  # a, a1, ..., a16

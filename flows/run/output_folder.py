@@ -27,7 +27,7 @@ from types import TracebackType
 from dataio.errors import InputError
 from dataio.folder_lock import LOCK_NAME, check_free, lock_folder
 from dataio.owned_folder import OwnedFolder, make_folder
-from flows.run.config import read_yaml
+from flows.run.config_yaml import read_yaml
 
 RUN_CONFIG = "config.yaml"
 RUN_CONFIG_KEYS = ("output_dir", "rounds", "steps_per_round")

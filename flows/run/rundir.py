@@ -38,7 +38,8 @@ from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
 from dataio.triplet_layout import manifest_path
-from flows.run.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig, read_yaml
+from flows.run.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig
+from flows.run.config_yaml import read_yaml
 
 # Files of a continuing (registry) run, named here so the steps that write and read them share one name.
 START_FILE = "warm_start.json"
