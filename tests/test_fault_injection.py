@@ -1355,8 +1355,9 @@ def test_a_promote_killed_mid_way_reads_as_what_happened_and_a_rerun_finishes_it
     read. Now what the promotion means is recorded before the alias moves and read with it: killed before the
     switch, nothing changed; killed after it, every read shows the version current and promoted, with the reason;
     the next command that moves the alias writes the marks."""
-    from flows.registry.model_registry import PROMOTING, register_run
     from flows.registry.promotion import GateSettings
+    from flows.registry.registration import register_run
+    from flows.registry.versions import PROMOTING
 
     registry, run = _registry_and_run(inputs, tmp_path, 60.0)
     assert register_run(registry, run, GateSettings()).promoted == "false"

@@ -19,8 +19,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is im
 from dataio.errors import InputError
 from flows.cli.app import main
 from flows.registry.mlflow_store import MlflowStore
-from flows.registry.model_registry import ModelRegistry, register_run
+from flows.registry.model_registry import ModelRegistry
 from flows.registry.promotion import GateSettings
+from flows.registry.registration import register_run
 
 
 def evaluation(select: float | None, guard: float = 80.0) -> dict:
@@ -281,7 +282,7 @@ def test_models_path_reads_the_registrys_own_records_without_mlflow_or_torch(tmp
     MLflow's import). Its start-up time is measured where timings belong (docs/benchmarks.md, `models path`)."""
     import subprocess
 
-    from flows.registry.model_registry import read_local_version
+    from flows.registry.versions import read_local_version
 
     start = registry.local_path(registry.current())
     fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(71.0)], Path(tiny))

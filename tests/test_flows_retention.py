@@ -60,8 +60,9 @@ def runs(tmp_path: Path, tiny: str) -> dict[str, Any]:
     r2 (in use by another command), r3 (no registry, two rounds, selected round 1), r4 and r5 (the newest),
     n (a no-op record), notes/ (not a run), and a link from r1's cache to a file outside root."""
     from flows.registry.mlflow_store import MlflowStore
-    from flows.registry.model_registry import ModelRegistry, register_run
+    from flows.registry.model_registry import ModelRegistry
     from flows.registry.promotion import GateSettings
+    from flows.registry.registration import register_run
 
     root = tmp_path / "runs"
     root.mkdir()

@@ -77,10 +77,11 @@ def path_command(registry: RegistryArg, version: Annotated[int | None, typer.Arg
     """Print a local folder that `SentenceTransformer(path)` loads: the current version, or VERSION (its files
     checked against the sha256 recorded with the version)."""
     from flows.registry.mlflow_store import MlflowStore  # at run time: the CLI starts fast
-    from flows.registry.model_registry import ModelRegistry, read_local_version  # at run time: the CLI starts fast
+    from flows.registry.model_registry import ModelRegistry  # at run time: the CLI starts fast
+    from flows.registry.versions import read_local_version  # at run time: the CLI starts fast
 
     store = MlflowStore.at(registry)
-    # read from the registry's own records, without MLflow (flows.registry.model_registry.read_local_version)
+    # read from the registry's own records, without MLflow (flows.registry.versions.read_local_version)
     if store.is_local:
         found, target = read_local_version(store, name, version)
         typer.echo(str(ModelRegistry(store, found).verified_path(target, warn=_warn)))
@@ -151,8 +152,8 @@ def register_command(
     as_json: Annotated[bool, typer.Option("--json", help="the version as JSON on stdout")] = False,
 ) -> None:
     """Register a finished run's best round as a new version; it becomes current only if the gate passes."""
-    from flows.registry.model_registry import register_run  # at run time: the CLI starts fast
     from flows.registry.promotion import PARENT_TOLERANCE, GateSettings  # at run time: the CLI starts fast
+    from flows.registry.registration import register_run  # at run time: the CLI starts fast
 
     reg = _open(registry, name)
     run_gate, min_improvement = _run_gate(run_dir.resolve())

@@ -48,135 +48,34 @@ register of the same run while the first is under way is refused naming it (two 
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-
-import yaml
 
 from dataio.atomic import atomic_dir
 from dataio.errors import InputError
-from dataio.folder_lock import lock_folder
-from dataio.hashing import model_folder_hashes, model_folder_sha256
-from flows.registry.mlflow_store import DB_NAME, MlflowStore, check_database, local_path, relocate
-from flows.registry.promotion import GateSettings, best_round, decide, parent_drift
-from flows.registry.tracking import TRACKING_FILE
-from flows.run.new_data import attach_to_run
-from flows.run.record_check import check_records
-from flows.run.rundir import START_FILE, RunDir
-from simcse.evaluation import flat_metrics
+from dataio.hashing import model_folder_hashes
+from flows.registry.mlflow_store import MlflowStore, check_database
+from flows.registry.versions import (
+    CURRENT,
+    FILES_SHA256,
+    MODEL_ARTIFACT,
+    MODEL_SHA256,
+    PROMOTING,
+    TAG,
+    Version,
+    Warn,
+    changed_file,
+    file_tags,
+    local_folder,
+    promotion_intent,
+    version_from_record,
+)
 
-CURRENT = "current"
-MODEL_ARTIFACT = "model"
-TAG = "simcse."
-PROMOTING = TAG + "promoting"
-MODEL_SHA256 = TAG + "model_sha256"
-FILES_SHA256 = TAG + "files_sha256"
-EVAL_KEYS = TAG + "eval_keys"
-MAX_MANIFEST = 5000  # characters: the tag-value limit of older MLflow servers; beyond it only the folder's hash
 _log = logging.getLogger("flows")
-Warn = Callable[[str], Any]
-
-
-@dataclass
-class Version:
-    """One registered version, as `models list` shows it."""
-
-    version: int
-    parent: int | None
-    created: str
-    promoted: str  # its tag: true | false | pending (`as_dict` gives JSON's booleans)
-    current: bool
-    reason: str
-    metrics: dict[str, float]
-    gate: dict[str, Any]
-    run_id: str | None
-    source: str
-    run_dir: str | None = None
-    tags: dict[str, str] = field(default_factory=dict, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON (`models list --json`, `models register --json`): `promoted` and `pending` are booleans (a tag
-        is a string; `pending`: the gate passed and the switch of `current` is under way, or a kill stopped it)."""
-        out = {k: v for k, v in self.__dict__.items() if k != "tags"}
-        out["promoted"] = self.promoted == "true"
-        out["pending"] = self.promoted == "pending"
-        out["decides"] = self.gate.get("metric")
-        return out
-
-    @property
-    def pending(self) -> bool:
-        """The gate passed and the alias switch has not been recorded as done (the tag, not the reading)."""
-        return self.tags.get(TAG + "promoted") == "pending"
-
-
-def _int(text: str | None) -> int | None:
-    return int(text) if text not in (None, "") else None
-
-
-def _intent(tags: dict[str, str]) -> dict[str, Any] | None:
-    """What a promotion recorded before it moved the alias (`simcse.promoting`), or None."""
-    try:
-        value = json.loads(tags[PROMOTING]) if tags.get(PROMOTING) else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _from_mlflow(mv: Any, current: int | None) -> Version:
-    tags = dict(mv.tags or {})
-    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    is_current = int(mv.version) == current
-    promoted, reason = tags.get(TAG + "promoted", "false"), tags.get(TAG + "reason", "")
-    if is_current:
-        # The alias moved in one transaction and is the truth; the marks written after it may be lost to a kill.
-        promoted = "true"
-        reason = str((_intent(tags) or {}).get("reason") or reason)
-    return Version(version=int(mv.version), parent=_int(tags.get(TAG + "parent")), created=created,
-                   promoted=promoted, current=is_current, reason=reason,
-                   metrics=json.loads(tags.get(TAG + "metrics") or "{}"),
-                   gate=json.loads(tags.get(TAG + "gate") or "{}"), run_id=mv.run_id, source=mv.source,
-                   run_dir=tags.get(TAG + "run_dir"), tags=tags)
-
-
-def local_folder(uri: str) -> Path | None:
-    """The folder a `file:` URI (or a plain path) names; None for remote artifacts."""
-    return local_path(uri)
-
-
-def file_tags(model_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(the version tags that record a model folder's sha256, its {file: sha256}), the folder read once."""
-    digest, files = model_folder_hashes(model_dir)
-    tags = {MODEL_SHA256: digest}
-    manifest = json.dumps(files, sort_keys=True)
-    if len(manifest) <= MAX_MANIFEST:
-        tags[FILES_SHA256] = manifest
-    return tags, files
-
-
-def changed_file(tags: dict[str, str], folder: Path) -> tuple[str | None, str] | None:
-    """The first file of `folder` that is not what the version's tags recorded, and how: ('model.safetensors',
-    'changed'), ('vocab.txt', 'is missing'), ('pytorch_model.bin', 'was added'), or (None, 'its files changed')
-    where only the folder's hash was recorded; None when they agree. KeyError: nothing was recorded."""
-    if FILES_SHA256 in tags:
-        expected = json.loads(tags[FILES_SHA256])
-        _, found = model_folder_hashes(folder)
-        for name in sorted(set(expected) | set(found)):
-            if expected.get(name) != found.get(name):
-                return name, "is missing" if name not in found else "was added" if name not in expected else "changed"
-        return None
-    if model_folder_sha256(folder) != tags[MODEL_SHA256]:
-        return None, "its files changed"
-    return None
 
 
 class ModelRegistry:
@@ -218,7 +117,7 @@ class ModelRegistry:
             return []
         current = self.current_number()
         found = self.client.search_model_versions(f"name = '{self.name}'")
-        return sorted((_from_mlflow(mv, current) for mv in found), key=lambda v: v.version)
+        return sorted((version_from_record(mv, current) for mv in found), key=lambda v: v.version)
 
     def version(self, number: int) -> Version:
         # MLflow: only when a store is used (the optional `tracking` extra)
@@ -230,7 +129,7 @@ class ModelRegistry:
             known = [v.version for v in self.versions()]
             raise InputError(f"registry {self.store}: model {self.name!r} has no version {number} "
                              f"(versions: {known or 'none'})") from None
-        return _from_mlflow(mv, self.current_number())
+        return version_from_record(mv, self.current_number())
 
     def current(self) -> Version | None:
         number = self.current_number()
@@ -380,7 +279,7 @@ class ModelRegistry:
                     TAG + "reason": f"the model the registry starts from ({base})", TAG + "metrics": "{}", **sha_tags}
             mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
                                                   description=f"start: {base}")
-            first = _from_mlflow(mv, None)
+            first = version_from_record(mv, None)
         self.client.set_registered_model_alias(self.name, CURRENT, str(first.version))
         return self.version(first.version)
 
@@ -400,7 +299,7 @@ class ModelRegistry:
                     **{TAG + k: v for k, v in (extra_tags or {}).items()}, **sha_tags}
             mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
                                                   description=f"from version {parent.version}: {reason}")
-            version = _from_mlflow(mv, self.current_number())
+            version = version_from_record(mv, self.current_number())
         elif version.pending:  # a switch a kill interrupted: the files are still the ones registered
             self.verify(version)
         if version.pending:
@@ -440,7 +339,7 @@ class ModelRegistry:
         """The marks of a switch to `number` that happened: promoted, the recorded reason, the version a rollback
         left tagged; the record of the switch goes last, so a kill here leaves it for `settle`."""
         tags = dict(self.client.get_model_version(self.name, str(number)).tags or {})
-        intent = _intent(tags)
+        intent = promotion_intent(tags)
         self.client.set_model_version_tag(self.name, str(number), TAG + "promoted", "true")
         if intent is not None and intent.get("reason"):
             self.client.set_model_version_tag(self.name, str(number), TAG + "reason", str(intent["reason"]))
@@ -477,49 +376,6 @@ class ModelRegistry:
                             rolled_back=current.version if current.version != target else None)
 
 
-def read_local_version(store: MlflowStore, name: str | None = None, number: int | None = None) -> tuple[str, Version]:
-    """(the registered model's name, its version `number`, by default the current one) of a registry folder, read
-    from MLflow's own records in `mlflow.db` with the standard library's sqlite3: `models path` answers in well
-    under a second this way, where importing MLflow alone takes seconds. The same checks and messages as
-    `open_registry` and `ModelRegistry.version`; a store moved here names its own files first (`relocate`)."""
-
-    folder = Path(store.location)
-    if not (folder / DB_NAME).is_file():
-        raise InputError("no registry here (no mlflow.db); give the folder named by registry.path", path=folder)
-    check_database(folder, need_records=True)
-    relocate(folder)
-    con = sqlite3.connect(f"{(folder / DB_NAME).as_uri()}?mode=ro", uri=True, timeout=60)
-    try:
-        names = sorted(row[0] for row in con.execute("SELECT name FROM registered_models"))
-        if name is None:
-            if len(names) != 1:
-                found = "no registered models" if not names else "several models: " + ", ".join(names)
-                raise InputError(f"registry {store}: {found}; give --name")
-            name = names[0]
-        elif name not in names:
-            raise InputError(f"registry {store}: no registered model {name!r}")
-        alias = con.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
-                            (name, CURRENT)).fetchone()
-        current = int(alias[0]) if alias is not None else None
-        if number is None:
-            if current is None:
-                raise InputError(f"registry {store}: {name!r} has no current version")
-            number = current
-        live = "(current_stage IS NULL OR current_stage != 'Deleted_Internal')"  # MLflow's mark of a deleted one
-        row = con.execute(f"SELECT version, creation_time, source, run_id FROM model_versions WHERE name = ? AND "
-                          f"version = ? AND {live}", (name, number)).fetchone()
-        if row is None:
-            known = [v for (v,) in con.execute(f"SELECT version FROM model_versions WHERE name = ? AND {live} "
-                                               "ORDER BY version", (name,))]
-            raise InputError(f"registry {store}: model {name!r} has no version {number} (versions: {known or 'none'})")
-        tags = dict(con.execute("SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?",
-                                (name, number)).fetchall())
-    finally:
-        con.close()
-    record = SimpleNamespace(version=row[0], creation_timestamp=row[1], source=row[2], run_id=row[3], tags=tags)
-    return name, _from_mlflow(record, current)
-
-
 def open_registry(location: str, name: str | None = None) -> ModelRegistry:
     """A registry named on the command line: a folder or server URI, and the model's name (the only one in
     the store when not given)."""
@@ -542,147 +398,3 @@ def open_registry(location: str, name: str | None = None) -> ModelRegistry:
     return registry
 
 
-def register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> Version:
-    """`_register_run`, holding the run folder's lock (`dataio.folder_lock`): two registers of one run at once
-    both found no version for it and both made one. A second register of the run, or one of a run still being
-    written (a `run` holds the folder), is refused naming the holder; the run's own registration, inside its
-    `run`, holds the lock already. A run folder this user cannot write (an archived, read-only run) holds no lock
-    file and is registered without one."""
-    if not Path(run_dir).is_dir():
-        return _register_run(registry, run_dir, gate)  # which says it is not a run folder
-    lock = lock_folder(run_dir, f"simcse-curriculum models register {registry.store} {run_dir}")
-    try:
-        lock.__enter__()
-    except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
-        return _register_run(registry, run_dir, gate)
-    try:
-        return _register_run(registry, run_dir, gate)
-    finally:
-        lock.__exit__(None, None, None)
-
-
-def _register_run(registry: ModelRegistry, run_dir: Path, gate: GateSettings) -> Version:
-    """Register a finished run's candidate (its best round by the gate's metric) as a new version whose parent
-    is the version the run started from; it becomes current only if the gate passes against that version,
-    as the run itself evaluated it (its base metrics). Registering the same run again returns its version.
-
-    The run must have started from a registered version's folder (`models path REGISTRY`): otherwise its
-    baseline is not a version's score and the comparison would mean nothing. The baseline must also be the
-    version's: the files the run started from are the version's (the sha256 its warm_start.json recorded, else
-    the version's files as they are now), and the run's evaluation of them repeats the scores recorded with the
-    version (`check_parent_scores`); otherwise nothing is registered."""
-    run = RunDir(run_dir)
-    if not run.config_path.is_file():
-        raise InputError("not a run folder (no config.yaml); give the output_dir of a run", path=run_dir)
-    config = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
-    started = Path(str((config.get("model") or {}).get("name_or_path", ""))).expanduser()
-    record = _recorded_start(registry, run)
-    parent = registry.version(int(record["parent_version"])) if record is not None else next(
-        (v for v in registry.versions() if (local := local_folder(v.source)) is not None and started.is_dir()
-         and local.resolve() == started.resolve()), None)
-    if parent is None:
-        raise InputError(f"the run started from {started}, which is no version of {registry.name!r}; start runs "
-                         f"from `simcse-curriculum models path {registry.store}` (model.name_or_path)",
-                         path=run.config_path)
-    check_records(run, run.completed_rounds())  # the gate reads the records: each must be what its round wrote
-    base = run.read_base_metrics() or {}
-    rounds = {r: run.read_metrics(r).get("evaluation") or {} for r in run.completed_rounds()}
-    if not rounds or not base:
-        raise InputError("the run has no completed round (or no base evaluation); finish it first", path=run_dir)
-    dev = (base.get("dev_metric") or {}).get("name")
-    metric = gate.metric or dev
-    chosen = best_round(rounds, metric) if metric else None
-    if chosen is None:
-        chosen = max(rounds)  # nothing scored (diverged): the last round, which the gate refuses
-    decision = decide(rounds[chosen], base.get("evaluation"), gate, dev, parent_label=f"version {parent.version}")
-    run_key = str(run.root.resolve())
-    existing = registry.find("run_key", run_key)
-    if existing is not None and not existing.pending:
-        return existing
-    _check_start(registry, parent, record, run)  # the baseline was measured on the version's files ...
-    check_parent_scores(registry, parent, base, gate.parent_tolerance, run.base_metrics_path)  # ... and repeats it
-    run.check_model(chosen)  # the files registered are the ones the round wrote and evaluated (sha256)
-    run_tags = {TAG + "run_dir": str(run.root.resolve()), TAG + "candidate_round": str(chosen)}
-    run_id = existing.run_id if existing is not None else \
-        _training_run(registry, run, run_tags) or registry.new_run(run.root.name, run_tags)
-
-    seen_tags = attach_to_run(registry.client, run_id, run) if existing is None else {}  # what the run saw
-    keys = run.read_metrics(chosen).get("eval_keys") or base.get("eval_keys")
-    version = registry.register(run_id=run_id, model_dir=run.model_dir(chosen), parent=parent,
-                                passed=decision.passed, reason=decision.reason, gate=decision.as_dict(),
-                                metrics=flat_metrics(rounds[chosen]), run_key=run_key, run_dir=str(run.root.resolve()),
-                                extra_tags={"candidate_round": str(chosen), **seen_tags,
-                                            **({"eval_keys": json.dumps(keys, sort_keys=True)} if keys else {})})
-    registry.client.set_terminated(run_id)
-    return version
-
-
-def _training_run(registry: ModelRegistry, run: Any, tags: dict[str, str]) -> str | None:
-    """The MLflow run the run folder was tracked in (`tracking.json`, flows.registry.tracking), when it is in the
-    registry's
-    store: the version is registered from it, so MLflow links the version to the run's metrics, report and plots.
-    None when the run was not tracked, or tracked elsewhere (then the version gets a run of its own)."""
-    from mlflow.exceptions import MlflowException  # MLflow: only when a store is used (the optional `tracking` extra)
-
-    path = run.root / TRACKING_FILE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        return None
-    run_id = state.get("run_id") if isinstance(state, dict) else None
-    if not run_id or state.get("store") != registry.store.location:
-        return None
-    try:
-        registry.client.get_run(run_id)
-    except MlflowException:  # not in this store any more (a store moved aside): the version gets its own run
-        return None
-    for key, value in tags.items():
-        registry.client.set_tag(run_id, key, value)
-    return run_id
-
-
-def _recorded_start(registry: ModelRegistry, run: Any) -> dict[str, Any] | None:
-    """The start a warm-started run recorded (flows.registry.warm_start: its parent version and the sha256 of the
-    files it
-    started from), when its parent is a version of this registry."""
-    path = run.root / START_FILE
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("parent_version") is None or record.get("name") not in (None, registry.name) \
-            or record.get("registry") not in (None, str(registry.store)):
-        return None
-    return record
-
-
-def _check_start(registry: ModelRegistry, parent: Version, record: dict[str, Any] | None, run: Any) -> None:
-    """The run's baseline was measured on the files registered as `parent`: the sha256 its warm start recorded is
-    the version's; without that record (a run started from `models path`), the version's files as they are now."""
-    started, registered = (record or {}).get("model_sha256"), parent.tags.get(MODEL_SHA256)
-    if started and registered:
-        if started != registered:
-            raise InputError(f"the run started from files that are not version {parent.version} of {registry.name!r} "
-                             f"(their sha256 in {START_FILE} differs from the one recorded with the version), so its "
-                             "baseline is not the version's score; nothing was registered: start a new run from the "
-                             "version", path=run.root / START_FILE)
-    elif registry.store.is_local:
-        registry.verify(parent)
-
-
-def check_parent_scores(registry: ModelRegistry, parent: Version, base: dict[str, Any], tolerance: float,
-                        where: Path) -> None:
-    """The run's evaluation of the version it started from (`base`, its base_metrics.json) repeats the scores
-    recorded with that version, within `tolerance` points, on every metric measured on the same file with the same
-    settings (flows.registry.promotion.parent_drift); else one InputError. A version recorded without its evaluation's
-    keys (registered before they were recorded, or version 1) is not compared."""
-    keys = json.loads(parent.tags.get(EVAL_KEYS) or "{}")
-    drift = parent_drift(base.get("evaluation"), base.get("eval_keys"), parent.metrics, keys, tolerance)
-    if drift is None:
-        return
-    raise InputError(f"{drift.describe(f'version {parent.version} of {registry.name!r}')}: the version's files or the "
-                     "evaluation changed since it was registered; restore the version's files (or make another "
-                     f"version current: `simcse-curriculum models rollback {registry.store} VERSION`) and start a new "
-                     "run, or, where a library, device or precision change moved the scores, raise "
-                     "registry.gate.parent_tolerance (`models register --parent-tolerance`)", path=where)

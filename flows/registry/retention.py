@@ -40,7 +40,8 @@ from dataio.atomic import atomic_write_json
 from dataio.errors import InputError
 from dataio.folder_lock import FolderInUse, _pid_alive, lock_folder, read_holder
 from flows.registry.mlflow_store import MlflowStore
-from flows.registry.model_registry import ModelRegistry, local_folder
+from flows.registry.model_registry import ModelRegistry
+from flows.registry.versions import local_folder
 from flows.registry.warm_start import registry_started
 from flows.run.output_folder import RUN_CONFIG, is_run_config
 

@@ -12,7 +12,7 @@ folder the run starts from goes into the run's saved config (`<run>/config.yaml`
   training on from other weights than the baseline was measured on;
 - a new run checks the version's files against the sha256 recorded with it in the registry before it loads them
   (`ModelRegistry.verified_path`), and, once it has evaluated them, its scores against the ones recorded with the
-  version (`flows.registry.model_registry.check_parent_scores`, from `flows.rounds.continuing`): a changed version
+  version (`flows.registry.registration.check_parent_scores`, from `flows.rounds.continuing`): a changed version
   stops the run.
 
 Resolving is read-only. A registry with no current version yet is created when the run starts (`record_start`,
@@ -31,7 +31,8 @@ import yaml
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
 from flows.registry.mlflow_store import MlflowStore, require_mlflow
-from flows.registry.model_registry import ModelRegistry, local_folder
+from flows.registry.model_registry import ModelRegistry
+from flows.registry.versions import local_folder
 from flows.run.config import RunConfig
 from flows.run.inputs import base_model_path
 from flows.run.output_folder import DOWNLOADED_START

@@ -13,7 +13,7 @@ promotion gate. What a scheduled run does, night after night, over a corpus that
                                  as the baseline; <run>/data_seen.json says how many rows were new
     rounds                       flows.rounds.loop: each round mines the whole corpus with the round's model
     end                          the run's model registered as a new version through the gate
-                                 (flows.registry.model_registry.register_run; margin: registry.gate.min_gain, by default
+                                 (flows.registry.registration.register_run; margin: registry.gate.min_gain, by default
                                  eval.min_improvement); <run>/registered.json
 
 `prepare` is read-only; a new registry is created (from `model.name_or_path`, its version 1) when the run
@@ -32,8 +32,8 @@ from typing import Any
 
 from dataio.atomic import atomic_write_text
 from dataio.folder_lock import lock_folder
-from flows.registry.model_registry import check_parent_scores, register_run
 from flows.registry.promotion import GateSettings
+from flows.registry.registration import check_parent_scores, register_run
 from flows.registry.tracking import tracker_for
 from flows.registry.warm_start import WarmStart, record_start, resolve_start
 from flows.rounds.loop import run_rounds
@@ -218,7 +218,7 @@ class Continuing:
 
     def _check_parent_scores(self, parent: int | None, base: dict[str, Any]) -> None:
         """The run's evaluation of the version it started from repeats the scores recorded with that version
-        (flows.registry.model_registry.check_parent_scores); a version whose files or evaluation changed stops the run
+        (flows.registry.registration.check_parent_scores); a version whose files or evaluation changed stops the run
         here."""
         if parent is None or self.start is None:
             return

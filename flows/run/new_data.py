@@ -160,7 +160,7 @@ def write_ids(path: Path, ids: Any) -> None:
 
 
 def seen_of_version(registry: Any, version: Any) -> Seen:
-    """What `version` (flows.registry.model_registry.Version) has seen; nothing for a version registered without a
+    """What `version` (flows.registry.versions.Version) has seen; nothing for a version registered without a
     record (the
     model a registry starts from, a run registered from an older version of this package)."""
     if not version.run_id:
