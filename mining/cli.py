@@ -105,6 +105,41 @@ def check_triplets_folder(out: Path) -> None:
                          f"so nothing of yours is overwritten", path=out)
 
 
+def _check_sharding(shards: int, cluster: str | None, engine: str) -> None:
+    """`mine`'s --shards, --cluster and --engine, checked together before anything is read."""
+    if cluster is not None and shards < 2:
+        raise InputError("--cluster needs --shards 2 or more (the number of pieces to spread over its workers)")
+    if engine not in ENGINES:
+        raise InputError(f"--engine {engine!r} is not known: use one of {', '.join(ENGINES)}")
+    problem = address_problem(engine, cluster)
+    if problem is not None:
+        raise InputError(f"--cluster {problem} (--engine)")
+    if engine != "dask" and shards < 2:
+        raise InputError(f"--engine {engine} needs --shards 2 or more (one shard runs in this process)")
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise InputError("--engine ray needs the ray package: pip install 'simcse-curriculum[ray]', or use dask")
+
+
+def _print_mined(result: Any, out: Path, as_json: bool) -> None:
+    """The mined (or reused) round: one JSON object, or a line per band."""
+    if as_json:
+        bands = {band: {k: stats.get(k) for k in ("rows", "mean_anchor_negative_sim", "skipped")}
+                 for band, stats in result.bands.items()}
+        typer.echo(json.dumps({"round": result.round, "reused": bool(result.cached), "out": str(out),
+                               "manifest": str(result.manifest_path),
+                               "rows": sum(int(b["rows"] or 0) for b in bands.values()), "bands": bands}))
+        return
+    state = "reused (same model, corpus and parameters)" if result.cached else "written"
+    typer.echo(f"round {result.round} {state}: {result.manifest_path}")
+    for band, stats in result.bands.items():
+        mean = stats["mean_anchor_negative_sim"]
+        excluded_text = f"  ({stats['skipped']['excluded_pair']} excluded pairs skipped)" \
+            if stats.get("skipped", {}).get("excluded_pair") else ""
+        typer.echo(f"  {band:<18} {stats['rows']:>9} rows  mean sim {'n/a' if mean is None else f'{mean:.3f}'}"
+                   f"{excluded_text}")
+
+
+
 def mine_command(
     out: Annotated[Path, Opt("--out", help="Triplets folder; writes round=<r>/band=<b>/part-<n>.parquet.")],
     round_: Annotated[int, Opt("--round", min=0, help="Round number.")] = 0,
@@ -176,17 +211,7 @@ def mine_command(
     if domains and len(domains) != len(corpus):
         raise InputError(f"--domain given {len(domains)} times for {len(corpus)} --corpus files; give one label per "
                          f"corpus file, in order")
-    if cluster is not None and shards < 2:
-        raise InputError("--cluster needs --shards 2 or more (the number of pieces to spread over its workers)")
-    if engine not in ENGINES:
-        raise InputError(f"--engine {engine!r} is not known: use one of {', '.join(ENGINES)}")
-    problem = address_problem(engine, cluster)
-    if problem is not None:
-        raise InputError(f"--cluster {problem} (--engine)")
-    if engine != "dask" and shards < 2:
-        raise InputError(f"--engine {engine} needs --shards 2 or more (one shard runs in this process)")
-    if engine == "ray" and importlib.util.find_spec("ray") is None:
-        raise InputError("--engine ray needs the ray package: pip install 'simcse-curriculum[ray]', or use dask")
+    _check_sharding(shards, cluster, engine)
     params = params_from_options(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
                                  unsupervised_range_min=unsupervised_range_min, relative_margin=relative_margin,
                                  max_score=max_score, sampling=sampling, backend=backend, batch_size=batch_size,
@@ -228,22 +253,7 @@ def mine_command(
         raise
     finally:
         lock.__exit__(None, None, None)
-    if as_json:
-        bands = {band: {k: stats.get(k) for k in ("rows", "mean_anchor_negative_sim", "skipped")}
-                 for band, stats in result.bands.items()}
-        typer.echo(json.dumps({"round": result.round, "reused": bool(result.cached), "out": str(out),
-                               "manifest": str(result.manifest_path),
-                               "rows": sum(int(b["rows"] or 0) for b in bands.values()), "bands": bands}))
-        return
-    state = "reused (same model, corpus and parameters)" if result.cached else "written"
-    typer.echo(f"round {result.round} {state}: {result.manifest_path}")
-    for band, stats in result.bands.items():
-        mean = stats["mean_anchor_negative_sim"]
-        excluded_text = f"  ({stats['skipped']['excluded_pair']} excluded pairs skipped)" \
-            if stats.get("skipped", {}).get("excluded_pair") else ""
-        typer.echo(f"  {band:<18} {stats['rows']:>9} rows  mean sim {'n/a' if mean is None else f'{mean:.3f}'}"
-                   f"{excluded_text}")
-
+    _print_mined(result, out, as_json)
 
 def inspect_command(
     triplets: Annotated[Path, typer.Argument(help="Triplets folder (the --out of mine).")],
