@@ -131,12 +131,8 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     mfp = embeddings.model_fingerprint if embeddings is not None else model_fingerprint(encoder, model_fp)
     cfp = corpus.fingerprint()
     excluded = as_excluded_pairs(exclude_pairs)
-    run_params = {**p.as_dict(), "seed": int(seed), "bands": list(chosen)}
-    if excluded is not None:  # absent otherwise, so rounds mined without a file keep their fingerprint
-        run_params["exclude_pairs_sha256"] = excluded.sha256
     teacher_fp = model_fingerprint(teacher) if teacher is not None else None
-    if teacher_fp is not None:  # likewise absent without a teacher
-        run_params["teacher_fingerprint"] = teacher_fp
+    run_params = _run_params(p, seed, chosen, excluded, teacher_fp)
 
     existing = _existing_manifest(out, round)
     if existing is not None and existing.model_fingerprint == mfp and existing.corpus_fingerprint == cfp \
@@ -184,18 +180,12 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     judged = None
     if p.mined_positives:
         t = time.perf_counter()
-        judge = teacher_emb if teacher_emb is not None else embeddings
-        judged = mine_positives(corpus, judge, p, seed, pair_keys(excluded_pairs, len(corpus)))
-        corpus = with_mined_positives(corpus, judged)
-        guard = never_negatives(corpus, judged)
-        excluded_pairs = guard if excluded_pairs is None else np.concatenate([excluded_pairs, guard])
+        corpus, excluded_pairs, judged = _judge_positives(corpus, embeddings, teacher_emb, p, seed, excluded_pairs)
         timings["mined_positives"] = time.perf_counter() - t
-        log.info("mined positives (%s judge): %d of %d unsupervised anchors (%.1f%%)",
-                 "teacher" if teacher_emb is not None else "student", len(judged.rows), judged.candidates,
-                 100 * judged.share)
     ctx = BandContext(corpus, embeddings, p, seed, round, excluded_pairs=excluded_pairs, teacher=teacher_emb)
     timings["bands"] = time.perf_counter() - t
     depth = ctx.knn_depth(chosen)
+    sample_info: Any = None  # the similarity sample's description, when the round takes one
     if sharded:
         results, index_info, shard_timings = _mine_sharded(ctx, embeddings, chosen, depth, p, seed, shards,
                                                            map_shards, cache)
@@ -209,14 +199,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         timings["bands"] += time.perf_counter() - t
     else:
         t = time.perf_counter()
-        index_info: dict[str, Any] = {}
-        if depth:
-            result = knn(embeddings.matrix, ctx.uq, depth, p.backend, nlist=p.nlist, nprobe=p.nprobe,
-                         ivf_codec=p.ivf_codec, recall_sample=p.recall_sample, seed=seed, show_progress=show_progress,
-                         recall_target=p.recall_target)
-            ctx.set_knn(result, ctx.uq)
-            index_info = {"backend": result.backend, "device": result.device, "recall_at_k": result.recall,
-                          "seconds": round_(result.seconds), **result.details}
+        index_info = _search(ctx, embeddings, depth, p, seed, show_progress)
         timings["index"] = time.perf_counter() - t
         t = time.perf_counter()
         results = {band: add_similarities(BAND_FUNCTIONS[band](ctx), embeddings, teacher_emb) for band in chosen}
@@ -234,10 +217,65 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         writer.write_band(res)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
-    extra = {"index": index_info, "corpus": corpus.describe(),
-             "embeddings": {"cached": embeddings.cached, "path": str(embeddings.path) if embeddings.path else None}
-             if embeddings is not None else {"sample": sample_info},
-             "timings": {k: round_(v) for k, v in timings.items()}}
+    extra = _manifest_extra(corpus, embeddings, index_info, sample_info, timings, exclusion_info, teacher, teacher_fp,
+                            teacher_emb, judged)
+    path = writer.finish({b: r.stats() for b, r in results.items()}, extra)
+    manifest = read_manifest(out, round)
+    return MiningResult(out, round, path, manifest, cached=False, timings=timings,
+                        results=results if keep_results else {})
+
+
+def _run_params(p: MiningParams, seed: int, chosen: Sequence[str], excluded: ExcludedPairs | None,
+                teacher_fp: str | None) -> dict[str, Any]:
+    """The parameters a round's manifest records and a rerun compares: an excluded-pairs file and a teacher only
+    when given, so rounds mined without them keep their fingerprint."""
+    run_params = {**p.as_dict(), "seed": int(seed), "bands": list(chosen)}
+    if excluded is not None:
+        run_params["exclude_pairs_sha256"] = excluded.sha256
+    if teacher_fp is not None:
+        run_params["teacher_fingerprint"] = teacher_fp
+    return run_params
+
+
+def _judge_positives(corpus: MiningCorpus, embeddings: Embeddings | None, teacher_emb: Embeddings | None,
+                     p: MiningParams, seed: int, excluded_pairs: np.ndarray | None) \
+        -> tuple[MiningCorpus, np.ndarray, Any]:
+    """Mined positives (mining.judge, by the teacher when there is one): the corpus with them as anchors'
+    positives, and the pairs they make added to those no band may pick as negatives."""
+    judge = teacher_emb if teacher_emb is not None else embeddings
+    judged = mine_positives(corpus, judge, p, seed, pair_keys(excluded_pairs, len(corpus)))
+    corpus = with_mined_positives(corpus, judged)
+    guard = never_negatives(corpus, judged)
+    excluded_pairs = guard if excluded_pairs is None else np.concatenate([excluded_pairs, guard])
+    log.info("mined positives (%s judge): %d of %d unsupervised anchors (%.1f%%)",
+             "teacher" if teacher_emb is not None else "student", len(judged.rows), judged.candidates,
+             100 * judged.share)
+    return corpus, excluded_pairs, judged
+
+
+def _search(ctx: BandContext, embeddings: Embeddings, depth: int, p: MiningParams, seed: int,
+            show_progress: bool) -> dict[str, Any]:
+    """The anchors' `depth` nearest neighbours in the pool, set on `ctx`; what the manifest says of the index."""
+    if not depth:
+        return {}
+    result = knn(embeddings.matrix, ctx.uq, depth, p.backend, nlist=p.nlist, nprobe=p.nprobe,
+                 ivf_codec=p.ivf_codec, recall_sample=p.recall_sample, seed=seed, show_progress=show_progress,
+                 recall_target=p.recall_target)
+    ctx.set_knn(result, ctx.uq)
+    return {"backend": result.backend, "device": result.device, "recall_at_k": result.recall,
+            "seconds": round_(result.seconds), **result.details}
+
+
+def _manifest_extra(corpus: MiningCorpus, embeddings: Embeddings | None, index_info: dict[str, Any],
+                    sample_info: Any, timings: dict[str, float], exclusion_info: dict[str, Any], teacher: Any,
+                    teacher_fp: str | None, teacher_emb: Embeddings | None, judged: Any) -> dict[str, Any]:
+    """What the manifest records of the round beside its bands: index, corpus, embeddings (or the similarity
+    sample), timings, and the excluded pairs, the teacher and the mined positives when there were any."""
+    extra: dict[str, Any] = {
+        "index": index_info, "corpus": corpus.describe(),
+        "embeddings": {"cached": embeddings.cached, "path": str(embeddings.path) if embeddings.path else None}
+        if embeddings is not None else {"sample": sample_info},
+        "timings": {k: round_(v) for k, v in timings.items()}}
     if exclusion_info:
         extra["exclude_pairs"] = exclusion_info
     if teacher_emb is not None:
@@ -247,10 +285,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     if judged is not None:
         extra["mined_positives"] = {"judge": "teacher" if teacher_emb is not None else "student",
                                     **judged.describe()}
-    path = writer.finish({b: r.stats() for b, r in results.items()}, extra)
-    manifest = read_manifest(out, round)
-    return MiningResult(out, round, path, manifest, cached=False, timings=timings,
-                        results=results if keep_results else {})
+    return extra
 
 
 def _existing_manifest(root: Path, round_: int) -> RoundManifest | None:
