@@ -106,6 +106,8 @@ class BandContext:
         self.knn: KnnResult | None = None
         self.knn_offset = 0  # the kNN rows held are those of uq[knn_offset:] (a shard holds only its block)
         self._groups: tuple[np.ndarray, str] | None = None
+        # The three graded bands of a block of rows, drawn in one pass over its window (`graded_band`).
+        self._graded: tuple[bytes | None, list[BandResult]] | None = None
         if knn is not None:
             self.set_knn(knn, knn_queries)
 
@@ -114,6 +116,7 @@ class BandContext:
         if queries is None or not np.array_equal(queries, self.uq[offset:offset + len(queries)]):
             raise ValueError("the kNN result must be computed for the unique anchors (BandContext.uq)")
         self.knn, self.knn_offset = knn, offset
+        self._graded = None
 
     def knn_rows(self, rows: np.ndarray) -> np.ndarray:
         """Positions in the held kNN result of the anchors of `rows`."""
@@ -436,17 +439,28 @@ def graded_band(ctx: BandContext, rows: np.ndarray | None = None, *, grade: int)
     with the anchor (the teacher's when the round has one, else the student's) and cut in three equal parts;
     grade 0 (graded_easy) is the least similar third, 2 (graded_hard) the most. `num_negatives` are drawn per
     anchor from its third, seeded by ids, so every anchor with at least three candidates has a negative of
-    each grade and a curriculum over the grades moves each anchor from easy to hard negatives."""
+    each grade and a curriculum over the grades moves each anchor from easy to hard negatives.
+
+    The three grades are drawn in one pass over the window (`graded_bands`), kept on `ctx` for the other two."""
+    key = None if rows is None else np.asarray(rows).tobytes()
+    if ctx._graded is None or ctx._graded[0] != key:
+        ctx._graded = (key, graded_bands(ctx, rows))
+    return ctx._graded[1][grade]
+
+
+def graded_bands(ctx: BandContext, rows: np.ndarray | None = None) -> list[BandResult]:
+    """`graded_band` of every grade, easy to hard: each block's window and its thirds computed once."""
     if ctx.knn is None:
         raise ValueError("the graded bands need the kNN of the anchors")
-    band = GRADED_BANDS[grade]
-    skipped: Counter = Counter()
-    parts = []
-    salt = salt_of(ctx.seed, ctx.round, band, "sample")
+    grades = range(len(GRADED_BANDS))
+    skipped: list[Counter] = [Counter() for _ in grades]
+    parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in grades]
+    salts = [salt_of(ctx.seed, ctx.round, band, "sample") for band in GRADED_BANDS]
     all_rows = _rows(ctx, rows)
     for s in range(0, len(all_rows), ROW_CHUNK):
         rows = all_rows[s:s + ROW_CHUNK]
-        cand, valid, window, knn_rank = _neighbour_window(ctx, rows, skipped, True)
+        removed: Counter = Counter()
+        cand, valid, window, knn_rank = _neighbour_window(ctx, rows, removed, True)
         judge = ctx.knn.scores[ctx.knn_rows(rows)] if ctx.teacher is None else _teacher_sims(ctx, rows, cand, valid)
         # Each candidate's place among its anchor's window, least similar first (ties: the kNN order).
         score = np.where(window, judge, np.inf)
@@ -455,12 +469,14 @@ def graded_band(ctx: BandContext, rows: np.ndarray | None = None, *, grade: int)
         np.put_along_axis(place, order, np.arange(cand.shape[1])[None, :].repeat(len(rows), axis=0), axis=1)
         size = window.sum(axis=1)
         third = (place * len(GRADED_BANDS)) // np.maximum(size, 1)[:, None]
-        pick = _seeded_pick(ctx, rows, cand, valid, window & (third == grade), salt)
-        got = pick.sum(axis=1)
-        skipped["no_negative_found"] += int(np.maximum(ctx.params.num_negatives - got, 0).sum())
-        r_local, col = np.nonzero(pick)
-        parts.append((rows[r_local], col, cand[r_local, col], knn_rank[r_local, col]))
-    return _collect(band, parts, skipped, ctx)
+        for grade in grades:
+            skipped[grade].update(removed)
+            pick = _seeded_pick(ctx, rows, cand, valid, window & (third == grade), salts[grade])
+            got = pick.sum(axis=1)
+            skipped[grade]["no_negative_found"] += int(np.maximum(ctx.params.num_negatives - got, 0).sum())
+            r_local, col = np.nonzero(pick)
+            parts[grade].append((rows[r_local], col, cand[r_local, col], knn_rank[r_local, col]))
+    return [_collect(band, parts[grade], skipped[grade], ctx) for grade, band in enumerate(GRADED_BANDS)]
 
 
 BAND_FUNCTIONS: dict[str, Callable[..., BandResult]] = {

@@ -107,3 +107,29 @@ def test_grading_by_the_teacher_is_a_setting_that_needs_a_teacher_and_stays_out_
     teacher = tmp_path / "teacher"
     teacher.mkdir()
     assert config_from_mapping({**base, "teacher": {"path": str(teacher)}}).curriculum.difficulty == "teacher"
+
+
+def test_the_three_grades_share_one_pass_over_each_window(corpus, tmp_path, monkeypatch):
+    """The graded bands of a round look at each block's window once (not once per grade), and a grade asked for
+    alone on a fresh context is the same band as one drawn beside the others."""
+    import mining.bands as bands
+    from mining.index import knn
+
+    emb = embed_corpus(corpus, TableEncoder(vectors(0)), tmp_path / "cache", show_progress=False)
+
+    def context() -> bands.BandContext:
+        ctx = bands.BandContext(corpus, emb, PARAMS, seed=0, round_=0)
+        ctx.set_knn(knn(emb.matrix, ctx.uq, ctx.knn_depth(["graded_hard"]), "faiss-flat", seed=0,
+                        show_progress=False), ctx.uq)
+        return ctx
+
+    calls = []
+    real = bands._neighbour_window
+    monkeypatch.setattr(bands, "_neighbour_window", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ctx = context()
+    together = [bands.BAND_FUNCTIONS[b](ctx) for b in GRADED_BANDS]
+    assert len(calls) == 1, "one block of 40 anchors, one window for the three grades"
+    for grade, band in enumerate(GRADED_BANDS):
+        alone = bands.graded_band(context(), grade=grade)
+        assert alone.band == together[grade].band == band
+        assert np.array_equal(alone.negative, together[grade].negative) and alone.skipped == together[grade].skipped
