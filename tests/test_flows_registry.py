@@ -276,7 +276,7 @@ def test_a_version_links_to_the_run_it_trained_in_one_store(tmp_path, tiny, regi
 
 
 
-def test_models_path_reads_the_registrys_own_records_without_mlflow_or_torch(tmp_path, tiny, registry):
+def test_models_path_reads_the_registrys_own_records_without_mlflow_torch_or_pyarrow(tmp_path, tiny, registry):
     """`models path` on a registry folder reads MLflow's records in mlflow.db with sqlite3: the same version, tags and
     messages as MLflow's client, without importing MLflow, torch or Prefect (before: 6-10 s a call, most of it
     MLflow's import). Its start-up time is measured where timings belong (docs/benchmarks.md, `models path`)."""
@@ -297,7 +297,7 @@ def test_models_path_reads_the_registrys_own_records_without_mlflow_or_torch(tmp
             read_local_version(registry.store, *args)
 
     script = ("import sys; from flows.cli.app import main; rc = main(['models', 'path', sys.argv[1]]); "
-              "print(sorted(m for m in ('mlflow', 'torch', 'prefect', 'transformers') if m in sys.modules), "
+              "print(sorted(m for m in ('mlflow', 'torch', 'prefect', 'transformers', 'pyarrow') if m in sys.modules), "
               "file=sys.stderr); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "registry")], capture_output=True, text=True,
                           timeout=120, check=False, cwd=str(Path(__file__).resolve().parent.parent),
