@@ -39,6 +39,14 @@ def offending(package: str, forbidden: tuple[str, ...], allowed_in: set[str] = f
             if module in forbidden and f not in allowed_in]
 
 
+def fresh_python(code: str) -> str:
+    """What `code` prints in a fresh interpreter of this checkout (stripped); its failure fails the test."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
 @pytest.mark.parametrize("package", LIBRARIES)
 def test_libraries_never_import_prefect_or_flows(package: str) -> None:
     assert offending(package, ("prefect", "flows", "bench")) == []
@@ -108,10 +116,7 @@ def test_torch_free_packages_import_without_torch_or_prefect() -> None:
             "loaded = sorted(m for m in ('torch', 'transformers', 'prefect', 'flows', 'simcse', 'mining') "
             "if m in sys.modules)\n"
             "print(','.join(loaded))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == ""
+    assert fresh_python(code) == ""
 
 
 def test_settings_and_the_run_config_load_without_torch_or_prefect() -> None:
@@ -122,10 +127,7 @@ def test_settings_and_the_run_config_load_without_torch_or_prefect() -> None:
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"
             "print(','.join(sorted(m for m in ('torch', 'transformers', 'prefect') if m in sys.modules)))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == ""
+    assert fresh_python(code) == ""
 
 
 # ---------------------------------------------------------------------------------------- import circles
@@ -306,10 +308,7 @@ def test_the_command_line_imports_without_prefect_torch_or_mlflow() -> None:
     code = ("import sys, flows.cli.app; "
             "print(sorted(m for m in sys.modules if m in ('prefect', 'torch', 'mlflow', 'transformers', 'pyarrow') "
             "or m.startswith(('flows.rounds.', 'flows.registry.'))))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
 
 
 def test_the_curriculum_package_loads_each_name_on_first_use() -> None:
@@ -321,10 +320,7 @@ def test_the_curriculum_package_loads_each_name_on_first_use() -> None:
             "wrong = [n for n in curriculum.__all__ if getattr(curriculum, n) is not "
             "getattr(importlib.import_module(curriculum._HOMES[n]), n)]; "
             "missing = sorted(set(curriculum._HOMES) ^ set(curriculum.__all__)); print(heavy, wrong, missing)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[] [] []"
+    assert fresh_python(code) == "[] [] []"
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         import curriculum
 

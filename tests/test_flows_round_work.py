@@ -13,7 +13,7 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def counted_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def counted_run(tmp_path_factory: pytest.TempPathFactory, tiny: str) -> dict:
     import curriculum.sampler
     import flows.rounds.records
     import flows.rounds.train_step
@@ -21,22 +21,17 @@ def counted_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from flows.rounds.loop import plain_steps, run_rounds
     from flows.run.config import config_from_mapping
     from flows.run.rundir import RunDir
-    from simcse.testing import build_tiny_model, torch_threads
+    from simcse.testing import torch_threads
 
     root = tmp_path_factory.mktemp("counted")
-    student = build_tiny_model(root / "student", seed=0)
-    sts = root / "sts_dev.tsv"
-    sts.write_text("sentence1\tsentence2\tscore\n" + "".join(
-        f"topic {i % 5} item {i}\ttopic {i % 5} thing {i}\t{(i * 7) % 6}\n" for i in range(12)), encoding="utf-8")
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(f"sentence {i} talks about topic {i % 13} and item {i * 7919 % 1000}"
-                                for i in range(150)) + "\n", encoding="utf-8")
+    pairs = "".join(f"topic {i % 5} item {i}\ttopic {i % 5} thing {i}\t{(i * 7) % 6}\n" for i in range(12))
+    (root / "sts_dev.tsv").write_text("sentence1\tsentence2\tscore\n" + pairs, encoding="utf-8")
     config = config_from_mapping({
         "output_dir": str(root / "run"), "seed": 3, "rounds": 3, "steps_per_round": 2, "batch_size": 8,
-        "model": {"name_or_path": str(student), "pooling": "mean", "max_length": 24},
-        "data": {"corpus": str(corpus)}, "eval": {"sts": [str(sts)]},
-        "mining": {"bands": ["random", "nearest_neighbour"], "params": {"range_max": 10}},
-        "training": {"progress": False}})
+        "model": {"name_or_path": tiny, "pooling": "mean", "max_length": 24},
+        "data": {"builtin": "python_docstrings", "builtin_max_sentences": 150},
+        "eval": {"sts": [str(root / "sts_dev.tsv")]}, "training": {"progress": False},
+        "mining": {"bands": ["random", "nearest_neighbour"], "params": {"range_max": 10}}})
     counts: collections.Counter = collections.Counter()
     mp = pytest.MonkeyPatch()
 
@@ -50,7 +45,7 @@ def counted_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setattr(owner, name, wrapper)
 
     rel = lambda path: Path(path).resolve().relative_to(root.resolve()).as_posix()  # noqa: E731
-    counting(flows.run.inputs, "open_encoder", "load", lambda path, **_: rel(path))
+    counting(flows.run.inputs, "open_encoder", "load", lambda path, **_: str(Path(path).resolve()))
     counting(curriculum.sampler.pq, "ParquetFile", "open", lambda path, *a, **k: rel(path))
     counting(curriculum.sampler, "sha256_matches", "verify", lambda path, *a, **k: rel(path))
     counting(flows.rounds.train_step, "round_batches", "draw", lambda config_, run_, r, *a: r)
@@ -61,12 +56,12 @@ def counted_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             run_rounds(config, run, plain_steps(config, run))
     finally:
         mp.undo()
-    return {"counts": counts, "run": run, "config": config, "root": root}
+    return {"counts": counts, "run": run, "config": config, "root": root, "start": str(Path(tiny).resolve())}
 
 
 def test_the_model_is_loaded_once_for_the_whole_run(counted_run):
     loads = {key: n for (label, key), n in counted_run["counts"].items() if label == "load"}
-    assert loads == {"student": 1}, loads
+    assert loads == {counted_run["start"]: 1}, loads
 
 
 def test_each_rounds_batches_are_drawn_once(counted_run):
