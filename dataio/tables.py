@@ -135,51 +135,79 @@ def table_stem(path: str | os.PathLike) -> str:
     return Path(name).stem if name != path.name or table_format(path) is not None else path.stem
 
 
+class _LineLengths:
+    """The lines of a file fed chunk by chunk (each at most `limit` bytes): the first longer than `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.line, self.length, self.long_line = limit, 1, 0, None  # the current line and its bytes
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next chunk; True once a line over the limit is complete (nothing after it matters)."""
+        first = chunk.find(b"\n")
+        if first < 0:
+            self.length += len(chunk)
+            if self.length > self.limit and self.long_line is None:
+                self.long_line = self.line
+            return False
+        self.length += first
+        if self.length > self.limit or self.long_line is not None:
+            return True  # the long line ends here: `length` is all of it
+        self.line += chunk.count(b"\n")
+        self.length = len(chunk) - chunk.rfind(b"\n") - 1
+        return False
+
+    def check(self, path: str | os.PathLike) -> None:
+        if self.length > self.limit:
+            raise InputError(f"{self.length:,} bytes, over the {self.limit:,}-byte limit of a line; a row is a "
+                             f"sentence or a short passage (the encoder reads only its first max_length tokens): "
+                             f"shorten or split the text, or remove the line", path=path,
+                             line=self.long_line or self.line)
+
+
+def _chunks(path: str | os.PathLike, limit: int) -> Iterator[bytes]:
+    """The file's bytes (decompressed for a .gz name) in chunks of at most `limit` bytes (and of 1 MiB)."""
+    opener = gzip.open if Path(path).name.lower().endswith(COMPRESSED) else open
+    size = max(1, min(_SCAN_CHUNK, limit))  # a line that starts and ends inside one chunk is within limit
+    with opener(path, "rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
 def check_line_lengths(path: str | os.PathLike, limit: int | None = None) -> None:
     """InputError naming the first line of `path` (decompressed, for a .gz name) longer than `limit` bytes (default
     `MAX_LINE_BYTES`), its length and the limit; the file is read in chunks, so a giant line costs no more memory
     than a short one. A file that cannot be decompressed is left to the reader, which names the problem."""
-    limit = MAX_LINE_BYTES if limit is None else limit
-    chunk_size = max(1, min(_SCAN_CHUNK, limit))  # a line that starts and ends inside one chunk is within limit
-    line, length, long_line = 1, 0, None  # the current line's number and its bytes so far
-    opener = gzip.open if Path(path).name.lower().endswith(COMPRESSED) else open
+    lengths = _LineLengths(MAX_LINE_BYTES if limit is None else limit)
     try:
-        with opener(path, "rb") as handle:
-            while chunk := handle.read(chunk_size):
-                first = chunk.find(b"\n")
-                if first < 0:
-                    length += len(chunk)
-                    if length > limit and long_line is None:
-                        long_line = line
-                    continue
-                length += first
-                if length > limit or long_line is not None:
-                    break  # the long line ends here: `length` is all of it
-                line += chunk.count(b"\n")
-                length = len(chunk) - chunk.rfind(b"\n") - 1
+        for chunk in _chunks(path, lengths.limit):
+            if lengths.feed(chunk):
+                break
     except (EOFError, zlib.error, gzip.BadGzipFile):
         return
-    if length > limit:
-        raise InputError(f"{length:,} bytes, over the {limit:,}-byte limit of a line; a row is a sentence or a short "
-                         f"passage (the encoder reads only its first max_length tokens): shorten or split the text, "
-                         f"or remove the line", path=path, line=long_line or line)
+    lengths.check(path)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when its name ends in .gz."""
-    data = path.read_bytes()
-    if not path.name.lower().endswith(COMPRESSED):
-        return data
+def _read_bytes(path: Path) -> bytearray:
+    """The file's bytes, decompressed when its name ends in .gz, read once: its lines' lengths are checked as it is
+    read, so a giant line is refused when it is complete, before the rest of the file is read."""
+    lengths, data = _LineLengths(MAX_LINE_BYTES), bytearray()  # grown in place: one copy of the file in memory
     try:
-        return gzip.decompress(data)
+        for chunk in _chunks(path, MAX_LINE_BYTES):
+            if lengths.feed(chunk):
+                break
+            if lengths.long_line is None:  # a line over the limit is only measured to its end, not kept
+                data += chunk
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        if not path.name.lower().endswith(COMPRESSED) or isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
         raise InputError(f"not a readable gzip file ({exc}); re-compress it with gzip, or drop the .gz from its "
                          f"name if it is not compressed", path=path) from None
+    lengths.check(path)
+    return data
 
 
 def _decode(path: Path) -> str:
-    check_line_lengths(path)  # before the whole file is read: a giant line is refused, not loaded
-    data = _read_bytes(path)
+    data = _read_bytes(path)  # a giant line is refused as it is read, not loaded
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

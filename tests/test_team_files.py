@@ -503,3 +503,20 @@ def test_a_one_round_run_is_told_exactly_how_to_train_on_every_band_it_mines(
     out, err = capsys.readouterr()
     assert err == "" and "round 0: competence 0.10-1.00, planned share random 0.53, in_domain 0.31, " \
                          "nearest_neighbour 0.16" in out
+
+
+def test_a_gzipped_table_is_decompressed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its lines' lengths are checked as it is read (the limit of a line still holds), not in a pass of its own."""
+    import dataio.tables as tables
+
+    path = tmp_path / "corpus.tsv.gz"
+    path.write_bytes(gzip.compress(b"headline\tdesk\n" + b"".join(b"a b %d\tc\n" % i for i in range(1000))))
+    opened: list[str] = []
+    real = gzip.open
+    monkeypatch.setattr(tables.gzip, "open", lambda *a, **k: opened.append(str(a[0])) or real(*a, **k))
+    assert len(read_table(path, ["headline", "desk"]).columns["desk"]) == 1000
+    assert len(opened) <= 2, opened  # the header (the first MiB) and the file, once
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"x" * 30 + b"\tc\n"))  # line 1002
+    monkeypatch.setattr(tables, "MAX_LINE_BYTES", 20)
+    with pytest.raises(InputError, match=r"line 1002: 32 bytes, over the 20-byte limit of a line"):
+        read_table(path, ["headline", "desk"])
