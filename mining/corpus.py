@@ -315,6 +315,17 @@ def _read_corpus(src: CorpusSource, pool: _PoolBuilder, in_corpus: set[int], mem
     return st
 
 
+def _keep_row(rows: list[tuple[int, int, int, int]], seen_rows: set[tuple[int, int, int]], st: SourceStats,
+              key: tuple[int, int, int], kind: int) -> None:
+    """Add the (anchor, positive, negative) row of `kind` unless an earlier file or row had it (counted)."""
+    if key in seen_rows:
+        st.duplicates += 1
+        return
+    seen_rows.add(key)
+    rows.append((*key, kind))
+    st.kept += 1
+
+
 def _read_pairs(src: PairSource, pool: _PoolBuilder, rows: list[tuple[int, int, int, int]],
                 seen_rows: set[tuple[int, int, int]]) -> SourceStats:
     """One pairs file into the pool and `rows` (label-0 pairs, empty and repeated rows dropped and counted)."""
@@ -337,13 +348,7 @@ def _read_pairs(src: PairSource, pool: _PoolBuilder, rows: list[tuple[int, int, 
             continue
         ai, _ = pool.add(a, None, src.domain)
         pi, _ = pool.add(p, None, src.domain)
-        key = (ai, pi, -1)
-        if key in seen_rows:
-            st.duplicates += 1
-            continue
-        seen_rows.add(key)
-        rows.append((ai, pi, -1, PAIR))
-        st.kept += 1
+        _keep_row(rows, seen_rows, st, (ai, pi, -1), PAIR)
     if labels is not None and st.label_0 and st.label_0 == st.rows:
         raise InputError(f"all {st.rows} pairs are labeled 0 (not paraphrases); a pairs file trains on its "
                          f"positives (label 1): give pairs that mean the same", path=src.path,
@@ -374,13 +379,7 @@ def _read_nli(src: NliSource, pool: _PoolBuilder, rows: list[tuple[int, int, int
             ni, _ = pool.add(n, None, src.domain)
         else:
             st.missing_negative += 1
-        key = (ai, pi, ni)
-        if key in seen_rows:
-            st.duplicates += 1
-            continue
-        seen_rows.add(key)
-        rows.append((ai, pi, ni, NLI))
-        st.kept += 1
+        _keep_row(rows, seen_rows, st, (ai, pi, ni), NLI)
     return st
 
 
