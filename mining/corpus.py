@@ -315,6 +315,16 @@ def _read_corpus(src: CorpusSource, pool: _PoolBuilder, in_corpus: set[int], mem
     return st
 
 
+def _add_pair(pool: _PoolBuilder, st: SourceStats, anchor: str | None, positive: str | None,
+              domain: str | None) -> tuple[int, int] | None:
+    """The pool indices of a row's anchor and positive, added to the pool; None for a row missing either (counted
+    as empty)."""
+    if not anchor or not positive:
+        st.empty += 1
+        return None
+    return pool.add(anchor, None, domain)[0], pool.add(positive, None, domain)[0]
+
+
 def _keep_row(rows: list[tuple[int, int, int, int]], seen_rows: set[tuple[int, int, int]], st: SourceStats,
               key: tuple[int, int, int], kind: int) -> None:
     """Add the (anchor, positive, negative) row of `kind` unless an earlier file or row had it (counted)."""
@@ -341,14 +351,10 @@ def _read_pairs(src: PairSource, pool: _PoolBuilder, rows: list[tuple[int, int, 
         if labels is not None and _pair_label(table, i, "label", labels[i]) == 0:
             st.label_0 += 1
             continue
-        a = _cell_text(table, i, "anchor", a_raw)
-        p = _cell_text(table, i, "positive", p_raw)
-        if not a or not p:
-            st.empty += 1
-            continue
-        ai, _ = pool.add(a, None, src.domain)
-        pi, _ = pool.add(p, None, src.domain)
-        _keep_row(rows, seen_rows, st, (ai, pi, -1), PAIR)
+        pair = _add_pair(pool, st, _cell_text(table, i, "anchor", a_raw), _cell_text(table, i, "positive", p_raw),
+                         src.domain)
+        if pair is not None:
+            _keep_row(rows, seen_rows, st, (*pair, -1), PAIR)
     if labels is not None and st.label_0 and st.label_0 == st.rows:
         raise InputError(f"all {st.rows} pairs are labeled 0 (not paraphrases); a pairs file trains on its "
                          f"positives (label 1): give pairs that mean the same", path=src.path,
@@ -369,11 +375,10 @@ def _read_nli(src: NliSource, pool: _PoolBuilder, rows: list[tuple[int, int, int
         a = _cell_text(table, i, "anchor", a_raw)
         p = _cell_text(table, i, "positive", p_raw)
         n = _cell_text(table, i, "negative", n_raw)
-        if not a or not p:
-            st.empty += 1
+        pair = _add_pair(pool, st, a, p, src.domain)
+        if pair is None:
             continue
-        ai, _ = pool.add(a, None, src.domain)
-        pi, _ = pool.add(p, None, src.domain)
+        ai, pi = pair
         ni = -1
         if n:
             ni, _ = pool.add(n, None, src.domain)
