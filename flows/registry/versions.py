@@ -7,7 +7,6 @@ records with sqlite3, for `models path`, without importing MLflow or the registr
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ MODEL_SHA256 = TAG + "model_sha256"
 FILES_SHA256 = TAG + "files_sha256"
 EVAL_KEYS = TAG + "eval_keys"
 MAX_MANIFEST = 5000  # characters: the tag-value limit of older MLflow servers; beyond it only the folder's hash
-_log = logging.getLogger("flows")
 Warn = Callable[[str], Any]
 
 
