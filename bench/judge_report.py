@@ -32,8 +32,12 @@ START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
 ARM_ORDER = ("in_batch", "mined_student", "mined_teacher", "teacher_nn", "distill")  # phase 1
 PHASE2 = ("graded_curriculum", "graded_shuffled")  # phase 2: the curriculum over the teacher's grades, its control
-# The sizes docs/experiment.md registered: phase 1, and phase 2 run into phase 1's folder.
-REGISTERED_SIZES = ("judge", "judge2")
+PHASE3_BASE = "mined_teacher"  # phase 3: two variants of phase 1's winner, each read against it
+PHASE3 = ("mined_teacher_more", "mined_teacher_lr2")
+# The sizes docs/experiment.md registered: phase 1, and phases 2 and 3 run into phase 1's folder.
+REGISTERED_SIZES = ("judge", "judge2", "judge3")
+REPRODUCTION_FOLDER = "reproduction"  # <out>/reproduction: phase 3's rerun of one phase-1 record on its snapshot
+REPRODUCTION_TOLERANCE = 0.05  # AP points: the rerun's report-half score must be this close to the record's
 REFERENCE = "in_batch"
 GOAL = 1.0          # issue 23: the winning arm beats the start by >= 1.0 AP, its CI excluding 0
 GUARD_DROP = 0.5    # ... and its STS-B test is not lower than the start's by more than 0.5
@@ -43,7 +47,7 @@ GUARD = "sts/test"
 
 
 def _order(arm: str) -> int:
-    order = ARM_ORDER + PHASE2
+    order = ARM_ORDER + PHASE2 + PHASE3
     return order.index(arm) if arm in order else len(order)
 
 
@@ -129,10 +133,60 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
     contrasts += versus_reference
     winner = pick_winner({a: v for a, v in arms.items() if a in ARM_ORDER})  # phase 1's rule, its arms
     contrasts += phase2_contrasts(arms, winner)
+    contrasts += phase3_contrasts(arms)
     reference_dev = list(arms[REFERENCE]["dev"].values()) if REFERENCE in arms else []
+    phase3_pairing = {v: pairing_check({PHASE3_BASE: by_arm[PHASE3_BASE], v: by_arm[v]}, "anchor_order_sha256")
+                      for v in PHASE3 if v in by_arm and PHASE3_BASE in by_arm}
     return {"arms": arms, "contrasts": contrasts, "start": start, "teacher": teacher, "winner": winner,
             "margin": margin_from_noise(reference_dev), "pairing": pairing_check(by_arm, "anchor_order_sha256"),
-            "exposure": exposure_check(by_arm)}
+            "exposure": exposure_check(by_arm), "phase3_winner": phase3_winner(arms),
+            "phase3_pairing": phase3_pairing}
+
+
+def phase3_winner(arms: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Phase 3's choice, by the select half only: a variant replaces phase 1's winner when its mean final
+    select-half AP beats that arm's by more than TIE (the best such variant); None before any variant has run."""
+    if PHASE3_BASE not in arms or not any(v in arms for v in PHASE3):
+        return None
+    base = arms[PHASE3_BASE]["dev_summary"][0]
+    means = {v: arms[v]["dev_summary"][0] for v in PHASE3 if v in arms and arms[v]["dev_summary"][0] is not None}
+    better = {v: m for v, m in means.items() if base is not None and m > base + TIE}
+    return max(better, key=better.__getitem__) if better else PHASE3_BASE
+
+
+def phase3_contrasts(arms: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each phase-3 variant against phase 1's winner, paired by seed, Holm over the variants that ran."""
+    out = []
+    for variant in PHASE3:
+        if variant in arms and PHASE3_BASE in arms:
+            c = paired(arms[variant]["final"], arms[PHASE3_BASE]["final"])
+            c.update(label=f"{variant} − {PHASE3_BASE}", kind="phase 3", a=variant, b=PHASE3_BASE)
+            out.append(c)
+    for c, adj in zip(out, holm([c["p"] for c in out])):
+        c["p_holm"] = adj
+        c["reading"] = difference_reading(c)
+    return out
+
+
+def reproduction_check(record: Mapping[str, Any], rerun: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished record run again on later code: the same anchor order every round, and the report-half score
+    within REPRODUCTION_TOLERANCE. Passed only when both hold."""
+    def digests(r: Mapping[str, Any]) -> list[str | None]:
+        return [c.get("anchor_order_sha256") for c in r.get("curve") or []]
+
+    before, after = endpoint(record, REPORT), endpoint(rerun, REPORT)
+    same_order = bool(digests(record)) and digests(record) == digests(rerun)
+    close = None not in (before, after) and abs(after - before) <= REPRODUCTION_TOLERANCE
+    return {"arm": record["arm"], "seed": record["seed"], "before": before, "after": after,
+            "difference": None if None in (before, after) else after - before, "same_order": same_order,
+            "passed": bool(same_order and close)}
+
+
+def reproductions(out: Path) -> list[dict[str, Any]]:
+    """Every rerun under `<out>/reproduction/results` checked against the record of the same arm and seed."""
+    records = {(r["arm"], r["seed"]): r for r in load_results(out / "results")}
+    return [reproduction_check(records[(r["arm"], r["seed"])], r)
+            for r in load_results(out / REPRODUCTION_FOLDER / "results") if (r["arm"], r["seed"]) in records]
 
 
 def phase2_contrasts(arms: Mapping[str, Mapping[str, Any]], best_static: str | None) -> list[dict[str, Any]]:
@@ -229,6 +283,14 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     lines += [f"- Pairing: {pair.get('identical', 0)} of {pair.get('groups', 0)} (seed, round) groups trained every "
               "arm on the same anchors in the same order (the anchors alone: mined positives differ by design).",
               ""]
+    for check in analysis.get("reproductions") or []:
+        verdict = "passed" if check["passed"] else "**FAILED** (phase 3's contrasts are across code versions)"
+        lines += [f"- Reproduction control (phase 3, first): `{check['arm']}` seed {check['seed']} rerun on the "
+                  f"phase-3 snapshot: report half {_f(check['before'])} → {_f(check['after'])} "
+                  f"({_f(check['difference'], sign=True)}; tolerance ±{REPRODUCTION_TOLERANCE}), anchor order "
+                  f"{'the same' if check['same_order'] else 'different'} in every round: {verdict}."]
+    if analysis.get("reproductions"):
+        lines.append("")
     start, teacher = analysis["start"], analysis["teacher"]
     if start is None:
         return "\n".join(lines + ["No results yet.", END_MARKER]) + "\n"
@@ -279,6 +341,23 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         for c in phase2:
             lines.append(f"| {c['label']} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | {_f(c['p'], 3)} | "
                          f"{c['reading']} |")
+    phase3 = [c for c in analysis["contrasts"] if c["kind"] == "phase 3"]
+    if phase3:
+        pairs = analysis.get("phase3_pairing") or {}
+        lines += ["", f"Phase 3: each variant against `{PHASE3_BASE}` (phase 1's winner), paired by seed, Holm "
+                  f"over the {len(phase3)}; the anchor order shared with `{PHASE3_BASE}` in "
+                  + ", ".join(f"`{v}` {p['identical']} of {p['groups']}" for v, p in pairs.items())
+                  + " (seed, round) groups:", "",
+                  "| contrast | seeds | mean Δ | 95 % CI | p | p (Holm) | reading |", "|---|---|---|---|---|---|---|"]
+        for c in phase3:
+            lines.append(f"| {c['label']} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | {_f(c['p'], 3)} | "
+                         f"{_f(c.get('p_holm'), 3)} | {c['reading']} |")
+        chosen = analysis.get("phase3_winner")
+        goal = next((c for c in analysis["contrasts"] if c["kind"] == "goal" and c["a"] == chosen), None)
+        lines += ["", f"- Phase 3's choice by the select half (a variant must beat `{PHASE3_BASE}`'s mean final "
+                  f"select-half AP by more than {TIE}): `{chosen}`"
+                  + ("" if goal is None else f"; its goal row: {_f(goal['mean'], sign=True)} {_ci(goal)}, "
+                     f"STS-B test {_f(goal['guard_change']['mean'], sign=True)}: {goal['reading']}") + "."]
     winner, margin = analysis["winner"], analysis["margin"]
     lines += ["", f"- Winner by the select half (the rule: best mean final select-half AP, ties within {TIE} to the "
               f"simpler arm): `{winner}`.",
@@ -291,6 +370,7 @@ def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
     """Analyse the results under `out` and write the section into `results_md` (the rest left alone)."""
     results = load_results(out / "results")
     analysis = analyse(results, out / "runs")
+    analysis["reproductions"] = reproductions(out)
     meta = run_meta(out, size, results)
     write_section(results_md, render(analysis, meta), START_MARKER, END_MARKER)
     (out / "judge_summary.json").write_text(json.dumps({"meta": meta, "analysis": analysis}, indent=1, default=str)

@@ -417,3 +417,73 @@ def test_the_phase_2_arms_mine_and_schedule_the_graded_bands_in_rounds_of_their_
     assert not set(graded) & set(nn.mining.bands), "phase 1's arms mine what they mined"
     assert arm_module.judge_variant(config) == arm_module.judge_variant(nn)  # same judge, rounds kept apart by name
     assert arm_module.encoder_dependent(config)
+
+
+def test_judge_report_phase_3_picks_a_variant_only_beyond_the_tie_and_reads_it_against_phase_1s_winner(
+        tmp_path: Path):
+    from bench import judge_report as judge
+
+    results = []
+    for seed, e in enumerate([0.1, -0.1, 0.0, 0.2, -0.2]):
+        results.append(_judge_result("in_batch", seed, 76.0 + e, 79.1 + e))
+        results.append(_judge_result("mined_teacher", seed, 76.8 + e, 79.6 + e))
+        results.append(_judge_result("mined_teacher_more", seed, 77.3 + e, 79.75 + e))  # +0.15 select: beyond tie
+        results.append(_judge_result("mined_teacher_lr2", seed, 77.6 + e, 79.65 + e))  # +0.05 select: a tie
+    analysis = judge.analyse(results)
+    assert {c["a"] for c in analysis["contrasts"] if c["kind"] == "vs reference"} == {"mined_teacher"}, \
+        "the phase-3 variants stay out of phase 1's Holm family"
+    assert analysis["winner"] == "mined_teacher"
+    # lr2 reports best, but the choice is the select half's: more beats mined_teacher by 0.15 > 0.1, lr2 by 0.05.
+    assert analysis["phase3_winner"] == "mined_teacher_more"
+    phase3 = {c["a"]: c for c in analysis["contrasts"] if c["kind"] == "phase 3"}
+    assert phase3["mined_teacher_more"]["mean"] == pytest.approx(0.5)
+    assert phase3["mined_teacher_lr2"]["mean"] == pytest.approx(0.8)
+    assert all(c["p_holm"] is not None and c["b"] == "mined_teacher" for c in phase3.values())
+    text = judge.render(analysis, {"size": {"name": "judge3"}})
+    assert "not a registered size" not in text
+    assert "Phase 3's choice by the select half" in text and "`mined_teacher_more`; its goal row: +1.30" in text
+    tie = [r for r in results if r["arm"] != "mined_teacher_more"]
+    assert judge.analyse(tie)["phase3_winner"] == "mined_teacher", "within the tie, phase 1's winner stays"
+    assert judge.analyse([r for r in results if r["arm"] in ("in_batch", "mined_teacher")])["phase3_winner"] is None
+
+
+def test_judge_report_reproduction_control_needs_the_same_anchor_order_and_a_close_score(tmp_path: Path):
+    from bench import judge_report as judge
+
+    record = _judge_result("mined_teacher", 0, 75.97, 80.2)
+    for c in record["curve"]:
+        c["anchor_order_sha256"] = f"o{c['round']}"
+    same = json.loads(json.dumps(record))
+    same["final"]["report"]["pairs"]["dev_pairs"] = 75.99
+    assert judge.reproduction_check(record, same)["passed"]
+    drifted = json.loads(json.dumps(same))
+    drifted["final"]["report"]["pairs"]["dev_pairs"] = 75.80
+    assert not judge.reproduction_check(record, drifted)["passed"]
+    reordered = json.loads(json.dumps(same))
+    reordered["curve"][1]["anchor_order_sha256"] = "other"
+    check = judge.reproduction_check(record, reordered)
+    assert not check["passed"] and not check["same_order"]
+    # Read from <out>/reproduction/results beside the records, and said first in the section.
+    for folder, res in ((tmp_path / "results", record), (tmp_path / "reproduction" / "results", drifted)):
+        path = folder / "tuned" / "domain" / "mined_teacher" / "seed0.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(res))
+    checks = judge.reproductions(tmp_path)
+    assert len(checks) == 1 and checks[0]["difference"] == pytest.approx(-0.17)
+    analysis = {**judge.analyse([record]), "reproductions": checks}
+    text = judge.render(analysis, {"size": {"name": "judge3"}})
+    assert "Reproduction control" in text and "**FAILED**" in text
+    assert text.index("Reproduction control") < text.index("| model |")
+
+
+def test_the_phase_3_arms_differ_from_mined_teacher_only_in_their_registered_setting(tmp_path: Path):
+    size = design.load_size("judge3")
+    raw = {**design.load_setting("domain"), "_name": "domain"}
+    built = {arm: design.build_config(raw, design.load_arm(arm), size, "tuned", 0, tmp_path / arm, "m")
+             for arm in ("mined_teacher", "mined_teacher_more", "mined_teacher_lr2")}
+    base, more, lr2 = built["mined_teacher"], built["mined_teacher_more"], built["mined_teacher_lr2"]
+    assert (base.mining.params.positive_min_score, more.mining.params.positive_min_score) == (0.8, 0.7)
+    assert (base.training.lr, lr2.training.lr) == (1.0e-5, 2.0e-5)
+    assert more.training == base.training and lr2.mining.params == base.mining.params
+    assert more.curriculum == base.curriculum == lr2.curriculum and more.teacher == base.teacher == lr2.teacher
+    assert set(design.load_size("judge")["arms"]) < set(size["arms"]), "run into phase 1's folder, beside its arms"
