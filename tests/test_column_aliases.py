@@ -85,10 +85,10 @@ def test_a_column_the_user_names_is_read_exactly_and_errors_name_it(tmp_path: Pa
 @pytest.mark.parametrize("column, alias", [c for c in CASES if c[0] == "text"])
 def test_init_takes_the_text_column_the_loaders_read_under_each_alias(tmp_path: Path, column: str,
                                                                        alias: str) -> None:
-    """`init` (flows.rounds.scaffold) looks for the table's names, so the corpus column it writes into the config is the
-    one `train` and `mine` read by themselves, not a longer free-text column beside it (before, it knew only some
+    """`init` (flows.rounds.input_files) looks for the table's names, so the corpus column it writes into the config is
+    the one `train` and `mine` read by themselves, not a longer free-text column beside it (before, it knew only some
     of the aliases and took the longest column for `anchor` or `sentence1`)."""
-    from flows.rounds.scaffold import describe_file
+    from flows.rounds.input_files import describe_file
 
     path = _write(tmp_path / "corpus.csv", [alias, "notes"],
                   [(r[0], f"{r[1]} {r[2]} (a longer note beside the sentence)") for r in ROWS])
@@ -99,7 +99,7 @@ def test_init_takes_the_text_column_the_loaders_read_under_each_alias(tmp_path: 
 
 @pytest.mark.parametrize("column, alias", [c for c in CASES if c[0] != "text"])
 def test_init_maps_nli_columns_under_each_alias(tmp_path: Path, column: str, alias: str) -> None:
-    from flows.rounds.scaffold import describe_file
+    from flows.rounds.input_files import describe_file
 
     names = ["anchor", "positive", "negative"]
     found = describe_file(str(_write(tmp_path / "nli.csv", [alias if n == column else n for n in names], ROWS)))
