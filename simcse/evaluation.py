@@ -30,7 +30,7 @@ import numpy as np
 
 from dataio.errors import InputError, closest
 from dataio.eval_sets import LabeledPairs, StsData, read_labeled_pairs, read_sts
-from dataio.tables import table_stem
+from dataio.table_files import table_stem
 
 POSITIVE_SHARE_OF_SCALE = 0.2  # positive pairs: the top 20% of the score scale (>= 4.0 of 0-5)
 

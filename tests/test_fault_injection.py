@@ -1117,7 +1117,7 @@ def test_a_giant_line_in_a_corpus_or_pairs_file_is_refused_in_one_line_with_boun
     """Old code read a 50 MB line whole (and then tokenized it whole: 6.2 GB for one line). Now every line of a
     text input is measured in chunks before the file is read, and one over the limit is refused in one line
     naming the file, the line and the limit; the refusal's peak memory does not grow with the line."""
-    from dataio.tables import MAX_LINE_BYTES
+    from dataio.table_files import MAX_LINE_BYTES
 
     corpus = tmp_path / "corpus.txt"
     with corpus.open("w", encoding="utf-8") as handle:

@@ -335,7 +335,7 @@ def test_a_scheduled_night_with_nothing_new_is_a_no_op_unless_forced(data, tmp_p
 
 # ------------------------------------------------------------------------------------------ corpus folders
 def test_a_corpus_folder_is_read_file_by_file_in_sorted_order_and_errors_name_the_file(tmp_path):
-    from dataio.tables import table_files
+    from dataio.table_files import table_files
     from flows.run.config import config_from_mapping
     from flows.run.inputs import load_mining_corpus, prepare_inputs
     from flows.run.rundir import RunDir

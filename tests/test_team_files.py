@@ -12,7 +12,8 @@ import pytest
 
 from dataio.errors import InputError
 from dataio.eval_sets import parse_label, read_labeled_pairs, read_sts
-from dataio.tables import read_header, read_table, sniff_delimiter, table_files, table_stem
+from dataio.table_files import table_files, table_stem
+from dataio.tables import read_header, read_table, sniff_delimiter
 
 HEADLINES = [("Markets fall, investors worry about rates", "economy"),
              ('Storm "Ada"; coast braces for wind', "weather"),
@@ -507,6 +508,7 @@ def test_a_one_round_run_is_told_exactly_how_to_train_on_every_band_it_mines(
 
 def test_a_gzipped_table_is_decompressed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its lines' lengths are checked as it is read (the limit of a line still holds), not in a pass of its own."""
+    import dataio.table_files as table_files_module
     import dataio.tables as tables
 
     path = tmp_path / "corpus.tsv.gz"
@@ -517,6 +519,6 @@ def test_a_gzipped_table_is_decompressed_once(tmp_path: Path, monkeypatch: pytes
     assert len(read_table(path, ["headline", "desk"]).columns["desk"]) == 1000
     assert len(opened) <= 2, opened  # the header (the first MiB) and the file, once
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"x" * 30 + b"\tc\n"))  # line 1002
-    monkeypatch.setattr(tables, "MAX_LINE_BYTES", 20)
+    monkeypatch.setattr(table_files_module, "MAX_LINE_BYTES", 20)
     with pytest.raises(InputError, match=r"line 1002: 32 bytes, over the 20-byte limit of a line"):
         read_table(path, ["headline", "desk"])

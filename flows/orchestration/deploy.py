@@ -32,7 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dataio.errors import InputError
-from dataio.tables import table_stem
+from dataio.table_files import table_stem
 from flows.run.config import RunConfig
 
 POOL_TYPE = "process"

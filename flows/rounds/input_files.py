@@ -36,7 +36,8 @@ from typing import Any
 from dataio.column_specs import columns_for, parse_column_specs
 from dataio.errors import InputError
 from dataio.eval_sets import parse_label
-from dataio.tables import COLUMN_ALIASES, read_header, read_table, table_files, table_stem
+from dataio.table_files import table_files, table_stem
+from dataio.tables import COLUMN_ALIASES, read_header, read_table
 from flows.run.config import CorpusColumns, LabeledPairColumns, NliColumns, PairColumns, StsColumns
 from simcse.evaluation import file_metric_names
 

@@ -20,7 +20,8 @@ import yaml
 
 from dataio.atomic import atomic_write_text
 from dataio.errors import InputError, InputErrors, did_you_mean
-from dataio.tables import read_header, table_files
+from dataio.table_files import table_files
+from dataio.tables import read_header
 from flows.rounds.input_files import FileRole, choose_dev_metric, describe_file, parse_columns
 from flows.rounds.validate import check_run
 from flows.run.config import config_from_text

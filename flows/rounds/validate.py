@@ -29,7 +29,8 @@ from curriculum.preview import preview_schedule
 from dataio.column_specs import check_columns
 from dataio.errors import InputError, InputErrors, did_you_mean
 from dataio.folder_lock import check_free, held_folders
-from dataio.tables import read_header, symlink_loop, table_files
+from dataio.table_files import symlink_loop, table_files
+from dataio.tables import read_header
 from flows.registry.mlflow_store import check_database, require_mlflow, store_for
 from flows.registry.warm_start import resolve_start
 from flows.run.config import RunConfig

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from dataio.atomic import atomic_path
 from dataio.errors import InputError
-from dataio.tables import table_files
+from dataio.table_files import table_files
 from flows.run.config import RunConfig
 from flows.run.fingerprint import combine, file_fingerprint
 from flows.run.rundir import RunDir, write_json
