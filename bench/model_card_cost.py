@@ -42,7 +42,8 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from dataio.atomic import atomic_dir
-    from simcse.model_card import ModelCardInfo, describe_base, render_model_card
+    from simcse.card_writer import render_model_card
+    from simcse.model_card import ModelCardInfo, describe_base
 
     out: dict[str, float | str | bool] = {"model": encoder.source, "import_was_done": already,
                                           "import_sentence_transformers_s": time.perf_counter() - start}

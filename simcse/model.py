@@ -337,7 +337,8 @@ class SimCSEEncoder(nn.Module):
         encoder was loaded, plus whatever `card` says (data, loss, curriculum, metrics).
         """
         from dataio.atomic import atomic_dir
-        from simcse.model_card import ModelCardInfo, describe_base, write_model_card
+        from simcse.card_writer import write_model_card
+        from simcse.model_card import ModelCardInfo, describe_base
 
         path = Path(path)
         source = getattr(self, "source", None)  # set by from_pretrained; unknown for an encoder built by hand

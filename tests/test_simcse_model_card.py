@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from simcse.card_writer import update_model_card
 from simcse.model import SimCSEEncoder
-from simcse.model_card import (
-    DEFAULT_MODEL_ID,
-    ModelCardInfo,
-    read_card_info,
-    read_front_matter,
-    update_model_card,
-)
+from simcse.model_card import DEFAULT_MODEL_ID, ModelCardInfo, read_card_info, read_front_matter
 from simcse.train import TrainConfig, train
 
 SENTENCES = [f"sentence number {i} is about {w}" for i, w in enumerate(["cats", "dogs", "birds", "fish"] * 6)]
@@ -111,9 +106,9 @@ def test_the_card_tells_what_trained_and_how_to_load_this_folder(tiny, tmp_path,
     exec(compile(_usage(card), "usage", "exec"), namespace)  # noqa: S102 - the card's own snippet
     assert namespace["embeddings"].shape == (3, 32)
 
-    from simcse import model_card
+    from simcse import card_writer
 
-    monkeypatch.setattr(model_card, "_render_with_sentence_transformers", lambda *a: 1 / 0)
+    monkeypatch.setattr(card_writer, "_render_with_sentence_transformers", lambda *a: 1 / 0)
     plain = enc.save(tmp_path / "plain", card=ModelCardInfo(max_length=16))
     text = (plain / "README.md").read_text(encoding="utf-8")
     assert f'SentenceTransformer("{plain.resolve()}")' in _usage(text) and "in training:** 16 tokens" in text
@@ -141,12 +136,12 @@ def test_offline_minilm_is_named_by_its_hub_id_and_its_licence_is_carried_on(tmp
 
 
 def test_a_card_is_written_even_where_sentence_transformers_cannot_render_it(tiny, tmp_path, monkeypatch):
-    from simcse import model_card
+    from simcse import card_writer
 
     def broken(folder, info, location):
         raise RuntimeError("no renderer")
 
-    monkeypatch.setattr(model_card, "_render_with_sentence_transformers", broken)
+    monkeypatch.setattr(card_writer, "_render_with_sentence_transformers", broken)
     enc = SimCSEEncoder.from_pretrained(tiny, device="cpu")
     folder = enc.save(tmp_path / "m", card=ModelCardInfo(licence="mit", round=3,
                                                          evaluation={"sts": {"dev": 71.0}}))

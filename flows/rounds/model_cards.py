@@ -19,12 +19,8 @@ from flows.run.config import RunConfig, TableFile
 from flows.run.fingerprint import file_fingerprint
 from flows.run.inputs import base_model_path
 from flows.run.rundir import RunDir
-from simcse.model_card import (
-    ModelCardInfo,
-    describe_base,
-    read_card_info,
-    update_model_card,
-)
+from simcse.card_writer import update_model_card
+from simcse.model_card import ModelCardInfo, describe_base, read_card_info
 
 BUILTIN_LICENCE = "PSF-2.0 (Python standard library docstrings)"
 TRIPLET_COLUMNS = ["anchor", "positive", "negative"]
