@@ -38,7 +38,7 @@ from dataio.errors import InputError
 from dataio.eval_sets import parse_label
 from dataio.table_files import table_files, table_stem
 from dataio.tables import COLUMN_ALIASES, read_header, read_table
-from flows.run.config import CorpusColumns, LabeledPairColumns, NliColumns, PairColumns, StsColumns
+from flows.run.config_sections import CorpusColumns, LabeledPairColumns, NliColumns, PairColumns, StsColumns
 from simcse.evaluation import file_metric_names
 
 ROLES = ("corpus", "pairs", "nli", "sts", "eval-pairs")

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dataio.triplets import RoundManifest, is_complete, read_manifest
-from flows.run.config import RunConfig, TableFile
+from flows.run.config import RunConfig
+from flows.run.config_sections import TableFile
 from flows.run.fingerprint import file_fingerprint
 from flows.run.inputs import base_model_path
 from flows.run.rundir import RunDir

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 from dataio.errors import InputError
 from dataio.eval_sets import read_labeled_pairs, read_sts
 from dataio.table_files import symlink_loop, table_files
-from flows.run.config import DEFAULT_MODEL, RunConfig, TableFile
+from flows.run.config import RunConfig
+from flows.run.config_sections import DEFAULT_MODEL, TableFile
 from flows.run.demo_data import build_demo_data
 from flows.run.fingerprint import combine, file_fingerprint, folder_listing, path_fingerprint
 from flows.run.progress import bars_on
