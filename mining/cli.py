@@ -289,7 +289,8 @@ def upgrade_command(
 ) -> None:
     """Convert a triplets folder of an older version in place (round and band only in the path, the manifest
     named .manifest.json), so pandas, pyarrow and datasets read it in one line and this version reads it."""
-    from dataio.triplets import legacy_rounds, upgrade_folder
+    from dataio.triplet_upgrade import upgrade_folder
+    from dataio.triplets import legacy_rounds
 
     if not folder.is_dir():
         raise InputError("no such folder; pass a triplets folder (the --out of mine) or a run folder", path=folder)
