@@ -32,7 +32,8 @@ import numpy as np
 from bench import machine
 from dataio.tables import data_dir
 from dataio.triplet_layout import BANDS
-from mining.bands import BandContext, add_similarities, nearest_neighbour_band
+from mining.band_context import BandContext
+from mining.bands import add_similarities, nearest_neighbour_band
 from mining.corpus import CorpusSource, NliSource, load_corpus
 from mining.embeddings import embed_corpus
 from mining.encoders import load_encoder

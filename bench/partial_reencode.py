@@ -54,7 +54,8 @@ def refreshed_rows(n: int, fraction: float, seed: int) -> np.ndarray:
 
 def mine_bands(corpus, matrix: np.ndarray, params, seed: int) -> dict:
     """The embedding-dependent bands of one round mined on `matrix` with the product's code, exact search."""
-    from mining.bands import BAND_FUNCTIONS, BandContext
+    from mining.band_context import BandContext
+    from mining.bands import BAND_FUNCTIONS
     from mining.embeddings import Embeddings
     from mining.index import knn
 

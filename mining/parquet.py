@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataio.triplets import SCHEMA, ManifestFile, TripletWriter
-from mining.bands import BandResult
+from mining.band_context import BandResult
 from mining.corpus import POSITIVE_SOURCES, MiningCorpus
 
 

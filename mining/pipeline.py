@@ -23,14 +23,8 @@ from dataio.errors import TripletDataError
 from dataio.triplet_layout import manifest_path
 from dataio.triplets import RoundManifest, check_layout, is_complete, read_manifest, resolve_file, round_problem
 from mining import index as index_module
-from mining.bands import (
-    BAND_FUNCTIONS,
-    POOL_EMBEDDING_BANDS,
-    BandContext,
-    BandResult,
-    add_similarities,
-    available_bands,
-)
+from mining.band_context import POOL_EMBEDDING_BANDS, BandContext, BandResult
+from mining.bands import BAND_FUNCTIONS, add_similarities, available_bands
 from mining.corpus import MiningCorpus, check_size
 from mining.embeddings import Embeddings, embed_corpus, model_fingerprint
 from mining.exclusions import ExcludedPairs, as_excluded_pairs, pair_keys

@@ -33,13 +33,8 @@ from typing import Any
 import numpy as np
 
 from dataio.errors import UserError
-from mining.bands import (
-    BAND_FUNCTIONS,
-    BandContext,
-    BandResult,
-    add_similarities,
-    merge_results,
-)
+from mining.band_context import BandContext, BandResult, merge_results
+from mining.bands import BAND_FUNCTIONS, add_similarities
 from mining.embeddings import encode_texts
 from mining.index import KnnResult, exact_recall_hits, faiss_search, knn
 from mining.params import ENGINES, address_problem

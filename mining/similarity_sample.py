@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dataio.hashing import salt_of, splitmix64
-from mining.bands import BandContext, BandResult
+from mining.band_context import BandContext, BandResult
 from mining.embeddings import encode_texts
 
 

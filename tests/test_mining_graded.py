@@ -84,7 +84,7 @@ def test_with_a_teacher_the_grades_are_the_teachers(corpus, tmp_path):
 
 
 def test_the_graded_bands_need_the_same_neighbours_as_nearest_neighbour(corpus, tmp_path):
-    from mining.bands import BandContext
+    from mining.band_context import BandContext
 
     emb = embed_corpus(corpus, TableEncoder(vectors(0)), tmp_path / "cache", show_progress=False)
     ctx = BandContext(corpus, emb, PARAMS, seed=0, round_=0)
@@ -113,12 +113,13 @@ def test_the_three_grades_share_one_pass_over_each_window(corpus, tmp_path, monk
     """The graded bands of a round look at each block's window once (not once per grade), and a grade asked for
     alone on a fresh context is the same band as one drawn beside the others."""
     import mining.bands as bands
+    from mining.band_context import BandContext
     from mining.index import knn
 
     emb = embed_corpus(corpus, TableEncoder(vectors(0)), tmp_path / "cache", show_progress=False)
 
-    def context() -> bands.BandContext:
-        ctx = bands.BandContext(corpus, emb, PARAMS, seed=0, round_=0)
+    def context() -> BandContext:
+        ctx = BandContext(corpus, emb, PARAMS, seed=0, round_=0)
         ctx.set_knn(knn(emb.matrix, ctx.uq, ctx.knn_depth(["graded_hard"]), "faiss-flat", seed=0,
                         show_progress=False), ctx.uq)
         return ctx
