@@ -6,8 +6,8 @@ of `--repeats`:
 - AdamW step over the offline MiniLM's parameters: `fused=True` (what `simcse.checkpoints.build_optimizer` asks
   for) against `foreach=True` (its fallback) and the per-tensor loop.
 - Exact kNN on CPU (`mining.index.choose_backend`): faiss' flat index against the blocked torch search
-  (`mining.index.exact_torch`), and the torch search's CPU block size.
-- Clustered torch IVF (`mining.index.clustered_torch`): the few large lists it uses (sqrt(n)/2) against faiss'
+  (`mining.torch_search.exact_torch`), and the torch search's CPU block size.
+- Clustered torch IVF (`mining.torch_search.clustered_torch`): the few large lists it uses (sqrt(n)/2) against faiss'
   usual 4*sqrt(n), at the same nprobe share of lists.
 
     .venv/bin/python -m bench.code_choices [--pool 70000] [--queries 20000] [--repeats 3]
@@ -54,7 +54,8 @@ def adamw(repeats: int) -> None:
 
 
 def exact_knn(pool: int, queries: int, k: int, repeats: int) -> None:
-    from mining.index import _flat_index, exact_torch, faiss_search
+    from mining.index import _flat_index, faiss_search
+    from mining.torch_search import exact_torch
 
     emb = unit_rows(pool, seed=0)
     q = np.arange(queries)
@@ -72,7 +73,7 @@ def exact_knn(pool: int, queries: int, k: int, repeats: int) -> None:
 
 
 def clustered(pool: int, queries: int, k: int, repeats: int) -> None:
-    from mining.index import clustered_torch
+    from mining.torch_search import clustered_torch
 
     emb = unit_rows(pool, seed=1)
     q = np.arange(queries)

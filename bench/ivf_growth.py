@@ -9,7 +9,7 @@ sentence is an anchor in unsupervised mining), k = `--k`:
 - `exact`: faiss' flat index (what `auto` uses on CPU below `CPU_EXACT_MAX_PAIRS`);
 - `faiss-ivf:<codec>`: `mining.index.ivf_index` (nlist 4*sqrt(n)) with flat, sq8 or pq codes (quantized codes
   re-scored exactly), nprobe tuned to the recall target as mining does;
-- `torch-ivf`: `mining.index.clustered_torch` (sqrt(n)/2 lists), nprobe tuned the same way.
+- `torch-ivf`: `mining.torch_search.clustered_torch` (sqrt(n)/2 lists), nprobe tuned the same way.
 
 Recall@k is measured against exact search on the tuning sample (`--recall-sample` queries, the product's own
 `tune_nprobe`). Each backend's search is timed on `--queries` and on twice as many, so the fixed part (assigning
@@ -56,6 +56,7 @@ def build_pool(base: np.ndarray, size: int, path: Path) -> None:
 def child(args: argparse.Namespace) -> None:
     """One (size, backend) measurement in this fresh process; prints one JSON line."""
     from mining import index as ix
+    from mining import torch_search as ts
 
     emb = np.load(args.pool, mmap_mode="r")
     n, dim = emb.shape
@@ -97,21 +98,21 @@ def child(args: argparse.Namespace) -> None:
         fixed_in_search = False
     elif name == "torch-ivf":
         nlist = max(1, min(n, round(math.sqrt(n) / 2)))
-        cent = ix._centroids_torch(emb, nlist, args.seed, "cpu")
+        cent = ts.centroids_torch(emb, nlist, args.seed, "cpu")
         out["build_s"] = time.perf_counter() - t
         out["nlist"] = nlist
 
         def probe(q: np.ndarray, p: int) -> np.ndarray:
-            return ix.clustered_torch(emb, q, k, nprobe=p, centroids=cent)[1]
+            return ts.clustered_torch(emb, q, k, nprobe=p, centroids=cent)[1]
         t = time.perf_counter()
-        tuned = ix.tune_nprobe(probe, emb, q2, k, nlist, None, ix.TORCH_NPROBE_START, args.target,
+        tuned = ix.tune_nprobe(probe, emb, q2, k, nlist, None, ts.TORCH_NPROBE_START, args.target,
                                args.recall_sample, args.seed)
         out["tune_s"] = time.perf_counter() - t
         out.update({"nprobe": tuned["nprobe"], "nprobe_tried": tuned.get("nprobe_tried"),
                     "recall": tuned["nprobe_tried"][-1][1]})
 
         def search(q: np.ndarray) -> None:
-            ix.clustered_torch(emb, q, k, nprobe=tuned["nprobe"], centroids=cent)
+            ts.clustered_torch(emb, q, k, nprobe=tuned["nprobe"], centroids=cent)
         fixed_in_search = True  # every call assigns the whole pool to its lists
     else:
         raise SystemExit(f"unknown backend {args.child_backend!r}")

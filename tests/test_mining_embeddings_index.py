@@ -9,8 +9,9 @@ import pytest
 
 from mining.corpus import load_corpus
 from mining.embeddings import embed_corpus, encode_texts, model_fingerprint
-from mining.index import choose_backend, exact_torch, knn
+from mining.index import choose_backend, knn
 from mining.testing import HashEncoder, toy_sentences
+from mining.torch_search import exact_torch
 
 
 @pytest.fixture
