@@ -5,10 +5,10 @@ mining corpora, excluded pairs), so every bad file gets the same kind of error: 
 line (or row) and the column, raised before anything is written.
 
 Files as teams export them: a `.csv` may be delimited by `,`, `;`, a tab or `|` (sniffed from its first lines
-with `csv.Sniffer`, checked against the header; an Excel `sep=;` first line is honoured), start with a UTF-8 BOM
-and end its lines with CRLF; the text formats may be gzipped (`.csv.gz`, `.tsv.gz`, `.jsonl.gz`, `.json.gz`,
-`.txt.gz`); a `.json` file is a list of records (one object per row; JSON Lines under a `.json` name are read
-as such).
+with `csv.Sniffer`, checked against the header; an Excel `sep=;` first line is honoured: `dataio.csv_dialect`),
+start with a UTF-8 BOM and end its lines with CRLF; the text formats may be gzipped (`.csv.gz`, `.tsv.gz`,
+`.jsonl.gz`, `.json.gz`, `.txt.gz`); a `.json` file is a list of records (one object per row; JSON Lines under a
+`.json` name are read as such).
 
 Which files a path names (a folder of tables, symbolic-link loops), a format by its name, and a file's bytes read
 within the line-length limit are `dataio.table_files`; the evaluation files (STS, labeled pairs) are read by
@@ -21,16 +21,15 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import itertools
 import json
 import os
-import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataio.csv_dialect import delimited_text, one_column_hint
 from dataio.errors import InputError, did_you_mean
 from dataio.table_files import (
     COMPRESSED,
@@ -45,10 +44,6 @@ from dataio.table_files import (
     read_text,
     table_format,
 )
-
-# Delimiters a `.csv` file is sniffed for, in the order a tie is broken (Excel writes `;` where `,` is the
-# decimal separator; `|` and tabs come from database exports).
-CSV_DELIMITERS = (",", ";", "\t", "|")
 
 csv.field_size_limit(MAX_LINE_BYTES)  # a quoted field spread over many short lines: the same limit
 
@@ -114,19 +109,6 @@ class Table:
         return InputError(message, path=self.path, row=loc, column=col)
 
 
-def _one_column_hint(available: Sequence[str]) -> str:
-    """When the header was read as one column holding a delimiter: the delimiter it was most likely meant to
-    be split by (a file named .tsv holding `;`-separated values, say)."""
-    if len(available) != 1:
-        return ""
-    found = [d for d in CSV_DELIMITERS if d in available[0]]
-    if not found:
-        return ""
-    shown = "tab" if found[0] == "\t" else repr(found[0])
-    return (f" (the header was read as one column; its values look delimited by {shown}: name the file .csv, whose "
-            f"delimiter is detected, or re-export it with the delimiter its name says)")
-
-
 def resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str], optional: Sequence[str],
                      aliases: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
     """Map each canonical column to the name it has in the file (exact name first, then aliases)."""
@@ -141,7 +123,7 @@ def resolve_columns(path: Path, available: Sequence[str], wanted: Sequence[str],
             if name in wanted:
                 accepted = " or ".join(repr(c) for c in [name, *aliases.get(name, ())])
                 raise InputError(f"missing column {accepted}{did_you_mean(name, available)}; the file has "
-                                 f"{list(available)}{_one_column_hint(available)}; name the file's column for it: "
+                                 f"{list(available)}{one_column_hint(available)}; name the file's column for it: "
                                  f"`columns:` in a config, --columns on init and evaluate, --*-column on mine",
                                  path=path, column=name)
     return found
@@ -181,62 +163,9 @@ def read_table(path: str | os.PathLike, columns: Sequence[str], optional: Sequen
     raise InputError(f"unsupported file type '{path.suffix}'; expected {SUPPORTED}", path=path)
 
 
-_EXCEL_SEP = re.compile(r"sep=(.)\r?")
-
-
-def _delimited_text(path: Path, kind: str, text: str | None = None) -> tuple[str, str, int]:
-    """(the text to parse, its delimiter, lines skipped before the header): a `.tsv` is tab-delimited; a `.csv`
-    says its delimiter in an Excel `sep=X` first line, else it is sniffed (`sniff_delimiter`). `text`: the
-    file's text (or its head), when read already."""
-    text = read_text(path) if text is None else text
-    if kind == ".tsv":
-        return text, "\t", 0
-    first, _, rest = text.partition("\n")
-    excel = _EXCEL_SEP.fullmatch(first)
-    if excel is not None:
-        return rest, excel.group(1), 1
-    return text, sniff_delimiter(text), 0
-
-
-def sniff_delimiter(text: str, sample_lines: int = 50) -> str:
-    """The delimiter of CSV `text`: one of `CSV_DELIMITERS`, `,` when the header holds none of them (one column).
-
-    `csv.Sniffer` guesses from the first lines; its guess is kept when it splits the header into two or more
-    columns and every sampled row into as many fields. When it cannot decide (a quoted field holding the
-    delimiter, a field holding commas, as in an Excel `;` export of headlines) the delimiter is the one that
-    parses the sampled rows (with `csv`'s quoting rules) into the header's number of fields most often, and
-    the most columns among those."""
-    head = text[: 1 << 16]  # the sample's lines are in the first 64 KB unless they are very long
-    sample = "".join(itertools.islice(io.StringIO(head if head.count("\n") > sample_lines else text, newline=""),
-                                      sample_lines + 1))
-
-    def widths(delimiter: str) -> list[int]:
-        try:
-            return [len(row) for row in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter) if row]
-        except csv.Error:
-            return []
-
-    def fit(delimiter: str) -> tuple[float, int]:
-        rows = widths(delimiter)
-        if not rows or rows[0] < 2:
-            return 0.0, 0
-        body = rows[1:-1] if len(rows) > 2 else rows[1:]  # the last sampled line may be cut mid-record
-        return (sum(w == rows[0] for w in body) / len(body) if body else 1.0), rows[0]
-
-    try:
-        guess = csv.Sniffer().sniff(sample, delimiters="".join(CSV_DELIMITERS)).delimiter
-    except csv.Error:
-        guess = None
-    if guess is not None and fit(guess)[0] == 1.0:
-        return guess
-    scored = [(fit(d), -i, d) for i, d in enumerate(CSV_DELIMITERS)]
-    (share, width), _, best = max(scored)
-    return best if width >= 2 and share > 0.5 else ","
-
-
 def _read_delimited(path: Path, kind: str, columns: Sequence[str], optional: Sequence[str],
                     aliases: Mapping[str, Sequence[str]] | None) -> Table:
-    text, delimiter, skipped = _delimited_text(path, kind)
+    text, delimiter, skipped = delimited_text(path, kind)
     shown = "tab" if delimiter == "\t" else repr(delimiter)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
@@ -440,7 +369,7 @@ def _head_text(path: Path, limit: int = 1 << 20) -> str:
 
 
 def _delimited_header(path: Path, kind: str) -> list[str]:
-    text, delimiter, skipped = _delimited_text(path, kind, _head_text(path))
+    text, delimiter, skipped = delimited_text(path, kind, _head_text(path))
     try:
         header = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), None)
     except csv.Error as exc:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from dataio.csv_dialect import sniff_delimiter
 from dataio.errors import InputError
 from dataio.eval_sets import parse_label, read_labeled_pairs, read_sts
 from dataio.table_files import table_files, table_stem
-from dataio.tables import read_header, read_table, sniff_delimiter
+from dataio.tables import read_header, read_table
 
 HEADLINES = [("Markets fall, investors worry about rates", "economy"),
              ('Storm "Ada"; coast braces for wind', "weather"),
