@@ -36,8 +36,8 @@ import pyarrow.parquet as pq
 from curriculum.errors import StateError
 from dataio.errors import TripletDataError
 from dataio.hashing import hash_strings, salt_of, splitmix64, uniform_open
-from dataio.triplet_layout import DEFAULT_ALPHA, DifficultyMeasure, manifest_path
-from dataio.triplets import RoundManifest, TripletBatch, read_manifest, resolve_file, sha256_matches
+from dataio.triplet_layout import DEFAULT_ALPHA, DifficultyMeasure, TripletBatch, manifest_path
+from dataio.triplets import RoundManifest, read_manifest, resolve_file, sha256_matches
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")
 PADDING_BAND = "none"  # the band name of an α = 0 padding column (k > 1, too few bands for an anchor)
@@ -48,7 +48,7 @@ class PlanLike(Protocol):
 
 
 class TripletSampler:
-    """Batches (`dataio.triplets.TripletBatch`: anchor, positive, negative, alpha, band; one item a row) from one
+    """Batches (`dataio.triplet_layout.TripletBatch`: anchor, positive, negative, alpha, band; one item a row) from one
     mined round.
 
     With `negatives_per_anchor` k > 1, "negative", "alpha" and "band" hold k items per row. A row whose

@@ -1,4 +1,5 @@
-"""The names of the triplet contract, apart from its Parquet code: the bands easy to hard and the folder layout.
+"""The names of the triplet contract, apart from its Parquet code: the bands easy to hard, the folder layout and
+the batch the sampler hands the trainer (`TripletBatch`).
 
     <root>/round=<r>/band=<b>/part-<n>.parquet
     <root>/round=<r>/.manifest.json
@@ -15,7 +16,7 @@ import os
 import typing
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 # The graded bands split each anchor's nearest-neighbour window in thirds by the judge's score (mining.bands).
 BandName = Literal["random", "in_domain", "nli_contradiction", "nearest_neighbour", "graded_easy", "graded_medium",
@@ -53,3 +54,26 @@ def part_name(part: int) -> str:
 
 def manifest_path(root: str | os.PathLike, round_: int) -> Path:
     return round_dir(root, round_) / MANIFEST_NAME
+
+
+class _Anchors(TypedDict):
+    anchor: list[str]
+
+
+class TripletBatch(_Anchors, total=False):
+    """One training batch, a list per column with one item per row (`curriculum.TripletSampler.draw`, consumed
+    by `simcse.train`).
+
+    - `anchor`: the anchor texts (always present).
+    - `positive`: each anchor's positive text; for an unsupervised row it is the anchor itself (SimCSE's
+      dropout positive). Absent: every row is unsupervised.
+    - `negative`: one hard-negative text per row, or a list of k per row (k negatives per anchor).
+    - `alpha`: the weight of each hard negative in the loss (a float per row, or k per row); 0 marks a padding
+      column the loss removes exactly.
+    - `band`: the band each negative came from (a name per row, or k per row; "none" for padding).
+    """
+
+    positive: list[str]
+    negative: list[str] | list[list[str]]
+    alpha: list[float] | list[list[float]]
+    band: list[str] | list[list[str]]

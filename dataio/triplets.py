@@ -28,7 +28,7 @@ nulls (`conform`).
 `mining` writes rounds with `TripletWriter` (through `mining.parquet`), `curriculum.synthetic` writes test
 fixtures with the same writer; the sampler, `inspect`, the flows and the report read them with
 `read_manifest`, `resolve_file` and `read_triplets`. The batch the sampler hands the trainer is
-`TripletBatch`.
+`dataio.triplet_layout.TripletBatch` (no pyarrow needed to name it).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -427,27 +427,3 @@ class TripletWriter:
             "bands": dict(bands), **self.fingerprints, "params": self.params, "created": self.created,
             "schema_version": SCHEMA_VERSION, "package_version": package_version(), **(extra or {})})
         return write_manifest(self.root, manifest)
-
-
-# ------------------------------------------------------------------------------------------------- batch
-class _Anchors(TypedDict):
-    anchor: list[str]
-
-
-class TripletBatch(_Anchors, total=False):
-    """One training batch, a list per column with one item per row (`curriculum.TripletSampler.draw`, consumed
-    by `simcse.train`).
-
-    - `anchor`: the anchor texts (always present).
-    - `positive`: each anchor's positive text; for an unsupervised row it is the anchor itself (SimCSE's
-      dropout positive). Absent: every row is unsupervised.
-    - `negative`: one hard-negative text per row, or a list of k per row (k negatives per anchor).
-    - `alpha`: the weight of each hard negative in the loss (a float per row, or k per row); 0 marks a padding
-      column the loss removes exactly.
-    - `band`: the band each negative came from (a name per row, or k per row; "none" for padding).
-    """
-
-    positive: list[str]
-    negative: list[str] | list[list[str]]
-    alpha: list[float] | list[list[float]]
-    band: list[str] | list[list[str]]
