@@ -118,59 +118,39 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     p = resolve_params(params)
     chosen = check_bands(bands) or available_bands(corpus)
     check_size(corpus, p.num_negatives)
-    if round < 0:
-        raise ValueError(f"round must be >= 0, got {round}")
     out = Path(out_dir)
-    check_layout(out)  # before anything is computed or written into a folder of an older layout
+    _check_round(out, round)  # before anything is computed or written
     mfp = embeddings.model_fingerprint if embeddings is not None else model_fingerprint(encoder, model_fp)
     cfp = corpus.fingerprint()
     excluded = as_excluded_pairs(exclude_pairs)
     teacher_fp = model_fingerprint(teacher) if teacher is not None else None
     run_params = _run_params(p, seed, chosen, excluded, teacher_fp)
 
-    existing = _existing_manifest(out, round)
-    if existing is not None and existing.model_fingerprint == mfp and existing.corpus_fingerprint == cfp \
-            and existing.params == run_params:
-        problem = round_problem(out, existing, check_sha=True)  # reused across processes: bytes, not just sizes
-        if problem is None:
-            log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round)
-            return MiningResult(out, round, manifest_path(out, round), existing, cached=True)
-        log.warning("round %d: %s; mining the round again", round, problem)
+    reused = _reusable_round(out, round, mfp, cfp, run_params)
+    if reused is not None:
+        return reused
 
     timings: dict[str, float] = {}
-    t = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
-    sharded = shards > 1
-    map_shards = map_shards or local_map
     # No band of this round looks at a vector: only a sample's similarities are computed (mining.similarity_sample)
     sampled = p.similarity_sample is not None and embeddings is None and teacher is None and \
         not p.mined_positives and not set(chosen) & POOL_EMBEDDING_BANDS
-    if sampled:
-        sharded = False  # nothing to search or spread: the bands are index arithmetic
-    elif embeddings is None:
-        map_chunks = None
-        if sharded:
-            encode = functools.partial(encode_slice, encoder_ref or encoder, batch_size=p.batch_size)
-            map_chunks = functools.partial(map_shards, encode)
-        embeddings = embed_corpus(corpus, encoder, cache, model_fp=mfp, batch_size=p.batch_size,
-                                  show_progress=show_progress, map_chunks=map_chunks, chunks_per_call=shards)
-    elif embeddings.matrix.shape[0] != len(corpus):
-        raise ValueError(f"embeddings have {embeddings.matrix.shape[0]} rows for a pool of {len(corpus)}")
-    timings["encode"] = time.perf_counter() - t
+    sharded = shards > 1 and not sampled  # sampled: nothing to search or spread, the bands are index arithmetic
+    map_shards = map_shards or local_map
+    timings["encode"] = 0.0
+    if not sampled:
+        embeddings = _pool_embeddings(corpus, encoder, embeddings, cache, mfp, p, show_progress, timings,
+                                      shards=shards if sharded else 1, map_shards=map_shards,
+                                      worker_encoder=encoder_ref or encoder)
     teacher_emb = None
-    if teacher is not None:
+    if teacher is not None:  # encoded once per pool: cached by the teacher's content hash
         t = time.perf_counter()
         teacher_emb = embed_corpus(corpus, teacher, cache, model_fp=teacher_fp, batch_size=p.batch_size,
                                    show_progress=show_progress)
         timings["teacher_encode"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    excluded_pairs, exclusion_info = None, {}
-    if excluded is not None:
-        excluded_pairs, unknown = excluded.pool_pairs(corpus)
-        exclusion_info = {**excluded.describe(), "in_pool": len(excluded_pairs), "not_in_pool": unknown}
-        log.info("%s: %d excluded pairs, %d naming ids not in the pool (ignored)", excluded.path,
-                 len(excluded_pairs), unknown)
+    excluded_pairs, exclusion_info = _pool_exclusions(excluded, corpus)
     judged = None
     if p.mined_positives:
         t = time.perf_counter()
@@ -178,30 +158,15 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         timings["mined_positives"] = time.perf_counter() - t
     ctx = BandContext(corpus, embeddings, p, seed, round, excluded_pairs=excluded_pairs, teacher=teacher_emb)
     timings["bands"] = time.perf_counter() - t
-    depth = ctx.knn_depth(chosen)
-    sample_info: Any = None  # the similarity sample's description, when the round takes one
     if sharded:
-        results, index_info, shard_timings = _mine_sharded(ctx, embeddings, chosen, depth, p, seed, shards,
-                                                           map_shards, cache)
+        results, index_info, shard_timings = _mine_sharded(ctx, embeddings, chosen, ctx.knn_depth(chosen), p, seed,
+                                                           shards, map_shards, cache)
         timings["index"] = shard_timings["index"]
         timings["bands"] += shard_timings["bands"]
-    elif sampled:
-        t = time.perf_counter()
-        index_info = {}
-        results = {band: BAND_FUNCTIONS[band](ctx) for band in chosen}
-        sample_info = add_sampled_similarities(ctx, results, encoder, p.similarity_sample, p.batch_size)
-        timings["bands"] += time.perf_counter() - t
+        sample_info: Any = None
     else:
-        t = time.perf_counter()
-        index_info = _search(ctx, embeddings, depth, p, seed, show_progress)
-        timings["index"] = time.perf_counter() - t
-        t = time.perf_counter()
-        results = {band: add_similarities(BAND_FUNCTIONS[band](ctx), embeddings, teacher_emb) for band in chosen}
-        timings["bands"] += time.perf_counter() - t
-    for band, res in results.items():
-        _assert_guards(res, ctx)
-        log.info("band %s: %d rows, mean anchor-negative sim %s, skipped %s", band, res.rows,
-                 f"{res.mean_sim():.4f}" if res.mean_sim() is not None else "n/a", dict(res.skipped))
+        results, index_info, sample_info = _mine_here(ctx, chosen, encoder, sampled, show_progress, timings)
+    _assert_and_log_bands(results, ctx)
 
     t = time.perf_counter()
     writer = RoundWriter(out, round, corpus, model_fingerprint=mfp, corpus_fingerprint=cfp, params=run_params,
@@ -211,9 +176,9 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         writer.write_band(res)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
-    extra = _manifest_extra(corpus, embeddings, index_info, sample_info, timings, exclusion_info, teacher, teacher_fp,
-                            teacher_emb, judged)
-    path = writer.finish({b: r.stats() for b, r in results.items()}, extra)
+    path = writer.finish({b: r.stats() for b, r in results.items()},
+                         _manifest_extra(corpus, embeddings, index_info, sample_info, timings, exclusion_info, teacher,
+                                         teacher_fp, teacher_emb, judged))
     manifest = read_manifest(out, round)
     return MiningResult(out, round, path, manifest, cached=False, timings=timings,
                         results=results if keep_results else {})
@@ -246,6 +211,83 @@ def _judge_positives(corpus: MiningCorpus, embeddings: Embeddings | None, teache
              100 * judged.share)
     return corpus, excluded_pairs, judged
 
+
+
+
+
+def _check_round(out: Path, round_: int) -> None:
+    if round_ < 0:
+        raise ValueError(f"round must be >= 0, got {round_}")
+    check_layout(out)  # a folder of an older layout is refused with the upgrade command
+
+
+def _assert_and_log_bands(results: Mapping[str, BandResult], ctx: BandContext) -> None:
+    """Every band's rows keep the guards (an assertion: a failure is a bug here, not bad input); each logged."""
+    for band, res in results.items():
+        _assert_guards(res, ctx)
+        log.info("band %s: %d rows, mean anchor-negative sim %s, skipped %s", band, res.rows,
+                 f"{res.mean_sim():.4f}" if res.mean_sim() is not None else "n/a", dict(res.skipped))
+
+def _reusable_round(out: Path, round_: int, mfp: str, cfp: str, run_params: dict[str, Any]) -> MiningResult | None:
+    """The round already mined with the same fingerprints and parameters, its files intact (checked by sha256:
+    it may have been written by another process), else None (a damaged one is said and mined again)."""
+    existing = _existing_manifest(out, round_)
+    if existing is None or existing.model_fingerprint != mfp or existing.corpus_fingerprint != cfp \
+            or existing.params != run_params:
+        return None
+    problem = round_problem(out, existing, check_sha=True)
+    if problem is None:
+        log.info("round %d: manifest with the same fingerprints and parameters exists; reusing it", round_)
+        return MiningResult(out, round_, manifest_path(out, round_), existing, cached=True)
+    log.warning("round %d: %s; mining the round again", round_, problem)
+    return None
+
+def _pool_embeddings(corpus: MiningCorpus, encoder: Any, embeddings: Embeddings | None, cache: Path, mfp: str,
+                     p: MiningParams, show_progress: bool, timings: dict[str, float], *, shards: int,
+                     map_shards: MapShards, worker_encoder: Any) -> Embeddings:
+    """The pool's student embeddings: the ones given (checked against the pool), else the cache's or encoded now
+    (`shards` > 1: `shards` chunks at a time through `map_shards`, workers loading `worker_encoder`)."""
+    t = time.perf_counter()
+    if embeddings is None:
+        map_chunks = None
+        if shards > 1:
+            encode = functools.partial(encode_slice, worker_encoder, batch_size=p.batch_size)
+            map_chunks = functools.partial(map_shards, encode)
+        embeddings = embed_corpus(corpus, encoder, cache, model_fp=mfp, batch_size=p.batch_size,
+                                  show_progress=show_progress, map_chunks=map_chunks, chunks_per_call=shards)
+    elif embeddings.matrix.shape[0] != len(corpus):
+        raise ValueError(f"embeddings have {embeddings.matrix.shape[0]} rows for a pool of {len(corpus)}")
+    timings["encode"] = time.perf_counter() - t
+    return embeddings
+
+
+def _pool_exclusions(excluded: ExcludedPairs | None, corpus: MiningCorpus) -> tuple[Any, dict[str, Any]]:
+    """The excluded pairs as pool-index pairs, and what the manifest says of them (none: None, {})."""
+    if excluded is None:
+        return None, {}
+    pairs, unknown = excluded.pool_pairs(corpus)
+    log.info("%s: %d excluded pairs, %d naming ids not in the pool (ignored)", excluded.path, len(pairs), unknown)
+    return pairs, {**excluded.describe(), "in_pool": len(pairs), "not_in_pool": unknown}
+
+
+def _mine_here(ctx: BandContext, chosen: list[str], encoder: Any, sampled: bool, show_progress: bool,
+               timings: dict[str, float]) -> tuple[dict[str, BandResult], dict[str, Any], Any]:
+    """Every band of the round in this process: (results, what the manifest says of the index, the similarity
+    sample's description or None). `sampled`: no index; the bands' similarities from a sample of their rows."""
+    if sampled:
+        t = time.perf_counter()
+        results = {band: BAND_FUNCTIONS[band](ctx) for band in chosen}
+        sample_info = add_sampled_similarities(ctx, results, encoder, ctx.params.similarity_sample,
+                                               ctx.params.batch_size)
+        timings["bands"] += time.perf_counter() - t
+        return results, {}, sample_info
+    t = time.perf_counter()
+    index_info = _search(ctx, ctx.emb, ctx.knn_depth(chosen), ctx.params, ctx.seed, show_progress)
+    timings["index"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results = {band: add_similarities(BAND_FUNCTIONS[band](ctx), ctx.emb, ctx.teacher) for band in chosen}
+    timings["bands"] += time.perf_counter() - t
+    return results, index_info, None
 
 def _search(ctx: BandContext, embeddings: Embeddings, depth: int, p: MiningParams, seed: int,
             show_progress: bool) -> dict[str, Any]:
