@@ -225,7 +225,7 @@ def test_report_counts_distinct_pairs_and_keeps_self_matches_apart(reference_run
     anchor itself are not shown as skips; the report says what was read and how long the run took."""
     import pyarrow.parquet as pq
 
-    from flows.rounds.report import read_similarities
+    from flows.rounds.report_plots import read_similarities
     from flows.run.rundir import RunDir
 
     run: Path = reference_run["dir"]

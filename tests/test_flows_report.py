@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.rounds import report
+from flows.rounds import report_plots as report
 
 
 def test_y_limits_keep_a_minimum_span_centred_on_the_values():

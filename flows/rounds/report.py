@@ -11,38 +11,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
-from curriculum import CurriculumState
-from curriculum import plot_schedule as curriculum_plot
-from dataio.atomic import atomic_path, atomic_write_text
+from dataio.atomic import atomic_write_text
 from dataio.triplet_layout import band_order
-from dataio.triplets import RoundManifest, is_complete, read_manifest, resolve_file
+from dataio.triplets import resolve_file
+from flows.rounds.report_plots import metric_columns, read_round_manifest, write_plots
 from flows.run.new_data import SEEN_JSON
 from flows.run.rundir import REGISTERED_FILE, START_FILE, RunDir
 
-# Smallest y range of the metrics plot: auto-scaling would draw a +0.2 AP change as a cliff.
-MIN_SCORE_SPAN = 5.0  # points of a x100 score
-MIN_GEOMETRY_SPAN = 0.1  # alignment, uniformity
 # A candidate that is the anchor itself is excluded from every band by construction (each sentence is its own
 # nearest neighbour), so it is reported apart from the skips that say something about the data.
 SELF_MATCH = "anchor"
-
-
-def _metric_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(kind, stem) of every STS and pair file seen in any evaluation, in first-seen order."""
-    cols: list[tuple[str, str]] = []
-    for row in rows:
-        ev = row.get("evaluation") or {}
-        for kind in ("sts", "pairs"):
-            for stem in ev.get(kind) or {}:
-                if (kind, stem) not in cols:
-                    cols.append((kind, stem))
-    return cols
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -51,149 +31,6 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
-
-
-def _read_manifest(run: RunDir, r: int) -> RoundManifest | None:
-    """Round r's manifest, or None when the round was not mined (completely) yet."""
-    return read_manifest(run.triplets, r) if is_complete(run.triplets, r) else None
-
-
-def _save_figure(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return path
-
-
-def y_limits(values: list[Any], min_span: float) -> tuple[float, float] | None:
-    """Y limits around the finite `values`, at least `min_span` wide (centred on them), else 5% padded."""
-    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    if not finite:
-        return None
-    low, high = min(finite), max(finite)
-    if high - low >= min_span:
-        pad = 0.05 * (high - low)
-        return low - pad, high + pad
-    middle = (low + high) / 2
-    return middle - min_span / 2, middle + min_span / 2
-
-
-def plot_metrics(base: dict[str, Any] | None, rounds: list[dict[str, Any]], path: Path) -> Path | None:
-    """STS / pair AP (top) and alignment / uniformity (bottom) against round; base model at x = 'base'."""
-    from matplotlib.figure import Figure  # matplotlib: only when a plot is drawn
-
-    rows = ([base] if base else []) + rounds
-    if not rows:
-        return None
-    labels = ["base" if (base and i == 0) else str(row["round"]) for i, row in enumerate(rows)]
-    xs = list(range(len(rows)))
-    fig = Figure(figsize=(8, 7.5), layout="constrained")
-    top, middle, bottom = fig.subplots(3, 1, sharex=True, height_ratios=[2, 1, 1])
-    scores: list[Any] = []
-    for kind, stem in _metric_columns(rows):
-        ys = [((row.get("evaluation") or {}).get(kind) or {}).get(stem, float("nan")) for row in rows]
-        scores += ys
-        top.plot(xs, ys, marker="o", label=f"{'STS' if kind == 'sts' else 'AP'} {stem}")
-    if (limits := y_limits(scores, MIN_SCORE_SPAN)) is not None:
-        top.set_ylim(*limits)
-    top.set_ylabel(f"score x100\n(axis spans >= {MIN_SCORE_SPAN:g} points)", fontsize="small")
-    top.set_title("Evaluation per round")
-    if top.get_legend_handles_labels()[0]:
-        top.legend(fontsize="small")
-    # Separate axes: the two live on different scales and would look flat on one.
-    for ax, name in ((middle, "alignment"), (bottom, "uniformity")):
-        ys = [(row.get("evaluation") or {}).get(name) for row in rows]
-        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", color="tab:green")
-        if (limits := y_limits(ys, MIN_GEOMETRY_SPAN)) is not None:
-            ax.set_ylim(*limits)
-        ax.set_ylabel(f"{name}\n(lower is better;\nspan >= {MIN_GEOMETRY_SPAN:g})", fontsize="small")
-    bottom.set_xlabel("round")
-    bottom.set_xticks(xs, labels)
-    return _save_figure(fig, path)
-
-
-def read_similarities(run: RunDir, r: int) -> tuple[dict[str, Any], Any] | None:
-    """One mined round's anchor-negative similarities per band, and the anchor-positive similarity of each
-    distinct labeled (anchor, positive) pair, as float arrays (None when the round has no manifest)."""
-
-    manifest = _read_manifest(run, r)
-    if manifest is None:
-        return None
-    negatives: dict[str, list[Any]] = {}
-    pairs = []
-    for entry in manifest.files:
-        table = pq.read_table(resolve_file(run.triplets, r, entry.path),
-                              columns=["anchor_id", "positive_id", "anchor_negative_sim", "anchor_positive_sim"])
-        negatives.setdefault(entry.band, []).append(table.column("anchor_negative_sim").to_numpy(zero_copy_only=False))
-        # Unsupervised rows (positive = the anchor itself, sim 1) would swamp the positives' histogram.
-        labeled = pc.not_equal(table.column("anchor_id"), table.column("positive_id"))
-        pairs.append(table.select(["anchor_id", "positive_id", "anchor_positive_sim"]).filter(labeled))
-    # Each labeled pair once: every band repeats the same (anchor, positive) rows with other negatives.
-    distinct = pa.concat_tables(pairs).group_by(["anchor_id", "positive_id"], use_threads=False).aggregate(
-        [("anchor_positive_sim", "first")]) if pairs else None
-
-    def finite(values: Any) -> Any:
-        values = np.asarray(values, dtype=float)
-        return values[np.isfinite(values)]
-
-    by_band = {band: finite(np.concatenate(parts)) for band, parts in negatives.items()}
-    positives = distinct.column("anchor_positive_sim_first").to_numpy(zero_copy_only=False) if distinct else []
-    return by_band, finite(positives)
-
-
-def plot_similarity_histograms(run: RunDir, r: int, path: Path) -> Path | None:
-    """Anchor-negative similarity per band (and anchor-positive over the distinct labeled pairs) for one
-    mined round."""
-    from matplotlib.figure import Figure  # matplotlib: only when a plot is drawn
-
-    read = read_similarities(run, r)
-    if read is None or not read[0]:
-        return None
-    negatives, pos = read
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = fig.subplots()
-    bins = np.linspace(-0.2, 1.0, 49)
-    for band in band_order(negatives):
-        values = negatives[band]
-        if values.size:
-            ax.hist(values, bins=bins, histtype="step", linewidth=1.5, density=True,
-                    label=f"{band} (n={values.size}, mean {values.mean():.2f})")
-    if pos.size:
-        ax.hist(pos, bins=bins, histtype="stepfilled", alpha=0.2, color="grey", density=True,
-                label=f"anchor-positive, labeled pairs (n={pos.size})")
-    ax.set_xlabel("cosine similarity to the anchor")
-    ax.set_ylabel("density")
-    ax.set_title(f"Round {r}: similarity of mined negatives by band")
-    ax.legend(fontsize="small")
-    return _save_figure(fig, path)
-
-
-def plot_schedule(run: RunDir, path: Path) -> Path | None:
-    if not run.state_path.is_file():
-        return None
-    state = CurriculumState.load(run.state_path)
-    if not any(e.mixture for e in state.history):
-        return None
-    curriculum_plot(state, path, title="Band mixture and alpha")
-    return path
-
-
-def write_plots(run: RunDir) -> dict[str, Path]:
-    """All plots of the run so far; returns name -> path of those written."""
-    run.plots.mkdir(parents=True, exist_ok=True)
-    rounds = [run.read_metrics(r) for r in run.completed_rounds()]
-    out: dict[str, Path] = {}
-    written = plot_metrics(run.read_base_metrics(), rounds, run.plots / "metrics.png")
-    if written:
-        out["metrics"] = written
-    written = plot_schedule(run, run.plots / "schedule.png")
-    if written:
-        out["schedule"] = written
-    for row in rounds:
-        r = row["round"]
-        written = plot_similarity_histograms(run, r, run.plots / f"similarity_round{r}.png")
-        if written:
-            out[f"similarity_round{r}"] = written
-    return out
 
 
 def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
@@ -214,10 +51,22 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
     lines += _registry_lines(run)
     lines += _data_read(run, done)
 
+    lines += _evaluation_lines(base, rounds, plots)
+    lines += _curriculum_lines(rounds, plots)
+    lines += _judge_lines(run, base, rounds, done)
+    lines += _mined_band_lines(run, done, plots)
+    lines += _model_lines(run, done)
+    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _evaluation_lines(base: dict[str, Any] | None, rounds: list[dict[str, Any]], plots: dict[str, Path]) -> list[str]:
+    """The table of scores per round (the starting model first), with what each column means."""
+    lines: list[str] = []
     rows = ([base] if base else []) + rounds
     lines += ["## Evaluation per round", ""]
     if rows:
-        cols = _metric_columns(rows)
+        cols = metric_columns(rows)
         head = ["round"] + [f"{'STS' if k == 'sts' else 'AP'} {s}" for k, s in cols] + \
                ["alignment", "uniformity", "train acc", "competence"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -238,7 +87,12 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
         lines += ["No evaluation yet.", ""]
     if "metrics" in plots:
         lines += ["![metrics per round](plots/metrics.png)", ""]
+    return lines
 
+
+def _curriculum_lines(rounds: list[dict[str, Any]], plots: dict[str, Path]) -> list[str]:
+    """Each round's stage, competence, mixture, α and the scheduler's decision."""
+    lines: list[str] = []
     lines += ["## Curriculum", ""]
     if rounds:
         lines += ["| round | stage | competence | mixture | alpha | decision |", "|---|---|---|---|---|---|"]
@@ -251,11 +105,15 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
         lines.append("")
     if "schedule" in plots:
         lines += ["![mixture and alpha](plots/schedule.png)", ""]
+    return lines
 
-    lines += _judge_lines(run, base, rounds, done)
+
+def _mined_band_lines(run: RunDir, done: list[int], plots: dict[str, Path]) -> list[str]:
+    """Each completed round's bands: rows, difficulty, skipped candidates, and its triplet files."""
+    lines: list[str] = []
     lines += ["## Mined bands", ""]
     for r in done:
-        manifest = _read_manifest(run, r)
+        manifest = read_round_manifest(run, r)
         if manifest is None:
             continue
         lines += [f"### Round {r}", "", "| band | rows | difficulty (mean anchor-negative sim) | skipped |",
@@ -286,7 +144,12 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
         lines += ["", "Triplet files: " + ", ".join(links), ""]
         if f"similarity_round{r}" in plots:
             lines += [f"![similarity by band, round {r}](plots/similarity_round{r}.png)", ""]
+    return lines
 
+
+def _model_lines(run: RunDir, done: list[int]) -> list[str]:
+    """Where each round's model is, how it loads, and its card."""
+    lines: list[str] = []
     lines += ["## Models", ""]
     for r in done:
         card = run.model_dir(r) / "README.md"
@@ -294,8 +157,7 @@ def render_report(run: RunDir, plots: dict[str, Path] | None = None) -> str:
                      f"`SentenceTransformer(\"{run.model_dir(r)}\")`"
                      + (f"; model card [`rounds/{r}/model/README.md`](rounds/{r}/model/README.md)"
                         if card.is_file() else ""))
-    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _judge_lines(run: RunDir, base: dict[str, Any] | None, rounds: list[dict[str, Any]], done: list[int]
@@ -303,7 +165,7 @@ def _judge_lines(run: RunDir, base: dict[str, Any] | None, rounds: list[dict[str
     """The judge (mining.judge): the teacher's ceiling beside the start and the best round on the dev metric,
     what the teacher cost, and the share of anchors with a mined positive per round. Nothing without either."""
     teacher = _read_json(run.teacher_metrics_path)
-    manifests = {r: _read_manifest(run, r) for r in done}
+    manifests = {r: read_round_manifest(run, r) for r in done}
     mined = {r: (m.model_extra or {}).get("mined_positives") for r, m in manifests.items() if m is not None}
     mined = {r: v for r, v in mined.items() if v}
     if teacher is None and not mined:
@@ -412,7 +274,7 @@ def _wall_time_line(run: RunDir, base: dict[str, Any] | None, rounds: list[dict[
 
 def _data_read(run: RunDir, done: list[int]) -> list[str]:
     """What the run read: per source file, rows read, kept and dropped; the pool; the anchor rows by kind."""
-    manifest = next((m for r in reversed(done) if (m := _read_manifest(run, r)) is not None), None)
+    manifest = next((m for r in reversed(done) if (m := read_round_manifest(run, r)) is not None), None)
     corpus = (manifest.corpus if manifest is not None else None) or {}
     if not corpus:
         return []
