@@ -94,6 +94,36 @@ def _one_file_per_role(by_role: Mapping[str, list[FileRole]]) -> None:
                              f"order, with the same columns)")
 
 
+def _eval_lines(files: list[FileRole], by_role: dict[str, list[FileRole]], base: Path,
+                dev_metric: str | None) -> list[str]:
+    """The config's `eval:` section: each evaluation file by kind, and the dev metric with why it was chosen (a
+    commented example where no evaluation file was given)."""
+    out: list[str] = []
+    evals = [(f, "sts") for f in by_role.get("sts", [])] + [(f, "pairs") for f in by_role.get("eval-pairs", [])]
+    if evals:
+        dev_metric = dev_metric or choose_dev_metric(files)
+        out.append("eval:   # scored before training and after every round")
+        for kind in ("sts", "pairs"):
+            chosen = [f for f, k in evals if k == kind]
+            if not chosen:
+                continue
+            what = "Spearman x 100 of cosine similarity" if kind == "sts" else "average precision of cosine similarity"
+            out.append(f"  {kind}:   # {what}")
+            for f in chosen:
+                canonical = ("sentence1", "sentence2", "score" if kind == "sts" else "label")
+                entry = _entry(f, base, canonical, "      ")
+                out.append("    - " + entry[0].strip())
+                out += entry[1:]
+        dev_choice = next((c for f in files for c in f.choices if c.what == "dev metric"), None)
+        out.append(f"  dev_metric: {dev_metric}   # picks the model to use (the best round by it)")
+        if dev_choice is not None:
+            out.append(f"  # {dev_choice.line()}")
+    else:
+        out += ["# eval:   # no evaluation file: add one to pick the best round",
+                "#   pairs: [dev_pairs.csv]   # sentence1, sentence2, label (0/1)"]
+    return out
+
+
 def render_config(files: list[FileRole], config_path: Path, output_dir: str, model: str, anchors: int,
                   teacher: str | None = None, teacher_found: bool = False, dev_metric: str | None = None) -> str:
     """The commented YAML text of the config; `dev_metric`: the metric `choose_dev_metric` chose (default: chosen
@@ -137,28 +167,7 @@ def render_config(files: list[FileRole], config_path: Path, output_dir: str, mod
         for f in by_role.get(role, []):
             out.append(f"  {key}:   # {f.rows} rows; {f.why}")
             out += _entry(f, base, canonical, "    ")
-    evals = [(f, "sts") for f in by_role.get("sts", [])] + [(f, "pairs") for f in by_role.get("eval-pairs", [])]
-    if evals:
-        dev_metric = dev_metric or choose_dev_metric(files)
-        out.append("eval:   # scored before training and after every round")
-        for kind in ("sts", "pairs"):
-            chosen = [f for f, k in evals if k == kind]
-            if not chosen:
-                continue
-            what = "Spearman x 100 of cosine similarity" if kind == "sts" else "average precision of cosine similarity"
-            out.append(f"  {kind}:   # {what}")
-            for f in chosen:
-                canonical = ("sentence1", "sentence2", "score" if kind == "sts" else "label")
-                entry = _entry(f, base, canonical, "      ")
-                out.append("    - " + entry[0].strip())
-                out += entry[1:]
-        dev_choice = next((c for f in files for c in f.choices if c.what == "dev metric"), None)
-        out.append(f"  dev_metric: {dev_metric}   # picks the model to use (the best round by it)")
-        if dev_choice is not None:
-            out.append(f"  # {dev_choice.line()}")
-    else:
-        out += ["# eval:   # no evaluation file: add one to pick the best round",
-                "#   pairs: [dev_pairs.csv]   # sentence1, sentence2, label (0/1)"]
+    out += _eval_lines(files, by_role, base, dev_metric)
     bands = ["random", "in_domain"] + (["nli_contradiction"] if by_role.get("nli") else []) + ["nearest_neighbour"]
     domain_note = (f"the {corpus.columns['domain']!r} column's {corpus.domains} labels" if has_domain and corpus
                    else "k-means clusters (no domain column)")
