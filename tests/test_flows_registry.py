@@ -596,3 +596,62 @@ def test_a_tracking_store_moved_aside_gets_the_resumed_run_logged_again(tmp_path
     client = MlflowStore.at(store).client()
     assert [(m.step, m.value) for m in client.get_metric_history(now, "pairs/select")] == [(0, 70.0), (1, 71.0)]
     assert client.get_run(now).info.status == "FINISHED"
+
+
+def test_a_promotion_waits_for_another_command_moving_the_alias_and_both_reasons_are_kept(tmp_path, tiny, registry):
+    """Two commands moving the alias of one folder store take turns: a promotion started while another holds the
+    switch waits, then runs; each promotion's reason is recorded (before, the second's `settle` dropped the
+    first's record while the first was between its record and its switch)."""
+    import threading
+
+    start = registry.local_path(registry.current())
+    for n, select in ((1, 75.0), (2, 76.0)):
+        run = fake_run(tmp_path / f"run{n}", start, evaluation(70.0), [evaluation(select)], Path(tiny))
+        register_run(registry, run, GateSettings(min_gain=100.0))  # versions 2 and 3, not promoted
+    assert registry.current_number() == 1
+    other = ModelRegistry(registry.store, registry.name)  # another command: its own lock object
+    entered, release = threading.Event(), threading.Event()
+    real = registry.client.set_registered_model_alias
+
+    def slow_switch(*args, **kwargs):  # the first promotion pauses between its record and its switch
+        entered.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    registry.client.set_registered_model_alias = slow_switch
+    try:
+        first = threading.Thread(target=registry.promote, args=(2,), kwargs={"reason": "first by hand"})
+        first.start()
+        assert entered.wait(30)
+        registry.client.set_registered_model_alias = real  # the second command's switch is not slowed
+        second = threading.Thread(target=other.promote, args=(3,), kwargs={"reason": "second by hand"})
+        second.start()
+        second.join(1.0)
+        assert second.is_alive(), "the second promotion waits while the first holds the switch"
+        release.set()
+        first.join(30)
+        second.join(30)
+    finally:
+        release.set()
+        registry.client.set_registered_model_alias = real
+    assert registry.current_number() == 3
+    assert registry.version(2).reason.startswith("first by hand (current was version 1)")
+    assert registry.version(3).reason.startswith("second by hand (current was version 2)")
+
+
+def test_a_command_that_waits_too_long_for_the_switch_says_so_and_moves_nothing(tmp_path, tiny, registry):
+    import filelock
+
+    from flows.registry.model_registry import SWITCH_LOCK
+
+    start = registry.local_path(registry.current())
+    register_run(registry, fake_run(tmp_path / "run", start, evaluation(70.0), [evaluation(75.0)], Path(tiny)),
+                 GateSettings(min_gain=100.0))
+    registry.switch_wait = 0.2
+    with filelock.FileLock(tmp_path / "registry" / SWITCH_LOCK):  # held by another command
+        with pytest.raises(InputError, match=r"another command .* has been moving the current model for 0 s"):
+            registry.promote(2)
+        with pytest.raises(InputError, match="another command"):
+            registry.rollback()
+    assert registry.current_number() == 1 and registry.version(2).promoted == "false"
+    assert registry.promote(2).current, "free again: the promotion goes through"

@@ -44,6 +44,12 @@ writes the marks of a switch a kill interrupted (`settle`), and drops the record
 
 One register per run at a time: `register_run` holds the run folder's lock (`dataio.folder_lock`), so a second
 register of the same run while the first is under way is refused naming it (two at once made two versions).
+
+One move of the alias at a time: a promotion, a rollback, a run's registration and the registry's start each hold
+the store's switch lock (`switching`) from reading which version is current to moving the alias, and another
+command on the same folder store waits its turn (without it, a promotion by hand made while a run registered could
+be overruled, and one promotion's reason dropped by another's `settle`). An OS file lock (`filelock`), released by
+the kernel when its process dies. A team's MLflow server has no such lock: move its alias from one place at a time.
 """
 
 from __future__ import annotations
@@ -52,8 +58,12 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from dataio.atomic import atomic_dir
 from dataio.errors import InputError
@@ -77,6 +87,9 @@ from flows.registry.versions import (
 
 _log = logging.getLogger("flows")
 
+SWITCH_LOCK = ".alias.lock"  # in a folder store: held while a command checks and moves the alias
+SWITCH_WAIT_SECONDS = 600.0  # how long a command waits for another's move of the alias before it says so
+
 
 class ModelRegistry:
     """A registered model `name` in `store`; runs and their artifacts go to experiment `experiment`."""
@@ -85,10 +98,34 @@ class ModelRegistry:
         self.store = store
         self.name = name
         self.experiment = experiment or name
+        self.switch_wait = SWITCH_WAIT_SECONDS
+        self._switch_lock: filelock.FileLock | None = None
 
     @property
     def client(self) -> Any:
         return self.store.client()
+
+    @contextmanager
+    def switching(self) -> Iterator[None]:
+        """Held while a command checks which version is current and moves the alias (see the module docstring);
+        re-entrant in one registry object. A folder store's lock is waited for up to `switch_wait` seconds, then
+        refused in one line; a server's registry has none."""
+        if self.store.folder is None:
+            yield
+            return
+        if self._switch_lock is None:
+            self.store.folder.mkdir(parents=True, exist_ok=True)
+            self._switch_lock = filelock.FileLock(self.store.folder / SWITCH_LOCK)
+        try:
+            self._switch_lock.acquire(timeout=self.switch_wait)
+        except filelock.Timeout:
+            raise InputError(f"registry {self.store.location}: another command (a promotion, a rollback or a run "
+                             f"registering its model) has been moving the current model for {self.switch_wait:.0f} s; "
+                             f"try again once it has finished") from None
+        try:
+            yield
+        finally:
+            self._switch_lock.release()
 
     # ------------------------------------------------------------------------------------------ reading
     def exists(self) -> bool:
@@ -254,34 +291,39 @@ class ModelRegistry:
         """The current version, registering `base_model` as version 1 (current) in a new registry.
 
         Finishes a start that a kill interrupted (the model registered, the alias not yet set)."""
-        # MLflow: only when a store is used (the optional `tracking` extra)
-        from mlflow.exceptions import MlflowException
-
         current = self.current()
         if current is not None:
             return current
-        first = next(iter(self.versions()), None)
-        if first is None:
-            base = Path(base_model)
-            if not base.is_dir():
-                raise InputError(f"registry {self.store}: the model it starts from must be a local folder to register "
-                                 f"as version 1; got {base_model!r}")
-            try:
-                self.client.create_registered_model(
-                    self.name, description="SimCSE encoders registered by simcse-curriculum; the alias 'current' "
-                                           "names the model to use")
-            except MlflowException:
-                pass  # there already (a start interrupted after this step)
-            run_id = self.new_run("registry-start", {TAG + "role": "registry-start"})
-            source, sha_tags = self._log_model(run_id, base)
-            self.client.set_terminated(run_id)
-            tags = {TAG + "parent": "", TAG + "promoted": "true", TAG + "run_key": "registry-start",
-                    TAG + "reason": f"the model the registry starts from ({base})", TAG + "metrics": "{}", **sha_tags}
-            mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
-                                                  description=f"start: {base}")
-            first = version_from_record(mv, None)
-        self.client.set_registered_model_alias(self.name, CURRENT, str(first.version))
-        return self.version(first.version)
+        with self.switching():  # two starts at once would register two first versions
+            current = self.current()
+            if current is not None:  # started by the command this one waited for
+                return current
+            first = next(iter(self.versions()), None) or self._register_start(Path(base_model))
+            self.client.set_registered_model_alias(self.name, CURRENT, str(first.version))
+            return self.version(first.version)
+
+    def _register_start(self, base: Path) -> Version:
+        """Version 1: the model the registry starts from (its folder's files, checked as every version's are)."""
+        # MLflow: only when a store is used (the optional `tracking` extra)
+        from mlflow.exceptions import MlflowException
+
+        if not base.is_dir():
+            raise InputError(f"registry {self.store}: the model it starts from must be a local folder to register "
+                             f"as version 1; got {str(base)!r}")
+        try:
+            self.client.create_registered_model(
+                self.name, description="SimCSE encoders registered by simcse-curriculum; the alias 'current' "
+                                       "names the model to use")
+        except MlflowException:
+            pass  # there already (a start interrupted after this step)
+        run_id = self.new_run("registry-start", {TAG + "role": "registry-start"})
+        source, sha_tags = self._log_model(run_id, base)
+        self.client.set_terminated(run_id)
+        tags = {TAG + "parent": "", TAG + "promoted": "true", TAG + "run_key": "registry-start",
+                TAG + "reason": f"the model the registry starts from ({base})", TAG + "metrics": "{}", **sha_tags}
+        mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
+                                              description=f"start: {base}")
+        return version_from_record(mv, None)
 
     def register(self, *, run_id: str, model_dir: Path, parent: Version, passed: bool, reason: str,
                  gate: dict[str, Any], metrics: dict[str, float], run_key: str, run_dir: str,
@@ -303,19 +345,24 @@ class ModelRegistry:
         elif version.pending:  # a switch a kill interrupted: the files are still the ones registered
             self.verify(version)
         if version.pending:
-            self.settle()
-            current = self.current_number()
-            if current == parent.version:
-                self.client.set_registered_model_alias(self.name, CURRENT, str(version.version))
-                current = version.version
-            if current == version.version:
-                self.client.set_model_version_tag(self.name, str(version.version), TAG + "promoted", "true")
-            else:
-                why = (f"{reason}; not promoted: the current model changed from version {parent.version} to "
-                       f"{current} during the run (promote by hand with `models promote` if wanted)")
-                self.client.set_model_version_tag(self.name, str(version.version), TAG + "reason", why)
-                self.client.set_model_version_tag(self.name, str(version.version), TAG + "promoted", "false")
+            with self.switching():
+                self._switch_if_still(version, parent, reason)
         return self.version(version.version)
+
+    def _switch_if_still(self, version: Version, parent: Version, reason: str) -> None:
+        """Make a pending `version` current if the alias still names `parent`, else record why it was not."""
+        self.settle()
+        current = self.current_number()
+        if current == parent.version:
+            self.client.set_registered_model_alias(self.name, CURRENT, str(version.version))
+            current = version.version
+        if current == version.version:
+            self.client.set_model_version_tag(self.name, str(version.version), TAG + "promoted", "true")
+        else:
+            why = (f"{reason}; not promoted: the current model changed from version {parent.version} to "
+                   f"{current} during the run (promote by hand with `models promote` if wanted)")
+            self.client.set_model_version_tag(self.name, str(version.version), TAG + "reason", why)
+            self.client.set_model_version_tag(self.name, str(version.version), TAG + "promoted", "false")
 
     def promote(self, number: int, reason: str = "promoted by hand", warn: Warn | None = None,
                 rolled_back: int | None = None) -> Version:
@@ -324,15 +371,16 @@ class ModelRegistry:
         rollback leaves) is recorded on the version before the alias moves, and written as its marks after, so a
         kill anywhere in between reads as what happened (`_from_mlflow`) and is finished by the next move."""
         self.verify(self.version(number), warn)  # an unknown version, or changed files: one clear error
-        self.settle()
-        before = self.current_number()
-        if before != number:
-            intent: dict[str, Any] = {"reason": f"{reason} (current was version {before})"}
-            if rolled_back is not None:
-                intent["rolled_back"] = rolled_back
-            self.client.set_model_version_tag(self.name, str(number), PROMOTING, json.dumps(intent))
-        self.client.set_registered_model_alias(self.name, CURRENT, str(number))
-        self._mark_promoted(number)
+        with self.switching():
+            self.settle()
+            before = self.current_number()
+            if before != number:
+                intent: dict[str, Any] = {"reason": f"{reason} (current was version {before})"}
+                if rolled_back is not None:
+                    intent["rolled_back"] = rolled_back
+                self.client.set_model_version_tag(self.name, str(number), PROMOTING, json.dumps(intent))
+            self.client.set_registered_model_alias(self.name, CURRENT, str(number))
+            self._mark_promoted(number)
         return self.version(number)
 
     def _mark_promoted(self, number: int) -> None:
@@ -365,15 +413,16 @@ class ModelRegistry:
     def rollback(self, number: int | None = None, warn: Warn | None = None) -> Version:
         """Make the current version's parent (or version `number`) current again, once its files are checked; the
         version left is tagged."""
-        self.settle()  # a rollback killed after its switch: this is the version it moved to, marks written
-        current = self.current()
-        if current is None:
-            raise InputError(f"registry {self.store}: {self.name!r} has no current version")
-        target = number if number is not None else current.parent
-        if target is None:
-            raise InputError(f"version {current.version} is the first version; there is nothing to roll back to")
-        return self.promote(target, reason=f"rolled back from version {current.version}", warn=warn,
-                            rolled_back=current.version if current.version != target else None)
+        with self.switching():  # the version rolled back from is the one current when the alias moves
+            self.settle()  # a rollback killed after its switch: this is the version it moved to, marks written
+            current = self.current()
+            if current is None:
+                raise InputError(f"registry {self.store}: {self.name!r} has no current version")
+            target = number if number is not None else current.parent
+            if target is None:
+                raise InputError(f"version {current.version} is the first version; there is nothing to roll back to")
+            return self.promote(target, reason=f"rolled back from version {current.version}", warn=warn,
+                                rolled_back=current.version if current.version != target else None)
 
 
 def open_registry(location: str, name: str | None = None) -> ModelRegistry:
