@@ -137,7 +137,7 @@ class SettingContext:
         report = self.exp["report"]
         no_dev = config.model_copy(update={"eval": config.eval.model_copy(update={"dev_metric": None})})
         inputs = {**self.inputs(), "sts": list(report.get("sts") or []), "eval_pairs": list(report.get("pairs") or [])}
-        return evaluate_model(model, inputs, no_dev, log)["evaluation"]
+        return evaluate_model(model, inputs, no_dev, log).evaluation
 
     def base_evaluation(self, report: bool = True) -> dict[str, Any]:
         """The start model on the dev files and the report set: once per start and setting (file, lock).
@@ -152,10 +152,10 @@ class SettingContext:
             start = time.perf_counter()
             config = self.base_config()
             dev = evaluate_model(self.model, self.inputs(), config, log)
-            result = {"dev": dev, "report": self.evaluate_report(self.model, config) if report else None,
+            result = {"dev": dev.as_file(), "report": self.evaluate_report(self.model, config) if report else None,
                       "seconds": time.perf_counter() - start}
             atomic_write_json(path, result)
-        log.info("%s/%s base model: %s", self.start, self.name, describe_evaluation(dev))
+            log.info("%s/%s base model: %s", self.start, self.name, describe_evaluation(dev))
         return result
 
     def teacher_evaluation(self) -> dict[str, Any] | None:
@@ -172,7 +172,7 @@ class SettingContext:
                 return json.loads(path.read_text(encoding="utf-8"))
             start = time.perf_counter()
             model, config = str(teacher_path(self.size)), self.base_config()
-            result = {"model": model, "dev": evaluate_model(model, self.inputs(), config, log),
+            result = {"model": model, "dev": evaluate_model(model, self.inputs(), config, log).as_file(),
                       "report": self.evaluate_report(model, config), "seconds": time.perf_counter() - start}
             atomic_write_json(path, result)
         return result
@@ -288,6 +288,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     from flows.rounds.train_step import train_round
     from flows.run.inputs import evaluate_model
     from flows.run.rundir import RunDir
+    from flows.run.step_records import Evaluation, MinedRound
 
     report = pilot is None
     path = result_path(out, start, setting, arm_name, seed) if report else \
@@ -308,15 +309,15 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     clock = PhaseClock()
     shared_only = not encoder_dependent(config)
 
-    def evaluate(model: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(model: str, inputs: dict[str, Any]) -> Evaluation:
         if model == ctx.model:
-            return base["dev"]
+            return Evaluation.model_validate(base["dev"])
         if config.teacher is not None and model == config.teacher.path:  # scored once per setting, not per arm
-            return (teacher_scores or ctx.teacher_evaluation())["dev"]
+            return Evaluation.model_validate((teacher_scores or ctx.teacher_evaluation())["dev"])
         with clock.phase("eval"):
             return evaluate_model(model, inputs, config, log)
 
-    def mine_round(model: str, inputs: dict[str, Any], r: int) -> dict[str, Any]:
+    def mine_round(model: str, inputs: dict[str, Any], r: int) -> MinedRound:
         start_time = time.perf_counter()
         if not run.manifest_path(r).is_file():
             if r == 0 or shared_only:
@@ -326,9 +327,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
                     flows_mine_round(model, inputs, config, run, r, log)
         if config.teacher is not None:  # training's distillation and the next round read the teacher's cache
             link_teacher_cache(ctx.dir / "cache", run.cache)
-        mined = read_mined(run, r)
-        mined["seconds"] = time.perf_counter() - start_time
-        return mined
+        return read_mined(run, r).model_copy(update={"seconds": time.perf_counter() - start_time})
 
     def timed(phase: str, fn: Any) -> Any:
         def call(*args: Any) -> Any:

@@ -11,6 +11,7 @@ import pytest
 from flows.rounds import mine_step, schedule_step, train_step
 from flows.rounds import records as rounds
 from flows.run import inputs as run_inputs
+from flows.run.step_records import Evaluation, PlanSpec, RoundPlan
 
 
 def test_load_mining_corpus_honours_unsupervised_anchors(tmp_path: Path) -> None:
@@ -51,7 +52,9 @@ def test_in_batch_runs_train_on_anchors_and_positives_only(tmp_path: Path, monke
         config = config_from_mapping({"output_dir": str(tmp_path / negatives), "negatives": negatives,
                                       "data": {"corpus": str(tmp_path / "c.txt")}}, base_dir=tmp_path)
         try:
-            train_step.train_round("m", {"state": {}}, config, RunDir(config.output_dir), 0)
+            plan = RoundPlan(plan=PlanSpec(stage=0, competence=1.0, mixture={}, alpha={}), state={},
+                             manifest_sha256="")
+            train_step.train_round("m", plan, config, RunDir(config.output_dir), 0)
         except _Stop:
             pass
         assert set(seen["batches"][0]) == keys, negatives
@@ -73,9 +76,10 @@ def test_round_zero_of_an_adaptive_run_is_compared_with_the_starting_model(tmp_p
     texts = [f"sentence {i}" for i in range(12)]
     write_round(run.triplets, 0, {"random": band_table(texts[:6], texts[6:], texts[::-1][:6],
                                                        [0.1] * 6)})
-    rounds.write_base_metrics(run, {"dev_metric": {"name": "pairs/p", "value": 77.62}})
+    rounds.write_base_metrics(run, Evaluation(model="m", evaluation={},
+                                              dev_metric={"name": "pairs/p", "value": 77.62}))
     opened = schedule_step.schedule_round(config, run, 0)
-    assert opened["state"]["baseline_dev_metric"] == 77.62
+    assert opened.state["baseline_dev_metric"] == 77.62
     state = json.loads(run.state_path.read_text())
     assert state["baseline_dev_metric"] == 77.62 and config.curriculum.total == 2  # auto: rounds - 1
 
@@ -226,7 +230,7 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
     (tmp_path / "p.tsv").write_text("sentence1\tsentence2\tlabel\na\tc\t1\na\td\t0\n", encoding="utf-8")
     monkeypatch.setattr(run_inputs, "load_encoder", lambda *a, **k: Table())
 
-    def evaluated(dev_metric: str | None) -> dict:
+    def evaluated(dev_metric: str | None) -> Evaluation:
         config = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"corpus": str(tmp_path / "c")},
                                       "eval": {"sts": ["up.tsv", "down.tsv"], "pairs": ["p.tsv"],
                                                "dev_metric": dev_metric}}, base_dir=tmp_path)
@@ -234,18 +238,18 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
         return run_inputs.evaluate_model("model", inputs, config)
 
     first = evaluated(None)
-    assert first["evaluation"]["sts"] == pytest.approx({"up": 100.0, "down": -100.0})
+    assert first.evaluation["sts"] == pytest.approx({"up": 100.0, "down": -100.0})
     for choice, name, value in ((None, "sts/up", 100.0), ("sts/down", "sts/down", -100.0),
                                 ("pairs/p", "pairs/p", 100.0)):
-        dev = (first if choice is None else evaluated(choice))["dev_metric"]
+        dev = (first if choice is None else evaluated(choice)).dev_metric
         assert dev["name"] == name and dev["value"] == pytest.approx(value), choice
-    assert not math.isnan(first["seconds"])
+    assert not math.isnan(first.seconds)
     # What each score was measured on (the registry compares a version's recorded scores where these agree): a
     # file's key changes with its bytes, and only its own.
-    keys = first["eval_keys"]
+    keys = first.eval_keys
     assert set(keys) == {"sts/up", "sts/down", "pairs/p"} and len(set(keys.values())) == 3
     (tmp_path / "down.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t4\na\tc\t2\n", encoding="utf-8")
-    changed = evaluated(None)["eval_keys"]
+    changed = evaluated(None).eval_keys
     assert changed["sts/down"] != keys["sts/down"] and {k: v for k, v in changed.items() if k != "sts/down"} == \
         {k: v for k, v in keys.items() if k != "sts/down"}
     monkeypatch.setattr(run_inputs, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))

@@ -32,6 +32,7 @@ from flows.rounds.validate import check_run
 from flows.run.config import RunConfig, load_config
 from flows.run.inputs import base_model_path, describe_evaluation
 from flows.run.rundir import RunDir
+from flows.run.step_records import Evaluation
 
 ConfigArg = RunConfig | str | Path
 
@@ -147,8 +148,8 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     mined = tasks.mine.with_options(refresh_cache=not mined_round_intact(run, round_))(
         model_path, inputs, config, run.root, round_)
     get_run_logger().info("mined round %d into %s: %s", round_, run.triplets,
-                          {b: s.get("rows") for b, s in mined["bands"].items()})
-    return mined
+                          {b: s.get("rows") for b, s in mined.bands.items()})
+    return mined.model_dump(mode="json")
 
 
 @flow(name="simcse-train", log_prints=True, validate_parameters=False)
@@ -181,8 +182,8 @@ def evaluate_flow(config: ConfigArg, model: str | None = None) -> dict[str, Any]
     run = RunDir(Path(config.output_dir))
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
-    result = tasks.evaluate(model or base_model_path(config), inputs, config)
-    get_run_logger().info("%s", describe_evaluation(result))
+    result = tasks.evaluate(model or base_model_path(config), inputs, config).model_dump(mode="json")
+    get_run_logger().info("%s", describe_evaluation(Evaluation.model_validate(result)))
     create_table_artifact(_metrics_table([{"round": model or "base", **result}]),
                           key=_artifact_key(run, "evaluation"), description="Evaluation")
     return result

@@ -32,9 +32,10 @@ from flows.run.config import OPERATIONAL_MINING, RunConfig
 from flows.run.fingerprint import combine, model_fingerprint
 from flows.run.inputs import evaluate_model, prepare_inputs
 from flows.run.rundir import RunDir
+from flows.run.step_records import Evaluation, MinedRound, RoundPlan, StepRecord, TrainedRound
 
 GPU_TAG = "gpu"
-CACHE_VERSION = "flows-cache-v1"  # bump when a task's output format changes, to drop old entries
+CACHE_VERSION = "flows-cache-v2"  # bump when a task's output format changes, to drop old entries (v2: records)
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -73,8 +74,9 @@ def _mine_key(_ctx: Any, inputs: dict[str, Any]) -> str:
 
 def _train_key(_ctx: Any, inputs: dict[str, Any]) -> str:
     config: RunConfig = inputs["config"]
-    return _key("train", model_fingerprint(inputs["model_path"]), inputs["plan"]["manifest_sha256"],
-                inputs["plan"]["state"], config.training.model_dump(mode="json", exclude_unset=True),
+    plan: RoundPlan = inputs["plan"]
+    return _key("train", model_fingerprint(inputs["model_path"]), plan.manifest_sha256,
+                plan.state, config.training.model_dump(mode="json", exclude_unset=True),
                 config.model.model_dump(mode="json", exclude={"name_or_path"}), config.steps_per_round,
                 config.batch_size, config.seed, inputs["round_"], str(inputs["run_root"]))
 
@@ -89,8 +91,12 @@ class _Timed:
     def begin(cls) -> _Timed:
         return cls(time.perf_counter())
 
-    def done(self, result: dict[str, Any]) -> dict[str, Any]:
-        result["task_seconds"] = time.perf_counter() - self.start
+    def done(self, result: Any) -> Any:
+        """The step's record with the task body's time (`StepRecord.task_seconds`; a dict: its key)."""
+        seconds = time.perf_counter() - self.start
+        if isinstance(result, StepRecord):
+            return result.with_task_seconds(seconds)
+        result["task_seconds"] = seconds
         return result
 
 
@@ -105,7 +111,7 @@ def prepare_inputs_task(config: RunConfig, run_root: Path) -> dict[str, Any]:
 @task(name="evaluate", cache_policy=CachePolicy.from_cache_key_fn(_evaluate_key),
       retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
       result_serializer="json")
-def evaluate_task(model_path: str, inputs: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+def evaluate_task(model_path: str, inputs: dict[str, Any], config: RunConfig) -> Evaluation:
     timer = _Timed.begin()
     return timer.done(evaluate_model(model_path, inputs, config, log=get_run_logger()))
 
@@ -114,14 +120,14 @@ def evaluate_task(model_path: str, inputs: dict[str, Any], config: RunConfig) ->
       retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
       result_serializer="json")
 def mine_task(model_path: str, inputs: dict[str, Any], config: RunConfig, run_root: Path,
-              round_: int) -> dict[str, Any]:
+              round_: int) -> MinedRound:
     timer = _Timed.begin()
     return timer.done(mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_,
                                        log=get_run_logger()))
 
 
 @task(name="schedule", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-def schedule_task(config: RunConfig, run_root: Path, round_: int) -> dict[str, Any]:
+def schedule_task(config: RunConfig, run_root: Path, round_: int) -> RoundPlan:
     """Open the round in the curriculum (mixture and alpha from the measured band difficulties)."""
     timer = _Timed.begin()
     return timer.done(schedule_round(config, RunDir(Path(run_root)), round_, log=get_run_logger()))
@@ -130,8 +136,8 @@ def schedule_task(config: RunConfig, run_root: Path, round_: int) -> dict[str, A
 @task(name="train", cache_policy=CachePolicy.from_cache_key_fn(_train_key),
       retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
       result_serializer="json")
-def train_task(model_path: str, plan: dict[str, Any], config: RunConfig, run_root: Path,
-               round_: int) -> dict[str, Any]:
+def train_task(model_path: str, plan: RoundPlan, config: RunConfig, run_root: Path,
+               round_: int) -> TrainedRound:
     timer = _Timed.begin()
     return timer.done(train_round(model_path, plan, config, RunDir(Path(run_root)), round_,
                                         log=get_run_logger()))
@@ -139,8 +145,8 @@ def train_task(model_path: str, plan: dict[str, Any], config: RunConfig, run_roo
 
 @task(name="finish-round", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=_retry_transient)
-def finish_round_task(config: RunConfig, run_root: Path, round_: int, mined: dict[str, Any],
-                      trained: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
+def finish_round_task(config: RunConfig, run_root: Path, round_: int, mined: MinedRound,
+                      trained: TrainedRound, evaluated: Evaluation) -> dict[str, Any]:
     """Close the round in the curriculum (advance or hold), write state.json and metrics.json."""
     timer = _Timed.begin()
     return timer.done(finish_round(config, RunDir(Path(run_root)), round_, mined, trained, evaluated,

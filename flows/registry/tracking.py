@@ -21,6 +21,7 @@ from typing import Any
 
 from flows.registry.mlflow_store import MlflowStore, store_for
 from flows.run.rundir import RunDir, write_json
+from flows.run.step_records import Evaluation
 from simcse.evaluation import flat_metrics
 
 TRACKING_FILE = "tracking.json"
@@ -131,9 +132,9 @@ class RunTracker:
                           "simcse.input_files": json.dumps([e["path"] for e in inputs.get("corpus", []) +
                                                             inputs.get("pairs", []) + inputs.get("nli", [])])[:8000]})
 
-    def log_base(self, evaluated: dict[str, Any]) -> None:
+    def log_base(self, evaluated: Evaluation) -> None:
         if self._once("base"):
-            self._batch(metrics=flat_metrics(evaluated.get("evaluation")), step=0)
+            self._batch(metrics=flat_metrics(evaluated.evaluation), step=0)
             self._save()
 
     def log_round(self, r: int, metrics: dict[str, Any], steps_per_round: int) -> None:
@@ -190,7 +191,7 @@ def round_hooks(tracker: RunTracker | None, config: Any) -> dict[str, Any]:
     if tracker is None:
         return {}
 
-    def on_start(inputs: dict[str, Any], base: dict[str, Any]) -> None:
+    def on_start(inputs: dict[str, Any], base: Evaluation) -> None:
         tracker.start(config)
         tracker.log_inputs(inputs)
         tracker.log_base(base)

@@ -50,6 +50,7 @@ from flows.run.new_data import (
     write_survey,
 )
 from flows.run.rundir import REGISTERED_FILE, START_FILE, RunDir, write_json
+from flows.run.step_records import Evaluation
 
 NOOP_FILE = "noop.json"
 _log = logging.getLogger("flows")
@@ -206,9 +207,9 @@ class Continuing:
         if self.start is None:
             return inner
 
-        def hook(inputs: dict[str, Any], base: dict[str, Any]) -> None:
+        def hook(inputs: dict[str, Any], base: Evaluation) -> None:
             parent = self._record_inputs()
-            self._check_parent_scores(parent, base)  # before round 0 trains from it
+            self._check_parent_scores(parent, base.as_file())  # before round 0 trains from it
             if inner is not None:
                 inner(inputs, base)
             if self.config.tracking.enabled:

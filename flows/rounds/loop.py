@@ -36,24 +36,26 @@ from flows.rounds.validate import check_run
 from flows.run.config import RunConfig
 from flows.run.inputs import base_model_path, describe_evaluation, evaluate_model, prepare_inputs, release_encoder
 from flows.run.rundir import RunDir, write_json
+from flows.run.step_records import Evaluation, MinedRound, RoundPlan, StepRecord, TrainedRound
 
 _log = logging.getLogger("flows")
 
 
 @dataclass(frozen=True)
 class RoundSteps:
-    """How each step runs. Results are the step functions' dicts; a `task_seconds` key (the time inside a
-    Prefect task body) lets the loop measure orchestration overhead."""
+    """How each step runs. The round steps hand each other frozen records (`flows.run.step_records`); their
+    `task_seconds` (the time inside a Prefect task body; a `task_seconds` key of the dicts `prepare`, `finish`
+    and `report` return) lets the loop measure orchestration overhead."""
 
     prepare: Callable[[], dict[str, Any]]
-    evaluate: Callable[[str, dict[str, Any]], dict[str, Any]]  # (model, inputs)
-    mine: Callable[[str, dict[str, Any], int], dict[str, Any]]  # (model in, inputs, round)
-    schedule: Callable[[int], dict[str, Any]]
-    train: Callable[[str, dict[str, Any], int], dict[str, Any]]  # (model in, plan, round)
-    finish: Callable[[int, dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]
+    evaluate: Callable[[str, dict[str, Any]], Evaluation]  # (model, inputs)
+    mine: Callable[[str, dict[str, Any], int], MinedRound]  # (model in, inputs, round)
+    schedule: Callable[[int], RoundPlan]
+    train: Callable[[str, RoundPlan, int], TrainedRound]  # (model in, plan, round)
+    finish: Callable[[int, MinedRound, TrainedRound, Evaluation], dict[str, Any]]  # metrics.json, sealed
     report: Callable[[], dict[str, Any]] | None = None
     on_round: Callable[[int, dict[str, Any]], None] | None = None  # after a round closed (e.g. artifacts)
-    on_start: Callable[[dict[str, Any], dict[str, Any]], None] | None = None  # (inputs, base evaluation)
+    on_start: Callable[[dict[str, Any], Evaluation], None] | None = None  # (inputs, base evaluation)
     on_end: Callable[[dict[str, Any]], None] | None = None  # the run's summary, after its last round
     check: Callable[[], Any] | None = None  # before the run folder is touched: flows.rounds.validate.check_run
 
@@ -105,7 +107,7 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
     log.info("base model: %s", describe_evaluation(base))
     if config.teacher is not None and not run.teacher_metrics_path.is_file():  # once per run: it never changes
         teacher = how.evaluate(config.teacher.path, inputs)
-        write_json(run.teacher_metrics_path, {k: v for k, v in teacher.items() if k != "task_seconds"})
+        write_json(run.teacher_metrics_path, teacher.as_file())
         log.info("teacher (the judge's ceiling): %s", describe_evaluation(teacher))
     if how.on_start is not None:
         how.on_start(inputs, base)
@@ -132,9 +134,10 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
         parts = {"mine": mined, "schedule": plan, "train": trained, "evaluate": evaluated, "finish": metrics,
                  "report": report}
         wall = time.perf_counter() - round_start
-        in_tasks = sum(x.get("task_seconds", 0.0) for x in parts.values())
+        tasks = {name: _task_seconds(x) for name, x in parts.items()}
+        in_tasks = sum(tasks.values())
         timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks, "prefect_seconds": wall - in_tasks,
-                        "tasks": {name: x.get("task_seconds", 0.0) for name, x in parts.items()}})
+                        "tasks": tasks})
         write_timings(run, timings[-1:])
         log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, describe_evaluation(evaluated), wall,
                  in_tasks)
@@ -152,3 +155,10 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
     if how.on_end is not None:
         how.on_end(summary)
     return summary
+
+
+def _task_seconds(result: StepRecord | dict[str, Any]) -> float:
+    """The time a step spent inside its Prefect task body (0 when it ran as a plain call)."""
+    if isinstance(result, StepRecord):
+        return result.task_seconds
+    return float(result.get("task_seconds", 0.0))

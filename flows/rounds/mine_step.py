@@ -20,6 +20,7 @@ from flows.run.config import RunConfig
 from flows.run.fingerprint import file_fingerprint
 from flows.run.progress import bars_on, forwarded
 from flows.run.rundir import RunDir
+from flows.run.step_records import MinedRound
 from mining.pipeline import mine
 from mining.shards import EncoderRef, sharded_mining
 
@@ -27,7 +28,7 @@ _log = logging.getLogger("flows")
 
 
 def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: RunDir, round_: int,
-               log: Any = _log) -> dict[str, Any]:
+               log: Any = _log) -> MinedRound:
     """Mine every band of round `round_` with `model_path`; mining returns an existing complete round.
 
     `mining.shards` > 1 spreads the round over a Dask or Ray cluster (`mining.engine`; `mining.cluster`, else a
@@ -53,25 +54,24 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
     with sharded_mining(settings.shards, ref, settings.cluster, settings.engine) as sharding, \
             forwarded(("mining.embeddings",), log):
         result = mine(corpus, encoder, run.triplets, **kwargs, **sharding)
-    summary = mined_summary(run, round_, result.manifest)  # the manifest mine() wrote, not read back
-    summary["seconds"] = time.perf_counter() - start
+    summary = mined_summary(run, round_, result.manifest, seconds=time.perf_counter() - start)  # not read back
     log.info("round %d mined: %s", round_, ", ".join(
         f"{b} {s['rows']} rows (difficulty {_fmt(s.get('mean_anchor_negative_sim'))})"
-        for b, s in summary["bands"].items()))
+        for b, s in summary.bands.items()))
     return summary
 
 
-def read_mined(run: RunDir, round_: int) -> dict[str, Any]:
+def read_mined(run: RunDir, round_: int) -> MinedRound:
     """The band statistics and files of a complete round, from its manifest (never from partial files)."""
     return mined_summary(run, round_, read_manifest(run.triplets, round_))
 
 
-def mined_summary(run: RunDir, round_: int, manifest: RoundManifest) -> dict[str, Any]:
+def mined_summary(run: RunDir, round_: int, manifest: RoundManifest, seconds: float | None = None) -> MinedRound:
     """A mined round as the later steps take it: band statistics, files, rows, difficulties, the manifest's hash."""
-    return {"round": round_, "bands": {b: s.model_dump(mode="json") for b, s in manifest.bands.items()},
-            "files": [f.model_dump(mode="json") for f in manifest.files],
-            "rows": sum(f.rows for f in manifest.files), "difficulties": manifest.difficulties(),
-            "manifest_sha256": file_fingerprint(run.manifest_path(round_))}
+    return MinedRound(round=round_, bands={b: s.model_dump(mode="json") for b, s in manifest.bands.items()},
+                      files=[f.model_dump(mode="json") for f in manifest.files],
+                      rows=sum(f.rows for f in manifest.files), difficulties=manifest.difficulties(),
+                      manifest_sha256=file_fingerprint(run.manifest_path(round_)), seconds=seconds)
 
 
 def mined_round_intact(run: RunDir, round_: int, log: Any = _log) -> bool:

@@ -18,30 +18,30 @@ from flows.rounds.schedule_step import curriculum_scheduler
 from flows.rounds.train_step import round_batches
 from flows.run.config import RunConfig
 from flows.run.rundir import RunDir, jsonable, recorded_model, remove_stale_temporaries, seal, write_json
+from flows.run.step_records import Evaluation, MinedRound, TrainedRound
 
 _log = logging.getLogger("flows")
 
 
-def write_base_metrics(run: RunDir, evaluated: dict[str, Any]) -> None:
+def write_base_metrics(run: RunDir, evaluated: Evaluation) -> None:
     """`base_metrics.json`: the starting model's evaluation, the baseline every round is compared with."""
-    write_json(run.base_metrics_path, {"round": "base", **{k: v for k, v in evaluated.items()
-                                                            if k != "task_seconds"}})
+    write_json(run.base_metrics_path, {"round": "base", **evaluated.as_file()})
 
 
-def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, Any], trained: dict[str, Any],
-                 evaluated: dict[str, Any], log: Any = _log) -> dict[str, Any]:
+def finish_round(config: RunConfig, run: RunDir, round_: int, mined: MinedRound, trained: TrainedRound,
+                 evaluated: Evaluation, log: Any = _log) -> dict[str, Any]:
     """Close the round in the curriculum (once), then write `rounds/<r>/metrics.json` (marks it done)."""
     state = CurriculumState.load(run.state_path)
-    dev = evaluated.get("dev_metric") or {}
+    dev = evaluated.dev_metric or {}
     if state.round == round_ and state.round_open:
         start = next(e for e in reversed(state.history) if e.event == "start_round" and e.round == round_)
         plan = {"stage": start.stage, "competence": start.competence, "mixture": dict(start.mixture),
                 "alpha": dict(start.alpha)}
-        recorded = trained.get("scheduler_after")  # train results of older versions lack it: draw them again
+        recorded = trained.scheduler_after  # train results of older versions lack it: draw them again
         after = CurriculumState.model_validate(recorded) if recorded is not None else \
             round_batches(config, run, round_, json.loads(state.to_json()))[1]
         scheduler = curriculum_scheduler(config, run, state=after, persist=False)
-        decision = scheduler.end_round(dev.get("value"), trained.get("mean_train_accuracy"))
+        decision = scheduler.end_round(dev.get("value"), trained.mean_train_accuracy)
         scheduler.save(run.state_path)  # one atomic write closes the round
         verdict = {"advanced": decision.advanced, "reason": decision.reason, "stage_after": decision.stage,
                    "competence_after": decision.competence}
@@ -55,14 +55,13 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: dict[str, A
                    "competence_after": end.competence}
     metrics = seal(jsonable({  # sealed: an edit of the record is found when the run resumes (flows.rounds.recovery)
         "round": round_, "model": recorded_model(round_), "model_sha256": run.model_sha256(round_),
-        "evaluation": evaluated.get("evaluation"), "dev_metric": evaluated.get("dev_metric"),
-        "eval_keys": evaluated.get("eval_keys"),
-        "train": {k: trained.get(k) for k in ("steps", "mean_train_accuracy", "seconds")},
-        "mining": {"bands": mined.get("bands"), "rows": mined.get("rows"), "seconds": mined.get("seconds"),
-                   "manifest_sha256": mined.get("manifest_sha256")},
+        "evaluation": evaluated.evaluation, "dev_metric": evaluated.dev_metric, "eval_keys": evaluated.eval_keys,
+        "train": {"steps": trained.steps, "mean_train_accuracy": trained.mean_train_accuracy,
+                  "seconds": trained.seconds},
+        "mining": {"bands": mined.bands, "rows": mined.rows, "seconds": mined.seconds,
+                   "manifest_sha256": mined.manifest_sha256},
         "curriculum": {**plan, "decision": verdict["reason"], **verdict},
-        "seconds": {"mine": mined.get("seconds"), "train": trained.get("seconds"),
-                    "evaluate": evaluated.get("seconds")},
+        "seconds": {"mine": mined.seconds, "train": trained.seconds, "evaluate": evaluated.seconds},
     }))
 
     write_round_card(config, run, round_, metrics)  # before metrics.json, which marks the round complete

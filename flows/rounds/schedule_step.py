@@ -17,6 +17,7 @@ from dataio.triplets import read_manifest
 from flows.run.config import RunConfig
 from flows.run.fingerprint import file_fingerprint
 from flows.run.rundir import RunDir
+from flows.run.step_records import PlanSpec, RoundPlan
 
 _log = logging.getLogger("flows")
 
@@ -29,7 +30,7 @@ def curriculum_scheduler(config: RunConfig, run: RunDir, state: Any = None, pers
     return CurriculumScheduler.resume(config.curriculum, run.state_path)
 
 
-def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log) -> dict[str, Any]:
+def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log) -> RoundPlan:
     """Open round `round_` (idempotent for a round already open) and return its plan and start state."""
     manifest = read_manifest(run.triplets, round_)
     scheduler = curriculum_scheduler(config, run)
@@ -41,17 +42,17 @@ def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log)
         start = next((e for e in state.history if e.event == "start_round" and e.round == round_), None)
         if start is None:
             raise RuntimeError(f"{run.state_path}: round {round_} closed without a start entry")
-        plan = {"round": round_, "stage": start.stage, "competence": start.competence,
-                "mixture": dict(start.mixture), "alpha": dict(start.alpha)}
-        return {"plan": plan, "state": None, "manifest_sha256": file_fingerprint(run.manifest_path(round_)),
-                "closed": True}
+        spec = PlanSpec(round=round_, stage=start.stage, competence=start.competence, mixture=dict(start.mixture),
+                        alpha=dict(start.alpha))
+        return RoundPlan(plan=spec, state=None, manifest_sha256=file_fingerprint(run.manifest_path(round_)),
+                         closed=True)
     plan = scheduler.start_round(round_, manifest.difficulties(config.curriculum.difficulty))
     log.info("round %d plan: competence %.3f, mixture %s, alpha %s", round_, plan.competence,
              {b: round(p, 3) for b, p in plan.mixture.items()}, {b: round(a, 3) for b, a in plan.alpha.items()})
-    return {"plan": {"round": round_, "stage": plan.stage, "competence": plan.competence,
-                     "mixture": dict(plan.mixture), "alpha": dict(plan.alpha)},
-            "state": json.loads(scheduler.state.to_json()),
-            "manifest_sha256": file_fingerprint(run.manifest_path(round_)), "closed": False}
+    return RoundPlan(plan=PlanSpec(round=round_, stage=plan.stage, competence=plan.competence,
+                                   mixture=dict(plan.mixture), alpha=dict(plan.alpha)),
+                     state=json.loads(scheduler.state.to_json()),
+                     manifest_sha256=file_fingerprint(run.manifest_path(round_)), closed=False)
 
 
 def base_dev_metric(run: RunDir) -> float | None:

@@ -24,6 +24,7 @@ from flows.run import inputs as run_inputs
 from flows.run.config import RunConfig
 from flows.run.progress import bars_on
 from flows.run.rundir import RunDir, jsonable, recorded_model, write_json
+from flows.run.step_records import RoundPlan, TrainedRound
 from mining.embeddings import embed_corpus
 from simcse.train_config import TrainConfig
 from simcse.views import word_deletion
@@ -119,8 +120,8 @@ def without_hard_negatives(batch: dict[str, Any]) -> dict[str, Any]:
     return {"anchor": list(anchors), "positive": list(positives)}
 
 
-def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: RunDir, round_: int,
-                log: Any = _log) -> dict[str, Any]:
+def train_round(model_path: str, plan: RoundPlan, config: RunConfig, run: RunDir, round_: int,
+                log: Any = _log) -> TrainedRound:
     """Train `steps_per_round` steps from `model_path`; the model lands in `rounds/<r>/model/`.
 
     The trainer works in `rounds/<r>/train/` (its checkpoint makes a killed round continue where it
@@ -133,8 +134,8 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     result_path = run.train_result_path(round_)
     if run.round_trained(round_):
         shutil.rmtree(run.train_dir(round_), ignore_errors=True)
-        return json.loads(result_path.read_text(encoding="utf-8"))
-    if plan.get("state") is None:
+        return TrainedRound.model_validate_json(result_path.read_text(encoding="utf-8"))
+    if plan.state is None:
         raise RuntimeError(f"round {round_} is closed but its model is missing: {run.model_dir(round_)}")
     optimizer_state = None
     if round_ > 0 and model_path == str(run.model_dir(round_ - 1)):  # the run continues: so does its optimizer
@@ -145,7 +146,7 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
                              f"and every later round to train them again", path=optimizer_state)
     log.info("round %d: training %d steps of %d rows from %s", round_, config.steps_per_round, config.batch_size,
              run_inputs.model_label(model_path))
-    batches, after = round_batches(config, run, round_, plan["state"])
+    batches, after = round_batches(config, run, round_, plan.state)
     if config.positive_view == "word_deletion":
         batches = [with_word_deletion(b, config.word_deletion, f"{config.seed}/{round_}/{i}")
                    for i, b in enumerate(batches)]
@@ -157,24 +158,24 @@ def train_round(model_path: str, plan: dict[str, Any], config: RunConfig, run: R
     settings = train_config(config, round_)
     teacher = teacher_table(config, run) if settings.distill_kl > 0 or settings.distill_margin_mse > 0 else None
     result = train(encoder, batches, settings, run.train_dir(round_), optimizer_state=optimizer_state,
-                   card=round_card(config, run, round_, plan.get("plan")), teacher=teacher)
+                   card=round_card(config, run, round_, plan.plan.model_dump()), teacher=teacher)
     trained = run.train_dir(round_) / MODEL
     for src, dst in ((run.train_dir(round_) / OPTIMIZER, run.optimizer_dir(round_)), (trained, run.model_dir(round_))):
         if dst.exists():  # left by a kill between these renames and the result file
             shutil.rmtree(dst)
         os.replace(src, dst)  # the model last: its folder marks the round trained
     run_inputs.hold_encoder(str(run.model_dir(round_)), config, encoder)  # evaluated and mined next, as saved
-    summary = jsonable({"round": round_, "steps": result.steps, "mean_train_accuracy": result.train_accuracy,
-                         "history": result.history, "triplets_per_s": result.triplets_per_s,
-                         "resumed_from": result.resumed_from, "model": recorded_model(round_),
-                         "seconds": time.perf_counter() - start, **drawn,
-                         # where the batches left the curriculum: the round closes from it, drawing nothing again
-                         "scheduler_after": json.loads(after.to_json())})
-    write_json(result_path, summary)
+    summary = TrainedRound.model_validate(jsonable({
+        "round": round_, "steps": result.steps, "mean_train_accuracy": result.train_accuracy,
+        "history": result.history, "triplets_per_s": result.triplets_per_s, "resumed_from": result.resumed_from,
+        "model": recorded_model(round_), "seconds": time.perf_counter() - start, **drawn,
+        # where the batches left the curriculum: the round closes from it, drawing nothing again
+        "scheduler_after": json.loads(after.to_json())}))
+    write_json(result_path, summary.as_file())
     shutil.rmtree(run.train_dir(round_), ignore_errors=True)  # the checkpoint is only needed mid-round
     if round_ > 0:  # round r's optimizer state now carries the run on; r-1's is no longer needed
         shutil.rmtree(run.optimizer_dir(round_ - 1), ignore_errors=True)
-    accuracy = summary["mean_train_accuracy"]  # a finite number or None (jsonable)
-    log.info("round %d trained: %d steps, train accuracy %s, %.1f s", round_, summary["steps"],
-             "n/a" if accuracy is None else f"{accuracy:.3f}", summary["seconds"])
+    accuracy = summary.mean_train_accuracy  # a finite number or None (jsonable)
+    log.info("round %d trained: %d steps, train accuracy %s, %.1f s", round_, summary.steps,
+             "n/a" if accuracy is None else f"{accuracy:.3f}", summary.seconds)
     return summary

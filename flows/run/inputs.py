@@ -28,6 +28,7 @@ from flows.run.demo_data import build_demo_data
 from flows.run.fingerprint import combine, file_fingerprint, folder_listing, path_fingerprint
 from flows.run.progress import bars_on
 from flows.run.rundir import RunDir, jsonable
+from flows.run.step_records import Evaluation
 from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
 from mining.encoders import Teacher
 from mining.exclusions import read_excluded_pairs
@@ -233,7 +234,7 @@ def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
             [read_labeled_pairs(p, columns.get(p)) for p in inputs["eval_pairs"]])
 
 
-def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> dict[str, Any]:
+def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> Evaluation:
     """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files, and its dev
     metric: the evaluator's primary metric, `eval.dev_metric` (default: the first file's)."""
     start = time.perf_counter()
@@ -246,8 +247,8 @@ def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, l
     result = evaluator(load_encoder(model_path, config))
     name = evaluator.primary_metric
     dev = {"name": name, "value": primary_score(evaluator, result)} if name else None
-    return {"model": model_path, "evaluation": jsonable(result), "dev_metric": jsonable(dev),
-            "eval_keys": eval_keys(inputs, config, sts, pairs), "seconds": time.perf_counter() - start}
+    return Evaluation(model=model_path, evaluation=jsonable(result), dev_metric=jsonable(dev),
+                      eval_keys=eval_keys(inputs, config, sts, pairs), seconds=time.perf_counter() - start)
 
 
 def model_label(model_path: str | os.PathLike) -> str:
@@ -271,8 +272,8 @@ def eval_keys(inputs: dict[str, Any], config: RunConfig, sts: list[Any], pairs: 
             for metric, path in zip(metric_names(sts, pairs), paths)}
 
 
-def describe_evaluation(evaluated: dict[str, Any]) -> str:
-    ev = evaluated.get("evaluation") or {}
+def describe_evaluation(evaluated: Evaluation) -> str:
+    ev = evaluated.evaluation
     parts = [f"STS {k} {v:.2f}" for k, v in (ev.get("sts") or {}).items()]
     parts += [f"AP {k} {v:.2f}" for k, v in (ev.get("pairs") or {}).items()]
     for name in ("alignment", "uniformity"):
