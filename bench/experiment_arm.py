@@ -114,7 +114,7 @@ class SettingContext:
             self._base_config = self.config(arm, 0, self.dir)
         return self._base_config
 
-    def inputs(self) -> dict[str, Any]:
+    def inputs(self) -> Any:  # flows.run.step_records.RunInputs
         from flows.run.inputs import prepare_inputs
         from flows.run.rundir import RunDir
 
@@ -136,7 +136,8 @@ class SettingContext:
 
         report = self.exp["report"]
         no_dev = config.model_copy(update={"eval": config.eval.model_copy(update={"dev_metric": None})})
-        inputs = {**self.inputs(), "sts": list(report.get("sts") or []), "eval_pairs": list(report.get("pairs") or [])}
+        inputs = self.inputs().model_copy(update={"sts": list(report.get("sts") or []),
+                                                  "eval_pairs": list(report.get("pairs") or [])})
         return evaluate_model(model, inputs, no_dev, log).evaluation
 
     def base_evaluation(self, report: bool = True) -> dict[str, Any]:
@@ -309,7 +310,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
     clock = PhaseClock()
     shared_only = not encoder_dependent(config)
 
-    def evaluate(model: str, inputs: dict[str, Any]) -> Evaluation:
+    def evaluate(model: str, inputs: Any) -> Evaluation:
         if model == ctx.model:
             return Evaluation.model_validate(base["dev"])
         if config.teacher is not None and model == config.teacher.path:  # scored once per setting, not per arm
@@ -317,7 +318,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
         with clock.phase("eval"):
             return evaluate_model(model, inputs, config, log)
 
-    def mine_round(model: str, inputs: dict[str, Any], r: int) -> MinedRound:
+    def mine_round(model: str, inputs: Any, r: int) -> MinedRound:
         start_time = time.perf_counter()
         if not run.manifest_path(r).is_file():
             if r == 0 or shared_only:

@@ -126,6 +126,7 @@ def test_mining_shards_and_cluster_change_neither_results_nor_keys_and_may_chang
     from flows.orchestration.tasks import _mine_key
     from flows.run.new_data import settings_key
     from flows.run.rundir import RunDir
+    from flows.run.step_records import RunInputs
 
     plain = load_config(_write(tmp_path, GOOD))
     spread = load_config(_write(tmp_path, GOOD + "mining:\n  shards: 4\n  cluster: tcp://10.0.0.5:8786\n", "s.yaml"))
@@ -138,8 +139,9 @@ def test_mining_shards_and_cluster_change_neither_results_nor_keys_and_may_chang
     assert spread.fingerprint() == plain.fingerprint() == on_ray.fingerprint() != openvino.fingerprint()
     assert on_ray.model_dump(mode="json")["mining"]["engine"] == "ray"  # recorded when set, like shards
     assert settings_key(spread) == settings_key(plain) != settings_key(openvino)
-    keys = [_mine_key(None, {"config": c, "model_path": "a-model", "inputs": {"fingerprint": "f"}, "round_": 0,
-                             "run_root": "run"}) for c in (plain, spread, openvino)]
+    inputs = RunInputs(fingerprint="f", eval_fingerprint="e")
+    keys = [_mine_key(None, {"config": c, "model_path": "a-model", "inputs": inputs, "round_": 0, "run_root": "run"})
+            for c in (plain, spread, openvino)]
     assert keys[0] == keys[1] != keys[2]
 
     run = RunDir(plain.output_dir)

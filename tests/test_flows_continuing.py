@@ -350,7 +350,7 @@ def test_a_corpus_folder_is_read_file_by_file_in_sorted_order_and_errors_name_th
     assert [p.relative_to(folder).as_posix() for p in table_files(folder)] == ["2026-02/x.txt", "a.txt", "b.txt"]
     config = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"corpus": str(folder)}})
     inputs = prepare_inputs(config, RunDir(tmp_path / "run"))
-    assert [Path(e["path"]).name for e in inputs["corpus"]] == ["x.txt", "a.txt", "b.txt"]
+    assert [Path(e["path"]).name for e in inputs.corpus] == ["x.txt", "a.txt", "b.txt"]
     corpus = load_mining_corpus(inputs)
     assert corpus.texts == [sentence(i) for i in (3, 4, 0, 1, 2)]
     assert [Path(s["path"]).name for s in corpus.describe()["sources"]] == ["x.txt", "a.txt", "b.txt"]

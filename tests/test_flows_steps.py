@@ -11,7 +11,7 @@ import pytest
 from flows.rounds import mine_step, schedule_step, train_step
 from flows.rounds import records as rounds
 from flows.run import inputs as run_inputs
-from flows.run.step_records import Evaluation, PlanSpec, RoundPlan
+from flows.run.step_records import Evaluation, PlanSpec, RoundPlan, RunInputs
 
 
 def test_load_mining_corpus_honours_unsupervised_anchors(tmp_path: Path) -> None:
@@ -19,8 +19,8 @@ def test_load_mining_corpus_honours_unsupervised_anchors(tmp_path: Path) -> None
     (tmp_path / "corpus.txt").write_text("a wiki sentence\nanother wiki sentence\na third one\n", encoding="utf-8")
     (tmp_path / "nli.csv").write_text("sent0,sent1,hard_neg\na man sleeps,a person rests,a man runs\n",
                                       encoding="utf-8")
-    inputs = {"corpus": [{"path": str(tmp_path / "corpus.txt"), "columns": {}}], "pairs": [],
-              "nli": [{"path": str(tmp_path / "nli.csv"), "columns": {}}]}
+    inputs = RunInputs(corpus=[{"path": str(tmp_path / "corpus.txt"), "columns": {}}],
+                       nli=[{"path": str(tmp_path / "nli.csv"), "columns": {}}], fingerprint="", eval_fingerprint="")
     with_corpus = run_inputs.load_mining_corpus(inputs)
     nli_only = run_inputs.load_mining_corpus(inputs, {"unsupervised_anchors": False, "range_max": 5})
     assert with_corpus.n_anchor_rows == 4
@@ -134,12 +134,12 @@ def test_mining_exclude_pairs_reaches_every_round_and_its_content_is_fingerprint
     (tmp_path / "marks" / "fn.csv").write_text("anchor_id,negative_id\n" + "".join(f"{a},{n}\n" for a, n in marked),
                                                 encoding="utf-8")
     inputs = run_inputs.prepare_inputs(config, RunDir(tmp_path / "run"))
-    assert inputs["exclude_pairs"] == str(tmp_path / "marks" / "fn.csv")
-    assert inputs["fingerprint"] != first["fingerprint"]
+    assert inputs.exclude_pairs == str(tmp_path / "marks" / "fn.csv")
+    assert inputs.fingerprint != first.fingerprint
     (tmp_path / "marks" / "fn.csv").write_text("anchor_id,negative_id\n" + "".join(f"{a},{n}\n" for a, n in marked[1:]),
                                                 encoding="utf-8")
     changed = run_inputs.prepare_inputs(config, RunDir(tmp_path / "run"))
-    assert changed["fingerprint"] not in (inputs["fingerprint"], first["fingerprint"])
+    assert changed.fingerprint not in (inputs.fingerprint, first.fingerprint)
 
     mine_step.mine_round("m", changed, config, RunDir(tmp_path / "run"), 0)
     again = read_triplets(RunDir(tmp_path / "run").triplets)
@@ -234,7 +234,8 @@ def test_evaluate_model_takes_its_dev_metric_from_the_evaluator(tmp_path: Path, 
         config = config_from_mapping({"output_dir": str(tmp_path / "run"), "data": {"corpus": str(tmp_path / "c")},
                                       "eval": {"sts": ["up.tsv", "down.tsv"], "pairs": ["p.tsv"],
                                                "dev_metric": dev_metric}}, base_dir=tmp_path)
-        inputs = {"sts": [str(e.path) for e in config.eval.sts], "eval_pairs": [str(tmp_path / "p.tsv")]}
+        inputs = RunInputs(sts=[str(e.path) for e in config.eval.sts], eval_pairs=[str(tmp_path / "p.tsv")],
+                           fingerprint="", eval_fingerprint="")
         return run_inputs.evaluate_model("model", inputs, config)
 
     first = evaluated(None)

@@ -32,7 +32,7 @@ from flows.run.config import OPERATIONAL_MINING, RunConfig
 from flows.run.fingerprint import combine, model_fingerprint
 from flows.run.inputs import evaluate_model, prepare_inputs
 from flows.run.rundir import RunDir
-from flows.run.step_records import Evaluation, MinedRound, RoundPlan, StepRecord, TrainedRound
+from flows.run.step_records import Evaluation, MinedRound, RoundPlan, RunInputs, StepRecord, TrainedRound
 
 GPU_TAG = "gpu"
 CACHE_VERSION = "flows-cache-v2"  # bump when a task's output format changes, to drop old entries (v2: records)
@@ -60,14 +60,14 @@ def _key(kind: str, *parts: Any) -> str:
 
 def _evaluate_key(_ctx: Any, inputs: dict[str, Any]) -> str:
     config: RunConfig = inputs["config"]
-    return _key("evaluate", model_fingerprint(inputs["model_path"]), inputs["inputs"]["eval_fingerprint"],
+    return _key("evaluate", model_fingerprint(inputs["model_path"]), inputs["inputs"].eval_fingerprint,
                 config.model.model_dump(mode="json", exclude={"name_or_path"}), config.eval.dev_metric)
 
 
 def _mine_key(_ctx: Any, inputs: dict[str, Any]) -> str:
     config: RunConfig = inputs["config"]
     mining = config.mining.model_dump(mode="json", exclude=set(OPERATIONAL_MINING))  # shards: the same triplets
-    return _key("mine", model_fingerprint(inputs["model_path"]), inputs["inputs"]["fingerprint"], mining,
+    return _key("mine", model_fingerprint(inputs["model_path"]), inputs["inputs"].fingerprint, mining,
                 config.model.model_dump(mode="json", exclude={"name_or_path"}), config.seed, inputs["round_"],
                 str(inputs["run_root"]))
 
@@ -102,7 +102,7 @@ class _Timed:
 
 @task(name="prepare-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=_retry_transient)
-def prepare_inputs_task(config: RunConfig, run_root: Path) -> dict[str, Any]:
+def prepare_inputs_task(config: RunConfig, run_root: Path) -> RunInputs:
     """Resolve the input files (building the built-in corpus if asked) and fingerprint them."""
     timer = _Timed.begin()
     return timer.done(prepare_inputs(config, RunDir(Path(run_root)), log=get_run_logger()))
@@ -111,7 +111,7 @@ def prepare_inputs_task(config: RunConfig, run_root: Path) -> dict[str, Any]:
 @task(name="evaluate", cache_policy=CachePolicy.from_cache_key_fn(_evaluate_key),
       retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
       result_serializer="json")
-def evaluate_task(model_path: str, inputs: dict[str, Any], config: RunConfig) -> Evaluation:
+def evaluate_task(model_path: str, inputs: RunInputs, config: RunConfig) -> Evaluation:
     timer = _Timed.begin()
     return timer.done(evaluate_model(model_path, inputs, config, log=get_run_logger()))
 
@@ -119,7 +119,7 @@ def evaluate_task(model_path: str, inputs: dict[str, Any], config: RunConfig) ->
 @task(name="mine", cache_policy=CachePolicy.from_cache_key_fn(_mine_key),
       retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
       result_serializer="json")
-def mine_task(model_path: str, inputs: dict[str, Any], config: RunConfig, run_root: Path,
+def mine_task(model_path: str, inputs: RunInputs, config: RunConfig, run_root: Path,
               round_: int) -> MinedRound:
     timer = _Timed.begin()
     return timer.done(mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_,

@@ -21,7 +21,7 @@ from typing import Any
 
 from flows.registry.mlflow_store import MlflowStore, store_for
 from flows.run.rundir import RunDir, write_json
-from flows.run.step_records import Evaluation
+from flows.run.step_records import Evaluation, RunInputs
 from simcse.evaluation import flat_metrics
 
 TRACKING_FILE = "tracking.json"
@@ -126,11 +126,11 @@ class RunTracker:
             self._batch(tags=tags)
         return run_id
 
-    def log_inputs(self, inputs: dict[str, Any]) -> None:
-        self._batch(tags={"simcse.inputs_fingerprint": str(inputs.get("fingerprint")),
-                          "simcse.eval_fingerprint": str(inputs.get("eval_fingerprint")),
-                          "simcse.input_files": json.dumps([e["path"] for e in inputs.get("corpus", []) +
-                                                            inputs.get("pairs", []) + inputs.get("nli", [])])[:8000]})
+    def log_inputs(self, inputs: RunInputs) -> None:
+        self._batch(tags={"simcse.inputs_fingerprint": inputs.fingerprint,
+                          "simcse.eval_fingerprint": inputs.eval_fingerprint,
+                          "simcse.input_files": json.dumps([e["path"] for e in inputs.corpus + inputs.pairs +
+                                                            inputs.nli])[:8000]})
 
     def log_base(self, evaluated: Evaluation) -> None:
         if self._once("base"):
@@ -191,7 +191,7 @@ def round_hooks(tracker: RunTracker | None, config: Any) -> dict[str, Any]:
     if tracker is None:
         return {}
 
-    def on_start(inputs: dict[str, Any], base: Evaluation) -> None:
+    def on_start(inputs: RunInputs, base: Evaluation) -> None:
         tracker.start(config)
         tracker.log_inputs(inputs)
         tracker.log_base(base)

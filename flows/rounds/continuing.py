@@ -50,7 +50,7 @@ from flows.run.new_data import (
     write_survey,
 )
 from flows.run.rundir import REGISTERED_FILE, START_FILE, RunDir, write_json
-from flows.run.step_records import Evaluation
+from flows.run.step_records import Evaluation, RunInputs
 
 NOOP_FILE = "noop.json"
 _log = logging.getLogger("flows")
@@ -207,7 +207,7 @@ class Continuing:
         if self.start is None:
             return inner
 
-        def hook(inputs: dict[str, Any], base: Evaluation) -> None:
+        def hook(inputs: RunInputs, base: Evaluation) -> None:
             parent = self._record_inputs()
             self._check_parent_scores(parent, base.as_file())  # before round 0 trains from it
             if inner is not None:

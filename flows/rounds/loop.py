@@ -36,7 +36,7 @@ from flows.rounds.validate import check_run
 from flows.run.config import RunConfig
 from flows.run.inputs import base_model_path, describe_evaluation, evaluate_model, prepare_inputs, release_encoder
 from flows.run.rundir import RunDir, write_json
-from flows.run.step_records import Evaluation, MinedRound, RoundPlan, StepRecord, TrainedRound
+from flows.run.step_records import Evaluation, MinedRound, RoundPlan, RunInputs, StepRecord, TrainedRound
 
 _log = logging.getLogger("flows")
 
@@ -44,18 +44,18 @@ _log = logging.getLogger("flows")
 @dataclass(frozen=True)
 class RoundSteps:
     """How each step runs. The round steps hand each other frozen records (`flows.run.step_records`); their
-    `task_seconds` (the time inside a Prefect task body; a `task_seconds` key of the dicts `prepare`, `finish`
-    and `report` return) lets the loop measure orchestration overhead."""
+    `task_seconds` (the time inside a Prefect task body; a `task_seconds` key of the dicts `finish` and `report`
+    return) lets the loop measure orchestration overhead."""
 
-    prepare: Callable[[], dict[str, Any]]
-    evaluate: Callable[[str, dict[str, Any]], Evaluation]  # (model, inputs)
-    mine: Callable[[str, dict[str, Any], int], MinedRound]  # (model in, inputs, round)
+    prepare: Callable[[], RunInputs]
+    evaluate: Callable[[str, RunInputs], Evaluation]  # (model, inputs)
+    mine: Callable[[str, RunInputs, int], MinedRound]  # (model in, inputs, round)
     schedule: Callable[[int], RoundPlan]
     train: Callable[[str, RoundPlan, int], TrainedRound]  # (model in, plan, round)
     finish: Callable[[int, MinedRound, TrainedRound, Evaluation], dict[str, Any]]  # metrics.json, sealed
     report: Callable[[], dict[str, Any]] | None = None
     on_round: Callable[[int, dict[str, Any]], None] | None = None  # after a round closed (e.g. artifacts)
-    on_start: Callable[[dict[str, Any], Evaluation], None] | None = None  # (inputs, base evaluation)
+    on_start: Callable[[RunInputs, Evaluation], None] | None = None  # (inputs, base evaluation)
     on_end: Callable[[dict[str, Any]], None] | None = None  # the run's summary, after its last round
     check: Callable[[], Any] | None = None  # before the run folder is touched: flows.rounds.validate.check_run
 

@@ -20,14 +20,14 @@ from flows.run.config import RunConfig
 from flows.run.fingerprint import file_fingerprint
 from flows.run.progress import bars_on, forwarded
 from flows.run.rundir import RunDir
-from flows.run.step_records import MinedRound
+from flows.run.step_records import MinedRound, RunInputs
 from mining.pipeline import mine
 from mining.shards import EncoderRef, sharded_mining
 
 _log = logging.getLogger("flows")
 
 
-def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: RunDir, round_: int,
+def mine_round(model_path: str, inputs: RunInputs, config: RunConfig, run: RunDir, round_: int,
                log: Any = _log) -> MinedRound:
     """Mine every band of round `round_` with `model_path`; mining returns an existing complete round.
 
@@ -44,8 +44,8 @@ def mine_round(model_path: str, inputs: dict[str, Any], config: RunConfig, run: 
     encoder = run_inputs.load_encoder(model_path, config, settings.encode_runtime)
     kwargs: dict[str, Any] = {"round": round_, "bands": settings.bands, "seed": config.seed,
                               "cache_dir": run.cache, "show_progress": bars_on(), "params": settings.params}
-    if inputs.get("exclude_pairs"):
-        kwargs["exclude_pairs"] = inputs["exclude_pairs"]
+    if inputs.exclude_pairs:
+        kwargs["exclude_pairs"] = inputs.exclude_pairs
     if config.teacher is not None:
         kwargs["teacher"] = run_inputs.teacher_of(config)
     ref = EncoderRef.of(run_inputs.open_encoder, model_path, encode_runtime=settings.encode_runtime,

@@ -34,7 +34,14 @@ from dataio.tables import read_header
 from flows.registry.mlflow_store import check_database, require_mlflow, store_for
 from flows.registry.warm_start import resolve_start
 from flows.run.config import RunConfig
-from flows.run.inputs import base_model_path, eval_inputs, load_mining_corpus, prepare_inputs, read_eval_sets
+from flows.run.inputs import (
+    base_model_path,
+    eval_inputs,
+    load_mining_corpus,
+    prepare_inputs,
+    read_eval_files,
+    read_eval_sets,
+)
 from flows.run.output_folder import check_run_folder
 from flows.run.rundir import RunDir
 from flows.run.scheduled_folders import manual_run_warning
@@ -161,10 +168,10 @@ def check_run(config: RunConfig, log: Any = None) -> RunCheck:
     _check_model(config, notes)
     _check_teacher(config)
     try:
-        corpus, inputs = _read_inputs(config, warnings)
+        corpus, eval_sets = _read_inputs(config, warnings)
     except InputError as exc:
         raise _naming_the_setting(exc, config) from None
-    eval_rows, eval_sentences = _check_eval_metric(config, inputs)
+    eval_rows, eval_sentences = _check_eval_metric(config, eval_sets)
     bands, with_rows = _bands(config, corpus, warnings, notes)
     schedule = _check_schedule(config, with_rows, warnings, notes)
     check = RunCheck(config=config, bands=bands, schedule=schedule, corpus=corpus, eval_rows=eval_rows,
@@ -173,13 +180,13 @@ def check_run(config: RunConfig, log: Any = None) -> RunCheck:
     return check
 
 
-def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str, Any]]:
-    """Every input file read with the run's own loaders: (the mining corpus or None, the prepared inputs)."""
+def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, tuple[list[Any], list[Any]]]:
+    """Every input file read with the run's own loaders: (the mining corpus or None, the STS and labeled-pair
+    evaluation sets)."""
     corpus = None
     collect = _Collect(warnings)
     if config.data.builtin:
-        sts, pair_files, columns = eval_inputs(config, collect)
-        inputs: dict[str, Any] = {"sts": sts, "eval_pairs": pair_files, "eval_columns": columns}
+        eval_sets = read_eval_files(*eval_inputs(config, collect))  # the corpus is built at run time
     else:
         inputs = prepare_inputs(config, RunDir(Path(config.output_dir)), collect)
         corpus = load_mining_corpus(inputs, config.mining.params)
@@ -189,8 +196,8 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, dict[str,
                              f"the inputs give (a batch never repeats a sentence); lower batch_size",
                              path=config.source)
         _check_domain_label(config, warnings)
-    inputs["eval_sets"] = read_eval_sets(inputs)
-    return corpus, inputs
+        eval_sets = read_eval_sets(inputs)
+    return corpus, eval_sets
 
 
 def _input_entries(config: RunConfig) -> list[tuple[str, Any, str]]:
@@ -364,9 +371,9 @@ def _check_domain_label(config: RunConfig, warnings: list[str]) -> None:
                         f"`columns: {{domain: {entry.domain_label}}}` instead")
 
 
-def _check_eval_metric(config: RunConfig, inputs: dict[str, Any]) -> tuple[dict[str, int], int]:
+def _check_eval_metric(config: RunConfig, eval_sets: tuple[list[Any], list[Any]]) -> tuple[dict[str, int], int]:
     """The evaluation files' rows by metric name; the dev metric must name one of them."""
-    sts, pairs = inputs["eval_sets"]
+    sts, pairs = eval_sets
     rows = {name: len(data.sentence1) for name, data in zip(metric_names(sts, pairs), [*sts, *pairs])}
     choice = config.eval.dev_metric
     builtin = {"pairs/eval_pairs"} if config.data.builtin else set()  # built at run time

@@ -28,7 +28,7 @@ from flows.run.demo_data import build_demo_data
 from flows.run.fingerprint import combine, file_fingerprint, folder_listing, path_fingerprint
 from flows.run.progress import bars_on
 from flows.run.rundir import RunDir, jsonable
-from flows.run.step_records import Evaluation
+from flows.run.step_records import Evaluation, RunInputs
 from mining.corpus import CorpusSource, NliSource, PairSource, load_corpus
 from mining.encoders import Teacher
 from mining.exclusions import read_excluded_pairs
@@ -75,7 +75,7 @@ def eval_inputs(config: RunConfig, log: Any = _log) -> tuple[list[str], list[str
     return [str(e.path) for e in sts_entries], [str(e.path) for e in pair_entries], columns
 
 
-def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str, Any]:
+def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> RunInputs:
     """The input files of the run as plain JSON (paths, column names) with their content fingerprints.
 
     For `data.builtin` the demo corpus is built into `<run>/data` first (offline, a few seconds).
@@ -114,13 +114,12 @@ def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> dict[str,
     fingerprint = combine(fingerprinted)
     eval_fingerprint = combine([path_fingerprint(p) for p in sts], [path_fingerprint(p) for p in pair_files],
                                *([eval_columns] if eval_columns else []))
-    return {"corpus": corpus, "pairs": pairs, "nli": nli, "sts": sts, "eval_pairs": pair_files,
-            **({"eval_columns": eval_columns} if eval_columns else {}),
-            "exclude_pairs": str(exclude) if exclude is not None else None,
-            "fingerprint": fingerprint, "eval_fingerprint": eval_fingerprint}
+    return RunInputs(corpus=corpus, pairs=pairs, nli=nli, sts=sts, eval_pairs=pair_files, eval_columns=eval_columns,
+                     exclude_pairs=str(exclude) if exclude is not None else None, fingerprint=fingerprint,
+                     eval_fingerprint=eval_fingerprint)
 
 
-def load_mining_corpus(inputs: dict[str, Any], params: Any = None) -> Any:
+def load_mining_corpus(inputs: RunInputs, params: Any = None) -> Any:
     """The mining corpus of the prepared inputs; `params` (the config's mining.params, a MiningParams or a
     mapping of its fields) may turn off `unsupervised_anchors` so that corpus sentences join the pool as
     candidates only."""
@@ -128,11 +127,11 @@ def load_mining_corpus(inputs: dict[str, Any], params: Any = None) -> Any:
         return entry["columns"].get(name)
 
     corpus = [CorpusSource(Path(e["path"]), text_column=cols(e, "text"), id_column=cols(e, "id"),
-                           domain_column=cols(e, "domain"), domain=e.get("domain")) for e in inputs["corpus"]]
+                           domain_column=cols(e, "domain"), domain=e.get("domain")) for e in inputs.corpus]
     pairs = [PairSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
-                        label_column=cols(e, "label"), domain=e.get("domain")) for e in inputs["pairs"]]
+                        label_column=cols(e, "label"), domain=e.get("domain")) for e in inputs.pairs]
     nli = [NliSource(Path(e["path"]), anchor_column=cols(e, "anchor"), positive_column=cols(e, "positive"),
-                     negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs["nli"]]
+                     negative_column=cols(e, "negative"), domain=e.get("domain")) for e in inputs.nli]
     if not isinstance(params, MiningParams):
         params = MiningParams.from_dict(params or {})
     unsupervised = params.unsupervised_anchors
@@ -227,14 +226,17 @@ def open_encoder(model_path: str, *, encode_runtime: str = "torch", **settings: 
 
 
 # --------------------------------------------------------------------------------------- evaluation
-def read_eval_sets(inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+def read_eval_sets(inputs: RunInputs) -> tuple[list[Any], list[Any]]:
     """The prepared inputs' STS and labeled-pair files, read and checked (with their column maps)."""
-    columns = inputs.get("eval_columns") or {}
-    return ([read_sts(p, columns.get(p)) for p in inputs["sts"]],
-            [read_labeled_pairs(p, columns.get(p)) for p in inputs["eval_pairs"]])
+    return read_eval_files(inputs.sts, inputs.eval_pairs, inputs.eval_columns)
 
 
-def evaluate_model(model_path: str, inputs: dict[str, Any], config: RunConfig, log: Any = _log) -> Evaluation:
+def read_eval_files(sts: list[str], pairs: list[str], columns: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """STS and labeled-pair files, read and checked with their column maps (by path)."""
+    return ([read_sts(p, columns.get(p)) for p in sts], [read_labeled_pairs(p, columns.get(p)) for p in pairs])
+
+
+def evaluate_model(model_path: str, inputs: RunInputs, config: RunConfig, log: Any = _log) -> Evaluation:
     """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files, and its dev
     metric: the evaluator's primary metric, `eval.dev_metric` (default: the first file's)."""
     start = time.perf_counter()
@@ -259,16 +261,15 @@ def model_label(model_path: str | os.PathLike) -> str:
     return str(model_path)
 
 
-def eval_keys(inputs: dict[str, Any], config: RunConfig, sts: list[Any], pairs: list[Any]) -> dict[str, str]:
+def eval_keys(inputs: RunInputs, config: RunConfig, sts: list[Any], pairs: list[Any]) -> dict[str, str]:
     """What each per-file score of an evaluation was measured on, by metric name (`sts/<stem>`, `pairs/<stem>`):
     the file's bytes, its column map and the `model:` settings that change an embedding (pooling, lengths, ...).
     The same model scored under the same key gives the same score up to float noise, so the registry compares a
     version's recorded scores with a later run's evaluation of it only where the keys agree
     (flows.registry.promotion)."""
-    columns = inputs.get("eval_columns") or {}
     settings = config.model.model_dump(mode="json", exclude={"name_or_path"})
-    paths = [*inputs["sts"], *inputs["eval_pairs"]]
-    return {metric: combine(path_fingerprint(path), columns.get(path), settings)
+    paths = [*inputs.sts, *inputs.eval_pairs]
+    return {metric: combine(path_fingerprint(path), inputs.eval_columns.get(path), settings)
             for metric, path in zip(metric_names(sts, pairs), paths)}
 
 

@@ -1,5 +1,6 @@
 """What one step of a round hands the next: small frozen records instead of dicts.
 
+    prepare  -> RunInputs         the input files (paths, column maps) and their content fingerprints
     evaluate -> Evaluation        the model's scores, its dev metric, what each score was measured on
     mine     -> MinedRound        the round's bands, files, rows and difficulties, its manifest's hash
     schedule -> RoundPlan         the mixture and alpha (`PlanSpec`), the scheduler's state the batches start from
@@ -33,6 +34,22 @@ class StepRecord(BaseModel):
     def as_file(self) -> dict[str, Any]:
         """The record as its JSON file holds it (the task's time is not the step's: left out)."""
         return self.model_dump(mode="json", exclude={"task_seconds"})
+
+
+class RunInputs(StepRecord):
+    """The run's input files as plain JSON, with their content fingerprints (`flows.run.inputs.prepare_inputs`):
+    training files as `{"path", "columns", "domain"}` entries, one per file (a folder's files in sorted order),
+    evaluation files as paths with their column maps."""
+
+    corpus: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
+    nli: list[dict[str, Any]] = []
+    sts: list[str] = []
+    eval_pairs: list[str] = []
+    eval_columns: dict[str, Any] = {}  # evaluation file -> its column map, where one was given
+    exclude_pairs: str | None = None
+    fingerprint: str  # the training files' bytes, columns and domains, and the excluded pairs: the mine step's key
+    eval_fingerprint: str  # the evaluation files' bytes and column maps: the evaluate step's key
 
 
 class Evaluation(StepRecord):
