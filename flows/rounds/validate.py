@@ -34,14 +34,7 @@ from dataio.tables import read_header
 from flows.registry.mlflow_store import check_database, require_mlflow, store_for
 from flows.registry.warm_start import resolve_start
 from flows.run.config import RunConfig
-from flows.run.inputs import (
-    base_model_path,
-    eval_inputs,
-    load_mining_corpus,
-    prepare_inputs,
-    read_eval_files,
-    read_eval_sets,
-)
+from flows.run.inputs import base_model_path, eval_inputs, load_mining_corpus, prepare_inputs, read_eval_files
 from flows.run.output_folder import check_run_folder
 from flows.run.rundir import RunDir
 from flows.run.scheduled_folders import manual_run_warning
@@ -196,7 +189,7 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, tuple[lis
                              f"the inputs give (a batch never repeats a sentence); lower batch_size",
                              path=config.source)
         _check_domain_label(config, warnings)
-        eval_sets = read_eval_sets(inputs)
+        eval_sets = read_eval_files(inputs.sts, inputs.eval_pairs, inputs.eval_columns)
     return corpus, eval_sets
 
 
