@@ -145,6 +145,10 @@ def write_run_meta(out: Path, size: dict[str, Any], wall: float, skipped: list[s
 def write_results(out: Path, size: dict[str, Any], results_md: Path) -> Path:
     """The size's results section: the curriculum experiment's analysis, or the judge experiment's
     (`report: judge` in sizes.yaml), each between its own markers."""
+    if size.get("report") == "judge-general":
+        from bench import judge_report
+
+        return judge_report.write_general(out, size, results_md)
     if size.get("report") == "judge":
         from bench import judge_report as report
     else:

@@ -376,3 +376,94 @@ def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
     (out / "judge_summary.json").write_text(json.dumps({"meta": meta, "analysis": analysis}, indent=1, default=str)
                                             + "\n", encoding="utf-8")
     return results_md
+
+
+# ------------------------------------------------------------------------------- phase 4: General
+GENERAL_START = "<!-- judge-general:start -->"
+GENERAL_END = "<!-- judge-general:end -->"
+GENERAL_ARMS = ("static_nli", "static_nli_distill")  # the recipe, and the recipe distilled from the teacher
+HARM = 0.5  # STS-B points: the teacher "does not hurt" a labeled run when the paired CI lies above -HARM
+
+
+def analyse_general(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Phase 4: each arm's STS-B test (final model) and dev, and static_nli_distill - static_nli paired by seed."""
+    by_arm: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for res in results:
+        if res["arm"] in GENERAL_ARMS:
+            by_arm[res["arm"]].append(res)
+    if not by_arm:
+        return {"arms": {}, "contrast": None, "start": None, "teacher": None, "pairing": None}
+    first = next(iter(by_arm.values()))[0]
+    start = {"report": endpoint({"final": {"report": first["base"]["report"]}}, GUARD), "dev": first["base"]["dev"]}
+    scores = first.get("teacher_scores")
+    teacher = None if not scores else {"report": endpoint({"final": {"report": scores["report"]}}, GUARD),
+                                       "dev": scores["dev"]}
+    arms = {}
+    for arm in GENERAL_ARMS:
+        runs = sorted(by_arm.get(arm, []), key=lambda r: r["seed"])
+        if runs:
+            final = {r["seed"]: endpoint(r, GUARD) for r in runs}
+            arms[arm] = {"n": len(runs), "final": final, "final_summary": mean_sd(list(final.values())),
+                         "dev_summary": mean_sd([r["final"]["dev"] for r in runs]),
+                         "versus_start": paired(final, {s: start["report"] for s in final})}
+    contrast = None
+    if len(arms) == 2:
+        contrast = paired(arms[GENERAL_ARMS[1]]["final"], arms[GENERAL_ARMS[0]]["final"])
+        contrast["reading"] = general_reading(contrast)
+    return {"arms": arms, "contrast": contrast, "start": start, "teacher": teacher,
+            "pairing": pairing_check(by_arm, "anchors_sha256")}
+
+
+def general_reading(c: Mapping[str, Any]) -> str:
+    """The registered reading of static_nli_distill - static_nli: separated or not, and whether a loss of HARM
+    points or more is ruled out (the CI above -HARM)."""
+    if c["low"] is None:
+        return "too few seeds"
+    harm = (f"a loss of {HARM} or more ruled out (CI above −{HARM})" if c["low"] > -HARM else
+            f"a loss of {HARM} or more not ruled out")
+    return f"{difference_reading(c)}; {harm}"
+
+
+def render_general(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    size = meta.get("size") or {}
+    lines = [GENERAL_START, "## The judge experiment, phase 4: a teacher in a labeled run (General, STS-B)", ""]
+    if size.get("name") != "judge4":
+        lines += [f"**Size `{size.get('name')}`, not the registered size (judge4): the numbers below prove the "
+                  "harness only.**", ""]
+    pair = analysis.get("pairing") or {}
+    lines += [f"- Size `{size.get('name', '?')}`: {size.get('rounds', '?')} rounds × {size.get('steps_per_round', '?')}"
+              f" steps at batch {size.get('batch_size', '?')}, General (NLI supervised), tuned start, seeds planned "
+              f"{size.get('seeds', '?')}; final model, STS-B test (primary), STS-B dev selects nothing here.",
+              f"- Machine: {meta.get('machine', '–')}; {meta.get('wall', '–')}; finished "
+              f"{meta.get('finished') or 'not yet (runs continue)'}.",
+              f"- Commands: {', then '.join(f'`{c}`' for c in (meta.get('commands') or [meta.get('command', '–')]))}; "
+              f"rebuild: `python -m bench.experiment report --size {size.get('name', '?')} --out <run folder>`.",
+              f"- Pairing: {pair.get('identical', 0)} of {pair.get('groups', 0)} (seed, round) groups trained both "
+              "arms on the same batches (anchors and positives).", ""]
+    start, teacher = analysis["start"], analysis["teacher"]
+    if start is None:
+        return "\n".join(lines + ["No results yet.", GENERAL_END]) + "\n"
+    lines += ["| model | seeds | STS-B dev (final) | **STS-B test (final, primary)** | Δ vs start [95 % CI] |",
+              "|---|---|---|---|---|",
+              f"| start model | – | {_f(start['dev'])} | {_f(start['report'])} | – |"]
+    if teacher:
+        lines.append(f"| teacher | – | {_f(teacher['dev'])} | {_f(teacher['report'])} | "
+                     f"{_f(None if teacher['report'] is None else teacher['report'] - start['report'], sign=True)} |")
+    for arm, a in analysis["arms"].items():
+        v = a["versus_start"]
+        lines.append(f"| `{arm}` | {a['n']} | {_f(a['dev_summary'][0])} | {_f(a['final_summary'][0])} | "
+                     f"{_f(v['mean'], sign=True)} {_ci(v)} |")
+    c = analysis["contrast"]
+    if c is not None:
+        lines += ["", "| contrast | seeds | mean Δ | 95 % CI | p | reading |", "|---|---|---|---|---|---|",
+                  f"| {GENERAL_ARMS[1]} − {GENERAL_ARMS[0]} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | "
+                  f"{_f(c['p'], 3)} | {c['reading']} |"]
+    return "\n".join(lines + [GENERAL_END]) + "\n"
+
+
+def write_general(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:
+    """Phase 4's section of `results_md` from the results under `out`."""
+    results = load_results(out / "results")
+    write_section(results_md, render_general(analyse_general(results), run_meta(out, size, results)), GENERAL_START,
+                  GENERAL_END)
+    return results_md

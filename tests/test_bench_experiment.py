@@ -487,3 +487,42 @@ def test_the_phase_3_arms_differ_from_mined_teacher_only_in_their_registered_set
     assert more.training == base.training and lr2.mining.params == base.mining.params
     assert more.curriculum == base.curriculum == lr2.curriculum and more.teacher == base.teacher == lr2.teacher
     assert set(design.load_size("judge")["arms"]) < set(size["arms"]), "run into phase 1's folder, beside its arms"
+
+
+def test_judge_report_phase_4_reads_the_teacher_in_a_labeled_run_against_the_recipe(tmp_path: Path):
+    from bench import judge_report as judge
+
+    def general(arm: str, seed: int, test: float) -> dict:
+        res = _judge_result(arm, seed, 0.0, 80.0, sts=test)
+        res["setting"] = "general"
+        res["base"]["report"] = {"sts": {"test": 82.0}}
+        res["curve"] = [{"round": r, "anchors_sha256": f"a{seed}{r}"} for r in range(2)]
+        return res
+
+    noise = [0.1, -0.1, 0.0, 0.2, -0.2]
+    results = [general("static_nli", s, 83.0 + e) for s, e in enumerate(noise)]
+    close = results + [general("static_nli_distill", s, 82.9 + e + 0.05 * (s % 2)) for s, e in enumerate(noise)]
+    analysis = judge.analyse_general(close)
+    c = analysis["contrast"]
+    assert c["mean"] == pytest.approx(-0.08) and c["low"] > -judge.HARM
+    assert "a loss of 0.5 or more ruled out" in c["reading"]
+    assert analysis["pairing"] == {"groups": 10, "identical": 10}
+    assert analysis["arms"]["static_nli"]["versus_start"]["mean"] == pytest.approx(1.0)
+    worse = results + [general("static_nli_distill", s, 82.0 + e * 3) for s, e in enumerate(noise)]
+    assert "not ruled out" in judge.analyse_general(worse)["contrast"]["reading"]
+    text = judge.render_general(analysis, {"size": {"name": "judge4"}})
+    assert text.startswith(judge.GENERAL_START) and "static_nli_distill − static_nli" in text
+    assert "not the registered size" in judge.render_general(analysis, {"size": {"name": "judge4-smoke"}})
+    assert judge.analyse_general([])["contrast"] is None
+
+
+def test_the_phase_4_arm_is_the_recipe_with_the_teacher_and_distillation_only(tmp_path: Path):
+    size = design.load_size("judge4")
+    raw = {**design.load_setting("general"), "_name": "general"}
+    recipe = design.build_config(raw, design.load_arm("static_nli"), size, "tuned", 0, tmp_path / "r", "m")
+    distill = design.build_config(raw, design.load_arm("static_nli_distill"), size, "tuned", 0, tmp_path / "d", "m")
+    assert recipe.teacher is None and distill.teacher is not None
+    assert (distill.training.distill_kl, distill.training.distill_temperature) == (1.0, recipe.training.temperature)
+    assert distill.mining.bands == recipe.mining.bands and distill.curriculum == recipe.curriculum
+    assert distill.training.model_copy(update={"distill_kl": 0.0}) == recipe.training
+    assert recipe.training.lr == 5.0e-5 and design.load_size("main")["training"]["tuned"]["general"] == {"lr": 5.0e-5}
