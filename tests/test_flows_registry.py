@@ -22,10 +22,16 @@ from flows.registry.mlflow_store import MlflowStore
 from flows.registry.model_registry import ModelRegistry
 from flows.registry.promotion import GateSettings
 from flows.registry.registration import register_run
+from flows.run.step_records import Evaluation, RunInputs
 
 
 def evaluation(select: float | None, guard: float = 80.0) -> dict:
     return {"pairs": {"select": select, "report": 40.0}, "sts": {"dev": guard}, "alignment": 0.3}
+
+
+def started() -> tuple[RunInputs, Evaluation]:
+    """What a round hook's on_start receives: the run's inputs and the starting model's evaluation."""
+    return RunInputs(fingerprint="abc", eval_fingerprint="def"), Evaluation(model="m", evaluation=evaluation(70.0))
 
 
 def fake_run(folder: Path, start: Path, base: dict, rounds: list[dict], model: Path) -> Path:
@@ -201,8 +207,8 @@ def test_a_run_is_tracked_once_per_round_and_a_resumed_run_continues_the_same_ml
     assert tracker_for(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"enabled": False})}),
                        run) is None
     hooks = round_hooks(tracker_for(cfg, run), cfg)
-    hooks["on_start"]({"fingerprint": "abc", "eval_fingerprint": "def", "corpus": [{"path": "c.txt"}]},
-                      {"evaluation": evaluation(70.0)})
+    hooks["on_start"](RunInputs(fingerprint="abc", eval_fingerprint="def", corpus=[{"path": "c.txt"}]),
+                      Evaluation(model="m", evaluation=evaluation(70.0)))
     (run.round_dir(0)).mkdir(parents=True)
     (run.round_dir(0) / "train_result.json").write_text(json.dumps(
         {"history": [{"step": 1, "loss": 2.0, "lr": 1e-5}, {"step": 5, "loss": 1.5}]}))
@@ -214,7 +220,7 @@ def test_a_run_is_tracked_once_per_round_and_a_resumed_run_continues_the_same_ml
 
     # The process dies; a resumed run reopens the same MLflow run and logs round 0 only once.
     hooks = round_hooks(tracker_for(cfg, run), cfg)
-    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_start"](*started())
     hooks["on_round"](0, round0)
     hooks["on_end"]({})
     client = MlflowStore.at(store).client()
@@ -249,7 +255,7 @@ def test_a_version_links_to_the_run_it_trained_in_one_store(tmp_path, tiny, regi
     assert store_for(cfg) == registry.store, "one store for the runs and the registry"
     run = RunDir(folder)
     hooks = round_hooks(tracker_for(cfg, run), cfg)
-    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_start"](*started())
     hooks["on_round"](0, run.read_metrics(0))
     hooks["on_end"]({})
     trained_in = json.loads((folder / TRACKING_FILE).read_text())["run_id"]
@@ -269,7 +275,7 @@ def test_a_version_links_to_the_run_it_trained_in_one_store(tmp_path, tiny, regi
     cfg2 = cfg.model_copy(update={"output_dir": other, "tracking": cfg.tracking.model_copy(
         update={"uri": str(tmp_path / "own-store")})})
     hooks = round_hooks(tracker_for(cfg2, RunDir(other)), cfg2)
-    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_start"](*started())
     hooks["on_end"]({})
     separate = register_run(registry, other, GateSettings())
     assert separate.run_id != json.loads((other / TRACKING_FILE).read_text())["run_id"]
@@ -589,7 +595,7 @@ def test_a_tracking_store_moved_aside_gets_the_resumed_run_logged_again(tmp_path
                                                         "run_id": lost, "logged": ["params", "base", "round-0"]}))
     caplog.set_level("WARNING", logger="flows")
     hooks = round_hooks(tracker_for(cfg, run), cfg)
-    hooks["on_start"]({"fingerprint": "abc"}, {"evaluation": evaluation(70.0)})
+    hooks["on_start"](*started())
     hooks["on_end"]({})
     now = json.loads((run.root / "tracking.json").read_text())["run_id"]
     assert now != lost and f"MLflow run {lost}, which this run logged to, is not in {store}" in caplog.text
