@@ -27,6 +27,7 @@ from bench.experiment_report import (
     write_section,
 )
 from dataio.triplet_layout import band_order
+from simcse.evaluation import metric_value
 
 START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
@@ -62,6 +63,15 @@ def mined_share(run_root: Path) -> dict[int, float]:
     return out
 
 
+def reference_scores(scores: Mapping[str, Any] | None, report: str) -> dict[str, Any] | None:
+    """A model every arm is read against (the start, the teacher), from a result's record of it: its `report` metric
+    and the STS-B guard on the report set, and its dev score; None when the record has none."""
+    if not scores:
+        return None
+    return {"report": metric_value(scores["report"], report), "guard": metric_value(scores["report"], GUARD),
+            "dev": scores["dev"]}
+
+
 def margin_from_noise(select_finals: Sequence[float]) -> float | None:
     """The hand-over margin: 2 x the standard deviation over seeds of one arm's final select-half score,
     rounded up to 0.05 (docs/experiment.md, "Corrections")."""
@@ -79,12 +89,7 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
     if not by_arm:
         return {"arms": {}, "contrasts": [], "start": None, "teacher": None, "winner": None, "margin": None}
     first = next(iter(by_arm.values()))[0]
-    start = {"report": endpoint({"final": {"report": first["base"]["report"]}}, REPORT),
-             "guard": endpoint({"final": {"report": first["base"]["report"]}}, GUARD), "dev": first["base"]["dev"]}
-    scores = first.get("teacher_scores")
-    teacher = None if not scores else {"report": endpoint({"final": {"report": scores["report"]}}, REPORT),
-                                       "guard": endpoint({"final": {"report": scores["report"]}}, GUARD),
-                                       "dev": scores["dev"]}
+    start, teacher = reference_scores(first["base"], REPORT), reference_scores(first.get("teacher_scores"), REPORT)
     arms: dict[str, dict[str, Any]] = {}
     for arm in sorted(by_arm, key=_order):
         runs = sorted(by_arm[arm], key=lambda r: r["seed"])
@@ -394,10 +399,7 @@ def analyse_general(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if not by_arm:
         return {"arms": {}, "contrast": None, "start": None, "teacher": None, "pairing": None}
     first = next(iter(by_arm.values()))[0]
-    start = {"report": endpoint({"final": {"report": first["base"]["report"]}}, GUARD), "dev": first["base"]["dev"]}
-    scores = first.get("teacher_scores")
-    teacher = None if not scores else {"report": endpoint({"final": {"report": scores["report"]}}, GUARD),
-                                       "dev": scores["dev"]}
+    start, teacher = reference_scores(first["base"], GUARD), reference_scores(first.get("teacher_scores"), GUARD)
     arms = {}
     for arm in GENERAL_ARMS:
         runs = sorted(by_arm.get(arm, []), key=lambda r: r["seed"])

@@ -212,9 +212,6 @@ def _judge_positives(corpus: MiningCorpus, embeddings: Embeddings | None, teache
     return corpus, excluded_pairs, judged
 
 
-
-
-
 def _check_round(out: Path, round_: int) -> None:
     if round_ < 0:
         raise ValueError(f"round must be >= 0, got {round_}")
@@ -227,6 +224,7 @@ def _assert_and_log_bands(results: Mapping[str, BandResult], ctx: BandContext) -
         _assert_guards(res, ctx)
         log.info("band %s: %d rows, mean anchor-negative sim %s, skipped %s", band, res.rows,
                  f"{res.mean_sim():.4f}" if res.mean_sim() is not None else "n/a", dict(res.skipped))
+
 
 def _reusable_round(out: Path, round_: int, mfp: str, cfp: str, run_params: dict[str, Any]) -> MiningResult | None:
     """The round already mined with the same fingerprints and parameters, its files intact (checked by sha256:
@@ -241,6 +239,7 @@ def _reusable_round(out: Path, round_: int, mfp: str, cfp: str, run_params: dict
         return MiningResult(out, round_, manifest_path(out, round_), existing, cached=True)
     log.warning("round %d: %s; mining the round again", round_, problem)
     return None
+
 
 def _pool_embeddings(corpus: MiningCorpus, encoder: Any, embeddings: Embeddings | None, cache: Path, mfp: str,
                      p: MiningParams, show_progress: bool, timings: dict[str, float], *, shards: int,
@@ -282,20 +281,21 @@ def _mine_here(ctx: BandContext, chosen: list[str], encoder: Any, sampled: bool,
         timings["bands"] += time.perf_counter() - t
         return results, {}, sample_info
     t = time.perf_counter()
-    index_info = _search(ctx, ctx.emb, ctx.knn_depth(chosen), ctx.params, ctx.seed, show_progress)
+    index_info = _search(ctx, ctx.knn_depth(chosen), show_progress)
     timings["index"] = time.perf_counter() - t
     t = time.perf_counter()
     results = {band: add_similarities(BAND_FUNCTIONS[band](ctx), ctx.emb, ctx.teacher) for band in chosen}
     timings["bands"] += time.perf_counter() - t
     return results, index_info, None
 
-def _search(ctx: BandContext, embeddings: Embeddings, depth: int, p: MiningParams, seed: int,
-            show_progress: bool) -> dict[str, Any]:
+
+def _search(ctx: BandContext, depth: int, show_progress: bool) -> dict[str, Any]:
     """The anchors' `depth` nearest neighbours in the pool, set on `ctx`; what the manifest says of the index."""
     if not depth:
         return {}
-    result = knn(embeddings.matrix, ctx.uq, depth, p.backend, nlist=p.nlist, nprobe=p.nprobe,
-                 ivf_codec=p.ivf_codec, recall_sample=p.recall_sample, seed=seed, show_progress=show_progress,
+    p = ctx.params
+    result = knn(ctx.emb.matrix, ctx.uq, depth, p.backend, nlist=p.nlist, nprobe=p.nprobe, ivf_codec=p.ivf_codec,
+                 recall_sample=p.recall_sample, seed=ctx.seed, show_progress=show_progress,
                  recall_target=p.recall_target)
     ctx.set_knn(result, ctx.uq)
     return {"backend": result.backend, "device": result.device, "recall_at_k": result.recall,

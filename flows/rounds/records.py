@@ -14,7 +14,7 @@ from typing import Any
 
 from curriculum import CurriculumState
 from flows.rounds.model_cards import write_round_card
-from flows.rounds.schedule_step import curriculum_scheduler
+from flows.rounds.schedule_step import curriculum_scheduler, round_entries, started_plan
 from flows.rounds.train_step import round_batches
 from flows.run.config import RunConfig
 from flows.run.rundir import RunDir, jsonable, recorded_model, remove_stale_temporaries, seal, write_json
@@ -33,10 +33,9 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: MinedRound,
     """Close the round in the curriculum (once), then write `rounds/<r>/metrics.json` (marks it done)."""
     state = CurriculumState.load(run.state_path)
     dev = evaluated.dev_metric or {}
+    start, end = round_entries(state, round_)
+    plan = started_plan(start, round_).model_dump(exclude={"round"})
     if state.round == round_ and state.round_open:
-        start = next(e for e in reversed(state.history) if e.event == "start_round" and e.round == round_)
-        plan = {"stage": start.stage, "competence": start.competence, "mixture": dict(start.mixture),
-                "alpha": dict(start.alpha)}
         recorded = trained.scheduler_after  # train results of older versions lack it: draw them again
         after = CurriculumState.model_validate(recorded) if recorded is not None else \
             round_batches(config, run, round_, json.loads(state.to_json()))[1]
@@ -46,11 +45,6 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: MinedRound,
         verdict = {"advanced": decision.advanced, "reason": decision.reason, "stage_after": decision.stage,
                    "competence_after": decision.competence}
     else:
-        start = next(e for e in reversed(state.history) if e.event == "start_round" and e.round == round_)
-        end = next(e for e in reversed(state.history)
-                   if e.round == round_ and e.event in ("advance", "hold", "end_round"))
-        plan = {"stage": start.stage, "competence": start.competence, "mixture": dict(start.mixture),
-                "alpha": dict(start.alpha)}
         verdict = {"advanced": end.event == "advance", "reason": end.reason, "stage_after": end.stage,
                    "competence_after": end.competence}
     metrics = seal(jsonable({  # sealed: an edit of the record is found when the run resumes (flows.rounds.recovery)

@@ -42,7 +42,7 @@ from typing import Any
 
 from curriculum import CurriculumScheduler, CurriculumState
 from curriculum.errors import StateError
-from flows.rounds.schedule_step import base_dev_metric
+from flows.rounds.schedule_step import base_dev_metric, round_entries
 from flows.run.config import RunConfig
 from flows.run.record_check import check_records, same_value
 from flows.run.rundir import RECORD_SHA256, RunDir
@@ -84,14 +84,6 @@ def _state_problem(run: RunDir, done: list[int]) -> str | None:
     return None
 
 
-def _entries(state: Any, r: int) -> tuple[Any, Any]:
-    """Round r's start and close in the state's history (the last of each; None when missing)."""
-    start = next((e for e in reversed(state.history) if e.event == "start_round" and e.round == r), None)
-    end = next((e for e in reversed(state.history) if e.round == r and e.event in ("advance", "hold", "end_round")),
-               None)
-    return start, end
-
-
 def _disagreement(state: Any, run: RunDir, done: list[int]) -> str | None:
     """Where state.json and a complete round's metrics.json tell different stories: the round's plan, its
     decision, and the dev metric and train accuracy it closed with, which the state's history records too.
@@ -99,7 +91,7 @@ def _disagreement(state: Any, run: RunDir, done: list[int]) -> str | None:
     for r in done:
         record = run.read_metrics(r)
         cur = record.get("curriculum") or {}
-        start, end = _entries(state, r)
+        start, end = round_entries(state, r)
         if start is None or end is None:
             found = f"has no {'start' if start is None else 'close'} of round {r}, which is complete"
         else:

@@ -39,13 +39,11 @@ def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log)
     state = scheduler.state
     if state.round is not None and state.round >= round_ and not state.round_open:
         # Closed already (a kill after state.json but before metrics.json): report the round's start.
-        start = next((e for e in state.history if e.event == "start_round" and e.round == round_), None)
+        start, _ = round_entries(state, round_)
         if start is None:
             raise RuntimeError(f"{run.state_path}: round {round_} closed without a start entry")
-        spec = PlanSpec(round=round_, stage=start.stage, competence=start.competence, mixture=dict(start.mixture),
-                        alpha=dict(start.alpha))
-        return RoundPlan(plan=spec, state=None, manifest_sha256=file_fingerprint(run.manifest_path(round_)),
-                         closed=True)
+        return RoundPlan(plan=started_plan(start, round_), state=None,
+                         manifest_sha256=file_fingerprint(run.manifest_path(round_)), closed=True)
     plan = scheduler.start_round(round_, manifest.difficulties(config.curriculum.difficulty))
     log.info("round %d plan: competence %.3f, mixture %s, alpha %s", round_, plan.competence,
              {b: round(p, 3) for b, p in plan.mixture.items()}, {b: round(a, 3) for b, a in plan.alpha.items()})
@@ -53,6 +51,20 @@ def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log)
                                    mixture=dict(plan.mixture), alpha=dict(plan.alpha)),
                      state=json.loads(scheduler.state.to_json()),
                      manifest_sha256=file_fingerprint(run.manifest_path(round_)), closed=False)
+
+
+def round_entries(state: Any, r: int) -> tuple[Any, Any]:
+    """Round r's start and close in the state's history (the last of each; None when missing)."""
+    start = next((e for e in reversed(state.history) if e.event == "start_round" and e.round == r), None)
+    end = next((e for e in reversed(state.history) if e.round == r and e.event in ("advance", "hold", "end_round")),
+               None)
+    return start, end
+
+
+def started_plan(start: Any, round_: int) -> PlanSpec:
+    """The plan a round opened with, from its `start_round` entry in the scheduler's history."""
+    return PlanSpec(round=round_, stage=start.stage, competence=start.competence, mixture=dict(start.mixture),
+                    alpha=dict(start.alpha))
 
 
 def base_dev_metric(run: RunDir) -> float | None:
