@@ -149,6 +149,10 @@ def write_results(out: Path, size: dict[str, Any], results_md: Path) -> Path:
         from bench import judge_report
 
         return judge_report.write_general(out, size, results_md)
+    if size.get("report") == "judge-corpus":
+        from bench import judge_corpus_report
+
+        return judge_corpus_report.write(out, size, results_md)
     if size.get("report") == "judge":
         from bench import judge_report as report
     else:

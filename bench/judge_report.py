@@ -259,13 +259,13 @@ def pick_winner(arms: Mapping[str, Mapping[str, Any]]) -> str | None:
     return min((a for a, m in means.items() if m >= best - TIE), key=_order)
 
 
-def _f(x: Any, digits: int = 2, sign: bool = False) -> str:
+def fmt(x: Any, digits: int = 2, sign: bool = False) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def _ci(c: Mapping[str, Any]) -> str:
+def ci_text(c: Mapping[str, Any]) -> str:
     return "–" if c.get("low") is None else f"[{c['low']:+.2f}, {c['high']:+.2f}]"
 
 
@@ -291,8 +291,8 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     for check in analysis.get("reproductions") or []:
         verdict = "passed" if check["passed"] else "**FAILED** (phase 3's contrasts are across code versions)"
         lines += [f"- Reproduction control (phase 3, first): `{check['arm']}` seed {check['seed']} rerun on the "
-                  f"phase-3 snapshot: report half {_f(check['before'])} → {_f(check['after'])} "
-                  f"({_f(check['difference'], sign=True)}; tolerance ±{REPRODUCTION_TOLERANCE}), anchor order "
+                  f"phase-3 snapshot: report half {fmt(check['before'])} → {fmt(check['after'])} "
+                  f"({fmt(check['difference'], sign=True)}; tolerance ±{REPRODUCTION_TOLERANCE}), anchor order "
                   f"{'the same' if check['same_order'] else 'different'} in every round: {verdict}."]
     if analysis.get("reproductions"):
         lines.append("")
@@ -302,26 +302,26 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     lines += ["| model | seeds | select half (final) | **report half: final (primary)** | Δ vs start [95 % CI] | "
               "STS-B test (guard) | dev-selected model | mined positives (round 0 / 1) |",
               "|---|---|---|---|---|---|---|---|",
-              f"| start model | – | {_f(start['dev'])} | {_f(start['report'])} | – | {_f(start['guard'])} | – | – |"]
+              f"| start model | – | {fmt(start['dev'])} | {fmt(start['report'])} | – | {fmt(start['guard'])} | – | – |"]
     if teacher:
-        lines.append(f"| teacher (ceiling) | – | {_f(teacher['dev'])} | {_f(teacher['report'])} | "
-                     f"{_f(None if teacher['report'] is None else teacher['report'] - start['report'], sign=True)} | "
-                     f"{_f(teacher['guard'])} | – | – |")
+        lines.append(f"| teacher (ceiling) | – | {fmt(teacher['dev'])} | {fmt(teacher['report'])} | "
+                     f"{fmt(None if teacher['report'] is None else teacher['report'] - start['report'], sign=True)} | "
+                     f"{fmt(teacher['guard'])} | – | – |")
     goal_rows = {c["a"]: c for c in analysis["contrasts"] if c["kind"] == "goal"}
     for arm, a in analysis["arms"].items():
         c = goal_rows[arm]
         shares = " / ".join(f"{100 * v:.1f} %" for v in a["mined_share"].values()) or "–"
-        lines.append(f"| `{arm}` | {a['n']} | {_f(a['dev_summary'][0])} | {_f(a['final_summary'][0])} | "
-                     f"{_f(c['mean'], sign=True)} {_ci(c)} | {_f(a['guard_summary'][0])} | "
-                     f"{_f(a['selected_summary'][0])} | {shares} |")
+        lines.append(f"| `{arm}` | {a['n']} | {fmt(a['dev_summary'][0])} | {fmt(a['final_summary'][0])} | "
+                     f"{fmt(c['mean'], sign=True)} {ci_text(c)} | {fmt(a['guard_summary'][0])} | "
+                     f"{fmt(a['selected_summary'][0])} | {shares} |")
     lines += ["", "Each arm against the start model (the goal rows: ≥ +1.0 AP, CI above 0, STS-B test within −0.5):",
               "",
               "| arm | mean Δ | 95 % CI | STS-B test Δ | share of the gap to the teacher closed | reading |",
               "|---|---|---|---|---|---|"]
     for arm, c in goal_rows.items():
         gap = c.get("gap_closed")
-        lines.append(f"| `{arm}` | {_f(c['mean'], sign=True)} | {_ci(c)} | "
-                     f"{_f(c['guard_change']['mean'], sign=True)} | {'–' if gap is None else f'{100 * gap:.0f} %'} | "
+        lines.append(f"| `{arm}` | {fmt(c['mean'], sign=True)} | {ci_text(c)} | "
+                     f"{fmt(c['guard_change']['mean'], sign=True)} | {'–' if gap is None else f'{100 * gap:.0f} %'} | "
                      f"{c['reading']} |")
     others = [c for c in analysis["contrasts"] if c["kind"] == "vs reference"]
     if others:
@@ -329,8 +329,8 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
                   "",
                   "| contrast | seeds | mean Δ | 95 % CI | p | p (Holm) | reading |", "|---|---|---|---|---|---|---|"]
         for c in others:
-            lines.append(f"| {c['label']} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | {_f(c['p'], 3)} | "
-                         f"{_f(c.get('p_holm'), 3)} | {c['reading']} |")
+            lines.append(f"| {c['label']} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci_text(c)} | {fmt(c['p'], 3)} | "
+                         f"{fmt(c.get('p_holm'), 3)} | {c['reading']} |")
     exposure = analysis.get("exposure")
     if exposure:
         bands = band_order({b for shares in exposure.values() for b in shares})
@@ -344,7 +344,7 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         lines += ["", "Phase 2 contrasts, paired by seed (final model, report half):", "",
                   "| contrast | seeds | mean Δ | 95 % CI | p | reading |", "|---|---|---|---|---|---|"]
         for c in phase2:
-            lines.append(f"| {c['label']} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | {_f(c['p'], 3)} | "
+            lines.append(f"| {c['label']} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci_text(c)} | {fmt(c['p'], 3)} | "
                          f"{c['reading']} |")
     phase3 = [c for c in analysis["contrasts"] if c["kind"] == "phase 3"]
     if phase3:
@@ -355,19 +355,19 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
                   + " (seed, round) groups:", "",
                   "| contrast | seeds | mean Δ | 95 % CI | p | p (Holm) | reading |", "|---|---|---|---|---|---|---|"]
         for c in phase3:
-            lines.append(f"| {c['label']} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | {_f(c['p'], 3)} | "
-                         f"{_f(c.get('p_holm'), 3)} | {c['reading']} |")
+            lines.append(f"| {c['label']} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci_text(c)} | {fmt(c['p'], 3)} | "
+                         f"{fmt(c.get('p_holm'), 3)} | {c['reading']} |")
         chosen = analysis.get("phase3_winner")
         goal = next((c for c in analysis["contrasts"] if c["kind"] == "goal" and c["a"] == chosen), None)
         lines += ["", f"- Phase 3's choice by the select half (a variant must beat `{PHASE3_BASE}`'s mean final "
                   f"select-half AP by more than {TIE}): `{chosen}`"
-                  + ("" if goal is None else f"; its goal row: {_f(goal['mean'], sign=True)} {_ci(goal)}, "
-                     f"STS-B test {_f(goal['guard_change']['mean'], sign=True)}: {goal['reading']}") + "."]
+                  + ("" if goal is None else f"; its goal row: {fmt(goal['mean'], sign=True)} {ci_text(goal)}, "
+                     f"STS-B test {fmt(goal['guard_change']['mean'], sign=True)}: {goal['reading']}") + "."]
     winner, margin = analysis["winner"], analysis["margin"]
     lines += ["", f"- Winner by the select half (the rule: best mean final select-half AP, ties within {TIE} to the "
               f"simpler arm): `{winner}`.",
               f"- Hand-over margin from noise: 2 × the seed-to-seed SD of `{REFERENCE}`'s final select-half AP = "
-              f"{_f(margin)} AP points.", END_MARKER]
+              f"{fmt(margin)} AP points.", END_MARKER]
     return "\n".join(lines) + "\n"
 
 
@@ -447,19 +447,19 @@ def render_general(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         return "\n".join(lines + ["No results yet.", GENERAL_END]) + "\n"
     lines += ["| model | seeds | STS-B dev (final) | **STS-B test (final, primary)** | Δ vs start [95 % CI] |",
               "|---|---|---|---|---|",
-              f"| start model | – | {_f(start['dev'])} | {_f(start['report'])} | – |"]
+              f"| start model | – | {fmt(start['dev'])} | {fmt(start['report'])} | – |"]
     if teacher:
-        lines.append(f"| teacher | – | {_f(teacher['dev'])} | {_f(teacher['report'])} | "
-                     f"{_f(None if teacher['report'] is None else teacher['report'] - start['report'], sign=True)} |")
+        lines.append(f"| teacher | – | {fmt(teacher['dev'])} | {fmt(teacher['report'])} | "
+                     f"{fmt(None if teacher['report'] is None else teacher['report'] - start['report'], sign=True)} |")
     for arm, a in analysis["arms"].items():
         v = a["versus_start"]
-        lines.append(f"| `{arm}` | {a['n']} | {_f(a['dev_summary'][0])} | {_f(a['final_summary'][0])} | "
-                     f"{_f(v['mean'], sign=True)} {_ci(v)} |")
+        lines.append(f"| `{arm}` | {a['n']} | {fmt(a['dev_summary'][0])} | {fmt(a['final_summary'][0])} | "
+                     f"{fmt(v['mean'], sign=True)} {ci_text(v)} |")
     c = analysis["contrast"]
     if c is not None:
         lines += ["", "| contrast | seeds | mean Δ | 95 % CI | p | reading |", "|---|---|---|---|---|---|",
-                  f"| {GENERAL_ARMS[1]} − {GENERAL_ARMS[0]} | {c['n']} | {_f(c['mean'], sign=True)} | {_ci(c)} | "
-                  f"{_f(c['p'], 3)} | {c['reading']} |"]
+                  f"| {GENERAL_ARMS[1]} − {GENERAL_ARMS[0]} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci_text(c)} | "
+                  f"{fmt(c['p'], 3)} | {c['reading']} |"]
     return "\n".join(lines + [GENERAL_END]) + "\n"
 
 

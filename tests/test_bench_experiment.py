@@ -526,3 +526,53 @@ def test_the_phase_4_arm_is_the_recipe_with_the_teacher_and_distillation_only(tm
     assert distill.mining.bands == recipe.mining.bands and distill.curriculum == recipe.curriculum
     assert distill.training.model_copy(update={"distill_kl": 0.0}) == recipe.training
     assert recipe.training.lr == 5.0e-5 and design.load_size("main")["training"]["tuned"]["general"] == {"lr": 5.0e-5}
+
+
+def test_phase_5_reads_the_whole_corpus_against_phase_1s_pool_and_lets_the_select_half_choose(tmp_path: Path):
+    from bench import judge_corpus_report as corpus
+
+    noise = [0.1, -0.1, 0.0, 0.2, -0.2]
+    pool = [_judge_result("mined_teacher", s, 77.0 + e, 80.0 + e) for s, e in enumerate(noise)]
+    # The whole corpus: +0.3 on the report half in every seed (plus a little noise); select half +0.2 (above TIE).
+    whole = [_judge_result("mined_teacher_all", s, 77.3 + e + 0.02 * (s % 2), 80.2 + e) for s, e in enumerate(noise)]
+    for r in whole:
+        r["curve"][0]["mined_positives_share"] = 0.2
+    analysis = corpus.analyse(whole, pool + [_judge_result("in_batch", 0, 70.0, 70.0)])
+    assert analysis["control"]["passed"] and analysis["chosen"] == "mined_teacher_all"
+    rows = {r["arm"]: r for r in analysis["rows"]}
+    assert rows["mined_teacher_all"]["mean"] == pytest.approx(1.308) and rows["mined_teacher_all"]["low"] > 0
+    assert rows["mined_teacher_all"]["reading"].startswith("goal met")
+    assert rows["mined_teacher"]["reading"] == "shown; not the select half's choice"  # no goal reading off the choice
+    assert analysis["contrast"]["mean"] == pytest.approx(0.308) and analysis["contrast"]["reading"] == "better"
+    assert analysis["arms"]["mined_teacher_all"]["mined_share"] == pytest.approx(0.2)
+    # A select-half edge within TIE keeps the pool, however the report half looks.
+    close = [_judge_result("mined_teacher_all", s, 79.0 + e, 80.05 + e) for s, e in enumerate(noise)]
+    chosen = corpus.analyse(close, pool)
+    assert chosen["chosen"] == "mined_teacher"
+    assert {r["arm"]: r["reading"] for r in chosen["rows"]}["mined_teacher_all"].startswith("shown")
+    # The control fails when this folder scores the start differently from phase 1's record; it is said first.
+    moved = [dict(r, base={**r["base"], "dev": 79.5}) for r in whole]
+    failed = corpus.analyse(moved, pool)
+    assert not failed["control"]["passed"] and failed["control"]["diffs"]["select half"] == pytest.approx(0.5)
+    text = corpus.render(failed, {"size": {"name": "judge5"}})
+    assert text.startswith(corpus.START_MARKER) and "FAILED" in text.split("| model |")[0]
+    assert "not the registered size" in corpus.render(analysis, {"size": {"name": "judge5-smoke"}})
+    assert corpus.analyse([], pool)["start"] is None and "No results yet" in corpus.render(
+        corpus.analyse([], pool), {"size": {"name": "judge5"}})
+    # Without phase 1's records: the whole corpus alone, no choice, no contrast, the control not run.
+    alone = corpus.analyse(whole, [])
+    assert alone["control"] is None and alone["chosen"] is None and alone["contrast"] is None
+    assert "Control: not run" in corpus.render(alone, {"size": {"name": "judge5"}})
+
+
+def test_the_phase_5_size_is_phase_1s_winner_on_the_whole_corpus(tmp_path: Path):
+    size, judge = design.load_size("judge5"), design.load_size("judge")
+    assert "subsample" not in size and judge["subsample"] == {"domain": {"data.corpus": 12000}}
+    for key in ("rounds", "steps_per_round", "batch_size", "training", "twitter_split", "teacher", "seeds"):
+        assert size[key] == judge[key], key
+    raw = {**design.load_setting("domain"), "_name": "domain"}
+    whole = design.build_config(raw, design.load_arm("mined_teacher_all"), size, "tuned", 0, tmp_path / "w", "m")
+    pool = design.build_config(raw, design.load_arm("mined_teacher"), judge, "tuned", 0, tmp_path / "p", "m")
+    assert whole.mining == pool.mining and whole.training == pool.training and whole.curriculum == pool.curriculum
+    assert whole.teacher == pool.teacher and whole.negatives == pool.negatives
+    assert (REPO / size["phase1_results"] / "tuned" / "domain" / "mined_teacher").is_dir()
