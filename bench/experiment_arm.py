@@ -119,7 +119,7 @@ class SettingContext:
         from flows.run.rundir import RunDir
 
         if self._inputs is None:
-            self._inputs = prepare_inputs(self.base_config(), RunDir(self.dir), log)
+            self._inputs = prepare_inputs(self.base_config(), RunDir(self.dir))
         return self._inputs
 
     def corpus(self) -> Any:
@@ -138,7 +138,7 @@ class SettingContext:
         no_dev = config.model_copy(update={"eval": config.eval.model_copy(update={"dev_metric": None})})
         inputs = self.inputs().model_copy(update={"sts": list(report.get("sts") or []),
                                                   "eval_pairs": list(report.get("pairs") or [])})
-        return evaluate_model(model, inputs, no_dev, log).evaluation
+        return evaluate_model(model, inputs, no_dev).evaluation
 
     def base_evaluation(self, report: bool = True) -> dict[str, Any]:
         """The start model on the dev files and the report set: once per start and setting (file, lock).
@@ -152,7 +152,7 @@ class SettingContext:
                 return json.loads(path.read_text(encoding="utf-8"))
             start = time.perf_counter()
             config = self.base_config()
-            dev = evaluate_model(self.model, self.inputs(), config, log)
+            dev = evaluate_model(self.model, self.inputs(), config)
             result = {"dev": dev.as_file(), "report": self.evaluate_report(self.model, config) if report else None,
                       "seconds": time.perf_counter() - start}
             atomic_write_json(path, result)
@@ -173,7 +173,7 @@ class SettingContext:
                 return json.loads(path.read_text(encoding="utf-8"))
             start = time.perf_counter()
             model, config = str(teacher_path(self.size)), self.base_config()
-            result = {"model": model, "dev": evaluate_model(model, self.inputs(), config, log).as_file(),
+            result = {"model": model, "dev": evaluate_model(model, self.inputs(), config).as_file(),
                       "report": self.evaluate_report(model, config), "seconds": time.perf_counter() - start}
             atomic_write_json(path, result)
         return result
@@ -279,7 +279,15 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
 
     `pilot` ({"tag": name, "mining_params": {...}}): a pilot before registration: the arm with these mining
     parameters over its own, its own run folder and result under `out/pilot/`, and the report set never
-    computed (only the selection set is read)."""
+    computed (only the selection set is read). The flows' step lines (logger `flows`) are this harness's."""
+    from flows.run.progress import forwarded
+
+    with forwarded(("flows",), log):
+        return _run_arm(out, size_name, start, setting, arm_name, seed, keep_models, pilot)
+
+
+def _run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, seed: int, keep_models: bool,
+             pilot: dict[str, Any] | None) -> dict[str, Any]:
     from dataio.atomic import atomic_write_json
     from flows.rounds.loop import RoundSteps, run_rounds
     from flows.rounds.mine_step import mine_round as flows_mine_round
@@ -316,7 +324,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
         if config.teacher is not None and model == config.teacher.path:  # scored once per setting, not per arm
             return Evaluation.model_validate((teacher_scores or ctx.teacher_evaluation())["dev"])
         with clock.phase("eval"):
-            return evaluate_model(model, inputs, config, log)
+            return evaluate_model(model, inputs, config)
 
     def mine_round(model: str, inputs: Any, r: int) -> MinedRound:
         start_time = time.perf_counter()
@@ -325,7 +333,7 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
                 link_round(ctx.shared_round(seed, r, config), run.triplets, r)
             else:  # re-mined with the arm's encoder, by the flows' own mining step
                 with clock.phase("mine"):
-                    flows_mine_round(model, inputs, config, run, r, log)
+                    flows_mine_round(model, inputs, config, run, r)
         if config.teacher is not None:  # training's distillation and the next round read the teacher's cache
             link_teacher_cache(ctx.dir / "cache", run.cache)
         return read_mined(run, r).model_copy(update={"seconds": time.perf_counter() - start_time})
@@ -340,11 +348,11 @@ def run_arm(out: Path, size_name: str, start: str, setting: str, arm_name: str, 
         prepare=ctx.inputs,
         evaluate=evaluate,
         mine=mine_round,
-        schedule=timed("other", lambda r: schedule_round(config, run, r, log)),
-        train=timed("train", lambda model, plan, r: train_round(model, plan, config, run, r, log)),
-        finish=timed("other", lambda r, m, t, e: finish_round(config, run, r, m, t, e, log)),
+        schedule=timed("other", lambda r: schedule_round(config, run, r)),
+        train=timed("train", lambda model, plan, r: train_round(model, plan, config, run, r)),
+        finish=timed("other", lambda r, m, t, e: finish_round(config, run, r, m, t, e)),
     )
-    summary = run_rounds(config, run, how, log)
+    summary = run_rounds(config, run, how)
 
     curve = []
     step = 0

@@ -325,3 +325,18 @@ def test_the_curriculum_package_loads_each_name_on_first_use() -> None:
         import curriculum
 
         _ = curriculum.nothing_here
+
+
+def test_no_product_function_takes_a_logger_to_pass_along() -> None:
+    """Issue 25: the steps log with Python's logging (the `flows` logger); the Prefect layer makes those lines the
+    run's (flows.orchestration.tasks.run_logging). A `log` parameter threaded from call to call does not come back."""
+    found = []
+    for package in PRODUCT:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    args = node.args
+                    names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+                    found += [f"{path.relative_to(REPO).as_posix()}:{node.lineno} {node.name}({n})"
+                              for n in names if n in ("log", "logger")]
+    assert found == []

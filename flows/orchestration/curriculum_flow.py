@@ -22,7 +22,7 @@ from prefect.runtime import deployment, flow_run
 from dataio.errors import InputError
 from dataio.triplets import is_complete
 from flows.orchestration.scheduled_runs import run_scheduled, scheduled_run_name
-from flows.orchestration.tasks import bind_tasks
+from flows.orchestration.tasks import bind_tasks, run_logging
 from flows.registry.tracking import round_hooks, tracker_for
 from flows.rounds.continuing import Continuing
 from flows.rounds.loop import RoundSteps, run_rounds
@@ -88,9 +88,13 @@ def prefect_tags() -> dict[str, str]:
 @flow(name="simcse-curriculum", log_prints=True, validate_parameters=False)
 def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
     """Train -> re-mine -> advance the curriculum, round after round; returns a summary of the run."""
-    logger = get_run_logger()
+    with run_logging():
+        return _curriculum(_as_config(config))
+
+
+def _curriculum(config: RunConfig) -> dict[str, Any]:
     # A registry run (flows.rounds.continuing): a no-op when nothing is new, else a warm start from the current version.
-    continuing = Continuing.prepare(_as_config(config), logger, prefect_tags())
+    continuing = Continuing.prepare(config, prefect_tags())
     if continuing.noop is not None:
         create_markdown_artifact(continuing.run.report_path.read_text(encoding="utf-8"),
                                  key=_artifact_key(continuing.run, "report"), description="No-op: nothing new")
@@ -126,12 +130,12 @@ def curriculum_flow(config: ConfigArg) -> dict[str, Any]:
         on_round=on_round,
         on_start=continuing.on_start(hooks.get("on_start")),
         on_end=hooks.get("on_end"),
-        check=lambda: check_run(config, logger),
+        check=lambda: check_run(config, announce=True),
     )
-    summary = continuing.finish(run_rounds(config, run, how, logger))  # registers the model through the gate
+    summary = continuing.finish(run_rounds(config, run, how))  # registers the model through the gate
     create_markdown_artifact(run.report_path.read_text(encoding="utf-8"), key=_artifact_key(run, "report"),
                              description=f"Run report of {run.root}")
-    logger.info("report: %s", summary["report"])
+    get_run_logger().info("report: %s", summary["report"])
     return summary
 
 
@@ -140,7 +144,8 @@ def mine_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> d
     """Mine every configured band of the corpus once (a domain team's triplets), without training."""
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
-    check_run(config, get_run_logger())  # before the folder is touched
+    with run_logging():
+        check_run(config, announce=True)  # before the folder is touched
     run.claim(config)
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
@@ -157,9 +162,10 @@ def train_flow(config: ConfigArg, round_: int = 0, model: str | None = None) -> 
     """Train one curriculum round on an already mined round (see `mine_flow`), then evaluate it."""
     config = _as_config(config)
     run = RunDir(Path(config.output_dir))
-    check_run(config, get_run_logger())  # before the folder is touched
-    run.claim(config)
-    ensure_state(run, config, get_run_logger())
+    with run_logging():
+        check_run(config, announce=True)  # before the folder is touched
+        run.claim(config)
+        ensure_state(run, config)
     tasks = bind_tasks(run)
     inputs = tasks.prepare(config, run.root)
     if not is_complete(run.triplets, round_):
@@ -201,4 +207,5 @@ def scheduled_flow(config: str, force: bool = False) -> dict[str, Any]:
     named and tagged run showed 0 task runs, and the run holding them had a random name and no tags.)"""
     from prefect.runtime import flow_run  # Prefect: only where a flow runs
 
-    return run_scheduled(config, flow_run.scheduled_start_time, curriculum_flow.fn, force, get_run_logger())
+    with run_logging():
+        return run_scheduled(config, flow_run.scheduled_start_time, curriculum_flow.fn, force)

@@ -37,7 +37,7 @@ RUN_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callable[[RunConfig], dict[str, Any]],
-                  force: bool = False, log: Any = _log) -> dict[str, Any]:
+                  force: bool = False) -> dict[str, Any]:
     """One scheduled run of the config file `config` due at `when`: `run(config)` (the curriculum flow) in the
     folder `scheduled_run_folder` chooses, then `finished.json`. `force`: run even when nothing is new
     (`flows.run.config.forced`). What the scheduled flow does, without Prefect."""
@@ -45,27 +45,27 @@ def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callabl
     cfg = load_config(config)
     if force:
         cfg = forced(cfg)
-    with scheduled_run_folder(cfg, when, log) as folder:
+    with scheduled_run_folder(cfg, when) as folder:
         summary = run(cfg.model_copy(update={"output_dir": folder.path}))
         mark_finished(folder.path, summary, folder.resumed)
         RunDir(folder.path).drop_spent_optimizer(cfg.rounds)  # finished: nothing resumes from it
     out = {**summary, "resumed": folder.resumed}
     if cfg.retention is not None:
-        out["retention"] = apply_retention(Path(cfg.output_dir), cfg.retention.keep, log)
+        out["retention"] = apply_retention(Path(cfg.output_dir), cfg.retention.keep)
     return out
 
 
-def apply_retention(root: Path, keep: int, log: Any = _log) -> dict[str, Any]:
+def apply_retention(root: Path, keep: int) -> dict[str, Any]:
     """Prune the runs in `root` (the config's `retention.keep`) after a scheduled run finished. The night's work
     is done and recorded by then, so a prune that fails is a warning, never a failed run: nothing it would
     have removed is needed, and `simcse-curriculum prune` can finish it by hand."""
     try:
         plan = apply_prune(plan_prune(root, keep))
     except (InputError, OSError) as exc:
-        log.warning("retention (keep %d) did not prune %s: %s; run `simcse-curriculum prune %s --keep %d` by hand",
+        _log.warning("retention (keep %d) did not prune %s: %s; run `simcse-curriculum prune %s --keep %d` by hand",
                     keep, root, exc, root, keep)
         return {"keep": keep, "error": str(exc)}
-    log.info("retention (keep %d): removed %s in %d items from %d older runs of %s", keep, human(plan.bytes),
+    _log.info("retention (keep %d): removed %s in %d items from %d older runs of %s", keep, human(plan.bytes),
              len(plan.removals), len(plan.pruned_runs), root)
     return {"keep": keep, "pruned_runs": [p.name for p in plan.pruned_runs], "bytes": plan.bytes,
             "in_use": [p.name for p in plan.in_use], "notes": plan.notes}

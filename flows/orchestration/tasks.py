@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,21 @@ from flows.rounds.train_step import train_round
 from flows.run.config import OPERATIONAL_MINING, RunConfig
 from flows.run.fingerprint import combine, model_fingerprint
 from flows.run.inputs import evaluate_model, prepare_inputs
+from flows.run.progress import forwarded
 from flows.run.rundir import RunDir
 from flows.run.step_records import Evaluation, MinedRound, RoundPlan, RunInputs, StepRecord, TrainedRound
 
 GPU_TAG = "gpu"
 CACHE_VERSION = "flows-cache-v2"  # bump when a task's output format changes, to drop old entries (v2: records)
+
+
+@contextlib.contextmanager
+def run_logging() -> Iterator[None]:
+    """For the block, the step functions' lines (the `flows` logger) are this flow or task run's: Prefect's logger
+    for the run shows them on the terminal and sends them to the run's logs in the UI. The steps themselves log
+    with Python's logging and know nothing of Prefect."""
+    with forwarded(("flows",), get_run_logger()):
+        yield
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -105,7 +117,8 @@ class _Timed:
 def prepare_inputs_task(config: RunConfig, run_root: Path) -> RunInputs:
     """Resolve the input files (building the built-in corpus if asked) and fingerprint them."""
     timer = _Timed.begin()
-    return timer.done(prepare_inputs(config, RunDir(Path(run_root)), log=get_run_logger()))
+    with run_logging():
+        return timer.done(prepare_inputs(config, RunDir(Path(run_root))))
 
 
 @task(name="evaluate", cache_policy=CachePolicy.from_cache_key_fn(_evaluate_key),
@@ -113,7 +126,8 @@ def prepare_inputs_task(config: RunConfig, run_root: Path) -> RunInputs:
       result_serializer="json")
 def evaluate_task(model_path: str, inputs: RunInputs, config: RunConfig) -> Evaluation:
     timer = _Timed.begin()
-    return timer.done(evaluate_model(model_path, inputs, config, log=get_run_logger()))
+    with run_logging():
+        return timer.done(evaluate_model(model_path, inputs, config))
 
 
 @task(name="mine", cache_policy=CachePolicy.from_cache_key_fn(_mine_key),
@@ -122,15 +136,16 @@ def evaluate_task(model_path: str, inputs: RunInputs, config: RunConfig) -> Eval
 def mine_task(model_path: str, inputs: RunInputs, config: RunConfig, run_root: Path,
               round_: int) -> MinedRound:
     timer = _Timed.begin()
-    return timer.done(mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_,
-                                       log=get_run_logger()))
+    with run_logging():
+        return timer.done(mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_))
 
 
 @task(name="schedule", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
 def schedule_task(config: RunConfig, run_root: Path, round_: int) -> RoundPlan:
     """Open the round in the curriculum (mixture and alpha from the measured band difficulties)."""
     timer = _Timed.begin()
-    return timer.done(schedule_round(config, RunDir(Path(run_root)), round_, log=get_run_logger()))
+    with run_logging():
+        return timer.done(schedule_round(config, RunDir(Path(run_root)), round_))
 
 
 @task(name="train", cache_policy=CachePolicy.from_cache_key_fn(_train_key),
@@ -139,8 +154,8 @@ def schedule_task(config: RunConfig, run_root: Path, round_: int) -> RoundPlan:
 def train_task(model_path: str, plan: RoundPlan, config: RunConfig, run_root: Path,
                round_: int) -> TrainedRound:
     timer = _Timed.begin()
-    return timer.done(train_round(model_path, plan, config, RunDir(Path(run_root)), round_,
-                                        log=get_run_logger()))
+    with run_logging():
+        return timer.done(train_round(model_path, plan, config, RunDir(Path(run_root)), round_))
 
 
 @task(name="finish-round", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
@@ -149,15 +164,15 @@ def finish_round_task(config: RunConfig, run_root: Path, round_: int, mined: Min
                       trained: TrainedRound, evaluated: Evaluation) -> dict[str, Any]:
     """Close the round in the curriculum (advance or hold), write state.json and metrics.json."""
     timer = _Timed.begin()
-    return timer.done(finish_round(config, RunDir(Path(run_root)), round_, mined, trained, evaluated,
-                                         log=get_run_logger()))
+    with run_logging():
+        return timer.done(finish_round(config, RunDir(Path(run_root)), round_, mined, trained, evaluated))
 
 
 @task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
 def report_task(run_root: Path) -> dict[str, Any]:
     timer = _Timed.begin()
-
-    path = build_report(Path(run_root))
+    with run_logging():
+        path = build_report(Path(run_root))
     return timer.done({"report": str(path)})
 
 

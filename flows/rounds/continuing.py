@@ -119,7 +119,7 @@ def check_nothing_new(config: RunConfig) -> NothingNew:
     return NothingNew(None, start, result, files)
 
 
-def record_noop(config: RunConfig, check: NothingNew, started: float, log: Any = _log,
+def record_noop(config: RunConfig, check: NothingNew, started: float,
                 context_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Write the no-op into the run folder (config.yaml, noop.json, report.md) and, when tracking is on, as an
     MLflow run tagged `simcse.noop` (and `context_tags`); returns the run's summary."""
@@ -140,7 +140,7 @@ def record_noop(config: RunConfig, check: NothingNew, started: float, log: Any =
             _write_noop_report(run, record)
             if config.tracking.enabled:
                 _track_noop(config, run, record, context_tags)
-    log.info("no-op: %s; the model to use stays version %s (%s)", record["reason"], record["current_version"],
+    _log.info("no-op: %s; the model to use stays version %s (%s)", record["reason"], record["current_version"],
              record["model"])
     return {"run_dir": str(run.root), "noop": True, "reason": record["reason"], "report": str(run.report_path),
             "rounds": config.rounds, "rounds_completed": [], "current_version": record["current_version"],
@@ -178,28 +178,26 @@ class Continuing:
     start: WarmStart | None = None
     check: NothingNew | None = None
     noop: dict[str, Any] | None = None
-    log: Any = _log
 
     @classmethod
-    def prepare(cls, config: RunConfig, log: Any = _log, context_tags: dict[str, str] | None = None) -> Continuing:
+    def prepare(cls, config: RunConfig, context_tags: dict[str, str] | None = None) -> Continuing:
         """Check for a no-op (and record it, tagged `context_tags` when tracked); otherwise resolve the warm start,
         creating a new registry."""
         started = time.perf_counter()
         run = RunDir(Path(config.output_dir))
         if config.registry is None:
-            return cls(config, run, log=log)
+            return cls(config, run)
         check = check_nothing_new(config)
         if check.reason is not None:
-            return cls(config, run, check.start, check, noop=record_noop(config, check, started, log, context_tags),
-                       log=log)
+            return cls(config, run, check.start, check, noop=record_noop(config, check, started, context_tags))
         start = resolve_start(config, for_run=True)
         if start.parent is None and not start.resumed:
-            log.info("warm start: registry %s is new; it starts from %s (version 1)", start.registry.store,
+            _log.info("warm start: registry %s is new; it starts from %s (version 1)", start.registry.store,
                      start.model)
         else:
-            log.info("warm start: version %s of %r (%s)%s", start.parent, start.registry.name, start.model,
+            _log.info("warm start: version %s of %r (%s)%s", start.parent, start.registry.name, start.model,
                      ", as recorded when this run started" if start.resumed else "")
-        return cls(start.config, run, start, check, log=log)
+        return cls(start.config, run, start, check)
 
     def on_start(self, inner: Any = None) -> Any:
         """A `RoundSteps.on_start` hook (after the starting model's evaluation, inside the folder's lock): record
@@ -244,7 +242,7 @@ class Continuing:
             result = checked if checked is not None and checked.keys == [f.key for f in files] else survey(files, seen)
             record = write_survey(self.run, result, seen, parent, self.config)
         new = ", ".join(Path(p).name for p in record["new_files"][:5])
-        self.log.info("data: %d input files, %d rows, %d new to version %s%s", len(record["files"]), record["rows"],
+        _log.info("data: %d input files, %d rows, %d new to version %s%s", len(record["files"]), record["rows"],
                       record["new_rows"], parent, f" (new files: {new})" if new else "")
         return parent
 
@@ -284,7 +282,7 @@ class Continuing:
         record = registration_record(registry, version)
         write_json(self.run.root / REGISTERED_FILE, record)
         state = "promoted: now the current model" if record["promoted"] else "not promoted"
-        self.log.info("registered as version %d of %r (from version %s): %s; %s", version.version, registry.name,
+        _log.info("registered as version %d of %r (from version %s): %s; %s", version.version, registry.name,
                       version.parent, state, version.reason)
         return record
 
@@ -302,12 +300,12 @@ def _inputs_key(files: list[Any]) -> str:
     return inputs_key(files)
 
 
-def run_continuing(config: RunConfig, build_steps: Any, log: Any = _log) -> dict[str, Any]:
+def run_continuing(config: RunConfig, build_steps: Any) -> dict[str, Any]:
     """A whole registry run (or a plain run, without `registry`): `build_steps(config)` gives the `RoundSteps`
     (flows.rounds.loop) for the resolved config. The Prefect flow does the same with its tasks."""
-    cont = Continuing.prepare(config, log)
+    cont = Continuing.prepare(config)
     if cont.noop is not None:
         return cont.noop
     how = build_steps(cont.config)
     how = dataclasses.replace(how, on_start=cont.on_start(how.on_start))
-    return cont.finish(run_rounds(cont.config, cont.run, how, log))
+    return cont.finish(run_rounds(cont.config, cont.run, how))

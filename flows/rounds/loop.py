@@ -60,55 +60,53 @@ class RoundSteps:
     check: Callable[[], Any] | None = None  # before the run folder is touched: flows.rounds.validate.check_run
 
 
-def plain_steps(config: RunConfig, run: RunDir, log: Any = None) -> RoundSteps:
+def plain_steps(config: RunConfig, run: RunDir) -> RoundSteps:
     """The step functions called directly, without Prefect: the fault-injection tests drive a run this way."""
-    log = log or _log
     return RoundSteps(
-        check=lambda: check_run(config, log),
-        prepare=lambda: prepare_inputs(config, run, log),
-        evaluate=lambda model, inputs: evaluate_model(model, inputs, config, log),
-        mine=lambda model, inputs, r: mine_round(model, inputs, config, run, r, log),
-        schedule=lambda r: schedule_round(config, run, r, log),
-        train=lambda model, plan, r: train_round(model, plan, config, run, r, log),
-        finish=lambda r, mined, trained, evaluated: finish_round(config, run, r, mined, trained, evaluated, log),
+        check=lambda: check_run(config, announce=True),
+        prepare=lambda: prepare_inputs(config, run),
+        evaluate=lambda model, inputs: evaluate_model(model, inputs, config),
+        mine=lambda model, inputs, r: mine_round(model, inputs, config, run, r),
+        schedule=lambda r: schedule_round(config, run, r),
+        train=lambda model, plan, r: train_round(model, plan, config, run, r),
+        finish=lambda r, mined, trained, evaluated: finish_round(config, run, r, mined, trained, evaluated),
         report=lambda: {"report": str(build_report(run.root))},
     )
 
 
-def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any = None) -> dict[str, Any]:
+def run_rounds(config: RunConfig, run: RunDir, how: RoundSteps) -> dict[str, Any]:
     """Every round of the run not yet complete; returns the run's summary (`flows.rounds.records.summarize` + timings).
 
     Checks every input first (`how.check`), before the run folder is touched, then holds the folder's lock
     throughout (`dataio.folder_lock`; re-entrant, so the CLI's lock covers it)."""
-    log = log or _log
     if how.check is not None:  # every file, column and label before the folder is touched
         for warning in how.check().warnings:
-            log.warning("%s", warning)
+            _log.warning("%s", warning)
     run.root.mkdir(parents=True, exist_ok=True)
     try:
         with lock_folder(run.root):
-            return _run_rounds(config, run, how, log)
+            return _run_rounds(config, run, how)
     finally:
         release_encoder()  # the round's model stays in memory between steps, not after the run
 
 
-def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> dict[str, Any]:
+def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps) -> dict[str, Any]:
     run.claim(config)
     clean_partial_writes(run)
-    ensure_state(run, config, log)  # a lost or stale state.json is rebuilt from the rounds, never restarted
+    ensure_state(run, config)  # a lost or stale state.json is rebuilt from the rounds, never restarted
     done = run.completed_rounds()
-    log.info("run folder %s: %s", run.root, f"{len(done)} of {config.rounds} rounds complete, resuming" if done
+    _log.info("run folder %s: %s", run.root, f"{len(done)} of {config.rounds} rounds complete, resuming" if done
              else f"{config.rounds} rounds of {config.steps_per_round} steps")
     start = time.perf_counter()
     inputs = how.prepare()
     base_model = base_model_path(config)
     base = how.evaluate(base_model, inputs)
     write_base_metrics(run, base)
-    log.info("base model: %s", describe_evaluation(base))
+    _log.info("base model: %s", describe_evaluation(base))
     if config.teacher is not None and not run.teacher_metrics_path.is_file():  # once per run: it never changes
         teacher = how.evaluate(config.teacher.path, inputs)
         write_json(run.teacher_metrics_path, teacher.as_file())
-        log.info("teacher (the judge's ceiling): %s", describe_evaluation(teacher))
+        _log.info("teacher (the judge's ceiling): %s", describe_evaluation(teacher))
     if how.on_start is not None:
         how.on_start(inputs, base)
 
@@ -116,7 +114,7 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
     report: dict[str, Any] = {}
     for r in range(config.rounds):
         if r in done:
-            log.info("round %d: complete, skipped", r)
+            _log.info("round %d: complete, skipped", r)
             continue
         round_start = time.perf_counter()
         model_in = base_model if r == 0 else str(run.model_dir(r - 1))
@@ -139,10 +137,10 @@ def _run_rounds(config: RunConfig, run: RunDir, how: RoundSteps, log: Any) -> di
         timings.append({"round": r, "wall_seconds": wall, "task_seconds": in_tasks, "prefect_seconds": wall - in_tasks,
                         "tasks": tasks})
         write_timings(run, timings[-1:])
-        log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, describe_evaluation(evaluated), wall,
+        _log.info("round %d: %s; %.1f s (%.1f s in task bodies)", r, describe_evaluation(evaluated), wall,
                  in_tasks)
         if selection:
-            log.info("model to use: %s", selection["note"])
+            _log.info("model to use: %s", selection["note"])
         if how.on_round is not None:
             how.on_round(r, metrics)
 

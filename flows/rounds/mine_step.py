@@ -27,8 +27,7 @@ from mining.shards import EncoderRef, sharded_mining
 _log = logging.getLogger("flows")
 
 
-def mine_round(model_path: str, inputs: RunInputs, config: RunConfig, run: RunDir, round_: int,
-               log: Any = _log) -> MinedRound:
+def mine_round(model_path: str, inputs: RunInputs, config: RunConfig, run: RunDir, round_: int) -> MinedRound:
     """Mine every band of round `round_` with `model_path`; mining returns an existing complete round.
 
     `mining.shards` > 1 spreads the round over a Dask or Ray cluster (`mining.engine`; `mining.cluster`, else a
@@ -38,7 +37,7 @@ def mine_round(model_path: str, inputs: RunInputs, config: RunConfig, run: RunDi
     start = time.perf_counter()
     settings = config.mining
     corpus = run_inputs.load_mining_corpus(inputs, settings.params)
-    log.info("round %d: mining %s from a pool of %d sentences with %s", round_,
+    _log.info("round %d: mining %s from a pool of %d sentences with %s", round_,
              ", ".join(settings.bands) if settings.bands else "every band the inputs allow", len(corpus),
              run_inputs.model_label(model_path))
     encoder = run_inputs.load_encoder(model_path, config, settings.encode_runtime)
@@ -52,10 +51,10 @@ def mine_round(model_path: str, inputs: RunInputs, config: RunConfig, run: RunDi
                         **run_inputs.encoder_settings(config))
     # Encoding the pool is most of a round's mining: its lines (start, cache hit, done) are the run's own.
     with sharded_mining(settings.shards, ref, settings.cluster, settings.engine) as sharding, \
-            forwarded(("mining.embeddings",), log):
+            forwarded(("mining.embeddings",), _log):
         result = mine(corpus, encoder, run.triplets, **kwargs, **sharding)
     summary = mined_summary(run, round_, result.manifest, seconds=time.perf_counter() - start)  # not read back
-    log.info("round %d mined: %s", round_, ", ".join(
+    _log.info("round %d mined: %s", round_, ", ".join(
         f"{b} {s['rows']} rows (difficulty {_fmt(s.get('mean_anchor_negative_sim'))})"
         for b, s in summary.bands.items()))
     return summary
@@ -74,7 +73,7 @@ def mined_summary(run: RunDir, round_: int, manifest: RoundManifest, seconds: fl
                       manifest_sha256=file_fingerprint(run.manifest_path(round_)), seconds=seconds)
 
 
-def mined_round_intact(run: RunDir, round_: int, log: Any = _log) -> bool:
+def mined_round_intact(run: RunDir, round_: int) -> bool:
     """The round's manifest exists and every file it lists is in place with its rows and sha256 (else the
     round is mined again: a Prefect cache hit never stands in for a missing or changed file)."""
     if not is_complete(run.triplets, round_):  # an old-layout round stops the run with the upgrade command
@@ -84,7 +83,7 @@ def mined_round_intact(run: RunDir, round_: int, log: Any = _log) -> bool:
     except (OSError, TripletDataError) as err:
         problem = str(err)
     if problem is not None:
-        log.warning("round %d: %s; mining it again", round_, problem)
+        _log.warning("round %d: %s; mining it again", round_, problem)
     return problem is None
 
 

@@ -29,7 +29,7 @@ def write_base_metrics(run: RunDir, evaluated: Evaluation) -> None:
 
 
 def finish_round(config: RunConfig, run: RunDir, round_: int, mined: MinedRound, trained: TrainedRound,
-                 evaluated: Evaluation, log: Any = _log) -> dict[str, Any]:
+                 evaluated: Evaluation) -> dict[str, Any]:
     """Close the round in the curriculum (once), then write `rounds/<r>/metrics.json` (marks it done)."""
     state = CurriculumState.load(run.state_path)
     dev = evaluated.dev_metric or {}
@@ -60,7 +60,7 @@ def finish_round(config: RunConfig, run: RunDir, round_: int, mined: MinedRound,
 
     write_round_card(config, run, round_, metrics)  # before metrics.json, which marks the round complete
     write_json(run.metrics_path(round_), metrics)
-    log.info("round %d closed: %s", round_, verdict["reason"])
+    _log.info("round %d closed: %s", round_, verdict["reason"])
     return metrics
 
 

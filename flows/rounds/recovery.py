@@ -158,7 +158,7 @@ def replay_state(run: RunDir, config: RunConfig, rounds: list[int]) -> tuple[Any
     return scheduler.state, None
 
 
-def ensure_state(run: RunDir, config: RunConfig, log: Any = _log) -> bool:
+def ensure_state(run: RunDir, config: RunConfig) -> bool:
     """Check the complete rounds' records, then state.json against them; rebuild it when it is lost, behind,
     ahead or disagrees with sealed records (see above).
 
@@ -187,9 +187,9 @@ def ensure_state(run: RunDir, config: RunConfig, log: Any = _log) -> bool:
         os.replace(path, path.with_name(path.name + ".damaged"))
     state.save(path)
     if done:
-        log.warning("%s %s; rebuilt from rounds 0-%d (each round's plan and decision replayed exactly; the old "
+        _log.warning("%s %s; rebuilt from rounds 0-%d (each round's plan and decision replayed exactly; the old "
                     "file is kept as %s.damaged)", path, problem, done[-1], path.name)
     else:
-        log.warning("%s %s and no round is complete; starting the curriculum from its first stage (the old file "
+        _log.warning("%s %s and no round is complete; starting the curriculum from its first stage (the old file "
                     "is kept as %s.damaged)", path, problem, path.name)
     return True

@@ -30,7 +30,7 @@ def curriculum_scheduler(config: RunConfig, run: RunDir, state: Any = None, pers
     return CurriculumScheduler.resume(config.curriculum, run.state_path)
 
 
-def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log) -> RoundPlan:
+def schedule_round(config: RunConfig, run: RunDir, round_: int) -> RoundPlan:
     """Open round `round_` (idempotent for a round already open) and return its plan and start state."""
     manifest = read_manifest(run.triplets, round_)
     scheduler = curriculum_scheduler(config, run)
@@ -45,7 +45,7 @@ def schedule_round(config: RunConfig, run: RunDir, round_: int, log: Any = _log)
         return RoundPlan(plan=started_plan(start, round_), state=None,
                          manifest_sha256=file_fingerprint(run.manifest_path(round_)), closed=True)
     plan = scheduler.start_round(round_, manifest.difficulties(config.curriculum.difficulty))
-    log.info("round %d plan: competence %.3f, mixture %s, alpha %s", round_, plan.competence,
+    _log.info("round %d plan: competence %.3f, mixture %s, alpha %s", round_, plan.competence,
              {b: round(p, 3) for b, p in plan.mixture.items()}, {b: round(a, 3) for b, a in plan.alpha.items()})
     return RoundPlan(plan=PlanSpec(round=round_, stage=plan.stage, competence=plan.competence,
                                    mixture=dict(plan.mixture), alpha=dict(plan.alpha)),

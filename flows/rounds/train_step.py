@@ -120,8 +120,7 @@ def without_hard_negatives(batch: dict[str, Any]) -> dict[str, Any]:
     return {"anchor": list(anchors), "positive": list(positives)}
 
 
-def train_round(model_path: str, plan: RoundPlan, config: RunConfig, run: RunDir, round_: int,
-                log: Any = _log) -> TrainedRound:
+def train_round(model_path: str, plan: RoundPlan, config: RunConfig, run: RunDir, round_: int) -> TrainedRound:
     """Train `steps_per_round` steps from `model_path`; the model lands in `rounds/<r>/model/`.
 
     The trainer works in `rounds/<r>/train/` (its checkpoint makes a killed round continue where it
@@ -144,7 +143,7 @@ def train_round(model_path: str, plan: RoundPlan, config: RunConfig, run: RunDir
             raise InputError(f"the optimizer state of round {round_ - 1} is missing, so round {round_} cannot "
                              f"continue the run's schedule; delete {run.round_dir(run.retrain_from(round_ - 1))} "
                              f"and every later round to train them again", path=optimizer_state)
-    log.info("round %d: training %d steps of %d rows from %s", round_, config.steps_per_round, config.batch_size,
+    _log.info("round %d: training %d steps of %d rows from %s", round_, config.steps_per_round, config.batch_size,
              run_inputs.model_label(model_path))
     batches, after = round_batches(config, run, round_, plan.state)
     if config.positive_view == "word_deletion":
@@ -176,6 +175,6 @@ def train_round(model_path: str, plan: RoundPlan, config: RunConfig, run: RunDir
     if round_ > 0:  # round r's optimizer state now carries the run on; r-1's is no longer needed
         shutil.rmtree(run.optimizer_dir(round_ - 1), ignore_errors=True)
     accuracy = summary.mean_train_accuracy  # a finite number or None (jsonable)
-    log.info("round %d trained: %d steps, train accuracy %s, %.1f s", round_, summary.steps,
+    _log.info("round %d trained: %d steps, train accuracy %s, %.1f s", round_, summary.steps,
              "n/a" if accuracy is None else f"{accuracy:.3f}", summary.seconds)
     return summary

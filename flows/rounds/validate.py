@@ -104,19 +104,6 @@ class RunCheck:
         return out
 
 
-class _Collect:
-    """A logger stand-in for the steps' functions: keeps their warnings (an optional file that is absent)."""
-
-    def __init__(self, warnings: list[str]) -> None:
-        self.warnings = warnings
-
-    def warning(self, message: str, *args: Any) -> None:
-        self.warnings.append(message % args if args else message)
-
-    def info(self, message: str, *args: Any) -> None:
-        _log.debug(message, *args)
-
-
 _CHECKED: dict[str, RunCheck] = {}
 
 
@@ -139,17 +126,17 @@ def _memo_key(config: RunConfig) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def check_run(config: RunConfig, log: Any = None) -> RunCheck:
-    """Check the run `config` describes without writing anything; InputError on the first problem. `log`: where
-    the step's start is said (`info`), when the check is not already done for these settings and files."""
+def check_run(config: RunConfig, announce: bool = False) -> RunCheck:
+    """Check the run `config` describes without writing anything; InputError on the first problem. `announce`:
+    log the step's start (a run's first line), when the check is not already done for these settings and files."""
     if config.registry is not None:  # the run starts from the registry's current version (flows.registry.warm_start)
         require_mlflow()
         config = resolve_start(config, for_run=False).config
     key = _memo_key(config)
     if key in _CHECKED:
         return _CHECKED[key]
-    if log is not None:
-        log.info("checking the config and every input file (columns, labels, rows) before anything is written")
+    if announce:
+        _log.info("checking the config and every input file (columns, labels, rows) before anything is written")
     warnings: list[str] = []
     notes: list[str] = []
     resumes = _check_run_folder(config)
@@ -177,11 +164,10 @@ def _read_inputs(config: RunConfig, warnings: list[str]) -> tuple[Any, tuple[lis
     """Every input file read with the run's own loaders: (the mining corpus or None, the STS and labeled-pair
     evaluation sets)."""
     corpus = None
-    collect = _Collect(warnings)
     if config.data.builtin:
-        eval_sets = read_eval_files(*eval_inputs(config, collect))  # the corpus is built at run time
+        eval_sets = read_eval_files(*eval_inputs(config, warnings))  # the corpus is built at run time
     else:
-        inputs = prepare_inputs(config, RunDir(Path(config.output_dir)), collect)
+        inputs = prepare_inputs(config, RunDir(Path(config.output_dir)), skipped=warnings)
         corpus = load_mining_corpus(inputs, config.mining.params)
         check_size(corpus, config.mining.params.num_negatives)
         if corpus.n_anchor_rows < config.batch_size:  # the sampler never repeats a sentence within a batch

@@ -22,6 +22,7 @@ import ast
 import functools
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -29,9 +30,10 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dataio.atomic import atomic_write_json, atomic_write_text
+
+_log = logging.getLogger("flows")
 
 DEMO_VERSION = 1
 # Packages skipped: tests and demos (code samples, not prose), GUI and codec tables (repetitive), and the
@@ -118,11 +120,11 @@ def _sid(module: str, text: str) -> str:
 
 
 def build_demo_data(folder: str | os.PathLike, *, max_sentences: int = 3000, eval_docstrings: int = 150,
-                    seed: int = 0, stdlib_root: str | os.PathLike | None = None, log: Any = None) -> DemoData:
+                    seed: int = 0, stdlib_root: str | os.PathLike | None = None) -> DemoData:
     """Write the demo corpus, training pairs and evaluation pairs into `folder` (reused when present).
 
     The files are rebuilt only when the manifest's settings differ, so a resumed demo run reads the very
-    same corpus. `log`: where building them (seconds of parsing) is said first.
+    same corpus. Building them (seconds of parsing) is logged first.
     """
     folder = Path(folder)
     settings = {"version": DEMO_VERSION, "max_sentences": max_sentences, "eval_docstrings": eval_docstrings,
@@ -134,8 +136,7 @@ def build_demo_data(folder: str | os.PathLike, *, max_sentences: int = 3000, eva
         if manifest.get("settings") == settings:
             return DemoData(folder, *paths, manifest["sentences"], manifest["train_pairs"], manifest["eval_rows"])
 
-    if log is not None:
-        log.info("building the built-in corpus from the docstrings of Python's standard library into %s", folder)
+    _log.info("building the built-in corpus from the docstrings of Python's standard library into %s", folder)
     docs = collect_docstrings(Path(stdlib_root) if stdlib_root else None)
     rng = random.Random(seed)
     paired = [(m, s) for m, s in docs if len(s) >= 2 and _usable(s[0]) and _usable(s[1])]

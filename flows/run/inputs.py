@@ -51,7 +51,8 @@ def base_model_path(config: RunConfig) -> str:
 _File = TypeVar("_File", bound=TableFile)
 
 
-def _present(entry: _File | None, what: str, log: Any, config: RunConfig | None = None) -> _File | None:
+def _present(entry: _File | None, what: str, config: RunConfig | None = None,
+             skipped: list[str] | None = None) -> _File | None:
     if entry is None:
         return None
     if not entry.path.exists():
@@ -59,7 +60,11 @@ def _present(entry: _File | None, what: str, log: Any, config: RunConfig | None 
             raise InputError("a symbolic link loop (its links lead back to themselves); point the link at "
                              "the file or folder meant", path=entry.path)
         if entry.optional:
-            log.warning("%s %s not found; skipped (optional)", what, entry.path)
+            message = f"{what} {entry.path} not found; skipped (optional)"
+            if skipped is None:
+                _log.warning("%s", message)
+            else:
+                skipped.append(message)
             return None
         base = config.base_folder() if config is not None else None
         where = f"relative paths are read from {base}, the config's folder" if base else "check the path"
@@ -67,33 +72,36 @@ def _present(entry: _File | None, what: str, log: Any, config: RunConfig | None 
     return entry
 
 
-def eval_inputs(config: RunConfig, log: Any = _log) -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
-    """The evaluation files present (STS, labeled pairs) and, by path, the column maps of those that rename."""
-    sts_entries = [e for e in config.eval.sts if _present(e, "eval.sts", log, config)]
-    pair_entries = [e for e in config.eval.pairs if _present(e, "eval.pairs", log, config)]
+def eval_inputs(config: RunConfig, skipped: list[str] | None = None,
+                ) -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
+    """The evaluation files present (STS, labeled pairs) and, by path, the column maps of those that rename.
+    An optional file that is absent is logged as skipped, or said in `skipped` when a list is given (a check)."""
+    sts_entries = [e for e in config.eval.sts if _present(e, "eval.sts", config, skipped)]
+    pair_entries = [e for e in config.eval.pairs if _present(e, "eval.pairs", config, skipped)]
     columns = {str(e.path): e.columns.model_dump() for e in [*sts_entries, *pair_entries] if e.columns.model_dump()}
     return [str(e.path) for e in sts_entries], [str(e.path) for e in pair_entries], columns
 
 
-def prepare_inputs(config: RunConfig, run: RunDir, log: Any = _log) -> RunInputs:
-    """The input files of the run as plain JSON (paths, column names) with their content fingerprints.
+def prepare_inputs(config: RunConfig, run: RunDir, skipped: list[str] | None = None) -> RunInputs:
+    """The input files of the run as plain JSON (paths, column names) with their content fingerprints. An optional
+    file that is absent is logged as skipped, or said in `skipped` when a list is given (a check).
 
     For `data.builtin` the demo corpus is built into `<run>/data` first (offline, a few seconds).
     """
     corpus: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
     nli: list[dict[str, Any]] = []
-    sts, pair_files, eval_columns = eval_inputs(config, log)
+    sts, pair_files, eval_columns = eval_inputs(config, skipped)
     if config.data.builtin == "python_docstrings":
-        demo = build_demo_data(run.data, max_sentences=config.data.builtin_max_sentences, seed=config.seed, log=log)
-        log.info("built-in corpus: %d docstring sentences, %d pairs, %d evaluation pairs in %s",
+        demo = build_demo_data(run.data, max_sentences=config.data.builtin_max_sentences, seed=config.seed)
+        _log.info("built-in corpus: %d docstring sentences, %d pairs, %d evaluation pairs in %s",
                  demo.sentences, demo.train_pairs, demo.eval_rows, demo.folder)
         corpus.append({"path": str(demo.corpus), "columns": {"text": "text", "id": "id", "domain": "domain"}})
         pairs.append({"path": str(demo.pairs), "columns": {}})
         pair_files.append(str(demo.eval_pairs))
     for entry, out, what in ((config.data.corpus, corpus, "data.corpus"), (config.data.pairs, pairs, "data.pairs"),
                              (config.data.nli, nli, "data.nli")):
-        present = _present(entry, what, log, config)
+        present = _present(entry, what, config, skipped)
         if present is not None:  # a folder (a corpus that grows between runs): each of its files, in sorted order
             out.extend({"path": str(path), "columns": present.columns.model_dump(), "domain": present.domain_label}
                        for path in table_files(present.path))
@@ -236,7 +244,7 @@ def read_eval_files(sts: list[str], pairs: list[str], columns: dict[str, Any]) -
     return ([read_sts(p, columns.get(p)) for p in sts], [read_labeled_pairs(p, columns.get(p)) for p in pairs])
 
 
-def evaluate_model(model_path: str, inputs: RunInputs, config: RunConfig, log: Any = _log) -> Evaluation:
+def evaluate_model(model_path: str, inputs: RunInputs, config: RunConfig) -> Evaluation:
     """STS Spearman, pair AP, alignment and uniformity of one model on the run's evaluation files, and its dev
     metric: the evaluator's primary metric, `eval.dev_metric` (default: the first file's)."""
     start = time.perf_counter()
@@ -244,7 +252,7 @@ def evaluate_model(model_path: str, inputs: RunInputs, config: RunConfig, log: A
     sts, pairs = read_eval_sets(inputs)
     evaluator = SimCSEEvaluator(sts, pairs, primary_metric=config.eval.dev_metric, show_progress_bar=bars_on())
     sentences = len({s for data in [*sts, *pairs] for s in (*data.sentence1, *data.sentence2)})
-    log.info("evaluating %s: %d sentences of %d evaluation files", model_label(model_path), sentences,
+    _log.info("evaluating %s: %d sentences of %d evaluation files", model_label(model_path), sentences,
              len(sts) + len(pairs))
     result = evaluator(load_encoder(model_path, config))
     name = evaluator.primary_metric

@@ -60,8 +60,9 @@ def stop_line(signum: int) -> str:
     return f"{what}; the run folder is resumable: {_resume}"
 
 
-def announce(signum: int, *, log: bool = True) -> int:
-    """Print the one line on stderr, once per process (and, with `log`, into the run's log); return the exit code.
+def announce(signum: int, *, into_run_log: bool = True) -> int:
+    """Print the one line on stderr, once per process (and, with `into_run_log`, into the run's log); return the
+    exit code.
 
     Written straight to the file descriptor: a forced exit may come while the main thread is inside a write
     to sys.stderr, which a second buffered write would interrupt."""
@@ -78,7 +79,7 @@ def announce(signum: int, *, log: bool = True) -> int:
                 sys.stderr.write(f"{line}\n")
                 sys.stderr.flush()
         run_log = sys.modules.get("flows.run.run_log")
-        if log and run_log is not None:
+        if into_run_log and run_log is not None:
             run_log.record_line(line)
     return exit_code(signum)
 
@@ -103,7 +104,7 @@ def _isatty(stream: object) -> bool:
 
 
 def _exit_now(signum: int) -> None:
-    announce(signum, log=False)  # the run log's lock may be held by the thread this exit cuts short
+    announce(signum, into_run_log=False)  # the run log's lock may be held by the thread this exit cuts short
     os._exit(exit_code(signum))
 
 

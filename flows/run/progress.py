@@ -88,21 +88,31 @@ class _Forward(logging.Handler):
 
 @contextlib.contextmanager
 def forwarded(names: tuple[str, ...], to: Any, level: int = logging.INFO) -> Iterator[None]:
-    """For the block, what the library loggers `names` log at `level` and above goes to `to` (the run's logger)
-    instead of their own way (the root logger, which shows warnings only): the mining package's lines on encoding
-    its pool (`mining.embeddings`) become the run's, in Prefect's UI too. Each line goes one way, not both."""
-    handler = _Forward(to)
+    """For the block, what the loggers `names` log at `level` and above goes to `to` instead of their own way (the
+    root logger, which shows warnings only): the step functions' lines (`flows`) become the Prefect flow or task
+    run's (flows.orchestration.tasks.run_logging), the mining package's lines on encoding its pool
+    (`mining.embeddings`) the run's. Each line goes one way, not both. Nested blocks on the same logger send to
+    the innermost `to` (a task inside a flow: the task run's logger), and give the outer one back after."""
     saved = []
     for name in names:
         logger = logging.getLogger(name)
-        saved.append((logger, logger.level, logger.propagate))
+        current = next((h for h in logger.handlers if isinstance(h, _Forward)), None)
+        if current is not None:  # nested: redirect the one handler, so a line is never sent twice
+            saved.append((logger, current, current.to, None, None))
+            current.to = to
+            continue
+        handler = _Forward(to)
+        saved.append((logger, handler, None, logger.level, logger.propagate))
         logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
     try:
         yield
     finally:
-        for logger, old_level, old_propagate in saved:
+        for logger, handler, outer, old_level, old_propagate in reversed(saved):
+            if outer is not None:
+                handler.to = outer
+                continue
             logger.removeHandler(handler)
             logger.setLevel(old_level)
             logger.propagate = old_propagate

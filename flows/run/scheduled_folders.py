@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from dataio.folder_lock import FolderInUse, lock_folder
 from flows.run.config import RunConfig
@@ -95,7 +94,7 @@ def _why_not_resumed(folder: Path, config: RunConfig) -> str | None:
 
 
 @contextlib.contextmanager
-def scheduled_run_folder(config: RunConfig, when: datetime | None, log: Any = _log) -> Iterator[ScheduledFolder]:
+def scheduled_run_folder(config: RunConfig, when: datetime | None) -> Iterator[ScheduledFolder]:
     """Choose the folder of a scheduled run of `config` due at `when` (see the module's docstring).
 
     A folder that is resumed stays locked (`dataio.folder_lock`) for the block, so a second run choosing at the
@@ -113,11 +112,11 @@ def scheduled_run_folder(config: RunConfig, when: datetime | None, log: Any = _l
                 except FolderInUse as exc:
                     reason = str(exc)
             if reason is None:
-                log.info("%s: an earlier scheduled run did not finish; resuming it (finished rounds are kept)",
+                _log.info("%s: an earlier scheduled run did not finish; resuming it (finished rounds are kept)",
                          latest)
                 yield ScheduledFolder(latest, resumed=True)
                 return
-        log.warning("%s did not finish and is not resumed: %s; this run starts a new folder", latest, reason)
+        _log.warning("%s did not finish and is not resumed: %s; this run starts a new folder", latest, reason)
     yield ScheduledFolder(_new_folder(root, when), resumed=False)
 
 
