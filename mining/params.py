@@ -100,10 +100,11 @@ class MiningParams(BaseModel):
     positive_mutual: bool = Field(
         True, description="mined_positives: the anchor must be its neighbour's nearest neighbour too")
     similarity_sample: int | None = Field(
-        None, ge=1, description="when no band needs the pool's embeddings (random and nli_contradiction only, no "
-                                "mined positives, no teacher): score only this many rows per band, seeded, and "
-                                "encode only their texts; the other rows' similarities are null. None: every row "
-                                "(the whole pool is encoded)")
+        None, ge=1, description="when no band needs the student's embeddings of the pool (random and "
+                                "nli_contradiction only; mined positives only when the teacher judges them): score "
+                                "only this many rows per band, seeded, and encode only their texts; the other rows' "
+                                "student similarities are null (a teacher's scores are kept on every row). None: "
+                                "every row (the whole pool is encoded)")
 
     def __init__(self, **data: Any) -> None:
         try:

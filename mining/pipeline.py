@@ -132,9 +132,11 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
 
     timings: dict[str, float] = {}
     cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
-    # No band of this round looks at a vector: only a sample's similarities are computed (mining.similarity_sample)
-    sampled = p.similarity_sample is not None and embeddings is None and teacher is None and \
-        not p.mined_positives and not set(chosen) & POOL_EMBEDDING_BANDS
+    # No band of this round looks at the student's vectors: only a sample's similarities are computed
+    # (mining.similarity_sample). Mined positives the teacher judges need the teacher's vectors (cached, every row
+    # scored from them), not the student's; the student's own judgement needs the whole pool encoded.
+    sampled = p.similarity_sample is not None and embeddings is None and \
+        not (p.mined_positives and teacher is None) and not set(chosen) & POOL_EMBEDDING_BANDS
     sharded = shards > 1 and not sampled  # sampled: nothing to search or spread, the bands are index arithmetic
     map_shards = map_shards or local_map
     timings["encode"] = 0.0
@@ -278,6 +280,10 @@ def _mine_here(ctx: BandContext, chosen: list[str], encoder: Any, sampled: bool,
         results = {band: BAND_FUNCTIONS[band](ctx) for band in chosen}
         sample_info = add_sampled_similarities(ctx, results, encoder, ctx.params.similarity_sample,
                                                ctx.params.batch_size)
+        if ctx.teacher is not None:  # the teacher's pool vectors are at hand: every row gets its scores
+            for res in results.values():
+                res.teacher_score = ctx.teacher.pair_sims(res.anchor, res.negative)
+                res.teacher_positive_score = ctx.teacher.pair_sims(res.anchor, res.positive)
         timings["bands"] += time.perf_counter() - t
         return results, {}, sample_info
     t = time.perf_counter()

@@ -69,3 +69,30 @@ def test_the_sample_repeats_and_bands_that_need_vectors_encode_the_pool(corpus, 
 def test_the_setting_is_recorded_only_when_set():
     assert "similarity_sample" not in MiningParams().as_dict()
     assert MiningParams(similarity_sample=64).as_dict()["similarity_sample"] == 64
+
+
+def test_with_a_teacher_judging_positives_the_student_encodes_only_the_sample(corpus, vectors, tmp_path):
+    """configs/domain_teacher.yaml's round: the random band and mined positives the teacher judges. The student's
+    vectors of the pool would serve only the statistics, so only a sample is encoded; the triplets, the mined
+    positives and every row's teacher scores are those of a round that encodes the whole pool."""
+    # A teacher that sees pairs of paraphrases (i and i + 60 close), so mined positives exist.
+    rng = np.random.default_rng(1)
+    base = [rng.standard_normal(8) for _ in range(60)]
+    teacher_vectors = {t: (base[i % 60] + 0.01 * rng.standard_normal(8)).tolist() for i, t in enumerate(TEXTS)}
+    params = MiningParams(mined_positives=True, positive_min_score=0.9)
+    kw = dict(bands=["random"], show_progress=False)
+    full_student, sample_student = CountingEncoder(vectors), CountingEncoder(vectors)
+    mine(corpus, full_student, tmp_path / "full", params=params, teacher=TableEncoder(teacher_vectors), **kw)
+    mine(corpus, sample_student, tmp_path / "sample", teacher=TableEncoder(teacher_vectors),
+         params=params.model_copy(update={"similarity_sample": 10}), **kw)
+    assert full_student.encoded == len(TEXTS) and 0 < sample_student.encoded <= 30
+    key = ("anchor", "positive", "negative", "positive_source", "teacher_score", "teacher_positive_score")
+    full = sorted(tuple(r[k] for k in key) for r in read_triplets(tmp_path / "full").to_pylist())
+    sample = sorted(tuple(r[k] for k in key) for r in read_triplets(tmp_path / "sample").to_pylist())
+    assert sample == full and sum(1 for r in sample if r[3] == "mined") >= 50
+    assert all(r[4] is not None and r[5] is not None for r in sample), "every row keeps its teacher scores"
+    # The student as the judge needs its own vectors of the whole pool: no sample then.
+    student_judge = CountingEncoder(vectors)
+    mine(corpus, student_judge, tmp_path / "student", params=params.model_copy(update={"similarity_sample": 10}),
+         **kw)
+    assert student_judge.encoded == len(TEXTS)
