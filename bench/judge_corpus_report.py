@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import REPO
-from bench.experiment_report import endpoint, load_results, mean_sd, paired, run_meta, write_section
+from bench.experiment_report import load_results, mean_sd, paired, run_meta, write_section
 from bench.judge_report import (
-    GUARD,
     REPORT,
     TIE,
+    arm_scores,
     ci_text,
     difference_reading,
     fmt,
     goal_reading,
     reference_scores,
+    versus_start,
 )
 
 START_MARKER = "<!-- judge-corpus:start -->"
@@ -34,17 +35,9 @@ BASE_TOLERANCE = 0.01  # AP/Spearman points: the start's scores in this folder m
 
 
 def _arm(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    runs = sorted(runs, key=lambda r: r["seed"])
-    final = {r["seed"]: endpoint(r, REPORT) for r in runs}
-    guard = {r["seed"]: endpoint(r, GUARD) for r in runs}
-    dev = {r["seed"]: r["final"]["dev"] for r in runs}
     shares = [c["mined_positives_share"] for r in runs for c in r.get("curve") or []
               if c.get("mined_positives_share") is not None]
-    return {"n": len(runs), "final": final, "guard": guard, "dev": dev,
-            "final_summary": mean_sd(list(final.values())), "guard_summary": mean_sd(list(guard.values())),
-            "dev_summary": mean_sd(list(dev.values())), "mined_share": mean_sd(shares)[0],
-            "train_seconds": mean_sd([r["timings"].get("train") for r in runs if r.get("timings")])[0],
-            "wall_seconds": mean_sd([r["timings"].get("wall") for r in runs if r.get("timings")])[0]}
+    return {**arm_scores(runs), "mined_share": mean_sd(shares)[0]}
 
 
 def base_check(record: Mapping[str, Any] | None, rerun: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -85,8 +78,7 @@ def analyse(results: Iterable[Mapping[str, Any]], phase1: Iterable[Mapping[str, 
     arms = {name: _arm(runs) for name, runs in ((POOL_ARM, pool_runs), (CORPUS_ARM, corpus_runs)) if runs}
     out["arms"], out["chosen"] = arms, chosen_arm(arms)
     for name, a in arms.items():
-        row = {"arm": name, **paired(a["final"], {s: start["report"] for s in a["final"]}),
-               "guard_change": paired(a["guard"], {s: start["guard"] for s in a["guard"]})}
+        row = {"arm": name, **versus_start(a, start)}
         row["reading"] = goal_reading(row) if name == out["chosen"] else "shown; not the select half's choice"
         out["rows"].append(row)
     if len(arms) == 2:

@@ -81,6 +81,26 @@ def margin_from_noise(select_finals: Sequence[float]) -> float | None:
     return math.ceil(2 * sd / 0.05 - 1e-9) * 0.05
 
 
+def arm_scores(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One arm's runs by seed: the final model's report-half score (`final`), its STS-B test (`guard`) and its
+    select-half score (`dev`), each with its mean and SD, and the mean seconds of training."""
+    runs = sorted(runs, key=lambda r: r["seed"])
+    final = {r["seed"]: endpoint(r, REPORT) for r in runs}
+    guard = {r["seed"]: endpoint(r, GUARD) for r in runs}
+    dev = {r["seed"]: r["final"]["dev"] for r in runs}
+    return {"n": len(runs), "seeds": [r["seed"] for r in runs], "final": final, "guard": guard, "dev": dev,
+            "final_summary": mean_sd(list(final.values())), "guard_summary": mean_sd(list(guard.values())),
+            "dev_summary": mean_sd(list(dev.values())),
+            "train_seconds": mean_sd([r["timings"].get("train") for r in runs if r.get("timings")])[0]}
+
+
+def versus_start(arm: Mapping[str, Any], start: Mapping[str, Any]) -> dict[str, Any]:
+    """An arm (`arm_scores`) against the start model, paired by seed: the report-half difference, and the STS-B
+    guard's change (`guard_change`)."""
+    return {**paired(arm["final"], {s: start["report"] for s in arm["final"]}),
+            "guard_change": paired(arm["guard"], {s: start["guard"] for s in arm["guard"]})}
+
+
 def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) -> dict[str, Any]:
     """Arms (per-seed values, summaries), contrasts against the start and against in_batch, teacher, winner."""
     by_arm: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -93,9 +113,6 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
     arms: dict[str, dict[str, Any]] = {}
     for arm in sorted(by_arm, key=_order):
         runs = sorted(by_arm[arm], key=lambda r: r["seed"])
-        final = {r["seed"]: endpoint(r, REPORT) for r in runs}
-        guard = {r["seed"]: endpoint(r, GUARD) for r in runs}
-        dev = {r["seed"]: r["final"]["dev"] for r in runs}
         selected = {r["seed"]: endpoint(r, REPORT, "selected") for r in runs}
         shares: dict[int, list[float]] = defaultdict(list)
         for r in runs:  # the result's own record; else its run folder, where that was kept
@@ -105,25 +122,18 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
                 recorded = mined_share(runs_dir / r["start"] / r["setting"] / arm / f"seed{r['seed']}")
             for rnd, share in recorded.items():
                 shares[rnd].append(share)
-        arms[arm] = {"n": len(runs), "seeds": [r["seed"] for r in runs], "final": final, "guard": guard, "dev": dev,
-                     "selected": selected, "final_summary": mean_sd(list(final.values())),
-                     "guard_summary": mean_sd(list(guard.values())), "dev_summary": mean_sd(list(dev.values())),
-                     "selected_summary": mean_sd(list(selected.values())),
+        arms[arm] = {**arm_scores(runs), "selected": selected, "selected_summary": mean_sd(list(selected.values())),
                      "selected_rounds": [r["selected"]["round"] for r in runs],
                      "description": runs[0].get("description"),
-                     "mined_share": {k: mean_sd(v)[0] for k, v in sorted(shares.items())},
-                     "train_seconds": mean_sd([r["timings"].get("train") for r in runs if r.get("timings")])[0]}
+                     "mined_share": {k: mean_sd(v)[0] for k, v in sorted(shares.items())}}
     contrasts = []
     for arm, a in arms.items():
-        versus_start = paired(a["final"], {s: start["report"] for s in a["final"]})
-        guard_change = paired(a["guard"], {s: start["guard"] for s in a["guard"]})
-        row = {"label": f"{arm} − start model", "kind": "goal", "a": arm, "b": "start", **versus_start,
-               "guard_change": guard_change}
+        row = {"label": f"{arm} − start model", "kind": "goal", "a": arm, "b": "start", **versus_start(a, start)}
         row["reading"] = goal_reading(row)
-        known = None not in (start["report"], versus_start["mean"]) and teacher and teacher["report"] is not None
+        known = None not in (start["report"], row["mean"]) and teacher and teacher["report"] is not None
         if known:
             gap = teacher["report"] - start["report"]
-            row["gap_closed"] = versus_start["mean"] / gap if gap > 0 else None
+            row["gap_closed"] = row["mean"] / gap if gap > 0 else None
         contrasts.append(row)
     versus_reference = []
     for arm, a in arms.items():

@@ -264,6 +264,11 @@ def add_similarities(result: BandResult, emb: Embeddings, teacher: Embeddings | 
     the student's and, with a teacher, the teacher's."""
     result.anchor_negative_sim = emb.pair_sims(result.anchor, result.negative)
     result.anchor_positive_sim = emb.pair_sims(result.anchor, result.positive)
+    return add_teacher_scores(result, teacher)
+
+
+def add_teacher_scores(result: BandResult, teacher: Embeddings | None) -> BandResult:
+    """The teacher's cosines of each triplet's anchor-negative and anchor-positive (nothing without a teacher)."""
     if teacher is not None:
         result.teacher_score = teacher.pair_sims(result.anchor, result.negative)
         result.teacher_positive_score = teacher.pair_sims(result.anchor, result.positive)

@@ -24,7 +24,7 @@ from dataio.triplet_layout import manifest_path
 from dataio.triplets import RoundManifest, check_layout, is_complete, read_manifest, resolve_file, round_problem
 from mining import index as index_module
 from mining.band_context import POOL_EMBEDDING_BANDS, BandContext, BandResult
-from mining.bands import BAND_FUNCTIONS, add_similarities, available_bands
+from mining.bands import BAND_FUNCTIONS, add_similarities, add_teacher_scores, available_bands
 from mining.corpus import MiningCorpus, check_size
 from mining.embeddings import Embeddings, embed_corpus, model_fingerprint
 from mining.exclusions import ExcludedPairs, as_excluded_pairs, pair_keys
@@ -280,10 +280,8 @@ def _mine_here(ctx: BandContext, chosen: list[str], encoder: Any, sampled: bool,
         results = {band: BAND_FUNCTIONS[band](ctx) for band in chosen}
         sample_info = add_sampled_similarities(ctx, results, encoder, ctx.params.similarity_sample,
                                                ctx.params.batch_size)
-        if ctx.teacher is not None:  # the teacher's pool vectors are at hand: every row gets its scores
-            for res in results.values():
-                res.teacher_score = ctx.teacher.pair_sims(res.anchor, res.negative)
-                res.teacher_positive_score = ctx.teacher.pair_sims(res.anchor, res.positive)
+        for res in results.values():  # the teacher's pool vectors are at hand: every row gets its scores
+            add_teacher_scores(res, ctx.teacher)
         timings["bands"] += time.perf_counter() - t
         return results, {}, sample_info
     t = time.perf_counter()
