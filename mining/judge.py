@@ -3,7 +3,8 @@
 In a domain corpus the nearest neighbours of a text are often paraphrases of it (many tweets share one
 headline): used as negatives they hurt, used as positives they are the in-domain supervision an unlabeled
 corpus lacks (AugSBERT, GPL). The *judge* decides: the student's own embeddings by default, a stronger
-teacher's when a run names one (`mining.teacher`). Its embeddings are a cached `Embeddings` like the student's.
+teacher's when a run names one (`mining.teacher`), or both (`positive_judge: both`: the mean of the two cosines,
+an ensemble whose members err on different pairs). Its embeddings are a cached `Embeddings` like the student's.
 
 **Mined positives** (`MiningParams.mined_positives`): an unsupervised anchor (a corpus text with no labeled
 pair) gets its judge-nearest neighbour as its positive when the judge is confident they say the same thing:
@@ -86,6 +87,32 @@ def _first_two(judge: Embeddings, queries: np.ndarray, text_key: np.ndarray, exc
     s1 = np.where(has_first, scores[r, first_col], -np.inf).astype(np.float32)
     s2 = np.where(has_second, scores[r, second_col], -np.inf).astype(np.float32)
     return first.astype(np.int64), s1, s2
+
+
+# How the manifest, the report, `inspect` and the HTML view name each judge (`MiningParams.positive_judge`).
+JUDGE_LABELS = {"teacher": "teacher", "student": "student", "both": "teacher+student"}
+
+
+def judge_embeddings(judge: str, student: Embeddings | None, teacher: Embeddings | None) -> Embeddings:
+    """The vectors whose cosines judge the mined positives: the teacher's, the student's, or for `both` the two
+    unit vectors side by side, each scaled by 1/sqrt(2), so that a dot product is the mean of the two cosines
+    (and the kNN search of `mine_positives` ranks by it unchanged)."""
+    vectors = {"teacher": teacher, "student": student}
+    if judge in vectors:
+        if vectors[judge] is None:
+            raise ValueError(f"positive_judge {judge!r} needs the {judge}'s embeddings of the pool")
+        return vectors[judge]
+    if judge != "both":
+        raise ValueError(f"unknown judge {judge!r}; known: {', '.join(JUDGE_LABELS)}")
+    if teacher is None or student is None:
+        raise ValueError("positive_judge 'both' needs the teacher's and the student's embeddings of the pool")
+    if student.ids != teacher.ids:
+        raise ValueError("the student's and the teacher's embeddings hold different pools")
+    scale = np.float32(1 / np.sqrt(2))
+    matrix = np.hstack([np.asarray(teacher.matrix, np.float32) * scale,
+                        np.asarray(student.matrix, np.float32) * scale]).astype(teacher.matrix.dtype)
+    return Embeddings(matrix, list(teacher.ids), f"{teacher.model_fingerprint}+{student.model_fingerprint}",
+                      teacher.pool_fingerprint)
 
 
 def mine_positives(corpus: MiningCorpus, judge: Embeddings, params: MiningParams, seed: int = 0,

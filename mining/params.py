@@ -31,7 +31,11 @@ IVF_CODECS = ("auto", "flat", "sq8", "pq")  # codes of faiss-ivf's lists (mining
 ENGINES = ("dask", "ray")  # what spreads a round's shards over workers (mining.shards)
 
 
-MINED_POSITIVE_FIELDS = ("mined_positives", "positive_min_score", "positive_min_margin", "positive_mutual")
+MINED_POSITIVE_FIELDS = ("mined_positives", "positive_min_score", "positive_min_margin", "positive_mutual",
+                         "positive_judge")
+# Who judges a mined positive (mining.judge): auto = the teacher when the run names one, else the student;
+# both = the mean of the teacher's and the student's cosines (an ensemble judge: the two models' errors differ).
+POSITIVE_JUDGES = ("auto", "teacher", "student", "both")
 
 
 def _field_error(name: str, value: Any, why: str) -> ValidationError:
@@ -99,6 +103,10 @@ class MiningParams(BaseModel):
         0.0, ge=0, le=2, description="mined_positives: how much the neighbour must beat the next one by")
     positive_mutual: bool = Field(
         True, description="mined_positives: the anchor must be its neighbour's nearest neighbour too")
+    positive_judge: Literal[POSITIVE_JUDGES] = Field(
+        "auto", description="mined_positives: whose cosines judge them: auto (the teacher when the run names one, "
+                            "else the student), teacher, student, or both (the mean of the teacher's and the "
+                            "student's cosine; teacher and both need a teacher)")
     similarity_sample: int | None = Field(
         None, ge=1, description="when no band needs the student's embeddings of the pool (random and "
                                 "nli_contradiction only; mined positives only when the teacher judges them): score "
@@ -147,7 +155,19 @@ class MiningParams(BaseModel):
                 out.pop(name, None)
         if self.similarity_sample is None:  # likewise: recorded only when set
             out.pop("similarity_sample", None)
+        if self.positive_judge == "auto":  # likewise: the judge chosen as before the setting existed
+            out.pop("positive_judge", None)
         return out
+
+    def judge_of_positives(self, has_teacher: bool) -> Literal["teacher", "student", "both"]:
+        """Who judges this round's mined positives, given whether the run has a teacher (`auto` resolved);
+        an `InputError` when the setting needs a teacher the run does not name."""
+        if self.positive_judge in ("teacher", "both") and not has_teacher:
+            raise InputError(f"mining option positive_judge={self.positive_judge!r} needs the run's teacher: give "
+                             f"teacher: {{path: ...}} (mine --teacher) or set positive_judge: student")
+        if self.positive_judge == "auto":
+            return "teacher" if has_teacher else "student"
+        return self.positive_judge
 
     def as_dict(self) -> dict[str, Any]:
         """Every parameter that applies, defaults included: what a round's files and manifest record."""

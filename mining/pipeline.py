@@ -39,7 +39,7 @@ from mining.index import (
     recall_sample_rows,
     tune_nprobe,
 )
-from mining.judge import mine_positives, never_negatives, with_mined_positives
+from mining.judge import JUDGE_LABELS, judge_embeddings, mine_positives, never_negatives, with_mined_positives
 from mining.params import MiningParams, check_bands
 from mining.parquet import RoundWriter
 from mining.shards import (
@@ -124,6 +124,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     cfp = corpus.fingerprint()
     excluded = as_excluded_pairs(exclude_pairs)
     teacher_fp = model_fingerprint(teacher) if teacher is not None else None
+    judge = p.judge_of_positives(teacher is not None) if p.mined_positives else None  # refused before any work
     run_params = _run_params(p, seed, chosen, excluded, teacher_fp)
 
     reused = _reusable_round(out, round, mfp, cfp, run_params)
@@ -133,10 +134,10 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     timings: dict[str, float] = {}
     cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
     # No band of this round looks at the student's vectors: only a sample's similarities are computed
-    # (mining.similarity_sample). Mined positives the teacher judges need the teacher's vectors (cached, every row
-    # scored from them), not the student's; the student's own judgement needs the whole pool encoded.
+    # (mining.similarity_sample). Mined positives the teacher alone judges need the teacher's vectors (cached,
+    # every row scored from them), not the student's; a judgement the student takes part in needs the whole pool.
     sampled = p.similarity_sample is not None and embeddings is None and \
-        not (p.mined_positives and teacher is None) and not set(chosen) & POOL_EMBEDDING_BANDS
+        judge in (None, "teacher") and not set(chosen) & POOL_EMBEDDING_BANDS
     sharded = shards > 1 and not sampled  # sampled: nothing to search or spread, the bands are index arithmetic
     map_shards = map_shards or local_map
     timings["encode"] = 0.0
@@ -156,7 +157,8 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     judged = None
     if p.mined_positives:
         t = time.perf_counter()
-        corpus, excluded_pairs, judged = _judge_positives(corpus, embeddings, teacher_emb, p, seed, excluded_pairs)
+        corpus, excluded_pairs, judged = _judge_positives(corpus, judge_embeddings(judge, embeddings, teacher_emb),
+                                                          judge, p, seed, excluded_pairs)
         timings["mined_positives"] = time.perf_counter() - t
     ctx = BandContext(corpus, embeddings, p, seed, round, excluded_pairs=excluded_pairs, teacher=teacher_emb)
     timings["bands"] = time.perf_counter() - t
@@ -180,7 +182,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     timings["total"] = time.perf_counter() - t_start
     path = writer.finish({b: r.stats() for b, r in results.items()},
                          _manifest_extra(corpus, embeddings, index_info, sample_info, timings, exclusion_info, teacher,
-                                         teacher_fp, teacher_emb, judged))
+                                         teacher_fp, teacher_emb, judged, judge))
     manifest = read_manifest(out, round)
     return MiningResult(out, round, path, manifest, cached=False, timings=timings,
                         results=results if keep_results else {})
@@ -198,19 +200,16 @@ def _run_params(p: MiningParams, seed: int, chosen: Sequence[str], excluded: Exc
     return run_params
 
 
-def _judge_positives(corpus: MiningCorpus, embeddings: Embeddings | None, teacher_emb: Embeddings | None,
-                     p: MiningParams, seed: int, excluded_pairs: np.ndarray | None) \
-        -> tuple[MiningCorpus, np.ndarray, Any]:
-    """Mined positives (mining.judge, by the teacher when there is one): the corpus with them as anchors'
+def _judge_positives(corpus: MiningCorpus, judge_emb: Embeddings, judge: str, p: MiningParams, seed: int,
+                     excluded_pairs: np.ndarray | None) -> tuple[MiningCorpus, np.ndarray, Any]:
+    """Mined positives (mining.judge, by `judge_emb`, the vectors of `judge`): the corpus with them as anchors'
     positives, and the pairs they make added to those no band may pick as negatives."""
-    judge = teacher_emb if teacher_emb is not None else embeddings
-    judged = mine_positives(corpus, judge, p, seed, pair_keys(excluded_pairs, len(corpus)))
+    judged = mine_positives(corpus, judge_emb, p, seed, pair_keys(excluded_pairs, len(corpus)))
     corpus = with_mined_positives(corpus, judged)
     guard = never_negatives(corpus, judged)
     excluded_pairs = guard if excluded_pairs is None else np.concatenate([excluded_pairs, guard])
     log.info("mined positives (%s judge): %d of %d unsupervised anchors (%.1f%%)",
-             "teacher" if teacher_emb is not None else "student", len(judged.rows), judged.candidates,
-             100 * judged.share)
+             judge, len(judged.rows), judged.candidates, 100 * judged.share)
     return corpus, excluded_pairs, judged
 
 
@@ -308,7 +307,8 @@ def _search(ctx: BandContext, depth: int, show_progress: bool) -> dict[str, Any]
 
 def _manifest_extra(corpus: MiningCorpus, embeddings: Embeddings | None, index_info: dict[str, Any],
                     sample_info: Any, timings: dict[str, float], exclusion_info: dict[str, Any], teacher: Any,
-                    teacher_fp: str | None, teacher_emb: Embeddings | None, judged: Any) -> dict[str, Any]:
+                    teacher_fp: str | None, teacher_emb: Embeddings | None, judged: Any,
+                    judge: str | None) -> dict[str, Any]:
     """What the manifest records of the round beside its bands: index, corpus, embeddings (or the similarity
     sample), timings, and the excluded pairs, the teacher and the mined positives when there were any."""
     extra: dict[str, Any] = {
@@ -323,8 +323,7 @@ def _manifest_extra(corpus: MiningCorpus, embeddings: Embeddings | None, index_i
                             "cached": teacher_emb.cached,
                             "path_of_embeddings": str(teacher_emb.path) if teacher_emb.path else None}
     if judged is not None:
-        extra["mined_positives"] = {"judge": "teacher" if teacher_emb is not None else "student",
-                                    **judged.describe()}
+        extra["mined_positives"] = {"judge": JUDGE_LABELS[judge], **judged.describe()}
     return extra
 
 

@@ -196,13 +196,20 @@ def test_distillation_without_a_teacher_is_refused_naming_the_keys(tmp_path: Pat
         load_config(_write(tmp_path, GOOD + "training: {distill_kl: 1.0}\n"))
 
 
+def test_a_teacher_judge_of_mined_positives_without_a_teacher_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"positive_judge: both judges mined positives with the run's teacher"):
+        load_config(_write(tmp_path, GOOD + "mining: {params: {mined_positives: true, positive_judge: both}}\n"))
+    load_config(_write(tmp_path, GOOD + "mining: {params: {mined_positives: true, positive_judge: student}}\n",
+                       "student.yaml"))
+
+
 def test_settings_added_for_the_judge_leave_older_configs_fingerprints_alone(tmp_path: Path) -> None:
     """A config without a teacher or mined positives dumps as it did before they existed (saved configs of running
     nights and their fingerprints stay equal)."""
     config = load_config(_write(tmp_path, GOOD))
     dumped = yaml.safe_load(config.to_yaml())
     assert "teacher" not in dumped and "teacher" not in config.computed_settings()
-    assert not {"mined_positives", "positive_min_score"} & set(dumped["mining"]["params"])
+    assert not {"mined_positives", "positive_min_score", "positive_judge"} & set(dumped["mining"]["params"])
     on = load_config(_write(tmp_path, GOOD + "mining: {params: {mined_positives: true}}\n", "on.yaml"))
     assert on.computed_settings()["mining"]["params"]["mined_positives"] is True
     assert on.fingerprint() != config.fingerprint()

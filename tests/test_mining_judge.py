@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dataio.errors import InputError
 from dataio.triplets import read_manifest, read_triplets
 from mining.corpus import MINED, load_corpus
 from mining.embeddings import embed_corpus
-from mining.judge import mine_positives, with_mined_positives
+from mining.judge import judge_embeddings, mine_positives, with_mined_positives
 from mining.params import MiningParams
 from mining.pipeline import mine
 from mining.testing import CountingEncoder, TableEncoder
@@ -187,3 +188,45 @@ def test_a_mined_positive_keeps_its_anchors_place_in_the_sampled_order(corpus, t
         return [texts[int(sampler._u_text[u, 0])] for u in order]
 
     assert anchor_order(True) == anchor_order(False)
+
+
+def test_both_judges_by_the_mean_of_the_teacher_and_the_student_cosine(corpus, tmp_path):
+    # The student sees "alpha one"/"alpha uno" as unrelated, the teacher as a paraphrase: the mean of the two
+    # cosines (~0.6) is below 0.9, so only the pair both see (why/zed) is mined; each judge alone differs.
+    student = {**STUDENT, "alpha uno": unit(0, 0, 0, 0, 0, 1, 0.3)}
+    s = embed_corpus(corpus, TableEncoder(student), tmp_path / "s", show_progress=False)
+    t = embed_corpus(corpus, TableEncoder(STUDENT), tmp_path / "t", show_progress=False)
+    both = judge_embeddings("both", s, t)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(corpus), 40), rng.integers(0, len(corpus), 40)
+    mean = (s.pair_sims(a, b).astype(np.float64) + t.pair_sims(a, b)) / 2
+    assert both.pair_sims(a, b) == pytest.approx(mean, abs=2e-3)
+    params = MiningParams(range_max=5, mined_positives=True)
+    assert pairs_of(corpus, mine_positives(corpus, both, params)) == {("why", "zed"), ("zed", "why")}
+    assert ("alpha one", "alpha uno") in pairs_of(corpus, mine_positives(corpus, judge_embeddings("teacher", s, t),
+                                                                          params))
+    assert judge_embeddings("student", s, t) is s
+
+    def mined_by(judge: str, out: str) -> tuple[set[tuple[str, str]], dict]:
+        p = MiningParams(range_max=5, mined_positives=True, positive_judge=judge)
+        res = mine(corpus, TableEncoder(student), tmp_path / out, params=p, bands=["random"], show_progress=False,
+                   teacher=TableEncoder(STUDENT))
+        rows = read_triplets(tmp_path / out).to_pylist()
+        return {(r["anchor"], r["positive"]) for r in rows if r["positive_source"] == "mined"}, res.manifest
+
+    pairs, manifest = mined_by("both", "both")
+    assert pairs == {("why", "zed"), ("zed", "why")}
+    assert manifest.model_extra["mined_positives"]["judge"] == "teacher+student"
+    assert manifest.params["positive_judge"] == "both"
+    pairs, manifest = mined_by("student", "student")
+    assert ("alpha one", "alpha uno") not in pairs and manifest.model_extra["mined_positives"]["judge"] == "student"
+    assert ("alpha one", "alpha uno") in mined_by("auto", "auto")[0], "auto: the teacher judges when there is one"
+
+
+def test_a_judge_that_needs_the_teacher_is_refused_without_one_before_any_work(corpus, tmp_path):
+    params = MiningParams(range_max=5, mined_positives=True, positive_judge="both")
+    with pytest.raises(InputError, match="positive_judge='both' needs the run's teacher"):
+        mine(corpus, TableEncoder(STUDENT), tmp_path / "out", params=params, bands=["random"], show_progress=False)
+    assert not (tmp_path / "out").exists()
+    # Left at auto, the setting stays out of the recorded parameters (rounds mined before it keep theirs).
+    assert "positive_judge" not in MiningParams(mined_positives=True).as_dict()

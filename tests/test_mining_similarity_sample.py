@@ -96,3 +96,8 @@ def test_with_a_teacher_judging_positives_the_student_encodes_only_the_sample(co
     mine(corpus, student_judge, tmp_path / "student", params=params.model_copy(update={"similarity_sample": 10}),
          **kw)
     assert student_judge.encoded == len(TEXTS)
+    # Nor when the student judges beside the teacher (positive_judge: both).
+    ensemble = CountingEncoder(vectors)
+    mine(corpus, ensemble, tmp_path / "both", teacher=TableEncoder(teacher_vectors),
+         params=params.model_copy(update={"similarity_sample": 10, "positive_judge": "both"}), **kw)
+    assert ensemble.encoded == len(TEXTS)
