@@ -217,10 +217,12 @@ def judge_variant(config: Any) -> str | None:
 
 def encoder_dependent(config: Any) -> bool:
     """Whether an arm's later rounds depend on its own encoder: a band that does (nearest neighbours, in-domain
-    clusters), or positives the student judges (mined with the current encoder, as the product does)."""
+    clusters), or positives the student judges, alone or beside the teacher (mined with the current encoder, as
+    the product does)."""
     if not set(config.mining.bands) <= set(MODEL_INDEPENDENT_BANDS):
         return True
-    return bool(config.mining.params.mined_positives and config.teacher is None)
+    params = config.mining.params
+    return bool(params.mined_positives and params.judge_of_positives(config.teacher is not None) != "teacher")
 
 
 def link_teacher_cache(shared_cache: Path, run_cache: Path) -> None:

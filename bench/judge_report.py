@@ -33,11 +33,14 @@ START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
 ARM_ORDER = ("in_batch", "mined_student", "mined_teacher", "teacher_nn", "distill")  # phase 1
 PHASE2 = ("graded_curriculum", "graded_shuffled")  # phase 2: the curriculum over the teacher's grades, its control
-PHASE3_BASE = "mined_teacher"  # phase 3: two variants of phase 1's winner, each read against it
+PHASE3_BASE = "mined_teacher"  # phases 3 and 6: variants of phase 1's winner, each read against it
 PHASE3 = ("mined_teacher_more", "mined_teacher_lr2")
-# The sizes docs/experiment.md registered: phase 1, and phases 2 and 3 run into phase 1's folder.
-REGISTERED_SIZES = ("judge", "judge2", "judge3")
-REPRODUCTION_FOLDER = "reproduction"  # <out>/reproduction: phase 3's rerun of one phase-1 record on its snapshot
+PHASE6 = ("mined_ensemble", "mined_teacher_strict")  # phase 6: a stricter judge (teacher+student; a higher cosine)
+VARIANT_PHASES = {3: PHASE3, 6: PHASE6}
+# The sizes docs/experiment.md registered: phase 1, and phases 2, 3 and 6 run into phase 1's folder.
+REGISTERED_SIZES = ("judge", "judge2", "judge3", "judge6")
+# <out>/<folder>: a phase's rerun of one phase-1 record on that phase's snapshot (the reproduction control)
+REPRODUCTION_FOLDERS = {3: "reproduction", 6: "reproduction6"}
 REPRODUCTION_TOLERANCE = 0.05  # AP points: the rerun's report-half score must be this close to the record's
 REFERENCE = "in_batch"
 GOAL = 1.0          # issue 23: the winning arm beats the start by >= 1.0 AP, its CI excluding 0
@@ -48,7 +51,7 @@ GUARD = "sts/test"
 
 
 def _order(arm: str) -> int:
-    order = ARM_ORDER + PHASE2 + PHASE3
+    order = ARM_ORDER + PHASE2 + PHASE3 + PHASE6
     return order.index(arm) if arm in order else len(order)
 
 
@@ -148,34 +151,40 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
     contrasts += versus_reference
     winner = pick_winner({a: v for a, v in arms.items() if a in ARM_ORDER})  # phase 1's rule, its arms
     contrasts += phase2_contrasts(arms, winner)
-    contrasts += phase3_contrasts(arms)
     reference_dev = list(arms[REFERENCE]["dev"].values()) if REFERENCE in arms else []
-    phase3_pairing = {v: pairing_check({PHASE3_BASE: by_arm[PHASE3_BASE], v: by_arm[v]}, "anchor_order_sha256")
-                      for v in PHASE3 if v in by_arm and PHASE3_BASE in by_arm}
-    return {"arms": arms, "contrasts": contrasts, "start": start, "teacher": teacher, "winner": winner,
-            "margin": margin_from_noise(reference_dev), "pairing": pairing_check(by_arm, "anchor_order_sha256"),
-            "exposure": exposure_check(by_arm), "phase3_winner": phase3_winner(arms),
-            "phase3_pairing": phase3_pairing}
+    result = {"arms": arms, "contrasts": contrasts, "start": start, "teacher": teacher, "winner": winner,
+              "margin": margin_from_noise(reference_dev), "pairing": pairing_check(by_arm, "anchor_order_sha256"),
+              "exposure": exposure_check(by_arm)}
+    for phase, variants in VARIANT_PHASES.items():
+        contrasts += variant_contrasts(arms, phase)
+        result[f"phase{phase}_winner"] = variant_winner(arms, phase)
+        result[f"phase{phase}_pairing"] = {
+            v: pairing_check({PHASE3_BASE: by_arm[PHASE3_BASE], v: by_arm[v]}, "anchor_order_sha256")
+            for v in variants if v in by_arm and PHASE3_BASE in by_arm}
+    return result
 
 
-def phase3_winner(arms: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Phase 3's choice, by the select half only: a variant replaces phase 1's winner when its mean final
-    select-half AP beats that arm's by more than TIE (the best such variant); None before any variant has run."""
-    if PHASE3_BASE not in arms or not any(v in arms for v in PHASE3):
+def variant_winner(arms: Mapping[str, Mapping[str, Any]], phase: int) -> str | None:
+    """A variant phase's choice (3 or 6), by the select half only: a variant replaces phase 1's winner when its
+    mean final select-half AP beats that arm's by more than TIE (the best such variant); None before any variant
+    of the phase has run."""
+    variants = VARIANT_PHASES[phase]
+    if PHASE3_BASE not in arms or not any(v in arms for v in variants):
         return None
     base = arms[PHASE3_BASE]["dev_summary"][0]
-    means = {v: arms[v]["dev_summary"][0] for v in PHASE3 if v in arms and arms[v]["dev_summary"][0] is not None}
+    means = {v: arms[v]["dev_summary"][0] for v in variants if v in arms and arms[v]["dev_summary"][0] is not None}
     better = {v: m for v, m in means.items() if base is not None and m > base + TIE}
     return max(better, key=better.__getitem__) if better else PHASE3_BASE
 
 
-def phase3_contrasts(arms: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each phase-3 variant against phase 1's winner, paired by seed, Holm over the variants that ran."""
+def variant_contrasts(arms: Mapping[str, Mapping[str, Any]], phase: int) -> list[dict[str, Any]]:
+    """Each variant of a phase (3 or 6) against phase 1's winner, paired by seed, Holm over the phase's variants
+    that ran."""
     out = []
-    for variant in PHASE3:
+    for variant in VARIANT_PHASES[phase]:
         if variant in arms and PHASE3_BASE in arms:
             c = paired(arms[variant]["final"], arms[PHASE3_BASE]["final"])
-            c.update(label=f"{variant} − {PHASE3_BASE}", kind="phase 3", a=variant, b=PHASE3_BASE)
+            c.update(label=f"{variant} − {PHASE3_BASE}", kind=f"phase {phase}", a=variant, b=PHASE3_BASE)
             out.append(c)
     for c, adj in zip(out, holm([c["p"] for c in out])):
         c["p_holm"] = adj
@@ -198,10 +207,12 @@ def reproduction_check(record: Mapping[str, Any], rerun: Mapping[str, Any]) -> d
 
 
 def reproductions(out: Path) -> list[dict[str, Any]]:
-    """Every rerun under `<out>/reproduction/results` checked against the record of the same arm and seed."""
+    """Every rerun under each phase's `<out>/<reproduction folder>/results` checked against the record of the same
+    arm and seed, with the phase it controls."""
     records = {(r["arm"], r["seed"]): r for r in load_results(out / "results")}
-    return [reproduction_check(records[(r["arm"], r["seed"])], r)
-            for r in load_results(out / REPRODUCTION_FOLDER / "results") if (r["arm"], r["seed"]) in records]
+    return [{**reproduction_check(records[(r["arm"], r["seed"])], r), "phase": phase}
+            for phase, folder in REPRODUCTION_FOLDERS.items()
+            for r in load_results(out / folder / "results") if (r["arm"], r["seed"]) in records]
 
 
 def phase2_contrasts(arms: Mapping[str, Mapping[str, Any]], best_static: str | None) -> list[dict[str, Any]]:
@@ -299,9 +310,10 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
               "arm on the same anchors in the same order (the anchors alone: mined positives differ by design).",
               ""]
     for check in analysis.get("reproductions") or []:
-        verdict = "passed" if check["passed"] else "**FAILED** (phase 3's contrasts are across code versions)"
-        lines += [f"- Reproduction control (phase 3, first): `{check['arm']}` seed {check['seed']} rerun on the "
-                  f"phase-3 snapshot: report half {fmt(check['before'])} → {fmt(check['after'])} "
+        phase = check.get("phase", 3)
+        verdict = "passed" if check["passed"] else f"**FAILED** (phase {phase}'s contrasts are across code versions)"
+        lines += [f"- Reproduction control (phase {phase}, first): `{check['arm']}` seed {check['seed']} rerun on the "
+                  f"phase-{phase} snapshot: report half {fmt(check['before'])} → {fmt(check['after'])} "
                   f"({fmt(check['difference'], sign=True)}; tolerance ±{REPRODUCTION_TOLERANCE}), anchor order "
                   f"{'the same' if check['same_order'] else 'different'} in every round: {verdict}."]
     if analysis.get("reproductions"):
@@ -356,29 +368,37 @@ def render(analysis: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         for c in phase2:
             lines.append(f"| {c['label']} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci_text(c)} | {fmt(c['p'], 3)} | "
                          f"{c['reading']} |")
-    phase3 = [c for c in analysis["contrasts"] if c["kind"] == "phase 3"]
-    if phase3:
-        pairs = analysis.get("phase3_pairing") or {}
-        lines += ["", f"Phase 3: each variant against `{PHASE3_BASE}` (phase 1's winner), paired by seed, Holm "
-                  f"over the {len(phase3)}; the anchor order shared with `{PHASE3_BASE}` in "
-                  + ", ".join(f"`{v}` {p['identical']} of {p['groups']}" for v, p in pairs.items())
-                  + " (seed, round) groups:", "",
-                  "| contrast | seeds | mean Δ | 95 % CI | p | p (Holm) | reading |", "|---|---|---|---|---|---|---|"]
-        for c in phase3:
-            lines.append(f"| {c['label']} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci_text(c)} | {fmt(c['p'], 3)} | "
-                         f"{fmt(c.get('p_holm'), 3)} | {c['reading']} |")
-        chosen = analysis.get("phase3_winner")
-        goal = next((c for c in analysis["contrasts"] if c["kind"] == "goal" and c["a"] == chosen), None)
-        lines += ["", f"- Phase 3's choice by the select half (a variant must beat `{PHASE3_BASE}`'s mean final "
-                  f"select-half AP by more than {TIE}): `{chosen}`"
-                  + ("" if goal is None else f"; its goal row: {fmt(goal['mean'], sign=True)} {ci_text(goal)}, "
-                     f"STS-B test {fmt(goal['guard_change']['mean'], sign=True)}: {goal['reading']}") + "."]
+    for phase in VARIANT_PHASES:
+        lines += _variant_phase_lines(analysis, phase)
     winner, margin = analysis["winner"], analysis["margin"]
     lines += ["", f"- Winner by the select half (the rule: best mean final select-half AP, ties within {TIE} to the "
               f"simpler arm): `{winner}`.",
               f"- Hand-over margin from noise: 2 × the seed-to-seed SD of `{REFERENCE}`'s final select-half AP = "
               f"{fmt(margin)} AP points.", END_MARKER]
     return "\n".join(lines) + "\n"
+
+
+def _variant_phase_lines(analysis: Mapping[str, Any], phase: int) -> list[str]:
+    """A variant phase's contrasts against phase 1's winner and its choice by the select half (none: no lines)."""
+    rows = [c for c in analysis["contrasts"] if c["kind"] == f"phase {phase}"]
+    if not rows:
+        return []
+    pairs = analysis.get(f"phase{phase}_pairing") or {}
+    lines = ["", f"Phase {phase}: each variant against `{PHASE3_BASE}` (phase 1's winner), paired by seed, Holm "
+             f"over the {len(rows)}; the anchor order shared with `{PHASE3_BASE}` in "
+             + ", ".join(f"`{v}` {p['identical']} of {p['groups']}" for v, p in pairs.items())
+             + " (seed, round) groups:", "",
+             "| contrast | seeds | mean Δ | 95 % CI | p | p (Holm) | reading |", "|---|---|---|---|---|---|---|"]
+    for c in rows:
+        lines.append(f"| {c['label']} | {c['n']} | {fmt(c['mean'], sign=True)} | {ci_text(c)} | {fmt(c['p'], 3)} | "
+                     f"{fmt(c.get('p_holm'), 3)} | {c['reading']} |")
+    chosen = analysis.get(f"phase{phase}_winner")
+    goal = next((c for c in analysis["contrasts"] if c["kind"] == "goal" and c["a"] == chosen), None)
+    lines += ["", f"- Phase {phase}'s choice by the select half (a variant must beat `{PHASE3_BASE}`'s mean final "
+              f"select-half AP by more than {TIE}): `{chosen}`"
+              + ("" if goal is None else f"; its goal row: {fmt(goal['mean'], sign=True)} {ci_text(goal)}, "
+                 f"STS-B test {fmt(goal['guard_change']['mean'], sign=True)}: {goal['reading']}") + "."]
+    return lines
 
 
 def write(out: Path, size: Mapping[str, Any], results_md: Path) -> Path:

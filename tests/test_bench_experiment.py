@@ -489,6 +489,58 @@ def test_the_phase_3_arms_differ_from_mined_teacher_only_in_their_registered_set
     assert set(design.load_size("judge")["arms"]) < set(size["arms"]), "run into phase 1's folder, beside its arms"
 
 
+def test_the_phase_6_arms_differ_from_mined_teacher_only_in_their_judge(tmp_path: Path):
+    from bench import experiment_arm as arm_module
+
+    size = design.load_size("judge6")
+    raw = {**design.load_setting("domain"), "_name": "domain"}
+    built = {arm: design.build_config(raw, design.load_arm(arm), size, "tuned", 0, tmp_path / arm, "m")
+             for arm in ("mined_teacher", "mined_ensemble", "mined_teacher_strict")}
+    base, both, strict = built["mined_teacher"], built["mined_ensemble"], built["mined_teacher_strict"]
+    assert (base.mining.params.positive_judge, both.mining.params.positive_judge) == ("auto", "both")
+    assert both.mining.params.model_copy(update={"positive_judge": "auto"}) == base.mining.params
+    assert strict.mining.params.model_copy(update={"positive_min_score": 0.8}) == base.mining.params
+    assert strict.mining.params.positive_min_score == 0.85
+    assert base.training == both.training == strict.training and base.teacher == both.teacher == strict.teacher
+    # The ensemble's student half is the arm's own encoder: its later rounds are re-mined, the teacher's are shared.
+    assert arm_module.encoder_dependent(both) and not arm_module.encoder_dependent(base)
+    assert not arm_module.encoder_dependent(strict)
+    assert len({arm_module.judge_variant(c) for c in built.values()}) == 3
+    assert set(design.load_size("judge3")["arms"]) < set(size["arms"]), "run into phase 1's folder, beside its arms"
+
+
+def test_judge_report_phase_6_reads_its_own_variants_and_reproduction(tmp_path: Path):
+    from bench import judge_report as judge
+
+    results = []
+    for seed, e in enumerate([0.1, -0.1, 0.0, 0.2, -0.2]):
+        results.append(_judge_result("mined_teacher", seed, 76.8 + e, 79.6 + e))
+        results.append(_judge_result("mined_teacher_more", seed, 77.3 + e, 79.75 + e))  # phase 3: beyond the tie
+        results.append(_judge_result("mined_ensemble", seed, 77.1 + e, 79.65 + e))  # phase 6: a tie
+        results.append(_judge_result("mined_teacher_strict", seed, 76.5 + e, 79.8 + e))  # phase 6: beyond the tie
+    analysis = judge.analyse(results)
+    assert analysis["phase3_winner"] == "mined_teacher_more" and analysis["phase6_winner"] == "mined_teacher_strict"
+    phase6 = {c["a"]: c for c in analysis["contrasts"] if c["kind"] == "phase 6"}
+    assert set(phase6) == {"mined_ensemble", "mined_teacher_strict"}, "each phase is its own Holm family"
+    assert phase6["mined_ensemble"]["mean"] == pytest.approx(0.3)
+    assert phase6["mined_teacher_strict"]["mean"] == pytest.approx(-0.3)
+    assert judge.analyse([r for r in results if r["arm"] != "mined_teacher_strict"])["phase6_winner"] == \
+        "mined_teacher", "within the tie, phase 1's winner stays"
+    record = results[0]
+    for c in record["curve"]:
+        c["anchor_order_sha256"] = f"o{c['round']}"
+    for folder in ("results", "reproduction6/results"):
+        path = tmp_path / folder / "tuned" / "domain" / "mined_teacher" / "seed0.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+    checks = judge.reproductions(tmp_path)
+    assert [(c["phase"], c["passed"]) for c in checks] == [(6, True)]
+    text = judge.render({**analysis, "reproductions": checks}, {"size": {"name": "judge6"}})
+    assert "not a registered size" not in text and "Reproduction control (phase 6, first)" in text
+    assert "Phase 6's choice by the select half" in text and "`mined_teacher_strict`; its goal row: +0.50" in text
+    assert text.index("Phase 3:") < text.index("Phase 6:")
+
+
 def test_judge_report_phase_4_reads_the_teacher_in_a_labeled_run_against_the_recipe(tmp_path: Path):
     from bench import judge_report as judge
 
