@@ -145,21 +145,12 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         embeddings = _pool_embeddings(corpus, encoder, embeddings, cache, mfp, p, show_progress, timings,
                                       shards=shards if sharded else 1, map_shards=map_shards,
                                       worker_encoder=encoder_ref or encoder)
-    teacher_emb = None
-    if teacher is not None:  # encoded once per pool: cached by the teacher's content hash
-        t = time.perf_counter()
-        teacher_emb = embed_corpus(corpus, teacher, cache, model_fp=teacher_fp, batch_size=p.batch_size,
-                                   show_progress=show_progress)
-        timings["teacher_encode"] = time.perf_counter() - t
+    teacher_emb = _teacher_embeddings(corpus, teacher, cache, teacher_fp, p, show_progress, timings)
 
     t = time.perf_counter()
     excluded_pairs, exclusion_info = _pool_exclusions(excluded, corpus)
-    judged = None
-    if p.mined_positives:
-        t = time.perf_counter()
-        corpus, excluded_pairs, judged = _judge_positives(corpus, judge_embeddings(judge, embeddings, teacher_emb),
-                                                          judge, p, seed, excluded_pairs)
-        timings["mined_positives"] = time.perf_counter() - t
+    corpus, excluded_pairs, judged = _judge_positives(corpus, embeddings, teacher_emb, judge, p, seed,
+                                                      excluded_pairs, timings)
     ctx = BandContext(corpus, embeddings, p, seed, round, excluded_pairs=excluded_pairs, teacher=teacher_emb)
     timings["bands"] = time.perf_counter() - t
     if sharded:
@@ -172,20 +163,38 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         results, index_info, sample_info = _mine_here(ctx, chosen, encoder, sampled, show_progress, timings)
     _assert_and_log_bands(results, ctx)
 
-    t = time.perf_counter()
-    writer = RoundWriter(out, round, corpus, model_fingerprint=mfp, corpus_fingerprint=cfp, params=run_params,
-                         rows_per_file=p.rows_per_file)
-    writer.begin()
-    for res in results.values():
-        writer.write_band(res)
-    timings["write"] = time.perf_counter() - t
+    writer = _write_bands(RoundWriter(out, round, corpus, model_fingerprint=mfp, corpus_fingerprint=cfp,
+                                      params=run_params, rows_per_file=p.rows_per_file), results, timings)
     timings["total"] = time.perf_counter() - t_start
-    path = writer.finish({b: r.stats() for b, r in results.items()},
+    path = writer.finish({b: r.stats() for b, r in results.items()},  # the manifest last: the round is complete
                          _manifest_extra(corpus, embeddings, index_info, sample_info, timings, exclusion_info, teacher,
                                          teacher_fp, teacher_emb, judged, judge))
     manifest = read_manifest(out, round)
     return MiningResult(out, round, path, manifest, cached=False, timings=timings,
                         results=results if keep_results else {})
+
+
+def _write_bands(writer: RoundWriter, results: Mapping[str, BandResult], timings: dict[str, float]) -> RoundWriter:
+    """Every band's rows written (the round is not complete until `writer.finish` writes its manifest)."""
+    t = time.perf_counter()
+    writer.begin()
+    for res in results.values():
+        writer.write_band(res)
+    timings["write"] = time.perf_counter() - t
+    return writer
+
+
+def _teacher_embeddings(corpus: MiningCorpus, teacher: Any | None, cache: Path, teacher_fp: str | None,
+                        p: MiningParams, show_progress: bool, timings: dict[str, float]) -> Embeddings | None:
+    """The teacher's vectors of the pool (None without a teacher): encoded once per pool, cached by the teacher's
+    content hash, so later rounds read them from the cache."""
+    if teacher is None:
+        return None
+    t = time.perf_counter()
+    emb = embed_corpus(corpus, teacher, cache, model_fp=teacher_fp, batch_size=p.batch_size,
+                       show_progress=show_progress)
+    timings["teacher_encode"] = time.perf_counter() - t
+    return emb
 
 
 def _run_params(p: MiningParams, seed: int, chosen: Sequence[str], excluded: ExcludedPairs | None,
@@ -200,16 +209,22 @@ def _run_params(p: MiningParams, seed: int, chosen: Sequence[str], excluded: Exc
     return run_params
 
 
-def _judge_positives(corpus: MiningCorpus, judge_emb: Embeddings, judge: str, p: MiningParams, seed: int,
-                     excluded_pairs: np.ndarray | None) -> tuple[MiningCorpus, np.ndarray, Any]:
-    """Mined positives (mining.judge, by `judge_emb`, the vectors of `judge`): the corpus with them as anchors'
-    positives, and the pairs they make added to those no band may pick as negatives."""
-    judged = mine_positives(corpus, judge_emb, p, seed, pair_keys(excluded_pairs, len(corpus)))
+def _judge_positives(corpus: MiningCorpus, embeddings: Embeddings | None, teacher_emb: Embeddings | None,
+                     judge: str | None, p: MiningParams, seed: int, excluded_pairs: np.ndarray | None,
+                     timings: dict[str, float]) -> tuple[MiningCorpus, np.ndarray | None, Any]:
+    """Mined positives (mining.judge, by `judge`: teacher, student or both; None: the round mines none): the corpus
+    with them as anchors' positives, and the pairs they make added to those no band may pick as negatives."""
+    if judge is None:
+        return corpus, excluded_pairs, None
+    t = time.perf_counter()
+    judged = mine_positives(corpus, judge_embeddings(judge, embeddings, teacher_emb), p, seed,
+                            pair_keys(excluded_pairs, len(corpus)))
     corpus = with_mined_positives(corpus, judged)
     guard = never_negatives(corpus, judged)
     excluded_pairs = guard if excluded_pairs is None else np.concatenate([excluded_pairs, guard])
     log.info("mined positives (%s judge): %d of %d unsupervised anchors (%.1f%%)",
              judge, len(judged.rows), judged.candidates, 100 * judged.share)
+    timings["mined_positives"] = time.perf_counter() - t
     return corpus, excluded_pairs, judged
 
 
