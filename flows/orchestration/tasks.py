@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,87 +94,78 @@ def _train_key(_ctx: Any, inputs: dict[str, Any]) -> str:
                 config.batch_size, config.seed, inputs["round_"], str(inputs["run_root"]))
 
 
-@dataclass(frozen=True)
-class _Timed:
-    """Wall time of a task body, reported with its result so the flow can measure Prefect's overhead."""
-
-    start: float
-
-    @classmethod
-    def begin(cls) -> _Timed:
-        return cls(time.perf_counter())
-
-    def done(self, result: Any) -> Any:
-        """The step's record with the task body's time (`StepRecord.task_seconds`; a dict: its key)."""
-        seconds = time.perf_counter() - self.start
+def _step(body: Callable[..., Any]) -> Callable[..., Any]:
+    """A task body: its step's log lines go to the task run's log (`run_logging`), and its record carries the
+    body's wall time (`StepRecord.task_seconds`; a dict: its key), so the flow can measure Prefect's overhead.
+    The signature is the body's (`functools.wraps`): Prefect reads the parameters from it."""
+    @functools.wraps(body)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        with run_logging():
+            result = body(*args, **kwargs)
+        seconds = time.perf_counter() - start
         if isinstance(result, StepRecord):
             return result.with_task_seconds(seconds)
         result["task_seconds"] = seconds
         return result
 
+    return timed
+
 
 @task(name="prepare-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=_retry_transient)
+@_step
 def prepare_inputs_task(config: RunConfig, run_root: Path) -> RunInputs:
     """Resolve the input files (building the built-in corpus if asked) and fingerprint them."""
-    timer = _Timed.begin()
-    with run_logging():
-        return timer.done(prepare_inputs(config, RunDir(Path(run_root))))
+    return prepare_inputs(config, RunDir(Path(run_root)))
 
 
 @task(name="evaluate", cache_policy=CachePolicy.from_cache_key_fn(_evaluate_key),
       retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
       result_serializer="json")
+@_step
 def evaluate_task(model_path: str, inputs: RunInputs, config: RunConfig) -> Evaluation:
-    timer = _Timed.begin()
-    with run_logging():
-        return timer.done(evaluate_model(model_path, inputs, config))
+    return evaluate_model(model_path, inputs, config)
 
 
 @task(name="mine", cache_policy=CachePolicy.from_cache_key_fn(_mine_key),
       retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
       result_serializer="json")
+@_step
 def mine_task(model_path: str, inputs: RunInputs, config: RunConfig, run_root: Path,
               round_: int) -> MinedRound:
-    timer = _Timed.begin()
-    with run_logging():
-        return timer.done(mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_))
+    return mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_)
 
 
 @task(name="schedule", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+@_step
 def schedule_task(config: RunConfig, run_root: Path, round_: int) -> RoundPlan:
     """Open the round in the curriculum (mixture and alpha from the measured band difficulties)."""
-    timer = _Timed.begin()
-    with run_logging():
-        return timer.done(schedule_round(config, RunDir(Path(run_root)), round_))
+    return schedule_round(config, RunDir(Path(run_root)), round_)
 
 
 @task(name="train", cache_policy=CachePolicy.from_cache_key_fn(_train_key),
       retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
       result_serializer="json")
+@_step
 def train_task(model_path: str, plan: RoundPlan, config: RunConfig, run_root: Path,
                round_: int) -> TrainedRound:
-    timer = _Timed.begin()
-    with run_logging():
-        return timer.done(train_round(model_path, plan, config, RunDir(Path(run_root)), round_))
+    return train_round(model_path, plan, config, RunDir(Path(run_root)), round_)
 
 
 @task(name="finish-round", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=_retry_transient)
+@_step
 def finish_round_task(config: RunConfig, run_root: Path, round_: int, mined: MinedRound,
                       trained: TrainedRound, evaluated: Evaluation) -> dict[str, Any]:
     """Close the round in the curriculum (advance or hold), write state.json and metrics.json."""
-    timer = _Timed.begin()
-    with run_logging():
-        return timer.done(finish_round(config, RunDir(Path(run_root)), round_, mined, trained, evaluated))
+    return finish_round(config, RunDir(Path(run_root)), round_, mined, trained, evaluated)
 
 
 @task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+@_step
 def report_task(run_root: Path) -> dict[str, Any]:
-    timer = _Timed.begin()
-    with run_logging():
-        path = build_report(Path(run_root))
-    return timer.done({"report": str(path)})
+    return {"report": str(build_report(Path(run_root)))}
 
 
 @dataclass(frozen=True)
