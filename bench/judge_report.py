@@ -41,6 +41,9 @@ VARIANT_PHASES = {3: PHASE3, 6: PHASE6}
 REGISTERED_SIZES = ("judge", "judge2", "judge3", "judge6")
 # <out>/<folder>: a phase's rerun of one phase-1 record on that phase's snapshot (the reproduction control)
 REPRODUCTION_FOLDERS = {3: "reproduction", 6: "reproduction6"}
+# What a phase's goal row must say beside it (docs/experiment.md, phase 6's registration).
+READINGS = {6: "This is the sixth reading of the same report half (phases 1–6 each read it): the select half chose, "
+               "and held-out pairs outside this repository are the check of any setting that follows."}
 REPRODUCTION_TOLERANCE = 0.05  # AP points: the rerun's report-half score must be this close to the record's
 REFERENCE = "in_batch"
 GOAL = 1.0          # issue 23: the winning arm beats the start by >= 1.0 AP, its CI excluding 0
@@ -397,7 +400,8 @@ def _variant_phase_lines(analysis: Mapping[str, Any], phase: int) -> list[str]:
     lines += ["", f"- Phase {phase}'s choice by the select half (a variant must beat `{PHASE3_BASE}`'s mean final "
               f"select-half AP by more than {TIE}): `{chosen}`"
               + ("" if goal is None else f"; its goal row: {fmt(goal['mean'], sign=True)} {ci_text(goal)}, "
-                 f"STS-B test {fmt(goal['guard_change']['mean'], sign=True)}: {goal['reading']}") + "."]
+                 f"STS-B test {fmt(goal['guard_change']['mean'], sign=True)}: {goal['reading']}") + "."
+              + (f" {READINGS[phase]}" if phase in READINGS else "")]
     return lines
 
 

@@ -539,6 +539,7 @@ def test_judge_report_phase_6_reads_its_own_variants_and_reproduction(tmp_path: 
     assert "not a registered size" not in text and "Reproduction control (phase 6, first)" in text
     assert "Phase 6's choice by the select half" in text and "`mined_teacher_strict`; its goal row: +0.50" in text
     assert text.index("Phase 3:") < text.index("Phase 6:")
+    assert "sixth reading of the same report half" in text and text.count("sixth reading") == 1
 
 
 def test_judge_report_phase_4_reads_the_teacher_in_a_labeled_run_against_the_recipe(tmp_path: Path):
