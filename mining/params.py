@@ -164,7 +164,8 @@ class MiningParams(BaseModel):
         an `InputError` when the setting needs a teacher the run does not name."""
         if self.positive_judge in ("teacher", "both") and not has_teacher:
             raise InputError(f"mining option positive_judge={self.positive_judge!r} needs the run's teacher: give "
-                             f"teacher: {{path: ...}} (mine --teacher) or set positive_judge: student")
+                             f"teacher: {{path: ...}} in the run config (mine(teacher=...) in Python) or set "
+                             f"positive_judge: student")
         if self.positive_judge == "auto":
             return "teacher" if has_teacher else "student"
         return self.positive_judge
