@@ -112,58 +112,56 @@ def _step(body: Callable[..., Any]) -> Callable[..., Any]:
     return timed
 
 
-@task(name="prepare-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_transient)
-@_step
+def _step_task(name: str, cache_key: Callable[..., str] | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """A Prefect task around a step body (`_step`): retried on transient faults only; with `cache_key`, its JSON
+    result is kept under that content key (a resumed or repeated run reuses it), else never cached."""
+    policy = CachePolicy.from_cache_key_fn(cache_key) if cache_key is not None else NO_CACHE
+    options: dict[str, Any] = {"persist_result": True, "result_serializer": "json"} if cache_key is not None else {}
+
+    def wrap(body: Callable[..., Any]) -> Any:
+        return task(name=name, cache_policy=policy, retries=2, retry_delay_seconds=5,
+                    retry_condition_fn=_retry_transient, **options)(_step(body))
+
+    return wrap
+
+
+@_step_task("prepare-inputs")
 def prepare_inputs_task(config: RunConfig, run_root: Path) -> RunInputs:
     """Resolve the input files (building the built-in corpus if asked) and fingerprint them."""
     return prepare_inputs(config, RunDir(Path(run_root)))
 
 
-@task(name="evaluate", cache_policy=CachePolicy.from_cache_key_fn(_evaluate_key),
-      retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
-      result_serializer="json")
-@_step
+@_step_task("evaluate", _evaluate_key)
 def evaluate_task(model_path: str, inputs: RunInputs, config: RunConfig) -> Evaluation:
     return evaluate_model(model_path, inputs, config)
 
 
-@task(name="mine", cache_policy=CachePolicy.from_cache_key_fn(_mine_key),
-      retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
-      result_serializer="json")
-@_step
+@_step_task("mine", _mine_key)
 def mine_task(model_path: str, inputs: RunInputs, config: RunConfig, run_root: Path,
               round_: int) -> MinedRound:
     return mine_round(model_path, inputs, config, RunDir(Path(run_root)), round_)
 
 
-@task(name="schedule", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-@_step
+@_step_task("schedule")
 def schedule_task(config: RunConfig, run_root: Path, round_: int) -> RoundPlan:
     """Open the round in the curriculum (mixture and alpha from the measured band difficulties)."""
     return schedule_round(config, RunDir(Path(run_root)), round_)
 
 
-@task(name="train", cache_policy=CachePolicy.from_cache_key_fn(_train_key),
-      retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, persist_result=True,
-      result_serializer="json")
-@_step
+@_step_task("train", _train_key)
 def train_task(model_path: str, plan: RoundPlan, config: RunConfig, run_root: Path,
                round_: int) -> TrainedRound:
     return train_round(model_path, plan, config, RunDir(Path(run_root)), round_)
 
 
-@task(name="finish-round", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_transient)
-@_step
+@_step_task("finish-round")
 def finish_round_task(config: RunConfig, run_root: Path, round_: int, mined: MinedRound,
                       trained: TrainedRound, evaluated: Evaluation) -> dict[str, Any]:
     """Close the round in the curriculum (advance or hold), write state.json and metrics.json."""
     return finish_round(config, RunDir(Path(run_root)), round_, mined, trained, evaluated)
 
 
-@task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-@_step
+@_step_task("report")
 def report_task(run_root: Path) -> dict[str, Any]:
     return {"report": str(build_report(Path(run_root)))}
 
