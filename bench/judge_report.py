@@ -33,7 +33,7 @@ START_MARKER = "<!-- judge-experiment:start -->"
 END_MARKER = "<!-- judge-experiment:end -->"
 ARM_ORDER = ("in_batch", "mined_student", "mined_teacher", "teacher_nn", "distill")  # phase 1
 PHASE2 = ("graded_curriculum", "graded_shuffled")  # phase 2: the curriculum over the teacher's grades, its control
-PHASE3_BASE = "mined_teacher"  # phases 3 and 6: variants of phase 1's winner, each read against it
+VARIANT_BASE = "mined_teacher"  # phases 3 and 6: variants of phase 1's winner, each read against it
 PHASE3 = ("mined_teacher_more", "mined_teacher_lr2")
 PHASE6 = ("mined_ensemble", "mined_teacher_strict")  # phase 6: a stricter judge (teacher+student; a higher cosine)
 VARIANT_PHASES = {3: PHASE3, 6: PHASE6}
@@ -162,8 +162,8 @@ def analyse(results: Iterable[Mapping[str, Any]], runs_dir: Path | None = None) 
         contrasts += variant_contrasts(arms, phase)
         result[f"phase{phase}_winner"] = variant_winner(arms, phase)
         result[f"phase{phase}_pairing"] = {
-            v: pairing_check({PHASE3_BASE: by_arm[PHASE3_BASE], v: by_arm[v]}, "anchor_order_sha256")
-            for v in variants if v in by_arm and PHASE3_BASE in by_arm}
+            v: pairing_check({VARIANT_BASE: by_arm[VARIANT_BASE], v: by_arm[v]}, "anchor_order_sha256")
+            for v in variants if v in by_arm and VARIANT_BASE in by_arm}
     return result
 
 
@@ -172,12 +172,12 @@ def variant_winner(arms: Mapping[str, Mapping[str, Any]], phase: int) -> str | N
     mean final select-half AP beats that arm's by more than TIE (the best such variant); None before any variant
     of the phase has run."""
     variants = VARIANT_PHASES[phase]
-    if PHASE3_BASE not in arms or not any(v in arms for v in variants):
+    if VARIANT_BASE not in arms or not any(v in arms for v in variants):
         return None
-    base = arms[PHASE3_BASE]["dev_summary"][0]
+    base = arms[VARIANT_BASE]["dev_summary"][0]
     means = {v: arms[v]["dev_summary"][0] for v in variants if v in arms and arms[v]["dev_summary"][0] is not None}
     better = {v: m for v, m in means.items() if base is not None and m > base + TIE}
-    return max(better, key=better.__getitem__) if better else PHASE3_BASE
+    return max(better, key=better.__getitem__) if better else VARIANT_BASE
 
 
 def variant_contrasts(arms: Mapping[str, Mapping[str, Any]], phase: int) -> list[dict[str, Any]]:
@@ -185,9 +185,9 @@ def variant_contrasts(arms: Mapping[str, Mapping[str, Any]], phase: int) -> list
     that ran."""
     out = []
     for variant in VARIANT_PHASES[phase]:
-        if variant in arms and PHASE3_BASE in arms:
-            c = paired(arms[variant]["final"], arms[PHASE3_BASE]["final"])
-            c.update(label=f"{variant} − {PHASE3_BASE}", kind=f"phase {phase}", a=variant, b=PHASE3_BASE)
+        if variant in arms and VARIANT_BASE in arms:
+            c = paired(arms[variant]["final"], arms[VARIANT_BASE]["final"])
+            c.update(label=f"{variant} − {VARIANT_BASE}", kind=f"phase {phase}", a=variant, b=VARIANT_BASE)
             out.append(c)
     for c, adj in zip(out, holm([c["p"] for c in out])):
         c["p_holm"] = adj
@@ -387,8 +387,8 @@ def _variant_phase_lines(analysis: Mapping[str, Any], phase: int) -> list[str]:
     if not rows:
         return []
     pairs = analysis.get(f"phase{phase}_pairing") or {}
-    lines = ["", f"Phase {phase}: each variant against `{PHASE3_BASE}` (phase 1's winner), paired by seed, Holm "
-             f"over the {len(rows)}; the anchor order shared with `{PHASE3_BASE}` in "
+    lines = ["", f"Phase {phase}: each variant against `{VARIANT_BASE}` (phase 1's winner), paired by seed, Holm "
+             f"over the {len(rows)}; the anchor order shared with `{VARIANT_BASE}` in "
              + ", ".join(f"`{v}` {p['identical']} of {p['groups']}" for v, p in pairs.items())
              + " (seed, round) groups:", "",
              "| contrast | seeds | mean Δ | 95 % CI | p | p (Holm) | reading |", "|---|---|---|---|---|---|---|"]
@@ -397,7 +397,7 @@ def _variant_phase_lines(analysis: Mapping[str, Any], phase: int) -> list[str]:
                      f"{fmt(c.get('p_holm'), 3)} | {c['reading']} |")
     chosen = analysis.get(f"phase{phase}_winner")
     goal = next((c for c in analysis["contrasts"] if c["kind"] == "goal" and c["a"] == chosen), None)
-    lines += ["", f"- Phase {phase}'s choice by the select half (a variant must beat `{PHASE3_BASE}`'s mean final "
+    lines += ["", f"- Phase {phase}'s choice by the select half (a variant must beat `{VARIANT_BASE}`'s mean final "
               f"select-half AP by more than {TIE}): `{chosen}`"
               + ("" if goal is None else f"; its goal row: {fmt(goal['mean'], sign=True)} {ci_text(goal)}, "
                  f"STS-B test {fmt(goal['guard_change']['mean'], sign=True)}: {goal['reading']}") + "."

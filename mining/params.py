@@ -159,10 +159,15 @@ class MiningParams(BaseModel):
             out.pop("positive_judge", None)
         return out
 
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether these settings judge mined positives with a teacher that the run must name."""
+        return self.mined_positives and self.positive_judge in ("teacher", "both")
+
     def judge_of_positives(self, has_teacher: bool) -> Literal["teacher", "student", "both"]:
         """Who judges this round's mined positives, given whether the run has a teacher (`auto` resolved);
         an `InputError` when the setting needs a teacher the run does not name."""
-        if self.positive_judge in ("teacher", "both") and not has_teacher:
+        if self.needs_teacher and not has_teacher:
             raise InputError(f"mining option positive_judge={self.positive_judge!r} needs the run's teacher: give "
                              f"teacher: {{path: ...}} in the run config (mine(teacher=...) in Python) or set "
                              f"positive_judge: student")

@@ -105,10 +105,10 @@ class RunConfig(StrictSettings):
         if (self.training.distill_kl > 0 or self.training.distill_margin_mse > 0) and self.teacher is None:
             raise ValueError("training.distill_kl / distill_margin_mse distil from the run's teacher: give "
                              "teacher: {path: ...} or set them to 0")
-        judge = self.mining.params.positive_judge
-        if self.mining.params.mined_positives and judge in ("teacher", "both") and self.teacher is None:
-            raise ValueError(f"mining.params.positive_judge: {judge} judges mined positives with the run's teacher: "
-                             f"give teacher: {{path: ...}} or set positive_judge: student")
+        if self.mining.params.needs_teacher and self.teacher is None:
+            raise ValueError(f"mining.params.positive_judge: {self.mining.params.positive_judge} judges mined "
+                             f"positives with the run's teacher: give teacher: {{path: ...}} or set "
+                             f"positive_judge: student")
         if self.curriculum.difficulty == "teacher" and self.teacher is None:
             raise ValueError("curriculum.difficulty: teacher grades the bands by the run's teacher: give "
                              "teacher: {path: ...} or set curriculum.difficulty: student")
