@@ -1,5 +1,5 @@
 """Phase 5 of the judge experiment (issue 23, pre-registered in docs/experiment.md): phase 1's winner trained on the
-whole Twitter corpus (`mined_teacher_all`, the data configs/domain_teacher.yaml trains on) against the same arm on
+whole Twitter corpus (`mined_teacher_all`, the data configs/domain_unlabeled.yaml trains on) against the same arm on
 phase 1's 12,000-tweet pool (`mined_teacher`, read from phase 1's kept records), paired by seed; which of the two a
 team is handed is chosen by the select half; the chosen one's row against the start is the issue's goal row.
 

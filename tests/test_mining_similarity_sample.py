@@ -72,7 +72,7 @@ def test_the_setting_is_recorded_only_when_set():
 
 
 def test_with_a_teacher_judging_positives_the_student_encodes_only_the_sample(corpus, vectors, tmp_path):
-    """configs/domain_teacher.yaml's round: the random band and mined positives the teacher judges. The student's
+    """configs/domain_unlabeled.yaml's round: the random band and mined positives the teacher judges. The student's
     vectors of the pool would serve only the statistics, so only a sample is encoded; the triplets, the mined
     positives and every row's teacher scores are those of a round that encodes the whole pool."""
     # A teacher that sees pairs of paraphrases (i and i + 60 close), so mined positives exist.
