@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import child_options, machine, module_command
+from dataio.process_memory import peak_rss_mb
 
 
 def build_pool(base: np.ndarray, size: int, path: Path) -> None:
@@ -128,7 +128,7 @@ def child(args: argparse.Namespace) -> None:
         per_query, fixed = times[1] / len(q2), 0.0
     out.update({"search_s": times, "per_query_ms": per_query * 1e3, "fixed_s": fixed,
                 "projected_full_s": out["build_s"] + out.get("tune_s", 0.0) + fixed + per_query * n,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+                "peak_rss_mb": peak_rss_mb()})
     print(json.dumps(out))
 
 

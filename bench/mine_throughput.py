@@ -54,6 +54,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from bench import child_options, machine, module_command
+from dataio.process_memory import peak_rss_mb
 
 
 def default_data_dir() -> Path:
@@ -427,7 +428,7 @@ def growth_child(args) -> None:
             emb = Embeddings(np.load(path, mmap_mode="r"), list(corpus.ids), "precomputed-" + str(size),
                              corpus.pool_fingerprint(), path=path)
             res = mine(corpus, None, out, params=params, embeddings=emb, show_progress=False, **sharding)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     # Dask's worker processes are this process's children, reaped when the cluster closes: the largest one. Ray's
     # are its raylet's children, which RUSAGE_CHILDREN does not see (it reports a Ray daemon): not measured.
     worker_mb = None if shards > 1 and args.child_engine == "ray" else \

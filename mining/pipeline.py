@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dataio.errors import TripletDataError
+from dataio.process_memory import peak_rss_mb
 from dataio.triplet_layout import manifest_path
 from dataio.triplets import RoundManifest, check_layout, is_complete, read_manifest, resolve_file, round_problem
 from mining import index as index_module
@@ -337,6 +338,8 @@ def _manifest_extra(corpus: MiningCorpus, embeddings: Embeddings | None, index_i
         extra["teacher"] = {"fingerprint": teacher_fp, "path": str(getattr(teacher, "path", "")) or None,
                             "cached": teacher_emb.cached,
                             "path_of_embeddings": str(teacher_emb.path) if teacher_emb.path else None}
+        if not teacher_emb.cached:  # what encoding with the teacher cost in memory: the process's peak so far
+            extra["teacher"]["process_peak_rss_mb"] = peak_rss_mb()
     if judged is not None:
         extra["mined_positives"] = {"judge": JUDGE_LABELS[judge], **judged.describe()}
     return extra

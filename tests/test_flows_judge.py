@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from dataio.triplets import read_manifest
+
 
 @pytest.fixture(scope="module")
 def judged_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -102,3 +104,9 @@ def test_the_report_states_the_teachers_ceiling_and_the_mined_positives(judged_r
     report = (run.root / "report.md").read_text(encoding="utf-8")
     assert "## The judge" in report and "(the ceiling)" in report
     assert "| 0 | teacher |" in report and "| 1 | teacher |" in report
+    # What the teacher cost: its encoding time, and the memory the process held by the end of that round.
+    manifest = read_manifest(run.triplets, 0)
+    peak = manifest.model_extra["teacher"]["process_peak_rss_mb"]
+    assert peak > 50, peak  # a Python process with torch and a model loaded holds far more than 50 MiB
+    assert "Its embeddings of the pool took" in report and f"peaked at {peak / 1024:.1f} GiB resident" in report
+    assert "process_peak_rss_mb" not in read_manifest(run.triplets, 1).model_extra["teacher"], "round 1 read the cache"

@@ -184,11 +184,15 @@ def _judge_lines(run: RunDir, base: dict[str, Any] | None, rounds: list[dict[str
             lines[-1] += f" The student closed {100 * (best - start) / (ceiling - start):.0f} % of the gap."
         cost = [(r, (m.timings or {}).get("teacher_encode"), (m.model_extra or {}).get("teacher") or {})
                 for r, m in manifests.items() if m is not None]
-        encoded = [(r, seconds) for r, seconds, info in cost if seconds is not None and not info.get("cached")]
+        encoded = [(r, seconds, info) for r, seconds, info in cost if seconds is not None and not info.get("cached")]
         if encoded:
-            r, seconds = encoded[0]
+            r, seconds, info = encoded[0]
+            peak = info.get("process_peak_rss_mb")
+            memory = (f" The mining process peaked at {peak / 1024:.1f} GiB resident by the end of that round (the "
+                      "teacher, its vectors and the student together; the teacher alone is not measured)."
+                      if peak else " Its peak memory is not measured separately.")
             lines.append(f"Its embeddings of the pool took {_duration(seconds)} to compute (round {r}); later rounds "
-                         "read them from the cache. Its peak memory is not measured separately.")
+                         f"read them from the cache.{memory}")
         lines.append("")
     if mined:
         lines += ["| round | judge | anchors with a mined positive | mean judge cosine | not mined (why) |",
