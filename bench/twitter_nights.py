@@ -7,7 +7,8 @@ night k finds slices 1..k in a corpus folder (one file per slice, as a team's ex
 (gate: the config's dev metric and margin, guard STS-B dev within 1 point) and MLflow tracking into the
 working folder, each night in its own run folder, through flows.rounds.continuing with the plain steps and the
 flow's tracking hooks (what the scheduled flow runs, less Prefect, whose own cost bench/prefect_overhead.py
-measures).
+measures). Since 2026-12-08 that config needs the offline teacher (README, "A stronger teacher"); the nights in
+docs/results.md ran the in-batch config that is now `configs/domain_no_teacher.yaml` (`--config`).
 
 The Twitter dev pairs are split by source headline (bench/experiment_data.py): the *select* half is the dev
 metric (rounds, gate), the *report* half only reports, so the set that decides is never the set that reports.
