@@ -187,7 +187,9 @@ def test_a_teacher_is_a_folder_relative_to_the_yaml_and_validate_names_it(tmp_pa
     assert "teacher" in config.computed_settings(), "the teacher decides results: part of the fingerprint"
     with pytest.raises(InputError, match=r"line 9: teacher.path: not found: .*models/teacher; relative paths are "
                                          r"read from .*, the folder of run.yaml; to install all-mpnet-base-v2 "
-                                         r"there: simcse-curriculum teacher install --out .*models/teacher"):
+                                         r"there: pip install 'simcse-curriculum\[teacher\]', then "
+                                         r"simcse-curriculum teacher install --out .*models/teacher .*; or run "
+                                         r"without a teacher"):
         check_run(config)
 
 

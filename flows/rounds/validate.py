@@ -212,8 +212,9 @@ def missing_path(config: RunConfig, key: str, path: Path) -> InputError:
     base = config.base_folder()
     where = (f"; relative paths are read from {base}, the folder of {config.source.name}" if base is not None
              and config.source is not None else "; check the path")
-    install = (f"; to install all-mpnet-base-v2 there: simcse-curriculum teacher install --out {path} (README, "
-               f"'A stronger teacher')" if key == "teacher.path" else "")
+    install = (f"; to install all-mpnet-base-v2 there: pip install 'simcse-curriculum[teacher]', then "
+               f"simcse-curriculum teacher install --out {path} (README, 'A stronger teacher'); or run without a "
+               f"teacher: remove `teacher:` and mining.params' mined_positives" if key == "teacher.path" else "")
     return InputError(f"{key}: not found: {path}{near}{where}{install}", path=config.source,
                       line=config.line_of(key))
 
