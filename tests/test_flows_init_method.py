@@ -1,0 +1,38 @@
+"""`init` writes the method the experiments measured for the data it is given (docs/results.md): NLI triplets
+alone get the SimCSE recipe (the contradiction as the hard negative, static), a corpus alone the judge
+experiment's in-batch recipe (tests/test_flows_init_teacher.py), and a mix the banded curriculum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def _nli(tmp_path: Path) -> Path:
+    path = tmp_path / "triplets.csv"
+    path.write_text("sent0,sent1,hard_neg\n" + "".join(
+        f"a man plays guitar {i},someone makes music {i},nobody is playing {i}\n" for i in range(40)), encoding="utf-8")
+    return path
+
+
+def test_nli_triplets_alone_get_the_simcse_recipe(tmp_path: Path) -> None:
+    from flows.rounds.scaffold import scaffold
+
+    path, _, _ = scaffold([str(_nli(tmp_path))], tmp_path / "run.yaml")
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert config["mining"] == {"bands": ["nli_contradiction"], "params": {"similarity_sample": 1024}}
+    assert config["curriculum"] == {"mode": "static", "static": {"weights": {"nli_contradiction": 1.0}}}
+    assert config["training"] == {"lr": 5.0e-5}
+
+
+def test_a_corpus_beside_nli_triplets_gets_the_banded_curriculum(tmp_path: Path) -> None:
+    from flows.rounds.scaffold import scaffold
+
+    corpus = tmp_path / "tweets.txt"
+    corpus.write_text("".join(f"headline {i} about topic {i % 7} and item {i * 31 % 97}\n" for i in range(80)),
+                      encoding="utf-8")
+    path, _, _ = scaffold([str(corpus), str(_nli(tmp_path))], tmp_path / "run.yaml")
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert config["mining"]["bands"] == ["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
+    assert config["curriculum"]["pacing"] == "root" and "negatives" not in config
