@@ -484,7 +484,9 @@ def test_a_one_round_run_is_told_exactly_how_to_train_on_every_band_it_mines(
     from flows.cli.app import main
 
     files = newsdesk(tmp_path)
-    _init(tmp_path, [files["headlines"].name], capsys, monkeypatch)
+    # with training pairs beside the headlines, init writes the banded curriculum (a corpus alone gets the judge
+    # experiment's static in-batch recipe: tests/test_flows_init_teacher.py)
+    _init(tmp_path, [files["headlines"].name, files["pairs"].name], capsys, monkeypatch)
     text = (tmp_path / "desk.yaml").read_text(encoding="utf-8")
     assert "  # unit: step   # competence grows every step instead of every round" in text
     one = tmp_path / "one.yaml"
