@@ -36,3 +36,35 @@ def test_a_corpus_beside_nli_triplets_gets_the_banded_curriculum(tmp_path: Path)
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert config["mining"]["bands"] == ["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
     assert config["curriculum"]["pacing"] == "root" and "negatives" not in config
+
+
+METHOD_KEYS = ("negatives", "positive_view", "word_deletion", "mining", "curriculum", "training")
+
+
+def _method(config: dict) -> dict:
+    return {k: config.get(k) for k in METHOD_KEYS}
+
+
+def test_inits_recipes_are_the_shipped_configs_recipes(tmp_path: Path) -> None:
+    """init and configs/ carry the same measured recipes: a change to one without the other fails here."""
+    from flows.rounds.scaffold import scaffold
+
+    repo = Path(__file__).resolve().parents[1]
+    shipped = {name: yaml.safe_load((repo / "configs" / f"{name}.yaml").read_text(encoding="utf-8"))
+               for name in ("domain_unlabeled", "domain_no_teacher", "nli_supervised")}
+    corpus = tmp_path / "tweets.txt"
+    corpus.write_text("".join(f"headline {i} about topic {i % 7} and item {i * 31 % 97}\n" for i in range(80)),
+                      encoding="utf-8")
+    written = {}
+    for name, data in (("domain_no_teacher", corpus), ("nli_supervised", _nli(tmp_path))):
+        path, _, _ = scaffold([str(data)], tmp_path / f"{name}.yaml")
+        written[name] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    from simcse.testing import build_tiny_model
+
+    (tmp_path / "models").mkdir()  # a teacher found beside the config: the default's recipe
+    build_tiny_model(tmp_path / "models" / "all-mpnet-base-v2")
+    (tmp_path / "models" / "all-mpnet-base-v2" / "modules.json").write_text("[]", encoding="utf-8")
+    path, _, _ = scaffold([str(corpus)], tmp_path / "domain_unlabeled.yaml")
+    written["domain_unlabeled"] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for name, config in written.items():
+        assert _method(config) == _method(shipped[name]), name
