@@ -16,6 +16,13 @@ def _nli(tmp_path: Path) -> Path:
     return path
 
 
+def _corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tweets.txt"
+    path.write_text("".join(f"headline {i} about topic {i % 7} and item {i * 31 % 97}\n" for i in range(80)),
+                    encoding="utf-8")
+    return path
+
+
 def test_nli_triplets_alone_get_the_simcse_recipe(tmp_path: Path) -> None:
     from flows.rounds.scaffold import scaffold
 
@@ -29,9 +36,7 @@ def test_nli_triplets_alone_get_the_simcse_recipe(tmp_path: Path) -> None:
 def test_a_corpus_beside_nli_triplets_gets_the_banded_curriculum(tmp_path: Path) -> None:
     from flows.rounds.scaffold import scaffold
 
-    corpus = tmp_path / "tweets.txt"
-    corpus.write_text("".join(f"headline {i} about topic {i % 7} and item {i * 31 % 97}\n" for i in range(80)),
-                      encoding="utf-8")
+    corpus = _corpus(tmp_path)
     path, _, _ = scaffold([str(corpus), str(_nli(tmp_path))], tmp_path / "run.yaml")
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert config["mining"]["bands"] == ["random", "in_domain", "nli_contradiction", "nearest_neighbour"]
@@ -52,9 +57,7 @@ def test_inits_recipes_are_the_shipped_configs_recipes(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
     shipped = {name: yaml.safe_load((repo / "configs" / f"{name}.yaml").read_text(encoding="utf-8"))
                for name in ("domain_unlabeled", "domain_no_teacher", "nli_supervised")}
-    corpus = tmp_path / "tweets.txt"
-    corpus.write_text("".join(f"headline {i} about topic {i % 7} and item {i * 31 % 97}\n" for i in range(80)),
-                      encoding="utf-8")
+    corpus = _corpus(tmp_path)
     written = {}
     for name, data in (("domain_no_teacher", corpus), ("nli_supervised", _nli(tmp_path))):
         path, _, _ = scaffold([str(data)], tmp_path / f"{name}.yaml")

@@ -127,6 +127,26 @@ def _nli_recipe_lines() -> list[str]:
             "training: {lr: 5.0e-5}   # the curriculum experiment's learning rate for NLI (docs/experiment.md)"]
 
 
+# Labeled data otherwise (training pairs, or NLI beside a corpus): the banded curriculum, not measured as such.
+def _curriculum_lines(by_role: Mapping[str, list[FileRole]], corpus: FileRole | None, has_domain: bool) -> list[str]:
+    """The method of a run on labeled data that no experiment measured as such: every band the inputs allow,
+    paced from easy to hard."""
+    bands = ["random", "in_domain"] + (["nli_contradiction"] if by_role.get("nli") else []) + ["nearest_neighbour"]
+    domain_note = (f"the {corpus.columns['domain']!r} column's {corpus.domains} labels" if has_domain and corpus
+                   else "k-means clusters (no domain column)")
+    return ["mining:",
+            f"  bands: [{', '.join(bands)}]",
+            f"  # random: any other sentence; in_domain: the same domain ({domain_note})"
+            + ("; nli_contradiction: the labeled contradiction" if by_role.get("nli") else "")
+            + "; nearest_neighbour: the most similar other sentence (the hardest)",
+            "curriculum:",
+            "  pacing: root   # from easy to hard bands, competence 1 (every band) on the last round",
+            "  total: auto    # = the run's last round, whatever `rounds` is",
+            "  # unit: step   # competence grows every step instead of every round: needed to reach the hard bands "
+            "with rounds: 1",
+            "training: {}     # lr, temperature, ... (docs/simcse.md)"]
+
+
 def _one_file_per_role(by_role: Mapping[str, list[FileRole]]) -> None:
     """A run reads one corpus, one pairs and one NLI file: several files of one of these roles are either a
     misread role or a corpus split in parts; the error says which files, why each was read so, and both fixes."""
@@ -217,28 +237,13 @@ def render_config(files: list[FileRole], config_path: Path, output_dir: str, mod
     out += _eval_lines(files, by_role, base, dev_metric)
     unlabeled = corpus is not None and not by_role.get("pairs") and not by_role.get("nli")
     if unlabeled:
-        out += _unlabeled_lines(teacher)
-        out += _teacher_lines(teacher, teacher_found, on_when_found=True) + [""]
-        return "\n".join(out)
-    if by_role.get("nli") and corpus is None and not by_role.get("pairs"):
-        out += _nli_recipe_lines()
-        out += _teacher_lines(teacher, teacher_found) + [""]
-        return "\n".join(out)
-    bands = ["random", "in_domain"] + (["nli_contradiction"] if by_role.get("nli") else []) + ["nearest_neighbour"]
-    domain_note = (f"the {corpus.columns['domain']!r} column's {corpus.domains} labels" if has_domain and corpus
-                   else "k-means clusters (no domain column)")
-    out += ["mining:",
-            f"  bands: [{', '.join(bands)}]",
-            f"  # random: any other sentence; in_domain: the same domain ({domain_note})"
-            + ("; nli_contradiction: the labeled contradiction" if by_role.get("nli") else "")
-            + "; nearest_neighbour: the most similar other sentence (the hardest)",
-            "curriculum:",
-            "  pacing: root   # from easy to hard bands, competence 1 (every band) on the last round",
-            "  total: auto    # = the run's last round, whatever `rounds` is",
-            "  # unit: step   # competence grows every step instead of every round: needed to reach the hard bands "
-            "with rounds: 1",
-            "training: {}     # lr, temperature, ... (docs/simcse.md)"]
-    out += _teacher_lines(teacher, teacher_found) + [""]
+        method = _unlabeled_lines(teacher)
+    elif by_role.get("nli") and corpus is None and not by_role.get("pairs"):
+        method = _nli_recipe_lines()
+    else:
+        method = _curriculum_lines(by_role, corpus, has_domain)
+    # A teacher found beside the config is on only where it was measured to help: an unlabeled corpus.
+    out += method + _teacher_lines(teacher, teacher_found, on_when_found=unlabeled) + [""]
     return "\n".join(out)
 
 
