@@ -18,10 +18,12 @@ which trainer frameworks (accelerate, Lightning) leave to the model code anyway.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 TIMEOUT = timedelta(hours=1)
 WEIGHTS = "encoder.safetensors"
 RESULT = "result.json"
+FAULT_PREFIX = "fault-"
 
 
 def shard_sizes(rows: int, world: int) -> list[int]:
@@ -214,10 +217,14 @@ def _worker(rank_: int, world: int, backend: str, init_method: str, threads: int
     """One training process: join the group, train its block of every batch, rank 0 hands the result back.
 
     `train` is `simcse.train.train`, passed in (it pickles by name) so that this module never imports the loop
-    that imports it."""
+    that imports it. A fatal signal (SIGABRT from a C++ library, SIGSEGV) dumps every thread's Python stack to
+    `fault-<rank>.txt` in the handoff folder, which the parent puts in its error.
+    """
     from safetensors.torch import save_model
 
     handoff_dir = Path(handoff)
+    fault_log = (handoff_dir / f"{FAULT_PREFIX}{rank_}.txt").open("w")
+    faulthandler.enable(file=fault_log, all_threads=True)
     if backend == "nccl":
         torch.cuda.set_device(rank_)
         device = torch.device("cuda", rank_)
@@ -231,12 +238,29 @@ def _worker(rank_: int, world: int, backend: str, init_method: str, threads: int
         if rank_ == 0:
             save_model(encoder, str(handoff_dir / WEIGHTS))
             (handoff_dir / RESULT).write_text(json.dumps(asdict(result), default=str))
+        # Every rank leaves together: none closes its connections while another is still in a collective or
+        # writing (a peer that vanishes mid-exchange is a C++ exception on gloo's own thread, an abort).
+        dist.barrier()
     except UserError as exc:  # the parent raises it again as the one-line error it is
         (handoff_dir / f"error-{rank_}.json").write_text(json.dumps({"type": type(exc).__name__,
                                                                      "message": str(exc)}))
         raise
     finally:
         dist.destroy_process_group()
+    # Done, and everything handed over is on disk: leave without the interpreter's teardown, where the process
+    # group's C++ threads can still be releasing Python objects (a known source of SIGABRT at exit).
+    faulthandler.disable()
+    fault_log.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _fault_report(handoff: Path, index: int) -> str:
+    """What rank `index`'s fault handler wrote (its threads' stacks at a fatal signal), or '' if nothing."""
+    path = handoff / f"{FAULT_PREFIX}{index}.txt"
+    text = path.read_text(errors="replace").strip() if path.is_file() else ""
+    return f"\nrank {index}'s threads at the signal (most recent call first):\n{text[-4000:]}" if text else ""
 
 
 def spawn_training(world: int, encoder: SimCSEEncoder, train: Callable[..., Any],
@@ -275,7 +299,8 @@ def spawn_training(world: int, encoder: SimCSEEncoder, train: Callable[..., Any]
             if errors:
                 info = json.loads(errors[0].read_text())
                 raise (InputError if info["type"] == "InputError" else UserError)(info["message"]) from None
-            raise RuntimeError(f"a training process failed: {exc}") from exc
+            raise RuntimeError(f"a training process failed: {exc}"
+                               f"{_fault_report(handoff, getattr(exc, 'error_index', -1))}") from exc
         if not (handoff / RESULT).exists():  # a worker stopped by SIGINT exits quietly (torch's spawn wrapper)
             raise RuntimeError("the training processes ended without a result (interrupted?)")
         encoder.to(device)

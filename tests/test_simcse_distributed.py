@@ -295,3 +295,26 @@ def test_the_encoder_pickles_for_the_workers(still):
     copy = pickle.loads(pickle.dumps(encoder))
     assert copy.fingerprint() == encoder.fingerprint()
     assert copy.tokenize(["a cat"]) == encoder.tokenize(["a cat"])
+
+
+def _abort_on_rank_one(encoder, **arguments):
+    """A `train` whose rank 1 dies of SIGABRT, as a C++ library's uncaught exception does; rank 0 waits for it."""
+    import torch.distributed as dist
+
+    if distributed.rank() == 1:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file left in the working folder
+        os.abort()
+    dist.barrier()  # never completes: the parent stops this rank once rank 1 is gone
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_a_signal_is_named_with_its_threads_stacks(still):
+    """A worker that dies of a signal leaves no Python traceback: the error carries its fault handler's dump
+    (every thread's stack at the signal), so a crash seen once in CI says where it happened."""
+    with pytest.raises(RuntimeError) as caught:
+        distributed.spawn_training(2, _encoder(still), _abort_on_rank_one, {})
+    message = str(caught.value)
+    assert "process 1 terminated with signal SIGABRT" in message
+    assert "rank 1's threads at the signal" in message and "_abort_on_rank_one" in message
