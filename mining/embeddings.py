@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from dataio.atomic import atomic_write_json
+from dataio.atomic import atomic_path, atomic_write_json
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256, sha256_file
 from mining.corpus import MiningCorpus
+from mining.vector_store import TextVectorStore
 
 log = logging.getLogger(__name__)
 
@@ -143,20 +144,32 @@ def cache_folder(cache_dir: Path, pool_fp: str, model_fp: str) -> Path:
 def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLike | None = None, *,
                  model_fp: str | None = None, batch_size: int = 256, chunk_size: int | None = None,
                  show_progress: bool = True, map_chunks: ChunkEncoder | None = None,
-                 chunks_per_call: int = 1) -> Embeddings:
+                 chunks_per_call: int = 1, store: TextVectorStore | str | os.PathLike | None = None) -> Embeddings:
     """Embeddings of `corpus.texts` by `encoder`, from the cache when the fingerprints match.
 
     Without `cache_dir` the matrix lives in memory. With it, chunks are written into a memory-mapped
     `.npy.partial` as they finish and renamed when complete; `meta.json`, written last, marks a usable cache.
     `map_chunks(list of text chunks) -> list of arrays` encodes `chunks_per_call` chunks at once elsewhere
     (shards on a cluster, mining.shards); the chunks, the cache and its resume points stay the same.
+    `store` (a mining.vector_store for this model, or its folder): texts an earlier run encoded are taken from it,
+    only the others are encoded (each distinct text once) and added to it chunk by chunk, so a killed encoding
+    resumes from it.
     """
     model_fp = model_fp or model_fingerprint(encoder)
     pool_fp = corpus.pool_fingerprint()
     chunk_size = chunk_size or default_chunk_size()
     texts = corpus.texts
     n = len(texts)
+    if store is not None and not isinstance(store, TextVectorStore):
+        store = TextVectorStore(store, model_fp)
+    if store is not None and store.model_fp != model_fp:
+        raise ValueError(f"the vector store holds {store.model_fp[:16]}...'s vectors, not {model_fp[:16]}...'s")
     if cache_dir is None:
+        if store is not None:
+            t0 = time.perf_counter()
+            matrix, _, _ = _vectors_through_store(texts, encoder, store, batch_size, chunk_size, show_progress,
+                                               map_chunks, chunks_per_call)
+            return Embeddings(matrix, list(corpus.ids), model_fp, pool_fp, None, False, time.perf_counter() - t0)
         return _embed_in_memory(texts, corpus.ids, encoder, model_fp, pool_fp, batch_size, chunk_size, show_progress,
                                 map_chunks, chunks_per_call)
 
@@ -177,6 +190,9 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
                 del matrix
                 meta_path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
+    if store is not None:
+        return _embed_into_cache_through_store(corpus, encoder, store, folder, key, batch_size, chunk_size,
+                                               show_progress, map_chunks, chunks_per_call)
     partial, progress_path = folder / "embeddings.npy.partial", folder / "progress.json"
     done, matrix = 0, None
     if partial.exists() and progress_path.exists():
@@ -213,6 +229,60 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     progress_path.unlink(missing_ok=True)
     log.info("embeddings: encoded %d texts in %.1fs into %s", n - done, seconds, folder)
     return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), model_fp, pool_fp, final, False, seconds)
+
+
+def _vectors_through_store(texts: list[str], encoder: Any, store: TextVectorStore, batch_size: int, chunk_size: int,
+                           show_progress: bool, map_chunks: ChunkEncoder | None, per_call: int
+                           ) -> tuple[np.ndarray, int, int]:
+    """The texts' float16 vectors: those `store` has, the others encoded (each distinct text once), each chunk
+    added to the store as it finishes. Returns (matrix, distinct texts encoded, rows found in the store)."""
+    vectors, found = store.lookup(texts)
+    rows_of: dict[str, list[int]] = {}
+    for i in np.flatnonzero(~found):
+        rows_of.setdefault(texts[i], []).append(int(i))
+    todo = list(rows_of)
+    log.info("embeddings: %d of %d texts from the vector store %s; encoding %d", int(found.sum()), len(texts),
+             store.folder, len(todo))
+    bar = _progress(len(todo), 0, show_progress)
+    try:
+        for start, vec in _encoded_chunks(todo, 0, chunk_size, encoder, batch_size, map_chunks, per_call):
+            chunk = todo[start:start + len(vec)]
+            store.add(chunk, vec)
+            if vectors is None:
+                vectors = np.zeros((len(texts), vec.shape[1]), dtype=np.float16)
+            for text, row in zip(chunk, vec):
+                vectors[rows_of[text]] = row
+            bar.update(len(vec))
+    finally:
+        bar.close()
+    if vectors is None:  # no texts: refused by validation before; kept for safety
+        raise ValueError("nothing to encode")
+    return vectors, len(todo), int(found.sum())
+
+
+def _embed_into_cache_through_store(corpus: MiningCorpus, encoder: Any, store: TextVectorStore, folder: Path,
+                                    key: dict[str, Any], batch_size: int, chunk_size: int, show_progress: bool,
+                                    map_chunks: ChunkEncoder | None, per_call: int) -> Embeddings:
+    """`embed_corpus` with a vector store: the pool's matrix assembled from it (encoding what it lacks), then
+    written as the same cache a plain encoding writes (the matrix, ids.json, meta.json last)."""
+    t0 = time.perf_counter()
+    matrix, encoded, found = _vectors_through_store(corpus.texts, encoder, store, batch_size, chunk_size, show_progress,
+                                             map_chunks, per_call)
+    final = folder / "embeddings.npy"
+    with atomic_path(final) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, matrix)
+    atomic_write_json(folder / "ids.json", list(corpus.ids))
+    seconds = time.perf_counter() - t0
+    atomic_write_json(folder / "meta.json", {**key, "dim": int(matrix.shape[1]), "dtype": "float16",
+                                             "encode_seconds": seconds, "sha256": sha256_file(final),
+                                             "encoded": encoded, "from_store": found,
+                                             "store": str(store.folder)})
+    for stale in (folder / "embeddings.npy.partial", folder / "progress.json"):  # a plain encoding's, killed
+        stale.unlink(missing_ok=True)
+    log.info("embeddings: %d texts encoded, %d rows from the vector store, in %.1fs into %s", encoded, found,
+             seconds, folder)
+    return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), key["model_fingerprint"],
+                      key["pool_fingerprint"], final, False, seconds)
 
 
 def _encoded_chunks(texts: list[str], done: int, chunk_size: int, encoder: Any, batch_size: int,

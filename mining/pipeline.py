@@ -99,7 +99,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
          embeddings: Embeddings | None = None, show_progress: bool = True, keep_results: bool = False,
          exclude_pairs: str | os.PathLike | ExcludedPairs | None = None, shards: int = 1,
          map_shards: MapShards | None = None, encoder_ref: EncoderRef | None = None,
-         teacher: Any | None = None) -> MiningResult:
+         teacher: Any | None = None, teacher_vectors: str | os.PathLike | None = None) -> MiningResult:
     """Mine round `round` of `corpus` with `encoder` into `out_dir` (the triplets root).
 
     `bands`: default every band the inputs allow. `cache_dir`: embeddings cache (default
@@ -114,6 +114,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
     `teacher`: a frozen judge (`mining.encoders.Teacher`, or any encoder with a fingerprint): the pool is embedded
     with it once (cached by its content hash), its cosines decide the false-negative filter and the mined
     positives (`params.mined_positives`), and every row records them (`teacher_score`, `teacher_positive_score`).
+    `teacher_vectors`: a folder keeping the teacher's vectors by text across runs (mining.vector_store).
     """
     t_start = time.perf_counter()
     p = resolve_params(params)
@@ -146,7 +147,7 @@ def mine(corpus: MiningCorpus, encoder: Any, out_dir: str | os.PathLike, round: 
         embeddings = _pool_embeddings(corpus, encoder, embeddings, cache, mfp, p, show_progress, timings,
                                       shards=shards if sharded else 1, map_shards=map_shards,
                                       worker_encoder=encoder_ref or encoder)
-    teacher_emb = _teacher_embeddings(corpus, teacher, cache, teacher_fp, p, show_progress, timings)
+    teacher_emb = _teacher_embeddings(corpus, teacher, cache, teacher_fp, p, show_progress, timings, teacher_vectors)
 
     t = time.perf_counter()
     excluded_pairs, exclusion_info = _pool_exclusions(excluded, corpus)
@@ -186,14 +187,15 @@ def _write_bands(writer: RoundWriter, results: Mapping[str, BandResult], timings
 
 
 def _teacher_embeddings(corpus: MiningCorpus, teacher: Any | None, cache: Path, teacher_fp: str | None,
-                        p: MiningParams, show_progress: bool, timings: dict[str, float]) -> Embeddings | None:
-    """The teacher's vectors of the pool (None without a teacher): encoded once per pool, cached by the teacher's
-    content hash, so later rounds read them from the cache."""
+                        p: MiningParams, show_progress: bool, timings: dict[str, float],
+                        vectors: str | os.PathLike | None = None) -> Embeddings | None:
+    """The teacher's vectors of the pool (None without a teacher): encoded once per pool (per text with a store
+    folder, `vectors`), cached by the teacher's content hash, so later rounds read them from the cache."""
     if teacher is None:
         return None
     t = time.perf_counter()
     emb = embed_corpus(corpus, teacher, cache, model_fp=teacher_fp, batch_size=p.batch_size,
-                       show_progress=show_progress)
+                       show_progress=show_progress, store=vectors)
     timings["teacher_encode"] = time.perf_counter() - t
     return emb
 
