@@ -28,7 +28,7 @@ from flows.orchestration.prefect_env import turn_off_telemetry
 from flows.registry.retention import apply_prune, human, plan_prune
 from flows.run.config import RunConfig, forced, load_config
 from flows.run.rundir import RunDir
-from flows.run.scheduled_folders import FINISHED, scheduled_run_folder
+from flows.run.scheduled_folders import FINISHED, night_config, scheduled_run_folder
 
 _log = logging.getLogger("flows")
 
@@ -46,7 +46,7 @@ def run_scheduled(config: str | os.PathLike, when: datetime | None, run: Callabl
     if force:
         cfg = forced(cfg)
     with scheduled_run_folder(cfg, when) as folder:
-        summary = run(cfg.model_copy(update={"output_dir": folder.path}))
+        summary = run(night_config(cfg, folder.path))
         mark_finished(folder.path, summary, folder.resumed)
         RunDir(folder.path).drop_spent_optimizer(cfg.rounds)  # finished: nothing resumes from it
     out = {**summary, "resumed": folder.resumed}

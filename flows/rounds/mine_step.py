@@ -47,6 +47,7 @@ def mine_round(model_path: str, inputs: RunInputs, config: RunConfig, run: RunDi
         kwargs["exclude_pairs"] = inputs.exclude_pairs
     if config.teacher is not None:
         kwargs["teacher"] = run_inputs.teacher_of(config)
+        kwargs["teacher_vectors"] = config.teacher.vectors
     ref = EncoderRef.of(run_inputs.open_encoder, model_path, encode_runtime=settings.encode_runtime,
                         **run_inputs.encoder_settings(config))
     # Encoding the pool is most of a round's mining: its lines (start, cache hit, done) are the run's own.

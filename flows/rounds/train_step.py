@@ -59,7 +59,8 @@ def teacher_table(config: RunConfig, run: RunDir) -> Any:
 
     corpus = run_inputs.load_mining_corpus(run_inputs.prepare_inputs(config, run), config.mining.params)
     teacher = run_inputs.teacher_of(config)
-    embeddings = embed_corpus(corpus, teacher, run.cache, model_fp=teacher.fingerprint(), show_progress=False)
+    embeddings = embed_corpus(corpus, teacher, run.cache, model_fp=teacher.fingerprint(), show_progress=False,
+                              store=config.teacher.vectors)
     return TeacherTable(corpus.texts, embeddings.matrix)
 
 

@@ -239,6 +239,11 @@ def _check_paths_and_columns(config: RunConfig) -> None:
     model = Path(base_model_path(config))
     others.append(("model.name_or_path", model if model.is_absolute() else None))  # a folder, not a hub name
     problems += [missing_path(config, key, path) for key, path in others if path is not None and not path.exists()]
+    vectors = Path(config.teacher.vectors) if config.teacher is not None and config.teacher.vectors else None
+    if vectors is not None and vectors.exists() and not vectors.is_dir():
+        problems.append(InputError(f"teacher.vectors: {vectors} is a file; name a folder (created when missing) "
+                                   f"where the teacher's vectors are kept", path=config.source,
+                                   line=config.line_of("teacher.vectors")))
     if problems:
         raise InputErrors.of(problems)
 

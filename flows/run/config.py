@@ -53,6 +53,9 @@ OPERATIONAL_SECTIONS = ("tracking", "registry", "retention")
 # Mining settings that say how mining is spread over processes, not what it computes (shards give the
 # triplets of one process): like the sections above, left out of the run's fingerprint and cache keys.
 OPERATIONAL_MINING = ("shards", "engine", "cluster")
+# Where the teacher's vectors are kept across runs (mining.vector_store): a place to read from, not a setting of
+# what the run computes.
+OPERATIONAL_TEACHER = ("vectors",)
 
 
 class RunConfig(StrictSettings):
@@ -133,7 +136,8 @@ class RunConfig(StrictSettings):
         """The settings that decide what the run computes, as JSON: not where it is written, tracked or
         registered, nor how mining is spread over processes."""
         return self.model_dump(mode="json", exclude={"output_dir": True, **dict.fromkeys(OPERATIONAL_SECTIONS, True),
-                                                     "mining": set(OPERATIONAL_MINING), **self._unset_new_sections()})
+                                                     "mining": set(OPERATIONAL_MINING),
+                                                     "teacher": set(OPERATIONAL_TEACHER), **self._unset_new_sections()})
 
     def _unset_new_sections(self) -> dict[str, bool]:
         """Sections added later and not given (teacher): left out, so runs recorded before them keep their saved
@@ -246,6 +250,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         data["registry"] = {**data["registry"], "path": _expand(str(data["registry"]["path"]), base)}
     if isinstance(data.get("teacher"), dict) and isinstance(data["teacher"].get("path"), (str, Path)):
         data["teacher"] = {**data["teacher"], "path": _expand(str(data["teacher"]["path"]), base)}
+    if isinstance(data.get("teacher"), dict) and isinstance(data["teacher"].get("vectors"), (str, Path)):
+        data["teacher"] = {**data["teacher"], "vectors": _expand(str(data["teacher"]["vectors"]), base)}
     if isinstance(data.get("mining"), dict) and isinstance(data["mining"].get("exclude_pairs"), (str, Path)):
         data["mining"] = {**data["mining"], "exclude_pairs": _expand(str(data["mining"]["exclude_pairs"]), base)}
     model = data.get("model")

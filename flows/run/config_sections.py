@@ -308,6 +308,10 @@ class TeacherSettings(StrictSettings):
     path: str = Field(..., min_length=1, description="a sentence-transformers model folder (relative to this file)")
     max_length: int | None = Field(None, ge=4, le=8192, description="its token limit when encoding (default: "
                                                                     "model.max_length)")
+    vectors: str | None = Field(None, min_length=1, description="a folder keeping the teacher's vectors by text "
+                                "across runs (mining.vector_store; relative to this file): a run encodes only the "
+                                "texts no earlier run encoded. Scheduled runs use <output_dir>/teacher_vectors "
+                                "unless set")
 
 
 class RetentionSettings(StrictSettings):

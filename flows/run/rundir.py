@@ -38,17 +38,18 @@ from dataio.atomic import atomic_write_json, atomic_write_text
 from dataio.errors import InputError
 from dataio.hashing import model_folder_sha256
 from dataio.triplet_layout import manifest_path
-from flows.run.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, RunConfig
+from flows.run.config import OPERATIONAL_MINING, OPERATIONAL_SECTIONS, OPERATIONAL_TEACHER, RunConfig
 from flows.run.config_yaml import read_yaml
 
 # Files of a continuing (registry) run, named here so the steps that write and read them share one name.
 START_FILE = "warm_start.json"
 REGISTERED_FILE = "registered.json"
 
-# Keys that may change when a run is continued: where it is tracked, how mining is spread over processes (`rounds`
-# may not: it sets the length of the learning-rate and curriculum schedules, so a longer run is a new run, which
-# may start from this one's model).
-RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS + tuple(f"mining.{key}" for key in OPERATIONAL_MINING)
+# Keys that may change when a run is continued: where it is tracked, how mining is spread over processes, where the
+# teacher's vectors are kept (`rounds` may not: it sets the length of the learning-rate and curriculum schedules, so
+# a longer run is a new run, which may start from this one's model).
+RESUMABLE_CHANGES: tuple[str, ...] = OPERATIONAL_SECTIONS + tuple(f"mining.{key}" for key in OPERATIONAL_MINING) \
+    + tuple(f"teacher.{key}" for key in OPERATIONAL_TEACHER)
 
 
 def recorded_model(r: int) -> str:

@@ -35,6 +35,7 @@ from flows.run.output_folder import BOOKKEEPING, RUN_CONFIG, is_run_config
 from flows.run.rundir import RunDir
 
 FINISHED = "finished.json"
+TEACHER_VECTORS = "teacher_vectors"  # <output_dir>/teacher_vectors: the teacher's vectors, kept across the nights
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _FOLDER = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 _log = logging.getLogger("flows")
@@ -85,7 +86,7 @@ def _why_not_resumed(folder: Path, config: RunConfig) -> str | None:
         if all(p.name in BOOKKEEPING for p in folder.iterdir()):
             return None  # killed before the run recorded its config: nothing in it yet
         return "it holds no run's config.yaml"
-    run_config = config.model_copy(update={"output_dir": folder})
+    run_config = night_config(config, folder)
     changed = RunDir(folder).changed_settings(run_config)
     if changed:
         return (f"it was started with other settings ({', '.join(changed[:6])}); the config was edited since, "
@@ -133,3 +134,14 @@ def manual_run_warning(config: RunConfig, scheduled: bool = False) -> str | None
             f"their folders beside it (<output_dir>/<start time>/): retention leaves that run as it is, and while a "
             f"`run` of {root} is running no scheduled run can start there (the folder is held); give runs by hand "
             f"an --output-dir of their own, and move this one out to keep output_dir a folder of scheduled runs")
+
+
+def night_config(config: RunConfig, folder: Path) -> RunConfig:
+    """`config` as the scheduled run in `folder` runs it: written there, and with a teacher, its vectors kept by text
+    in `<output_dir>/teacher_vectors` across the nights (unless `teacher.vectors` names a folder), so a night encodes
+    with the teacher only the texts no earlier night did."""
+    night = config.model_copy(update={"output_dir": folder})
+    if config.teacher is not None and config.teacher.vectors is None:
+        vectors = str(Path(config.output_dir) / TEACHER_VECTORS)
+        night = night.model_copy(update={"teacher": config.teacher.model_copy(update={"vectors": vectors})})
+    return night
