@@ -19,11 +19,11 @@ which trainer frameworks (accelerate, Lightning) leave to the model code anyway.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import json
 import os
 import pickle
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -247,13 +247,9 @@ def _worker(rank_: int, world: int, backend: str, init_method: str, threads: int
         raise
     finally:
         dist.destroy_process_group()
-    # Done, and everything handed over is on disk: leave without the interpreter's teardown, where the process
-    # group's C++ threads can still be releasing Python objects (a known source of SIGABRT at exit).
-    faulthandler.disable()
-    fault_log.close()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        # The process group's last references go now, with its C++ threads, while the interpreter is whole: not
+        # during its teardown, where releasing Python objects from those threads is a known SIGABRT at exit.
+        gc.collect()  # the fault handler stays on to the end: an abort in the teardown is still reported
 
 
 def _fault_report(handoff: Path, index: int) -> str:
