@@ -36,3 +36,10 @@ def test_nights_through_the_store_encode_only_the_new_slice(tmp_path: Path, monk
     assert all(r["mined_per_run"] == r["mined_store"] == r["mined_same"] for r in rows), rows
     assert rows[-1]["mined_per_run"] > 0, "the judge paired some tweets"
     assert rows[0]["max_abs_difference"] == 0.0
+    # A rerun resumes after the recorded nights, with their store: the last pool again encodes nothing.
+    night_3 = (tmp_path / "out" / "night-3.json").stat().st_mtime_ns
+    assert teacher_vectors.main(["--config", str(config), "--out", str(tmp_path / "out"), "--threads", "1",
+                                 "--again"]) == 0
+    assert (tmp_path / "out" / "night-3.json").stat().st_mtime_ns == night_3, "recorded nights are not run again"
+    meta = json.loads((tmp_path / "out" / "teacher_vectors.json").read_text(encoding="utf-8"))["meta"]
+    assert meta["again"]["pool"] == 60 and meta["again"]["store_encoded"] == 0
