@@ -168,7 +168,7 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
         if store is not None:
             t0 = time.perf_counter()
             matrix, _, _ = _vectors_through_store(texts, encoder, store, batch_size, chunk_size, show_progress,
-                                               map_chunks, chunks_per_call)
+                                                  map_chunks, chunks_per_call)
             return Embeddings(matrix, list(corpus.ids), model_fp, pool_fp, None, False, time.perf_counter() - t0)
         return _embed_in_memory(texts, corpus.ids, encoder, model_fp, pool_fp, batch_size, chunk_size, show_progress,
                                 map_chunks, chunks_per_call)
@@ -266,8 +266,8 @@ def _embed_into_cache_through_store(corpus: MiningCorpus, encoder: Any, store: T
     """`embed_corpus` with a vector store: the pool's matrix assembled from it (encoding what it lacks), then
     written as the same cache a plain encoding writes (the matrix, ids.json, meta.json last)."""
     t0 = time.perf_counter()
-    matrix, encoded, found = _vectors_through_store(corpus.texts, encoder, store, batch_size, chunk_size, show_progress,
-                                             map_chunks, per_call)
+    matrix, encoded, found = _vectors_through_store(corpus.texts, encoder, store, batch_size, chunk_size,
+                                                    show_progress, map_chunks, per_call)
     final = folder / "embeddings.npy"
     with atomic_path(final) as tmp, open(tmp, "wb") as handle:
         np.save(handle, matrix)
