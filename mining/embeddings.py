@@ -222,13 +222,23 @@ def embed_corpus(corpus: MiningCorpus, encoder: Any, cache_dir: str | os.PathLik
     dim = int(matrix.shape[1])
     del matrix
     os.replace(partial, final)
-    atomic_write_json(folder / "ids.json", list(corpus.ids))
     seconds = time.perf_counter() - t0
-    atomic_write_json(meta_path, {**key, "dim": dim, "dtype": "float16", "encode_seconds": seconds,
-                                  "sha256": sha256_file(final)})
-    progress_path.unlink(missing_ok=True)
     log.info("embeddings: encoded %d texts in %.1fs into %s", n - done, seconds, folder)
-    return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), model_fp, pool_fp, final, False, seconds)
+    return _seal_cache(folder, corpus, key, dim, seconds)
+
+
+def _seal_cache(folder: Path, corpus: MiningCorpus, key: dict[str, Any], dim: int, seconds: float,
+                **extra: Any) -> Embeddings:
+    """A complete `embeddings.npy` in `folder` made a usable cache: ids.json, then meta.json (with the matrix's
+    sha256) last; a killed encoding's resume files removed."""
+    final = folder / "embeddings.npy"
+    atomic_write_json(folder / "ids.json", list(corpus.ids))
+    atomic_write_json(folder / "meta.json", {**key, "dim": dim, "dtype": "float16", "encode_seconds": seconds,
+                                             "sha256": sha256_file(final), **extra})
+    for stale in (folder / "embeddings.npy.partial", folder / "progress.json"):
+        stale.unlink(missing_ok=True)
+    return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), key["model_fingerprint"],
+                      key["pool_fingerprint"], final, False, seconds)
 
 
 def _vectors_through_store(texts: list[str], encoder: Any, store: TextVectorStore, batch_size: int, chunk_size: int,
@@ -268,21 +278,13 @@ def _embed_into_cache_through_store(corpus: MiningCorpus, encoder: Any, store: T
     t0 = time.perf_counter()
     matrix, encoded, found = _vectors_through_store(corpus.texts, encoder, store, batch_size, chunk_size,
                                                     show_progress, map_chunks, per_call)
-    final = folder / "embeddings.npy"
-    with atomic_path(final) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(folder / "embeddings.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, matrix)
-    atomic_write_json(folder / "ids.json", list(corpus.ids))
     seconds = time.perf_counter() - t0
-    atomic_write_json(folder / "meta.json", {**key, "dim": int(matrix.shape[1]), "dtype": "float16",
-                                             "encode_seconds": seconds, "sha256": sha256_file(final),
-                                             "encoded": encoded, "from_store": found,
-                                             "store": str(store.folder)})
-    for stale in (folder / "embeddings.npy.partial", folder / "progress.json"):  # a plain encoding's, killed
-        stale.unlink(missing_ok=True)
     log.info("embeddings: %d texts encoded, %d rows from the vector store, in %.1fs into %s", encoded, found,
              seconds, folder)
-    return Embeddings(np.load(final, mmap_mode="r"), list(corpus.ids), key["model_fingerprint"],
-                      key["pool_fingerprint"], final, False, seconds)
+    return _seal_cache(folder, corpus, key, int(matrix.shape[1]), seconds, encoded=encoded, from_store=found,
+                       store=str(store.folder))
 
 
 def _encoded_chunks(texts: list[str], done: int, chunk_size: int, encoder: Any, batch_size: int,
